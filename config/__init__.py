@@ -1,0 +1,1 @@
+"""Configuration: the TOML file schema (`settings`) and logging set-up (`logs`)."""

@@ -1,0 +1,370 @@
+"""The relay's one typed settings object.
+
+`load_settings()` reads the TOML file (``--config``, ``RELAY_CONFIG`` or ``config/relay.toml``),
+validates it with pydantic and resolves every secret from the environment variable the file
+names. Entry points call it once and pass the result down; nothing else reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_CONFIG_PATH = Path("config/relay.toml")
+MAX_ENDPOINTS_PER_ROUTE = 8
+CHANNELS = ("ipn", "lcn", "ins")
+SIGNATURE_STRENGTH = {"md5": 0, "sha256": 1, "sha3-256": 2}
+
+Channel = Literal["ipn", "lcn", "ins"]
+Algo = Literal["md5", "sha256", "sha3-256"]
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+_ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message names every bad key and value."""
+
+
+class _Model(BaseModel):
+    # extra="forbid": a typo in a key is an error that names it, not a silently ignored setting
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    max_body_bytes: int = Field(262_144, ge=1024, le=16 * 1024 * 1024)
+    # Redis write budget before the ingress gives up and answers 503 (2Checkout then retries)
+    redis_timeout: float = Field(2.0, gt=0, le=30)
+    # env var holding the admin API bearer token; without it the admin API is off
+    admin_token_env: EnvName = "RELAY_ADMIN_TOKEN"
+
+
+class RedisConfig(_Model):
+    # used only when REDIS_URL is unset: the relay starts its own redis-server here, with AOF on
+    data_dir: str = ".relay/redis"
+    port: int = Field(6390, ge=1, le=65535)
+
+
+class SourceConfig(_Model):
+    name: Name
+    secret_key_env: EnvName | None = None
+    ins_secret_word_env: EnvName | None = None
+    seller_id: str | None = Field(None, pattern=r"^[0-9]{1,20}$")
+    min_signature: Algo = "md5"
+
+
+class EndpointConfig(_Model):
+    name: Name
+    url: str = Field(pattern=r"^https?://[^\s/?#]+[^\s]*$")
+    sources: list[Name] = ["default"]
+    channels: list[Channel] = list(CHANNELS)
+    concurrent: bool = False
+    max_in_flight: int = Field(10, ge=1, le=1000)
+    timeout: float = Field(10.0, gt=0, le=300)
+    signing_secret_env: EnvName | None = None
+    retry_delays: list[Annotated[float, Field(ge=0, le=7 * 86400)]] | None = Field(None, max_length=200)
+    headers: dict[str, str] = {}
+    format: Literal["form", "json"] = "form"
+    message_types: list[str] | None = None
+    order_statuses: list[str] | None = None
+    test_orders: bool | None = None
+    retry_4xx: list[Annotated[int, Field(ge=400, le=499)]] = []
+
+    @field_validator("sources", "channels")
+    @classmethod
+    def _not_empty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("must name at least one")
+        if len(set(v)) != len(v):
+            raise ValueError("has duplicates")
+        return v
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            if "\n" in value or "\r" in value:
+                raise ValueError(f"value of {name!r} contains a line break")
+        return v
+
+
+class DeliveryConfig(_Model):
+    # how long notifications, deliveries and attempts are kept
+    retention_days: float = Field(30, gt=0, le=3650)
+    # default schedule (mirrors 2Checkout's own): delays before each retry, then hourly until the window ends
+    retry_delays: list[Annotated[float, Field(ge=0)]] = [60, 180, 900, 900, 900, 900]
+    retry_every: float = Field(3600, gt=0)
+    retry_window_hours: float = Field(48, gt=0, le=24 * 30)
+    jitter: float = Field(0.1, ge=0, le=0.5)
+    # a Retry-After header is honoured but clamped to this many seconds
+    max_retry_after: float = Field(3600, ge=1)
+    # how many response bytes an attempt record keeps
+    response_snippet_bytes: int = Field(512, ge=0, le=65536)
+    # how often idle workers look for due retries (new work wakes them at once)
+    poll_interval: float = Field(0.25, gt=0, le=60)
+
+
+class LoggingConfig(_Model):
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class FileConfig(_Model):
+    server: ServerConfig = ServerConfig()
+    redis: RedisConfig = RedisConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    logging: LoggingConfig = LoggingConfig()
+    sources: list[SourceConfig] = Field(min_length=1)
+    endpoints: list[EndpointConfig] = []
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> FileConfig:
+        problems: list[str] = []
+        for kind, names in (("sources", [s.name for s in self.sources]),
+                            ("endpoints", [e.name for e in self.endpoints])):
+            for name, n in Counter(names).items():
+                if n > 1:
+                    problems.append(f"{kind}: name {name!r} is used {n} times")
+        known = {s.name for s in self.sources}
+        routes: Counter[tuple[str, str]] = Counter()
+        for i, ep in enumerate(self.endpoints):
+            for src in ep.sources:
+                if src not in known:
+                    problems.append(f"endpoints[{i}].sources: {src!r} is not a configured source "
+                                    f"(known: {', '.join(sorted(known))})")
+                for ch in ep.channels:
+                    routes[(src, ch)] += 1
+        for (src, ch), n in sorted(routes.items()):
+            if n > MAX_ENDPOINTS_PER_ROUTE:
+                problems.append(f"endpoints: {n} endpoints receive source {src!r} channel {ch!r}; "
+                                f"at most {MAX_ENDPOINTS_PER_ROUTE} are allowed")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class Secret:
+    """A secret value that never shows in repr, str or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    secret_key: Secret | None
+    ins_secret_word: Secret | None
+    seller_id: str | None
+    min_signature: str
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    url: str
+    sources: frozenset[str]
+    channels: frozenset[str]
+    concurrent: bool
+    max_in_flight: int
+    timeout: float
+    signing_secret: Secret | None
+    retry_delays: tuple[float, ...] | None
+    headers: Mapping[str, Secret]
+    format: str
+    message_types: frozenset[str] | None
+    order_statuses: frozenset[str] | None
+    test_orders: bool | None
+    retry_4xx: frozenset[int]
+
+    @property
+    def in_flight_limit(self) -> int:
+        return self.max_in_flight if self.concurrent else 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a process needs, validated, with secrets resolved."""
+
+    config_path: Path
+    file: FileConfig
+    redis_url: str | None
+    admin_token: Secret | None
+    sources: Mapping[str, Source]
+    endpoints: Mapping[str, Endpoint] = field(default_factory=dict)
+
+    @property
+    def server(self) -> ServerConfig:
+        return self.file.server
+
+    @property
+    def delivery(self) -> DeliveryConfig:
+        return self.file.delivery
+
+
+def config_path(cli_value: str | None, environ: Mapping[str, str]) -> Path:
+    return Path(cli_value or environ.get("RELAY_CONFIG") or DEFAULT_CONFIG_PATH)
+
+
+def _format_validation_error(path: Path, raw: Mapping[str, Any], exc: ValidationError) -> str:
+    lines = [f"{path}: invalid configuration"]
+    for err in exc.errors():
+        loc = err["loc"]
+        key = ""
+        for part in loc:
+            key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+        value: Any = raw
+        for part in loc:
+            try:
+                value = value[part]
+            except (KeyError, IndexError, TypeError):
+                value = None
+                break
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            lines.append(f"  {key}: is required")
+        elif err["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        elif key and value is not None and not isinstance(value, (dict, list)):
+            lines.append(f"  {key} = {value!r}: {msg}")
+        else:
+            lines.append(f"  {key or '(top level)'}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_file(path: Path) -> tuple[FileConfig, dict[str, Any]]:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found (set --config or RELAY_CONFIG)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read configuration file: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return FileConfig.model_validate(raw), raw
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(path, raw, exc)) from None
+
+
+def load_settings(
+    path: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    require_secrets: bool = True,
+) -> Settings:
+    """Validate the file and resolve its secrets from ``environ`` (default: the process environment).
+
+    With ``require_secrets=False`` (used by CLI commands that only read Redis), a missing secret
+    variable is left unset instead of being an error.
+    """
+    env = os.environ if environ is None else environ
+    path = Path(path) if path is not None else config_path(None, env)
+    cfg, _ = parse_file(path)
+    problems: list[str] = []
+
+    def secret(key: str, var: str | None) -> Secret | None:
+        if var is None:
+            return None
+        value = env.get(var)
+        if not value:
+            if require_secrets:
+                problems.append(f"  {key} = {var!r}: environment variable {var} is not set")
+            return None
+        return Secret(value)
+
+    sources: dict[str, Source] = {}
+    for i, s in enumerate(cfg.sources):
+        if s.secret_key_env is None and s.ins_secret_word_env is None:
+            problems.append(f"  sources[{i}] ({s.name}): set secret_key_env, ins_secret_word_env or both")
+        if s.ins_secret_word_env is not None and s.seller_id is None:
+            problems.append(f"  sources[{i}].seller_id: required with ins_secret_word_env "
+                            "(INS md5_hash covers the seller id)")
+        sources[s.name] = Source(
+            name=s.name,
+            secret_key=secret(f"sources[{i}].secret_key_env", s.secret_key_env),
+            ins_secret_word=secret(f"sources[{i}].ins_secret_word_env", s.ins_secret_word_env),
+            seller_id=s.seller_id,
+            min_signature=s.min_signature,
+        )
+
+    endpoints: dict[str, Endpoint] = {}
+    for i, e in enumerate(cfg.endpoints):
+        headers: dict[str, Secret] = {}
+        for hname, hvalue in e.headers.items():
+            m = _ENV_REF.match(hvalue)
+            if m:
+                resolved = secret(f"endpoints[{i}].headers.{hname}", m.group(1))
+                if resolved is not None:
+                    headers[hname] = resolved
+            else:
+                headers[hname] = Secret(hvalue)
+        signing = secret(f"endpoints[{i}].signing_secret_env", e.signing_secret_env)
+        if signing is not None and not signing.reveal().startswith("whsec_"):
+            problems.append(f"  endpoints[{i}].signing_secret_env = {e.signing_secret_env!r}: "
+                            "the secret must look like whsec_<base64>")
+        elif signing is not None:
+            import base64
+            import binascii
+
+            try:
+                base64.b64decode(signing.reveal().removeprefix("whsec_"), validate=True)
+            except (binascii.Error, ValueError):
+                problems.append(f"  endpoints[{i}].signing_secret_env = {e.signing_secret_env!r}: "
+                                "the part after whsec_ is not valid base64")
+        endpoints[e.name] = Endpoint(
+            name=e.name,
+            url=e.url,
+            sources=frozenset(e.sources),
+            channels=frozenset(e.channels),
+            concurrent=e.concurrent,
+            max_in_flight=e.max_in_flight,
+            timeout=e.timeout,
+            signing_secret=signing,
+            retry_delays=tuple(e.retry_delays) if e.retry_delays is not None else None,
+            headers=headers,
+            format=e.format,
+            message_types=frozenset(e.message_types) if e.message_types is not None else None,
+            order_statuses=frozenset(e.order_statuses) if e.order_statuses is not None else None,
+            test_orders=e.test_orders,
+            retry_4xx=frozenset(e.retry_4xx),
+        )
+    if problems:
+        raise ConfigError("\n".join([f"{path}: invalid configuration", *problems]))
+    token = env.get(cfg.server.admin_token_env)
+    return Settings(
+        config_path=path,
+        file=cfg,
+        redis_url=env.get("REDIS_URL") or None,
+        admin_token=Secret(token) if token else None,
+        sources=sources,
+        endpoints=endpoints,
+    )

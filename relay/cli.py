@@ -1,0 +1,198 @@
+"""The ``relay`` command line. Each sub-command loads the settings once and passes them down."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from config.settings import ConfigError, Settings, load_settings
+
+Command = Callable[[argparse.Namespace], int]
+COMMANDS: dict[str, tuple[Command, Callable[[argparse.ArgumentParser], None], str]] = {}
+
+
+def command(name: str, help: str, args: Callable[[argparse.ArgumentParser], None] = lambda p: None
+            ) -> Callable[[Command], Command]:
+    def register(fn: Command) -> Command:
+        COMMANDS[name] = (fn, args, help)
+        return fn
+    return register
+
+
+def settings_from(ns: argparse.Namespace, *, require_secrets: bool = True) -> Settings:
+    from config.logs import configure_logging
+
+    path = ns.config or os.environ.get("RELAY_CONFIG") or "config/relay.toml"
+    settings = load_settings(path, require_secrets=require_secrets)
+    configure_logging(settings.file.logging.format, settings.file.logging.level)
+    return settings
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # optional: plain asyncio works, just slower
+        return
+    import asyncio
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", help="listen address (default: [server] host)")
+    p.add_argument("--port", type=int, help="listen port (default: [server] port)")
+
+
+@command("serve", "run the ingress (the Procfile's web: process)", _serve_args)
+def serve(ns: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from relay.app import create_app
+    from relay.redis_conn import start_embedded, stop_embedded
+
+    settings = settings_from(ns)
+    embedded = None if settings.redis_url else start_embedded(settings)
+    _use_uvloop()
+    try:
+        web.run_app(
+            create_app(settings),
+            host=ns.host or settings.server.host,
+            port=ns.port or settings.server.port,
+            access_log=None,
+            print=lambda msg: print(msg, file=sys.stderr),
+            handle_signals=True,
+        )
+    finally:
+        stop_embedded(embedded)
+    return 0
+
+
+@command("worker", "run a delivery worker (the Procfile's worker: process)")
+def worker(ns: argparse.Namespace) -> int:
+    from relay.redis_conn import start_embedded, stop_embedded
+    from workers.main import create_worker
+
+    settings = settings_from(ns)
+    embedded = None if settings.redis_url else start_embedded(settings)
+    _use_uvloop()
+    try:
+        create_worker(settings).run()
+    finally:
+        stop_embedded(embedded)
+    return 0
+
+
+def _dev_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=1, help="worker processes to start (default 1)")
+    p.add_argument("--no-demo-sink", action="store_true", help="do not start the demo endpoint on :9001")
+
+
+@command("dev", "run Redis (embedded), the ingress, workers and a demo endpoint together", _dev_args)
+def dev(ns: argparse.Namespace) -> int:
+    from relay import devsecrets
+    from relay.redis_conn import start_embedded, stop_embedded
+
+    env = dict(os.environ)
+    generated = devsecrets.fill_missing(Path(ns.config or env.get("RELAY_CONFIG") or "config/relay.toml"), env)
+    os.environ.update(env)
+    settings = settings_from(ns)
+    for var in generated:
+        print(f"relay dev: {var} was not set; using a generated development value "
+              f"(kept in {devsecrets.SECRETS_FILE})", file=sys.stderr)
+    embedded = None if settings.redis_url else start_embedded(settings)
+    exe = [sys.executable, "-m", "relay"]
+    cfg = ["--config", str(settings.config_path)]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        if not ns.no_demo_sink:
+            procs.append(subprocess.Popen([*exe, "demo-sink"], env=env))
+        procs.append(subprocess.Popen([*exe, "serve", *cfg], env=env))
+        for _ in range(max(1, ns.workers)):
+            procs.append(subprocess.Popen([*exe, "worker", *cfg], env=env))
+        print(f"relay dev: listening on http://{settings.server.host}:{settings.server.port}/ipn "
+              "(and /lcn, /ins); try `relay send-test` in another terminal; Ctrl-C stops everything",
+              file=sys.stderr)
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        return next((p.returncode for p in procs if p.returncode), 0) or 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        stop_embedded(embedded)
+
+
+def _sink_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9001)
+
+
+@command("demo-sink", "run a demo endpoint that prints every notification it receives", _sink_args)
+def demo_sink(ns: argparse.Namespace) -> int:
+    from relay.demo_sink import run
+
+    run(ns.host, ns.port)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="relay", description="Webhook relay for 2Checkout IPN, LCN and INS.")
+    parser.add_argument("--config", help="configuration file (default: $RELAY_CONFIG or config/relay.toml)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _load_plugins()
+    for name, (fn, add_args, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        add_args(p)
+        p.set_defaults(func=fn)
+    return parser
+
+
+def _load_plugins() -> None:
+    # operator commands live in their own modules and register themselves with @command
+    import importlib
+
+    for module in ("relay.opscli",):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if not hasattr(ns, "config"):
+        ns.config = None
+    try:
+        return int(ns.func(ns))
+    except ConfigError as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a clear one-line message instead of a traceback
+        from relay.redis_conn import RedisUnavailable
+
+        if isinstance(exc, RedisUnavailable):
+            print(f"relay: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

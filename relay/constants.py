@@ -1,0 +1,91 @@
+"""Every Redis key and queue name the relay uses, in one place.
+
+Layout (``{nid}`` = notification id, ``{ep}`` = endpoint name):
+
+=====================================  =====  ==============================================================
+key                                    type   what
+=====================================  =====  ==============================================================
+relay:seq                              str    receipt counter; a notification's ``seq`` is its order of receipt
+relay:n:{nid}                          hash   the notification: raw ``body``, ``ct``, ``source``, ``channel``,
+                                              ``recv`` (ms), ``seq``, ``algo`` and the parsed facts
+relay:ix:all / ch:{c} / src:{s}        zset   nid -> received ms, for listing newest first
+relay:ix:ref:{ref}                     zset   nid -> received ms, by REFNO / sale_id / LICENSE_CODE
+relay:fanout                           zset   nid -> seq of notifications not yet routed to endpoints
+relay:d:{nid}:{ep}                     hash   one delivery: ``state``, ``attempts``, ``next`` (ms), ...
+relay:a:{nid}:{ep}                     list   its attempts, one JSON object each
+relay:ep:{ep}:st:{state}               zset   nid -> last change ms, per endpoint and delivery state
+relay:ep:{ep}:q                        zset   work queue: nid -> seq (serial) or due ms (concurrent)
+relay:ep:{ep}:lease                    zset   nid -> lease expiry ms: what is in flight, across processes
+relay:ep:{ep}:m:{minute}               hash   per-minute counts (``ok``, ``fail``, ``retry``), kept 25 h
+relay:stats                            hash   cumulative counters read by /metrics
+relay:rejects                          list   capped log of rejected requests (JSON)
+relay:workers                          zset   worker name -> last heartbeat ms
+arq:job:fanout:{nid}, relay:queue      -      the ARQ fan-out job and the ARQ queue
+=====================================  =====  ==============================================================
+"""
+
+PREFIX = "relay:"
+SEQ = "relay:seq"
+FANOUT = "relay:fanout"
+STATS = "relay:stats"
+REJECTS = "relay:rejects"
+WORKERS = "relay:workers"
+IDX_ALL = "relay:ix:all"
+
+QUEUE_NAME = "relay:queue"
+ARQ_JOB_PREFIX = "arq:job:"
+FANOUT_FUNCTION = "fanout"
+
+REJECTS_CAP = 1000
+ATTEMPTS_CAP = 200
+
+STATES = ("pending", "in_flight", "retrying", "delivered", "failed", "skipped")
+
+
+def notification(nid: str) -> str:
+    return f"relay:n:{nid}"
+
+
+def idx_channel(channel: str) -> str:
+    return f"relay:ix:ch:{channel}"
+
+
+def idx_source(source: str) -> str:
+    return f"relay:ix:src:{source}"
+
+
+def idx_ref(ref: str) -> str:
+    return f"relay:ix:ref:{ref}"
+
+
+def delivery(nid: str, ep: str) -> str:
+    return f"relay:d:{nid}:{ep}"
+
+
+def attempts(nid: str, ep: str) -> str:
+    return f"relay:a:{nid}:{ep}"
+
+
+def ep_state(ep: str, state: str) -> str:
+    return f"relay:ep:{ep}:st:{state}"
+
+
+def ep_queue(ep: str) -> str:
+    return f"relay:ep:{ep}:q"
+
+
+def ep_lease(ep: str) -> str:
+    return f"relay:ep:{ep}:lease"
+
+
+def ep_minute(ep: str, minute: int) -> str:
+    return f"relay:ep:{ep}:m:{minute}"
+
+
+def fanout_job_id(nid: str) -> str:
+    return f"fanout:{nid}"
+
+
+def webhook_id(nid: str, ep: str) -> str:
+    """Standard Webhooks ``webhook-id``: the same for every attempt and resend of one delivery."""
+    return f"{nid}:{ep}"

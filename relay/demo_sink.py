@@ -1,0 +1,27 @@
+"""A demo endpoint for the local run: prints what the relay forwards, verifies webhook-signature."""
+
+from __future__ import annotations
+
+import sys
+
+from aiohttp import web
+
+
+async def _hook(request: web.Request) -> web.Response:
+    body = await request.read()
+    h = request.headers
+    print(f"demo-sink: {request.method} {request.path} notification={h.get('Relay-Notification-Id')} "
+          f"channel={h.get('Relay-Channel')} source={h.get('Relay-Source')} attempt={h.get('Relay-Attempt')} "
+          f"resend={h.get('Relay-Resend')} webhook-id={h.get('webhook-id')} bytes={len(body)}",
+          file=sys.stderr, flush=True)
+    return web.Response(text="ok")
+
+
+async def _check(request: web.Request) -> web.Response:
+    return web.Response(text="demo sink ready")
+
+
+def run(host: str, port: int) -> None:
+    app = web.Application()
+    app.add_routes([web.post("/{tail:.*}", _hook), web.get("/{tail:.*}", _check)])
+    web.run_app(app, host=host, port=port, access_log=None, print=lambda *_: None)

@@ -1,0 +1,130 @@
+"""The public door: verify, store durably, then answer 2Checkout with its read receipt."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from aiohttp import web
+from redis.exceptions import RedisError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
+
+from config.settings import Source
+from relay import appkeys, protocol
+from relay.store import Stored, notification_id
+
+logger = structlog.get_logger()
+
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", ""})
+RECEIPT_HEADERS = {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"}
+
+
+def _reply(status: int, text: str) -> web.Response:
+    return web.Response(status=status, text=text + "\n", headers=RECEIPT_HEADERS)
+
+
+async def listener_check(request: web.Request) -> web.Response:
+    """GET/HEAD on a listener URL: 2Checkout validates the URL this way and expects 200."""
+    _source(request)
+    return _reply(200, "OK: 2Checkout listener ready")
+
+
+def _source(request: web.Request) -> Source:
+    name = request.match_info.get("source", "default")
+    source = request.app[appkeys.SETTINGS].sources.get(name)
+    if source is None:
+        raise web.HTTPNotFound(text=f"unknown source {name!r}\n")
+    return source
+
+
+async def receive(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    app = request.app
+    metrics = app[appkeys.METRICS]
+    channel = request.match_info["channel"]
+    source = _source(request)
+    log = logger.bind(source=source.name, channel=channel)
+    metrics.received.labels(source.name, channel).inc()
+
+    def refuse(status: int, reason: str, detail: str) -> web.Response:
+        metrics.rejected.labels(source.name, channel, reason).inc()
+        log.info("notification_rejected", status=status, reason=reason, detail=detail,
+                 duration_ms=round((time.perf_counter() - started) * 1000, 2))
+        return _reply(status, f"rejected: {reason}: {detail}")
+
+    if request.content_type not in FORM_TYPES:
+        return refuse(415, "unsupported_media_type",
+                      f"expected application/x-www-form-urlencoded, got {request.content_type}")
+    body = await request.read()
+    try:
+        fields = protocol.parse_form(body)
+        key_index, algo = _verify(source, channel, fields)
+    except protocol.ProtocolError as exc:
+        await _log_rejection(request, source.name, channel, exc, body)
+        return refuse(400, exc.reason, exc.detail)
+
+    nid = notification_id(source.name, channel, body)
+    now_ms = int(time.time() * 1000)
+    store = app[appkeys.STORE]
+    timeout = app[appkeys.SETTINGS].server.redis_timeout
+    try:
+        # a short in-process retry rides out a Redis blip or failover; past it, 503 makes 2Checkout retry
+        async for attempt in AsyncRetrying(
+            stop=stop_after_delay(timeout), wait=wait_random_exponential(multiplier=0.02, max=0.5),
+            retry=retry_if_exception_type((RedisError, OSError)), reraise=True,
+        ):
+            with attempt:
+                stored: Stored = await store.ingest(
+                    nid=nid, source=source.name, channel=channel, body=body,
+                    content_type=request.headers.get("Content-Type", "application/x-www-form-urlencoded"),
+                    algo=algo, facts=protocol.facts(channel, fields), now_ms=now_ms,
+                    extra={"key": str(key_index)} if key_index else None,
+                )
+    except (RedisError, OSError) as exc:
+        metrics.rejected.labels(source.name, channel, "redis_unavailable").inc()
+        log.warning("notification_not_stored", nid=nid, status=503, error=type(exc).__name__,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2))
+        return _reply(503, "unavailable: the notification could not be stored; retry later")
+
+    receipt = _receipt(source, channel, fields, algo, key_index)
+    elapsed = time.perf_counter() - started
+    metrics.accepted.labels(source.name, channel, "true" if stored.duplicate else "false").inc()
+    metrics.ack_latency.labels(channel).observe(elapsed)
+    log.info("notification_accepted", nid=nid, outcome="duplicate" if stored.duplicate else "stored",
+             seq=stored.seq or None, algo=algo, duration_ms=round(elapsed * 1000, 2))
+    return _reply(200, receipt)
+
+
+def _verify(source: Source, channel: str, fields: protocol.Fields) -> tuple[int, str]:
+    if channel == "ins":
+        if source.ins_secret_word is None or source.seller_id is None:
+            raise protocol.SignatureError("channel_disabled", f"source {source.name!r} does not accept INS")
+        return protocol.verify_ins(fields, source.seller_id, [source.ins_secret_word.reveal()]), "md5"
+    if source.secret_key is None:
+        raise protocol.SignatureError("channel_disabled", f"source {source.name!r} has no IPN/LCN secret key")
+    algo, index = protocol.verify_signed(fields, [source.secret_key.reveal().encode()], source.min_signature)
+    return index, algo
+
+
+def _receipt(source: Source, channel: str, fields: protocol.Fields, algo: str, key_index: int) -> str:
+    if channel == "ins":
+        return "OK"
+    assert source.secret_key is not None
+    key = source.secret_key.reveal().encode()
+    date = protocol.receipt_date()
+    if channel == "ipn":
+        return protocol.ipn_receipt(fields, key, algo, date)
+    return protocol.lcn_receipt(fields, key, algo, date)
+
+
+async def _log_rejection(request: web.Request, source: str, channel: str,
+                         exc: protocol.ProtocolError, body: bytes) -> None:
+    # the capped log lets an operator see, say, every IPN failing after a key rotation
+    record: dict[str, object] = {
+        "at": int(time.time() * 1000), "source": source, "channel": channel, "reason": exc.reason,
+        "detail": exc.detail, "remote": request.remote or "", "bytes": len(body),
+    }
+    try:
+        await request.app[appkeys.STORE].reject(record)
+    except (RedisError, OSError):
+        pass  # the rejection is still logged and counted; the log in Redis is best effort

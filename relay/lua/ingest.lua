@@ -1,0 +1,24 @@
+-- Store one verified notification and enqueue its ARQ fan-out job, atomically.
+-- KEYS: 1 notification hash, 2 seq counter, 3 ix:all, 4 ix:ch, 5 ix:src, 6 ix:ref ('' if none),
+--       7 fanout zset, 8 arq job key, 9 arq queue
+-- ARGV: 1 nid, 2 now ms, 3 retention ms, 4 pickled arq job, 5 job expiry ms, 6 fan-out job id,
+--       7.. field, value pairs for the notification hash
+-- Returns 0 for a duplicate (same source, channel and body), else the new seq.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+local nid, now, retention = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local seq = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'seq', seq, unpack(ARGV, 7))
+redis.call('PEXPIRE', KEYS[1], retention)
+redis.call('ZADD', KEYS[3], now, nid)
+redis.call('ZADD', KEYS[4], now, nid)
+redis.call('ZADD', KEYS[5], now, nid)
+if KEYS[6] ~= '' then
+  redis.call('ZADD', KEYS[6], now, nid)
+  redis.call('PEXPIRE', KEYS[6], retention)
+end
+redis.call('ZADD', KEYS[7], seq, nid)
+redis.call('SET', KEYS[8], ARGV[4], 'PX', ARGV[5])
+redis.call('ZADD', KEYS[9], now, ARGV[6])
+return seq

@@ -1,0 +1,215 @@
+"""The 2Checkout wire protocol: form parsing, IPN/LCN/INS signatures and read receipts.
+
+Pure functions, no I/O. Every rule here is sourced in ``docs/protocol.md``:
+- IPN and LCN sign every posted value, in received order with repeated keys grouped at their first
+  occurrence (as PHP's ``$_POST`` does), each prefixed by its length in UTF-8 *bytes*; the three
+  signature fields themselves are skipped.
+- INS signs ``UPPER(MD5(sale_id + seller_id + invoice_id + secret_word))``, a plain MD5.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Literal
+from urllib.parse import parse_qsl
+
+Algo = Literal["md5", "sha256", "sha3-256"]
+Fields = dict[str, list[str]]
+
+# field name -> algorithm, strongest first (the order every official SDK checks them in)
+SIGNATURE_FIELDS: tuple[tuple[str, Algo], ...] = (
+    ("SIGNATURE_SHA3_256", "sha3-256"),
+    ("SIGNATURE_SHA2_256", "sha256"),
+    ("HASH", "md5"),
+)
+_SIGNATURE_NAMES = frozenset(name for name, _ in SIGNATURE_FIELDS)
+STRENGTH: Mapping[str, int] = {"md5": 0, "sha256": 1, "sha3-256": 2}
+_HEX_LEN = {"md5": 32, "sha256": 64, "sha3-256": 64}
+_DIGEST = {"md5": hashlib.md5, "sha256": hashlib.sha256, "sha3-256": hashlib.sha3_256}
+MAX_FIELDS = 4096
+
+
+class ProtocolError(Exception):
+    """A request the relay refuses. ``reason`` is a stable machine-readable code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class FormError(ProtocolError):
+    """The body is not a well-formed application/x-www-form-urlencoded document."""
+
+
+class SignatureError(ProtocolError):
+    """The signature is missing, malformed, too weak or wrong."""
+
+
+def parse_form(body: bytes) -> Fields:
+    """Decode a form body into ``{key: [values...]}``, keys in first-occurrence order."""
+    try:
+        text = body.decode("utf-8")
+        pairs = parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=MAX_FIELDS)
+    except UnicodeDecodeError:
+        raise FormError("invalid_utf8", "body is not valid UTF-8 (after percent-decoding)") from None
+    except ValueError:
+        raise FormError("too_many_fields", f"body has more than {MAX_FIELDS} fields") from None
+    fields: Fields = {}
+    for key, value in pairs:
+        if not key:
+            raise FormError("malformed_body", "body has a field with an empty name")
+        if "\x00" in key:
+            raise FormError("malformed_body", "a field name contains a NUL byte")
+        fields.setdefault(key, []).append(value)
+    if not fields:
+        raise FormError("empty_body", "body has no form fields")
+    return fields
+
+
+def length_prefixed(values: Iterable[str]) -> bytes:
+    """``len(utf8(v)) + utf8(v)`` for each value: the core of every 2Checkout HMAC."""
+    out = bytearray()
+    for v in values:
+        b = v.encode("utf-8")
+        out += str(len(b)).encode("ascii")
+        out += b
+    return bytes(out)
+
+
+def signature_source(fields: Fields) -> bytes:
+    return length_prefixed(v for k, vs in fields.items() if k not in _SIGNATURE_NAMES for v in vs)
+
+
+def hmac_hex(algo: str, key: bytes, data: bytes) -> str:
+    return hmac.new(key, data, _DIGEST[algo]).hexdigest()
+
+
+def verify_signed(fields: Fields, keys: Sequence[bytes], min_algo: str) -> tuple[Algo, int]:
+    """Check the strongest signature an IPN/LCN carries; return it and the index of the key that matched.
+
+    ``keys`` holds one secret, or two during a key rotation.
+    """
+    present: list[tuple[str, Algo, str]] = []
+    for name, algo in SIGNATURE_FIELDS:
+        values = fields.get(name)
+        if values is None:
+            continue
+        if len(values) != 1:
+            raise SignatureError("duplicate_signature_field", f"{name} is sent {len(values)} times")
+        present.append((name, algo, values[0].strip().lower()))
+    if not present:
+        raise SignatureError(
+            "missing_signature", "no HASH, SIGNATURE_SHA2_256 or SIGNATURE_SHA3_256 field in the body"
+        )
+    name, algo, given = present[0]
+    if STRENGTH[algo] < STRENGTH[min_algo]:
+        raise SignatureError(
+            "signature_too_weak", f"strongest signature is {algo} ({name}); this source requires {min_algo}"
+        )
+    if len(given) != _HEX_LEN[algo] or any(c not in "0123456789abcdef" for c in given):
+        raise SignatureError("malformed_signature", f"{name} is not a {_HEX_LEN[algo]}-digit hex value")
+    source = signature_source(fields)
+    for i, key in enumerate(keys):
+        if hmac.compare_digest(hmac_hex(algo, key, source), given):
+            return algo, i
+    raise SignatureError("signature_mismatch", f"{name} ({algo}) does not match the configured secret key")
+
+
+def receipt_date(now: datetime | None = None) -> str:
+    """DATE for a read receipt: server time as YmdHis (UTC)."""
+    return (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
+
+
+def _first(fields: Fields, *names: str) -> str:
+    for name in names:
+        values = fields.get(name)
+        if values:
+            return values[0]
+    return ""
+
+
+def format_receipt(algo: str, key: bytes, values: Sequence[str], date: str) -> str:
+    digest = hmac_hex(algo, key, length_prefixed([*values, date]))
+    if algo == "md5":
+        return f"<EPAYMENT>{date}|{digest}</EPAYMENT>"
+    return f'<sig algo="{algo}" date="{date}">{digest}</sig>'
+
+
+def ipn_receipt(fields: Fields, key: bytes, algo: str, date: str) -> str:
+    """HMAC over IPN_PID[0], IPN_PNAME[0], IPN_DATE and DATE, in the algorithm that was verified."""
+    values = (
+        _first(fields, "IPN_PID[]", "IPN_PID[0]", "IPN_PID"),
+        _first(fields, "IPN_PNAME[]", "IPN_PNAME[0]", "IPN_PNAME"),
+        _first(fields, "IPN_DATE"),
+    )
+    return format_receipt(algo, key, values, date)
+
+
+def lcn_receipt(fields: Fields, key: bytes, algo: str, date: str) -> str:
+    """HMAC over LICENSE_CODE, EXPIRATION_DATE and DATE ("and not all the parameters")."""
+    values = (_first(fields, "LICENSE_CODE"), _first(fields, "EXPIRATION_DATE"))
+    return format_receipt(algo, key, values, date)
+
+
+def ins_hash(sale_id: str, seller_id: str, invoice_id: str, secret_word: str) -> str:
+    return hashlib.md5(f"{sale_id}{seller_id}{invoice_id}{secret_word}".encode()).hexdigest().upper()
+
+
+def verify_ins(fields: Fields, seller_id: str, secret_words: Sequence[str]) -> int:
+    """Check an INS ``md5_hash``; return the index of the secret word that matched."""
+    for name in ("md5_hash", "sale_id", "invoice_id"):
+        values = fields.get(name)
+        if not values:
+            reason = "missing_signature" if name == "md5_hash" else "missing_field"
+            raise SignatureError(reason, f"INS body has no {name}")
+        if len(values) != 1:
+            raise SignatureError("duplicate_signature_field", f"{name} is sent {len(values)} times")
+    given = fields["md5_hash"][0].strip().upper()
+    if len(given) != 32 or any(c not in "0123456789ABCDEF" for c in given):
+        raise SignatureError("malformed_signature", "md5_hash is not a 32-digit hex value")
+    sale_id, invoice_id = fields["sale_id"][0], fields["invoice_id"][0]
+    for i, word in enumerate(secret_words):
+        if hmac.compare_digest(ins_hash(sale_id, seller_id, invoice_id, word), given):
+            return i
+    raise SignatureError("signature_mismatch", "md5_hash does not match the configured secret word and seller id")
+
+
+def facts(channel: str, fields: Fields) -> dict[str, str]:
+    """The few fields the relay indexes and routes on; the body itself is kept verbatim."""
+    if channel == "ipn":
+        return {
+            "ref": _first(fields, "REFNO"),
+            "status": _first(fields, "ORDERSTATUS"),
+            "mtype": _first(fields, "MESSAGE_TYPE"),
+            "message_id": _first(fields, "MESSAGE_ID"),
+            "license": _first(fields, "IPN_LICENSE_REF[]", "IPN_LICENSE_REF[0]"),
+            "test": "1" if _first(fields, "TEST_ORDER") == "1" else "0",
+            "email": _first(fields, "CUSTOMEREMAIL"),
+        }
+    if channel == "lcn":
+        return {
+            "ref": _first(fields, "LICENSE_CODE"),
+            "status": _first(fields, "STATUS"),
+            "mtype": _first(fields, "DISPATCH_REASON"),
+            "message_id": _first(fields, "DATE_UPDATED"),
+            "license": _first(fields, "LICENSE_CODE"),
+            "test": "1" if _first(fields, "TEST") == "1" else "0",
+            "email": _first(fields, "EMAIL"),
+        }
+    return {
+        "ref": _first(fields, "sale_id"),
+        "status": _first(fields, "invoice_status"),
+        "mtype": _first(fields, "message_type"),
+        "message_id": _first(fields, "message_id"),
+        "license": "",
+        "test": "1" if _first(fields, "demo").upper() in ("Y", "1") else "0",
+        "email": _first(fields, "customer_email"),
+    }
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

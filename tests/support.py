@@ -1,0 +1,253 @@
+"""Test helpers: a real redis-server on a free port, real endpoint apps, signed test bodies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from relay import protocol
+
+VECTORS = Path(os.environ.get("RELAY_VECTORS", Path(__file__).resolve().parents[2] / "shared" / "vectors"))
+if not VECTORS.exists():  # tests/vectors is a copy kept for checkouts without ../shared
+    VECTORS = Path(__file__).resolve().parent / "vectors"
+
+SECRET_KEY = "SYNTH-secret_KEY/2024+"
+INS_WORD = "tango"
+SELLER_ID = "1817037"
+WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def vectors(name: str) -> dict[str, Any]:
+    return json.loads((VECTORS / name).read_text(encoding="utf-8"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A real redis-server child process on a free loopback port, with its own data dir."""
+
+    def __init__(self, *, appendonly: bool = False, extra: list[str] | None = None) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
+        self.exe = exe
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="relay-redis-"))
+        self.appendonly = appendonly
+        self.extra = extra or []
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.proc = subprocess.Popen(
+            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+             "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--protected-mode", "no",
+             *self.extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self, sig: str = "term") -> None:
+        if self.proc and self.proc.poll() is None:
+            if sig == "kill":
+                self.proc.kill()
+            else:
+                self.proc.terminate()
+            self.proc.wait(10)
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def signed_body(fields: list[tuple[str, str]], secret: str = SECRET_KEY,
+                algos: tuple[str, ...] = ("md5", "sha256", "sha3-256")) -> bytes:
+    """A form body with HASH / SIGNATURE_SHA2_256 / SIGNATURE_SHA3_256 appended, as 2Checkout signs."""
+    grouped: protocol.Fields = {}
+    for key, value in fields:
+        grouped.setdefault(key, []).append(value)
+    src = protocol.signature_source(grouped)
+    names = {"md5": "HASH", "sha256": "SIGNATURE_SHA2_256", "sha3-256": "SIGNATURE_SHA3_256"}
+    sigs = [(names[a], protocol.hmac_hex(a, secret.encode(), src)) for a in algos]
+    return urlencode([*fields, *sigs]).encode()
+
+
+def ipn_fields(refno: str = "230000001", *, status: str = "COMPLETE", test: str = "1",
+               name: str = "Müller", message_id: str = "1") -> list[tuple[str, str]]:
+    return [
+        ("GIFT_ORDER", "0"), ("SALEDATE", "2024-01-02 02:58:11"), ("REFNO", refno), ("REFNOEXT", ""),
+        ("ORDERSTATUS", status), ("FIRSTNAME", "Jürgen"), ("LASTNAME", name),
+        ("CUSTOMEREMAIL", "jurgen@example.com"), ("IPN_PID[]", "40898000"),
+        ("IPN_PNAME[]", "Müller Tool – 東京 Edition"), ("IPN_PID[]", "40898001"), ("IPN_PNAME[]", "Second"),
+        ("MESSAGE_ID", message_id), ("MESSAGE_TYPE", status), ("TEST_ORDER", test),
+        ("IPN_DATE", "20240102030011"),
+    ]
+
+
+def ins_body(sale_id: str = "9093727242901", invoice_id: str = "9093727243001",
+             message_type: str = "ORDER_CREATED", word: str = INS_WORD, seller: str = SELLER_ID) -> bytes:
+    md5 = protocol.ins_hash(sale_id, seller, invoice_id, word)
+    return urlencode([("message_type", message_type), ("message_id", "101"), ("vendor_id", seller),
+                      ("sale_id", sale_id), ("invoice_id", invoice_id), ("md5_hash", md5),
+                      ("customer_email", "a@example.com")]).encode()
+
+
+def write_config(path: Path, *, redis_port: int = 6390, endpoints: list[dict[str, Any]] | None = None,
+                 sources: list[dict[str, Any]] | None = None, extra: str = "") -> Path:
+    """Write a relay.toml for tests (TOML written by hand to avoid a dependency)."""
+
+    def val(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{json.dumps(k)} = {val(x)}" for k, x in v.items()) + "}"
+        raise TypeError(v)
+
+    srcs = sources or [{"name": "default", "secret_key_env": "TCO_SECRET_KEY",
+                        "ins_secret_word_env": "TCO_INS_SECRET_WORD", "seller_id": SELLER_ID}]
+    lines = [f"[redis]\nport = {redis_port}\ndata_dir = {json.dumps(str(path.parent / 'redis-data'))}\n",
+             "[delivery]\npoll_interval = 0.05\n", extra]
+    for s in srcs:
+        lines.append("[[sources]]\n" + "".join(f"{k} = {val(v)}\n" for k, v in s.items()))
+    for e in endpoints or []:
+        lines.append("[[endpoints]]\n" + "".join(f"{k} = {val(v)}\n" for k, v in e.items()))
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+TEST_ENV = {"TCO_SECRET_KEY": SECRET_KEY, "TCO_INS_SECRET_WORD": INS_WORD, "SINK_SECRET": WHSEC}
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+
+@dataclass
+class Sink:
+    """A real aiohttp endpoint on a free port that records requests and answers from a script.
+
+    ``script`` is a list of actions used in turn (the last one repeats): an int status, or
+    ("status", code, headers), ("hang",), ("reset",), ("garbage",), ("slow", seconds).
+    """
+
+    script: list[Any] = field(default_factory=lambda: [200])
+    received: list[Received] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    delay: float = 0.0
+    port: int = 0
+    runner: web.AppRunner | None = None
+    _calls: int = 0
+    on_request: Callable[[Received], None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        rec = Received(request.path, dict(request.headers), body, time.monotonic())
+        action = self.script[min(self._calls, len(self.script) - 1)]
+        self._calls += 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            if isinstance(action, int):
+                self.received.append(rec)
+                return web.Response(status=action, text=f"status {action}")
+            kind = action[0]
+            self.received.append(rec)
+            if kind == "status":
+                return web.Response(status=action[1], headers=action[2], text="scripted")
+            if kind == "hang":
+                await asyncio.sleep(3600)
+            if kind in ("reset", "garbage"):
+                transport = request.transport
+                assert transport is not None
+                if kind == "garbage":
+                    transport.write(b"NOT HTTP AT ALL\r\n\r\n")
+                transport.close()
+                await asyncio.sleep(0.05)
+                return web.Response(status=200)
+            if kind == "slow":
+                resp = web.StreamResponse(status=200, headers={"Content-Length": "100"})
+                await resp.prepare(request)
+                for _ in range(100):
+                    await resp.write(b".")
+                    await asyncio.sleep(action[1] / 100)
+                return resp
+            raise AssertionError(f"unknown action {action!r}")
+        finally:
+            self.in_flight -= 1
+
+    async def start(self) -> Sink:
+        app = web.Application()
+        app.add_routes([web.post("/{tail:.*}", self.handle), web.get("/{tail:.*}", self._get)])
+        self.runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await self.runner.setup()
+        self.port = self.port or free_port()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def _get(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def stop(self) -> None:
+        if self.runner:
+            await self.runner.cleanup()
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll ``predicate`` (sync or async) until truthy; fail the test with a clear message on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)

@@ -1,0 +1,112 @@
+"""Building the forwarded request and classifying the endpoint's answer."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from config.settings import Endpoint
+from relay import constants as k
+from relay import __version__
+
+USER_AGENT = f"2checkout-relay/{__version__}"
+RETRY_STATUSES = frozenset({408, 425, 429})
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """One delivery handed to this worker by claim.lua."""
+
+    nid: str
+    attempt: int
+    body: bytes
+    content_type: str
+    source: str
+    channel: str
+    received_ms: int
+    resend_of: str
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """Standard Webhooks v1 signature: base64 HMAC-SHA256 of ``id.timestamp.body`` with the decoded key."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def as_json(item: Claimed) -> bytes:
+    """``format = "json"``: the parsed fields, arrays (``NAME[]`` or repeated keys) as lists."""
+    fields: dict[str, str | list[str]] = {}
+    for key, value in parse_qsl(item.body.decode("utf-8"), keep_blank_values=True):
+        if key.endswith("[]"):
+            existing = fields.setdefault(key[:-2], [])
+            if isinstance(existing, list):
+                existing.append(value)
+        elif key in fields:
+            prev = fields[key]
+            fields[key] = [*prev, value] if isinstance(prev, list) else [prev, value]
+        else:
+            fields[key] = value
+    doc = {"id": item.nid, "channel": item.channel, "source": item.source,
+           "received_at": item.received_ms, "resend_of": item.resend_of or None, "fields": fields}
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def build(endpoint: Endpoint, item: Claimed, now_s: int) -> tuple[bytes, dict[str, str]]:
+    """The body and headers for one attempt. The body is the original bytes unless format is json."""
+    original = item.resend_of or item.nid
+    wid = k.webhook_id(original, endpoint.name)
+    if endpoint.format == "json":
+        body, ctype = as_json(item), "application/json"
+    else:
+        body, ctype = item.body, item.content_type or "application/x-www-form-urlencoded"
+    headers = {
+        "Content-Type": ctype,
+        "User-Agent": USER_AGENT,
+        "webhook-id": wid,
+        "webhook-timestamp": str(now_s),
+        "Relay-Notification-Id": item.nid,
+        "Relay-Channel": item.channel,
+        "Relay-Source": item.source,
+        "Relay-Attempt": str(item.attempt),
+        "Relay-Resend": "true" if item.resend_of else "false",
+    }
+    if item.resend_of:
+        headers["Relay-Resend-Of"] = item.resend_of
+    if endpoint.signing_secret is not None:
+        headers["webhook-signature"] = sign(endpoint.signing_secret.reveal(), wid, now_s, body)
+    for name, value in endpoint.headers.items():
+        headers[name] = value.reveal()
+    return body, headers
+
+
+def classify(status: int, endpoint: Endpoint) -> str:
+    """'delivered', 'retry' or 'failed' for an HTTP status."""
+    if 200 <= status < 300:
+        return "delivered"
+    if status >= 500 or status in RETRY_STATUSES or status in endpoint.retry_4xx:
+        return "retry"
+    return "failed"
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+    from datetime import UTC, datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

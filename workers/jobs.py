@@ -1,0 +1,89 @@
+"""ARQ job functions: the per-notification fan-out, and the periodic sweeper."""
+
+from __future__ import annotations
+
+import socket
+import os
+from typing import Any
+
+import aiohttp
+import structlog
+
+from config.settings import Settings, load_settings
+from relay import constants as k
+from relay.redis_conn import connect, redis_url
+from workers.engine import Engine
+
+logger = structlog.get_logger()
+
+# a fan-out still unrouted this long after receipt is presumed lost (its job failed or expired)
+FANOUT_STALE_MS = 30_000
+HEARTBEAT_S = 5
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx.get("settings") or load_settings()
+    ctx["settings"] = settings
+    redis = connect(redis_url(settings))
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+    session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+    engine = Engine(redis, settings, session, **ctx.get("engine_options", {}))
+    ctx["relay_redis"], ctx["session"], ctx["engine"] = redis, session, engine
+    ctx["worker_name"] = f"{socket.gethostname()}:{os.getpid()}"
+    await heartbeat(ctx)
+    await engine.start()
+    logger.info("worker_started", worker=ctx["worker_name"], endpoints=sorted(settings.endpoints))
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    engine: Engine | None = ctx.get("engine")
+    if engine is not None:
+        await engine.stop(grace=max((ep.timeout for ep in engine.settings.endpoints.values()), default=5))
+    if "session" in ctx:
+        await ctx["session"].close()
+    if "relay_redis" in ctx:
+        await ctx["relay_redis"].zrem(k.WORKERS, ctx["worker_name"])
+        await ctx["relay_redis"].aclose()
+    logger.info("worker_stopped", worker=ctx.get("worker_name"))
+
+
+async def heartbeat(ctx: dict[str, Any]) -> None:
+    await ctx["relay_redis"].zadd(k.WORKERS, {ctx["worker_name"]: int(ctx["engine"].clock() * 1000)})
+
+
+async def fanout(ctx: dict[str, Any], nid: str) -> int:
+    """Route notification ``nid`` to its endpoints (enqueued by the ingress in the same Lua call)."""
+    engine: Engine = ctx["engine"]
+    return await engine.fanout(nid)
+
+
+async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
+    """Every few seconds: heartbeat, re-create lost fan-outs, trim indexes past retention."""
+    engine: Engine = ctx["engine"]
+    redis = ctx["relay_redis"]
+    await heartbeat(ctx)
+    now = engine.now_ms()
+    requeued = 0
+    for raw in await redis.zrange(k.FANOUT, 0, 499):
+        nid = raw.decode()
+        recv = await redis.hget(k.notification(nid), "recv")
+        if recv is None or now - int(recv) > FANOUT_STALE_MS:
+            # fanout is idempotent and a missing notification just leaves the set, so running it
+            # here directly is safe even if its ARQ job is also still alive
+            await engine.fanout(nid)
+            requeued += 1
+    cutoff = now - engine.retention_ms
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zremrangebyscore(k.IDX_ALL, "-inf", cutoff)
+        for ch in ("ipn", "lcn", "ins"):
+            pipe.zremrangebyscore(k.idx_channel(ch), "-inf", cutoff)
+        for src in engine.settings.sources:
+            pipe.zremrangebyscore(k.idx_source(src), "-inf", cutoff)
+        for ep in engine.settings.endpoints:
+            for state in k.STATES:
+                pipe.zremrangebyscore(k.ep_state(ep, state), "-inf", cutoff)
+        pipe.zremrangebyscore(k.WORKERS, "-inf", now - 86_400_000)
+        await pipe.execute()
+    if requeued:
+        logger.warning("fanout_recovered", count=requeued)
+    return {"fanout_recovered": requeued}

@@ -1,0 +1,39 @@
+"""Which endpoints get a notification, and why a filtered one is skipped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from config.settings import Endpoint
+
+Route = tuple[str, str, str]  # endpoint name, mode (serial|concurrent|skip), skip reason
+
+
+def route(
+    endpoints: Iterable[Endpoint],
+    *,
+    source: str,
+    channel: str,
+    mtype: str,
+    status: str,
+    test: bool,
+    only: frozenset[str] | None = None,
+) -> list[Route]:
+    routes: list[Route] = []
+    for ep in endpoints:
+        if source not in ep.sources or channel not in ep.channels:
+            continue
+        if only is not None and ep.name not in only:
+            continue
+        reason = ""
+        if channel == "ins" and ep.message_types is not None and mtype not in ep.message_types:
+            reason = f"message_type {mtype or '(none)'} is not in message_types"
+        elif channel == "ipn" and ep.order_statuses is not None and status not in ep.order_statuses:
+            reason = f"ORDERSTATUS {status or '(none)'} is not in order_statuses"
+        elif ep.test_orders is False and test:
+            reason = "test order, and test_orders = false"
+        elif ep.test_orders is True and not test:
+            reason = "not a test order, and test_orders = true"
+        mode = "skip" if reason else ("concurrent" if ep.concurrent else "serial")
+        routes.append((ep.name, mode, reason))
+    return routes

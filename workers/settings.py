@@ -1,0 +1,27 @@
+"""The ARQ ``WorkerSettings`` for ``relay worker``."""
+
+from __future__ import annotations
+
+from arq import cron, func
+
+from relay.constants import QUEUE_NAME
+from workers.jobs import fanout, shutdown, startup, sweep
+
+
+class WorkerSettings:
+    """Short by design: deliveries run in the engine's lanes, not as one ARQ job each."""
+
+    functions = [func(fanout, max_tries=10, keep_result=0, timeout=30)]
+    cron_jobs = [cron(sweep, second=set(range(0, 60, 5)), unique=True, timeout=60, run_at_startup=True)]
+    on_startup = startup
+    on_shutdown = shutdown
+    queue_name = QUEUE_NAME
+    max_jobs = 100
+    # ARQ sleeps this long between queue polls even under load: it bounds the pickup latency
+    poll_delay = 0.005
+    job_timeout = 60
+    keep_result = 0
+    health_check_interval = 10
+    health_check_key = QUEUE_NAME + ":health-check"
+
+
