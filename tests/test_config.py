@@ -1,0 +1,87 @@
+"""The configuration is validated at start-up and every error names the bad key and value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config.settings import ConfigError, load_settings
+from relay.cli import main
+from tests.support import TEST_ENV, write_config
+
+SHIPPED = Path(__file__).resolve().parents[1] / "config" / "relay.toml"
+
+
+def test_shipped_config_loads() -> None:
+    s = load_settings(SHIPPED, {**TEST_ENV, "RELAY_DEMO_SIGNING_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
+    assert s.server.port == 8080 and s.server.max_body_bytes == 262144
+    assert s.sources["default"].seller_id == "1303908"
+    assert s.endpoints["demo"].concurrent is False
+    assert "whsec" not in repr(s)  # secrets never show in repr
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "relay.toml"
+    p.write_text(text)
+    return p
+
+
+BASE = '[[sources]]\nname = "default"\nsecret_key_env = "TCO_SECRET_KEY"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (BASE + '[server]\nport = "eighty"\n', "server.port = 'eighty'"),
+        (BASE + '[server]\nprot = 1\n', "server.prot: unknown key"),
+        (BASE.replace('"default"', '"Bad Name"'), "sources[0].name = 'Bad Name'"),
+        (BASE + 'min_signature = "sha1"\n', "sources[0].min_signature = 'sha1'"),
+        (BASE + '[[endpoints]]\nname = "b"\nurl = "ftp://x"\n', "endpoints[0].url = 'ftp://x'"),
+        (BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\nsources = ["nope"]\n', "'nope' is not a configured source"),
+        (BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\ntimeout = -1\n', "endpoints[0].timeout = -1"),
+        (BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\nformat = "xml"\n', "endpoints[0].format = 'xml'"),
+        (BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\nretry_4xx = [500]\n', "endpoints[0].retry_4xx[0] = 500"),
+        ("[[sources]]\n", "sources[0].name: is required"),
+        ("x = = 1", "not valid TOML"),
+        (BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\n[[endpoints]]\nname = "b"\nurl = "http://y"\n',
+         "name 'b' is used 2 times"),
+    ],
+)
+def test_bad_values_are_named(tmp_path: Path, text: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_settings(_write(tmp_path, text), TEST_ENV)
+    assert needle in str(exc.value)
+
+
+def test_more_than_eight_endpoints_per_route(tmp_path: Path) -> None:
+    eps = [{"name": f"e{i}", "url": f"http://127.0.0.1:1/{i}", "channels": ["ipn"]} for i in range(9)]
+    with pytest.raises(ConfigError, match="9 endpoints receive source 'default' channel 'ipn'; at most 8"):
+        load_settings(write_config(tmp_path / "r.toml", endpoints=eps), TEST_ENV)
+    # eight is fine, and so are nine spread over channels
+    eps[8]["channels"] = ["lcn"]
+    assert len(load_settings(write_config(tmp_path / "r.toml", endpoints=eps), TEST_ENV).endpoints) == 9
+
+
+def test_secrets_come_from_the_environment(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "r.toml", endpoints=[
+        {"name": "b", "url": "http://x", "signing_secret_env": "SINK_SECRET",
+         "headers": {"Authorization": "${BILLING_TOKEN}", "X-Static": "v"}}])
+    with pytest.raises(ConfigError) as exc:
+        load_settings(path, {"TCO_INS_SECRET_WORD": "w", "SINK_SECRET": "nope"})
+    msg = str(exc.value)
+    assert "sources[0].secret_key_env = 'TCO_SECRET_KEY': environment variable TCO_SECRET_KEY is not set" in msg
+    assert "endpoints[0].headers.Authorization = 'BILLING_TOKEN'" in msg
+    assert "must look like whsec_" in msg
+    s = load_settings(path, {**TEST_ENV, "BILLING_TOKEN": "Bearer t0k"})
+    assert s.endpoints["b"].headers["Authorization"].reveal() == "Bearer t0k"
+    assert "t0k" not in repr(s)
+
+
+def test_cli_reports_config_errors_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, BASE + '[server]\nport = 0\n')
+    assert main(["--config", str(path), "serve"]) == 2
+    err = capsys.readouterr().err
+    assert "server.port = 0" in err and "Traceback" not in err
+    assert main(["--config", str(tmp_path / "missing.toml"), "serve"]) == 2
+    assert "configuration file not found" in capsys.readouterr().err
