@@ -123,7 +123,8 @@ def ins_body(sale_id: str = "9093727242901", invoice_id: str = "9093727243001",
 
 
 def write_config(path: Path, *, redis_port: int = 6390, endpoints: list[dict[str, Any]] | None = None,
-                 sources: list[dict[str, Any]] | None = None, extra: str = "") -> Path:
+                 sources: list[dict[str, Any]] | None = None, extra: str = "",
+                 delivery: dict[str, Any] | None = None) -> Path:
     """Write a relay.toml for tests (TOML written by hand to avoid a dependency)."""
 
     def val(v: Any) -> str:
@@ -142,7 +143,8 @@ def write_config(path: Path, *, redis_port: int = 6390, endpoints: list[dict[str
     srcs = sources or [{"name": "default", "secret_key_env": "TCO_SECRET_KEY",
                         "ins_secret_word_env": "TCO_INS_SECRET_WORD", "seller_id": SELLER_ID}]
     lines = [f"[redis]\nport = {redis_port}\ndata_dir = {json.dumps(str(path.parent / 'redis-data'))}\n",
-             "[delivery]\npoll_interval = 0.05\n", extra]
+             "[delivery]\n" + "".join(f"{k} = {val(v)}\n" for k, v in
+                                       {"poll_interval": 0.05, **(delivery or {})}.items()), extra]
     for s in srcs:
         lines.append("[[sources]]\n" + "".join(f"{k} = {val(v)}\n" for k, v in s.items()))
     for e in endpoints or []:

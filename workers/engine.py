@@ -33,6 +33,7 @@ logger = structlog.get_logger()
 
 CLAIM_BATCH = 64
 LEASE_MARGIN_S = 5.0
+MAX_ANSWER_BYTES = 1 << 20
 REDIS_ERRORS = (RedisError, OSError)
 
 
@@ -207,7 +208,7 @@ class Engine:
                 timeout=aiohttp.ClientTimeout(total=ep.timeout),
             ) as resp:
                 status = resp.status
-                snippet = await resp.content.read(self.policy.response_snippet_bytes)
+                snippet = await _read_answer(resp, self.policy.response_snippet_bytes)
                 if status in (429, 503):
                     retry_after = forward.parse_retry_after(resp.headers.get("Retry-After"))
             outcome = forward.classify(status, ep)
@@ -264,6 +265,22 @@ class Engine:
             log.warning("stale_result", outcome=outcome)
         log.info("delivery_attempt", outcome=outcome, status=status, error=error or None,
                  duration_ms=record["ms"], next_ms=next_ms or None)
+
+
+async def _read_answer(resp: aiohttp.ClientResponse, keep: int) -> bytes:
+    """Read the whole answer (it only counts once complete, within the timeout), keeping its start.
+
+    Reading to the end also lets the connection go back to the keep-alive pool.
+    """
+    kept = bytearray()
+    total = 0
+    async for chunk in resp.content.iter_any():
+        if len(kept) < keep:
+            kept += chunk[: keep - len(kept)]
+        total += len(chunk)
+        if total > MAX_ANSWER_BYTES:
+            break  # a huge answer is not worth the time: the status already decided the outcome
+    return bytes(kept)
 
 
 def _error_class(exc: aiohttp.ClientError) -> str:

@@ -1,0 +1,38 @@
+"""Real relay processes for tests that need separate processes (ordering across workers, SIGKILL)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.support import TEST_ENV
+
+
+class RelayProcess:
+    def __init__(self, config: Path, redis_url: str, *args: str, env: dict[str, str] | None = None) -> None:
+        self.log = config.parent / f"relay-{'-'.join(args)}-{time.monotonic_ns()}.log"
+        full_env = {**os.environ, **TEST_ENV, "REDIS_URL": redis_url, **(env or {})}
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "relay", "--config", str(config), *args],
+                                         env=full_env, stdout=out, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")

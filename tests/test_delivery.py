@@ -1,0 +1,306 @@
+"""Fan-out and delivery against real endpoints, with real ARQ workers on a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from arq.worker import Worker
+from redis.asyncio import Redis
+
+from config.settings import Settings
+from relay import constants as k
+from relay.app import create_app
+from relay.store import notification_id
+from tests.procs import RelayProcess
+from tests.support import WHSEC, RedisServer, Sink, ins_body, ipn_fields, signed_body, wait_for, write_config
+from workers.main import create_worker
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+FAST = [0.05, 0.05, 0.05, 0.05, 0.05]
+NO_JITTER = {"jitter": 0}
+
+
+@pytest.fixture
+async def relay(aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis
+                ) -> AsyncIterator[Callable[..., Any]]:
+    """Start an ingress test client and N in-process ARQ workers for a config; all closed afterwards."""
+    workers: list[tuple[Worker, asyncio.Task[None]]] = []
+
+    async def start(endpoints: list[dict[str, Any]], n_workers: int = 1, **kwargs: Any) -> TestClient:
+        settings = make_settings(endpoints=endpoints, **kwargs)
+        client = await aiohttp_client(create_app(settings))
+        for _ in range(n_workers):
+            w = create_worker(settings, handle_signals=False)
+            workers.append((w, asyncio.create_task(w.async_run())))
+        return client  # type: ignore[no-any-return]
+
+    yield start
+    for w, task in workers:
+        await w.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def post(client: TestClient, refno: str, channel: str = "ipn", **kw: Any) -> str:
+    body = signed_body(ipn_fields(refno, **kw)) if channel == "ipn" else ins_body(sale_id=refno)
+    resp = await client.post(f"/{channel}", data=body, headers=FORM)
+    assert resp.status == 200, await resp.text()
+    return notification_id("default", channel, body)
+
+
+async def delivery(redis: Redis, nid: str, ep: str) -> dict[str, str]:
+    return {a.decode(): b.decode() for a, b in (await redis.hgetall(k.delivery(nid, ep))).items()}
+
+
+async def attempts(redis: Redis, nid: str, ep: str) -> list[dict[str, Any]]:
+    return [json.loads(a) for a in await redis.lrange(k.attempts(nid, ep), 0, -1)]
+
+
+async def final(redis: Redis, nid: str, ep: str, timeout: float = 15) -> dict[str, str]:
+    async def done() -> dict[str, str] | None:
+        d = await delivery(redis, nid, ep)
+        return d if d.get("state") in ("delivered", "failed", "skipped") else None
+    return await wait_for(done, timeout)  # type: ignore[no-any-return]
+
+
+def ep(name: str, sink: Sink, **kw: Any) -> dict[str, Any]:
+    return {"name": name, "url": sink.url, "retry_delays": FAST, "timeout": 2, **kw}
+
+
+async def test_signed_ipn_reaches_every_matching_endpoint_with_valid_signature(
+    relay: Callable[..., Any], sink: Callable[..., Any], redis: Redis
+) -> None:
+    sinks = [await sink() for _ in range(8)]
+    ins_only = await sink()
+    endpoints = [ep(f"e{i}", s, signing_secret_env="SINK_SECRET", concurrent=i % 2 == 0, channels=["ipn", "lcn"])
+                 for i, s in enumerate(sinks)]
+    endpoints.append(ep("ins-only", ins_only, channels=["ins"]))
+    client = await relay(endpoints)
+    nid = await post(client, "230000001")
+    for i, s in enumerate(sinks):
+        assert (await final(redis, nid, f"e{i}"))["state"] == "delivered"
+        [req] = s.received
+        h = req.headers
+        assert h["webhook-id"] == f"{nid}:e{i}" and h["Relay-Notification-Id"] == nid
+        assert h["Relay-Channel"] == "ipn" and h["Relay-Source"] == "default" and h["Relay-Attempt"] == "1"
+        assert h["Relay-Resend"] == "false" and h["Content-Type"] == "application/x-www-form-urlencoded"
+        assert req.body == signed_body(ipn_fields("230000001"))  # the original bytes, unchanged
+        # an independent Standard Webhooks verification
+        key = base64.b64decode(WHSEC.removeprefix("whsec_"))
+        content = f"{h['webhook-id']}.{h['webhook-timestamp']}.".encode() + req.body
+        expected = base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode()
+        assert h["webhook-signature"] == f"v1,{expected}"
+        assert abs(int(h["webhook-timestamp"]) - time.time()) < 30
+    assert ins_only.received == [] and not await redis.exists(k.delivery(nid, "ins-only"))
+    assert (await redis.hget(k.notification(nid), "eps")).decode().split(",") == [f"e{i}" for i in range(8)]
+
+
+def test_standard_webhooks_spec_vector() -> None:
+    from workers.forward import sign
+    assert sign(WHSEC, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}') == \
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+async def test_fails_three_times_then_recovers_with_four_attempts(
+    relay: Callable[..., Any], sink: Callable[..., Any], redis: Redis
+) -> None:
+    s = await sink([503, 500, ("reset",), 200])
+    client = await relay([ep("billing", s)])
+    nid = await post(client, "1")
+    d = await final(redis, nid, "billing")
+    assert d["state"] == "delivered" and d["attempts"] == "4"
+    a = await attempts(redis, nid, "billing")
+    assert [x["outcome"] for x in a] == ["retry", "retry", "retry", "delivered"]
+    assert [x["status"] for x in a] == [503, 500, None, 200]
+    assert a[2]["error"] in ("disconnected", "connection_reset", "bad_response")
+    assert [r.headers["Relay-Attempt"] for r in s.received] == ["1", "2", "3", "4"]
+    assert len({r.headers["webhook-id"] for r in s.received}) == 1
+
+
+@pytest.mark.parametrize(("script", "extra", "outcome", "error"), [
+    ([500], {}, "retry", None),
+    ([408], {}, "retry", None),
+    ([425], {}, "retry", None),
+    ([429], {}, "retry", None),
+    ([404], {}, "failed", None),
+    ([400], {}, "failed", None),
+    ([409], {"retry_4xx": [409]}, "retry", None),
+    ([302], {}, "failed", None),
+    ([("hang",)], {"timeout": 0.3}, "retry", "timeout"),
+    ([("slow", 3)], {"timeout": 0.3}, "retry", "timeout"),
+    ([("garbage",)], {}, "retry", "*"),
+])
+async def test_retry_classification(relay: Callable[..., Any], sink: Callable[..., Any], redis: Redis,
+                                    script: list[Any], extra: dict[str, Any], outcome: str, error: str | None) -> None:
+    s = await sink(script)
+    client = await relay([ep("x", s, retry_delays=[0.05], **extra)])
+    nid = await post(client, "1")
+    d = await final(redis, nid, "x")
+    first = (await attempts(redis, nid, "x"))[0]
+    assert first["outcome"] == outcome, first
+    if error == "*":
+        assert first["error"] and first["status"] is None
+    elif error:
+        assert first["error"] == error
+    # a retried delivery that keeps failing runs out of its one retry and is failed
+    assert d["state"] == "failed" and int(d["attempts"]) == (2 if outcome == "retry" else 1)
+    if error == "timeout":
+        assert first["ms"] < 1500  # the slot was not held past the timeout
+
+
+async def test_retry_after_is_honoured_and_clamped(relay: Callable[..., Any], sink: Callable[..., Any],
+                                                    redis: Redis) -> None:
+    s = await sink([("status", 429, {"Retry-After": "1"}), ("status", 503, {"Retry-After": "99999"}), 200])
+    client = await relay([ep("x", s, retry_delays=[0.05, 0.05])],
+                         delivery={"jitter": 0, "max_retry_after": 2})
+    nid = await post(client, "1")
+    await wait_for(lambda: len(s.received) >= 2, 10)
+    a = await attempts(redis, nid, "x")
+    assert 950 <= a[0]["next"] - a[0]["at"] - a[0]["ms"] <= 1200
+    await wait_for(lambda: len(s.received) >= 3, 10)
+    a = await attempts(redis, nid, "x")
+    assert 1950 <= a[1]["next"] - a[1]["at"] - a[1]["ms"] <= 2200  # 99999 clamped to max_retry_after
+
+
+async def test_filters_record_skipped(relay: Callable[..., Any], sink: Callable[..., Any], redis: Redis) -> None:
+    s = await sink()
+    client = await relay([
+        ep("complete-only", s, order_statuses=["COMPLETE"], channels=["ipn"]),
+        ep("live-only", s, test_orders=False, channels=["ipn"]),
+        ep("refunds", s, channels=["ins"], message_types=["REFUND_ISSUED"]),
+    ])
+    nid = await post(client, "1", status="PENDING")
+    assert (await final(redis, nid, "complete-only"))["reason"] == "ORDERSTATUS PENDING is not in order_statuses"
+    assert (await final(redis, nid, "live-only"))["reason"] == "test order, and test_orders = false"
+    ins = await post(client, "77", channel="ins")
+    assert (await final(redis, ins, "refunds"))["state"] == "skipped"
+    assert await redis.zscore(k.ep_state("refunds", "skipped"), ins) is not None
+    assert s.received == []
+
+
+async def test_json_format_and_extra_headers(relay: Callable[..., Any], sink: Callable[..., Any],
+                                             redis: Redis) -> None:
+    s = await sink()
+    client = await relay([ep("crm", s, format="json", headers={"Authorization": "${CRM_TOKEN}", "X-Team": "crm"})],
+                         env={"CRM_TOKEN": "Bearer abc"})
+    nid = await post(client, "5")
+    await final(redis, nid, "crm")
+    [req] = s.received
+    assert req.headers["Authorization"] == "Bearer abc" and req.headers["X-Team"] == "crm"
+    assert req.headers["Content-Type"] == "application/json"
+    doc = json.loads(req.body)
+    assert doc["id"] == nid and doc["channel"] == "ipn"
+    assert doc["fields"]["IPN_PID"] == ["40898000", "40898001"]
+    assert doc["fields"]["LASTNAME"] == "Müller" and doc["fields"]["REFNO"] == "5"
+
+
+async def test_concurrent_endpoint_fills_but_never_exceeds_max_in_flight(
+    relay: Callable[..., Any], sink: Callable[..., Any], redis: Redis
+) -> None:
+    s = await sink(delay=0.2)
+    client = await relay([ep("c", s, concurrent=True, max_in_flight=3)], n_workers=2)
+    nids = [await post(client, str(i)) for i in range(12)]
+    for nid in nids:
+        await final(redis, nid, "c")
+    assert s.max_in_flight == 3 and len(s.received) == 12
+
+
+async def test_hanging_endpoint_does_not_slow_a_healthy_one(
+    relay: Callable[..., Any], sink: Callable[..., Any], redis: Redis
+) -> None:
+    hang, ok = await sink([("hang",)]), await sink()
+    client = await relay([ep("hang", hang, timeout=5, concurrent=True, max_in_flight=4), ep("ok", ok)])
+    started = time.monotonic()
+    nids = [await post(client, str(i)) for i in range(20)]
+    for nid in nids:
+        assert (await final(redis, nid, "ok", timeout=4))["state"] == "delivered"
+    assert time.monotonic() - started < 4
+    assert (await delivery(redis, nids[0], "hang"))["state"] == "in_flight"
+
+
+async def test_serial_waits_for_a_retrying_head(relay: Callable[..., Any], sink: Callable[..., Any],
+                                                redis: Redis) -> None:
+    s = await sink([500, 500, 200])
+    client = await relay([ep("s", s, retry_delays=[0.3, 0.3])])
+    nids = [await post(client, str(i)) for i in range(5)]
+    for nid in nids:
+        await final(redis, nid, "s")
+    refs = [r.body.split(b"REFNO=")[1].split(b"&")[0] for r in s.received]
+    assert refs == [b"0", b"0", b"0", b"1", b"2", b"3", b"4"]
+    assert s.max_in_flight == 1
+
+
+async def _run_processes(tmp_path: Path, redis_url: str, n: int) -> list[RelayProcess]:
+    return [RelayProcess(tmp_path / "relay.toml", redis_url, "worker") for _ in range(n)]
+
+
+async def test_serial_order_across_two_worker_processes_with_failures(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    s = await sink([500, ("reset",), 200], delay=0.005)
+    settings = make_settings(endpoints=[ep("serial", s, retry_delays=[0.1, 0.1, 0.1])])
+    client = await aiohttp_client(create_app(settings))
+    workers = await _run_processes(tmp_path, redis_server.url, 2)
+    try:
+        nids = [await post(client, str(i)) for i in range(40)]
+        for nid in nids:
+            await final(redis, nid, "serial", timeout=30)
+    finally:
+        for w in workers:
+            w.stop()
+    refs = [int(r.body.split(b"REFNO=")[1].split(b"&")[0]) for r in s.received]
+    assert refs[:3] == [0, 0, 0] and refs[2:] == list(range(40))
+    assert s.max_in_flight == 1
+    assert len(await redis.zrange(k.WORKERS, 0, -1)) == 0  # both deregistered on SIGTERM
+
+
+async def test_sigkill_mid_delivery_is_retried_and_nothing_stuck(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    s = await sink([("slow", 3), 200])
+    settings = make_settings(endpoints=[ep("x", s, timeout=1)], delivery=NO_JITTER)
+    client = await aiohttp_client(create_app(settings))
+    first = RelayProcess(tmp_path / "relay.toml", redis_server.url, "worker")
+    try:
+        nid = await post(client, "1")
+        await wait_for(lambda: len(s.received) == 1, 15)
+        first.kill()
+        assert (await delivery(redis, nid, "x"))["state"] == "in_flight"
+        second = RelayProcess(tmp_path / "relay.toml", redis_server.url, "worker")
+        try:
+            d = await final(redis, nid, "x", timeout=20)
+        finally:
+            second.stop()
+    finally:
+        first.kill()
+    assert d["state"] == "delivered"
+    a = await attempts(redis, nid, "x")
+    assert a[0]["error"] == "worker_lost" and a[-1]["outcome"] == "delivered"
+    assert not await redis.zcard(k.ep_lease("x")) and not await redis.zcard(k.ep_state("x", "in_flight"))
+    assert len({r.headers["webhook-id"] for r in s.received}) == 1
+
+
+async def test_lost_fanout_is_recovered_by_the_sweeper(
+    relay: Callable[..., Any], sink: Callable[..., Any], redis: Redis
+) -> None:
+    s = await sink()
+    client = await relay([ep("x", s)], n_workers=0)
+    nid = await post(client, "1")
+    # simulate the fan-out job being lost (ARQ expiry, a Redis failover that dropped it)
+    await redis.delete(k.ARQ_JOB_PREFIX + k.fanout_job_id(nid))
+    await redis.zrem(k.QUEUE_NAME, k.fanout_job_id(nid))
+    await redis.hset(k.notification(nid), "recv", 0)  # received long ago
+    await relay([ep("x", s)], n_workers=1)
+    assert (await final(redis, nid, "x"))["state"] == "delivered"
