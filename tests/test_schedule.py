@@ -42,7 +42,7 @@ def test_default_schedule_mirrors_2checkout(tmp_path) -> None:  # type: ignore[n
 def test_window_counts_from_receipt_not_from_first_attempt(tmp_path) -> None:  # type: ignore[no-untyped-def]
     ep = _endpoint(tmp_path)
     received_ms = 0
-    assert schedule.retry_delay(1, received_ms, int(47.9 * HOUR * 1000), ep, POLICY) is None
+    assert schedule.retry_delay(1, received_ms, int(47.99 * HOUR * 1000), ep, POLICY) is None
     assert schedule.retry_delay(1, received_ms, int(47.0 * HOUR * 1000), ep, POLICY) == 60
 
 
