@@ -20,10 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 DEFAULT_CONFIG_PATH = Path("config/relay.toml")
 MAX_ENDPOINTS_PER_ROUTE = 8
-CHANNELS = ("ipn", "lcn", "ins")
+Channel = Literal["ipn", "lcn", "ins"]
+CHANNELS: tuple[Channel, ...] = ("ipn", "lcn", "ins")
 SIGNATURE_STRENGTH = {"md5": 0, "sha256": 1, "sha3-256": 2}
 
-Channel = Literal["ipn", "lcn", "ins"]
 Algo = Literal["md5", "sha256", "sha3-256"]
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
@@ -121,11 +121,43 @@ class LoggingConfig(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class HealthConfig(_Model):
+    # `relay health` and /api/health say unhealthy when a delivery has waited longer than this
+    max_pending_age: float = Field(300, gt=0)
+
+
+class AlertsConfig(_Model):
+    threshold_percent: float = Field(25, ge=0, lt=100)
+    # the per-minute counters the rate is computed from are kept 25 h
+    window_hours: float = Field(4, gt=0, le=24)
+    frequency_hours: float = Field(4, gt=0)
+    min_deliveries: int = Field(10, ge=1)
+    # env var holding a Slack-compatible incoming webhook URL (it embeds a credential)
+    webhook_url_env: EnvName | None = None
+    smtp_host: str | None = None
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_from: str | None = None
+    smtp_to: list[str] = []
+    smtp_starttls: bool = True
+    smtp_username_env: EnvName | None = None
+    smtp_password_env: EnvName | None = None
+
+    @model_validator(mode="after")
+    def _smtp_complete(self) -> AlertsConfig:
+        if self.smtp_host and not (self.smtp_from and self.smtp_to):
+            raise ValueError("smtp_host needs smtp_from and smtp_to")
+        if (self.smtp_from or self.smtp_to) and not self.smtp_host:
+            raise ValueError("smtp_from and smtp_to need smtp_host")
+        return self
+
+
 class FileConfig(_Model):
     server: ServerConfig = ServerConfig()
     redis: RedisConfig = RedisConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     logging: LoggingConfig = LoggingConfig()
+    health: HealthConfig = HealthConfig()
+    alerts: AlertsConfig = AlertsConfig()
     sources: list[SourceConfig] = Field(min_length=1)
     endpoints: list[EndpointConfig] = []
 
@@ -146,9 +178,9 @@ class FileConfig(_Model):
                                     f"(known: {', '.join(sorted(known))})")
                 for ch in ep.channels:
                     routes[(src, ch)] += 1
-        for (src, ch), n in sorted(routes.items()):
+        for (src, route_ch), n in sorted(routes.items()):
             if n > MAX_ENDPOINTS_PER_ROUTE:
-                problems.append(f"endpoints: {n} endpoints receive source {src!r} channel {ch!r}; "
+                problems.append(f"endpoints: {n} endpoints receive source {src!r} channel {route_ch!r}; "
                                 f"at most {MAX_ENDPOINTS_PER_ROUTE} are allowed")
         if problems:
             raise ValueError("; ".join(problems))
@@ -211,6 +243,13 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class AlertSecrets:
+    webhook_url: Secret | None = None
+    smtp_username: Secret | None = None
+    smtp_password: Secret | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a process needs, validated, with secrets resolved."""
 
@@ -220,6 +259,7 @@ class Settings:
     admin_token: Secret | None
     sources: Mapping[str, Source]
     endpoints: Mapping[str, Endpoint] = field(default_factory=dict)
+    alert_secrets: AlertSecrets = field(default_factory=AlertSecrets)
 
     @property
     def server(self) -> ServerConfig:
@@ -228,6 +268,14 @@ class Settings:
     @property
     def delivery(self) -> DeliveryConfig:
         return self.file.delivery
+
+    @property
+    def health(self) -> HealthConfig:
+        return self.file.health
+
+    @property
+    def alerts(self) -> AlertsConfig:
+        return self.file.alerts
 
 
 def config_path(cli_value: str | None, environ: Mapping[str, str]) -> Path:
@@ -357,6 +405,15 @@ def load_settings(
             test_orders=e.test_orders,
             retry_4xx=frozenset(e.retry_4xx),
         )
+    alerts = cfg.alerts
+    webhook_url = secret("alerts.webhook_url_env", alerts.webhook_url_env)
+    if webhook_url is not None and not re.match(r"^https?://[^\s/?#]+", webhook_url.reveal()):
+        problems.append(f"  alerts.webhook_url_env = {alerts.webhook_url_env!r}: the value is not an http(s) URL")
+    alert_secrets = AlertSecrets(
+        webhook_url=webhook_url,
+        smtp_username=secret("alerts.smtp_username_env", alerts.smtp_username_env),
+        smtp_password=secret("alerts.smtp_password_env", alerts.smtp_password_env),
+    )
     if problems:
         raise ConfigError("\n".join([f"{path}: invalid configuration", *problems]))
     token = env.get(cfg.server.admin_token_env)
@@ -367,4 +424,5 @@ def load_settings(
         admin_token=Secret(token) if token else None,
         sources=sources,
         endpoints=endpoints,
+        alert_secrets=alert_secrets,
     )

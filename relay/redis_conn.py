@@ -87,13 +87,14 @@ def stop_embedded(proc: subprocess.Popen[bytes] | None) -> None:
 
 
 def connect(url: str, *, timeout: float = 2.0) -> Redis:
-    return Redis.from_url(
+    redis: Redis = Redis.from_url(
         url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         health_check_interval=30,
         max_connections=512,
     )
+    return redis
 
 
 async def wait_ready(redis: Redis, timeout: float = 10.0) -> None:

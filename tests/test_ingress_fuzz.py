@@ -58,7 +58,8 @@ bodies = st.one_of(
 )
 content_types = st.sampled_from([
     "application/x-www-form-urlencoded", "application/x-www-form-urlencoded; charset=UTF-8",
-    "application/json", "multipart/form-data; boundary=x", "text/plain", "", ";;;", "application/x-www-form-urlencoded; charset=\"",
+    "application/json", "multipart/form-data; boundary=x", "text/plain", "", ";;;",
+    "application/x-www-form-urlencoded; charset=\"",
 ])
 paths = st.one_of(
     st.sampled_from(["/ipn", "/lcn", "/ins", "/ipn/default", "/ipn/../ins", "//ipn", "/ipn/", "/IPN", "/ipn%2F..",

@@ -150,7 +150,7 @@ class Engine:
 
     async def fanout(self, nid: str) -> int:
         """Route one stored notification to its endpoints. Safe to run any number of times."""
-        source, channel, mtype, status, test, targets = await self.redis.hmget(
+        source, channel, mtype, status, test, targets = await self.redis.hmget(  # type: ignore[misc]
             k.notification(nid), ["source", "channel", "mtype", "status", "test", "targets"]
         )
         if source is None:

@@ -1,0 +1,34 @@
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+# pytest-xdist is not used: the suite starts real processes and ports, and 2 cores are the norm here
+
+.DEFAULT_GOAL := help
+
+.PHONY: help install run test lint mypy pytest bench format
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+install: ## install relay and its dev tools (pip install -e '.[dev]'), and redis-server if missing
+	$(PIP) install -q -e '.[dev]'
+	./scripts/ensure-redis
+
+run: install ## run everything locally: embedded Redis, ingress on :8080, a worker and a demo endpoint
+	relay dev
+
+test: install lint mypy pytest ## the whole check: ruff, mypy --strict, then the test suite
+
+lint:
+	ruff check relay workers config bench tests
+
+mypy:
+	mypy
+
+pytest:
+	$(PYTHON) -m pytest -q
+
+bench: install ## run the benchmarks (see docs/benchmarks.md)
+	$(PYTHON) -m bench
+
+format:
+	ruff check --fix relay workers config bench tests
+	ruff format relay workers config bench tests
