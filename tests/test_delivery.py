@@ -22,7 +22,7 @@ from relay import constants as k
 from relay.app import create_app
 from relay.store import notification_id
 from tests.procs import RelayProcess
-from tests.support import WHSEC, RedisServer, Sink, ins_body, ipn_fields, signed_body, wait_for, write_config
+from tests.support import WHSEC, RedisServer, Sink, ins_body, ipn_fields, signed_body, wait_for
 from workers.main import create_worker
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

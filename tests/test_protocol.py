@@ -180,4 +180,4 @@ def test_signature_rules() -> None:
 
 
 def test_empty_and_zero_values_prefix_as_documented() -> None:
-    assert protocol.length_prefixed(["", "0", "Müller"]) == "010" .encode() + b"7M\xc3\xbcller"
+    assert protocol.length_prefixed(["", "0", "Müller"]) == b"010" + b"7M\xc3\xbcller"

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from config.settings import Endpoint
-from relay import constants as k
 from relay import __version__
+from relay import constants as k
 
 USER_AGENT = f"2checkout-relay/{__version__}"
 RETRY_STATUSES = frozenset({408, 425, 429})
@@ -100,8 +100,8 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         pass
-    from email.utils import parsedate_to_datetime
     from datetime import UTC, datetime
+    from email.utils import parsedate_to_datetime
 
     try:
         when = parsedate_to_datetime(value)
