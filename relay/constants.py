@@ -20,6 +20,7 @@ relay:ep:{ep}:m:{minute}               hash   per-minute counts (``ok``, ``fail`
 relay:stats                            hash   cumulative counters read by /metrics
 relay:rejects                          list   capped log of rejected requests (JSON)
 relay:workers                          zset   worker name -> last heartbeat ms
+relay:ins:{src}:{sale}:{inv}:{type}    str    first INS message_id seen for a signed triple and type
 arq:job:fanout:{nid}, relay:queue      -      the ARQ fan-out job and the ARQ queue
 =====================================  =====  ==============================================================
 """
@@ -56,6 +57,10 @@ def idx_source(source: str) -> str:
 
 def idx_ref(ref: str) -> str:
     return f"relay:ix:ref:{ref}"
+
+
+def ins_triple(source: str, sale_id: str, invoice_id: str, message_type: str) -> str:
+    return f"relay:ins:{source}:{sale_id}:{invoice_id}:{message_type}"
 
 
 def delivery(nid: str, ep: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
 
 import structlog
@@ -9,8 +11,9 @@ from aiohttp import web
 from redis.exceptions import RedisError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
-from config.settings import Source
-from relay import appkeys, protocol
+from config.settings import Secret, Source
+from relay import appkeys, networks, protocol
+from relay import constants as k
 from relay.store import Stored, notification_id
 
 logger = structlog.get_logger()
@@ -34,7 +37,15 @@ def _source(request: web.Request) -> Source:
     source = request.app[appkeys.SETTINGS].sources.get(name)
     if source is None:
         raise web.HTTPNotFound(text=f"unknown source {name!r}\n")
+    channel = request.match_info["channel"]
+    if channel not in source.channels:
+        raise web.HTTPNotFound(text=f"source {name!r} does not accept {channel.upper()} (see its channels)\n")
     return source
+
+
+def fingerprint(secret: Secret) -> str:
+    """Names a key in logs and errors without revealing it."""
+    return hashlib.sha256(secret.reveal().encode()).hexdigest()[:8]
 
 
 async def receive(request: web.Request) -> web.Response:
@@ -52,21 +63,38 @@ async def receive(request: web.Request) -> web.Response:
                  duration_ms=round((time.perf_counter() - started) * 1000, 2))
         return _reply(status, f"rejected: {reason}: {detail}")
 
+    settings = app[appkeys.SETTINGS]
+    if source.allow_networks:
+        trusted: tuple[networks.Network, ...] = app[appkeys.TRUSTED_PROXIES]
+        client = networks.client_address(request.remote, request.headers.get("X-Forwarded-For"), trusted)
+        if not networks.allowed(client, source.allow_networks):
+            return refuse(403, "network_not_allowed", f"{client} is not in this source's allow_networks")
     if request.content_type not in FORM_TYPES:
         return refuse(415, "unsupported_media_type",
                       f"expected application/x-www-form-urlencoded, got {request.content_type}")
-    body = await request.read()
+    try:
+        async with asyncio.timeout(settings.server.body_timeout):
+            body = await request.read()
+    except TimeoutError:
+        return refuse(408, "body_timeout", f"the body did not arrive within {settings.server.body_timeout:g} s")
     try:
         fields = protocol.parse_form(body)
         key_index, algo = _verify(source, channel, fields)
     except protocol.ProtocolError as exc:
         await _log_rejection(request, source.name, channel, exc, body)
         return refuse(400, exc.reason, exc.detail)
+    if key_index:
+        log.warning("previous_secret_used", hint="2Checkout still signs with the previous key; "
+                    "remove it from the config once this stops")
 
     nid = notification_id(source.name, channel, body)
     now_ms = int(time.time() * 1000)
     store = app[appkeys.STORE]
-    timeout = app[appkeys.SETTINGS].server.redis_timeout
+    timeout = settings.server.redis_timeout
+    facts = protocol.facts(channel, fields)
+    triple = ""
+    if channel == "ins" and source.flag_ins_replays:
+        triple = k.ins_triple(source.name, fields["sale_id"][0], fields["invoice_id"][0], facts["mtype"])
     try:
         # a short in-process retry rides out a Redis blip or failover; past it, 503 makes 2Checkout retry
         async for attempt in AsyncRetrying(
@@ -77,8 +105,8 @@ async def receive(request: web.Request) -> web.Response:
                 stored: Stored = await store.ingest(
                     nid=nid, source=source.name, channel=channel, body=body,
                     content_type=request.headers.get("Content-Type", "application/x-www-form-urlencoded"),
-                    algo=algo, facts=protocol.facts(channel, fields), now_ms=now_ms,
-                    extra={"key": str(key_index)} if key_index else None,
+                    algo=algo, facts=facts, now_ms=now_ms,
+                    extra={"key": "previous"} if key_index else None, ins_triple=triple,
                 )
     except (RedisError, OSError) as exc:
         metrics.rejected.labels(source.name, channel, "redis_unavailable").inc()
@@ -96,21 +124,31 @@ async def receive(request: web.Request) -> web.Response:
 
 
 def _verify(source: Source, channel: str, fields: protocol.Fields) -> tuple[int, str]:
-    if channel == "ins":
-        if source.ins_secret_word is None or source.seller_id is None:
-            raise protocol.SignatureError("channel_disabled", f"source {source.name!r} does not accept INS")
-        return protocol.verify_ins(fields, source.seller_id, [source.ins_secret_word.reveal()]), "md5"
-    if source.secret_key is None:
-        raise protocol.SignatureError("channel_disabled", f"source {source.name!r} has no IPN/LCN secret key")
-    algo, index = protocol.verify_signed(fields, [source.secret_key.reveal().encode()], source.min_signature)
-    return index, algo
+    try:
+        if channel == "ins":
+            if not source.ins_secret_words or source.seller_id is None:
+                raise protocol.SignatureError("channel_disabled", f"source {source.name!r} has no INS secret word")
+            words = source.ins_secret_words
+            return protocol.verify_ins(fields, source.seller_id, [w.reveal() for w in words]), "md5"
+        if not source.secret_keys:
+            raise protocol.SignatureError("channel_disabled", f"source {source.name!r} has no IPN/LCN secret key")
+        keys = source.secret_keys
+        algo, index = protocol.verify_signed(fields, [s.reveal().encode() for s in keys], source.min_signature)
+        return index, algo
+    except protocol.SignatureError as exc:
+        if exc.reason == "signature_mismatch":
+            tried = keys if channel != "ins" else words
+            names = ", ".join(f"{label} (fingerprint {fingerprint(s)})"
+                              for label, s in zip(("current", "previous"), tried, strict=False))
+            exc.detail = f"{exc.detail}; tried {names}"
+        raise
 
 
 def _receipt(source: Source, channel: str, fields: protocol.Fields, algo: str, key_index: int) -> str:
     if channel == "ins":
         return "OK"
-    assert source.secret_key is not None
-    key = source.secret_key.reveal().encode()
+    # answer with the key that verified: during a rotation 2Checkout checks with the one it used
+    key = source.secret_keys[key_index].reveal().encode()
     date = protocol.receipt_date()
     if channel == "ipn":
         return protocol.ipn_receipt(fields, key, algo, date)

@@ -57,7 +57,9 @@ def start_embedded(settings: Settings) -> subprocess.Popen[bytes] | None:
     data.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [exe, "--port", str(cfg.port), "--bind", "127.0.0.1", "--dir", str(data),
-         "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+         # ack_after = "fsync" on a Redis without WAITAOF is honoured by fsyncing every write
+         "--appendonly", "yes", "--appendfsync", "always" if settings.server.ack_after == "fsync" else "everysec",
+         "--save", "",
          "--logfile", str(data / "redis.log"), "--protected-mode", "yes"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )

@@ -7,14 +7,22 @@ import json
 import pickle
 from dataclasses import dataclass
 
+import structlog
 from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
 
 from relay import constants as k
 from relay.lua import register
 
+logger = structlog.get_logger()
+
 # a fan-out job that waits longer than this is dropped by ARQ; the worker's sweeper re-creates it
 # from relay:fanout, so it only bounds how long a dead job key lingers
 FANOUT_JOB_EXPIRY_MS = 86_400_000
+
+
+class NotDurable(RedisError):
+    """The write happened but the chosen durability (fsync / replicas) was not confirmed in time."""
 
 
 def notification_id(source: str, channel: str, body: bytes) -> str:
@@ -44,10 +52,40 @@ class Stored:
 
 
 class Store:
-    def __init__(self, redis: Redis, retention_ms: int) -> None:
+    def __init__(self, redis: Redis, retention_ms: int, *, ack_after: str = "write", ack_replicas: int = 1,
+                 ack_timeout: float = 1.0) -> None:
         self.redis = redis
         self.retention_ms = retention_ms
+        self.ack_after = ack_after
+        self.ack_replicas = ack_replicas
+        self.ack_timeout_ms = int(ack_timeout * 1000)
         self._ingest = register(redis, "ingest")
+        # how "fsync" is satisfied, decided on first contact: WAITAOF (Redis >= 7.2), or nothing to
+        # wait for when the server fsyncs every write (appendfsync always)
+        self._fsync_via: str | None = None
+
+    async def check_durability(self) -> str:
+        """Decide how ``ack_after`` is honoured on this server; raise NotDurable if it cannot be."""
+        if self.ack_after != "fsync" or self._fsync_via is not None:
+            return self._fsync_via or self.ack_after
+        info = await self.redis.info("server")
+        version = tuple(int(x) for x in str(info.get("redis_version", "0")).split(".")[:2])
+        if version >= (7, 2):
+            self._fsync_via = "waitaof"
+            return self._fsync_via
+        try:
+            appendfsync = (await self.redis.config_get("appendfsync")).get("appendfsync")
+            aof = (await self.redis.config_get("appendonly")).get("appendonly")
+        except ResponseError:
+            appendfsync = aof = None  # CONFIG is disabled on some managed servers
+        if aof == "yes" and appendfsync == "always":
+            self._fsync_via = "appendfsync-always"
+            return self._fsync_via
+        raise NotDurable(
+            f'ack_after = "fsync" needs Redis >= 7.2 (WAITAOF) or appendonly yes with appendfsync always; '
+            f"this Redis {info.get('redis_version')} has appendonly={aof} appendfsync={appendfsync}. "
+            "Notifications are refused with 503 until that changes."
+        )
 
     async def ingest(
         self,
@@ -61,6 +99,7 @@ class Store:
         facts: dict[str, str],
         now_ms: int,
         extra: dict[str, str] | None = None,
+        ins_triple: str = "",
     ) -> Stored:
         ref = facts.get("ref", "")
         fields: list[str | bytes] = ["body", body, "ct", content_type, "source", source, "channel", channel,
@@ -68,11 +107,26 @@ class Store:
         for key, value in (facts | (extra or {})).items():
             fields += [key, value]
         job_id = k.fanout_job_id(nid)
-        seq = await self._ingest(
-            keys=[k.notification(nid), k.SEQ, k.IDX_ALL, k.idx_channel(channel), k.idx_source(source),
-                  k.idx_ref(ref) if ref else "", k.FANOUT, k.ARQ_JOB_PREFIX + job_id, k.QUEUE_NAME],
-            args=[nid, now_ms, self.retention_ms, fanout_job(nid, now_ms), FANOUT_JOB_EXPIRY_MS, job_id, *fields],
-        )
+        keys = [k.notification(nid), k.SEQ, k.IDX_ALL, k.idx_channel(channel), k.idx_source(source),
+                k.idx_ref(ref) if ref else "", k.FANOUT, k.ARQ_JOB_PREFIX + job_id, k.QUEUE_NAME, ins_triple]
+        args = [nid, now_ms, self.retention_ms, fanout_job(nid, now_ms), FANOUT_JOB_EXPIRY_MS, job_id,
+                facts.get("message_id", ""), *fields]
+        via = await self.check_durability()
+        if via in ("write", "appendfsync-always"):
+            return Stored(nid=nid, seq=int(await self._ingest(keys=keys, args=args)))
+        # the wait rides in the same pipeline: still one round trip. It also covers a duplicate,
+        # whose first copy may not have been durable yet when it was acknowledged... or not at all
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self._ingest(keys=keys, args=args, client=pipe)
+            if via == "waitaof":
+                pipe.execute_command("WAITAOF", 1, 0, self.ack_timeout_ms)
+            else:
+                pipe.execute_command("WAIT", self.ack_replicas, self.ack_timeout_ms)
+            seq, ack = await pipe.execute()
+        if via == "waitaof" and int(ack[0]) < 1:
+            raise NotDurable("the AOF fsync was not confirmed in time")
+        if via == "replica" and int(ack) < self.ack_replicas:
+            raise NotDurable(f"only {int(ack)} of {self.ack_replicas} replicas confirmed in time")
         return Stored(nid=nid, seq=int(seq))
 
     async def reject(self, record: dict[str, object]) -> None:

@@ -187,9 +187,9 @@ class Engine:
             forward.Claimed(
                 nid=raw[i].decode(), attempt=int(raw[i + 1]), body=raw[i + 2], content_type=raw[i + 3].decode(),
                 source=raw[i + 4].decode(), channel=raw[i + 5].decode(), received_ms=int(raw[i + 6] or 0),
-                resend_of=raw[i + 7].decode(),
+                resend_of=raw[i + 7].decode(), flag=raw[i + 8].decode(),
             )
-            for i in range(2, len(raw), 8)
+            for i in range(2, len(raw), 9)
         ]
         return code, int(raw[1]), items
 

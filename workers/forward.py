@@ -29,6 +29,7 @@ class Claimed:
     channel: str
     received_ms: int
     resend_of: str
+    flag: str = ""
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -77,6 +78,8 @@ def build(endpoint: Endpoint, item: Claimed, now_s: int) -> tuple[bytes, dict[st
     }
     if item.resend_of:
         headers["Relay-Resend-Of"] = item.resend_of
+    if item.flag:
+        headers["Relay-Flags"] = item.flag
     if endpoint.signing_secret is not None:
         headers["webhook-signature"] = sign(endpoint.signing_secret.reveal(), wid, now_s, body)
     for name, value in endpoint.headers.items():

@@ -1,15 +1,25 @@
 -- Store one verified notification and enqueue its ARQ fan-out job, atomically.
 -- KEYS: 1 notification hash, 2 seq counter, 3 ix:all, 4 ix:ch, 5 ix:src, 6 ix:ref ('' if none),
---       7 fanout zset, 8 arq job key, 9 arq queue
+--       7 fanout zset, 8 arq job key, 9 arq queue, 10 INS signed-triple key ('' if not checked)
 -- ARGV: 1 nid, 2 now ms, 3 retention ms, 4 pickled arq job, 5 job expiry ms, 6 fan-out job id,
---       7.. field, value pairs for the notification hash
+--       7 INS message_id, 8.. field, value pairs for the notification hash
 -- Returns 0 for a duplicate (same source, channel and body), else the new seq.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
 local nid, now, retention = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local seq = redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[1], 'seq', seq, unpack(ARGV, 7))
+redis.call('HSET', KEYS[1], 'seq', seq, unpack(ARGV, 8))
+if KEYS[10] ~= '' then
+  -- the INS md5_hash covers only sale_id, vendor_id and invoice_id: the same triple and message
+  -- type under another message_id may be a replay with altered fields
+  local first = redis.call('GET', KEYS[10])
+  if not first then
+    redis.call('SET', KEYS[10], ARGV[7], 'PX', retention)
+  elseif first ~= ARGV[7] then
+    redis.call('HSET', KEYS[1], 'flag', 'ins_replay_suspect', 'flag_first', first)
+  end
+end
 redis.call('PEXPIRE', KEYS[1], retention)
 redis.call('ZADD', KEYS[3], now, nid)
 redis.call('ZADD', KEYS[4], now, nid)

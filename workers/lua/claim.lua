@@ -1,7 +1,7 @@
 -- Claim due deliveries for one endpoint, within its in-flight limit across all worker processes.
 -- KEYS: 1 ep queue, 2 ep lease, 3 relay:fanout
 -- ARGV: 1 endpoint, 2 now ms, 3 serial (1|0), 4 in-flight limit, 5 lease ms, 6 batch size
--- Returns {code, wait_until_ms, nid1, attempt1, body1, ct1, source1, channel1, recv1, resend_of1, nid2, ...}
+-- Returns {code, wait_until_ms, nid1, attempt1, body1, ct1, source1, channel1, recv1, resend_of1, flag1, nid2, ...}
 --   code 'ok' (items follow), 'idle' (nothing due), 'busy' (limit reached), 'blocked' (serial head
 --   waits for an older notification's fan-out).
 local ep, now, serial = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1'
@@ -36,7 +36,7 @@ local out = {'ok', 0}
 for _, nid in ipairs(candidates) do
   local d = 'relay:d:' .. nid .. ':' .. ep
   local state = redis.call('HGET', d, 'state')
-  local n = redis.call('HMGET', 'relay:n:' .. nid, 'body', 'ct', 'source', 'channel', 'recv', 'resend_of')
+  local n = redis.call('HMGET', 'relay:n:' .. nid, 'body', 'ct', 'source', 'channel', 'recv', 'resend_of', 'flag')
   if not state or state == 'delivered' or state == 'failed' or state == 'skipped' or not n[1] then
     -- finished, or expired by retention: nothing to send
     redis.call('ZREM', q, nid)
@@ -56,7 +56,7 @@ for _, nid in ipairs(candidates) do
     if not serial then redis.call('ZADD', q, now + lease_ms, nid) end
     out[#out + 1] = nid
     out[#out + 1] = attempt
-    for j = 1, 6 do out[#out + 1] = n[j] or '' end
+    for j = 1, 7 do out[#out + 1] = n[j] or '' end
   end
 end
 if #out == 2 then return {'idle', 0} end
