@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from config.settings import Settings
 from relay import appkeys, ingress, middleware, probes
+from relay.api import setup_api
 from relay.metrics import IngressMetrics
 from relay.redis_conn import connect, redis_url
 from relay.store import Store
@@ -34,6 +35,7 @@ def create_app(settings: Settings) -> web.Application:
         web.get("/healthz", probes.healthz),
         web.get("/metrics", probes.metrics),
     ])
+    setup_api(app)
     return app
 
 

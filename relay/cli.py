@@ -165,7 +165,7 @@ def _load_plugins() -> None:
     # operator commands live in their own modules and register themselves with @command
     import importlib
 
-    for module in ("relay.opscli",):
+    for module in ("relay.opscli", "relay.cli_health", "relay.cli_admin"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

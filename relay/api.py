@@ -1,0 +1,212 @@
+"""The admin JSON API under ``/api``: list and inspect notifications, resend them, health, OpenAPI.
+
+Auth: ``Authorization: Bearer <token>``, compared in constant time with the token in the environment
+variable named by ``server.admin_token_env``. Without a configured token the API is **off**: every
+``/api`` route answers 404 with a JSON error saying how to turn it on. It is never open.
+
+Every answer is JSON; errors are ``{"error": "..."}`` with the reason (a bad parameter is named with
+its value), never a traceback.
+"""
+
+from __future__ import annotations
+
+import hmac
+import importlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from relay import appkeys, openapi, queries
+from relay.queries import BadParam, BadRequest, QueryError
+from relay.resend import Resender, check_idempotency_key
+
+logger = structlog.get_logger()
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+REALM = 'Bearer realm="relay admin API"'
+SINGLE_KEYS = ("endpoint", "idempotency_key")
+BULK_KEYS = ("ids", "filter", "endpoint", "dry_run", "idempotency_key")
+
+
+def setup_api(app: web.Application) -> None:
+    """Mount the admin API on ``app`` at ``/api`` (its own sub-application, auth and error handling)."""
+    api = web.Application(middlewares=[guard])
+
+    async def share(api: web.Application) -> AsyncIterator[None]:
+        # the parent's resources, under the same keys, so views written for the parent app work here
+        for key in (appkeys.SETTINGS, appkeys.REDIS, appkeys.STORE, appkeys.REGISTRY, appkeys.METRICS):
+            if key in app:
+                api[key] = app[key]  # type: ignore[misc]
+        api[appkeys.RESENDER] = Resender(app[appkeys.REDIS], app[appkeys.SETTINGS])
+        yield
+
+    api.cleanup_ctx.append(share)
+    api.add_routes([
+        web.get("/notifications", list_notifications),
+        web.get("/notifications/{id}", show_notification),
+        web.post("/notifications/{id}/resend", resend_one),
+        web.post("/resend", resend_bulk),
+        web.get("/health", health),
+        web.get("/openapi.json", openapi_json),
+    ])
+    app.add_subapp("/api", api)
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    settings = request.config_dict[appkeys.SETTINGS]
+    token = settings.admin_token
+    if token is None:
+        return error(404, f"the admin API is off: set the environment variable {settings.server.admin_token_env} "
+                          "(named by server.admin_token_env) to a long random token and restart relay serve")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return error(401, "missing bearer token: send Authorization: Bearer <token>", {"WWW-Authenticate": REALM})
+    if not hmac.compare_digest(given.strip().encode(), token.reveal().encode()):
+        logger.warning("admin_auth_failed", path=request.path, remote=request.remote)
+        return error(401, "invalid bearer token",
+                     {"WWW-Authenticate": f'{REALM}, error="invalid_token"'})
+    try:
+        return await handler(request)
+    except QueryError as exc:
+        return error(exc.status, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _http_error(request, exc)
+    except (RedisError, OSError) as exc:
+        logger.warning("admin_redis_unavailable", path=request.path, error=type(exc).__name__)
+        return error(503, f"Redis is unavailable ({type(exc).__name__}); retry later")
+    except Exception:
+        logger.exception("admin_api_error", path=request.path, method=request.method)
+        return error(500, "internal error; see the relay's log")
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    if exc.status == 404:
+        return error(404, f"no API route {request.path} (see GET /api/openapi.json)")
+    if exc.status == 405:
+        allow = exc.headers.get("Allow", "")
+        return error(405, f"method {request.method} is not allowed on {request.path} (allowed: {allow})",
+                     {"Allow": allow})
+    if exc.status == 413:
+        return error(413, f"the request body is over the {request.client_max_size} byte limit")
+    return error(exc.status, exc.reason)
+
+
+# -- views ---------------------------------------------------------------------------------------
+
+
+async def list_notifications(request: web.Request) -> web.Response:
+    params = _single_values(request)
+    limit = queries.parse_limit(params.pop("limit", None))
+    cursor = params.pop("cursor", None)
+    if cursor == "":
+        raise BadParam("cursor", cursor, "is empty; omit it for the first page")
+    filters = queries.parse_filters(params)
+    page = await queries.scan(request.config_dict[appkeys.REDIS], filters, limit=limit, cursor=cursor)
+    return web.json_response({"items": [row.summary() for row in page.items], "next_cursor": page.next_cursor,
+                              "index": page.index})
+
+
+async def show_notification(request: web.Request) -> web.Response:
+    doc = await queries.detail(request.config_dict[appkeys.REDIS], request.match_info["id"])
+    return web.json_response(queries.redact(doc, queries.secrets(request.config_dict[appkeys.SETTINGS])))
+
+
+async def resend_one(request: web.Request) -> web.Response:
+    body = await _json_object(request, SINGLE_KEYS)
+    endpoint = _optional_name(body, "endpoint")
+    key = _idempotency_key(request, body)
+    result = await request.config_dict[appkeys.RESENDER].one(
+        request.match_info["id"], endpoint=endpoint, idempotency_key=key)
+    return web.json_response(result, status=200 if result.get("replayed") else 202)
+
+
+async def resend_bulk(request: web.Request) -> web.Response:
+    body = await _json_object(request, BULK_KEYS)
+    ids = body.get("ids")
+    if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, str) for i in ids)):
+        raise BadParam("ids", ids, "expected a list of notification ids")
+    filters = None
+    if "filter" in body:
+        if not isinstance(body["filter"], dict):
+            raise BadParam("filter", body["filter"], "expected an object of filters")
+        try:
+            filters = queries.parse_filters(body["filter"])
+        except BadParam as exc:
+            raise BadParam(f"filter.{exc.param}", exc.value, exc.reason) from None
+    dry_run = body.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise BadParam("dry_run", dry_run, "expected true or false")
+    result = await request.config_dict[appkeys.RESENDER].bulk(
+        ids=ids, filters=filters, endpoint=_optional_name(body, "endpoint"), dry_run=dry_run,
+        idempotency_key=_idempotency_key(request, body))
+    return web.json_response(result, status=200 if dry_run or result.get("replayed") else 202)
+
+
+async def health(request: web.Request) -> web.StreamResponse:
+    try:
+        view: Handler = importlib.import_module("relay.health").health_view
+    except (ImportError, AttributeError):
+        return error(501, "this build has no health view (relay.health.health_view is missing)")
+    return await view(request)
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(openapi.document())
+
+
+# -- request parsing -----------------------------------------------------------------------------
+
+
+def _single_values(request: web.Request) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for name, value in request.query.items():
+        if name in params:
+            raise BadParam(name, value, "is given more than once")
+        params[name] = value
+    return params
+
+
+async def _json_object(request: web.Request, allowed: tuple[str, ...]) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BadRequest("the request body must be a JSON object")
+    for name in doc:
+        if name not in allowed:
+            raise BadParam(name, doc[name], f"unknown field (known: {', '.join(allowed)})")
+    return doc
+
+
+def _optional_name(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not queries.NAME.match(value):
+        raise BadParam(name, value, "expected an endpoint name")
+    return value
+
+
+def _idempotency_key(request: web.Request, body: dict[str, Any]) -> str | None:
+    header = request.headers.get("Idempotency-Key")
+    given = body.get("idempotency_key")
+    if header is not None and given is not None and header != given:
+        raise BadParam("idempotency_key", given, "differs from the Idempotency-Key header")
+    if given is not None:
+        return check_idempotency_key(given)
+    return check_idempotency_key(header)

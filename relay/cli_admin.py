@@ -1,0 +1,268 @@
+"""``relay notifications list|show`` and ``relay resend``: the admin API's operations, from a shell.
+
+They talk to Redis directly (``REDIS_URL``, else the embedded server's port) through the same code as
+the API (``relay/queries.py``, ``relay/resend.py``). Tables for people, ``--json`` for scripts. Exit
+codes: 0 done, 1 not found / refused / Redis unreachable, 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from config.settings import Settings
+from relay import constants as k
+from relay import queries
+from relay.cli import command, settings_from
+from relay.queries import BadParam, BadRequest, QueryError
+from relay.redis_conn import connect, redis_url
+from relay.resend import Resender, check_idempotency_key
+
+FILTER_OPTIONS = ("channel", "source", "state", "endpoint", "since", "until", "ref")
+Action = Callable[[argparse.Namespace, Settings, Redis], Awaitable[int]]
+
+
+class Usage(Exception):
+    """A bad argument: printed as one line, exit 2."""
+
+
+def _filter_options(p: argparse.ArgumentParser, *, endpoint_help: str) -> None:
+    p.add_argument("--channel", help="ipn, lcn or ins")
+    p.add_argument("--source", help="configured source name")
+    p.add_argument("--state", help="delivery state: " + ", ".join(k.STATES))
+    p.add_argument("--endpoint", help=endpoint_help)
+    p.add_argument("--since", help="received at or after (ISO-8601 or epoch ms)")
+    p.add_argument("--until", help="received at or before (ISO-8601 or epoch ms)")
+    p.add_argument("--ref", help="REFNO, LICENSE_CODE or sale_id")
+
+
+def _hidden_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def _notifications_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ls = sub.add_parser("list", help="list notifications, newest first", description="List notifications, "
+                        "newest first. Filters combine with AND.")
+    _filter_options(ls, endpoint_help="routed to this endpoint (with --state: its delivery is in that state)")
+    ls.add_argument("--limit", default=str(queries.DEFAULT_LIMIT), help=f"at most this many (1-{queries.MAX_LIMIT})")
+    ls.add_argument("--cursor", help="continue a listing (printed after a full page)")
+    ls.add_argument("--json", action="store_true", help="JSON for scripts")
+    show = sub.add_parser("show", help="one notification in full", description="One notification: parsed "
+                          "fields, raw body, deliveries, attempts and resends.")
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true", help="JSON for scripts")
+    for sp in (ls, show):
+        _hidden_config(sp)
+
+
+def _resend_args(p: argparse.ArgumentParser) -> None:
+    p.description = ("Resend the original body of notifications, queued like a new one. Give an ID, or --ids, "
+                     "or filters (bulk: asks for confirmation; --yes when not in a terminal).")
+    p.add_argument("id", nargs="?", help="the notification to resend (a resend id resends its original)")
+    p.add_argument("--ids", help="comma-separated notification ids")
+    _filter_options(p, endpoint_help="with ID or --ids: the one endpoint to resend to; with filters: select "
+                                     "deliveries to this endpoint and resend to it only")
+    p.add_argument("--dry-run", action="store_true", help="only count what a bulk resend would queue")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--idempotency-key", help="retrying with the same key resends nothing twice (24 h)")
+    p.add_argument("--json", action="store_true", help="JSON for scripts")
+
+
+@command("notifications", "list and inspect stored notifications", _notifications_args)
+def notifications(ns: argparse.Namespace) -> int:
+    return _run(ns, _list if ns.action == "list" else _show)
+
+
+@command("resend", "resend notifications (one, --ids, or by filter) to their endpoints", _resend_args)
+def resend(ns: argparse.Namespace) -> int:
+    return _run(ns, _resend)
+
+
+def _run(ns: argparse.Namespace, action: Action) -> int:
+    settings = settings_from(ns, require_secrets=False)
+    return asyncio.run(_with_redis(ns, settings, action))
+
+
+async def _with_redis(ns: argparse.Namespace, settings: Settings, action: Action) -> int:
+    url = redis_url(settings)
+    redis = connect(url, timeout=settings.server.redis_timeout)
+    try:
+        try:
+            await redis.ping()
+        except (RedisError, OSError) as exc:
+            print(f"relay: cannot reach Redis at {_safe_url(url)}: {exc or type(exc).__name__}", file=sys.stderr)
+            return 1
+        try:
+            return await action(ns, settings, redis)
+        except BadParam as exc:
+            print(f"relay: {_option(exc.param)} {exc.value!r}: {exc.reason}", file=sys.stderr)
+            return 2
+        except (BadRequest, Usage) as exc:
+            print(f"relay: {exc}", file=sys.stderr)
+            return 2
+        except QueryError as exc:
+            print(f"relay: {exc.message}", file=sys.stderr)
+            return 1
+        except (RedisError, OSError) as exc:
+            print(f"relay: Redis at {_safe_url(url)} failed: {exc or type(exc).__name__}", file=sys.stderr)
+            return 1
+    finally:
+        await redis.aclose()
+
+
+def _option(param: str) -> str:
+    name = param.removeprefix("filter.")
+    return "ID" if name == "id" else "--" + name.replace("_", "-")
+
+
+def _safe_url(url: str) -> str:
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+
+
+def _filters(ns: argparse.Namespace) -> queries.Filters:
+    return queries.parse_filters({name: getattr(ns, name) for name in FILTER_OPTIONS})
+
+
+def _print_json(doc: Any) -> None:
+    print(json.dumps(doc, indent=2, ensure_ascii=False))
+
+
+# -- notifications list / show -------------------------------------------------------------------
+
+
+async def _list(ns: argparse.Namespace, settings: Settings, redis: Redis) -> int:
+    limit = queries.parse_limit(ns.limit)
+    filters = _filters(ns)
+    page = await queries.scan(redis, filters, limit=limit, cursor=ns.cursor)
+    items = [row.summary() for row in page.items]
+    if ns.json:
+        _print_json({"items": items, "next_cursor": page.next_cursor, "index": page.index})
+        return 0
+    rows = [["ID", "RECEIVED", "CH", "SOURCE", "REF", "STATUS", "DELIVERIES"]]
+    for item in items:
+        deliveries = " ".join(f"{ep}:{d['state']}" for ep, d in item["deliveries"].items()) or "(not routed yet)"
+        rows.append([item["id"], item["received_at"] or "", item["channel"], item["source"], item["ref"],
+                     item["status"], deliveries])
+    _print_table(rows)
+    if not items:
+        print("no notifications match" + ("" if page.next_cursor is None else " in this stretch"))
+    if page.next_cursor is not None:
+        print(f"\nmore: add --cursor {page.next_cursor}")
+    return 0
+
+
+def _print_table(rows: list[list[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip())
+
+
+async def _show(ns: argparse.Namespace, settings: Settings, redis: Redis) -> int:
+    doc = queries.redact(await queries.detail(redis, ns.id), queries.secrets(settings))
+    if ns.json:
+        _print_json(doc)
+        return 0
+    for name in ("id", "channel", "source", "received_at", "seq", "ref", "status", "mtype", "message_id",
+                 "email", "test", "algo", "content_type", "resend_of", "targets"):
+        value = doc.get(name)
+        if value not in (None, "", []):
+            print(f"{name + ':':14} {','.join(value) if isinstance(value, list) else value}")
+    print("fields:")
+    for key, values in (doc["fields"] or {}).items():
+        for value in values:
+            print(f"  {key} = {value}")
+    if doc.get("body_error"):
+        print(f"  (body does not parse: {doc['body_error']})")
+    print("deliveries:" if doc["deliveries"] else "deliveries:    none yet (not routed)")
+    for ep, d in doc["deliveries"].items():
+        extra = " ".join(f"{key}={d[key]}" for key in ("last", "next", "reason") if d.get(key))
+        print(f"  {ep}: {d.get('state')} after {d.get('attempts', 0)} attempt(s) {extra}".rstrip())
+        for a in d["attempt_log"]:
+            status = a.get("status") or a.get("error") or ""
+            print(f"    #{a.get('n')} {a.get('at')} {a.get('outcome')} {status} {a.get('message') or ''}".rstrip())
+    if doc["resends"]:
+        print("resends:")
+        for r in doc["resends"]:
+            states = " ".join(f"{ep}:{d['state']}" for ep, d in r["deliveries"].items()) or "(not routed yet)"
+            print(f"  {r['id']} {r['received_at']} {states}")
+    return 0
+
+
+# -- resend --------------------------------------------------------------------------------------
+
+
+async def _resend(ns: argparse.Namespace, settings: Settings, redis: Redis) -> int:
+    resender = Resender(redis, settings)
+    key = check_idempotency_key(ns.idempotency_key)
+    selectors = [name for name in FILTER_OPTIONS if name != "endpoint" and getattr(ns, name) is not None]
+    if ns.id is not None or ns.ids is not None:
+        if ns.id is not None and ns.ids is not None:
+            raise Usage("give ID or --ids, not both")
+        if selectors:
+            raise Usage(f"--{selectors[0]} selects by filter; it cannot be combined with ID or --ids")
+        if ns.dry_run:
+            raise Usage("--dry-run counts a bulk resend by filter; with ID or --ids nothing needs counting")
+        if ns.id is not None:
+            result = await resender.one(ns.id, endpoint=ns.endpoint, idempotency_key=key)
+            _report_one(ns, result)
+            return 0
+        ids = [i.strip() for i in ns.ids.split(",") if i.strip()]
+        if not ids:
+            raise BadParam("ids", ns.ids, "is empty")
+        result = await resender.bulk(ids=ids, endpoint=ns.endpoint, idempotency_key=key)
+        _report_bulk(ns, result)
+        return 0
+    filters = _filters(ns)
+    if filters.empty:
+        raise Usage("name a notification ID, --ids, or at least one filter (--state, --endpoint, --since, ...)")
+    preview = await resender.bulk(filters=filters, dry_run=True)
+    target = f" to {ns.endpoint}" if ns.endpoint else ""
+    if ns.dry_run or preview["count"] == 0:
+        if ns.json:
+            _print_json(preview)
+        else:
+            print(f"{preview['count']} notification(s) would be resent{target}"
+                  + (f"; {preview['skipped_count']} skipped" if preview["skipped_count"] else ""))
+        return 0
+    if not ns.yes:
+        if not sys.stdin.isatty():
+            raise Usage(f"this resends {preview['count']} notification(s){target}; add --yes to confirm "
+                        "(stdin is not a terminal, so there is no one to ask)")
+        answer = input(f"Resend {preview['count']} notification(s){target}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("aborted; nothing was resent", file=sys.stderr)
+            return 1
+    result = await resender.bulk(filters=filters, idempotency_key=key)
+    _report_bulk(ns, result)
+    return 0
+
+
+def _report_one(ns: argparse.Namespace, result: dict[str, Any]) -> None:
+    if ns.json:
+        _print_json(result)
+    else:
+        print(f"queued {result['id']} (resend of {result['resend_of']}) to {', '.join(result['targets'])}")
+
+
+def _report_bulk(ns: argparse.Namespace, result: dict[str, Any]) -> None:
+    if ns.json:
+        _print_json(result)
+        return
+    print(f"queued {result['count']} resend(s)" + (" (replayed: already done)" if result.get("replayed") else ""))
+    for r in result["resends"]:
+        print(f"  {r['id']} (resend of {r['resend_of']}) to {', '.join(r['targets'])}")
+    if result["skipped_count"]:
+        print(f"skipped {result['skipped_count']}:")
+        for s in result["skipped"]:
+            print(f"  {s['id']}: {s['reason']}")

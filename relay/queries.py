@@ -1,0 +1,528 @@
+"""Reading notifications back: filters, index choice, cursor pages and the detail view.
+
+Shared by the admin API (``relay/api.py``) and the CLI (``relay/cli_admin.py``). Every listing walks
+one sorted-set index newest first (never KEYS or SCAN): the most selective of ``relay:ix:ref``,
+``relay:ep:{ep}:st:{state}``, ``relay:ix:ch``, ``relay:ix:src`` and ``relay:ix:all``, and checks the
+other filters on each candidate, scanning at most ``SCAN_BUDGET`` candidates per page.
+
+Errors (``QueryError`` carries the HTTP status the API answers with)::
+
+    QueryError
+    ├── BadParam      400: a parameter's value is invalid; names the parameter and the value
+    ├── BadRequest    400: the request as a whole is invalid
+    ├── NotFound      404
+    ├── Conflict      409
+    └── TooBroad      422: a bulk selection matches too much
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import hashlib
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+from config.settings import CHANNELS, Endpoint, Secret, Settings, Source
+from relay import constants as k
+from relay import protocol
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+SCAN_BUDGET = 5_000
+BATCH = 200
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+NID = re.compile(r"^(ipn|lcn|ins)_[0-9a-f]{24}(~r[0-9]{1,9})?$")
+REF = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
+EPOCH_MS = re.compile(r"^[0-9]{1,15}$")
+REDACTED = "**redacted**"
+FILTER_NAMES = ("channel", "source", "state", "endpoint", "since", "until", "ref")
+SUMMARY_FIELDS = ("channel", "source", "recv", "ref", "status", "mtype", "test", "resend_of", "eps", "targets")
+DELIVERY_SUMMARY = ("state", "attempts", "last", "updated", "next")
+DELIVERY_TIMES = ("created", "updated", "next", "delivered_at", "lease")
+DELIVERY_INTS = ("attempts", "seq")
+
+
+class QueryError(Exception):
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadParam(QueryError):
+    def __init__(self, param: str, value: object, reason: str) -> None:
+        super().__init__(f"invalid {param}={value!r}: {reason}")
+        self.param, self.value, self.reason = param, value, reason
+
+
+class BadRequest(QueryError):
+    pass
+
+
+class NotFound(QueryError):
+    status = 404
+
+
+class Conflict(QueryError):
+    status = 409
+
+
+class TooBroad(QueryError):
+    status = 422
+
+
+@dataclass(frozen=True)
+class Filters:
+    channel: str | None = None
+    source: str | None = None
+    state: str | None = None
+    endpoint: str | None = None
+    since: int | None = None  # received at or after, ms
+    until: int | None = None  # received at or before, ms
+    ref: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return all(v is None for v in asdict(self).values())
+
+    def fingerprint(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.blake2b(blob, digest_size=6).hexdigest()
+
+
+def iso(ms: int | str | bytes | None) -> str | None:
+    """Epoch milliseconds as ISO-8601 UTC with milliseconds, e.g. ``2024-01-02T03:00:11.123Z``."""
+    if ms is None or ms == "" or ms == b"":
+        return None
+    try:
+        when = datetime.fromtimestamp(int(ms) / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(param: str, value: object) -> int:
+    """ISO-8601 (naive means UTC) or epoch milliseconds, to epoch milliseconds."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON has one number type: 1714564800000.0 is an integer too
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**15:
+        return value
+    if not isinstance(value, str):
+        raise BadParam(param, value, "expected an ISO-8601 time or epoch milliseconds")
+    if EPOCH_MS.match(value):
+        return int(value)
+    try:
+        when = datetime.fromisoformat(value.strip().replace("z", "Z"))
+    except ValueError:
+        raise BadParam(param, value, "expected an ISO-8601 time (2024-05-01T12:00:00Z) "
+                                     "or epoch milliseconds") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    try:
+        return max(0, int(when.timestamp() * 1000))
+    except (OverflowError, OSError, ValueError):
+        raise BadParam(param, value, "time is out of range") from None
+
+
+def _name(param: str, value: object) -> str:
+    if not isinstance(value, str) or not NAME.match(value):
+        raise BadParam(param, value, "expected a name of lowercase letters, digits, '_' and '-'")
+    return value
+
+
+def parse_filters(params: Mapping[str, object], *, allowed: tuple[str, ...] = FILTER_NAMES) -> Filters:
+    """Validate filter values from a query string or a JSON object; unknown names are an error."""
+    unknown = [name for name in params if name not in allowed]
+    if unknown:
+        raise BadParam(unknown[0], params[unknown[0]],
+                       f"unknown parameter (known: {', '.join(allowed)})")
+    values: dict[str, Any] = {}
+    for name, value in params.items():
+        if value is None:
+            continue
+        if name == "channel":
+            if value not in CHANNELS:
+                raise BadParam(name, value, "expected one of ipn, lcn, ins")
+            values[name] = value
+        elif name == "state":
+            if value not in k.STATES:
+                raise BadParam(name, value, f"expected one of {', '.join(k.STATES)}")
+            values[name] = value
+        elif name in ("source", "endpoint"):
+            values[name] = _name(name, value)
+        elif name in ("since", "until"):
+            values[name] = parse_time(name, value)
+        elif name == "ref":
+            if not isinstance(value, str) or not REF.match(value):
+                raise BadParam(name, value, "expected 1 to 128 printable characters")
+            values[name] = value
+    filters = Filters(**values)
+    if filters.since is not None and filters.until is not None and filters.since > filters.until:
+        raise BadParam("until", params.get("until"), "is before since")
+    return filters
+
+
+def parse_limit(value: object) -> int:
+    if value is None:
+        return DEFAULT_LIMIT
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    elif isinstance(value, str) and re.fullmatch(r"[0-9]{1,6}", value):
+        n = int(value)
+    else:
+        raise BadParam("limit", value, f"expected an integer from 1 to {MAX_LIMIT}")
+    if not 1 <= n <= MAX_LIMIT:
+        raise BadParam("limit", value, f"expected an integer from 1 to {MAX_LIMIT}")
+    return n
+
+
+def check_id(nid: str) -> str:
+    if not NID.match(nid):
+        raise NotFound(f"no notification {nid!r} (ids look like ipn_<24 hex digits>, "
+                       "and resends <id>~r<n>)")
+    return nid
+
+
+# -- the cursor ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cursor:
+    kind: str  # which index: ref | state | ch | src | all
+    score: int
+    nid: str
+    filters: str  # fingerprint of the filters it belongs to
+
+    def encode(self) -> str:
+        raw = json.dumps([1, self.kind, self.score, self.nid, self.filters], separators=(",", ":"))
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, value: str, filters: Filters) -> Cursor:
+        try:
+            doc = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+            version, kind, score, nid, fp = doc
+            if version != 1 or kind not in INDEX_KINDS or not isinstance(score, int) \
+                    or not isinstance(nid, str) or not isinstance(fp, str):
+                raise ValueError(value)
+        except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+            raise BadParam("cursor", value, "not a cursor this API returned") from None
+        if fp != filters.fingerprint():
+            raise BadParam("cursor", value, "belongs to a listing with other filters; "
+                                            "repeat the same filters or drop the cursor")
+        return cls(kind, score, nid, fp)
+
+
+INDEX_KINDS = ("ref", "state", "ch", "src", "all")
+
+
+def index_key(kind: str, f: Filters) -> str:
+    if kind == "ref" and f.ref is not None:
+        return k.idx_ref(f.ref)
+    if kind == "state" and f.endpoint is not None and f.state is not None:
+        return k.ep_state(f.endpoint, f.state)
+    if kind == "ch" and f.channel is not None:
+        return k.idx_channel(f.channel)
+    if kind == "src" and f.source is not None:
+        return k.idx_source(f.source)
+    if kind == "all":
+        return k.IDX_ALL
+    raise BadParam("cursor", kind, "belongs to a listing with other filters")
+
+
+def _bounds(kind: str, f: Filters) -> tuple[str, str]:
+    lo = str(f.since) if f.since is not None else "-inf"
+    # the state index is scored by the delivery's last change, never before receipt: only since bounds it
+    hi = str(f.until) if f.until is not None and kind != "state" else "+inf"
+    return hi, lo
+
+
+async def choose_index(redis: Redis, f: Filters) -> str:
+    """The index with the fewest members in the time range: every other filter is checked per item."""
+    kinds = [kind for kind, present in (("ref", f.ref), ("state", f.endpoint and f.state), ("ch", f.channel),
+                                        ("src", f.source)) if present]
+    if not kinds:
+        return "all"
+    if len(kinds) == 1:
+        return kinds[0]
+    async with redis.pipeline(transaction=False) as pipe:
+        for kind in kinds:
+            hi, lo = _bounds(kind, f)
+            pipe.zcount(index_key(kind, f), lo, hi)
+        counts = await pipe.execute()
+    return min(zip(counts, range(len(kinds)), kinds, strict=True))[2]
+
+
+# -- walking an index ------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One notification as the listing sees it: its summary fields and its deliveries' summaries."""
+
+    nid: str
+    score: int
+    fields: dict[str, str]
+    deliveries: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        f = self.fields
+        return {
+            "id": self.nid,
+            "channel": f.get("channel", ""),
+            "source": f.get("source", ""),
+            "received_at": iso(f.get("recv")),
+            "ref": f.get("ref", ""),
+            "status": f.get("status", ""),
+            "mtype": f.get("mtype", ""),
+            "test": f.get("test") == "1",
+            "resend_of": f.get("resend_of") or None,
+            "targets": f["targets"].split(",") if f.get("targets") else None,
+            "deliveries": {ep: _delivery_summary(d) for ep, d in self.deliveries.items()},
+        }
+
+
+def _delivery_summary(d: dict[str, str]) -> dict[str, Any]:
+    return {
+        "state": d.get("state", ""),
+        "attempts": int(d.get("attempts") or 0),
+        "last": d.get("last") or None,
+        "updated_at": iso(d.get("updated")),
+        "next_at": iso(d.get("next")) if d.get("state") == "retrying" else None,
+    }
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("utf-8", "replace")
+
+
+async def load_rows(redis: Redis, scored: list[tuple[str, int]]) -> list[Row]:
+    """Summary fields of each notification, then its deliveries; gone notifications are left out."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for nid, _ in scored:
+            pipe.hmget(k.notification(nid), list(SUMMARY_FIELDS))
+        raw = await pipe.execute()
+    rows: list[Row] = []
+    for (nid, score), values in zip(scored, raw, strict=True):
+        fields = {name: text for name, v in zip(SUMMARY_FIELDS, values, strict=True)
+                  if (text := _text(v)) is not None}
+        if "recv" in fields:
+            rows.append(Row(nid, score, fields))
+    async with redis.pipeline(transaction=False) as pipe:
+        wanted = [(row, ep) for row in rows for ep in row.fields.get("eps", "").split(",") if ep]
+        for row, ep in wanted:
+            pipe.hmget(k.delivery(row.nid, ep), list(DELIVERY_SUMMARY))
+        raw = await pipe.execute() if wanted else []
+    for (row, ep), values in zip(wanted, raw, strict=True):
+        d = {name: text for name, v in zip(DELIVERY_SUMMARY, values, strict=True) if (text := _text(v)) is not None}
+        if d:
+            row.deliveries[ep] = d
+    return rows
+
+
+def matches(row: Row, f: Filters) -> bool:
+    fields = row.fields
+    if f.channel is not None and fields.get("channel") != f.channel:
+        return False
+    if f.source is not None and fields.get("source") != f.source:
+        return False
+    if f.ref is not None and fields.get("ref") != f.ref:
+        return False
+    recv = int(fields.get("recv") or 0)
+    if (f.since is not None and recv < f.since) or (f.until is not None and recv > f.until):
+        return False
+    if f.endpoint is not None:
+        d = row.deliveries.get(f.endpoint)
+        return d is not None and (f.state is None or d.get("state") == f.state)
+    if f.state is not None:
+        return any(d.get("state") == f.state for d in row.deliveries.values())
+    return True
+
+
+async def _candidates(redis: Redis, key: str, hi: str, lo: str, after: tuple[int, str] | None
+                      ) -> AsyncIterator[list[tuple[str, int]]]:
+    """Batches of (nid, score) from ``key``, newest first, strictly after the cursor position ``after``."""
+    if after is not None:
+        score, nid = after
+        # members sharing the cursor's score come in reverse lexical order: resume below its nid
+        ties = await redis.zrevrangebyscore(key, score, score, start=0, num=SCAN_BUDGET, withscores=True)
+        rest = [(m.decode(), int(s)) for m, s in ties if m.decode() < nid]
+        if rest:
+            yield rest
+        hi = f"({score}"
+    offset = 0
+    while True:
+        chunk = await redis.zrevrangebyscore(key, hi, lo, start=offset, num=BATCH, withscores=True)
+        if not chunk:
+            return
+        offset += len(chunk)
+        yield [(m.decode(), int(s)) for m, s in chunk]
+        if len(chunk) < BATCH:
+            return
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Row]
+    next_cursor: str | None
+    index: str
+    scanned: int
+
+
+async def scan(redis: Redis, f: Filters, *, limit: int, cursor: str | None = None,
+               budget: int = SCAN_BUDGET) -> Page:
+    """Up to ``limit`` matching notifications, newest first, looking at no more than ``budget`` candidates.
+
+    ``next_cursor`` is set whenever the index may hold more: a page can come back short (even empty)
+    with a cursor when the budget ran out first.
+    """
+    after: tuple[int, str] | None = None
+    if cursor:
+        c = Cursor.decode(cursor, f)
+        kind, after = c.kind, (c.score, c.nid)
+    else:
+        kind = await choose_index(redis, f)
+    hi, lo = _bounds(kind, f)
+    fp = f.fingerprint()
+    items: list[Row] = []
+    seen: set[str] = set()
+    scanned = 0
+    async for batch in _candidates(redis, index_key(kind, f), hi, lo, after):
+        fresh = [(nid, s) for nid, s in batch if nid not in seen]
+        seen.update(nid for nid, _ in fresh)
+        for row in await load_rows(redis, fresh) if fresh else []:
+            if matches(row, f):
+                items.append(row)
+                if len(items) == limit:
+                    return Page(items, Cursor(kind, row.score, row.nid, fp).encode(), kind, scanned + len(batch))
+        scanned += len(batch)
+        if scanned >= budget:
+            last_nid, last_score = batch[-1]
+            return Page(items, Cursor(kind, last_score, last_nid, fp).encode(), kind, scanned)
+    return Page(items, None, kind, scanned)
+
+
+# -- one notification in full ----------------------------------------------------------------
+
+
+def _delivery_detail(d: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in d.items():
+        if name in DELIVERY_TIMES:
+            out[name] = iso(value)
+        elif name in DELIVERY_INTS:
+            out[name] = int(value) if value.isdigit() else value
+        else:
+            out[name] = value
+    return out
+
+
+def _attempt(raw: bytes) -> dict[str, Any]:
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return {"unreadable": raw.decode("utf-8", "replace")}
+    if not isinstance(record, dict):
+        return {"unreadable": raw.decode("utf-8", "replace")}
+    for name in ("at", "next"):
+        if isinstance(record.get(name), int):
+            record[name] = iso(record[name])
+    return record
+
+
+async def detail(redis: Redis, nid: str) -> dict[str, Any]:
+    """Everything stored about one notification; raises NotFound."""
+    check_id(nid)
+    raw = await cast(Awaitable[dict[bytes, bytes]], redis.hgetall(k.notification(nid)))
+    if not raw:
+        raise NotFound(f"no notification {nid!r} (never received, or removed after the retention period)")
+    n = {key.decode(): value for key, value in raw.items()}
+    body: bytes = n.pop("body", b"")
+    f = {key: value.decode("utf-8", "replace") for key, value in n.items()}
+    eps = [ep for ep in f.get("eps", "").split(",") if ep]
+    async with redis.pipeline(transaction=False) as pipe:
+        for ep in eps:
+            pipe.hgetall(k.delivery(nid, ep))
+            pipe.lrange(k.attempts(nid, ep), 0, -1)
+        pipe.zrange(resends_key(nid), 0, -1, withscores=True)
+        results = await pipe.execute()
+    deliveries: dict[str, dict[str, Any]] = {}
+    for i, ep in enumerate(eps):
+        hash_, attempts = results[2 * i], results[2 * i + 1]
+        d = _delivery_detail({key.decode(): value.decode("utf-8", "replace") for key, value in hash_.items()})
+        d["attempt_log"] = [_attempt(a) for a in attempts]
+        deliveries[ep] = d
+    resends = await load_rows(redis, [(m.decode(), int(s)) for m, s in results[-1]])
+    try:
+        fields: dict[str, list[str]] | None = protocol.parse_form(body)
+        parse_error = None
+    except protocol.ProtocolError as exc:
+        fields, parse_error = None, exc.detail
+    doc: dict[str, Any] = {
+        "id": nid,
+        "channel": f.get("channel", ""),
+        "source": f.get("source", ""),
+        "received_at": iso(f.get("recv")),
+        "seq": int(f["seq"]) if f.get("seq", "").isdigit() else None,
+        "ref": f.get("ref", ""),
+        "status": f.get("status", ""),
+        "mtype": f.get("mtype", ""),
+        "message_id": f.get("message_id", ""),
+        "license": f.get("license", ""),
+        "email": f.get("email", ""),
+        "test": f.get("test") == "1",
+        "algo": f.get("algo", ""),
+        "content_type": f.get("ct", ""),
+        "resend_of": f.get("resend_of") or None,
+        "targets": f["targets"].split(",") if f.get("targets") else None,
+        "routed": "eps" in f,
+        "fields": fields,
+        "body": body.decode("utf-8", "replace"),
+        "deliveries": deliveries,
+        "resends": [row.summary() for row in resends],
+    }
+    if parse_error is not None:
+        doc["body_error"] = parse_error
+    return doc
+
+
+def resends_key(nid: str) -> str:
+    """``relay:resends:{nid}``: zset of the resends of one original, resend nid -> created ms."""
+    return f"{k.PREFIX}resends:{nid}"
+
+
+# -- never show a configured secret --------------------------------------------------------------
+
+
+def secrets(settings: Settings) -> list[str]:
+    """Every configured secret long enough to be one (a short header value like "1" is not)."""
+    found: list[Secret | None] = [settings.admin_token]
+    items: list[Source | Endpoint] = [*settings.sources.values(), *settings.endpoints.values()]
+    for item in items:
+        for f in dataclasses.fields(item):
+            value = getattr(item, f.name)
+            found += list(value.values()) if isinstance(value, Mapping) else [value]
+    values = {s.reveal() for s in found if isinstance(s, Secret) and len(s.reveal()) >= 6}
+    return sorted(values, key=len, reverse=True)
+
+
+def redact(value: Any, hidden: list[str]) -> Any:
+    if isinstance(value, str):
+        for secret in hidden:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, dict):
+        return {key: redact(v, hidden) for key, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, hidden) for v in value]
+    return value

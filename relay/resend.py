@@ -1,0 +1,368 @@
+"""Resending notifications, as 2Checkout does: the original bytes, queued, recorded as a new notification.
+
+A resend of original ``X`` is the notification ``X~r{n}`` (``n`` from ``relay:resend-seq:X``) with
+``resend_of = X`` and ``targets``, written with its fan-out job by ``relay/lua/resend.lua`` in one
+atomic call. A resend of a resend is a resend of its original, so every delivery keeps the original's
+``webhook-id``. With an idempotency key, ``relay:idem:{key}`` (SET NX, one day) pins the request, and
+``relay:idem:{key}:map`` records the resend made for each original, so a retried request, even one cut
+off half way, resends each original at most once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import structlog
+from redis.asyncio import Redis
+
+from config.settings import Settings
+from relay import constants as k
+from relay.lua import register
+from relay.queries import (
+    BadParam,
+    BadRequest,
+    Conflict,
+    Filters,
+    NotFound,
+    Row,
+    TooBroad,
+    check_id,
+    load_rows,
+    resends_key,
+    scan,
+)
+from relay.store import FANOUT_JOB_EXPIRY_MS, fanout_job
+from workers import routing
+
+logger = structlog.get_logger()
+
+IDEMPOTENCY_TTL_MS = 86_400_000
+IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:~-]{1,128}$")
+MAX_IDS = 1000
+BULK_MAX = 10_000
+BULK_SCAN_BUDGET = 200_000
+CHUNK = 500
+SKIPPED_SHOWN = 100
+# a resend in one of these states already carries (or carried) the notification to that endpoint
+IN_HAND = frozenset({"pending", "in_flight", "retrying", "delivered"})
+FACTS = ("source", "channel", "ref", "mtype", "status", "test", "resend_of")
+
+
+def resend_seq_key(nid: str) -> str:
+    return f"{k.PREFIX}resend-seq:{nid}"
+
+
+def idempotency_keys(key: str) -> tuple[str, str, str]:
+    """The request's fingerprint (SET NX), its original -> resend map, and its stored answer."""
+    base = f"{k.PREFIX}idem:{key}"
+    return base, f"{base}:map", f"{base}:result"
+
+
+def check_idempotency_key(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not IDEMPOTENCY_KEY.match(value):
+        raise BadParam("idempotency_key", value, "expected 1 to 128 of A-Z a-z 0-9 . _ : ~ -")
+    return value
+
+
+@dataclass(frozen=True)
+class Original:
+    nid: str
+    source: str
+    channel: str
+    ref: str
+    mtype: str
+    status: str
+    test: bool
+
+
+@dataclass(frozen=True)
+class Resent:
+    id: str
+    resend_of: str
+    targets: tuple[str, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "resend_of": self.resend_of, "targets": list(self.targets)}
+
+
+@dataclass(frozen=True)
+class Skip:
+    id: str
+    reason: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"id": self.id, "reason": self.reason}
+
+
+Plan = list[tuple[Original, tuple[str, ...]]]
+
+
+class Resender:
+    """Queues resends; shared by the admin API and the CLI."""
+
+    def __init__(self, redis: Redis, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.clock = clock
+        self.retention_ms = int(settings.delivery.retention_days * 86_400_000)
+        self._script = register(redis, "resend")
+
+    # -- entry points ------------------------------------------------------------------------
+
+    async def one(self, nid: str, *, endpoint: str | None = None,
+                  idempotency_key: str | None = None) -> dict[str, Any]:
+        """Resend one notification (or, given a resend, its original). Raises NotFound, Conflict, BadParam."""
+        check_id(nid)
+        self._configured("endpoint", endpoint)
+
+        async def work(idem_map: str) -> dict[str, Any]:
+            original = (await self._originals([nid]))[0]
+            if isinstance(original, Skip):
+                raise NotFound(original.reason)
+            targets, reason = self._targets(original, endpoint)
+            if not targets:
+                raise Conflict(f"cannot resend {original.nid}: {reason}")
+            outcome = (await self._queue([(original, targets)], idem_map))[0]
+            if isinstance(outcome, Skip):
+                raise NotFound(outcome.reason)
+            return outcome.as_json()
+
+        request = {"route": "one", "id": nid, "endpoint": endpoint}
+        return await self._idempotent(idempotency_key, request, work)
+
+    async def bulk(self, *, ids: Sequence[str] | None = None, filters: Filters | None = None,
+                   endpoint: str | None = None, dry_run: bool = False,
+                   idempotency_key: str | None = None) -> dict[str, Any]:
+        """Resend each original named by ``ids`` or selected by ``filters`` once.
+
+        With ``filters``, an original whose earlier resend already carries it to a target endpoint
+        (pending, in flight, retrying or delivered) is skipped for that endpoint, so running the same
+        bulk resend twice does not send twice.
+        """
+        if (ids is None) == (filters is None):
+            raise BadRequest("give either ids or filter, not both or neither")
+        if ids is not None and not ids:
+            raise BadParam("ids", [], "is empty")
+        if ids is not None and len(ids) > MAX_IDS:
+            raise BadParam("ids", f"[{len(ids)} ids]", f"at most {MAX_IDS} per request")
+        if filters is not None and filters.empty:
+            raise BadParam("filter", {}, "is empty: name at least one of channel, source, state, endpoint, "
+                                         "since, until, ref")
+        self._configured("endpoint", endpoint)
+        if endpoint is None and filters is not None and filters.endpoint is not None:
+            self._configured("filter.endpoint", filters.endpoint)
+            endpoint = filters.endpoint
+
+        async def work(idem_map: str) -> dict[str, Any]:
+            plan, skipped = await self._plan(ids, filters, endpoint)
+            if dry_run:
+                return _result([], skipped, count=len(plan), dry_run=True)
+            outcomes = await self._queue(plan, idem_map)
+            resent = [o for o in outcomes if isinstance(o, Resent)]
+            skipped += [o for o in outcomes if isinstance(o, Skip)]
+            logger.info("bulk_resend_queued", count=len(resent), skipped=len(skipped),
+                        by="ids" if ids is not None else "filter", endpoint=endpoint)
+            return _result(resent, skipped, count=len(resent), dry_run=False)
+
+        if dry_run:
+            return await work("")
+        request = {"route": "bulk", "ids": list(ids) if ids is not None else None,
+                   "filter": filters.fingerprint() if filters is not None else None, "endpoint": endpoint}
+        return await self._idempotent(idempotency_key, request, work)
+
+    # -- selection ---------------------------------------------------------------------------
+
+    async def _plan(self, ids: Sequence[str] | None, filters: Filters | None, endpoint: str | None
+                    ) -> tuple[Plan, list[Skip]]:
+        skipped: list[Skip] = []
+        if ids is not None:
+            named = list(dict.fromkeys(ids))
+            resolved = await self._originals(named)
+        else:
+            assert filters is not None
+            page = await scan(self.redis, filters, limit=BULK_MAX + 1, budget=BULK_SCAN_BUDGET)
+            if page.next_cursor is not None:
+                raise TooBroad(f"the filter selects more than {BULK_MAX} notifications (or more than "
+                               f"{BULK_SCAN_BUDGET} to look at); narrow it with since and until")
+            roots = list(dict.fromkeys(row.fields.get("resend_of") or row.nid for row in page.items))
+            resolved = await self._originals(roots)
+        plan: Plan = []
+        seen: set[str] = set()
+        for item in resolved:
+            if isinstance(item, Skip):
+                skipped.append(item)
+                continue
+            if item.nid in seen:
+                continue
+            seen.add(item.nid)
+            targets, reason = self._targets(item, endpoint)
+            if targets:
+                plan.append((item, targets))
+            else:
+                skipped.append(Skip(item.nid, reason))
+        if filters is not None:
+            plan, superseded = await self._drop_in_hand(plan)
+            skipped += superseded
+        return plan, skipped
+
+    async def _originals(self, nids: Sequence[str]) -> list[Original | Skip]:
+        """Each id's original (a resend maps to the notification it resends), or why there is none."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for nid in nids:
+                pipe.hmget(k.notification(nid), ["recv", "resend_of"])
+            heads = await pipe.execute()
+        roots: list[str | Skip] = []
+        for nid, (recv, resend_of) in zip(nids, heads, strict=True):
+            if recv is None:
+                roots.append(Skip(nid, f"no notification {nid!r} (never received, or past retention)"))
+            else:
+                roots.append(resend_of.decode() if resend_of else nid)
+        wanted = [r for r in roots if isinstance(r, str)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for nid in wanted:
+                pipe.hmget(k.notification(nid), list(FACTS))
+            facts = dict(zip(wanted, await pipe.execute(), strict=True))
+        out: list[Original | Skip] = []
+        for nid, root in zip(nids, roots, strict=True):
+            if isinstance(root, Skip):
+                out.append(root)
+                continue
+            values = [(v or b"").decode("utf-8", "replace") for v in facts[root]]
+            source, channel, ref, mtype, status, test, _ = values
+            if not source:
+                out.append(Skip(nid, f"the original {root!r} of {nid!r} is gone (past retention)"))
+            else:
+                out.append(Original(root, source, channel, ref, mtype, status, test == "1"))
+        return out
+
+    def _targets(self, n: Original, endpoint: str | None) -> tuple[tuple[str, ...], str]:
+        routes = routing.route(self.settings.endpoints.values(), source=n.source, channel=n.channel,
+                               mtype=n.mtype, status=n.status, test=n.test)
+        if endpoint is not None:
+            if endpoint not in {name for name, _, _ in routes}:
+                return (), f"endpoint {endpoint!r} does not receive source {n.source!r} channel {n.channel!r}"
+            return (endpoint,), ""
+        names = tuple(name for name, mode, _ in routes if mode != "skip")
+        if names:
+            return names, ""
+        why = "; ".join(f"{name}: {reason}" for name, _, reason in routes)
+        return (), "no configured endpoint receives it now" + (f" ({why})" if why else "")
+
+    async def _drop_in_hand(self, plan: Plan) -> tuple[Plan, list[Skip]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for original, _ in plan:
+                pipe.zrange(resends_key(original.nid), 0, -1, withscores=True)
+            earlier = await pipe.execute() if plan else []
+        rows = await load_rows(self.redis, [(m.decode(), int(s)) for found in earlier for m, s in found])
+        by_original: dict[str, list[Row]] = {}
+        for row in rows:
+            by_original.setdefault(row.fields.get("resend_of", ""), []).append(row)
+        kept: Plan = []
+        skipped: list[Skip] = []
+        for original, targets in plan:
+            left = tuple(ep for ep in targets if not _in_hand(by_original.get(original.nid, []), ep))
+            if left:
+                kept.append((original, left))
+            else:
+                skipped.append(Skip(original.nid, "already resent: an earlier resend is pending, "
+                                                  "in flight, retrying or delivered"))
+        return kept, skipped
+
+    def _configured(self, param: str, endpoint: str | None) -> None:
+        if endpoint is not None and endpoint not in self.settings.endpoints:
+            known = ", ".join(sorted(self.settings.endpoints)) or "none"
+            raise BadParam(param, endpoint, f"not a configured endpoint (configured: {known})")
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def _queue(self, plan: Plan, idem_map: str) -> list[Resent | Skip]:
+        out: list[Resent | Skip] = []
+        if idem_map and plan:
+            # a retry: what the earlier try already queued is answered from the map (the script
+            # checks again, atomically, for a retry racing its first try)
+            done = await cast(Awaitable[list[bytes | None]],
+                              self.redis.hmget(idem_map, [original.nid for original, _ in plan]))
+            out += [Resent(nid.decode(), original.nid, targets)
+                    for (original, targets), nid in zip(plan, done, strict=True) if nid is not None]
+            plan = [item for item, nid in zip(plan, done, strict=True) if nid is None]
+        for start in range(0, len(plan), CHUNK):
+            chunk = plan[start:start + CHUNK]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for original, _ in chunk:
+                    pipe.incr(resend_seq_key(original.nid))
+                    pipe.pexpire(resend_seq_key(original.nid), self.retention_ms)
+                numbers = (await pipe.execute())[0::2]
+            now = int(self.clock() * 1000)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for (original, targets), n in zip(chunk, numbers, strict=True):
+                    nid = f"{original.nid}~r{n}"
+                    job_id = k.fanout_job_id(nid)
+                    await self._script(
+                        keys=[k.notification(original.nid), k.notification(nid), k.SEQ, k.IDX_ALL,
+                              k.idx_channel(original.channel), k.idx_source(original.source),
+                              k.idx_ref(original.ref) if original.ref else "", k.FANOUT,
+                              resends_key(original.nid), k.ARQ_JOB_PREFIX + job_id, k.QUEUE_NAME, idem_map],
+                        args=[original.nid, nid, now, self.retention_ms, fanout_job(nid, now),
+                              FANOUT_JOB_EXPIRY_MS, job_id, ",".join(targets), IDEMPOTENCY_TTL_MS],
+                        client=pipe,
+                    )
+                results = await pipe.execute()
+            for (original, targets), (status, nid_raw) in zip(chunk, results, strict=True):
+                nid = nid_raw.decode()
+                if status == b"gone":
+                    out.append(Skip(original.nid, f"no notification {original.nid!r} (past retention)"))
+                    continue
+                out.append(Resent(nid, original.nid, targets))
+                logger.info("resend_queued", nid=nid, resend_of=original.nid, targets=list(targets),
+                            reused=status == b"reused")
+        return out
+
+    async def _idempotent(self, key: str | None, request: dict[str, Any],
+                          work: Callable[[str], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        if key is None:
+            return await work("")
+        claim, idem_map, stored = idempotency_keys(key)
+        fingerprint = hashlib.blake2b(json.dumps(request, sort_keys=True).encode(), digest_size=16).hexdigest()
+        if not await self.redis.set(claim, fingerprint, nx=True, px=IDEMPOTENCY_TTL_MS):
+            previous = await self.redis.get(claim)
+            if previous is not None and previous.decode() != fingerprint:
+                raise Conflict(f"idempotency_key {key!r} was already used for a different request "
+                               "in the last 24 hours; use a new key")
+            answer = await self.redis.get(stored)
+            if answer is not None:
+                logger.info("resend_replayed", idempotency_key=key)
+                return {**json.loads(answer), "replayed": True}
+        # an earlier try that stopped half way left its map: the originals it resent are reused
+        result = await work(idem_map)
+        await self.redis.set(stored, json.dumps(result, separators=(",", ":")), px=IDEMPOTENCY_TTL_MS)
+        return result
+
+
+def _in_hand(resends: list[Row], endpoint: str) -> bool:
+    for row in resends:
+        d = row.deliveries.get(endpoint)
+        if d is not None and d.get("state") in IN_HAND:
+            return True
+        routed = "eps" in row.fields
+        if not routed and endpoint in row.fields.get("targets", "").split(","):
+            return True  # queued, its fan-out has not run yet
+    return False
+
+
+def _result(resent: list[Resent], skipped: list[Skip], *, count: int, dry_run: bool) -> dict[str, Any]:
+    return {
+        "dry_run": dry_run,
+        "count": count,
+        "ids": [r.id for r in resent],
+        "resends": [r.as_json() for r in resent],
+        "skipped_count": len(skipped),
+        "skipped": [s.as_json() for s in skipped[:SKIPPED_SHOWN]],
+    }
