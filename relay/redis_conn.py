@@ -7,10 +7,15 @@ import shutil
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
 
 import structlog
+from arq.connections import RedisSettings
 from redis.asyncio import Redis
+from redis.asyncio.sentinel import Sentinel
 
 from config.settings import Settings
 
@@ -88,15 +93,64 @@ def stop_embedded(proc: subprocess.Popen[bytes] | None) -> None:
         proc.kill()
 
 
+@dataclass(frozen=True)
+class SentinelTarget:
+    """``redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]``"""
+
+    sentinels: list[tuple[str, int]]
+    service: str
+    db: int
+    username: str | None
+    password: str | None
+
+
+def parse_sentinel_url(url: str) -> SentinelTarget | None:
+    if not url.startswith("redis+sentinel://"):
+        return None
+    rest = url.removeprefix("redis+sentinel://")
+    userinfo, _, rest = rest.rpartition("@")
+    hosts, _, path = rest.partition("/")
+    username, _, password = userinfo.partition(":") if userinfo else ("", "", "")
+    parts = [p for p in path.split("/") if p]
+    if not hosts or not parts:
+        raise RedisUnavailable(f"REDIS_URL {url.split('@')[-1]!r}: expected redis+sentinel://host:port[,...]/service[/db]")
+    sentinels = []
+    for hp in hosts.split(","):
+        host, sep, port = hp.rpartition(":")
+        if not sep:
+            host, port = hp, "26379"
+        try:
+            sentinels.append((unquote(host), int(port)))
+        except ValueError:
+            raise RedisUnavailable(f"REDIS_URL: bad sentinel address {hp!r}") from None
+    try:
+        db = int(parts[1]) if len(parts) > 1 else 0
+    except ValueError:
+        raise RedisUnavailable(f"REDIS_URL: bad database number {parts[1]!r}") from None
+    return SentinelTarget(sentinels, unquote(parts[0]), db, unquote(username) or None, unquote(password) or None)
+
+
 def connect(url: str, *, timeout: float = 2.0) -> Redis:
-    redis: Redis = Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        health_check_interval=30,
-        max_connections=512,
-    )
+    """A client for ``url``; with a sentinel URL, one that follows the current primary on failover."""
+    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout,
+                               "health_check_interval": 30, "max_connections": 512}
+    target = parse_sentinel_url(url)
+    if target is not None:
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            target.sentinels, socket_timeout=timeout, socket_connect_timeout=timeout)
+        primary: Redis = sentinel.master_for(target.service, db=target.db, username=target.username,
+                                             password=target.password, **options)
+        return primary
+    redis: Redis = Redis.from_url(url, **options)
     return redis
+
+
+def arq_settings(url: str) -> RedisSettings:
+    target = parse_sentinel_url(url)
+    if target is None:
+        return RedisSettings.from_dsn(url)
+    return RedisSettings(host=target.sentinels, sentinel=True, sentinel_master=target.service,
+                         database=target.db, username=target.username, password=target.password)
 
 
 async def wait_ready(redis: Redis, timeout: float = 10.0) -> None:
