@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import importlib
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -41,7 +42,10 @@ def setup_api(app: web.Application) -> None:
         for key in (appkeys.SETTINGS, appkeys.REDIS, appkeys.STORE, appkeys.REGISTRY, appkeys.METRICS):
             if key in app:
                 api[key] = app[key]  # type: ignore[misc]
-        api[appkeys.RESENDER] = Resender(app[appkeys.REDIS], app[appkeys.SETTINGS])
+        settings = app[appkeys.SETTINGS]
+        api[appkeys.RESENDER] = Resender(app[appkeys.REDIS], settings)
+        if settings.admin_token is None:
+            logger.info("admin_api_off", enable_with=settings.server.admin_token_env)
         yield
 
     api.cleanup_ctx.append(share)
@@ -74,6 +78,14 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         logger.warning("admin_auth_failed", path=request.path, remote=request.remote)
         return error(401, "invalid bearer token",
                      {"WWW-Authenticate": f'{REALM}, error="invalid_token"'})
+    started = time.perf_counter()
+    response = await _dispatch(request, handler)
+    logger.info("admin_request", method=request.method, path=request.path, status=response.status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2))
+    return response
+
+
+async def _dispatch(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except QueryError as exc:
@@ -128,7 +140,7 @@ async def resend_one(request: web.Request) -> web.Response:
     key = _idempotency_key(request, body)
     result = await request.config_dict[appkeys.RESENDER].one(
         request.match_info["id"], endpoint=endpoint, idempotency_key=key)
-    return web.json_response(result, status=200 if result.get("replayed") else 202)
+    return web.json_response(result, status=202)
 
 
 async def resend_bulk(request: web.Request) -> web.Response:
@@ -150,7 +162,7 @@ async def resend_bulk(request: web.Request) -> web.Response:
     result = await request.config_dict[appkeys.RESENDER].bulk(
         ids=ids, filters=filters, endpoint=_optional_name(body, "endpoint"), dry_run=dry_run,
         idempotency_key=_idempotency_key(request, body))
-    return web.json_response(result, status=200 if dry_run or result.get("replayed") else 202)
+    return web.json_response(result, status=200 if dry_run else 202)
 
 
 async def health(request: web.Request) -> web.StreamResponse:

@@ -138,16 +138,15 @@ DETAIL: Schema = {
         "resends": {"type": "array", "items": _ref("NotificationSummary")},
     },
 }
+# in a JSON body a time may also be a number of epoch milliseconds
+BODY_TIME: Schema = {"anyOf": [*TIME["anyOf"], {"type": "integer", "minimum": 0, "maximum": 10**15 - 1}]}
 FILTER: Schema = {
     "type": "object",
     "minProperties": 1,
     "additionalProperties": False,
-    "properties": {name: {**schema, "description": text} for name, (text, schema) in FILTER_DOCS.items()},
+    "properties": {name: {**(BODY_TIME if name in ("since", "until") else schema), "description": text}
+                   for name, (text, schema) in FILTER_DOCS.items()},
 }
-FILTER["properties"]["since"] = {"description": "received at or after", "anyOf": [
-    *TIME["anyOf"], {"type": "integer", "minimum": 0, "maximum": 10**15 - 1}]}
-FILTER["properties"]["until"] = {"description": "received at or before", "anyOf": [
-    *TIME["anyOf"], {"type": "integer", "minimum": 0, "maximum": 10**15 - 1}]}
 RESENT: Schema = {
     "type": "object",
     "required": ["id", "resend_of", "targets"],

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import pickle
+import pty
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -19,7 +23,7 @@ from config.settings import Settings
 from relay import constants as k
 from relay import resend as resend_module
 from relay.queries import resends_key
-from tests.support import ipn_fields, signed_body, wait_for
+from tests.support import TEST_ENV, ipn_fields, signed_body, wait_for
 from tests.test_api import (  # noqa: F401  (fixtures used by name)
     AUTH,
     RefSink,
@@ -170,7 +174,7 @@ async def test_idempotency_key_makes_a_retry_safe(client: TestClient, redis: Red
     status, first = await post(client, "/api/resend", request)
     assert status == 202 and first["count"] == 2
     status, again = await post(client, "/api/resend", request)
-    assert status == 200 and again == {**first, "replayed": True}
+    assert status == 202 and again == {**first, "replayed": True}
     assert await redis.zcard(resends_key(a)) == 1 and await redis.zcard(resends_key(b)) == 1
     assert 0 < await redis.pttl("relay:idem:batch-2024-05-01") <= 86_400_000
     status, doc = await post(client, "/api/resend", {"ids": [a], "idempotency_key": "batch-2024-05-01"})
@@ -183,7 +187,7 @@ async def test_idempotency_key_makes_a_retry_safe(client: TestClient, redis: Red
     # the header form, on the single route
     for _ in range(2):
         status, doc = await post(client, f"/api/notifications/{a}/resend", {}, {"Idempotency-Key": "one-a"})
-        assert status in (200, 202) and doc["id"] == f"{a}~r2"
+        assert status == 202 and doc["id"] == f"{a}~r2"
     assert await redis.zcard(resends_key(a)) == 2
 
 
@@ -257,3 +261,31 @@ async def test_cli_resend_refusals(api_settings: Settings, redis: Redis, args: l
     assert out.returncode in (1, 2) and message in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
     assert out.returncode == (1 if message == "no notification" else 2)
+
+
+def run_in_terminal(settings: Settings, answer: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI with a pseudo-terminal on stdin, answering its question with ``answer``."""
+    leader, follower = pty.openpty()
+    try:
+        os.write(leader, answer.encode() + b"\n")
+        env = {**os.environ, **TEST_ENV, "REDIS_URL": settings.redis_url or ""}
+        return subprocess.run([sys.executable, "-m", "relay", "--config", str(settings.config_path), *args],
+                              stdin=follower, capture_output=True, text=True, env=env, timeout=60)
+    finally:
+        os.close(follower)
+        os.close(leader)
+
+
+async def test_cli_bulk_resend_asks_in_a_terminal(client: TestClient, api_settings: Settings, redis: Redis,
+                                                  worker: Worker, sinks: tuple[RefSink, RefSink]) -> None:
+    billing, _ = sinks
+    billing.failing = {"100"}
+    a = await ingest(client, "100")
+    await settled(redis, a)
+    args = ("resend", "--endpoint", "billing", "--state", "failed")
+    out = await asyncio.to_thread(run_in_terminal, api_settings, "n", *args)
+    assert "Resend 1 notification(s) to billing? [y/N]" in out.stdout and out.returncode == 1, out.stderr
+    assert "aborted" in out.stderr and not await redis.exists(resends_key(a))
+    out = await asyncio.to_thread(run_in_terminal, api_settings, "y", *args)
+    assert out.returncode == 0 and "queued 1 resend(s)" in out.stdout, out.stderr
+    assert await redis.zcard(resends_key(a)) == 1
