@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from relay import appkeys
+from relay.delivery_metrics import collector_for
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -20,5 +23,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[appkeys.REGISTRY])
+    """The ingress counters of this process, and the delivery metrics read from Redis now."""
+    app = request.app
+    registry = app[appkeys.REGISTRY]
+    collector = collector_for(registry, list(app[appkeys.SETTINGS].endpoints))
+    await collector.refresh(app[appkeys.REDIS], int(time.time() * 1000))
+    body = generate_latest(registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

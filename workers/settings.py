@@ -5,6 +5,7 @@ from __future__ import annotations
 from arq import cron, func
 
 from relay.constants import QUEUE_NAME
+from workers.alerts import check_alerts
 from workers.jobs import fanout, shutdown, startup, sweep
 
 
@@ -12,7 +13,10 @@ class WorkerSettings:
     """Short by design: deliveries run in the engine's lanes, not as one ARQ job each."""
 
     functions = [func(fanout, max_tries=10, keep_result=0, timeout=30)]
-    cron_jobs = [cron(sweep, second=set(range(0, 60, 5)), unique=True, timeout=60, run_at_startup=True)]
+    cron_jobs = [
+        cron(sweep, second=set(range(0, 60, 5)), unique=True, timeout=60, run_at_startup=True),
+        cron(check_alerts, second=30, unique=True, timeout=60),
+    ]
     on_startup = startup
     on_shutdown = shutdown
     queue_name = QUEUE_NAME

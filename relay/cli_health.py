@@ -1,0 +1,193 @@
+"""Operator commands: ``relay health``, ``relay check-endpoints`` and ``relay send-test``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+from config.settings import CHANNELS, Endpoint, Settings
+from relay import __version__
+from relay.cli import command, settings_from
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    rows = [list(headers), *(list(r) for r in rows)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(headers))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+def ago(ms: int | None, now_ms: int) -> str:
+    if ms is None:
+        return "-"
+    s = max(0.0, (now_ms - ms) / 1000)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if s >= size:
+            return f"{s / size:.0f} {unit} ago"
+    return f"{s:.0f} s ago"
+
+
+def safe_url(url: str) -> str:
+    """A Redis URL without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+# -- relay health ---------------------------------------------------------------------------------
+
+def _rate(window: dict[str, Any]) -> str:
+    rate = window["failure_rate"]
+    return "-" if rate is None else f"{100 * rate:.1f}% of {window['ok'] + window['fail']}"
+
+
+def render_health(report: dict[str, Any], url: str) -> str:
+    now = report["checked_at"]
+    redis = report["redis"]
+    if not redis["reachable"]:
+        return f"relay health: UNHEALTHY: redis unreachable at {url} ({redis['error']})"
+    lines = [f"relay health: {'healthy' if report['status'] == 'healthy' else 'UNHEALTHY'}"]
+    lines += [f"  - {reason}" for reason in report["reasons"]]
+    queue, workers = report["queue"], report["workers"]
+    seen = ", ".join(f"{w['name']} ({ago(w['last_seen'], now)})" for w in workers["list"][:5]) or "none known"
+    lines += [
+        "",
+        f"redis    {url}: {redis['used_memory_human']} used, persistence {redis['persistence']}",
+        f"queue    {queue['arq']} ARQ job(s), {queue['fanout']} notification(s) awaiting fan-out",
+        f"workers  {workers['alive']} alive; last seen: {seen}",
+    ]
+    lines += [f"warning  {w}" for w in report["warnings"]]
+    if report["endpoints"]:
+        headers = ("endpoint", "pending", "in_flight", "retrying", "failed", "delivered", "fail 1h", "fail 24h",
+                   "oldest", "last ok", "last fail")
+        rows = [
+            (name, str(ep["pending"]), str(ep["in_flight"]), str(ep["retrying"]), str(ep["failed"]),
+             str(ep["delivered"]), _rate(ep["last_hour"]), _rate(ep["last_day"]),
+             "-" if ep["oldest_pending_age_s"] is None else f"{ep['oldest_pending_age_s']:.0f} s",
+             ago(ep["last_ok"], now), ago(ep["last_fail"], now))
+            for name, ep in report["endpoints"].items()
+        ]
+        lines += ["", *table(headers, rows)]
+    else:
+        lines += ["", "no endpoints configured"]
+    return "\n".join(lines)
+
+
+async def _health(settings: Settings, max_pending_age: float | None) -> dict[str, Any]:
+    from relay.health import health_report
+    from relay.redis_conn import connect, redis_url
+
+    redis = connect(redis_url(settings), timeout=settings.server.redis_timeout)
+    try:
+        return await health_report(redis, settings, int(time.time() * 1000), max_pending_age=max_pending_age)
+    finally:
+        await redis.aclose()
+
+
+def _health_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the full report as JSON (for scripts)")
+    p.add_argument("--max-pending-age", type=_positive, metavar="SECONDS",
+                   help="unhealthy when a delivery has waited longer (default: [health] max_pending_age, 300)")
+
+
+@command("health", "show deliveries, workers and Redis; exit 0 healthy, 1 unhealthy, 2 bad config",
+         _health_args)
+def health(ns: argparse.Namespace) -> int:
+    from relay.redis_conn import redis_url
+
+    settings = settings_from(ns, require_secrets=False)
+    report = asyncio.run(_health(settings, ns.max_pending_age))
+    print(json.dumps(report, indent=2) if ns.json else render_health(report, safe_url(redis_url(settings))))
+    return 0 if report["status"] == "healthy" else 1
+
+
+# -- relay check-endpoints ------------------------------------------------------------------------
+
+async def _check(session: aiohttp.ClientSession, ep: Endpoint) -> dict[str, Any]:
+    status: int | None = None
+    error = ""
+    started = time.perf_counter()
+    try:
+        async with session.get(ep.url, allow_redirects=False,
+                               timeout=aiohttp.ClientTimeout(total=ep.timeout)) as resp:
+            status = resp.status
+    except TimeoutError:
+        error = f"no answer within {ep.timeout:g} s"
+    except aiohttp.ClientError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    ms = round((time.perf_counter() - started) * 1000, 1)
+    verdict = "ok" if status == 200 else (error or f"expected HTTP 200, got {status}")
+    return {"endpoint": ep.name, "url": ep.url, "status": status, "ms": ms, "ok": status == 200,
+            "verdict": verdict}
+
+
+async def check_endpoints(endpoints: Iterable[Endpoint]) -> list[dict[str, Any]]:
+    """GET every endpoint URL, as 2Checkout checks a listener URL, expecting HTTP 200."""
+    async with aiohttp.ClientSession(headers={"User-Agent": f"2checkout-relay/{__version__}"}) as session:
+        return list(await asyncio.gather(*(_check(session, ep) for ep in endpoints)))
+
+
+def _json_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+@command("check-endpoints", "GET every endpoint URL and expect 200; exit 1 if any fails", _json_arg)
+def check_endpoints_cmd(ns: argparse.Namespace) -> int:
+    settings = settings_from(ns, require_secrets=False)
+    results = asyncio.run(check_endpoints(settings.endpoints.values()))
+    if ns.json:
+        print(json.dumps(results, indent=2))
+    elif not results:
+        print("no endpoints configured")
+    else:
+        rows = [(r["endpoint"], r["url"], str(r["status"] or "-"), f"{r['ms']:.0f}", r["verdict"])
+                for r in results]
+        print("\n".join(table(("endpoint", "url", "status", "ms", "verdict"), rows)))
+    return 0 if all(r["ok"] for r in results) else 1
+
+
+# -- relay send-test ------------------------------------------------------------------------------
+
+def _send_test_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--channel", choices=CHANNELS, default="ipn", help="notification type (default ipn)")
+    p.add_argument("--source", default="default", help="configured source to sign for (default: default)")
+    p.add_argument("--message-type", metavar="TYPE",
+                   help="MESSAGE_TYPE (IPN), DISPATCH_REASON (LCN) or message_type (INS)")
+    p.add_argument("--url", metavar="BASE", help="the relay's base URL (default http://[server] host:port)")
+    p.add_argument("--timeout", type=_positive, default=30.0, metavar="SECONDS",
+                   help="how long to follow the deliveries (default 30)")
+
+
+@command("send-test", "post a signed TEST notification to the running relay and follow its deliveries",
+         _send_test_args)
+def send_test(ns: argparse.Namespace) -> int:
+    from relay import devsecrets, sendtest
+
+    filled = sendtest.fill_from_dev_secrets(os.environ)
+    settings = settings_from(ns, require_secrets=False)
+    if filled:
+        print(f"send-test: using the development secrets in {devsecrets.SECRETS_FILE} for {', '.join(filled)}",
+              file=sys.stderr)
+    return asyncio.run(sendtest.run(settings, channel=ns.channel, source=ns.source,
+                                    message_type=ns.message_type, base_url=ns.url, timeout=ns.timeout,
+                                    out=sys.stdout))

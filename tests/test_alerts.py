@@ -1,0 +1,259 @@
+"""Failing-endpoint alerts: a real SMTP server (aiosmtpd), a real webhook sink, a controlled clock."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import structlog
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP as SMTPServer
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from redis.asyncio import Redis
+from structlog.testing import capture_logs
+
+from config.settings import ConfigError, Settings, load_settings
+from relay import constants as k
+from tests.support import TEST_ENV, Sink, free_port, write_config
+from workers import alerts, jobs
+from workers.settings import WorkerSettings
+
+HOUR = 3_600_000
+NOW = int(time.time() * 1000)
+EPS = [{"name": "a", "url": "http://127.0.0.1:9/hook"}, {"name": "b", "url": "http://127.0.0.1:9/other"}]
+
+
+@dataclass
+class Inbox:
+    messages: list[EmailMessage] = field(default_factory=list)
+    envelopes: list[Envelope] = field(default_factory=list)
+    logins: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
+        self.envelopes.append(envelope)
+        content = envelope.content if isinstance(envelope.content, bytes) else b""
+        msg = email.message_from_bytes(content, policy=email.policy.default)
+        assert isinstance(msg, EmailMessage)
+        self.messages.append(msg)
+        return "250 OK"
+
+    def authenticate(self, server: SMTPServer, session: Session, envelope: Envelope, mechanism: str,
+                     auth_data: Any) -> AuthResult:
+        assert isinstance(auth_data, LoginPassword)
+        self.logins.append((auth_data.login, auth_data.password))
+        ok = (auth_data.login, auth_data.password) == (b"relay", b"s3cret")
+        return AuthResult(success=ok, handled=False)
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port, authenticator=inbox.authenticate,
+                            auth_require_tls=False)
+    controller.start()
+    yield inbox, port
+    controller.stop()
+
+
+@pytest.fixture(autouse=True)
+def uncached_logs() -> Iterator[None]:
+    # capture_logs cannot see a logger that a configured (caching) structlog already bound
+    saved = structlog.get_config()
+    structlog.reset_defaults()
+    yield
+    structlog.configure(**saved)
+
+
+def alert_config(tmp_path: Path, port: int, **alerts_kw: Any) -> Path:
+    alerts_kw.setdefault("smtp_port", port)
+    cfg = {"threshold_percent": 25, "window_hours": 4, "frequency_hours": 4, "min_deliveries": 10,
+           "webhook_url_env": "ALERT_WEBHOOK_URL", "smtp_host": "127.0.0.1",
+           "smtp_from": "relay@example.com", "smtp_to": ["ops@example.com", "dev@example.com"],
+           "smtp_starttls": False, "smtp_username_env": "SMTP_USER", "smtp_password_env": "SMTP_PASS",
+           **alerts_kw}
+    extra = "[alerts]\n" + "".join(f"{key} = {json.dumps(v)}\n" for key, v in cfg.items())
+    return write_config(tmp_path / "relay.toml", endpoints=EPS, extra=extra)
+
+
+@pytest.fixture
+async def setup(tmp_path: Path, redis_server: Any, smtp: tuple[Inbox, int], sink: Callable[..., Any]
+                ) -> AsyncIterator[Callable[..., Any]]:
+    """Settings wired to the SMTP server and a webhook sink, and a client session for the webhook."""
+    session = aiohttp.ClientSession()
+
+    async def make(webhook: Sink | None = None, env: dict[str, str] | None = None, **alerts_kw: Any
+                   ) -> tuple[Settings, Sink, aiohttp.ClientSession]:
+        hook = webhook or await sink([200])
+        path = alert_config(tmp_path, smtp[1], **alerts_kw)
+        environ = {**TEST_ENV, "REDIS_URL": redis_server.url, "ALERT_WEBHOOK_URL": hook.url,
+                   "SMTP_USER": "relay", "SMTP_PASS": "s3cret", **(env or {})}
+        return load_settings(path, environ), hook, session
+
+    yield make
+    await session.close()
+
+
+async def add(redis: Redis, ep: str, at_ms: int, ok: int = 0, fail: int = 0, gaveup: int = 0) -> None:
+    key = k.ep_minute(ep, at_ms // 60_000)
+    for name, n in (("ok", ok), ("fail", fail), ("gaveup", gaveup)):
+        if n:
+            await redis.hincrby(key, name, n)
+
+
+async def run(redis: Redis, settings: Settings, session: aiohttp.ClientSession, now_ms: int
+              ) -> list[alerts.Notice]:
+    notices = await alerts.evaluate(redis, settings, now_ms)
+    await alerts.notify(notices, settings, session)
+    return notices
+
+
+def texts(hook: Sink) -> list[str]:
+    return [json.loads(r.body)["text"] for r in hook.received]
+
+
+async def test_alert_once_per_frequency_then_recovery(redis: Redis, setup: Callable[..., Any],
+                                                      smtp: tuple[Inbox, int]) -> None:
+    settings, hook, session = await setup()
+    inbox = smtp[0]
+    await add(redis, "a", NOW - 10 * 60_000, ok=6, fail=4, gaveup=1)
+    await add(redis, "b", NOW - 10 * 60_000, ok=20)
+
+    with capture_logs() as logs:
+        notices = await run(redis, settings, session, NOW)
+    assert [(n.kind, n.subject) for n in notices] == [("failing", "a")]  # overall is 4 of 30: below
+    text = ("relay: endpoint a is failing: 4 of 10 delivery attempts (40.0%) failed in the last 4 h "
+            "(threshold 25%); 1 deliveries given up.")
+    assert texts(hook) == [text]
+    assert hook.received[0].headers["Content-Type"] == "application/json"
+    assert len(inbox.messages) == 1
+    msg = inbox.messages[0]
+    assert msg["Subject"] == "[relay] endpoint a is failing (40.0% of attempts failed)"
+    assert msg["From"] == "relay@example.com"
+    assert inbox.envelopes[0].rcpt_tos == ["ops@example.com", "dev@example.com"]
+    assert msg.get_content().strip() == text
+    assert inbox.logins == [(b"relay", b"s3cret")]
+    assert [e for e in logs if e["event"] == "endpoint_failing"] == [{
+        "event": "endpoint_failing", "log_level": "warning", "subject": "a", "attempts": 10, "failed": 4,
+        "gaveup": 1, "failure_percent": 40.0, "window_hours": 4.0, "threshold_percent": 25.0}]
+
+    # still failing a minute later, and until frequency_hours have passed: no repeat
+    assert await run(redis, settings, session, NOW + 60_000) == []
+    await add(redis, "a", NOW + 4 * HOUR - 2 * 60_000, fail=20)
+    await add(redis, "b", NOW + 4 * HOUR - 2 * 60_000, ok=100)
+    assert await run(redis, settings, session, NOW + 4 * HOUR - 60_000) == []
+    assert len(hook.received) == 1 and len(inbox.messages) == 1
+
+    # past frequency_hours and still failing: a reminder
+    notices = await run(redis, settings, session, NOW + 4 * HOUR + 60_000)
+    assert [(n.kind, n.subject) for n in notices] == [("failing", "a")]
+    assert len(hook.received) == 2 and len(inbox.messages) == 2
+
+    # the rate falls below the threshold: one recovery message, then quiet
+    await add(redis, "a", NOW + 4 * HOUR + 90_000, ok=100)
+    with capture_logs() as logs:
+        notices = await run(redis, settings, session, NOW + 4 * HOUR + 2 * 60_000)
+    assert [(n.kind, n.subject) for n in notices] == [("recovered", "a")]
+    assert texts(hook)[-1] == ("relay: endpoint a recovered: 20 of 120 delivery attempts (16.7%) failed in the "
+                               "last 4 h (threshold 25%).")
+    assert inbox.messages[-1]["Subject"] == "[relay] endpoint a recovered (16.7% of attempts failed)"
+    assert [e["event"] for e in logs] == ["endpoint_recovered"]
+    assert await run(redis, settings, session, NOW + 4 * HOUR + 3 * 60_000) == []
+    assert len(hook.received) == 3
+
+
+async def test_min_deliveries_and_threshold_boundaries(redis: Redis, setup: Callable[..., Any]) -> None:
+    settings, hook, session = await setup()
+    await add(redis, "a", NOW, fail=9)
+    assert await run(redis, settings, session, NOW) == []  # 9 attempts: fewer than min_deliveries
+    await add(redis, "a", NOW, ok=27)
+    assert await run(redis, settings, session, NOW) == []  # 9 of 36 is exactly 25%: not more
+    await add(redis, "a", NOW, fail=1)
+    notices = await run(redis, settings, session, NOW)
+    assert [(n.kind, n.subject) for n in notices] == [("failing", "a"), ("failing", "_overall")]
+    assert texts(hook)[1] == ("relay: all endpoints are failing: 10 of 37 delivery attempts (27.0%) failed in "
+                              "the last 4 h (threshold 25%).")
+
+
+async def test_failures_outside_the_window_do_not_count(redis: Redis, setup: Callable[..., Any]) -> None:
+    settings, hook, session = await setup(window_hours=1)
+    await add(redis, "a", NOW - 61 * 60_000, fail=50)
+    await add(redis, "a", NOW - 59 * 60_000, ok=10)
+    assert await run(redis, settings, session, NOW) == []
+    assert hook.received == []
+
+
+async def test_overall_alert_when_no_single_endpoint_has_enough_deliveries(
+        redis: Redis, setup: Callable[..., Any]) -> None:
+    settings, hook, session = await setup()
+    await add(redis, "a", NOW, ok=1, fail=5)
+    await add(redis, "b", NOW, ok=1, fail=5)
+    notices = await run(redis, settings, session, NOW)
+    assert [(n.kind, n.subject, n.counts.attempts) for n in notices] == [("failing", "_overall", 12)]
+    assert await redis.exists(alerts.alert_key("a")) == 0
+
+
+async def test_broken_channels_are_logged_and_do_not_stop_the_job(redis: Redis, setup: Callable[..., Any],
+                                                                  sink: Callable[..., Any]) -> None:
+    broken_hook = await sink([500])
+    settings, _, session = await setup(webhook=broken_hook, smtp_port=free_port())
+    await add(redis, "a", NOW, fail=10)
+    with capture_logs() as logs:
+        notices = await run(redis, settings, session, NOW)
+    assert [n.subject for n in notices] == ["a", "_overall"]
+    events = {e["event"]: e for e in logs}
+    assert events["alert_webhook_failed"]["status"] == 500
+    assert events["alert_email_failed"]["error"] == "ConnectionRefusedError"
+    assert "endpoint_failing" in events
+
+
+async def test_starttls_is_required_when_configured(redis: Redis, setup: Callable[..., Any],
+                                                    smtp: tuple[Inbox, int]) -> None:
+    settings, _, session = await setup(smtp_starttls=True)
+    await add(redis, "a", NOW, fail=10)
+    with capture_logs() as logs:
+        await run(redis, settings, session, NOW)
+    failed = [e for e in logs if e["event"] == "alert_email_failed"]
+    assert failed and failed[0]["error"] == "SMTPNotSupportedError"
+    assert smtp[0].messages == [] and smtp[0].logins == []  # no credentials over a plain connection
+
+
+async def test_cron_job_uses_the_worker_clock(redis: Redis, setup: Callable[..., Any]) -> None:
+    settings, hook, _ = await setup()
+    await add(redis, "b", NOW + 2 * HOUR, fail=12)
+    ctx: dict[str, Any] = {"settings": settings, "engine_options": {"clock": lambda: (NOW + 2 * HOUR) / 1000}}
+    await jobs.startup(ctx)
+    try:
+        assert await alerts.check_alerts(ctx) == {"failing": 2, "recovered": 0}  # b, and overall
+    finally:
+        await jobs.shutdown(ctx)
+    assert len(hook.received) == 2
+    crons = {c.name: c for c in WorkerSettings.cron_jobs}
+    assert crons["cron:check_alerts"].unique is True
+
+
+def test_alerts_config_is_validated(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "relay.toml", extra="[alerts]\nwindow_hours = 25\n")
+    with pytest.raises(ConfigError, match="alerts.window_hours = 25: Input should be less than or equal to 24"):
+        load_settings(path, TEST_ENV)
+    path = write_config(tmp_path / "relay.toml", extra='[alerts]\nsmtp_host = "127.0.0.1"\n')
+    with pytest.raises(ConfigError, match="smtp_host needs smtp_from and smtp_to"):
+        load_settings(path, TEST_ENV)
+
+    path = write_config(tmp_path / "relay.toml", extra='[alerts]\nwebhook_url_env = "HOOK"\n')
+    with pytest.raises(ConfigError, match="alerts.webhook_url_env = 'HOOK': environment variable HOOK is not set"):
+        load_settings(path, TEST_ENV)
+    with pytest.raises(ConfigError, match="is not an http"):
+        load_settings(path, {**TEST_ENV, "HOOK": "not a url"})
+    settings = load_settings(path, TEST_ENV, require_secrets=False)
+    assert settings.alert_secrets.webhook_url is None
+    assert (settings.alerts.threshold_percent, settings.alerts.min_deliveries) == (25, 10)

@@ -1,0 +1,284 @@
+"""``relay health``, ``relay check-endpoints`` and ``relay send-test`` through the real CLI entry point.
+
+The commands run ``asyncio.run`` themselves, so tests that also serve an ingress or a worker on this
+event loop call them in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+from aiohttp import web
+from redis.asyncio import Redis
+
+from config.settings import load_settings
+from relay import constants as k
+from relay import protocol
+from relay.app import create_app
+from relay.cli import main
+from relay.sendtest import build, verify_receipt
+from tests.support import INS_WORD, SECRET_KEY, TEST_ENV, RedisServer, Sink, free_port, write_config
+from workers.main import create_worker
+
+Capsys = pytest.CaptureFixture[str]
+
+
+@pytest.fixture(autouse=True)
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_server: RedisServer) -> None:
+    for var, value in TEST_ENV.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.chdir(tmp_path)  # .relay/dev-secrets.json is looked up in the working directory
+    # the CLI configures process-wide logging; keep the test process's logging as it is
+    monkeypatch.setattr("config.logs.configure_logging", lambda *args: None)
+
+
+def config(tmp_path: Path, endpoints: list[dict[str, Any]], extra: str = "") -> str:
+    return str(write_config(tmp_path / "relay.toml", endpoints=endpoints, extra=extra))
+
+
+def cli(*argv: str) -> Any:
+    return asyncio.to_thread(main, list(argv))
+
+
+# -- relay health ---------------------------------------------------------------------------------
+
+async def test_health_table_and_exit_0_when_healthy(tmp_path: Path, redis: Redis, capsys: Capsys) -> None:
+    now = int(time.time() * 1000)
+    await redis.zadd(k.WORKERS, {"host:1": now})
+    await redis.zadd(k.ep_state("demo", "delivered"), {"n1": now})
+    await redis.hset(k.STATS, "demo|last_ok", now - 3000)
+    cfg = config(tmp_path, [{"name": "demo", "url": "http://127.0.0.1:9/hook"}])
+
+    assert await cli("--config", cfg, "health") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("relay health: healthy\n")
+    assert "workers  1 alive; last seen: host:1" in out
+    header, row = out.strip().splitlines()[-2:]
+    assert header.split() == ["endpoint", "pending", "in_flight", "retrying", "failed", "delivered", "fail",
+                              "1h", "fail", "24h", "oldest", "last", "ok", "last", "fail"]
+    assert row.split()[:6] == ["demo", "0", "0", "0", "0", "1"]
+    assert "3 s ago" in row
+
+
+async def test_health_json_and_exit_1_with_reasons(tmp_path: Path, redis: Redis, capsys: Capsys) -> None:
+    now = int(time.time() * 1000)
+    await redis.zadd(k.ep_state("demo", "pending"), {"n1": now - 20_000})
+    cfg = config(tmp_path, [{"name": "demo", "url": "http://127.0.0.1:9/hook"}])
+
+    assert await cli("--config", cfg, "health", "--json", "--max-pending-age", "10") == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["status"] == "unhealthy"
+    assert report["reasons"][0].startswith("no live worker")
+    assert report["reasons"][1].startswith("endpoint demo: a delivery has waited 20 s (limit 10 s)")
+
+    assert await cli("--config", cfg, "health") == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "relay health: UNHEALTHY"
+    assert lines[1].startswith("  - no live worker")
+
+
+async def test_health_redis_unreachable_is_one_line_and_exit_1(tmp_path: Path, capsys: Capsys,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()
+    monkeypatch.setenv("REDIS_URL", f"redis://:pw@127.0.0.1:{port}/0")
+    cfg = config(tmp_path, [])
+    assert await cli("--config", cfg, "health") == 1
+    captured = capsys.readouterr()
+    assert captured.out.count("\n") == 1
+    assert captured.out.startswith(f"relay health: UNHEALTHY: redis unreachable at redis://:***@127.0.0.1:{port}/0 "
+                                   "(ConnectionError")
+    assert captured.err == ""
+
+
+def test_health_bad_config_exits_2(tmp_path: Path, capsys: Capsys) -> None:
+    path = tmp_path / "relay.toml"
+    path.write_text('[[sources]]\nname = "default"\nsecret_key_env = "X"\nsurprise = 1\n')
+    assert main(["--config", str(path), "health"]) == 2
+    assert "sources[0].surprise: unknown key" in capsys.readouterr().err
+
+
+# -- relay check-endpoints ------------------------------------------------------------------------
+
+@pytest.fixture
+async def get_server() -> AsyncIterator[Callable[..., Any]]:
+    """An HTTP server answering GET with a given status, or never answering."""
+    runners: list[web.AppRunner] = []
+
+    async def start(status: int | None) -> str:
+        async def handle(request: web.Request) -> web.Response:
+            if status is None:
+                await asyncio.sleep(3600)
+            return web.Response(status=status or 200, text="listener")
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", handle)
+        runner = web.AppRunner(app, handler_cancellation=True)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runners.append(runner)
+        return f"http://127.0.0.1:{port}/hook"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+async def test_check_endpoints_table_and_exit_codes(tmp_path: Path, get_server: Callable[..., Any],
+                                                    capsys: Capsys) -> None:
+    ok, missing, hang = await get_server(200), await get_server(404), await get_server(None)
+    closed = f"http://127.0.0.1:{free_port()}/hook"
+    cfg = config(tmp_path, [{"name": "good", "url": ok}, {"name": "missing", "url": missing},
+                            {"name": "slow", "url": hang, "timeout": 0.3}, {"name": "down", "url": closed}])
+
+    assert await cli("--config", cfg, "check-endpoints") == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["endpoint", "url", "status", "ms", "verdict"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert rows["good"].split()[2] == "200" and rows["good"].endswith("ok")
+    assert rows["missing"].endswith("expected HTTP 200, got 404")
+    assert rows["slow"].endswith("no answer within 0.3 s")
+    assert "ClientConnectorError" in rows["down"]
+
+    assert await cli("--config", cfg, "check-endpoints", "--json") == 1
+    results = {r["endpoint"]: r for r in json.loads(capsys.readouterr().out)}
+    assert (results["good"]["ok"], results["good"]["status"]) == (True, 200)
+    assert (results["down"]["ok"], results["down"]["status"]) == (False, None)
+
+    only_good = config(tmp_path, [{"name": "good", "url": ok}])
+    assert await cli("--config", only_good, "check-endpoints") == 0
+
+
+# -- relay send-test ------------------------------------------------------------------------------
+
+@pytest.fixture
+async def stack(tmp_path: Path, redis: Redis, redis_server: RedisServer
+                ) -> AsyncIterator[Callable[..., Any]]:
+    """A real ingress on a free port and one in-process ARQ worker, for a config written from args."""
+    runners: list[web.AppRunner] = []
+    workers: list[tuple[Any, asyncio.Task[None]]] = []
+
+    async def start(endpoints: list[dict[str, Any]], env: dict[str, str] | None = None) -> str:
+        port = free_port()
+        path = config(tmp_path, endpoints, extra=f"[server]\nport = {port}\n")
+        settings = load_settings(path, {**TEST_ENV, "REDIS_URL": redis_server.url, **(env or {})})
+        runner = web.AppRunner(create_app(settings))
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runners.append(runner)
+        w = create_worker(settings, handle_signals=False)
+        workers.append((w, asyncio.create_task(w.async_run())))
+        return path
+
+    yield start
+    for w, task in workers:
+        await w.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(("channel", "marker", "receipt"), [
+    ("ipn", ("TEST_ORDER", "1"), "IPN read receipt verified (sha3-256)"),
+    ("lcn", ("TEST", "1"), "LCN read receipt verified (sha3-256)"),
+    ("ins", ("demo", "Y"), "INS answer OK"),
+])
+async def test_send_test_delivers_a_signed_test_notification(
+        channel: str, marker: tuple[str, str], receipt: str, stack: Callable[..., Any],
+        sink: Callable[..., Any], capsys: Capsys) -> None:
+    target: Sink = await sink([200])
+    cfg = await stack([{"name": "demo", "url": target.url}])
+
+    assert await cli("--config", cfg, "send-test", "--channel", channel) == 0
+    out = capsys.readouterr().out
+    assert receipt in out
+    assert "demo: delivered after 1 attempt(s): HTTP 200" in out
+    assert out.rstrip().endswith("all delivered")
+    assert len(target.received) == 1
+    fields = parse_qs(target.received[0].body.decode(), keep_blank_values=True)
+    assert fields[marker[0]] == [marker[1]]
+    assert target.received[0].headers["Relay-Channel"] == channel
+
+    assert await cli("--config", cfg, "health") == 0
+    assert "relay health: healthy" in capsys.readouterr().out
+
+
+async def test_send_test_reports_a_failing_endpoint_and_exits_1(stack: Callable[..., Any],
+                                                                sink: Callable[..., Any], capsys: Capsys) -> None:
+    good: Sink = await sink([200])
+    bad: Sink = await sink([400])
+    cfg = await stack([{"name": "good", "url": good.url}, {"name": "bad", "url": bad.url}])
+    assert await cli("--config", cfg, "send-test", "--message-type", "REFUND", "--timeout", "10") == 1
+    out = capsys.readouterr().out
+    assert "good: delivered after 1 attempt(s): HTTP 200" in out
+    assert "bad: failed after 1 attempt(s): HTTP 400" in out
+    assert out.rstrip().endswith("not all delivered")
+    assert parse_qs(good.received[0].body.decode())["MESSAGE_TYPE"] == ["REFUND"]
+
+
+async def test_send_test_uses_dev_secrets_when_env_is_unset(
+        tmp_path: Path, stack: Callable[..., Any], sink: Callable[..., Any], capsys: Capsys,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    dev = {"TCO_SECRET_KEY": "dev-key-from-relay-dev", "TCO_INS_SECRET_WORD": "dev-word"}
+    (tmp_path / ".relay").mkdir()
+    (tmp_path / ".relay" / "dev-secrets.json").write_text(json.dumps(dev))
+    target: Sink = await sink([200])
+    cfg = await stack([{"name": "demo", "url": target.url}], env=dev)
+    for var in dev:
+        monkeypatch.delenv(var)
+
+    assert await cli("--config", cfg, "send-test") == 0
+    captured = capsys.readouterr()
+    assert "IPN read receipt verified" in captured.out
+    assert "TCO_INS_SECRET_WORD, TCO_SECRET_KEY" in captured.err
+
+
+async def test_send_test_when_the_relay_is_not_running(tmp_path: Path, capsys: Capsys) -> None:
+    cfg = config(tmp_path, [], extra=f"[server]\nport = {free_port()}\n")
+    assert await cli("--config", cfg, "send-test", "--channel", "lcn") == 1
+    assert "cannot reach the relay at http://127.0.0.1:" in capsys.readouterr().out
+
+
+def test_send_test_without_the_secret_is_a_config_error(tmp_path: Path, capsys: Capsys,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TCO_SECRET_KEY")
+    assert main(["--config", config(tmp_path, []), "send-test"]) == 2
+    assert "source 'default' has no IPN/LCN secret key" in capsys.readouterr().err
+
+
+def test_built_notifications_verify_as_the_ingress_checks_them(tmp_path: Path) -> None:
+    source = load_settings(config(tmp_path, []), TEST_ENV).sources["default"]
+    key = SECRET_KEY.encode()
+    names = {name for name, _ in protocol.SIGNATURE_FIELDS}
+    for channel in ("ipn", "lcn"):
+        body = build(channel, source)
+        fields = protocol.parse_form(body)
+        for name, algo in protocol.SIGNATURE_FIELDS:  # each of the three signatures verifies on its own
+            alone = {f: v for f, v in fields.items() if f == name or f not in names}
+            assert protocol.verify_signed(alone, [key], "md5") == (algo, 0)
+        assert build(channel, source) != body  # unique, so the relay never drops one as a repeat
+    ins = protocol.parse_form(build("ins", source, "REFUND_ISSUED"))
+    assert protocol.verify_ins(ins, source.seller_id or "", [INS_WORD]) == 0
+    assert ins["message_type"] == ["REFUND_ISSUED"]
+
+
+def test_receipt_verification_rejects_a_wrong_receipt(tmp_path: Path) -> None:
+    from relay.sendtest import SendTestError
+
+    source = load_settings(config(tmp_path, []), TEST_ENV).sources["default"]
+    body = build("ipn", source)
+    fields = protocol.parse_form(body)
+    right = protocol.ipn_receipt(fields, SECRET_KEY.encode(), "md5", "20240102030405")
+    assert verify_receipt("ipn", source, body, right) == "IPN read receipt verified (md5)"
+    with pytest.raises(SendTestError, match="does not verify"):
+        verify_receipt("ipn", source, body, right.replace("20240102030405", "20240102030406"))
+    with pytest.raises(SendTestError, match="no read receipt"):
+        verify_receipt("ipn", source, body, "OK")
