@@ -47,6 +47,26 @@ class ServerConfig(_Model):
     redis_timeout: float = Field(2.0, gt=0, le=30)
     # env var holding the admin API bearer token; without it the admin API is off
     admin_token_env: EnvName = "RELAY_ADMIN_TOKEN"
+    # what "stored" means before the receipt goes out: the write returned, the AOF was fsynced, or
+    # ack_replicas replicas have it (see docs/reliability.md)
+    ack_after: Literal["write", "fsync", "replica"] = "write"
+    ack_replicas: int = Field(1, ge=1, le=16)
+    ack_timeout: float = Field(1.0, gt=0, le=30)
+    # X-Forwarded-For is believed only from these peers (CIDRs), e.g. your TLS proxy
+    trusted_proxies: list[str] = []
+    # a request body must arrive within this many seconds (slow uploads get 408)
+    body_timeout: float = Field(10.0, gt=0, le=300)
+    # header limits: a longer line or field is refused with 400 by the HTTP parser
+    max_header_bytes: int = Field(8190, ge=1024, le=65536)
+    max_headers: int = Field(100, ge=10, le=1000)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: list[str]) -> list[str]:
+        from relay.networks import parse_networks
+
+        parse_networks(v)
+        return v
 
 
 class RedisConfig(_Model):
@@ -61,6 +81,24 @@ class SourceConfig(_Model):
     ins_secret_word_env: EnvName | None = None
     seller_id: str | None = Field(None, pattern=r"^[0-9]{1,20}$")
     min_signature: Algo = "md5"
+    # during a key change-over both the new and the previous secret are accepted
+    secret_key_previous_env: EnvName | None = None
+    ins_secret_word_previous_env: EnvName | None = None
+    # the channels this source accepts; leave "ins" out to turn INS off for it
+    channels: list[Channel] = list(CHANNELS)
+    # accept only from these networks (CIDRs, or the preset "2checkout"); empty: from anywhere
+    allow_networks: list[str] = []
+    # flag an INS whose signed triple (sale_id, vendor_id, invoice_id) was already seen with the same
+    # message_type but another message_id: the md5_hash does not cover the rest of the message
+    flag_ins_replays: bool = True
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        from relay.networks import parse_networks
+
+        parse_networks(v)
+        return v
 
 
 class EndpointConfig(_Model):
@@ -217,6 +255,19 @@ class Source:
     ins_secret_word: Secret | None
     seller_id: str | None
     min_signature: str
+    previous_secret_key: Secret | None = None
+    previous_ins_secret_word: Secret | None = None
+    channels: frozenset[str] = frozenset(CHANNELS)
+    allow_networks: tuple[Any, ...] = ()
+    flag_ins_replays: bool = True
+
+    @property
+    def secret_keys(self) -> list[Secret]:
+        return [s for s in (self.secret_key, self.previous_secret_key) if s is not None]
+
+    @property
+    def ins_secret_words(self) -> list[Secret]:
+        return [s for s in (self.ins_secret_word, self.previous_ins_secret_word) if s is not None]
 
 
 @dataclass(frozen=True)
@@ -349,6 +400,8 @@ def load_settings(
             return None
         return Secret(value)
 
+    from relay.networks import parse_networks
+
     sources: dict[str, Source] = {}
     for i, s in enumerate(cfg.sources):
         if s.secret_key_env is None and s.ins_secret_word_env is None:
@@ -362,6 +415,12 @@ def load_settings(
             ins_secret_word=secret(f"sources[{i}].ins_secret_word_env", s.ins_secret_word_env),
             seller_id=s.seller_id,
             min_signature=s.min_signature,
+            previous_secret_key=secret(f"sources[{i}].secret_key_previous_env", s.secret_key_previous_env),
+            previous_ins_secret_word=secret(f"sources[{i}].ins_secret_word_previous_env",
+                                            s.ins_secret_word_previous_env),
+            channels=frozenset(s.channels),
+            allow_networks=parse_networks(s.allow_networks),
+            flag_ins_replays=s.flag_ins_replays,
         )
 
     endpoints: dict[str, Endpoint] = {}

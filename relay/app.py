@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from redis.exceptions import RedisError
 
 from config.settings import Settings
 from relay import appkeys, ingress, middleware, probes
 from relay.api import setup_api
 from relay.metrics import IngressMetrics
+from relay.networks import parse_networks
 from relay.redis_conn import connect, redis_url
-from relay.store import Store
+from relay.store import NotDurable, Store
+
+logger = structlog.get_logger()
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -25,6 +30,7 @@ def create_app(settings: Settings) -> web.Application:
     registry = CollectorRegistry()
     app[appkeys.REGISTRY] = registry
     app[appkeys.METRICS] = IngressMetrics(registry)
+    app[appkeys.TRUSTED_PROXIES] = parse_networks(settings.server.trusted_proxies)
     app.cleanup_ctx.append(_redis)
     channel = "{channel:ipn|lcn|ins}"
     app.add_routes([
@@ -43,6 +49,26 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
     redis = connect(redis_url(settings), timeout=settings.server.redis_timeout)
     app[appkeys.REDIS] = redis
-    app[appkeys.STORE] = Store(redis, retention_ms=int(settings.delivery.retention_days * 86_400_000))
+    server = settings.server
+    store = Store(redis, retention_ms=int(settings.delivery.retention_days * 86_400_000),
+                  ack_after=server.ack_after, ack_replicas=server.ack_replicas, ack_timeout=server.ack_timeout)
+    app[appkeys.STORE] = store
+    try:
+        via = await store.check_durability()
+        logger.info("ingress_ready", ack_after=server.ack_after, durability=via)
+    except NotDurable as exc:
+        logger.error("durability_unavailable", ack_after=server.ack_after, problem=str(exc))
+    except (RedisError, OSError) as exc:
+        # not fatal: the ingress answers 503 until Redis is back, and 2Checkout retries
+        logger.warning("redis_unreachable_at_start", error=type(exc).__name__, url=_safe_url(redis_url(settings)))
     yield
     await redis.aclose()
+
+
+def _safe_url(url: str) -> str:
+    """A Redis URL for logs, without its password."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}{':' + str(parts.port) if parts.port else ''}{parts.path}"

@@ -67,6 +67,9 @@ def serve(ns: argparse.Namespace) -> int:
             access_log=None,
             print=lambda msg: print(msg, file=sys.stderr),
             handle_signals=True,
+            max_line_size=settings.server.max_header_bytes,
+            max_field_size=settings.server.max_header_bytes,
+            max_headers=settings.server.max_headers,
         )
     finally:
         stop_embedded(embedded)
