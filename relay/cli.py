@@ -79,13 +79,13 @@ def serve(ns: argparse.Namespace) -> int:
 @command("worker", "run a delivery worker (the Procfile's worker: process)")
 def worker(ns: argparse.Namespace) -> int:
     from relay.redis_conn import start_embedded, stop_embedded
-    from workers.main import create_worker
+    from workers.main import run
 
     settings = settings_from(ns)
     embedded = None if settings.redis_url else start_embedded(settings)
     _use_uvloop()
     try:
-        create_worker(settings).run()
+        run(settings)
     finally:
         stop_embedded(embedded)
     return 0

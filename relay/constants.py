@@ -16,11 +16,16 @@ relay:a:{nid}:{ep}                     list   its attempts, one JSON object each
 relay:ep:{ep}:st:{state}               zset   nid -> last change ms, per endpoint and delivery state
 relay:ep:{ep}:q                        zset   work queue: nid -> seq (serial) or due ms (concurrent)
 relay:ep:{ep}:lease                    zset   nid -> lease expiry ms: what is in flight, across processes
-relay:ep:{ep}:m:{minute}               hash   per-minute counts (``ok``, ``fail``, ``retry``), kept 25 h
+relay:ep:{ep}:m:{minute}               hash   per-minute attempt counts (``ok``, ``fail``, ``gaveup``), kept 25 h
 relay:stats                            hash   cumulative counters read by /metrics
 relay:rejects                          list   capped log of rejected requests (JSON)
 relay:workers                          zset   worker name -> last heartbeat ms
 relay:ins:{src}:{sale}:{inv}:{type}    str    first INS message_id seen for a signed triple and type
+relay:resends:{nid}                    zset   resend ids of an original -> created ms (relay/resend.py)
+relay:resend-seq:{nid}                 str    counter behind resend ids ``{nid}~r{n}``
+relay:idem:{key} (+ :map, :result)     -      bulk-resend idempotency keys, kept 24 h
+relay:alert:{subject} (+ :open)        -      alert rate limit and open-alert state (workers/alerts.py);
+                                              subject is an endpoint name or ``_overall``
 arq:job:fanout:{nid}, relay:queue      -      the ARQ fan-out job and the ARQ queue
 =====================================  =====  ==============================================================
 """

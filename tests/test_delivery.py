@@ -304,3 +304,27 @@ async def test_lost_fanout_is_recovered_by_the_sweeper(
     await redis.hset(k.notification(nid), "recv", 0)  # received long ago
     await relay([ep("x", s)], n_workers=1)
     assert (await final(redis, nid, "x"))["state"] == "delivered"
+
+
+async def test_worker_process_survives_a_redis_restart(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], tmp_path: Path
+) -> None:
+    server = RedisServer(appendonly=True).start()
+    s = await sink()
+    settings = make_settings(env={"REDIS_URL": server.url}, endpoints=[ep("x", s)],
+                             extra="[server]\nredis_timeout = 0.5\n")
+    client = await aiohttp_client(create_app(settings))
+    worker = RelayProcess(tmp_path / "relay.toml", server.url, "worker")
+    try:
+        await post(client, "1")
+        await wait_for(lambda: len(s.received) == 1, 15)
+        server.stop()
+        await asyncio.sleep(1.5)  # long enough for the worker to notice the lost connection
+        server.start()
+        await post(client, "2")
+        await wait_for(lambda: len(s.received) == 2, 30)
+        assert worker.proc.poll() is None, worker.output()[-2000:]
+        assert "worker_redis_lost" in worker.output()
+    finally:
+        worker.stop()
+        server.cleanup()

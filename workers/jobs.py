@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from typing import Any
@@ -12,7 +13,7 @@ import structlog
 from config.settings import Settings, load_settings
 from relay import constants as k
 from relay.redis_conn import connect, redis_url
-from workers.engine import Engine
+from workers.engine import REDIS_ERRORS, Engine
 
 logger = structlog.get_logger()
 
@@ -30,25 +31,45 @@ async def startup(ctx: dict[str, Any]) -> None:
     engine = Engine(redis, settings, session, **ctx.get("engine_options", {}))
     ctx["relay_redis"], ctx["session"], ctx["engine"] = redis, session, engine
     ctx["worker_name"] = f"{socket.gethostname()}:{os.getpid()}"
-    await heartbeat(ctx)
     await engine.start()
+    # every process beats on its own (the sweeper cron runs on only one worker per tick)
+    ctx["heartbeat"] = asyncio.create_task(_beat(ctx), name="heartbeat")
     logger.info("worker_started", worker=ctx["worker_name"], endpoints=sorted(settings.endpoints))
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    engine: Engine | None = ctx.get("engine")
+    """Stop the lanes (in-flight deliveries finish or are left to their leases), then disconnect.
+
+    Safe to call twice and with Redis down: it also runs after a lost connection.
+    """
+    if "heartbeat" in ctx:
+        ctx.pop("heartbeat").cancel()
+    engine: Engine | None = ctx.pop("engine", None)
     if engine is not None:
         await engine.stop(grace=max((ep.timeout for ep in engine.settings.endpoints.values()), default=5))
     if "session" in ctx:
-        await ctx["session"].close()
-    if "relay_redis" in ctx:
-        await ctx["relay_redis"].zrem(k.WORKERS, ctx["worker_name"])
-        await ctx["relay_redis"].aclose()
+        await ctx.pop("session").close()
+    redis = ctx.pop("relay_redis", None)
+    if redis is not None:
+        try:
+            await redis.zrem(k.WORKERS, ctx["worker_name"])
+        except REDIS_ERRORS:
+            pass  # it ages out of relay:workers
+        await redis.aclose()
     logger.info("worker_stopped", worker=ctx.get("worker_name"))
 
 
 async def heartbeat(ctx: dict[str, Any]) -> None:
     await ctx["relay_redis"].zadd(k.WORKERS, {ctx["worker_name"]: int(ctx["engine"].clock() * 1000)})
+
+
+async def _beat(ctx: dict[str, Any]) -> None:
+    while True:
+        try:
+            await heartbeat(ctx)
+        except REDIS_ERRORS:
+            pass  # health shows the gap; the lanes log the outage
+        await asyncio.sleep(HEARTBEAT_S)
 
 
 async def fanout(ctx: dict[str, Any], nid: str) -> int:
@@ -58,10 +79,9 @@ async def fanout(ctx: dict[str, Any], nid: str) -> int:
 
 
 async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
-    """Every few seconds: heartbeat, re-create lost fan-outs, trim indexes past retention."""
+    """Every few seconds: re-create lost fan-outs, trim indexes past retention."""
     engine: Engine = ctx["engine"]
     redis = ctx["relay_redis"]
-    await heartbeat(ctx)
     now = engine.now_ms()
     requeued = 0
     for raw in await redis.zrange(k.FANOUT, 0, 499):

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from typing import Any
 
+import structlog
 from arq.worker import Worker
 
 from config.settings import Settings
 from relay.redis_conn import arq_settings, redis_url
+from workers.engine import REDIS_ERRORS
+from workers.jobs import shutdown
 from workers.settings import WorkerSettings
+
+logger = structlog.get_logger()
 
 _SETTINGS_ATTRS = ("functions", "cron_jobs", "on_startup", "on_shutdown", "queue_name", "max_jobs",
                    "poll_delay", "job_timeout", "keep_result", "health_check_interval", "health_check_key")
@@ -19,3 +26,45 @@ def create_worker(settings: Settings, **overrides: Any) -> Worker:
     ctx = {"settings": settings, **overrides.pop("ctx", {})}
     kwargs.update(overrides)
     return Worker(redis_settings=arq_settings(redis_url(settings)), ctx=ctx, **kwargs)
+
+
+def run(settings: Settings) -> None:
+    """``relay worker``: run the ARQ worker, and start it again if its Redis connection is lost.
+
+    ARQ's run loop ends with an exception when Redis goes away (a restart, a failover). Nothing is
+    lost by then: in-flight deliveries' leases expire and are retried. Rather than leaving that
+    to a process manager, the worker waits and starts again, with a capped backoff.
+    """
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    backoff = 1.0
+    while True:
+        worker = create_worker(settings)
+        main = loop.create_task(worker.main())
+        worker.main_task = main
+        try:
+            loop.run_until_complete(main)
+            return
+        except asyncio.CancelledError:
+            return  # SIGTERM / SIGINT: a clean stop
+        except REDIS_ERRORS as exc:
+            logger.error("worker_redis_lost", error=f"{type(exc).__name__}: {exc}", restart_in_s=backoff)
+        finally:
+            _close(loop, worker)
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            loop.run_until_complete(asyncio.wait_for(stop.wait(), backoff))
+            return
+        except TimeoutError:
+            backoff = min(backoff * 2, 30.0)
+
+
+def _close(loop: asyncio.AbstractEventLoop, worker: Worker) -> None:
+    try:
+        loop.run_until_complete(worker.close())
+    except REDIS_ERRORS:
+        # close() gives up before on_shutdown when Redis is down: stop the lanes ourselves, or a
+        # second set would run beside the next worker's
+        loop.run_until_complete(shutdown(worker.ctx))

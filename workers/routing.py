@@ -26,7 +26,9 @@ def route(
         if only is not None and ep.name not in only:
             continue
         reason = ""
-        if channel == "ins" and ep.message_types is not None and mtype not in ep.message_types:
+        if only is not None:
+            pass  # an operator named this endpoint (a resend): their choice overrides its filters
+        elif channel == "ins" and ep.message_types is not None and mtype not in ep.message_types:
             reason = f"message_type {mtype or '(none)'} is not in message_types"
         elif channel == "ipn" and ep.order_statuses is not None and status not in ep.order_statuses:
             reason = f"ORDERSTATUS {status or '(none)'} is not in order_statuses"
