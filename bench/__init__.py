@@ -1,0 +1,1 @@
+"""The relay's benchmark suite: ``python -m bench`` (see docs/benchmarks.md)."""

@@ -1,0 +1,216 @@
+"""Delivery: relay workers forwarding to 8 local sinks, as a drain of a backlog and at a fixed load.
+
+Drain: N notifications are pre-loaded through relay serve with no worker running, then W workers
+start; the rate is read from the sinks' arrival times between 10 % and 90 % of the deliveries, so
+process start-up and the last stragglers do not count. Fixed load: W workers run, the load
+generator posts at a fixed rate (open loop), and each delivery's receipt-to-delivered time is the
+sink's answer time minus the notification's ``recv`` (ms) in ``relay:n:{nid}``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bench.harness import ENDPOINTS, CpuSnapshot, EndpointSpec, Harness, cpu_pct, snapshot
+from bench.loadgen import Spec
+from bench.procs import BenchError, Child
+from bench.sinks import SinkControl
+from bench.stats import summary_ms
+
+SLOW_DELAY_S = 0.2
+POLL_S = 0.2
+FIXED_CONNECTIONS = 32
+DRAIN_AFTER_LOAD_S = 30.0
+
+
+@dataclass(frozen=True)
+class Run:
+    kind: str  # "drain" | "fixed"
+    workers: int
+    concurrent: bool
+    slow: bool = False
+    load: float = 1.0  # fixed load: this share of --rate
+
+    def label(self, rate: float) -> str:
+        mode = "concurrent" if self.concurrent else "serial"
+        extra = ", ep8 slow" if self.slow else ""
+        what = "drain" if self.kind == "drain" else f"{rate * self.load:g}/s"
+        return f"{what}: {mode}, {self.workers} worker{'s' if self.workers > 1 else ''}{extra}"
+
+
+RUNS = (
+    Run("drain", 1, False), Run("drain", 2, False), Run("drain", 1, True), Run("drain", 2, True),
+    Run("drain", 1, False, slow=True),
+    Run("fixed", 1, False), Run("fixed", 2, False), Run("fixed", 1, True), Run("fixed", 1, False, slow=True),
+    # a quarter of the rate: the latency of the path itself, when the workers are not saturated
+    Run("fixed", 1, False, load=0.25),
+)
+
+
+@dataclass
+class Context:
+    h: Harness
+    serve: Child
+    serve_port: int
+    sinks: Child
+    sink_ports: list[int]
+    ctl: SinkControl
+
+    def endpoints(self, run: Run) -> list[EndpointSpec]:
+        return [EndpointSpec(f"ep{i + 1}", port, concurrent=run.concurrent)
+                for i, port in enumerate(self.sink_ports)]
+
+    def delays(self, run: Run) -> list[float]:
+        return [SLOW_DELAY_S if run.slow and i == ENDPOINTS - 1 else 0.0 for i in range(ENDPOINTS)]
+
+    def healthy(self, run: Run) -> list[int]:
+        return [i for i in range(ENDPOINTS) if not (run.slow and i == ENDPOINTS - 1)]
+
+    def watched(self, workers: list[Child]) -> list[Child]:
+        return [*workers, self.serve, self.sinks, *([self.h.redis_child] if self.h.redis_child else [])]
+
+
+def poll_delivered(ctx: Context, names: list[str], expected: int, timeout: float,
+                    watched: list[Child]) -> list[tuple[float, int, CpuSnapshot]]:
+    """Sample (time, delivered, CPU seconds per process) until ``expected`` or ``timeout``."""
+    samples: list[tuple[float, int, CpuSnapshot]] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        done = ctx.h.delivered(names)
+        samples.append((time.time() * 1000, done, snapshot(watched)))
+        if done >= expected or time.monotonic() > deadline:
+            return samples
+        for child in watched:
+            child.check()
+        time.sleep(POLL_S)
+
+
+def _cpu_between(samples: list[tuple[float, int, CpuSnapshot]], t0: float, t1: float) -> dict[str, float]:
+    first = min(samples, key=lambda s: abs(s[0] - t0))
+    last = min(samples, key=lambda s: abs(s[0] - t1))
+    return cpu_pct(first[2], last[2])
+
+
+def drain(ctx: Context, run: Run) -> dict[str, Any]:
+    h, n = ctx.h, ctx.h.opts.notifications
+    h.flush()
+    ctx.ctl.reset(ctx.delays(run))
+    config = h.write_config(ctx.serve_port, ctx.endpoints(run))
+    pre = h.loadgen(Spec(port=ctx.serve_port, connections=h.opts.connections, count=n, dup_every=0,
+                         duration=max(60.0, n / 200), seed=h.seed()))
+    if pre["ok"] != n:
+        raise BenchError(f"pre-load stored {pre['ok']} of {n} notifications: {pre['error_kinds']}")
+    healthy = ctx.healthy(run)
+    names = [f"ep{i + 1}" for i in healthy]
+    quiet = h.wait_quiet()
+    usage0 = h.redis_usage()
+    started = time.time() * 1000
+    workers = h.start_workers(run.workers, config, wait=False)
+    try:
+        watched = ctx.watched(workers)
+        samples = poll_delivered(ctx, names, n * len(healthy), max(60.0, 12 * h.opts.duration), watched)
+        usage1 = h.redis_usage()
+        memory = {w.name: w.memory() for w in workers}
+    finally:
+        for w in workers:
+            h.cluster.stop(w)
+    arrivals = ctx.ctl.arrivals()
+    times = sorted(t for i in healthy for t in arrivals[i].values())
+    delivered = len(times)
+    result: dict[str, Any] = {"label": run.label(h.opts.rate), "kind": run.kind, "workers": run.workers,
+                              "mode": "concurrent" if run.concurrent else "serial", "slow_endpoint": run.slow,
+                              "notifications": n, "expected": n * len(healthy), "delivered": delivered,
+                              "complete": delivered >= n * len(healthy), "worker_memory_kb": memory,
+                              "other_cpu_pct_before": quiet}
+    if delivered < 10:
+        return result
+    lo, hi = times[delivered // 10], times[(delivered * 9) // 10]
+    steady = (delivered * 8 // 10) / max(hi - lo, 1e-3) * 1000
+    result.update(
+        deliveries_per_s=round(steady, 1),
+        deliveries_per_s_per_worker=round(steady / run.workers, 1),
+        per_endpoint_per_s=round(steady / len(healthy), 1),
+        first_delivery_after_start_s=round((times[0] - started) / 1000, 2),
+        first_to_last_s=round((times[-1] - times[0]) / 1000, 2),
+        cpu_pct=_cpu_between(samples, lo, hi),
+        redis_cpu_us_per_delivery=round(1e6 * (usage1["cpu_s"] - usage0["cpu_s"]) / delivered, 1),
+    )
+    if run.slow:
+        result["slow_endpoint_delivered"] = len(arrivals[ENDPOINTS - 1])
+    return result
+
+
+def fixed(ctx: Context, run: Run) -> dict[str, Any]:
+    h = ctx.h
+    h.flush()
+    ctx.ctl.reset(ctx.delays(run))
+    config = h.write_config(ctx.serve_port, ctx.endpoints(run))
+    workers = h.start_workers(run.workers, config, wait=True)
+    healthy = ctx.healthy(run)
+    names = [f"ep{i + 1}" for i in healthy]
+    try:
+        watched = ctx.watched(workers)
+        quiet = h.wait_quiet()
+        before = snapshot(watched)
+        load = h.loadgen(Spec(port=ctx.serve_port, connections=min(FIXED_CONNECTIONS, h.opts.connections),
+                              rate=h.opts.rate * run.load, duration=h.opts.duration, warmup=h.opts.warmup,
+                              seed=h.seed()))
+        cpu = cpu_pct(before, snapshot(watched), {"loadgen": float(load["cpu_s"])})
+        expected = h.stored() * len(healthy)
+        behind = expected - h.delivered(names)
+        poll_delivered(ctx, names, expected, DRAIN_AFTER_LOAD_S, watched)
+        memory = {w.name: w.memory() for w in workers}
+    finally:
+        for w in workers:
+            h.cluster.stop(w)
+    arrivals = ctx.ctl.arrivals()
+    recv = _received_ms({nid for i in healthy for nid in arrivals[i]}, h)
+    since = float(load["measure_from_wall"]) * 1000
+    r2d = [max(0.0, t - recv[nid]) for i in healthy for nid, t in arrivals[i].items()
+           if nid in recv and recv[nid] >= since]
+    delivered = sum(len(arrivals[i]) for i in healthy)
+    result: dict[str, Any] = {
+        "label": run.label(h.opts.rate), "kind": run.kind, "workers": run.workers,
+        "mode": "concurrent" if run.concurrent else "serial", "slow_endpoint": run.slow,
+        "offered_per_s": h.opts.rate * run.load, "acknowledged_per_s": load["rate_per_s"],
+        "ack_ms": load["latency_ms"],
+        "load_errors": load["errors"], "expected": expected, "delivered": delivered,
+        "complete": delivered >= expected, "behind_at_end_of_load": behind,
+        "receipt_to_delivered_ms": summary_ms(r2d), "cpu_pct": cpu, "worker_memory_kb": memory,
+        "other_cpu_pct_before": quiet,
+    }
+    if run.slow:
+        slow = [max(0.0, t - recv[nid]) for nid, t in arrivals[ENDPOINTS - 1].items() if nid in recv]
+        result["slow_endpoint_delivered"] = len(arrivals[ENDPOINTS - 1])
+        result["slow_endpoint_receipt_to_delivered_ms"] = summary_ms(slow)
+    return result
+
+
+def _received_ms(nids: set[str], h: Harness) -> dict[str, float]:
+    ordered = sorted(nids)
+    out: dict[str, float] = {}
+    for start in range(0, len(ordered), 1000):
+        chunk = ordered[start:start + 1000]
+        pipe = h.redis.pipeline(transaction=False)
+        for nid in chunk:
+            pipe.hget(f"relay:n:{nid}", "recv")
+        for nid, value in zip(chunk, pipe.execute(), strict=True):
+            if value is not None:
+                out[nid] = float(value)
+    return out
+
+
+def start(h: Harness) -> Context:
+    sinks, ports, ctl = h.start_sinks()
+    serve, serve_port = h.start_serve()
+    return Context(h, serve, serve_port, sinks, ports, ctl)
+
+
+def run(h: Harness, runs: tuple[Run, ...] = RUNS) -> dict[str, Any]:
+    ctx = start(h)
+    results = [drain(ctx, r) if r.kind == "drain" else fixed(ctx, r) for r in runs]
+    h.cluster.stop(ctx.serve)
+    h.cluster.stop(ctx.sinks)
+    return {"endpoints": ENDPOINTS, "runs": results}

@@ -1,0 +1,212 @@
+"""The machine header, the printed tables and the PASS/MISS comparison with the targets."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench.harness import QUIET_PCT, Harness
+
+Row = Sequence[object]
+
+TARGET_RATIO = 1.0
+TARGET_ACK_P99_MS = 20.0
+TARGET_DELIVERIES_PER_WORKER = 3200.0
+TARGET_R2D_P99_MS = 50.0
+
+
+def machine(h: Harness) -> dict[str, Any]:
+    model = next((line.split(":", 1)[1].strip() for line in _lines("/proc/cpuinfo")
+                  if line.startswith("model name")), platform.processor() or "unknown")
+    mem_kb = next((int(line.split()[1]) for line in _lines("/proc/meminfo") if line.startswith("MemTotal:")), 0)
+    return {
+        "cpu": model, "cores": os.cpu_count(), "memory_gb": round(mem_kb / 1048576, 1),
+        "kernel": platform.release(), "python": platform.python_version(),
+        "redis": str(h.info("server")["redis_version"]),
+        "packages": {name: _version(name) for name in ("aiohttp", "uvloop", "redis", "hiredis", "arq")},
+        "code": _code(),
+    }
+
+
+def _code() -> dict[str, Any]:
+    """The commit measured, and whether relay/, workers/ or config/ differed from it (uncommitted edits)."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=True).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    changed = git("status", "--porcelain", "--", "relay", "workers", "config").splitlines()
+    return {"commit": git("rev-parse", "--short", "HEAD").strip() or "unknown",
+            "uncommitted_in_relay_workers_config": len(changed)}
+
+
+def _lines(path: str) -> list[str]:
+    try:
+        return Path(path).read_text().splitlines()
+    except OSError:
+        return []
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "-"
+
+
+def table(headers: Row, rows: Sequence[Row]) -> str:
+    cells = [[str(c) for c in headers], *[["-" if c is None else str(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(r: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+
+    return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths), *(line(r) for r in cells[1:])])
+
+
+def _mb(kb: dict[str, int] | None) -> str:
+    return f"{kb['rss_kb'] / 1024:.0f}" if kb else "-"
+
+
+def machine_text(m: dict[str, Any], opts: dict[str, Any]) -> str:
+    pk, code = m["packages"], m["code"]
+    dirty = code["uncommitted_in_relay_workers_config"]
+    return "\n".join([
+        f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, Linux {m['kernel']}",
+        f"software: Python {m['python']}, Redis {m['redis']}, aiohttp {pk['aiohttp']}, uvloop {pk['uvloop']}, "
+        f"redis-py {pk['redis']}, hiredis {pk['hiredis']}, arq {pk['arq']}",
+        f"code: {code['commit']}" + (f" with {dirty} uncommitted files in relay/ workers/ config/" if dirty else ""),
+        f"options: duration {opts['duration']} s, warmup {opts['warmup']} s, {opts['connections']} connections, "
+        f"fixed load {opts['rate']:g}/s, {opts['notifications']} notifications per drain"
+        + (" (quick)" if opts["quick"] else ""),
+    ])
+
+
+INGRESS_NAMES = {"relay": "relay serve", "const": "(a) aiohttp constant", "naive": "(b) naive HMAC+HSET/ZADD"}
+
+
+def ingress_text(r: dict[str, Any]) -> str:
+    rows = []
+    for key, name in INGRESS_NAMES.items():
+        x = r[key]
+        cpu = x["cpu_pct"]
+        server_cpu = cpu.get(x["server_process"])
+        rows.append([name, f"{x['rate_per_s']:.0f}", x["latency_ms"]["p50"], x["latency_ms"]["p99"],
+                     x["latency_ms"]["max"], x["errors"], server_cpu, cpu.get("redis"), cpu.get("loadgen"),
+                     cpu.get("other"), x["redis_cpu_us_per_request"], _mb(x["server_memory_kb"])])
+    ratios = r["ratios"]
+    busy = _busy_text([{"label": INGRESS_NAMES[k], **r[k]} for k in INGRESS_NAMES])
+    return (table(["ingress (signed IPN, ~1.5 KB)", "notif/s", "p50 ms", "p99 ms", "max ms", "errors",
+                   "server CPU%", "redis CPU%", "loadgen CPU%", "other CPU%", "redis µs/req", "RSS MB"], rows)
+            + f"\nrelay/(a) = {ratios['relay_over_const']:.3f}   relay/(b) = {ratios['relay_over_naive']:.3f}"
+            + f"   (relay stored {r['relay'].get('stored', '-')} unique notifications;"
+            + f" errors: {r['relay']['error_kinds'] or 'none'})" + busy)
+
+
+def _busy_text(runs: list[dict[str, Any]]) -> str:
+    busy = [f"{x['label']} ({x['cpu_pct']['other']:.0f}%)" for x in runs
+            if x.get("cpu_pct", {}).get("other", 0.0) > QUIET_PCT]
+    if not busy:
+        return ""
+    return ("\nWARNING: processes outside the bench used CPU during: " + ", ".join(busy)
+            + "; those figures are low")
+
+
+def delivery_text(r: dict[str, Any]) -> str:
+    rows = []
+    for x in r["runs"]:
+        cpu = x.get("cpu_pct", {})
+        worker_cpu = sum(v for k, v in cpu.items() if k.startswith("relay-worker"))
+        r2d = x.get("receipt_to_delivered_ms") or {}
+        rows.append([
+            x["label"], x.get("deliveries_per_s"), x.get("deliveries_per_s_per_worker"), x.get("per_endpoint_per_s"),
+            r2d.get("p50"), r2d.get("p99"), (x.get("ack_ms") or {}).get("p99"),
+            f"{x['delivered']}/{x['expected']}", round(worker_cpu, 1) if cpu else None, cpu.get("redis"),
+            cpu.get("sinks"), cpu.get("relay-serve"), cpu.get("other"),
+        ])
+    text = table(["delivery (8 endpoints)", "deliv/s", "per worker", "per ep", "r2d p50 ms", "r2d p99 ms",
+                  "ack p99 ms", "delivered", "workers CPU%", "redis CPU%", "sinks CPU%", "serve CPU%", "other CPU%"],
+                 rows)
+    return text + _slow_text(r["runs"]) + _busy_text(r["runs"])
+
+
+def _slow_text(runs: list[dict[str, Any]]) -> str:
+    def base_of(slow: dict[str, Any]) -> dict[str, Any] | None:
+        return next((x for x in runs if not x["slow_endpoint"] and x["kind"] == slow["kind"]
+                     and x["workers"] == slow["workers"] and x["mode"] == slow["mode"]
+                     and x.get("offered_per_s") == slow.get("offered_per_s")), None)
+
+    lines = []
+    for slow in (x for x in runs if x["slow_endpoint"]):
+        base = base_of(slow)
+        if base is None:
+            continue
+        if slow["kind"] == "drain" and base.get("per_endpoint_per_s") and slow.get("per_endpoint_per_s"):
+            lines.append(f"slow ep8 (200 ms), {slow['label']}: the 7 others {slow['per_endpoint_per_s']}/s each "
+                         f"vs {base['per_endpoint_per_s']}/s with 8 healthy; "
+                         f"ep8 delivered {slow['slow_endpoint_delivered']}")
+        elif slow["kind"] == "fixed":
+            a, b = slow["receipt_to_delivered_ms"], base["receipt_to_delivered_ms"]
+            lines.append(f"slow ep8 (200 ms), {slow['label']}: the 7 others r2d p50/p99 {a['p50']}/{a['p99']} ms "
+                         f"vs {b['p50']}/{b['p99']} ms with 8 healthy; ep8 delivered {slow['slow_endpoint_delivered']}")
+    return "".join("\n" + line for line in lines)
+
+
+def cost_text(c: dict[str, Any]) -> str:
+    mu = c["memory_usage_sampled"]
+    rows = [
+        ["relay serve RSS after load (MB)", _mb(c["serve_memory_kb"])],
+        ["relay worker RSS after delivering (MB)", _mb(c["worker_memory_kb"])],
+        ["Redis bytes per stored notification (INFO delta)", c["redis_bytes_per_notification"]],
+        ["Redis bytes per delivery record (INFO delta)", c["redis_bytes_per_delivery"]],
+        ["Redis bytes per notification delivered to 8", c["redis_bytes_per_notification_delivered"]],
+        ["MEMORY USAGE relay:n / relay:d / relay:a (bytes)",
+         f"{mu['relay:n:{nid}']} / {mu['relay:d:{nid}:{ep}']} / {mu['relay:a:{nid}:{ep}']}"],
+        ["Redis CPU µs per notification (ingest)", c["redis_cpu_us_per_notification_ingest"]],
+        ["Redis CPU µs per delivery", c["redis_cpu_us_per_delivery"]],
+    ]
+    text = table([f"cost ({c['notifications']} notifications, {c['deliveries']} deliveries)", "value"], rows)
+    for key, title in (("redis_commands_ingest_per_notification", "Redis commands per notification (ingest)"),
+                       ("redis_commands_delivery_per_delivery", "Redis commands per delivery")):
+        text += "\n\n" + table([title, "calls", "µs"], [[r["command"], r["calls_per_item"], r["usec_per_item"]]
+                                                       for r in c.get(key, [])])
+    return text
+
+
+def targets(results: dict[str, Any], opts: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, measured: float | None, goal: str, ok: bool) -> None:
+        out.append({"target": name, "measured": measured, "goal": goal,
+                    "result": "n/a" if measured is None else ("PASS" if ok else "MISS")})
+
+    ing = results.get("ingress")
+    if ing:
+        ratio = float(ing["ratios"]["relay_over_naive"])
+        add("ingress throughput relay/(b)", ratio, f">= {TARGET_RATIO}", ratio >= TARGET_RATIO)
+        p99 = float(ing["relay"]["latency_ms"]["p99"])
+        add(f"ingress p99 ack at {opts['connections']} connections (ms)", p99, f"<= {TARGET_ACK_P99_MS:g}",
+            p99 <= TARGET_ACK_P99_MS and ing["relay"]["errors"] == 0)
+    for x in (results.get("delivery") or {}).get("runs", []):
+        if x["slow_endpoint"]:
+            continue
+        if x["kind"] == "drain" and x.get("deliveries_per_s_per_worker") is not None:
+            v = float(x["deliveries_per_s_per_worker"])
+            add(f"deliveries/s per worker, {x['label']}", v, f">= {TARGET_DELIVERIES_PER_WORKER:g}",
+                v >= TARGET_DELIVERIES_PER_WORKER and x["complete"])
+        elif x["kind"] == "fixed" and x["offered_per_s"] == opts["rate"]:
+            p99 = float(x["receipt_to_delivered_ms"]["p99"])
+            add(f"r2d p99 at {x['offered_per_s']:g}/s (ms), {x['label']}", p99, f"<= {TARGET_R2D_P99_MS:g}",
+                p99 <= TARGET_R2D_P99_MS and x["complete"])
+    return out
+
+
+def targets_text(rows: list[dict[str, Any]]) -> str:
+    return table(["target", "measured", "goal", "result"],
+                 [[r["target"], r["measured"], r["goal"], r["result"]] for r in rows])

@@ -1,0 +1,36 @@
+"""The benchmark suite starts, measures the ingress end to end and writes its JSON (no speed is asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quick_ingress_bench_runs_and_writes_its_results(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "ingress", "--duration", "1", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=100,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    assert {"started_at", "options", "machine", "ingress", "targets", "elapsed_s"} <= doc.keys()
+    assert doc["options"]["quick"] is True and doc["scenarios"] == ["ingress"]
+    assert {"cpu", "cores", "python", "redis"} <= doc["machine"].keys()
+
+    ingress = doc["ingress"]
+    assert {"relay", "const", "naive", "ratios"} <= ingress.keys()
+    relay = ingress["relay"]
+    assert relay["ok"] > 0, relay
+    assert relay["errors"] == 0, relay["error_kinds"]
+    assert relay["stored"] > 0
+    for target in ("relay", "const", "naive"):
+        assert {"rate_per_s", "latency_ms", "cpu_pct", "errors"} <= ingress[target].keys()
+        assert {"p50", "p99", "max"} <= ingress[target]["latency_ms"].keys()
+    assert {"relay_over_const", "relay_over_naive"} <= ingress["ratios"].keys()
+    assert {t["result"] for t in doc["targets"]} <= {"PASS", "MISS", "n/a"}
+    assert "relay serve" in proc.stdout and "relay/(b)" in proc.stdout
