@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from config.settings import Settings
 from relay import appkeys, ingress, middleware, probes
 from relay.api import setup_api
+from relay.dashboard import setup_dashboard
 from relay.metrics import IngressMetrics
 from relay.networks import parse_networks
 from relay.redis_conn import connect, redis_url
@@ -42,6 +43,7 @@ def create_app(settings: Settings) -> web.Application:
         web.get("/metrics", probes.metrics),
     ])
     setup_api(app)
+    setup_dashboard(app)
     return app
 
 

@@ -1,0 +1,483 @@
+"""The dashboard: sessions, CSRF, escaping, redaction, bulk resend, and one real browser run end to end.
+
+The browser test drives Debian's Chromium (``apt-get install chromium``) with the ``playwright`` package;
+it never downloads a browser. Screenshots land in tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+
+from config.settings import Settings
+from relay import constants as k
+from relay import dashboard
+from relay.app import create_app
+from relay.queries import resends_key
+from relay.store import notification_id
+from tests.support import SECRET_KEY, Sink, free_port, ipn_fields, signed_body, wait_for
+from workers.alerts import open_key
+from workers.main import create_worker
+
+TOKEN = "dash-admin-token-0123456789abcdef"
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+
+
+def endpoint(name: str, url: str, **kw: Any) -> dict[str, Any]:
+    return {"name": name, "url": url, "timeout": 2, "retry_delays": [0.2, 0.2], "channels": ["ipn", "lcn"], **kw}
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings(endpoints=[endpoint("billing", "http://127.0.0.1:9/hook")], env={"RELAY_ADMIN_TOKEN": TOKEN})
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, settings: Settings, redis: Redis) -> TestClient:
+    return await aiohttp_client(create_app(settings))  # type: ignore[no-any-return]
+
+
+async def ingest(client: TestClient, fields: list[tuple[str, str]]) -> str:
+    body = signed_body(fields)
+    resp = await client.post("/ipn", data=body, headers=FORM)
+    assert resp.status == 200, await resp.text()
+    return notification_id("default", "ipn", body)
+
+
+async def login(client: TestClient, **headers: str) -> str:
+    """Log in; return the session's CSRF token."""
+    resp = await client.post("/dashboard/login", data={"token": TOKEN}, headers=headers, allow_redirects=False)
+    assert resp.status == 303, await resp.text()
+    page = await client.get("/dashboard/")
+    assert page.status == 200
+    match = re.search(r'data-csrf="([^"]+)"', await page.text())
+    assert match
+    return match.group(1)
+
+
+def set_cookie(resp: aiohttp.ClientResponse) -> tuple[str, str]:
+    [header] = resp.headers.getall("Set-Cookie")
+    jar: SimpleCookie = SimpleCookie()
+    jar.load(header)
+    return header, jar[dashboard.COOKIE].value
+
+
+# -- off, login, sessions -------------------------------------------------------------------------
+
+
+async def test_off_without_a_token(aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis) -> None:
+    client = await aiohttp_client(create_app(make_settings()))
+    resp = await client.get("/dashboard", allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"] == "/dashboard/"
+    for method, path in [("GET", "/dashboard/"), ("GET", "/dashboard/notifications"), ("POST", "/dashboard/login"),
+                         ("GET", "/dashboard/nowhere")]:
+        resp = await client.request(method, path, data={"token": ""}, allow_redirects=False)
+        text = await resp.text()
+        assert resp.status == 404 and "dashboard is off" in text and "RELAY_ADMIN_TOKEN" in text, (method, path)
+        assert "Set-Cookie" not in resp.headers
+    resp = await client.get("/dashboard/data/overview")
+    assert resp.status == 404 and "RELAY_ADMIN_TOKEN" in (await resp.json())["error"]
+    assert (await client.get("/dashboard/static/dashboard.css")).status == 200  # the off page is styled
+
+
+async def test_without_a_session_pages_redirect_and_data_is_401(client: TestClient, redis: Redis) -> None:
+    resp = await client.get("/dashboard/notifications?channel=ipn", allow_redirects=False)
+    assert resp.status == 303
+    assert resp.headers["Location"] == "/dashboard/login?next=%2Fdashboard%2Fnotifications%3Fchannel%3Dipn"
+    for path in ("/dashboard/data/overview", "/dashboard/data/notifications", "/dashboard/data/notifications/x"):
+        resp = await client.get(path)
+        assert resp.status == 401 and "log in" in (await resp.json())["error"]
+    nid = await ingest(client, ipn_fields("1"))
+    resp = await client.post(f"/dashboard/notifications/{nid}/resend", data={}, allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"] == "/dashboard/login"
+    assert await redis.zcard(resends_key(nid)) == 0
+    page = await client.get("/dashboard/login")
+    text = await page.text()
+    assert page.status == 200 and '<label for="token">Admin token</label>' in text and 'id="token"' in text
+
+
+@pytest.mark.parametrize("given", ["wrong", "", TOKEN[:-1], TOKEN + "x", TOKEN.upper()])
+async def test_a_wrong_token_is_refused(client: TestClient, given: str) -> None:
+    resp = await client.post("/dashboard/login", data={"token": given}, allow_redirects=False)
+    assert resp.status == 401
+    assert "Set-Cookie" not in resp.headers
+    assert "not the admin token" in await resp.text()
+    assert (await client.get("/dashboard/", allow_redirects=False)).status == 303
+
+
+async def test_login_sets_a_signed_expiring_httponly_strict_cookie(client: TestClient, redis: Redis) -> None:
+    resp = await client.post("/dashboard/login", data={"token": TOKEN, "next": "/dashboard/notifications?ref=1"},
+                             allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"] == "/dashboard/notifications?ref=1"
+    header, value = set_cookie(resp)
+    attrs = {part.strip().split("=")[0].lower(): part.strip() for part in header.split(";")[1:]}
+    assert "httponly" in attrs and attrs["samesite"].lower() == "samesite=strict"
+    assert attrs["path"] == "Path=/dashboard" and "secure" not in attrs  # plain http, no trusted proxy
+    assert int(attrs["max-age"].split("=")[1]) == dashboard.SESSION_TTL_S
+    assert TOKEN not in value
+    sid, expires, _ = value.split(".")
+    assert abs(int(expires) - time.time() - dashboard.SESSION_TTL_S) < 60
+    assert 0 < await redis.ttl(dashboard.session_key(sid)) <= dashboard.SESSION_TTL_S
+    page = await client.get("/dashboard/")
+    assert page.status == 200
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Frame-Options"] == "DENY" and page.headers["Cache-Control"] == "no-store"
+
+
+async def test_the_cookie_is_secure_behind_a_trusted_https_proxy(
+        aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis) -> None:
+    env = {"RELAY_ADMIN_TOKEN": TOKEN}
+    proxied = make_settings(env=env, extra='[server]\ntrusted_proxies = ["127.0.0.1/32"]\n')
+    trusted = await aiohttp_client(create_app(proxied))
+    resp = await trusted.post("/dashboard/login", data={"token": TOKEN}, headers={"X-Forwarded-Proto": "https"},
+                              allow_redirects=False)
+    assert "; secure" in set_cookie(resp)[0].lower()
+    untrusted = await aiohttp_client(create_app(make_settings(env=env)))
+    resp = await untrusted.post("/dashboard/login", data={"token": TOKEN}, headers={"X-Forwarded-Proto": "https"},
+                                allow_redirects=False)
+    assert "secure" not in set_cookie(resp)[0].lower()  # anyone can send the header: not believed
+
+
+@pytest.mark.parametrize("next_url", ["//evil.example/x", "https://evil.example/", "/dashboard/../x\\y",
+                                      "/elsewhere", "/dashboard/login?next=/x", "javascript:alert(1)"])
+async def test_login_never_redirects_off_the_dashboard(client: TestClient, next_url: str) -> None:
+    resp = await client.post("/dashboard/login", data={"token": TOKEN, "next": next_url}, allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"] == "/dashboard/"
+
+
+async def test_tampered_expired_and_logged_out_sessions_are_refused(client: TestClient, settings: Settings,
+                                                                    redis: Redis) -> None:
+    resp = await client.post("/dashboard/login", data={"token": TOKEN}, allow_redirects=False)
+    _, value = set_cookie(resp)
+    client.session.cookie_jar.clear()  # each request below names its cookie itself
+    sid, expires, sig = value.split(".")
+    key = dashboard.signing_key(settings)
+    past = int(time.time()) - 1
+    forged = [f"{sid}.{expires}.{sig[:-2]}AA", f"{sid}.{int(expires) + 999}.{sig}", f"x{sid}.{expires}.{sig}",
+              f"{sid}.{past}.{dashboard._sign(key, f'{sid}.{past}')}", "garbage", ""]
+    for cookie in forged:
+        resp = await client.get("/dashboard/data/overview", headers={"Cookie": f"{dashboard.COOKIE}={cookie}"})
+        assert resp.status == 401, cookie
+    good = {"Cookie": f"{dashboard.COOKIE}={value}"}
+    assert (await client.get("/dashboard/data/overview", headers=good)).status == 200
+    csrf = dashboard.parse_cookie(value, key, time.time())
+    assert csrf is not None
+    resp = await client.post("/dashboard/logout", data={"csrf": csrf.csrf}, headers=good, allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"] == "/dashboard/login?out=1"
+    assert set_cookie(resp)[1] == ""  # the browser drops it
+    # a copy of the cookie kept after logout opens nothing: the session is gone from Redis
+    assert (await client.get("/dashboard/data/overview", headers=good)).status == 401
+    assert not await redis.exists(dashboard.session_key(sid))
+
+
+async def test_state_changing_posts_need_the_csrf_token(client: TestClient, redis: Redis) -> None:
+    csrf = await login(client)
+    nid = await ingest(client, ipn_fields("1"))
+    url = f"/dashboard/notifications/{nid}/resend"
+    for data, headers in [({}, {}), ({"csrf": "nope"}, {}), ({"csrf": csrf[:-1]}, {}),
+                          ({"csrf": csrf}, {"Sec-Fetch-Site": "cross-site"}),
+                          ({"csrf": csrf}, {"Sec-Fetch-Site": "same-site"})]:
+        resp = await client.post(url, data=data, headers=headers, allow_redirects=False)
+        assert resp.status == 403, (data, headers)
+    assert (await client.post("/dashboard/logout", data={}, allow_redirects=False)).status == 403
+    assert (await client.post("/dashboard/resend", data={"channel": "ipn"}, allow_redirects=False)).status == 403
+    assert await redis.zcard(resends_key(nid)) == 0
+    # the right token, as a form field or a header, from this origin
+    resp = await client.post(url, data={"csrf": csrf}, headers={"Sec-Fetch-Site": "same-origin"},
+                             allow_redirects=False)
+    assert resp.status == 303 and f"/dashboard/notifications/{nid}?resent={quote(nid)}~r1" == resp.headers["Location"]
+    resp = await client.post(url, headers={"X-CSRF-Token": csrf}, allow_redirects=False)
+    assert resp.status == 303
+    assert await redis.zcard(resends_key(nid)) == 2
+
+
+# -- what the pages show -----------------------------------------------------------------------------
+
+
+class EvilSink:
+    """An endpoint that answers 400 with markup in its body."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def start(self) -> EvilSink:
+        async def handle(request: web.Request) -> web.Response:
+            await request.read()
+            return web.Response(status=400, text="<script>alert(3)</script>", content_type="text/html")
+
+        app = web.Application()
+        app.router.add_post("/hook", handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return self
+
+
+async def test_attacker_text_is_escaped_everywhere(aiohttp_client: Any, make_settings: Callable[..., Settings],
+                                                   redis: Redis) -> None:
+    sink = await EvilSink().start()
+    settings = make_settings(endpoints=[endpoint("billing", sink.url)], env={"RELAY_ADMIN_TOKEN": TOKEN})
+    client: TestClient = await aiohttp_client(create_app(settings))
+    worker = create_worker(settings, handle_signals=False)
+    task = asyncio.create_task(worker.async_run())
+    try:
+        await login(client)
+        fields = [(n, "<script>alert(1)</script>" if n == "FIRSTNAME" else v) for n, v in ipn_fields("x")]
+        fields = [(n, '"><img src=x onerror=alert(2)>' if n == "REFNO" else v) for n, v in fields]
+        nid = await ingest(client, fields)
+        await wait_for(lambda: redis.hget(k.delivery(nid, "billing"), "state"), 10)
+        await wait_for(lambda: redis.llen(k.attempts(nid, "billing")), 10)
+        pages = {
+            "detail": await (await client.get(f"/dashboard/notifications/{nid}")).text(),
+            "detail data": (await (await client.get(f"/dashboard/data/notifications/{nid}")).json())["html"],
+            "list": await (await client.get("/dashboard/notifications")).text(),
+            "search": await (await client.get("/dashboard/notifications",
+                                              params={"ref": '"><img src=x onerror=alert(2)>'})).text(),
+            "list data": (await (await client.get("/dashboard/data/notifications")).json())["html"],
+        }
+        for name, text in pages.items():
+            assert "<script>alert" not in text and "<img src=x" not in text, name
+            assert "<script" not in text.replace('<script src="/dashboard/static/dashboard.js', ""), name
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages["detail"]  # the field, shown as text
+        assert "&lt;script&gt;alert(3)&lt;/script&gt;" in pages["detail"]  # the endpoint's answer too
+        assert "&quot;&gt;&lt;img src=x onerror=alert(2)&gt;" in pages["list"]
+        assert nid in pages["search"]
+        # an id in the flash message is only shown when it is one
+        flash = await (await client.get(f"/dashboard/notifications/{nid}", params={"resent": "<b>x</b>"})).text()
+        assert "<b>x</b>" not in flash and "queued" not in flash
+    finally:
+        await worker.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert sink.runner is not None
+        await sink.runner.cleanup()
+
+
+async def test_secrets_and_secret_named_fields_are_redacted(client: TestClient) -> None:
+    await login(client)
+    fields = [*ipn_fields("7"), ("NOTE", f"key={SECRET_KEY}"), ("API_PASSWORD", "hunter2-pass"),
+              ("x_token", "tok-0123456"), ("CLIENT_SECRET", "cs-abcdef")]
+    nid = await ingest(client, fields)
+    page = await (await client.get(f"/dashboard/notifications/{nid}")).text()
+    data = json.dumps(await (await client.get(f"/dashboard/data/notifications/{nid}")).json())
+    for text in (page, data):
+        for secret in (SECRET_KEY, quote_plus(SECRET_KEY), quote(SECRET_KEY, safe=""), "hunter2-pass",
+                       "tok-0123456", "cs-abcdef", TOKEN):
+            assert secret not in text
+        assert "**redacted**" in text
+    assert "API_PASSWORD=**redacted**" in page and "key%3D**redacted**" in page
+    assert "SIGNATURE_SHA3_256" in page  # signatures are not secrets
+
+
+async def test_list_filters_search_and_pages(client: TestClient, redis: Redis) -> None:
+    await login(client)
+    nids = [await ingest(client, ipn_fields(str(500 + i))) for i in range(52)]
+    page = await (await client.get("/dashboard/notifications", params={"ref": "510"})).text()
+    assert nids[10] in page and nids[11] not in page
+    page = await (await client.get("/dashboard/notifications", params={"channel": "lcn"})).text()
+    assert "No notification matches these filters" in page
+    resp = await client.get("/dashboard/notifications", params={"channel": "email"})
+    assert resp.status == 400 and "invalid channel=&#x27;email&#x27;" in await resp.text()
+    resp = await client.get("/dashboard/notifications", params={"period": "24h"})
+    page = await resp.text()
+    assert sum(nid in page for nid in nids) == 50
+    match = re.search(r'<a rel="next" href="([^"]+)"', page)
+    assert match
+    following = await (await client.get(match.group(1).replace("&amp;", "&"))).text()
+    assert [nid for nid in nids if nid in following] == nids[:2]  # the two oldest
+    assert "First page" in following
+
+
+async def test_bulk_resend_shows_the_count_before_sending(client: TestClient, redis: Redis) -> None:
+    csrf = await login(client)
+    nids = [await ingest(client, ipn_fields(str(i))) for i in range(3)]
+    resp = await client.get("/dashboard/resend", params={"channel": "ipn", "period": "24h"})
+    page = await resp.text()
+    assert resp.status == 200 and "This will resend <strong>3</strong> notifications" in page
+    assert sum([await redis.zcard(resends_key(n)) for n in nids]) == 0  # a dry run
+    form = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page))
+    assert form["csrf"] == csrf and form["period"] == "custom" and form["until"].isdigit()
+    resp = await client.post("/dashboard/resend", data=form, allow_redirects=False)
+    assert resp.status == 303 and "queued=3" in resp.headers["Location"]
+    assert [await redis.zcard(resends_key(n)) for n in nids] == [1, 1, 1]
+    # the same confirmation sent twice queues nothing more
+    resp = await client.post("/dashboard/resend", data=form, allow_redirects=False)
+    assert "replayed=1" in resp.headers["Location"]
+    assert [await redis.zcard(resends_key(n)) for n in nids] == [1, 1, 1]
+    assert resp.headers["Location"] == "/dashboard/notifications?channel=ipn&queued=3&replayed=1"
+    listing = await (await client.get(resp.headers["Location"])).text()
+    assert "3 resends queued" in listing and "already made" in listing
+    assert listing.count('<span class="tag">resend</span>') == 3  # the resends, at the top
+    resp = await client.get("/dashboard/resend")
+    assert resp.status == 400 and "filter" in await resp.text()
+
+
+async def test_overview_empty_states(aiohttp_client: Any, make_settings: Callable[..., Settings],
+                                     redis: Redis) -> None:
+    client: TestClient = await aiohttp_client(create_app(make_settings(env={"RELAY_ADMIN_TOKEN": TOKEN})))
+    await login(client)
+    page = await (await client.get("/dashboard/")).text()
+    assert "No notifications yet" in page and "relay send-test --channel ipn" in page
+    assert "No endpoints are configured" in page and "relay worker" in page
+    page = await (await client.get("/dashboard/notifications")).text()
+    assert "No notifications yet" in page and "relay send-test --channel ipn" in page
+
+
+async def test_overview_states_and_hourly_chart(client: TestClient, settings: Settings, redis: Redis) -> None:
+    now = int(time.time() * 1000)
+    minute = now // 60_000
+    await redis.hset(k.ep_minute("billing", minute), mapping={"ok": 3, "fail": 1})
+    await redis.hset(k.ep_minute("billing", minute - 60), mapping={"ok": 5})
+    await redis.hset(k.ep_minute("billing", minute - 23 * 60), mapping={"fail": 2})
+    await redis.hset(k.ep_minute("billing", minute - 25 * 60), mapping={"ok": 100})  # older than the chart
+    await redis.hset(k.STATS, mapping={"billing|last_ok": now - 1000, "billing|last_fail": now - 2000})
+    model = await dashboard.overview_model(redis, settings, now)
+    hours = model["endpoints"]["billing"]["hours"]
+    assert len(hours) == 24 and hours[-1]["start"] == minute // 60 * 3_600_000
+    assert (hours[-1]["ok"], hours[-1]["fail"]) == (3, 1) and hours[-2]["ok"] == 5
+    assert hours[0]["fail"] == 2 and sum(h["ok"] for h in hours) == 8
+    assert model["endpoints"]["billing"]["state"] == "failing"  # a failure under 5 minutes ago
+    await redis.set(open_key("billing"), now)
+    assert (await dashboard.overview_model(redis, settings, now))["endpoints"]["billing"]["state"] == "alerting"
+    row = {"last_hour": {"fail": 1}, "last_ok": now, "last_fail": now - 10 * 60_000}
+    assert dashboard.endpoint_state(row, False, now) == "healthy"  # recovered since
+    assert dashboard.endpoint_state({**row, "last_ok": now - 11 * 60_000}, False, now) == "failing"
+    assert dashboard.endpoint_state({"last_hour": {"fail": 0}}, False, now) == "healthy"
+
+
+# -- the browser -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def served(make_settings: Callable[..., Settings], redis: Redis, sink: Callable[..., Any]
+                 ) -> AsyncIterator[tuple[str, Sink, Settings]]:
+    """The real app on a free port, a real failing endpoint, and a real worker."""
+    billing: Sink = await sink([500])
+    settings = make_settings(endpoints=[endpoint("billing", billing.url)], env={"RELAY_ADMIN_TOKEN": TOKEN})
+    runner = web.AppRunner(create_app(settings), access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    worker = create_worker(settings, handle_signals=False)
+    task = asyncio.create_task(worker.async_run())
+    yield f"http://127.0.0.1:{port}", billing, settings
+    await worker.close()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await runner.cleanup()
+
+
+async def test_browser_sees_a_failure_and_a_resend_delivered(served: tuple[str, Sink, Settings],
+                                                              redis: Redis) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    assert CHROMIUM.exists(), "install Debian's Chromium: apt-get install -y chromium"
+    base, billing, _ = served
+    ARTIFACTS.mkdir(exist_ok=True)
+    problems: list[str] = []
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        context = await browser.new_context(viewport={"width": 1280, "height": 900}, timezone_id="Europe/Paris",
+                                            locale="en-GB")
+        page = await context.new_page()
+        page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+        page.on("pageerror", lambda exc: problems.append(str(exc)))
+        try:
+            # 1. log in
+            await page.goto(f"{base}/dashboard")
+            await expect(page).to_have_url(re.compile(r"/dashboard/login\?next="))
+            await page.screenshot(path=str(ARTIFACTS / "dashboard-login.png"))
+            await page.get_by_label("Admin token").fill(TOKEN)
+            await page.get_by_role("button", name="Log in").click()
+            await expect(page).to_have_url(f"{base}/dashboard/")
+            card = page.locator('article.card[data-endpoint="billing"]')
+            await expect(card).to_have_attribute("data-state", "healthy")
+            await expect(page.get_by_text("No notifications yet.")).to_be_visible()
+            await expect(page.locator("#tz")).to_have_text("Europe/Paris")
+
+            # 2. a signed IPN arrives; its endpoint answers 500, and the card turns failing by itself
+            await page.evaluate("window.__sameDocument = true")
+            async with aiohttp.ClientSession() as http:
+                body = signed_body(ipn_fields("230000001"))
+                async with http.post(f"{base}/ipn", data=body, headers=FORM) as resp:
+                    assert resp.status == 200
+            nid = notification_id("default", "ipn", body)
+            await expect(card).to_have_attribute("data-state", "failing", timeout=20_000)
+            await expect(card.get_by_role("link", name="1 failed")).to_be_visible(timeout=20_000)
+            assert await page.evaluate("window.__sameDocument") is True
+            await expect(card.locator("time").first).not_to_contain_text("UTC")  # the viewer's time zone
+            await page.screenshot(path=str(ARTIFACTS / "dashboard-overview.png"), full_page=True)
+
+            # 3. open the failed notification
+            await card.get_by_role("link", name="1 failed").click()
+            await expect(page).to_have_url(re.compile(r"endpoint=billing&state=failed"))
+            await page.get_by_role("link", name="230000001").click()
+            await expect(page).to_have_url(f"{base}/dashboard/notifications/{nid}")
+            row = page.locator('table.deliveries tr[data-endpoint="billing"]')
+            await expect(row).to_have_attribute("data-state", "failed")
+            await expect(page.locator("ol.timeline li")).to_have_count(3)
+            await expect(page.locator("ol.timeline").first).to_contain_text("HTTP 500")
+            await page.screenshot(path=str(ARTIFACTS / "dashboard-detail-failed.png"), full_page=True)
+
+            # 4. the endpoint is fixed; resend to it
+            billing.script = [200]
+            await page.get_by_label("Send to").select_option("billing")
+            await page.get_by_role("button", name="Resend").click()
+            await expect(page).to_have_url(re.compile(rf"/dashboard/notifications/{nid}\?resent="))
+            await expect(page.get_by_role("status").filter(has_text="queued")).to_be_visible()
+
+            # 5. the page refreshes itself until the resend is delivered
+            await page.evaluate("window.__sameDocument = true")
+            resend = page.locator(f'ul.resends li[data-id="{nid}~r1"]')
+            await expect(resend).to_contain_text("billing: delivered", timeout=20_000)
+            await expect(row.locator(".via")).to_contain_text("delivered")
+            await expect(page.locator("#live")).to_contain_text("resend r1 to billing delivered")
+            assert await page.evaluate("window.__sameDocument") is True
+            await page.screenshot(path=str(ARTIFACTS / "dashboard-detail-resent.png"), full_page=True)
+            [resent] = [r for r in billing.received if r.headers.get("Relay-Resend") == "true"]
+            assert resent.headers["Relay-Resend-Of"] == nid and resent.body == body
+
+            await page.goto(f"{base}/dashboard/notifications")
+            await expect(page.locator("table.list tbody tr")).to_have_count(2)
+            await page.screenshot(path=str(ARTIFACTS / "dashboard-list.png"), full_page=True)
+
+            # a bulk resend of what failed finds nothing left to do: the resend delivered it
+            await page.goto(f"{base}/dashboard/notifications?endpoint=billing&state=failed")
+            await page.get_by_role("link", name="Resend all matching…").click()
+            await expect(page.locator("#bulk-count")).to_contain_text("Nothing to resend")
+            await expect(page.get_by_text("1 will be skipped")).to_be_visible()
+            await page.screenshot(path=str(ARTIFACTS / "dashboard-bulk.png"), full_page=True)
+
+            # the same pages on a phone
+            await page.set_viewport_size({"width": 390, "height": 844})
+            await page.goto(f"{base}/dashboard/")
+            await page.screenshot(path=str(ARTIFACTS / "dashboard-overview-phone.png"), full_page=True)
+            await page.goto(f"{base}/dashboard/notifications")
+            await page.screenshot(path=str(ARTIFACTS / "dashboard-list-phone.png"), full_page=True)
+            width = await page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"the list scrolls sideways on a phone ({width}px)"
+        finally:
+            await browser.close()
+    assert problems == []  # no script error, no CSP violation
