@@ -375,7 +375,8 @@ async def served(make_settings: Callable[..., Settings], redis: Redis, sink: Cal
                  ) -> AsyncIterator[tuple[str, Sink, Settings]]:
     """The real app on a free port, a real failing endpoint, and a real worker."""
     billing: Sink = await sink([500])
-    settings = make_settings(endpoints=[endpoint("billing", billing.url)], env={"RELAY_ADMIN_TOKEN": TOKEN})
+    settings = make_settings(endpoints=[endpoint("billing", billing.url, timeout=10)],
+                             env={"RELAY_ADMIN_TOKEN": TOKEN})
     runner = web.AppRunner(create_app(settings), access_log=None)
     await runner.setup()
     port = free_port()
@@ -441,8 +442,9 @@ async def test_browser_sees_a_failure_and_a_resend_delivered(served: tuple[str, 
             await expect(page.locator("ol.timeline").first).to_contain_text("HTTP 500")
             await page.screenshot(path=str(ARTIFACTS / "dashboard-detail-failed.png"), full_page=True)
 
-            # 4. the endpoint is fixed; resend to it
+            # 4. the endpoint is fixed (and slow, so the page shows the resend before it is delivered)
             billing.script = [200]
+            billing.delay = 2.0
             await page.get_by_label("Send to").select_option("billing")
             await page.get_by_role("button", name="Resend").click()
             await expect(page).to_have_url(re.compile(rf"/dashboard/notifications/{nid}\?resent="))
@@ -451,6 +453,7 @@ async def test_browser_sees_a_failure_and_a_resend_delivered(served: tuple[str, 
             # 5. the page refreshes itself until the resend is delivered
             await page.evaluate("window.__sameDocument = true")
             resend = page.locator(f'ul.resends li[data-id="{nid}~r1"]')
+            await expect(resend).not_to_contain_text("delivered")
             await expect(resend).to_contain_text("billing: delivered", timeout=20_000)
             await expect(row.locator(".via")).to_contain_text("delivered")
             await expect(page.locator("#live")).to_contain_text("resend r1 to billing delivered")
