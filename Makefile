@@ -4,7 +4,7 @@ PIP := $(PYTHON) -m pip
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install run test lint mypy pytest bench format
+.PHONY: help install install-test run test lint mypy pytest bench format
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
@@ -12,10 +12,13 @@ install: ## install relay and its dev tools (pip install -e '.[dev]'), and redis
 	$(PIP) install -q -e '.[dev]'
 	./scripts/ensure-redis
 
+install-test: install
+	./scripts/ensure-chromium
+
 run: install ## run everything locally: embedded Redis, ingress on :8080, a worker and a demo endpoint
 	relay dev
 
-test: install lint mypy pytest ## the whole check: ruff, mypy --strict, then the test suite
+test: install-test lint mypy pytest ## installs what it needs, then ruff, mypy --strict and the whole test suite
 
 lint:
 	ruff check relay workers config bench tests

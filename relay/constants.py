@@ -24,6 +24,7 @@ relay:ins:{src}:{sale}:{inv}:{type}    str    first INS message_id seen for a si
 relay:resends:{nid}                    zset   resend ids of an original -> created ms (relay/resend.py)
 relay:resend-seq:{nid}                 str    counter behind resend ids ``{nid}~r{n}``
 relay:idem:{key} (+ :map, :result)     -      bulk-resend idempotency keys, kept 24 h
+relay:dash:session:{sid}               str    a dashboard session, until it expires or logs out
 relay:alert:{subject} (+ :open)        -      alert rate limit and open-alert state (workers/alerts.py);
                                               subject is an endpoint name or ``_overall``
 arq:job:fanout:{nid}, relay:queue      -      the ARQ fan-out job and the ARQ queue
