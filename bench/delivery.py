@@ -72,10 +72,13 @@ class Context:
         return [*workers, self.serve, self.sinks, *([self.h.redis_child] if self.h.redis_child else [])]
 
 
+Sample = tuple[float, int, CpuSnapshot]  # (wall ms, delivered so far, CPU snapshot)
+
+
 def poll_delivered(ctx: Context, names: list[str], expected: int, timeout: float,
-                    watched: list[Child]) -> list[tuple[float, int, CpuSnapshot]]:
+                    watched: list[Child]) -> list[Sample]:
     """Sample (time, delivered, CPU seconds per process) until ``expected`` or ``timeout``."""
-    samples: list[tuple[float, int, CpuSnapshot]] = []
+    samples: list[Sample] = []
     deadline = time.monotonic() + timeout
     while True:
         done = ctx.h.delivered(names)
@@ -87,10 +90,24 @@ def poll_delivered(ctx: Context, names: list[str], expected: int, timeout: float
         time.sleep(POLL_S)
 
 
-def _cpu_between(samples: list[tuple[float, int, CpuSnapshot]], t0: float, t1: float) -> dict[str, float]:
+def _worker_us(before: CpuSnapshot, after: CpuSnapshot, deliveries: int) -> float | None:
+    """Worker CPU µs per delivery: a cost that hardly moves when other jobs share the machine."""
+    if deliveries <= 0:
+        return None
+    spent = sum(cpu - before.procs.get(name, 0.0) for name, cpu in after.procs.items()
+                if name.startswith("relay-worker"))
+    return round(1e6 * spent / deliveries, 1)
+
+
+def _samples_between(samples: list[Sample], t0: float, t1: float) -> tuple[CpuSnapshot, CpuSnapshot, int]:
     first = min(samples, key=lambda s: abs(s[0] - t0))
     last = min(samples, key=lambda s: abs(s[0] - t1))
-    return cpu_pct(first[2], last[2])
+    return first[2], last[2], last[1] - first[1]
+
+
+def _cpu_between(samples: list[Sample], t0: float, t1: float) -> dict[str, float]:
+    first, last, _ = _samples_between(samples, t0, t1)
+    return cpu_pct(first, last)
 
 
 def drain(ctx: Context, run: Run) -> dict[str, Any]:
@@ -135,6 +152,7 @@ def drain(ctx: Context, run: Run) -> dict[str, Any]:
         first_delivery_after_start_s=round((times[0] - started) / 1000, 2),
         first_to_last_s=round((times[-1] - times[0]) / 1000, 2),
         cpu_pct=_cpu_between(samples, lo, hi),
+        worker_cpu_us_per_delivery=_worker_us(*_samples_between(samples, lo, hi)),
         redis_cpu_us_per_delivery=round(1e6 * (usage1["cpu_s"] - usage0["cpu_s"]) / delivered, 1),
     )
     if run.slow:
@@ -157,9 +175,11 @@ def fixed(ctx: Context, run: Run) -> dict[str, Any]:
         load = h.loadgen(Spec(port=ctx.serve_port, connections=min(FIXED_CONNECTIONS, h.opts.connections),
                               rate=h.opts.rate * run.load, duration=h.opts.duration, warmup=h.opts.warmup,
                               seed=h.seed()))
-        cpu = cpu_pct(before, snapshot(watched), {"loadgen": float(load["cpu_s"])})
+        after = snapshot(watched)
+        cpu = cpu_pct(before, after, {"loadgen": float(load["cpu_s"])})
         expected = h.stored() * len(healthy)
         behind = expected - h.delivered(names)
+        worker_us = _worker_us(before, after, expected - behind)
         poll_delivered(ctx, names, expected, DRAIN_AFTER_LOAD_S, watched)
         memory = {w.name: w.memory() for w in workers}
     finally:
@@ -178,7 +198,8 @@ def fixed(ctx: Context, run: Run) -> dict[str, Any]:
         "ack_ms": load["latency_ms"],
         "load_errors": load["errors"], "expected": expected, "delivered": delivered,
         "complete": delivered >= expected, "behind_at_end_of_load": behind,
-        "receipt_to_delivered_ms": summary_ms(r2d), "cpu_pct": cpu, "worker_memory_kb": memory,
+        "receipt_to_delivered_ms": summary_ms(r2d), "cpu_pct": cpu, "worker_cpu_us_per_delivery": worker_us,
+        "worker_memory_kb": memory,
         "other_cpu_pct_before": quiet,
     }
     if run.slow:

@@ -33,7 +33,12 @@ def measure(h: Harness, target: str) -> dict[str, Any]:
             expect="receipt" if target == "relay" else "ok", seed=h.seed(),
         ))
         server.check()
-        result["cpu_pct"] = cpu_pct(before, snapshot(watched), {"loadgen": float(result["cpu_s"])})
+        after = snapshot(watched)
+        result["cpu_pct"] = cpu_pct(before, after, {"loadgen": float(result["cpu_s"])})
+        # CPU per request hardly moves when other jobs share the machine; throughput does
+        answered = max(1, int(result["ok_total"]) + int(result["errors_total"]))
+        result["server_cpu_us_per_request"] = round(
+            1e6 * (after.procs[server.name] - before.procs[server.name]) / answered, 1)
         result["other_cpu_pct_before"] = quiet
         usage1 = h.redis_usage()
         requests = int(result["ok_total"]) or 1

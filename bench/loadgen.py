@@ -142,6 +142,7 @@ async def run(spec: Spec, key: bytes) -> dict[str, object]:
         "errors": errors,
         "error_kinds": dict(measured.errors),
         "ok_total": tally.ok,
+        "errors_total": sum(tally.errors.values()),
         "elapsed_s": round(elapsed, 3),
         "window_s": round(window, 3),
         "measure_from_wall": wall0 + spec.warmup,

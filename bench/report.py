@@ -99,11 +99,13 @@ def ingress_text(r: dict[str, Any]) -> str:
         server_cpu = cpu.get(x["server_process"])
         rows.append([name, f"{x['rate_per_s']:.0f}", x["latency_ms"]["p50"], x["latency_ms"]["p99"],
                      x["latency_ms"]["max"], x["errors"], server_cpu, cpu.get("redis"), cpu.get("loadgen"),
-                     cpu.get("other"), x["redis_cpu_us_per_request"], _mb(x["server_memory_kb"])])
+                     cpu.get("other"), x["server_cpu_us_per_request"], x["redis_cpu_us_per_request"],
+                     _mb(x["server_memory_kb"])])
     ratios = r["ratios"]
     busy = _busy_text([{"label": INGRESS_NAMES[k], **r[k]} for k in INGRESS_NAMES])
     return (table(["ingress (signed IPN, ~1.5 KB)", "notif/s", "p50 ms", "p99 ms", "max ms", "errors",
-                   "server CPU%", "redis CPU%", "loadgen CPU%", "other CPU%", "redis µs/req", "RSS MB"], rows)
+                   "server CPU%", "redis CPU%", "loadgen CPU%", "other CPU%", "server µs/req", "redis µs/req",
+                   "RSS MB"], rows)
             + f"\nrelay/(a) = {ratios['relay_over_const']:.3f}   relay/(b) = {ratios['relay_over_naive']:.3f}"
             + f"   (relay stored {r['relay'].get('stored', '-')} unique notifications;"
             + f" errors: {r['relay']['error_kinds'] or 'none'})" + busy)
@@ -126,13 +128,14 @@ def delivery_text(r: dict[str, Any]) -> str:
         r2d = x.get("receipt_to_delivered_ms") or {}
         rows.append([
             x["label"], x.get("deliveries_per_s"), x.get("deliveries_per_s_per_worker"), x.get("per_endpoint_per_s"),
+            x.get("worker_cpu_us_per_delivery"),
             r2d.get("p50"), r2d.get("p99"), (x.get("ack_ms") or {}).get("p99"),
             f"{x['delivered']}/{x['expected']}", round(worker_cpu, 1) if cpu else None, cpu.get("redis"),
             cpu.get("sinks"), cpu.get("relay-serve"), cpu.get("other"),
         ])
-    text = table(["delivery (8 endpoints)", "deliv/s", "per worker", "per ep", "r2d p50 ms", "r2d p99 ms",
-                  "ack p99 ms", "delivered", "workers CPU%", "redis CPU%", "sinks CPU%", "serve CPU%", "other CPU%"],
-                 rows)
+    text = table(["delivery (8 endpoints)", "deliv/s", "per worker", "per ep", "worker µs/deliv", "r2d p50 ms",
+                  "r2d p99 ms", "ack p99 ms", "delivered", "workers CPU%", "redis CPU%", "sinks CPU%", "serve CPU%",
+                  "other CPU%"], rows)
     return text + _slow_text(r["runs"]) + _busy_text(r["runs"])
 
 
