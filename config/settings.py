@@ -69,6 +69,13 @@ class ServerConfig(_Model):
         return v
 
 
+class AdminConfig(_Model):
+    # the admin API and dashboard listen here, apart from the public listeners; port 0 serves them on
+    # the public listener instead (only behind a proxy that keeps /api and /dashboard private)
+    host: str = "127.0.0.1"
+    port: int = Field(8081, ge=0, le=65535)
+
+
 class RedisConfig(_Model):
     # used only when REDIS_URL is unset: the relay starts its own redis-server here, with AOF on
     data_dir: str = ".relay/redis"
@@ -191,6 +198,7 @@ class AlertsConfig(_Model):
 
 class FileConfig(_Model):
     server: ServerConfig = ServerConfig()
+    admin: AdminConfig = AdminConfig()
     redis: RedisConfig = RedisConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     logging: LoggingConfig = LoggingConfig()

@@ -21,8 +21,13 @@ from relay.store import NotDurable, Store
 logger = structlog.get_logger()
 
 
-def create_app(settings: Settings) -> web.Application:
-    """Build the relay's web app: the public listeners, probes, metrics and the admin API."""
+def create_app(settings: Settings, *, public: bool = True, admin: bool = True) -> web.Application:
+    """Build the relay's web app.
+
+    ``public``: the 2Checkout listeners. ``admin``: the admin API and the dashboard. Both carry the
+    probes and metrics. ``relay serve`` runs them as two apps on two listeners (the admin one on
+    loopback by default, see ``[admin]``); tests and ``[admin] port = 0`` use one app with both.
+    """
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
         middlewares=[middleware.errors],
@@ -34,16 +39,17 @@ def create_app(settings: Settings) -> web.Application:
     app[appkeys.TRUSTED_PROXIES] = parse_networks(settings.server.trusted_proxies)
     app.cleanup_ctx.append(_redis)
     channel = "{channel:ipn|lcn|ins}"
-    app.add_routes([
-        web.post(f"/{channel}", ingress.receive),
-        web.post(f"/{channel}/{{source}}", ingress.receive),
-        web.get(f"/{channel}", ingress.listener_check),  # GET also answers HEAD
-        web.get(f"/{channel}/{{source}}", ingress.listener_check),
-        web.get("/healthz", probes.healthz),
-        web.get("/metrics", probes.metrics),
-    ])
-    setup_api(app)
-    setup_dashboard(app)
+    if public:
+        app.add_routes([
+            web.post(f"/{channel}", ingress.receive),
+            web.post(f"/{channel}/{{source}}", ingress.receive),
+            web.get(f"/{channel}", ingress.listener_check),  # GET also answers HEAD
+            web.get(f"/{channel}/{{source}}", ingress.listener_check),
+        ])
+    app.add_routes([web.get("/healthz", probes.healthz), web.get("/metrics", probes.metrics)])
+    if admin:
+        setup_api(app)
+        setup_dashboard(app)
     return app
 
 

@@ -49,28 +49,18 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, help="listen port (default: [server] port)")
 
 
-@command("serve", "run the ingress (the Procfile's web: process)", _serve_args)
+@command("serve", "run the ingress and the admin listener (the Procfile's web: process)", _serve_args)
 def serve(ns: argparse.Namespace) -> int:
-    from aiohttp import web
+    import asyncio
 
-    from relay.app import create_app
     from relay.redis_conn import start_embedded, stop_embedded
+    from relay.serve import serve as run_listeners
 
     settings = settings_from(ns)
     embedded = None if settings.redis_url else start_embedded(settings)
     _use_uvloop()
     try:
-        web.run_app(
-            create_app(settings),
-            host=ns.host or settings.server.host,
-            port=ns.port or settings.server.port,
-            access_log=None,
-            print=lambda msg: print(msg, file=sys.stderr),
-            handle_signals=True,
-            max_line_size=settings.server.max_header_bytes,
-            max_field_size=settings.server.max_header_bytes,
-            max_headers=settings.server.max_headers,
-        )
+        asyncio.run(run_listeners(settings, host=ns.host, port=ns.port))
     finally:
         stop_embedded(embedded)
     return 0
@@ -118,9 +108,13 @@ def dev(ns: argparse.Namespace) -> int:
         procs.append(subprocess.Popen([*exe, "serve", *cfg], env=env))
         for _ in range(max(1, ns.workers)):
             procs.append(subprocess.Popen([*exe, "worker", *cfg], env=env))
+        admin = settings.file.admin
         print(f"relay dev: listening on http://{settings.server.host}:{settings.server.port}/ipn "
               "(and /lcn, /ins); try `relay send-test` in another terminal; Ctrl-C stops everything",
               file=sys.stderr)
+        if admin.port:
+            print(f"relay dev: admin API and dashboard on http://{admin.host}:{admin.port}/dashboard "
+                  f"(set {settings.server.admin_token_env} to turn them on)", file=sys.stderr)
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
         return next((p.returncode for p in procs if p.returncode), 0) or 0

@@ -124,7 +124,7 @@ def ins_body(sale_id: str = "9093727242901", invoice_id: str = "9093727243001",
 
 def write_config(path: Path, *, redis_port: int = 6390, endpoints: list[dict[str, Any]] | None = None,
                  sources: list[dict[str, Any]] | None = None, extra: str = "",
-                 delivery: dict[str, Any] | None = None) -> Path:
+                 delivery: dict[str, Any] | None = None, admin: dict[str, Any] | None = None) -> Path:
     """Write a relay.toml for tests (TOML written by hand to avoid a dependency)."""
 
     def val(v: Any) -> str:
@@ -144,7 +144,9 @@ def write_config(path: Path, *, redis_port: int = 6390, endpoints: list[dict[str
                         "ins_secret_word_env": "TCO_INS_SECRET_WORD", "seller_id": SELLER_ID}]
     lines = [f"[redis]\nport = {redis_port}\ndata_dir = {json.dumps(str(path.parent / 'redis-data'))}\n",
              "[delivery]\n" + "".join(f"{k} = {val(v)}\n" for k, v in
-                                       {"poll_interval": 0.05, **(delivery or {})}.items()), extra]
+                                       {"poll_interval": 0.05, **(delivery or {})}.items()),
+             # port 0: admin routes on the main listener, so parallel `relay serve` processes never clash
+             "[admin]\n" + "".join(f"{k} = {val(v)}\n" for k, v in {"port": 0, **(admin or {})}.items()), extra]
     for s in srcs:
         lines.append("[[sources]]\n" + "".join(f"{k} = {val(v)}\n" for k, v in s.items()))
     for e in endpoints or []:
