@@ -1,0 +1,1 @@
+"""Fault scenarios against real relay processes on loopback (docs/reliability.md)."""
