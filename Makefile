@@ -4,7 +4,7 @@ PIP := $(PYTHON) -m pip
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install install-test run test lint mypy pytest bench format
+.PHONY: help install install-test run test lint mypy pytest bench soak format
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
@@ -31,6 +31,11 @@ pytest:
 
 bench: install ## run the benchmarks (see docs/benchmarks.md)
 	$(PYTHON) -m bench
+
+soak: install ## the long fault scenarios (docs/reliability.md), about 10 min; results in .relay/faults.jsonl
+	@mkdir -p .relay
+	RELAY_SOAK=1 RELAY_FAULTS_REPORT=.relay/faults.jsonl $(PYTHON) -m pytest -q tests/faults; \
+	status=$$?; $(PYTHON) -m tests.faults.report .relay/faults.jsonl; exit $$status
 
 format:
 	ruff check --fix relay workers config bench tests

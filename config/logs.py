@@ -40,7 +40,9 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            *([structlog.processors.dict_tracebacks] if json else []),
+            # no frame locals: they would copy request bodies and secrets into the log
+            *([structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False))] if json else []),
             renderer,
         ],
     )

@@ -72,14 +72,21 @@ async def receive(request: web.Request) -> web.Response:
     if request.content_type not in FORM_TYPES:
         return refuse(415, "unsupported_media_type",
                       f"expected application/x-www-form-urlencoded, got {request.content_type}")
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        # 2Checkout does not compress; a compressed body is also a decompression-bomb vector
+        return refuse(415, "unsupported_content_encoding", f"Content-Encoding {encoding!r} is not accepted")
     try:
         async with asyncio.timeout(settings.server.body_timeout):
             body = await request.read()
     except TimeoutError:
         return refuse(408, "body_timeout", f"the body did not arrive within {settings.server.body_timeout:g} s")
+    except web.RequestPayloadError as exc:
+        return refuse(400, "malformed_body", f"the body could not be read: {exc}")
     try:
         fields = protocol.parse_form(body)
         key_index, algo = _verify(source, channel, fields)
+        protocol.require_channel_fields(channel, fields)
     except protocol.ProtocolError as exc:
         await _log_rejection(request, source.name, channel, exc, body)
         return refuse(400, exc.reason, exc.detail)
@@ -87,7 +94,7 @@ async def receive(request: web.Request) -> web.Response:
         log.warning("previous_secret_used", hint="2Checkout still signs with the previous key; "
                     "remove it from the config once this stops")
 
-    nid = notification_id(source.name, channel, body)
+    nid = notification_id(source.name, channel, body, fields)
     now_ms = int(time.time() * 1000)
     store = app[appkeys.STORE]
     timeout = settings.server.redis_timeout

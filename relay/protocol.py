@@ -119,6 +119,26 @@ def verify_signed(fields: Fields, keys: Sequence[bytes], min_algo: str) -> tuple
     raise SignatureError("signature_mismatch", f"{name} ({algo}) does not match the configured secret key")
 
 
+# the fields a receipt is computed over: a body without them was not meant for this channel's URL
+_CHANNEL_FIELDS = {"ipn": ("IPN_DATE",), "lcn": ("LICENSE_CODE",)}
+
+
+def require_channel_fields(channel: str, fields: Fields) -> None:
+    for name in _CHANNEL_FIELDS.get(channel, ()):
+        if name not in fields:
+            raise FormError("missing_field", f"{channel.upper()} body has no {name}: is it posted to the right URL?")
+
+
+def canonical(channel: str, fields: Fields) -> bytes:
+    """What identifies a notification: for IPN/LCN exactly what 2Checkout signs (the values, in order),
+    for INS every field but md5_hash. Re-encodings of one notification (escapes, ``+`` for space,
+    regrouped arrays, a dropped signature, a renamed field) map to the same bytes."""
+    if channel == "ins":
+        pairs = ((key, v) for key, values in fields.items() if key != "md5_hash" for v in values)
+        return length_prefixed(x for pair in pairs for x in pair)
+    return signature_source(fields)
+
+
 def receipt_date(now: datetime | None = None) -> str:
     """DATE for a read receipt: server time as YmdHis (UTC)."""
     return (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from relay import constants as k
+from relay import protocol
 from relay.lua import register
 
 logger = structlog.get_logger()
@@ -25,14 +26,20 @@ class NotDurable(RedisError):
     """The write happened but the chosen durability (fsync / replicas) was not confirmed in time."""
 
 
-def notification_id(source: str, channel: str, body: bytes) -> str:
-    """Deterministic: the same body posted again to the same URL is the same notification."""
+def notification_id(source: str, channel: str, body: bytes, fields: protocol.Fields | None = None) -> str:
+    """Deterministic from source, channel and body: the same notification posted again to the same URL,
+    however re-encoded, is the same notification (see ``protocol.canonical``)."""
+    if fields is None:
+        try:
+            fields = protocol.parse_form(body)
+        except protocol.FormError:
+            fields = None
     h = hashlib.blake2b(digest_size=12)
     h.update(source.encode())
     h.update(b"\x00")
     h.update(channel.encode())
     h.update(b"\x00")
-    h.update(body)
+    h.update(protocol.canonical(channel, fields) if fields is not None else body)
     return f"{channel}_{h.hexdigest()}"
 
 

@@ -48,6 +48,8 @@ def run(settings: Settings) -> None:
         except asyncio.CancelledError:
             return  # SIGTERM / SIGINT: a clean stop
         except REDIS_ERRORS as exc:
+            if worker.ctx.get("engine") is not None:
+                backoff = 1.0  # it had been running: a new outage, not a worker that cannot start
             logger.error("worker_redis_lost", error=f"{type(exc).__name__}: {exc}", restart_in_s=backoff)
         finally:
             _close(loop, worker)
