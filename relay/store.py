@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import pickle
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import structlog
 from redis.asyncio import Redis
@@ -16,6 +19,8 @@ from relay import protocol
 from relay.lua import register
 
 logger = structlog.get_logger()
+T = TypeVar("T")
+R = TypeVar("R")
 
 # a fan-out job that waits longer than this is dropped by ARQ; the worker's sweeper re-creates it
 # from relay:fanout, so it only bounds how long a dead job key lingers
@@ -26,7 +31,8 @@ class NotDurable(RedisError):
     """The write happened but the chosen durability (fsync / replicas) was not confirmed in time."""
 
 
-def notification_id(source: str, channel: str, body: bytes, fields: protocol.Fields | None = None) -> str:
+def notification_id(source: str, channel: str, body: bytes, fields: protocol.Fields | None = None,
+                    signed: bytes | None = None) -> str:
     """Deterministic from source, channel and body: the same notification posted again to the same URL,
     however re-encoded, is the same notification (see ``protocol.canonical``)."""
     if fields is None:
@@ -39,7 +45,7 @@ def notification_id(source: str, channel: str, body: bytes, fields: protocol.Fie
     h.update(b"\x00")
     h.update(channel.encode())
     h.update(b"\x00")
-    h.update(protocol.canonical(channel, fields) if fields is not None else body)
+    h.update(protocol.canonical(channel, fields, signed) if fields is not None else body)
     return f"{channel}_{h.hexdigest()}"
 
 
@@ -58,6 +64,44 @@ class Stored:
         return self.seq == 0
 
 
+class Batcher(Generic[T, R]):
+    """Auto-pipelining: calls that arrive while a flush is in flight go out together in the next one.
+
+    Under load this turns N concurrent round trips into one; alone, a call goes out at once.
+    """
+
+    def __init__(self, flush: Callable[[list[T]], Awaitable[list[R]]], max_batch: int = 128) -> None:
+        self._flush = flush
+        self._max = max_batch
+        self._queue: list[tuple[T, asyncio.Future[R]]] = []
+        self._running = False
+
+    async def submit(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        if not self._running:
+            self._running = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[: self._max], self._queue[self._max:]
+                try:
+                    results = await self._flush([item for item, _ in batch])
+                except Exception as exc:  # every caller of this batch sees the error (and retries)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self._running = False
+
+
 class Store:
     def __init__(self, redis: Redis, retention_ms: int, *, ack_after: str = "write", ack_replicas: int = 1,
                  ack_timeout: float = 1.0) -> None:
@@ -67,6 +111,7 @@ class Store:
         self.ack_replicas = ack_replicas
         self.ack_timeout_ms = int(ack_timeout * 1000)
         self._ingest = register(redis, "ingest")
+        self._batch: Batcher[tuple[list[str], list[Any]], Any] = Batcher(self._write)
         # how "fsync" is satisfied, decided on first contact: WAITAOF (Redis >= 7.2), or nothing to
         # wait for when the server fsyncs every write (appendfsync always)
         self._fsync_via: str | None = None
@@ -118,23 +163,30 @@ class Store:
                 k.idx_ref(ref) if ref else "", k.FANOUT, k.ARQ_JOB_PREFIX + job_id, k.QUEUE_NAME, ins_triple]
         args = [nid, now_ms, self.retention_ms, fanout_job(nid, now_ms), FANOUT_JOB_EXPIRY_MS, job_id,
                 facts.get("message_id", ""), *fields]
+        seq = await self._batch.submit((keys, args))
+        return Stored(nid=nid, seq=int(seq))
+
+    async def _write(self, batch: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """One pipeline for every ingest that arrived while the previous one was in flight.
+
+        Each ingest script is still atomic on its own; batching only shares the round trip and
+        the client's per-call cost between concurrent requests. The durability wait, when there
+        is one, covers the whole batch: it is issued after the last write on the same connection.
+        """
         via = await self.check_durability()
-        if via in ("write", "appendfsync-always"):
-            return Stored(nid=nid, seq=int(await self._ingest(keys=keys, args=args)))
-        # the wait rides in the same pipeline: still one round trip. It also covers a duplicate,
-        # whose first copy may not have been durable yet when it was acknowledged... or not at all
         async with self.redis.pipeline(transaction=False) as pipe:
-            await self._ingest(keys=keys, args=args, client=pipe)
+            for keys, args in batch:
+                await self._ingest(keys=keys, args=args, client=pipe)
             if via == "waitaof":
                 pipe.execute_command("WAITAOF", 1, 0, self.ack_timeout_ms)
-            else:
+            elif via == "replica":
                 pipe.execute_command("WAIT", self.ack_replicas, self.ack_timeout_ms)
-            seq, ack = await pipe.execute()
-        if via == "waitaof" and int(ack[0]) < 1:
+            results: list[Any] = await pipe.execute()
+        if via == "waitaof" and int(results[-1][0]) < 1:
             raise NotDurable("the AOF fsync was not confirmed in time")
-        if via == "replica" and int(ack) < self.ack_replicas:
-            raise NotDurable(f"only {int(ack)} of {self.ack_replicas} replicas confirmed in time")
-        return Stored(nid=nid, seq=int(seq))
+        if via == "replica" and int(results[-1]) < self.ack_replicas:
+            raise NotDurable(f"only {int(results[-1])} of {self.ack_replicas} replicas confirmed in time")
+        return results[: len(batch)]
 
     async def reject(self, record: dict[str, object]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote_plus, urlencode
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relay import protocol
 from tests.support import vectors
@@ -181,3 +183,25 @@ def test_signature_rules() -> None:
 
 def test_empty_and_zero_values_prefix_as_documented() -> None:
     assert protocol.length_prefixed(["", "0", "Müller"]) == b"010" + b"7M\xc3\xbcller"
+
+
+form_text = st.lists(
+    st.tuples(st.text(max_size=8), st.text(max_size=12)), max_size=8
+).map(lambda pairs: "&".join(f"{quote_plus(a)}={quote_plus(b)}" for a, b in pairs).encode())
+raw_bytes = st.binary(max_size=80)
+mixed = st.lists(st.sampled_from([b"a", b"=", b"&", b"+", b"%", b"%2", b"%26", b"%3D", b"%C3", b"%BC", b"%00",
+                                  b"\x00", b"\x01", b"%01", b"\xc3\xbc", b"\xff", b"%zz", b"b", b" "]), max_size=20
+                 ).map(b"".join)
+
+
+def _outcome(fn: Any, body: bytes) -> Any:
+    try:
+        return fn(body)
+    except protocol.FormError as exc:
+        return ("error", exc.reason)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(form_text, raw_bytes, mixed))
+def test_fast_form_parser_agrees_with_parse_qsl(body: bytes) -> None:
+    assert _outcome(protocol.parse_form, body) == _outcome(protocol._parse_form_reference, body)
