@@ -78,7 +78,9 @@ def _histogram(stats: dict[str, float], ep: str, kind: str) -> tuple[list[tuple[
     for i, upper in enumerate((*LATENCY_BUCKETS, None)):
         running += stats.get(f"{ep}|{kind}|{i}", 0.0)
         buckets.append(("+Inf" if upper is None else repr(float(upper)), running))
-    return buckets, stats.get(f"{ep}|{kind}|sum", 0.0)
+    # the workers add integer microseconds (``sum_us``, HINCRBY); ``sum`` (float seconds) is what
+    # workers before that wrote, still counted so the sum never goes back
+    return buckets, stats.get(f"{ep}|{kind}|sum", 0.0) + stats.get(f"{ep}|{kind}|sum_us", 0.0) / 1e6
 
 
 class DeliveryCollector(Collector):

@@ -45,7 +45,8 @@ async def test_delivery_metrics_come_from_redis_at_each_scrape(
     now = int(time.time() * 1000)
     await redis.hset(k.STATS, mapping={
         "a|delivered": 5, "a|retry": 2, "a|failed": 1,
-        "a|lat|0": 2, "a|lat|3": 4, "a|lat|12": 1, "a|lat|sum": 3.5,
+        # sum (float seconds) from older workers and sum_us (integer microseconds) add up
+        "a|lat|0": 2, "a|lat|3": 4, "a|lat|12": 1, "a|lat|sum": 3.5, "a|lat|sum_us": 500_000,
         "a|r2d|5": 5, "a|r2d|sum": 0.2, "a|last_ok": now - 1000,
     })
     await redis.zadd(k.ep_state("a", "pending"), {"n1": now - 42_000, "n2": now})
@@ -69,7 +70,7 @@ async def test_delivery_metrics_come_from_redis_at_each_scrape(
     assert get(samples, f"{lat}_bucket", endpoint="a", le="5.0") == 6
     assert get(samples, f"{lat}_bucket", endpoint="a", le="+Inf") == 7
     assert get(samples, f"{lat}_count", endpoint="a") == 7
-    assert get(samples, f"{lat}_sum", endpoint="a") == 3.5
+    assert get(samples, f"{lat}_sum", endpoint="a") == 4.0
     r2d = "relay_delivery_receipt_to_delivered_seconds"
     assert get(samples, f"{r2d}_bucket", endpoint="a", le="0.02") == 0
     assert get(samples, f"{r2d}_bucket", endpoint="a", le="0.05") == 5
@@ -138,6 +139,8 @@ async def test_metrics_follow_real_deliveries(aiohttp_client: Any, redis: Redis,
     assert get(samples, "relay_delivery_attempts_total", endpoint="a", outcome="delivered") == 1
     assert get(samples, "relay_delivery_attempt_duration_seconds_count", endpoint="a") == 1
     assert get(samples, "relay_delivery_receipt_to_delivered_seconds_count", endpoint="a") == 1
+    assert 0 < get(samples, "relay_delivery_attempt_duration_seconds_sum", endpoint="a") < 5
+    assert await redis.hget(k.STATS, "a|delivered") == b"1"  # HINCRBY: an integer
     assert get(samples, "relay_deliveries", endpoint="a", state="pending") == 0
     assert get(samples, "relay_workers_alive") == 1
     assert get(samples, "relay_delivery_last_success_timestamp_seconds", endpoint="a") > 0

@@ -6,6 +6,11 @@ delivery in ``relay:ep:{ep}:lease``), sends them, and records each result with c
 serial endpoint's queue is ordered by receipt and only its head is ever claimed, so a delivery
 waiting to retry holds back the later ones. A lease that expires without a result (a worker killed
 mid-delivery) makes the delivery due again: nothing is lost or left ``in_flight``.
+
+The lanes of a process share their Redis round trips: results to record and claims to make are
+queued, and one script call (step.lua) records every waiting result and then claims for every lane
+that asked. A call is sent as soon as none is in flight, so an idle worker waits for nothing, and a
+busy one sends fewer, larger calls (a redis-py call costs ~55 us of worker CPU whatever it carries).
 """
 
 from __future__ import annotations
@@ -21,11 +26,10 @@ import aiohttp
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from config.settings import Endpoint, Settings
 from relay import constants as k
-from relay.lua import register
+from relay.lua import load, register
 from relay.metrics import LATENCY_BUCKETS
 from workers import forward, routing, schedule
 
@@ -44,6 +48,29 @@ def bucket(seconds: float) -> int:
     return len(LATENCY_BUCKETS)
 
 
+Claim = tuple[str, int, list[forward.Claimed]]  # code, wait (ms or blocking seq), items
+
+
+@dataclass
+class Result:
+    """One finished attempt, waiting to be recorded: the 13 result fields of complete.lua."""
+
+    ep: Endpoint
+    fields: list[str | int]
+    outcome: str
+    deadline: float  # monotonic: past it, a result Redis would not take is given up (its lease retries)
+
+
+class _Batch:
+    """What the next step.lua call carries."""
+
+    __slots__ = ("results", "claims")
+
+    def __init__(self) -> None:
+        self.results: list[tuple[Result, asyncio.Future[bool]]] = []
+        self.claims: dict[str, asyncio.Future[Claim]] = {}
+
+
 @dataclass
 class Lane:
     engine: Engine
@@ -51,50 +78,107 @@ class Lane:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
+    # serial head waiting for the fan-out of an older notification: its seq (see Engine.fanout)
+    blocked_seq: int | None = None
+    # when the lane's wait ends (loop time), so a claim hint of an earlier due time can wake it
+    deadline: float = 0.0
 
     @property
     def serial(self) -> bool:
         return not self.endpoint.concurrent
 
     async def run(self) -> None:
+        if self.serial:
+            await self._run_serial()
+        else:
+            await self._run_concurrent()
+
+    async def _run_serial(self) -> None:
+        """Record the head's result and claim the next head in one round trip."""
         engine, ep = self.engine, self.endpoint
-        log = logger.bind(endpoint=ep.name)
         backoff = 0.1
-        while not engine.stopping:
+        pending: Result | None = None
+        while True:
+            if engine.stopping:
+                if pending is not None:
+                    await engine.record(pending)
+                return
+            # a wake that came before this claim is answered by it: clear it now, not after
+            self.wake.clear()
+            self.blocked_seq = None
             try:
-                code, wait_until, items = await engine.claim(ep)
+                _, (code, wait_until, items) = await engine.request(self, pending, claim=True)
                 backoff = 0.1
             except REDIS_ERRORS as exc:
-                log.warning("claim_failed", error=type(exc).__name__, retry_in=backoff)
+                logger.warning("claim_failed", endpoint=ep.name, error=type(exc).__name__, retry_in=backoff)
+                if pending is not None and time.monotonic() > pending.deadline:
+                    engine.not_recorded(pending, exc)
+                    pending = None
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            pending = None
+            if items:
+                try:
+                    pending = await engine.attempt(ep, items[0])
+                except Exception:  # a bug must not kill the lane; the lease expiry retries it
+                    logger.exception("delivery_crashed", endpoint=ep.name, nid=items[0].nid)
+                continue
+            if code == "blocked":
+                self.blocked_seq, wait_until = wait_until, 0
+            await self._wait(wait_until)
+
+    async def _run_concurrent(self) -> None:
+        """Claim until the limit; each finished delivery records its result and claims again."""
+        engine, ep = self.engine, self.endpoint
+        backoff = 0.1
+        while not engine.stopping:
+            self.wake.clear()
+            try:
+                _, (code, wait_until, items) = await engine.request(self, None, claim=True)
+                backoff = 0.1
+            except REDIS_ERRORS as exc:
+                logger.warning("claim_failed", endpoint=ep.name, error=type(exc).__name__, retry_in=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             if items:
-                if self.serial:
-                    try:
-                        await engine.deliver(ep, items[0])
-                    except Exception:  # a bug must not kill the lane; the lease expiry retries it
-                        log.exception("delivery_crashed", nid=items[0].nid)
-                else:
-                    for item in items:
-                        task = asyncio.create_task(engine.deliver(ep, item))
-                        self.tasks.add(task)
-                        task.add_done_callback(self._done)
-                continue
-            timeout = engine.poll_interval
-            if wait_until:
-                timeout = min(timeout, max(0.0, wait_until / 1000 - engine.clock()))
-            try:
-                await asyncio.wait_for(self.wake.wait(), timeout)
-            except TimeoutError:
-                pass
-            self.wake.clear()
+                continue  # the engine started them (Engine._dispatch); there may be more room
+            await self._wait(wait_until)
+
+    async def _wait(self, wait_until: int) -> None:
+        engine = self.engine
+        timeout = engine.poll_interval
+        if wait_until:
+            timeout = min(timeout, max(0.0, wait_until / 1000 - engine.clock()))
+        self.deadline = asyncio.get_running_loop().time() + timeout
+        try:
+            await asyncio.wait_for(self.wake.wait(), timeout)
+        except TimeoutError:
+            pass
+        self.deadline = 0.0
+
+    def hint(self, due_ms: int) -> None:
+        """A claim made for this lane found its first item due at ``due_ms``: wake it then, not later."""
+        if self.deadline and due_ms / 1000 - self.engine.clock() < self.deadline - asyncio.get_running_loop().time():
+            self.wake.set()
+
+    def start(self, items: list[forward.Claimed]) -> None:
+        for item in items:
+            task = asyncio.create_task(self._deliver(item))
+            self.tasks.add(task)
+            task.add_done_callback(self._done)
+
+    async def _deliver(self, item: forward.Claimed) -> None:
+        engine = self.engine
+        result = await engine.attempt(self.endpoint, item)
+        await engine.record(result, claim=self)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("delivery_crashed", endpoint=self.endpoint.name, exc_info=task.exception())
-        self.wake.set()
+            self.wake.set()
 
 
 class Engine:
@@ -115,10 +199,14 @@ class Engine:
         self.policy = settings.delivery
         self.poll_interval = settings.delivery.poll_interval
         self.stopping = False
-        self._claim = register(redis, "claim", "workers")
-        self._complete = register(redis, "complete", "workers")
+        # complete.lua and claim.lua define the functions step.lua calls: one script, one round trip
+        self._step = redis.register_script("".join(load(name, "workers") for name in ("complete", "claim", "step")))
         self._route = register(redis, "route", "workers")
         self.lanes = {name: Lane(self, ep) for name, ep in settings.endpoints.items()}
+        # one ClientTimeout per endpoint rather than one per request
+        self._timeouts = {name: aiohttp.ClientTimeout(total=ep.timeout) for name, ep in settings.endpoints.items()}
+        self._next: _Batch | None = None
+        self._flusher: asyncio.Task[None] | None = None
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -155,6 +243,7 @@ class Engine:
         )
         if source is None:
             await self.redis.zrem(k.FANOUT, nid)
+            self._unblock(None)
             return -1
         only = frozenset(targets.decode().split(",")) if targets else None
         routes = routing.route(
@@ -164,11 +253,25 @@ class Engine:
         args: list[str | int] = [nid, self.now_ms(), self.retention_ms]
         for route in routes:
             args.extend(route)
-        created = int(await self._route(keys=[k.notification(nid), k.FANOUT], args=args))
+        created, oldest = await self._route(keys=[k.notification(nid), k.FANOUT], args=args)
         for name, mode, _ in routes:
             if mode != "skip":
                 self.wake(name)
-        return created
+        self._unblock(int(oldest))
+        return int(created)
+
+    def _unblock(self, oldest: int | None) -> None:
+        """Wake the serial lanes whose head no unrouted notification precedes any more.
+
+        Only those: waking every blocked lane on every fan-out made each of them claim in vain.
+        ``oldest`` is the seq of the oldest notification still waiting for its fan-out (-1: none;
+        None: unknown, wake them all).
+        """
+        for lane in self.lanes.values():
+            seq = lane.blocked_seq
+            if seq is not None and (oldest is None or oldest < 0 or oldest > seq):
+                lane.blocked_seq = None
+                lane.wake.set()
 
     @property
     def retention_ms(self) -> int:
@@ -176,25 +279,113 @@ class Engine:
 
     # -- claiming and delivering -------------------------------------------------------------
 
-    async def claim(self, ep: Endpoint) -> tuple[str, int, list[forward.Claimed]]:
-        lease_ms = int((ep.timeout + LEASE_MARGIN_S) * 1000)
-        raw = await self._claim(
-            keys=[k.ep_queue(ep.name), k.ep_lease(ep.name), k.FANOUT],
-            args=[ep.name, self.now_ms(), 0 if ep.concurrent else 1, ep.in_flight_limit, lease_ms, CLAIM_BATCH],
-        )
-        code = raw[0].decode()
-        items = [
-            forward.Claimed(
-                nid=raw[i].decode(), attempt=int(raw[i + 1]), body=raw[i + 2], content_type=raw[i + 3].decode(),
-                source=raw[i + 4].decode(), channel=raw[i + 5].decode(), received_ms=int(raw[i + 6] or 0),
-                resend_of=raw[i + 7].decode(), flag=raw[i + 8].decode(),
-            )
-            for i in range(2, len(raw), 9)
-        ]
-        return code, int(raw[1]), items
+    def lease_ms(self, ep: Endpoint) -> int:
+        return int((ep.timeout + LEASE_MARGIN_S) * 1000)
 
-    async def deliver(self, ep: Endpoint, item: forward.Claimed) -> None:
-        log = logger.bind(endpoint=ep.name, nid=item.nid, attempt=item.attempt)
+    async def request(self, lane: Lane, result: Result | None, *, claim: bool) -> tuple[bool | None, Claim]:
+        """Record ``result`` (if any) and claim for ``lane``, in the next step.lua call."""
+        batch = self._batch()
+        recorded = None
+        if result is not None:
+            recorded = asyncio.get_running_loop().create_future()
+            batch.results.append((result, recorded))
+        claimed = batch.claims.get(lane.endpoint.name)
+        if claimed is None:
+            claimed = batch.claims[lane.endpoint.name] = asyncio.get_running_loop().create_future()
+        return (await recorded if recorded is not None else None), await claimed
+
+    async def record(self, result: Result, claim: Lane | None = None) -> None:
+        """Record one result; a concurrent lane claims again in the same call (its slot is free now).
+
+        A Redis blip must not lose a result: it is retried until its deadline; past that the lease
+        expires and the delivery is simply made again (at least once).
+        """
+        wait = 0.05
+        while True:
+            batch = self._batch()
+            recorded: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            batch.results.append((result, recorded))
+            if claim is not None and not self.stopping and claim.endpoint.name not in batch.claims:
+                # nobody awaits this claim: Engine._run hands its items to the lane
+                batch.claims[claim.endpoint.name] = asyncio.get_running_loop().create_future()
+            try:
+                await recorded
+                return
+            except REDIS_ERRORS as exc:
+                if time.monotonic() > result.deadline:
+                    self.not_recorded(result, exc)
+                    return
+                await asyncio.sleep(wait * self.rand())
+                wait = min(wait * 2, 1.0)
+
+    def not_recorded(self, result: Result, exc: BaseException) -> None:
+        logger.error("result_not_recorded", endpoint=result.ep.name, nid=result.fields[0], error=type(exc).__name__,
+                     outcome=result.outcome)
+
+    def _batch(self) -> _Batch:
+        if self._next is None:
+            self._next = _Batch()
+            if self._flusher is None:
+                self._flusher = asyncio.create_task(self._flush(), name="step")
+        return self._next
+
+    async def _flush(self) -> None:
+        """Send the queued batches one call at a time; what queues up meanwhile goes in the next."""
+        try:
+            while self._next is not None:
+                batch, self._next = self._next, None
+                await self._run(batch)
+        finally:
+            self._flusher = None
+
+    async def _run(self, batch: _Batch) -> None:
+        args: list[str | int] = [self.now_ms(), self.retention_ms, len(batch.results)]
+        for result, _ in batch.results:
+            args.extend(result.fields)
+        claims = list(batch.claims.items())
+        for name, _ in claims:
+            ep = self.settings.endpoints[name]
+            args += [name, 0 if ep.concurrent else 1, ep.in_flight_limit, self.lease_ms(ep), CLAIM_BATCH]
+        futures = [f for _, f in batch.results] + [f for _, f in claims]
+        try:
+            raw = await self._step(keys=[k.FANOUT, k.STATS], args=args)
+        except BaseException as exc:
+            for fut in futures:
+                if not fut.done():
+                    fut.set_exception(exc)
+                    fut.exception()  # a claim nobody awaits (Engine.record) must not warn "never retrieved"
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for i, (result, fut) in enumerate(batch.results):
+            fresh = bool(raw[i])
+            if not fresh:
+                logger.warning("stale_result", endpoint=result.ep.name, nid=result.fields[0], outcome=result.outcome)
+            if not fut.done():
+                fut.set_result(fresh)
+        pos = len(batch.results)
+        for name, fut in claims:
+            code, wait, count = raw[pos].decode(), int(raw[pos + 1]), int(raw[pos + 2])
+            pos += 3
+            items = [
+                forward.Claimed(
+                    nid=raw[i].decode(), attempt=int(raw[i + 1]), body=raw[i + 2],
+                    content_type=raw[i + 3].decode(), source=raw[i + 4].decode(), channel=raw[i + 5].decode(),
+                    received_ms=int(raw[i + 6] or 0), resend_of=raw[i + 7].decode(), flag=raw[i + 8].decode(),
+                )
+                for i in range(pos, pos + 9 * count, 9)
+            ]
+            pos += 9 * count
+            lane = self.lanes[name]
+            if not lane.serial:
+                lane.start(items)  # whoever asked, the lane runs what was claimed for it
+                if code == "idle" and wait:
+                    lane.hint(wait)
+            if not fut.done():
+                fut.set_result((code, wait, items))
+
+    async def attempt(self, ep: Endpoint, item: forward.Claimed) -> Result:
+        """Send one delivery attempt and classify it; the result still has to be recorded."""
         started_ms = self.now_ms()
         t0 = time.perf_counter()
         body, headers = forward.build(ep, item, int(self.clock()))
@@ -204,8 +395,7 @@ class Engine:
         retry_after: float | None = None
         try:
             async with self.session.post(
-                ep.url, data=body, headers=headers, allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=ep.timeout),
+                ep.url, data=body, headers=headers, allow_redirects=False, timeout=self._timeouts[ep.name],
             ) as resp:
                 status = resp.status
                 snippet = await _read_answer(resp, self.policy.response_snippet_bytes)
@@ -231,40 +421,27 @@ class Engine:
                 message = (message + "; " if message else "") + "out of retries"
             else:
                 next_ms = now_ms + int(delay * 1000)
+        duration_ms = round(duration * 1000, 1)
         record = {
-            "n": item.attempt, "at": started_ms, "ms": round(duration * 1000, 1), "outcome": outcome,
+            "n": item.attempt, "at": started_ms, "ms": duration_ms, "outcome": outcome,
             "status": status, "error": error or None, "message": message or None,
             "response": snippet.decode("utf-8", "replace"), "next": next_ms or None,
             "resend": bool(item.resend_of),
         }
         last = f"HTTP {status}" if status is not None else error
-        stats: list[str | float] = [f"{ep.name}|{outcome}", 1, f"{ep.name}|lat|{bucket(duration)}", 1,
-                                    f"{ep.name}|lat|sum", round(duration, 6)]
+        # relay:stats: latency buckets, and sums in integer microseconds (HINCRBY, see complete.lua)
+        r2d_bucket, r2d_us = -1, 0
         if outcome == "delivered" and item.received_ms:
             r2d = max(0.0, (now_ms - item.received_ms) / 1000)
-            stats += [f"{ep.name}|r2d|{bucket(r2d)}", 1, f"{ep.name}|r2d|sum", round(r2d, 6)]
-        args: list[str | int | float] = [
-            item.nid, ep.name, item.attempt, outcome, now_ms, next_ms,
-            json.dumps(record, separators=(",", ":")), self.retention_ms, last, *stats,
+            r2d_bucket, r2d_us = bucket(r2d), int(r2d * 1_000_000)
+        fields: list[str | int] = [
+            item.nid, ep.name, item.attempt, outcome, now_ms, next_ms, json.dumps(record, separators=(",", ":")),
+            last, k.ep_minute(ep.name, now_ms // 60_000), bucket(duration), int(duration * 1_000_000),
+            r2d_bucket, r2d_us,
         ]
-        keys = [k.delivery(item.nid, ep.name), k.attempts(item.nid, ep.name), k.ep_queue(ep.name),
-                k.ep_lease(ep.name), k.ep_minute(ep.name, now_ms // 60_000), k.STATS]
-        try:
-            # a Redis blip must not lose a result: retry briefly; past that the lease expires and
-            # the delivery is simply made again (at least once)
-            async for attempt in AsyncRetrying(
-                stop=stop_after_delay(ep.timeout), wait=wait_random_exponential(multiplier=0.05, max=1),
-                retry=retry_if_exception_type(REDIS_ERRORS), reraise=True,
-            ):
-                with attempt:
-                    fresh = await self._complete(keys=keys, args=args)
-        except REDIS_ERRORS as exc:
-            log.error("result_not_recorded", error=type(exc).__name__, outcome=outcome)
-            return
-        if not fresh:
-            log.warning("stale_result", outcome=outcome)
-        log.info("delivery_attempt", outcome=outcome, status=status, error=error or None,
-                 duration_ms=record["ms"], next_ms=next_ms or None)
+        logger.info("delivery_attempt", endpoint=ep.name, nid=item.nid, attempt=item.attempt, outcome=outcome,
+                    status=status, error=error or None, duration_ms=duration_ms, next_ms=next_ms or None)
+        return Result(ep, fields, outcome, time.monotonic() + ep.timeout)
 
 
 async def _read_answer(resp: aiohttp.ClientResponse, keep: int) -> bytes:

@@ -2,12 +2,19 @@
 -- Idempotent: ARQ runs jobs at least once, and the sweeper may re-run a fan-out.
 -- KEYS: 1 notification hash, 2 relay:fanout
 -- ARGV: 1 nid, 2 now ms, 3 retention ms, then triples: endpoint, mode (serial|concurrent|skip), reason
--- Returns the number of delivery records created, or -1 if the notification is gone.
+-- Returns {created, oldest}: the number of delivery records created (-1 if the notification is gone),
+-- and the seq of the oldest notification still waiting for its fan-out (-1: none), which tells the
+-- worker whether a serial lane blocked behind an unrouted notification can go on.
 local nid, now, retention = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local seq = redis.call('HGET', KEYS[1], 'seq')
+local function oldest()
+  local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  if #first == 0 then return -1 end
+  return tonumber(first[2])
+end
 if not seq then
   redis.call('ZREM', KEYS[2], nid)
-  return -1
+  return {-1, oldest()}
 end
 local created, names = 0, {}
 for i = 4, #ARGV, 3 do
@@ -34,4 +41,4 @@ for i = 4, #ARGV, 3 do
 end
 redis.call('HSET', KEYS[1], 'eps', table.concat(names, ','))
 redis.call('ZREM', KEYS[2], nid)
-return created
+return {created, oldest()}
