@@ -126,6 +126,8 @@ class Harness:
         path = self.cluster.root / f"relay-{self._configs}.toml"
         parts = [
             f'[server]\nhost = "{HOST}"\nport = {serve_port}\n',
+            # a free admin port, not the default 8081: two benches may run side by side
+            f'[admin]\nport = {free_port()}\n',
             '[logging]\nformat = "json"\nlevel = "info"\n',
             f'[[sources]]\nname = "default"\nsecret_key_env = "TCO_SECRET_KEY"\n'
             f'ins_secret_word_env = "TCO_INS_SECRET_WORD"\nseller_id = "{SELLER_ID}"\n',
