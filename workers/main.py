@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from typing import Any
 
@@ -11,6 +12,7 @@ from arq.worker import Worker
 
 from config.settings import Settings
 from relay.redis_conn import arq_settings, redis_url
+from relay.serve import GC_THRESHOLD
 from workers.engine import REDIS_ERRORS
 from workers.jobs import shutdown
 from workers.settings import WorkerSettings
@@ -37,6 +39,10 @@ def run(settings: Settings) -> None:
     """
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    # as in relay serve: the start-up heap is permanent, and per-delivery objects die by refcount
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 20, 20)
     backoff = 1.0
     while True:
         worker = create_worker(settings)
