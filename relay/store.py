@@ -70,17 +70,20 @@ class Batcher(Generic[T, R]):
     Under load this turns N concurrent round trips into one; alone, a call goes out at once.
     """
 
-    def __init__(self, flush: Callable[[list[T]], Awaitable[list[R]]], max_batch: int = 128) -> None:
+    def __init__(self, flush: Callable[[list[T]], Awaitable[list[R]]], max_batch: int = 128,
+                 max_in_flight: int = 2) -> None:
         self._flush = flush
         self._max = max_batch
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
-        self._running = False
+        # two batches in flight keep the CPU busy parsing the next requests while Redis answers
+        self._max_in_flight = max_in_flight
+        self._running = 0
 
     async def submit(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
-        if not self._running:
-            self._running = True
+        if self._running < self._max_in_flight:
+            self._running += 1
             asyncio.get_running_loop().create_task(self._drain())
         return await future
 
@@ -99,7 +102,7 @@ class Batcher(Generic[T, R]):
                     if not future.done():
                         future.set_result(result)
         finally:
-            self._running = False
+            self._running -= 1
 
 
 class Store:
