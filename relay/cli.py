@@ -91,6 +91,9 @@ def dev(ns: argparse.Namespace) -> int:
     from relay import devsecrets
     from relay.redis_conn import start_embedded, stop_embedded
 
+    # SIGTERM (a process manager, `timeout`) must run the cleanup below like Ctrl-C does, or the
+    # children and the embedded redis-server would outlive us
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     env = dict(os.environ)
     generated = devsecrets.fill_missing(Path(ns.config or env.get("RELAY_CONFIG") or "config/relay.toml"), env)
     os.environ.update(env)

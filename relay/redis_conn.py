@@ -43,6 +43,18 @@ def _ping(port: int) -> bool:
         return False
 
 
+def _data_dir(port: int) -> str | None:
+    """The data directory of the redis-server on ``port`` (None if it will not say)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$3\r\ndir\r\n")
+            reply = s.recv(4096).decode(errors="replace").split("\r\n")
+    except OSError:
+        return None
+    # *2 / $3 / dir / $N / <path>
+    return reply[4] if len(reply) > 4 and reply[0] == "*2" else None
+
+
 def start_embedded(settings: Settings) -> subprocess.Popen[bytes] | None:
     """Start the embedded redis-server unless one already answers on its port.
 
@@ -50,7 +62,13 @@ def start_embedded(settings: Settings) -> subprocess.Popen[bytes] | None:
     running (for example started by the ``web`` process of the same Procfile).
     """
     cfg = settings.file.redis
+    data = Path(cfg.data_dir).resolve()
     if _ping(cfg.port):
+        running = _data_dir(cfg.port)
+        if running is not None and Path(running).resolve() != data:
+            raise RedisUnavailable(
+                f"port {cfg.port} already has a redis-server keeping its data in {running}, not in {data} "
+                "(another checkout's embedded Redis?): stop it, or set [redis] port / REDIS_URL")
         return None
     exe = shutil.which("redis-server")
     if exe is None:
@@ -58,7 +76,6 @@ def start_embedded(settings: Settings) -> subprocess.Popen[bytes] | None:
             "REDIS_URL is not set and no redis-server is on PATH: install one "
             "(apt-get install redis-server, brew install redis) or set REDIS_URL"
         )
-    data = Path(cfg.data_dir).resolve()
     data.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [exe, "--port", str(cfg.port), "--bind", "127.0.0.1", "--dir", str(data),

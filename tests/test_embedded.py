@@ -1,0 +1,72 @@
+"""The embedded Redis of the local run: started, reused only when it is ours, stopped on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from config.settings import load_settings
+from relay.redis_conn import RedisUnavailable, start_embedded
+from tests.support import TEST_ENV, RedisServer, free_port, write_config
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.3) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def test_a_foreign_redis_on_the_embedded_port_is_not_silently_reused(tmp_path: Path) -> None:
+    other = RedisServer().start()
+    try:
+        path = write_config(tmp_path / "relay.toml", redis_port=other.port)
+        settings = load_settings(path, TEST_ENV)
+        with pytest.raises(RedisUnavailable, match="already has a redis-server keeping its data in"):
+            start_embedded(settings)
+        # its own data dir: reused (that is how web and worker share one embedded server)
+        path.write_text(path.read_text().replace(str(tmp_path / "redis-data"), str(other.dir)))
+        assert start_embedded(load_settings(path, TEST_ENV)) is None
+    finally:
+        other.cleanup()
+
+
+def test_relay_dev_stops_everything_on_sigterm(tmp_path: Path) -> None:
+    redis_port, web, admin = free_port(), free_port(), free_port()
+    config = write_config(tmp_path / "relay.toml", redis_port=redis_port, admin={"port": admin},
+                          extra=f"[server]\nport = {web}\n")
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | TEST_ENV
+    proc = subprocess.Popen([sys.executable, "-m", "relay", "--config", str(config), "dev", "--no-demo-sink"],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not (_answers(redis_port) and _port_open(web)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _answers(redis_port) and _port_open(web)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        deadline = time.monotonic() + 15
+        while (_answers(redis_port) or _port_open(web)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _answers(redis_port), "the embedded redis-server outlived relay dev"
+        assert not _port_open(web), "relay serve outlived relay dev"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.3):
+            return True
+    except OSError:
+        return False
