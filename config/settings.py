@@ -30,6 +30,14 @@ EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 _ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 
+def _networks(v: list[str]) -> list[str]:
+    """CIDRs or presets; a bad entry is a validation error that names it."""
+    from relay.networks import parse_networks
+
+    parse_networks(v)
+    return v
+
+
 class ConfigError(Exception):
     """The configuration is unusable; the message names every bad key and value."""
 
@@ -60,13 +68,7 @@ class ServerConfig(_Model):
     max_header_bytes: int = Field(8190, ge=1024, le=65536)
     max_headers: int = Field(100, ge=10, le=1000)
 
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _proxies(cls, v: list[str]) -> list[str]:
-        from relay.networks import parse_networks
-
-        parse_networks(v)
-        return v
+    _proxies = field_validator("trusted_proxies")(classmethod(lambda cls, v: _networks(v)))
 
 
 class AdminConfig(_Model):
@@ -99,13 +101,7 @@ class SourceConfig(_Model):
     # message_type but another message_id: the md5_hash does not cover the rest of the message
     flag_ins_replays: bool = True
 
-    @field_validator("allow_networks")
-    @classmethod
-    def _networks(cls, v: list[str]) -> list[str]:
-        from relay.networks import parse_networks
-
-        parse_networks(v)
-        return v
+    _allow = field_validator("allow_networks")(classmethod(lambda cls, v: _networks(v)))
 
 
 class EndpointConfig(_Model):

@@ -34,13 +34,24 @@ def redis_url(settings: Settings) -> str:
     return settings.redis_url or embedded_url(settings)
 
 
-def _ping(port: int) -> bool:
+def answers_ping(port: int) -> bool:
+    """Whether a Redis (or Sentinel) on this loopback port answers PING."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
             s.sendall(b"PING\r\n")
             return s.recv(16).startswith(b"+PONG")
     except OSError:
         return False
+
+
+def wait_for_ping(port: int, timeout: float = 10.0) -> bool:
+    """Poll ``answers_ping`` until it is true or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if answers_ping(port):
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def _data_dir(port: int) -> str | None:
@@ -63,7 +74,7 @@ def start_embedded(settings: Settings) -> subprocess.Popen[bytes] | None:
     """
     cfg = settings.file.redis
     data = Path(cfg.data_dir).resolve()
-    if _ping(cfg.port):
+    if answers_ping(cfg.port):
         running = _data_dir(cfg.port)
         if running is not None and Path(running).resolve() != data:
             raise RedisUnavailable(
@@ -87,12 +98,12 @@ def start_embedded(settings: Settings) -> subprocess.Popen[bytes] | None:
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if _ping(cfg.port):
+        if answers_ping(cfg.port):
             logger.info("embedded_redis_started", port=cfg.port, data_dir=str(data), pid=proc.pid)
             return proc
         if proc.poll() is not None:
             # lost a start race with another process of ours: use the winner's server
-            if _ping(cfg.port):
+            if answers_ping(cfg.port):
                 return None
             raise RedisUnavailable(f"embedded redis-server exited; see {data / 'redis.log'}")
         time.sleep(0.05)

@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from relay import protocol
+from relay.redis_conn import wait_for_ping
 
 VECTORS = Path(os.environ.get("RELAY_VECTORS", Path(__file__).resolve().parents[2] / "shared" / "vectors"))
 if not VECTORS.exists():  # tests/vectors is a copy kept for checkouts without ../shared
@@ -65,17 +66,9 @@ class RedisServer:
              *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.02)
-        raise RuntimeError("redis-server did not start")
+        if not wait_for_ping(self.port):
+            raise RuntimeError("redis-server did not start")
+        return self
 
     def stop(self, sig: str = "term") -> None:
         if self.proc and self.proc.poll() is None:

@@ -13,17 +13,8 @@ from pathlib import Path
 import pytest
 
 from config.settings import load_settings
-from relay.redis_conn import RedisUnavailable, start_embedded
+from relay.redis_conn import RedisUnavailable, answers_ping, start_embedded
 from tests.support import TEST_ENV, RedisServer, free_port, write_config
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.3) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 def test_a_foreign_redis_on_the_embedded_port_is_not_silently_reused(tmp_path: Path) -> None:
@@ -49,15 +40,15 @@ def test_relay_dev_stops_everything_on_sigterm(tmp_path: Path) -> None:
                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 20
-        while not (_answers(redis_port) and _port_open(web)) and time.monotonic() < deadline:
+        while not (answers_ping(redis_port) and _port_open(web)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _answers(redis_port) and _port_open(web)
+        assert answers_ping(redis_port) and _port_open(web)
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
         deadline = time.monotonic() + 15
-        while (_answers(redis_port) or _port_open(web)) and time.monotonic() < deadline:
+        while (answers_ping(redis_port) or _port_open(web)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _answers(redis_port), "the embedded redis-server outlived relay dev"
+        assert not answers_ping(redis_port), "the embedded redis-server outlived relay dev"
         assert not _port_open(web), "relay serve outlived relay dev"
     finally:
         if proc.poll() is None:

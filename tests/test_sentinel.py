@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from redis.exceptions import RedisError
 from config.settings import Settings
 from relay import constants as k
 from relay.app import create_app
-from relay.redis_conn import RedisUnavailable, parse_sentinel_url
+from relay.redis_conn import RedisUnavailable, parse_sentinel_url, wait_for_ping
 from relay.store import notification_id
 from tests.support import RedisServer, free_port, ipn_fields, signed_body, wait_for
 from workers.main import create_worker
@@ -46,16 +44,8 @@ class Sentinel:
                         "sentinel down-after-milliseconds relay 1000\nsentinel failover-timeout relay 5000\n")
         self.proc = subprocess.Popen(["redis-server", str(conf), "--sentinel"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("sentinel did not start")
+        if not wait_for_ping(self.port):
+            raise RuntimeError("sentinel did not start")
 
     def stop(self) -> None:
         self.proc.terminate()
