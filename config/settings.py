@@ -32,7 +32,7 @@ _ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 def _networks(v: list[str]) -> list[str]:
     """CIDRs or presets; a bad entry is a validation error that names it."""
-    from relay.networks import parse_networks
+    from config.networks import parse_networks
 
     parse_networks(v)
     return v
@@ -155,6 +155,10 @@ class DeliveryConfig(_Model):
     response_snippet_bytes: int = Field(512, ge=0, le=65536)
     # how often idle workers look for due retries (new work wakes them at once)
     poll_interval: float = Field(0.25, gt=0, le=60)
+
+    @property
+    def retention_ms(self) -> int:
+        return int(self.retention_days * 86_400_000)
 
 
 class LoggingConfig(_Model):
@@ -404,7 +408,7 @@ def load_settings(
             return None
         return Secret(value)
 
-    from relay.networks import parse_networks
+    from config.networks import parse_networks
 
     sources: dict[str, Source] = {}
     for i, s in enumerate(cfg.sources):

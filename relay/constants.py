@@ -21,7 +21,7 @@ relay:stats                            hash   cumulative counters read by /metri
 relay:rejects                          list   capped log of rejected requests (JSON)
 relay:workers                          zset   worker name -> last heartbeat ms
 relay:ins:{src}:{sale}:{inv}:{type}    str    first INS message_id seen for a signed triple and type
-relay:resends:{nid}                    zset   resend ids of an original -> created ms (relay/resend.py)
+relay:resends:{nid}                    zset   resend ids of an original -> created ms (relay/store/resend.py)
 relay:resend-seq:{nid}                 str    counter behind resend ids ``{nid}~r{n}``
 relay:idem:{key} (+ :map, :result)     -      bulk-resend idempotency keys, kept 24 h
 relay:dash:session:{sid}               str    a dashboard session, until it expires or logs out
@@ -44,6 +44,11 @@ ARQ_JOB_PREFIX = "arq:job:"
 FANOUT_FUNCTION = "fanout"
 
 REJECTS_CAP = 1000
+DAY_MS = 86_400_000
+# the cyclic GC runs less often in the long-lived processes (see relay.server.serve)
+GC_THRESHOLD = 20_000
+# seconds; shared by the ingress ack histogram and the delivery latency counters in Redis
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 ATTEMPTS_CAP = 200
 
 STATES = ("pending", "in_flight", "retrying", "delivered", "failed", "skipped")
@@ -91,6 +96,35 @@ def ep_lease(ep: str) -> str:
 
 def ep_minute(ep: str, minute: int) -> str:
     return f"relay:ep:{ep}:m:{minute}"
+
+
+def resends(nid: str) -> str:
+    """zset of the resends of one original: resend nid -> created ms."""
+    return f"relay:resends:{nid}"
+
+
+def resend_seq(nid: str) -> str:
+    return f"relay:resend-seq:{nid}"
+
+
+def idempotency(key: str) -> tuple[str, str, str]:
+    """A bulk resend's fingerprint (SET NX), its original -> resend map, and its stored answer."""
+    base = f"relay:idem:{key}"
+    return base, f"{base}:map", f"{base}:result"
+
+
+def dash_session(sid: str) -> str:
+    return f"relay:dash:session:{sid}"
+
+
+def alert(subject: str) -> str:
+    """ms of the last alert about ``subject``; it expires after ``[alerts] frequency_hours``."""
+    return f"relay:alert:{subject}"
+
+
+def alert_open(subject: str) -> str:
+    """Set while an alert about ``subject`` still owes a recovery message."""
+    return f"relay:alert:{subject}:open"
 
 
 def fanout_job_id(nid: str) -> str:

@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from relay import protocol
-from relay.redis_conn import wait_for_ping
+from relay.store.connection import wait_for_ping
 
 VECTORS = Path(os.environ.get("RELAY_VECTORS", Path(__file__).resolve().parents[2] / "shared" / "vectors"))
 if not VECTORS.exists():  # tests/vectors is a copy kept for checkouts without ../shared

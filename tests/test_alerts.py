@@ -199,7 +199,7 @@ async def test_overall_alert_when_no_single_endpoint_has_enough_deliveries(
     await add(redis, "b", NOW, ok=1, fail=5)
     notices = await run(redis, settings, session, NOW)
     assert [(n.kind, n.subject, n.counts.attempts) for n in notices] == [("failing", "_overall", 12)]
-    assert await redis.exists(alerts.alert_key("a")) == 0
+    assert await redis.exists(k.alert("a")) == 0
 
 
 async def test_broken_channels_are_logged_and_do_not_stop_the_job(redis: Redis, setup: Callable[..., Any],

@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from config.settings import Settings
-from relay.app import create_app
+from relay.server import create_app
 from tests.support import RedisServer, free_port, ins_body, ipn_fields, signed_body
 from tests.test_api import SOURCES, TOKEN
 

@@ -21,9 +21,9 @@ from redis.asyncio import Redis
 from config.settings import load_settings
 from relay import constants as k
 from relay import protocol
-from relay.app import create_app
 from relay.cli import main
-from relay.sendtest import build, verify_receipt
+from relay.cli.sendtest import build, verify_receipt
+from relay.server import create_app
 from tests.support import INS_WORD, SECRET_KEY, TEST_ENV, RedisServer, Sink, free_port, write_config
 from workers.main import create_worker
 
@@ -271,7 +271,7 @@ def test_built_notifications_verify_as_the_ingress_checks_them(tmp_path: Path) -
 
 
 def test_receipt_verification_rejects_a_wrong_receipt(tmp_path: Path) -> None:
-    from relay.sendtest import SendTestError
+    from relay.cli.sendtest import SendTestError
 
     source = load_settings(config(tmp_path, []), TEST_ENV).sources["default"]
     body = build("ipn", source)

@@ -24,12 +24,10 @@ from redis.asyncio import Redis
 
 from config.settings import Settings
 from relay import constants as k
-from relay import dashboard
-from relay.app import create_app
-from relay.queries import resends_key
-from relay.store import notification_id
+from relay.dashboard import routes as dashboard
+from relay.server import create_app
+from relay.store.ingest import notification_id
 from tests.support import SECRET_KEY, Sink, free_port, ipn_fields, signed_body, wait_for
-from workers.alerts import open_key
 from workers.main import create_worker
 
 TOKEN = "dash-admin-token-0123456789abcdef"
@@ -107,7 +105,7 @@ async def test_without_a_session_pages_redirect_and_data_is_401(client: TestClie
     nid = await ingest(client, ipn_fields("1"))
     resp = await client.post(f"/dashboard/notifications/{nid}/resend", data={}, allow_redirects=False)
     assert resp.status == 303 and resp.headers["Location"] == "/dashboard/login"
-    assert await redis.zcard(resends_key(nid)) == 0
+    assert await redis.zcard(k.resends(nid)) == 0
     page = await client.get("/dashboard/login")
     text = await page.text()
     assert page.status == 200 and '<label for="token">Admin token</label>' in text and 'id="token"' in text
@@ -134,7 +132,7 @@ async def test_login_sets_a_signed_expiring_httponly_strict_cookie(client: TestC
     assert TOKEN not in value
     sid, expires, _ = value.split(".")
     assert abs(int(expires) - time.time() - dashboard.SESSION_TTL_S) < 60
-    assert 0 < await redis.ttl(dashboard.session_key(sid)) <= dashboard.SESSION_TTL_S
+    assert 0 < await redis.ttl(k.dash_session(sid)) <= dashboard.SESSION_TTL_S
     page = await client.get("/dashboard/")
     assert page.status == 200
     assert "script-src 'self'" in page.headers["Content-Security-Policy"]
@@ -184,7 +182,7 @@ async def test_tampered_expired_and_logged_out_sessions_are_refused(client: Test
     assert set_cookie(resp)[1] == ""  # the browser drops it
     # a copy of the cookie kept after logout opens nothing: the session is gone from Redis
     assert (await client.get("/dashboard/data/overview", headers=good)).status == 401
-    assert not await redis.exists(dashboard.session_key(sid))
+    assert not await redis.exists(k.dash_session(sid))
 
 
 async def test_state_changing_posts_need_the_csrf_token(client: TestClient, redis: Redis) -> None:
@@ -198,14 +196,14 @@ async def test_state_changing_posts_need_the_csrf_token(client: TestClient, redi
         assert resp.status == 403, (data, headers)
     assert (await client.post("/dashboard/logout", data={}, allow_redirects=False)).status == 403
     assert (await client.post("/dashboard/resend", data={"channel": "ipn"}, allow_redirects=False)).status == 403
-    assert await redis.zcard(resends_key(nid)) == 0
+    assert await redis.zcard(k.resends(nid)) == 0
     # the right token, as a form field or a header, from this origin
     resp = await client.post(url, data={"csrf": csrf}, headers={"Sec-Fetch-Site": "same-origin"},
                              allow_redirects=False)
     assert resp.status == 303 and f"/dashboard/notifications/{nid}?resent={quote(nid)}~r1" == resp.headers["Location"]
     resp = await client.post(url, headers={"X-CSRF-Token": csrf}, allow_redirects=False)
     assert resp.status == 303
-    assert await redis.zcard(resends_key(nid)) == 2
+    assert await redis.zcard(k.resends(nid)) == 2
 
 
 # -- what the pages show -----------------------------------------------------------------------------
@@ -316,16 +314,16 @@ async def test_bulk_resend_shows_the_count_before_sending(client: TestClient, re
     resp = await client.get("/dashboard/resend", params={"channel": "ipn", "period": "24h"})
     page = await resp.text()
     assert resp.status == 200 and "This will resend <strong>3</strong> notifications" in page
-    assert sum([await redis.zcard(resends_key(n)) for n in nids]) == 0  # a dry run
+    assert sum([await redis.zcard(k.resends(n)) for n in nids]) == 0  # a dry run
     form = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page))
     assert form["csrf"] == csrf and form["period"] == "custom" and form["until"].isdigit()
     resp = await client.post("/dashboard/resend", data=form, allow_redirects=False)
     assert resp.status == 303 and "queued=3" in resp.headers["Location"]
-    assert [await redis.zcard(resends_key(n)) for n in nids] == [1, 1, 1]
+    assert [await redis.zcard(k.resends(n)) for n in nids] == [1, 1, 1]
     # the same confirmation sent twice queues nothing more
     resp = await client.post("/dashboard/resend", data=form, allow_redirects=False)
     assert "replayed=1" in resp.headers["Location"]
-    assert [await redis.zcard(resends_key(n)) for n in nids] == [1, 1, 1]
+    assert [await redis.zcard(k.resends(n)) for n in nids] == [1, 1, 1]
     assert resp.headers["Location"] == "/dashboard/notifications?channel=ipn&queued=3&replayed=1"
     listing = await (await client.get(resp.headers["Location"])).text()
     assert "3 resends queued" in listing and "already made" in listing
@@ -359,7 +357,7 @@ async def test_overview_states_and_hourly_chart(client: TestClient, settings: Se
     assert (hours[-1]["ok"], hours[-1]["fail"]) == (3, 1) and hours[-2]["ok"] == 5
     assert hours[0]["fail"] == 2 and sum(h["ok"] for h in hours) == 8
     assert model["endpoints"]["billing"]["state"] == "failing"  # a failure under 5 minutes ago
-    await redis.set(open_key("billing"), now)
+    await redis.set(k.alert_open("billing"), now)
     assert (await dashboard.overview_model(redis, settings, now))["endpoints"]["billing"]["state"] == "alerting"
     row = {"last_hour": {"fail": 1}, "last_ok": now, "last_fail": now - 10 * 60_000}
     assert dashboard.endpoint_state(row, False, now) == "healthy"  # recovered since

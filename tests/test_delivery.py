@@ -19,8 +19,8 @@ from redis.asyncio import Redis
 
 from config.settings import Settings
 from relay import constants as k
-from relay.app import create_app
-from relay.store import notification_id
+from relay.server import create_app
+from relay.store.ingest import notification_id
 from tests.procs import RelayProcess
 from tests.support import WHSEC, RedisServer, Sink, ins_body, ipn_fields, signed_body, wait_for
 from workers.main import create_worker

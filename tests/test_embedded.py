@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from config.settings import load_settings
-from relay.redis_conn import RedisUnavailable, answers_ping, start_embedded
+from relay.store.connection import RedisUnavailable, answers_ping, start_embedded
 from tests.support import TEST_ENV, RedisServer, free_port, write_config
 
 

@@ -1,4 +1,4 @@
-"""relay/health.py against a real redis-server seeded with the documented data model."""
+"""relay/store/stats.py against a real redis-server seeded with the documented data model."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from redis.asyncio import Redis
 
 from config.settings import Settings
 from relay import constants as k
-from relay.app import create_app
-from relay.health import health_report, health_view
+from relay.admin.api import health as health_view
+from relay.server import create_app
+from relay.store.stats import health_report
 from tests.support import RedisServer, free_port
 
 NOW = int(time.time() * 1000)

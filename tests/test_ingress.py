@@ -14,8 +14,8 @@ from redis.asyncio import Redis
 from config.settings import Settings
 from relay import constants as k
 from relay import protocol
-from relay.app import create_app
-from relay.store import notification_id
+from relay.server import create_app
+from relay.store.ingest import notification_id
 from tests.support import SECRET_KEY, RedisServer, ins_body, ipn_fields, signed_body, vectors, write_config
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from config.settings import Settings
-from relay.app import create_app
+from relay.server import create_app
 from tests.support import free_port, ipn_fields, signed_body
 
 

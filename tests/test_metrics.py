@@ -14,8 +14,8 @@ from redis.asyncio import Redis
 
 from config.settings import Settings
 from relay import constants as k
-from relay.app import create_app
-from relay.store import notification_id
+from relay.server import create_app
+from relay.store.ingest import notification_id
 from tests.support import Sink, free_port, ipn_fields, signed_body, wait_for
 from workers.main import create_worker
 

@@ -21,8 +21,7 @@ from redis.asyncio import Redis
 
 from config.settings import Settings
 from relay import constants as k
-from relay import resend as resend_module
-from relay.queries import resends_key
+from relay.store import resend as resend_module
 from tests.support import TEST_ENV, ipn_fields, signed_body, wait_for
 from tests.test_api import (  # noqa: F401  (fixtures used by name)
     AUTH,
@@ -67,7 +66,7 @@ async def test_resend_is_a_new_notification_with_its_fanout_job(client: TestClie
     job = pickle.loads(await redis.get(k.ARQ_JOB_PREFIX + k.fanout_job_id(new)))
     assert job["f"] == "fanout" and job["a"] == (new,) and job["k"] == {}
     assert await redis.zscore(k.QUEUE_NAME, k.fanout_job_id(new)) is not None
-    for index in (k.IDX_ALL, k.idx_channel("ipn"), k.idx_source("default"), k.idx_ref("100"), resends_key(a)):
+    for index in (k.IDX_ALL, k.idx_channel("ipn"), k.idx_source("default"), k.idx_ref("100"), k.resends(a)):
         assert await redis.zscore(index, new) is not None, index
     status, shown = await post_get(client, f"/api/notifications/{a}")
     assert [r["id"] for r in shown["resends"]] == [new] and shown["resends"][0]["resend_of"] == a
@@ -137,7 +136,7 @@ async def test_bulk_by_filter_requeues_exactly_the_failed_ones_once(
     request = {"filter": {"endpoint": "billing", "state": "failed"}}
     status, doc = await post(client, "/api/resend", {**request, "dry_run": True})
     assert status == 200 and doc["dry_run"] is True and doc["count"] == 2 and doc["ids"] == []
-    assert not await redis.exists(resends_key(a)) and not await redis.exists(resends_key(c))
+    assert not await redis.exists(k.resends(a)) and not await redis.exists(k.resends(c))
     billing.failing = set()  # the endpoint is fixed
     status, doc = await post(client, "/api/resend", request)
     assert status == 202 and doc["count"] == 2 and doc["dry_run"] is False
@@ -163,7 +162,7 @@ async def test_bulk_over_originals_and_resends_sends_each_original_once(client: 
     assert status == 202 and doc["count"] == 2
     assert sorted(r["resend_of"] for r in doc["resends"]) == sorted([a, b])
     assert doc["skipped"] == [{"id": gone, "reason": f"no notification {gone!r} (never received, or past retention)"}]
-    assert await redis.zcard(resends_key(a)) == 2 and await redis.zcard(resends_key(b)) == 1
+    assert await redis.zcard(k.resends(a)) == 2 and await redis.zcard(k.resends(b)) == 1
     status, doc = await post(client, "/api/resend", {"ids": [a], "endpoint": "crm"})
     assert status == 202 and doc["resends"][0]["targets"] == ["crm"]
 
@@ -175,7 +174,7 @@ async def test_idempotency_key_makes_a_retry_safe(client: TestClient, redis: Red
     assert status == 202 and first["count"] == 2
     status, again = await post(client, "/api/resend", request)
     assert status == 202 and again == {**first, "replayed": True}
-    assert await redis.zcard(resends_key(a)) == 1 and await redis.zcard(resends_key(b)) == 1
+    assert await redis.zcard(k.resends(a)) == 1 and await redis.zcard(k.resends(b)) == 1
     assert 0 < await redis.pttl("relay:idem:batch-2024-05-01") <= 86_400_000
     status, doc = await post(client, "/api/resend", {"ids": [a], "idempotency_key": "batch-2024-05-01"})
     assert status == 409 and "different request" in doc["error"]
@@ -183,12 +182,12 @@ async def test_idempotency_key_makes_a_retry_safe(client: TestClient, redis: Red
     await redis.delete("relay:idem:batch-2024-05-01:result")
     status, retry = await post(client, "/api/resend", request)
     assert status == 202 and retry["ids"] == first["ids"]
-    assert await redis.zcard(resends_key(a)) == 1
+    assert await redis.zcard(k.resends(a)) == 1
     # the header form, on the single route
     for _ in range(2):
         status, doc = await post(client, f"/api/notifications/{a}/resend", {}, {"Idempotency-Key": "one-a"})
         assert status == 202 and doc["id"] == f"{a}~r2"
-    assert await redis.zcard(resends_key(a)) == 2
+    assert await redis.zcard(k.resends(a)) == 2
 
 
 @pytest.mark.parametrize("body,named", [
@@ -242,7 +241,7 @@ async def test_cli_resend_one_ids_and_by_filter(client: TestClient, api_settings
     assert out.returncode == 0 and "1 notification(s) would be resent to billing" in out.stdout
     out = await cli("resend", "--endpoint", "billing", "--state", "failed")
     assert out.returncode == 2 and "--yes" in out.stderr and "Traceback" not in out.stderr
-    assert await redis.zcard(resends_key(a)) == 1  # only the --ids resend so far
+    assert await redis.zcard(k.resends(a)) == 1  # only the --ids resend so far
     out = await cli("resend", "--endpoint", "billing", "--state", "failed", "--yes")
     assert out.returncode == 0 and "queued 1 resend(s)" in out.stdout and f"(resend of {a}) to billing" in out.stdout
     await wait_for(lambda: any(h.get("Relay-Resend-Of") == a for h, _ in billing.received), 15)
@@ -285,7 +284,7 @@ async def test_cli_bulk_resend_asks_in_a_terminal(client: TestClient, api_settin
     args = ("resend", "--endpoint", "billing", "--state", "failed")
     out = await asyncio.to_thread(run_in_terminal, api_settings, "n", *args)
     assert "Resend 1 notification(s) to billing? [y/N]" in out.stdout and out.returncode == 1, out.stderr
-    assert "aborted" in out.stderr and not await redis.exists(resends_key(a))
+    assert "aborted" in out.stderr and not await redis.exists(k.resends(a))
     out = await asyncio.to_thread(run_in_terminal, api_settings, "y", *args)
     assert out.returncode == 0 and "queued 1 resend(s)" in out.stdout, out.stderr
-    assert await redis.zcard(resends_key(a)) == 1
+    assert await redis.zcard(k.resends(a)) == 1

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from config import networks
 from config.settings import Settings
 from relay import constants as k
-from relay import networks
-from relay.app import create_app
-from relay.store import notification_id
+from relay.server import create_app
+from relay.store.ingest import notification_id
 from tests.support import RedisServer, free_port, ins_body, ipn_fields, signed_body
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

@@ -15,9 +15,9 @@ from redis.exceptions import RedisError
 
 from config.settings import Settings
 from relay import constants as k
-from relay.app import create_app
-from relay.redis_conn import RedisUnavailable, parse_sentinel_url, wait_for_ping
-from relay.store import notification_id
+from relay.server import create_app
+from relay.store.connection import RedisUnavailable, parse_sentinel_url, wait_for_ping
+from relay.store.ingest import notification_id
 from tests.support import RedisServer, free_port, ipn_fields, signed_body, wait_for
 from workers.main import create_worker
 

@@ -23,21 +23,14 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from config.settings import Settings
-from relay.health import Counts, minute_counts
+from relay import constants as k
+from relay.store.stats import Counts, minute_counts
 from workers.engine import Engine
 
 logger = structlog.get_logger()
 
 OVERALL = "_overall"  # endpoint names start with [a-z0-9], so this never collides with one
 SEND_TIMEOUT_S = 10.0
-
-
-def alert_key(subject: str) -> str:
-    return f"relay:alert:{subject}"
-
-
-def open_key(subject: str) -> str:
-    return f"relay:alert:{subject}:open"
 
 
 @dataclass(frozen=True)
@@ -94,7 +87,7 @@ async def evaluate(redis: Redis, settings: Settings, now_ms: int) -> list[Notice
         if failing and c.attempts >= cfg.min_deliveries:
             if await _claim(redis, subject, now_ms, max(1, round(cfg.frequency_hours * 3_600_000))):
                 notices.append(Notice("failing", subject, c, cfg.window_hours, cfg.threshold_percent))
-        elif not failing and await redis.getdel(open_key(subject)) is not None:
+        elif not failing and await redis.getdel(k.alert_open(subject)) is not None:
             notices.append(Notice("recovered", subject, c, cfg.window_hours, cfg.threshold_percent))
     return notices
 
@@ -105,7 +98,7 @@ async def _claim(redis: Redis, subject: str, now_ms: int, every_ms: int) -> bool
     The age is judged by the job's clock, not by the key's TTL (which only removes it afterwards),
     so the rate limit follows the same clock as the failure window.
     """
-    key = alert_key(subject)
+    key = k.alert(subject)
     async with redis.pipeline(transaction=True) as pipe:
         try:
             await pipe.watch(key)
@@ -114,7 +107,7 @@ async def _claim(redis: Redis, subject: str, now_ms: int, every_ms: int) -> bool
                 return False
             pipe.multi()  # type: ignore[no-untyped-call]  # unannotated in redis-py
             pipe.set(key, now_ms, px=every_ms)
-            pipe.set(open_key(subject), now_ms)
+            pipe.set(k.alert_open(subject), now_ms)
             await pipe.execute()
         except WatchError:  # another checker recorded it first
             return False

@@ -25,20 +25,20 @@ from dataclasses import dataclass, field
 import aiohttp
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from config.settings import Endpoint, Settings
 from relay import constants as k
-from relay.lua import load, register
-from relay.metrics import LATENCY_BUCKETS
-from workers import forward, routing, schedule
+from relay import routing
+from relay.constants import LATENCY_BUCKETS
+from relay.store.connection import REDIS_ERRORS
+from relay.store.scripts import load, register
+from workers import forward, schedule
 
 logger = structlog.get_logger()
 
 CLAIM_BATCH = 64
 LEASE_MARGIN_S = 5.0
 MAX_ANSWER_BYTES = 1 << 20
-REDIS_ERRORS = (RedisError, OSError)
 
 
 def bucket(seconds: float) -> int:
@@ -275,7 +275,7 @@ class Engine:
 
     @property
     def retention_ms(self) -> int:
-        return int(self.policy.retention_days * 86_400_000)
+        return self.policy.retention_ms
 
     # -- claiming and delivering -------------------------------------------------------------
 

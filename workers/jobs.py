@@ -12,8 +12,8 @@ import structlog
 
 from config.settings import Settings, load_settings
 from relay import constants as k
-from relay.redis_conn import connect, redis_url
-from workers.engine import REDIS_ERRORS, Engine
+from relay.store.connection import REDIS_ERRORS, connect, redis_url
+from workers.engine import Engine
 
 logger = structlog.get_logger()
 
@@ -102,7 +102,7 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
         for ep in engine.settings.endpoints:
             for state in k.STATES:
                 pipe.zremrangebyscore(k.ep_state(ep, state), "-inf", cutoff)
-        pipe.zremrangebyscore(k.WORKERS, "-inf", now - 86_400_000)
+        pipe.zremrangebyscore(k.WORKERS, "-inf", now - k.DAY_MS)
         await pipe.execute()
     if requeued:
         logger.warning("fanout_recovered", count=requeued)

@@ -11,9 +11,8 @@ import structlog
 from arq.worker import Worker
 
 from config.settings import Settings
-from relay.redis_conn import arq_settings, redis_url
-from relay.serve import GC_THRESHOLD
-from workers.engine import REDIS_ERRORS
+from relay.constants import GC_THRESHOLD
+from relay.store.connection import REDIS_ERRORS, arq_settings, redis_url
 from workers.jobs import shutdown
 from workers.settings import WorkerSettings
 

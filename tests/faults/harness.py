@@ -39,7 +39,7 @@ from redis.exceptions import RedisError
 
 from relay import constants as k
 from relay import protocol
-from relay.store import notification_id
+from relay.store.ingest import notification_id
 from tests.support import SECRET_KEY, TEST_ENV, RedisServer, ipn_fields, signed_body, write_config
 
 T = TypeVar("T")

@@ -22,8 +22,8 @@ import pytest
 from aiohttp import web
 
 from config.settings import load_settings
-from relay.app import create_app
-from relay.store import notification_id
+from relay.server import create_app
+from relay.store.ingest import notification_id
 from tests.faults.harness import FORM, Cluster, Summary, command, ipn_body, pick, report
 from tests.support import TEST_ENV
 

@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 
 from relay import constants as k
 from relay import protocol
-from relay.store import notification_id
+from relay.store.ingest import notification_id
 from tests.faults.harness import HOST, Cluster, Summary, command, ipn_body, pick, receipt_ok, report
 from tests.support import ins_body, ipn_fields, signed_body
 

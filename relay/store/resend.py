@@ -1,7 +1,7 @@
 """Resending notifications, as 2Checkout does: the original bytes, queued, recorded as a new notification.
 
 A resend of original ``X`` is the notification ``X~r{n}`` (``n`` from ``relay:resend-seq:X``) with
-``resend_of = X`` and ``targets``, written with its fan-out job by ``relay/lua/resend.lua`` in one
+``resend_of = X`` and ``targets``, written with its fan-out job by ``relay/store/lua/resend.lua`` in one
 atomic call. A resend of a resend is a resend of its original, so every delivery keeps the original's
 ``webhook-id``. With an idempotency key, ``relay:idem:{key}`` (SET NX, one day) pins the request, and
 ``relay:idem:{key}:map`` records the resend made for each original, so a retried request, even one cut
@@ -23,8 +23,9 @@ from redis.asyncio import Redis
 
 from config.settings import Settings
 from relay import constants as k
-from relay.lua import register
-from relay.queries import (
+from relay import routing
+from relay.store.ingest import FANOUT_JOB_EXPIRY_MS, fanout_job
+from relay.store.queries import (
     BadParam,
     BadRequest,
     Conflict,
@@ -34,15 +35,13 @@ from relay.queries import (
     TooBroad,
     check_id,
     load_rows,
-    resends_key,
     scan,
 )
-from relay.store import FANOUT_JOB_EXPIRY_MS, fanout_job
-from workers import routing
+from relay.store.scripts import register
 
 logger = structlog.get_logger()
 
-IDEMPOTENCY_TTL_MS = 86_400_000
+IDEMPOTENCY_TTL_MS = k.DAY_MS
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:~-]{1,128}$")
 MAX_IDS = 1000
 BULK_MAX = 10_000
@@ -52,16 +51,6 @@ SKIPPED_SHOWN = 100
 # a resend in one of these states already carries (or carried) the notification to that endpoint
 IN_HAND = frozenset({"pending", "in_flight", "retrying", "delivered"})
 FACTS = ("source", "channel", "ref", "mtype", "status", "test", "resend_of")
-
-
-def resend_seq_key(nid: str) -> str:
-    return f"{k.PREFIX}resend-seq:{nid}"
-
-
-def idempotency_keys(key: str) -> tuple[str, str, str]:
-    """The request's fingerprint (SET NX), its original -> resend map, and its stored answer."""
-    base = f"{k.PREFIX}idem:{key}"
-    return base, f"{base}:map", f"{base}:result"
 
 
 def check_idempotency_key(value: object) -> str | None:
@@ -112,7 +101,7 @@ class Resender:
         self.redis = redis
         self.settings = settings
         self.clock = clock
-        self.retention_ms = int(settings.delivery.retention_days * 86_400_000)
+        self.retention_ms = settings.delivery.retention_ms
         self._script = register(redis, "resend")
 
     # -- entry points ------------------------------------------------------------------------
@@ -259,7 +248,7 @@ class Resender:
     async def _drop_in_hand(self, plan: Plan) -> tuple[Plan, list[Skip]]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for original, _ in plan:
-                pipe.zrange(resends_key(original.nid), 0, -1, withscores=True)
+                pipe.zrange(k.resends(original.nid), 0, -1, withscores=True)
             earlier = await pipe.execute() if plan else []
         rows = await load_rows(self.redis, [(m.decode(), int(s)) for found in earlier for m, s in found])
         by_original: dict[str, list[Row]] = {}
@@ -297,8 +286,8 @@ class Resender:
             chunk = plan[start:start + CHUNK]
             async with self.redis.pipeline(transaction=False) as pipe:
                 for original, _ in chunk:
-                    pipe.incr(resend_seq_key(original.nid))
-                    pipe.pexpire(resend_seq_key(original.nid), self.retention_ms)
+                    pipe.incr(k.resend_seq(original.nid))
+                    pipe.pexpire(k.resend_seq(original.nid), self.retention_ms)
                 numbers = (await pipe.execute())[0::2]
             now = int(self.clock() * 1000)
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -309,7 +298,7 @@ class Resender:
                         keys=[k.notification(original.nid), k.notification(nid), k.SEQ, k.IDX_ALL,
                               k.idx_channel(original.channel), k.idx_source(original.source),
                               k.idx_ref(original.ref) if original.ref else "", k.FANOUT,
-                              resends_key(original.nid), k.ARQ_JOB_PREFIX + job_id, k.QUEUE_NAME, idem_map],
+                              k.resends(original.nid), k.ARQ_JOB_PREFIX + job_id, k.QUEUE_NAME, idem_map],
                         args=[original.nid, nid, now, self.retention_ms, fanout_job(nid, now),
                               FANOUT_JOB_EXPIRY_MS, job_id, ",".join(targets), IDEMPOTENCY_TTL_MS],
                         client=pipe,
@@ -329,7 +318,7 @@ class Resender:
                           work: Callable[[str], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
         if key is None:
             return await work("")
-        claim, idem_map, stored = idempotency_keys(key)
+        claim, idem_map, stored = k.idempotency(key)
         fingerprint = hashlib.blake2b(json.dumps(request, sort_keys=True).encode(), digest_size=16).hexdigest()
         if not await self.redis.set(claim, fingerprint, nx=True, px=IDEMPOTENCY_TTL_MS):
             previous = await self.redis.get(claim)

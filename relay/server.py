@@ -1,7 +1,11 @@
-"""The aiohttp application factory for ``relay serve``."""
+"""What ``relay serve`` runs: the public app (relay.web) and the admin app (relay.admin, relay.dashboard),
+each on its own listener."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import signal
 from collections.abc import AsyncIterator
 
 import structlog
@@ -9,14 +13,15 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
+from config.networks import parse_networks
 from config.settings import Settings
-from relay import appkeys, ingress, middleware, probes
-from relay.api import setup_api
-from relay.dashboard import setup_dashboard
-from relay.metrics import IngressMetrics
-from relay.networks import parse_networks
-from relay.redis_conn import connect, redis_url
-from relay.store import NotDurable, Store
+from relay import constants as k
+from relay.admin.api import setup_api
+from relay.dashboard.routes import setup_dashboard
+from relay.store.connection import connect, redis_url
+from relay.store.ingest import NotDurable, Store
+from relay.web import appkeys, ingress, middleware, probes
+from relay.web.metrics import IngressMetrics
 
 logger = structlog.get_logger()
 
@@ -58,7 +63,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     redis = connect(redis_url(settings), timeout=settings.server.redis_timeout)
     app[appkeys.REDIS] = redis
     server = settings.server
-    store = Store(redis, retention_ms=int(settings.delivery.retention_days * 86_400_000),
+    store = Store(redis, retention_ms=settings.delivery.retention_ms,
                   ack_after=server.ack_after, ack_replicas=server.ack_replicas, ack_timeout=server.ack_timeout)
     app[appkeys.STORE] = store
     try:
@@ -80,3 +85,39 @@ def _safe_url(url: str) -> str:
     parts = urlsplit(url)
     host = parts.hostname or ""
     return f"{parts.scheme}://{host}{':' + str(parts.port) if parts.port else ''}{parts.path}"
+
+
+
+async def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
+    """Run until SIGTERM or SIGINT. The admin API and dashboard get their own listener (loopback by
+    default) so the public one, which 2Checkout reaches, never serves them."""
+    server, admin = settings.server, settings.file.admin
+    limits = {"max_line_size": server.max_header_bytes, "max_field_size": server.max_header_bytes,
+              "max_headers": server.max_headers}
+    listeners: list[tuple[web.Application, str, int, str]] = []
+    if admin.port:
+        listeners.append((create_app(settings, admin=False), host or server.host, port or server.port, "public"))
+        listeners.append((create_app(settings, public=False), admin.host, admin.port, "admin"))
+    else:
+        listeners.append((create_app(settings), host or server.host, port or server.port, "public+admin"))
+    runners: list[web.AppRunner] = []
+    try:
+        for app, h, p, role in listeners:
+            runner = web.AppRunner(app, access_log=None, **limits)  # type: ignore[arg-type]
+            await runner.setup()
+            runners.append(runner)
+            await web.TCPSite(runner, h, p).start()
+            logger.info("listening", role=role, url=f"http://{h}:{p}")
+        # everything allocated so far lives for the whole process: keep the cyclic GC from re-scanning
+        # it, and let it run less often (request objects are freed by reference counting anyway)
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(k.GC_THRESHOLD, 20, 20)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()

@@ -1,10 +1,10 @@
-"""Prometheus metrics of the ingress process. Delivery metrics live in Redis (see relay/health.py)."""
+"""Prometheus metrics of the ingress process. Delivery metrics live in Redis (see relay/web/delivery_metrics.py)."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+from relay.constants import LATENCY_BUCKETS
 
 
 class IngressMetrics:

@@ -1,6 +1,6 @@
 """Reading notifications back: filters, index choice, cursor pages and the detail view.
 
-Shared by the admin API (``relay/api.py``) and the CLI (``relay/cli_admin.py``). Every listing walks
+Shared by the admin API (``relay/admin/api.py``) and the CLI (``relay/cli/notifications.py``). Every listing walks
 one sorted-set index newest first (never KEYS or SCAN): the most selective of ``relay:ix:ref``,
 ``relay:ep:{ep}:st:{state}``, ``relay:ix:ch``, ``relay:ix:src`` and ``relay:ix:all``, and checks the
 other filters on each candidate, scanning at most ``SCAN_BUDGET`` candidates per page.
@@ -453,7 +453,7 @@ async def detail(redis: Redis, nid: str) -> dict[str, Any]:
         for ep in eps:
             pipe.hgetall(k.delivery(nid, ep))
             pipe.lrange(k.attempts(nid, ep), 0, -1)
-        pipe.zrange(resends_key(nid), 0, -1, withscores=True)
+        pipe.zrange(k.resends(nid), 0, -1, withscores=True)
         results = await pipe.execute()
     deliveries: dict[str, dict[str, Any]] = {}
     for i, ep in enumerate(eps):
@@ -495,9 +495,6 @@ async def detail(redis: Redis, nid: str) -> dict[str, Any]:
     return doc
 
 
-def resends_key(nid: str) -> str:
-    """``relay:resends:{nid}``: zset of the resends of one original, resend nid -> created ms."""
-    return f"{k.PREFIX}resends:{nid}"
 
 
 # -- never show a configured secret --------------------------------------------------------------

@@ -6,11 +6,11 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from config.networks import Network
 from config.settings import Settings
-from relay.metrics import IngressMetrics
-from relay.networks import Network
-from relay.resend import Resender
-from relay.store import Store
+from relay.store.ingest import Store
+from relay.store.resend import Resender
+from relay.web.metrics import IngressMetrics
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", Redis)

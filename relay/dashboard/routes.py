@@ -31,15 +31,15 @@ from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from config.networks import allowed
 from config.settings import CHANNELS, Settings
-from relay import appkeys, queries
 from relay import constants as k
-from relay import dashboard_html as view
-from relay.health import DAY_MIN, health_report, queue_minutes
-from relay.networks import allowed
-from relay.queries import QueryError
-from relay.resend import Resender
-from workers.alerts import open_key
+from relay.dashboard import html as view
+from relay.store import queries
+from relay.store.queries import QueryError
+from relay.store.resend import Resender
+from relay.store.stats import DAY_MIN, health_report, queue_minutes
+from relay.web import appkeys
 
 logger = structlog.get_logger()
 
@@ -127,10 +127,6 @@ def _sign(key: bytes, message: str) -> str:
     return _b64(hmac.new(key, message.encode(), hashlib.sha256).digest())
 
 
-def session_key(sid: str) -> str:
-    return f"{k.PREFIX}dash:session:{sid}"
-
-
 def parse_cookie(value: str | None, key: bytes, now: float) -> Session | None:
     """The session a cookie names, if its signature holds and it has not expired (Redis not asked)."""
     if not value or value.count(".") != 2:
@@ -148,7 +144,7 @@ async def current_session(request: web.Request) -> Session | None:
     if settings.admin_token is None:
         return None
     session = parse_cookie(request.cookies.get(COOKIE), signing_key(settings), time.time())
-    if session is None or not await request.config_dict[appkeys.REDIS].exists(session_key(session.sid)):
+    if session is None or not await request.config_dict[appkeys.REDIS].exists(k.dash_session(session.sid)):
         return None
     return session
 
@@ -310,7 +306,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     key = signing_key(settings)
     sid = secrets.token_urlsafe(18)
     expires = int(time.time()) + SESSION_TTL_S
-    await request.config_dict[appkeys.REDIS].set(session_key(sid), expires, ex=SESSION_TTL_S)
+    await request.config_dict[appkeys.REDIS].set(k.dash_session(sid), expires, ex=SESSION_TTL_S)
     response = _redirect(next_url)
     response.set_cookie(COOKIE, f"{sid}.{expires}.{_sign(key, f'{sid}.{expires}')}", max_age=SESSION_TTL_S,
                         path=BASE, httponly=True, samesite="Strict", secure=is_https(request))
@@ -320,7 +316,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 async def logout(request: web.Request) -> web.StreamResponse:
     session = session_of(request)
-    await request.config_dict[appkeys.REDIS].delete(session_key(session.sid))
+    await request.config_dict[appkeys.REDIS].delete(k.dash_session(session.sid))
     response = _redirect(f"{BASE}/login?out=1")
     response.del_cookie(COOKIE, path=BASE, httponly=True, samesite="Strict", secure=is_https(request))
     logger.info("dashboard_logout", remote=request.remote)
@@ -360,7 +356,7 @@ async def overview_model(redis: Redis, settings: Settings, now_ms: int) -> dict[
     async with redis.pipeline(transaction=False) as pipe:
         pipe.zcard(k.IDX_ALL)
         for ep in endpoints:
-            pipe.exists(open_key(ep))
+            pipe.exists(k.alert_open(ep))
         queue_minutes(pipe, endpoints, now_ms, span)
         rows = await pipe.execute()
     model["total"] = int(rows[0])

@@ -7,10 +7,13 @@ relay stores it instead of treating it as a repeat.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import os
 import re
 import secrets
+import sys
 import time
 from collections.abc import MutableMapping
 from datetime import UTC, datetime
@@ -21,11 +24,15 @@ import aiohttp
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from config.settings import ConfigError, Settings, Source
-from relay import __version__, devsecrets, protocol
+from config.settings import CHANNELS, ConfigError, Settings, Source
+from relay import __version__, protocol
 from relay import constants as k
-from relay.redis_conn import connect, redis_url
-from relay.store import notification_id
+from relay.cli import devsecrets
+from relay.cli.common import Commands, positive, settings_from
+from relay.store.connection import connect, redis_url
+from relay.store.ingest import notification_id
+
+commands = Commands()
 
 TERMINAL = frozenset({"delivered", "failed", "skipped"})
 DEFAULT_TYPES = {"ipn": "COMPLETE", "lcn": "LICENCE_CHANGE", "ins": "ORDER_CREATED"}
@@ -259,3 +266,29 @@ async def run(settings: Settings, *, channel: str, source: str = "default", mess
     ok = bool(states) and all(s == "delivered" for s in states.values())
     print("all delivered" if ok else "not all delivered", file=out, flush=True)
     return 0 if ok else 1
+
+
+# -- relay send-test ------------------------------------------------------------------------------
+
+def _send_test_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--channel", choices=CHANNELS, default="ipn", help="notification type (default ipn)")
+    p.add_argument("--source", default="default", help="configured source to sign for (default: default)")
+    p.add_argument("--message-type", metavar="TYPE",
+                   help="MESSAGE_TYPE (IPN), DISPATCH_REASON (LCN) or message_type (INS)")
+    p.add_argument("--url", metavar="BASE", help="the relay's base URL (default http://[server] host:port)")
+    p.add_argument("--timeout", type=positive, default=30.0, metavar="SECONDS",
+                   help="how long to follow the deliveries (default 30)")
+
+
+@commands.add("send-test", "post a signed TEST notification to the running relay and follow its deliveries",
+         _send_test_args)
+def send_test(ns: argparse.Namespace) -> int:
+
+    filled = fill_from_dev_secrets(os.environ)
+    settings = settings_from(ns, require_secrets=False)
+    if filled:
+        print(f"send-test: using the development secrets in {devsecrets.SECRETS_FILE} for {', '.join(filled)}",
+              file=sys.stderr)
+    return asyncio.run(run(settings, channel=ns.channel, source=ns.source,
+                                    message_type=ns.message_type, base_url=ns.url, timeout=ns.timeout,
+                                    out=sys.stdout))

@@ -22,8 +22,9 @@ from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
 from relay import constants as k
-from relay.health import REDIS_ERRORS, WORKER_ALIVE_MS, oldest_age_s
-from relay.metrics import LATENCY_BUCKETS
+from relay.constants import LATENCY_BUCKETS
+from relay.store.connection import REDIS_ERRORS
+from relay.store.stats import WORKER_ALIVE_MS, oldest_age_s
 
 OUTCOMES = ("delivered", "retry", "failed")
 GAUGE_STATES = ("pending", "in_flight", "retrying")

@@ -1,4 +1,4 @@
-"""The ``relay`` command line. Each sub-command loads the settings once and passes them down."""
+"""The long-running commands: ``relay serve``, ``relay worker``, ``relay dev`` and ``relay demo-sink``."""
 
 from __future__ import annotations
 
@@ -8,30 +8,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from config.settings import ConfigError, Settings, load_settings
+from relay.cli.common import Commands, settings_from
 
-Command = Callable[[argparse.Namespace], int]
-COMMANDS: dict[str, tuple[Command, Callable[[argparse.ArgumentParser], None], str]] = {}
-
-
-def command(name: str, help: str, args: Callable[[argparse.ArgumentParser], None] = lambda p: None
-            ) -> Callable[[Command], Command]:
-    def register(fn: Command) -> Command:
-        COMMANDS[name] = (fn, args, help)
-        return fn
-    return register
-
-
-def settings_from(ns: argparse.Namespace, *, require_secrets: bool = True) -> Settings:
-    from config.logs import configure_logging
-
-    path = ns.config or os.environ.get("RELAY_CONFIG") or "config/relay.toml"
-    settings = load_settings(path, require_secrets=require_secrets)
-    configure_logging(settings.file.logging.format, settings.file.logging.level)
-    return settings
+commands = Commands()
 
 
 def _use_uvloop() -> None:
@@ -49,12 +30,12 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, help="listen port (default: [server] port)")
 
 
-@command("serve", "run the ingress and the admin listener (the Procfile's web: process)", _serve_args)
+@commands.add("serve", "run the ingress and the admin listener (the Procfile's web: process)", _serve_args)
 def serve(ns: argparse.Namespace) -> int:
     import asyncio
 
-    from relay.redis_conn import start_embedded, stop_embedded
-    from relay.serve import serve as run_listeners
+    from relay.server import serve as run_listeners
+    from relay.store.connection import start_embedded, stop_embedded
 
     settings = settings_from(ns)
     embedded = None if settings.redis_url else start_embedded(settings)
@@ -66,9 +47,9 @@ def serve(ns: argparse.Namespace) -> int:
     return 0
 
 
-@command("worker", "run a delivery worker (the Procfile's worker: process)")
+@commands.add("worker", "run a delivery worker (the Procfile's worker: process)")
 def worker(ns: argparse.Namespace) -> int:
-    from relay.redis_conn import start_embedded, stop_embedded
+    from relay.store.connection import start_embedded, stop_embedded
     from workers.main import run
 
     settings = settings_from(ns)
@@ -86,10 +67,10 @@ def _dev_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-demo-sink", action="store_true", help="do not start the demo endpoint on :9001")
 
 
-@command("dev", "run Redis (embedded), the ingress, workers and a demo endpoint together", _dev_args)
+@commands.add("dev", "run Redis (embedded), the ingress, workers and a demo endpoint together", _dev_args)
 def dev(ns: argparse.Namespace) -> int:
-    from relay import devsecrets
-    from relay.redis_conn import start_embedded, stop_embedded
+    from relay.cli import devsecrets
+    from relay.store.connection import start_embedded, stop_embedded
 
     # SIGTERM (a process manager, `timeout`) must run the cleanup below like Ctrl-C does, or the
     # children and the embedded redis-server would outlive us
@@ -140,59 +121,9 @@ def _sink_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=9001)
 
 
-@command("demo-sink", "run a demo endpoint that prints every notification it receives", _sink_args)
+@commands.add("demo-sink", "run a demo endpoint that prints every notification it receives", _sink_args)
 def demo_sink(ns: argparse.Namespace) -> int:
-    from relay.demo_sink import run
+    from relay.cli.demo_sink import run
 
     run(ns.host, ns.port)
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="relay", description="Webhook relay for 2Checkout IPN, LCN and INS.")
-    parser.add_argument("--config", help="configuration file (default: $RELAY_CONFIG or config/relay.toml)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    _load_plugins()
-    for name, (fn, add_args, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-        add_args(p)
-        p.set_defaults(func=fn)
-    return parser
-
-
-def _load_plugins() -> None:
-    # operator commands live in their own modules and register themselves with @command
-    import importlib
-
-    for module in ("relay.opscli", "relay.cli_health", "relay.cli_admin"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    ns = parser.parse_args(argv)
-    if not hasattr(ns, "config"):
-        ns.config = None
-    try:
-        return int(ns.func(ns))
-    except ConfigError as exc:
-        print(f"relay: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # a clear one-line message instead of a traceback
-        from relay.redis_conn import RedisUnavailable
-
-        if isinstance(exc, RedisUnavailable):
-            print(f"relay: {exc}", file=sys.stderr)
-            return 1
-        raise
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,24 +6,20 @@ the failing-endpoint alerts (workers/alerts.py).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from config.settings import Settings
-from relay import appkeys
 from relay import constants as k
+from relay.store.connection import REDIS_ERRORS
 
 WORKER_ALIVE_MS = 30_000
 COUNT_STATES = ("pending", "in_flight", "retrying", "failed", "delivered", "skipped")
 HOUR_MIN = 60
 DAY_MIN = 1440
-REDIS_ERRORS = (RedisError, OSError)
 
 
 @dataclass(frozen=True)
@@ -202,10 +198,3 @@ def _verdict(report: dict[str, Any], limit: float) -> None:
     report["status"] = "unhealthy" if reasons else "healthy"
     report["reasons"] = reasons
     report["warnings"] = warnings
-
-
-async def health_view(request: web.Request) -> web.Response:
-    """``GET /api/health``: the report as JSON; the verdict is in ``status`` (the answer is always 200)."""
-    app = request.app
-    report = await health_report(app[appkeys.REDIS], app[appkeys.SETTINGS], int(time.time() * 1000))
-    return web.json_response(report)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -14,19 +12,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from config.settings import CHANNELS, Endpoint, Settings
+from config.settings import Endpoint, Settings
 from relay import __version__
-from relay.cli import command, settings_from
+from relay.cli.common import Commands, positive, settings_from
 
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be more than 0")
-    return value
+commands = Commands()
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
@@ -94,8 +84,8 @@ def render_health(report: dict[str, Any], url: str) -> str:
 
 
 async def _health(settings: Settings, max_pending_age: float | None) -> dict[str, Any]:
-    from relay.health import health_report
-    from relay.redis_conn import connect, redis_url
+    from relay.store.connection import connect, redis_url
+    from relay.store.stats import health_report
 
     redis = connect(redis_url(settings), timeout=settings.server.redis_timeout)
     try:
@@ -106,14 +96,14 @@ async def _health(settings: Settings, max_pending_age: float | None) -> dict[str
 
 def _health_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the full report as JSON (for scripts)")
-    p.add_argument("--max-pending-age", type=_positive, metavar="SECONDS",
+    p.add_argument("--max-pending-age", type=positive, metavar="SECONDS",
                    help="unhealthy when a delivery has waited longer (default: [health] max_pending_age, 300)")
 
 
-@command("health", "show deliveries, workers and Redis; exit 0 healthy, 1 unhealthy, 2 bad config",
+@commands.add("health", "show deliveries, workers and Redis; exit 0 healthy, 1 unhealthy, 2 bad config",
          _health_args)
 def health(ns: argparse.Namespace) -> int:
-    from relay.redis_conn import redis_url
+    from relay.store.connection import redis_url
 
     settings = settings_from(ns, require_secrets=False)
     report = asyncio.run(_health(settings, ns.max_pending_age))
@@ -151,7 +141,7 @@ def _json_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
-@command("check-endpoints", "GET every endpoint URL and expect 200; exit 1 if any fails", _json_arg)
+@commands.add("check-endpoints", "GET every endpoint URL and expect 200; exit 1 if any fails", _json_arg)
 def check_endpoints_cmd(ns: argparse.Namespace) -> int:
     settings = settings_from(ns, require_secrets=False)
     results = asyncio.run(check_endpoints(settings.endpoints.values()))
@@ -164,30 +154,3 @@ def check_endpoints_cmd(ns: argparse.Namespace) -> int:
                 for r in results]
         print("\n".join(table(("endpoint", "url", "status", "ms", "verdict"), rows)))
     return 0 if all(r["ok"] for r in results) else 1
-
-
-# -- relay send-test ------------------------------------------------------------------------------
-
-def _send_test_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--channel", choices=CHANNELS, default="ipn", help="notification type (default ipn)")
-    p.add_argument("--source", default="default", help="configured source to sign for (default: default)")
-    p.add_argument("--message-type", metavar="TYPE",
-                   help="MESSAGE_TYPE (IPN), DISPATCH_REASON (LCN) or message_type (INS)")
-    p.add_argument("--url", metavar="BASE", help="the relay's base URL (default http://[server] host:port)")
-    p.add_argument("--timeout", type=_positive, default=30.0, metavar="SECONDS",
-                   help="how long to follow the deliveries (default 30)")
-
-
-@command("send-test", "post a signed TEST notification to the running relay and follow its deliveries",
-         _send_test_args)
-def send_test(ns: argparse.Namespace) -> int:
-    from relay import devsecrets, sendtest
-
-    filled = sendtest.fill_from_dev_secrets(os.environ)
-    settings = settings_from(ns, require_secrets=False)
-    if filled:
-        print(f"send-test: using the development secrets in {devsecrets.SECRETS_FILE} for {', '.join(filled)}",
-              file=sys.stderr)
-    return asyncio.run(sendtest.run(settings, channel=ns.channel, source=ns.source,
-                                    message_type=ns.message_type, base_url=ns.url, timeout=ns.timeout,
-                                    out=sys.stdout))

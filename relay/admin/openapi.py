@@ -1,6 +1,6 @@
 """The admin API's OpenAPI 3.1 document, served at ``GET /api/openapi.json``.
 
-Written by hand so the validation in ``relay/queries.py`` and this description stay reviewable
+Written by hand so the validation in ``relay/store/queries.py`` and this description stay reviewable
 side by side; ``tests/test_api_fuzz.py`` holds the two together.
 """
 
@@ -10,8 +10,8 @@ from typing import Any
 
 from relay import __version__
 from relay import constants as k
-from relay.queries import DEFAULT_LIMIT, MAX_LIMIT, NAME, NID
-from relay.resend import IDEMPOTENCY_KEY, MAX_IDS
+from relay.store.queries import DEFAULT_LIMIT, MAX_LIMIT, NAME, NID
+from relay.store.resend import IDEMPOTENCY_KEY, MAX_IDS
 
 Schema = dict[str, Any]
 

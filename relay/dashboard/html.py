@@ -1,4 +1,4 @@
-"""HTML for the dashboard (``relay/dashboard.py``): plain functions that return escaped strings.
+"""HTML for the dashboard (``relay/dashboard/routes.py``): plain functions that return escaped strings.
 
 Every value that reaches the page goes through ``e`` (``html.escape``): notification bodies, references
 and endpoint answers are attacker-controlled text. Times are rendered in UTC with their epoch
@@ -14,10 +14,12 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from relay.constants import DAY_MS
+
 BASE = "/dashboard"
 STATE_LABELS = {"healthy": "Healthy", "failing": "Failing", "alerting": "Alerting"}
-PERIODS = {"1h": ("Last hour", 3_600_000), "24h": ("Last 24 hours", 86_400_000),
-           "7d": ("Last 7 days", 7 * 86_400_000), "30d": ("Last 30 days", 30 * 86_400_000)}
+PERIODS = {"1h": ("Last hour", DAY_MS // 24), "24h": ("Last 24 hours", DAY_MS),
+           "7d": ("Last 7 days", 7 * DAY_MS), "30d": ("Last 30 days", 30 * DAY_MS)}
 SEND_TEST = "relay send-test --channel ipn"
 
 

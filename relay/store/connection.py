@@ -16,10 +16,15 @@ import structlog
 from arq.connections import RedisSettings
 from redis.asyncio import Redis
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import RedisError
 
 from config.settings import Settings
 
 logger = structlog.get_logger()
+
+
+# what a lost or refusing Redis raises: redis-py's own errors, and socket errors it lets through
+REDIS_ERRORS = (RedisError, OSError)
 
 
 class RedisUnavailable(Exception):

@@ -16,7 +16,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from relay import constants as k
 from relay import protocol
-from relay.lua import register
+from relay.store.scripts import register
 
 logger = structlog.get_logger()
 T = TypeVar("T")
@@ -24,7 +24,7 @@ R = TypeVar("R")
 
 # a fan-out job that waits longer than this is dropped by ARQ; the worker's sweeper re-creates it
 # from relay:fanout, so it only bounds how long a dead job key lingers
-FANOUT_JOB_EXPIRY_MS = 86_400_000
+FANOUT_JOB_EXPIRY_MS = k.DAY_MS
 
 
 class NotDurable(RedisError):

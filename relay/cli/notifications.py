@@ -1,7 +1,7 @@
 """``relay notifications list|show`` and ``relay resend``: the admin API's operations, from a shell.
 
 They talk to Redis directly (``REDIS_URL``, else the embedded server's port) through the same code as
-the API (``relay/queries.py``, ``relay/resend.py``). Tables for people, ``--json`` for scripts. Exit
+the API (``relay/store/queries.py``, ``relay/store/resend.py``). Tables for people, ``--json`` for scripts. Exit
 codes: 0 done, 1 not found / refused / Redis unreachable, 2 bad arguments.
 """
 
@@ -20,11 +20,13 @@ from redis.exceptions import RedisError
 
 from config.settings import Settings
 from relay import constants as k
-from relay import queries
-from relay.cli import command, settings_from
-from relay.queries import BadParam, BadRequest, QueryError
-from relay.redis_conn import connect, redis_url
-from relay.resend import Resender, check_idempotency_key
+from relay.cli.common import Commands, settings_from
+from relay.store import queries
+from relay.store.connection import connect, redis_url
+from relay.store.queries import BadParam, BadRequest, QueryError
+from relay.store.resend import Resender, check_idempotency_key
+
+commands = Commands()
 
 FILTER_OPTIONS = ("channel", "source", "state", "endpoint", "since", "until", "ref")
 Action = Callable[[argparse.Namespace, Settings, Redis], Awaitable[int]]
@@ -77,12 +79,12 @@ def _resend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="JSON for scripts")
 
 
-@command("notifications", "list and inspect stored notifications", _notifications_args)
+@commands.add("notifications", "list and inspect stored notifications", _notifications_args)
 def notifications(ns: argparse.Namespace) -> int:
     return _run(ns, _list if ns.action == "list" else _show)
 
 
-@command("resend", "resend notifications (one, --ids, or by filter) to their endpoints", _resend_args)
+@commands.add("resend", "resend notifications (one, --ids, or by filter) to their endpoints", _resend_args)
 def resend(ns: argparse.Namespace) -> int:
     return _run(ns, _resend)
 

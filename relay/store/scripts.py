@@ -8,9 +8,9 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 
-def load(name: str, package: str = "relay") -> str:
+def load(name: str, package: str = "relay.store") -> str:
     return (files(package) / "lua" / f"{name}.lua").read_text(encoding="utf-8")
 
 
-def register(redis: Redis, name: str, package: str = "relay") -> AsyncScript:
+def register(redis: Redis, name: str, package: str = "relay.store") -> AsyncScript:
     return redis.register_script(load(name, package))

@@ -8,8 +8,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from relay import appkeys
-from relay.delivery_metrics import collector_for
+from relay.web import appkeys
+from relay.web.delivery_metrics import collector_for
 
 
 async def healthz(request: web.Request) -> web.Response:

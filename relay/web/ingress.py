@@ -11,10 +11,12 @@ from aiohttp import web
 from redis.exceptions import RedisError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
+from config import networks
 from config.settings import Secret, Source
-from relay import appkeys, networks, protocol
 from relay import constants as k
-from relay.store import Stored, notification_id
+from relay import protocol
+from relay.store.ingest import Stored, notification_id
+from relay.web import appkeys
 
 logger = structlog.get_logger()
 

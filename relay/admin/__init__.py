@@ -1,0 +1,1 @@
+"""The admin API (/api) and its OpenAPI document."""

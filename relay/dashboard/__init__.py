@@ -1,0 +1,1 @@
+"""The operator dashboard (/dashboard): routes, sessions and HTML."""
