@@ -7,14 +7,17 @@ names. Entry points call it once and pass the result down; nothing else reads ``
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 import tomllib
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -22,7 +25,6 @@ DEFAULT_CONFIG_PATH = Path("config/relay.toml")
 MAX_ENDPOINTS_PER_ROUTE = 8
 Channel = Literal["ipn", "lcn", "ins"]
 CHANNELS: tuple[Channel, ...] = ("ipn", "lcn", "ins")
-SIGNATURE_STRENGTH = {"md5": 0, "sha256": 1, "sha3-256": 2}
 
 Algo = Literal["md5", "sha256", "sha3-256"]
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
@@ -396,93 +398,12 @@ def load_settings(
     env = os.environ if environ is None else environ
     path = Path(path) if path is not None else config_path(None, env)
     cfg, _ = parse_file(path)
-    problems: list[str] = []
-
-    def secret(key: str, var: str | None) -> Secret | None:
-        if var is None:
-            return None
-        value = env.get(var)
-        if not value:
-            if require_secrets:
-                problems.append(f"  {key} = {var!r}: environment variable {var} is not set")
-            return None
-        return Secret(value)
-
-    from config.networks import parse_networks
-
-    sources: dict[str, Source] = {}
-    for i, s in enumerate(cfg.sources):
-        if s.secret_key_env is None and s.ins_secret_word_env is None:
-            problems.append(f"  sources[{i}] ({s.name}): set secret_key_env, ins_secret_word_env or both")
-        if s.ins_secret_word_env is not None and s.seller_id is None:
-            problems.append(f"  sources[{i}].seller_id: required with ins_secret_word_env "
-                            "(INS md5_hash covers the seller id)")
-        sources[s.name] = Source(
-            name=s.name,
-            secret_key=secret(f"sources[{i}].secret_key_env", s.secret_key_env),
-            ins_secret_word=secret(f"sources[{i}].ins_secret_word_env", s.ins_secret_word_env),
-            seller_id=s.seller_id,
-            min_signature=s.min_signature,
-            previous_secret_key=secret(f"sources[{i}].secret_key_previous_env", s.secret_key_previous_env),
-            previous_ins_secret_word=secret(f"sources[{i}].ins_secret_word_previous_env",
-                                            s.ins_secret_word_previous_env),
-            channels=frozenset(s.channels),
-            allow_networks=parse_networks(s.allow_networks),
-            flag_ins_replays=s.flag_ins_replays,
-        )
-
-    endpoints: dict[str, Endpoint] = {}
-    for i, e in enumerate(cfg.endpoints):
-        headers: dict[str, Secret] = {}
-        for hname, hvalue in e.headers.items():
-            m = _ENV_REF.match(hvalue)
-            if m:
-                resolved = secret(f"endpoints[{i}].headers.{hname}", m.group(1))
-                if resolved is not None:
-                    headers[hname] = resolved
-            else:
-                headers[hname] = Secret(hvalue)
-        signing = secret(f"endpoints[{i}].signing_secret_env", e.signing_secret_env)
-        if signing is not None and not signing.reveal().startswith("whsec_"):
-            problems.append(f"  endpoints[{i}].signing_secret_env = {e.signing_secret_env!r}: "
-                            "the secret must look like whsec_<base64>")
-        elif signing is not None:
-            import base64
-            import binascii
-
-            try:
-                base64.b64decode(signing.reveal().removeprefix("whsec_"), validate=True)
-            except (binascii.Error, ValueError):
-                problems.append(f"  endpoints[{i}].signing_secret_env = {e.signing_secret_env!r}: "
-                                "the part after whsec_ is not valid base64")
-        endpoints[e.name] = Endpoint(
-            name=e.name,
-            url=e.url,
-            sources=frozenset(e.sources),
-            channels=frozenset(e.channels),
-            concurrent=e.concurrent,
-            max_in_flight=e.max_in_flight,
-            timeout=e.timeout,
-            signing_secret=signing,
-            retry_delays=tuple(e.retry_delays) if e.retry_delays is not None else None,
-            headers=headers,
-            format=e.format,
-            message_types=frozenset(e.message_types) if e.message_types is not None else None,
-            order_statuses=frozenset(e.order_statuses) if e.order_statuses is not None else None,
-            test_orders=e.test_orders,
-            retry_4xx=frozenset(e.retry_4xx),
-        )
-    alerts = cfg.alerts
-    webhook_url = secret("alerts.webhook_url_env", alerts.webhook_url_env)
-    if webhook_url is not None and not re.match(r"^https?://[^\s/?#]+", webhook_url.reveal()):
-        problems.append(f"  alerts.webhook_url_env = {alerts.webhook_url_env!r}: the value is not an http(s) URL")
-    alert_secrets = AlertSecrets(
-        webhook_url=webhook_url,
-        smtp_username=secret("alerts.smtp_username_env", alerts.smtp_username_env),
-        smtp_password=secret("alerts.smtp_password_env", alerts.smtp_password_env),
-    )
-    if problems:
-        raise ConfigError("\n".join([f"{path}: invalid configuration", *problems]))
+    secrets = _Secrets(env, require_secrets)
+    sources = {s.name: _source(i, s, secrets) for i, s in enumerate(cfg.sources)}
+    endpoints = {e.name: _endpoint(i, e, secrets) for i, e in enumerate(cfg.endpoints)}
+    alert_secrets = _alert_secrets(cfg.alerts, secrets)
+    if secrets.problems:
+        raise ConfigError("\n".join([f"{path}: invalid configuration", *secrets.problems]))
     token = env.get(cfg.server.admin_token_env)
     return Settings(
         config_path=path,
@@ -492,4 +413,112 @@ def load_settings(
         sources=sources,
         endpoints=endpoints,
         alert_secrets=alert_secrets,
+    )
+
+
+class _Secrets:
+    """Resolves the environment variables the file names, collecting every problem to report at once."""
+
+    def __init__(self, env: Mapping[str, str], required: bool) -> None:
+        self.env = env
+        self.required = required
+        self.problems: list[str] = []
+
+    def get(self, key: str, var: str | None) -> Secret | None:
+        if var is None:
+            return None
+        value = self.env.get(var)
+        if not value:
+            if self.required:
+                self.problems.append(f"  {key} = {var!r}: environment variable {var} is not set")
+            return None
+        return Secret(value)
+
+
+_T = TypeVar("_T")
+
+
+def _derive(cls: type[_T], model: BaseModel, **resolved: Any) -> _T:
+    """The frozen view of a validated model: each field of ``cls`` not given in ``resolved`` is the
+    model's field of the same name, lists frozen to the collection the dataclass declares."""
+    hints = get_type_hints(cls)
+    values = dict(resolved)
+    for f in fields(cls):  # type: ignore[arg-type]  # cls is a dataclass; TypeVar cannot say so
+        if f.name not in values:
+            values[f.name] = _frozen(getattr(model, f.name), hints[f.name])
+    return cls(**values)
+
+
+def _frozen(value: Any, hint: Any) -> Any:
+    if not isinstance(value, list):
+        return value
+    kinds = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
+    return frozenset(value) if any(get_origin(kind) is frozenset for kind in kinds) else tuple(value)
+
+
+def _source(i: int, s: SourceConfig, secrets: _Secrets) -> Source:
+    from config.networks import parse_networks
+
+    where = f"sources[{i}]"
+    if s.secret_key_env is None and s.ins_secret_word_env is None:
+        secrets.problems.append(f"  {where} ({s.name}): set secret_key_env, ins_secret_word_env or both")
+    if s.ins_secret_word_env is not None and s.seller_id is None:
+        secrets.problems.append(f"  {where}.seller_id: required with ins_secret_word_env "
+                                "(INS md5_hash covers the seller id)")
+    return _derive(
+        Source, s,
+        secret_key=secrets.get(f"{where}.secret_key_env", s.secret_key_env),
+        ins_secret_word=secrets.get(f"{where}.ins_secret_word_env", s.ins_secret_word_env),
+        previous_secret_key=secrets.get(f"{where}.secret_key_previous_env", s.secret_key_previous_env),
+        previous_ins_secret_word=secrets.get(f"{where}.ins_secret_word_previous_env",
+                                             s.ins_secret_word_previous_env),
+        allow_networks=parse_networks(s.allow_networks),
+    )
+
+
+def _endpoint(i: int, e: EndpointConfig, secrets: _Secrets) -> Endpoint:
+    return _derive(
+        Endpoint, e,
+        signing_secret=_signing_secret(i, e, secrets),
+        headers=_headers(i, e, secrets),
+    )
+
+
+def _headers(i: int, e: EndpointConfig, secrets: _Secrets) -> dict[str, Secret]:
+    """Extra headers; a value written ``${VAR}`` is read from the environment."""
+    headers: dict[str, Secret] = {}
+    for hname, hvalue in e.headers.items():
+        m = _ENV_REF.match(hvalue)
+        if not m:
+            headers[hname] = Secret(hvalue)
+        elif (resolved := secrets.get(f"endpoints[{i}].headers.{hname}", m.group(1))) is not None:
+            headers[hname] = resolved
+    return headers
+
+
+def _signing_secret(i: int, e: EndpointConfig, secrets: _Secrets) -> Secret | None:
+    """The Standard Webhooks secret: whsec_ followed by base64."""
+    signing = secrets.get(f"endpoints[{i}].signing_secret_env", e.signing_secret_env)
+    if signing is None:
+        return None
+    key = f"endpoints[{i}].signing_secret_env = {e.signing_secret_env!r}"
+    if not signing.reveal().startswith("whsec_"):
+        secrets.problems.append(f"  {key}: the secret must look like whsec_<base64>")
+        return signing
+    try:
+        base64.b64decode(signing.reveal().removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        secrets.problems.append(f"  {key}: the part after whsec_ is not valid base64")
+    return signing
+
+
+def _alert_secrets(alerts: AlertsConfig, secrets: _Secrets) -> AlertSecrets:
+    webhook_url = secrets.get("alerts.webhook_url_env", alerts.webhook_url_env)
+    if webhook_url is not None and not re.match(r"^https?://[^\s/?#]+", webhook_url.reveal()):
+        secrets.problems.append(f"  alerts.webhook_url_env = {alerts.webhook_url_env!r}: "
+                                "the value is not an http(s) URL")
+    return AlertSecrets(
+        webhook_url=webhook_url,
+        smtp_username=secrets.get("alerts.smtp_username_env", alerts.smtp_username_env),
+        smtp_password=secrets.get("alerts.smtp_password_env", alerts.smtp_password_env),
     )
