@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
@@ -50,95 +51,135 @@ def fingerprint(secret: Secret) -> str:
     return hashlib.sha256(secret.reveal().encode()).hexdigest()[:8]
 
 
+class _Refused(Exception):
+    """A notification the ingress turns away: answered with status and ``rejected: reason: detail``."""
+
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.detail = status, reason, detail
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    fields: protocol.Fields
+    signed: bytes | None  # what 2Checkout signed: checked against the signature, then the identity
+    key_index: int  # 0: the current secret verified it, 1: the previous one (a key change-over)
+    algo: str
+
+
 async def receive(request: web.Request) -> web.Response:
+    """POST /ipn[/<source>]: check the sender, read and verify the body, store it, answer the receipt."""
     started = time.perf_counter()
-    app = request.app
-    metrics = app[appkeys.METRICS]
+    metrics = request.app[appkeys.METRICS]
     channel = request.match_info["channel"]
     source = _source(request)
     log = logger.bind(source=source.name, channel=channel)
     metrics.received.labels(source.name, channel).inc()
+    try:
+        _check_sender(request, source)
+        body = await _read_body(request)
+        verified = await _verify_body(request, source, channel, body)
+    except _Refused as refused:
+        metrics.rejected.labels(source.name, channel, refused.reason).inc()
+        log.info("notification_rejected", status=refused.status, reason=refused.reason, detail=refused.detail,
+                 duration_ms=_ms_since(started))
+        return _reply(refused.status, f"rejected: {refused.reason}: {refused.detail}")
+    if verified.key_index:
+        log.warning("previous_secret_used", hint="2Checkout still signs with the previous key; "
+                    "remove it from the config once this stops")
 
-    def refuse(status: int, reason: str, detail: str) -> web.Response:
-        metrics.rejected.labels(source.name, channel, reason).inc()
-        log.info("notification_rejected", status=status, reason=reason, detail=detail,
-                 duration_ms=round((time.perf_counter() - started) * 1000, 2))
-        return _reply(status, f"rejected: {reason}: {detail}")
+    nid = notification_id(source.name, channel, body, verified.fields, verified.signed)
+    try:
+        stored = await _store(request, source, channel, body, nid, verified)
+    except (RedisError, OSError) as exc:
+        metrics.rejected.labels(source.name, channel, "redis_unavailable").inc()
+        log.warning("notification_not_stored", nid=nid, status=503, error=type(exc).__name__,
+                    duration_ms=_ms_since(started))
+        return _reply(503, "unavailable: the notification could not be stored; retry later")
 
-    settings = app[appkeys.SETTINGS]
+    receipt = _receipt(source, channel, verified.fields, verified.algo, verified.key_index)
+    elapsed = time.perf_counter() - started
+    metrics.accepted.labels(source.name, channel, "true" if stored.duplicate else "false").inc()
+    metrics.ack_latency.labels(channel).observe(elapsed)
+    log.info("notification_accepted", nid=nid, outcome="duplicate" if stored.duplicate else "stored",
+             seq=stored.seq or None, algo=verified.algo, duration_ms=round(elapsed * 1000, 2))
+    return _reply(200, receipt)
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
+def _check_sender(request: web.Request, source: Source) -> None:
+    """The source's allow_networks, then the form content type, uncompressed."""
     if source.allow_networks:
-        trusted: tuple[networks.Network, ...] = app[appkeys.TRUSTED_PROXIES]
+        trusted: tuple[networks.Network, ...] = request.app[appkeys.TRUSTED_PROXIES]
         client = networks.client_address(request.remote, request.headers.get("X-Forwarded-For"), trusted)
         if not networks.allowed(client, source.allow_networks):
-            return refuse(403, "network_not_allowed", f"{client} is not in this source's allow_networks")
+            raise _Refused(403, "network_not_allowed", f"{client} is not in this source's allow_networks")
     if request.content_type not in FORM_TYPES:
-        return refuse(415, "unsupported_media_type",
-                      f"expected application/x-www-form-urlencoded, got {request.content_type}")
+        raise _Refused(415, "unsupported_media_type",
+                       f"expected application/x-www-form-urlencoded, got {request.content_type}")
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         # 2Checkout does not compress; a compressed body is also a decompression-bomb vector
-        return refuse(415, "unsupported_content_encoding", f"Content-Encoding {encoding!r} is not accepted")
+        raise _Refused(415, "unsupported_content_encoding", f"Content-Encoding {encoding!r} is not accepted")
+
+
+async def _read_body(request: web.Request) -> bytes:
+    body_timeout = request.app[appkeys.SETTINGS].server.body_timeout
     try:
-        async with asyncio.timeout(settings.server.body_timeout):
-            body = await request.read()
+        async with asyncio.timeout(body_timeout):
+            return await request.read()
     except TimeoutError:
-        return refuse(408, "body_timeout", f"the body did not arrive within {settings.server.body_timeout:g} s")
+        raise _Refused(408, "body_timeout", f"the body did not arrive within {body_timeout:g} s") from None
     except web.RequestPayloadError as exc:
-        return refuse(400, "malformed_body", f"the body could not be read: {exc}")
+        raise _Refused(400, "malformed_body", f"the body could not be read: {exc}") from None
+
+
+async def _verify_body(request: web.Request, source: Source, channel: str, body: bytes) -> _Verified:
+    """Parse the body once, verify the strongest signature present, require the channel's fields."""
     try:
         fields = protocol.parse_form(body)
-        # what 2Checkout signed: checked against the signature, then the notification's identity
         signed = protocol.signature_source(fields) if channel != "ins" else None
         key_index, algo = _verify(source, channel, fields, signed)
         protocol.require_channel_fields(channel, fields)
     except protocol.ProtocolError as exc:
         await _log_rejection(request, source.name, channel, exc, body)
-        return refuse(400, exc.reason, exc.detail)
-    if key_index:
-        log.warning("previous_secret_used", hint="2Checkout still signs with the previous key; "
-                    "remove it from the config once this stops")
+        raise _Refused(400, exc.reason, exc.detail) from None
+    return _Verified(fields, signed, key_index, algo)
 
-    nid = notification_id(source.name, channel, body, fields, signed)
-    now_ms = int(time.time() * 1000)
-    store = app[appkeys.STORE]
-    timeout = settings.server.redis_timeout
-    facts = protocol.facts(channel, fields)
+
+async def _store(request: web.Request, source: Source, channel: str, body: bytes, nid: str,
+                 verified: _Verified) -> Stored:
+    """The one Redis round trip (ingest.lua), retried for server.redis_timeout seconds."""
+    store = request.app[appkeys.STORE]
+    facts = protocol.facts(channel, verified.fields)
     triple = ""
     if channel == "ins" and source.flag_ins_replays:
+        fields = verified.fields
         triple = k.ins_triple(source.name, fields["sale_id"][0], fields["invoice_id"][0], facts["mtype"])
+    now_ms = int(time.time() * 1000)
+
     async def store_it() -> Stored:
         return await store.ingest(
             nid=nid, source=source.name, channel=channel, body=body,
             content_type=request.headers.get("Content-Type", "application/x-www-form-urlencoded"),
-            algo=algo, facts=facts, now_ms=now_ms, extra={"key": "previous"} if key_index else None,
-            ins_triple=triple,
+            algo=verified.algo, facts=facts, now_ms=now_ms,
+            extra={"key": "previous"} if verified.key_index else None, ins_triple=triple,
         )
 
     try:
-        try:
-            stored = await store_it()
-        except (RedisError, OSError):
-            # a short in-process retry rides out a Redis blip or failover; past it, 503 makes
-            # 2Checkout retry. (Entered only after a failure: the wrapper costs ~25 µs a request.)
-            async for attempt in AsyncRetrying(
-                stop=stop_after_delay(timeout), wait=wait_random_exponential(multiplier=0.02, max=0.5),
-                retry=retry_if_exception_type((RedisError, OSError)), reraise=True,
-            ):
-                with attempt:
-                    stored = await store_it()
-    except (RedisError, OSError) as exc:
-        metrics.rejected.labels(source.name, channel, "redis_unavailable").inc()
-        log.warning("notification_not_stored", nid=nid, status=503, error=type(exc).__name__,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 2))
-        return _reply(503, "unavailable: the notification could not be stored; retry later")
-
-    receipt = _receipt(source, channel, fields, algo, key_index)
-    elapsed = time.perf_counter() - started
-    metrics.accepted.labels(source.name, channel, "true" if stored.duplicate else "false").inc()
-    metrics.ack_latency.labels(channel).observe(elapsed)
-    log.info("notification_accepted", nid=nid, outcome="duplicate" if stored.duplicate else "stored",
-             seq=stored.seq or None, algo=algo, duration_ms=round(elapsed * 1000, 2))
-    return _reply(200, receipt)
+        return await store_it()
+    except (RedisError, OSError):
+        # a short in-process retry rides out a Redis blip or failover; past it, 503 makes
+        # 2Checkout retry. (Entered only after a failure: the wrapper costs ~25 µs a request.)
+        retrying = AsyncRetrying(
+            stop=stop_after_delay(request.app[appkeys.SETTINGS].server.redis_timeout),
+            wait=wait_random_exponential(multiplier=0.02, max=0.5),
+            retry=retry_if_exception_type((RedisError, OSError)), reraise=True,
+        )
+        return await retrying(store_it)
 
 
 def _verify(source: Source, channel: str, fields: protocol.Fields, signed: bytes | None) -> tuple[int, str]:
