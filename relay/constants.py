@@ -49,6 +49,7 @@ DAY_MS = 86_400_000
 GC_THRESHOLD = 20_000
 # seconds; shared by the ingress ack histogram and the delivery latency counters in Redis
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# attempt records kept per delivery (relay:a:{nid}:{ep}); workers/engine.py passes it to complete.lua
 ATTEMPTS_CAP = 200
 
 STATES = ("pending", "in_flight", "retrying", "delivered", "failed", "skipped")
@@ -84,10 +85,6 @@ def attempts(nid: str, ep: str) -> str:
 
 def ep_state(ep: str, state: str) -> str:
     return f"relay:ep:{ep}:st:{state}"
-
-
-def ep_queue(ep: str) -> str:
-    return f"relay:ep:{ep}:q"
 
 
 def ep_lease(ep: str) -> str:

@@ -263,7 +263,3 @@ def facts(channel: str, fields: Fields) -> dict[str, str]:
         "test": "1" if _first(fields, "demo").upper() in ("Y", "1") else "0",
         "email": _first(fields, "customer_email"),
     }
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)

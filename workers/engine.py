@@ -200,7 +200,9 @@ class Engine:
         self.poll_interval = settings.delivery.poll_interval
         self.stopping = False
         # complete.lua and claim.lua define the functions step.lua calls: one script, one round trip
-        self._step = redis.register_script("".join(load(name, "workers") for name in ("complete", "claim", "step")))
+        # the attempt list's cap is relay/constants.py's, declared ahead of the function that uses it
+        cap = f"local ATTEMPTS_CAP = {k.ATTEMPTS_CAP}\n"
+        self._step = redis.register_script(cap + "".join(load(n, "workers") for n in ("complete", "claim", "step")))
         self._route = register(redis, "route", "workers")
         self.lanes = {name: Lane(self, ep) for name, ep in settings.endpoints.items()}
         # one ClientTimeout per endpoint rather than one per request

@@ -52,7 +52,6 @@ RECENT_FAILURE_MS = 5 * 60_000
 SENSITIVE = ("PASSWORD", "SECRET", "TOKEN")
 STATIC = Path(__file__).resolve().parent / "static"
 ASSETS = web.AppKey("dashboard_assets", str)
-OPEN = ("/login", "/static/")
 LIST_FILTERS = ("channel", "source", "state", "endpoint", "ref")
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import socket
 import subprocess
@@ -184,15 +183,3 @@ def arq_settings(url: str) -> RedisSettings:
         return RedisSettings.from_dsn(url)
     return RedisSettings(host=target.sentinels, sentinel=True, sentinel_master=target.service,
                          database=target.db, username=target.username, password=target.password)
-
-
-async def wait_ready(redis: Redis, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            await redis.ping()
-            return
-        except Exception as exc:  # any connection error: keep trying until the deadline
-            if asyncio.get_running_loop().time() > deadline:
-                raise RedisUnavailable(f"Redis did not answer within {timeout:.0f} s: {exc}") from exc
-            await asyncio.sleep(0.1)

@@ -12,8 +12,8 @@ local function complete(r, retention, tally, minutes, latest)
   local nid, ep, attempt, outcome = r[1], r[2], tonumber(r[3]), r[4]
   local now, nxt = tonumber(r[5]), tonumber(r[6])
   local a, d = 'relay:a:' .. nid .. ':' .. ep, 'relay:d:' .. nid .. ':' .. ep
-  -- every attempt is recorded, even a stale one; the list is capped at 200
-  if redis.call('RPUSH', a, r[7]) > 200 then redis.call('LTRIM', a, -200, -1) end
+  -- every attempt is recorded, even a stale one; the list is capped at ATTEMPTS_CAP (set by workers/engine.py)
+  if redis.call('RPUSH', a, r[7]) > ATTEMPTS_CAP then redis.call('LTRIM', a, -ATTEMPTS_CAP, -1) end
   redis.call('PEXPIRE', a, retention)
   local st = redis.call('HMGET', d, 'state', 'attempts', 'mode', 'next')
   if st[1] ~= 'in_flight' or tonumber(st[2]) ~= attempt then
