@@ -18,7 +18,7 @@ from config.settings import Settings
 from relay import constants as k
 from relay.admin.api import setup_api
 from relay.dashboard.routes import setup_dashboard
-from relay.store.connection import connect, redis_url
+from relay.store.connection import connect, redis_url, safe_url
 from relay.store.ingest import NotDurable, Store
 from relay.web import appkeys, ingress, middleware, probes
 from relay.web.metrics import IngressMetrics
@@ -73,19 +73,9 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         logger.error("durability_unavailable", ack_after=server.ack_after, problem=str(exc))
     except (RedisError, OSError) as exc:
         # not fatal: the ingress answers 503 until Redis is back, and 2Checkout retries
-        logger.warning("redis_unreachable_at_start", error=type(exc).__name__, url=_safe_url(redis_url(settings)))
+        logger.warning("redis_unreachable_at_start", error=type(exc).__name__, url=safe_url(redis_url(settings)))
     yield
     await redis.aclose()
-
-
-def _safe_url(url: str) -> str:
-    """A Redis URL for logs, without its password."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    return f"{parts.scheme}://{host}{':' + str(parts.port) if parts.port else ''}{parts.path}"
-
 
 
 async def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:

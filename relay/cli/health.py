@@ -8,7 +8,6 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -33,15 +32,6 @@ def ago(ms: int | None, now_ms: int) -> str:
         if s >= size:
             return f"{s / size:.0f} {unit} ago"
     return f"{s:.0f} s ago"
-
-
-def safe_url(url: str) -> str:
-    """A Redis URL without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 # -- relay health ---------------------------------------------------------------------------------
@@ -103,7 +93,7 @@ def _health_args(p: argparse.ArgumentParser) -> None:
 @commands.add("health", "show deliveries, workers and Redis; exit 0 healthy, 1 unhealthy, 2 bad config",
          _health_args)
 def health(ns: argparse.Namespace) -> int:
-    from relay.store.connection import redis_url
+    from relay.store.connection import redis_url, safe_url
 
     settings = settings_from(ns, require_secrets=False)
     report = asyncio.run(_health(settings, ns.max_pending_age))

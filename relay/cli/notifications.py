@@ -13,7 +13,6 @@ import json
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -22,7 +21,7 @@ from config.settings import Settings
 from relay import constants as k
 from relay.cli.common import Commands, settings_from
 from relay.store import queries
-from relay.store.connection import connect, redis_url
+from relay.store.connection import connect, redis_url, safe_url
 from relay.store.queries import BadParam, BadRequest, QueryError
 from relay.store.resend import Resender, check_idempotency_key
 
@@ -101,7 +100,7 @@ async def _with_redis(ns: argparse.Namespace, settings: Settings, action: Action
         try:
             await redis.ping()
         except (RedisError, OSError) as exc:
-            print(f"relay: cannot reach Redis at {_safe_url(url)}: {exc or type(exc).__name__}", file=sys.stderr)
+            print(f"relay: cannot reach Redis at {safe_url(url)}: {exc or type(exc).__name__}", file=sys.stderr)
             return 1
         try:
             return await action(ns, settings, redis)
@@ -115,7 +114,7 @@ async def _with_redis(ns: argparse.Namespace, settings: Settings, action: Action
             print(f"relay: {exc.message}", file=sys.stderr)
             return 1
         except (RedisError, OSError) as exc:
-            print(f"relay: Redis at {_safe_url(url)} failed: {exc or type(exc).__name__}", file=sys.stderr)
+            print(f"relay: Redis at {safe_url(url)} failed: {exc or type(exc).__name__}", file=sys.stderr)
             return 1
     finally:
         await redis.aclose()
@@ -124,12 +123,6 @@ async def _with_redis(ns: argparse.Namespace, settings: Settings, action: Action
 def _option(param: str) -> str:
     name = param.removeprefix("filter.")
     return "ID" if name == "id" else "--" + name.replace("_", "-")
-
-
-def _safe_url(url: str) -> str:
-    parts = urlsplit(url)
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
 
 def _filters(ns: argparse.Namespace) -> queries.Filters:

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import structlog
 from arq.connections import RedisSettings
@@ -28,6 +28,19 @@ REDIS_ERRORS = (RedisError, OSError)
 
 class RedisUnavailable(Exception):
     pass
+
+
+def safe_url(url: str) -> str:
+    """A Redis URL fit for logs and output: any password, in the user part or a ``password=`` query
+    parameter (unix sockets), shows as ``***``; the username and every host (sentinels) stay."""
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    netloc = f"{user}{':***' if colon else ''}{at}{hosts}"
+    query = "&".join(f"{name}=***" if name.lower() == "password" else f"{name}{eq}{value}"
+                     for name, eq, value in (p.partition("=") for p in parts.query.split("&") if p))
+    # by hand, not urlunsplit: that drops the empty host of unix:///path
+    return f"{parts.scheme}://{netloc}{parts.path}{'?' if query else ''}{query}"
 
 
 def embedded_url(settings: Settings) -> str:
