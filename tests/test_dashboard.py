@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from config.settings import Settings
 from relay import constants as k
 from relay.dashboard import routes as dashboard
+from relay.dashboard import sessions
 from relay.server import create_app
 from relay.store.ingest import notification_id
 from tests.support import SECRET_KEY, Sink, free_port, ipn_fields, signed_body, wait_for
@@ -74,7 +75,7 @@ def set_cookie(resp: aiohttp.ClientResponse) -> tuple[str, str]:
     [header] = resp.headers.getall("Set-Cookie")
     jar: SimpleCookie = SimpleCookie()
     jar.load(header)
-    return header, jar[dashboard.COOKIE].value
+    return header, jar[sessions.COOKIE].value
 
 
 # -- off, login, sessions -------------------------------------------------------------------------
@@ -128,11 +129,11 @@ async def test_login_sets_a_signed_expiring_httponly_strict_cookie(client: TestC
     attrs = {part.strip().split("=")[0].lower(): part.strip() for part in header.split(";")[1:]}
     assert "httponly" in attrs and attrs["samesite"].lower() == "samesite=strict"
     assert attrs["path"] == "Path=/dashboard" and "secure" not in attrs  # plain http, no trusted proxy
-    assert int(attrs["max-age"].split("=")[1]) == dashboard.SESSION_TTL_S
+    assert int(attrs["max-age"].split("=")[1]) == sessions.SESSION_TTL_S
     assert TOKEN not in value
     sid, expires, _ = value.split(".")
-    assert abs(int(expires) - time.time() - dashboard.SESSION_TTL_S) < 60
-    assert 0 < await redis.ttl(k.dash_session(sid)) <= dashboard.SESSION_TTL_S
+    assert abs(int(expires) - time.time() - sessions.SESSION_TTL_S) < 60
+    assert 0 < await redis.ttl(k.dash_session(sid)) <= sessions.SESSION_TTL_S
     page = await client.get("/dashboard/")
     assert page.status == 200
     assert "script-src 'self'" in page.headers["Content-Security-Policy"]
@@ -166,16 +167,16 @@ async def test_tampered_expired_and_logged_out_sessions_are_refused(client: Test
     _, value = set_cookie(resp)
     client.session.cookie_jar.clear()  # each request below names its cookie itself
     sid, expires, sig = value.split(".")
-    key = dashboard.signing_key(settings)
+    key = sessions.signing_key(settings)
     past = int(time.time()) - 1
     forged = [f"{sid}.{expires}.{sig[:-2]}AA", f"{sid}.{int(expires) + 999}.{sig}", f"x{sid}.{expires}.{sig}",
-              f"{sid}.{past}.{dashboard._sign(key, f'{sid}.{past}')}", "garbage", ""]
+              f"{sid}.{past}.{sessions._sign(key, f'{sid}.{past}')}", "garbage", ""]
     for cookie in forged:
-        resp = await client.get("/dashboard/data/overview", headers={"Cookie": f"{dashboard.COOKIE}={cookie}"})
+        resp = await client.get("/dashboard/data/overview", headers={"Cookie": f"{sessions.COOKIE}={cookie}"})
         assert resp.status == 401, cookie
-    good = {"Cookie": f"{dashboard.COOKIE}={value}"}
+    good = {"Cookie": f"{sessions.COOKIE}={value}"}
     assert (await client.get("/dashboard/data/overview", headers=good)).status == 200
-    csrf = dashboard.parse_cookie(value, key, time.time())
+    csrf = sessions.parse_cookie(value, key, time.time())
     assert csrf is not None
     resp = await client.post("/dashboard/logout", data={"csrf": csrf.csrf}, headers=good, allow_redirects=False)
     assert resp.status == 303 and resp.headers["Location"] == "/dashboard/login?out=1"
@@ -260,7 +261,7 @@ async def test_attacker_text_is_escaped_everywhere(aiohttp_client: Any, make_set
             assert "<script" not in text.replace('<script src="/dashboard/static/dashboard.js', ""), name
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages["detail"]  # the field, shown as text
         assert "&lt;script&gt;alert(3)&lt;/script&gt;" in pages["detail"]  # the endpoint's answer too
-        assert "&quot;&gt;&lt;img src=x onerror=alert(2)&gt;" in pages["list"]
+        assert "&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in pages["list"]  # Jinja2's escape: " is &#34;
         assert nid in pages["search"]
         # an id in the flash message is only shown when it is one
         flash = await (await client.get(f"/dashboard/notifications/{nid}", params={"resent": "<b>x</b>"})).text()
@@ -271,6 +272,31 @@ async def test_attacker_text_is_escaped_everywhere(aiohttp_client: Any, make_set
         await asyncio.gather(task, return_exceptions=True)
         assert sink.runner is not None
         await sink.runner.cleanup()
+
+
+async def test_templates_autoescape_stored_markup(client: TestClient) -> None:
+    """The templates print stored text as text: with Jinja2's autoescape off, every assertion on the
+    escaped forms below fails (the raw markup would be in the page instead)."""
+    await login(client)
+    script, img = "<script>alert(1)</script>", '"><img src=x onerror=alert(2)>'
+    fields = [(n, script if n == "FIRSTNAME" else img if n == "REFNO" else v) for n, v in ipn_fields("x")]
+    nid = await ingest(client, fields)
+    script_escaped, img_escaped = "&lt;script&gt;alert(1)&lt;/script&gt;", "&#34;&gt;&lt;img src=x onerror=alert(2)&gt;"
+    list_page = await (await client.get("/dashboard/notifications")).text()
+    detail_page = await (await client.get(f"/dashboard/notifications/{nid}")).text()
+    list_data = await (await client.get("/dashboard/data/notifications")).json()
+    detail_data = await (await client.get(f"/dashboard/data/notifications/{nid}")).json()
+    for name, text in {"list": list_page, "detail": detail_page, "list data": list_data["html"],
+                       "detail data": detail_data["html"]}.items():
+        assert script not in text and img not in text and "<img" not in text, name
+    for text in (list_page, list_data["html"], detail_page):
+        assert img_escaped in text  # the reference: in the list's link and the detail's facts
+    assert script_escaped in detail_page  # the parsed field
+    assert detail_page.count(script_escaped) == 1  # the field; the raw body holds it percent-encoded
+    # a page's refreshed section is the same template as its data answer: the digests agree
+    for page, data in ((list_page, list_data), (detail_page, detail_data)):
+        match = re.search(r'class="region" data-refresh="[^"]+" data-digest="([0-9a-f]+)"', page)
+        assert match and match.group(1) == data["digest"]
 
 
 async def test_secrets_and_secret_named_fields_are_redacted(client: TestClient) -> None:
@@ -297,7 +323,7 @@ async def test_list_filters_search_and_pages(client: TestClient, redis: Redis) -
     page = await (await client.get("/dashboard/notifications", params={"channel": "lcn"})).text()
     assert "No notification matches these filters" in page
     resp = await client.get("/dashboard/notifications", params={"channel": "email"})
-    assert resp.status == 400 and "invalid channel=&#x27;email&#x27;" in await resp.text()
+    assert resp.status == 400 and "invalid channel=&#39;email&#39;" in await resp.text()
     resp = await client.get("/dashboard/notifications", params={"period": "24h"})
     page = await resp.text()
     assert sum(nid in page for nid in nids) == 50

@@ -1,12 +1,12 @@
 """The operator dashboard under ``/dashboard``: server-rendered pages that refresh themselves.
 
-Auth is the admin API's token (``settings.admin_token``): ``POST /dashboard/login`` with it sets a
-session cookie whose value is ``{sid}.{expiry}.{HMAC}``, signed with a key derived from the token, and
-the session exists in Redis (``relay:dash:session:{sid}``) until it expires or ``/dashboard/logout``
-deletes it. The cookie is HttpOnly, SameSite=Strict, Path=/dashboard, and Secure when the request came
-over https (or a trusted proxy said so with ``X-Forwarded-Proto: https``). Every POST but the login
-also needs the session's CSRF token (form field ``csrf`` or header ``X-CSRF-Token``), and a browser's
+Auth is the admin API's token: ``POST /dashboard/login`` with it starts a session (``sessions.py``:
+the signed cookie, its Redis record, the CSRF token). Every POST but the login also needs the
+session's CSRF token (form field ``csrf`` or header ``X-CSRF-Token``), and a browser's
 ``Sec-Fetch-Site: cross-site`` or ``same-site`` is refused outright.
+
+Pages are Jinja2 templates (``templates/``) with autoescape on, so every value reaches the page as
+text; the helpers they call are in ``view.py``.
 
 Without a configured token the dashboard is off, as the API is: every path answers 404 with a page
 saying how to turn it on. Pages fetch ``/dashboard/data/...`` (JSON with an ``html`` member) to refresh.
@@ -14,10 +14,7 @@ saying how to turn it on. Pages fetch ``/dashboard/data/...`` (JSON with an ``ht
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
-import ipaddress
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -26,15 +23,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote_plus, urlencode, urlsplit
 
+import aiohttp_jinja2
+import jinja2
 import structlog
 from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from config.networks import allowed
 from config.settings import CHANNELS, Settings
 from relay import constants as k
-from relay.dashboard import html as view
+from relay.dashboard import sessions, view
+from relay.dashboard.sessions import Session, current_session, session_of
 from relay.store import queries
 from relay.store.queries import QueryError
 from relay.store.resend import Resender
@@ -45,12 +44,11 @@ logger = structlog.get_logger()
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BASE = view.BASE
-COOKIE = "relay_dashboard"
-SESSION_TTL_S = 12 * 3600
 REFRESH_MS = 5000
 RECENT_FAILURE_MS = 5 * 60_000
 SENSITIVE = ("PASSWORD", "SECRET", "TOKEN")
 STATIC = Path(__file__).resolve().parent / "static"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 ASSETS = web.AppKey("dashboard_assets", str)
 LIST_FILTERS = ("channel", "source", "state", "endpoint", "ref")
 SECURITY_HEADERS = {
@@ -66,6 +64,12 @@ def setup_dashboard(app: web.Application) -> None:
     """Mount the dashboard on ``app`` at ``/dashboard`` (its own sub-application, sessions and error pages)."""
     dash = web.Application(middlewares=[gate])
     dash[ASSETS] = _asset_version()
+    # autoescape on for every template: attacker-controlled text can only ever be shown as text;
+    # StrictUndefined turns a misspelt name into an error (a 500 page and a log line), not an empty cell
+    env = aiohttp_jinja2.setup(dash, loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                               undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                               default_helpers=False, finalize=_blank_none, filters=view.FILTERS)
+    env.globals.update(view.GLOBALS)
 
     async def share(dash: web.Application) -> AsyncIterator[None]:
         dash[appkeys.RESENDER] = Resender(app[appkeys.REDIS], app[appkeys.SETTINGS])
@@ -95,89 +99,16 @@ async def _to_dashboard(request: web.Request) -> web.StreamResponse:
     return _redirect(f"{BASE}/")
 
 
+def _blank_none(value: object) -> object:
+    """``{{ None }}`` prints nothing (Jinja's default would print "None")."""
+    return "" if value is None else value
+
+
 def _asset_version() -> str:
     digest = hashlib.blake2b(digest_size=6)
     for name in ("dashboard.css", "dashboard.js"):
         digest.update((STATIC / name).read_bytes())
     return digest.hexdigest()
-
-
-# -- sessions ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Session:
-    sid: str
-    expires: int  # epoch seconds
-    csrf: str
-
-
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def signing_key(settings: Settings) -> bytes:
-    """Derived from the admin token: changing the token ends every session."""
-    assert settings.admin_token is not None
-    return hmac.new(settings.admin_token.reveal().encode(), b"relay dashboard session v1", hashlib.sha256).digest()
-
-
-def _sign(key: bytes, message: str) -> str:
-    return _b64(hmac.new(key, message.encode(), hashlib.sha256).digest())
-
-
-def parse_cookie(value: str | None, key: bytes, now: float) -> Session | None:
-    """The session a cookie names, if its signature holds and it has not expired (Redis not asked)."""
-    if not value or value.count(".") != 2:
-        return None
-    sid, expires, sig = value.split(".")
-    if not expires.isdigit() or not hmac.compare_digest(sig.encode(), _sign(key, f"{sid}.{expires}").encode()):
-        return None
-    if int(expires) <= now:
-        return None
-    return Session(sid, int(expires), _sign(key, f"csrf.{sid}"))
-
-
-async def current_session(request: web.Request) -> Session | None:
-    settings = request.config_dict[appkeys.SETTINGS]
-    if settings.admin_token is None:
-        return None
-    session = parse_cookie(request.cookies.get(COOKIE), signing_key(settings), time.time())
-    if session is None or not await request.config_dict[appkeys.REDIS].exists(k.dash_session(session.sid)):
-        return None
-    return session
-
-
-def session_of(request: web.Request) -> Session:
-    """The session ``gate`` already checked for this request."""
-    session = parse_cookie(request.cookies.get(COOKIE), signing_key(request.config_dict[appkeys.SETTINGS]),
-                           time.time())
-    assert session is not None
-    return session
-
-
-def is_https(request: web.Request) -> bool:
-    """The browser talks https: directly, or through a trusted proxy that says so in X-Forwarded-Proto."""
-    if request.scheme == "https":
-        return True
-    try:
-        peer = ipaddress.ip_address((request.remote or "").split("%")[0])
-    except ValueError:
-        return False
-    trusted = request.config_dict[appkeys.TRUSTED_PROXIES]
-    if not allowed(peer, trusted):
-        return False
-    protos = request.headers.get("X-Forwarded-Proto", "").lower().split(",")
-    return "https" in (p.strip() for p in protos)
-
-
-def safe_next(value: object) -> str:
-    """A post-login destination inside the dashboard, never another site."""
-    if not isinstance(value, str) or not value.startswith(f"{BASE}/") or "\\" in value \
-            or any(ord(c) < 32 for c in value) or value.startswith(f"{BASE}/login"):
-        return f"{BASE}/"
-    parts = urlsplit(value)
-    return value if not parts.scheme and not parts.netloc else f"{BASE}/"
 
 
 # -- the gate: off switch, sessions, CSRF, error pages, headers --------------------------------------
@@ -196,8 +127,7 @@ async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
             return response
         if settings.admin_token is None:
             return _off(request, data)
-        if request.method not in ("GET", "HEAD") and request.headers.get("Sec-Fetch-Site") in ("cross-site",
-                                                                                              "same-site"):
+        if sessions.cross_site(request):
             logger.warning("dashboard_cross_site_refused", path=request.path, remote=request.remote)
             return _error(request, 403, "cross-site request refused", None)
         if path == "/login":
@@ -211,9 +141,7 @@ async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
                 return _redirect(f"{BASE}/login?{urlencode({'next': request.path_qs})}")
             return _redirect(f"{BASE}/login")
         if request.method not in ("GET", "HEAD"):
-            form = await request.post()
-            given = request.headers.get("X-CSRF-Token") or form.get("csrf")
-            if not isinstance(given, str) or not hmac.compare_digest(given.encode(), session.csrf.encode()):
+            if not sessions.csrf_ok(request, await request.post(), session):
                 logger.warning("dashboard_csrf_refused", path=request.path, remote=request.remote)
                 return _error(request, 403, "the form's CSRF token is missing or wrong: reload the page and try "
                                             "again", session)
@@ -240,8 +168,17 @@ def _secure(response: web.StreamResponse) -> web.StreamResponse:
     return response
 
 
-def _html(text: str, status: int = 200) -> web.Response:
-    return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
+def _page(request: web.Request, template: str, context: Mapping[str, Any], status: int = 200, *,
+          session: Session | None = None, current: str = "", refresh_ms: int = 0) -> web.Response:
+    """A whole page from ``templates/``; with ``session``, the signed-in frame (navigation, logout)."""
+    frame = {"assets": request.config_dict[ASSETS], "csrf": session.csrf if session else None,
+             "current": current, "refresh_ms": refresh_ms}
+    return aiohttp_jinja2.render_template(template, request, {**frame, **context}, status=status)
+
+
+def _render(request: web.Request, template: str, context: Mapping[str, Any]) -> str:
+    """A refreshed section's HTML: the same template the page includes, so the digests agree."""
+    return aiohttp_jinja2.render_string(template, request, dict(context))
 
 
 def _redirect(location: str) -> web.Response:
@@ -256,17 +193,12 @@ def _fragment(doc: dict[str, Any], html: str, summary: str) -> web.Response:
     return web.json_response({**doc, "html": html, "digest": view.digest(html), "summary": summary})
 
 
-def _assets(request: web.Request) -> str:
-    return request.config_dict[ASSETS]
-
-
 def _error(request: web.Request, status: int, message: str, session: Session | None,
            back: str | None = None) -> web.StreamResponse:
     if request.path.startswith(f"{BASE}/data/"):
         return _secure(web.json_response({"error": message}, status=status))
-    text = view.error_page(status, message, assets=_assets(request),
-                           csrf=session.csrf if session else None, back=back)
-    return _secure(_html(text, status))
+    return _secure(_page(request, "error.html", {"status": status, "message": message, "back": back}, status,
+                         session=session))
 
 
 def _off(request: web.Request, data: bool) -> web.StreamResponse:
@@ -275,49 +207,39 @@ def _off(request: web.Request, data: bool) -> web.StreamResponse:
         return _secure(web.json_response(
             {"error": f"the dashboard is off: set the environment variable {env} (named by "
                       "server.admin_token_env) to a long random token and restart relay serve"}, status=404))
-    return _secure(_html(view.off_page(assets=_assets(request), token_env=env), 404))
+    return _secure(_page(request, "off.html", {"token_env": env}, 404))
 
 
 # -- login and logout --------------------------------------------------------------------------------
 
 
 async def login_form(request: web.Request) -> web.StreamResponse:
-    next_url = safe_next(request.query.get("next"))
+    next_url = sessions.safe_next(request.query.get("next"))
     if await current_session(request) is not None:
         return _redirect(next_url)
     notice = "You are logged out." if request.query.get("out") == "1" else None
     env = request.config_dict[appkeys.SETTINGS].server.admin_token_env
-    return _html(view.login_page(assets=_assets(request), next_url=next_url, notice=notice, token_env=env))
+    return _page(request, "login.html", {"next_url": next_url, "notice": notice, "error": None, "token_env": env})
 
 
 async def login(request: web.Request) -> web.StreamResponse:
     settings = request.config_dict[appkeys.SETTINGS]
-    assert settings.admin_token is not None
     form = await request.post()
-    given = form.get("token")
-    next_url = safe_next(form.get("next"))
-    if not isinstance(given, str) or not hmac.compare_digest(given.strip().encode(),
-                                                             settings.admin_token.reveal().encode()):
+    next_url = sessions.safe_next(form.get("next"))
+    if not sessions.token_matches(form.get("token"), settings):
         logger.warning("dashboard_login_failed", remote=request.remote)
-        text = view.login_page(assets=_assets(request), next_url=next_url, token_env=settings.server.admin_token_env,
-                               error="That is not the admin token.")
-        return _html(text, 401)
-    key = signing_key(settings)
-    sid = secrets.token_urlsafe(18)
-    expires = int(time.time()) + SESSION_TTL_S
-    await request.config_dict[appkeys.REDIS].set(k.dash_session(sid), expires, ex=SESSION_TTL_S)
+        return _page(request, "login.html", {"next_url": next_url, "notice": None, "token_env":
+                                             settings.server.admin_token_env,
+                                             "error": "That is not the admin token."}, 401)
     response = _redirect(next_url)
-    response.set_cookie(COOKIE, f"{sid}.{expires}.{_sign(key, f'{sid}.{expires}')}", max_age=SESSION_TTL_S,
-                        path=BASE, httponly=True, samesite="Strict", secure=is_https(request))
+    await sessions.start(request, response)
     logger.info("dashboard_login", remote=request.remote)
     return response
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
-    session = session_of(request)
-    await request.config_dict[appkeys.REDIS].delete(k.dash_session(session.sid))
     response = _redirect(f"{BASE}/login?out=1")
-    response.del_cookie(COOKIE, path=BASE, httponly=True, samesite="Strict", secure=is_https(request))
+    await sessions.end(request, session_of(request), response)
     logger.info("dashboard_logout", remote=request.remote)
     return response
 
@@ -377,14 +299,14 @@ async def overview_model(redis: Redis, settings: Settings, now_ms: int) -> dict[
 async def overview(request: web.Request) -> web.StreamResponse:
     model = await overview_model(request.config_dict[appkeys.REDIS], request.config_dict[appkeys.SETTINGS],
                                  int(time.time() * 1000))
-    return _html(view.overview_page(model, assets=_assets(request), csrf=session_of(request).csrf,
-                                    refresh_ms=REFRESH_MS))
+    return _page(request, "overview.html", {**model, "summary": view.overview_summary(model)},
+                 session=session_of(request), current="overview", refresh_ms=REFRESH_MS)
 
 
 async def overview_data(request: web.Request) -> web.StreamResponse:
     model = await overview_model(request.config_dict[appkeys.REDIS], request.config_dict[appkeys.SETTINGS],
                                  int(time.time() * 1000))
-    return _fragment(model, view.overview_fragment(model), view.overview_summary(model))
+    return _fragment(model, _render(request, "overview_fragment.html", model), view.overview_summary(model))
 
 
 # -- the notification list ---------------------------------------------------------------------------
@@ -421,7 +343,6 @@ class Listing:
     next_url: str | None
     first_url: str | None
     data_url: str
-    fragment: str
     filters: queries.Filters
     frozen: dict[str, str]
 
@@ -438,9 +359,13 @@ async def listing(request: web.Request, params: Mapping[str, str]) -> Listing:
     current = {**fixed, "cursor": cursor} if cursor else plain
     data_url = f"{BASE}/data/notifications" + (f"?{urlencode(current)}" if current else "")
     items = [row.summary() for row in page.items]
-    fragment = view.list_fragment(items, next_url=next_url, first_url=first_url, filtered=not f.empty,
-                                  clear_url=url)
-    return Listing(items, next_url, first_url, data_url, fragment, f, fixed)
+    return Listing(items, next_url, first_url, data_url, f, fixed)
+
+
+def _list_context(result: Listing) -> dict[str, Any]:
+    """What list_fragment.html needs."""
+    return {"items": result.items, "next_url": result.next_url, "first_url": result.first_url,
+            "filtered": not result.filters.empty}
 
 
 async def notifications(request: web.Request) -> web.StreamResponse:
@@ -448,34 +373,26 @@ async def notifications(request: web.Request) -> web.StreamResponse:
     params = list_params(request)
     choices: dict[str, list[str]] = {"channel": list(CHANNELS), "source": sorted(settings.sources),
                                      "endpoint": sorted(settings.endpoints), "state": list(k.STATES)}
-    notice = ""
-    if params.get("queued", "").isdigit():
-        n = int(params["queued"])
-        again = " (this request was already made: nothing new was queued)" if params.get("replayed") else ""
-        notice = view.flash("ok", f"{n} resend{'s' if n != 1 else ''} queued{again}. Resends are marked RESEND "
-                                  "at the top of this list and update as they are delivered.")
+    page = {"params": params, "choices": choices, "error": None, "bulk_url": None,
+            "queued": int(params["queued"]) if params.get("queued", "").isdigit() else None,
+            "replayed": bool(params.get("replayed"))}
     try:
         result = await listing(request, params)
     except QueryError as exc:
-        text = view.list_page(params=params, choices=choices, fragment="", summary="", data_url="", notice=notice,
-                              error=exc.message, bulk_url=None, assets=_assets(request),
-                              csrf=session_of(request).csrf, refresh_ms=0)
-        return _html(text, exc.status)
-    bulk_url = None
+        return _page(request, "list.html", {**page, "error": exc.message}, exc.status,
+                     session=session_of(request), current="notifications")
     if not result.filters.empty:
-        bulk_url = f"{BASE}/resend?{urlencode(frozen(params, result.filters, until=int(time.time() * 1000)))}"
-    text = view.list_page(params=params, choices=choices, fragment=result.fragment,
-                          summary=view.list_summary(result.items), data_url=result.data_url,
-                          notice=notice, error=None, bulk_url=bulk_url, assets=_assets(request),
-                          csrf=session_of(request).csrf, refresh_ms=REFRESH_MS)
-    return _html(text)
+        page["bulk_url"] = f"{BASE}/resend?{urlencode(frozen(params, result.filters, until=int(time.time() * 1000)))}"
+    return _page(request, "list.html", {**page, **_list_context(result), "data_url": result.data_url,
+                                        "summary": view.list_summary(result.items)},
+                 session=session_of(request), current="notifications", refresh_ms=REFRESH_MS)
 
 
 async def notifications_data(request: web.Request) -> web.StreamResponse:
     result = await listing(request, list_params(request))
     next_cursor = result.next_url is not None
-    return _fragment({"items": result.items, "has_next": next_cursor}, result.fragment,
-                     view.list_summary(result.items))
+    return _fragment({"items": result.items, "has_next": next_cursor},
+                     _render(request, "list_fragment.html", _list_context(result)), view.list_summary(result.items))
 
 
 # -- one notification --------------------------------------------------------------------------------
@@ -519,24 +436,22 @@ async def detail(request: web.Request) -> web.StreamResponse:
         doc = await load_detail(request, nid)
     except queries.NotFound as exc:
         return _error(request, 404, exc.message, session_of(request), back=f"{BASE}/notifications")
-    notice = ""
     resent = request.query.get("resent", "")
-    if queries.NID.match(resent):
-        again = "This resend was already queued by the same request; nothing new was sent. " \
-            if request.query.get("replayed") else ""
-        notice = view.flash("ok", f'{again}Resend <a href="{view.detail_href(resent)}">{view.e(resent)}</a> '
-                                  "queued; its deliveries show below and update by themselves.")
     routed = [ep for ep in doc.get("deliveries", {}) if ep in settings.endpoints]
     choices = routed or sorted(settings.endpoints)
-    text = view.detail_page(doc, fragment=view.detail_fragment(doc), notice=notice, endpoints=choices,
-                            idempotency_key=_idempotency_key(), assets=_assets(request),
-                            csrf=session_of(request).csrf, refresh_ms=REFRESH_MS)
-    return _html(text)
+    context = {"doc": doc, "endpoints": choices, "idempotency_key": _idempotency_key(),
+               # the flash names the resend only when it is a notification id
+               "resent": resent if queries.NID.match(resent) else None,
+               "replayed": bool(request.query.get("replayed")),
+               "data_url": f"{BASE}/data/notifications/{quote(nid, safe='')}", "summary": view.detail_summary(doc)}
+    return _page(request, "detail.html", context, session=session_of(request), current="notifications",
+                 refresh_ms=REFRESH_MS)
 
 
 async def detail_data(request: web.Request) -> web.StreamResponse:
     doc = await load_detail(request, request.match_info["id"])
-    return _fragment({"notification": doc}, view.detail_fragment(doc), view.detail_summary(doc))
+    return _fragment({"notification": doc}, _render(request, "detail_fragment.html", {"doc": doc}),
+                     view.detail_summary(doc))
 
 
 def _idempotency_key() -> str:
@@ -568,14 +483,6 @@ async def resend_one(request: web.Request) -> web.StreamResponse:
 # -- bulk resend -------------------------------------------------------------------------------------
 
 
-def describe(f: queries.Filters) -> str:
-    parts = [f"{name} <strong>{view.e(getattr(f, name))}</strong>"
-             for name in ("channel", "source", "endpoint", "state", "ref") if getattr(f, name) is not None]
-    if f.since is not None or f.until is not None:
-        parts.append(f"received between {view.when(f.since, empty='the start')} and {view.when(f.until, empty='now')}")
-    return ", ".join(parts) or "everything"
-
-
 async def bulk_confirm(request: web.Request) -> web.StreamResponse:
     params = list_params(request)
     session = session_of(request)
@@ -586,9 +493,11 @@ async def bulk_confirm(request: web.Request) -> web.StreamResponse:
     except QueryError as exc:
         return _error(request, exc.status, exc.message, session, back=back)
     fixed = frozen(params, f, until=int(time.time() * 1000))
-    text = view.bulk_page(filters=fixed, description=describe(f), dry=dry, back=back,
-                          idempotency_key=_idempotency_key(), assets=_assets(request), csrf=session.csrf)
-    return _html(text)
+    selection = [(name, getattr(f, name)) for name in ("channel", "source", "endpoint", "state", "ref")
+                 if getattr(f, name) is not None]
+    context = {"filters": fixed, "selection": selection, "since": f.since, "until": f.until, "dry": dry,
+               "back": back, "idempotency_key": _idempotency_key()}
+    return _page(request, "bulk.html", context, session=session, current="notifications")
 
 
 async def bulk_resend(request: web.Request) -> web.StreamResponse:
