@@ -21,6 +21,8 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from config.event_types import EVENT_TYPES
+
 DEFAULT_CONFIG_PATH = Path("config/relay.toml")
 MAX_ENDPOINTS_PER_ROUTE = 8
 Channel = Literal["ipn", "lcn", "ins"]
@@ -117,7 +119,9 @@ class EndpointConfig(_Model):
     signing_secret_env: EnvName | None = None
     retry_delays: list[Annotated[float, Field(ge=0, le=7 * 86400)]] | None = Field(None, max_length=200)
     headers: dict[str, str] = {}
-    format: Literal["form", "json"] = "form"
+    format: Literal["form", "json", "event"] = "form"
+    # typed-event subscription (docs/events.md); beside message_types / order_statuses, all must pass
+    event_types: list[str] | None = None
     message_types: list[str] | None = None
     order_statuses: list[str] | None = None
     test_orders: bool | None = None
@@ -130,6 +134,14 @@ class EndpointConfig(_Model):
             raise ValueError("must name at least one")
         if len(set(v)) != len(v):
             raise ValueError("has duplicates")
+        return v
+
+    @field_validator("event_types")
+    @classmethod
+    def _known_event_types(cls, v: list[str] | None) -> list[str] | None:
+        unknown = [t for t in v or () if t not in EVENT_TYPES]
+        if unknown:
+            raise ValueError(f"unknown event type {', '.join(map(repr, unknown))}; known: {', '.join(EVENT_TYPES)}")
         return v
 
     @field_validator("headers")
@@ -294,6 +306,7 @@ class Endpoint:
     headers: Mapping[str, Secret]
     format: str
     message_types: frozenset[str] | None
+    event_types: frozenset[str] | None
     order_statuses: frozenset[str] | None
     test_orders: bool | None
     retry_4xx: frozenset[int]

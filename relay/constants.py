@@ -10,6 +10,7 @@ relay:n:{nid}                          hash   the notification: raw ``body``, ``
                                               ``recv`` (ms), ``seq``, ``algo`` and the parsed facts
 relay:ix:all / ch:{c} / src:{s}        zset   nid -> received ms, for listing newest first
 relay:ix:ref:{ref}                     zset   nid -> received ms, by REFNO / sale_id / LICENSE_CODE
+relay:ix:type:{type}                   zset   nid -> received ms, by event type (relay/events.py)
 relay:fanout                           zset   nid -> seq of notifications not yet routed to endpoints
 relay:d:{nid}:{ep}                     hash   one delivery: ``state``, ``attempts``, ``next`` (ms), ...
 relay:a:{nid}:{ep}                     list   its attempts, one JSON object each
@@ -65,6 +66,10 @@ def idx_channel(channel: str) -> str:
 
 def idx_source(source: str) -> str:
     return f"relay:ix:src:{source}"
+
+
+def idx_type(etype: str) -> str:
+    return f"relay:ix:type:{etype}"
 
 
 def idx_ref(ref: str) -> str:

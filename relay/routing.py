@@ -17,6 +17,7 @@ def route(
     mtype: str,
     status: str,
     test: bool,
+    etype: str = "",
     only: frozenset[str] | None = None,
 ) -> list[Route]:
     routes: list[Route] = []
@@ -28,6 +29,8 @@ def route(
         reason = ""
         if only is not None:
             pass  # an operator named this endpoint (a resend): their choice overrides its filters
+        elif ep.event_types is not None and etype not in ep.event_types:
+            reason = f"event type {etype or '(none)'} is not in event_types"
         elif channel == "ins" and ep.message_types is not None and mtype not in ep.message_types:
             reason = f"message_type {mtype or '(none)'} is not in message_types"
         elif channel == "ipn" and ep.order_statuses is not None and status not in ep.order_statuses:

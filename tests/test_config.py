@@ -86,3 +86,17 @@ def test_cli_reports_config_errors_without_traceback(tmp_path: Path, capsys: pyt
     assert "server.port = 0" in err and "Traceback" not in err
     assert main(["--config", str(tmp_path / "missing.toml"), "serve"]) == 2
     assert "configuration file not found" in capsys.readouterr().err
+
+
+def test_unknown_event_type_is_a_startup_error_listing_the_known_ones(tmp_path: Path) -> None:
+    path = _write(tmp_path, BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\nformat = "event"\n'
+                  'event_types = ["order.refunded", "order.refundd"]\n')
+    with pytest.raises(ConfigError) as exc:
+        load_settings(path, TEST_ENV)
+    text = str(exc.value)
+    assert "endpoints[0].event_types" in text and "'order.refundd'" in text
+    assert "known: order.created, order.authorized" in text and "2checkout.unmapped" in text
+    ok = _write(tmp_path, BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\nformat = "event"\n'
+                'event_types = ["order.refunded", "order.chargeback"]\n')
+    endpoint = load_settings(ok, TEST_ENV).endpoints["b"]
+    assert endpoint.format == "event" and endpoint.event_types == {"order.refunded", "order.chargeback"}

@@ -77,6 +77,15 @@ def ep(name: str, sink: Sink, **kw: Any) -> dict[str, Any]:
     return {"name": name, "url": sink.url, "retry_delays": FAST, "timeout": 2, **kw}
 
 
+def assert_standard_webhooks_signature(h: Any, body: bytes) -> None:
+    """An independent Standard Webhooks verification (not workers.forward.sign)."""
+    key = base64.b64decode(WHSEC.removeprefix("whsec_"))
+    content = f"{h['webhook-id']}.{h['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode()
+    assert h["webhook-signature"] == f"v1,{expected}"
+    assert abs(int(h["webhook-timestamp"]) - time.time()) < 30
+
+
 async def test_signed_ipn_reaches_every_matching_endpoint_with_valid_signature(
     relay: Callable[..., Any], sink: Callable[..., Any], redis: Redis
 ) -> None:
@@ -95,12 +104,7 @@ async def test_signed_ipn_reaches_every_matching_endpoint_with_valid_signature(
         assert h["Relay-Channel"] == "ipn" and h["Relay-Source"] == "default" and h["Relay-Attempt"] == "1"
         assert h["Relay-Resend"] == "false" and h["Content-Type"] == "application/x-www-form-urlencoded"
         assert req.body == signed_body(ipn_fields("230000001"))  # the original bytes, unchanged
-        # an independent Standard Webhooks verification
-        key = base64.b64decode(WHSEC.removeprefix("whsec_"))
-        content = f"{h['webhook-id']}.{h['webhook-timestamp']}.".encode() + req.body
-        expected = base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode()
-        assert h["webhook-signature"] == f"v1,{expected}"
-        assert abs(int(h["webhook-timestamp"]) - time.time()) < 30
+        assert_standard_webhooks_signature(h, req.body)
     assert ins_only.received == [] and not await redis.exists(k.delivery(nid, "ins-only"))
     assert (await redis.hget(k.notification(nid), "eps")).decode().split(",") == [f"e{i}" for i in range(8)]
 
@@ -328,3 +332,35 @@ async def test_worker_process_survives_a_redis_restart(
     finally:
         worker.stop()
         server.cleanup()
+
+
+async def test_event_format_is_signed_and_event_types_route(relay: Callable[..., Any], sink: Callable[..., Any],
+                                                             redis: Redis) -> None:
+    from jsonschema import Draft202012Validator
+
+    from relay import events
+
+    s, refunds_sink, raw_sink = await sink(), await sink(), await sink()
+    client = await relay([
+        ep("events", s, format="event", signing_secret_env="SINK_SECRET", event_types=["order.completed"]),
+        ep("refunds", refunds_sink, format="event", event_types=["order.refunded", "order.chargeback"]),
+        ep("raw", raw_sink),
+    ])
+    nid = await post(client, "6")
+    assert (await final(redis, nid, "events"))["state"] == "delivered"
+    assert (await final(redis, nid, "refunds"))["reason"] == "event type order.completed is not in event_types"
+    assert (await final(redis, nid, "raw"))["state"] == "delivered"
+    [req] = s.received
+    assert req.headers["Content-Type"] == "application/json"
+    assert_standard_webhooks_signature(req.headers, req.body)  # the signature covers the event body
+    doc = json.loads(req.body)
+    Draft202012Validator(events.schema()).validate(doc)
+    assert doc["id"] == nid and doc["type"] == "order.completed" and doc["test"] is True
+    assert [i["name"] for i in doc["order"]["items"]] == ["Müller Tool – 東京 Edition", "Second"]
+    assert "Müller Tool – 東京 Edition".encode() in req.body
+    assert refunds_sink.received == []
+    [raw] = raw_sink.received
+    assert raw.body == signed_body(ipn_fields("6"))  # form endpoints still get the original bytes
+    # the type was stored with the notification and indexed, for the list filter
+    assert await redis.hget(k.notification(nid), "type") == b"order.completed"
+    assert await redis.zscore(k.idx_type("order.completed"), nid) is not None

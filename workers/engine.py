@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 
 from config.settings import Endpoint, Settings
 from relay import constants as k
-from relay import routing
+from relay import events, protocol, routing
 from relay.constants import LATENCY_BUCKETS
 from relay.store.connection import REDIS_ERRORS
 from relay.store.scripts import load, register
@@ -238,19 +238,30 @@ class Engine:
 
     # -- fan-out -----------------------------------------------------------------------------
 
+    async def _event_type(self, nid: str, channel: str) -> bytes:
+        """The type of a notification stored before types were (it has no ``type`` field): from its body."""
+        body = await self.redis.hget(k.notification(nid), "body")  # type: ignore[misc]
+        try:
+            return events.event_type(channel, protocol.parse_form(body or b""))[0].encode()
+        except protocol.FormError:
+            return events.UNMAPPED.encode()
+
     async def fanout(self, nid: str) -> int:
         """Route one stored notification to its endpoints. Safe to run any number of times."""
-        source, channel, mtype, status, test, targets = await self.redis.hmget(  # type: ignore[misc]
-            k.notification(nid), ["source", "channel", "mtype", "status", "test", "targets"]
+        source, channel, mtype, status, test, targets, etype = await self.redis.hmget(  # type: ignore[misc]
+            k.notification(nid), ["source", "channel", "mtype", "status", "test", "targets", "type"]
         )
         if source is None:
             await self.redis.zrem(k.FANOUT, nid)
             self._unblock(None)
             return -1
+        if etype is None:
+            etype = await self._event_type(nid, channel.decode())
         only = frozenset(targets.decode().split(",")) if targets else None
         routes = routing.route(
             self.settings.endpoints.values(), source=source.decode(), channel=channel.decode(),
-            mtype=(mtype or b"").decode(), status=(status or b"").decode(), test=test == b"1", only=only,
+            mtype=(mtype or b"").decode(), status=(status or b"").decode(), test=test == b"1",
+            etype=etype.decode(), only=only,
         )
         args: list[str | int] = [nid, self.now_ms(), self.retention_ms]
         for route in routes:

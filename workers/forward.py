@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from config.settings import Endpoint
-from relay import __version__
+from relay import __version__, events, protocol
 from relay import constants as k
 
 USER_AGENT = f"2checkout-relay/{__version__}"
@@ -57,12 +57,22 @@ def as_json(item: Claimed) -> bytes:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def as_event(item: Claimed) -> bytes:
+    """``format = "event"``: the typed event document (relay/events.py, relay/schema/event.json)."""
+    # the ingress stored only bodies this parser accepted, so it accepts them again here
+    fields = protocol.parse_form(item.body)
+    return events.encode(events.build(nid=item.nid, source=item.source, channel=item.channel,
+                                      received_ms=item.received_ms, fields=fields, resend_of=item.resend_of))
+
+
 def build(endpoint: Endpoint, item: Claimed, now_s: int) -> tuple[bytes, dict[str, str]]:
-    """The body and headers for one attempt. The body is the original bytes unless format is json."""
+    """The body and headers for one attempt: the original bytes, or JSON (``json``, ``event``), signed as sent."""
     original = item.resend_of or item.nid
     wid = k.webhook_id(original, endpoint.name)
     if endpoint.format == "json":
         body, ctype = as_json(item), "application/json"
+    elif endpoint.format == "event":
+        body, ctype = as_event(item), "application/json"
     else:
         body, ctype = item.body, item.content_type or "application/x-www-form-urlencoded"
     headers = {

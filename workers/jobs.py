@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from config.event_types import EVENT_TYPES
 from config.settings import Settings, load_settings
 from relay import constants as k
 from relay.store.connection import REDIS_ERRORS, connect, redis_url
@@ -99,6 +100,8 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
             pipe.zremrangebyscore(k.idx_channel(ch), "-inf", cutoff)
         for src in engine.settings.sources:
             pipe.zremrangebyscore(k.idx_source(src), "-inf", cutoff)
+        for etype in EVENT_TYPES:
+            pipe.zremrangebyscore(k.idx_type(etype), "-inf", cutoff)
         for ep in engine.settings.endpoints:
             for state in k.STATES:
                 pipe.zremrangebyscore(k.ep_state(ep, state), "-inf", cutoff)

@@ -50,7 +50,7 @@ CHUNK = 500
 SKIPPED_SHOWN = 100
 # a resend in one of these states already carries (or carried) the notification to that endpoint
 IN_HAND = frozenset({"pending", "in_flight", "retrying", "delivered"})
-FACTS = ("source", "channel", "ref", "mtype", "status", "test", "resend_of")
+FACTS = ("source", "channel", "ref", "mtype", "status", "test", "resend_of", "type")
 
 
 def check_idempotency_key(value: object) -> str | None:
@@ -70,6 +70,7 @@ class Original:
     mtype: str
     status: str
     test: bool
+    etype: str = ""
 
 
 @dataclass(frozen=True)
@@ -225,16 +226,16 @@ class Resender:
                 out.append(root)
                 continue
             values = [(v or b"").decode("utf-8", "replace") for v in facts[root]]
-            source, channel, ref, mtype, status, test, _ = values
+            source, channel, ref, mtype, status, test, _, etype = values
             if not source:
                 out.append(Skip(nid, f"the original {root!r} of {nid!r} is gone (past retention)"))
             else:
-                out.append(Original(root, source, channel, ref, mtype, status, test == "1"))
+                out.append(Original(root, source, channel, ref, mtype, status, test == "1", etype))
         return out
 
     def _targets(self, n: Original, endpoint: str | None) -> tuple[tuple[str, ...], str]:
         routes = routing.route(self.settings.endpoints.values(), source=n.source, channel=n.channel,
-                               mtype=n.mtype, status=n.status, test=n.test)
+                               mtype=n.mtype, status=n.status, test=n.test, etype=n.etype)
         if endpoint is not None:
             if endpoint not in {name for name, _, _ in routes}:
                 return (), f"endpoint {endpoint!r} does not receive source {n.source!r} channel {n.channel!r}"
@@ -298,7 +299,8 @@ class Resender:
                         keys=[k.notification(original.nid), k.notification(nid), k.SEQ, k.IDX_ALL,
                               k.idx_channel(original.channel), k.idx_source(original.source),
                               k.idx_ref(original.ref) if original.ref else "", k.FANOUT,
-                              k.resends(original.nid), k.ARQ_JOB_PREFIX + job_id, k.QUEUE_NAME, idem_map],
+                              k.resends(original.nid), k.ARQ_JOB_PREFIX + job_id, k.QUEUE_NAME, idem_map,
+                              k.idx_type(original.etype) if original.etype else ""],
                         args=[original.nid, nid, now, self.retention_ms, fanout_job(nid, now),
                               FANOUT_JOB_EXPIRY_MS, job_id, ",".join(targets), IDEMPOTENCY_TTL_MS],
                         client=pipe,

@@ -15,7 +15,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from config import networks
 from config.settings import Secret, Source
 from relay import constants as k
-from relay import protocol
+from relay import events, protocol
 from relay.store.ingest import Stored, notification_id
 from relay.web import appkeys
 
@@ -155,6 +155,7 @@ async def _store(request: web.Request, source: Source, channel: str, body: bytes
     """The one Redis round trip (ingest.lua), retried for server.redis_timeout seconds."""
     store = request.app[appkeys.STORE]
     facts = protocol.facts(channel, verified.fields)
+    facts["type"] = events.event_type(channel, verified.fields)[0]  # stored and indexed: routing, the type filter
     triple = ""
     if channel == "ins" and source.flag_ins_replays:
         fields = verified.fields

@@ -1,6 +1,7 @@
 -- Store one verified notification and enqueue its ARQ fan-out job, atomically.
 -- KEYS: 1 notification hash, 2 seq counter, 3 ix:all, 4 ix:ch, 5 ix:src, 6 ix:ref ('' if none),
---       7 fanout zset, 8 arq job key, 9 arq queue, 10 INS signed-triple key ('' if not checked)
+--       7 fanout zset, 8 arq job key, 9 arq queue, 10 INS signed-triple key ('' if not checked),
+--       11 ix:type (event type index, '' if none)
 -- ARGV: 1 nid, 2 now ms, 3 retention ms, 4 pickled arq job, 5 job expiry ms, 6 fan-out job id,
 --       7 INS message_id, 8.. field, value pairs for the notification hash
 -- Returns 0 for a duplicate (same source, channel and body), else the new seq.
@@ -27,6 +28,9 @@ redis.call('ZADD', KEYS[5], now, nid)
 if KEYS[6] ~= '' then
   redis.call('ZADD', KEYS[6], now, nid)
   redis.call('PEXPIRE', KEYS[6], retention)
+end
+if KEYS[11] ~= '' then
+  redis.call('ZADD', KEYS[11], now, nid)
 end
 redis.call('ZADD', KEYS[7], seq, nid)
 redis.call('SET', KEYS[8], ARGV[4], 'PX', ARGV[5])

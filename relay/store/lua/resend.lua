@@ -2,7 +2,7 @@
 -- job, atomically (the same writes ingest.lua makes for a received notification).
 -- KEYS: 1 original hash, 2 new hash, 3 seq counter, 4 ix:all, 5 ix:ch, 6 ix:src, 7 ix:ref ('' if none),
 --       8 fanout zset, 9 resends of the original (zset), 10 arq job key, 11 arq queue,
---       12 idempotency map (hash original -> resend, '' if none)
+--       12 idempotency map (hash original -> resend, '' if none), 13 ix:type ('' if none)
 -- ARGV: 1 original nid, 2 new nid, 3 now ms, 4 retention ms, 5 pickled arq job, 6 job expiry ms,
 --       7 fan-out job id, 8 targets (comma-separated endpoints), 9 idempotency ttl ms
 -- Returns {'created', new nid}, {'reused', earlier resend nid} when the idempotency map already has
@@ -32,6 +32,9 @@ redis.call('ZADD', KEYS[6], now, nid)
 if KEYS[7] ~= '' then
   redis.call('ZADD', KEYS[7], now, nid)
   redis.call('PEXPIRE', KEYS[7], retention)
+end
+if KEYS[13] ~= '' then
+  redis.call('ZADD', KEYS[13], now, nid)
 end
 redis.call('ZADD', KEYS[8], seq, nid)
 redis.call('ZADD', KEYS[9], now, nid)

@@ -1,0 +1,250 @@
+"""Typed events (relay/events.py): every vector maps to its expected type and validates against the
+schema with the ``jsonschema`` library; generated notifications always give a valid document that
+turns back into the original fields."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+
+from relay import events, protocol
+from tests.support import vectors
+
+VALIDATOR = Draft202012Validator(events.schema())
+
+# what each vector is, decided by reading it (docs/events.md has the tables): an independent expectation
+EXPECTED = {
+    "real-ipn-ruby-sdk-2021-md5": "order.completed",  # MESSAGE_TYPE COMPLETE
+    "real-ipn-node-sdk-2021-md5": "order.created",  # MESSAGE_TYPE PENDING
+    "real-ipn-2023-06-12-three-signatures": "order.completed",
+    "real-ipn-2023-06-19-three-signatures": "order.completed",
+    "real-ipn-2021-03-15-md5-only": "order.authorized",  # MESSAGE_TYPE AUTH while ORDERSTATUS is COMPLETE
+    "real-ins-python-php-tango": "2checkout.unmapped",  # only the signed triple, no message_type
+    "real-ins-ruby-tango": "2checkout.unmapped",
+    "real-ins-node-tango": "2checkout.unmapped",
+    "real-ins-omnipay-fraud-pass": "fraud.status_changed",
+    "real-ins-omnipay-fraud-fail-negative": "fraud.status_changed",
+    "synthetic-ipn-multibyte-utf8": "order.completed",
+    "synthetic-ipn-three-products": "order.authorized",
+    "synthetic-ipn-grouping-probe": "order.authorized",
+    "synthetic-ipn-special-chars": "order.completed",  # no MESSAGE_TYPE: ORDERSTATUS COMPLETE decides
+    "synthetic-lcn-multibyte": "license.updated",
+    "synthetic-ins-order_created": "order.created",
+    "synthetic-ins-fraud_status_changed": "fraud.status_changed",
+    "synthetic-ins-ship_status_changed": "order.shipping_updated",
+    "synthetic-ins-invoice_status_changed": "order.completed",  # invoice_status deposited
+    "synthetic-ins-refund_issued": "order.refunded",
+    "synthetic-ins-recurring_installment_success": "subscription.renewed",
+    "synthetic-ins-recurring_installment_failed": "subscription.renewal_failed",
+    "synthetic-ins-recurring_stopped": "subscription.stopped",
+    "synthetic-ins-recurring_complete": "subscription.completed",
+    "synthetic-ins-recurring_restarted": "subscription.restarted",
+}
+
+
+def _notifications() -> list[tuple[str, str, list[tuple[str, str]]]]:
+    out = []
+    for name in ("real_ipn.json", "real_ins.json", "synthetic.json"):
+        for v in vectors(name)["vectors"]:
+            if "fields" in v:
+                channel = v["kind"].split("_")[0]  # ipn_grouping_probe is an IPN
+                out.append((v["id"], channel, [(a, b) for a, b in v["fields"]]))
+    return out
+
+
+NOTIFICATIONS = _notifications()
+
+
+def grouped(pairs: list[tuple[str, str]]) -> protocol.Fields:
+    return protocol.parse_form(urlencode(pairs).encode())
+
+
+def document(channel: str, pairs: list[tuple[str, str]], **kw: Any) -> dict[str, Any]:
+    doc = events.build(nid="n1", source="default", channel=channel, received_ms=1_704_164_405_123,
+                       fields=grouped(pairs), **kw)
+    # what an endpoint receives is the encoded bytes: validate those, not the Python object
+    decoded: dict[str, Any] = json.loads(events.encode(doc))
+    return decoded
+
+
+def test_every_vector_with_fields_has_an_expectation() -> None:
+    assert sorted(vid for vid, _, _ in NOTIFICATIONS) == sorted(EXPECTED)
+    assert {channel for _, channel, _ in NOTIFICATIONS} == {"ipn", "lcn", "ins"}
+
+
+@pytest.mark.parametrize(("vid", "channel", "pairs"), NOTIFICATIONS, ids=[n[0] for n in NOTIFICATIONS])
+def test_vector_maps_to_its_type_and_validates(vid: str, channel: str, pairs: list[tuple[str, str]]) -> None:
+    doc = document(channel, pairs)
+    VALIDATOR.validate(doc)
+    assert doc["type"] == EXPECTED[vid]
+    assert doc["channel"] == channel and doc["id"] == "n1"
+    assert events.fields_from_raw(doc["raw"]) == grouped(pairs)
+    assert events.event_type(channel, grouped(pairs))[0] == doc["type"]
+
+
+def test_schema_is_valid_and_lists_exactly_the_vocabulary() -> None:
+    Draft202012Validator.check_schema(events.schema())
+    assert events.schema()["properties"]["type"]["enum"] == list(events.EVENT_TYPES)
+    assert events.UNMAPPED == "2checkout.unmapped" and events.UNMAPPED in events.EVENT_TYPES
+
+
+def test_ipn_document_normalises_order_customer_and_licence() -> None:
+    [pairs] = [p for vid, _, p in NOTIFICATIONS if vid == "synthetic-ipn-three-products"]
+    doc = document("ipn", pairs)
+    order = doc["order"]
+    assert order["reference"] == "230000002" and order["external_reference"] == "cart-991"
+    assert order["status"] == "PAYMENT_AUTHORIZED" and order["currency"] == "USD" and order["total"] == "85.91"
+    assert order["customer"] == {"name": "Ana Pérez", "email": "ana@example.com", "country": None}
+    assert [i["product_id"] for i in order["items"]] == ["40898000", "40898001", "40898002"]
+    assert [i["name"] for i in order["items"]] == ["Pro License", "Support add-on", "Bundle – 3 seats"]
+    assert [(i["quantity"], i["price"], i["vat"]) for i in order["items"]] == [
+        ("1", "49.00", "9.31"), ("2", "10.00", "3.80"), ("3", "0", "0.00")]
+    assert [i["license"] and i["license"]["code"] for i in order["items"]] == ["AAAA1111", None, "CCCC3333"]
+    assert doc["license"]["code"] == "AAAA1111"
+    assert doc["test"] is False and doc["occurred_at"] == "2024-01-02T03:00:12"
+    assert doc["received_at"] == "2024-01-02T03:00:05.123Z"
+    assert doc["type_from"] == {"field": "MESSAGE_TYPE", "value": "AUTH"}
+
+
+def test_lcn_and_ins_documents() -> None:
+    [lcn] = [p for vid, _, p in NOTIFICATIONS if vid == "synthetic-lcn-multibyte"]
+    doc = document("lcn", lcn)
+    assert doc["order"] is None and doc["test"] is True
+    assert doc["license"]["code"] == "3C343D0FAF" and doc["license"]["expires_at"] == "2025-01-02T03:00:11"
+    assert doc["license"]["customer"]["name"] == "Jürgen Müller"
+    [ins] = [p for vid, _, p in NOTIFICATIONS if vid == "synthetic-ins-order_created"]
+    doc = document("ins", ins)
+    assert doc["occurred_at"] == "2024-01-02T03:04:05-05:00"  # EST: INS sends U.S. Eastern time
+    assert doc["order"]["reference"] == "9093727242901" and doc["order"]["invoice_id"] == "9093727243001"
+    assert doc["order"]["items"][0]["name"] == "Müller Tool – 東京 Edition"
+    assert doc["order"]["customer"]["country"] == "JPN" and doc["order"]["total"] == "10.00"
+
+
+def test_multibyte_names_survive_as_utf8_bytes() -> None:
+    [pairs] = [p for vid, _, p in NOTIFICATIONS if vid == "synthetic-ipn-multibyte-utf8"]
+    doc = events.build(nid="n1", source="default", channel="ipn", received_ms=0, fields=grouped(pairs))
+    body = events.encode(doc)
+    names = [v for k, v in pairs if k == "IPN_PNAME[]"]
+    assert any(ord(c) > 0x7F for name in names for c in name)
+    assert [i["name"] for i in json.loads(body)["order"]["items"]] == names
+    for name in names:
+        assert name.encode("utf-8") in body  # unescaped UTF-8, not \\u escapes
+    assert json.loads(body)["order"]["customer"]["name"] == f"{dict(pairs)['FIRSTNAME']} {dict(pairs)['LASTNAME']}"
+
+
+def test_forty_products_keep_their_order() -> None:
+    pairs = [("REFNO", "1"), ("ORDERSTATUS", "COMPLETE"), ("IPN_DATE", "20240102030011")]
+    for column, value in (("IPN_PID[]", "{i}"), ("IPN_PNAME[]", "Produkt Nr. {i} – 東京"), ("IPN_QTY[]", "{i}"),
+                          ("IPN_PRICE[]", "{i}.50")):
+        pairs += [(column, value.format(i=i)) for i in range(40)]
+    doc = document("ipn", pairs)
+    VALIDATOR.validate(doc)
+    items = doc["order"]["items"]
+    assert [i["product_id"] for i in items] == [str(i) for i in range(40)]
+    assert [i["name"] for i in items] == [f"Produkt Nr. {i} – 東京" for i in range(40)]
+    assert [i["price"] for i in items] == [f"{i}.50" for i in range(40)]
+
+
+def test_indexed_arrays_are_ordered_by_index() -> None:
+    doc = document("ipn", [("IPN_PID[1]", "b"), ("IPN_PID[0]", "a"), ("IPN_PNAME[0]", "A"), ("IPN_PNAME[1]", "B"),
+                           ("ORDERSTATUS", "COMPLETE")])
+    assert [(i["product_id"], i["name"]) for i in doc["order"]["items"]] == [("a", "A"), ("b", "B")]
+
+
+@pytest.mark.parametrize(("channel", "pairs", "field", "value"), [
+    ("ipn", [("ORDERSTATUS", "SOMETHING_NEW"), ("MESSAGE_TYPE", "NEW_KIND")], "MESSAGE_TYPE", "NEW_KIND"),
+    ("ipn", [("ORDERSTATUS", "SOMETHING_NEW")], "ORDERSTATUS", "SOMETHING_NEW"),
+    ("lcn", [("LICENSE_CODE", "X"), ("DISPATCH_REASON", "LICENCE_FUTURE")], "DISPATCH_REASON", "LICENCE_FUTURE"),
+    ("ins", [("message_type", "CATALOGUE_PRODUCT_CREATED")], "message_type", "CATALOGUE_PRODUCT_CREATED"),
+    ("ins", [("message_type", "INVOICE_STATUS_CHANGED"), ("invoice_status", "odd")], "invoice_status", "odd"),
+])
+def test_unknown_values_are_unmapped_never_an_error(channel: str, pairs: list[tuple[str, str]], field: str,
+                                                    value: str) -> None:
+    doc = document(channel, pairs)
+    VALIDATOR.validate(doc)
+    assert doc["type"] == "2checkout.unmapped" and doc["type_from"] == {"field": field, "value": value}
+
+
+def test_expired_licence_and_garbage_amounts() -> None:
+    doc = document("lcn", [("LICENSE_CODE", "X"), ("STATUS", "EXPIRED"), ("DISPATCH_REASON", "LICENCE_CHANGE"),
+                           ("EXPIRATION_DATE", "9999-12-31 23:59:59")])
+    assert doc["type"] == "license.expired" and doc["license"]["expires_at"] == "9999-12-31T23:59:59"
+    doc = document("ipn", [("IPN_PID[]", "1"), ("IPN_PRICE[]", "1,50"), ("IPN_TOTALGENERAL", ""),
+                           ("IPN_DATE", "20241399000000"), ("MESSAGE_TYPE", "REFUND")])
+    VALIDATOR.validate(doc)
+    assert doc["order"]["items"][0]["price"] is None and doc["order"]["total"] is None
+    assert doc["occurred_at"] is None and doc["type"] == "order.refunded"
+
+
+def test_id_is_stable_across_resends() -> None:
+    pairs = [("ORDERSTATUS", "COMPLETE")]
+    original = document("ipn", pairs)
+    resend = events.build(nid="n1~r1", source="default", channel="ipn", received_ms=5, fields=grouped(pairs),
+                          resend_of="n1")
+    assert resend["id"] == original["id"] == "n1"
+    assert resend["notification_id"] == "n1~r1" and resend["resend_of"] == "n1"
+    VALIDATOR.validate(json.loads(events.encode(resend)))
+
+
+KNOWN_NAMES = [
+    "REFNO", "REFNOEXT", "ORDERSTATUS", "MESSAGE_TYPE", "CURRENCY", "IPN_TOTALGENERAL", "IPN_DATE", "FIRSTNAME",
+    "LASTNAME", "CUSTOMEREMAIL", "COUNTRY_CODE", "TEST_ORDER", "IPN_PID[]", "IPN_PNAME[]", "IPN_QTY[]",
+    "IPN_PRICE[]", "IPN_VAT[]", "IPN_LICENSE_REF[]", "IPN_LICENSE_EXP[]", "IPN_PID[0]", "IPN_PID[3]",
+    "LICENSE_CODE", "STATUS", "DISPATCH_REASON", "EXPIRATION_DATE", "DATE_UPDATED", "TEST", "message_type",
+    "invoice_status", "timestamp", "sale_id", "item_count", "item_name_1", "item_id_2", "item_cust_amount_1",
+    "item_type_10", "demo", "customer_name",
+]
+KNOWN_VALUES = ["COMPLETE", "AUTH", "PENDING", "REFUND", "EXPIRED", "LICENCE_CHANGE", "ORDER_CREATED",
+                "INVOICE_STATUS_CHANGED", "deposited", "1", "0", "-3.20", "20240102030011",
+                "2024-01-02 03:04:05 EST", "2024-02-30 00:00:00", "9999-12-31 23:59:59"]
+names = st.one_of(st.sampled_from(KNOWN_NAMES), st.text(min_size=1, max_size=12))
+values = st.one_of(st.sampled_from(KNOWN_VALUES), st.text(max_size=20))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(channel=st.sampled_from(["ipn", "lcn", "ins"]),
+       pairs=st.lists(st.tuples(names, values), min_size=1, max_size=40),
+       received_ms=st.integers(min_value=0, max_value=4_102_444_800_000),
+       resend=st.booleans())
+def test_generated_notifications_give_valid_documents_that_round_trip(
+    channel: str, pairs: list[tuple[str, str]], received_ms: int, resend: bool
+) -> None:
+    # the body goes through the ingress's own parser, as a received notification does
+    body = urlencode([(k, v) for k, v in pairs]).encode()
+    try:
+        fields = protocol.parse_form(body)
+    except protocol.FormError:
+        return  # refused at the door (e.g. a name that is only separators): never becomes an event
+    doc = events.build(nid="n~r1" if resend else "n", source="s", channel=channel, received_ms=received_ms,
+                       fields=fields, resend_of="n" if resend else "")
+    decoded = json.loads(events.encode(doc))
+    VALIDATOR.validate(decoded)
+    assert decoded["id"] == "n"
+    assert events.fields_from_raw(decoded["raw"]) == fields
+    assert decoded["type"] in events.EVENT_TYPES
+
+
+def test_docs_examples_are_what_the_relay_sends() -> None:
+    """docs/events.md shows one example per type; each is rebuilt from its raw fields and validated."""
+    from datetime import datetime
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "events.md").read_text(encoding="utf-8")
+    examples = text.split("## Examples, one per type", 1)[1]
+    blocks = [b.split("```", 1)[0] for b in examples.split("```json\n")[1:]]
+    documents = [json.loads(b) for b in blocks]
+    assert sorted(d["type"] for d in documents) == sorted(events.EVENT_TYPES)
+    for doc in documents:
+        VALIDATOR.validate(doc)
+        received = datetime.fromisoformat(doc["received_at"].replace("Z", "+00:00"))
+        rebuilt = events.build(nid=doc["notification_id"], source=doc["source"], channel=doc["channel"],
+                               received_ms=int(received.timestamp() * 1000), fields=events.fields_from_raw(doc["raw"]),
+                               resend_of=doc["resend_of"] or "")
+        assert json.loads(events.encode(rebuilt)) == doc
+        assert f"### `{doc['type']}`\n\n```json\n{blocks[documents.index(doc)]}" in examples
