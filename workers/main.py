@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 from arq.worker import Worker
+from arq.worker import create_worker as arq_create_worker
 
 from config.settings import Settings
 from relay.constants import GC_THRESHOLD
@@ -18,15 +19,13 @@ from workers.settings import WorkerSettings
 
 logger = structlog.get_logger()
 
-_SETTINGS_ATTRS = ("functions", "cron_jobs", "on_startup", "on_shutdown", "queue_name", "max_jobs",
-                   "poll_delay", "job_timeout", "keep_result", "health_check_interval", "health_check_key")
-
-
 def create_worker(settings: Settings, **overrides: Any) -> Worker:
-    kwargs: dict[str, Any] = {name: getattr(WorkerSettings, name) for name in _SETTINGS_ATTRS}
+    """ARQ's own construction from ``WorkerSettings`` (every attribute it declares is passed on),
+    with the relay's settings in the job context; ``overrides`` are Worker arguments (tests)."""
     ctx = {"settings": settings, **overrides.pop("ctx", {})}
-    kwargs.update(overrides)
-    return Worker(redis_settings=arq_settings(redis_url(settings)), ctx=ctx, **kwargs)
+    # the ignore: arq's protocol reads on_startup as an instance attribute (a bound method) on a class
+    return arq_create_worker(WorkerSettings, redis_settings=arq_settings(redis_url(settings)),  # type: ignore[arg-type]
+                             ctx=ctx, **overrides)
 
 
 def run(settings: Settings) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import pickle
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import structlog
+from arq.jobs import serialize_job
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
@@ -50,8 +50,9 @@ def notification_id(source: str, channel: str, body: bytes, fields: protocol.Fie
 
 
 def fanout_job(nid: str, now_ms: int) -> bytes:
-    """The ARQ job record for ``fanout(nid)``, exactly as ``arq.jobs.serialize_job`` writes it."""
-    return pickle.dumps({"t": None, "f": k.FANOUT_FUNCTION, "a": (nid,), "k": {}, "et": now_ms})
+    """The ARQ job record for ``fanout(nid)``, as ``ArqRedis.enqueue_job`` would write it; the Lua
+    scripts store it with the notification in one round trip."""
+    return serialize_job(k.FANOUT_FUNCTION, (nid,), {}, None, now_ms)
 
 
 @dataclass(frozen=True)
