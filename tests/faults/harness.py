@@ -215,6 +215,18 @@ class Cluster:
             await ep.start()
             self.endpoints.append(ep)
 
+    async def start(self, endpoints: Sequence[Endpoint], *, ingresses: int = 1, workers: int = 2,
+                    server: Mapping[str, Any] | None = None) -> list[str]:
+        """The scene of the delivery scenarios: the endpoints listening, the config naming them, Redis,
+        then the ingress processes (their URLs are returned) and the workers, each ready."""
+        await self.start_endpoints(endpoints)
+        self.configure(endpoints, server=server)
+        await self.start_redis()
+        urls = [await self.start_ingress() for _ in range(ingresses)]
+        for _ in range(workers):
+            await self.start_worker()
+        return urls
+
     # processes
 
     async def start_ingress(self, env: Mapping[str, str] | None = None, *, wait_ready: bool = True) -> str:

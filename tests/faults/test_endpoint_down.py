@@ -54,12 +54,7 @@ async def test_endpoint_down_for_a_stretch_then_back(cluster: Callable[..., Awai
     search = Endpoint("search", concurrent=True, max_in_flight=5, retry_delays=patience)  # goes down
     audit = Endpoint("audit")  # serial, stays up
     eps = [ledger, search, audit]
-    await c.start_endpoints(eps)
-    c.configure(eps)
-    await c.start_redis()
-    url = await c.start_ingress()
-    for _ in range(2):
-        await c.start_worker()
+    [url] = await c.start(eps)
 
     gen = LoadGenerator([url], concurrency=1, pace=duration / count)
     load = asyncio.create_task(gen.run(count, duration))

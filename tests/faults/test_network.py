@@ -68,12 +68,7 @@ async def test_misbehaving_endpoints_end_in_their_retry_class(cluster: Callable[
     ]
     healthy = [Endpoint("healthy"), Endpoint("healthy-c", concurrent=True)]
     eps = bad + healthy
-    await c.start_endpoints(eps)
-    c.configure(eps)
-    await c.start_redis()
-    url = await c.start_ingress()
-    for _ in range(2):
-        await c.start_worker()
+    [url] = await c.start(eps)
 
     gen = LoadGenerator([url], concurrency=4)
     await asyncio.wait_for(gen.run(count, pick(20.0, 60.0)), pick(60, 180))

@@ -76,12 +76,7 @@ async def run_redis_outages(cluster: MakeCluster, *, scenario: str, node: str, a
     started = time.monotonic()
     c = await cluster(appendfsync=appendfsync)
     eps = endpoints()
-    await c.start_endpoints(eps)
-    c.configure(eps, server=server)
-    await c.start_redis()
-    url = await c.start_ingress()
-    for _ in range(2):
-        await c.start_worker()
+    [url] = await c.start(eps, server=server)
     c.supervise()
 
     # a steady stream: `count` notifications spread over about `duration` seconds (longer with the outages;

@@ -48,12 +48,7 @@ async def test_two_ingresses_two_workers_keep_order_and_lose_nothing(
         Endpoint("audit", delay=0.001),
         Endpoint("search", concurrent=True, max_in_flight=8, delay=0.01),
     ]
-    await c.start_endpoints(eps)
-    c.configure(eps)
-    await c.start_redis()
-    urls = [await c.start_ingress(), await c.start_ingress()]
-    for _ in range(2):
-        await c.start_worker()
+    urls = await c.start(eps, ingresses=2)
 
     gen = LoadGenerator(urls, concurrency=6, pace=6 * duration / count)
     await asyncio.wait_for(gen.run(count, duration), duration + 60)

@@ -51,12 +51,7 @@ async def test_workers_sigkilled_every_few_seconds(cluster: Callable[..., Awaita
     ]
     for ep in eps:
         ep.timeout = 1.0  # a killed worker's lease (timeout + 5 s) frees its delivery sooner
-    await c.start_endpoints(eps)
-    c.configure(eps)
-    await c.start_redis()
-    url = await c.start_ingress()
-    for _ in range(3):
-        await c.start_worker()
+    [url] = await c.start(eps, workers=3)
 
     gen = LoadGenerator([url], concurrency=4, pace=4 * duration / count)
     load = asyncio.create_task(gen.run(count, duration))
