@@ -726,6 +726,20 @@ def order_violations(ep: Endpoint, seq: Mapping[str, int]) -> list[str]:
     return out
 
 
+async def assert_delivered_cleanly(c: Cluster, endpoints: Sequence[Endpoint],
+                                   seq: Mapping[str, int] | None = None) -> None:
+    """What every delivery scenario ends with: each serial endpoint had one request in flight at a time,
+    in order of receipt (when ``seq`` is given); no attempt number was sent twice; no lease or in-flight
+    record is left."""
+    if seq is not None:
+        for ep in endpoints:
+            if ep.serial:
+                assert ep.peak_in_flight == 1, f"{ep.name}: {ep.peak_in_flight} requests in flight at once"
+                assert not order_violations(ep, seq), order_violations(ep, seq)[:5]
+    assert not attempt_reuse(endpoints)
+    assert not await leftovers(c.redis, endpoints)
+
+
 async def leftovers(redis: Redis, endpoints: Sequence[Endpoint]) -> dict[str, int]:
     """Leases and in-flight records still held once everything is final: must all be zero."""
     out: dict[str, int] = {}

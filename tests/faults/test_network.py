@@ -20,13 +20,11 @@ from tests.faults.harness import (
     Cluster,
     Endpoint,
     LoadGenerator,
+    assert_delivered_cleanly,
     attempt_records,
-    attempt_reuse,
     command,
     converge,
     error_classes,
-    leftovers,
-    order_violations,
     pairs_for,
     pick,
     reconcile,
@@ -118,10 +116,5 @@ async def test_misbehaving_endpoints_end_in_their_retry_class(cluster: Callable[
     assert still_hanging > 0, "the healthy endpoints only finished after the hanging one"
     assert not wrong, wrong[:10]
     seq = await seqs(c.redis, list(gen.acknowledged))
-    for ep in eps:
-        if ep.serial:
-            assert ep.peak_in_flight == 1
-            assert not order_violations(ep, seq), order_violations(ep, seq)[:5]
-    assert not attempt_reuse(eps)
-    assert not await leftovers(c.redis, eps)
+    await assert_delivered_cleanly(c, eps, seq)
     assert not c.worker_exits

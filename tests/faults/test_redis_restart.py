@@ -21,10 +21,9 @@ from tests.faults.harness import (
     Cluster,
     Endpoint,
     LoadGenerator,
-    attempt_reuse,
+    assert_delivered_cleanly,
     command,
     converge,
-    leftovers,
     pairs_for,
     pick,
     reconcile,
@@ -127,8 +126,7 @@ async def run_redis_outages(cluster: MakeCluster, *, scenario: str, node: str, a
     assert not gen.gave_up, f"{len(gen.gave_up)} notifications never acknowledged"
     assert not storage_losses, f"acknowledged but missing from Redis after a restart: {storage_losses[:5]}"
     assert summary.lost == 0, summary.extra.get("lost_examples")
-    assert not attempt_reuse(eps)
-    assert not await leftovers(c.redis, eps)
+    await assert_delivered_cleanly(c, eps)
     assert all(r > 0 for r in refused)
     # each outage is a new one: a worker that came back from the previous one starts its backoff afresh
     # instead of waiting longer and longer after every Redis restart of its lifetime

@@ -19,12 +19,10 @@ from tests.faults.harness import (
     Cluster,
     Endpoint,
     LoadGenerator,
-    attempt_reuse,
+    assert_delivered_cleanly,
     command,
     converge,
     error_classes,
-    leftovers,
-    order_violations,
     pairs_for,
     pick,
     reconcile,
@@ -88,12 +86,7 @@ async def test_workers_sigkilled_every_few_seconds(cluster: Callable[..., Awaita
     assert not gen.unexpected and not gen.gave_up
     assert kills >= min_kills
     assert summary.lost == 0, summary.extra.get("lost_examples")
-    assert not attempt_reuse(eps)
-    for ep in eps:
-        if ep.serial:
-            assert ep.peak_in_flight == 1, f"{ep.name}: {ep.peak_in_flight} requests in flight at once"
-            assert not order_violations(ep, seq), order_violations(ep, seq)[:5]
-        else:
-            assert ep.peak_in_flight <= ep.max_in_flight
-    assert not await leftovers(c.redis, eps)
+    await assert_delivered_cleanly(c, eps, seq)
+    over = [ep.name for ep in eps if not ep.serial and ep.peak_in_flight > ep.max_in_flight]
+    assert not over, f"more requests in flight than max_in_flight: {over}"
     assert not c.worker_exits
