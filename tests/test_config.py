@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from config.settings import ConfigError, load_settings
+from config.settings import ConfigError, Endpoint, load_settings
 from relay.cli import main
 from tests.support import TEST_ENV, write_config
 
@@ -77,6 +78,27 @@ def test_secrets_come_from_the_environment(tmp_path: Path) -> None:
     s = load_settings(path, {**TEST_ENV, "BILLING_TOKEN": "Bearer t0k"})
     assert s.endpoints["b"].headers["Authorization"].reveal() == "Bearer t0k"
     assert "t0k" not in repr(s)
+
+
+def test_sources_and_endpoints_are_frozen_views_of_the_validated_file(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "r.toml", endpoints=[
+        {"name": "b", "url": "http://x", "concurrent": True, "max_in_flight": 3, "retry_delays": [1, 2.5],
+         "message_types": ["ORDER_CREATED"], "retry_4xx": [409], "channels": ["ipn", "ins"]}])
+    s = load_settings(path, TEST_ENV)
+    ep, cfg = s.endpoints["b"], s.file.endpoints[0]
+    # every field the file declares under the same name is carried over, lists frozen
+    for f in fields(Endpoint):
+        if f.name in type(cfg).model_fields and f.name != "headers":
+            value = getattr(cfg, f.name)
+            assert getattr(ep, f.name) == (tuple(value) if f.name == "retry_delays" else
+                                           frozenset(value) if isinstance(value, list) else value), f.name
+    assert ep.retry_delays == (1.0, 2.5) and ep.channels == frozenset({"ipn", "ins"})
+    assert ep.message_types == frozenset({"ORDER_CREATED"}) and ep.retry_4xx == frozenset({409})
+    assert ep.in_flight_limit == 3 and ep.order_statuses is None and ep.signing_secret is None
+    src = s.sources["default"]
+    assert src.channels == frozenset({"ipn", "lcn", "ins"}) and src.allow_networks == ()
+    assert src.secret_key is not None and src.secret_key.reveal() == TEST_ENV["TCO_SECRET_KEY"]
+    hash(src)  # frozen and hashable, as before
 
 
 def test_cli_reports_config_errors_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
