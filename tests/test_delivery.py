@@ -364,3 +364,15 @@ async def test_event_format_is_signed_and_event_types_route(relay: Callable[...,
     # the type was stored with the notification and indexed, for the list filter
     assert await redis.hget(k.notification(nid), "type") == b"order.completed"
     assert await redis.zscore(k.idx_type("order.completed"), nid) is not None
+
+
+async def test_attempt_list_is_capped_at_the_constant(relay: Callable[..., Any], sink: Callable[..., Any],
+                                                      redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    # complete.lua takes its cap from relay.constants (via workers/engine.py): a smaller one must show
+    monkeypatch.setattr(k, "ATTEMPTS_CAP", 3)
+    s = await sink([500, 500, 500, 500, 200])
+    client = await relay([ep("x", s, retry_delays=FAST)], delivery=NO_JITTER)
+    nid = await post(client, "1")
+    assert (await final(redis, nid, "x"))["attempts"] == "5"
+    kept = await attempts(redis, nid, "x")
+    assert [a["n"] for a in kept] == [3, 4, 5] and kept[-1]["outcome"] == "delivered"
