@@ -382,11 +382,11 @@ async def test_openapi_document_describes_every_route(client: TestClient) -> Non
     status, doc = await get(client, "/api/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")
     assert set(doc["paths"]) == {"/api/notifications", "/api/notifications/{id}", "/api/notifications/{id}/resend",
-                                 "/api/resend", "/api/health", "/api/openapi.json"}
+                                 "/api/resend", "/api/health", "/api/openapi.json", "/api/schema/event.json"}
     assert doc["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
     assert doc["security"] == [{"bearer": []}]
     names = {p["name"] for p in doc["paths"]["/api/notifications"]["get"]["parameters"]}
-    assert names == {"channel", "source", "state", "endpoint", "since", "until", "ref", "limit", "cursor"}
+    assert names == {"channel", "source", "state", "endpoint", "since", "until", "ref", "type", "limit", "cursor"}
 
 
 # -- the CLI -------------------------------------------------------------------------------------
@@ -409,7 +409,11 @@ async def test_cli_notifications_list_and_show(client: TestClient, api_settings:
     assert [i["id"] for i in json.loads(out.stdout)["items"]] == [b, a]
     out = await asyncio.to_thread(relay_cli, api_settings, "notifications", "list", "--channel", "ipn")
     assert out.returncode == 0 and a in out.stdout and b not in out.stdout
-    assert out.stdout.splitlines()[0].split() == ["ID", "RECEIVED", "CH", "SOURCE", "REF", "STATUS", "DELIVERIES"]
+    assert out.stdout.splitlines()[0].split() == ["ID", "RECEIVED", "CH", "SOURCE", "TYPE", "REF", "STATUS",
+                                                  "DELIVERIES"]
+    assert out.stdout.splitlines()[1].split()[4] == "order.completed"
+    out = await asyncio.to_thread(relay_cli, api_settings, "notifications", "list", "--type", "order.created")
+    assert out.returncode == 0 and b in out.stdout and a not in out.stdout
     out = await asyncio.to_thread(relay_cli, api_settings, "notifications", "list", "--limit", "1")
     assert "--cursor" in out.stdout
     out = await asyncio.to_thread(relay_cli, api_settings, "notifications", "show", a)
@@ -425,6 +429,7 @@ async def test_cli_notifications_list_and_show(client: TestClient, api_settings:
     (["--limit", "9999"], "--limit '9999'"),
     (["--state", "lost"], "--state 'lost'"),
     (["--channel", "sms"], "--channel 'sms'"),
+    (["--type", "order.refundd"], "--type 'order.refundd'"),
 ])
 async def test_cli_bad_arguments_exit_2_naming_them(api_settings: Settings, redis: Redis, args: list[str],
                                                     named: str) -> None:
@@ -441,3 +446,33 @@ async def test_cli_redis_unreachable_is_one_line_exit_1(api_settings: Settings) 
     assert len(lines) == 1 and "cannot reach Redis at redis://127.0.0.1:" in lines[0]
     assert "hunter2secret" not in out.stderr
 
+
+
+async def test_event_schema_is_served_with_the_same_auth(client: TestClient) -> None:
+    from relay import events
+
+    status, doc = await get(client, "/api/schema/event.json")
+    assert status == 200 and doc == events.schema()
+    assert doc["properties"]["type"]["enum"] == list(events.EVENT_TYPES)
+    assert (await client.get("/api/schema/event.json")).status == 401
+
+
+async def test_type_is_listed_and_filtered_on_its_index(client: TestClient, redis: Redis) -> None:
+    a = await ingest(client, "100")  # MESSAGE_TYPE COMPLETE
+    b = await ingest(client, "200", status="REFUND")
+    c = await ingest(client, "300", channel="ins")  # ORDER_CREATED
+    d = await ingest(client, "400", status="PAYMENT_AUTHORIZED")  # MESSAGE_TYPE unknown: ORDERSTATUS decides
+    _, doc = await get(client, "/api/notifications")
+    assert {i["id"]: i["type"] for i in doc["items"]} == {
+        a: "order.completed", b: "order.refunded", c: "order.created", d: "order.authorized"}
+    status, doc = await get(client, "/api/notifications", type="order.refunded")
+    assert status == 200 and [i["id"] for i in doc["items"]] == [b] and doc["index"] == "type"
+    _, doc = await get(client, "/api/notifications", type="order.completed", ref="100")
+    assert [i["id"] for i in doc["items"]] == [a]
+    _, doc = await get(client, "/api/notifications", type="order.completed", channel="ins")
+    assert doc["items"] == []
+    assert await redis.zscore(k.idx_type("order.created"), c) is not None
+    status, doc = await get(client, "/api/notifications", type="order.refundd")
+    assert status == 400 and "invalid type='order.refundd'" in doc["error"] and "order.chargeback" in doc["error"]
+    status, doc = await get(client, f"/api/notifications/{b}")
+    assert status == 200 and doc["type"] == "order.refunded"

@@ -20,6 +20,7 @@ import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from relay import events
 from relay.admin import openapi
 from relay.store import queries
 from relay.store.queries import BadParam, BadRequest, QueryError
@@ -58,6 +59,7 @@ def setup_api(app: web.Application) -> None:
         web.post("/resend", resend_bulk),
         web.get("/health", health),
         web.get("/openapi.json", openapi_json),
+        web.get("/schema/event.json", event_schema),
     ])
     app.add_subapp("/api", api)
 
@@ -176,6 +178,11 @@ async def health(request: web.Request) -> web.StreamResponse:
 
 async def openapi_json(request: web.Request) -> web.Response:
     return web.json_response(openapi.document())
+
+
+async def event_schema(request: web.Request) -> web.Response:
+    """``GET /api/schema/event.json``: the JSON Schema of ``format = "event"`` documents, as in the repo."""
+    return web.Response(text=events.schema_text(), content_type="application/json")
 
 
 # -- request parsing -----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from config.event_types import EVENT_TYPES
 from relay import __version__
 from relay import constants as k
 from relay.store.queries import DEFAULT_LIMIT, MAX_LIMIT, NAME, NID
@@ -42,6 +43,7 @@ FILTER_DOCS = {
     "since": ("received at or after", TIME),
     "until": ("received at or before", TIME),
     "ref": ("REFNO (IPN), LICENSE_CODE (LCN) or sale_id (INS)", REF),
+    "type": ("the event type (docs/events.md)", {"type": "string", "enum": list(EVENT_TYPES)}),
 }
 
 
@@ -96,6 +98,7 @@ SUMMARY_PROPS: Schema = {
     "ref": {"type": "string"},
     "status": {"type": "string"},
     "mtype": {"type": "string"},
+    "type": {"type": "string", "description": "the event type (docs/events.md); empty if stored before types"},
     "test": {"type": "boolean"},
     "resend_of": _nullable("string"),
     "targets": {"type": ["array", "null"], "items": {"type": "string"}},
@@ -243,6 +246,13 @@ def document() -> dict[str, Any]:
                     "503": {"description": "unhealthy, or Redis is unavailable",
                             "content": {"application/json": {"schema": {"type": "object"}}}},
                 },
+            }},
+            "/api/schema/event.json": {"get": {
+                "operationId": "eventSchema",
+                "summary": "The JSON Schema of the typed event document (format = \"event\", docs/events.md)",
+                "responses": {"200": {"description": "JSON Schema draft 2020-12",
+                                      "content": {"application/json": {"schema": {"type": "object"}}}},
+                              **COMMON},
             }},
             "/api/openapi.json": {"get": {
                 "operationId": "openapi",

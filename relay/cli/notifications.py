@@ -27,7 +27,7 @@ from relay.store.resend import Resender, check_idempotency_key
 
 commands = Commands()
 
-FILTER_OPTIONS = ("channel", "source", "state", "endpoint", "since", "until", "ref")
+FILTER_OPTIONS = ("channel", "source", "state", "endpoint", "since", "until", "ref", "type")
 Action = Callable[[argparse.Namespace, Settings, Redis], Awaitable[int]]
 
 
@@ -43,6 +43,7 @@ def _filter_options(p: argparse.ArgumentParser, *, endpoint_help: str) -> None:
     p.add_argument("--since", help="received at or after (ISO-8601 or epoch ms)")
     p.add_argument("--until", help="received at or before (ISO-8601 or epoch ms)")
     p.add_argument("--ref", help="REFNO, LICENSE_CODE or sale_id")
+    p.add_argument("--type", help="event type, e.g. order.refunded (docs/events.md)")
 
 
 def _hidden_config(p: argparse.ArgumentParser) -> None:
@@ -144,11 +145,11 @@ async def _list(ns: argparse.Namespace, settings: Settings, redis: Redis) -> int
     if ns.json:
         _print_json({"items": items, "next_cursor": page.next_cursor, "index": page.index})
         return 0
-    rows = [["ID", "RECEIVED", "CH", "SOURCE", "REF", "STATUS", "DELIVERIES"]]
+    rows = [["ID", "RECEIVED", "CH", "SOURCE", "TYPE", "REF", "STATUS", "DELIVERIES"]]
     for item in items:
         deliveries = " ".join(f"{ep}:{d['state']}" for ep, d in item["deliveries"].items()) or "(not routed yet)"
-        rows.append([item["id"], item["received_at"] or "", item["channel"], item["source"], item["ref"],
-                     item["status"], deliveries])
+        rows.append([item["id"], item["received_at"] or "", item["channel"], item["source"], item["type"] or "-",
+                     item["ref"], item["status"], deliveries])
     _print_table(rows)
     if not items:
         print("no notifications match" + ("" if page.next_cursor is None else " in this stretch"))
@@ -168,7 +169,7 @@ async def _show(ns: argparse.Namespace, settings: Settings, redis: Redis) -> int
     if ns.json:
         _print_json(doc)
         return 0
-    for name in ("id", "channel", "source", "received_at", "seq", "ref", "status", "mtype", "message_id",
+    for name in ("id", "channel", "source", "received_at", "seq", "type", "ref", "status", "mtype", "message_id",
                  "email", "test", "algo", "content_type", "resend_of", "targets"):
         value = doc.get(name)
         if value not in (None, "", []):

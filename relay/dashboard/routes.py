@@ -30,6 +30,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from config.event_types import EVENT_TYPES
 from config.settings import CHANNELS, Settings
 from relay import constants as k
 from relay.dashboard import sessions, view
@@ -50,7 +51,7 @@ SENSITIVE = ("PASSWORD", "SECRET", "TOKEN")
 STATIC = Path(__file__).resolve().parent / "static"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 ASSETS = web.AppKey("dashboard_assets", str)
-LIST_FILTERS = ("channel", "source", "state", "endpoint", "ref")
+LIST_FILTERS = ("channel", "source", "state", "endpoint", "ref", "type")
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
                                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -372,7 +373,8 @@ async def notifications(request: web.Request) -> web.StreamResponse:
     settings = request.config_dict[appkeys.SETTINGS]
     params = list_params(request)
     choices: dict[str, list[str]] = {"channel": list(CHANNELS), "source": sorted(settings.sources),
-                                     "endpoint": sorted(settings.endpoints), "state": list(k.STATES)}
+                                     "endpoint": sorted(settings.endpoints), "state": list(k.STATES),
+                                     "type": list(EVENT_TYPES)}
     page = {"params": params, "choices": choices, "error": None, "bulk_url": None,
             "queued": int(params["queued"]) if params.get("queued", "").isdigit() else None,
             "replayed": bool(params.get("replayed"))}
@@ -493,7 +495,7 @@ async def bulk_confirm(request: web.Request) -> web.StreamResponse:
     except QueryError as exc:
         return _error(request, exc.status, exc.message, session, back=back)
     fixed = frozen(params, f, until=int(time.time() * 1000))
-    selection = [(name, getattr(f, name)) for name in ("channel", "source", "endpoint", "state", "ref")
+    selection = [(name, getattr(f, name)) for name in ("channel", "source", "endpoint", "state", "ref", "type")
                  if getattr(f, name) is not None]
     context = {"filters": fixed, "selection": selection, "since": f.since, "until": f.until, "dry": dry,
                "back": back, "idempotency_key": _idempotency_key()}

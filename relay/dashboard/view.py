@@ -219,6 +219,7 @@ def filter_selects(choices: Mapping[str, Sequence[str]], custom: bool) -> list[t
         ("source", "Source", any_ + [(s, s) for s in choices["source"]]),
         ("endpoint", "Endpoint", any_ + [(x, x) for x in choices["endpoint"]]),
         ("state", "Delivery state", any_ + [(s, s.replace("_", " ")) for s in choices["state"]]),
+        ("type", "Event type", any_ + [(t, t) for t in choices["type"]]),
         ("period", "Received", periods),
     ]
 

@@ -2,7 +2,7 @@
 
 Shared by the admin API (``relay/admin/api.py``) and the CLI (``relay/cli/notifications.py``). Every listing walks
 one sorted-set index newest first (never KEYS or SCAN): the most selective of ``relay:ix:ref``,
-``relay:ep:{ep}:st:{state}``, ``relay:ix:ch``, ``relay:ix:src`` and ``relay:ix:all``, and checks the
+``relay:ep:{ep}:st:{state}``, ``relay:ix:ch``, ``relay:ix:src``, ``relay:ix:type`` and ``relay:ix:all``, and checks the
 other filters on each candidate, scanning at most ``SCAN_BUDGET`` candidates per page.
 
 Errors (``QueryError`` carries the HTTP status the API answers with)::
@@ -30,6 +30,7 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
+from config.event_types import EVENT_TYPES
 from config.settings import CHANNELS, Endpoint, Secret, Settings, Source
 from relay import constants as k
 from relay import protocol
@@ -43,8 +44,9 @@ NID = re.compile(r"^(ipn|lcn|ins)_[0-9a-f]{24}(~r[0-9]{1,9})?$")
 REF = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
 EPOCH_MS = re.compile(r"^[0-9]{1,15}$")
 REDACTED = "**redacted**"
-FILTER_NAMES = ("channel", "source", "state", "endpoint", "since", "until", "ref")
-SUMMARY_FIELDS = ("channel", "source", "recv", "ref", "status", "mtype", "test", "resend_of", "eps", "targets")
+FILTER_NAMES = ("channel", "source", "state", "endpoint", "since", "until", "ref", "type")
+SUMMARY_FIELDS = ("channel", "source", "recv", "ref", "status", "mtype", "type", "test", "resend_of", "eps",
+                  "targets")
 DELIVERY_SUMMARY = ("state", "attempts", "last", "updated", "next")
 DELIVERY_TIMES = ("created", "updated", "next", "delivered_at", "lease")
 DELIVERY_INTS = ("attempts", "seq")
@@ -89,6 +91,7 @@ class Filters:
     since: int | None = None  # received at or after, ms
     until: int | None = None  # received at or before, ms
     ref: str | None = None
+    type: str | None = None  # event type (relay/events.py)
 
     @property
     def empty(self) -> bool:
@@ -161,6 +164,10 @@ def parse_filters(params: Mapping[str, object], *, allowed: tuple[str, ...] = FI
             values[name] = _name(name, value)
         elif name in ("since", "until"):
             values[name] = parse_time(name, value)
+        elif name == "type":
+            if value not in EVENT_TYPES:
+                raise BadParam(name, value, f"expected one of {', '.join(EVENT_TYPES)}")
+            values[name] = value
         elif name == "ref":
             if not isinstance(value, str) or not REF.match(value):
                 raise BadParam(name, value, "expected 1 to 128 printable characters")
@@ -197,7 +204,7 @@ def check_id(nid: str) -> str:
 
 @dataclass(frozen=True)
 class Cursor:
-    kind: str  # which index: ref | state | ch | src | all
+    kind: str  # which index: ref | state | ch | src | type | all
     score: int
     nid: str
     filters: str  # fingerprint of the filters it belongs to
@@ -222,7 +229,7 @@ class Cursor:
         return cls(kind, score, nid, fp)
 
 
-INDEX_KINDS = ("ref", "state", "ch", "src", "all")
+INDEX_KINDS = ("ref", "state", "ch", "src", "type", "all")
 
 
 def index_key(kind: str, f: Filters) -> str:
@@ -234,6 +241,8 @@ def index_key(kind: str, f: Filters) -> str:
         return k.idx_channel(f.channel)
     if kind == "src" and f.source is not None:
         return k.idx_source(f.source)
+    if kind == "type" and f.type is not None:
+        return k.idx_type(f.type)
     if kind == "all":
         return k.IDX_ALL
     raise BadParam("cursor", kind, "belongs to a listing with other filters")
@@ -249,7 +258,7 @@ def _bounds(kind: str, f: Filters) -> tuple[str, str]:
 async def choose_index(redis: Redis, f: Filters) -> str:
     """The index with the fewest members in the time range: every other filter is checked per item."""
     kinds = [kind for kind, present in (("ref", f.ref), ("state", f.endpoint and f.state), ("ch", f.channel),
-                                        ("src", f.source)) if present]
+                                        ("src", f.source), ("type", f.type)) if present]
     if not kinds:
         return "all"
     if len(kinds) == 1:
@@ -284,6 +293,7 @@ class Row:
             "ref": f.get("ref", ""),
             "status": f.get("status", ""),
             "mtype": f.get("mtype", ""),
+            "type": f.get("type", ""),  # "" for a notification stored before event types
             "test": f.get("test") == "1",
             "resend_of": f.get("resend_of") or None,
             "targets": f["targets"].split(",") if f.get("targets") else None,
@@ -336,6 +346,8 @@ def matches(row: Row, f: Filters) -> bool:
     if f.source is not None and fields.get("source") != f.source:
         return False
     if f.ref is not None and fields.get("ref") != f.ref:
+        return False
+    if f.type is not None and fields.get("type") != f.type:
         return False
     recv = int(fields.get("recv") or 0)
     if (f.since is not None and recv < f.since) or (f.until is not None and recv > f.until):
@@ -476,6 +488,7 @@ async def detail(redis: Redis, nid: str) -> dict[str, Any]:
         "ref": f.get("ref", ""),
         "status": f.get("status", ""),
         "mtype": f.get("mtype", ""),
+        "type": f.get("type", ""),
         "message_id": f.get("message_id", ""),
         "license": f.get("license", ""),
         "email": f.get("email", ""),
