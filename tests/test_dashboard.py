@@ -508,3 +508,18 @@ async def test_browser_sees_a_failure_and_a_resend_delivered(served: tuple[str, 
         finally:
             await browser.close()
     assert problems == []  # no script error, no CSP violation
+
+
+async def test_event_type_is_shown_and_filtered(client: TestClient, redis: Redis) -> None:
+    await login(client)
+    done = await ingest(client, ipn_fields("601"))  # MESSAGE_TYPE COMPLETE
+    refund = await ingest(client, ipn_fields("602", status="REFUND"))
+    page = await (await client.get("/dashboard/notifications")).text()
+    assert '<code class="etype">order.refunded</code>' in page and '<code class="etype">order.completed</code>' in page
+    assert '<option value="order.chargeback">' in page  # the type drop-down lists the vocabulary
+    page = await (await client.get("/dashboard/notifications", params={"type": "order.refunded"})).text()
+    assert refund in page and done not in page
+    resp = await client.get("/dashboard/notifications", params={"type": "order.nothing"})
+    assert resp.status == 400 and "invalid type=&#39;order.nothing&#39;" in await resp.text()
+    page = await (await client.get(f"/dashboard/notifications/{refund}")).text()
+    assert "<dt>Event type</dt><dd><code>order.refunded</code></dd>" in page

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from relay import events, protocol
+from relay.store.ingest import notification_id
 from tests.support import vectors
 
 VALIDATOR = Draft202012Validator(events.schema())
@@ -247,4 +248,30 @@ def test_docs_examples_are_what_the_relay_sends() -> None:
                                received_ms=int(received.timestamp() * 1000), fields=events.fields_from_raw(doc["raw"]),
                                resend_of=doc["resend_of"] or "")
         assert json.loads(events.encode(rebuilt)) == doc
+        body = urlencode([(a, b) for a, b in doc["raw"]]).encode()
+        assert doc["id"] == notification_id(doc["source"], doc["channel"], body)
         assert f"### `{doc['type']}`\n\n```json\n{blocks[documents.index(doc)]}" in examples
+
+
+def test_readme_event_is_built_from_the_ipn_beside_it() -> None:
+    from datetime import datetime
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text.split('### Typed events (`format = "event"`)', 1)[1]
+    left, right = (block.split("</pre>", 1)[0].strip() for block in section.split("<pre>\n")[1:3])
+    pairs = [tuple(line.split("=", 1)) for line in left.splitlines()]
+    shown = json.loads(right)
+    received = datetime.fromisoformat(shown["received_at"].replace("Z", "+00:00"))
+    doc = document_of(pairs, received_ms=int(received.timestamp() * 1000), nid=shown["notification_id"])
+    VALIDATOR.validate(doc)
+    assert doc["raw"] == [list(p) for p in pairs]
+    assert {**doc, "raw": ["…"]} == shown
+    assert shown["id"] == notification_id("default", "ipn", urlencode(pairs).encode())  # the id the relay gives it
+
+
+def document_of(pairs: list[tuple[str, ...]], *, received_ms: int, nid: str) -> dict[str, Any]:
+    fields = protocol.parse_form(urlencode(pairs).encode())
+    built: dict[str, Any] = json.loads(events.encode(events.build(
+        nid=nid, source="default", channel="ipn", received_ms=received_ms, fields=fields)))
+    return built
