@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -46,7 +47,10 @@ async def relay(aiohttp_client: Any, make_settings: Callable[..., Settings], red
 
     yield start
     for w, task in workers:
-        await w.close()
+        # arq's close() cancels the jobs in progress (a cron sweep that has just started) and then
+        # gathers them, so the cancellation it caused itself can surface here; the worker is closed
+        with contextlib.suppress(asyncio.CancelledError):
+            await w.close()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
