@@ -380,3 +380,27 @@ async def test_attempt_list_is_capped_at_the_constant(relay: Callable[..., Any],
     assert (await final(redis, nid, "x"))["attempts"] == "5"
     kept = await attempts(redis, nid, "x")
     assert [a["n"] for a in kept] == [3, 4, 5] and kept[-1]["outcome"] == "delivered"
+
+
+async def test_event_id_is_stable_across_a_resend_selected_by_type(
+    relay: Callable[..., Any], sink: Callable[..., Any], make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    from relay.store.queries import Filters
+    from relay.store.resend import Resender
+
+    s = await sink()
+    endpoints = [ep("events", s, format="event")]
+    client = await relay(endpoints)
+    nid = await post(client, "7", status="REFUND")
+    other = await post(client, "8")  # order.completed: not selected below
+    assert (await final(redis, nid, "events"))["state"] == "delivered"
+    assert (await final(redis, other, "events"))["state"] == "delivered"
+    result = await Resender(redis, make_settings(endpoints=endpoints)).bulk(filters=Filters(type="order.refunded"))
+    [resent] = result["resends"]
+    assert resent["resend_of"] == nid
+    assert (await final(redis, resent["id"], "events"))["state"] == "delivered"
+    first, _, again = (json.loads(r.body) for r in s.received)
+    assert first["id"] == again["id"] == nid and again["notification_id"] == resent["id"]
+    assert again["resend_of"] == nid and again["type"] == "order.refunded" and again["raw"] == first["raw"]
+    # the resend is a notification of the same type, in the type index too
+    assert await redis.zscore(k.idx_type("order.refunded"), resent["id"]) is not None
