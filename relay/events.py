@@ -119,18 +119,21 @@ def event_type(channel: str, fields: Fields) -> tuple[str, str, str]:
     return INS_MESSAGE_TYPES.get(mtype, UNMAPPED), "message_type", mtype
 
 
-def _array(fields: Fields, name: str) -> list[str]:
-    """An IPN array, sent as repeated ``NAME[]`` keys or as ``NAME[0]``, ``NAME[1]``..."""
-    if f"{name}[]" in fields:
-        return fields[f"{name}[]"]
-    indexed: list[tuple[int, str]] = []
+def _arrays(fields: Fields, names: tuple[str, ...]) -> dict[str, list[str]]:
+    """IPN arrays, sent as repeated ``NAME[]`` keys or as ``NAME[0]``, ``NAME[1]``... (one pass over the fields)."""
+    indexed: dict[str, list[tuple[int, str]]] = {}
     for key, values in fields.items():
-        m = _INDEXED.fullmatch(key)
-        if m and m.group(1) == name and values:
-            indexed.append((int(m.group(2)), values[0]))
-    if indexed:
-        return [v for _, v in sorted(indexed)]
-    return fields.get(name, [])
+        if key.endswith("]") and not key.endswith("[]") and values and (m := _INDEXED.fullmatch(key)):
+            indexed.setdefault(m.group(1), []).append((int(m.group(2)), values[0]))
+    out: dict[str, list[str]] = {}
+    for name in names:
+        if f"{name}[]" in fields:
+            out[name] = fields[f"{name}[]"]
+        elif name in indexed:
+            out[name] = [v for _, v in sorted(indexed[name])]
+        else:
+            out[name] = fields.get(name, [])
+    return out
 
 
 def _amount(value: str) -> str | None:
@@ -169,11 +172,13 @@ def _name(*parts: str) -> str | None:
     return joined or None
 
 
+_IPN_COLUMNS = ("IPN_PID", "IPN_PNAME", "IPN_PCODE", "IPN_EXTERNAL_REFERENCE", "IPN_SKU", "IPN_QTY", "IPN_PRICE",
+                "IPN_VAT", "IPN_DISCOUNT", "IPN_TOTAL", "IPN_LICENSE_REF", "IPN_LICENSE_TYPE", "IPN_LICENSE_EXP")
+
+
 def _ipn_order(fields: Fields) -> dict[str, Any]:
     f = partial(_first, fields)
-    columns = {name: _array(fields, name) for name in (
-        "IPN_PID", "IPN_PNAME", "IPN_PCODE", "IPN_EXTERNAL_REFERENCE", "IPN_SKU", "IPN_QTY", "IPN_PRICE",
-        "IPN_VAT", "IPN_DISCOUNT", "IPN_TOTAL", "IPN_LICENSE_REF", "IPN_LICENSE_TYPE", "IPN_LICENSE_EXP")}
+    columns = _arrays(fields, _IPN_COLUMNS)
     count = max(len(columns["IPN_PID"]), len(columns["IPN_PNAME"]))
     items = []
     for i in range(count):
