@@ -443,7 +443,7 @@ async def test_cli_redis_unreachable_is_one_line_exit_1(api_settings: Settings) 
     out = await asyncio.to_thread(relay_cli, api_settings, "notifications", "list", redis_url=url)
     assert out.returncode == 1 and time.monotonic() - started < 30
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "cannot reach Redis at redis://127.0.0.1:" in lines[0]
+    assert len(lines) == 1 and "cannot reach Redis at redis://:***@127.0.0.1:" in lines[0]
     assert "hunter2secret" not in out.stderr
 
 
