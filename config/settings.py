@@ -29,7 +29,9 @@ Channel = Literal["ipn", "lcn", "ins"]
 CHANNELS: tuple[Channel, ...] = ("ipn", "lcn", "ins")
 
 Algo = Literal["md5", "sha256", "sha3-256"]
-Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
+# a source or endpoint name; relay/store/params.py validates the admin API's names with the same pattern
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 _ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 

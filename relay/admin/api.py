@@ -23,7 +23,8 @@ from redis.exceptions import RedisError
 from relay import events
 from relay.admin import openapi
 from relay.store import queries
-from relay.store.queries import BadParam, BadRequest, QueryError
+from relay.store.params import BulkRequest, ListQuery, ResendRequest
+from relay.store.queries import BadParam, BadRequest, QueryError, validate
 from relay.store.resend import Resender, check_idempotency_key
 from relay.store.stats import health_report
 from relay.web import appkeys
@@ -32,8 +33,6 @@ logger = structlog.get_logger()
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REALM = 'Bearer realm="relay admin API"'
-SINGLE_KEYS = ("endpoint", "idempotency_key")
-BULK_KEYS = ("ids", "filter", "endpoint", "dry_run", "idempotency_key")
 
 
 def setup_api(app: web.Application) -> None:
@@ -122,13 +121,9 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
 
 
 async def list_notifications(request: web.Request) -> web.Response:
-    params = _single_values(request)
-    limit = queries.parse_limit(params.pop("limit", None))
-    cursor = params.pop("cursor", None)
-    if cursor == "":
-        raise BadParam("cursor", cursor, "is empty; omit it for the first page")
-    filters = queries.parse_filters(params)
-    page = await queries.scan(request.config_dict[appkeys.REDIS], filters, limit=limit, cursor=cursor)
+    query = validate(ListQuery, _single_values(request))
+    page = await queries.scan(request.config_dict[appkeys.REDIS], query.filters(), limit=query.limit,
+                              cursor=query.cursor)
     return web.json_response({"items": [row.summary() for row in page.items], "next_cursor": page.next_cursor,
                               "index": page.index})
 
@@ -139,34 +134,18 @@ async def show_notification(request: web.Request) -> web.Response:
 
 
 async def resend_one(request: web.Request) -> web.Response:
-    body = await _json_object(request, SINGLE_KEYS)
-    endpoint = _optional_name(body, "endpoint")
-    key = _idempotency_key(request, body)
+    body = validate(ResendRequest, await _json_object(request), unknown="field")
     result = await request.config_dict[appkeys.RESENDER].one(
-        request.match_info["id"], endpoint=endpoint, idempotency_key=key)
+        request.match_info["id"], endpoint=body.endpoint, idempotency_key=_idempotency_key(request, body))
     return web.json_response(result, status=202)
 
 
 async def resend_bulk(request: web.Request) -> web.Response:
-    body = await _json_object(request, BULK_KEYS)
-    ids = body.get("ids")
-    if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, str) for i in ids)):
-        raise BadParam("ids", ids, "expected a list of notification ids")
-    filters = None
-    if "filter" in body:
-        if not isinstance(body["filter"], dict):
-            raise BadParam("filter", body["filter"], "expected an object of filters")
-        try:
-            filters = queries.parse_filters(body["filter"])
-        except BadParam as exc:
-            raise BadParam(f"filter.{exc.param}", exc.value, exc.reason) from None
-    dry_run = body.get("dry_run", False)
-    if not isinstance(dry_run, bool):
-        raise BadParam("dry_run", dry_run, "expected true or false")
+    body = validate(BulkRequest, await _json_object(request), unknown="field")
     result = await request.config_dict[appkeys.RESENDER].bulk(
-        ids=ids, filters=filters, endpoint=_optional_name(body, "endpoint"), dry_run=dry_run,
+        ids=body.ids, filters=body.filter, endpoint=body.endpoint, dry_run=body.dry_run,
         idempotency_key=_idempotency_key(request, body))
-    return web.json_response(result, status=200 if dry_run else 202)
+    return web.json_response(result, status=200 if body.dry_run else 202)
 
 
 async def health(request: web.Request) -> web.StreamResponse:
@@ -197,7 +176,7 @@ def _single_values(request: web.Request) -> dict[str, str]:
     return params
 
 
-async def _json_object(request: web.Request, allowed: tuple[str, ...]) -> dict[str, Any]:
+async def _json_object(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     if not raw.strip():
         return {}
@@ -207,26 +186,12 @@ async def _json_object(request: web.Request, allowed: tuple[str, ...]) -> dict[s
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise BadRequest("the request body must be a JSON object")
-    for name in doc:
-        if name not in allowed:
-            raise BadParam(name, doc[name], f"unknown field (known: {', '.join(allowed)})")
     return doc
 
 
-def _optional_name(body: dict[str, Any], name: str) -> str | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not queries.NAME.match(value):
-        raise BadParam(name, value, "expected an endpoint name")
-    return value
-
-
-def _idempotency_key(request: web.Request, body: dict[str, Any]) -> str | None:
+def _idempotency_key(request: web.Request, body: ResendRequest | BulkRequest) -> str | None:
     header = request.headers.get("Idempotency-Key")
-    given = body.get("idempotency_key")
+    given = body.idempotency_key
     if header is not None and given is not None and header != given:
         raise BadParam("idempotency_key", given, "differs from the Idempotency-Key header")
-    if given is not None:
-        return check_idempotency_key(given)
-    return check_idempotency_key(header)
+    return given if given is not None else check_idempotency_key(header)

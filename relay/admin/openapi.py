@@ -1,20 +1,24 @@
 """The admin API's OpenAPI 3.1 document, served at ``GET /api/openapi.json``.
 
-Written by hand so the validation in ``relay/store/queries.py`` and this description stay reviewable
-side by side; ``tests/test_api_fuzz.py`` holds the two together.
+Parameters and request bodies are generated from the pydantic models in ``relay/store/params.py``
+(their JSON schema), the same models that validate every request, so the document states exactly the
+rules the API enforces; ``tests/test_api_schema.py`` and the schemathesis fuzz in
+``tests/test_api_fuzz.py`` check it. The answers' schemas are written here by hand.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from config.event_types import EVENT_TYPES
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
 from relay import __version__
-from relay import constants as k
-from relay.store.queries import DEFAULT_LIMIT, MAX_LIMIT, NAME, NID
-from relay.store.resend import IDEMPOTENCY_KEY, MAX_IDS
+from relay.store.params import BulkRequest, ListQuery, NotificationPath, ResendRequest
 
 Schema = dict[str, Any]
+REF_TEMPLATE = "#/components/schemas/{model}"
+NULL: Schema = {"type": "null"}
 
 
 def _ref(name: str) -> Schema:
@@ -25,26 +29,55 @@ def _nullable(type_: str) -> Schema:
     return {"type": [type_, "null"]}
 
 
-TIME: Schema = {
-    "description": "ISO-8601 time (a time without an offset is UTC) or epoch milliseconds",
-    "anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "pattern": r"^[0-9]{1,15}$"}],
-}
-NAME_SCHEMA: Schema = {"type": "string", "pattern": NAME.pattern}
-CHANNEL: Schema = {"type": "string", "enum": ["ipn", "lcn", "ins"]}
-STATE: Schema = {"type": "string", "enum": list(k.STATES)}
-REF: Schema = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": r"^[^\x00-\x1f\x7f]+$"}
-IDEM: Schema = {"type": "string", "pattern": IDEMPOTENCY_KEY.pattern}
+# -- parameters and request bodies, from the models ----------------------------------------------
 
-FILTER_DOCS = {
-    "channel": ("the 2Checkout channel", CHANNEL),
-    "source": ("the configured source the notification arrived on", NAME_SCHEMA),
-    "state": ("a delivery state; with endpoint, that endpoint's delivery, else any delivery", STATE),
-    "endpoint": ("routed to this endpoint (with state: its delivery is in that state)", NAME_SCHEMA),
-    "since": ("received at or after", TIME),
-    "until": ("received at or before", TIME),
-    "ref": ("REFNO (IPN), LICENSE_CODE (LCN) or sale_id (INS)", REF),
-    "type": ("the event type (docs/events.md)", {"type": "string", "enum": list(EVENT_TYPES)}),
-}
+
+def _not_null(schema: Schema) -> Schema:
+    """A parameter's schema without the model's null branch: a query string or a header carries no null."""
+    out = {key: value for key, value in schema.items() if key not in ("title", "default")}
+    branches = [b for b in out.pop("anyOf", []) if b != NULL]
+    if len(branches) == 1:
+        out = {**branches[0], **out}  # the field's own description over its type's
+    elif branches:
+        out["anyOf"] = branches
+    return out
+
+
+def parameters(model: type[BaseModel], where: str, *, only: tuple[str, ...] | None = None,
+               names: dict[str, str] | None = None) -> list[Schema]:
+    """``model``'s fields as OpenAPI parameters ``in`` query, path or header (``names`` renames them)."""
+    schema = model.model_json_schema(ref_template=REF_TEMPLATE)
+    required = set(schema.get("required", ()))
+    out = []
+    for name, prop in schema["properties"].items():
+        if only is not None and name not in only:
+            continue
+        param = _not_null(prop)
+        out.append({"name": (names or {}).get(name, name), "in": where, "required": name in required,
+                    "description": param.pop("description", ""), "schema": param})
+    return out
+
+
+def body_schemas() -> dict[str, Schema]:
+    """The request bodies' schemas and every model they refer to, for ``components.schemas``."""
+    _, doc = models_json_schema([(ResendRequest, "validation"), (BulkRequest, "validation")],
+                                   ref_template=REF_TEMPLATE)
+    return dict(doc.get("$defs", {}))
+
+
+def _body(model: type[BaseModel], *, required: bool) -> Schema:
+    return {"required": required, "content": {"application/json": {"schema": _ref(model.__name__)}}}
+
+
+def id_param() -> list[Schema]:
+    return parameters(NotificationPath, "path")
+
+
+def idem_header() -> list[Schema]:
+    return parameters(ResendRequest, "header", only=("idempotency_key",), names={"idempotency_key": "Idempotency-Key"})
+
+
+# -- answers, by hand ------------------------------------------------------------------------------
 
 
 def _error(description: str) -> Schema:
@@ -65,19 +98,6 @@ COMMON: dict[str, Schema] = {
 def _ok(status: str, description: str, schema: str) -> dict[str, Schema]:
     return {status: {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}}
 
-
-def _query(name: str, description: str, schema: Schema) -> Schema:
-    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
-
-
-ID_PARAM: Schema = {
-    "name": "id", "in": "path", "required": True, "description": "notification id",
-    "schema": {"type": "string", "pattern": NID.pattern},
-}
-IDEM_HEADER: Schema = {
-    "name": "Idempotency-Key", "in": "header", "required": False,
-    "description": "same as the body's idempotency_key", "schema": IDEM,
-}
 
 DELIVERY_SUMMARY: Schema = {
     "type": "object",
@@ -141,15 +161,6 @@ DETAIL: Schema = {
         "resends": {"type": "array", "items": _ref("NotificationSummary")},
     },
 }
-# in a JSON body a time may also be a number of epoch milliseconds
-BODY_TIME: Schema = {"anyOf": [*TIME["anyOf"], {"type": "integer", "minimum": 0, "maximum": 10**15 - 1}]}
-FILTER: Schema = {
-    "type": "object",
-    "minProperties": 1,
-    "additionalProperties": False,
-    "properties": {name: {**(BODY_TIME if name in ("since", "until") else schema), "description": text}
-                   for name, (text, schema) in FILTER_DOCS.items()},
-}
 RESENT: Schema = {
     "type": "object",
     "required": ["id", "resend_of", "targets"],
@@ -177,14 +188,111 @@ BULK_RESULT: Schema = {
 }
 
 
+ANY_OBJECT: Schema = {"application/json": {"schema": {"type": "object"}}}
+NOTIFICATION_PAGE: Schema = {
+    "type": "object", "required": ["items", "next_cursor"],
+    "properties": {"items": {"type": "array", "items": _ref("NotificationSummary")},
+                   "next_cursor": _nullable("string"),
+                   "index": {"type": "string"}},
+}
+ANSWERS: dict[str, Schema] = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+    "DeliverySummary": DELIVERY_SUMMARY,
+    "NotificationSummary": SUMMARY,
+    "NotificationPage": NOTIFICATION_PAGE,
+    "Delivery": DELIVERY,
+    "Notification": DETAIL,
+    "Resent": RESENT,
+    "BulkResult": BULK_RESULT,
+}
+
+
+# -- the operations --------------------------------------------------------------------------------
+
+
+def list_notifications() -> Schema:
+    return {"get": {
+        "operationId": "listNotifications",
+        "summary": "List notifications, newest first",
+        "description": "Filters combine with AND. A page may be short, even empty, and still carry a "
+                       "next_cursor when many candidates did not match: keep following next_cursor "
+                       "until it is null. With endpoint and state the order is by the delivery's last "
+                       "change; otherwise by receipt.",
+        "parameters": parameters(ListQuery, "query"),
+        "responses": {**_ok("200", "a page of notifications", "NotificationPage"),
+                      "400": _error("a bad parameter, named in the error"), **COMMON},
+    }}
+
+
+def get_notification() -> Schema:
+    return {"get": {
+        "operationId": "getNotification",
+        "summary": "One notification: parsed fields, raw body, deliveries, attempts and resends",
+        "parameters": id_param(),
+        "responses": {**_ok("200", "the notification", "Notification"), **COMMON},
+    }}
+
+
+def resend_notification() -> Schema:
+    return {"post": {
+        "operationId": "resendNotification",
+        "summary": "Queue a resend of the original body (a resend id resends its original)",
+        "parameters": [*id_param(), *idem_header()],
+        "requestBody": _body(ResendRequest, required=False),
+        "responses": {**_ok("202", "the resend is queued", "Resent"),
+                      "400": _error("a bad body field, named in the error"),
+                      "409": _error("no endpoint receives it, or the idempotency key was used "
+                                    "for another request"),
+                      "413": _error("the body is too large"), **COMMON},
+    }}
+
+
+def bulk_resend() -> Schema:
+    return {"post": {
+        "operationId": "bulkResend",
+        "summary": "Resend many notifications, by ids or by filter; each original at most once",
+        "parameters": idem_header(),
+        "requestBody": _body(BulkRequest, required=True),
+        "responses": {**_ok("200", "dry run: how many would be resent", "BulkResult"),
+                      **_ok("202", "the resends are queued", "BulkResult"),
+                      "400": _error("a bad body field, named in the error"),
+                      "409": _error("the idempotency key was used for another request"),
+                      "413": _error("the body is too large"),
+                      "422": _error("the filter selects too many notifications"), **COMMON},
+    }}
+
+
+def health() -> Schema:
+    return {"get": {
+        "operationId": "health",
+        "summary": "Delivery health: endpoints, queues, workers",
+        "responses": {
+            "200": {"description": "healthy", "content": ANY_OBJECT},
+            "501": _error("this build has no health view"),
+            **COMMON,
+            "503": {"description": "unhealthy, or Redis is unavailable", "content": ANY_OBJECT},
+        },
+    }}
+
+
+def event_schema() -> Schema:
+    return {"get": {
+        "operationId": "eventSchema",
+        "summary": "The JSON Schema of the typed event document (format = \"event\", docs/events.md)",
+        "responses": {"200": {"description": "JSON Schema draft 2020-12", "content": ANY_OBJECT}, **COMMON},
+    }}
+
+
+def openapi() -> Schema:
+    return {"get": {
+        "operationId": "openapi",
+        "summary": "This document",
+        "responses": {"200": {"description": "OpenAPI 3.1", "content": ANY_OBJECT}, **COMMON},
+    }}
+
+
 def document() -> dict[str, Any]:
     """The OpenAPI document (a fresh dict each call)."""
-    list_params = [_query(name, text, schema) for name, (text, schema) in FILTER_DOCS.items()]
-    list_params += [
-        _query("limit", f"page size (default {DEFAULT_LIMIT})",
-               {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
-        _query("cursor", "next_cursor of the previous page (same filters)", {"type": "string", "minLength": 1}),
-    ]
     return {
         "openapi": "3.1.0",
         "info": {
@@ -196,112 +304,16 @@ def document() -> dict[str, Any]:
         },
         "security": [{"bearer": []}],
         "paths": {
-            "/api/notifications": {"get": {
-                "operationId": "listNotifications",
-                "summary": "List notifications, newest first",
-                "description": "Filters combine with AND. A page may be short, even empty, and still carry a "
-                               "next_cursor when many candidates did not match: keep following next_cursor "
-                               "until it is null. With endpoint and state the order is by the delivery's last "
-                               "change; otherwise by receipt.",
-                "parameters": list_params,
-                "responses": {**_ok("200", "a page of notifications", "NotificationPage"),
-                              "400": _error("a bad parameter, named in the error"), **COMMON},
-            }},
-            "/api/notifications/{id}": {"get": {
-                "operationId": "getNotification",
-                "summary": "One notification: parsed fields, raw body, deliveries, attempts and resends",
-                "parameters": [ID_PARAM],
-                "responses": {**_ok("200", "the notification", "Notification"), **COMMON},
-            }},
-            "/api/notifications/{id}/resend": {"post": {
-                "operationId": "resendNotification",
-                "summary": "Queue a resend of the original body (a resend id resends its original)",
-                "parameters": [ID_PARAM, IDEM_HEADER],
-                "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("ResendRequest")}}},
-                "responses": {**_ok("202", "the resend is queued", "Resent"),
-                              "400": _error("a bad body field, named in the error"),
-                              "409": _error("no endpoint receives it, or the idempotency key was used "
-                                            "for another request"),
-                              "413": _error("the body is too large"), **COMMON},
-            }},
-            "/api/resend": {"post": {
-                "operationId": "bulkResend",
-                "summary": "Resend many notifications, by ids or by filter; each original at most once",
-                "parameters": [IDEM_HEADER],
-                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("BulkRequest")}}},
-                "responses": {**_ok("200", "dry run: how many would be resent", "BulkResult"),
-                              **_ok("202", "the resends are queued", "BulkResult"),
-                              "400": _error("a bad body field, named in the error"),
-                              "409": _error("the idempotency key was used for another request"),
-                              "413": _error("the body is too large"),
-                              "422": _error("the filter selects too many notifications"), **COMMON},
-            }},
-            "/api/health": {"get": {
-                "operationId": "health",
-                "summary": "Delivery health: endpoints, queues, workers",
-                "responses": {
-                    "200": {"description": "healthy", "content": {"application/json": {"schema": {"type": "object"}}}},
-                    "501": _error("this build has no health view"),
-                    **COMMON,
-                    "503": {"description": "unhealthy, or Redis is unavailable",
-                            "content": {"application/json": {"schema": {"type": "object"}}}},
-                },
-            }},
-            "/api/schema/event.json": {"get": {
-                "operationId": "eventSchema",
-                "summary": "The JSON Schema of the typed event document (format = \"event\", docs/events.md)",
-                "responses": {"200": {"description": "JSON Schema draft 2020-12",
-                                      "content": {"application/json": {"schema": {"type": "object"}}}},
-                              **COMMON},
-            }},
-            "/api/openapi.json": {"get": {
-                "operationId": "openapi",
-                "summary": "This document",
-                "responses": {"200": {"description": "OpenAPI 3.1",
-                                      "content": {"application/json": {"schema": {"type": "object"}}}},
-                              **COMMON},
-            }},
+            "/api/notifications": list_notifications(),
+            "/api/notifications/{id}": get_notification(),
+            "/api/notifications/{id}/resend": resend_notification(),
+            "/api/resend": bulk_resend(),
+            "/api/health": health(),
+            "/api/schema/event.json": event_schema(),
+            "/api/openapi.json": openapi(),
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
-                "DeliverySummary": DELIVERY_SUMMARY,
-                "NotificationSummary": SUMMARY,
-                "NotificationPage": {
-                    "type": "object", "required": ["items", "next_cursor"],
-                    "properties": {"items": {"type": "array", "items": _ref("NotificationSummary")},
-                                   "next_cursor": _nullable("string"),
-                                   "index": {"type": "string"}},
-                },
-                "Delivery": DELIVERY,
-                "Notification": DETAIL,
-                "ResendRequest": {
-                    "type": "object", "additionalProperties": False,
-                    "properties": {
-                        "endpoint": {**NAME_SCHEMA, "description": "only this endpoint (default: every "
-                                                                   "endpoint that receives it now)"},
-                        "idempotency_key": {**IDEM, "description": "a retry with the same key is answered "
-                                                                   "from the first, for 24 hours"},
-                    },
-                },
-                "Filter": FILTER,
-                "BulkRequest": {
-                    "type": "object", "additionalProperties": False,
-                    "oneOf": [{"required": ["ids"]}, {"required": ["filter"]}],
-                    "properties": {
-                        "ids": {"type": "array", "minItems": 1, "maxItems": MAX_IDS,
-                                "items": {"type": "string"}},
-                        "filter": _ref("Filter"),
-                        "endpoint": {**NAME_SCHEMA, "description": "resend to this endpoint only (default: "
-                                                                   "filter.endpoint, else every endpoint "
-                                                                   "that receives it now)"},
-                        "dry_run": {"type": "boolean", "description": "count only, queue nothing"},
-                        "idempotency_key": IDEM,
-                    },
-                },
-                "Resent": RESENT,
-                "BulkResult": BULK_RESULT,
-            },
+            "schemas": {**ANSWERS, **body_schemas()},
         },
     }

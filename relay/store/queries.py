@@ -5,6 +5,10 @@ one sorted-set index newest first (never KEYS or SCAN): the most selective of ``
 ``relay:ep:{ep}:st:{state}``, ``relay:ix:ch``, ``relay:ix:src``, ``relay:ix:type`` and ``relay:ix:all``, and checks the
 other filters on each candidate, scanning at most ``SCAN_BUDGET`` candidates per page.
 
+Filters and parameters are validated by the pydantic models of ``relay/store/params.py`` (the one
+definition of their rules, which the OpenAPI document is generated from); ``validate`` words a
+model's complaint as ``BadParam``.
+
 Errors (``QueryError`` carries the HTTP status the API answers with)::
 
     QueryError
@@ -20,31 +24,33 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import hashlib
 import json
-import re
-from collections.abc import AsyncIterator, Awaitable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast, get_args
 
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 from redis.asyncio import Redis
 
-from config.event_types import EVENT_TYPES
-from config.settings import CHANNELS, Endpoint, Secret, Settings, Source
+from config.settings import Endpoint, Secret, Settings, Source
 from relay import constants as k
 from relay import protocol
+from relay.store import params
+from relay.store.params import DEFAULT_LIMIT as DEFAULT_LIMIT
+from relay.store.params import FILTER_NAMES as FILTER_NAMES
+from relay.store.params import MAX_LIMIT as MAX_LIMIT
+from relay.store.params import NAME as NAME
+from relay.store.params import NID as NID
+from relay.store.params import Filters as Filters
 
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 500
+M = TypeVar("M", bound=BaseModel)
+
 SCAN_BUDGET = 5_000
 BATCH = 200
-NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
-NID = re.compile(r"^(ipn|lcn|ins)_[0-9a-f]{24}(~r[0-9]{1,9})?$")
-REF = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
-EPOCH_MS = re.compile(r"^[0-9]{1,15}$")
 REDACTED = "**redacted**"
-FILTER_NAMES = ("channel", "source", "state", "endpoint", "since", "until", "ref", "type")
 SUMMARY_FIELDS = ("channel", "source", "recv", "ref", "status", "mtype", "type", "test", "resend_of", "eps",
                   "targets")
 DELIVERY_SUMMARY = ("state", "attempts", "last", "updated", "next")
@@ -82,26 +88,6 @@ class TooBroad(QueryError):
     status = 422
 
 
-@dataclass(frozen=True)
-class Filters:
-    channel: str | None = None
-    source: str | None = None
-    state: str | None = None
-    endpoint: str | None = None
-    since: int | None = None  # received at or after, ms
-    until: int | None = None  # received at or before, ms
-    ref: str | None = None
-    type: str | None = None  # event type (relay/events.py)
-
-    @property
-    def empty(self) -> bool:
-        return all(v is None for v in asdict(self).values())
-
-    def fingerprint(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
-        return hashlib.blake2b(blob, digest_size=6).hexdigest()
-
-
 def iso(ms: int | str | bytes | None) -> str | None:
     """Epoch milliseconds as ISO-8601 UTC with milliseconds, e.g. ``2024-01-02T03:00:11.123Z``."""
     if ms is None or ms == "" or ms == b"":
@@ -113,87 +99,89 @@ def iso(ms: int | str | bytes | None) -> str | None:
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def parse_time(param: str, value: object) -> int:
-    """ISO-8601 (naive means UTC) or epoch milliseconds, to epoch milliseconds."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # JSON has one number type: 1714564800000.0 is an integer too
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**15:
-        return value
-    if not isinstance(value, str):
-        raise BadParam(param, value, "expected an ISO-8601 time or epoch milliseconds")
-    if EPOCH_MS.match(value):
-        return int(value)
+def validate(model: type[M], data: Mapping[str, object], *, unknown: str = "parameter") -> M:
+    """``data`` checked by ``model``; the first problem as ``BadParam`` naming the field and its value.
+
+    ``unknown`` names what an undeclared key is ("parameter" in a query string, "field" in a body).
+    """
     try:
-        when = datetime.fromisoformat(value.strip().replace("z", "Z"))
-    except ValueError:
-        raise BadParam(param, value, "expected an ISO-8601 time (2024-05-01T12:00:00Z) "
-                                     "or epoch milliseconds") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    try:
-        return max(0, int(when.timestamp() * 1000))
-    except (OverflowError, OSError, ValueError):
-        raise BadParam(param, value, "time is out of range") from None
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        # an unknown name first: "status=failed" is a typo of state, whatever else is wrong
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+        raise _bad_param(model, data, first, unknown) from None
 
 
-def _name(param: str, value: object) -> str:
-    if not isinstance(value, str) or not NAME.match(value):
-        raise BadParam(param, value, "expected a name of lowercase letters, digits, '_' and '-'")
-    return value
+def _bad_param(model: type[BaseModel], data: Mapping[str, object], err: ErrorDetails, unknown: str) -> QueryError:
+    names: list[str] = []
+    for part in err["loc"]:
+        if not isinstance(part, str):
+            break  # an item of a list: the error names the list, with its value
+        names.append(part)
+    if not names:
+        return BadRequest(err["msg"])  # a rule about the request as a whole
+    value: object = data
+    for name in names:
+        value = value.get(name, err["input"]) if isinstance(value, Mapping) else err["input"]
+    field, owner = _field(model, names)
+    if err["type"] == params.BAD_PARAM:
+        reason = err["msg"]
+    elif err["type"] == "extra_forbidden":
+        reason = f"unknown {unknown} (known: {', '.join(owner.model_fields)})"
+    else:
+        reason = _reason(field) or err["msg"]
+    if isinstance(value, list) and len(value) > 10:
+        value = f"[{len(value)} items]"  # the whole list would drown the reason
+    return BadParam(".".join(names), value, reason)
 
 
-def parse_filters(params: Mapping[str, object], *, allowed: tuple[str, ...] = FILTER_NAMES) -> Filters:
-    """Validate filter values from a query string or a JSON object; unknown names are an error."""
-    unknown = [name for name in params if name not in allowed]
-    if unknown:
-        raise BadParam(unknown[0], params[unknown[0]],
-                       f"unknown parameter (known: {', '.join(allowed)})")
-    values: dict[str, Any] = {}
-    for name, value in params.items():
-        if value is None:
-            continue
-        if name == "channel":
-            if value not in CHANNELS:
-                raise BadParam(name, value, "expected one of ipn, lcn, ins")
-            values[name] = value
-        elif name == "state":
-            if value not in k.STATES:
-                raise BadParam(name, value, f"expected one of {', '.join(k.STATES)}")
-            values[name] = value
-        elif name in ("source", "endpoint"):
-            values[name] = _name(name, value)
-        elif name in ("since", "until"):
-            values[name] = parse_time(name, value)
-        elif name == "type":
-            if value not in EVENT_TYPES:
-                raise BadParam(name, value, f"expected one of {', '.join(EVENT_TYPES)}")
-            values[name] = value
-        elif name == "ref":
-            if not isinstance(value, str) or not REF.match(value):
-                raise BadParam(name, value, "expected 1 to 128 printable characters")
-            values[name] = value
-    filters = Filters(**values)
-    if filters.since is not None and filters.until is not None and filters.since > filters.until:
-        raise BadParam("until", params.get("until"), "is before since")
-    return filters
+def _field(model: type[BaseModel], names: list[str]) -> tuple[FieldInfo | None, type[BaseModel]]:
+    """The field at ``names`` (dotted through nested models) and the model that holds it."""
+    owner, info = model, None
+    for i, name in enumerate(names):
+        info = owner.model_fields.get(name)
+        if info is None:
+            return None, owner
+        nested = _model_in(info.annotation)
+        if nested is not None and i + 1 < len(names):
+            owner = nested
+    return info, owner
+
+
+def _walk(annotation: Any) -> Iterator[Any]:
+    """The annotation, its ``Annotated`` metadata and its type arguments, outermost first."""
+    yield annotation
+    yield from getattr(annotation, "__metadata__", ())
+    for arg in get_args(annotation):
+        yield from _walk(arg)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    return next((t for t in _walk(annotation) if isinstance(t, type) and issubclass(t, BaseModel)), None)
+
+
+def _reason(info: FieldInfo | None) -> str | None:
+    """The field's ``Reason``: pydantic keeps a plain field's metadata apart, an optional one's in its type."""
+    if info is None:
+        return None
+    found = [*info.metadata, *_walk(info.annotation)]
+    return next((t.text for t in found if isinstance(t, params.Reason)), None)
+
+
+def parse_filters(values: Mapping[str, object]) -> Filters:
+    """Validate filter values from a query string, a JSON object or CLI options; unknown names are an error."""
+    return validate(Filters, values)
 
 
 def parse_limit(value: object) -> int:
     if value is None:
         return DEFAULT_LIMIT
-    if isinstance(value, int) and not isinstance(value, bool):
-        n = value
-    elif isinstance(value, str) and re.fullmatch(r"[0-9]{1,6}", value):
-        n = int(value)
-    else:
-        raise BadParam("limit", value, f"expected an integer from 1 to {MAX_LIMIT}")
-    if not 1 <= n <= MAX_LIMIT:
-        raise BadParam("limit", value, f"expected an integer from 1 to {MAX_LIMIT}")
-    return n
+    return validate(params.ListQuery, {"limit": value}).limit
 
 
 def check_id(nid: str) -> str:
-    if not NID.match(nid):
+    if not NID.fullmatch(nid):
         raise NotFound(f"no notification {nid!r} (ids look like ipn_<24 hex digits>, "
                        "and resends <id>~r<n>)")
     return nid

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from config.settings import Settings
 from relay import constants as k
 from relay import routing
 from relay.store.ingest import FANOUT_JOB_EXPIRY_MS, fanout_job
+from relay.store.params import FILTER_NAMES, MAX_IDS, ResendRequest
 from relay.store.queries import (
     BadParam,
     BadRequest,
@@ -36,14 +36,13 @@ from relay.store.queries import (
     check_id,
     load_rows,
     scan,
+    validate,
 )
 from relay.store.scripts import register
 
 logger = structlog.get_logger()
 
 IDEMPOTENCY_TTL_MS = k.DAY_MS
-IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:~-]{1,128}$")
-MAX_IDS = 1000
 BULK_MAX = 10_000
 BULK_SCAN_BUDGET = 200_000
 CHUNK = 500
@@ -54,11 +53,8 @@ FACTS = ("source", "channel", "ref", "mtype", "status", "test", "resend_of", "ty
 
 
 def check_idempotency_key(value: object) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not IDEMPOTENCY_KEY.match(value):
-        raise BadParam("idempotency_key", value, "expected 1 to 128 of A-Z a-z 0-9 . _ : ~ -")
-    return value
+    """The key as the API's models check it (``--idempotency-key`` and the ``Idempotency-Key`` header)."""
+    return validate(ResendRequest, {"idempotency_key": value}).idempotency_key
 
 
 @dataclass(frozen=True)
@@ -144,8 +140,7 @@ class Resender:
         if ids is not None and len(ids) > MAX_IDS:
             raise BadParam("ids", f"[{len(ids)} ids]", f"at most {MAX_IDS} per request")
         if filters is not None and filters.empty:
-            raise BadParam("filter", {}, "is empty: name at least one of channel, source, state, endpoint, "
-                                         "since, until, ref")
+            raise BadParam("filter", {}, f"is empty: name at least one of {', '.join(FILTER_NAMES)}")
         self._configured("endpoint", endpoint)
         if endpoint is None and filters is not None and filters.endpoint is not None:
             self._configured("filter.endpoint", filters.endpoint)
