@@ -46,12 +46,17 @@ MAX_EPOCH_MS = 10**15 - 1
 NID_PATTERN = r"^(ipn|lcn|ins)_[0-9a-f]{24}(~r[0-9]{1,9})?$"
 REF_PATTERN = r"^[^\x00-\x1f\x7f]{1,128}$"
 EPOCH_MS_PATTERN = r"^[0-9]{1,15}$"
+# the ISO-8601 forms relay reads: a date, or a date and a time (seconds, fraction and offset optional;
+# no offset means UTC). Whether the date exists (no February 30th) is checked when it is read.
+ISO_TIME_PATTERN = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+                    r"([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?([Zz]|[+-][0-9]{2}:[0-9]{2})?)?$")
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:~-]{1,128}$"
 # compiled for callers outside pydantic; match with fullmatch, as pydantic and JSON Schema do
 # (Python's "$" also matches before a trailing newline)
 NAME = re.compile(NAME_PATTERN)
 NID = re.compile(NID_PATTERN)
 EPOCH_MS = re.compile(EPOCH_MS_PATTERN)
+ISO_TIME = re.compile(ISO_TIME_PATTERN)
 BAD_PARAM = "bad_param"
 
 
@@ -77,10 +82,12 @@ def to_ms(value: object) -> int:
         raise bad("expected an ISO-8601 time or epoch milliseconds")
     if EPOCH_MS.fullmatch(value):
         return int(value)
+    if not ISO_TIME.fullmatch(value):
+        raise bad("expected an ISO-8601 time (2024-05-01T12:00:00Z) or epoch milliseconds")
     try:
-        when = datetime.fromisoformat(value.strip().replace("z", "Z"))
-    except ValueError:
-        raise bad("expected an ISO-8601 time (2024-05-01T12:00:00Z) or epoch milliseconds") from None
+        when = datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError as exc:
+        raise bad(f"no such date or time ({exc})") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     try:
@@ -113,7 +120,7 @@ State = Annotated[str, _member_of(k.STATES), Field(json_schema_extra={"enum": li
 Ref = Annotated[str, Field(pattern=REF_PATTERN), Reason("expected 1 to 128 printable characters")]
 Time = Annotated[int, BeforeValidator(to_ms), WithJsonSchema({
     "description": "ISO-8601 time (a time without an offset is UTC) or epoch milliseconds",
-    "anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "pattern": EPOCH_MS_PATTERN},
+    "anyOf": [{"type": "string", "pattern": ISO_TIME_PATTERN}, {"type": "string", "pattern": EPOCH_MS_PATTERN},
               {"type": "integer", "minimum": 0, "maximum": MAX_EPOCH_MS}],
 })]
 # the bounds before the validator, so pydantic writes them as JSON Schema's minimum and maximum
