@@ -443,7 +443,7 @@ async def detail(request: web.Request) -> web.StreamResponse:
     choices = routed or sorted(settings.endpoints)
     context = {"doc": doc, "endpoints": choices, "idempotency_key": _idempotency_key(),
                # the flash names the resend only when it is a notification id
-               "resent": resent if queries.NID.match(resent) else None,
+               "resent": resent if queries.NID.fullmatch(resent) else None,
                "replayed": bool(request.query.get("replayed")),
                "data_url": f"{BASE}/data/notifications/{quote(nid, safe='')}", "summary": view.detail_summary(doc)}
     return _page(request, "detail.html", context, session=session_of(request), current="notifications",
