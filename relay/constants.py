@@ -28,6 +28,12 @@ relay:idem:{key} (+ :map, :result)     -      bulk-resend idempotency keys, kept
 relay:dash:session:{sid}               str    a dashboard session, until it expires or logs out
 relay:alert:{subject} (+ :open)        -      alert rate limit and open-alert state (workers/alerts.py);
                                               subject is an endpoint name or ``_overall``
+relay:audit                            list   operator actions, newest first, JSON each, capped (relay/store/audit.py)
+relay:paused                           hash   endpoint -> JSON {at, by}: endpoints paused by an operator
+relay:ep-added                         hash   endpoint -> ms it was added by a config reload (fan-out routes it
+                                              only notifications received after that)
+relay:procs                            hash   process name -> JSON {role, config hash, seen ms} (relay/store/reload.py)
+relay:reload (pub/sub channel)         -      reload requests; answers go to relay:reload:{id} (list, 60 s)
 arq:job:fanout:{nid}, relay:queue      -      the ARQ fan-out job and the ARQ queue
 =====================================  =====  ==============================================================
 """
@@ -39,6 +45,11 @@ STATS = "relay:stats"
 REJECTS = "relay:rejects"
 WORKERS = "relay:workers"
 IDX_ALL = "relay:ix:all"
+AUDIT = "relay:audit"
+PAUSED = "relay:paused"
+EP_ADDED = "relay:ep-added"
+PROCS = "relay:procs"
+RELOAD_CHANNEL = "relay:reload"
 
 QUEUE_NAME = "relay:queue"
 ARQ_JOB_PREFIX = "arq:job:"
@@ -53,7 +64,16 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 
 # attempt records kept per delivery (relay:a:{nid}:{ep}); workers/engine.py passes it to complete.lua
 ATTEMPTS_CAP = 200
 
-STATES = ("pending", "in_flight", "retrying", "delivered", "failed", "skipped")
+# the audit log keeps this many newest entries
+AUDIT_CAP = 10_000
+# a process that has not reported its config hash for this long is no longer counted as live
+PROC_ALIVE_MS = 30_000
+
+# paused: waiting while its endpoint is paused; cancelled: taken out of the queue by an operator or by
+# a reload that removed its endpoint (resendable, never counted as failing)
+STATES = ("pending", "in_flight", "retrying", "delivered", "failed", "skipped", "paused", "cancelled")
+# the states of a delivery still waiting to be sent
+WAITING = ("pending", "retrying", "paused")
 
 
 def notification(nid: str) -> str:
@@ -127,6 +147,11 @@ def alert(subject: str) -> str:
 def alert_open(subject: str) -> str:
     """Set while an alert about ``subject`` still owes a recovery message."""
     return f"relay:alert:{subject}:open"
+
+
+def reload_answers(request_id: str) -> str:
+    """List where each process answers one reload request (relay/store/reload.py)."""
+    return f"relay:reload:{request_id}"
 
 
 def fanout_job_id(nid: str) -> str:

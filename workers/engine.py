@@ -82,6 +82,12 @@ class Lane:
     blocked_seq: int | None = None
     # when the lane's wait ends (loop time), so a claim hint of an earlier due time can wake it
     deadline: float = 0.0
+    # a reload removed or changed its endpoint: it claims no more, and ends once its work is recorded
+    retired: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.engine.stopping or self.retired
 
     @property
     def serial(self) -> bool:
@@ -99,7 +105,7 @@ class Lane:
         backoff = 0.1
         pending: Result | None = None
         while True:
-            if engine.stopping:
+            if self.done:
                 if pending is not None:
                     await engine.record(pending)
                 return
@@ -132,7 +138,7 @@ class Lane:
         """Claim until the limit; each finished delivery records its result and claims again."""
         engine, ep = self.engine, self.endpoint
         backoff = 0.1
-        while not engine.stopping:
+        while not self.done:
             self.wake.clear()
             try:
                 _, (code, wait_until, items) = await engine.request(self, None, claim=True)
@@ -205,6 +211,10 @@ class Engine:
         self._step = redis.register_script(cap + "".join(load(n, "workers") for n in ("complete", "claim", "step")))
         self._route = register(redis, "route", "workers")
         self.lanes = {name: Lane(self, ep) for name, ep in settings.endpoints.items()}
+        # lanes a reload took out of service, until their in-flight deliveries are recorded
+        self.retired: set[Lane] = set()
+        # endpoint -> ms a reload added it: the fan-out gives it only notifications received after that
+        self.added: dict[str, int] = {}
         # one ClientTimeout per endpoint rather than one per request
         self._timeouts = {name: aiohttp.ClientTimeout(total=ep.timeout) for name, ep in settings.endpoints.items()}
         self._next: _Batch | None = None
@@ -214,16 +224,71 @@ class Engine:
         return int(self.clock() * 1000)
 
     async def start(self) -> None:
+        self.added = await self._added(self.settings)
         for lane in self.lanes.values():
-            lane.task = asyncio.create_task(lane.run(), name=f"lane:{lane.endpoint.name}")
+            self._start_lane(lane)
+
+    def _start_lane(self, lane: Lane) -> None:
+        lane.task = asyncio.create_task(lane.run(), name=f"lane:{lane.endpoint.name}")
+
+    async def _added(self, settings: Settings) -> dict[str, int]:
+        raw: dict[bytes, bytes] = await self.redis.hgetall(k.EP_ADDED)  # type: ignore[misc]
+        return {name.decode(): int(ms) for name, ms in raw.items() if name.decode() in settings.endpoints}
+
+    async def reconfigure(self, settings: Settings) -> dict[str, list[str]]:
+        """Run ``settings`` from now on (a config reload). Returns the endpoints added, changed, removed.
+
+        A changed or removed endpoint's lane is retired: it claims nothing more and ends once its
+        in-flight deliveries are recorded, while a new lane (changed) starts at once; the in-flight
+        limit holds across both because it is counted in Redis leases. An added endpoint is recorded in
+        ``relay:ep-added`` first (HSETNX: the first process to add it sets the time for all), so the
+        fan-out gives it only notifications received after the reload.
+        """
+        old = self.settings.endpoints
+        new = settings.endpoints
+        added = sorted(set(new) - set(old))
+        removed = sorted(set(old) - set(new))
+        changed = sorted(name for name in set(old) & set(new) if old[name] != new[name])
+        now = self.now_ms()
+        if added or removed:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for name in added:
+                    pipe.hsetnx(k.EP_ADDED, name, str(now))
+                if removed:
+                    pipe.hdel(k.EP_ADDED, *removed)
+                await pipe.execute()
+        since = await self._added(settings)
+        self.settings, self.policy, self.added = settings, settings.delivery, since
+        self.poll_interval = settings.delivery.poll_interval
+        self._timeouts = {name: aiohttp.ClientTimeout(total=ep.timeout) for name, ep in new.items()}
+        for name in (*removed, *changed):
+            lane = self.lanes.pop(name)
+            lane.retired = True
+            lane.wake.set()
+            self.retired.add(lane)
+        for name in (*added, *changed):
+            lane = self.lanes[name] = Lane(self, new[name])
+            self._start_lane(lane)
+        return {"added": added, "changed": changed, "removed": removed}
+
+    async def drain_retired(self, timeout: float) -> None:
+        """Wait (up to ``timeout`` s) for retired lanes to record what they had in flight."""
+        lanes = list(self.retired)
+        tasks = {t for lane in lanes for t in (lane.task, *lane.tasks) if t is not None}
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        for lane in lanes:
+            if (lane.task is None or lane.task.done()) and not lane.tasks:
+                self.retired.discard(lane)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming, let in-flight deliveries finish (up to ``grace`` s), then cancel the rest."""
         self.stopping = True
-        for lane in self.lanes.values():
+        every = [*self.lanes.values(), *self.retired]
+        for lane in every:
             lane.wake.set()
-        lanes = [lane.task for lane in self.lanes.values() if lane.task]
-        inflight = [t for lane in self.lanes.values() for t in lane.tasks]
+        lanes = [lane.task for lane in every if lane.task]
+        inflight = [t for lane in every for t in lane.tasks]
         pending = {*lanes, *inflight}
         if pending:
             _, still = await asyncio.wait(pending, timeout=grace)
@@ -248,8 +313,8 @@ class Engine:
 
     async def fanout(self, nid: str) -> int:
         """Route one stored notification to its endpoints. Safe to run any number of times."""
-        source, channel, mtype, status, test, targets, etype = await self.redis.hmget(  # type: ignore[misc]
-            k.notification(nid), ["source", "channel", "mtype", "status", "test", "targets", "type"]
+        source, channel, mtype, status, test, targets, etype, recv = await self.redis.hmget(  # type: ignore[misc]
+            k.notification(nid), ["source", "channel", "mtype", "status", "test", "targets", "type", "recv"]
         )
         if source is None:
             await self.redis.zrem(k.FANOUT, nid)
@@ -258,8 +323,11 @@ class Engine:
         if etype is None:
             etype = await self._event_type(nid, channel.decode())
         only = frozenset(targets.decode().split(",")) if targets else None
+        received = int(recv or 0)
+        # an endpoint a reload added gets only what was received after it (resends carry their own recv)
+        endpoints = [ep for name, ep in self.settings.endpoints.items() if self.added.get(name, 0) <= received]
         routes = routing.route(
-            self.settings.endpoints.values(), source=source.decode(), channel=channel.decode(),
+            endpoints, source=source.decode(), channel=channel.decode(),
             mtype=(mtype or b"").decode(), status=(status or b"").decode(), test=test == b"1",
             etype=etype.decode(), only=only,
         )
@@ -318,7 +386,7 @@ class Engine:
             batch = self._batch()
             recorded: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             batch.results.append((result, recorded))
-            if claim is not None and not self.stopping and claim.endpoint.name not in batch.claims:
+            if claim is not None and not claim.done and claim.endpoint.name not in batch.claims:
                 # nobody awaits this claim: Engine._run hands its items to the lane
                 batch.claims[claim.endpoint.name] = asyncio.get_running_loop().create_future()
             try:
@@ -355,9 +423,14 @@ class Engine:
         args: list[str | int] = [self.now_ms(), self.retention_ms, len(batch.results)]
         for result, _ in batch.results:
             args.extend(result.fields)
-        claims = list(batch.claims.items())
-        for name, _ in claims:
-            ep = self.settings.endpoints[name]
+        claims: list[tuple[str, asyncio.Future[Claim]]] = []
+        for name, wanted in batch.claims.items():
+            if name not in self.lanes:  # a reload removed the endpoint while this claim was queued
+                if not wanted.done():
+                    wanted.set_result(("idle", 0, []))
+                continue
+            claims.append((name, wanted))
+            ep = self.lanes[name].endpoint
             args += [name, 0 if ep.concurrent else 1, ep.in_flight_limit, self.lease_ms(ep), CLAIM_BATCH]
         futures = [f for _, f in batch.results] + [f for _, f in claims]
         try:
@@ -402,13 +475,15 @@ class Engine:
         started_ms = self.now_ms()
         t0 = time.perf_counter()
         body, headers = forward.build(ep, item, int(self.clock()))
+        # a lane retired by a reload may still finish a delivery to an endpoint no longer configured
+        timeout = self._timeouts.get(ep.name) or aiohttp.ClientTimeout(total=ep.timeout)
         status: int | None = None
         error = message = ""
         snippet = b""
         retry_after: float | None = None
         try:
             async with self.session.post(
-                ep.url, data=body, headers=headers, allow_redirects=False, timeout=self._timeouts[ep.name],
+                ep.url, data=body, headers=headers, allow_redirects=False, timeout=timeout,
             ) as resp:
                 status = resp.status
                 snippet = await _read_answer(resp, self.policy.response_snippet_bytes)

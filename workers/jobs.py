@@ -13,7 +13,10 @@ import structlog
 from config.event_types import EVENT_TYPES
 from config.settings import Settings, load_settings
 from relay import constants as k
+from relay.store import audit
 from relay.store.connection import REDIS_ERRORS, connect, redis_url
+from relay.store.control import Control
+from relay.store.reload import Reloader
 from workers.engine import Engine
 
 logger = structlog.get_logger()
@@ -35,6 +38,10 @@ async def startup(ctx: dict[str, Any]) -> None:
     await engine.start()
     # every process beats on its own (the sweeper cron runs on only one worker per tick)
     ctx["heartbeat"] = asyncio.create_task(_beat(ctx), name="heartbeat")
+    reloader = Reloader(redis, settings, role="worker", name=ctx["worker_name"],
+                        apply=lambda old, new: reconfigure(ctx, old, new))
+    ctx["reloader"], ctx["background"] = reloader, set()
+    reloader.start()
     logger.info("worker_started", worker=ctx["worker_name"], endpoints=sorted(settings.endpoints))
 
 
@@ -45,6 +52,11 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     """
     if "heartbeat" in ctx:
         ctx.pop("heartbeat").cancel()
+    reloader: Reloader | None = ctx.pop("reloader", None)
+    if reloader is not None:
+        await reloader.stop()
+    for task in ctx.pop("background", ()):
+        task.cancel()
     engine: Engine | None = ctx.pop("engine", None)
     if engine is not None:
         await engine.stop(grace=max((ep.timeout for ep in engine.settings.endpoints.values()), default=5))
@@ -58,6 +70,34 @@ async def shutdown(ctx: dict[str, Any]) -> None:
             pass  # it ages out of relay:workers
         await redis.aclose()
     logger.info("worker_stopped", worker=ctx.get("worker_name"))
+
+
+async def reconfigure(ctx: dict[str, Any], old: Settings, new: Settings) -> dict[str, Any]:
+    """Apply a reloaded config: lanes follow the endpoints; a removed endpoint's waiting work is cancelled.
+
+    In-flight deliveries finish on their retired lanes. Their endpoint's work is cancelled now and once
+    more after they are recorded (one of them may have come back as a retry). Every worker does this,
+    which is safe: cancelling what is already cancelled changes nothing.
+    """
+    engine: Engine = ctx["engine"]
+    changes: dict[str, Any] = await engine.reconfigure(new)
+    ctx["settings"] = new
+    removed = [old.endpoints[name] for name in changes["removed"]]
+    if removed:
+        control = Control(ctx["relay_redis"], new, clock=engine.clock)
+        origin = audit.Origin("reload", ctx["worker_name"])
+        cancelled = {ep.name: await control.cancel_endpoint(ep, origin, "endpoint removed") for ep in removed}
+        changes["cancelled"] = cancelled
+
+        async def after_drain() -> None:
+            await engine.drain_retired(max(ep.timeout for ep in removed) + 1)
+            for ep in removed:
+                await control.cancel_endpoint(ep, origin, "endpoint removed")
+
+        task = asyncio.create_task(after_drain(), name="reload-drain")
+        ctx["background"].add(task)
+        task.add_done_callback(ctx["background"].discard)
+    return changes
 
 
 async def heartbeat(ctx: dict[str, Any]) -> None:

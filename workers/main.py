@@ -46,6 +46,7 @@ def run(settings: Settings) -> None:
         worker = create_worker(settings)
         main = loop.create_task(worker.main())
         worker.main_task = main
+        loop.add_signal_handler(signal.SIGHUP, _on_sighup, loop, worker)
         try:
             loop.run_until_complete(main)
             return
@@ -65,6 +66,21 @@ def run(settings: Settings) -> None:
             return
         except TimeoutError:
             backoff = min(backoff * 2, 30.0)
+
+
+def _on_sighup(loop: asyncio.AbstractEventLoop, worker: Worker) -> None:
+    """SIGHUP: re-read the config file (relay/store/reload.py); ignored until the worker has started."""
+    reloader = worker.ctx.get("reloader")
+    if reloader is None:
+        logger.warning("reload_ignored", reason="the worker is still starting")
+        return
+    task = loop.create_task(reloader.on_signal(), name="sighup-reload")
+    _signal_tasks.add(task)
+    task.add_done_callback(_signal_tasks.discard)
+
+
+# a task's only strong reference would otherwise be the loop's weak one
+_signal_tasks: set[asyncio.Task[None]] = set()
 
 
 def _close(loop: asyncio.AbstractEventLoop, worker: Worker) -> None:

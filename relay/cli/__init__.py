@@ -8,6 +8,7 @@ relay/cli/run.py               serve, worker, dev, demo-sink
 relay/cli/health.py            health, check-endpoints
 relay/cli/sendtest.py          send-test
 relay/cli/notifications.py     notifications, resend
+relay/cli/control.py           endpoints (pause, resume, list), retry, cancel, reload, audit
 =============================  ===========================================================
 """
 
@@ -18,10 +19,10 @@ import sys
 from collections.abc import Sequence
 
 from config.settings import ConfigError
-from relay.cli import health, notifications, run, sendtest
+from relay.cli import control, health, notifications, run, sendtest
 from relay.store.connection import RedisUnavailable
 
-GROUPS = (run.commands, health.commands, sendtest.commands, notifications.commands)
+GROUPS = (run.commands, health.commands, sendtest.commands, notifications.commands, control.commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import getpass
+import json
 import os
-from collections.abc import Callable
+import socket
+import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from config.settings import Settings, load_settings
+from relay.store.audit import Origin
+from relay.store.connection import connect, redis_url, safe_url
+from relay.store.queries import BadParam, BadRequest, QueryError
 
 Command = Callable[[argparse.Namespace], int]
 AddArgs = Callable[[argparse.ArgumentParser], None]
@@ -55,3 +67,77 @@ def positive(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError("must be more than 0")
     return value
+
+
+# -- commands that talk to Redis -----------------------------------------------------------------
+
+Action = Callable[[argparse.Namespace, Settings, Redis], Awaitable[int]]
+
+
+class Usage(Exception):
+    """A bad argument: printed as one line, exit 2."""
+
+
+def run_redis(ns: argparse.Namespace, action: Action) -> int:
+    """Load the settings, connect to Redis and run ``action``; errors become one line and an exit code
+    (0 done, 1 not found / refused / Redis unreachable, 2 bad arguments)."""
+    settings = settings_from(ns, require_secrets=False)
+    return asyncio.run(_with_redis(ns, settings, action))
+
+
+async def _with_redis(ns: argparse.Namespace, settings: Settings, action: Action) -> int:
+    url = redis_url(settings)
+    redis = connect(url, timeout=settings.server.redis_timeout)
+    try:
+        try:
+            await redis.ping()
+        except (RedisError, OSError) as exc:
+            print(f"relay: cannot reach Redis at {safe_url(url)}: {exc or type(exc).__name__}", file=sys.stderr)
+            return 1
+        try:
+            return await action(ns, settings, redis)
+        except BadParam as exc:
+            print(f"relay: {_option(exc.param)} {exc.value!r}: {exc.reason}", file=sys.stderr)
+            return 2
+        except (BadRequest, Usage) as exc:
+            print(f"relay: {exc}", file=sys.stderr)
+            return 2
+        except QueryError as exc:
+            print(f"relay: {exc.message}", file=sys.stderr)
+            return 1
+        except (RedisError, OSError) as exc:
+            print(f"relay: Redis at {safe_url(url)} failed: {exc or type(exc).__name__}", file=sys.stderr)
+            return 1
+    finally:
+        await redis.aclose()
+
+
+def _option(param: str) -> str:
+    name = param.removeprefix("filter.")
+    return "ID" if name == "id" else "--" + name.replace("_", "-")
+
+
+def print_json(doc: Any) -> None:
+    print(json.dumps(doc, indent=2, ensure_ascii=False))
+
+
+def confirm(ns: argparse.Namespace, question: str, what: str) -> bool:
+    """Ask before a bulk action, as bulk resend does: ``--yes`` skips it; without a terminal it is refused."""
+    if getattr(ns, "yes", False):
+        return True
+    if not sys.stdin.isatty():
+        raise Usage(f"{what}; add --yes to confirm (stdin is not a terminal, so there is no one to ask)")
+    answer = input(f"{question} [y/N] ")
+    if answer.strip().lower() in ("y", "yes"):
+        return True
+    print("aborted; nothing was changed", file=sys.stderr)
+    return False
+
+
+def cli_origin() -> Origin:
+    """Who the audit log says an action came from: ``cli`` with user@host."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        user = "?"
+    return Origin("cli", f"{user}@{socket.gethostname()}")

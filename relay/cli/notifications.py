@@ -8,31 +8,21 @@ codes: 0 done, 1 not found / refused / Redis unreachable, 2 bad arguments.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import sys
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from config.settings import Settings
 from relay import constants as k
-from relay.cli.common import Commands, settings_from
+from relay.cli.common import Commands, Usage, cli_origin, print_json, run_redis
 from relay.store import queries
-from relay.store.connection import connect, redis_url, safe_url
-from relay.store.queries import BadParam, BadRequest, QueryError
+from relay.store.queries import BadParam
 from relay.store.resend import Resender, check_idempotency_key
 
 commands = Commands()
 
 FILTER_OPTIONS = ("channel", "source", "state", "endpoint", "since", "until", "ref", "type")
-Action = Callable[[argparse.Namespace, Settings, Redis], Awaitable[int]]
-
-
-class Usage(Exception):
-    """A bad argument: printed as one line, exit 2."""
 
 
 def _filter_options(p: argparse.ArgumentParser, *, endpoint_help: str) -> None:
@@ -81,57 +71,16 @@ def _resend_args(p: argparse.ArgumentParser) -> None:
 
 @commands.add("notifications", "list and inspect stored notifications", _notifications_args)
 def notifications(ns: argparse.Namespace) -> int:
-    return _run(ns, _list if ns.action == "list" else _show)
+    return run_redis(ns, _list if ns.action == "list" else _show)
 
 
 @commands.add("resend", "resend notifications (one, --ids, or by filter) to their endpoints", _resend_args)
 def resend(ns: argparse.Namespace) -> int:
-    return _run(ns, _resend)
-
-
-def _run(ns: argparse.Namespace, action: Action) -> int:
-    settings = settings_from(ns, require_secrets=False)
-    return asyncio.run(_with_redis(ns, settings, action))
-
-
-async def _with_redis(ns: argparse.Namespace, settings: Settings, action: Action) -> int:
-    url = redis_url(settings)
-    redis = connect(url, timeout=settings.server.redis_timeout)
-    try:
-        try:
-            await redis.ping()
-        except (RedisError, OSError) as exc:
-            print(f"relay: cannot reach Redis at {safe_url(url)}: {exc or type(exc).__name__}", file=sys.stderr)
-            return 1
-        try:
-            return await action(ns, settings, redis)
-        except BadParam as exc:
-            print(f"relay: {_option(exc.param)} {exc.value!r}: {exc.reason}", file=sys.stderr)
-            return 2
-        except (BadRequest, Usage) as exc:
-            print(f"relay: {exc}", file=sys.stderr)
-            return 2
-        except QueryError as exc:
-            print(f"relay: {exc.message}", file=sys.stderr)
-            return 1
-        except (RedisError, OSError) as exc:
-            print(f"relay: Redis at {safe_url(url)} failed: {exc or type(exc).__name__}", file=sys.stderr)
-            return 1
-    finally:
-        await redis.aclose()
-
-
-def _option(param: str) -> str:
-    name = param.removeprefix("filter.")
-    return "ID" if name == "id" else "--" + name.replace("_", "-")
+    return run_redis(ns, _resend)
 
 
 def _filters(ns: argparse.Namespace) -> queries.Filters:
     return queries.parse_filters({name: getattr(ns, name) for name in FILTER_OPTIONS})
-
-
-def _print_json(doc: Any) -> None:
-    print(json.dumps(doc, indent=2, ensure_ascii=False))
 
 
 # -- notifications list / show -------------------------------------------------------------------
@@ -143,7 +92,7 @@ async def _list(ns: argparse.Namespace, settings: Settings, redis: Redis) -> int
     page = await queries.scan(redis, filters, limit=limit, cursor=ns.cursor)
     items = [row.summary() for row in page.items]
     if ns.json:
-        _print_json({"items": items, "next_cursor": page.next_cursor, "index": page.index})
+        print_json({"items": items, "next_cursor": page.next_cursor, "index": page.index})
         return 0
     rows = [["ID", "RECEIVED", "CH", "SOURCE", "TYPE", "REF", "STATUS", "DELIVERIES"]]
     for item in items:
@@ -167,7 +116,7 @@ def _print_table(rows: list[list[str]]) -> None:
 async def _show(ns: argparse.Namespace, settings: Settings, redis: Redis) -> int:
     doc = queries.redact(await queries.detail(redis, ns.id), queries.secrets(settings))
     if ns.json:
-        _print_json(doc)
+        print_json(doc)
         return 0
     for name in ("id", "channel", "source", "received_at", "seq", "type", "ref", "status", "mtype", "message_id",
                  "email", "test", "algo", "content_type", "resend_of", "targets"):
@@ -210,13 +159,13 @@ async def _resend(ns: argparse.Namespace, settings: Settings, redis: Redis) -> i
         if ns.dry_run:
             raise Usage("--dry-run counts a bulk resend by filter; with ID or --ids nothing needs counting")
         if ns.id is not None:
-            result = await resender.one(ns.id, endpoint=ns.endpoint, idempotency_key=key)
+            result = await resender.one(ns.id, endpoint=ns.endpoint, idempotency_key=key, origin=cli_origin())
             _report_one(ns, result)
             return 0
         ids = [i.strip() for i in ns.ids.split(",") if i.strip()]
         if not ids:
             raise BadParam("ids", ns.ids, "is empty")
-        result = await resender.bulk(ids=ids, endpoint=ns.endpoint, idempotency_key=key)
+        result = await resender.bulk(ids=ids, endpoint=ns.endpoint, idempotency_key=key, origin=cli_origin())
         _report_bulk(ns, result)
         return 0
     filters = _filters(ns)
@@ -226,7 +175,7 @@ async def _resend(ns: argparse.Namespace, settings: Settings, redis: Redis) -> i
     target = f" to {ns.endpoint}" if ns.endpoint else ""
     if ns.dry_run or preview["count"] == 0:
         if ns.json:
-            _print_json(preview)
+            print_json(preview)
         else:
             print(f"{preview['count']} notification(s) would be resent{target}"
                   + (f"; {preview['skipped_count']} skipped" if preview["skipped_count"] else ""))
@@ -239,21 +188,21 @@ async def _resend(ns: argparse.Namespace, settings: Settings, redis: Redis) -> i
         if answer.strip().lower() not in ("y", "yes"):
             print("aborted; nothing was resent", file=sys.stderr)
             return 1
-    result = await resender.bulk(filters=filters, idempotency_key=key)
+    result = await resender.bulk(filters=filters, idempotency_key=key, origin=cli_origin())
     _report_bulk(ns, result)
     return 0
 
 
 def _report_one(ns: argparse.Namespace, result: dict[str, Any]) -> None:
     if ns.json:
-        _print_json(result)
+        print_json(result)
     else:
         print(f"queued {result['id']} (resend of {result['resend_of']}) to {', '.join(result['targets'])}")
 
 
 def _report_bulk(ns: argparse.Namespace, result: dict[str, Any]) -> None:
     if ns.json:
-        _print_json(result)
+        print_json(result)
         return
     print(f"queued {result['count']} resend(s)" + (" (replayed: already done)" if result.get("replayed") else ""))
     for r in result["resends"]:

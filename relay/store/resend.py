@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from config.settings import Settings
 from relay import constants as k
 from relay import routing
+from relay.store import audit
 from relay.store.ingest import FANOUT_JOB_EXPIRY_MS, fanout_job
 from relay.store.params import FILTER_NAMES, MAX_IDS, ResendRequest
 from relay.store.queries import (
@@ -103,8 +104,8 @@ class Resender:
 
     # -- entry points ------------------------------------------------------------------------
 
-    async def one(self, nid: str, *, endpoint: str | None = None,
-                  idempotency_key: str | None = None) -> dict[str, Any]:
+    async def one(self, nid: str, *, endpoint: str | None = None, idempotency_key: str | None = None,
+                  origin: audit.Origin | None = None) -> dict[str, Any]:
         """Resend one notification (or, given a resend, its original). Raises NotFound, Conflict, BadParam."""
         check_id(nid)
         self._configured("endpoint", endpoint)
@@ -122,11 +123,13 @@ class Resender:
             return outcome.as_json()
 
         request = {"route": "one", "id": nid, "endpoint": endpoint}
-        return await self._idempotent(idempotency_key, request, work)
+        result = await self._idempotent(idempotency_key, request, work)
+        await self._audit(origin, result, target=nid, resends=[result])
+        return result
 
     async def bulk(self, *, ids: Sequence[str] | None = None, filters: Filters | None = None,
                    endpoint: str | None = None, dry_run: bool = False,
-                   idempotency_key: str | None = None) -> dict[str, Any]:
+                   idempotency_key: str | None = None, origin: audit.Origin | None = None) -> dict[str, Any]:
         """Resend each original named by ``ids`` or selected by ``filters`` once.
 
         With ``filters``, an original whose earlier resend already carries it to a target endpoint
@@ -161,7 +164,20 @@ class Resender:
             return await work("")
         request = {"route": "bulk", "ids": list(ids) if ids is not None else None,
                    "filter": filters.fingerprint() if filters is not None else None, "endpoint": endpoint}
-        return await self._idempotent(idempotency_key, request, work)
+        result = await self._idempotent(idempotency_key, request, work)
+        target = (f"{len(ids)} id(s)" if ids is not None else
+                  "filter " + " ".join(f"{key}={v}" for key, v in vars(filters).items() if v is not None))
+        await self._audit(origin, result, target=target, resends=result["resends"])
+        return result
+
+    async def _audit(self, origin: audit.Origin | None, result: dict[str, Any], *, target: str,
+                     resends: list[dict[str, Any]]) -> None:
+        """One audit entry per request; a replayed idempotent request did nothing new, so it has none."""
+        if origin is None or result.get("replayed"):
+            return
+        count = sum(len(r["targets"]) for r in resends)
+        await audit.record(self.redis, audit.entry("resend", origin, target=target, count=count,
+                                                   resends=len(resends)))
 
     # -- selection ---------------------------------------------------------------------------
 

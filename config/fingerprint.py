@@ -1,0 +1,16 @@
+"""The hash of a configuration, which each process reports so that disagreeing processes show up."""
+
+from __future__ import annotations
+
+import hashlib
+
+from config.settings import FileConfig
+
+
+def config_hash(cfg: FileConfig) -> str:
+    """12 hex digits of the validated file's canonical JSON.
+
+    Hashing the validated model rather than the bytes means comments and key order do not count, and
+    no secret is in it (the file only names the environment variables that hold them).
+    """
+    return hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:12]

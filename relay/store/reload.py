@@ -1,0 +1,205 @@
+"""Reloading the configuration in running processes, and knowing which config each one runs.
+
+Every ``relay serve`` and ``relay worker`` process runs a ``Reloader``:
+
+- SIGHUP, or a request on the pub/sub channel ``relay:reload``, makes it re-read its config file. A
+  file that fails validation is refused and the old config stays in force; the error is logged and
+  sent back. What changes is applied by the process (``apply``: new lanes, a new app config, ...).
+- Every ``REPORT_S`` seconds it writes its name, role and config hash to the hash ``relay:procs``, so
+  ``relay health`` and the dashboard can show processes that run different configs.
+
+``request_reload`` (``relay reload``, ``POST /api/reload``) publishes a request: PUBLISH returns how
+many processes received it, and each one answers on the list ``relay:reload:{id}`` with its outcome
+and config hash. The requester waits a few seconds for that many answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+
+from config.fingerprint import config_hash
+from config.settings import ConfigError, Settings, load_settings
+from relay import constants as k
+from relay.store import audit
+from relay.store.connection import REDIS_ERRORS
+
+logger = structlog.get_logger()
+
+REPORT_S = 5.0
+ANSWER_TTL_S = 60
+DEFAULT_WAIT_S = 5.0
+POLL_S = 0.05
+
+Apply = Callable[[Settings, Settings], Awaitable[dict[str, Any]]]
+
+
+def process_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Reloader:
+    """One process's side: reload on request or SIGHUP, answer, and report the config hash."""
+
+    def __init__(self, redis: Redis, settings: Settings, *, role: str, apply: Apply,
+                 name: str | None = None) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.hash = config_hash(settings.file)
+        self.role = role
+        self.name = name or process_name()
+        self._apply = apply
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    async def reload(self, origin: audit.Origin) -> dict[str, Any]:
+        """Re-read the config file; apply it if it is valid. One reload at a time."""
+        async with self._lock:
+            answer: dict[str, Any] = {"process": self.name, "role": self.role, "previous_hash": self.hash}
+            try:
+                # the file is small; parsing it in the loop is quicker than a thread hop
+                new = load_settings(self.settings.config_path)
+            except ConfigError as exc:
+                logger.error("config_reload_refused", origin=origin.label(), error=str(exc))
+                return {**answer, "outcome": "refused", "hash": self.hash, "error": str(exc)}
+            new_hash = config_hash(new.file)
+            if new == self.settings:
+                return {**answer, "outcome": "unchanged", "hash": self.hash}
+            try:
+                changes = await self._apply(self.settings, new)
+            except Exception as exc:  # the old config stays in force; the requester hears why
+                logger.exception("config_reload_failed", origin=origin.label())
+                return {**answer, "outcome": "refused", "hash": self.hash, "error": f"{type(exc).__name__}: {exc}"}
+            self.settings, self.hash = new, new_hash
+            logger.info("config_reloaded", origin=origin.label(), hash=new_hash, **changes)
+            await self._report()
+            return {**answer, "outcome": "reloaded", "hash": new_hash, "changes": changes}
+
+    async def on_signal(self) -> None:
+        """SIGHUP: reload, and write the audit entry here (no requester will)."""
+        answer = await self.reload(audit.Origin("signal"))
+        try:
+            await audit.record(self.redis, audit.entry(
+                "reload", audit.Origin("signal", self.name), target="config",
+                count=1, outcome=answer["outcome"], hash=answer["hash"], error=answer.get("error")))
+        except REDIS_ERRORS:
+            logger.warning("audit_not_recorded", action="reload")
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="reloader")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        try:
+            await self.redis.hdel(k.PROCS, self.name)  # type: ignore[misc]
+        except REDIS_ERRORS:
+            pass  # it ages out: readers ignore entries older than PROC_ALIVE_MS
+
+    async def _report(self) -> None:
+        doc = {"role": self.role, "hash": self.hash, "seen": int(time.time() * 1000)}
+        await self.redis.hset(k.PROCS, self.name, json.dumps(doc))  # type: ignore[misc]
+
+    async def _run(self) -> None:
+        """Listen for reload requests and report the hash, reconnecting after a Redis outage."""
+        backoff = 0.5
+        while True:
+            try:
+                await self._listen()
+            except REDIS_ERRORS as exc:
+                logger.warning("reload_channel_lost", error=type(exc).__name__, retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    async def _listen(self) -> None:
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(k.RELOAD_CHANNEL)
+            next_report = 0.0
+            while True:
+                if time.monotonic() >= next_report:
+                    await self._report()
+                    next_report = time.monotonic() + REPORT_S
+                message = await pubsub.get_message(timeout=REPORT_S)
+                if message is None or message.get("type") != "message":
+                    continue
+                await self._answer(message["data"])
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _answer(self, data: bytes) -> None:
+        try:
+            request = json.loads(data)
+            request_id = str(request["id"])
+            origin = audit.Origin(str(request.get("via", "cli")), request.get("address"))
+        except (ValueError, KeyError, TypeError):
+            logger.warning("reload_request_unreadable", data=data[:200])
+            return
+        answer = await self.reload(origin)
+        key = k.reload_answers(request_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, json.dumps(answer))
+            pipe.expire(key, ANSWER_TTL_S)
+            await pipe.execute()
+
+
+async def live_processes(redis: Redis, now_ms: int) -> list[dict[str, Any]]:
+    """Processes that reported their config hash in the last ``PROC_ALIVE_MS``, by name."""
+    raw: dict[bytes, bytes] = await redis.hgetall(k.PROCS)  # type: ignore[misc]
+    procs = []
+    for name, value in raw.items():
+        try:
+            doc = json.loads(value)
+            seen = int(doc["seen"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if now_ms - seen <= k.PROC_ALIVE_MS:
+            procs.append({"name": name.decode(), "role": doc.get("role"), "hash": doc.get("hash"), "seen": seen})
+    return sorted(procs, key=lambda p: p["name"])
+
+
+def config_agreement(procs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which config hashes the live processes run; ``agree`` is false when there is more than one."""
+    hashes: dict[str, list[str]] = {}
+    for p in procs:
+        hashes.setdefault(str(p["hash"]), []).append(p["name"])
+    return {"agree": len(hashes) <= 1, "hashes": hashes, "processes": procs}
+
+
+async def request_reload(redis: Redis, origin: audit.Origin, *, wait_s: float = DEFAULT_WAIT_S) -> dict[str, Any]:
+    """Ask every live process to reload; wait up to ``wait_s`` for each answer. Audited."""
+    request_id = uuid.uuid4().hex
+    message = json.dumps({"id": request_id, "via": origin.via, "address": origin.address})
+    expected = int(await redis.publish(k.RELOAD_CHANNEL, message))
+    key = k.reload_answers(request_id)
+    answers: list[dict[str, Any]] = []
+    deadline = time.monotonic() + wait_s
+    # bounded by wait_s; a poll rather than BLPOP so the connection's socket timeout never fires first
+    while len(answers) < expected and time.monotonic() < deadline:
+        await asyncio.sleep(POLL_S)
+        raw = await redis.lrange(key, len(answers), -1)  # type: ignore[misc]
+        answers.extend(json.loads(item) for item in raw)
+    answered = {a["process"] for a in answers}
+    live = await live_processes(redis, int(time.time() * 1000))
+    silent = [p["name"] for p in live if p["name"] not in answered]
+    refused = [a for a in answers if a["outcome"] == "refused"]
+    result = {
+        "id": request_id, "asked": expected, "answered": len(answers),
+        "answers": sorted(answers, key=lambda a: a["process"]), "silent": silent,
+        "ok": not refused and len(answers) == expected,
+    }
+    await audit.record(redis, audit.entry(
+        "reload", origin, target="config", count=len(answers), refused=len(refused),
+        hashes=sorted({a["hash"] for a in answers})))
+    return result
