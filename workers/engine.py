@@ -71,7 +71,7 @@ class _Batch:
         self.claims: dict[str, asyncio.Future[Claim]] = {}
 
 
-@dataclass
+@dataclass(eq=False)  # lanes are compared by identity (Engine.retired is a set of them)
 class Lane:
     engine: Engine
     endpoint: Endpoint

@@ -34,12 +34,14 @@ async def startup(ctx: dict[str, Any]) -> None:
     session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
     engine = Engine(redis, settings, session, **ctx.get("engine_options", {}))
     ctx["relay_redis"], ctx["session"], ctx["engine"] = redis, session, engine
-    ctx["worker_name"] = f"{socket.gethostname()}:{os.getpid()}"
+    # tests running several workers in one process name them apart
+    ctx.setdefault("worker_name", f"{socket.gethostname()}:{os.getpid()}")
     await engine.start()
     # every process beats on its own (the sweeper cron runs on only one worker per tick)
     ctx["heartbeat"] = asyncio.create_task(_beat(ctx), name="heartbeat")
     reloader = Reloader(redis, settings, role="worker", name=ctx["worker_name"],
-                        apply=lambda old, new: reconfigure(ctx, old, new))
+                        apply=lambda old, new: reconfigure(ctx, old, new),
+                        load=ctx.get("load_settings", load_settings))
     ctx["reloader"], ctx["background"] = reloader, set()
     reloader.start()
     logger.info("worker_started", worker=ctx["worker_name"], endpoints=sorted(settings.endpoints))

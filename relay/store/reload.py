@@ -22,6 +22,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -41,6 +42,7 @@ DEFAULT_WAIT_S = 5.0
 POLL_S = 0.05
 
 Apply = Callable[[Settings, Settings], Awaitable[dict[str, Any]]]
+Load = Callable[[Path], Settings]
 
 
 def process_name() -> str:
@@ -51,13 +53,15 @@ class Reloader:
     """One process's side: reload on request or SIGHUP, answer, and report the config hash."""
 
     def __init__(self, redis: Redis, settings: Settings, *, role: str, apply: Apply,
-                 name: str | None = None) -> None:
+                 name: str | None = None, load: Load = load_settings) -> None:
         self.redis = redis
         self.settings = settings
         self.hash = config_hash(settings.file)
         self.role = role
         self.name = name or process_name()
         self._apply = apply
+        # how the process loaded its settings at start (the environment it resolves secrets from)
+        self._load = load
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
@@ -67,7 +71,7 @@ class Reloader:
             answer: dict[str, Any] = {"process": self.name, "role": self.role, "previous_hash": self.hash}
             try:
                 # the file is small; parsing it in the loop is quicker than a thread hop
-                new = load_settings(self.settings.config_path)
+                new = self._load(self.settings.config_path)
             except ConfigError as exc:
                 logger.error("config_reload_refused", origin=origin.label(), error=str(exc))
                 return {**answer, "outcome": "refused", "hash": self.hash, "error": str(exc)}

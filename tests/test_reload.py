@@ -1,0 +1,217 @@
+"""Reloading the config without a restart: in-process workers, then real worker processes under load."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from arq.worker import Worker
+from redis.asyncio import Redis
+
+from config.fingerprint import config_hash
+from config.settings import Settings, load_settings
+from relay import constants as k
+from relay.server import create_app
+from relay.store import audit
+from relay.store.reload import request_reload
+from tests.procs import RelayProcess
+from tests.support import TEST_ENV, RedisServer, wait_for, write_config
+from tests.test_delivery import attempts, delivery, ep, post
+from workers.main import create_worker
+
+ORIGIN = audit.Origin("cli", "tester@test")
+
+
+@pytest.fixture
+async def workers(redis: Redis, redis_server: RedisServer) -> AsyncIterator[Callable[..., Any]]:
+    started: list[tuple[Worker, asyncio.Task[None]]] = []
+
+    async def start(settings: Settings, n: int) -> list[Worker]:
+        new = []
+        env = {**TEST_ENV, "REDIS_URL": redis_server.url}
+        for _ in range(n):
+            w = create_worker(settings, handle_signals=False, ctx={
+                "worker_name": f"w{len(started)}", "load_settings": lambda path: load_settings(path, env)})
+            started.append((w, asyncio.create_task(w.async_run())))
+            new.append(w)
+        # each worker's reloader reports its hash once it runs: then it also listens
+        await wait_for(lambda: _reported(redis, len(started)), 15)
+        return new
+
+    yield start
+    for w, task in started:
+        await w.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _reported(redis: Redis, n: int) -> bool:
+    return len(await redis.hgetall(k.PROCS)) >= n and await redis.pubsub_numsub(k.RELOAD_CHANNEL) == [
+        (k.RELOAD_CHANNEL.encode(), n)]
+
+
+def rewrite(settings: Settings, endpoints: list[dict[str, Any]], redis_url: str) -> Settings:
+    path = write_config(settings.config_path, endpoints=endpoints)
+    return load_settings(path, {**TEST_ENV, "REDIS_URL": redis_url})
+
+
+async def test_reload_adds_changes_and_removes_endpoints_in_two_workers(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
+    redis_server: RedisServer, workers: Callable[..., Any]
+) -> None:
+    keep, old_url, new_url, gone, added = [await sink() for _ in range(5)]
+    gone.script = [500]  # its work keeps waiting (retrying) until the reload removes it
+    settings = make_settings(endpoints=[ep("keep", keep), ep("moved", old_url), ep("gone", gone, retry_delays=[30])])
+    client: TestClient = await aiohttp_client(create_app(settings))
+    await workers(settings, 2)
+    before = await post(client, "1")
+    await wait_for(lambda: len(keep.received) == 1 and len(old_url.received) == 1 and len(gone.received) == 1, 15)
+    await wait_for(lambda: _state(redis, before, "gone", "retrying"), 10)
+
+    new = rewrite(settings, [ep("keep", keep), ep("moved", new_url), ep("added", added)], redis_server.url)
+    result = await request_reload(redis, ORIGIN)
+    assert result["ok"] and result["asked"] == 2 and result["answered"] == 2, result
+    assert {a["outcome"] for a in result["answers"]} == {"reloaded"}
+    assert {a["hash"] for a in result["answers"]} == {config_hash(new.file)}
+    changes = result["answers"][0]["changes"]
+    assert (changes["added"], changes["changed"], changes["removed"]) == (["added"], ["moved"], ["gone"])
+
+    # the removed endpoint's waiting work is cancelled, never dropped, and says why
+    d = await delivery(redis, before, "gone")
+    assert d["state"] == "cancelled" and "endpoint removed" in d["cancelled_by"], d
+    assert await redis.zscore(k.ep_state("gone", "cancelled"), before) is not None
+    assert not await redis.zcard(k.ep_queue("gone"))
+    # the new endpoint gets only what arrives after the reload; the changed one goes to its new URL
+    after = await post(client, "2")
+    await wait_for(lambda: len(added.received) == 1 and len(new_url.received) == 1 and len(keep.received) == 2, 15)
+    assert b"REFNO=2" in added.received[0].body and len(old_url.received) == 1
+    assert await redis.hget(k.notification(before), "eps") == b"keep,moved,gone"  # routed fan-out unchanged
+    assert not await redis.exists(k.delivery(before, "added"))
+    assert (await delivery(redis, after, "added"))["state"] == "delivered"
+    entries = await audit.read(redis, action="reload")
+    assert entries[0]["via"] == "cli" and entries[0]["address"] == "tester@test" and entries[0]["count"] == 2
+    cancels = await audit.read(redis, action="cancel")
+    assert cancels and cancels[0]["target"] == "gone" and cancels[0]["reason"] == "endpoint removed"
+    assert sum(e["count"] for e in cancels) == 1  # the second worker found nothing left to cancel
+
+
+async def _state(redis: Redis, nid: str, ep_name: str, state: str) -> bool:
+    return (await delivery(redis, nid, ep_name)).get("state") == state
+
+
+async def test_an_invalid_config_is_refused_and_the_old_one_stays(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
+    workers: Callable[..., Any]
+) -> None:
+    s = await sink()
+    settings = make_settings(endpoints=[ep("x", s)])
+    client: TestClient = await aiohttp_client(create_app(settings))
+    await workers(settings, 2)
+    text = settings.config_path.read_text()
+    settings.config_path.write_text(text.replace('name = "x"', 'name = "X Y"'))
+    result = await request_reload(redis, ORIGIN)
+    assert not result["ok"] and [a["outcome"] for a in result["answers"]] == ["refused", "refused"]
+    assert all("endpoints[0].name" in a["error"] for a in result["answers"])
+    assert {a["hash"] for a in result["answers"]} == {config_hash(settings.file)}
+    # the old config is still in force
+    await post(client, "1")
+    await wait_for(lambda: len(s.received) == 1, 15)
+    # the CLI prints each answer and the error, and exits 1
+    env = {**os.environ, **TEST_ENV, "REDIS_URL": settings.redis_url or ""}
+    out = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "relay", "--config",
+                                  str(settings.config_path.with_name("good.toml")), "reload", "--wait", "5"],
+                                  capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 2 and "configuration file not found" in out.stderr  # its own config is read too
+    settings.config_path.with_name("good.toml").write_text(text)
+    out = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "relay", "--config",
+                                  str(settings.config_path.with_name("good.toml")), "reload", "--wait", "5"],
+                                  capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stdout.count("refused") == 2 and "endpoints[0].name" in out.stdout and "Traceback" not in out.stderr
+    assert f"config {config_hash(settings.file)}" in out.stdout
+
+
+async def test_relay_reload_with_nobody_listening(make_settings: Callable[..., Settings], redis: Redis) -> None:
+    result = await request_reload(redis, ORIGIN, wait_s=0.2)
+    assert result == {**result, "asked": 0, "answered": 0, "answers": [], "ok": True}
+
+
+# -- real processes -------------------------------------------------------------------------------
+
+
+async def test_reload_under_load_across_two_worker_processes(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Two `relay worker` processes, notifications arriving all along; a reload adds, changes and
+    removes endpoints. Nothing is lost: every notification reaches each endpoint it was routed to (or
+    its delivery to a removed endpoint is cancelled), in order on the serial one."""
+    serial, old_c, new_c, gone, added = [await sink() for _ in range(5)]
+    gone.script = [("slow", 0.3), 200]
+    config = [ep("serial", serial), ep("conc", old_c, concurrent=True), ep("gone", gone)]
+    settings = make_settings(endpoints=config)
+    client: TestClient = await aiohttp_client(create_app(settings))
+    procs = [RelayProcess(settings.config_path, redis_server.url, "worker") for _ in range(2)]
+    nids: list[str] = []
+    try:
+        await wait_for(lambda: _reported(redis, 2), 30)
+
+        async def load(n: int) -> None:
+            for _ in range(n):
+                nids.append(await post(client, str(len(nids))))
+                await asyncio.sleep(0.01)
+
+        feeding = asyncio.create_task(load(120))
+        await wait_for(lambda: len(nids) >= 40, 30)
+        write_config(settings.config_path, endpoints=[ep("serial", serial), ep("conc", new_c, concurrent=True),
+                                                      ep("added", added)])
+        asked_at = len(nids)
+        result = await request_reload(redis, ORIGIN)
+        reloaded_at = len(nids)
+        await feeding
+        assert result["ok"] and result["answered"] == 2, result
+        for nid in nids:
+            await wait_for(lambda nid=nid: _settled(redis, nid), 30)
+        # the SIGHUP path: one process re-reads the same file (unchanged) and says so in the audit log
+        procs[0].proc.send_signal(signal.SIGHUP)
+        await wait_for(lambda: _signal_audited(redis), 15)
+    finally:
+        for p in procs:
+            p.stop()
+    refs = [int(r.body.split(b"REFNO=")[1].split(b"&")[0]) for r in serial.received]
+    assert refs == list(range(len(nids)))  # every one, once, in order, across the reload
+    assert len(old_c.received) + len(new_c.received) == len(nids) and new_c.received
+    got_added = sorted(int(r.body.split(b"REFNO=")[1].split(b"&")[0]) for r in added.received)
+    # what was received once every process had reloaded goes to the new endpoint, and nothing from before
+    assert got_added and got_added[0] >= asked_at - 1 and set(range(reloaded_at, len(nids))) <= set(got_added)
+    states = [(await delivery(redis, nid, "gone")).get("state") for nid in nids]
+    assert "pending" not in states and "retrying" not in states and "in_flight" not in states
+    assert states.count("delivered") == len(gone.received) and "cancelled" in states
+    assert {s for s in states if s} <= {"delivered", "cancelled"}
+    for nid in nids[:3]:
+        assert not [a for a in await attempts(redis, nid, "serial") if a["outcome"] != "delivered"]
+    assert not await redis.hlen(k.PROCS)  # both deregistered on SIGTERM
+
+
+async def _settled(redis: Redis, nid: str) -> bool:
+    eps = await redis.hget(k.notification(nid), "eps")
+    if eps is None:
+        return False
+    for name in eps.decode().split(","):
+        state = (await delivery(redis, nid, name)).get("state")
+        if state not in ("delivered", "cancelled", "skipped"):
+            return False
+    return True
+
+
+async def _signal_audited(redis: Redis) -> bool:
+    entries = await audit.read(redis, action="reload")
+    return any(e["via"] == "signal" and e.get("outcome") == "unchanged" for e in entries)
