@@ -112,6 +112,11 @@ def ep_state(ep: str, state: str) -> str:
     return f"relay:ep:{ep}:st:{state}"
 
 
+def ep_queue(ep: str) -> str:
+    """An endpoint's work queue (built in Lua by claim, route and control.lua; read here by tests)."""
+    return f"relay:ep:{ep}:q"
+
+
 def ep_lease(ep: str) -> str:
     return f"relay:ep:{ep}:lease"
 

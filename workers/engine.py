@@ -423,14 +423,16 @@ class Engine:
         args: list[str | int] = [self.now_ms(), self.retention_ms, len(batch.results)]
         for result, _ in batch.results:
             args.extend(result.fields)
-        claims: list[tuple[str, asyncio.Future[Claim]]] = []
+        # the lanes are looked up now: a reload may replace or remove one while the call is out
+        claims: list[tuple[Lane, asyncio.Future[Claim]]] = []
         for name, wanted in batch.claims.items():
-            if name not in self.lanes:  # a reload removed the endpoint while this claim was queued
+            lane = self.lanes.get(name)
+            if lane is None:  # a reload removed the endpoint while this claim was queued
                 if not wanted.done():
                     wanted.set_result(("idle", 0, []))
                 continue
-            claims.append((name, wanted))
-            ep = self.lanes[name].endpoint
+            claims.append((lane, wanted))
+            ep = lane.endpoint
             args += [name, 0 if ep.concurrent else 1, ep.in_flight_limit, self.lease_ms(ep), CLAIM_BATCH]
         futures = [f for _, f in batch.results] + [f for _, f in claims]
         try:
@@ -450,7 +452,7 @@ class Engine:
             if not fut.done():
                 fut.set_result(fresh)
         pos = len(batch.results)
-        for name, fut in claims:
+        for lane, fut in claims:
             code, wait, count = raw[pos].decode(), int(raw[pos + 1]), int(raw[pos + 2])
             pos += 3
             items = [
@@ -462,7 +464,6 @@ class Engine:
                 for i in range(pos, pos + 9 * count, 9)
             ]
             pos += 9 * count
-            lane = self.lanes[name]
             if not lane.serial:
                 lane.start(items)  # whoever asked, the lane runs what was claimed for it
                 if code == "idle" and wait:
