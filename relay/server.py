@@ -7,26 +7,28 @@ import asyncio
 import gc
 import signal
 from collections.abc import AsyncIterator
+from typing import Any
 
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
-from config.networks import parse_networks
 from config.settings import Settings
 from relay import constants as k
 from relay.admin.api import setup_api
 from relay.dashboard.routes import setup_dashboard
 from relay.store.connection import connect, redis_url, safe_url
 from relay.store.ingest import NotDurable, Store
+from relay.store.reload import Reloader
 from relay.web import appkeys, ingress, middleware, probes
 from relay.web.metrics import IngressMetrics
 
 logger = structlog.get_logger()
 
 
-def create_app(settings: Settings, *, public: bool = True, admin: bool = True) -> web.Application:
+def create_app(settings: Settings, *, public: bool = True, admin: bool = True,
+               live: appkeys.Live | None = None) -> web.Application:
     """Build the relay's web app.
 
     ``public``: the 2Checkout listeners. ``admin``: the admin API and the dashboard. Both carry the
@@ -37,11 +39,11 @@ def create_app(settings: Settings, *, public: bool = True, admin: bool = True) -
         client_max_size=settings.server.max_body_bytes,
         middlewares=[middleware.errors],
     )
-    app[appkeys.SETTINGS] = settings
+    # one Live per process (shared by its apps), so a reload reaches every listener at once
+    app[appkeys.LIVE] = live or appkeys.Live(settings)
     registry = CollectorRegistry()
     app[appkeys.REGISTRY] = registry
     app[appkeys.METRICS] = IngressMetrics(registry)
-    app[appkeys.TRUSTED_PROXIES] = parse_networks(settings.server.trusted_proxies)
     app.cleanup_ctx.append(_redis)
     channel = "{channel:ipn|lcn|ins}"
     if public:
@@ -59,13 +61,15 @@ def create_app(settings: Settings, *, public: bool = True, admin: bool = True) -
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
-    settings = app[appkeys.SETTINGS]
+    settings = app[appkeys.LIVE].settings
     redis = connect(redis_url(settings), timeout=settings.server.redis_timeout)
     app[appkeys.REDIS] = redis
     server = settings.server
     store = Store(redis, retention_ms=settings.delivery.retention_ms,
                   ack_after=server.ack_after, ack_replicas=server.ack_replicas, ack_timeout=server.ack_timeout)
     app[appkeys.STORE] = store
+    # a reload changes how long what is stored from now on is kept; the durability mode needs a restart
+    app[appkeys.LIVE].on_reload.append(lambda new: setattr(store, "retention_ms", new.delivery.retention_ms))
     try:
         via = await store.check_durability()
         logger.info("ingress_ready", ack_after=server.ack_after, durability=via)
@@ -85,12 +89,16 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
     limits = {"max_line_size": server.max_header_bytes, "max_field_size": server.max_header_bytes,
               "max_headers": server.max_headers}
     listeners: list[tuple[web.Application, str, int, str]] = []
+    live = appkeys.Live(settings)
     if admin.port:
-        listeners.append((create_app(settings, admin=False), host or server.host, port or server.port, "public"))
-        listeners.append((create_app(settings, public=False), admin.host, admin.port, "admin"))
+        listeners.append((create_app(settings, admin=False, live=live), host or server.host, port or server.port,
+                          "public"))
+        listeners.append((create_app(settings, public=False, live=live), admin.host, admin.port, "admin"))
     else:
-        listeners.append((create_app(settings), host or server.host, port or server.port, "public+admin"))
+        listeners.append((create_app(settings, live=live), host or server.host, port or server.port, "public+admin"))
     runners: list[web.AppRunner] = []
+    redis = connect(redis_url(settings), timeout=settings.server.redis_timeout)
+    reloader = Reloader(redis, settings, role="serve", apply=lambda old, new: _reconfigure(live, old, new))
     try:
         for app, h, p, role in listeners:
             runner = web.AppRunner(app, access_log=None, **limits)  # type: ignore[arg-type]
@@ -107,7 +115,41 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        reloader.start()
+        reloads: set[asyncio.Task[None]] = set()
+
+        def on_sighup() -> None:
+            task = loop.create_task(reloader.on_signal())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
         await stop.wait()
     finally:
+        await reloader.stop()
+        await redis.aclose()
         for runner in reversed(runners):
             await runner.cleanup()
+
+
+# what a running `relay serve` cannot change: its listeners, its Redis connection, its logging
+RESTART_ONLY = ("server.host", "server.port", "server.max_header_bytes", "server.max_headers",
+                "server.max_body_bytes", "server.ack_after", "server.ack_replicas", "server.ack_timeout",
+                "server.redis_timeout", "admin", "redis", "logging")
+
+
+async def _reconfigure(live: appkeys.Live, old: Settings, new: Settings) -> dict[str, Any]:
+    """A reload in ``relay serve``: every request from now on sees the new settings."""
+    live.replace(new)
+    before, after = old.file.model_dump(), new.file.model_dump()
+    needs_restart = [key for key in RESTART_ONLY if _pick(before, key) != _pick(after, key)]
+    if needs_restart:
+        logger.warning("config_reload_needs_restart", keys=needs_restart)
+    return {"sources": sorted(new.sources), "endpoints": sorted(new.endpoints), "needs_restart": needs_restart}
+
+
+def _pick(doc: dict[str, Any], dotted: str) -> Any:
+    value: Any = doc
+    for part in dotted.split("."):
+        value = value.get(part, {}) if isinstance(value, dict) else None
+    return value

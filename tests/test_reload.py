@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 from arq.worker import Worker
@@ -21,10 +22,11 @@ from config.settings import Settings, load_settings
 from relay import constants as k
 from relay.server import create_app
 from relay.store import audit
+from relay.store.ingest import notification_id
 from relay.store.reload import request_reload
 from tests.procs import RelayProcess
-from tests.support import TEST_ENV, RedisServer, wait_for, write_config
-from tests.test_delivery import attempts, delivery, ep, post
+from tests.support import TEST_ENV, RedisServer, free_port, ipn_fields, signed_body, wait_for, write_config
+from tests.test_delivery import FORM, attempts, delivery, ep, post
 from workers.main import create_worker
 
 ORIGIN = audit.Origin("cli", "tester@test")
@@ -225,3 +227,53 @@ async def _settled(redis: Redis, nid: str) -> bool:
 async def _signal_audited(redis: Redis) -> bool:
     entries = await audit.read(redis, action="reload")
     return any(e["via"] == "signal" and e.get("outcome") == "unchanged" for e in entries)
+
+
+async def test_relay_reload_reaches_serve_and_worker_processes(
+    tmp_path: Path, redis_server: RedisServer, redis: Redis, sink: Callable[..., Any]
+) -> None:
+    """`relay reload` from a shell: a `relay serve` (both listeners) and a `relay worker` answer; the
+    serve process then routes admin requests with the new endpoints, on both of its listeners."""
+    first, second = await sink(), await sink()
+    public, admin = free_port(), free_port()
+    server = f"[server]\nport = {public}\n"
+    config = write_config(tmp_path / "relay.toml", admin={"port": admin}, extra=server,
+                          endpoints=[ep("first", first)])
+    token = {"RELAY_ADMIN_TOKEN": "t0ken"}
+    procs = [RelayProcess(config, redis_server.url, "serve", env=token),
+             RelayProcess(config, redis_server.url, "worker")]
+    env = {**os.environ, **TEST_ENV, "REDIS_URL": redis_server.url}
+    try:
+        await wait_for(lambda: _reported(redis, 2), 30)
+        async with aiohttp.ClientSession(headers={"Authorization": "Bearer t0ken"}) as http:
+            async with http.post(f"http://127.0.0.1:{public}/ipn", data=signed_body(ipn_fields("1")),
+                                 headers=FORM) as resp:
+                assert resp.status == 200
+            nid = notification_id("default", "ipn", signed_body(ipn_fields("1")))
+            await wait_for(lambda: len(first.received) == 1, 15)
+            resend = f"http://127.0.0.1:{admin}/api/notifications/{nid}/resend"
+            async with http.post(resend, json={"endpoint": "second"}) as resp:
+                assert resp.status == 400 and "second" in (await resp.json())["error"]
+            write_config(config, admin={"port": admin}, extra=server,
+                         endpoints=[ep("first", first), ep("second", second)])
+            out = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "relay", "--config", str(config),
+                                          "reload"], capture_output=True, text=True, env=env, timeout=60)
+            assert out.returncode == 0, out.stdout + out.stderr
+            lines = out.stdout.splitlines()
+            assert len(lines) == 2 and {line.split()[1] for line in lines} == {"serve", "worker"}, out.stdout
+            assert all(" reloaded " in line for line in lines)
+            hashes = {line.split("config ")[1].split()[0] for line in lines}
+            assert hashes == {config_hash(load_settings(config, env).file)}
+            async with http.post(resend, json={"endpoint": "second"}) as resp:
+                assert resp.status == 202, await resp.text()
+            await wait_for(lambda: len(second.received) == 1, 15)
+            # a SIGHUP to the serve process: the same file, so nothing changes, and the audit log says so
+            procs[0].proc.send_signal(signal.SIGHUP)
+            await wait_for(lambda: _signal_audited(redis), 15)
+            async with http.get(f"http://127.0.0.1:{public}/healthz") as resp:
+                assert resp.status == 200
+    finally:
+        for p in procs:
+            p.stop()
+    assert procs[0].proc.returncode == 0, procs[0].output()[-2000:]
+    assert "config_reloaded" in procs[0].output() and "config_reloaded" in procs[1].output()

@@ -41,11 +41,12 @@ def setup_api(app: web.Application) -> None:
 
     async def share(api: web.Application) -> AsyncIterator[None]:
         # the parent's resources, under the same keys, so views written for the parent app work here
-        for key in (appkeys.SETTINGS, appkeys.REDIS, appkeys.STORE, appkeys.REGISTRY, appkeys.METRICS):
+        for key in (appkeys.LIVE, appkeys.REDIS, appkeys.STORE, appkeys.REGISTRY, appkeys.METRICS):
             if key in app:
                 api[key] = app[key]  # type: ignore[misc]
-        settings = app[appkeys.SETTINGS]
-        api[appkeys.RESENDER] = Resender(app[appkeys.REDIS], settings)
+        settings = app[appkeys.LIVE].settings
+        api[appkeys.RESENDER] = resender = Resender(app[appkeys.REDIS], settings)
+        app[appkeys.LIVE].on_reload.append(resender.follow)
         if settings.admin_token is None:
             logger.info("admin_api_off", enable_with=settings.server.admin_token_env)
         yield
@@ -69,7 +70,7 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> w
 
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    settings = request.config_dict[appkeys.SETTINGS]
+    settings = request.config_dict[appkeys.LIVE].settings
     token = settings.admin_token
     if token is None:
         return error(404, f"the admin API is off: set the environment variable {settings.server.admin_token_env} "
@@ -130,7 +131,7 @@ async def list_notifications(request: web.Request) -> web.Response:
 
 async def show_notification(request: web.Request) -> web.Response:
     doc = await queries.detail(request.config_dict[appkeys.REDIS], request.match_info["id"])
-    return web.json_response(queries.redact(doc, queries.secrets(request.config_dict[appkeys.SETTINGS])))
+    return web.json_response(queries.redact(doc, queries.secrets(request.config_dict[appkeys.LIVE].settings)))
 
 
 async def resend_one(request: web.Request) -> web.Response:
@@ -151,7 +152,7 @@ async def resend_bulk(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.StreamResponse:
     """``GET /api/health``: the report as JSON; the verdict is in ``status`` (the answer is always 200)."""
     app = request.app
-    report = await health_report(app[appkeys.REDIS], app[appkeys.SETTINGS], int(time.time() * 1000))
+    report = await health_report(app[appkeys.REDIS], app[appkeys.LIVE].settings, int(time.time() * 1000))
     return web.json_response(report)
 
 

@@ -73,7 +73,8 @@ def setup_dashboard(app: web.Application) -> None:
     env.globals.update(view.GLOBALS)
 
     async def share(dash: web.Application) -> AsyncIterator[None]:
-        dash[appkeys.RESENDER] = Resender(app[appkeys.REDIS], app[appkeys.SETTINGS])
+        dash[appkeys.RESENDER] = resender = Resender(app[appkeys.REDIS], app[appkeys.LIVE].settings)
+        app[appkeys.LIVE].on_reload.append(resender.follow)
         yield
 
     dash.cleanup_ctx.append(share)
@@ -117,7 +118,7 @@ def _asset_version() -> str:
 
 @web.middleware
 async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    settings = request.config_dict[appkeys.SETTINGS]
+    settings = request.config_dict[appkeys.LIVE].settings
     path = request.path.removeprefix(BASE)
     data = path.startswith("/data/")
     session: Session | None = None
@@ -203,7 +204,7 @@ def _error(request: web.Request, status: int, message: str, session: Session | N
 
 
 def _off(request: web.Request, data: bool) -> web.StreamResponse:
-    env = request.config_dict[appkeys.SETTINGS].server.admin_token_env
+    env = request.config_dict[appkeys.LIVE].settings.server.admin_token_env
     if data:
         return _secure(web.json_response(
             {"error": f"the dashboard is off: set the environment variable {env} (named by "
@@ -219,12 +220,12 @@ async def login_form(request: web.Request) -> web.StreamResponse:
     if await current_session(request) is not None:
         return _redirect(next_url)
     notice = "You are logged out." if request.query.get("out") == "1" else None
-    env = request.config_dict[appkeys.SETTINGS].server.admin_token_env
+    env = request.config_dict[appkeys.LIVE].settings.server.admin_token_env
     return _page(request, "login.html", {"next_url": next_url, "notice": notice, "error": None, "token_env": env})
 
 
 async def login(request: web.Request) -> web.StreamResponse:
-    settings = request.config_dict[appkeys.SETTINGS]
+    settings = request.config_dict[appkeys.LIVE].settings
     form = await request.post()
     next_url = sessions.safe_next(form.get("next"))
     if not sessions.token_matches(form.get("token"), settings):
@@ -298,14 +299,14 @@ async def overview_model(redis: Redis, settings: Settings, now_ms: int) -> dict[
 
 
 async def overview(request: web.Request) -> web.StreamResponse:
-    model = await overview_model(request.config_dict[appkeys.REDIS], request.config_dict[appkeys.SETTINGS],
+    model = await overview_model(request.config_dict[appkeys.REDIS], request.config_dict[appkeys.LIVE].settings,
                                  int(time.time() * 1000))
     return _page(request, "overview.html", {**model, "summary": view.overview_summary(model)},
                  session=session_of(request), current="overview", refresh_ms=REFRESH_MS)
 
 
 async def overview_data(request: web.Request) -> web.StreamResponse:
-    model = await overview_model(request.config_dict[appkeys.REDIS], request.config_dict[appkeys.SETTINGS],
+    model = await overview_model(request.config_dict[appkeys.REDIS], request.config_dict[appkeys.LIVE].settings,
                                  int(time.time() * 1000))
     return _fragment(model, _render(request, "overview_fragment.html", model), view.overview_summary(model))
 
@@ -370,7 +371,7 @@ def _list_context(result: Listing) -> dict[str, Any]:
 
 
 async def notifications(request: web.Request) -> web.StreamResponse:
-    settings = request.config_dict[appkeys.SETTINGS]
+    settings = request.config_dict[appkeys.LIVE].settings
     params = list_params(request)
     choices: dict[str, list[str]] = {"channel": list(CHANNELS), "source": sorted(settings.sources),
                                      "endpoint": sorted(settings.endpoints), "state": list(k.STATES),
@@ -423,7 +424,7 @@ def redact_body(body: str) -> str:
 async def load_detail(request: web.Request, nid: str) -> dict[str, Any]:
     """The API's detail document, with configured secrets and PASSWORD/SECRET/TOKEN fields redacted."""
     doc: dict[str, Any] = await queries.detail(request.config_dict[appkeys.REDIS], nid)
-    doc = queries.redact(doc, hidden_values(request.config_dict[appkeys.SETTINGS]))
+    doc = queries.redact(doc, hidden_values(request.config_dict[appkeys.LIVE].settings))
     if doc.get("fields"):
         doc["fields"] = {name: [queries.REDACTED] * len(values) if sensitive(name) else values
                          for name, values in doc["fields"].items()}
@@ -432,7 +433,7 @@ async def load_detail(request: web.Request, nid: str) -> dict[str, Any]:
 
 
 async def detail(request: web.Request) -> web.StreamResponse:
-    settings = request.config_dict[appkeys.SETTINGS]
+    settings = request.config_dict[appkeys.LIVE].settings
     nid = request.match_info["id"]
     try:
         doc = await load_detail(request, nid)

@@ -66,7 +66,7 @@ def parse_cookie(value: str | None, key: bytes, now: float) -> Session | None:
 
 
 async def current_session(request: web.Request) -> Session | None:
-    settings = request.config_dict[appkeys.SETTINGS]
+    settings = request.config_dict[appkeys.LIVE].settings
     if settings.admin_token is None:
         return None
     session = parse_cookie(request.cookies.get(COOKIE), signing_key(settings), time.time())
@@ -77,7 +77,7 @@ async def current_session(request: web.Request) -> Session | None:
 
 def session_of(request: web.Request) -> Session:
     """The session ``gate`` already checked for this request."""
-    session = parse_cookie(request.cookies.get(COOKIE), signing_key(request.config_dict[appkeys.SETTINGS]),
+    session = parse_cookie(request.cookies.get(COOKIE), signing_key(request.config_dict[appkeys.LIVE].settings),
                            time.time())
     assert session is not None
     return session
@@ -104,7 +104,7 @@ def cross_site(request: web.Request) -> bool:
 
 async def start(request: web.Request, response: web.StreamResponse) -> None:
     """A new session in Redis, and its cookie on ``response``."""
-    settings = request.config_dict[appkeys.SETTINGS]
+    settings = request.config_dict[appkeys.LIVE].settings
     key = signing_key(settings)
     sid = secrets.token_urlsafe(18)
     expires = int(time.time()) + SESSION_TTL_S
@@ -127,7 +127,7 @@ def is_https(request: web.Request) -> bool:
         peer = ipaddress.ip_address((request.remote or "").split("%")[0])
     except ValueError:
         return False
-    trusted = request.config_dict[appkeys.TRUSTED_PROXIES]
+    trusted = request.config_dict[appkeys.LIVE].trusted_proxies
     if not allowed(peer, trusted):
         return False
     protos = request.headers.get("X-Forwarded-Proto", "").lower().split(",")

@@ -102,6 +102,11 @@ class Resender:
         self.retention_ms = settings.delivery.retention_ms
         self._script = register(redis, "resend")
 
+    def follow(self, settings: Settings) -> None:
+        """A config reload: resend to the endpoints configured now."""
+        self.settings = settings
+        self.retention_ms = settings.delivery.retention_ms
+
     # -- entry points ------------------------------------------------------------------------
 
     async def one(self, nid: str, *, endpoint: str | None = None, idempotency_key: str | None = None,

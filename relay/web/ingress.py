@@ -37,7 +37,7 @@ async def listener_check(request: web.Request) -> web.Response:
 
 def _source(request: web.Request) -> Source:
     name = request.match_info.get("source", "default")
-    source = request.app[appkeys.SETTINGS].sources.get(name)
+    source = request.config_dict[appkeys.LIVE].settings.sources.get(name)
     if source is None:
         raise web.HTTPNotFound(text=f"unknown source {name!r}\n")
     channel = request.match_info["channel"]
@@ -113,7 +113,7 @@ def _ms_since(started: float) -> float:
 def _check_sender(request: web.Request, source: Source) -> None:
     """The source's allow_networks, then the form content type, uncompressed."""
     if source.allow_networks:
-        trusted: tuple[networks.Network, ...] = request.app[appkeys.TRUSTED_PROXIES]
+        trusted: tuple[networks.Network, ...] = request.config_dict[appkeys.LIVE].trusted_proxies
         client = networks.client_address(request.remote, request.headers.get("X-Forwarded-For"), trusted)
         if not networks.allowed(client, source.allow_networks):
             raise _Refused(403, "network_not_allowed", f"{client} is not in this source's allow_networks")
@@ -127,7 +127,7 @@ def _check_sender(request: web.Request, source: Source) -> None:
 
 
 async def _read_body(request: web.Request) -> bytes:
-    body_timeout = request.app[appkeys.SETTINGS].server.body_timeout
+    body_timeout = request.config_dict[appkeys.LIVE].settings.server.body_timeout
     try:
         async with asyncio.timeout(body_timeout):
             return await request.read()
@@ -176,7 +176,7 @@ async def _store(request: web.Request, source: Source, channel: str, body: bytes
         # a short in-process retry rides out a Redis blip or failover; past it, 503 makes
         # 2Checkout retry. (Entered only after a failure: the wrapper costs ~25 µs a request.)
         retrying = AsyncRetrying(
-            stop=stop_after_delay(request.app[appkeys.SETTINGS].server.redis_timeout),
+            stop=stop_after_delay(request.config_dict[appkeys.LIVE].settings.server.redis_timeout),
             wait=wait_random_exponential(multiplier=0.02, max=0.5),
             retry=retry_if_exception_type((RedisError, OSError)), reraise=True,
         )

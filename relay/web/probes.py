@@ -26,7 +26,7 @@ async def metrics(request: web.Request) -> web.Response:
     """The ingress counters of this process, and the delivery metrics read from Redis now."""
     app = request.app
     registry = app[appkeys.REGISTRY]
-    collector = collector_for(registry, list(app[appkeys.SETTINGS].endpoints))
+    collector = collector_for(registry, list(app[appkeys.LIVE].settings.endpoints))
     await collector.refresh(app[appkeys.REDIS], int(time.time() * 1000))
     body = generate_latest(registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
