@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -248,3 +249,16 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(interval)
+
+
+async def close_worker(worker: Any) -> None:
+    """Close an in-process ARQ worker, lanes and all.
+
+    arq's close() cancels a cron sweep it has just started and then gathers it, so that cancellation
+    can surface before on_shutdown ran: shutdown is then run here (it is safe to run twice).
+    """
+    from workers.jobs import shutdown
+
+    with contextlib.suppress(asyncio.CancelledError):
+        await worker.close()
+    await shutdown(worker.ctx)

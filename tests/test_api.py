@@ -23,7 +23,17 @@ from relay import constants as k
 from relay.server import create_app
 from relay.store import queries
 from relay.store.ingest import notification_id
-from tests.support import SECRET_KEY, TEST_ENV, WHSEC, free_port, ins_body, ipn_fields, signed_body, wait_for
+from tests.support import (
+    SECRET_KEY,
+    TEST_ENV,
+    WHSEC,
+    close_worker,
+    free_port,
+    ins_body,
+    ipn_fields,
+    signed_body,
+    wait_for,
+)
 from workers.main import create_worker
 
 TOKEN = "test-admin-token-0123456789"
@@ -104,7 +114,7 @@ async def worker(api_settings: Settings) -> AsyncIterator[Worker]:
     w = create_worker(api_settings, handle_signals=False)
     task = asyncio.create_task(w.async_run())
     yield w
-    await w.close()
+    await close_worker(w)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 

@@ -25,7 +25,16 @@ from relay.store import audit
 from relay.store.ingest import notification_id
 from relay.store.reload import request_reload
 from tests.procs import RelayProcess
-from tests.support import TEST_ENV, RedisServer, free_port, ipn_fields, signed_body, wait_for, write_config
+from tests.support import (
+    TEST_ENV,
+    RedisServer,
+    close_worker,
+    free_port,
+    ipn_fields,
+    signed_body,
+    wait_for,
+    write_config,
+)
 from tests.test_delivery import FORM, attempts, delivery, ep, post
 from workers.main import create_worker
 
@@ -50,7 +59,7 @@ async def workers(redis: Redis, redis_server: RedisServer) -> AsyncIterator[Call
 
     yield start
     for w, task in started:
-        await w.close()
+        await close_worker(w)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
