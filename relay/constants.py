@@ -9,11 +9,14 @@ relay:seq                              str    receipt counter; a notification's 
 relay:n:{nid}                          hash   the notification: raw ``body``, ``ct``, ``source``, ``channel``,
                                               ``recv`` (ms), ``seq``, ``algo`` and the parsed facts
 relay:ix:all / ch:{c} / src:{s}        zset   nid -> received ms, for listing newest first
-relay:ix:ref:{ref}                     zset   nid -> received ms, by REFNO / sale_id / LICENSE_CODE
-relay:ix:type:{type}                   zset   nid -> received ms, by event type (relay/events.py)
+relay:ix:ref:{ref}                     zset   nid -> received ms, by REFNO / sale_id / LICENSE_CODE; trimmed
+                                              to the retention period on every write
+relay:ix:type:{type}                   zset   nid -> received ms, by event type (relay/events.py); trimmed
+                                              to the retention period on every write
 relay:fanout                           zset   nid -> seq of notifications not yet routed to endpoints
 relay:d:{nid}:{ep}                     hash   one delivery: ``state``, ``attempts``, ``next`` (ms), ...
-relay:a:{nid}:{ep}                     list   its attempts, one JSON object each
+relay:a:{nid}:{ep}                     list   its attempts, one JSON object each; the last ATTEMPTS_CAP are
+                                              kept (the delivery's ``attempts_dropped`` counts the rest)
 relay:ep:{ep}:st:{state}               zset   nid -> last change ms, per endpoint and delivery state
 relay:ep:{ep}:q                        zset   work queue: nid -> seq (serial) or due ms (concurrent)
 relay:ep:{ep}:lease                    zset   nid -> lease expiry ms: what is in flight, across processes
@@ -61,7 +64,7 @@ DAY_MS = 86_400_000
 GC_THRESHOLD = 20_000
 # seconds; shared by the ingress ack histogram and the delivery latency counters in Redis
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-# attempt records kept per delivery (relay:a:{nid}:{ep}); workers/engine.py passes it to complete.lua
+# attempt records kept per delivery (complete.lua and claim.lua trim to it, counting what they drop)
 ATTEMPTS_CAP = 200
 
 # the audit log keeps this many newest entries
@@ -76,8 +79,21 @@ STATES = ("pending", "in_flight", "retrying", "delivered", "failed", "skipped", 
 WAITING = ("pending", "retrying", "paused")
 
 
+# the keys the Lua scripts build themselves (per notification, or per minute): relay/store/scripts.py
+# turns each template into a Lua function of the same name, so both sides spell a key one way
+KEY_TEMPLATES = {
+    "notification": "relay:n:{nid}",
+    "delivery": "relay:d:{nid}:{ep}",
+    "attempts": "relay:a:{nid}:{ep}",
+    "ep_state": "relay:ep:{ep}:st:{state}",
+    "ep_queue": "relay:ep:{ep}:q",
+    "ep_lease": "relay:ep:{ep}:lease",
+    "ep_minute": "relay:ep:{ep}:m:{minute}",
+}
+
+
 def notification(nid: str) -> str:
-    return f"relay:n:{nid}"
+    return KEY_TEMPLATES["notification"].format(nid=nid)
 
 
 def idx_channel(channel: str) -> str:
@@ -101,15 +117,19 @@ def ins_triple(source: str, sale_id: str, invoice_id: str, message_type: str) ->
 
 
 def delivery(nid: str, ep: str) -> str:
-    return f"relay:d:{nid}:{ep}"
+    return KEY_TEMPLATES["delivery"].format(nid=nid, ep=ep)
 
 
 def attempts(nid: str, ep: str) -> str:
-    return f"relay:a:{nid}:{ep}"
+    return KEY_TEMPLATES["attempts"].format(nid=nid, ep=ep)
 
 
 def ep_state(ep: str, state: str) -> str:
-    return f"relay:ep:{ep}:st:{state}"
+    return KEY_TEMPLATES["ep_state"].format(ep=ep, state=state)
+
+
+def ep_queue(ep: str) -> str:
+    return KEY_TEMPLATES["ep_queue"].format(ep=ep)
 
 
 def ep_queue(ep: str) -> str:
@@ -118,11 +138,11 @@ def ep_queue(ep: str) -> str:
 
 
 def ep_lease(ep: str) -> str:
-    return f"relay:ep:{ep}:lease"
+    return KEY_TEMPLATES["ep_lease"].format(ep=ep)
 
 
 def ep_minute(ep: str, minute: int) -> str:
-    return f"relay:ep:{ep}:m:{minute}"
+    return KEY_TEMPLATES["ep_minute"].format(ep=ep, minute=minute)
 
 
 def resends(nid: str) -> str:

@@ -21,18 +21,19 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from config.settings import Endpoint, Settings
 from relay import constants as k
 from relay import events, protocol, routing
 from relay.constants import LATENCY_BUCKETS
 from relay.store.connection import REDIS_ERRORS
-from relay.store.scripts import load, register
-from workers import forward, schedule
+from workers import forward, schedule, wire
 
 logger = structlog.get_logger()
 
@@ -48,17 +49,48 @@ def bucket(seconds: float) -> int:
     return len(LATENCY_BUCKETS)
 
 
-Claim = tuple[str, int, list[forward.Claimed]]  # code, wait (ms or blocking seq), items
+Claim = tuple[str, int, list[forward.Claimed]]  # code, wait (ms from now, or blocking seq), items
 
 
 @dataclass
 class Result:
-    """One finished attempt, waiting to be recorded: the 13 result fields of complete.lua."""
+    """One finished attempt, waiting to be recorded (complete.lua reads it by workers.wire.RESULT_FIELDS)."""
 
     ep: Endpoint
-    fields: list[str | int]
-    outcome: str
+    nid: str
+    attempt: int
+    outcome: str  # delivered | retry | failed
+    delay_ms: int  # retry: how long from now (Redis's clock) until the next attempt
+    record: str  # the attempt's JSON record
+    last: str  # short status text: "HTTP 500", "timeout"
+    lat_bucket: int
+    lat_us: int
+    recv: int  # the notification's receipt ms (Redis's clock), for receipt-to-delivery
     deadline: float  # monotonic: past it, a result Redis would not take is given up (its lease retries)
+
+    def args(self) -> list[str | int]:
+        values: dict[str, str | int] = {
+            "nid": self.nid, "ep": self.ep.name, "attempt": self.attempt, "outcome": self.outcome,
+            "delay_ms": self.delay_ms, "record": self.record, "last": self.last, "lat_bucket": self.lat_bucket,
+            "lat_us": self.lat_us, "recv": self.recv,
+        }
+        return [values[name] for name in wire.RESULT_FIELDS]
+
+    def keys(self) -> list[str]:
+        to_state = "retrying" if self.outcome == "retry" else self.outcome
+        return wire.result_keys(self.nid, self.ep.name, to_state)
+
+
+@dataclass
+class _Answer:
+    """What one HTTP attempt came to, before it is scheduled."""
+
+    outcome: str
+    status: int | None = None
+    error: str = ""
+    message: str = ""
+    snippet: bytes = b""
+    retry_after: float | None = None
 
 
 class _Batch:
@@ -69,6 +101,16 @@ class _Batch:
     def __init__(self) -> None:
         self.results: list[tuple[Result, asyncio.Future[bool]]] = []
         self.claims: dict[str, asyncio.Future[Claim]] = {}
+
+    def futures(self) -> list[asyncio.Future[Any]]:
+        return [f for _, f in self.results] + list(self.claims.values())
+
+    def fail(self, exc: BaseException) -> None:
+        """Every future not yet settled gets ``exc``: nobody waiting on this batch waits forever."""
+        for fut in self.futures():
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()  # a claim nobody awaits (Engine.record) must not warn "never retrieved"
 
 
 @dataclass(eq=False)  # lanes are compared by identity (Engine.retired is a set of them)
@@ -82,6 +124,7 @@ class Lane:
     blocked_seq: int | None = None
     # when the lane's wait ends (loop time), so a claim hint of an earlier due time can wake it
     deadline: float = 0.0
+    restarts: int = 0
     # a reload removed or changed its endpoint: it claims no more, and ends once its work is recorded
     retired: bool = False
 
@@ -92,6 +135,22 @@ class Lane:
     @property
     def serial(self) -> bool:
         return not self.endpoint.concurrent
+
+    async def supervise(self) -> None:
+        """Run the lane; an unexpected exception is logged and the lane restarted, never left stopped.
+
+        What the crashed lane held is safe: a claimed delivery's lease expires and it is retried.
+        """
+        backoff = 0.1
+        while not self.done:
+            try:
+                await self.run()
+                return
+            except Exception:
+                self.restarts += 1
+                logger.exception("lane_crashed", endpoint=self.endpoint.name, restart_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
 
     async def run(self) -> None:
         if self.serial:
@@ -113,7 +172,7 @@ class Lane:
             self.wake.clear()
             self.blocked_seq = None
             try:
-                _, (code, wait_until, items) = await engine.request(self, pending, claim=True)
+                _, (code, wait, items) = await engine.request(self, pending, claim=True)
                 backoff = 0.1
             except REDIS_ERRORS as exc:
                 logger.warning("claim_failed", endpoint=ep.name, error=type(exc).__name__, retry_in=backoff)
@@ -131,8 +190,8 @@ class Lane:
                     logger.exception("delivery_crashed", endpoint=ep.name, nid=items[0].nid)
                 continue
             if code == "blocked":
-                self.blocked_seq, wait_until = wait_until, 0
-            await self._wait(wait_until)
+                self.blocked_seq, wait = wait, 0
+            await self._wait(wait)
 
     async def _run_concurrent(self) -> None:
         """Claim until the limit; each finished delivery records its result and claims again."""
@@ -141,7 +200,7 @@ class Lane:
         while not self.done:
             self.wake.clear()
             try:
-                _, (code, wait_until, items) = await engine.request(self, None, claim=True)
+                _, (code, wait, items) = await engine.request(self, None, claim=True)
                 backoff = 0.1
             except REDIS_ERRORS as exc:
                 logger.warning("claim_failed", endpoint=ep.name, error=type(exc).__name__, retry_in=backoff)
@@ -150,13 +209,13 @@ class Lane:
                 continue
             if items:
                 continue  # the engine started them (Engine._dispatch); there may be more room
-            await self._wait(wait_until)
+            await self._wait(wait)
 
-    async def _wait(self, wait_until: int) -> None:
-        engine = self.engine
-        timeout = engine.poll_interval
-        if wait_until:
-            timeout = min(timeout, max(0.0, wait_until / 1000 - engine.clock()))
+    async def _wait(self, wait_ms: int) -> None:
+        """Wait for a wake, the poll interval, or ``wait_ms`` (ms from the claim, by Redis's clock)."""
+        timeout = self.engine.poll_interval
+        if wait_ms:
+            timeout = min(timeout, wait_ms / 1000)
         self.deadline = asyncio.get_running_loop().time() + timeout
         try:
             await asyncio.wait_for(self.wake.wait(), timeout)
@@ -164,9 +223,9 @@ class Lane:
             pass
         self.deadline = 0.0
 
-    def hint(self, due_ms: int) -> None:
-        """A claim made for this lane found its first item due at ``due_ms``: wake it then, not later."""
-        if self.deadline and due_ms / 1000 - self.engine.clock() < self.deadline - asyncio.get_running_loop().time():
+    def hint(self, due_in_ms: int) -> None:
+        """A claim made for this lane found its first item due in ``due_in_ms``: wake it then, not later."""
+        if self.deadline and due_in_ms / 1000 < self.deadline - asyncio.get_running_loop().time():
             self.wake.set()
 
     def start(self, items: list[forward.Claimed]) -> None:
@@ -206,22 +265,27 @@ class Engine:
         self.poll_interval = settings.delivery.poll_interval
         self.stopping = False
         # complete.lua and claim.lua define the functions step.lua calls: one script, one round trip
-        # the attempt list's cap is relay/constants.py's, declared ahead of the function that uses it
-        cap = f"local ATTEMPTS_CAP = {k.ATTEMPTS_CAP}\n"
-        self._step = redis.register_script(cap + "".join(load(n, "workers") for n in ("complete", "claim", "step")))
-        self._route = register(redis, "route", "workers")
+        self._step = wire.script(redis, "complete", "claim", "step")
+        self._route = wire.script(redis, "route")
         self.lanes = {name: Lane(self, ep) for name, ep in settings.endpoints.items()}
         # lanes a reload took out of service, until their in-flight deliveries are recorded
         self.retired: set[Lane] = set()
-        # endpoint -> ms a reload added it: the fan-out gives it only notifications received after that
+        # endpoint -> ms (Redis's clock) a reload added it: the fan-out gives it only what came after
         self.added: dict[str, int] = {}
         # one ClientTimeout per endpoint rather than one per request
         self._timeouts = {name: aiohttp.ClientTimeout(total=ep.timeout) for name, ep in settings.endpoints.items()}
         self._next: _Batch | None = None
         self._flusher: asyncio.Task[None] | None = None
+        # Redis's clock minus this process's, learned from every step.lua reply (see redis_ms)
+        self.skew_ms = 0
 
     def now_ms(self) -> int:
+        """This process's clock: for what is only displayed or logged."""
         return int(self.clock() * 1000)
+
+    def redis_ms(self) -> int:
+        """Redis's clock, as last learned: what the scripts compare times by, whatever this machine's says."""
+        return self.now_ms() + self.skew_ms
 
     async def start(self) -> None:
         self.added = await self._added(self.settings)
@@ -229,7 +293,7 @@ class Engine:
             self._start_lane(lane)
 
     def _start_lane(self, lane: Lane) -> None:
-        lane.task = asyncio.create_task(lane.run(), name=f"lane:{lane.endpoint.name}")
+        lane.task = asyncio.create_task(lane.supervise(), name=f"lane:{lane.endpoint.name}")
 
     async def _added(self, settings: Settings) -> dict[str, int]:
         raw: dict[bytes, bytes] = await self.redis.hgetall(k.EP_ADDED)  # type: ignore[misc]
@@ -249,7 +313,7 @@ class Engine:
         added = sorted(set(new) - set(old))
         removed = sorted(set(old) - set(new))
         changed = sorted(name for name in set(old) & set(new) if old[name] != new[name])
-        now = self.now_ms()
+        now = self.redis_ms()  # compared with receipt times, which are Redis's
         if added or removed:
             async with self.redis.pipeline(transaction=True) as pipe:
                 for name in added:
@@ -331,10 +395,13 @@ class Engine:
             mtype=(mtype or b"").decode(), status=(status or b"").decode(), test=test == b"1",
             etype=etype.decode(), only=only,
         )
-        args: list[str | int] = [nid, self.now_ms(), self.retention_ms]
-        for route in routes:
-            args.extend(route)
-        created, oldest = await self._route(keys=[k.notification(nid), k.FANOUT], args=args)
+        keys = [k.notification(nid), k.FANOUT]
+        args: list[str | int] = [nid, self.retention_ms]
+        for name, mode, reason in routes:
+            by_name = {"ep": name, "mode": mode, "reason": reason}
+            args.extend(by_name[f] for f in wire.ROUTE_FIELDS)
+            keys.extend(wire.route_keys(nid, name))
+        created, oldest = await self._route(keys=keys, args=args)
         for name, mode, _ in routes:
             if mode != "skip":
                 self.wake(name)
@@ -378,8 +445,9 @@ class Engine:
     async def record(self, result: Result, claim: Lane | None = None) -> None:
         """Record one result; a concurrent lane claims again in the same call (its slot is free now).
 
-        A Redis blip must not lose a result: it is retried until its deadline; past that the lease
-        expires and the delivery is simply made again (at least once).
+        A Redis blip must not lose a result: it is retried until its deadline (complete.lua records an
+        attempt once however often it is sent); past that the lease expires and the delivery is simply
+        made again (at least once).
         """
         wait = 0.05
         while True:
@@ -400,140 +468,195 @@ class Engine:
                 wait = min(wait * 2, 1.0)
 
     def not_recorded(self, result: Result, exc: BaseException) -> None:
-        logger.error("result_not_recorded", endpoint=result.ep.name, nid=result.fields[0], error=type(exc).__name__,
+        logger.error("result_not_recorded", endpoint=result.ep.name, nid=result.nid, error=type(exc).__name__,
                      outcome=result.outcome)
+
+    # -- the step.lua call: a small state machine ----------------------------------------------
+    # _next: the batch being filled (None: nothing queued); _flusher: the task sending batches one
+    # call at a time (None: none running). Invariant: whenever _next is set, a flusher runs or is
+    # about to, whatever any step raised.
 
     def _batch(self) -> _Batch:
         if self._next is None:
             self._next = _Batch()
-            if self._flusher is None:
-                self._flusher = asyncio.create_task(self._flush(), name="step")
+        self._ensure_flusher()
         return self._next
+
+    def _ensure_flusher(self) -> None:
+        if self._flusher is None and self._next is not None:
+            self._flusher = asyncio.create_task(self._flush(), name="step")
 
     async def _flush(self) -> None:
         """Send the queued batches one call at a time; what queues up meanwhile goes in the next."""
         try:
             while self._next is not None:
                 batch, self._next = self._next, None
-                await self._run(batch)
+                try:
+                    await self._run(batch)
+                except Exception as exc:
+                    # a bug past the call (a reply it cannot read): this batch fails, the next goes on
+                    logger.exception("step_failed", results=len(batch.results), claims=len(batch.claims))
+                    batch.fail(exc)
+                except BaseException as exc:
+                    batch.fail(exc)
+                    raise
         finally:
             self._flusher = None
+            self._ensure_flusher()
 
     async def _run(self, batch: _Batch) -> None:
-        args: list[str | int] = [self.now_ms(), self.retention_ms, len(batch.results)]
+        keys, args = self._encode(batch)
+        before = self.now_ms()
+        raw = await self._call(batch, keys, args)
+        if raw is None:
+            return
+        # Redis's clock at the call, against ours at its midpoint
+        self.skew_ms = int(raw[0]) - (before + self.now_ms()) // 2
+        pos = self._settle_results(batch, raw, 1)
+        self._settle_claims(batch, raw, pos)
+
+    def _encode(self, batch: _Batch) -> tuple[list[str], list[str | int]]:
+        keys = [k.FANOUT, k.STATS]
+        args: list[str | int] = [len(batch.results)]
         for result, _ in batch.results:
-            args.extend(result.fields)
-        # the lanes are looked up now: a reload may replace or remove one while the call is out
-        claims: list[tuple[Lane, asyncio.Future[Claim]]] = []
-        for name, wanted in batch.claims.items():
+            args.extend(result.args())
+            keys.extend(result.keys())
+        for name, wanted in list(batch.claims.items()):
+            # the lanes are looked up now: a reload may replace or remove one while the claim was queued
             lane = self.lanes.get(name)
-            if lane is None:  # a reload removed the endpoint while this claim was queued
+            if lane is None:
+                del batch.claims[name]
                 if not wanted.done():
                     wanted.set_result(("idle", 0, []))
                 continue
-            claims.append((lane, wanted))
             ep = lane.endpoint
-            args += [name, 0 if ep.concurrent else 1, ep.in_flight_limit, self.lease_ms(ep), CLAIM_BATCH]
-        futures = [f for _, f in batch.results] + [f for _, f in claims]
+            by_name: dict[str, str | int] = {
+                "ep": name, "serial": 0 if ep.concurrent else 1, "limit": ep.in_flight_limit,
+                "lease_ms": self.lease_ms(ep), "batch": CLAIM_BATCH,
+            }
+            args.extend(by_name[f] for f in wire.CLAIM_FIELDS)
+            keys.extend(wire.claim_keys(name))
+        return keys, args
+
+    async def _call(self, batch: _Batch, keys: list[str], args: list[str | int]) -> list[Any] | None:
+        """The script call; an error fails every future of the batch (their owners retry)."""
         try:
-            raw = await self._step(keys=[k.FANOUT, k.STATS], args=args)
-        except BaseException as exc:
-            for fut in futures:
+            raw: list[Any] = await self._step(keys=keys, args=args)
+            return raw
+        except Exception as exc:
+            batch.fail(exc)
+            return None
+
+    def _settle_results(self, batch: _Batch, raw: list[Any], pos: int) -> int:
+        for result, fut in batch.results:
+            flag = raw[pos]
+            pos += 1
+            if flag == b"err":
                 if not fut.done():
-                    fut.set_exception(exc)
-                    fut.exception()  # a claim nobody awaits (Engine.record) must not warn "never retrieved"
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for i, (result, fut) in enumerate(batch.results):
-            fresh = bool(raw[i])
-            if not fresh:
-                logger.warning("stale_result", endpoint=result.ep.name, nid=result.fields[0], outcome=result.outcome)
+                    fut.set_exception(ResultNotRecorded(f"complete.lua raised for {result.nid}"))
+                continue
+            if int(flag) == 0:
+                logger.warning("stale_result", endpoint=result.ep.name, nid=result.nid, outcome=result.outcome)
             if not fut.done():
-                fut.set_result(fresh)
-        pos = len(batch.results)
-        for lane, fut in claims:
+                fut.set_result(int(flag) != 0)
+        return pos
+
+    def _settle_claims(self, batch: _Batch, raw: list[Any], pos: int) -> None:
+        width = len(wire.CLAIMED_FIELDS)
+        for name, fut in batch.claims.items():
             code, wait, count = raw[pos].decode(), int(raw[pos + 1]), int(raw[pos + 2])
             pos += 3
-            items = [
-                forward.Claimed(
-                    nid=raw[i].decode(), attempt=int(raw[i + 1]), body=raw[i + 2],
-                    content_type=raw[i + 3].decode(), source=raw[i + 4].decode(), channel=raw[i + 5].decode(),
-                    received_ms=int(raw[i + 6] or 0), resend_of=raw[i + 7].decode(), flag=raw[i + 8].decode(),
-                )
-                for i in range(pos, pos + 9 * count, 9)
-            ]
-            pos += 9 * count
-            if not lane.serial:
+            items = [_claimed(raw[i:i + width]) for i in range(pos, pos + width * count, width)]
+            pos += width * count
+            lane = self.lanes.get(name)
+            if lane is not None and not lane.serial:
                 lane.start(items)  # whoever asked, the lane runs what was claimed for it
                 if code == "idle" and wait:
                     lane.hint(wait)
             if not fut.done():
                 fut.set_result((code, wait, items))
 
+    # -- one attempt ---------------------------------------------------------------------------
+
     async def attempt(self, ep: Endpoint, item: forward.Claimed) -> Result:
         """Send one delivery attempt and classify it; the result still has to be recorded."""
-        started_ms = self.now_ms()
+        started_ms = self.redis_ms()
         t0 = time.perf_counter()
+        answer = await self._send(ep, item)
+        duration = time.perf_counter() - t0
+        delay_ms = self._schedule(ep, item, answer)
+        return self._result(ep, item, answer, started_ms, duration, delay_ms)
+
+    async def _send(self, ep: Endpoint, item: forward.Claimed) -> _Answer:
         body, headers = forward.build(ep, item, int(self.clock()))
         # a lane retired by a reload may still finish a delivery to an endpoint no longer configured
         timeout = self._timeouts.get(ep.name) or aiohttp.ClientTimeout(total=ep.timeout)
-        status: int | None = None
-        error = message = ""
-        snippet = b""
-        retry_after: float | None = None
         try:
             async with self.session.post(
                 ep.url, data=body, headers=headers, allow_redirects=False, timeout=timeout,
             ) as resp:
-                status = resp.status
-                snippet = await _read_answer(resp, self.policy.response_snippet_bytes)
-                if status in (429, 503):
-                    retry_after = forward.parse_retry_after(resp.headers.get("Retry-After"))
-            outcome = forward.classify(status, ep)
-            if outcome == "failed":
-                message = f"HTTP {status} is not retried (add it to retry_4xx to retry it)"
+                answer = _Answer(forward.classify(resp.status, ep), status=resp.status)
+                answer.snippet = await _read_answer(resp, self.policy.response_snippet_bytes)
+                if resp.status in (429, 503):
+                    answer.retry_after = forward.parse_retry_after(resp.headers.get("Retry-After"))
+            if answer.outcome == "failed":
+                answer.message = f"HTTP {answer.status} is not retried (add it to retry_4xx to retry it)"
+            return answer
         except TimeoutError:
-            outcome, error, message = "retry", "timeout", f"no complete answer within {ep.timeout:g} s"
+            return _Answer("retry", error="timeout", message=f"no complete answer within {ep.timeout:g} s")
         except aiohttp.ClientError as exc:
-            outcome, error, message = "retry", _error_class(exc), str(exc)[:300] or type(exc).__name__
+            return _Answer("retry", error=_error_class(exc), message=str(exc)[:300] or type(exc).__name__)
         except (ValueError, UnicodeError) as exc:  # e.g. an invalid header value from the endpoint's config
-            outcome, error, message = "failed", "request_error", str(exc)[:300]
-        duration = time.perf_counter() - t0
-        now_ms = self.now_ms()
-        next_ms = 0
-        if outcome == "retry":
-            delay = schedule.retry_delay(item.attempt, item.received_ms, now_ms, ep, self.policy,
-                                         retry_after=retry_after, rand=self.rand)
-            if delay is None:
-                outcome = "failed"
-                message = (message + "; " if message else "") + "out of retries"
-            else:
-                next_ms = now_ms + int(delay * 1000)
+            return _Answer("failed", error="request_error", message=str(exc)[:300])
+
+    def _schedule(self, ep: Endpoint, item: forward.Claimed, answer: _Answer) -> int:
+        """A retry's delay in ms, or 0; out of retries turns the answer into a failure."""
+        if answer.outcome != "retry":
+            return 0
+        delay = schedule.retry_delay(item.attempt, item.received_ms, self.redis_ms(), ep, self.policy,
+                                     retry_after=answer.retry_after, rand=self.rand)
+        if delay is None:
+            answer.outcome = "failed"
+            answer.message = (answer.message + "; " if answer.message else "") + "out of retries"
+            return 0
+        return int(delay * 1000)
+
+    def _result(self, ep: Endpoint, item: forward.Claimed, answer: _Answer, started_ms: int, duration: float,
+                delay_ms: int) -> Result:
         duration_ms = round(duration * 1000, 1)
+        # "next" is filled in by complete.lua, from Redis's clock
         record = {
-            "n": item.attempt, "at": started_ms, "ms": duration_ms, "outcome": outcome,
-            "status": status, "error": error or None, "message": message or None,
-            "response": snippet.decode("utf-8", "replace"), "next": next_ms or None,
-            "resend": bool(item.resend_of),
+            "n": item.attempt, "at": started_ms, "ms": duration_ms, "outcome": answer.outcome,
+            "status": answer.status, "error": answer.error or None, "message": answer.message or None,
+            "response": answer.snippet.decode("utf-8", "replace"), "next": None, "resend": bool(item.resend_of),
         }
-        last = f"HTTP {status}" if status is not None else error
-        # relay:stats: latency buckets, and sums in integer microseconds (HINCRBY, see complete.lua)
-        r2d_bucket, r2d_us = -1, 0
-        if outcome == "delivered" and item.received_ms:
-            r2d = max(0.0, (now_ms - item.received_ms) / 1000)
-            r2d_bucket, r2d_us = bucket(r2d), int(r2d * 1_000_000)
-        fields: list[str | int] = [
-            item.nid, ep.name, item.attempt, outcome, now_ms, next_ms, json.dumps(record, separators=(",", ":")),
-            last, k.ep_minute(ep.name, now_ms // 60_000), bucket(duration), int(duration * 1_000_000),
-            r2d_bucket, r2d_us,
-        ]
         # a success is recorded in Redis and counted in /metrics; at thousands a second a line each
         # would be noise (and ~3 % of the worker's CPU), so only retries and failures log at info+
+        outcome = answer.outcome
         log = logger.debug if outcome == "delivered" else (logger.info if outcome == "retry" else logger.warning)
         log("delivery_attempt", endpoint=ep.name, nid=item.nid, attempt=item.attempt, outcome=outcome,
-            status=status, error=error or None, duration_ms=duration_ms, next_ms=next_ms or None)
-        return Result(ep, fields, outcome, time.monotonic() + ep.timeout)
+            status=answer.status, error=answer.error or None, duration_ms=duration_ms, delay_ms=delay_ms or None)
+        return Result(
+            ep=ep, nid=item.nid, attempt=item.attempt, outcome=outcome, delay_ms=delay_ms,
+            record=json.dumps(record, separators=(",", ":")),
+            last=f"HTTP {answer.status}" if answer.status is not None else answer.error,
+            # relay:stats: latency buckets, and sums in integer microseconds (HINCRBY, see complete.lua)
+            lat_bucket=bucket(duration), lat_us=int(duration * 1_000_000), recv=item.received_ms,
+            deadline=time.monotonic() + ep.timeout,
+        )
+
+
+class ResultNotRecorded(RedisError):
+    """complete.lua raised for this one result (the others of its call were recorded)."""
+
+
+def _claimed(values: list[Any]) -> forward.Claimed:
+    f = dict(zip(wire.CLAIMED_FIELDS, values, strict=True))
+    return forward.Claimed(
+        nid=f["nid"].decode(), attempt=int(f["attempt"]), body=f["body"], content_type=f["ct"].decode(),
+        source=f["source"].decode(), channel=f["channel"].decode(), received_ms=int(f["recv"] or 0),
+        resend_of=f["resend_of"].decode(), flag=f["flag"].decode(),
+    )
 
 
 async def _read_answer(resp: aiohttp.ClientResponse, keep: int) -> bytes:

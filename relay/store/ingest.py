@@ -158,15 +158,16 @@ class Store:
         ins_triple: str = "",
     ) -> Stored:
         ref = facts.get("ref", "")
+        # recv is set by ingest.lua from Redis's clock; now_ms is only the ARQ job record's enqueue time
         fields: list[str | bytes] = ["body", body, "ct", content_type, "source", source, "channel", channel,
-                                     "recv", str(now_ms), "algo", algo]
+                                     "algo", algo]
         for key, value in (facts | (extra or {})).items():
             fields += [key, value]
         job_id = k.fanout_job_id(nid)
         keys = [k.notification(nid), k.SEQ, k.IDX_ALL, k.idx_channel(channel), k.idx_source(source),
                 k.idx_ref(ref) if ref else "", k.FANOUT, k.ARQ_JOB_PREFIX + job_id, k.QUEUE_NAME, ins_triple,
                 k.idx_type(facts["type"]) if facts.get("type") else ""]
-        args = [nid, now_ms, self.retention_ms, fanout_job(nid, now_ms), FANOUT_JOB_EXPIRY_MS, job_id,
+        args = [nid, self.retention_ms, fanout_job(nid, now_ms), FANOUT_JOB_EXPIRY_MS, job_id,
                 facts.get("message_id", ""), *fields]
         seq = await self._batch.submit((keys, args))
         return Stored(nid=nid, seq=int(seq))

@@ -306,7 +306,7 @@ class Resender:
                     pipe.incr(k.resend_seq(original.nid))
                     pipe.pexpire(k.resend_seq(original.nid), self.retention_ms)
                 numbers = (await pipe.execute())[0::2]
-            now = int(self.clock() * 1000)
+            now = int(self.clock() * 1000)  # only the ARQ job record's enqueue time; the script takes Redis's
             async with self.redis.pipeline(transaction=False) as pipe:
                 for (original, targets), n in zip(chunk, numbers, strict=True):
                     nid = f"{original.nid}~r{n}"
@@ -317,7 +317,7 @@ class Resender:
                               k.idx_ref(original.ref) if original.ref else "", k.FANOUT,
                               k.resends(original.nid), k.ARQ_JOB_PREFIX + job_id, k.QUEUE_NAME, idem_map,
                               k.idx_type(original.etype) if original.etype else ""],
-                        args=[original.nid, nid, now, self.retention_ms, fanout_job(nid, now),
+                        args=[original.nid, nid, self.retention_ms, fanout_job(nid, now),
                               FANOUT_JOB_EXPIRY_MS, job_id, ",".join(targets), IDEMPOTENCY_TTL_MS],
                         client=pipe,
                     )

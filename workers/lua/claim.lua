@@ -1,9 +1,12 @@
 -- Claim due deliveries for one endpoint, within its in-flight limit across all worker processes.
 -- Part of step.lua (see complete.lua): a function, called after the results of the same call are
 -- recorded, so a finished delivery's lease is already free when its endpoint claims again.
--- claim(ep, now, serial, limit, lease ms, batch size, out) appends to out:
---   code, wait, count, then per item: nid, attempt, body, ct, source, channel, recv, resend_of, flag
---   code 'ok' (count items follow), 'idle' (nothing due; wait = when the first item is due, or 0),
+-- claim(c, kk, now, fanout, out)
+--   c: the claim's fields by name through C (workers/engine.py CLAIM_FIELDS)
+--   kk: the endpoint's keys by name through CK (CLAIM_KEYS), passed in KEYS
+--   now: Redis's clock (TIME): leases and due times of every worker are judged by it alone
+-- appends to out: code, wait, count, then per item its fields in CLAIMED_LIST order
+--   code 'ok' (count items follow), 'idle' (nothing due; wait = ms until the first item is due, or 0),
 --   'busy' (limit reached), 'blocked' (serial head waits for an older notification's fan-out;
 --   wait = the head's seq, so the worker knows which fan-out unblocks it).
 local function put3(out, a, b, c)
@@ -11,8 +14,15 @@ local function put3(out, a, b, c)
   out[n + 1], out[n + 2], out[n + 3] = a, b, c
 end
 
-local function claim(ep, now, serial, limit, lease_ms, batch, out)
-  local q, lease = 'relay:ep:' .. ep .. ':q', 'relay:ep:' .. ep .. ':lease'
+local function due_in(at, now)
+  if at <= now then return 1 end  -- 0 means "no hint"
+  return at - now
+end
+
+local function claim(c, kk, now, fanout, out)
+  local ep, serial = c[C.ep], c[C.serial] == '1'
+  local limit, lease_ms, batch = tonumber(c[C.limit]), tonumber(c[C.lease_ms]), tonumber(c[C.batch])
+  local q, lease = kk[CK.queue], kk[CK.lease]
   -- leases past expiry belong to a worker that died mid-delivery: its items become due again
   redis.call('ZREMRANGEBYSCORE', lease, '-inf', now)
   local free = limit - redis.call('ZCARD', lease)
@@ -29,15 +39,15 @@ local function claim(ep, now, serial, limit, lease_ms, batch, out)
       return
     end
     -- an older notification not yet routed may belong ahead of the head: wait for its fan-out
-    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    local oldest = redis.call('ZRANGE', fanout, 0, 0, 'WITHSCORES')
     if #oldest > 0 and tonumber(oldest[2]) < tonumber(head[2]) then
       put3(out, 'blocked', tonumber(head[2]), 0)
       return
     end
-    local st = redis.call('HMGET', 'relay:d:' .. head[1] .. ':' .. ep, 'state', 'attempts', 'next')
+    local st = redis.call('HMGET', key.delivery(head[1], ep), 'state', 'attempts', 'next')
     local nxt = tonumber(st[3] or '0')
     if nxt > now then
-      put3(out, 'idle', nxt, 0)
+      put3(out, 'idle', due_in(nxt, now), 0)
       return
     end
     candidates[1], states[1] = head[1], st
@@ -45,7 +55,7 @@ local function claim(ep, now, serial, limit, lease_ms, batch, out)
     candidates = redis.call('ZRANGEBYSCORE', q, '-inf', now, 'LIMIT', 0, math.min(free, batch))
     if #candidates == 0 then
       local first = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
-      put3(out, 'idle', first[2] and tonumber(first[2]) or 0, 0)
+      put3(out, 'idle', first[2] and due_in(tonumber(first[2]), now) or 0, 0)
       return
     end
   end
@@ -53,33 +63,41 @@ local function claim(ep, now, serial, limit, lease_ms, batch, out)
   local at = #out
   put3(out, 'ok', 0, 0)
   local count = 0
+  local from = {pending = kk[CK.st_pending], retrying = kk[CK.st_retrying], in_flight = kk[CK.st_in_flight]}
   for i, nid in ipairs(candidates) do
-    local d = 'relay:d:' .. nid .. ':' .. ep
+    local d = key.delivery(nid, ep)
     local st = states[i] or redis.call('HMGET', d, 'state', 'attempts')
     local state = st[1]
-    local n = redis.call('HMGET', 'relay:n:' .. nid, 'body', 'ct', 'source', 'channel', 'recv', 'resend_of', 'flag')
-    if not state or state == 'delivered' or state == 'failed' or state == 'skipped' or not n[1] then
+    local n = redis.call('HMGET', key.notification(nid), 'body', 'ct', 'source', 'channel', 'recv', 'resend_of', 'flag')
+    if not from[state] or not n[1] then
       -- finished, or expired by retention: nothing to send
       redis.call('ZREM', q, nid)
     else
       local attempts = tonumber(st[2] or '0')
       if state == 'in_flight' then
-        -- the previous holder's lease expired without a result
-        redis.call('RPUSH', 'relay:a:' .. nid .. ':' .. ep, cjson.encode({
+        -- the previous holder's lease expired without a result: logged like complete.lua logs one
+        local a = key.attempts(nid, ep)
+        local len = redis.call('RPUSH', a, cjson.encode({
           n = attempts, at = now, outcome = 'retry',
           error = 'worker_lost', message = 'no result before the lease expired (worker killed or stalled)'}))
+        if len > ATTEMPTS_CAP then
+          redis.call('LTRIM', a, -ATTEMPTS_CAP, -1)
+          redis.call('HINCRBY', d, 'attempts_dropped', len - ATTEMPTS_CAP)
+        end
+        local ttl = redis.call('PTTL', d)
+        if ttl > 0 then redis.call('PEXPIRE', a, ttl) end
       end
-      redis.call('ZREM', 'relay:ep:' .. ep .. ':st:' .. state, nid)
-      redis.call('ZADD', 'relay:ep:' .. ep .. ':st:in_flight', now, nid)
+      redis.call('ZREM', from[state], nid)
+      redis.call('ZADD', kk[CK.st_in_flight], now, nid)
       -- one HSET for the count and the state (the script is atomic, so no HINCRBY is needed)
       redis.call('HSET', d, 'attempts', attempts + 1, 'state', 'in_flight', 'updated', now, 'lease', now + lease_ms)
       redis.call('ZADD', lease, now + lease_ms, nid)
       -- a concurrent item's due time moves to its lease expiry: if this worker dies, it is due again then
       if not serial then redis.call('ZADD', q, now + lease_ms, nid) end
       count = count + 1
-      out[#out + 1] = nid
-      out[#out + 1] = attempts + 1
-      for j = 1, 7 do out[#out + 1] = n[j] or '' end
+      local item = {nid = nid, attempt = attempts + 1, body = n[1], ct = n[2], source = n[3], channel = n[4],
+                    recv = n[5], resend_of = n[6], flag = n[7]}
+      for _, name in ipairs(CLAIMED_LIST) do out[#out + 1] = item[name] or '' end
     end
   end
   if count == 0 then out[at + 1] = 'idle' end

@@ -1,44 +1,71 @@
 -- Record the result of one delivery attempt and move the delivery to its next state.
--- Part of step.lua (workers/engine.py concatenates complete.lua, claim.lua and step.lua): a function,
--- so one script call records every result a worker has waiting (and claims again, see claim.lua).
--- complete(r, retention, tally, minutes, latest)
---   r: {nid, ep, attempt, outcome (delivered|retry|failed), now ms, next due ms (retry), attempt JSON,
---       last status text, minute hash key, latency bucket, latency us, r2d bucket (-1: none), r2d us}
+-- Part of step.lua (workers/engine.py puts a generated preamble, complete.lua, claim.lua and step.lua
+-- together): a function, so one script call records every result a worker has waiting.
+-- complete(r, kk, now, tally, minutes, latest)
+--   r: the result's fields, read by name through R (workers/engine.py RESULT_FIELDS)
+--   kk: the result's keys, read by name through RK (RESULT_KEYS), passed in KEYS
+--   now: Redis's clock (TIME), the only clock that sets or compares times here
 --   tally (relay:stats field -> increment), minutes (minute key -> field -> increment) and latest
---   (relay:stats field -> ms) collect the counters; step.lua writes them once per call, so N results
---   of one endpoint cost one HINCRBY per counter, not N.
--- Returns 1, or 0 when the attempt is stale (its lease expired and another worker took over).
-local function complete(r, retention, tally, minutes, latest)
-  local nid, ep, attempt, outcome = r[1], r[2], tonumber(r[3]), r[4]
-  local now, nxt = tonumber(r[5]), tonumber(r[6])
-  local a, d = 'relay:a:' .. nid .. ':' .. ep, 'relay:d:' .. nid .. ':' .. ep
-  -- every attempt is recorded, even a stale one; the list is capped at ATTEMPTS_CAP (set by workers/engine.py)
-  if redis.call('RPUSH', a, r[7]) > ATTEMPTS_CAP then redis.call('LTRIM', a, -ATTEMPTS_CAP, -1) end
-  redis.call('PEXPIRE', a, retention)
+--   (relay:stats field -> ms) collect the counters; step.lua writes them once per call.
+-- Returns 1 (recorded), 0 (stale: its lease expired and another worker took over, or the delivery
+-- is gone), or 2 (this attempt's result was already recorded: a retried call).
+local function bucket_of(us)
+  for i, upper in ipairs(LATENCY_BUCKETS_US) do
+    if us <= upper then return i - 1 end
+  end
+  return #LATENCY_BUCKETS_US
+end
+
+local function complete(r, kk, now, tally, minutes, latest)
+  local nid, ep, attempt, outcome = r[R.nid], r[R.ep], tonumber(r[R.attempt]), r[R.outcome]
+  local d, a = kk[RK.delivery], kk[RK.attempts]
+  -- expired by retention: writing would re-create its keys with no expiry
+  if redis.call('EXISTS', d) == 0 then return 0 end
+  -- once per attempt: a call retried after an error (a script that failed half-way, a lost reply)
+  -- must not log or count the same attempt twice
+  if redis.call('HSETNX', d, 'rec:' .. attempt, outcome) == 0 then return 2 end
+  local record = r[R.record]
+  local nxt = 0
+  if outcome == 'retry' then
+    nxt = now + tonumber(r[R.delay_ms])
+    local rec = cjson.decode(record)
+    rec.next = nxt
+    record = cjson.encode(rec)
+  end
+  -- every attempt is logged, even a stale one; the log keeps the last ATTEMPTS_CAP and counts the rest
+  local len = redis.call('RPUSH', a, record)
+  if len > ATTEMPTS_CAP then
+    redis.call('LTRIM', a, -ATTEMPTS_CAP, -1)
+    redis.call('HINCRBY', d, 'attempts_dropped', len - ATTEMPTS_CAP)
+  end
+  -- the log lives exactly as long as its delivery
+  local ttl = redis.call('PTTL', d)
+  if ttl > 0 then redis.call('PEXPIRE', a, ttl) end
   local st = redis.call('HMGET', d, 'state', 'attempts', 'mode', 'next')
   if st[1] ~= 'in_flight' or tonumber(st[2]) ~= attempt then
     return 0
   end
-  redis.call('ZREM', 'relay:ep:' .. ep .. ':lease', nid)
-  redis.call('ZREM', 'relay:ep:' .. ep .. ':st:in_flight', nid)
+  redis.call('ZREM', kk[RK.lease], nid)
+  redis.call('ZREM', kk[RK.st_in_flight], nid)
   local state = outcome
   if outcome == 'retry' then
     state = 'retrying'
-    redis.call('HSET', d, 'state', state, 'updated', now, 'last', r[8], 'next', nxt)
-    if st[3] ~= 'serial' then redis.call('ZADD', 'relay:ep:' .. ep .. ':q', nxt, nid) end
+    redis.call('HSET', d, 'state', state, 'updated', now, 'last', r[R.last], 'next', nxt)
+    if st[3] ~= 'serial' then redis.call('ZADD', kk[RK.queue], nxt, nid) end
   else
     if st[4] then redis.call('HDEL', d, 'next') end  -- only a delivery that was retrying has one
-    redis.call('ZREM', 'relay:ep:' .. ep .. ':q', nid)
+    redis.call('ZREM', kk[RK.queue], nid)
     if outcome == 'delivered' then
-      redis.call('HSET', d, 'state', state, 'updated', now, 'last', r[8], 'delivered_at', now)
+      redis.call('HSET', d, 'state', state, 'updated', now, 'last', r[R.last], 'delivered_at', now)
     else
-      redis.call('HSET', d, 'state', state, 'updated', now, 'last', r[8])
+      redis.call('HSET', d, 'state', state, 'updated', now, 'last', r[R.last])
     end
   end
-  redis.call('ZADD', 'relay:ep:' .. ep .. ':st:' .. state, now, nid)
+  redis.call('ZADD', kk[RK.st_to], now, nid)
   -- per-minute counts (health, alerts) and cumulative counters (/metrics): collected, written by step.lua
-  local m = minutes[r[9]]
-  if not m then m = {}; minutes[r[9]] = m end
+  local mk = key.ep_minute(ep, math.floor(now / 60000))
+  local m = minutes[mk]
+  if not m then m = {}; minutes[mk] = m end
   local counter = 'ok'
   if outcome ~= 'delivered' then counter = 'fail' end
   m[counter] = (m[counter] or 0) + 1
@@ -46,9 +73,12 @@ local function complete(r, retention, tally, minutes, latest)
   local last = ep .. '|last_fail'
   if outcome == 'delivered' then last = ep .. '|last_ok' end
   if (latest[last] or 0) < now then latest[last] = now end
-  local incr = {ep .. '|' .. outcome, 1, ep .. '|lat|' .. r[10], 1, ep .. '|lat|sum_us', tonumber(r[11])}
-  if r[12] ~= '-1' then
-    incr[7], incr[8], incr[9], incr[10] = ep .. '|r2d|' .. r[12], 1, ep .. '|r2d|sum_us', tonumber(r[13])
+  local incr = {ep .. '|' .. outcome, 1, ep .. '|lat|' .. r[R.lat_bucket], 1, ep .. '|lat|sum_us', tonumber(r[R.lat_us])}
+  local recv = tonumber(r[R.recv]) or 0
+  if outcome == 'delivered' and recv > 0 then
+    -- receipt to delivery, both on Redis's clock
+    local r2d_us = math.max(0, now - recv) * 1000
+    incr[7], incr[8], incr[9], incr[10] = ep .. '|r2d|' .. bucket_of(r2d_us), 1, ep .. '|r2d|sum_us', r2d_us
   end
   for j = 1, #incr, 2 do tally[incr[j]] = (tally[incr[j]] or 0) + incr[j + 1] end
   return 1

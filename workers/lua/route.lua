@@ -1,11 +1,14 @@
 -- Route one notification to its endpoints: create each delivery record once, and queue it.
 -- Idempotent: ARQ runs jobs at least once, and the sweeper may re-run a fan-out.
--- KEYS: 1 notification hash, 2 relay:fanout
--- ARGV: 1 nid, 2 now ms, 3 retention ms, then triples: endpoint, mode (serial|concurrent|skip), reason
+-- KEYS: 1 notification hash, 2 relay:fanout, then per route the keys named by ROUTE_KEYS_LIST
+-- ARGV: 1 nid, 2 retention ms, then per route the fields named by ROUTE_LIST
+-- Times come from Redis's clock (TIME), never from the worker's.
 -- Returns {created, oldest}: the number of delivery records created (-1 if the notification is gone),
 -- and the seq of the oldest notification still waiting for its fan-out (-1: none), which tells the
 -- worker whether a serial lane blocked behind an unrouted notification can go on.
-local nid, now, retention = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local nid, retention = ARGV[1], tonumber(ARGV[2])
 local seq = redis.call('HGET', KEYS[1], 'seq')
 local function oldest()
   local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
@@ -17,24 +20,28 @@ if not seq then
   return {-1, oldest()}
 end
 local created, names = 0, {}
-for i = 4, #ARGV, 3 do
-  local ep, mode, reason = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  names[#names + 1] = ep
-  local d = 'relay:d:' .. nid .. ':' .. ep
+local ki = 3
+for i = 3, #ARGV, #ROUTE_LIST do
+  local r = {unpack(ARGV, i, i + #ROUTE_LIST - 1)}
+  local kk = {unpack(KEYS, ki, ki + #ROUTE_KEYS_LIST - 1)}
+  ki = ki + #ROUTE_KEYS_LIST
+  local mode = r[ROUTE.mode]
+  names[#names + 1] = r[ROUTE.ep]
+  local d = kk[ROUTE_KEYS.delivery]
   if redis.call('EXISTS', d) == 0 then
     created = created + 1
     if mode == 'skip' then
-      redis.call('HSET', d, 'state', 'skipped', 'reason', reason, 'attempts', 0, 'created', now,
+      redis.call('HSET', d, 'state', 'skipped', 'reason', r[ROUTE.reason], 'attempts', 0, 'created', now,
                  'updated', now, 'seq', seq)
-      redis.call('ZADD', 'relay:ep:' .. ep .. ':st:skipped', now, nid)
+      redis.call('ZADD', kk[ROUTE_KEYS.st_skipped], now, nid)
     else
       redis.call('HSET', d, 'state', 'pending', 'attempts', 0, 'created', now, 'updated', now,
                  'seq', seq, 'mode', mode)
-      redis.call('ZADD', 'relay:ep:' .. ep .. ':st:pending', now, nid)
+      redis.call('ZADD', kk[ROUTE_KEYS.st_pending], now, nid)
       -- serial queues are ordered by receipt; concurrent ones by due time
       local score = now
       if mode == 'serial' then score = tonumber(seq) end
-      redis.call('ZADD', 'relay:ep:' .. ep .. ':q', score, nid)
+      redis.call('ZADD', kk[ROUTE_KEYS.queue], score, nid)
     end
     redis.call('PEXPIRE', d, retention)
   end

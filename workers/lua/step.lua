@@ -1,33 +1,40 @@
 -- One worker round trip: record waiting results, then claim for the endpoints that asked.
--- Preceded by complete.lua and claim.lua (their functions), concatenated by workers/engine.py.
--- KEYS: 1 relay:fanout, 2 relay:stats
--- ARGV: 1 now ms (claims), 2 retention ms, 3 number of results R,
---       then R results of 13 fields each (see complete.lua),
---       then claims of 5 fields each: endpoint, serial (1|0), in-flight limit, lease ms, batch size
--- Returns R fresh flags (1, or 0 for a stale result), then each claim's part (see claim.lua).
-local now, retention, nres = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local out, tally, minutes, latest = {}, {}, {}, {}
-local i = 4
+-- Preceded by the generated preamble (field and key names, constants), complete.lua and claim.lua.
+-- KEYS: 1 relay:fanout, 2 relay:stats, then #RK_LIST keys per result, then #CK_LIST keys per claim
+-- ARGV: 1 number of results N, then N results of #R_LIST fields, then claims of #C_LIST fields
+-- Returns Redis's clock (ms), N flags (see complete.lua; 'err' for a result whose recording raised),
+-- then each claim's part (see claim.lua).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local nres = tonumber(ARGV[1])
+local out, tally, minutes, latest = {now}, {}, {}, {}
+local nr, nk, nc, nck = #R_LIST, #RK_LIST, #C_LIST, #CK_LIST
+local i, ki = 2, 3
 for _ = 1, nres do
-  out[#out + 1] = complete({unpack(ARGV, i, i + 12)}, retention, tally, minutes, latest)
-  i = i + 13
+  -- pcall: one result that cannot be recorded (a wrong-type key) fails alone, not the whole call,
+  -- and complete() is idempotent per attempt, so retrying it cannot double what did get written
+  local ok, fresh = pcall(complete, {unpack(ARGV, i, i + nr - 1)}, {unpack(KEYS, ki, ki + nk - 1)}, now,
+                          tally, minutes, latest)
+  if ok then out[#out + 1] = fresh else out[#out + 1] = 'err' end
+  i, ki = i + nr, ki + nk
 end
 -- counters of every result in this call: one write per counter. pcall: a corrupt counter must not
 -- stop deliveries (the results above are already written)
-for key, fields in pairs(minutes) do
+for mk, fields in pairs(minutes) do
   local created = false
   for f, n in pairs(fields) do
-    if redis.call('HINCRBY', key, f, n) == n then created = true end
+    local ok, v = pcall(redis.call, 'HINCRBY', mk, f, n)
+    if ok and v == n then created = true end
   end
   -- a minute hash gets its expiry when one of its fields is created, not on every write
-  if created then redis.call('EXPIRE', key, 90000) end
+  if created then redis.call('EXPIRE', mk, MINUTE_TTL_S) end
 end
 for f, n in pairs(tally) do redis.pcall('HINCRBY', KEYS[2], f, n) end
 local last = {}
 for f, ms in pairs(latest) do last[#last + 1] = f; last[#last + 1] = ms end
-if #last > 0 then redis.call('HSET', KEYS[2], unpack(last)) end
+if #last > 0 then redis.pcall('HSET', KEYS[2], unpack(last)) end
 while i <= #ARGV do
-  claim(ARGV[i], now, ARGV[i + 1] == '1', tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), out)
-  i = i + 5
+  claim({unpack(ARGV, i, i + nc - 1)}, {unpack(KEYS, ki, ki + nck - 1)}, now, KEYS[1], out)
+  i, ki = i + nc, ki + nck
 end
 return out

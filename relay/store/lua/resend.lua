@@ -3,11 +3,14 @@
 -- KEYS: 1 original hash, 2 new hash, 3 seq counter, 4 ix:all, 5 ix:ch, 6 ix:src, 7 ix:ref ('' if none),
 --       8 fanout zset, 9 resends of the original (zset), 10 arq job key, 11 arq queue,
 --       12 idempotency map (hash original -> resend, '' if none), 13 ix:type ('' if none)
--- ARGV: 1 original nid, 2 new nid, 3 now ms, 4 retention ms, 5 pickled arq job, 6 job expiry ms,
---       7 fan-out job id, 8 targets (comma-separated endpoints), 9 idempotency ttl ms
+-- ARGV: 1 original nid, 2 new nid, 3 retention ms, 4 pickled arq job, 5 job expiry ms,
+--       6 fan-out job id, 7 targets (comma-separated endpoints), 8 idempotency ttl ms
+-- Times (receipt, index and job scores) come from Redis's clock (TIME), never from the caller's.
 -- Returns {'created', new nid}, {'reused', earlier resend nid} when the idempotency map already has
 -- one for this original, or {'gone', ''} when the original no longer exists.
-local orig_nid, nid, now, retention = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local orig_nid, nid, retention = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if KEYS[12] ~= '' then
   local earlier = redis.call('HGET', KEYS[12], orig_nid)
   if earlier then return {'reused', earlier} end
@@ -24,25 +27,30 @@ for i = 1, #orig, 2 do
   end
 end
 local seq = redis.call('INCR', KEYS[3])
-redis.call('HSET', KEYS[2], 'seq', seq, 'recv', now, 'resend_of', orig_nid, 'targets', ARGV[8], unpack(fields))
+redis.call('HSET', KEYS[2], 'seq', seq, 'recv', now, 'resend_of', orig_nid, 'targets', ARGV[7], unpack(fields))
 redis.call('PEXPIRE', KEYS[2], retention)
 redis.call('ZADD', KEYS[4], now, nid)
 redis.call('ZADD', KEYS[5], now, nid)
 redis.call('ZADD', KEYS[6], now, nid)
 if KEYS[7] ~= '' then
+  -- a reference (a licence code) can live for years: its index keeps only the retention period
+  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now - retention)
   redis.call('ZADD', KEYS[7], now, nid)
   redis.call('PEXPIRE', KEYS[7], retention)
 end
 if KEYS[13] ~= '' then
+  -- a few types take most notifications: the index keeps only the retention period
+  redis.call('ZREMRANGEBYSCORE', KEYS[13], '-inf', now - retention)
   redis.call('ZADD', KEYS[13], now, nid)
+  redis.call('PEXPIRE', KEYS[13], retention)
 end
 redis.call('ZADD', KEYS[8], seq, nid)
 redis.call('ZADD', KEYS[9], now, nid)
 redis.call('PEXPIRE', KEYS[9], retention)
-redis.call('SET', KEYS[10], ARGV[5], 'PX', ARGV[6])
-redis.call('ZADD', KEYS[11], now, ARGV[7])
+redis.call('SET', KEYS[10], ARGV[4], 'PX', ARGV[5])
+redis.call('ZADD', KEYS[11], now, ARGV[6])
 if KEYS[12] ~= '' then
   redis.call('HSET', KEYS[12], orig_nid, nid)
-  redis.call('PEXPIRE', KEYS[12], ARGV[9])
+  redis.call('PEXPIRE', KEYS[12], ARGV[8])
 end
 return {'created', nid}

@@ -1,0 +1,73 @@
+"""What the engine and its Lua scripts exchange, named once, here.
+
+Each tuple below is the order of one positional array that crosses between Python and Lua. The
+scripts never count positions: ``script`` prepends a Lua preamble generated from these tuples
+(``R.outcome``, ``RK.delivery``, ``CLAIMED_LIST`` ...), the key templates of relay/constants.py
+(``key.delivery(nid, ep)``) and the shared numbers. Reordering or adding a field here changes both
+sides at once.
+"""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from relay import constants as k
+from relay.store.scripts import constants, key_functions, load, names
+
+# one finished attempt (complete.lua), and the keys it writes
+RESULT_FIELDS = ("nid", "ep", "attempt", "outcome", "delay_ms", "record", "last", "lat_bucket", "lat_us", "recv")
+RESULT_KEYS = ("delivery", "attempts", "lease", "queue", "st_in_flight", "st_to")
+# one endpoint asking for work (claim.lua), and the keys it reads and writes
+CLAIM_FIELDS = ("ep", "serial", "limit", "lease_ms", "batch")
+CLAIM_KEYS = ("queue", "lease", "st_pending", "st_retrying", "st_in_flight")
+# one claimed delivery, as claim.lua returns it
+CLAIMED_FIELDS = ("nid", "attempt", "body", "ct", "source", "channel", "recv", "resend_of", "flag")
+# one route of a fan-out (route.lua), and the keys it writes
+ROUTE_FIELDS = ("ep", "mode", "reason")
+ROUTE_KEYS = ("delivery", "st_pending", "st_skipped", "queue")
+
+# per-minute hashes are kept 25 h (health and alerts read the last 24 h)
+MINUTE_TTL_S = 90_000
+
+
+def preamble() -> str:
+    return (
+        names("R", RESULT_FIELDS) + names("RK", RESULT_KEYS) + names("C", CLAIM_FIELDS) + names("CK", CLAIM_KEYS)
+        + names("CLAIMED", CLAIMED_FIELDS) + names("ROUTE", ROUTE_FIELDS) + names("ROUTE_KEYS", ROUTE_KEYS)
+        + constants({
+            "ATTEMPTS_CAP": k.ATTEMPTS_CAP,
+            "MINUTE_TTL_S": MINUTE_TTL_S,
+            "LATENCY_BUCKETS_US": [round(b * 1_000_000) for b in k.LATENCY_BUCKETS],
+        })
+        + key_functions()
+    )
+
+
+def script(redis: Redis, *parts: str) -> AsyncScript:
+    """One script from the preamble and workers/lua/{part}.lua, in order."""
+    return redis.register_script(preamble() + "".join(load(name, "workers") for name in parts))
+
+
+def result_keys(nid: str, ep: str, to_state: str) -> list[str]:
+    by_name = {
+        "delivery": k.delivery(nid, ep), "attempts": k.attempts(nid, ep), "lease": k.ep_lease(ep),
+        "queue": k.ep_queue(ep), "st_in_flight": k.ep_state(ep, "in_flight"), "st_to": k.ep_state(ep, to_state),
+    }
+    return [by_name[name] for name in RESULT_KEYS]
+
+
+def claim_keys(ep: str) -> list[str]:
+    by_name = {
+        "queue": k.ep_queue(ep), "lease": k.ep_lease(ep), "st_pending": k.ep_state(ep, "pending"),
+        "st_retrying": k.ep_state(ep, "retrying"), "st_in_flight": k.ep_state(ep, "in_flight"),
+    }
+    return [by_name[name] for name in CLAIM_KEYS]
+
+
+def route_keys(nid: str, ep: str) -> list[str]:
+    by_name = {
+        "delivery": k.delivery(nid, ep), "st_pending": k.ep_state(ep, "pending"),
+        "st_skipped": k.ep_state(ep, "skipped"), "queue": k.ep_queue(ep),
+    }
+    return [by_name[name] for name in ROUTE_KEYS]
