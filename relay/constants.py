@@ -53,6 +53,9 @@ PAUSED = "relay:paused"
 EP_ADDED = "relay:ep-added"
 PROCS = "relay:procs"
 RELOAD_CHANNEL = "relay:reload"
+# every key of one endpoint, and every source index, starts so (workers/retention.py sweeps them)
+EP_PREFIX = "relay:ep:"
+IDX_SOURCE_PREFIX = "relay:ix:src:"
 
 QUEUE_NAME = "relay:queue"
 ARQ_JOB_PREFIX = "arq:job:"
@@ -101,7 +104,7 @@ def idx_channel(channel: str) -> str:
 
 
 def idx_source(source: str) -> str:
-    return f"relay:ix:src:{source}"
+    return f"{IDX_SOURCE_PREFIX}{source}"
 
 
 def idx_type(etype: str) -> str:
@@ -130,11 +133,6 @@ def ep_state(ep: str, state: str) -> str:
 
 def ep_queue(ep: str) -> str:
     return KEY_TEMPLATES["ep_queue"].format(ep=ep)
-
-
-def ep_queue(ep: str) -> str:
-    """An endpoint's work queue (built in Lua by claim, route and control.lua; read here by tests)."""
-    return f"relay:ep:{ep}:q"
 
 
 def ep_lease(ep: str) -> str:

@@ -497,8 +497,10 @@ class Engine:
                     # a bug past the call (a reply it cannot read): this batch fails, the next goes on
                     logger.exception("step_failed", results=len(batch.results), claims=len(batch.claims))
                     batch.fail(exc)
-                except BaseException as exc:
-                    batch.fail(exc)
+                except BaseException:
+                    # cancelled mid-call: to the waiting lanes a failed call (they retry), not their own
+                    # cancellation, which would end them
+                    batch.fail(StepInterrupted("the step call was interrupted"))
                     raise
         finally:
             self._flusher = None
@@ -546,6 +548,9 @@ class Engine:
         except Exception as exc:
             batch.fail(exc)
             return None
+        except BaseException:
+            batch.fail(StepInterrupted("the step call was interrupted"))
+            raise
 
     def _settle_results(self, batch: _Batch, raw: list[Any], pos: int) -> int:
         for result, fut in batch.results:
@@ -644,6 +649,10 @@ class Engine:
             lat_bucket=bucket(duration), lat_us=int(duration * 1_000_000), recv=item.received_ms,
             deadline=time.monotonic() + ep.timeout,
         )
+
+
+class StepInterrupted(RedisError):
+    """The step.lua call was cancelled before Redis answered: whether it ran is unknown."""
 
 
 class ResultNotRecorded(RedisError):

@@ -10,13 +10,13 @@ from typing import Any
 import aiohttp
 import structlog
 
-from config.event_types import EVENT_TYPES
 from config.settings import Settings, load_settings
 from relay import constants as k
 from relay.store import audit
 from relay.store.connection import REDIS_ERRORS, connect, redis_url
 from relay.store.control import Control
 from relay.store.reload import Reloader
+from workers import retention
 from workers.engine import Engine
 
 logger = structlog.get_logger()
@@ -103,7 +103,8 @@ async def reconfigure(ctx: dict[str, Any], old: Settings, new: Settings) -> dict
 
 
 async def heartbeat(ctx: dict[str, Any]) -> None:
-    await ctx["relay_redis"].zadd(k.WORKERS, {ctx["worker_name"]: int(ctx["engine"].clock() * 1000)})
+    # scored on Redis's clock as last learned, so health judges every machine's beat alike
+    await ctx["relay_redis"].zadd(k.WORKERS, {ctx["worker_name"]: ctx["engine"].redis_ms()})
 
 
 async def _beat(ctx: dict[str, Any]) -> None:
@@ -112,6 +113,8 @@ async def _beat(ctx: dict[str, Any]) -> None:
             await heartbeat(ctx)
         except REDIS_ERRORS:
             pass  # health shows the gap; the lanes log the outage
+        except Exception:  # a bug must not silently stop the beat: health would call the worker dead
+            logger.exception("heartbeat_failed")
         await asyncio.sleep(HEARTBEAT_S)
 
 
@@ -122,10 +125,10 @@ async def fanout(ctx: dict[str, Any], nid: str) -> int:
 
 
 async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
-    """Every few seconds: re-create lost fan-outs, trim indexes past retention."""
+    """Every few seconds: re-create lost fan-outs, trim what retention bounds (workers/retention.py)."""
     engine: Engine = ctx["engine"]
     redis = ctx["relay_redis"]
-    now = engine.now_ms()
+    now = await retention.trim(redis, engine.settings)
     requeued = 0
     for raw in await redis.zrange(k.FANOUT, 0, 499):
         nid = raw.decode()
@@ -135,20 +138,10 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
             # here directly is safe even if its ARQ job is also still alive
             await engine.fanout(nid)
             requeued += 1
-    cutoff = now - engine.retention_ms
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.zremrangebyscore(k.IDX_ALL, "-inf", cutoff)
-        for ch in ("ipn", "lcn", "ins"):
-            pipe.zremrangebyscore(k.idx_channel(ch), "-inf", cutoff)
-        for src in engine.settings.sources:
-            pipe.zremrangebyscore(k.idx_source(src), "-inf", cutoff)
-        for etype in EVENT_TYPES:
-            pipe.zremrangebyscore(k.idx_type(etype), "-inf", cutoff)
-        for ep in engine.settings.endpoints:
-            for state in k.STATES:
-                pipe.zremrangebyscore(k.ep_state(ep, state), "-inf", cutoff)
-        pipe.zremrangebyscore(k.WORKERS, "-inf", now - k.DAY_MS)
-        await pipe.execute()
+    walk = ctx.setdefault("retention_walk", retention.Walk())
+    expiring = await retention.expire_removed(redis, engine.settings, walk)
     if requeued:
         logger.warning("fanout_recovered", count=requeued)
-    return {"fanout_recovered": requeued}
+    if expiring:
+        logger.info("removed_names_expiring", keys=expiring)
+    return {"fanout_recovered": requeued, "removed_keys_expiring": expiring}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -25,6 +26,8 @@ R = TypeVar("R")
 # a fan-out job that waits longer than this is dropped by ARQ; the worker's sweeper re-creates it
 # from relay:fanout, so it only bounds how long a dead job key lingers
 FANOUT_JOB_EXPIRY_MS = k.DAY_MS
+# how long an ack_after = "fsync" decision is trusted before it is checked again (a cheap probe)
+DURABILITY_RECHECK_S = 30.0
 
 
 class NotDurable(RedisError):
@@ -65,10 +68,16 @@ class Stored:
         return self.seq == 0
 
 
+class Interrupted(RedisError):
+    """A batched write was cancelled before Redis answered: whether it happened is unknown."""
+
+
 class Batcher(Generic[T, R]):
     """Auto-pipelining: calls that arrive while a flush is in flight go out together in the next one.
 
     Under load this turns N concurrent round trips into one; alone, a call goes out at once.
+    Every submitted call is answered, whatever ``flush`` raises (even CancelledError), and the drain
+    tasks are kept referenced, so none is garbage-collected mid-flight or leaves a caller waiting.
     """
 
     def __init__(self, flush: Callable[[list[T]], Awaitable[list[R]]], max_batch: int = 128,
@@ -78,32 +87,46 @@ class Batcher(Generic[T, R]):
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
         # two batches in flight keep the CPU busy parsing the next requests while Redis answers
         self._max_in_flight = max_in_flight
-        self._running = 0
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
-        if self._running < self._max_in_flight:
-            self._running += 1
-            asyncio.get_running_loop().create_task(self._drain())
+        self._spawn()
         return await future
 
+    def _spawn(self) -> None:
+        if self._queue and len(self._tasks) < self._max_in_flight:
+            task = asyncio.get_running_loop().create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._drained)
+
+    def _drained(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("batcher_drain_crashed", exc_info=task.exception())
+        # calls queued behind a drain that ended abnormally still go out
+        self._spawn()
+
     async def _drain(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue[: self._max], self._queue[self._max:]
-                try:
-                    results = await self._flush([item for item, _ in batch])
-                except Exception as exc:  # every caller of this batch sees the error (and retries)
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, future), result in zip(batch, results, strict=True):
+        while self._queue:
+            batch, self._queue = self._queue[: self._max], self._queue[self._max:]
+            try:
+                results = await self._flush([item for item, _ in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"flush answered {len(results)} of {len(batch)} calls")
+            except BaseException as exc:  # every caller of this batch sees the error (and retries)
+                # a cancelled flush is a failed write to its callers, not their own cancellation
+                error = exc if isinstance(exc, Exception) else Interrupted("the write was interrupted")
+                for _, future in batch:
                     if not future.done():
-                        future.set_result(result)
-        finally:
-            self._running -= 1
+                        future.set_exception(error)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
 
 
 class Store:
@@ -116,27 +139,38 @@ class Store:
         self.ack_timeout_ms = int(ack_timeout * 1000)
         self._ingest = register(redis, "ingest")
         self._batch: Batcher[tuple[list[str], list[Any]], Any] = Batcher(self._write)
-        # how "fsync" is satisfied, decided on first contact: WAITAOF (Redis >= 7.2), or nothing to
-        # wait for when the server fsyncs every write (appendfsync always)
+        # how "fsync" is satisfied: WAITAOF (Redis >= 7.2), or nothing to wait for when the server
+        # fsyncs every write (appendfsync always). Decided on contact and decided again after any
+        # failed write (a reconnect, a failover to another server) and every RECHECK_S, since the
+        # server behind the URL can change while the process runs
         self._fsync_via: str | None = None
+        self._checked_at = 0.0
 
     async def check_durability(self) -> str:
         """Decide how ``ack_after`` is honoured on this server; raise NotDurable if it cannot be."""
-        if self.ack_after != "fsync" or self._fsync_via is not None:
-            return self._fsync_via or self.ack_after
-        info = await self.redis.info("server")
-        version = tuple(int(x) for x in str(info.get("redis_version", "0")).split(".")[:2])
-        if version >= (7, 2):
-            self._fsync_via = "waitaof"
+        if self.ack_after != "fsync":
+            return self.ack_after
+        now = time.monotonic()
+        if self._fsync_via is not None and now - self._checked_at < DURABILITY_RECHECK_S:
             return self._fsync_via
+        self._fsync_via = None
+        try:
+            await self.redis.execute_command("WAITAOF", 0, 0, 0)  # type: ignore[no-untyped-call]
+            via = "waitaof"
+        except ResponseError:  # an older server (or one with the command renamed away)
+            via = await self._appendfsync_always()
+        self._fsync_via, self._checked_at = via, now
+        return via
+
+    async def _appendfsync_always(self) -> str:
+        info = await self.redis.info("server")
         try:
             appendfsync = (await self.redis.config_get("appendfsync")).get("appendfsync")
             aof = (await self.redis.config_get("appendonly")).get("appendonly")
         except ResponseError:
             appendfsync = aof = None  # CONFIG is disabled on some managed servers
         if aof == "yes" and appendfsync == "always":
-            self._fsync_via = "appendfsync-always"
-            return self._fsync_via
+            return "appendfsync-always"
         raise NotDurable(
             f'ack_after = "fsync" needs Redis >= 7.2 (WAITAOF) or appendonly yes with appendfsync always; '
             f"this Redis {info.get('redis_version')} has appendonly={aof} appendfsync={appendfsync}. "
@@ -180,6 +214,13 @@ class Store:
         is one, covers the whole batch: it is issued after the last write on the same connection.
         """
         via = await self.check_durability()
+        try:
+            return await self._write_with(via, batch)
+        except RedisError:
+            self._fsync_via = None  # after a reconnect the server may be another one: decide again
+            raise
+
+    async def _write_with(self, via: str, batch: list[tuple[list[str], list[Any]]]) -> list[Any]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for keys, args in batch:
                 await self._ingest(keys=keys, args=args, client=pipe)
