@@ -10,17 +10,31 @@ relay/cli/sendtest.py          send-test
 relay/cli/notifications.py     notifications, resend
 relay/cli/control.py           endpoints (pause, resume, list), retry, cancel, reload, audit
 =============================  ===========================================================
+
+Exit codes (docs/operations.md): 0 done; 1 Redis unreachable or refusing, or another runtime failure
+reported in one line; 2 a configuration or usage error (a bad key or value, a malformed REDIS_URL,
+``relay serve``/``relay worker`` without REDIS_URL); 3 a listen address already in use or not
+available; 130 interrupted (Ctrl-C); 141 the reader of the output went away (``relay health | head``),
+as for any Unix tool stopped by SIGPIPE, with no message.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from config.settings import ConfigError
 from relay.cli import control, health, notifications, run, sendtest
-from relay.store.connection import RedisUnavailable
+from relay.cli.common import ListenError, UsageError
+from relay.store.connection import BadRedisURL, RedisUnavailable
+
+EXIT_RUNTIME = 1
+EXIT_CONFIG = 2
+EXIT_LISTEN = 3
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 
 GROUPS = (run.commands, health.commands, sendtest.commands, notifications.commands, control.commands)
 
@@ -44,9 +58,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(ns, "config"):
         ns.config = None
     try:
-        return int(ns.func(ns))
-    except (ConfigError, RedisUnavailable) as exc:  # a clear one-line message instead of a traceback
+        code = int(ns.func(ns))
+        sys.stdout.flush()  # here, not at exit: a closed pipe is then caught below
+        return code
+    except BrokenPipeError:
+        # the reader left (`relay health | head -3`): nothing more to say, and nowhere to say it;
+        # stdout goes to /dev/null so the interpreter's own flush at exit stays quiet too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except (ConfigError, UsageError, BadRedisURL) as exc:  # a clear one-line message instead of a traceback
         print(f"relay: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ConfigError) else 1
+        return EXIT_CONFIG
+    except ListenError as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return EXIT_LISTEN
+    except RedisUnavailable as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED

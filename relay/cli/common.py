@@ -22,6 +22,24 @@ from relay.store.connection import connect, redis_url, safe_url
 from relay.store.queries import BadParam, BadRequest, QueryError
 
 Command = Callable[[argparse.Namespace], int]
+
+
+class UsageError(Exception):
+    """A command used in a way it cannot run (exit 2), said in one line."""
+
+
+class ListenError(Exception):
+    """A listen address in use or not available (exit 3), said in one line."""
+
+
+def require_redis_url(settings: Settings, command: str) -> str:
+    """``relay serve`` and ``relay worker`` run against a shared Redis only: an embedded one would be
+    private to this process, and the other machines would never see what it holds."""
+    if not settings.redis_url:
+        raise UsageError(
+            f"relay {command} needs REDIS_URL (the Redis that every ingress and worker shares), e.g. "
+            "REDIS_URL=redis://127.0.0.1:6379/0; to run everything locally with an embedded Redis, use `relay dev`")
+    return settings.redis_url
 AddArgs = Callable[[argparse.ArgumentParser], None]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import subprocess
@@ -10,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from relay.cli.common import Commands, settings_from
+from relay.cli.common import Commands, ListenError, require_redis_url, settings_from
 
 commands = Commands()
 
@@ -35,31 +36,36 @@ def serve(ns: argparse.Namespace) -> int:
     import asyncio
 
     from relay.server import serve as run_listeners
-    from relay.store.connection import start_embedded, stop_embedded
+    from relay.store.connection import check_url
 
     settings = settings_from(ns)
-    embedded = None if settings.redis_url else start_embedded(settings)
+    check_url(require_redis_url(settings, "serve"))
     _use_uvloop()
     try:
         asyncio.run(run_listeners(settings, host=ns.host, port=ns.port))
-    finally:
-        stop_embedded(embedded)
+    except OSError as exc:
+        if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise ListenError(f"cannot listen: {exc.strerror or exc} ({_address(exc)})") from None
+        raise
     return 0
 
 
 @commands.add("worker", "run a delivery worker (the Procfile's worker: process)")
 def worker(ns: argparse.Namespace) -> int:
-    from relay.store.connection import start_embedded, stop_embedded
+    from relay.store.connection import check_url
     from workers.main import run
 
     settings = settings_from(ns)
-    embedded = None if settings.redis_url else start_embedded(settings)
+    check_url(require_redis_url(settings, "worker"))
     _use_uvloop()
-    try:
-        run(settings)
-    finally:
-        stop_embedded(embedded)
+    run(settings)
     return 0
+
+
+def _address(exc: OSError) -> str:
+    """aiohttp's message names the address; fall back to the bare error."""
+    text = str(exc)
+    return text[text.find("("):].strip("()") if "(" in text else text
 
 
 def _dev_args(p: argparse.ArgumentParser) -> None:
@@ -70,7 +76,7 @@ def _dev_args(p: argparse.ArgumentParser) -> None:
 @commands.add("dev", "run Redis (embedded), the ingress, workers and a demo endpoint together", _dev_args)
 def dev(ns: argparse.Namespace) -> int:
     from relay.cli import devsecrets
-    from relay.store.connection import start_embedded, stop_embedded
+    from relay.store.connection import redis_url, start_embedded, stop_embedded
 
     # SIGTERM (a process manager, `timeout`) must run the cleanup below like Ctrl-C does, or the
     # children and the embedded redis-server would outlive us
@@ -83,6 +89,8 @@ def dev(ns: argparse.Namespace) -> int:
         print(f"relay dev: {var} was not set; using a generated development value "
               f"(kept in {devsecrets.SECRETS_FILE})", file=sys.stderr)
     embedded = None if settings.redis_url else start_embedded(settings)
+    # the children are `relay serve` and `relay worker`, which need REDIS_URL: the embedded one's
+    env.setdefault("REDIS_URL", redis_url(settings))
     exe = [sys.executable, "-m", "relay"]
     cfg = ["--config", str(settings.config_path)]
     procs: list[subprocess.Popen[bytes]] = []

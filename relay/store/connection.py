@@ -30,6 +30,24 @@ class RedisUnavailable(Exception):
     pass
 
 
+class BadRedisURL(RedisUnavailable):
+    """REDIS_URL cannot be a Redis address at all: a configuration error, not an outage."""
+
+
+def check_url(url: str) -> None:
+    """Raise BadRedisURL, in one line naming REDIS_URL, for a URL no client could use. Connects to nothing."""
+    try:
+        if parse_sentinel_url(url) is None:
+            Redis.from_url(url)  # parses only: a client connects on its first command
+            RedisSettings.from_dsn(url)
+    except BadRedisURL:
+        raise
+    except (RedisUnavailable, ValueError) as exc:
+        shown = str(exc).replace(url, safe_url(url))
+        raise BadRedisURL(shown if "REDIS_URL" in shown else f"REDIS_URL {safe_url(url)!r} is not usable: {shown}"
+                          ) from None
+
+
 def safe_url(url: str) -> str:
     """A Redis URL fit for logs and output: any password, in the user part or a ``password=`` query
     parameter (unix sockets), shows as ``***``; the username and every host (sentinels) stay."""
@@ -177,6 +195,7 @@ def parse_sentinel_url(url: str) -> SentinelTarget | None:
 
 def connect(url: str, *, timeout: float = 2.0) -> Redis:
     """A client for ``url``; with a sentinel URL, one that follows the current primary on failover."""
+    check_url(url)
     options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout,
                                "health_check_interval": 30, "max_connections": 512}
     target = parse_sentinel_url(url)
