@@ -129,6 +129,9 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     engine: Engine = ctx["engine"]
     redis = ctx["relay_redis"]
     now = await retention.trim(redis, engine.settings)
+    walk = ctx.setdefault("retention_walk", retention.Walk())
+    expiring = await retention.expire_removed(redis, engine.settings, walk)
+    # last: a recovered fan-out is what a waiting caller sees, so the sweep has nothing left after it
     requeued = 0
     for raw in await redis.zrange(k.FANOUT, 0, 499):
         nid = raw.decode()
@@ -138,8 +141,6 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
             # here directly is safe even if its ARQ job is also still alive
             await engine.fanout(nid)
             requeued += 1
-    walk = ctx.setdefault("retention_walk", retention.Walk())
-    expiring = await retention.expire_removed(redis, engine.settings, walk)
     if requeued:
         logger.warning("fanout_recovered", count=requeued)
     if expiring:

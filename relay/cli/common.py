@@ -123,6 +123,8 @@ async def _with_redis(ns: argparse.Namespace, settings: Settings, action: Action
         except QueryError as exc:
             print(f"relay: {exc.message}", file=sys.stderr)
             return 1
+        except BrokenPipeError:
+            raise  # the reader of our output left: relay.cli.main ends quietly (exit 141)
         except (RedisError, OSError) as exc:
             print(f"relay: Redis at {safe_url(url)} failed: {exc or type(exc).__name__}", file=sys.stderr)
             return 1

@@ -1,0 +1,89 @@
+"""The usual operator mistakes end in one line and a documented exit code (relay/cli/__init__.py,
+docs/operations.md), never a traceback: real `relay` processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import TEST_ENV, RedisServer, free_port, write_config
+
+EXIT_RUNTIME, EXIT_CONFIG, EXIT_LISTEN, EXIT_BROKEN_PIPE = 1, 2, 3, 141
+
+
+def relay(config: Path, *args: str, redis_url: str | None, stdout: int = subprocess.PIPE,
+          close_stdout: bool = False) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | TEST_ENV
+    if redis_url is not None:
+        env["REDIS_URL"] = redis_url
+    proc = subprocess.Popen([sys.executable, "-m", "relay", "--config", str(config), *args], env=env,
+                            stdout=stdout, stderr=subprocess.PIPE, cwd=config.parent)
+    if close_stdout:
+        assert proc.stdout is not None
+        proc.stdout.close()  # the reader goes away before anything is written, as `| head` does
+        _, err = proc.communicate(timeout=60)
+        return proc.returncode, "", err.decode()
+    out, err = proc.communicate(timeout=60)
+    return proc.returncode, out.decode(), err.decode()
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_serve_and_worker_without_redis_url_stop_naming_it_and_relay_dev(tmp_path: Path, command: str) -> None:
+    redis_port = free_port()
+    config = write_config(tmp_path / "relay.toml", redis_port=redis_port)
+    code, _, err = relay(config, command, redis_url=None)
+    line = one_line(err)
+    assert code == EXIT_CONFIG
+    assert "REDIS_URL" in line and "relay dev" in line
+    # and no embedded Redis was started behind the operator's back
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", redis_port)) != 0
+
+
+@pytest.mark.parametrize("url", ["htp://127.0.0.1:6379/0", "redis://127.0.0.1:notaport/0",
+                                 "redis+sentinel:///"])
+@pytest.mark.parametrize("command", ["serve", "worker", "health"])
+def test_a_malformed_redis_url_is_a_configuration_error(tmp_path: Path, url: str, command: str) -> None:
+    config = write_config(tmp_path / "relay.toml")
+    code, _, err = relay(config, command, redis_url=url)
+    line = one_line(err)
+    assert code == EXIT_CONFIG and "REDIS_URL" in line, line
+
+
+@pytest.mark.parametrize("args", [("notifications", "list"), ("resend", "ipn_" + "0" * 24)])
+def test_a_refusing_redis_is_one_line_exit_1(tmp_path: Path, args: tuple[str, ...]) -> None:
+    config = write_config(tmp_path / "relay.toml")
+    code, _, err = relay(config, *args, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    line = one_line(err)
+    assert code == EXIT_RUNTIME and "cannot reach Redis" in line, line
+
+
+def test_a_port_in_use_is_one_line_exit_3(tmp_path: Path, redis_server: RedisServer) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path / "relay.toml", extra=f"[server]\nport = {port}\nhost = \"127.0.0.1\"\n")
+        code, _, err = relay(config, "serve", redis_url=redis_server.url)
+    lines = [line for line in err.strip().splitlines() if line.startswith("relay:")]
+    assert code == EXIT_LISTEN, err
+    assert "Traceback" not in err and len(lines) == 1 and str(port) in lines[0], err
+
+
+@pytest.mark.parametrize("args", [("health",), ("health", "--json"), ("notifications", "list")])
+def test_output_piped_into_a_reader_that_leaves_exits_quietly(tmp_path: Path, redis_server: RedisServer,
+                                                              args: tuple[str, ...]) -> None:
+    config = write_config(tmp_path / "relay.toml")
+    code, _, err = relay(config, *args, redis_url=redis_server.url, close_stdout=True)
+    assert code == EXIT_BROKEN_PIPE and err == "", err
