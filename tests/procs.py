@@ -13,11 +13,13 @@ from tests.support import TEST_ENV
 
 
 class RelayProcess:
-    def __init__(self, config: Path, redis_url: str, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: Path, redis_url: str, *args: str, env: dict[str, str] | None = None,
+                 prefix: tuple[str, ...] = ()) -> None:
+        """``prefix``: a wrapper command, e.g. ``("faketime", "-f", "+10m")``."""
         self.log = config.parent / f"relay-{'-'.join(args)}-{time.monotonic_ns()}.log"
         full_env = {**os.environ, **TEST_ENV, "REDIS_URL": redis_url, **(env or {})}
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "relay", "--config", str(config), *args],
+            self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "relay", "--config", str(config), *args],
                                          env=full_env, stdout=out, stderr=subprocess.STDOUT)
 
     def kill(self) -> None:

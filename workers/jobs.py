@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from typing import Any
 
 import aiohttp
@@ -24,6 +25,7 @@ logger = structlog.get_logger()
 # a fan-out still unrouted this long after receipt is presumed lost (its job failed or expired)
 FANOUT_STALE_MS = 30_000
 HEARTBEAT_S = 5
+REMOVED_NAMES_EVERY_S = 60
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -129,8 +131,12 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     engine: Engine = ctx["engine"]
     redis = ctx["relay_redis"]
     now = await retention.trim(redis, engine.settings)
-    walk = ctx.setdefault("retention_walk", retention.Walk())
-    expiring = await retention.expire_removed(redis, engine.settings, walk)
+    walk: retention.Walk = ctx.setdefault("retention_walk", retention.Walk())
+    expiring = 0
+    # removed names change only with a config change: a SCAN page a minute is plenty
+    if time.monotonic() >= walk.next_at:
+        walk.next_at = time.monotonic() + REMOVED_NAMES_EVERY_S
+        expiring = await retention.expire_removed(redis, engine.settings, walk)
     # last: a recovered fan-out is what a waiting caller sees, so the sweep has nothing left after it
     requeued = 0
     for raw in await redis.zrange(k.FANOUT, 0, 499):

@@ -33,6 +33,7 @@ class Walk:
 
     cursors: dict[str, int] = field(default_factory=lambda: {k.EP_PREFIX + "*": 0, k.IDX_SOURCE_PREFIX + "*": 0})
     seen_endpoints: set[str] = field(default_factory=set)
+    next_at: float = 0.0  # monotonic: when the sweeper takes the next page
 
 
 def _trimmed_keys(settings: Settings) -> list[str]:
