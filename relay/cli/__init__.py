@@ -11,7 +11,7 @@ relay/cli/notifications.py     notifications, resend
 relay/cli/control.py           endpoints (pause, resume, list), retry, cancel, reload, audit
 =============================  ===========================================================
 
-Exit codes (docs/operations.md): 0 done; 1 Redis unreachable or refusing, or another runtime failure
+Exit codes (README.md, "Command line"): 0 done; 1 Redis unreachable or refusing, or another runtime failure
 reported in one line; 2 a configuration or usage error (a bad key or value, a malformed REDIS_URL,
 ``relay serve``/``relay worker`` without REDIS_URL); 3 a listen address already in use or not
 available; 130 interrupted (Ctrl-C); 141 the reader of the output went away (``relay health | head``),
