@@ -96,11 +96,14 @@ class _Answer:
 class _Batch:
     """What the next step.lua call carries."""
 
-    __slots__ = ("results", "claims")
+    __slots__ = ("results", "claims", "lanes")
 
     def __init__(self) -> None:
         self.results: list[tuple[Result, asyncio.Future[bool]]] = []
         self.claims: dict[str, asyncio.Future[Claim]] = {}
+        # the lane each claim was made for, fixed when the call is encoded: a reload may replace the
+        # endpoint's lane while the call is out, and what was claimed belongs to the lane that asked
+        self.lanes: dict[str, Lane] = {}
 
     def futures(self) -> list[asyncio.Future[Any]]:
         return [f for _, f in self.results] + list(self.claims.values())
@@ -531,6 +534,7 @@ class Engine:
                 if not wanted.done():
                     wanted.set_result(("idle", 0, []))
                 continue
+            batch.lanes[name] = lane
             ep = lane.endpoint
             by_name: dict[str, str | int] = {
                 "ep": name, "serial": 0 if ep.concurrent else 1, "limit": ep.in_flight_limit,
@@ -573,8 +577,8 @@ class Engine:
             pos += 3
             items = [_claimed(raw[i:i + width]) for i in range(pos, pos + width * count, width)]
             pos += width * count
-            lane = self.lanes.get(name)
-            if lane is not None and not lane.serial:
+            lane = batch.lanes[name]
+            if not lane.serial:
                 lane.start(items)  # whoever asked, the lane runs what was claimed for it
                 if code == "idle" and wait:
                     lane.hint(wait)
