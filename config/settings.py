@@ -73,6 +73,15 @@ class ServerConfig(_Model):
     # header limits: a longer line or field is refused with 400 by the HTTP parser
     max_header_bytes: int = Field(8190, ge=1024, le=65536)
     max_headers: int = Field(100, ge=10, le=1000)
+    # a request's headers must arrive within this many seconds of the connection opening (or of the
+    # first byte after the previous request); slower clients are disconnected (slowloris)
+    header_timeout: float = Field(10.0, gt=0, le=300)
+    # a kept-alive connection with no request for this long is closed; above the 60 s that proxies
+    # and load balancers commonly keep upstream connections, so the relay is never the one that races
+    idle_timeout: float = Field(75.0, gt=0, le=3600)
+    # open connections per listener; at the cap the longest-waiting connection without a request in
+    # progress is closed to make room (lowered at start-up if the descriptor limit cannot hold it)
+    max_connections: int = Field(1024, ge=16, le=1_000_000)
 
     _proxies = field_validator("trusted_proxies")(classmethod(lambda cls, v: _networks(v)))
 

@@ -21,7 +21,7 @@ from relay.dashboard.routes import setup_dashboard
 from relay.store.connection import connect, redis_url, safe_url
 from relay.store.ingest import NotDurable, Store
 from relay.store.reload import Reloader
-from relay.web import appkeys, ingress, middleware, probes
+from relay.web import appkeys, ingress, inputs, limits, middleware, probes
 from relay.web.metrics import IngressMetrics
 
 logger = structlog.get_logger()
@@ -37,7 +37,7 @@ def create_app(settings: Settings, *, public: bool = True, admin: bool = True,
     """
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
-        middlewares=[middleware.errors],
+        middlewares=[limits.track, middleware.errors, inputs.decoded],
     )
     # one Live per process (shared by its apps), so a reload reaches every listener at once
     app[appkeys.LIVE] = live or appkeys.Live(settings)
@@ -86,8 +86,9 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
     """Run until SIGTERM or SIGINT. The admin API and dashboard get their own listener (loopback by
     default) so the public one, which 2Checkout reaches, never serves them."""
     server, admin = settings.server, settings.file.admin
-    limits = {"max_line_size": server.max_header_bytes, "max_field_size": server.max_header_bytes,
-              "max_headers": server.max_headers}
+    options = {"max_line_size": server.max_header_bytes, "max_field_size": server.max_header_bytes,
+               "max_headers": server.max_headers, "keepalive_timeout": server.idle_timeout}
+    before, soft = limits.raise_nofile()
     listeners: list[tuple[web.Application, str, int, str]] = []
     live = appkeys.Live(settings)
     if admin.port:
@@ -96,15 +97,20 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
         listeners.append((create_app(settings, public=False, live=live), admin.host, admin.port, "admin"))
     else:
         listeners.append((create_app(settings, live=live), host or server.host, port or server.port, "public+admin"))
+    cap = limits.connection_cap(server.max_connections, len(listeners), soft)
+    logger.info("descriptor_limit", soft_before=before, soft=soft, connections_per_listener=cap)
     runners: list[web.AppRunner] = []
     redis = connect(redis_url(settings), timeout=settings.server.redis_timeout)
     reloader = Reloader(redis, settings, role="serve", apply=lambda old, new: _reconfigure(live, old, new))
     try:
         for app, h, p, role in listeners:
-            runner = web.AppRunner(app, access_log=None, **limits)  # type: ignore[arg-type]
+            guard = limits.ConnectionGuard(role=role, cap=cap, header_timeout=server.header_timeout,
+                                           idle_timeout=server.idle_timeout)
+            app[limits.GUARD] = guard
+            runner = web.AppRunner(app, access_log=None, **options)  # type: ignore[arg-type]
             await runner.setup()
             runners.append(runner)
-            await web.TCPSite(runner, h, p).start()
+            await limits.GuardedSite(runner, h, p, guard).start()
             logger.info("listening", role=role, url=f"http://{h}:{p}")
         # everything allocated so far lives for the whole process: keep the cyclic GC from re-scanning
         # it, and let it run less often (request objects are freed by reference counting anyway)

@@ -28,6 +28,7 @@ from relay.store.queries import BadParam, BadRequest, QueryError, validate
 from relay.store.resend import Resender, check_idempotency_key
 from relay.store.stats import health_report
 from relay.web import appkeys
+from relay.web.inputs import NOT_UTF8
 
 logger = structlog.get_logger()
 
@@ -101,6 +102,8 @@ async def _dispatch(request: web.Request, handler: Handler) -> web.StreamRespons
     except (RedisError, OSError) as exc:
         logger.warning("admin_redis_unavailable", path=request.path, error=type(exc).__name__)
         return error(503, f"Redis is unavailable ({type(exc).__name__}); retry later")
+    except UnicodeError:
+        return error(400, NOT_UTF8)
     except Exception:
         logger.exception("admin_api_error", path=request.path, method=request.method)
         return error(500, "internal error; see the relay's log")

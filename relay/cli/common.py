@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import json
 import os
 import socket
 import sys
@@ -17,6 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from config.settings import Settings, load_settings
+from relay.cli.output import json_text
 from relay.store.audit import Origin
 from relay.store.connection import connect, redis_url, safe_url
 from relay.store.queries import BadParam, BadRequest, QueryError
@@ -138,7 +138,8 @@ def _option(param: str) -> str:
 
 
 def print_json(doc: Any) -> None:
-    print(json.dumps(doc, indent=2, ensure_ascii=False))
+    # stored values come from outside: control characters are escaped even where json.dumps leaves them
+    print(json_text(doc))
 
 
 def confirm(ns: argparse.Namespace, question: str, what: str) -> bool:

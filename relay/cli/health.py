@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -14,6 +13,7 @@ import aiohttp
 from config.settings import Endpoint, Settings
 from relay import __version__
 from relay.cli.common import Commands, positive, settings_from
+from relay.cli.output import clean, json_text
 
 commands = Commands()
 
@@ -97,7 +97,8 @@ def health(ns: argparse.Namespace) -> int:
 
     settings = settings_from(ns, require_secrets=False)
     report = asyncio.run(_health(settings, ns.max_pending_age))
-    print(json.dumps(report, indent=2) if ns.json else render_health(report, safe_url(redis_url(settings))))
+    text = json_text(report) if ns.json else render_health(report, safe_url(redis_url(settings)))
+    print("\n".join(clean(line) for line in text.splitlines()))
     return 0 if report["status"] == "healthy" else 1
 
 
@@ -136,11 +137,11 @@ def check_endpoints_cmd(ns: argparse.Namespace) -> int:
     settings = settings_from(ns, require_secrets=False)
     results = asyncio.run(check_endpoints(settings.endpoints.values()))
     if ns.json:
-        print(json.dumps(results, indent=2))
+        print(json_text(results))
     elif not results:
         print("no endpoints configured")
     else:
-        rows = [(r["endpoint"], r["url"], str(r["status"] or "-"), f"{r['ms']:.0f}", r["verdict"])
+        rows = [(clean(r["endpoint"]), clean(r["url"]), str(r["status"] or "-"), f"{r['ms']:.0f}", clean(r["verdict"]))
                 for r in results]
         print("\n".join(table(("endpoint", "url", "status", "ms", "verdict"), rows)))
     return 0 if all(r["ok"] for r in results) else 1

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from config.settings import Settings
 from relay import constants as k
 from relay.cli.common import Commands, Usage, cli_origin, print_json, run_redis
+from relay.cli.output import clean
 from relay.store import queries
 from relay.store.queries import BadParam
 from relay.store.resend import Resender, check_idempotency_key
@@ -97,8 +98,8 @@ async def _list(ns: argparse.Namespace, settings: Settings, redis: Redis) -> int
     rows = [["ID", "RECEIVED", "CH", "SOURCE", "TYPE", "REF", "STATUS", "DELIVERIES"]]
     for item in items:
         deliveries = " ".join(f"{ep}:{d['state']}" for ep, d in item["deliveries"].items()) or "(not routed yet)"
-        rows.append([item["id"], item["received_at"] or "", item["channel"], item["source"], item["type"] or "-",
-                     item["ref"], item["status"], deliveries])
+        rows.append([clean(cell) for cell in (item["id"], item["received_at"] or "", item["channel"], item["source"],
+                                              item["type"] or "-", item["ref"], item["status"], deliveries)])
     _print_table(rows)
     if not items:
         print("no notifications match" + ("" if page.next_cursor is None else " in this stretch"))
@@ -122,25 +123,26 @@ async def _show(ns: argparse.Namespace, settings: Settings, redis: Redis) -> int
                  "email", "test", "algo", "content_type", "resend_of", "targets"):
         value = doc.get(name)
         if value not in (None, "", []):
-            print(f"{name + ':':14} {','.join(value) if isinstance(value, list) else value}")
+            print(f"{name + ':':14} {clean(','.join(value) if isinstance(value, list) else value)}")
     print("fields:")
     for key, values in (doc["fields"] or {}).items():
         for value in values:
-            print(f"  {key} = {value}")
+            print(f"  {clean(key)} = {clean(value)}")
     if doc.get("body_error"):
-        print(f"  (body does not parse: {doc['body_error']})")
+        print(f"  (body does not parse: {clean(doc['body_error'])})")
     print("deliveries:" if doc["deliveries"] else "deliveries:    none yet (not routed)")
     for ep, d in doc["deliveries"].items():
-        extra = " ".join(f"{key}={d[key]}" for key in ("last", "next", "reason") if d.get(key))
-        print(f"  {ep}: {d.get('state')} after {d.get('attempts', 0)} attempt(s) {extra}".rstrip())
+        extra = " ".join(f"{key}={clean(d[key])}" for key in ("last", "next", "reason") if d.get(key))
+        print(f"  {clean(ep)}: {clean(d.get('state'))} after {clean(d.get('attempts', 0))} attempt(s) {extra}".rstrip())
         for a in d["attempt_log"]:
             status = a.get("status") or a.get("error") or ""
-            print(f"    #{a.get('n')} {a.get('at')} {a.get('outcome')} {status} {a.get('message') or ''}".rstrip())
+            line = f"#{a.get('n')} {a.get('at')} {a.get('outcome')} {status} {a.get('message') or ''}"
+            print(f"    {clean(line)}".rstrip())
     if doc["resends"]:
         print("resends:")
         for r in doc["resends"]:
             states = " ".join(f"{ep}:{d['state']}" for ep, d in r["deliveries"].items()) or "(not routed yet)"
-            print(f"  {r['id']} {r['received_at']} {states}")
+            print(f"  {clean(r['id'])} {clean(r['received_at'])} {clean(states)}")
     return 0
 
 
@@ -197,7 +199,7 @@ def _report_one(ns: argparse.Namespace, result: dict[str, Any]) -> None:
     if ns.json:
         print_json(result)
     else:
-        print(f"queued {result['id']} (resend of {result['resend_of']}) to {', '.join(result['targets'])}")
+        print(clean(f"queued {result['id']} (resend of {result['resend_of']}) to {', '.join(result['targets'])}"))
 
 
 def _report_bulk(ns: argparse.Namespace, result: dict[str, Any]) -> None:
@@ -206,8 +208,8 @@ def _report_bulk(ns: argparse.Namespace, result: dict[str, Any]) -> None:
         return
     print(f"queued {result['count']} resend(s)" + (" (replayed: already done)" if result.get("replayed") else ""))
     for r in result["resends"]:
-        print(f"  {r['id']} (resend of {r['resend_of']}) to {', '.join(r['targets'])}")
+        print(clean(f"  {r['id']} (resend of {r['resend_of']}) to {', '.join(r['targets'])}"))
     if result["skipped_count"]:
         print(f"skipped {result['skipped_count']}:")
         for s in result["skipped"]:
-            print(f"  {s['id']}: {s['reason']}")
+            print(clean(f"  {s['id']}: {s['reason']}"))

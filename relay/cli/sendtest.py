@@ -29,6 +29,7 @@ from relay import __version__, protocol
 from relay import constants as k
 from relay.cli import devsecrets
 from relay.cli.common import Commands, positive, settings_from
+from relay.cli.output import clean
 from relay.store.connection import connect, redis_url
 from relay.store.ingest import notification_id
 
@@ -210,7 +211,7 @@ async def follow(redis: Redis, nid: str, timeout: float, out: TextIO) -> dict[st
             line = _describe(states[ep], attempts or "0", last, reason, nxt, now_ms)
             if shown.get(ep) != line:
                 shown[ep] = line
-                print(f"  {time.monotonic() - start:6.2f}s  {ep}: {line}", file=out, flush=True)
+                print(f"  {time.monotonic() - start:6.2f}s  {clean(ep)}: {clean(line)}", file=out, flush=True)
         if states and all(s in TERMINAL for s in states.values()):
             return states
         if time.monotonic() - start > timeout:
@@ -243,7 +244,7 @@ async def run(settings: Settings, *, channel: str, source: str = "default", mess
     print(f"POST {url} ({channel.upper()}, source {source}, {len(body)} bytes, TEST)", file=out, flush=True)
     try:
         status, text = await post(url, body)
-        print(f"HTTP {status}: {text.strip()}", file=out, flush=True)
+        print(f"HTTP {status}: {clean(text.strip())}", file=out, flush=True)
         if status != 200:
             raise SendTestError(f"the relay refused the notification (HTTP {status})")
         print(verify_receipt(channel, src, body, text), file=out, flush=True)

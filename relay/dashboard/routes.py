@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, quote_plus, unquote_plus, urlencode, urlsplit
+from urllib.parse import quote, unquote_plus, urlencode, urlsplit
 
 import aiohttp_jinja2
 import jinja2
@@ -40,6 +40,7 @@ from relay.store.queries import QueryError
 from relay.store.resend import Resender
 from relay.store.stats import DAY_MIN, health_report, queue_minutes
 from relay.web import appkeys
+from relay.web.inputs import NOT_UTF8
 
 logger = structlog.get_logger()
 
@@ -159,6 +160,8 @@ async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
     except (RedisError, OSError) as exc:
         logger.warning("dashboard_redis_unavailable", path=request.path, error=type(exc).__name__)
         return _error(request, 503, f"Redis is unavailable ({type(exc).__name__}); retry in a moment", session)
+    except UnicodeError:
+        return _error(request, 400, NOT_UTF8, session)
     except Exception:
         logger.exception("dashboard_error", path=request.path, method=request.method)
         return _error(request, 500, "internal error; see the relay's log", session)
@@ -407,9 +410,8 @@ def sensitive(name: str) -> bool:
 
 
 def hidden_values(settings: Settings) -> list[str]:
-    """Every configured secret, also as it appears percent-encoded in a form body."""
-    plain = queries.secrets(settings)
-    return sorted({v for s in plain for v in (s, quote_plus(s), quote(s, safe=""))}, key=len, reverse=True)
+    """Every configured secret (queries.redact hides each in every encoding it can take)."""
+    return queries.secrets(settings)
 
 
 def redact_body(body: str) -> str:

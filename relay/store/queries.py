@@ -38,6 +38,8 @@ from redis.asyncio import Redis
 from config.settings import Endpoint, Secret, Settings, Source
 from relay import constants as k
 from relay import protocol
+from relay.redact import REDACTED as REDACTED
+from relay.redact import redact as redact_secrets
 from relay.store import params
 from relay.store.params import DEFAULT_LIMIT as DEFAULT_LIMIT
 from relay.store.params import FILTER_NAMES as FILTER_NAMES
@@ -50,7 +52,6 @@ M = TypeVar("M", bound=BaseModel)
 
 SCAN_BUDGET = 5_000
 BATCH = 200
-REDACTED = "**redacted**"
 SUMMARY_FIELDS = ("channel", "source", "recv", "ref", "status", "mtype", "type", "test", "resend_of", "eps",
                   "targets")
 DELIVERY_SUMMARY = ("state", "attempts", "last", "updated", "next")
@@ -514,13 +515,5 @@ def secrets(settings: Settings) -> list[str]:
 
 
 def redact(value: Any, hidden: list[str]) -> Any:
-    if isinstance(value, str):
-        for secret in hidden:
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-        return value
-    if isinstance(value, dict):
-        return {key: redact(v, hidden) for key, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v, hidden) for v in value]
-    return value
+    """``value`` with every configured secret hidden, in every encoding (see relay/redact.py)."""
+    return redact_secrets(value, hidden)

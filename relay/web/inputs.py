@@ -1,0 +1,66 @@
+"""Defensive decoding of what a client controls before any view sees it: headers (cookies are a
+header), the path and the query string.
+
+aiohttp decodes header bytes as UTF-8 with ``surrogateescape``, so a byte such as ``\\xff`` reaches
+the views as a lone surrogate (U+DCFF). Such a string cannot be encoded again, and comparing it with
+``hmac.compare_digest`` or signing it raised ``UnicodeEncodeError`` deep in a view: a 500. This
+middleware refuses it at the door with a 400 that names the header. A percent-escape in the query
+that is not UTF-8 (``%FF``), which yarl silently turns into U+FFFD, is refused the same way.
+Form bodies are decoded by the views (``request.post()``); they map ``UnicodeError`` to 400
+with ``NOT_UTF8`` as the reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from urllib.parse import unquote_to_bytes
+
+import structlog
+from aiohttp import web
+
+logger = structlog.get_logger()
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+NOT_UTF8 = "the request holds bytes that are not valid UTF-8"
+# a lone surrogate is what surrogateescape makes of a byte that is not UTF-8; NUL never belongs in text
+_UNDECODABLE = re.compile("[\ud800-\udfff\x00]")
+
+
+def problem(request: web.Request) -> str | None:
+    """Why ``request`` cannot be read as text, or None when every header, path and query value can."""
+    for name, value in request.raw_headers:
+        if _bad_bytes(name) or _bad_bytes(value):
+            shown = name.decode("ascii", "backslashreplace")
+            return f"bad_header: the {shown} header holds bytes that are not valid UTF-8 text"
+    if _UNDECODABLE.search(request.path):
+        return "bad_path: the path holds a percent-escape that is not valid UTF-8"
+    # yarl turns a bad escape into U+FFFD silently, so the raw query is checked, not request.query
+    if _bad_bytes(unquote_to_bytes(request.rel_url.raw_query_string.replace("+", " "))):
+        return "bad_query: the query string holds a percent-escape that is not valid UTF-8"
+    return None
+
+
+def _bad_bytes(raw: bytes) -> bool:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return "\x00" in text
+
+
+def refusal(request: web.Request, status: int, reason: str) -> web.Response:
+    """The admin API answers JSON errors; everything else answers text."""
+    if request.path.startswith("/api/") or request.path == "/api":
+        return web.json_response({"error": reason}, status=status)
+    return web.Response(status=status, text=reason + "\n")
+
+
+@web.middleware
+async def decoded(request: web.Request, handler: Handler) -> web.StreamResponse:
+    reason = problem(request)
+    if reason is not None:
+        logger.info("request_refused", reason=reason.partition(":")[0], path=request.raw_path[:200],
+                    remote=request.remote)
+        return refusal(request, 400, reason)
+    return await handler(request)
