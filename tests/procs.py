@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.support import TEST_ENV
@@ -14,13 +15,14 @@ from tests.support import TEST_ENV
 
 class RelayProcess:
     def __init__(self, config: Path, redis_url: str, *args: str, env: dict[str, str] | None = None,
-                 prefix: tuple[str, ...] = ()) -> None:
-        """``prefix``: a wrapper command, e.g. ``("faketime", "-f", "+10m")``."""
+                 prefix: tuple[str, ...] = (), preexec_fn: Callable[[], None] | None = None) -> None:
+        """``prefix``: a wrapper command, e.g. ``("faketime", "-f", "+10m")``; ``preexec_fn`` runs in the
+        child before exec (e.g. to lower its descriptor limit)."""
         self.log = config.parent / f"relay-{'-'.join(args)}-{time.monotonic_ns()}.log"
         full_env = {**os.environ, **TEST_ENV, "REDIS_URL": redis_url, **(env or {})}
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "relay", "--config", str(config), *args],
-                                         env=full_env, stdout=out, stderr=subprocess.STDOUT)
+                                         env=full_env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
 
     def kill(self) -> None:
         if self.proc.poll() is None:

@@ -15,6 +15,9 @@ from typing import Any
 # C0 and C1 control characters, DEL, and the Unicode format characters that reorder or hide text
 # (bidi overrides and isolates, line/paragraph separators, zero-width joiners, BOM)
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+# what json.dumps(ensure_ascii=False) leaves raw inside strings (it escapes C0 itself, and the
+# newlines outside strings are the indentation)
+_JSON_RAW = re.compile("[\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x1b": "\\e"}
 
 
@@ -40,4 +43,4 @@ def json_text(doc: Any) -> str:
     json.dumps already escapes C0 characters; DEL, C1 and the format characters it leaves raw are
     escaped here too. They can only occur inside strings, where ``\\uXXXX`` means the same.
     """
-    return _CONTROL.sub(_json_escape, json.dumps(doc, indent=2, ensure_ascii=False))
+    return _JSON_RAW.sub(_json_escape, json.dumps(doc, indent=2, ensure_ascii=False))

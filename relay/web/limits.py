@@ -227,4 +227,5 @@ class GuardedSite(web.BaseSite):
 
     async def stop(self) -> None:
         self.guard.stop()
+        logger.info("connections_closed", role=self.guard.role, cap=self.guard.cap, **self.guard.counts)
         await super().stop()
