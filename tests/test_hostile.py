@@ -117,7 +117,7 @@ def request(method: str, path: str, headers: list[bytes] | None = None, body: by
 
 def login(relay: Relay) -> tuple[str, str]:
     """A dashboard session: (cookie value, CSRF token)."""
-    from relay.dashboard.routes import COOKIE, parse_cookie, signing_key
+    from relay.dashboard.sessions import COOKIE, parse_cookie, signing_key
 
     status, headers, _ = raw(relay.admin, request("POST", "/dashboard/login", [
         b"Content-Type: application/x-www-form-urlencoded"], urlencode({"token": TOKEN}).encode()))
