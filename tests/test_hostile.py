@@ -158,6 +158,10 @@ def test_non_utf8_headers_cookies_forms_and_queries_get_a_reason(relay: Relay) -
         status, _, text = raw(relay.admin, request(method, path, headers, body))
         assert status in (400, 401), (path, status, text)
         assert b"UTF-8" in text, (path, text)
+    # a form that does not parse at all (found by the fuzz below) is a 400 with the reason too
+    status, _, text = raw(relay.admin, request("POST", "/dashboard/login", [
+        b"Content-Type: multipart/form-data; boundary=x"], b"junk"))
+    assert status == 400 and b"does not parse" in text, (status, text)
     # the public listener too
     status, _, text = raw(relay.public, request("POST", "/ipn", [b"X-Forwarded-For: \xff", form], b"a=1"))
     assert status == 400 and b"UTF-8" in text

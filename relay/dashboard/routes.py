@@ -39,8 +39,7 @@ from relay.store import queries
 from relay.store.queries import QueryError
 from relay.store.resend import Resender
 from relay.store.stats import DAY_MIN, health_report, queue_minutes
-from relay.web import appkeys
-from relay.web.inputs import NOT_UTF8
+from relay.web import appkeys, inputs
 
 logger = structlog.get_logger()
 
@@ -144,7 +143,7 @@ async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
                 return _redirect(f"{BASE}/login?{urlencode({'next': request.path_qs})}")
             return _redirect(f"{BASE}/login")
         if request.method not in ("GET", "HEAD"):
-            if not sessions.csrf_ok(request, await request.post(), session):
+            if not sessions.csrf_ok(request, await inputs.form(request), session):
                 logger.warning("dashboard_csrf_refused", path=request.path, remote=request.remote)
                 return _error(request, 403, "the form's CSRF token is missing or wrong: reload the page and try "
                                             "again", session)
@@ -160,8 +159,6 @@ async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
     except (RedisError, OSError) as exc:
         logger.warning("dashboard_redis_unavailable", path=request.path, error=type(exc).__name__)
         return _error(request, 503, f"Redis is unavailable ({type(exc).__name__}); retry in a moment", session)
-    except UnicodeError:
-        return _error(request, 400, NOT_UTF8, session)
     except Exception:
         logger.exception("dashboard_error", path=request.path, method=request.method)
         return _error(request, 500, "internal error; see the relay's log", session)
@@ -229,7 +226,7 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 
 async def login(request: web.Request) -> web.StreamResponse:
     settings = request.config_dict[appkeys.LIVE].settings
-    form = await request.post()
+    form = await inputs.form(request)
     next_url = sessions.safe_next(form.get("next"))
     if not sessions.token_matches(form.get("token"), settings):
         logger.warning("dashboard_login_failed", remote=request.remote)
@@ -471,7 +468,7 @@ def _form_text(form: Mapping[str, Any], name: str) -> str | None:
 
 async def resend_one(request: web.Request) -> web.StreamResponse:
     nid = request.match_info["id"]
-    form = await request.post()
+    form = await inputs.form(request)
     back = f"{BASE}/notifications/{quote(nid, safe='')}"
     try:
         result = await request.app[appkeys.RESENDER].one(nid, endpoint=_form_text(form, "endpoint"),
@@ -506,7 +503,7 @@ async def bulk_confirm(request: web.Request) -> web.StreamResponse:
 
 
 async def bulk_resend(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await inputs.form(request)
     params = {name: value for name in (*LIST_FILTERS, "period", "since", "until")
               if (value := _form_text(form, name)) is not None}
     back = f"{BASE}/notifications?{urlencode(params)}"

@@ -6,8 +6,8 @@ the views as a lone surrogate (U+DCFF). Such a string cannot be encoded again, a
 ``hmac.compare_digest`` or signing it raised ``UnicodeEncodeError`` deep in a view: a 500. This
 middleware refuses it at the door with a 400 that names the header. A percent-escape in the query
 that is not UTF-8 (``%FF``), which yarl silently turns into U+FFFD, is refused the same way.
-Form bodies are decoded by the views (``request.post()``); they map ``UnicodeError`` to 400
-with ``NOT_UTF8`` as the reason.
+Form bodies are read by the views through ``form()``, which turns a body that does not parse (bytes
+that are not UTF-8, a multipart body without its boundary) into a 400 with the reason.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from urllib.parse import unquote_to_bytes
 
 import structlog
 from aiohttp import web
+from multidict import MultiDictProxy
 
 logger = structlog.get_logger()
 
@@ -64,3 +65,16 @@ async def decoded(request: web.Request, handler: Handler) -> web.StreamResponse:
                     remote=request.remote)
         return refusal(request, 400, reason)
     return await handler(request)
+
+
+async def form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
+    """``request.post()``, with a body that does not parse refused as 400 with the reason, not a 500."""
+    try:
+        return await request.post()
+    except UnicodeError:
+        raise web.HTTPBadRequest(reason=f"bad_form: {NOT_UTF8}") from None
+    except ValueError as exc:
+        # aiohttp's multipart reader says what is wrong (e.g. no starting boundary) in a ValueError
+        # printable ASCII only: it goes into the status line, and may quote the client's bytes
+        detail = "".join(c if " " <= c <= "~" else "?" for c in " ".join(str(exc).split()))[:200]
+        raise web.HTTPBadRequest(reason=f"bad_form: the form body does not parse ({detail})") from None
