@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 _SECRET_KEYS = frozenset({"secret", "secret_key", "token", "authorization", "password", "signing_secret"})
 
@@ -33,6 +34,20 @@ class _StderrLogger:
 
 def _stderr_logger(*_: Any) -> _StderrLogger:
     return _StderrLogger()
+
+
+class _ClientErrorsInOneLine(logging.Filter):
+    """aiohttp logs a request it cannot parse (a client's fault, answered 400) with a traceback at
+    ERROR. Anyone on the internet can send those, so each becomes one ``bad_http_request`` line at
+    INFO, without the traceback: a stranger cannot flood the log with stacks or page the operator."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = "bad_http_request: %s %s", (exc.code, exc.message.splitlines()[0][:200])
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
 
 
 def configure_logging(fmt: str = "auto", level: str = "info") -> None:
@@ -69,6 +84,9 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
     root.setLevel(level.upper())
     # aiohttp's own access log duplicates our one-line-per-request event
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _ClientErrorsInOneLine) for f in server_log.filters):
+        server_log.addFilter(_ClientErrorsInOneLine())
     # arq logs every job start and end at INFO: at hundreds of fan-outs a second that is noise and CPU
     if level.lower() != "debug":
         logging.getLogger("arq.worker").setLevel(logging.WARNING)

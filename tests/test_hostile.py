@@ -171,6 +171,19 @@ def test_non_utf8_headers_cookies_forms_and_queries_get_a_reason(relay: Relay) -
     assert not any(event in relay.log() for event in ERROR_EVENTS), relay.log()[-3000:]
 
 
+def test_a_request_aiohttp_cannot_parse_is_one_log_line_without_a_traceback(relay: Relay) -> None:
+    before = relay.log()
+    for port in (relay.public, relay.admin):
+        status, _, _ = raw(port, b"POST /ipn HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n")
+        assert status == 400
+    deadline = time.monotonic() + 5
+    while relay.log().count("bad_http_request") - before.count("bad_http_request") < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    added = relay.log()[len(before):]
+    assert added.count("bad_http_request") == 2, added
+    assert "Traceback" not in added and "Error handling request" not in added, added
+
+
 def _admin_routes() -> list[tuple[str, str]]:
     """Every admin route, read from the app itself so a new one is fuzzed too."""
     app = create_app(_offline_settings(), public=False)
