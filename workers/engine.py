@@ -622,7 +622,8 @@ class Engine:
         """A retry's delay in ms, or 0; out of retries turns the answer into a failure."""
         if answer.outcome != "retry":
             return 0
-        delay = schedule.retry_delay(item.attempt, item.received_ms, self.redis_ms(), ep, self.policy,
+        # time spent paused by an operator does not count against the retry window
+        delay = schedule.retry_delay(item.attempt, item.received_ms + item.paused_ms, self.redis_ms(), ep, self.policy,
                                      retry_after=answer.retry_after, rand=self.rand)
         if delay is None:
             answer.outcome = "failed"
@@ -668,7 +669,7 @@ def _claimed(values: list[Any]) -> forward.Claimed:
     return forward.Claimed(
         nid=f["nid"].decode(), attempt=int(f["attempt"]), body=f["body"], content_type=f["ct"].decode(),
         source=f["source"].decode(), channel=f["channel"].decode(), received_ms=int(f["recv"] or 0),
-        resend_of=f["resend_of"].decode(), flag=f["flag"].decode(),
+        resend_of=f["resend_of"].decode(), flag=f["flag"].decode(), paused_ms=int(f["paused_ms"] or 0),
     )
 
 

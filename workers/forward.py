@@ -30,6 +30,7 @@ class Claimed:
     received_ms: int
     resend_of: str
     flag: str = ""
+    paused_ms: int = 0
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:

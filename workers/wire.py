@@ -17,15 +17,16 @@ from relay.store.scripts import constants, key_functions, load, names
 
 # one finished attempt (complete.lua), and the keys it writes
 RESULT_FIELDS = ("nid", "ep", "attempt", "outcome", "delay_ms", "record", "last", "lat_bucket", "lat_us", "recv")
-RESULT_KEYS = ("delivery", "attempts", "lease", "queue", "st_in_flight", "st_to")
+RESULT_KEYS = ("delivery", "attempts", "lease", "queue", "st_in_flight", "st_to", "paused", "st_paused")
 # one endpoint asking for work (claim.lua), and the keys it reads and writes
 CLAIM_FIELDS = ("ep", "serial", "limit", "lease_ms", "batch")
-CLAIM_KEYS = ("queue", "lease", "st_pending", "st_retrying", "st_in_flight")
+CLAIM_KEYS = ("queue", "lease", "st_pending", "st_retrying", "st_in_flight", "paused")
 # one claimed delivery, as claim.lua returns it
-CLAIMED_FIELDS = ("nid", "attempt", "body", "ct", "source", "channel", "recv", "resend_of", "flag")
+# paused_ms: time it spent paused by an operator (relay/store/control.py), not counted by the retry window
+CLAIMED_FIELDS = ("nid", "attempt", "body", "ct", "source", "channel", "recv", "resend_of", "flag", "paused_ms")
 # one route of a fan-out (route.lua), and the keys it writes
 ROUTE_FIELDS = ("ep", "mode", "reason")
-ROUTE_KEYS = ("delivery", "st_pending", "st_skipped", "queue")
+ROUTE_KEYS = ("delivery", "st_pending", "st_skipped", "queue", "paused", "st_paused")
 
 # per-minute hashes are kept 25 h (health and alerts read the last 24 h)
 MINUTE_TTL_S = 90_000
@@ -53,6 +54,7 @@ def result_keys(nid: str, ep: str, to_state: str) -> list[str]:
     by_name = {
         "delivery": k.delivery(nid, ep), "attempts": k.attempts(nid, ep), "lease": k.ep_lease(ep),
         "queue": k.ep_queue(ep), "st_in_flight": k.ep_state(ep, "in_flight"), "st_to": k.ep_state(ep, to_state),
+        "paused": k.PAUSED, "st_paused": k.ep_state(ep, "paused"),
     }
     return [by_name[name] for name in RESULT_KEYS]
 
@@ -61,6 +63,7 @@ def claim_keys(ep: str) -> list[str]:
     by_name = {
         "queue": k.ep_queue(ep), "lease": k.ep_lease(ep), "st_pending": k.ep_state(ep, "pending"),
         "st_retrying": k.ep_state(ep, "retrying"), "st_in_flight": k.ep_state(ep, "in_flight"),
+        "paused": k.PAUSED,
     }
     return [by_name[name] for name in CLAIM_KEYS]
 
@@ -69,5 +72,6 @@ def route_keys(nid: str, ep: str) -> list[str]:
     by_name = {
         "delivery": k.delivery(nid, ep), "st_pending": k.ep_state(ep, "pending"),
         "st_skipped": k.ep_state(ep, "skipped"), "queue": k.ep_queue(ep),
+        "paused": k.PAUSED, "st_paused": k.ep_state(ep, "paused"),
     }
     return [by_name[name] for name in ROUTE_KEYS]

@@ -26,7 +26,7 @@ from config.settings import Endpoint, Settings
 from relay import constants as k
 from relay.store import audit
 from relay.store.queries import BadParam, Conflict, NotFound, check_id, iso
-from relay.store.scripts import register
+from relay.store.scripts import key_functions, load
 
 REFUSALS = {
     "paused": "endpoint {ep} is paused: resume it first",
@@ -43,7 +43,7 @@ class Control:
         self.redis = redis
         self.settings = settings
         self.clock = clock
-        self._script = register(redis, "control")
+        self._script = redis.register_script(key_functions() + load("control"))
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -60,8 +60,7 @@ class Control:
     async def _call(self, action: str, ep: Endpoint, entry: dict[str, Any] | None,
                     *args: str | int) -> tuple[str, int, str]:
         raw = await self._script(keys=[k.PAUSED, k.AUDIT], args=[
-            action, ep.name, entry["at"] if entry else self.now_ms(), audit.encode(entry) if entry else "",
-            k.AUDIT_CAP, 0 if ep.concurrent else 1, *args])
+            action, ep.name, audit.encode(entry) if entry else "", k.AUDIT_CAP, 0 if ep.concurrent else 1, *args])
         return raw[0].decode(), int(raw[1]), raw[2].decode()
 
     def _refuse(self, code: str, ep: str, nid: str = "", detail: str = "") -> Conflict | NotFound:

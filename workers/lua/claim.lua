@@ -7,6 +7,7 @@
 --   now: Redis's clock (TIME): leases and due times of every worker are judged by it alone
 -- appends to out: code, wait, count, then per item its fields in CLAIMED_LIST order
 --   code 'ok' (count items follow), 'idle' (nothing due; wait = ms until the first item is due, or 0),
+--   'paused' (an operator paused the endpoint: relay:paused, see relay/store/control.py),
 --   'busy' (limit reached), 'blocked' (serial head waits for an older notification's fan-out;
 --   wait = the head's seq, so the worker knows which fan-out unblocks it).
 local function put3(out, a, b, c)
@@ -23,6 +24,11 @@ local function claim(c, kk, now, fanout, out)
   local ep, serial = c[C.ep], c[C.serial] == '1'
   local limit, lease_ms, batch = tonumber(c[C.limit]), tonumber(c[C.lease_ms]), tonumber(c[C.batch])
   local q, lease = kk[CK.queue], kk[CK.lease]
+  -- a paused endpoint gets nothing, from any worker: its deliveries wait as 'paused'
+  if redis.call('HEXISTS', kk[CK.paused], ep) == 1 then
+    put3(out, 'paused', 0, 0)
+    return
+  end
   -- leases past expiry belong to a worker that died mid-delivery: its items become due again
   redis.call('ZREMRANGEBYSCORE', lease, '-inf', now)
   local free = limit - redis.call('ZCARD', lease)
@@ -44,7 +50,7 @@ local function claim(c, kk, now, fanout, out)
       put3(out, 'blocked', tonumber(head[2]), 0)
       return
     end
-    local st = redis.call('HMGET', key.delivery(head[1], ep), 'state', 'attempts', 'next')
+    local st = redis.call('HMGET', key.delivery(head[1], ep), 'state', 'attempts', 'next', 'paused_ms')
     local nxt = tonumber(st[3] or '0')
     if nxt > now then
       put3(out, 'idle', due_in(nxt, now), 0)
@@ -66,7 +72,7 @@ local function claim(c, kk, now, fanout, out)
   local from = {pending = kk[CK.st_pending], retrying = kk[CK.st_retrying], in_flight = kk[CK.st_in_flight]}
   for i, nid in ipairs(candidates) do
     local d = key.delivery(nid, ep)
-    local st = states[i] or redis.call('HMGET', d, 'state', 'attempts')
+    local st = states[i] or redis.call('HMGET', d, 'state', 'attempts', 'next', 'paused_ms')
     local state = st[1]
     local n = redis.call('HMGET', key.notification(nid), 'body', 'ct', 'source', 'channel', 'recv', 'resend_of', 'flag')
     if not from[state] or not n[1] then
@@ -96,7 +102,7 @@ local function claim(c, kk, now, fanout, out)
       if not serial then redis.call('ZADD', q, now + lease_ms, nid) end
       count = count + 1
       local item = {nid = nid, attempt = attempts + 1, body = n[1], ct = n[2], source = n[3], channel = n[4],
-                    recv = n[5], resend_of = n[6], flag = n[7]}
+                    recv = n[5], resend_of = n[6], flag = n[7], paused_ms = st[4] or 0}
       for _, name in ipairs(CLAIMED_LIST) do out[#out + 1] = item[name] or '' end
     end
   end

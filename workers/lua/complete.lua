@@ -48,8 +48,14 @@ local function complete(r, kk, now, tally, minutes, latest)
   redis.call('ZREM', kk[RK.lease], nid)
   redis.call('ZREM', kk[RK.st_in_flight], nid)
   local state = outcome
+  local st_to = kk[RK.st_to]
   if outcome == 'retry' then
     state = 'retrying'
+    -- paused while it was in flight: it waits as 'paused', and is 'retrying' again on resume
+    if redis.call('HEXISTS', kk[RK.paused], ep) == 1 then
+      state, st_to = 'paused', kk[RK.st_paused]
+      redis.call('HSET', d, 'paused_from', 'retrying')
+    end
     redis.call('HSET', d, 'state', state, 'updated', now, 'last', r[R.last], 'next', nxt)
     if st[3] ~= 'serial' then redis.call('ZADD', kk[RK.queue], nxt, nid) end
   else
@@ -61,7 +67,7 @@ local function complete(r, kk, now, tally, minutes, latest)
       redis.call('HSET', d, 'state', state, 'updated', now, 'last', r[R.last])
     end
   end
-  redis.call('ZADD', kk[RK.st_to], now, nid)
+  redis.call('ZADD', st_to, now, nid)
   -- per-minute counts (health, alerts) and cumulative counters (/metrics): collected, written by step.lua
   local mk = key.ep_minute(ep, math.floor(now / 60000))
   local m = minutes[mk]

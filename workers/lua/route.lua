@@ -35,9 +35,16 @@ for i = 3, #ARGV, #ROUTE_LIST do
                  'updated', now, 'seq', seq)
       redis.call('ZADD', kk[ROUTE_KEYS.st_skipped], now, nid)
     else
-      redis.call('HSET', d, 'state', 'pending', 'attempts', 0, 'created', now, 'updated', now,
-                 'seq', seq, 'mode', mode)
-      redis.call('ZADD', kk[ROUTE_KEYS.st_pending], now, nid)
+      -- a paused endpoint's new work waits as 'paused' (relay/store/control.py), 'pending' on resume
+      if redis.call('HEXISTS', kk[ROUTE_KEYS.paused], r[ROUTE.ep]) == 1 then
+        redis.call('HSET', d, 'state', 'paused', 'paused_from', 'pending', 'attempts', 0, 'created', now,
+                   'updated', now, 'seq', seq, 'mode', mode)
+        redis.call('ZADD', kk[ROUTE_KEYS.st_paused], now, nid)
+      else
+        redis.call('HSET', d, 'state', 'pending', 'attempts', 0, 'created', now, 'updated', now,
+                   'seq', seq, 'mode', mode)
+        redis.call('ZADD', kk[ROUTE_KEYS.st_pending], now, nid)
+      end
       -- serial queues are ordered by receipt; concurrent ones by due time
       local score = now
       if mode == 'serial' then score = tonumber(seq) end
