@@ -33,7 +33,7 @@ Algo = Literal["md5", "sha256", "sha3-256"]
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-_ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def _networks(v: list[str]) -> list[str]:
@@ -82,6 +82,9 @@ class ServerConfig(_Model):
     # open connections per listener; at the cap the longest-waiting connection without a request in
     # progress is closed to make room (lowered at start-up if the descriptor limit cannot hold it)
     max_connections: int = Field(1024, ge=16, le=1_000_000)
+    # /metrics on this (internet-facing) listener: off by default, since the series name internal
+    # endpoints; the admin listener always serves it
+    public_metrics: bool = False
 
     _proxies = field_validator("trusted_proxies")(classmethod(lambda cls, v: _networks(v)))
 
@@ -137,6 +140,10 @@ class EndpointConfig(_Model):
     order_statuses: list[str] | None = None
     test_orders: bool | None = None
     retry_4xx: list[Annotated[int, Field(ge=400, le=499)]] = []
+    # per-endpoint overrides of [alerts] threshold_percent, min_deliveries and window_hours
+    alert_threshold_percent: float | None = Field(None, ge=0, lt=100)
+    alert_min_deliveries: int | None = Field(None, ge=1)
+    alert_window_hours: float | None = Field(None, gt=0, le=24)
 
     @field_validator("sources", "channels")
     @classmethod
@@ -202,6 +209,11 @@ class AlertsConfig(_Model):
     window_hours: float = Field(4, gt=0, le=24)
     frequency_hours: float = Field(4, gt=0)
     min_deliveries: int = Field(10, ge=1)
+    # source_rejecting: at least source_min_rejections refusals that make up more than
+    # source_threshold_percent of a source's requests in the last source_window_minutes
+    source_threshold_percent: float = Field(50, ge=0, lt=100)
+    source_min_rejections: int = Field(10, ge=1)
+    source_window_minutes: float = Field(15, gt=0, le=120)
     # env var holding a Slack-compatible incoming webhook URL (it embeds a credential)
     webhook_url_env: EnvName | None = None
     smtp_host: str | None = None
@@ -321,6 +333,9 @@ class Endpoint:
     order_statuses: frozenset[str] | None
     test_orders: bool | None
     retry_4xx: frozenset[int]
+    alert_threshold_percent: float | None = None
+    alert_min_deliveries: int | None = None
+    alert_window_hours: float | None = None
 
     @property
     def in_flight_limit(self) -> int:
@@ -361,6 +376,14 @@ class Settings:
     @property
     def alerts(self) -> AlertsConfig:
         return self.file.alerts
+
+
+def _substitute(value: str, values: Mapping[str, Secret | None]) -> str | None:
+    """``value`` with each ``${VAR}`` replaced; None when a variable is unset."""
+    found = {name: v.reveal() for name, v in values.items() if v is not None}
+    if len(found) < len(values):
+        return None
+    return _ENV_REF.sub(lambda m: found[m.group(1)], value)
 
 
 def config_path(cli_value: str | None, environ: Mapping[str, str]) -> Path:
@@ -509,14 +532,14 @@ def _endpoint(i: int, e: EndpointConfig, secrets: _Secrets) -> Endpoint:
 
 
 def _headers(i: int, e: EndpointConfig, secrets: _Secrets) -> dict[str, Secret]:
-    """Extra headers; a value written ``${VAR}`` is read from the environment."""
+    """Extra headers; each ``${VAR}`` anywhere in a value ("Bearer ${ERP_TOKEN}") is read from the
+    environment, and an unset one is an error naming it."""
     headers: dict[str, Secret] = {}
     for hname, hvalue in e.headers.items():
-        m = _ENV_REF.match(hvalue)
-        if not m:
-            headers[hname] = Secret(hvalue)
-        elif (resolved := secrets.get(f"endpoints[{i}].headers.{hname}", m.group(1))) is not None:
-            headers[hname] = resolved
+        values = {var: secrets.get(f"endpoints[{i}].headers.{hname}", var) for var in _ENV_REF.findall(hvalue)}
+        resolved = _substitute(hvalue, values)
+        if resolved is not None:
+            headers[hname] = Secret(resolved)
     return headers
 
 

@@ -29,8 +29,14 @@ relay:resends:{nid}                    zset   resend ids of an original -> creat
 relay:resend-seq:{nid}                 str    counter behind resend ids ``{nid}~r{n}``
 relay:idem:{key} (+ :map, :result)     -      bulk-resend idempotency keys, kept 24 h
 relay:dash:session:{sid}               str    a dashboard session, until it expires or logs out
-relay:alert:{subject} (+ :open)        -      alert rate limit and open-alert state (workers/alerts.py);
-                                              subject is an endpoint name or ``_overall``
+relay:alert:{subject} (+ :open)        str    alert rate limit and open incident (since ms) (workers/alerts.py);
+                                              subject is ``ep:{ep}`` or ``src:{src}``; both expire
+relay:ep:{ep}:resent                   zset   original nid -> ms: failed deliveries resent to ep, until the
+                                              resend is delivered (relay/store/resolve.py)
+relay:ep:{ep}:st:resolved              zset   nid -> ms it failed: failed deliveries whose resend was delivered
+relay:src:{src}:rej:{minute}           str    refusals of a source in one minute, kept 2 h
+relay:src:{src}:lastrej                hash   the latest refusal (``at``, ``reason``, ``detail``, ``channel``)
+                                              and when the incident began (``first``), kept 49 h
 relay:audit                            list   operator actions, newest first, JSON each, capped (relay/store/audit.py)
 relay:paused                           hash   endpoint -> JSON {at, by}: endpoints paused by an operator
 relay:ep-added                         hash   endpoint -> ms it was added by a config reload (fan-out routes it
@@ -80,6 +86,20 @@ PROC_ALIVE_MS = 30_000
 STATES = ("pending", "in_flight", "retrying", "delivered", "failed", "skipped", "paused", "cancelled")
 # the states of a delivery still waiting to be sent
 WAITING = ("pending", "retrying", "paused")
+
+# not a delivery state: the index a failed delivery moves to once a resend of it was delivered
+RESOLVED = "resolved"
+# receipt to delivered spans the retry schedule: seconds up to 2Checkout's 48 h
+R2D_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 3600.0,
+               24 * 3600.0, 48 * 3600.0)
+# the relay:stats field prefix of those buckets (``{ep}|r2d|h{i}``); the ``{ep}|r2d|{i}`` fields of
+# earlier workers used LATENCY_BUCKETS and are read into the same histogram by their upper bounds
+R2D_FIELD = "h"
+SOURCE_REJECTS_TTL_MS = 2 * 3_600_000
+SOURCE_LASTREJ_TTL_MS = 49 * 3_600_000
+ALERT_OPEN_TTL_MS = 7 * DAY_MS
+# a refusing source has recovered once this many notifications were accepted after its last refusal
+SOURCE_RECOVERY_ACCEPTED = 5
 
 
 # the keys the Lua scripts build themselves (per notification, or per minute): relay/store/scripts.py
@@ -143,6 +163,18 @@ def ep_minute(ep: str, minute: int) -> str:
     return KEY_TEMPLATES["ep_minute"].format(ep=ep, minute=minute)
 
 
+def ep_resent(ep: str) -> str:
+    return f"relay:ep:{ep}:resent"
+
+
+def source_rejects(src: str, minute: int) -> str:
+    return f"relay:src:{src}:rej:{minute}"
+
+
+def source_lastrej(src: str) -> str:
+    return f"relay:src:{src}:lastrej"
+
+
 def resends(nid: str) -> str:
     """zset of the resends of one original: resend nid -> created ms."""
     return f"relay:resends:{nid}"
@@ -163,12 +195,14 @@ def dash_session(sid: str) -> str:
 
 
 def alert(subject: str) -> str:
-    """ms of the last alert about ``subject``; it expires after ``[alerts] frequency_hours``."""
+    """ms of the last alert about ``subject`` (``ep:{ep}`` or ``src:{src}``); expires after frequency_hours."""
     return f"relay:alert:{subject}"
 
 
 def alert_open(subject: str) -> str:
-    """Set while an alert about ``subject`` still owes a recovery message."""
+    """ms the incident began, while an alert about ``subject`` still owes a recovery message.
+
+    Refreshed to ALERT_OPEN_TTL_MS on every check while the problem lasts, so it is always bounded."""
     return f"relay:alert:{subject}:open"
 
 

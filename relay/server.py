@@ -28,12 +28,14 @@ logger = structlog.get_logger()
 
 
 def create_app(settings: Settings, *, public: bool = True, admin: bool = True,
-               live: appkeys.Live | None = None) -> web.Application:
+               live: appkeys.Live | None = None, metrics: IngressMetrics | None = None) -> web.Application:
     """Build the relay's web app.
 
     ``public``: the 2Checkout listeners. ``admin``: the admin API and the dashboard. Both carry the
     probes and metrics. ``relay serve`` runs them as two apps on two listeners (the admin one on
     loopback by default, see ``[admin]``); tests and ``[admin] port = 0`` use one app with both.
+    ``metrics``: the process's one metrics registry (with the ingress counters), shared by both
+    listeners so they serve the same series. The public-only app serves /metrics only with ``[server] public_metrics``.
     """
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
@@ -41,9 +43,11 @@ def create_app(settings: Settings, *, public: bool = True, admin: bool = True,
     )
     # one Live per process (shared by its apps), so a reload reaches every listener at once
     app[appkeys.LIVE] = live or appkeys.Live(settings)
-    registry = CollectorRegistry()
-    app[appkeys.REGISTRY] = registry
-    app[appkeys.METRICS] = IngressMetrics(registry)
+    # ``metrics``: the process's one registry, shared by both listeners so they serve the same series
+    if metrics is None:
+        metrics = IngressMetrics(CollectorRegistry())
+    app[appkeys.REGISTRY] = metrics.registry
+    app[appkeys.METRICS] = metrics
     app.cleanup_ctx.append(_redis)
     channel = "{channel:ipn|lcn|ins}"
     if public:
@@ -53,7 +57,10 @@ def create_app(settings: Settings, *, public: bool = True, admin: bool = True,
             web.get(f"/{channel}", ingress.listener_check),  # GET also answers HEAD
             web.get(f"/{channel}/{{source}}", ingress.listener_check),
         ])
-    app.add_routes([web.get("/healthz", probes.healthz), web.get("/metrics", probes.metrics)])
+    app.add_routes([web.get("/healthz", probes.healthz)])
+    if admin or settings.server.public_metrics:
+        # the public listener faces the internet and the series name internal endpoints: opt-in there
+        app.add_routes([web.get("/metrics", probes.metrics)])
     if admin:
         setup_api(app)
         setup_dashboard(app)
@@ -92,9 +99,11 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
     listeners: list[tuple[web.Application, str, int, str]] = []
     live = appkeys.Live(settings)
     if admin.port:
-        listeners.append((create_app(settings, admin=False, live=live), host or server.host, port or server.port,
-                          "public"))
-        listeners.append((create_app(settings, public=False, live=live), admin.host, admin.port, "admin"))
+        metrics = IngressMetrics(CollectorRegistry())  # one per process: both listeners serve the same series
+        listeners.append((create_app(settings, admin=False, live=live, metrics=metrics), host or server.host,
+                          port or server.port, "public"))
+        listeners.append((create_app(settings, public=False, live=live, metrics=metrics), admin.host, admin.port,
+                          "admin"))
     else:
         listeners.append((create_app(settings, live=live), host or server.host, port or server.port, "public+admin"))
     cap = limits.connection_cap(server.max_connections, len(listeners), soft)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -103,11 +105,18 @@ async def setup(tmp_path: Path, redis_server: Any, smtp: tuple[Inbox, int], sink
     await session.close()
 
 
-async def add(redis: Redis, ep: str, at_ms: int, ok: int = 0, fail: int = 0, gaveup: int = 0) -> None:
-    key = k.ep_minute(ep, at_ms // 60_000)
-    for name, n in (("ok", ok), ("fail", fail), ("gaveup", gaveup)):
+_n = iter(range(10**9))
+
+
+async def add(redis: Redis, ep: str, at_ms: int, ok: int = 0, fail: int = 0, retrying: int = 0,
+              last: str = "HTTP 503") -> None:
+    """Deliveries of ``ep`` whose latest attempt, at ``at_ms``, delivered / gave up / will be retried."""
+    for state, n in (("delivered", ok), ("failed", fail), ("retrying", retrying)):
         if n:
-            await redis.hincrby(key, name, n)
+            nids = [f"n{next(_n)}" for _ in range(n)]
+            await redis.zadd(k.ep_state(ep, state), dict.fromkeys(nids, at_ms))
+            if state != "delivered":
+                await redis.hset(k.delivery(nids[-1], ep), mapping={"last": last, "updated": at_ms})
 
 
 async def run(redis: Redis, settings: Settings, session: aiohttp.ClientSession, now_ms: int
@@ -121,30 +130,48 @@ def texts(hook: Sink) -> list[str]:
     return [json.loads(r.body)["text"] for r in hook.received]
 
 
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms // 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
 async def test_alert_once_per_frequency_then_recovery(redis: Redis, setup: Callable[..., Any],
                                                       smtp: tuple[Inbox, int]) -> None:
     settings, hook, session = await setup()
     inbox = smtp[0]
-    await add(redis, "a", NOW - 10 * 60_000, ok=6, fail=4, gaveup=1)
-    await add(redis, "b", NOW - 10 * 60_000, ok=20)
+    host = socket.gethostname()
+    start = NOW - 10 * 60_000
+    await add(redis, "a", start, ok=6, fail=1, retrying=3)
+    await add(redis, "b", start, ok=20)
 
     with capture_logs() as logs:
         notices = await run(redis, settings, session, NOW)
-    assert [(n.kind, n.subject) for n in notices] == [("failing", "a")]  # overall is 4 of 30: below
-    text = ("relay: endpoint a is failing: 4 of 10 delivery attempts (40.0%) failed in the last 4 h "
-            "(threshold 25%); 1 deliveries given up.")
+    assert [(n.kind, n.subject) for n in notices] == [("endpoint_failing", "a")]  # only a: no "all endpoints"
+    text = "\n".join([
+        f"relay on {host}: endpoint a (127.0.0.1:9) is failing since {iso(start)}.",
+        "4 of 10 deliveries (40.0%) failed in the last 4 h (threshold 25%): 3 retrying, 1 given up.",
+        f"Last error: HTTP 503 at {iso(start)}. Oldest waiting delivery: 10 min.",
+        "See: relay notifications list --endpoint a --state failed, or http://127.0.0.1:8080/dashboard; "
+        "once it is fixed: relay resend --endpoint a --state failed",
+    ])
     assert texts(hook) == [text]
+    payload = json.loads(hook.received[0].body)
+    assert {key: payload[key] for key in ("kind", "endpoint", "since", "failing", "attempted", "share", "host",
+                                          "url_host", "last_error", "threshold_percent")} == {
+        "kind": "endpoint_failing", "endpoint": "a", "since": iso(start), "failing": 4, "attempted": 10,
+        "share": 0.4, "host": host, "url_host": "127.0.0.1:9", "last_error": "HTTP 503", "threshold_percent": 25}
     assert hook.received[0].headers["Content-Type"] == "application/json"
     assert len(inbox.messages) == 1
     msg = inbox.messages[0]
-    assert msg["Subject"] == "[relay] endpoint a is failing (40.0% of attempts failed)"
+    assert msg["Subject"] == "[relay] endpoint a is failing (4 of 10 deliveries)"
     assert msg["From"] == "relay@example.com"
     assert inbox.envelopes[0].rcpt_tos == ["ops@example.com", "dev@example.com"]
-    assert msg.get_content().strip() == text
+    assert msg.get_content().replace("\r\n", "\n").strip() == text
     assert inbox.logins == [(b"relay", b"s3cret")]
-    assert [e for e in logs if e["event"] == "endpoint_failing"] == [{
-        "event": "endpoint_failing", "log_level": "warning", "subject": "a", "attempts": 10, "failed": 4,
-        "gaveup": 1, "failure_percent": 40.0, "window_hours": 4.0, "threshold_percent": 25.0}]
+    (event,) = [e for e in logs if e["event"] == "endpoint_failing"]
+    assert (event["subject"], event["failing"], event["attempted"]) == ("a", 4, 10)
+    # both alert keys are bounded
+    assert 0 < await redis.pttl(k.alert("ep:a")) <= 4 * HOUR
+    assert 0 < await redis.pttl(k.alert_open("ep:a")) <= k.ALERT_OPEN_TTL_MS
 
     # still failing a minute later, and until frequency_hours have passed: no repeat
     assert await run(redis, settings, session, NOW + 60_000) == []
@@ -153,19 +180,24 @@ async def test_alert_once_per_frequency_then_recovery(redis: Redis, setup: Calla
     assert await run(redis, settings, session, NOW + 4 * HOUR - 60_000) == []
     assert len(hook.received) == 1 and len(inbox.messages) == 1
 
-    # past frequency_hours and still failing: a reminder
+    # past frequency_hours and still failing: a reminder, with the same "since"
     notices = await run(redis, settings, session, NOW + 4 * HOUR + 60_000)
-    assert [(n.kind, n.subject) for n in notices] == [("failing", "a")]
+    assert [(n.kind, n.subject) for n in notices] == [("endpoint_failing", "a")]
+    assert json.loads(hook.received[1].body)["since"] == iso(start)
     assert len(hook.received) == 2 and len(inbox.messages) == 2
 
-    # the rate falls below the threshold: one recovery message, then quiet
+    # the share falls below the threshold: one recovery message with the incident's length, then quiet
     await add(redis, "a", NOW + 4 * HOUR + 90_000, ok=100)
     with capture_logs() as logs:
         notices = await run(redis, settings, session, NOW + 4 * HOUR + 2 * 60_000)
-    assert [(n.kind, n.subject) for n in notices] == [("recovered", "a")]
-    assert texts(hook)[-1] == ("relay: endpoint a recovered: 20 of 120 delivery attempts (16.7%) failed in the "
-                               "last 4 h (threshold 25%).")
-    assert inbox.messages[-1]["Subject"] == "[relay] endpoint a recovered (16.7% of attempts failed)"
+    assert [(n.kind, n.subject) for n in notices] == [("endpoint_recovered", "a")]
+    assert texts(hook)[-1] == (f"relay on {host}: endpoint a recovered after 4 h 12 min (since {iso(start)}). "
+                               "20 of 120 deliveries failing in the last 4 h (threshold 25%); 21 failed deliveries "
+                               "unresolved.")
+    recovered = json.loads(hook.received[-1].body)
+    assert (recovered["kind"], recovered["endpoint"], recovered["duration_s"]) == (
+        "endpoint_recovered", "a", (4 * HOUR + 12 * 60_000) // 1000)
+    assert inbox.messages[-1]["Subject"] == "[relay] endpoint a recovered"
     assert [e["event"] for e in logs] == ["endpoint_recovered"]
     assert await run(redis, settings, session, NOW + 4 * HOUR + 3 * 60_000) == []
     assert len(hook.received) == 3
@@ -174,14 +206,38 @@ async def test_alert_once_per_frequency_then_recovery(redis: Redis, setup: Calla
 async def test_min_deliveries_and_threshold_boundaries(redis: Redis, setup: Callable[..., Any]) -> None:
     settings, hook, session = await setup()
     await add(redis, "a", NOW, fail=9)
-    assert await run(redis, settings, session, NOW) == []  # 9 attempts: fewer than min_deliveries
+    assert await run(redis, settings, session, NOW) == []  # 9 deliveries: fewer than min_deliveries
     await add(redis, "a", NOW, ok=27)
     assert await run(redis, settings, session, NOW) == []  # 9 of 36 is exactly 25%: not more
     await add(redis, "a", NOW, fail=1)
     notices = await run(redis, settings, session, NOW)
-    assert [(n.kind, n.subject) for n in notices] == [("failing", "a"), ("failing", "_overall")]
-    assert texts(hook)[1] == ("relay: all endpoints are failing: 10 of 37 delivery attempts (27.0%) failed in "
-                              "the last 4 h (threshold 25%).")
+    assert [(n.kind, n.subject) for n in notices] == [("endpoint_failing", "a")]
+    assert "10 of 37 deliveries (27.0%)" in texts(hook)[0]
+    assert "All 2 endpoints" not in texts(hook)[0]
+
+
+async def test_all_endpoints_failing_is_said_only_when_every_one_is(redis: Redis, setup: Callable[..., Any]
+                                                                    ) -> None:
+    settings, hook, session = await setup()
+    await add(redis, "a", NOW, fail=10)
+    await add(redis, "b", NOW, fail=10)
+    notices = await run(redis, settings, session, NOW)
+    assert [(n.kind, n.subject) for n in notices] == [("endpoint_failing", "a"), ("endpoint_failing", "b")]
+    assert all("All 2 endpoints are failing" in t for t in texts(hook))
+
+
+async def test_per_endpoint_threshold_override(redis: Redis, setup: Callable[..., Any], tmp_path: Path,
+                                               smtp: tuple[Inbox, int], redis_server: Any) -> None:
+    settings, hook, session = await setup()
+    path = alert_config(tmp_path, smtp[1])
+    text = path.read_text().replace('name = "a"', 'name = "a"\nalert_threshold_percent = 50')
+    path.write_text(text)
+    strict = load_settings(path, {**TEST_ENV, "REDIS_URL": redis_server.url, "ALERT_WEBHOOK_URL": hook.url,
+                                  "SMTP_USER": "relay", "SMTP_PASS": "s3cret"})
+    await add(redis, "a", NOW, fail=4, ok=6)
+    assert await run(redis, strict, session, NOW) == []  # 40 % is under a's own 50 %
+    notices = await run(redis, settings, session, NOW)  # and over the [alerts] 25 %
+    assert [(n.kind, n.subject) for n in notices] == [("endpoint_failing", "a")]
 
 
 async def test_failures_outside_the_window_do_not_count(redis: Redis, setup: Callable[..., Any]) -> None:
@@ -192,16 +248,6 @@ async def test_failures_outside_the_window_do_not_count(redis: Redis, setup: Cal
     assert hook.received == []
 
 
-async def test_overall_alert_when_no_single_endpoint_has_enough_deliveries(
-        redis: Redis, setup: Callable[..., Any]) -> None:
-    settings, hook, session = await setup()
-    await add(redis, "a", NOW, ok=1, fail=5)
-    await add(redis, "b", NOW, ok=1, fail=5)
-    notices = await run(redis, settings, session, NOW)
-    assert [(n.kind, n.subject, n.counts.attempts) for n in notices] == [("failing", "_overall", 12)]
-    assert await redis.exists(k.alert("a")) == 0
-
-
 async def test_broken_channels_are_logged_and_do_not_stop_the_job(redis: Redis, setup: Callable[..., Any],
                                                                   sink: Callable[..., Any]) -> None:
     broken_hook = await sink([500])
@@ -209,7 +255,7 @@ async def test_broken_channels_are_logged_and_do_not_stop_the_job(redis: Redis, 
     await add(redis, "a", NOW, fail=10)
     with capture_logs() as logs:
         notices = await run(redis, settings, session, NOW)
-    assert [n.subject for n in notices] == ["a", "_overall"]
+    assert [n.subject for n in notices] == ["a"]
     events = {e["event"]: e for e in logs}
     assert events["alert_webhook_failed"]["status"] == 500
     assert events["alert_email_failed"]["error"] == "ConnectionRefusedError"
@@ -233,10 +279,11 @@ async def test_cron_job_uses_the_worker_clock(redis: Redis, setup: Callable[...,
     ctx: dict[str, Any] = {"settings": settings, "engine_options": {"clock": lambda: (NOW + 2 * HOUR) / 1000}}
     await jobs.startup(ctx)
     try:
-        assert await alerts.check_alerts(ctx) == {"failing": 2, "recovered": 0}  # b, and overall
+        assert await alerts.check_alerts(ctx) == {"endpoint_failing": 1, "endpoint_recovered": 0,
+                                                  "source_rejecting": 0, "source_recovered": 0}
     finally:
         await jobs.shutdown(ctx)
-    assert len(hook.received) == 2
+    assert len(hook.received) == 1
     crons = {c.name: c for c in WorkerSettings.cron_jobs}
     assert crons["cron:check_alerts"].unique is True
 

@@ -396,7 +396,8 @@ async def test_openapi_document_describes_every_route(client: TestClient) -> Non
     assert doc["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
     assert doc["security"] == [{"bearer": []}]
     names = {p["name"] for p in doc["paths"]["/api/notifications"]["get"]["parameters"]}
-    assert names == {"channel", "source", "state", "endpoint", "since", "until", "ref", "type", "limit", "cursor"}
+    assert names == {"channel", "source", "state", "endpoint", "since", "until", "ref", "type", "include_resolved",
+                     "limit", "cursor"}
 
 
 # -- the CLI -------------------------------------------------------------------------------------

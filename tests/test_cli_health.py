@@ -59,50 +59,68 @@ async def test_health_table_and_exit_0_when_healthy(tmp_path: Path, redis: Redis
 
     assert await cli("--config", cfg, "health") == 0
     out = capsys.readouterr().out
-    assert out.startswith("relay health: healthy\n")
+    assert out.startswith("relay health: healthy\n\n")
     assert "workers  1 alive; last seen: host:1" in out
     header, row = out.strip().splitlines()[-2:]
-    assert header.split() == ["endpoint", "pending", "in_flight", "retrying", "failed", "delivered", "fail",
-                              "1h", "fail", "24h", "oldest", "last", "ok", "last", "fail"]
-    assert row.split()[:6] == ["demo", "0", "0", "0", "0", "1"]
+    assert header.split() == ["endpoint", "pending", "in_flight", "retrying", "failed", "resolved", "delivered",
+                              "failing", "1h", "failing", "24h", "oldest", "last", "ok", "last", "fail"]
+    assert row.split()[:7] == ["demo", "0", "0", "0", "0", "0", "1"]
+    assert "0.0% of 1" in row
     assert "3 s ago" in row
 
 
-async def test_health_json_and_exit_1_with_reasons(tmp_path: Path, redis: Redis, capsys: Capsys) -> None:
+async def test_health_json_and_exit_2_with_problems(tmp_path: Path, redis: Redis, capsys: Capsys) -> None:
     now = int(time.time() * 1000)
     await redis.zadd(k.ep_state("demo", "pending"), {"n1": now - 20_000})
     cfg = config(tmp_path, [{"name": "demo", "url": "http://127.0.0.1:9/hook"}])
 
-    assert await cli("--config", cfg, "health", "--json", "--max-pending-age", "10") == 1
+    assert await cli("--config", cfg, "health", "--json", "--max-pending-age", "10") == 2
     report = json.loads(capsys.readouterr().out)
     assert report["status"] == "unhealthy"
-    assert report["reasons"][0].startswith("no live worker")
-    assert report["reasons"][1].startswith("endpoint demo: a delivery has waited 20 s (limit 10 s)")
+    assert [p["kind"] for p in report["problems"]] == ["no_worker", "backlog_too_old"]
+    backlog = report["problems"][1]
+    assert (backlog["endpoint"], backlog["limit_s"]) == ("demo", 10.0)
+    assert 20 <= backlog["oldest_age_s"] < 60
+    assert backlog["since"].endswith("Z")
 
-    assert await cli("--config", cfg, "health") == 1
+    assert await cli("--config", cfg, "health", "--max-pending-age", "10") == 2
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "relay health: UNHEALTHY"
-    assert lines[1].startswith("  - no live worker")
+    assert lines[1].startswith("  no_worker         no live worker")
+    assert lines[2].startswith("  backlog_too_old   endpoint demo: a delivery has waited 20 s")
+    assert "(since 20" in lines[2]
+
+    # the opposite: a live worker and no old work is healthy, exit 0
+    await redis.zadd(k.WORKERS, {"host:1": int(time.time() * 1000)})
+    await redis.zadd(k.ep_state("demo", "pending"), {"n1": int(time.time() * 1000)})
+    assert await cli("--config", cfg, "health", "--max-pending-age", "10") == 0
 
 
-async def test_health_redis_unreachable_is_one_line_and_exit_1(tmp_path: Path, capsys: Capsys,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_health_redis_unreachable_exits_2(tmp_path: Path, capsys: Capsys,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     port = free_port()
     monkeypatch.setenv("REDIS_URL", f"redis://:pw@127.0.0.1:{port}/0")
     cfg = config(tmp_path, [])
-    assert await cli("--config", cfg, "health") == 1
+    assert await cli("--config", cfg, "health") == 2
     captured = capsys.readouterr()
-    assert captured.out.count("\n") == 1
-    assert captured.out.startswith(f"relay health: UNHEALTHY: redis unreachable at redis://:***@127.0.0.1:{port}/0 "
-                                   "(ConnectionError")
+    assert captured.out.splitlines()[0] == "relay health: UNHEALTHY"
+    assert captured.out.splitlines()[1].startswith(
+        f"  redis_unreachable  Redis at redis://:***@127.0.0.1:{port}/0 is unreachable (ConnectionError")
     assert captured.err == ""
+    assert await cli("--config", cfg, "health", "--json") == 2
+    report = json.loads(capsys.readouterr().out)
+    assert report["problems"][0]["kind"] == "redis_unreachable"
 
 
-def test_health_bad_config_exits_2(tmp_path: Path, capsys: Capsys) -> None:
+def test_health_bad_config_or_arguments_exit_3(tmp_path: Path, capsys: Capsys) -> None:
     path = tmp_path / "relay.toml"
     path.write_text('[[sources]]\nname = "default"\nsecret_key_env = "X"\nsurprise = 1\n')
-    assert main(["--config", str(path), "health"]) == 2
+    assert main(["--config", str(path), "health"]) == 3
     assert "sources[0].surprise: unknown key" in capsys.readouterr().err
+    assert main(["--config", str(path), "health", "--max-pending-age", "soon"]) == 3
+    assert "'soon' is not a number" in capsys.readouterr().err
+    # other commands keep argparse's and the config's usual 2
+    assert main(["--config", str(path), "check-endpoints"]) == 2
 
 
 # -- relay check-endpoints ------------------------------------------------------------------------
@@ -134,9 +152,11 @@ async def get_server() -> AsyncIterator[Callable[..., Any]]:
 async def test_check_endpoints_table_and_exit_codes(tmp_path: Path, get_server: Callable[..., Any],
                                                     capsys: Capsys) -> None:
     ok, missing, hang = await get_server(200), await get_server(404), await get_server(None)
+    post_only = await get_server(405)
     closed = f"http://127.0.0.1:{free_port()}/hook"
     cfg = config(tmp_path, [{"name": "good", "url": ok}, {"name": "missing", "url": missing},
-                            {"name": "slow", "url": hang, "timeout": 0.3}, {"name": "down", "url": closed}])
+                            {"name": "slow", "url": hang, "timeout": 0.3}, {"name": "down", "url": closed},
+                            {"name": "postonly", "url": post_only}])
 
     assert await cli("--config", cfg, "check-endpoints") == 1
     lines = capsys.readouterr().out.splitlines()
@@ -146,14 +166,17 @@ async def test_check_endpoints_table_and_exit_codes(tmp_path: Path, get_server: 
     assert rows["missing"].endswith("expected HTTP 200, got 404")
     assert rows["slow"].endswith("no answer within 0.3 s")
     assert "ClientConnectorError" in rows["down"]
+    assert rows["postonly"].split()[2] == "405" and "ok (reachable; answers GET with 405" in rows["postonly"]
 
     assert await cli("--config", cfg, "check-endpoints", "--json") == 1
     results = {r["endpoint"]: r for r in json.loads(capsys.readouterr().out)}
     assert (results["good"]["ok"], results["good"]["status"]) == (True, 200)
     assert (results["down"]["ok"], results["down"]["status"]) == (False, None)
 
-    only_good = config(tmp_path, [{"name": "good", "url": ok}])
-    assert await cli("--config", only_good, "check-endpoints") == 0
+    assert (results["postonly"]["ok"], results["postonly"]["status"]) == (True, 405)
+
+    only_up = config(tmp_path, [{"name": "good", "url": ok}, {"name": "postonly", "url": post_only}])
+    assert await cli("--config", only_up, "check-endpoints") == 0
 
 
 # -- relay send-test ------------------------------------------------------------------------------
@@ -245,6 +268,19 @@ async def test_send_test_when_the_relay_is_not_running(tmp_path: Path, capsys: C
     cfg = config(tmp_path, [], extra=f"[server]\nport = {free_port()}\n")
     assert await cli("--config", cfg, "send-test", "--channel", "lcn") == 1
     assert "cannot reach the relay at http://127.0.0.1:" in capsys.readouterr().out
+
+
+async def test_send_test_counts_a_filtered_delivery_as_expected(stack: Callable[..., Any],
+                                                                sink: Callable[..., Any], capsys: Capsys) -> None:
+    good: Sink = await sink([200])
+    refunds: Sink = await sink([200])
+    cfg = await stack([{"name": "good", "url": good.url},
+                       {"name": "refunds", "url": refunds.url, "test_orders": False}])
+    assert await cli("--config", cfg, "send-test", "--timeout", "10") == 0
+    out = capsys.readouterr().out
+    assert "refunds: skipped" in out
+    assert out.rstrip().endswith("all delivered (1 skipped by endpoint filters, as configured)")
+    assert refunds.received == [] and len(good.received) == 1
 
 
 def test_send_test_without_the_secret_is_a_config_error(tmp_path: Path, capsys: Capsys,

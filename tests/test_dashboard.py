@@ -207,6 +207,29 @@ async def test_state_changing_posts_need_the_csrf_token(client: TestClient, redi
     assert await redis.zcard(k.resends(nid)) == 2
 
 
+async def test_resend_from_a_detail_page_defaults_to_where_it_failed(
+        aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis) -> None:
+    names = ("billing", "crm", "erp")
+    settings = make_settings(endpoints=[endpoint(n, "http://127.0.0.1:9/hook") for n in names],
+                             env={"RELAY_ADMIN_TOKEN": TOKEN})
+    client = await aiohttp_client(create_app(settings))
+    csrf = await login(client)
+    failed, fine = await ingest(client, ipn_fields("1")), await ingest(client, ipn_fields("2"))
+    for nid, states in ((failed, ("failed", "failed", "delivered")), (fine, ("delivered",) * 3)):
+        await redis.hset(k.notification(nid), "eps", ",".join(names))
+        for name, state in zip(names, states, strict=True):
+            await redis.hset(k.delivery(nid, name), mapping={"state": state, "attempts": 1})
+    page = await (await client.get(f"/dashboard/notifications/{failed}")).text()
+    assert '<option value="billing,crm" selected>where it failed: billing, crm</option>' in page
+    resp = await client.post(f"/dashboard/notifications/{failed}/resend",
+                             data={"csrf": csrf, "endpoint": "billing,crm"}, allow_redirects=False)
+    assert resp.status == 303
+    assert await redis.hget(k.notification(f"{failed}~r1"), "targets") == b"billing,crm"
+    # the opposite: nothing failed, so nothing is preselected but "every endpoint"
+    page = await (await client.get(f"/dashboard/notifications/{fine}")).text()
+    assert "where it failed" not in page and " selected" not in page.split('id="resend-endpoint"')[1][:600]
+
+
 # -- what the pages show -----------------------------------------------------------------------------
 
 
@@ -371,24 +394,33 @@ async def test_overview_empty_states(aiohttp_client: Any, make_settings: Callabl
 
 async def test_overview_states_and_hourly_chart(client: TestClient, settings: Settings, redis: Redis) -> None:
     now = int(time.time() * 1000)
-    minute = now // 60_000
-    await redis.hset(k.ep_minute("billing", minute), mapping={"ok": 3, "fail": 1})
-    await redis.hset(k.ep_minute("billing", minute - 60), mapping={"ok": 5})
-    await redis.hset(k.ep_minute("billing", minute - 23 * 60), mapping={"fail": 2})
-    await redis.hset(k.ep_minute("billing", minute - 25 * 60), mapping={"ok": 100})  # older than the chart
-    await redis.hset(k.STATS, mapping={"billing|last_ok": now - 1000, "billing|last_fail": now - 2000})
+    hour = now // 3_600_000 * 3_600_000
+    await redis.zadd(k.ep_state("billing", "delivered"), {"a": now, "b": now, "c": now, "d": hour - 1})
+    await redis.zadd(k.ep_state("billing", "failed"), {"e": now})
+    await redis.zadd(k.ep_state("billing", "retrying"), {"f": hour - 23 * 3_600_000})
+    await redis.zadd(k.ep_state("billing", "delivered"), {"g": hour - 25 * 3_600_000})  # older than the chart
     model = await dashboard.overview_model(redis, settings, now)
     hours = model["endpoints"]["billing"]["hours"]
-    assert len(hours) == 24 and hours[-1]["start"] == minute // 60 * 3_600_000
-    assert (hours[-1]["ok"], hours[-1]["fail"]) == (3, 1) and hours[-2]["ok"] == 5
-    assert hours[0]["fail"] == 2 and sum(h["ok"] for h in hours) == 8
-    assert model["endpoints"]["billing"]["state"] == "failing"  # a failure under 5 minutes ago
-    await redis.set(k.alert_open("billing"), now)
-    assert (await dashboard.overview_model(redis, settings, now))["endpoints"]["billing"]["state"] == "alerting"
-    row = {"last_hour": {"fail": 1}, "last_ok": now, "last_fail": now - 10 * 60_000}
-    assert dashboard.endpoint_state(row, False, now) == "healthy"  # recovered since
-    assert dashboard.endpoint_state({**row, "last_ok": now - 11 * 60_000}, False, now) == "failing"
-    assert dashboard.endpoint_state({"last_hour": {"fail": 0}}, False, now) == "healthy"
+    assert len(hours) == 24 and hours[-1]["start"] == hour
+    assert (hours[-1]["ok"], hours[-1]["fail"]) == (3, 1) and hours[-2]["ok"] == 1
+    assert hours[0]["fail"] == 1 and sum(h["ok"] for h in hours) == 4
+    # 1 of 5 deliveries failing in the window, and 5 is under min_deliveries: healthy, and so is the card
+    assert model["endpoints"]["billing"]["state"] == "healthy"
+    assert model["endpoints"]["billing"]["failing_since"] is None
+    await redis.zadd(k.ep_state("billing", "failed"), {f"x{i}": now - 1000 for i in range(6)})
+    model = await dashboard.overview_model(redis, settings, now)  # 7 of 11 in the 4 h window (f is older)
+    assert model["endpoints"]["billing"]["state"] == "failing"
+    assert model["endpoints"]["billing"]["failing_since"] == now - 1000  # the oldest failure in the window
+    assert dashboard.endpoint_state({"failing": False}) == "healthy"
+
+
+async def test_failing_endpoints_sort_first(make_settings: Callable[..., Settings], redis: Redis) -> None:
+    settings = make_settings(endpoints=[endpoint(n, "http://127.0.0.1:9/hook") for n in ("alpha", "beta", "gamma")])
+    now = int(time.time() * 1000)
+    await redis.zadd(k.ep_state("gamma", "failed"), {f"x{i}": now for i in range(10)})
+    model = await dashboard.overview_model(redis, settings, now)
+    assert list(model["endpoints"]) == ["gamma", "alpha", "beta"]
+    assert [p["endpoint"] for p in model["report"]["problems"] if p["kind"] == "endpoint_failing"] == ["gamma"]
 
 
 # -- the browser -------------------------------------------------------------------------------------
@@ -399,7 +431,8 @@ async def served(make_settings: Callable[..., Settings], redis: Redis, sink: Cal
                  ) -> AsyncIterator[tuple[str, Sink, Settings]]:
     """The real app on a free port, a real failing endpoint, and a real worker."""
     billing: Sink = await sink([500])
-    settings = make_settings(endpoints=[endpoint("billing", billing.url, timeout=10)],
+    # one delivery is enough evidence here (the default min_deliveries is 10): a per-endpoint override
+    settings = make_settings(endpoints=[endpoint("billing", billing.url, timeout=10, alert_min_deliveries=1)],
                              env={"RELAY_ADMIN_TOKEN": TOKEN})
     runner = web.AppRunner(create_app(settings), access_log=None)
     await runner.setup()
@@ -451,6 +484,9 @@ async def test_browser_sees_a_failure_and_a_resend_delivered(served: tuple[str, 
             nid = notification_id("default", "ipn", body)
             await expect(card).to_have_attribute("data-state", "failing", timeout=20_000)
             await expect(card.get_by_role("link", name="1 failed")).to_be_visible(timeout=20_000)
+            await expect(card.locator(".since")).to_contain_text("Failing since")
+            await expect(page.locator('[data-status="degraded"]')).to_be_visible()
+            await expect(page.locator(".problems")).to_contain_text("endpoint_failing: endpoint billing")
             assert await page.evaluate("window.__sameDocument") is True
             await expect(card.locator("time").first).not_to_contain_text("UTC")  # the viewer's time zone
             await page.screenshot(path=str(ARTIFACTS / "dashboard-overview.png"), full_page=True)
@@ -469,7 +505,8 @@ async def test_browser_sees_a_failure_and_a_resend_delivered(served: tuple[str, 
             # 4. the endpoint is fixed (and slow, so the page shows the resend before it is delivered)
             billing.script = [200]
             billing.delay = 2.0
-            await page.get_by_label("Send to").select_option("billing")
+            # the resend defaults to the endpoint where the delivery failed
+            await expect(page.get_by_label("Send to")).to_have_value("billing")
             await page.get_by_role("button", name="Resend").click()
             await expect(page).to_have_url(re.compile(rf"/dashboard/notifications/{nid}\?resent="))
             await expect(page.get_by_role("status").filter(has_text="queued")).to_be_visible()
@@ -490,8 +527,16 @@ async def test_browser_sees_a_failure_and_a_resend_delivered(served: tuple[str, 
             await expect(page.locator("table.list tbody tr")).to_have_count(2)
             await page.screenshot(path=str(ARTIFACTS / "dashboard-list.png"), full_page=True)
 
-            # a bulk resend of what failed finds nothing left to do: the resend delivered it
+            # the resend delivered it: the endpoint is healthy again and the failure is resolved
+            await page.goto(f"{base}/dashboard/")
+            await expect(card).to_have_attribute("data-state", "healthy")
+            await expect(page.locator('[data-status="healthy"]')).to_be_visible()
+            await page.goto(f"{base}/dashboard/notifications/{nid}")
+            await expect(row).to_contain_text("failed → resolved")
+            # so a listing of what failed is empty, and a bulk resend finds nothing to do
             await page.goto(f"{base}/dashboard/notifications?endpoint=billing&state=failed")
+            await expect(page.get_by_text("No notification matches these filters.")).to_be_visible()
+            await page.goto(f"{base}/dashboard/notifications?endpoint=billing&state=failed&include_resolved=true")
             await page.get_by_role("link", name="Resend all matching…").click()
             await expect(page.locator("#bulk-count")).to_contain_text("Nothing to resend")
             await expect(page.get_by_text("1 will be skipped")).to_be_visible()

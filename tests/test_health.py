@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from config.settings import Settings
@@ -16,62 +18,101 @@ from relay.store.stats import health_report
 from tests.support import RedisServer, free_port
 
 NOW = int(time.time() * 1000)
+HOUR = 3_600_000
 EPS = [{"name": "a", "url": "http://127.0.0.1:9/hook"}, {"name": "b", "url": "http://127.0.0.1:9/other"}]
-
-
-async def seed_minute(redis: Redis, ep: str, minutes_ago: int, now: int = NOW, **counts: int) -> None:
-    key = k.ep_minute(ep, now // 60_000 - minutes_ago)
-    for name, n in counts.items():
-        await redis.hincrby(key, name, n)
 
 
 async def seed(redis: Redis) -> None:
     await redis.zadd(k.ep_state("a", "pending"), {"n1": NOW - 120_000, "n2": NOW - 10_000})
     await redis.zadd(k.ep_state("a", "retrying"), {"n3": NOW - 200_000})
     await redis.zadd(k.ep_state("a", "in_flight"), {"n4": NOW - 1_000})
-    await redis.zadd(k.ep_state("a", "delivered"), {"n5": NOW, "n6": NOW, "n7": NOW})
-    await redis.zadd(k.ep_state("a", "failed"), {"n8": NOW})
+    await redis.zadd(k.ep_state("a", "delivered"), {"n5": NOW, "n6": NOW - 2 * HOUR, "n7": NOW - 25 * HOUR})
+    await redis.zadd(k.ep_state("a", "failed"), {"n8": NOW - 3 * HOUR})
     await redis.zadd(k.ep_state("b", "skipped"), {"n9": NOW})
-    await seed_minute(redis, "a", 0, ok=3, fail=1)
-    await seed_minute(redis, "a", 59, ok=1)
-    await seed_minute(redis, "a", 60, fail=5, gaveup=2)
-    await seed_minute(redis, "a", 1440, ok=100)  # one minute past the 24 h window
     await redis.hset(k.STATS, mapping={"a|last_ok": NOW - 5_000, "a|last_fail": NOW - 60_000, "a|delivered": 4})
     await redis.zadd(k.WORKERS, {"host:1": NOW - 4_000, "host:2": NOW - 31_000})
     await redis.zadd(k.QUEUE_NAME, {"fanout:x": NOW - 1_000})
     await redis.zadd(k.FANOUT, {"x": 7})
 
 
-async def test_report_counts_rates_ages_workers_and_queue(redis: Redis, make_settings: Callable[..., Settings]
-                                                          ) -> None:
+async def test_report_counts_per_delivery_ages_workers_and_queue(
+        redis: Redis, make_settings: Callable[..., Settings]) -> None:
     await seed(redis)
     report = await health_report(redis, make_settings(endpoints=EPS), NOW)
 
     a, b = report["endpoints"]["a"], report["endpoints"]["b"]
     assert (a["pending"], a["in_flight"], a["retrying"], a["delivered"], a["failed"]) == (2, 1, 1, 3, 1)
-    assert a["last_hour"] == {"ok": 4, "fail": 1, "gaveup": 0, "failure_rate": 0.2}
-    assert a["last_day"] == {"ok": 4, "fail": 6, "gaveup": 2, "failure_rate": 0.6}
+    # per delivery, by last change: n3 (retrying) and n5 in the last hour; n6, n8 too in 24 h; n7 is older
+    assert (a["last_hour"]["failing"], a["last_hour"]["attempted"], a["last_hour"]["share"]) == (1, 2, 0.5)
+    assert (a["last_day"]["failing"], a["last_day"]["attempted"], a["last_day"]["share"]) == (2, 4, 0.5)
     assert a["oldest_pending_age_s"] == 200.0  # the retrying one, older than both pending ones
     assert (a["last_ok"], a["last_fail"]) == (NOW - 5_000, NOW - 60_000)
     assert b["skipped"] == 1 and b["pending"] == 0
-    assert b["last_hour"]["failure_rate"] is None and b["oldest_pending_age_s"] is None
+    assert b["last_hour"]["share"] is None and b["oldest_pending_age_s"] is None
     assert b["last_ok"] is None
     assert report["queue"] == {"arq": 1, "fanout": 1, "depth": 2, "oldest_age_s": 1.0}
     assert report["workers"]["alive"] == 1
     assert [(w["name"], w["alive"]) for w in report["workers"]["list"]] == [("host:1", True), ("host:2", False)]
     assert report["redis"]["reachable"] is True and report["redis"]["used_memory"] > 0
     assert report["redis"]["persistence"] == "none"  # the test server runs with --save "" --appendonly no
-    assert report["status"] == "healthy" and report["reasons"] == []
+    # 2 of 4 deliveries failing is above 25 %, but 4 is under min_deliveries (10): no problem
+    assert report["status"] == "healthy" and report["problems"] == []
     assert any("persistence is off" in w for w in report["warnings"])
+
+
+async def failing_of(redis: Redis, ep: str, failing: int, total: int, state: str = "failed") -> None:
+    await redis.zadd(k.ep_state(ep, state), {f"f{i}": NOW - 60_000 - i for i in range(failing)})
+    await redis.zadd(k.ep_state(ep, "delivered"), {f"d{i}": NOW - 30_000 for i in range(total - failing)})
+    await redis.hset(k.delivery("f0", ep), mapping={"last": "HTTP 503", "updated": NOW - 60_000})
+
+
+@pytest.mark.parametrize(("failing", "total", "state", "status"), [
+    (2, 10, "failed", "healthy"),      # 2 of 10 notifications: 20 %, however many attempts each took
+    (3, 10, "failed", "degraded"),     # 30 % > 25 %
+    (12, 40, "retrying", "degraded"),  # 12 of 40 waiting for a retry: 30 %
+    (9, 40, "retrying", "healthy"),    # 22.5 %
+])
+async def test_failing_share_is_per_delivery(redis: Redis, make_settings: Callable[..., Settings], failing: int,
+                                             total: int, state: str, status: str) -> None:
+    await redis.zadd(k.WORKERS, {"host:1": NOW})
+    await failing_of(redis, "a", failing, total, state)
+    report = await health_report(redis, make_settings(endpoints=EPS), NOW)
+    assert report["status"] == status
+    w = report["endpoints"]["a"]["window"]
+    assert (w["failing"], w["attempted"]) == (failing, total)
+    if status == "degraded":
+        (p,) = report["problems"]
+        assert p["kind"] == "endpoint_failing" and p["endpoint"] == "a" and p["url_host"] == "127.0.0.1:9"
+        assert (p["failing"], p["attempted"], p["share"]) == (failing, total, round(failing / total, 4))
+        assert p["last_error"] == "HTTP 503"
+        assert p["since"] == datetime.fromtimestamp((NOW - 60_000 - failing + 1) // 1000, UTC).isoformat(
+            ).replace("+00:00", "Z")
+        assert f"{failing} of {total} deliveries" in p["message"]
+    else:
+        assert report["problems"] == []
+
+
+async def test_per_endpoint_threshold_overrides_alerts(redis: Redis, make_settings: Callable[..., Settings]
+                                                       ) -> None:
+    await redis.zadd(k.WORKERS, {"host:1": NOW})
+    await failing_of(redis, "a", 2, 10)
+    await failing_of(redis, "b", 2, 10)
+    eps = [{**EPS[0], "alert_threshold_percent": 10}, {**EPS[1], "alert_min_deliveries": 11}]
+    report = await health_report(redis, make_settings(endpoints=eps, extra="[alerts]\nthreshold_percent = 15\n"),
+                                 NOW)
+    assert [(p["kind"], p["endpoint"], p["threshold_percent"]) for p in report["problems"]] == [
+        ("endpoint_failing", "a", 10)]
+    assert report["endpoints"]["b"]["window"]["min_deliveries"] == 11
 
 
 async def test_old_pending_delivery_makes_it_unhealthy(redis: Redis, make_settings: Callable[..., Settings]
                                                        ) -> None:
     await seed(redis)
-    settings = make_settings(endpoints=EPS, extra="[health]\nmax_pending_age = 150\n")
+    settings = make_settings(endpoints=EPS, extra="[health]\nmax_pending_age = 100\n")
     report = await health_report(redis, settings, NOW)
     assert report["status"] == "unhealthy"
-    assert report["reasons"] == ["endpoint a: a delivery has waited 200 s (limit 150 s)"]
+    assert report["reasons"] == ["endpoint a: a delivery has waited 120 s to be attempted (limit 100 s)"]
+    assert report["problems"][0]["kind"] == "backlog_too_old"
 
     override = await health_report(redis, settings, NOW, max_pending_age=250)
     assert override["status"] == "healthy" and override["max_pending_age_s"] == 250
@@ -82,7 +123,9 @@ async def test_no_live_worker_is_unhealthy_and_names_the_last_one_seen(
     await redis.zadd(k.WORKERS, {"host:9": NOW - 95_000})
     report = await health_report(redis, make_settings(endpoints=EPS), NOW)
     assert report["status"] == "unhealthy"
-    assert report["reasons"] == ["no live worker (no heartbeat in the last 30 s; last seen: host:9 95 s ago)"]
+    assert report["reasons"] == ["no live worker (no heartbeat in the last 30 s; last seen: host:9 95 s ago): "
+                                 "nothing is delivered; start relay worker"]
+    assert report["problems"][0]["kind"] == "no_worker" and report["problems"][0]["last_worker"] == "host:9"
 
 
 async def test_old_fanout_job_makes_it_unhealthy(redis: Redis, make_settings: Callable[..., Settings]) -> None:
@@ -90,9 +133,10 @@ async def test_old_fanout_job_makes_it_unhealthy(redis: Redis, make_settings: Ca
     await redis.zadd(k.QUEUE_NAME, {"fanout:y": NOW - 400_000})
     report = await health_report(redis, make_settings(endpoints=EPS), NOW)
     assert report["reasons"] == ["queue: a fan-out job has waited 400 s (limit 300 s)"]
+    assert report["status"] == "unhealthy"
 
 
-async def test_unreachable_redis_is_a_reason_not_an_exception(make_settings: Callable[..., Settings]) -> None:
+async def test_unreachable_redis_is_a_problem_not_an_exception(make_settings: Callable[..., Settings]) -> None:
     dead = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
     try:
         report = await health_report(dead, make_settings(endpoints=EPS), NOW)
@@ -100,7 +144,8 @@ async def test_unreachable_redis_is_a_reason_not_an_exception(make_settings: Cal
         await dead.aclose()
     assert report["status"] == "unhealthy"
     assert report["redis"]["reachable"] is False
-    assert len(report["reasons"]) == 1 and report["reasons"][0].startswith("redis unreachable (ConnectionError")
+    (problem,) = report["problems"]
+    assert problem["kind"] == "redis_unreachable" and problem["error"].startswith("ConnectionError")
 
 
 async def _persistence(server: RedisServer, settings: Settings) -> str:

@@ -148,8 +148,12 @@ async def test_bulk_by_filter_requeues_exactly_the_failed_ones_once(
     resent = [h for h, _ in billing.received if h["Relay-Resend"] == "true"]
     assert sorted(h["Relay-Resend-Of"] for h in resent) == sorted([a, c])
     assert len(crm.received) == 4  # nothing went to crm again
-    # the originals are still "failed", but already carried by a delivered resend: nothing to do
+    # the originals are resolved by their delivered resends: no longer "failed", nothing selected
     status, doc = await post(client, "/api/resend", request)
+    assert status == 202 and doc["count"] == 0 and doc["skipped_count"] == 0
+    # asked for explicitly, they are still carried by a delivered resend: nothing to do
+    resolved_too = {"filter": {**request["filter"], "include_resolved": True}}
+    status, doc = await post(client, "/api/resend", resolved_too)
     assert status == 202 and doc["count"] == 0 and doc["skipped_count"] == 2
     assert all("already resent" in s["reason"] for s in doc["skipped"])
 
@@ -252,7 +256,8 @@ async def test_cli_resend_one_ids_and_by_filter(client: TestClient, api_settings
     (["ipn_" + "0" * 24, "--state", "failed"], "--state selects by filter"),
     (["ipn_" + "0" * 24, "--ids", "x"], "ID or --ids"),
     (["--state", "failed", "--since", "soon", "--yes"], "--since 'soon'"),
-    (["--endpoint", "ledger", "--state", "failed", "--yes"], "--endpoint 'ledger': not a configured endpoint"),
+    (["--endpoint", "ledger", "--state", "failed", "--yes"],
+     "--endpoint 'ledger': is not a configured endpoint (known: billing, crm)"),
     (["ipn_" + "0" * 24], "no notification"),
 ])
 async def test_cli_resend_refusals(api_settings: Settings, redis: Redis, args: list[str], message: str) -> None:

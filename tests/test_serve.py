@@ -53,6 +53,8 @@ async def test_public_and_admin_listeners_are_apart(tmp_path: Path, redis_server
             async with http.post(f"http://127.0.0.1:{admin}/ipn", data=b"x=1", headers=FORM) as resp:
                 assert resp.status == 404  # and the admin listener takes no notifications
             async with http.get(f"http://127.0.0.1:{public}/metrics") as resp:
+                assert resp.status == 404  # [server] public_metrics is off by default
+            async with http.get(f"http://127.0.0.1:{admin}/metrics") as resp:
                 assert "relay_notifications_accepted_total" in await resp.text()
     finally:
         proc.stop()

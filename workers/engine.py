@@ -42,11 +42,11 @@ LEASE_MARGIN_S = 5.0
 MAX_ANSWER_BYTES = 1 << 20
 
 
-def bucket(seconds: float) -> int:
-    for i, upper in enumerate(LATENCY_BUCKETS):
+def bucket(seconds: float, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> int:
+    for i, upper in enumerate(bounds):
         if seconds <= upper:
             return i
-    return len(LATENCY_BUCKETS)
+    return len(bounds)
 
 
 Claim = tuple[str, int, list[forward.Claimed]]  # code, wait (ms from now, or blocking seq), items

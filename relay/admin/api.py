@@ -126,7 +126,10 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
 
 async def list_notifications(request: web.Request) -> web.Response:
     query = validate(ListQuery, _single_values(request))
-    page = await queries.scan(request.config_dict[appkeys.REDIS], query.filters(), limit=query.limit,
+    settings = request.config_dict[appkeys.LIVE].settings
+    filters = queries.check_known(query.filters(), queries.known_names(settings))
+    page = await queries.scan(request.config_dict[appkeys.REDIS], filters, limit=query.limit,
+                              endpoints=list(settings.endpoints),
                               cursor=query.cursor)
     return web.json_response({"items": [row.summary() for row in page.items], "next_cursor": page.next_cursor,
                               "index": page.index})
@@ -146,6 +149,9 @@ async def resend_one(request: web.Request) -> web.Response:
 
 async def resend_bulk(request: web.Request) -> web.Response:
     body = validate(BulkRequest, await _json_object(request), unknown="field")
+    if body.filter is not None:
+        queries.check_known(body.filter, queries.known_names(request.config_dict[appkeys.LIVE].settings),
+                            prefix="filter.")
     result = await request.config_dict[appkeys.RESENDER].bulk(
         ids=body.ids, filters=body.filter, endpoint=body.endpoint, dry_run=body.dry_run,
         idempotency_key=_idempotency_key(request, body))

@@ -108,6 +108,8 @@ DELIVERY_SUMMARY: Schema = {
         "last": _nullable("string"),
         "updated_at": _nullable("string"),
         "next_at": _nullable("string"),
+        "resolved_by": _nullable("string"),
+        "resolved_at": _nullable("string"),
     },
 }
 SUMMARY_PROPS: Schema = {

@@ -52,9 +52,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# `relay health` follows the monitoring-plugin convention (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN):
+# when it cannot evaluate (bad config, bad arguments) it must not look like CRITICAL
+UNKNOWN_EXIT = {"health": 3}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in args if a in UNKNOWN_EXIT), None)
     parser = build_parser()
-    ns = parser.parse_args(argv)
+    try:
+        ns = parser.parse_args(args)
+    except SystemExit as exc:
+        if exc.code == 2 and command is not None:  # argparse's usage error
+            return UNKNOWN_EXIT[command]
+        raise
     if not hasattr(ns, "config"):
         ns.config = None
     try:
@@ -68,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
     except (ConfigError, UsageError, BadRedisURL) as exc:  # a clear one-line message instead of a traceback
         print(f"relay: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return UNKNOWN_EXIT.get(ns.command, EXIT_CONFIG)
     except ListenError as exc:
         print(f"relay: {exc}", file=sys.stderr)
         return EXIT_LISTEN

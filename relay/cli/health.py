@@ -37,17 +37,23 @@ def ago(ms: int | None, now_ms: int) -> str:
 # -- relay health ---------------------------------------------------------------------------------
 
 def _rate(window: dict[str, Any]) -> str:
-    rate = window["failure_rate"]
-    return "-" if rate is None else f"{100 * rate:.1f}% of {window['ok'] + window['fail']}"
+    share = window["share"]
+    return "-" if share is None else f"{100 * share:.1f}% of {window['attempted']}"
+
+
+def _problem_line(p: dict[str, Any], now: int) -> str:
+    since = f" (since {p['since']})" if p.get("since") else ""
+    return f"  {p['kind']:<17} {p['message']}{since}"
 
 
 def render_health(report: dict[str, Any], url: str) -> str:
     now = report["checked_at"]
     redis = report["redis"]
+    status = report["status"]
+    head = f"relay health: {status if status == 'healthy' else status.upper()}"
     if not redis["reachable"]:
-        return f"relay health: UNHEALTHY: redis unreachable at {url} ({redis['error']})"
-    lines = [f"relay health: {'healthy' if report['status'] == 'healthy' else 'UNHEALTHY'}"]
-    lines += [f"  - {reason}" for reason in report["reasons"]]
+        return f"{head}\n  redis_unreachable  Redis at {url} is unreachable ({redis['error']})"
+    lines = [head, *(_problem_line(p, now) for p in report["problems"])]
     queue, workers = report["queue"], report["workers"]
     seen = ", ".join(f"{w['name']} ({ago(w['last_seen'], now)})" for w in workers["list"][:5]) or "none known"
     lines += [
@@ -58,14 +64,15 @@ def render_health(report: dict[str, Any], url: str) -> str:
     ]
     lines += [f"warning  {w}" for w in report["warnings"]]
     if report["endpoints"]:
-        headers = ("endpoint", "pending", "in_flight", "retrying", "failed", "delivered", "fail 1h", "fail 24h",
-                   "oldest", "last ok", "last fail")
+        headers = ("endpoint", "pending", "in_flight", "retrying", "failed", "resolved", "delivered", "failing 1h",
+                   "failing 24h", "oldest", "last ok", "last fail")
         rows = [
-            (name, str(ep["pending"]), str(ep["in_flight"]), str(ep["retrying"]), str(ep["failed"]),
-             str(ep["delivered"]), _rate(ep["last_hour"]), _rate(ep["last_day"]),
+            (name + (" FAILING" if ep["failing"] else ""), str(ep["pending"]), str(ep["in_flight"]),
+             str(ep["retrying"]), str(ep["failed"]), str(ep["resolved"]), str(ep["delivered"]),
+             _rate(ep["last_hour"]), _rate(ep["last_day"]),
              "-" if ep["oldest_pending_age_s"] is None else f"{ep['oldest_pending_age_s']:.0f} s",
              ago(ep["last_ok"], now), ago(ep["last_fail"], now))
-            for name, ep in report["endpoints"].items()
+            for name, ep in sorted(report["endpoints"].items(), key=lambda item: not item[1]["failing"])
         ]
         lines += ["", *table(headers, rows)]
     else:
@@ -90,16 +97,17 @@ def _health_args(p: argparse.ArgumentParser) -> None:
                    help="unhealthy when a delivery has waited longer (default: [health] max_pending_age, 300)")
 
 
-@commands.add("health", "show deliveries, workers and Redis; exit 0 healthy, 1 unhealthy, 2 bad config",
-         _health_args)
+@commands.add("health", "the relay's health and its problems; exit 0 healthy, 1 degraded, 2 unhealthy, "
+              "3 cannot evaluate (bad config or arguments)", _health_args)
 def health(ns: argparse.Namespace) -> int:
     from relay.store.connection import redis_url, safe_url
+    from relay.store.stats import STATUS_EXIT
 
     settings = settings_from(ns, require_secrets=False)
     report = asyncio.run(_health(settings, ns.max_pending_age))
     text = json_text(report) if ns.json else render_health(report, safe_url(redis_url(settings)))
     print("\n".join(clean(line) for line in text.splitlines()))
-    return 0 if report["status"] == "healthy" else 1
+    return STATUS_EXIT[report["status"]]
 
 
 # -- relay check-endpoints ------------------------------------------------------------------------
@@ -117,9 +125,15 @@ async def _check(session: aiohttp.ClientSession, ep: Endpoint) -> dict[str, Any]
     except aiohttp.ClientError as exc:
         error = f"{type(exc).__name__}: {exc}"
     ms = round((time.perf_counter() - started) * 1000, 1)
-    verdict = "ok" if status == 200 else (error or f"expected HTTP 200, got {status}")
-    return {"endpoint": ep.name, "url": ep.url, "status": status, "ms": ms, "ok": status == 200,
-            "verdict": verdict}
+    ok = status in (200, 405)
+    if status == 200:
+        verdict = "ok"
+    elif status == 405:
+        # an endpoint that takes only POST answers GET with 405: it is up, which is all this checks
+        verdict = "ok (reachable; answers GET with 405 Method Not Allowed, as a POST-only endpoint may)"
+    else:
+        verdict = error or f"expected HTTP 200, got {status}"
+    return {"endpoint": ep.name, "url": ep.url, "status": status, "ms": ms, "ok": ok, "verdict": verdict}
 
 
 async def check_endpoints(endpoints: Iterable[Endpoint]) -> list[dict[str, Any]]:
@@ -132,7 +146,8 @@ def _json_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
-@commands.add("check-endpoints", "GET every endpoint URL and expect 200; exit 1 if any fails", _json_arg)
+@commands.add("check-endpoints", "GET every endpoint URL and expect 200 (405 counts as reachable); "
+              "exit 1 if any fails", _json_arg)
 def check_endpoints_cmd(ns: argparse.Namespace) -> int:
     settings = settings_from(ns, require_secrets=False)
     results = asyncio.run(check_endpoints(settings.endpoints.values()))

@@ -35,6 +35,8 @@ def _filter_options(p: argparse.ArgumentParser, *, endpoint_help: str) -> None:
     p.add_argument("--until", help="received at or before (ISO-8601 or epoch ms)")
     p.add_argument("--ref", help="REFNO, LICENSE_CODE or sale_id")
     p.add_argument("--type", help="event type, e.g. order.refunded (docs/events.md)")
+    p.add_argument("--include-resolved", action="store_true",
+                   help="with --state failed: also failures a delivered resend resolved (hidden by default)")
 
 
 def _hidden_config(p: argparse.ArgumentParser) -> None:
@@ -80,8 +82,14 @@ def resend(ns: argparse.Namespace) -> int:
     return run_redis(ns, _resend)
 
 
-def _filters(ns: argparse.Namespace) -> queries.Filters:
-    return queries.parse_filters({name: getattr(ns, name) for name in FILTER_OPTIONS})
+def _filters(ns: argparse.Namespace, settings: Settings) -> queries.Filters:
+    values: dict[str, object] = {name: getattr(ns, name) for name in FILTER_OPTIONS}
+    values["include_resolved"] = bool(getattr(ns, "include_resolved", False))
+    return queries.check_known(queries.parse_filters(values), queries.known_names(settings))
+
+
+def _state(d: dict[str, Any]) -> str:
+    return f"{d['state']}→resolved" if d.get("resolved_by") else str(d["state"])
 
 
 # -- notifications list / show -------------------------------------------------------------------
@@ -89,15 +97,15 @@ def _filters(ns: argparse.Namespace) -> queries.Filters:
 
 async def _list(ns: argparse.Namespace, settings: Settings, redis: Redis) -> int:
     limit = queries.parse_limit(ns.limit)
-    filters = _filters(ns)
-    page = await queries.scan(redis, filters, limit=limit, cursor=ns.cursor)
+    filters = _filters(ns, settings)
+    page = await queries.scan(redis, filters, limit=limit, cursor=ns.cursor, endpoints=list(settings.endpoints))
     items = [row.summary() for row in page.items]
     if ns.json:
         print_json({"items": items, "next_cursor": page.next_cursor, "index": page.index})
         return 0
     rows = [["ID", "RECEIVED", "CH", "SOURCE", "TYPE", "REF", "STATUS", "DELIVERIES"]]
     for item in items:
-        deliveries = " ".join(f"{ep}:{d['state']}" for ep, d in item["deliveries"].items()) or "(not routed yet)"
+        deliveries = " ".join(f"{ep}:{_state(d)}" for ep, d in item["deliveries"].items()) or "(not routed yet)"
         rows.append([clean(cell) for cell in (item["id"], item["received_at"] or "", item["channel"], item["source"],
                                               item["type"] or "-", item["ref"], item["status"], deliveries)])
     _print_table(rows)
@@ -133,7 +141,10 @@ async def _show(ns: argparse.Namespace, settings: Settings, redis: Redis) -> int
     print("deliveries:" if doc["deliveries"] else "deliveries:    none yet (not routed)")
     for ep, d in doc["deliveries"].items():
         extra = " ".join(f"{key}={clean(d[key])}" for key in ("last", "next", "reason") if d.get(key))
-        print(f"  {clean(ep)}: {clean(d.get('state'))} after {clean(d.get('attempts', 0))} attempt(s) {extra}".rstrip())
+        state = d.get("state")
+        if d.get("resolved_by"):
+            state = f"failed → resolved by resend {d['resolved_by']} at {d.get('resolved_at')},"
+        print(f"  {clean(ep)}: {clean(state)} after {clean(d.get('attempts', 0))} attempt(s) {extra}".rstrip())
         for a in d["attempt_log"]:
             status = a.get("status") or a.get("error") or ""
             line = f"#{a.get('n')} {a.get('at')} {a.get('outcome')} {status} {a.get('message') or ''}"
@@ -170,7 +181,7 @@ async def _resend(ns: argparse.Namespace, settings: Settings, redis: Redis) -> i
         result = await resender.bulk(ids=ids, endpoint=ns.endpoint, idempotency_key=key, origin=cli_origin())
         _report_bulk(ns, result)
         return 0
-    filters = _filters(ns)
+    filters = _filters(ns, settings)
     if filters.empty:
         raise Usage("name a notification ID, --ids, or at least one filter (--state, --endpoint, --since, ...)")
     preview = await resender.bulk(filters=filters, dry_run=True)

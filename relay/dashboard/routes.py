@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from relay.dashboard.sessions import Session, current_session, session_of
 from relay.store import queries
 from relay.store.queries import QueryError
 from relay.store.resend import Resender
-from relay.store.stats import DAY_MIN, health_report, queue_minutes
+from relay.store.stats import health_report, hourly
 from relay.web import appkeys, inputs
 
 logger = structlog.get_logger()
@@ -46,12 +46,11 @@ logger = structlog.get_logger()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BASE = view.BASE
 REFRESH_MS = 5000
-RECENT_FAILURE_MS = 5 * 60_000
 SENSITIVE = ("PASSWORD", "SECRET", "TOKEN")
 STATIC = Path(__file__).resolve().parent / "static"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 ASSETS = web.AppKey("dashboard_assets", str)
-LIST_FILTERS = ("channel", "source", "state", "endpoint", "ref", "type")
+LIST_FILTERS = ("channel", "source", "state", "endpoint", "ref", "type", "include_resolved")
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
                                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -249,16 +248,9 @@ async def logout(request: web.Request) -> web.StreamResponse:
 # -- overview ----------------------------------------------------------------------------------------
 
 
-def endpoint_state(row: Mapping[str, Any], alerting: bool, now_ms: int) -> str:
-    """alerting: an alert is open; failing: failures in the last hour, and either none of them has been
-    followed by a success yet or the latest is under five minutes old; healthy otherwise."""
-    if alerting:
-        return "alerting"
-    if row.get("last_hour", {}).get("fail", 0) > 0:
-        last_fail, last_ok = row.get("last_fail") or 0, row.get("last_ok") or 0
-        if last_fail >= last_ok or now_ms - last_fail < RECENT_FAILURE_MS:
-            return "failing"
-    return "healthy"
+def endpoint_state(row: Mapping[str, Any]) -> str:
+    """failing exactly when the evaluation of health says so (relay/store/stats.py); else healthy."""
+    return "failing" if row.get("failing") else "healthy"
 
 
 def _target(url: str) -> str:
@@ -273,27 +265,14 @@ async def overview_model(redis: Redis, settings: Settings, now_ms: int) -> dict[
     model: dict[str, Any] = {"report": report, "endpoints": {}, "total": None}
     if not report["redis"]["reachable"]:
         return model
-    endpoints = list(settings.endpoints)
-    now_min = now_ms // 60_000
-    span = min(DAY_MIN, 23 * 60 + now_min % 60 + 1)  # this clock hour so far, and the 23 before it
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.zcard(k.IDX_ALL)
-        for ep in endpoints:
-            pipe.exists(k.alert_open(ep))
-        queue_minutes(pipe, endpoints, now_ms, span)
-        rows = await pipe.execute()
-    model["total"] = int(rows[0])
-    alerting = rows[1:1 + len(endpoints)]
-    minutes = rows[1 + len(endpoints):]
-    hour_now = now_min // 60
-    for i, ep in enumerate(endpoints):
-        hours = [{"start": (hour_now - 23 + h) * 3_600_000, "ok": 0, "fail": 0} for h in range(24)]
-        for m, (ok, fail, _) in enumerate(minutes[i * span:(i + 1) * span]):
-            slot = hours[23 - (hour_now - (now_min - m) // 60)]
-            slot["ok"] += int(ok or 0)
-            slot["fail"] += int(fail or 0)
+    # failing endpoints first, as the evaluation found them
+    endpoints = sorted(settings.endpoints, key=lambda ep: not report["endpoints"].get(ep, {}).get("failing"))
+    model["total"] = int(await redis.zcard(k.IDX_ALL))
+    charts = await hourly(redis, endpoints, now_ms)
+    for ep in endpoints:
         row = report["endpoints"].get(ep, {})
-        model["endpoints"][ep] = {"state": endpoint_state(row, bool(alerting[i]), now_ms), "hours": hours,
+        model["endpoints"][ep] = {"state": endpoint_state(row), "hours": charts[ep],
+                                  "failing_since": row.get("failing_since"),
                                   "target": _target(settings.endpoints[ep].url)}
     return model
 
@@ -319,14 +298,16 @@ def list_params(request: web.Request) -> dict[str, str]:
     return {name: value.strip() for name, value in request.query.items() if value.strip()}
 
 
-def list_filters(params: Mapping[str, str], now_ms: int) -> queries.Filters:
+def list_filters(params: Mapping[str, str], now_ms: int,
+                 known: Mapping[str, Collection[str]] | None = None) -> queries.Filters:
     raw: dict[str, object] = {name: params[name] for name in LIST_FILTERS if name in params}
     period = params.get("period")
     if period in view.PERIODS:
         raw["since"] = now_ms - view.PERIODS[period][1]
     elif period == "custom":
         raw.update({name: params[name] for name in ("since", "until") if name in params})
-    return queries.parse_filters(raw)
+    f = queries.parse_filters(raw)
+    return f if known is None else queries.check_known(f, known)
 
 
 def frozen(params: Mapping[str, str], f: queries.Filters, *, until: int | None = None) -> dict[str, str]:
@@ -350,9 +331,11 @@ class Listing:
 
 
 async def listing(request: web.Request, params: Mapping[str, str]) -> Listing:
-    f = list_filters(params, int(time.time() * 1000))
+    settings = request.config_dict[appkeys.LIVE].settings
+    f = list_filters(params, int(time.time() * 1000), queries.known_names(settings))
     cursor = params.get("cursor")
-    page = await queries.scan(request.config_dict[appkeys.REDIS], f, limit=queries.DEFAULT_LIMIT, cursor=cursor)
+    page = await queries.scan(request.config_dict[appkeys.REDIS], f, limit=queries.DEFAULT_LIMIT, cursor=cursor,
+                              endpoints=list(settings.endpoints))
     fixed = frozen(params, f)
     url = f"{BASE}/notifications"
     next_url = f"{url}?{urlencode({**fixed, 'cursor': page.next_cursor})}" if page.next_cursor else None
@@ -441,7 +424,10 @@ async def detail(request: web.Request) -> web.StreamResponse:
     resent = request.query.get("resent", "")
     routed = [ep for ep in doc.get("deliveries", {}) if ep in settings.endpoints]
     choices = routed or sorted(settings.endpoints)
-    context = {"doc": doc, "endpoints": choices, "idempotency_key": _idempotency_key(),
+    # the resend defaults to where the delivery failed (and no delivered resend resolved it)
+    failed = [ep for ep in routed if doc["deliveries"][ep].get("state") == "failed"
+              and not doc["deliveries"][ep].get("resolved_by")]
+    context = {"doc": doc, "endpoints": choices, "failed": failed, "idempotency_key": _idempotency_key(),
                # the flash names the resend only when it is a notification id
                "resent": resent if queries.NID.fullmatch(resent) else None,
                "replayed": bool(request.query.get("replayed")),
@@ -471,8 +457,12 @@ async def resend_one(request: web.Request) -> web.StreamResponse:
     form = await inputs.form(request)
     back = f"{BASE}/notifications/{quote(nid, safe='')}"
     try:
-        result = await request.app[appkeys.RESENDER].one(nid, endpoint=_form_text(form, "endpoint"),
-                                                         idempotency_key=_form_text(form, "idempotency_key"))
+        # one endpoint, several (comma-separated: "where it failed"), or none for every endpoint
+        names = (_form_text(form, "endpoint") or "").split(",")
+        names = [n.strip() for n in names if n.strip()]
+        result = await request.app[appkeys.RESENDER].one(
+            nid, endpoint=names[0] if len(names) == 1 else None, endpoints=names if len(names) > 1 else (),
+            idempotency_key=_form_text(form, "idempotency_key"))
     except QueryError as exc:
         return _error(request, exc.status, f"cannot resend {nid}: {exc.message}", session_of(request), back=back)
     logger.info("dashboard_resend", nid=nid, resend=result["id"], targets=result["targets"],
@@ -490,7 +480,8 @@ async def bulk_confirm(request: web.Request) -> web.StreamResponse:
     session = session_of(request)
     back = f"{BASE}/notifications?{urlencode(params)}"
     try:
-        f = list_filters(params, int(time.time() * 1000))
+        f = list_filters(params, int(time.time() * 1000),
+                         queries.known_names(request.config_dict[appkeys.LIVE].settings))
         dry = await request.app[appkeys.RESENDER].bulk(filters=f, dry_run=True)
     except QueryError as exc:
         return _error(request, exc.status, exc.message, session, back=back)
@@ -508,7 +499,8 @@ async def bulk_resend(request: web.Request) -> web.StreamResponse:
               if (value := _form_text(form, name)) is not None}
     back = f"{BASE}/notifications?{urlencode(params)}"
     try:
-        f = list_filters(params, int(time.time() * 1000))
+        f = list_filters(params, int(time.time() * 1000),
+                         queries.known_names(request.config_dict[appkeys.LIVE].settings))
         result = await request.app[appkeys.RESENDER].bulk(filters=f,
                                                           idempotency_key=_form_text(form, "idempotency_key"))
     except QueryError as exc:

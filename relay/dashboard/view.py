@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode
 from relay.constants import DAY_MS
 
 BASE = "/dashboard"
-STATE_LABELS = {"healthy": "Healthy", "failing": "Failing", "alerting": "Alerting"}
+STATE_LABELS = {"healthy": "Healthy", "failing": "Failing"}
 PERIODS = {"1h": ("Last hour", DAY_MS // 24), "24h": ("Last 24 hours", DAY_MS),
            "7d": ("Last 7 days", 7 * DAY_MS), "30d": ("Last 30 days", 30 * DAY_MS)}
 SEND_TEST = "relay send-test --channel ipn"
@@ -157,12 +157,15 @@ def chart(hours: Sequence[Mapping[str, int]], *, width: int = 240, height: int =
 
 
 def state_reason(state: str, row: Mapping[str, Any]) -> str:
-    """Why an endpoint card shows its state."""
-    recovered = (row.get("last_ok") or 0) > (row.get("last_fail") or 0)
-    return {"alerting": "A failure alert is open for this endpoint.",
-            "failing": "Failed in the last 5 minutes; the latest attempt succeeded." if recovered
-            else "Failing: no attempt has succeeded since the last failure.",
-            "healthy": "No recent failure."}[state]
+    """Why an endpoint card shows its state: the evaluation of health's figures (relay/store/stats.py)."""
+    w = row.get("window") or {}
+    share = w.get("share")
+    figures = (f"{w.get('failing', 0)} of {w.get('attempted', 0)} deliveries failing in the last "
+               f"{w.get('hours', 0):g} h" if w.get("attempted") else "no delivery in the last "
+               f"{w.get('hours', 0):g} h")
+    if state == "failing":
+        return f"Failing: {figures} ({100 * (share or 0):.1f}%, threshold {w.get('threshold_percent', 0):g}%)."
+    return f"{figures.capitalize()}; threshold {w.get('threshold_percent', 0):g}%." if w else "No figures."
 
 
 def overview_summary(model: Mapping[str, Any]) -> str:

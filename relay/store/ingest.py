@@ -138,6 +138,7 @@ class Store:
         self.ack_replicas = ack_replicas
         self.ack_timeout_ms = int(ack_timeout * 1000)
         self._ingest = register(redis, "ingest")
+        self._refusal = register(redis, "refusal")
         self._batch: Batcher[tuple[list[str], list[Any]], Any] = Batcher(self._write)
         # how "fsync" is satisfied: WAITAOF (Redis >= 7.2), or nothing to wait for when the server
         # fsyncs every write (appendfsync always). Decided on contact and decided again after any
@@ -234,6 +235,14 @@ class Store:
         if via == "replica" and int(results[-1]) < self.ack_replicas:
             raise NotDurable(f"only {int(results[-1])} of {self.ack_replicas} replicas confirmed in time")
         return results[: len(batch)]
+
+    async def refused(self, source: str, channel: str, reason: str, detail: str, now_ms: int) -> None:
+        """Count a refusal for the source's health (``source_rejecting``, relay/store/sources.py)."""
+        await self._refusal(
+            keys=[k.source_rejects(source, now_ms // 60_000), k.source_lastrej(source), k.idx_source(source)],
+            args=[now_ms, reason, detail[:500], channel, k.SOURCE_REJECTS_TTL_MS, k.SOURCE_LASTREJ_TTL_MS,
+                  k.SOURCE_RECOVERY_ACCEPTED],
+        )
 
     async def reject(self, record: dict[str, object]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:

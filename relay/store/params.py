@@ -134,6 +134,7 @@ Ids = Annotated[list[StrictStr], Field(min_length=1, max_length=MAX_IDS),
 EventType = Annotated[str, _member_of(EVENT_TYPES), Field(json_schema_extra={"enum": list(EVENT_TYPES)}),
                       Reason(f"expected one of {', '.join(EVENT_TYPES)}")]
 DryRun = Annotated[StrictBool, Reason("expected true or false")]
+Flag = Annotated[bool, Reason("expected true or false")]  # lax: a query string says "true"
 
 
 # -- the models ----------------------------------------------------------------------------------------
@@ -154,6 +155,8 @@ class Filters(BaseModel):
     until: Time | None = Field(None, description="received at or before")
     ref: Ref | None = Field(None, description="REFNO (IPN), LICENSE_CODE (LCN) or sale_id (INS)")
     type: EventType | None = Field(None, description="the event type (docs/events.md)")
+    include_resolved: Flag = Field(False, description="with state=failed: also the failures a delivered resend "
+                                                      "resolved (default false)")
 
     @field_validator("until")
     @classmethod
@@ -165,7 +168,7 @@ class Filters(BaseModel):
 
     @property
     def empty(self) -> bool:
-        return all(v is None for v in self.model_dump().values())
+        return all(v is None for name, v in self.model_dump().items() if name != "include_resolved")
 
     def fingerprint(self) -> str:
         blob = json.dumps(self.model_dump(), sort_keys=True).encode()

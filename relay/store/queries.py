@@ -25,7 +25,8 @@ import base64
 import binascii
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast, get_args
@@ -47,6 +48,7 @@ from relay.store.params import MAX_LIMIT as MAX_LIMIT
 from relay.store.params import NAME as NAME
 from relay.store.params import NID as NID
 from relay.store.params import Filters as Filters
+from relay.store.resolve import resolve
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -54,8 +56,8 @@ SCAN_BUDGET = 5_000
 BATCH = 200
 SUMMARY_FIELDS = ("channel", "source", "recv", "ref", "status", "mtype", "type", "test", "resend_of", "eps",
                   "targets")
-DELIVERY_SUMMARY = ("state", "attempts", "last", "updated", "next")
-DELIVERY_TIMES = ("created", "updated", "next", "delivered_at", "lease")
+DELIVERY_SUMMARY = ("state", "attempts", "last", "updated", "next", "resolved_by", "resolved_at")
+DELIVERY_TIMES = ("created", "updated", "next", "delivered_at", "lease", "resolved_at")
 DELIVERY_INTS = ("attempts", "seq")
 
 
@@ -175,6 +177,23 @@ def parse_filters(values: Mapping[str, object]) -> Filters:
     return validate(Filters, values)
 
 
+def known_names(settings: Settings) -> dict[str, Collection[str]]:
+    """The configured names a ``source`` or ``endpoint`` filter must be one of."""
+    return {"source": list(settings.sources), "endpoint": list(settings.endpoints)}
+
+
+def check_known(f: Filters, known: Mapping[str, Collection[str]], prefix: str = "") -> Filters:
+    """An unknown source or endpoint is an error listing the configured names, not an empty listing."""
+    for name, names in known.items():
+        value = getattr(f, name)
+        if value is not None and value not in names:
+            raise BadParam(prefix + name, value,
+                           f"is not a configured {name} (known: {', '.join(sorted(names)) or 'none'})")
+    return f
+
+
+
+
 def parse_limit(value: object) -> int:
     if value is None:
         return DEFAULT_LIMIT
@@ -246,7 +265,9 @@ def _bounds(kind: str, f: Filters) -> tuple[str, str]:
 
 async def choose_index(redis: Redis, f: Filters) -> str:
     """The index with the fewest members in the time range: every other filter is checked per item."""
-    kinds = [kind for kind, present in (("ref", f.ref), ("state", f.endpoint and f.state), ("ch", f.channel),
+    # resolved failures have left the failed index: listing them too needs another index
+    by_state = f.endpoint and f.state and not (f.state == "failed" and f.include_resolved)
+    kinds = [kind for kind, present in (("ref", f.ref), ("state", by_state), ("ch", f.channel),
                                         ("src", f.source), ("type", f.type)) if present]
     if not kinds:
         return "all"
@@ -297,6 +318,8 @@ def _delivery_summary(d: dict[str, str]) -> dict[str, Any]:
         "last": d.get("last") or None,
         "updated_at": iso(d.get("updated")),
         "next_at": iso(d.get("next")) if d.get("state") == "retrying" else None,
+        "resolved_by": d.get("resolved_by") or None,
+        "resolved_at": iso(d.get("resolved_at")),
     }
 
 
@@ -343,10 +366,16 @@ def matches(row: Row, f: Filters) -> bool:
         return False
     if f.endpoint is not None:
         d = row.deliveries.get(f.endpoint)
-        return d is not None and (f.state is None or d.get("state") == f.state)
+        return d is not None and (f.state is None or _in_state(d, f))
     if f.state is not None:
-        return any(d.get("state") == f.state for d in row.deliveries.values())
+        return any(_in_state(d, f) for d in row.deliveries.values())
     return True
+
+
+def _in_state(d: Mapping[str, str], f: Filters) -> bool:
+    if d.get("state") != f.state:
+        return False
+    return f.include_resolved or f.state != "failed" or not d.get("resolved_by")
 
 
 async def _candidates(redis: Redis, key: str, hi: str, lo: str, after: tuple[int, str] | None
@@ -380,12 +409,15 @@ class Page:
 
 
 async def scan(redis: Redis, f: Filters, *, limit: int, cursor: str | None = None,
-               budget: int = SCAN_BUDGET) -> Page:
+               budget: int = SCAN_BUDGET, endpoints: Sequence[str] = ()) -> Page:
     """Up to ``limit`` matching notifications, newest first, looking at no more than ``budget`` candidates.
 
     ``next_cursor`` is set whenever the index may hold more: a page can come back short (even empty)
     with a cursor when the budget ran out first.
     """
+    if f.state == "failed":
+        # resolve what a delivered resend resolved first, so "failed" lists only what still is
+        await resolve(redis, [f.endpoint] if f.endpoint else endpoints, int(time.time() * 1000))
     after: tuple[int, str] | None = None
     if cursor:
         c = Cursor.decode(cursor, f)

@@ -109,17 +109,28 @@ class Resender:
 
     # -- entry points ------------------------------------------------------------------------
 
-    async def one(self, nid: str, *, endpoint: str | None = None, idempotency_key: str | None = None,
-                  origin: audit.Origin | None = None) -> dict[str, Any]:
-        """Resend one notification (or, given a resend, its original). Raises NotFound, Conflict, BadParam."""
+    async def one(self, nid: str, *, endpoint: str | None = None, endpoints: Sequence[str] = (),
+                  idempotency_key: str | None = None, origin: audit.Origin | None = None) -> dict[str, Any]:
+        """Resend one notification (or, given a resend, its original) to ``endpoint``, to ``endpoints``
+        (e.g. those where it failed), or to every endpoint that receives it. Raises NotFound, Conflict,
+        BadParam."""
         check_id(nid)
         self._configured("endpoint", endpoint)
+        for name in endpoints:
+            self._configured("endpoint", name)
 
         async def work(idem_map: str) -> dict[str, Any]:
             original = (await self._originals([nid]))[0]
             if isinstance(original, Skip):
                 raise NotFound(original.reason)
-            targets, reason = self._targets(original, endpoint)
+            if endpoints:
+                chosen = [self._targets(original, name) for name in endpoints]
+                targets = tuple(t for ts, _ in chosen for t in ts)
+                reason = "; ".join(why for ts, why in chosen if not ts)
+                if reason:
+                    raise Conflict(f"cannot resend {original.nid}: {reason}")
+            else:
+                targets, reason = self._targets(original, endpoint)
             if not targets:
                 raise Conflict(f"cannot resend {original.nid}: {reason}")
             outcome = (await self._queue([(original, targets)], idem_map))[0]
@@ -127,7 +138,7 @@ class Resender:
                 raise NotFound(outcome.reason)
             return outcome.as_json()
 
-        request = {"route": "one", "id": nid, "endpoint": endpoint}
+        request = {"route": "one", "id": nid, "endpoint": endpoint, "endpoints": list(endpoints)}
         result = await self._idempotent(idempotency_key, request, work)
         await self._audit(origin, result, target=nid, resends=[result])
         return result
@@ -194,7 +205,8 @@ class Resender:
             resolved = await self._originals(named)
         else:
             assert filters is not None
-            page = await scan(self.redis, filters, limit=BULK_MAX + 1, budget=BULK_SCAN_BUDGET)
+            page = await scan(self.redis, filters, limit=BULK_MAX + 1, budget=BULK_SCAN_BUDGET,
+                              endpoints=list(self.settings.endpoints))
             if page.next_cursor is not None:
                 raise TooBroad(f"the filter selects more than {BULK_MAX} notifications (or more than "
                                f"{BULK_SCAN_BUDGET} to look at); narrow it with since and until")

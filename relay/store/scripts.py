@@ -57,3 +57,15 @@ def key_functions() -> str:
         body = " .. ".join(p for p in parts if p != "''")
         out.append(f"function key.{name}({', '.join(params)}) return {body} end")
     return "\n".join(out) + "\n"
+
+
+_shared: dict[tuple[str, str], AsyncScript] = {}
+
+
+def shared(redis: Redis, name: str, package: str = "relay.store") -> AsyncScript:
+    """One script object per script for the whole process (its SHA computed once); call it with
+    ``client=`` to run it on any connection."""
+    script = _shared.get((package, name))
+    if script is None:
+        script = _shared[(package, name)] = redis.register_script(load(name, package))
+    return script

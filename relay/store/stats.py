@@ -1,74 +1,44 @@
-"""The relay's health, read from Redis: per-endpoint backlog and failure rates, workers, Redis itself.
+"""The relay's one evaluation of health: ``healthy``, ``degraded`` or ``unhealthy``, with its problems.
 
-``health_report`` is shared by ``relay health`` and ``GET /api/health``; ``minute_counts`` also feeds
-the failing-endpoint alerts (workers/alerts.py).
+``health_report`` is what ``relay health``, ``GET /api/health``, the dashboard and the alert job
+(workers/alerts.py) all read, so they never disagree. It reads summaries only: per endpoint, the
+state indexes ``relay:ep:{ep}:st:{state}`` (scored by each delivery's last change) counted with
+ZCOUNT over the window; per source, a few per-minute refusal counters and the source index. Two
+round trips, whatever the amount of data.
+
+Failure is counted per delivery: an endpoint's failing share over its window is the deliveries whose
+latest attempt failed (``retrying`` or ``failed``, changed in the window) over the deliveries
+attempted in the window (those plus ``delivered`` and ``resolved``). Every status, problem kind and
+threshold is defined in docs/operations.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 
-from config.settings import Settings
+from config.settings import Endpoint, Settings
 from relay import constants as k
 from relay.store.connection import REDIS_ERRORS
+from relay.store.resolve import resolve
+from relay.store.scripts import shared
 
 WORKER_ALIVE_MS = 30_000
-COUNT_STATES = ("pending", "in_flight", "retrying", "failed", "delivered", "skipped")
-HOUR_MIN = 60
-DAY_MIN = 1440
+COUNT_STATES = ("pending", "in_flight", "retrying", "failed", "delivered", "skipped", k.RESOLVED)
+HOUR_MS = 3_600_000
+STATUS_EXIT = {"healthy": 0, "degraded": 1, "unhealthy": 2}
+PROBLEM_KINDS = ("endpoint_failing", "source_rejecting", "no_worker", "backlog_too_old", "redis_unreachable")
 
 
-@dataclass(frozen=True)
-class Counts:
-    """Attempt outcomes in a window of per-minute hashes: ``fail`` includes retries, ``gaveup`` is final."""
+def iso(ms: int | float | None) -> str | None:
+    from datetime import UTC, datetime
 
-    ok: int = 0
-    fail: int = 0
-    gaveup: int = 0
-
-    @property
-    def attempts(self) -> int:
-        return self.ok + self.fail
-
-    @property
-    def failure_rate(self) -> float | None:
-        return self.fail / self.attempts if self.attempts else None
-
-    def __add__(self, other: Counts) -> Counts:
-        return Counts(self.ok + other.ok, self.fail + other.fail, self.gaveup + other.gaveup)
-
-    def as_dict(self) -> dict[str, Any]:
-        rate = self.failure_rate
-        return {"ok": self.ok, "fail": self.fail, "gaveup": self.gaveup,
-                "failure_rate": None if rate is None else round(rate, 4)}
-
-
-def sum_counts(minutes: Iterable[Sequence[bytes | None]]) -> Counts:
-    total = Counts()
-    for ok, fail, gaveup in minutes:
-        total += Counts(int(ok or 0), int(fail or 0), int(gaveup or 0))
-    return total
-
-
-def queue_minutes(pipe: Any, endpoints: Iterable[str], now_ms: int, minutes: int) -> None:
-    """Queue one HMGET per endpoint and minute, newest minute first."""
-    now_min = now_ms // 60_000
-    for ep in endpoints:
-        for m in range(minutes):
-            pipe.hmget(k.ep_minute(ep, now_min - m), ["ok", "fail", "gaveup"])
-
-
-async def minute_counts(redis: Redis, endpoints: Sequence[str], now_ms: int,
-                        minutes: int) -> dict[str, Counts]:
-    """Attempt outcomes per endpoint over the last ``minutes`` minutes (the current one included)."""
-    async with redis.pipeline(transaction=False) as pipe:
-        queue_minutes(pipe, endpoints, now_ms, minutes)
-        rows = await pipe.execute()
-    return {ep: sum_counts(rows[i * minutes:(i + 1) * minutes]) for i, ep in enumerate(endpoints)}
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def oldest_age_s(now_ms: int, *heads: Sequence[tuple[bytes, float]]) -> float | None:
@@ -77,7 +47,7 @@ def oldest_age_s(now_ms: int, *heads: Sequence[tuple[bytes, float]]) -> float | 
     return round(max(0.0, (now_ms - min(scores)) / 1000), 3) if scores else None
 
 
-def _ms(raw: bytes | None) -> int | None:
+def _ms(raw: bytes | str | None) -> int | None:
     return int(float(raw)) if raw else None
 
 
@@ -93,27 +63,67 @@ def _persistence(info: dict[str, Any], save: Any) -> str:
     return "unknown" if rdb is None else "none"
 
 
+def thresholds(settings: Settings, ep: Endpoint) -> tuple[float, int, float]:
+    """An endpoint's (threshold_percent, min_deliveries, window_hours): its own, else [alerts]."""
+    cfg = settings.alerts
+    return (cfg.threshold_percent if ep.alert_threshold_percent is None else ep.alert_threshold_percent,
+            cfg.min_deliveries if ep.alert_min_deliveries is None else ep.alert_min_deliveries,
+            cfg.window_hours if ep.alert_window_hours is None else ep.alert_window_hours)
+
+
+def host(url: str) -> str:
+    return urlsplit(url).netloc.rpartition("@")[2]
+
+
+def _share(failing: int, attempted: int) -> float | None:
+    return round(failing / attempted, 4) if attempted else None
+
+
+def percent(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.1f}%"
+
+
 async def health_report(redis: Redis, settings: Settings, now_ms: int,
                         *, max_pending_age: float | None = None) -> dict[str, Any]:
-    """Everything an operator asks first, with a verdict: ``status`` healthy|unhealthy and ``reasons``."""
+    """The evaluation: ``status``, ``problems`` (most severe first) and the figures behind them."""
     limit = max_pending_age if max_pending_age is not None else settings.health.max_pending_age
-    endpoints = list(settings.endpoints)
     try:
-        rows = await _read(redis, endpoints, now_ms)
+        report = await _read(redis, settings, now_ms)
+        resent = [name for name, row in report["endpoints"].items() if row.pop("resent")]
+        # failures whose resend may have been delivered since: resolve them, then count again
+        if resent and await resolve(redis, resent, now_ms, settings.delivery.retention_ms):
+            report = await _read(redis, settings, now_ms)
+            for row in report["endpoints"].values():
+                row.pop("resent")
     except REDIS_ERRORS as exc:
         error = f"{type(exc).__name__}: {exc}"
+        problem = {"kind": "redis_unreachable", "since": iso(now_ms), "error": error,
+                   "message": f"Redis unreachable ({error}): nothing can be stored or delivered"}
         return {
-            "status": "unhealthy", "reasons": [f"redis unreachable ({error})"], "warnings": [],
-            "checked_at": now_ms, "max_pending_age_s": limit,
-            "redis": {"reachable": False, "error": error}, "queue": None, "workers": None, "endpoints": {},
+            "status": "unhealthy", "problems": [problem], "reasons": [problem["message"]], "warnings": [],
+            "checked_at": now_ms, "checked_at_iso": iso(now_ms), "max_pending_age_s": limit,
+            "redis": {"reachable": False, "error": error}, "queue": None, "workers": None,
+            "endpoints": {}, "sources": {},
         }
-    report = _assemble(rows, endpoints, now_ms)
     report["max_pending_age_s"] = limit
-    _verdict(report, limit)
+    _verdict(report, settings, limit)
     return report
 
 
-async def _read(redis: Redis, endpoints: list[str], now_ms: int) -> list[Any]:
+def _text(value: bytes | str | int) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]:
+    endpoints = list(settings.endpoints.values())
+    sources = list(settings.sources)
+    cfg = settings.alerts
+    src_minutes = max(1, round(cfg.source_window_minutes))
+    args: list[str | int] = [now_ms, len(endpoints)]
+    for ep in endpoints:
+        args += [ep.name, int(thresholds(settings, ep)[2] * HOUR_MS)]
+    args += [len(sources), src_minutes, *sources]
+    script = shared(redis, "health")
     async with redis.pipeline(transaction=False) as pipe:
         pipe.info("persistence")
         pipe.info("memory")
@@ -122,26 +132,15 @@ async def _read(redis: Redis, endpoints: list[str], now_ms: int) -> list[Any]:
         pipe.zcard(k.FANOUT)
         pipe.zrange(k.QUEUE_NAME, 0, 0, withscores=True)
         pipe.zrange(k.WORKERS, 0, -1, withscores=True)
-        for ep in endpoints:
-            for state in COUNT_STATES:
-                pipe.zcard(k.ep_state(ep, state))
-            pipe.zrange(k.ep_state(ep, "pending"), 0, 0, withscores=True)
-            pipe.zrange(k.ep_state(ep, "retrying"), 0, 0, withscores=True)
-            pipe.hmget(k.STATS, [f"{ep}|last_ok", f"{ep}|last_fail"])
-        queue_minutes(pipe, endpoints, now_ms, DAY_MIN)
+        await script(keys=[], args=args, client=pipe)
         rows: list[Any] = await pipe.execute(raise_on_error=False)
     for i, row in enumerate(rows):
         if isinstance(row, Exception) and i != 2:  # only CONFIG GET (index 2) may be refused
             raise row
-    return rows
-
-
-def _assemble(rows: list[Any], endpoints: list[str], now_ms: int) -> dict[str, Any]:
-    persistence, memory, save, arq_depth, fanout_depth, queue_head, workers = rows[:7]
-    per_ep = len(COUNT_STATES) + 3
-    minute_rows = rows[7 + per_ep * len(endpoints):]
+    persistence, memory, save, arq_depth, fanout_depth, queue_head, workers, figures = rows
     report: dict[str, Any] = {
         "checked_at": now_ms,
+        "checked_at_iso": iso(now_ms),
         "redis": {
             "reachable": True,
             "used_memory": int(memory.get("used_memory", 0)),
@@ -149,24 +148,88 @@ def _assemble(rows: list[Any], endpoints: list[str], now_ms: int) -> dict[str, A
             "persistence": _persistence(persistence, save),
         },
         "queue": {"arq": int(arq_depth), "fanout": int(fanout_depth),
-                  "depth": int(arq_depth) + int(fanout_depth), "oldest_age_s": oldest_age_s(now_ms, queue_head)},
+                  "depth": int(arq_depth) + int(fanout_depth),
+                  "oldest_age_s": oldest_age_s(now_ms, queue_head)},
         "workers": _workers(workers, now_ms),
         "endpoints": {},
+        "sources": {},
     }
-    for i, ep in enumerate(endpoints):
-        row = rows[7 + i * per_ep: 7 + (i + 1) * per_ep]
-        counts = dict(zip(COUNT_STATES, (int(n) for n in row[:len(COUNT_STATES)]), strict=True))
-        pending_head, retrying_head, (last_ok, last_fail) = row[len(COUNT_STATES):]
-        minutes = minute_rows[i * DAY_MIN:(i + 1) * DAY_MIN]
-        report["endpoints"][ep] = {
-            **counts,
-            "last_hour": sum_counts(minutes[:HOUR_MIN]).as_dict(),
-            "last_day": sum_counts(minutes).as_dict(),
-            "oldest_pending_age_s": oldest_age_s(now_ms, pending_head, retrying_head),
-            "last_ok": _ms(last_ok),
-            "last_fail": _ms(last_fail),
-        }
+    for ep, row in zip(endpoints, figures[:len(endpoints)], strict=True):
+        report["endpoints"][ep.name] = _endpoint_row(settings, ep, [_text(v) for v in row], now_ms)
+    for src, row in zip(sources, figures[len(endpoints):], strict=True):
+        report["sources"][src] = _source_row(cfg, src_minutes, [_text(v) for v in row])
     return report
+
+
+def _age(now_ms: int, score: str) -> float | None:
+    return round(max(0.0, (now_ms - float(score)) / 1000), 3) if score else None
+
+
+def _endpoint_row(settings: Settings, ep: Endpoint, row: list[str], now_ms: int) -> dict[str, Any]:
+    """One endpoint's figures from health.lua's row: 7 state counts, the pending and retrying heads'
+    scores, 3 windows x (retrying, failed, delivered, resolved), the oldest failing score in the window,
+    the latest failing delivery's last result and time, the open incident's start, last ok, last fail."""
+    n = len(COUNT_STATES)
+    counts = dict(zip(COUNT_STATES, (int(x) for x in row[:n]), strict=True))
+    pending_head, retrying_head = row[n], row[n + 1]
+    windows: list[dict[str, Any]] = []
+    for w in range(3):
+        retrying, failed, delivered, resolved = (int(x) for x in row[n + 2 + 4 * w: n + 6 + 4 * w])
+        failing = retrying + failed
+        attempted = failing + delivered + resolved
+        windows.append({"failing": failing, "retrying": retrying, "failed": failed, "delivered": delivered,
+                        "resolved": resolved, "attempted": attempted, "share": _share(failing, attempted)})
+    first_failing, last_error, last_error_at, open_since, last_ok, last_fail = row[n + 14:n + 20]
+    threshold, min_deliveries, window_hours = thresholds(settings, ep)
+    window = windows[0]
+    share = window["share"]
+    is_failing = share is not None and 100 * share > threshold and window["attempted"] >= min_deliveries
+    since = (_ms(open_since) or _ms(first_failing)) if is_failing else None
+    ages = [a for a in (_age(now_ms, pending_head), _age(now_ms, retrying_head)) if a is not None]
+    return {
+        **counts,
+        "url_host": host(ep.url),
+        "window": {**window, "hours": window_hours, "threshold_percent": threshold, "min_deliveries": min_deliveries},
+        "last_hour": windows[1],
+        "last_day": windows[2],
+        "failing": is_failing,
+        "failing_since": since,
+        "last_error": last_error or None,
+        "last_error_at": _ms(last_error_at),
+        "oldest_pending_age_s": max(ages) if ages else None,
+        "oldest_new_age_s": _age(now_ms, pending_head),
+        "last_ok": _ms(last_ok),
+        "last_fail": _ms(last_fail),
+        "resent": int(row[n + 20]),  # failed deliveries resent here and not yet resolved (popped)
+    }
+
+
+def _source_row(cfg: Any, minutes: int, row: list[str]) -> dict[str, Any]:
+    """One source's figures from health.lua: refusals and stored notifications in the window, the latest
+    refusal (at, incident start, reason, detail, channel) and notifications stored after it (-1: none)."""
+    refused, accepted = int(row[0]), int(row[1])
+    at, first, reason, detail, channel, after = row[2:8]
+    accepted_since_last = int(after) if int(after) >= 0 else None
+    share = _share(refused, refused + accepted)
+    rejecting = (share is not None and 100 * share > cfg.source_threshold_percent
+                 and refused >= cfg.source_min_rejections
+                 and (accepted_since_last or 0) < k.SOURCE_RECOVERY_ACCEPTED)
+    return {
+        "window_minutes": minutes, "refused": refused, "accepted": accepted, "requests": refused + accepted,
+        "share": share, "last_refused_at": _ms(at), "since": _ms(first), "reason": reason or None,
+        "detail": detail or None, "channel": channel or None, "accepted_since_last": accepted_since_last,
+        "rejecting": rejecting,
+    }
+
+
+async def hourly(redis: Redis, endpoints: Sequence[str], now_ms: int) -> dict[str, list[dict[str, int]]]:
+    """Per endpoint, the 24 clock hours up to now: deliveries that ended delivered or resolved (``ok``)
+    or failing (``fail``: retrying or failed) in each, by last change (relay/store/lua/hourly.lua)."""
+    first = (now_ms // HOUR_MS - 23) * HOUR_MS
+    rows = await shared(redis, "hourly")(keys=[], args=[first, HOUR_MS, 24, *endpoints], client=redis)
+    return {ep: [{"start": first + h * HOUR_MS, "ok": int(row[2 * h]), "fail": int(row[2 * h + 1])}
+                 for h in range(24)]
+            for ep, row in zip(endpoints, rows, strict=True)}
 
 
 def _workers(rows: list[tuple[bytes, float]], now_ms: int) -> dict[str, Any]:
@@ -178,23 +241,79 @@ def _workers(rows: list[tuple[bytes, float]], now_ms: int) -> dict[str, Any]:
     return {"alive": sum(1 for w in listed if w["alive"]), "list": listed}
 
 
-def _verdict(report: dict[str, Any], limit: float) -> None:
-    reasons: list[str] = []
-    warnings: list[str] = []
+def endpoint_message(name: str, row: dict[str, Any]) -> str:
+    w = row["window"]
+    error = f"; last error {row['last_error']}" if row["last_error"] else ""
+    return (f"endpoint {name} ({row['url_host']}) failing: {w['failing']} of {w['attempted']} deliveries "
+            f"({percent(w['share'])}) failed in the last {w['hours']:g} h (threshold {w['threshold_percent']:g}%); "
+            f"{w['retrying']} retrying, {w['failed']} given up{error}")
+
+
+def source_message(name: str, row: dict[str, Any]) -> str:
+    return (f"source {name} refusing notifications: {row['refused']} of {row['requests']} requests "
+            f"({percent(row['share'])}) refused in the last {row['window_minutes']:g} min; last reason "
+            f"{row['reason']}: {row['detail']}. 2Checkout retries a refused notification for 48 h: "
+            f"fix the cause in time and they arrive")
+
+
+def _verdict(report: dict[str, Any], settings: Settings, limit: float) -> None:
+    problems: list[dict[str, Any]] = []
     workers = report["workers"]
     if not workers["alive"]:
         seen = workers["list"][0] if workers["list"] else None
         last = f"; last seen: {seen['name']} {seen['age_s']:g} s ago" if seen else ""
-        reasons.append(f"no live worker (no heartbeat in the last {WORKER_ALIVE_MS // 1000} s{last})")
-    for ep, row in report["endpoints"].items():
-        age = row["oldest_pending_age_s"]
+        problems.append({
+            "kind": "no_worker", "since": iso(seen["last_seen"]) if seen else None,
+            "last_worker": seen["name"] if seen else None,
+            "message": f"no live worker (no heartbeat in the last {WORKER_ALIVE_MS // 1000} s{last}): "
+                       "nothing is delivered; start relay worker"})
+    now = report["checked_at"]
+    for name, row in report["endpoints"].items():
+        age = row["oldest_new_age_s"]
         if age is not None and age > limit:
-            reasons.append(f"endpoint {ep}: a delivery has waited {age:.0f} s (limit {limit:g} s)")
+            problems.append({
+                "kind": "backlog_too_old", "endpoint": name, "since": iso(now - age * 1000),
+                "oldest_age_s": age, "limit_s": limit,
+                "message": f"endpoint {name}: a delivery has waited {age:.0f} s to be attempted (limit {limit:g} s)"})
     age = report["queue"]["oldest_age_s"]
     if age is not None and age > limit:
-        reasons.append(f"queue: a fan-out job has waited {age:.0f} s (limit {limit:g} s)")
+        problems.append({
+            "kind": "backlog_too_old", "queue": "arq", "since": iso(now - age * 1000),
+            "oldest_age_s": age, "limit_s": limit,
+            "message": f"queue: a fan-out job has waited {age:.0f} s (limit {limit:g} s)"})
+    for name, row in report["endpoints"].items():
+        if row["failing"]:
+            w = row["window"]
+            problems.append({
+                "kind": "endpoint_failing", "endpoint": name, "url_host": row["url_host"],
+                "since": iso(row["failing_since"]), "failing": w["failing"], "attempted": w["attempted"],
+                "share": w["share"], "retrying": w["retrying"], "failed": w["failed"],
+                "window_hours": w["hours"], "threshold_percent": w["threshold_percent"],
+                "min_deliveries": w["min_deliveries"], "last_error": row["last_error"],
+                "last_error_at": iso(row["last_error_at"]), "oldest_waiting_s": row["oldest_pending_age_s"],
+                "message": endpoint_message(name, row)})
+    cfg = settings.alerts
+    for name, row in report["sources"].items():
+        if row["rejecting"]:
+            problems.append({
+                "kind": "source_rejecting", "source": name, "since": iso(row["since"]),
+                "refused": row["refused"], "requests": row["requests"], "share": row["share"],
+                "window_minutes": row["window_minutes"], "threshold_percent": cfg.source_threshold_percent,
+                "min_rejections": cfg.source_min_rejections, "reason": row["reason"], "detail": row["detail"],
+                "channel": row["channel"], "last_refused_at": iso(row["last_refused_at"]),
+                "accepted_since_last": row["accepted_since_last"] or 0,
+                "message": source_message(name, row)})
+    warnings: list[str] = []
     if report["redis"]["persistence"] == "none":
         warnings.append("Redis persistence is off: a Redis restart loses every stored notification")
-    report["status"] = "unhealthy" if reasons else "healthy"
-    report["reasons"] = reasons
+    severe = {"no_worker", "backlog_too_old", "redis_unreachable"}
+    if any(p["kind"] in severe for p in problems):
+        status = "unhealthy"
+    elif problems:
+        status = "degraded"
+    else:
+        status = "healthy"
+    report["status"] = status
+    report["problems"] = problems
+    report["reasons"] = [p["message"] for p in problems]
     report["warnings"] = warnings

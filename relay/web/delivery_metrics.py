@@ -72,12 +72,31 @@ async def read_snapshot(redis: Redis, endpoints: Sequence[str], now_ms: int) -> 
     return snap
 
 
+def _r2d_counts(stats: dict[str, float], ep: str) -> list[float]:
+    """Receipt-to-delivered counts per k.R2D_BUCKETS bucket (+Inf last).
+
+    Fields ``{ep}|r2d|h{i}`` use those buckets. Earlier workers wrote ``{ep}|r2d|{i}`` over
+    LATENCY_BUCKETS: each is added to the first new bucket whose bound is at least its own (still
+    true of every observation in it), and their +Inf to +Inf."""
+    counts = [stats.get(f"{ep}|r2d|{k.R2D_FIELD}{i}", 0.0) for i in range(len(k.R2D_BUCKETS) + 1)]
+    for i, upper in enumerate((*LATENCY_BUCKETS, None)):
+        old = stats.get(f"{ep}|r2d|{i}", 0.0)
+        if old:
+            j = next((j for j, b in enumerate(k.R2D_BUCKETS) if upper is not None and b >= upper),
+                     len(k.R2D_BUCKETS))
+            counts[j] += old
+    return counts
+
+
 def _histogram(stats: dict[str, float], ep: str, kind: str) -> tuple[list[tuple[str, float]], float]:
     """Cumulate the per-bucket counts the workers write (``{ep}|{kind}|{i}``) into Prometheus buckets."""
     buckets: list[tuple[str, float]] = []
     running = 0.0
-    for i, upper in enumerate((*LATENCY_BUCKETS, None)):
-        running += stats.get(f"{ep}|{kind}|{i}", 0.0)
+    bounds = k.R2D_BUCKETS if kind == "r2d" else LATENCY_BUCKETS
+    counts = _r2d_counts(stats, ep) if kind == "r2d" else [stats.get(f"{ep}|{kind}|{i}", 0.0)
+                                                          for i in range(len(bounds) + 1)]
+    for upper, n in zip((*bounds, None), counts, strict=True):
+        running += n
         buckets.append(("+Inf" if upper is None else repr(float(upper)), running))
     # the workers add integer microseconds (``sum_us``, HINCRBY); ``sum`` (float seconds) is what
     # workers before that wrote, still counted so the sum never goes back

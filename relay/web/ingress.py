@@ -30,8 +30,18 @@ def _reply(status: int, text: str) -> web.Response:
 
 
 async def listener_check(request: web.Request) -> web.Response:
-    """GET/HEAD on a listener URL: 2Checkout validates the URL this way and expects 200."""
-    _source(request)
+    """GET/HEAD on a listener URL: 2Checkout validates the URL this way and expects 200.
+
+    A URL whose source cannot verify the channel (no secret for it) answers 404, so 2Checkout's URL
+    check fails instead of passing for a URL that would refuse every notification."""
+    source = _source(request)
+    channel = request.match_info["channel"]
+    if channel == "ins" and not (source.ins_secret_words and source.seller_id is not None):
+        raise web.HTTPNotFound(text=f"source {source.name!r} has no INS secret word and seller_id: "
+                                    "it cannot verify INS\n")
+    if channel != "ins" and not source.secret_keys:
+        raise web.HTTPNotFound(text=f"source {source.name!r} has no IPN/LCN secret key: "
+                                    f"it cannot verify {channel.upper()}\n")
     return _reply(200, "OK: 2Checkout listener ready")
 
 
@@ -83,6 +93,11 @@ async def receive(request: web.Request) -> web.Response:
         metrics.rejected.labels(source.name, channel, refused.reason).inc()
         log.info("notification_rejected", status=refused.status, reason=refused.reason, detail=refused.detail,
                  duration_ms=_ms_since(started))
+        try:  # counted for health and alerts (source_rejecting); best effort, like the rejection log
+            await request.app[appkeys.STORE].refused(source.name, channel, refused.reason, refused.detail,
+                                                     int(time.time() * 1000))
+        except (RedisError, OSError):
+            pass
         return _reply(refused.status, f"rejected: {refused.reason}: {refused.detail}")
     if verified.key_index:
         log.warning("previous_secret_used", hint="2Checkout still signs with the previous key; "

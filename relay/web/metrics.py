@@ -9,6 +9,7 @@ from relay.constants import LATENCY_BUCKETS
 
 class IngressMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
         self.received = Counter(
             "relay_notifications_received", "Notification POSTs received", ["source", "channel"],
             registry=registry,

@@ -5,7 +5,8 @@ signature fields, wrong content types, huge headers, bodies over the limit, slow
 requests that are not HTTP, the replay of an old valid notification) and thousands of hypothesis-made
 ones are sent over raw sockets, many connections at once. Each must get a clear 4xx, or a fresh read
 receipt for a true duplicate; none a 5xx; and nothing may be stored from a rejected request (Redis is
-compared key by key before and after, ``relay:rejects`` and ``relay:stats`` aside).
+compared key by key before and after, ``relay:rejects``, ``relay:stats`` and the sources' refusal
+counters ``relay:src:*`` aside: those count refusals for health, they store no notification).
 """
 
 from __future__ import annotations
@@ -401,7 +402,8 @@ def stored_keys(nid: str, channel: str, body: bytes) -> set[str]:
 
 
 async def keys(redis: Redis) -> set[str]:
-    return {key.decode() async for key in redis.scan_iter(count=1000)} - IGNORED
+    return {key.decode() async for key in redis.scan_iter(count=1000)
+            if not key.startswith(b"relay:src:")} - IGNORED
 
 
 async def snapshot(redis: Redis) -> tuple[set[str], int, dict[bytes, bytes], int]:

@@ -49,6 +49,12 @@ redis.call('ZADD', KEYS[9], now, nid)
 redis.call('PEXPIRE', KEYS[9], retention)
 redis.call('SET', KEYS[10], ARGV[4], 'PX', ARGV[5])
 redis.call('ZADD', KEYS[11], now, ARGV[6])
+-- the original's failed deliveries to these endpoints are resolved once this resend is delivered
+-- there (relay/store/lua/resolve.lua looks for it)
+for ep in string.gmatch(ARGV[7], '[^,]+') do
+  redis.call('ZADD', 'relay:ep:' .. ep .. ':resent', now, orig_nid)
+  redis.call('PEXPIRE', 'relay:ep:' .. ep .. ':resent', retention)
+end
 if KEYS[12] ~= '' then
   redis.call('HSET', KEYS[12], orig_nid, nid)
   redis.call('PEXPIRE', KEYS[12], ARGV[8])

@@ -1,0 +1,16 @@
+-- Count one refusal of a source's notification (relay/web/ingress.py) for health and alerts.
+-- KEYS: 1 relay:src:{src}:rej:{minute}, 2 relay:src:{src}:lastrej, 3 relay:ix:src:{src}
+-- ARGV: 1 now ms, 2 reason, 3 detail, 4 channel, 5 minute key ttl ms, 6 lastrej ttl ms,
+--       7 accepted in a row that end an incident
+-- An incident begins (``first``) at a refusal that follows none, or follows enough accepted
+-- notifications that the previous incident had ended: so ``first`` is "refusing since".
+local now = tonumber(ARGV[1])
+redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+local last = redis.call('HGET', KEYS[2], 'at')
+if not last or redis.call('ZCOUNT', KEYS[3], '(' .. last, '+inf') >= tonumber(ARGV[7]) then
+  redis.call('HSET', KEYS[2], 'first', now)
+end
+redis.call('HSET', KEYS[2], 'at', now, 'reason', ARGV[2], 'detail', ARGV[3], 'channel', ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+return 1
