@@ -20,7 +20,8 @@ relay:a:{nid}:{ep}                     list   its attempts, one JSON object each
 relay:ep:{ep}:st:{state}               zset   nid -> last change ms, per endpoint and delivery state
 relay:ep:{ep}:q                        zset   work queue: nid -> seq (serial) or due ms (concurrent)
 relay:ep:{ep}:lease                    zset   nid -> lease expiry ms: what is in flight, across processes
-relay:ep:{ep}:m:{minute}               hash   per-minute attempt counts (``ok``, ``fail``, ``gaveup``), kept 25 h
+relay:ep:{ep}:m:{minute}               hash   legacy per-minute attempt counts: no longer written, they expire
+                                              within 25 h; only bench/health.py writes them, to time the old read
 relay:stats                            hash   cumulative counters read by /metrics
 relay:rejects                          list   capped log of rejected requests (JSON)
 relay:workers                          zset   worker name -> last heartbeat ms

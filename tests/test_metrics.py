@@ -106,6 +106,14 @@ async def test_redis_down_exposes_redis_up_0_and_the_ingress_metrics(
     assert not any(name.startswith("relay_delivery") for name, _ in samples)
 
 
+def r2d_bucket(fields: list[str]) -> int:
+    """The bucket index in the one ``{ep}|r2d|h{i}`` field among ``fields``."""
+    prefix = f"a|r2d|{k.R2D_FIELD}"
+    found = [int(f[len(prefix):]) for f in fields if f.startswith(prefix)]
+    assert len(found) == 1, fields
+    return found[0]
+
+
 @pytest.fixture
 async def worker(make_settings: Callable[..., Settings]) -> AsyncIterator[Callable[[Settings], None]]:
     started: list[tuple[Any, asyncio.Task[None]]] = []
@@ -143,6 +151,13 @@ async def test_metrics_follow_real_deliveries(aiohttp_client: Any, redis: Redis,
     assert get(samples, "relay_delivery_receipt_to_delivered_seconds_count", endpoint="a") == 1
     assert 0 < get(samples, "relay_delivery_attempt_duration_seconds_sum", endpoint="a") < 5
     assert await redis.hget(k.STATS, "a|delivered") == b"1"  # HINCRBY: an integer
+    # receipt to delivered is recorded in the buckets that reach the 48 h window, not the old ones
+    r2d = [f.decode() for f in await redis.hkeys(k.STATS) if f.startswith(b"a|r2d|")]
+    assert sorted(r2d) == sorted(["a|r2d|sum_us", f"a|r2d|{k.R2D_FIELD}{r2d_bucket(r2d)}"]), r2d
+    assert get(samples, "relay_delivery_receipt_to_delivered_seconds_bucket", endpoint="a",
+               le=str(float(k.R2D_BUCKETS[-1]))) == 1
+    # nothing writes per-minute attempt hashes any more: health counts deliveries from the state indexes
+    assert not [key async for key in redis.scan_iter(match="relay:ep:a:m:*")]
     assert get(samples, "relay_deliveries", endpoint="a", state="pending") == 0
     assert get(samples, "relay_workers_alive") == 1
     assert get(samples, "relay_delivery_last_success_timestamp_seconds", endpoint="a") > 0

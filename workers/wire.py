@@ -28,9 +28,6 @@ CLAIMED_FIELDS = ("nid", "attempt", "body", "ct", "source", "channel", "recv", "
 ROUTE_FIELDS = ("ep", "mode", "reason")
 ROUTE_KEYS = ("delivery", "st_pending", "st_skipped", "queue", "paused", "st_paused")
 
-# per-minute hashes are kept 25 h (health and alerts read the last 24 h)
-MINUTE_TTL_S = 90_000
-
 
 def preamble() -> str:
     return (
@@ -38,8 +35,9 @@ def preamble() -> str:
         + names("CLAIMED", CLAIMED_FIELDS) + names("ROUTE", ROUTE_FIELDS) + names("ROUTE_KEYS", ROUTE_KEYS)
         + constants({
             "ATTEMPTS_CAP": k.ATTEMPTS_CAP,
-            "MINUTE_TTL_S": MINUTE_TTL_S,
             "LATENCY_BUCKETS_US": [round(b * 1_000_000) for b in k.LATENCY_BUCKETS],
+            "R2D_BUCKETS_US": [round(b * 1_000_000) for b in k.R2D_BUCKETS],
+            "R2D_FIELD": k.R2D_FIELD,
         })
         + key_functions()
     )

@@ -1,22 +1,23 @@
 -- Record the result of one delivery attempt and move the delivery to its next state.
 -- Part of step.lua (workers/engine.py puts a generated preamble, complete.lua, claim.lua and step.lua
 -- together): a function, so one script call records every result a worker has waiting.
--- complete(r, kk, now, tally, minutes, latest)
+-- complete(r, kk, now, tally, latest)
 --   r: the result's fields, read by name through R (workers/engine.py RESULT_FIELDS)
 --   kk: the result's keys, read by name through RK (RESULT_KEYS), passed in KEYS
 --   now: Redis's clock (TIME), the only clock that sets or compares times here
---   tally (relay:stats field -> increment), minutes (minute key -> field -> increment) and latest
---   (relay:stats field -> ms) collect the counters; step.lua writes them once per call.
+--   tally (relay:stats field -> increment) and latest (relay:stats field -> ms) collect the
+--   counters; step.lua writes them once per call.
 -- Returns 1 (recorded), 0 (stale: its lease expired and another worker took over, or the delivery
 -- is gone), or 2 (this attempt's result was already recorded: a retried call).
-local function bucket_of(us)
-  for i, upper in ipairs(LATENCY_BUCKETS_US) do
+-- the index of the first bound (integer microseconds) that ``us`` does not exceed; #bounds is +Inf
+local function bucket_of(us, bounds)
+  for i, upper in ipairs(bounds) do
     if us <= upper then return i - 1 end
   end
-  return #LATENCY_BUCKETS_US
+  return #bounds
 end
 
-local function complete(r, kk, now, tally, minutes, latest)
+local function complete(r, kk, now, tally, latest)
   local nid, ep, attempt, outcome = r[R.nid], r[R.ep], tonumber(r[R.attempt]), r[R.outcome]
   local d, a = kk[RK.delivery], kk[RK.attempts]
   -- expired by retention: writing would re-create its keys with no expiry
@@ -68,23 +69,18 @@ local function complete(r, kk, now, tally, minutes, latest)
     end
   end
   redis.call('ZADD', st_to, now, nid)
-  -- per-minute counts (health, alerts) and cumulative counters (/metrics): collected, written by step.lua
-  local mk = key.ep_minute(ep, math.floor(now / 60000))
-  local m = minutes[mk]
-  if not m then m = {}; minutes[mk] = m end
-  local counter = 'ok'
-  if outcome ~= 'delivered' then counter = 'fail' end
-  m[counter] = (m[counter] or 0) + 1
-  if outcome == 'failed' then m.gaveup = (m.gaveup or 0) + 1 end
+  -- cumulative counters (/metrics): collected, written by step.lua. Health and alerts count
+  -- deliveries from the state indexes (relay/store/lua/health.lua), not attempts.
   local last = ep .. '|last_fail'
   if outcome == 'delivered' then last = ep .. '|last_ok' end
   if (latest[last] or 0) < now then latest[last] = now end
   local incr = {ep .. '|' .. outcome, 1, ep .. '|lat|' .. r[R.lat_bucket], 1, ep .. '|lat|sum_us', tonumber(r[R.lat_us])}
   local recv = tonumber(r[R.recv]) or 0
   if outcome == 'delivered' and recv > 0 then
-    -- receipt to delivery, both on Redis's clock
+    -- receipt to delivery, both on Redis's clock, in buckets that reach the 48 h retry window
     local r2d_us = math.max(0, now - recv) * 1000
-    incr[7], incr[8], incr[9], incr[10] = ep .. '|r2d|' .. bucket_of(r2d_us), 1, ep .. '|r2d|sum_us', r2d_us
+    incr[7], incr[8] = ep .. '|r2d|' .. R2D_FIELD .. bucket_of(r2d_us, R2D_BUCKETS_US), 1
+    incr[9], incr[10] = ep .. '|r2d|sum_us', r2d_us
   end
   for j = 1, #incr, 2 do tally[incr[j]] = (tally[incr[j]] or 0) + incr[j + 1] end
   return 1

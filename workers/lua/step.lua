@@ -7,28 +7,19 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local nres = tonumber(ARGV[1])
-local out, tally, minutes, latest = {now}, {}, {}, {}
+local out, tally, latest = {now}, {}, {}
 local nr, nk, nc, nck = #R_LIST, #RK_LIST, #C_LIST, #CK_LIST
 local i, ki = 2, 3
 for _ = 1, nres do
   -- pcall: one result that cannot be recorded (a wrong-type key) fails alone, not the whole call,
   -- and complete() is idempotent per attempt, so retrying it cannot double what did get written
   local ok, fresh = pcall(complete, {unpack(ARGV, i, i + nr - 1)}, {unpack(KEYS, ki, ki + nk - 1)}, now,
-                          tally, minutes, latest)
+                          tally, latest)
   if ok then out[#out + 1] = fresh else out[#out + 1] = 'err' end
   i, ki = i + nr, ki + nk
 end
 -- counters of every result in this call: one write per counter. pcall: a corrupt counter must not
 -- stop deliveries (the results above are already written)
-for mk, fields in pairs(minutes) do
-  local created = false
-  for f, n in pairs(fields) do
-    local ok, v = pcall(redis.call, 'HINCRBY', mk, f, n)
-    if ok and v == n then created = true end
-  end
-  -- a minute hash gets its expiry when one of its fields is created, not on every write
-  if created then redis.call('EXPIRE', mk, MINUTE_TTL_S) end
-end
 for f, n in pairs(tally) do redis.pcall('HINCRBY', KEYS[2], f, n) end
 local last = {}
 for f, ms in pairs(latest) do last[#last + 1] = f; last[#last + 1] = ms end
