@@ -239,3 +239,4 @@ async def test_the_audit_log_is_bounded(redis: Redis, monkeypatch: pytest.Monkey
         await audit.record(redis, audit.entry("reload", ORIGIN, target="config", count=i))
     assert await redis.llen(k.AUDIT) == 5
     assert [e["count"] for e in await audit.read(redis, limit=10)] == [11, 10, 9, 8, 7]
+

@@ -22,8 +22,9 @@ from redis.exceptions import RedisError
 
 from relay import events
 from relay.admin import openapi
-from relay.store import queries
-from relay.store.params import BulkRequest, ListQuery, ResendRequest
+from relay.store import audit, queries, reload
+from relay.store.control import Control
+from relay.store.params import AuditQuery, BulkRequest, EndpointPath, ListQuery, ResendRequest, TargetRequest
 from relay.store.queries import BadParam, BadRequest, QueryError, validate
 from relay.store.resend import Resender, check_idempotency_key
 from relay.store.stats import health_report
@@ -60,6 +61,13 @@ def setup_api(app: web.Application) -> None:
         web.post("/resend", resend_bulk),
         web.get("/health", health),
         web.get("/openapi.json", openapi_json),
+        web.post("/endpoints/{name}/pause", pause_endpoint),
+        web.post("/endpoints/{name}/resume", resume_endpoint),
+        web.post("/endpoints/{name}/retry", retry_endpoint),
+        web.post("/notifications/{id}/retry", retry_notification),
+        web.post("/notifications/{id}/cancel", cancel_notification),
+        web.post("/reload", reload_config),
+        web.get("/audit", audit_log),
         web.get("/schema/event.json", event_schema),
     ])
     app.add_subapp("/api", api)
@@ -143,7 +151,8 @@ async def show_notification(request: web.Request) -> web.Response:
 async def resend_one(request: web.Request) -> web.Response:
     body = validate(ResendRequest, await _json_object(request), unknown="field")
     result = await request.config_dict[appkeys.RESENDER].one(
-        request.match_info["id"], endpoint=body.endpoint, idempotency_key=_idempotency_key(request, body))
+        request.match_info["id"], endpoint=body.endpoint, idempotency_key=_idempotency_key(request, body),
+        origin=_origin(request))
     return web.json_response(result, status=202)
 
 
@@ -154,8 +163,63 @@ async def resend_bulk(request: web.Request) -> web.Response:
                             prefix="filter.")
     result = await request.config_dict[appkeys.RESENDER].bulk(
         ids=body.ids, filters=body.filter, endpoint=body.endpoint, dry_run=body.dry_run,
-        idempotency_key=_idempotency_key(request, body))
+        idempotency_key=_idempotency_key(request, body), origin=_origin(request))
     return web.json_response(result, status=200 if body.dry_run else 202)
+
+
+# -- operator control (relay/store/control.py): every action is audited as "api" with the caller -------
+
+
+def _origin(request: web.Request) -> audit.Origin:
+    return audit.Origin("api", request.remote)
+
+
+def _control(request: web.Request) -> Control:
+    return Control(request.config_dict[appkeys.REDIS], request.config_dict[appkeys.LIVE].settings)
+
+
+def _endpoint_name(request: web.Request) -> str:
+    try:
+        return validate(EndpointPath, {"name": request.match_info["name"]}).name
+    except BadParam:
+        raise queries.NotFound(f"no endpoint {request.match_info['name']!r}") from None
+
+
+async def pause_endpoint(request: web.Request) -> web.Response:
+    return web.json_response(await _control(request).pause(_endpoint_name(request), _origin(request)))
+
+
+async def resume_endpoint(request: web.Request) -> web.Response:
+    return web.json_response(await _control(request).resume(_endpoint_name(request), _origin(request)))
+
+
+async def retry_endpoint(request: web.Request) -> web.Response:
+    """Every retrying delivery of the endpoint is due now (a serial endpoint: its head)."""
+    return web.json_response(await _control(request).retry(_origin(request), endpoint=_endpoint_name(request)))
+
+
+async def retry_notification(request: web.Request) -> web.Response:
+    body = validate(TargetRequest, await _json_object(request), unknown="field")
+    nid = request.match_info["id"]
+    return web.json_response(await _control(request).retry(_origin(request), nid=nid, endpoint=body.endpoint))
+
+
+async def cancel_notification(request: web.Request) -> web.Response:
+    body = validate(TargetRequest, await _json_object(request), unknown="field")
+    nid = request.match_info["id"]
+    return web.json_response(await _control(request).cancel(nid, _origin(request), endpoint=body.endpoint))
+
+
+async def reload_config(request: web.Request) -> web.Response:
+    """Every live process re-reads its config; 200 if all reloaded, 409 if any refused or stayed silent."""
+    result = await reload.request_reload(request.config_dict[appkeys.REDIS], _origin(request))
+    return web.json_response(result, status=200 if result["ok"] else 409)
+
+
+async def audit_log(request: web.Request) -> web.Response:
+    query = validate(AuditQuery, _single_values(request))
+    entries = await audit.read(request.config_dict[appkeys.REDIS], limit=query.limit, action=query.action)
+    return web.json_response({"items": entries})
 
 
 async def health(request: web.Request) -> web.StreamResponse:

@@ -14,7 +14,15 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from relay import __version__
-from relay.store.params import BulkRequest, ListQuery, NotificationPath, ResendRequest
+from relay.store.params import (
+    AuditQuery,
+    BulkRequest,
+    EndpointPath,
+    ListQuery,
+    NotificationPath,
+    ResendRequest,
+    TargetRequest,
+)
 
 Schema = dict[str, Any]
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -60,7 +68,8 @@ def parameters(model: type[BaseModel], where: str, *, only: tuple[str, ...] | No
 
 def body_schemas() -> dict[str, Schema]:
     """The request bodies' schemas and every model they refer to, for ``components.schemas``."""
-    _, doc = models_json_schema([(ResendRequest, "validation"), (BulkRequest, "validation")],
+    _, doc = models_json_schema([(ResendRequest, "validation"), (BulkRequest, "validation"),
+                                 (TargetRequest, "validation")],
                                    ref_template=REF_TEMPLATE)
     return dict(doc.get("$defs", {}))
 
@@ -285,6 +294,47 @@ def event_schema() -> Schema:
     }}
 
 
+def endpoint_action(operation: str, summary: str) -> Schema:
+    return {"post": {
+        "operationId": operation, "summary": summary, "parameters": parameters(EndpointPath, "path"),
+        "responses": {"200": {"description": "done; count says how many deliveries it touched",
+                              "content": ANY_OBJECT},
+                      "409": _error("refused: paused, or not paused"), **COMMON},
+    }}
+
+
+def notification_action(operation: str, summary: str) -> Schema:
+    return {"post": {
+        "operationId": operation, "summary": summary, "parameters": id_param(),
+        "requestBody": _body(TargetRequest, required=False),
+        "responses": {"200": {"description": "done; count says how many deliveries it touched",
+                              "content": ANY_OBJECT},
+                      "400": _error("a bad body field, named in the error"),
+                      "409": _error("refused: in flight, finished, not retrying, or the endpoint is paused"),
+                      "413": _error("the body is too large"), **COMMON},
+    }}
+
+
+def reload_action() -> Schema:
+    return {"post": {
+        "operationId": "reload",
+        "summary": "Ask every running relay process to re-read its config file; each answers with its config hash",
+        "responses": {"200": {"description": "every process that received it reloaded", "content": ANY_OBJECT},
+                      "409": {"description": "a process refused (invalid config) or did not answer",
+                              "content": ANY_OBJECT}, **COMMON},
+    }}
+
+
+def audit_log() -> Schema:
+    return {"get": {
+        "operationId": "audit",
+        "summary": "The audit log of operator actions, newest first",
+        "parameters": parameters(AuditQuery, "query"),
+        "responses": {"200": {"description": "the entries", "content": ANY_OBJECT},
+                      "400": _error("a bad parameter, named in the error"), **COMMON},
+    }}
+
+
 def openapi() -> Schema:
     return {"get": {
         "operationId": "openapi",
@@ -313,6 +363,18 @@ def document() -> dict[str, Any]:
             "/api/health": health(),
             "/api/schema/event.json": event_schema(),
             "/api/openapi.json": openapi(),
+            "/api/endpoints/{name}/pause": endpoint_action("pauseEndpoint", "Pause an endpoint: its waiting "
+                                                           "deliveries wait as paused, no attempts are made"),
+            "/api/endpoints/{name}/resume": endpoint_action("resumeEndpoint", "Resume a paused endpoint (serial: "
+                                                            "in receipt order)"),
+            "/api/endpoints/{name}/retry": endpoint_action("retryEndpoint", "Retry now every retrying delivery "
+                                                           "of the endpoint (serial: its head)"),
+            "/api/notifications/{id}/retry": notification_action("retryNotification",
+                                                                 "Retry now a retrying delivery of the notification"),
+            "/api/notifications/{id}/cancel": notification_action("cancelNotification",
+                                                                  "Cancel a waiting delivery of the notification"),
+            "/api/reload": reload_action(),
+            "/api/audit": audit_log(),
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

@@ -231,3 +231,38 @@ class NotificationPath(BaseModel):
     """The ``{id}`` in ``/api/notifications/{id}``: a malformed id is simply not found (404)."""
 
     id: Annotated[str, Field(pattern=NID_PATTERN, description="notification id")]
+
+
+# -- operator control (relay/store/control.py, relay/store/audit.py) ---------------------------------
+
+
+class EndpointPath(BaseModel):
+    """The ``{name}`` in ``/api/endpoints/{name}/...``: an unknown endpoint is not found (404)."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN, description="a configured endpoint")]
+
+
+class TargetRequest(BaseModel):
+    """``POST /api/notifications/{id}/retry`` and ``/cancel``: the optional body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: Name | None = Field(None, description="only this endpoint's delivery (default: each of the "
+                                                    "notification's deliveries the action applies to)")
+
+
+AUDIT_ACTIONS = ("pause", "resume", "retry", "cancel", "resend", "reload")
+AUDIT_MAX = 1000
+AuditLimit = Annotated[int, Field(ge=1, le=AUDIT_MAX), BeforeValidator(_digits),
+                       Reason(f"expected an integer from 1 to {AUDIT_MAX}")]
+AuditAction = Annotated[str, _member_of(AUDIT_ACTIONS), Field(json_schema_extra={"enum": list(AUDIT_ACTIONS)}),
+                        Reason(f"expected one of {', '.join(AUDIT_ACTIONS)}")]
+
+
+class AuditQuery(BaseModel):
+    """``GET /api/audit``: newest first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: AuditLimit = Field(50, description="at most this many entries (default 50)")
+    action: AuditAction | None = Field(None, description="only this action")

@@ -1,0 +1,55 @@
+"""The admin API's operator-control routes: pause, resume, retry, cancel, reload and the audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+
+from relay import constants as k
+from tests.test_api import (  # noqa: F401  (fixtures used by name)
+    AUTH,
+    api_settings,
+    client,
+    ingest,
+    sinks,
+)
+
+
+async def test_api_routes_pause_cancel_retry_reload_and_audit(client: TestClient, redis: Redis) -> None:  # noqa: F811
+    """The admin API's control routes, without a worker: what they change is in Redis, and audited."""
+    nid = await ingest(client, "100")
+    assert not await redis.exists(k.delivery(nid, "billing"))  # no worker: not routed yet
+
+    async def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        resp = await client.request(method, path, json=body, headers=AUTH)
+        return resp.status, await resp.json()
+
+    status, doc = await call("POST", "/api/endpoints/billing/pause")
+    assert status == 200 and doc["paused"] and doc["paused_by"].startswith("api (127.0.0.1")
+    status, doc = await call("POST", "/api/endpoints/billing/retry")
+    assert status == 409 and "is paused" in doc["error"]
+    status, doc = await call("POST", "/api/endpoints/nope/pause")
+    assert status == 404 and "no endpoint 'nope'" in doc["error"]
+    status, doc = await call("POST", f"/api/notifications/{nid}/cancel", {"endpoint": "billing", "x": 1})
+    assert status == 400 and "x" in doc["error"]
+    status, doc = await call("POST", f"/api/notifications/{nid}/cancel")
+    assert status == 409 and "not routed yet" in doc["error"]
+    status, doc = await call("POST", "/api/endpoints/billing/resume")
+    assert status == 200 and doc["count"] == 0
+    status, doc = await call("POST", "/api/endpoints/billing/resume")
+    assert status == 409 and "not paused" in doc["error"]
+    status, doc = await call("POST", "/api/reload")
+    assert status == 200 and doc["asked"] == 0 and doc["ok"]
+    status, doc = await call("GET", "/api/audit?limit=0")
+    assert status == 400 and "limit" in doc["error"]
+    status, doc = await call("GET", "/api/audit?action=pause")
+    assert status == 200 and [e["action"] for e in doc["items"]] == ["pause"]
+    status, doc = await call("GET", "/api/audit")
+    assert [e["action"] for e in doc["items"]] == ["reload", "resume", "pause"]
+    assert all(e["via"] == "api" and e["address"] == "127.0.0.1" for e in doc["items"])
+    spec = (await (await client.get("/api/openapi.json", headers=AUTH)).json())["paths"]
+    for path in ("/api/endpoints/{name}/pause", "/api/endpoints/{name}/resume", "/api/endpoints/{name}/retry",
+                 "/api/notifications/{id}/retry", "/api/notifications/{id}/cancel", "/api/reload", "/api/audit"):
+        assert path in spec
