@@ -392,7 +392,10 @@ async def test_openapi_document_describes_every_route(client: TestClient) -> Non
     status, doc = await get(client, "/api/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")
     assert set(doc["paths"]) == {"/api/notifications", "/api/notifications/{id}", "/api/notifications/{id}/resend",
-                                 "/api/resend", "/api/health", "/api/openapi.json", "/api/schema/event.json"}
+                                 "/api/resend", "/api/health", "/api/openapi.json", "/api/schema/event.json",
+                                 "/api/endpoints/{name}/pause", "/api/endpoints/{name}/resume",
+                                 "/api/endpoints/{name}/retry", "/api/notifications/{id}/retry",
+                                 "/api/notifications/{id}/cancel", "/api/reload", "/api/audit"}
     assert doc["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
     assert doc["security"] == [{"bearer": []}]
     names = {p["name"] for p in doc["paths"]["/api/notifications"]["get"]["parameters"]}
