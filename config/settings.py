@@ -201,6 +201,8 @@ class LoggingConfig(_Model):
 class HealthConfig(_Model):
     # `relay health` and /api/health say unhealthy when a delivery has waited longer than this
     max_pending_age: float = Field(300, gt=0)
+    # an endpoint paused by an operator for longer than this is reported as the problem endpoint_paused
+    max_pause_hours: float = Field(24, gt=0)
 
 
 class AlertsConfig(_Model):

@@ -240,3 +240,27 @@ async def test_the_audit_log_is_bounded(redis: Redis, monkeypatch: pytest.Monkey
     assert await redis.llen(k.AUDIT) == 5
     assert [e["count"] for e in await audit.read(redis, limit=10)] == [11, 10, 9, 8, 7]
 
+
+
+async def test_health_shows_a_pause_and_its_age_and_disagreeing_configs(
+    make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis
+) -> None:
+    from relay.store.stats import health_report
+
+    s = await sink()
+    settings = make_settings(endpoints=[ep("x", s)], extra="[health]\nmax_pause_hours = 0.001\n")
+    await Control(redis, settings).pause("x", ORIGIN)
+    now = int(time.time() * 1000)
+    await redis.hset(k.PROCS, mapping={"a:1": json.dumps({"role": "worker", "hash": "aaa", "seen": now}),
+                                       "b:2": json.dumps({"role": "serve", "hash": "bbb", "seen": now}),
+                                       "gone:3": json.dumps({"role": "serve", "hash": "ccc", "seen": now - 60_000})})
+    report = await health_report(redis, settings, now + 1000)
+    row = report["endpoints"]["x"]
+    assert row["paused"] and row["paused_by"] == "api (127.0.0.9)" and 0 < row["paused_age_s"] < 60
+    # paused, not failing, and not yet for too long (no worker runs here, which is a problem of its own)
+    assert not [p for p in report["problems"] if p.get("endpoint") == "x"]
+    assert report["config"] == {"agree": False, "hashes": {"aaa": ["a:1"], "bbb": ["b:2"]}}
+    assert any("different configs" in w for w in report["warnings"])
+    report = await health_report(redis, settings, now + 10_000)  # past 0.001 h = 3.6 s
+    paused = [p for p in report["problems"] if p["kind"] == "endpoint_paused"]
+    assert paused and paused[0]["endpoint"] == "x" and paused[0]["paused_by"] == "api (127.0.0.9)"

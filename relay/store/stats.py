@@ -14,6 +14,7 @@ threshold is defined in docs/operations.md.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -133,11 +134,18 @@ async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]
         pipe.zrange(k.QUEUE_NAME, 0, 0, withscores=True)
         pipe.zrange(k.WORKERS, 0, -1, withscores=True)
         await script(keys=[], args=args, client=pipe)
+        # operator control (relay/store/control.py, relay/store/reload.py): pauses and config hashes
+        pipe.hgetall(k.PAUSED)
+        pipe.hgetall(k.PROCS)
+        for ep in endpoints:
+            pipe.zcard(k.ep_state(ep.name, "paused"))
+            pipe.zcard(k.ep_state(ep.name, "cancelled"))
         rows: list[Any] = await pipe.execute(raise_on_error=False)
     for i, row in enumerate(rows):
         if isinstance(row, Exception) and i != 2:  # only CONFIG GET (index 2) may be refused
             raise row
-    persistence, memory, save, arq_depth, fanout_depth, queue_head, workers, figures = rows
+    persistence, memory, save, arq_depth, fanout_depth, queue_head, workers, figures, paused, procs = rows[:10]
+    held = rows[10:]
     report: dict[str, Any] = {
         "checked_at": now_ms,
         "checked_at_iso": iso(now_ms),
@@ -153,12 +161,44 @@ async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]
         "workers": _workers(workers, now_ms),
         "endpoints": {},
         "sources": {},
+        "config": _config(procs, now_ms),
     }
-    for ep, row in zip(endpoints, figures[:len(endpoints)], strict=True):
-        report["endpoints"][ep.name] = _endpoint_row(settings, ep, [_text(v) for v in row], now_ms)
+    for i, (ep, row) in enumerate(zip(endpoints, figures[:len(endpoints)], strict=True)):
+        report["endpoints"][ep.name] = {
+            **_endpoint_row(settings, ep, [_text(v) for v in row], now_ms),
+            "paused_deliveries": int(held[2 * i]), "cancelled": int(held[2 * i + 1]),
+            **_pause(paused.get(ep.name.encode()), now_ms),
+        }
     for src, row in zip(sources, figures[len(endpoints):], strict=True):
         report["sources"][src] = _source_row(cfg, src_minutes, [_text(v) for v in row])
     return report
+
+
+def _pause(raw: bytes | None, now_ms: int) -> dict[str, Any]:
+    """An endpoint's pause (relay:paused): since when, by whom, how long (relay/store/control.py)."""
+    if raw is None:
+        return {"paused": False, "paused_since": None, "paused_by": None, "paused_age_s": None}
+    try:
+        doc = json.loads(raw)
+        since = int(doc["at"])
+    except (ValueError, KeyError, TypeError):
+        doc, since = {}, now_ms
+    return {"paused": True, "paused_since": since, "paused_by": doc.get("by"),
+            "paused_age_s": round(max(0, now_ms - since) / 1000, 1)}
+
+
+def _config(raw: dict[bytes, bytes], now_ms: int) -> dict[str, Any]:
+    """The config hash each live process reports (relay/store/reload.py); ``agree`` is false if they differ."""
+    hashes: dict[str, list[str]] = {}
+    for name, value in raw.items():
+        try:
+            doc = json.loads(value)
+            if now_ms - int(doc["seen"]) > k.PROC_ALIVE_MS:
+                continue
+            hashes.setdefault(str(doc["hash"]), []).append(name.decode())
+        except (ValueError, KeyError, TypeError):
+            continue
+    return {"agree": len(hashes) <= 1, "hashes": {h: sorted(names) for h, names in hashes.items()}}
 
 
 def _age(now_ms: int, score: str) -> float | None:
@@ -281,7 +321,18 @@ def _verdict(report: dict[str, Any], settings: Settings, limit: float) -> None:
             "kind": "backlog_too_old", "queue": "arq", "since": iso(now - age * 1000),
             "oldest_age_s": age, "limit_s": limit,
             "message": f"queue: a fan-out job has waited {age:.0f} s (limit {limit:g} s)"})
+    pause_limit_h = settings.health.max_pause_hours
     for name, row in report["endpoints"].items():
+        # a paused endpoint is held on purpose: not failing, its alert quiet; only a long pause is a problem
+        if row["paused"]:
+            if row["paused_age_s"] > pause_limit_h * 3600:
+                problems.append({
+                    "kind": "endpoint_paused", "endpoint": name, "since": iso(row["paused_since"]),
+                    "paused_by": row["paused_by"], "paused_age_s": row["paused_age_s"],
+                    "limit_hours": pause_limit_h,
+                    "message": f"endpoint {name} has been paused for {row['paused_age_s'] / 3600:.1f} h by "
+                               f"{row['paused_by']} (limit {pause_limit_h:g} h): relay endpoints resume {name}"})
+            continue
         if row["failing"]:
             w = row["window"]
             problems.append({
@@ -304,6 +355,10 @@ def _verdict(report: dict[str, Any], settings: Settings, limit: float) -> None:
                 "accepted_since_last": row["accepted_since_last"] or 0,
                 "message": source_message(name, row)})
     warnings: list[str] = []
+    if not report["config"]["agree"]:
+        running = "; ".join(f"{h}: {', '.join(names)}" for h, names in report["config"]["hashes"].items())
+        warnings.append(f"processes run different configs (config hash: processes): {running}; "
+                        "run relay reload, or restart the odd one out")
     if report["redis"]["persistence"] == "none":
         warnings.append("Redis persistence is off: a Redis restart loses every stored notification")
     severe = {"no_worker", "backlog_too_old", "redis_unreachable"}
