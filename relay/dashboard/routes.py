@@ -35,7 +35,8 @@ from config.settings import CHANNELS, Settings
 from relay import constants as k
 from relay.dashboard import sessions, view
 from relay.dashboard.sessions import Session, current_session, session_of
-from relay.store import queries
+from relay.store import audit, queries
+from relay.store.control import Control
 from relay.store.queries import QueryError
 from relay.store.resend import Resender
 from relay.store.stats import health_report, hourly
@@ -87,6 +88,10 @@ def setup_dashboard(app: web.Application) -> None:
         web.post("/notifications/{id}/resend", resend_one),
         web.get("/resend", bulk_confirm),
         web.post("/resend", bulk_resend),
+        web.get("/endpoints/{name}/{action:pause|resume|retry}", control_confirm),
+        web.post("/endpoints/{name}/{action:pause|resume|retry}", control_endpoint),
+        web.get("/notifications/{id}/{action:retry|cancel}", control_confirm),
+        web.post("/notifications/{id}/{action:retry|cancel}", control_notification),
         web.get("/data/overview", overview_data),
         web.get("/data/notifications", notifications_data),
         web.get("/data/notifications/{id}", detail_data),
@@ -512,3 +517,75 @@ async def bulk_resend(request: web.Request) -> web.StreamResponse:
     done: dict[str, str] = {name: params[name] for name in ("channel", "source", "endpoint", "ref") if name in params}
     done.update({"queued": str(result["count"]), **({"replayed": "1"} if result.get("replayed") else {})})
     return _redirect(f"{BASE}/notifications?{urlencode(done)}")
+
+
+# -- operator control (relay/store/control.py): confirm with the count, then act; audited as "dashboard" --
+
+CONTROL_TEXT = {
+    "pause": ("Pause endpoint {target}", "Its waiting deliveries will wait as paused: no attempts, no retries spent.",
+              "Pause"),
+    "resume": ("Resume endpoint {target}", "Its paused deliveries will be sent again (serial: in receipt order).",
+               "Resume"),
+    "retry": ("Retry now: {target}", "Retrying deliveries will be sent now instead of at their next retry.",
+              "Retry now"),
+    "cancel": ("Cancel: {target}", "Waiting deliveries will be cancelled (they can be resent later).", "Cancel"),
+}
+
+
+def _control(request: web.Request) -> Control:
+    return Control(request.config_dict[appkeys.REDIS], request.config_dict[appkeys.LIVE].settings)
+
+
+async def control_confirm(request: web.Request) -> web.StreamResponse:
+    action, session = request.match_info["action"], session_of(request)
+    control = _control(request)
+    name, nid = request.match_info.get("name"), request.match_info.get("id")
+    endpoint = request.query.get("endpoint") or None
+    try:
+        if name is not None:
+            count = (await control.counts(name))[action]
+            target, back, act = name, f"{BASE}/", f"{BASE}/endpoints/{quote(name, safe='')}/{action}"
+        else:
+            assert nid is not None
+            count = await control.waiting(nid, endpoint, retrying_only=action == "retry")
+            target = f"{nid}" + (f" to {endpoint}" if endpoint else "")
+            back = f"{BASE}/notifications/{quote(nid, safe='')}"
+            act = f"{back}/{action}"
+    except QueryError as exc:
+        return _error(request, exc.status, exc.message, session, back=f"{BASE}/")
+    title, question, button = CONTROL_TEXT[action]
+    context = {"title": title.format(target=target), "question": question, "count": count, "button": button,
+               "action": act, "back": back, "endpoint": endpoint}
+    return _page(request, "control.html", context, session=session)
+
+
+async def control_endpoint(request: web.Request) -> web.StreamResponse:
+    action, name = request.match_info["action"], request.match_info["name"]
+    origin = audit.Origin("dashboard", request.remote)
+    control = _control(request)
+    try:
+        if action == "pause":
+            await control.pause(name, origin)
+        elif action == "resume":
+            await control.resume(name, origin)
+        else:
+            await control.retry(origin, endpoint=name)
+    except QueryError as exc:
+        return _error(request, exc.status, f"{action} {name}: {exc.message}", session_of(request), back=f"{BASE}/")
+    return _redirect(f"{BASE}/")
+
+
+async def control_notification(request: web.Request) -> web.StreamResponse:
+    action, nid = request.match_info["action"], request.match_info["id"]
+    form = await inputs.form(request)
+    endpoint = _form_text(form, "endpoint")
+    origin = audit.Origin("dashboard", request.remote)
+    back = f"{BASE}/notifications/{quote(nid, safe='')}"
+    try:
+        if action == "retry":
+            await _control(request).retry(origin, nid=nid, endpoint=endpoint)
+        else:
+            await _control(request).cancel(nid, origin, endpoint=endpoint)
+    except QueryError as exc:
+        return _error(request, exc.status, f"{action} {nid}: {exc.message}", session_of(request), back=back)
+    return _redirect(back)

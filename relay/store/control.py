@@ -186,6 +186,13 @@ class Control:
 
     # -- counts for confirmations ------------------------------------------------------------
 
+    async def waiting(self, nid: str, endpoint: str | None, *, retrying_only: bool) -> int:
+        """How many of a notification's deliveries a retry (retrying ones) or a cancel (waiting ones) touches."""
+        check_id(nid)
+        eps = [self.endpoint(endpoint).name] if endpoint is not None else await self._routed(nid)
+        wanted = ("retrying",) if retrying_only else k.WAITING
+        return sum(1 for state in (await self._states(nid, eps)).values() if state in wanted)
+
     async def counts(self, name: str) -> dict[str, int]:
         """How many deliveries each endpoint action would touch (the dashboard's confirmations)."""
         ep = self.endpoint(name)
