@@ -87,3 +87,23 @@ def test_output_piped_into_a_reader_that_leaves_exits_quietly(tmp_path: Path, re
     config = write_config(tmp_path / "relay.toml")
     code, _, err = relay(config, *args, redis_url=redis_server.url, close_stdout=True)
     assert code == EXIT_BROKEN_PIPE and err == "", err
+
+
+@pytest.mark.parametrize("host", ["no-such-host.invalid", "256.1.1.1"])
+def test_a_listen_host_that_does_not_resolve_is_one_line_exit_3(tmp_path: Path, redis_server: RedisServer,
+                                                                 host: str) -> None:
+    config = write_config(tmp_path / "relay.toml")
+    code, _, err = relay(config, "serve", "--host", host, "--port", str(free_port()), redis_url=redis_server.url)
+    lines = [line for line in err.strip().splitlines() if line.startswith("relay:")]
+    assert code == EXIT_LISTEN, err
+    assert "Traceback" not in err and len(lines) == 1 and host in lines[0], err
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "0"])
+def test_a_listen_port_out_of_range_is_a_usage_error(tmp_path: Path, redis_server: RedisServer, port: str) -> None:
+    # 99999 used to be handed to the event loop, which bound it modulo 65536 (34463) and logged
+    # "listening" on a port that does not exist
+    config = write_config(tmp_path / "relay.toml")
+    code, _, err = relay(config, "serve", "--port", port, redis_url=redis_server.url)
+    assert code == EXIT_CONFIG, err
+    assert "Traceback" not in err and "--port" in err and port in err, err

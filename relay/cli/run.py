@@ -6,6 +6,7 @@ import argparse
 import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,9 +27,20 @@ def _use_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+def _port(text: str) -> int:
+    """A TCP port, 1 … 65535, as ``[server] port`` takes: the event loop would bind 99999 modulo 65536."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: expected a number 1 … 65535") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: expected a number 1 … 65535")
+    return port
+
+
 def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="listen address (default: [server] host)")
-    p.add_argument("--port", type=int, help="listen port (default: [server] port)")
+    p.add_argument("--port", type=_port, help="listen port (default: [server] port)")
 
 
 @commands.add("serve", "run the ingress and the admin listener (the Procfile's web: process)", _serve_args)
@@ -43,6 +55,11 @@ def serve(ns: argparse.Namespace) -> int:
     _use_uvloop()
     try:
         asyncio.run(run_listeners(settings, host=ns.host, port=ns.port))
+    except socket.gaierror as exc:  # an OSError whose errno is the resolver's (EAI_*), not errno's
+        admin = settings.file.admin
+        hosts = f"host {ns.host or settings.server.host!r}" + (f", [admin] host {admin.host!r}" if admin.port else "")
+        reason = exc.strerror or exc
+        raise ListenError(f"cannot listen: a listen address does not resolve ({reason}): {hosts}") from None
     except OSError as exc:
         if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
             raise ListenError(f"cannot listen: {exc.strerror or exc} ({_address(exc)})") from None
@@ -126,7 +143,7 @@ def dev(ns: argparse.Namespace) -> int:
 
 def _sink_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=9001)
+    p.add_argument("--port", type=_port, default=9001)
 
 
 @commands.add("demo-sink", "run a demo endpoint that prints every notification it receives", _sink_args)
