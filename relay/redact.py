@@ -1,9 +1,10 @@
 """Never show a configured secret: the one redaction used by the API, the CLI and the dashboard.
 
 A secret reaches stored bytes in more shapes than its plain text: a form body carries it
-percent-encoded (a space as ``+`` or ``%20``, hex digits in either case), a JSON body or a JSON
-answer carries it escaped, and an endpoint's answer is cut to ``response_snippet_bytes`` so only the
-start of a secret may be left at the snippet's end. Each of these is matched here; a match anywhere
+percent-encoded (a space as ``+`` or ``%20``, hex digits in either case, and each encoder with its
+own idea of which characters to escape), a JSON body or a JSON answer carries it escaped, and an
+endpoint's answer is cut to ``response_snippet_bytes`` so only the start of a secret may be left at
+the snippet's end. Each of these is matched here; a match anywhere
 in a string becomes ``**redacted**``.
 """
 
@@ -34,12 +35,31 @@ def encodings(secret: str) -> set[str]:
     return {s for s in shapes if s}
 
 
+def _char_pattern(ch: str) -> str:
+    """Every way one character of a secret can be written: encoders differ in what they escape
+    (JavaScript's encodeURIComponent keeps ``!*'()~``, PHP's urlencode escapes ``~``), so each
+    character is matched raw, percent-encoded or JSON-escaped independently of its neighbours."""
+    forms = {ch, "".join(f"%{b:02X}" for b in ch.encode("utf-8"))}
+    forms.update(json.dumps(ch, ensure_ascii=a)[1:-1] for a in (True, False))
+    if ch == " ":
+        forms.add("+")
+    if ch == "/":
+        forms.add("\\/")
+    return "(?:" + "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)) + ")"
+
+
+def _secret_pattern(secret: str) -> str:
+    return "".join(_char_pattern(ch) for ch in secret)
+
+
 @lru_cache(maxsize=32)
 def _compiled(secrets: tuple[str, ...]) -> tuple[re.Pattern[str] | None, tuple[str, ...]]:
     shapes = sorted({s for secret in secrets for s in encodings(secret)}, key=len, reverse=True)
+    # longest secret first, so a secret that contains another is hidden whole
+    ordered = sorted((s for s in secrets if s), key=len, reverse=True)
     # IGNORECASE: percent-encoders differ in the case of hex digits; hiding a string that equals a
     # secret but for case costs nothing
-    whole = re.compile("|".join(re.escape(s) for s in shapes), re.IGNORECASE) if shapes else None
+    whole = re.compile("|".join(_secret_pattern(s) for s in ordered), re.IGNORECASE) if ordered else None
     return whole, tuple(s.lower() for s in shapes)
 
 

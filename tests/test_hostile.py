@@ -449,6 +449,24 @@ def test_redact_covers_every_encoding_and_cut_prefixes() -> None:
     assert redact("ends with SYNTH-s", [secret]) == "ends with SYNTH-s"  # 7 characters: ordinary text
 
 
+def test_redact_covers_the_encoders_of_other_languages() -> None:
+    """A form encoder escapes what it likes: JavaScript's encodeURIComponent keeps ``!*'()~`` and
+    writes a space as %20, PHP's urlencode escapes ``~`` as %7E, some clients escape only what they
+    must. Any mix of raw characters, percent-escapes and JSON escapes is still the secret."""
+    from relay.redact import redact
+
+    secret = "my~secret key!*(x)/ü"
+    shapes = [
+        quote(secret, safe="-_.!~*'()"),                        # encodeURIComponent
+        quote_plus(secret, safe="").replace("~", "%7E"),       # PHP urlencode
+        quote(secret, safe="").replace("~", "%7e"),            # rawurlencode, lower-case hex
+        "my~secret+key!*(x)%2Fü",                              # only the space and the slash escaped
+        json.dumps(secret).strip('"').replace("/", "\\/"),    # JSON with an escaped slash
+    ]
+    for shape in shapes:
+        assert redact(f"a={shape}&b=1", [secret]) == f"a={REDACTED}&b=1", shape
+
+
 class Endpoints:
     """Two real endpoints: one echoes the body it gets, one answers with a secret across the snippet's cut."""
 
