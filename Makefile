@@ -26,6 +26,7 @@ install: $(VENV)/.installed ## make .venv and install relay and its dev tools in
 
 install-test: install
 	./scripts/ensure-chromium
+	./scripts/ensure-faketime
 
 run: install ## run everything locally: embedded Redis, ingress on :8080, a worker and a demo endpoint
 	$(BIN)/relay dev
