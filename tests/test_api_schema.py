@@ -29,8 +29,10 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MISSING = "ipn_" + "0" * 24  # well-formed, never stored
 # refused for what they mean, not for their form: the document cannot know the configuration, which
 # cursors the API issued, or that February has no 30th (a pattern states a time's shape, not its calendar)
-SEMANTIC = ("not a configured endpoint", "not a cursor this API returned", "no such date or time")
-STRINGS = ["", " ", "a", "A", "0", "-1", "1.5", "ipn", "a b", "x\n", "\x00", "\x7f", "é", "failed", "Billing!",
+SEMANTIC = ("not a configured endpoint", "not a configured source", "not a cursor this API returned",
+            "no such date or time")
+STRINGS = ["", " ", "true", "false", "True", "1",
+           "a", "A", "0", "-1", "1.5", "ipn", "a b", "x\n", "\x00", "\x7f", "é", "failed", "Billing!",
            "yesterday", "2024-05-01", "2024-05-01T12:00:00Z", "2024-05-01T14:00:00+02:00", "2024-02-30",
            "2024-W18-3", "2024-05-01T12:00:00.1234567Z", "1714564800000", "9" * 15, "9" * 16, "a" * 129]
 SAMPLES = ["billing", MISSING, f"{MISSING}~r12", "fuzz-1.2:3~x", "2024-05-01T12:00", "2024-05-01 12:00:00.123456z",
@@ -123,6 +125,9 @@ def documented(f: Field, value: Any) -> bool:
     if f.where == "body":
         return bool(validator.is_valid(value))
     text = str(value)
+    # a boolean is written as true or false (OpenAPI's form style), and nothing else
+    if text in ("true", "false") and validator.is_valid(text == "true"):
+        return True
     # a number is written as its digits: "007" is text, not the integer 7
     as_int = int(text) if text.isascii() and text.lstrip("-").isdigit() and str(int(text)) == text else None
     return bool(validator.is_valid(text) or (as_int is not None and validator.is_valid(as_int)))
@@ -156,7 +161,10 @@ def _body(path: str, f: Field, value: Any) -> dict[str, Any]:
 
 async def send(client: TestClient, f: Field, value: Any) -> tuple[int, str]:
     method, path = f.operation.split(" ", 1)
-    path = path.replace("{id}", quote(str(value), safe="") if f.where == "path" else MISSING)
+    # the parameter under test takes the value; any other path parameter a valid one
+    for param, valid in (("id", MISSING), ("name", "billing")):
+        path = path.replace(f"{{{param}}}", quote(str(value), safe="") if f.where == "path" and f.name == param
+                            else valid)
     kwargs: dict[str, Any] = {"headers": dict(AUTH)}
     if f.where == "query":
         kwargs["params"] = {f.wire: str(value)}
@@ -182,7 +190,15 @@ async def test_every_documented_rule_is_the_one_enforced(client: TestClient) -> 
                 continue
             status, error = await send(client, f, value)
             where = f"{f.operation} {f.where} {f.name}={value!r}: {status} {error}"
-            if f.where == "path":
+            if f.where == "path" and f.name == "name":
+                # a configured endpoint is acted on; any other name, well-formed or not, is not found
+                if documented(f, value):
+                    inside += 1
+                    assert status == 200 if value == "billing" else status == 404 and "no endpoint" in error, where
+                else:
+                    outside += 1
+                    assert status == 404 and "no endpoint" in error, where
+            elif f.where == "path":
                 # a malformed id is not found either way, but is told what ids look like
                 assert status == 404, where
                 if documented(f, value):
@@ -200,7 +216,8 @@ async def test_every_documented_rule_is_the_one_enforced(client: TestClient) -> 
                 assert status == 400 and error.startswith(f"invalid {f.name}="), where
         checked[f"{f.operation} {f.where} {f.name}"] = (inside, outside)
     # each field saw values on both sides of its rules, so no check above ran empty
-    assert all(inside and outside for inside, outside in checked.values()), checked
+    assert all(inside and outside for inside, outside in checked.values()), {
+        name: n for name, n in checked.items() if not all(n)}
     # the list's 10 parameters; the id twice; the header, endpoint and key of a resend; the bulk body's 5
     # fields, its filter's 8 and the header
     assert len(checked) >= 10 + 2 + 3 + 14, sorted(checked)

@@ -134,7 +134,16 @@ Ids = Annotated[list[StrictStr], Field(min_length=1, max_length=MAX_IDS),
 EventType = Annotated[str, _member_of(EVENT_TYPES), Field(json_schema_extra={"enum": list(EVENT_TYPES)}),
                       Reason(f"expected one of {', '.join(EVENT_TYPES)}")]
 DryRun = Annotated[StrictBool, Reason("expected true or false")]
-Flag = Annotated[bool, Reason("expected true or false")]  # lax: a query string says "true"
+def _flag(value: object, info: ValidationInfo) -> object:
+    # a query string says "true" or "false" (validate(..., unknown="parameter") marks text input);
+    # pydantic's lax bool would also take "0", "yes", "off"..., which the document (type boolean)
+    # does not promise, and a JSON body says true or false itself
+    if isinstance(value, str) and info.context and info.context.get("text") and value in ("true", "false"):
+        return value == "true"
+    return value
+
+
+Flag = Annotated[StrictBool, BeforeValidator(_flag), Reason("expected true or false")]
 
 
 # -- the models ----------------------------------------------------------------------------------------
@@ -188,9 +197,13 @@ class ListQuery(Filters):
         return Filters.model_construct(**{name: getattr(self, name) for name in FILTER_NAMES})
 
 
+# include_resolved only widens state=failed, so a filter of it alone selects nothing
+SELECTING_FILTERS = tuple(name for name in FILTER_NAMES if name != "include_resolved")
+
+
 def _not_empty(filters: Filters) -> Filters:
     if filters.empty:
-        raise bad(f"is empty: name at least one of {', '.join(FILTER_NAMES)}")
+        raise bad(f"is empty: name at least one of {', '.join(SELECTING_FILTERS)}")
     return filters
 
 

@@ -108,7 +108,8 @@ def validate(model: type[M], data: Mapping[str, object], *, unknown: str = "para
     ``unknown`` names what an undeclared key is ("parameter" in a query string, "field" in a body).
     """
     try:
-        return model.model_validate(data)
+        # query strings and forms carry text: a flag may be written "true" or "false" there only
+        return model.model_validate(data, context={"text": unknown == "parameter"})
     except ValidationError as exc:
         errors = exc.errors()
         # an unknown name first: "status=failed" is a typo of state, whatever else is wrong

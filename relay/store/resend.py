@@ -25,7 +25,7 @@ from relay import constants as k
 from relay import routing
 from relay.store import audit
 from relay.store.ingest import FANOUT_JOB_EXPIRY_MS, fanout_job
-from relay.store.params import FILTER_NAMES, MAX_IDS, ResendRequest
+from relay.store.params import MAX_IDS, SELECTING_FILTERS, ResendRequest
 from relay.store.queries import (
     BadParam,
     BadRequest,
@@ -159,7 +159,7 @@ class Resender:
         if ids is not None and len(ids) > MAX_IDS:
             raise BadParam("ids", f"[{len(ids)} ids]", f"at most {MAX_IDS} per request")
         if filters is not None and filters.empty:
-            raise BadParam("filter", {}, f"is empty: name at least one of {', '.join(FILTER_NAMES)}")
+            raise BadParam("filter", {}, f"is empty: name at least one of {', '.join(SELECTING_FILTERS)}")
         self._configured("endpoint", endpoint)
         if endpoint is None and filters is not None and filters.endpoint is not None:
             self._configured("filter.endpoint", filters.endpoint)

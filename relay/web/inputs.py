@@ -24,8 +24,8 @@ logger = structlog.get_logger()
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 NOT_UTF8 = "the request holds bytes that are not valid UTF-8"
-# a lone surrogate is what surrogateescape makes of a byte that is not UTF-8; NUL never belongs in text
-_UNDECODABLE = re.compile("[\ud800-\udfff\x00]")
+# a lone surrogate is what surrogateescape makes of a byte that is not UTF-8
+_UNDECODABLE = re.compile("[\ud800-\udfff]")
 
 
 def problem(request: web.Request) -> str | None:
@@ -33,13 +33,22 @@ def problem(request: web.Request) -> str | None:
     for name, value in request.raw_headers:
         if _bad_bytes(name) or _bad_bytes(value):
             shown = name.decode("ascii", "backslashreplace")
-            return f"bad_header: the {shown} header holds bytes that are not valid UTF-8 text"
+            return f"bad_header: the {shown} header holds a NUL or bytes that are not valid UTF-8 text"
     if _UNDECODABLE.search(request.path):
         return "bad_path: the path holds a percent-escape that is not valid UTF-8"
-    # yarl turns a bad escape into U+FFFD silently, so the raw query is checked, not request.query
-    if _bad_bytes(unquote_to_bytes(request.rel_url.raw_query_string.replace("+", " "))):
+    # yarl turns a bad escape into U+FFFD silently, so the raw query is checked, not request.query.
+    # A NUL that is valid UTF-8 is left to each parameter's own rule, which names the parameter.
+    if not _utf8(unquote_to_bytes(request.rel_url.raw_query_string.replace("+", " "))):
         return "bad_query: the query string holds a percent-escape that is not valid UTF-8"
     return None
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _bad_bytes(raw: bytes) -> bool:
