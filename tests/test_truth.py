@@ -266,6 +266,33 @@ async def test_a_wrong_key_for_one_source_is_a_problem_until_five_are_accepted(
             assert resp.status == 200
 
 
+async def test_resends_are_not_accepted_notifications_of_a_refusing_source(
+        stack: Callable[..., Any], redis: Redis) -> None:
+    """An operator's resends are not 2Checkout's requests: they neither dilute a source's refused share
+    nor count toward the 5 accepted in a row that end its incident (only 2Checkout can end it)."""
+    sources = [{"name": "default", "secret_key_env": "TCO_SECRET_KEY"},
+               {"name": "shop2", "secret_key_env": "SHOP2_KEY"}]
+    s: Stack = await stack({"erp": Endpoint()}, sources=sources)
+    assert await s.post("/ipn/shop2", signed_body(ipn_fields("230500001"), secret=SHOP2_KEY)) == 200
+    code, out = s.cli("notifications", "list", "--source", "shop2", "--json")
+    (original,) = [item["id"] for item in json.loads(out)["items"]]
+    for i in range(10):
+        assert await s.post("/ipn/shop2", signed_body(ipn_fields(f"2305{i:05d}"), secret="shop2-old-key")) == 400
+    for _ in range(4):  # the operator resends the one notification that got through
+        code, out = s.cli("resend", original, "--yes")
+        assert code == 0, out
+    code, out = s.cli("health", "--json")
+    report = json.loads(out)
+    row = report["sources"]["shop2"]
+    assert (row["refused"], row["accepted"], row["requests"], row["accepted_since_last"]) == (10, 1, 11, 0), row
+    assert code == 1 and [p["kind"] for p in report["problems"]] == ["source_rejecting"], out
+    # the opposite: 5 notifications 2Checkout sends with the right key do end it
+    for i in range(5):
+        assert await s.post("/ipn/shop2", signed_body(ipn_fields(f"2306{i:05d}"), secret=SHOP2_KEY)) == 200
+    code, out = s.cli("health", "--json")
+    assert code == 0 and json.loads(out)["sources"]["shop2"]["accepted_since_last"] == 5, out
+
+
 async def test_unknown_names_in_list_filters_are_errors(stack: Callable[..., Any]) -> None:
     s: Stack = await stack({"erp": Endpoint()})
     code, out = s.cli("notifications", "list", "--endpoint", "erpp")

@@ -12,6 +12,23 @@ local function head(key, rev)
   if rev then r = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES') else r = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES') end
   return r
 end
+-- Notifications 2Checkout sent to a source, scored above `from` in its index: a resend (id `X~rN`)
+-- is the operator's, not a request, so it neither dilutes a refused share nor ends an incident.
+-- Counting stops at `cap` (nil: all); pages keep each reply small.
+local function received(ix, from, cap)
+  local n, offset = 0, 0
+  while true do
+    local ids = redis.call('ZRANGEBYSCORE', ix, from, '+inf', 'LIMIT', offset, 1000)
+    for _, id in ipairs(ids) do
+      if not string.find(id, '~', 1, true) then
+        n = n + 1
+        if cap and n >= cap then return n end
+      end
+    end
+    if #ids < 1000 then return n end
+    offset = offset + 1000
+  end
+end
 for _ = 1, tonumber(ARGV[2]) do
   local ep, window = ARGV[i], tonumber(ARGV[i + 1])
   i = i + 2
@@ -57,10 +74,10 @@ for _ = 1, n do
     refused = refused + tonumber(redis.call('GET', 'relay:src:' .. src .. ':rej:' .. (now_min - m)) or '0')
   end
   local ix = 'relay:ix:src:' .. src
-  local accepted = redis.call('ZCOUNT', ix, now - minutes * 60000, '+inf')
+  local accepted = received(ix, now - minutes * 60000)
   local last = redis.call('HMGET', 'relay:src:' .. src .. ':lastrej', 'at', 'first', 'reason', 'detail', 'channel')
   local after = -1
-  if last[1] then after = redis.call('ZCOUNT', ix, '(' .. last[1], '+inf') end
+  if last[1] then after = received(ix, '(' .. last[1]) end
   out[#out + 1] = {refused, accepted, last[1] or '', last[2] or '', last[3] or '', last[4] or '', last[5] or '', after}
 end
 return out
