@@ -414,6 +414,19 @@ async def test_overview_states_and_hourly_chart(client: TestClient, settings: Se
     assert dashboard.endpoint_state({"failing": False}) == "healthy"
 
 
+async def test_hourly_chart_says_deliveries_not_attempts(client: TestClient, redis: Redis) -> None:
+    """The bars count deliveries by their last change (one delivery tried five times is one): the chart
+    must not call them attempts, and red is failing (retrying or given up), not only "failed"."""
+    now = int(time.time() * 1000)
+    await redis.zadd(k.ep_state("billing", "delivered"), {"a": now, "b": now})
+    await redis.zadd(k.ep_state("billing", "retrying"), {"c": now})
+    await login(client)
+    page = await (await client.get("/dashboard/")).text()
+    assert "billing, last 24 hours: 2 delivered and 1 failing deliveries" in page
+    assert "deliveries per hour, last 24 h" in page
+    assert "attempts per hour" not in page and "failed attempts" not in page
+
+
 async def test_failing_endpoints_sort_first(make_settings: Callable[..., Settings], redis: Redis) -> None:
     settings = make_settings(endpoints=[endpoint(n, "http://127.0.0.1:9/hook") for n in ("alpha", "beta", "gamma")])
     now = int(time.time() * 1000)

@@ -135,7 +135,7 @@ class Chart:
 
 
 def chart(hours: Sequence[Mapping[str, int]], *, width: int = 240, height: int = 48, bar: int = 10) -> Chart:
-    """Delivered and failed attempts per hour as stacked bars (oldest left), scaled to the busiest hour;
+    """Deliveries that ended delivered or failing per hour as stacked bars (oldest left), scaled to the busiest hour;
     a non-empty hour is at least 1 unit tall, and its failed part too."""
     peak = max((h["ok"] + h["fail"] for h in hours), default=0)
     bars = []
