@@ -203,6 +203,23 @@ async def test_alert_once_per_frequency_then_recovery(redis: Redis, setup: Calla
     assert len(hook.received) == 3
 
 
+async def test_a_new_incident_after_a_recovery_alerts_at_once(redis: Redis, setup: Callable[..., Any]) -> None:
+    """frequency_hours limits repeats *while a problem lasts*: once its recovery was sent, the next
+    incident of the same endpoint is news and alerts at once (and owes its own recovery)."""
+    settings, hook, session = await setup()
+    await add(redis, "a", NOW - 60_000, ok=6, fail=4)
+    await add(redis, "b", NOW - 60_000, ok=20)
+    assert [n.kind for n in await run(redis, settings, session, NOW)] == ["endpoint_failing"]
+    await add(redis, "a", NOW + 30_000, ok=30)  # 4 of 40: recovered
+    assert [n.kind for n in await run(redis, settings, session, NOW + 60_000)] == ["endpoint_recovered"]
+    await add(redis, "a", NOW + 90_000, fail=30)  # 34 of 70, an hour before frequency_hours pass
+    notices = await run(redis, settings, session, NOW + 2 * 60_000)
+    assert [(n.kind, n.subject) for n in notices] == [("endpoint_failing", "a")]
+    assert [json.loads(r.body)["kind"] for r in hook.received] == [
+        "endpoint_failing", "endpoint_recovered", "endpoint_failing"]
+    assert await redis.get(k.alert_open("ep:a")) is not None  # its recovery message is owed again
+
+
 async def test_min_deliveries_and_threshold_boundaries(redis: Redis, setup: Callable[..., Any]) -> None:
     settings, hook, session = await setup()
     await add(redis, "a", NOW, fail=9)

@@ -3,7 +3,8 @@
 What is failing comes from the one evaluation of health (relay/store/stats.py:health_report), so an
 alert never says what ``relay health`` does not. Per subject (``ep:{ep}`` or ``src:{src}``) two keys
 hold the state, so any number of workers agree, and both expire: ``relay:alert:{subject}`` (the ms of
-the last alert, expiring after ``frequency_hours``) rate-limits the alert, and
+the last alert, expiring after ``frequency_hours``, deleted when the problem is gone) rate-limits
+the repeats of one incident, and
 ``relay:alert:{subject}:open`` (the ms the incident began) marks an alert that still owes a recovery
 message; it is refreshed while the problem lasts.
 """
@@ -148,7 +149,12 @@ async def evaluate(redis: Redis, settings: Settings, now_ms: int) -> list[Notice
             else:
                 await redis.pexpire(k.alert_open(subject), k.ALERT_OPEN_TTL_MS)
             continue
-        opened = await redis.getdel(k.alert_open(subject))
+        # no problem now: the rate limit ends with the problem (frequency_hours spaces repeats while
+        # it lasts), so the subject's next incident alerts at once; one MULTI, so both go together
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.getdel(k.alert_open(subject))
+            pipe.delete(k.alert(subject))
+            opened, _ = await pipe.execute()
         if opened is None:
             continue
         since_ms = int(opened)
