@@ -113,6 +113,8 @@ KEY_TEMPLATES = {
     "ep_queue": "relay:ep:{ep}:q",
     "ep_lease": "relay:ep:{ep}:lease",
     "ep_minute": "relay:ep:{ep}:m:{minute}",
+    "ep_resent": "relay:ep:{ep}:resent",
+    "resends": "relay:resends:{nid}",
 }
 
 
@@ -165,7 +167,7 @@ def ep_minute(ep: str, minute: int) -> str:
 
 
 def ep_resent(ep: str) -> str:
-    return f"relay:ep:{ep}:resent"
+    return KEY_TEMPLATES["ep_resent"].format(ep=ep)
 
 
 def source_rejects(src: str, minute: int) -> str:
@@ -178,7 +180,7 @@ def source_lastrej(src: str) -> str:
 
 def resends(nid: str) -> str:
     """zset of the resends of one original: resend nid -> created ms."""
-    return f"relay:resends:{nid}"
+    return KEY_TEMPLATES["resends"].format(nid=nid)
 
 
 def resend_seq(nid: str) -> str:

@@ -64,8 +64,9 @@ _shared: dict[tuple[str, str], AsyncScript] = {}
 
 def shared(redis: Redis, name: str, package: str = "relay.store") -> AsyncScript:
     """One script object per script for the whole process (its SHA computed once); call it with
-    ``client=`` to run it on any connection."""
+    ``client=`` to run it on any connection. Like ``register``, the script can build keys with
+    ``key.*``."""
     script = _shared.get((package, name))
     if script is None:
-        script = _shared[(package, name)] = redis.register_script(load(name, package))
+        script = _shared[(package, name)] = redis.register_script(key_functions() + load(name, package))
     return script

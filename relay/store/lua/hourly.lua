@@ -6,13 +6,14 @@
 local start, span, hours = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local out = {}
 for a = 4, #ARGV do
-  local p = 'relay:ep:' .. ARGV[a] .. ':st:'
+  local ep = ARGV[a]
+  local function count(state, lo, hi) return redis.call('ZCOUNT', key.ep_state(ep, state), lo, hi) end
   local row = {}
   for h = 0, hours - 1 do
     local lo = start + h * span
     local hi = '(' .. (lo + span)
-    row[#row + 1] = redis.call('ZCOUNT', p .. 'delivered', lo, hi) + redis.call('ZCOUNT', p .. 'resolved', lo, hi)
-    row[#row + 1] = redis.call('ZCOUNT', p .. 'retrying', lo, hi) + redis.call('ZCOUNT', p .. 'failed', lo, hi)
+    row[#row + 1] = count('delivered', lo, hi) + count('resolved', lo, hi)
+    row[#row + 1] = count('retrying', lo, hi) + count('failed', lo, hi)
   end
   out[#out + 1] = row
 end

@@ -52,8 +52,8 @@ redis.call('ZADD', KEYS[11], now, ARGV[6])
 -- the original's failed deliveries to these endpoints are resolved once this resend is delivered
 -- there (relay/store/lua/resolve.lua looks for it)
 for ep in string.gmatch(ARGV[7], '[^,]+') do
-  redis.call('ZADD', 'relay:ep:' .. ep .. ':resent', now, orig_nid)
-  redis.call('PEXPIRE', 'relay:ep:' .. ep .. ':resent', retention)
+  redis.call('ZADD', key.ep_resent(ep), now, orig_nid)
+  redis.call('PEXPIRE', key.ep_resent(ep), retention)
 end
 if KEYS[12] ~= '' then
   redis.call('HSET', KEYS[12], orig_nid, nid)

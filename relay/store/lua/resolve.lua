@@ -1,5 +1,7 @@
 -- Mark failed deliveries of one endpoint resolved once a resend of them was delivered there.
 -- KEYS: 1 relay:ep:{ep}:resent, 2 relay:ep:{ep}:st:failed, 3 relay:ep:{ep}:st:resolved
+-- (the resends of each original and their deliveries are only known as it runs: key.* from
+-- relay/constants.py, see relay/store/scripts.py)
 -- ARGV: 1 endpoint, 2 now ms, 3 at most this many originals per call, 4 retention ms
 -- A resolved delivery keeps state ``failed`` (what happened) and gains ``resolved_by`` and
 -- ``resolved_at``; it moves from the failed index to the resolved one, scored by when it failed, so a
@@ -14,12 +16,12 @@ for _, orig in ipairs(redis.call('ZRANGE', KEYS[1], 0, max - 1)) do
     -- not (or no longer) an unresolved failure here: nothing to resolve
     redis.call('ZREM', KEYS[1], orig)
   else
-    for _, r in ipairs(redis.call('ZRANGE', 'relay:resends:' .. orig, 0, -1)) do
-      if redis.call('HGET', 'relay:d:' .. r .. ':' .. ep, 'state') == 'delivered' then
+    for _, r in ipairs(redis.call('ZRANGE', key.resends(orig), 0, -1)) do
+      if redis.call('HGET', key.delivery(r, ep), 'state') == 'delivered' then
         redis.call('ZREM', KEYS[2], orig)
         redis.call('ZADD', KEYS[3], failed_at, orig)
         redis.call('PEXPIRE', KEYS[3], retention)
-        redis.call('HSET', 'relay:d:' .. orig .. ':' .. ep, 'resolved_by', r, 'resolved_at', now)
+        redis.call('HSET', key.delivery(orig, ep), 'resolved_by', r, 'resolved_at', now)
         redis.call('ZREM', KEYS[1], orig)
         resolved = resolved + 1
         break
