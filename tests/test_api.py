@@ -386,6 +386,12 @@ async def test_health_is_served_behind_the_token(client: TestClient) -> None:
     assert resp.content_type == "application/json" and resp.status == 200
     assert (await resp.json())["status"] in ("healthy", "unhealthy")
     assert (await client.get("/api/health")).status == 401
+    # the document promises what the route does: 200 whatever the verdict, no 501 (there is no build
+    # without health), 503 only for Redis (COMMON)
+    _, doc = await get(client, "/api/openapi.json")
+    responses = doc["paths"]["/api/health"]["get"]["responses"]
+    assert set(responses) == {"200", "401", "404", "503"}
+    assert responses["503"]["description"] == "Redis is unavailable"
 
 
 async def test_openapi_document_describes_every_route(client: TestClient) -> None:
