@@ -37,7 +37,7 @@ def _table_rows(section: str) -> dict[str, str]:
     return rows
 
 
-@pytest.mark.parametrize("doc", ["README.md", "docs/design.md"])
+@pytest.mark.parametrize("doc", ["README.md", *sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("docs/*.md"))])
 def test_every_path_the_docs_name_exists(doc: str) -> None:
     text = (ROOT / doc).read_text(encoding="utf-8")
     # what a run makes (bench/results/) is named but ignored by git
