@@ -12,13 +12,12 @@ from typing import Any
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from redis.exceptions import RedisError
 
 from config.settings import Settings
 from relay import constants as k
 from relay.admin.api import setup_api
 from relay.dashboard.routes import setup_dashboard
-from relay.store.connection import connect, redis_url, safe_url
+from relay.store.connection import REDIS_ERRORS, connect, redis_url, safe_url
 from relay.store.ingest import NotDurable, Store
 from relay.store.reload import Reloader
 from relay.web import appkeys, ingress, inputs, limits, middleware, probes
@@ -82,7 +81,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         logger.info("ingress_ready", ack_after=server.ack_after, durability=via)
     except NotDurable as exc:
         logger.error("durability_unavailable", ack_after=server.ack_after, problem=str(exc))
-    except (RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         # not fatal: the ingress answers 503 until Redis is back, and 2Checkout retries
         logger.warning("redis_unreachable_at_start", error=type(exc).__name__, url=safe_url(redis_url(settings)))
     yield
@@ -92,59 +91,82 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
 async def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
     """Run until SIGTERM or SIGINT. The admin API and dashboard get their own listener (loopback by
     default) so the public one, which 2Checkout reaches, never serves them."""
-    server, admin = settings.server, settings.file.admin
-    options = {"max_line_size": server.max_header_bytes, "max_field_size": server.max_header_bytes,
-               "max_headers": server.max_headers, "keepalive_timeout": server.idle_timeout}
     before, soft = limits.raise_nofile()
-    listeners: list[tuple[web.Application, str, int, str]] = []
     live = appkeys.Live(settings)
-    if admin.port:
-        metrics = IngressMetrics(CollectorRegistry())  # one per process: both listeners serve the same series
-        listeners.append((create_app(settings, admin=False, live=live, metrics=metrics), host or server.host,
-                          port or server.port, "public"))
-        listeners.append((create_app(settings, public=False, live=live, metrics=metrics), admin.host, admin.port,
-                          "admin"))
-    else:
-        listeners.append((create_app(settings, live=live), host or server.host, port or server.port, "public+admin"))
-    cap = limits.connection_cap(server.max_connections, len(listeners), soft)
+    listeners = _listeners(settings, host, port, live)
+    cap = limits.connection_cap(settings.server.max_connections, len(listeners), soft)
     logger.info("descriptor_limit", soft_before=before, soft=soft, connections_per_listener=cap)
     runners: list[web.AppRunner] = []
     redis = connect(redis_url(settings), timeout=settings.server.redis_timeout)
     reloader = Reloader(redis, settings, role="serve", apply=lambda old, new: _reconfigure(live, old, new))
     try:
-        for app, h, p, role in listeners:
-            guard = limits.ConnectionGuard(role=role, cap=cap, header_timeout=server.header_timeout,
-                                           idle_timeout=server.idle_timeout)
-            app[limits.GUARD] = guard
-            runner = web.AppRunner(app, access_log=None, **options)  # type: ignore[arg-type]
-            await runner.setup()
-            runners.append(runner)
-            await limits.GuardedSite(runner, h, p, guard).start()
-            logger.info("listening", role=role, url=f"http://{h}:{p}")
-        # everything allocated so far lives for the whole process: keep the cyclic GC from re-scanning
-        # it, and let it run less often (request objects are freed by reference counting anyway)
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(k.GC_THRESHOLD, 20, 20)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        reloader.start()
-        reloads: set[asyncio.Task[None]] = set()
-
-        def on_sighup() -> None:
-            task = loop.create_task(reloader.on_signal())
-            reloads.add(task)
-            task.add_done_callback(reloads.discard)
-
-        loop.add_signal_handler(signal.SIGHUP, on_sighup)
-        await stop.wait()
+        await _listen(settings, listeners, cap, runners)
+        _freeze_gc()
+        await _until_stopped(reloader)
     finally:
         await reloader.stop()
         await redis.aclose()
         for runner in reversed(runners):
             await runner.cleanup()
+
+
+Listener = tuple[web.Application, str, int, str]  # app, host, port, role
+
+
+def _listeners(settings: Settings, host: str | None, port: int | None, live: appkeys.Live) -> list[Listener]:
+    """The public app on ``[server]`` and the admin app on ``[admin]``, or one app with both."""
+    server, admin = settings.server, settings.file.admin
+    if not admin.port:
+        return [(create_app(settings, live=live), host or server.host, port or server.port, "public+admin")]
+    metrics = IngressMetrics(CollectorRegistry())  # one per process: both listeners serve the same series
+    return [
+        (create_app(settings, admin=False, live=live, metrics=metrics), host or server.host, port or server.port,
+         "public"),
+        (create_app(settings, public=False, live=live, metrics=metrics), admin.host, admin.port, "admin"),
+    ]
+
+
+async def _listen(settings: Settings, listeners: list[Listener], cap: int, runners: list[web.AppRunner]) -> None:
+    """Start each listener behind its connection guard; ``runners`` collects what to clean up, also
+    when a later listener fails to start."""
+    server = settings.server
+    options = {"max_line_size": server.max_header_bytes, "max_field_size": server.max_header_bytes,
+               "max_headers": server.max_headers, "keepalive_timeout": server.idle_timeout}
+    for app, host, port, role in listeners:
+        guard = limits.ConnectionGuard(role=role, cap=cap, header_timeout=server.header_timeout,
+                                       idle_timeout=server.idle_timeout)
+        app[limits.GUARD] = guard
+        runner = web.AppRunner(app, access_log=None, **options)  # type: ignore[arg-type]
+        await runner.setup()
+        runners.append(runner)
+        await limits.GuardedSite(runner, host, port, guard).start()
+        logger.info("listening", role=role, url=f"http://{host}:{port}")
+
+
+def _freeze_gc() -> None:
+    # everything allocated so far lives for the whole process: keep the cyclic GC from re-scanning
+    # it, and let it run less often (request objects are freed by reference counting anyway)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(k.GC_THRESHOLD, 20, 20)
+
+
+async def _until_stopped(reloader: Reloader) -> None:
+    """Serve until SIGTERM or SIGINT; SIGHUP (or ``relay reload``) re-reads the config meanwhile."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    reloader.start()
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_sighup() -> None:
+        task = loop.create_task(reloader.on_signal())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    await stop.wait()
 
 
 # what a running `relay serve` cannot change: its listeners, its Redis connection, its logging
