@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from config.settings import Settings, load_settings
 from relay.cli.output import json_text
 from relay.store.audit import Origin
-from relay.store.connection import connect, redis_url, safe_url
+from relay.store.connection import REDIS_ERRORS, connect, redis_url, safe_url
 from relay.store.queries import BadParam, BadRequest, QueryError
 
 Command = Callable[[argparse.Namespace], int]
@@ -109,7 +108,7 @@ async def _with_redis(ns: argparse.Namespace, settings: Settings, action: Action
     try:
         try:
             await redis.ping()
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             print(f"relay: cannot reach Redis at {safe_url(url)}: {exc or type(exc).__name__}", file=sys.stderr)
             return 1
         try:
@@ -125,7 +124,7 @@ async def _with_redis(ns: argparse.Namespace, settings: Settings, action: Action
             return 1
         except BrokenPipeError:
             raise  # the reader of our output left: relay.cli.main ends quietly (exit 141)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             print(f"relay: Redis at {safe_url(url)} failed: {exc or type(exc).__name__}", file=sys.stderr)
             return 1
     finally:

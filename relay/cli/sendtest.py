@@ -22,7 +22,6 @@ from urllib.parse import urlencode
 
 import aiohttp
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from config.settings import CHANNELS, ConfigError, Settings, Source
 from relay import __version__, protocol
@@ -30,7 +29,7 @@ from relay import constants as k
 from relay.cli import devsecrets
 from relay.cli.common import Commands, positive, settings_from
 from relay.cli.output import clean
-from relay.store.connection import connect, redis_url
+from relay.store.connection import REDIS_ERRORS, connect, redis_url
 from relay.store.ingest import notification_id
 
 commands = Commands()
@@ -259,7 +258,7 @@ async def run(settings: Settings, *, channel: str, source: str = "default", mess
             return 1
         print(f"notification {nid}; deliveries:", file=out, flush=True)
         states = await follow(redis, nid, timeout, out)
-    except (RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         print(f"send-test: cannot read Redis ({type(exc).__name__}: {exc})", file=out, flush=True)
         return 1
     finally:

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
-from redis.exceptions import RedisError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from config import networks
 from config.settings import Secret, Source
 from relay import constants as k
 from relay import events, protocol
+from relay.store.connection import REDIS_ERRORS
 from relay.store.ingest import Stored, notification_id
 from relay.web import appkeys
 
@@ -96,7 +96,7 @@ async def receive(request: web.Request) -> web.Response:
         try:  # counted for health and alerts (source_rejecting); best effort, like the rejection log
             await request.app[appkeys.STORE].refused(source.name, channel, refused.reason, refused.detail,
                                                      int(time.time() * 1000))
-        except (RedisError, OSError):
+        except REDIS_ERRORS:
             pass
         return _reply(refused.status, f"rejected: {refused.reason}: {refused.detail}")
     if verified.key_index:
@@ -106,7 +106,7 @@ async def receive(request: web.Request) -> web.Response:
     nid = notification_id(source.name, channel, body, verified.fields, verified.signed)
     try:
         stored = await _store(request, source, channel, body, nid, verified)
-    except (RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         metrics.rejected.labels(source.name, channel, "redis_unavailable").inc()
         log.warning("notification_not_stored", nid=nid, status=503, error=type(exc).__name__,
                     duration_ms=_ms_since(started))
@@ -187,13 +187,13 @@ async def _store(request: web.Request, source: Source, channel: str, body: bytes
 
     try:
         return await store_it()
-    except (RedisError, OSError):
+    except REDIS_ERRORS:
         # a short in-process retry rides out a Redis blip or failover; past it, 503 makes
         # 2Checkout retry. (Entered only after a failure: the wrapper costs ~25 µs a request.)
         retrying = AsyncRetrying(
             stop=stop_after_delay(request.config_dict[appkeys.LIVE].settings.server.redis_timeout),
             wait=wait_random_exponential(multiplier=0.02, max=0.5),
-            retry=retry_if_exception_type((RedisError, OSError)), reraise=True,
+            retry=retry_if_exception_type(REDIS_ERRORS), reraise=True,
         )
         return await retrying(store_it)
 
@@ -240,5 +240,5 @@ async def _log_rejection(request: web.Request, source: str, channel: str,
     }
     try:
         await request.app[appkeys.STORE].reject(record)
-    except (RedisError, OSError):
+    except REDIS_ERRORS:
         pass  # the rejection is still logged and counted; the log in Redis is best effort

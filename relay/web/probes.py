@@ -6,8 +6,8 @@ import time
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.exceptions import RedisError
 
+from relay.store.connection import REDIS_ERRORS
 from relay.web import appkeys
 from relay.web.delivery_metrics import collector_for
 
@@ -16,7 +16,7 @@ async def healthz(request: web.Request) -> web.Response:
     """Live (the process answers) and ready (Redis answers): 200, else 503."""
     try:
         await request.app[appkeys.REDIS].ping()
-    except (RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         return web.json_response({"status": "unavailable", "redis": f"unreachable: {type(exc).__name__}"},
                                  status=503)
     return web.json_response({"status": "ok", "redis": "ok"})
