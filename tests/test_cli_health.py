@@ -24,7 +24,16 @@ from relay import protocol
 from relay.cli import main
 from relay.cli.sendtest import build, verify_receipt
 from relay.server import create_app
-from tests.support import INS_WORD, SECRET_KEY, TEST_ENV, RedisServer, Sink, free_port, write_config
+from tests.support import (
+    INS_WORD,
+    SECRET_KEY,
+    TEST_ENV,
+    RedisServer,
+    Sink,
+    close_worker,
+    free_port,
+    write_config,
+)
 from workers.main import create_worker
 
 Capsys = pytest.CaptureFixture[str]
@@ -202,7 +211,7 @@ async def stack(tmp_path: Path, redis: Redis, redis_server: RedisServer
 
     yield start
     for w, task in workers:
-        await w.close()
+        await close_worker(w)  # arq's close() may surface the cancellation of a sweep it started
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     for runner in runners:

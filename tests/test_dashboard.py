@@ -28,7 +28,7 @@ from relay.dashboard import routes as dashboard
 from relay.dashboard import sessions
 from relay.server import create_app
 from relay.store.ingest import notification_id
-from tests.support import SECRET_KEY, Sink, free_port, ipn_fields, signed_body, wait_for
+from tests.support import SECRET_KEY, Sink, close_worker, free_port, ipn_fields, signed_body, wait_for
 from workers.main import create_worker
 
 TOKEN = "dash-admin-token-0123456789abcdef"
@@ -290,7 +290,7 @@ async def test_attacker_text_is_escaped_everywhere(aiohttp_client: Any, make_set
         flash = await (await client.get(f"/dashboard/notifications/{nid}", params={"resent": "<b>x</b>"})).text()
         assert "<b>x</b>" not in flash and "queued" not in flash
     finally:
-        await worker.close()
+        await close_worker(worker)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         assert sink.runner is not None
@@ -454,7 +454,7 @@ async def served(make_settings: Callable[..., Settings], redis: Redis, sink: Cal
     worker = create_worker(settings, handle_signals=False)
     task = asyncio.create_task(worker.async_run())
     yield f"http://127.0.0.1:{port}", billing, settings
-    await worker.close()
+    await close_worker(worker)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     await runner.cleanup()

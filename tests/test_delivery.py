@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
@@ -23,7 +22,7 @@ from relay import constants as k
 from relay.server import create_app
 from relay.store.ingest import notification_id
 from tests.procs import RelayProcess
-from tests.support import WHSEC, RedisServer, Sink, ins_body, ipn_fields, signed_body, wait_for
+from tests.support import WHSEC, RedisServer, Sink, close_worker, ins_body, ipn_fields, signed_body, wait_for
 from workers.main import create_worker
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -47,10 +46,7 @@ async def relay(aiohttp_client: Any, make_settings: Callable[..., Settings], red
 
     yield start
     for w, task in workers:
-        # arq's close() cancels the jobs in progress (a cron sweep that has just started) and then
-        # gathers them, so the cancellation it caused itself can surface here; the worker is closed
-        with contextlib.suppress(asyncio.CancelledError):
-            await w.close()
+        await close_worker(w)  # arq's close() may surface the cancellation of a sweep it started
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
