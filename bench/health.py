@@ -39,7 +39,8 @@ def _settings(directory: Path, redis_url: str) -> Settings:
 
 async def seed(redis: Redis, per_day: int, now_ms: int) -> None:
     """``per_day`` notifications spread over the last 24 h, each with a delivery per endpoint, the
-    state indexes as the workers leave them, and the per-minute hashes earlier relays read."""
+    state indexes as the workers leave them, the source index, and the per-minute hashes earlier
+    relays read."""
     step = k.DAY_MS / per_day
     for start in range(0, per_day, CHUNK):
         async with redis.pipeline(transaction=False) as pipe:
@@ -54,6 +55,9 @@ async def seed(redis: Redis, per_day: int, now_ms: int) -> None:
                     pipe.zadd(k.ep_state(ep, "delivered"), delivered)
                 if failed:
                     pipe.zadd(k.ep_state(ep, "failed"), failed)
+            # the source's index, which source_rejecting scans over its window (one in a hundred a resend)
+            pipe.zadd(k.idx_source("default"), {(f"n{n}~r1" if n % 100 == 0 else f"n{n}"): now_ms - k.DAY_MS + n * step
+                                                for n in range(start, stop)})
             await pipe.execute()
     async with redis.pipeline(transaction=False) as pipe:
         now_min = now_ms // 60_000
