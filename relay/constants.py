@@ -42,7 +42,8 @@ relay:audit                            list   operator actions, newest first, JS
 relay:paused                           hash   endpoint -> JSON {at, by}: endpoints paused by an operator
 relay:ep-added                         hash   endpoint -> ms it was added by a config reload (fan-out routes it
                                               only notifications received after that)
-relay:procs                            hash   process name -> JSON {role, config hash, seen ms} (relay/store/reload.py)
+relay:procs                            hash   process name -> JSON {role, config hash, seen ms} (relay/store/reload.py);
+                                              entries not refreshed for a day are dropped
 relay:reload (pub/sub channel)         -      reload requests; answers go to relay:reload:{id} (list, 60 s)
 arq:job:fanout:{nid}, relay:queue      -      the ARQ fan-out job and the ARQ queue
 =====================================  =====  ==============================================================

@@ -286,3 +286,27 @@ async def test_relay_reload_reaches_serve_and_worker_processes(
             p.stop()
     assert procs[0].proc.returncode == 0, procs[0].output()[-2000:]
     assert "config_reloaded" in procs[0].output() and "config_reloaded" in procs[1].output()
+
+
+async def test_a_crashed_process_entry_is_forgotten_so_relay_procs_stays_bounded(
+        make_settings: Callable[..., Settings], redis: Redis, workers: Callable[..., Any]) -> None:
+    # a SIGKILLed process never deregisters; over months of crashes and restarts (each a new
+    # host:pid) relay:procs would grow without bound. A live process's report sweeps such entries.
+    import json
+    import time
+
+    from relay.store.reload import PROC_FORGET_MS
+
+    long_ago = int(time.time() * 1000) - PROC_FORGET_MS - 60_000
+    await redis.hset(k.PROCS, "crashed:1", json.dumps({"role": "worker", "hash": "x", "seen": long_ago}))
+    await redis.hset(k.PROCS, "garbled:2", "not json")
+    recent = int(time.time() * 1000) - 120_000  # not alive, but within the forget period: kept for now
+    await redis.hset(k.PROCS, "recent:3", json.dumps({"role": "worker", "hash": "x", "seen": recent}))
+    await workers(make_settings(), 1)
+    names = await wait_for(lambda: _names_without(redis, b"crashed:1"), 15)
+    assert b"garbled:2" not in names and b"recent:3" in names, names
+
+
+async def _names_without(redis: Redis, name: bytes) -> set[bytes] | None:
+    names = set(await redis.hkeys(k.PROCS))
+    return None if name in names else names

@@ -37,6 +37,8 @@ from relay.store.connection import REDIS_ERRORS
 logger = structlog.get_logger()
 
 REPORT_S = 5.0
+# an entry not refreshed for a day belongs to a process that died without deregistering
+PROC_FORGET_MS = 24 * 3600 * 1000
 ANSWER_TTL_S = 60
 DEFAULT_WAIT_S = 5.0
 POLL_S = 0.05
@@ -112,8 +114,10 @@ class Reloader:
             pass  # it ages out: readers ignore entries older than PROC_ALIVE_MS
 
     async def _report(self) -> None:
-        doc = {"role": self.role, "hash": self.hash, "seen": int(time.time() * 1000)}
+        now_ms = int(time.time() * 1000)
+        doc = {"role": self.role, "hash": self.hash, "seen": now_ms}
         await self.redis.hset(k.PROCS, self.name, json.dumps(doc))  # type: ignore[misc]
+        await _forget_dead(self.redis, now_ms)
 
     async def _run(self) -> None:
         """Listen for reload requests and report the hash, reconnecting after a Redis outage."""
@@ -156,6 +160,23 @@ class Reloader:
             pipe.rpush(key, json.dumps(answer))
             pipe.expire(key, ANSWER_TTL_S)
             await pipe.execute()
+
+
+async def _forget_dead(redis: Redis, now_ms: int) -> None:
+    """Drop entries not refreshed for ``PROC_FORGET_MS``: a SIGKILLed process never deregisters, and
+    every restart is a new host:pid, so without this ``relay:procs`` grows for as long as the relay
+    runs. The margin is far above any clock difference between machines, so a live one is never hit."""
+    raw: dict[bytes, bytes] = await redis.hgetall(k.PROCS)  # type: ignore[misc]
+    dead: list[str] = []
+    for name, value in raw.items():
+        try:
+            seen = int(json.loads(value)["seen"])
+        except (ValueError, KeyError, TypeError):
+            seen = 0  # unreadable: nothing will ever read it either
+        if now_ms - seen > PROC_FORGET_MS:
+            dead.append(name.decode(errors="replace"))
+    if dead:
+        await redis.hdel(k.PROCS, *dead)  # type: ignore[misc]
 
 
 async def live_processes(redis: Redis, now_ms: int) -> list[dict[str, Any]]:
