@@ -18,11 +18,11 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from relay import events
 from relay.admin import openapi
 from relay.store import audit, queries, reload
+from relay.store.connection import REDIS_ERRORS
 from relay.store.control import Control
 from relay.store.params import AuditQuery, BulkRequest, EndpointPath, ListQuery, ResendRequest, TargetRequest
 from relay.store.queries import BadParam, BadRequest, QueryError, validate
@@ -107,7 +107,7 @@ async def _dispatch(request: web.Request, handler: Handler) -> web.StreamRespons
         if exc.status < 400:
             raise
         return _http_error(request, exc)
-    except (RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         logger.warning("admin_redis_unavailable", path=request.path, error=type(exc).__name__)
         return error(503, f"Redis is unavailable ({type(exc).__name__}); retry later")
     except UnicodeError:

@@ -28,7 +28,6 @@ import jinja2
 import structlog
 from aiohttp import web
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from config.event_types import EVENT_TYPES
 from config.settings import CHANNELS, Settings
@@ -36,6 +35,7 @@ from relay import constants as k
 from relay.dashboard import sessions, view
 from relay.dashboard.sessions import Session, current_session, session_of
 from relay.store import audit, queries
+from relay.store.connection import REDIS_ERRORS
 from relay.store.control import Control
 from relay.store.queries import QueryError
 from relay.store.resend import Resender
@@ -160,7 +160,7 @@ async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
         message = {404: f"no dashboard page {request.path}",
                    405: f"method {request.method} is not allowed on {request.path}"}.get(exc.status, exc.reason)
         return _error(request, exc.status, message, session)
-    except (RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         logger.warning("dashboard_redis_unavailable", path=request.path, error=type(exc).__name__)
         return _error(request, 503, f"Redis is unavailable ({type(exc).__name__}); retry in a moment", session)
     except Exception:
