@@ -83,6 +83,7 @@ def test_a_port_in_use_is_one_line_exit_3(tmp_path: Path, redis_server: RedisSer
     lines = [line for line in err.strip().splitlines() if line.startswith("relay:")]
     assert code == EXIT_LISTEN, err
     assert "Traceback" not in err and len(lines) == 1 and str(port) in lines[0], err
+    assert lines[0].count(str(port)) == 1 and "address already in use" in lines[0], lines[0]  # said once
 
 
 @pytest.mark.parametrize("args", [("health",), ("health", "--json"), ("notifications", "list")])

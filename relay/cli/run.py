@@ -62,7 +62,9 @@ def serve(ns: argparse.Namespace) -> int:
         raise ListenError(f"cannot listen: a listen address does not resolve ({reason}): {hosts}") from None
     except OSError as exc:
         if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
-            raise ListenError(f"cannot listen: {exc.strerror or exc} ({_address(exc)})") from None
+            # asyncio's and uvloop's message already names the address ("error while attempting to
+            # bind on address ('127.0.0.1', 8080): address already in use")
+            raise ListenError(f"cannot listen: {exc.strerror or exc}") from None
         raise
     return 0
 
@@ -77,12 +79,6 @@ def worker(ns: argparse.Namespace) -> int:
     _use_uvloop()
     run(settings)
     return 0
-
-
-def _address(exc: OSError) -> str:
-    """aiohttp's message names the address; fall back to the bare error."""
-    text = str(exc)
-    return text[text.find("("):].strip("()") if "(" in text else text
 
 
 def _dev_args(p: argparse.ArgumentParser) -> None:
