@@ -220,6 +220,30 @@ async def test_a_new_incident_after_a_recovery_alerts_at_once(redis: Redis, setu
     assert await redis.get(k.alert_open("ep:a")) is not None  # its recovery message is owed again
 
 
+async def test_a_refusing_source_does_not_recover_by_falling_quiet(redis: Redis, setup: Callable[..., Any]) -> None:
+    """Only accepted notifications end a source_rejecting incident: when 2Checkout's retries thin out
+    and the refusals age out of the 15 min window, the key is still wrong and nothing recovered."""
+    from relay.store.ingest import Store
+    from relay.store.stats import health_report
+
+    settings, hook, session = await setup()
+    store = Store(redis, settings.delivery.retention_ms)
+    for i in range(10):
+        await store.refused("default", "ipn", "signature_mismatch", "tried current (fingerprint 3f9a02c1)",
+                            NOW - 60_000 + i)
+    assert [n.kind for n in await run(redis, settings, session, NOW)] == ["source_rejecting"]
+    later = NOW + 20 * 60_000  # the refusals are out of the window; none accepted since
+    assert await run(redis, settings, session, later) == []
+    await redis.zadd(k.WORKERS, {"w:1": later})  # a live worker: only the source is wrong
+    report = await health_report(redis, settings, later)
+    assert report["status"] == "degraded" and [p["kind"] for p in report["problems"]] == ["source_rejecting"]
+    assert [json.loads(r.body)["kind"] for r in hook.received] == ["source_rejecting"]
+    # the opposite: 5 notifications stored after the last refusal (as ingest indexes them) end it
+    await redis.zadd(k.idx_source("default"), {f"ipn_{i:024x}": later + i for i in range(5)})
+    notices = await run(redis, settings, session, later + 60_000)
+    assert [(n.kind, n.figures["accepted_since_last"]) for n in notices] == [("source_recovered", 5)]
+
+
 async def test_min_deliveries_and_threshold_boundaries(redis: Redis, setup: Callable[..., Any]) -> None:
     settings, hook, session = await setup()
     await add(redis, "a", NOW, fail=9)

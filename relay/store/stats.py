@@ -246,14 +246,19 @@ def _endpoint_row(settings: Settings, ep: Endpoint, row: list[str], now_ms: int)
 
 def _source_row(cfg: Any, minutes: int, row: list[str]) -> dict[str, Any]:
     """One source's figures from health.lua: refusals and stored notifications in the window, the latest
-    refusal (at, incident start, reason, detail, channel) and notifications stored after it (-1: none)."""
+    refusal (at, incident start, reason, detail, channel), notifications stored after it (-1: none) and
+    the start of the incident the alerts opened ('' if none)."""
     refused, accepted = int(row[0]), int(row[1])
-    at, first, reason, detail, channel, after = row[2:8]
+    at, first, reason, detail, channel, after, opened = row[2:9]
     accepted_since_last = int(after) if int(after) >= 0 else None
     share = _share(refused, refused + accepted)
-    rejecting = (share is not None and 100 * share > cfg.source_threshold_percent
-                 and refused >= cfg.source_min_rejections
-                 and (accepted_since_last or 0) < k.SOURCE_RECOVERY_ACCEPTED)
+    over = (share is not None and 100 * share > cfg.source_threshold_percent
+            and refused >= cfg.source_min_rejections)
+    # once raised, only accepted notifications end it: refusals ageing out of the window (2Checkout's
+    # retries thinning out, a quiet night) are not a recovery. Bounded by the latest refusal's record,
+    # which expires after 2Checkout's 48 h of retries.
+    held = bool(opened) and bool(at)
+    rejecting = (over or held) and (accepted_since_last or 0) < k.SOURCE_RECOVERY_ACCEPTED
     return {
         "window_minutes": minutes, "refused": refused, "accepted": accepted, "requests": refused + accepted,
         "share": share, "last_refused_at": _ms(at), "since": _ms(first), "reason": reason or None,

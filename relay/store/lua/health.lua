@@ -78,6 +78,9 @@ for _ = 1, n do
   local last = redis.call('HMGET', 'relay:src:' .. src .. ':lastrej', 'at', 'first', 'reason', 'detail', 'channel')
   local after = -1
   if last[1] then after = received(ix, '(' .. last[1]) end
-  out[#out + 1] = {refused, accepted, last[1] or '', last[2] or '', last[3] or '', last[4] or '', last[5] or '', after}
+  -- an incident the alerts opened (relay/constants.py alert_open) lasts until notifications are accepted
+  local opened = redis.call('GET', 'relay:alert:src:' .. src .. ':open') or ''
+  out[#out + 1] = {refused, accepted, last[1] or '', last[2] or '', last[3] or '', last[4] or '', last[5] or '', after,
+                   opened}
 end
 return out
