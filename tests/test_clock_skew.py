@@ -194,3 +194,30 @@ async def test_an_ingress_ten_minutes_fast_does_not_delay_fanout(tmp_path: Path,
                                                                  endpoint: Endpoint) -> None:
     took = await run(tmp_path, redis_server, endpoint, worker_skew=None, ingress_skew="+10m")
     assert took < DEADLINE_S  # (run() already failed past it; 10 minutes late would be 600 s)
+
+
+@pytest.mark.parametrize("skew", ["+10m", "-10m"])
+async def test_health_run_ten_minutes_off_judges_by_redis_clock(tmp_path: Path, redis_server: RedisServer,
+                                                                 skew: str) -> None:
+    # a worker's heartbeat is scored on Redis's clock; `relay health` (or /api/health) on a machine
+    # whose clock is 10 minutes fast judged it 10 minutes old and reported no live worker
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.support import TEST_ENV
+
+    config = write_config(tmp_path / "relay.toml", redis_port=redis_server.port)
+    redis = Redis.from_url(redis_server.url)
+    try:
+        sec, usec = await redis.time()
+        await redis.zadd(k.WORKERS, {"w-live": sec * 1000 + usec // 1000})
+    finally:
+        await redis.aclose()
+    env = {**os.environ, **TEST_ENV, "REDIS_URL": redis_server.url}
+    proc = subprocess.run([*skewed(skew), sys.executable, "-m", "relay", "--config", str(config), "health", "--json"],
+                          env=env, capture_output=True, timeout=60)
+    report = json.loads(proc.stdout)
+    kinds = [p["kind"] for p in report["problems"]]
+    assert "no_worker" not in kinds, report["problems"]

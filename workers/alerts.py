@@ -264,7 +264,7 @@ async def check_alerts(ctx: dict[str, Any]) -> dict[str, int]:
     """Every minute: alert on failing endpoints and refusing sources, and on their recovery."""
     engine: Engine = ctx["engine"]
     settings: Settings = ctx["settings"]
-    notices = await evaluate(ctx["relay_redis"], settings, engine.now_ms())
+    notices = await evaluate(ctx["relay_redis"], settings, engine.redis_ms())  # the clock health's ages are on
     await notify(notices, settings, ctx["session"])
     return {kind: sum(1 for n in notices if n.kind == kind)
             for kind in ("endpoint_failing", "endpoint_recovered", "source_rejecting", "source_recovered")}

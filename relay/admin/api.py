@@ -22,7 +22,7 @@ from aiohttp import web
 from relay import events
 from relay.admin import openapi
 from relay.store import audit, queries, reload
-from relay.store.connection import REDIS_ERRORS
+from relay.store.connection import REDIS_ERRORS, clock_ms
 from relay.store.control import Control
 from relay.store.params import AuditQuery, BulkRequest, EndpointPath, ListQuery, ResendRequest, TargetRequest
 from relay.store.queries import BadParam, BadRequest, QueryError, validate
@@ -225,7 +225,8 @@ async def audit_log(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.StreamResponse:
     """``GET /api/health``: the report as JSON; the verdict is in ``status`` (the answer is always 200)."""
     app = request.app
-    report = await health_report(app[appkeys.REDIS], app[appkeys.LIVE].settings, int(time.time() * 1000))
+    redis = app[appkeys.REDIS]
+    report = await health_report(redis, app[appkeys.LIVE].settings, await clock_ms(redis))
     return web.json_response(report)
 
 

@@ -81,12 +81,12 @@ def render_health(report: dict[str, Any], url: str) -> str:
 
 
 async def _health(settings: Settings, max_pending_age: float | None) -> dict[str, Any]:
-    from relay.store.connection import connect, redis_url
+    from relay.store.connection import clock_ms, connect, redis_url
     from relay.store.stats import health_report
 
     redis = connect(redis_url(settings), timeout=settings.server.redis_timeout)
     try:
-        return await health_report(redis, settings, int(time.time() * 1000), max_pending_age=max_pending_age)
+        return await health_report(redis, settings, await clock_ms(redis), max_pending_age=max_pending_age)
     finally:
         await redis.aclose()
 

@@ -35,7 +35,7 @@ from relay import constants as k
 from relay.dashboard import sessions, view
 from relay.dashboard.sessions import Session, current_session, session_of
 from relay.store import audit, queries
-from relay.store.connection import REDIS_ERRORS
+from relay.store.connection import REDIS_ERRORS, clock_ms
 from relay.store.control import Control
 from relay.store.queries import QueryError
 from relay.store.resend import Resender
@@ -283,15 +283,15 @@ async def overview_model(redis: Redis, settings: Settings, now_ms: int) -> dict[
 
 
 async def overview(request: web.Request) -> web.StreamResponse:
-    model = await overview_model(request.config_dict[appkeys.REDIS], request.config_dict[appkeys.LIVE].settings,
-                                 int(time.time() * 1000))
+    redis = request.config_dict[appkeys.REDIS]
+    model = await overview_model(redis, request.config_dict[appkeys.LIVE].settings, await clock_ms(redis))
     return _page(request, "overview.html", {**model, "summary": view.overview_summary(model)},
                  session=session_of(request), current="overview", refresh_ms=REFRESH_MS)
 
 
 async def overview_data(request: web.Request) -> web.StreamResponse:
-    model = await overview_model(request.config_dict[appkeys.REDIS], request.config_dict[appkeys.LIVE].settings,
-                                 int(time.time() * 1000))
+    redis = request.config_dict[appkeys.REDIS]
+    model = await overview_model(redis, request.config_dict[appkeys.LIVE].settings, await clock_ms(redis))
     return _fragment(model, _render(request, "overview_fragment.html", model), view.overview_summary(model))
 
 

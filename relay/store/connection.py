@@ -215,3 +215,14 @@ def arq_settings(url: str) -> RedisSettings:
         return RedisSettings.from_dsn(url)
     return RedisSettings(host=target.sentinels, sentinel=True, sentinel_master=target.service,
                          database=target.db, username=target.username, password=target.password)
+
+
+async def clock_ms(redis: Redis) -> int:
+    """Redis's clock (TIME), in ms: the one heartbeats, queue scores and leases are written on, so the
+    one to measure their ages by, whatever this machine's clock says. This machine's clock when Redis
+    does not answer (the caller then reports Redis unreachable anyway)."""
+    try:
+        sec, usec = await redis.time()
+    except REDIS_ERRORS:
+        return int(time.time() * 1000)
+    return int(sec) * 1000 + int(usec) // 1000
