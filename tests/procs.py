@@ -22,21 +22,32 @@ class RelayProcess:
         full_env = {**os.environ, **TEST_ENV, "REDIS_URL": redis_url, **(env or {})}
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "relay", "--config", str(config), *args],
-                                         env=full_env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
+                                         env=full_env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=preexec_fn,
+                                         # its own process group: a wrapper (faketime forks the relay as its
+                                         # child) must not leave the relay running against the session's Redis
+                                         start_new_session=True)
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
 
     def kill(self) -> None:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+            self._signal_group(signal.SIGKILL)
             self.proc.wait(10)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.terminate()
+            self._signal_group(signal.SIGTERM)
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                self._signal_group(signal.SIGKILL)
                 self.proc.wait(5)
+        # a wrapper may be gone already while the relay it started still runs
+        self._signal_group(signal.SIGKILL)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
