@@ -218,6 +218,32 @@ async def test_health_run_ten_minutes_off_judges_by_redis_clock(tmp_path: Path, 
     env = {**os.environ, **TEST_ENV, "REDIS_URL": redis_server.url}
     proc = subprocess.run([*skewed(skew), sys.executable, "-m", "relay", "--config", str(config), "health", "--json"],
                           env=env, capture_output=True, timeout=60)
+    assert proc.stdout, proc.stderr.decode()[-2000:]
     report = json.loads(proc.stdout)
     kinds = [p["kind"] for p in report["problems"]]
-    assert "no_worker" not in kinds, report["problems"]
+    assert "no_worker" not in kinds, (report["problems"], report["workers"], proc.stderr.decode()[-2000:])
+
+
+async def test_a_process_ten_minutes_slow_still_reports_its_config_hash(tmp_path: Path,
+                                                                       redis_server: RedisServer) -> None:
+    # relay:procs entries are judged alive on Redis's clock (health's config.hashes); a worker that
+    # stamped them with its own clock, 10 minutes slow, looked dead and its config went unchecked
+    from config.settings import load_settings
+    from relay.store.connection import clock_ms
+    from relay.store.stats import health_report
+    from tests.support import TEST_ENV
+
+    config = write_config(tmp_path / "relay.toml", redis_port=redis_server.port)
+    settings = load_settings(config, {**TEST_ENV, "REDIS_URL": redis_server.url})
+    worker = RelayProcess(config, redis_server.url, "worker", prefix=skewed("-10m"))
+    redis = Redis.from_url(redis_server.url)
+    try:
+        deadline = time.monotonic() + 60
+        while not await redis.hlen(k.PROCS):
+            assert time.monotonic() < deadline and worker.proc.poll() is None, worker.output()[-2000:]
+            await asyncio.sleep(0.1)
+        report = await health_report(redis, settings, await clock_ms(redis))
+        assert report["config"]["hashes"], (report["config"], await redis.hgetall(k.PROCS))
+    finally:
+        await redis.aclose()
+        worker.stop()

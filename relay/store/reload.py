@@ -32,7 +32,7 @@ from config.fingerprint import config_hash
 from config.settings import ConfigError, Settings, load_settings
 from relay import constants as k
 from relay.store import audit
-from relay.store.connection import REDIS_ERRORS
+from relay.store.connection import REDIS_ERRORS, clock_ms
 
 logger = structlog.get_logger()
 
@@ -114,7 +114,8 @@ class Reloader:
             pass  # it ages out: readers ignore entries older than PROC_ALIVE_MS
 
     async def _report(self) -> None:
-        now_ms = int(time.time() * 1000)
+        # Redis's clock, which readers judge "alive" by: a machine minutes slow would look dead
+        now_ms = await clock_ms(self.redis)
         doc = {"role": self.role, "hash": self.hash, "seen": now_ms}
         await self.redis.hset(k.PROCS, self.name, json.dumps(doc))  # type: ignore[misc]
         await _forget_dead(self.redis, now_ms)
@@ -216,7 +217,7 @@ async def request_reload(redis: Redis, origin: audit.Origin, *, wait_s: float = 
         raw = await redis.lrange(key, len(answers), -1)  # type: ignore[misc]
         answers.extend(json.loads(item) for item in raw)
     answered = {a["process"] for a in answers}
-    live = await live_processes(redis, int(time.time() * 1000))
+    live = await live_processes(redis, await clock_ms(redis))
     silent = [p["name"] for p in live if p["name"] not in answered]
     refused = [a for a in answers if a["outcome"] == "refused"]
     result = {
