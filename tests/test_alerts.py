@@ -237,6 +237,10 @@ async def test_a_refusing_source_does_not_recover_by_falling_quiet(redis: Redis,
     await redis.zadd(k.WORKERS, {"w:1": later})  # a live worker: only the source is wrong
     report = await health_report(redis, settings, later)
     assert report["status"] == "degraded" and [p["kind"] for p in report["problems"]] == ["source_rejecting"]
+    # the line says why a source with no refusal in the window is still refusing
+    line = ("0 of 0 requests (-) refused in the last 15 min; 0 accepted since the last refusal at "
+            f"{iso(NOW - 60_000 + 9)} (5 in a row end it); last reason signature_mismatch")
+    assert line in report["problems"][0]["message"]
     assert [json.loads(r.body)["kind"] for r in hook.received] == ["source_rejecting"]
     # the opposite: 5 notifications stored after the last refusal (as ingest indexes them) end it
     await redis.zadd(k.idx_source("default"), {f"ipn_{i:024x}": later + i for i in range(5)})

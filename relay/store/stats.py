@@ -296,7 +296,10 @@ def endpoint_message(name: str, row: dict[str, Any]) -> str:
 
 def source_message(name: str, row: dict[str, Any]) -> str:
     return (f"source {name} refusing notifications: {row['refused']} of {row['requests']} requests "
-            f"({percent(row['share'])}) refused in the last {row['window_minutes']:g} min; last reason "
+            f"({percent(row['share'])}) refused in the last {row['window_minutes']:g} min; "
+            # an incident outlives its window until notifications are accepted again: say how far that is
+            f"{row['accepted_since_last'] or 0} accepted since the last refusal at {iso(row['last_refused_at'])} "
+            f"({k.SOURCE_RECOVERY_ACCEPTED} in a row end it); last reason "
             f"{row['reason']}: {row['detail']}. 2Checkout retries a refused notification for 48 h: "
             f"fix the cause in time and they arrive")
 
