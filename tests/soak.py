@@ -45,6 +45,8 @@ class Soak:
     rate: float
     samples: list[Sample] = field(default_factory=list)
     posted: int = 0
+    # seconds into the run of each accepted post, to show the load lasted the whole run
+    accepted_at: list[float] = field(default_factory=list)
     # at the end: how many keys of each kind (the key with its names and numbers cut off)
     kinds: dict[str, int] = field(default_factory=dict)
 
@@ -125,6 +127,7 @@ async def run(duration: float, retention: float, rate: float, workdir: Path) -> 
                 async with http.post(f"http://127.0.0.1:{port}/ipn", data=body, headers=FORM) as resp:
                     if resp.status == 200:
                         soak.posted += 1
+                        soak.accepted_at.append(time.monotonic() - started)
 
             async def load() -> None:
                 i, pending = 0, set()
