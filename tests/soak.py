@@ -50,12 +50,19 @@ class Soak:
     # at the end: how many keys of each kind (the key with its names and numbers cut off)
     kinds: dict[str, int] = field(default_factory=dict)
 
-    def growth(self, attr: str) -> float:
+    def growth(self, attr: str, smooth: float = 0.0) -> float:
         """Growth over the last third of the run, from a least-squares line through its samples, as a
-        fraction of their mean (a slope, so one noisy sample does not decide it)."""
+        fraction of their mean (a slope, so one noisy sample does not decide it).
+
+        ``smooth``: average each sample with those of the ``smooth`` seconds before it first. The
+        sweeper trims every 5 s, so a run only a few sweeps long sees a sawtooth whose phase alone can
+        tilt the line by several per cent; averaging over one sweep period flattens it."""
+        def value(s: Sample) -> float:
+            window = [float(getattr(o, attr)) for o in self.samples if s.t - smooth < o.t <= s.t] if smooth else []
+            return statistics.fmean(window) if window else float(getattr(s, attr))
         last = [s for s in self.samples if s.t >= self.duration * 2 / 3]
         xs = [s.t for s in last]
-        ys = [float(getattr(s, attr)) for s in last]
+        ys = [value(s) for s in last]
         slope = statistics.linear_regression(xs, ys).slope
         return slope * (xs[-1] - xs[0]) / statistics.fmean(ys)
 
