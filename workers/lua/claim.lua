@@ -83,15 +83,9 @@ local function claim(c, kk, now, fanout, out)
       if state == 'in_flight' then
         -- the previous holder's lease expired without a result: logged like complete.lua logs one
         local a = key.attempts(nid, ep)
-        local len = redis.call('RPUSH', a, cjson.encode({
+        log_attempt(a, d, cjson.encode({
           n = attempts, at = now, outcome = 'retry',
           error = 'worker_lost', message = 'no result before the lease expired (worker killed or stalled)'}))
-        if len > ATTEMPTS_CAP then
-          redis.call('LTRIM', a, -ATTEMPTS_CAP, -1)
-          redis.call('HINCRBY', d, 'attempts_dropped', len - ATTEMPTS_CAP)
-        end
-        local ttl = redis.call('PTTL', d)
-        if ttl > 0 then redis.call('PEXPIRE', a, ttl) end
       end
       redis.call('ZREM', from[state], nid)
       redis.call('ZADD', kk[CK.st_in_flight], now, nid)

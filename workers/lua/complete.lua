@@ -17,6 +17,19 @@ local function bucket_of(us, bounds)
   return #bounds
 end
 
+-- append one attempt record to the log ``a`` of delivery ``d``: the log keeps the last ATTEMPTS_CAP
+-- (counting the rest in ``attempts_dropped``) and lives exactly as long as its delivery.
+-- Also used by claim.lua, which follows this file in the step script.
+local function log_attempt(a, d, record)
+  local len = redis.call('RPUSH', a, record)
+  if len > ATTEMPTS_CAP then
+    redis.call('LTRIM', a, -ATTEMPTS_CAP, -1)
+    redis.call('HINCRBY', d, 'attempts_dropped', len - ATTEMPTS_CAP)
+  end
+  local ttl = redis.call('PTTL', d)
+  if ttl > 0 then redis.call('PEXPIRE', a, ttl) end
+end
+
 local function complete(r, kk, now, tally, latest)
   local nid, ep, attempt, outcome = r[R.nid], r[R.ep], tonumber(r[R.attempt]), r[R.outcome]
   local d, a = kk[RK.delivery], kk[RK.attempts]
@@ -33,15 +46,8 @@ local function complete(r, kk, now, tally, latest)
     rec.next = nxt
     record = cjson.encode(rec)
   end
-  -- every attempt is logged, even a stale one; the log keeps the last ATTEMPTS_CAP and counts the rest
-  local len = redis.call('RPUSH', a, record)
-  if len > ATTEMPTS_CAP then
-    redis.call('LTRIM', a, -ATTEMPTS_CAP, -1)
-    redis.call('HINCRBY', d, 'attempts_dropped', len - ATTEMPTS_CAP)
-  end
-  -- the log lives exactly as long as its delivery
-  local ttl = redis.call('PTTL', d)
-  if ttl > 0 then redis.call('PEXPIRE', a, ttl) end
+  -- every attempt is logged, even a stale one
+  log_attempt(a, d, record)
   local st = redis.call('HMGET', d, 'state', 'attempts', 'mode', 'next')
   if st[1] ~= 'in_flight' or tonumber(st[2]) ~= attempt then
     return 0
