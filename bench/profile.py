@@ -123,10 +123,22 @@ def _py_spy() -> str:
     return found
 
 
+def _commands(h: Harness) -> Counter[str]:
+    stats = h.info("commandstats")
+    return Counter({name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()})
+
+
+def _print_commands(before: Counter[str], after: Counter[str], per: int, what: str) -> None:
+    """Redis commands per request or delivery: each round trip costs both processes a write and a read."""
+    calls = after - before
+    shown = ", ".join(f"{name} {count / max(per, 1):.2f}" for name, count in calls.most_common(30))
+    print(f"Redis commands per {what}: {shown}", flush=True)
+
+
 def profile_ingress(h: Harness, seconds: float, out: Path, rate: int) -> float:
     h.flush()
     serve, port = h.start_serve()
-    before = serve.cpu()
+    before, commands = serve.cpu(), _commands(h)
     spy = _spy(serve.pid, seconds, 2.0, out, rate)
     result = h.loadgen(Spec(port=port, connections=h.opts.connections, duration=seconds + 1, warmup=2.0,
                             seed=h.seed()))
@@ -134,6 +146,7 @@ def profile_ingress(h: Harness, seconds: float, out: Path, rate: int) -> float:
     answered = max(1, int(result["ok_total"]) + int(result["errors_total"]))
     cpu_us = 1e6 * (serve.cpu() - before) / answered
     print(f"ingress: {result['rate_per_s']}/s, {cpu_us:.0f} µs of relay serve CPU per request", flush=True)
+    _print_commands(commands, _commands(h), answered, "request")
     h.cluster.stop(serve)
     return cpu_us
 
@@ -151,10 +164,11 @@ def profile_delivery(h: Harness, seconds: float, out: Path, rate: int, concurren
     names = [f"ep{i + 1}" for i in range(ENDPOINTS)]
     [worker] = h.start_workers(1, config, wait=True)
     time.sleep(2.0)
-    done0, cpu0 = h.delivered(names), worker.cpu()
+    done0, cpu0, commands = h.delivered(names), worker.cpu(), _commands(h)
     spy = _spy(worker.pid, seconds, 0.0, out, rate)
     spy.join(timeout=seconds + 30)
     done1, cpu1 = h.delivered(names), worker.cpu()
+    _print_commands(commands, _commands(h), done1 - done0, "delivery")
     cpu_us = 1e6 * (cpu1 - cpu0) / max(1, done1 - done0)
     print(f"delivery: {done1 - done0} deliveries while sampling, {cpu_us:.0f} µs of worker CPU per delivery",
           flush=True)

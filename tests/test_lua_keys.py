@@ -43,3 +43,32 @@ def test_key_functions_cover_every_template_key_a_script_uses() -> None:
     for path in SCRIPTS:
         used = set(re.findall(r"\bkey\.(\w+)\(", _code(path.read_text(encoding="utf-8"))))
         assert used <= defined, f"{path.name} calls undefined key functions: {sorted(used - defined)}"
+
+
+def test_the_engine_sends_results_in_wire_order() -> None:
+    """engine.Result.args lists its fields by position: they must be wire.RESULT_FIELDS' order."""
+    from types import SimpleNamespace
+    from typing import cast
+
+    from config.settings import Endpoint
+    from workers import wire
+    from workers.engine import Result
+
+    ep = cast(Endpoint, SimpleNamespace(name="ep-name"))  # args() reads only its name
+    result = Result(ep=ep, nid="nid", attempt=3, outcome="outcome", delay_ms=4, record="record", last="last",
+                    lat_bucket=5, lat_us=6, recv=7, deadline=0.0)
+    sent = dict(zip(wire.RESULT_FIELDS, result.args(), strict=True))
+    assert sent == {name: ("ep-name" if name == "ep" else getattr(result, name)) for name in wire.RESULT_FIELDS}
+
+
+def test_the_engine_reads_claims_in_wire_order() -> None:
+    """engine._claimed unpacks claim.lua's reply by position: it must be wire.CLAIMED_FIELDS' order."""
+    from workers import wire
+    from workers.engine import _claimed
+
+    numeric = {"attempt": b"3", "recv": b"7", "paused_ms": b"9"}
+    values = [numeric.get(name, name.encode()) for name in wire.CLAIMED_FIELDS]
+    c = _claimed(values)
+    assert (c.nid, c.body, c.content_type, c.source, c.channel, c.resend_of, c.flag) == (
+        "nid", b"body", "ct", "source", "channel", "resend_of", "flag")
+    assert (c.attempt, c.received_ms, c.paused_ms) == (3, 7, 9)

@@ -27,6 +27,7 @@ import aiohttp
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from yarl import URL
 
 from config.settings import Endpoint, Settings
 from relay import constants as k
@@ -69,12 +70,10 @@ class Result:
     deadline: float  # monotonic: past it, a result Redis would not take is given up (its lease retries)
 
     def args(self) -> list[str | int]:
-        values: dict[str, str | int] = {
-            "nid": self.nid, "ep": self.ep.name, "attempt": self.attempt, "outcome": self.outcome,
-            "delay_ms": self.delay_ms, "record": self.record, "last": self.last, "lat_bucket": self.lat_bucket,
-            "lat_us": self.lat_us, "recv": self.recv,
-        }
-        return [values[name] for name in wire.RESULT_FIELDS]
+        # in wire.RESULT_FIELDS order (tests/test_lua_keys.py checks the two agree): a list per result
+        # rather than a dict looked up by name, since this runs for every delivery
+        return [self.nid, self.ep.name, self.attempt, self.outcome, self.delay_ms, self.record, self.last,
+                self.lat_bucket, self.lat_us, self.recv]
 
     def keys(self) -> list[str]:
         to_state = "retrying" if self.outcome == "retry" else self.outcome
@@ -275,8 +274,9 @@ class Engine:
         self.retired: set[Lane] = set()
         # endpoint -> ms (Redis's clock) a reload added it: the fan-out gives it only what came after
         self.added: dict[str, int] = {}
-        # one ClientTimeout per endpoint rather than one per request
+        # one ClientTimeout and one parsed URL per endpoint rather than one per request
         self._timeouts = {name: aiohttp.ClientTimeout(total=ep.timeout) for name, ep in settings.endpoints.items()}
+        self._urls = {name: URL(ep.url) for name, ep in settings.endpoints.items()}
         self._next: _Batch | None = None
         self._flusher: asyncio.Task[None] | None = None
         # Redis's clock minus this process's, learned from every step.lua reply (see redis_ms)
@@ -328,6 +328,7 @@ class Engine:
         self.settings, self.policy, self.added = settings, settings.delivery, since
         self.poll_interval = settings.delivery.poll_interval
         self._timeouts = {name: aiohttp.ClientTimeout(total=ep.timeout) for name, ep in new.items()}
+        self._urls = {name: URL(ep.url) for name, ep in new.items()}
         for name in (*removed, *changed):
             lane = self.lanes.pop(name)
             lane.retired = True
@@ -600,9 +601,10 @@ class Engine:
         body, headers = forward.build(ep, item, int(self.clock()))
         # a lane retired by a reload may still finish a delivery to an endpoint no longer configured
         timeout = self._timeouts.get(ep.name) or aiohttp.ClientTimeout(total=ep.timeout)
+        url = self._urls.get(ep.name) or URL(ep.url)
         try:
             async with self.session.post(
-                ep.url, data=body, headers=headers, allow_redirects=False, timeout=timeout,
+                url, data=body, headers=headers, allow_redirects=False, timeout=timeout,
             ) as resp:
                 answer = _Answer(forward.classify(resp.status, ep), status=resp.status)
                 answer.snippet = await _read_answer(resp, self.policy.response_snippet_bytes)
@@ -665,11 +667,12 @@ class ResultNotRecorded(RedisError):
 
 
 def _claimed(values: list[Any]) -> forward.Claimed:
-    f = dict(zip(wire.CLAIMED_FIELDS, values, strict=True))
+    # in wire.CLAIMED_FIELDS order (tests/test_lua_keys.py checks the two agree)
+    nid, attempt, body, ct, source, channel, recv, resend_of, flag, paused_ms = values
     return forward.Claimed(
-        nid=f["nid"].decode(), attempt=int(f["attempt"]), body=f["body"], content_type=f["ct"].decode(),
-        source=f["source"].decode(), channel=f["channel"].decode(), received_ms=int(f["recv"] or 0),
-        resend_of=f["resend_of"].decode(), flag=f["flag"].decode(), paused_ms=int(f["paused_ms"] or 0),
+        nid=nid.decode(), attempt=int(attempt), body=body, content_type=ct.decode(), source=source.decode(),
+        channel=channel.decode(), received_ms=int(recv or 0), resend_of=resend_of.decode(), flag=flag.decode(),
+        paused_ms=int(paused_ms or 0),
     )
 
 
@@ -678,6 +681,9 @@ async def _read_answer(resp: aiohttp.ClientResponse, keep: int) -> bytes:
 
     Reading to the end also lets the connection go back to the keep-alive pool.
     """
+    length = resp.content_length
+    if length is not None and length <= keep:
+        return await resp.read()  # the usual short answer: one read, no chunk loop
     kept = bytearray()
     total = 0
     async for chunk in resp.content.iter_any():
