@@ -310,3 +310,26 @@ async def test_a_crashed_process_entry_is_forgotten_so_relay_procs_stays_bounded
 async def _names_without(redis: Redis, name: bytes) -> set[bytes] | None:
     names = set(await redis.hkeys(k.PROCS))
     return None if name in names else names
+
+
+async def test_a_reload_changing_an_endpoints_headers_applies_to_the_next_delivery(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
+    redis_server: RedisServer, workers: Callable[..., Any]
+) -> None:
+    """The engine keeps each endpoint's configured headers built once; a reload must rebuild them."""
+    s = await sink()
+    settings = make_settings(endpoints=[ep("x", s, headers={"X-Tenant": "blue", "User-Agent": "custom/1"})])
+    client: TestClient = await aiohttp_client(create_app(settings))
+    await workers(settings, 1)
+    await post(client, "1")
+    await wait_for(lambda: len(s.received) == 1, 15)
+    first = s.received[0].headers
+    assert first["X-Tenant"] == "blue" and first["User-Agent"] == "custom/1"  # configured headers override ours
+
+    rewrite(settings, [ep("x", s, headers={"X-Tenant": "green"})], redis_server.url)
+    result = await request_reload(redis, ORIGIN)
+    assert result["ok"] and result["answers"][0]["changes"]["changed"] == ["x"], result
+    await post(client, "2")
+    await wait_for(lambda: len(s.received) == 2, 15)
+    second = s.received[1].headers
+    assert second["X-Tenant"] == "green" and second["User-Agent"].startswith("2checkout-relay/")

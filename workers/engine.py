@@ -277,6 +277,7 @@ class Engine:
         # one ClientTimeout and one parsed URL per endpoint rather than one per request
         self._timeouts = {name: aiohttp.ClientTimeout(total=ep.timeout) for name, ep in settings.endpoints.items()}
         self._urls = {name: URL(ep.url) for name, ep in settings.endpoints.items()}
+        self._headers = {name: forward.configured_headers(ep) for name, ep in settings.endpoints.items()}
         self._next: _Batch | None = None
         self._flusher: asyncio.Task[None] | None = None
         # Redis's clock minus this process's, learned from every step.lua reply (see redis_ms)
@@ -329,6 +330,7 @@ class Engine:
         self.poll_interval = settings.delivery.poll_interval
         self._timeouts = {name: aiohttp.ClientTimeout(total=ep.timeout) for name, ep in new.items()}
         self._urls = {name: URL(ep.url) for name, ep in new.items()}
+        self._headers = {name: forward.configured_headers(ep) for name, ep in new.items()}
         for name in (*removed, *changed):
             lane = self.lanes.pop(name)
             lane.retired = True
@@ -598,10 +600,12 @@ class Engine:
         return self._result(ep, item, answer, started_ms, duration, delay_ms)
 
     async def _send(self, ep: Endpoint, item: forward.Claimed) -> _Answer:
-        body, headers = forward.build(ep, item, int(self.clock()))
-        # a lane retired by a reload may still finish a delivery to an endpoint no longer configured
-        timeout = self._timeouts.get(ep.name) or aiohttp.ClientTimeout(total=ep.timeout)
-        url = self._urls.get(ep.name) or URL(ep.url)
+        # per endpoint, built once (at start and on a reload); a lane retired by a reload may still
+        # finish a delivery to an endpoint no longer configured, hence the fall-backs
+        current = self.settings.endpoints.get(ep.name) is ep
+        body, headers = forward.build(ep, item, int(self.clock()), self._headers[ep.name] if current else None)
+        timeout = (self._timeouts[ep.name] if current else None) or aiohttp.ClientTimeout(total=ep.timeout)
+        url = self._urls[ep.name] if current else URL(ep.url)
         try:
             async with self.session.post(
                 url, data=body, headers=headers, allow_redirects=False, timeout=timeout,

@@ -66,8 +66,16 @@ def as_event(item: Claimed) -> bytes:
                                       received_ms=item.received_ms, fields=fields, resend_of=item.resend_of))
 
 
-def build(endpoint: Endpoint, item: Claimed, now_s: int) -> tuple[bytes, dict[str, str]]:
-    """The body and headers for one attempt: the original bytes, or JSON (``json``, ``event``), signed as sent."""
+def configured_headers(endpoint: Endpoint) -> dict[str, str]:
+    """The endpoint's own ``headers``, revealed: the same for every attempt, so built once per endpoint."""
+    return {name: value.reveal() for name, value in endpoint.headers.items()}
+
+
+def build(endpoint: Endpoint, item: Claimed, now_s: int, configured: dict[str, str] | None = None
+          ) -> tuple[bytes, dict[str, str]]:
+    """The body and headers for one attempt: the original bytes, or JSON (``json``, ``event``), signed as sent.
+
+    ``configured``: ``configured_headers(endpoint)``, when the caller keeps it per endpoint."""
     original = item.resend_of or item.nid
     wid = k.webhook_id(original, endpoint.name)
     if endpoint.format == "json":
@@ -93,8 +101,8 @@ def build(endpoint: Endpoint, item: Claimed, now_s: int) -> tuple[bytes, dict[st
         headers["Relay-Flags"] = item.flag
     if endpoint.signing_secret is not None:
         headers["webhook-signature"] = sign(endpoint.signing_secret.reveal(), wid, now_s, body)
-    for name, value in endpoint.headers.items():
-        headers[name] = value.reveal()
+    # the endpoint's own headers last: they may override the defaults above (a User-Agent, say)
+    headers.update(configured_headers(endpoint) if configured is None else configured)
     return body, headers
 
 
