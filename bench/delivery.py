@@ -4,15 +4,19 @@ Drain: N notifications are pre-loaded through relay serve with no worker running
 start; the rate is read from the sinks' arrival times between 10 % and 90 % of the deliveries, so
 process start-up and the last stragglers do not count. Fixed load: W workers run, the load
 generator posts at a fixed rate (open loop), and each delivery's receipt-to-delivered time is the
-sink's answer time minus the notification's ``recv`` (ms) in ``relay:n:{nid}``.
+sink's answer time minus the notification's ``recv`` (ms) in ``relay:n:{nid}``. The default fixed
+loads are derived from the drains just measured: LOAD_SHARE of the single-worker drain capacity of
+the same endpoint mode (``derived_rate``). Reference (r): ``bench/refdelivery.py`` POSTs the same
+kind of bodies to the same sinks with a bare aiohttp client and no Redis.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from bench import refdelivery
 from bench.harness import ENDPOINTS, CpuSnapshot, EndpointSpec, Harness, cpu_pct, snapshot
 from bench.loadgen import Spec
 from bench.procs import BenchError, Child
@@ -23,30 +27,61 @@ SLOW_DELAY_S = 0.2
 POLL_S = 0.2
 FIXED_CONNECTIONS = 32
 DRAIN_AFTER_LOAD_S = 30.0
+# the derived fixed load: this share of the measured single-worker drain capacity (issue 16)
+LOAD_SHARE = 0.6
+CONCURRENT_IN_FLIGHT = 32
 
 
 @dataclass(frozen=True)
 class Run:
-    kind: str  # "drain" | "fixed"
+    kind: str  # "drain" | "fixed" | "reference"
     workers: int
     concurrent: bool
     slow: bool = False
-    load: float = 1.0  # fixed load: this share of --rate
+    rate: float | None = None  # fixed load: notifications/s; None: derived from the drain (derived_rate)
 
-    def label(self, rate: float) -> str:
-        mode = "concurrent" if self.concurrent else "serial"
+    @property
+    def mode(self) -> str:
+        return "concurrent" if self.concurrent else "serial"
+
+    def label(self) -> str:
+        """The run's name in tables and in --compare: it does not change with the figures measured."""
+        if self.kind == "reference":
+            return f"(r) bare aiohttp client to 8 endpoints, {self.mode}"
         extra = ", ep8 slow" if self.slow else ""
-        what = "drain" if self.kind == "drain" else f"{rate * self.load:g}/s"
-        return f"{what}: {mode}, {self.workers} worker{'s' if self.workers > 1 else ''}{extra}"
+        if self.kind == "drain":
+            what = "drain"
+        elif self.rate is None:
+            what = f"{LOAD_SHARE:.0%} of drain capacity"
+        else:
+            what = f"{self.rate:g}/s"
+        return f"{what}: {self.mode}, {self.workers} worker{'s' if self.workers > 1 else ''}{extra}"
 
 
-RUNS = (
-    Run("drain", 1, False), Run("drain", 2, False), Run("drain", 1, True), Run("drain", 2, True),
-    Run("drain", 1, False, slow=True),
-    Run("fixed", 1, False), Run("fixed", 2, False), Run("fixed", 1, True), Run("fixed", 1, False, slow=True),
-    # a quarter of the rate: the latency of the path itself, when the workers are not saturated
-    Run("fixed", 1, False, load=0.25),
-)
+DRAINS = (Run("drain", 1, False), Run("drain", 2, False), Run("drain", 1, True), Run("drain", 2, True),
+          Run("drain", 1, False, slow=True))
+REFERENCES = (Run("reference", 0, False), Run("reference", 0, True))
+DERIVED = (Run("fixed", 1, False), Run("fixed", 1, True), Run("fixed", 1, False, slow=True))
+
+
+def runs_for(rate: float | None) -> tuple[Run, ...]:
+    """The default runs; ``--rate R`` adds fixed loads at R/s (serial and concurrent, 1 worker)."""
+    extra = (Run("fixed", 1, False, rate=rate), Run("fixed", 1, True, rate=rate)) if rate else ()
+    return DRAINS + REFERENCES + DERIVED + extra
+
+
+def capacity_drain(results: list[dict[str, Any]], mode: str) -> dict[str, Any] | None:
+    """The single-worker drain of ``mode`` with 8 healthy endpoints, if it was measured."""
+    return next((x for x in results if x.get("kind") == "drain" and x.get("workers") == 1
+                 and x.get("mode") == mode and not x.get("slow_endpoint")), None)
+
+
+def derived_rate(drain: dict[str, Any] | None, share: float = LOAD_SHARE, endpoints: int = ENDPOINTS) -> float | None:
+    """``share`` of a drain's capacity in notifications/s: its deliveries/s over the endpoints each
+    notification goes to (one worker's drain; None when it measured no rate)."""
+    if not drain or not drain.get("deliveries_per_s"):
+        return None
+    return round(share * float(drain["deliveries_per_s"]) / endpoints, 1)
 
 
 @dataclass
@@ -136,8 +171,8 @@ def drain(ctx: Context, run: Run) -> dict[str, Any]:
     arrivals = ctx.ctl.arrivals()
     times = sorted(t for i in healthy for t in arrivals[i].values())
     delivered = len(times)
-    result: dict[str, Any] = {"label": run.label(h.opts.rate), "kind": run.kind, "workers": run.workers,
-                              "mode": "concurrent" if run.concurrent else "serial", "slow_endpoint": run.slow,
+    result: dict[str, Any] = {"label": run.label(), "kind": run.kind, "workers": run.workers,
+                              "mode": run.mode, "slow_endpoint": run.slow,
                               "notifications": n, "expected": n * len(healthy), "delivered": delivered,
                               "complete": delivered >= n * len(healthy), "worker_memory_kb": memory,
                               "other_cpu_pct_before": quiet}
@@ -160,7 +195,7 @@ def drain(ctx: Context, run: Run) -> dict[str, Any]:
     return result
 
 
-def fixed(ctx: Context, run: Run) -> dict[str, Any]:
+def fixed(ctx: Context, run: Run, rate: float, derived_from: dict[str, Any] | None = None) -> dict[str, Any]:
     h = ctx.h
     h.flush()
     ctx.ctl.reset(ctx.delays(run))
@@ -173,8 +208,7 @@ def fixed(ctx: Context, run: Run) -> dict[str, Any]:
         quiet = h.wait_quiet()
         before = snapshot(watched)
         load = h.loadgen(Spec(port=ctx.serve_port, connections=min(FIXED_CONNECTIONS, h.opts.connections),
-                              rate=h.opts.rate * run.load, duration=h.opts.duration, warmup=h.opts.warmup,
-                              seed=h.seed()))
+                              rate=rate, duration=h.opts.duration, warmup=h.opts.warmup, seed=h.seed()))
         after = snapshot(watched)
         cpu = cpu_pct(before, after, {"loadgen": float(load["cpu_s"])})
         expected = h.stored() * len(healthy)
@@ -192,9 +226,8 @@ def fixed(ctx: Context, run: Run) -> dict[str, Any]:
            if nid in recv and recv[nid] >= since]
     delivered = sum(len(arrivals[i]) for i in healthy)
     result: dict[str, Any] = {
-        "label": run.label(h.opts.rate), "kind": run.kind, "workers": run.workers,
-        "mode": "concurrent" if run.concurrent else "serial", "slow_endpoint": run.slow,
-        "offered_per_s": h.opts.rate * run.load, "acknowledged_per_s": load["rate_per_s"],
+        "label": run.label(), "kind": run.kind, "workers": run.workers, "mode": run.mode, "slow_endpoint": run.slow,
+        "offered_per_s": rate, "acknowledged_per_s": load["rate_per_s"],
         "ack_ms": load["latency_ms"],
         "load_errors": load["errors"], "expected": expected, "delivered": delivered,
         "complete": delivered >= expected, "behind_at_end_of_load": behind,
@@ -202,6 +235,9 @@ def fixed(ctx: Context, run: Run) -> dict[str, Any]:
         "worker_memory_kb": memory,
         "other_cpu_pct_before": quiet,
     }
+    if derived_from is not None:
+        result["derived_from"] = {"label": derived_from["label"], "deliveries_per_s": derived_from["deliveries_per_s"],
+                                  "share": LOAD_SHARE, "endpoints": ENDPOINTS}
     if run.slow:
         slow = [max(0.0, t - recv[nid]) for nid, t in arrivals[ENDPOINTS - 1].items() if nid in recv]
         result["slow_endpoint_delivered"] = len(arrivals[ENDPOINTS - 1])
@@ -229,9 +265,51 @@ def start(h: Harness) -> Context:
     return Context(h, serve, serve_port, sinks, ports, ctl)
 
 
-def run(h: Harness, runs: tuple[Run, ...] = RUNS) -> dict[str, Any]:
+def reference(ctx: Context, run: Run) -> dict[str, Any]:
+    """(r): the bare aiohttp client POSTing to the 8 sinks, no Redis; its own process."""
+    h, n = ctx.h, ctx.h.opts.notifications
+    ctx.ctl.reset([0.0] * ENDPOINTS)
+    spec = refdelivery.Spec(ports=ctx.sink_ports, notifications=n,
+                            in_flight=CONCURRENT_IN_FLIGHT if run.concurrent else 1, seed=h.seed())
+    quiet = h.wait_quiet()
+    watched = [ctx.sinks]
+    before = snapshot(watched)
+    out = h.json_child("ref-delivery", "bench.refdelivery", asdict(spec), max(60.0, 12 * h.opts.duration))
+    after = snapshot(watched)
+    unique = sum(ctx.ctl.stats()["unique"])
+    delivered = int(out["ok"])
+    return {
+        "label": run.label(), "kind": run.kind, "workers": 0, "mode": run.mode, "slow_endpoint": False,
+        "in_flight_per_endpoint": spec.in_flight, "notifications": n, "expected": n * ENDPOINTS,
+        "delivered": unique, "complete": unique >= n * ENDPOINTS and not out["errors"], "errors": out["errors"],
+        "deliveries_per_s": out["deliveries_per_s"],
+        "per_endpoint_per_s": round(out["deliveries_per_s"] / ENDPOINTS, 1),
+        "client_cpu_us_per_delivery": out["cpu_us_per_post"], "client_cpu_pct": out["cpu_pct"],
+        "measured_deliveries": delivered,
+        "cpu_pct": cpu_pct(before, after, {"ref-delivery": float(out["cpu_s"])}),
+        "other_cpu_pct_before": quiet,
+    }
+
+
+def run(h: Harness, runs: tuple[Run, ...] | None = None) -> dict[str, Any]:
+    """Each run in order; a derived fixed load reads the drain measured before it in this call."""
     ctx = start(h)
-    results = [drain(ctx, r) if r.kind == "drain" else fixed(ctx, r) for r in runs]
+    results: list[dict[str, Any]] = []
+    for r in runs or runs_for(h.opts.rate):
+        if r.kind == "drain":
+            results.append(drain(ctx, r))
+        elif r.kind == "reference":
+            results.append(reference(ctx, r))
+        elif r.rate is not None:
+            results.append(fixed(ctx, r, r.rate))
+        else:
+            base = capacity_drain(results, r.mode)
+            rate = derived_rate(base)
+            if base is None or rate is None:
+                results.append({"label": r.label(), "kind": r.kind, "workers": r.workers, "mode": r.mode,
+                                "slow_endpoint": r.slow, "skipped": f"no single-worker {r.mode} drain rate measured"})
+                continue
+            results.append(fixed(ctx, r, rate, derived_from=base))
     h.cluster.stop(ctx.serve)
     h.cluster.stop(ctx.sinks)
-    return {"endpoints": ENDPOINTS, "runs": results}
+    return {"endpoints": ENDPOINTS, "load_share": LOAD_SHARE, "runs": results}

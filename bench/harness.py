@@ -39,7 +39,7 @@ class Options:
     duration: float
     warmup: float
     connections: int
-    rate: float
+    rate: float | None  # extra fixed loads at this rate (--rate); None: only the derived ones
     notifications: int  # pre-loaded per delivery drain run
     quick: bool
 
@@ -136,10 +136,14 @@ class Harness:
         path.write_text("\n".join(parts), encoding="utf-8")
         return str(path)
 
-    def start_serve(self, endpoints: list[EndpointSpec] | None = None) -> tuple[Child, int]:
+    def start_serve(self, endpoints: list[EndpointSpec] | None = None, processes: int = 1) -> tuple[Child, int]:
+        """relay serve on a free port; ``processes`` > 1 passes ``--processes N`` and counts the
+        CPU and memory of every process it starts as its own."""
         port = free_port()
         config = self.write_config(port, endpoints or [])
-        child = self.cluster.python("relay-serve", "relay", "--config", config, "serve", env=self.env())
+        extra = ["--processes", str(processes)] if processes > 1 else []
+        child = self.cluster.python("relay-serve", "relay", "--config", config, "serve", *extra, env=self.env(),
+                                    tree=processes > 1)
         wait_http(f"http://{HOST}:{port}/healthz", child)
         return child, port
 
@@ -166,17 +170,21 @@ class Harness:
 
     def loadgen(self, spec: Spec) -> dict[str, Any]:
         """Run one load in its own process and return its JSON result."""
-        env = {**os.environ, KEY_ENV: self.secret_key}
-        child = self.cluster.python("loadgen", "bench.loadgen", json.dumps(asdict(spec)), env=env,
-                                    stdout=subprocess.PIPE)
+        return self.json_child("loadgen", "bench.loadgen", asdict(spec), spec.warmup + spec.duration + LOADGEN_SLACK_S,
+                               env={**os.environ, KEY_ENV: self.secret_key})
+
+    def json_child(self, name: str, module: str, spec: dict[str, Any], timeout: float,
+                   env: dict[str, str] | None = None) -> dict[str, Any]:
+        """Run ``python -m module '<spec as JSON>'`` to its end and return the JSON it prints."""
+        child = self.cluster.python(name, module, json.dumps(spec), env=env, stdout=subprocess.PIPE)
         try:
-            out, _ = child.popen.communicate(timeout=spec.warmup + spec.duration + LOADGEN_SLACK_S)
+            out, _ = child.popen.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise BenchError(f"load generator overran its time limit; see {child.log}") from None
+            raise BenchError(f"{name} overran its time limit; see {child.log}") from None
         finally:
             self.cluster.stop(child)
         if child.popen.returncode != 0:
-            raise BenchError(f"load generator failed ({child.popen.returncode}); see {child.log}\n{child.tail()}")
+            raise BenchError(f"{name} failed ({child.popen.returncode}); see {child.log}\n{child.tail()}")
         result: dict[str, Any] = json.loads(out)
         return result
 

@@ -68,6 +68,27 @@ def machine_busy_seconds() -> float:
     return (user + nice + system + steal) / CLK_TCK
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, their children, ...), from the ppid in /proc/<n>/stat."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 def memory_kb(pid: int) -> dict[str, int]:
     """VmRSS (now) and VmHWM (peak) of a live process, in KiB."""
     out = {"rss_kb": 0, "hwm_kb": 0}
@@ -87,6 +108,8 @@ class Child:
     name: str
     popen: subprocess.Popen[bytes]
     log: Path
+    # the process and every process it started count as one (relay serve --processes N)
+    tree: bool = False
 
     @property
     def pid(self) -> int:
@@ -106,11 +129,18 @@ class Child:
         except OSError:
             return ""
 
+    def pids(self) -> list[int]:
+        return [self.pid, *descendants(self.pid)] if self.tree else [self.pid]
+
     def cpu(self) -> float:
-        return cpu_seconds(self.pid)
+        return sum(cpu_seconds(pid) for pid in self.pids())
 
     def memory(self) -> dict[str, int]:
-        return memory_kb(self.pid)
+        out = {"rss_kb": 0, "hwm_kb": 0}
+        for pid in self.pids():
+            for key, kb in memory_kb(pid).items():
+                out[key] += kb
+        return out
 
     def stop(self, grace: float = STOP_GRACE_S) -> None:
         if self.alive():
@@ -120,6 +150,12 @@ class Child:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait(timeout=5)
+        if self.tree:
+            # whatever the process started and left behind: its session's process group is its own
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 @dataclass
@@ -131,7 +167,7 @@ class Cluster:
     keep: bool = False
 
     def start(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None,
-              stdout: int | IO[bytes] | None = None) -> Child:
+              stdout: int | IO[bytes] | None = None, tree: bool = False) -> Child:
         log = self.root / f"{name}.log"
         with log.open("ab") as err:
             popen = subprocess.Popen(
@@ -139,13 +175,13 @@ class Cluster:
                 stdin=subprocess.DEVNULL, stdout=stdout if stdout is not None else err, stderr=err,
                 start_new_session=True, preexec_fn=_die_with_parent,
             )
-        child = Child(name, popen, log)
+        child = Child(name, popen, log, tree)
         self.children.append(child)
         return child
 
     def python(self, name: str, module: str, *args: str, env: Mapping[str, str] | None = None,
-               stdout: int | None = None) -> Child:
-        return self.start(name, [sys.executable, "-m", module, *args], env, stdout)
+               stdout: int | None = None, tree: bool = False) -> Child:
+        return self.start(name, [sys.executable, "-m", module, *args], env, stdout, tree)
 
     def stop(self, child: Child, grace: float = STOP_GRACE_S) -> None:
         child.stop(grace)

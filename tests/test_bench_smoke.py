@@ -18,19 +18,21 @@ def test_quick_ingress_bench_runs_and_writes_its_results(tmp_path: Path) -> None
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc = json.loads(out.read_text(encoding="utf-8"))
-    assert {"started_at", "options", "machine", "ingress", "targets", "elapsed_s"} <= doc.keys()
+    assert {"schema", "started_at", "options", "machine", "runs", "summary", "targets", "elapsed_s"} <= doc.keys()
+    assert doc["schema"] == 2 and len(doc["runs"]) == 1
     assert doc["options"]["quick"] is True and doc["scenarios"] == ["ingress"]
     assert {"cpu", "cores", "python", "redis"} <= doc["machine"].keys()
 
-    ingress = doc["ingress"]
+    ingress = doc["runs"][0]["ingress"]
     assert {"relay", "const", "naive", "ratios"} <= ingress.keys()
     relay = ingress["relay"]
     assert relay["ok"] > 0, relay
     assert relay["errors"] == 0, relay["error_kinds"]
-    assert relay["stored"] > 0
+    assert relay["stored"] == relay["ok_total"]  # every body unique, every one stored
     for target in ("relay", "const", "naive"):
-        assert {"rate_per_s", "latency_ms", "cpu_pct", "errors"} <= ingress[target].keys()
+        assert {"rate_per_s", "latency_ms", "cpu_pct", "errors", "server_cpu_us_per_request"} <= ingress[target].keys()
         assert {"p50", "p99", "max"} <= ingress[target]["latency_ms"].keys()
     assert {"relay_over_const", "relay_over_naive"} <= ingress["ratios"].keys()
+    assert doc["summary"]["ingress|relay serve|notifications/s"]["values"] == [relay["rate_per_s"]]
     assert {t["result"] for t in doc["targets"]} <= {"PASS", "MISS", "n/a"}
     assert "relay serve" in proc.stdout and "relay/(b)" in proc.stdout
