@@ -161,3 +161,33 @@ def test_unreadable_results_files_are_refused_in_one_line(tmp_path: Path) -> Non
         assert says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     proc = _bench("--runs", "0")
     assert proc.returncode == 2 and "--runs must be at least 1" in proc.stderr
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def test_a_process_tree_counts_as_one_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """How the bench watches relay serve --processes N: a parent that starts busy children."""
+    from bench.procs import Cluster, descendants, wait_until
+
+    script = ("import subprocess, sys, time\n"
+              "busy = 'import time\\nend = time.time() + 20\\nwhile time.time() < end: pass'\n"
+              "kids = [subprocess.Popen([sys.executable, '-c', busy]) for _ in range(2)]\n"
+              "time.sleep(20)\n")
+    cluster = Cluster(root=tmp_path / "cluster")
+    cluster.root.mkdir()
+    try:
+        child = cluster.start("tree", [sys.executable, "-c", script], tree=True)
+        kids = wait_until("two children", lambda: len(descendants(child.pid)) == 2 and descendants(child.pid), 10)
+        assert child.pids() == [child.pid, *descendants(child.pid)]
+        wait_until("children's CPU", lambda: child.cpu() > 0.3, 10)
+        assert child.memory()["rss_kb"] > 3 * 5000  # three interpreters
+        child.stop(grace=0.2)  # SIGTERM ends the parent; nothing tells its children
+        wait_until("children gone", lambda: not any(_running(pid) for pid in kids), 10)
+    finally:
+        cluster.close()
