@@ -109,6 +109,22 @@ async def test_signed_ipn_reaches_every_matching_endpoint_with_valid_signature(
     assert (await redis.hget(k.notification(nid), "eps")).decode().split(",") == [f"e{i}" for i in range(8)]
 
 
+async def test_no_cookie_is_carried_between_deliveries_and_no_compression_is_asked_for(
+    relay: Callable[..., Any], sink: Callable[..., Any], redis: Redis
+) -> None:
+    """A Set-Cookie in one answer must not come back on later deliveries; answers are stored as sent
+    (never decompressed), so the relay does not invite a gzip answer."""
+    s = await sink([("status", 200, {"Set-Cookie": "session=abc; Path=/"})])
+    client = await relay([ep("e", s)])
+    first = await post(client, "230000101")
+    assert (await final(redis, first, "e"))["state"] == "delivered"
+    second = await post(client, "230000102")
+    assert (await final(redis, second, "e"))["state"] == "delivered"
+    assert len(s.received) == 2
+    for req in s.received:
+        assert "Cookie" not in req.headers and "Accept-Encoding" not in req.headers, dict(req.headers)
+
+
 def test_standard_webhooks_spec_vector() -> None:
     from workers.forward import sign
     assert sign(WHSEC, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}') == \

@@ -33,7 +33,11 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["settings"] = settings
     redis = connect(redis_url(settings))
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True)
-    session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+    # no cookie jar: a Set-Cookie from one answer must not ride along on every later delivery (and
+    # filtering the jar is per-request work); no Accept-Encoding: answers are kept as snippets, never
+    # decompressed, so asking for gzip would store compressed bytes as the endpoint's "response"
+    session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                    cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=("Accept-Encoding",))
     engine = Engine(redis, settings, session, **ctx.get("engine_options", {}))
     ctx["relay_redis"], ctx["session"], ctx["engine"] = redis, session, engine
     # tests running several workers in one process name them apart
