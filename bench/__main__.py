@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -80,7 +81,7 @@ def compare_main(old_path: Path, new_path: Path) -> int:
     except figures.ResultsError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
-    print(figures.compare_text(old, new, str(old_path), str(new_path)))
+    _emit(figures.compare_text(old, new, str(old_path), str(new_path)) + "\n")
     return 0
 
 
@@ -93,8 +94,17 @@ def report_main(path: Path, markdown: Path | None) -> int:
     text = figures.markdown(doc)
     if markdown:
         return _write_markdown(markdown, text)
-    print(text, end="")
+    _emit(text)
     return 0
+
+
+def _emit(text: str) -> None:
+    """Print to a pipe that may close early (``| head``) without a traceback."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _write_markdown(path: Path, text: str) -> int:

@@ -28,7 +28,7 @@ def test_quick_ingress_bench_runs_and_writes_its_results(tmp_path: Path) -> None
     relay = ingress["relay"]
     assert relay["ok"] > 0, relay
     assert relay["errors"] == 0, relay["error_kinds"]
-    assert relay["stored"] == relay["ok_total"]  # every body unique, every one stored
+    assert relay["stored"] >= relay["ok_total"]  # every body unique: every one acknowledged was stored
     for target in ("relay", "const", "naive"):
         assert {"rate_per_s", "latency_ms", "cpu_pct", "errors", "server_cpu_us_per_request"} <= ingress[target].keys()
         assert {"p50", "p99", "max"} <= ingress[target]["latency_ms"].keys()
