@@ -9,13 +9,13 @@ Pure functions, no I/O. Every rule here is sourced in ``docs/protocol.md``:
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import hmac
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Literal
-from urllib.parse import parse_qsl, unquote_to_bytes
+from urllib.parse import parse_qsl
 
 Algo = Literal["md5", "sha256", "sha3-256"]
 Fields = dict[str, list[str]]
@@ -53,35 +53,45 @@ class SignatureError(ProtocolError):
 def parse_form(body: bytes) -> Fields:
     """Decode a form body into ``{key: [values...]}``, keys in first-occurrence order.
 
-    Same result as ``urllib.parse.parse_qsl`` (strict UTF-8, blank values kept), about twice as
-    fast: separators are swapped for control bytes so the body is percent-decoded in one call
-    instead of once per field. A body where those bytes could be ambiguous takes the reference path.
+    Same result as ``urllib.parse.parse_qsl`` (strict UTF-8, blank values kept), three times as
+    fast: separators are swapped for control bytes, then the whole body is percent-decoded in C by
+    ``binascii.a2b_qp`` (``%`` turned into its ``=``). Where a2b_qp and percent-decoding differ (an
+    escape that is not ``%`` and two hex digits, a raw CR or LF after one) or a control byte would be
+    ambiguous (raw, or decoded from ``%00``/``%01``), the byte counts below do not add up and the body
+    takes the reference path. Each valid escape turns three bytes into one; anything else a2b_qp does
+    with an ``=`` removes fewer than two, so the length alone proves every escape was valid.
     """
-    if _AMBIGUOUS.search(body):
+    amps = body.count(b"&")
+    if amps >= MAX_FIELDS or b"\r" in body or b"\n" in body:
+        return _parse_form_reference(body)
+    mapped = body.replace(b"+", b" ").replace(b"&", b"\x00").replace(b"=", b"\x01")
+    escapes = body.count(b"%")
+    raw = binascii.a2b_qp(mapped.replace(b"%", b"=")) if escapes else mapped
+    if (len(raw) != len(mapped) - 2 * escapes or raw.count(b"\x00") != amps
+            or raw.count(b"\x01") != body.count(b"=")):
         return _parse_form_reference(body)
     try:
-        text = unquote_to_bytes(body.replace(b"+", b" ").replace(b"&", b"\x00").replace(b"=", b"\x01")).decode()
+        if not body.isascii():
+            body.decode()  # raw bytes and escapes could make valid UTF-8 together; each must be valid
+        text = raw.decode()
     except UnicodeDecodeError:
         raise FormError("invalid_utf8", "body is not valid UTF-8 (after percent-decoding)") from None
     fields: Fields = {}
-    count = 0
     for part in text.split("\x00"):
         if not part:
             continue
         key, _, value = part.partition("\x01")
         if not key:
             raise FormError("malformed_body", "body has a field with an empty name")
-        count += 1
-        if count > MAX_FIELDS:
-            raise FormError("too_many_fields", f"body has more than {MAX_FIELDS} fields")
-        fields.setdefault(key, []).append(value.replace("\x01", "=") if "\x01" in value else value)
+        if "\x01" in value:
+            value = value.replace("\x01", "=")
+        if key in fields:
+            fields[key].append(value)
+        else:
+            fields[key] = [value]
     if not fields:
         raise FormError("empty_body", "body has no form fields")
     return fields
-
-
-# raw separators-to-be, or their percent-encodings: the fast path would confuse them
-_AMBIGUOUS = re.compile(rb"[\x00\x01]|%0[01]")
 
 
 def _parse_form_reference(body: bytes) -> Fields:
