@@ -12,8 +12,10 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
+import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 from urllib.parse import parse_qsl
 
@@ -29,7 +31,8 @@ SIGNATURE_FIELDS: tuple[tuple[str, Algo], ...] = (
 _SIGNATURE_NAMES = frozenset(name for name, _ in SIGNATURE_FIELDS)
 STRENGTH: Mapping[str, int] = {"md5": 0, "sha256": 1, "sha3-256": 2}
 _HEX_LEN = {"md5": 32, "sha256": 64, "sha3-256": 64}
-_DIGEST = {"md5": hashlib.md5, "sha256": hashlib.sha256, "sha3-256": hashlib.sha3_256}
+_DIGEST_NAME = {"md5": "md5", "sha256": "sha256", "sha3-256": "sha3_256"}
+_HEX_DIGITS = re.compile("[0-9a-f]*")
 MAX_FIELDS = 4096
 
 
@@ -113,21 +116,20 @@ def _parse_form_reference(body: bytes) -> Fields:
 
 
 def length_prefixed(values: Iterable[str]) -> bytes:
-    """``len(utf8(v)) + utf8(v)`` for each value: the core of every 2Checkout HMAC."""
-    out = bytearray()
-    for v in values:
-        b = v.encode("utf-8")
-        out += str(len(b)).encode("ascii")
-        out += b
-    return bytes(out)
+    """``len(utf8(v)) + utf8(v)`` for each value: the core of every 2Checkout HMAC.
+
+    Built as one string and encoded once: for an ASCII value ``len(v)`` is its byte length, only
+    the others ("Müller": 6 characters, 7 bytes) are measured encoded."""
+    return "".join([f"{len(v) if v.isascii() else len(v.encode())}{v}" for v in values]).encode()
 
 
 def signature_source(fields: Fields) -> bytes:
-    return length_prefixed(v for k, vs in fields.items() if k not in _SIGNATURE_NAMES for v in vs)
+    return length_prefixed([v for k, vs in fields.items() if k not in _SIGNATURE_NAMES for v in vs])
 
 
 def hmac_hex(algo: str, key: bytes, data: bytes) -> str:
-    return hmac.new(key, data, _DIGEST[algo]).hexdigest()
+    # hmac.digest with a digest name is OpenSSL's one-shot HMAC: no HMAC object, no Python-level init
+    return hmac.digest(key, data, _DIGEST_NAME[algo]).hex()
 
 
 def verify_signed(fields: Fields, keys: Sequence[bytes], min_algo: str, source: bytes | None = None
@@ -153,7 +155,7 @@ def verify_signed(fields: Fields, keys: Sequence[bytes], min_algo: str, source: 
         raise SignatureError(
             "signature_too_weak", f"strongest signature is {algo} ({name}); this source requires {min_algo}"
         )
-    if len(given) != _HEX_LEN[algo] or any(c not in "0123456789abcdef" for c in given):
+    if len(given) != _HEX_LEN[algo] or not _HEX_DIGITS.fullmatch(given):
         raise SignatureError("malformed_signature", f"{name} is not a {_HEX_LEN[algo]}-digit hex value")
     if source is None:
         source = signature_source(fields)
@@ -184,8 +186,17 @@ def canonical(channel: str, fields: Fields, signed: bytes | None = None) -> byte
 
 
 def receipt_date(now: datetime | None = None) -> str:
-    """DATE for a read receipt: server time as YmdHis (UTC)."""
-    return (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
+    """DATE for a read receipt: server time as YmdHis (UTC), formatted once a second."""
+    if now is not None:
+        return now.strftime("%Y%m%d%H%M%S")
+    global _date_cache
+    second = int(time.time())
+    if _date_cache[0] != second:
+        _date_cache = (second, time.strftime("%Y%m%d%H%M%S", time.gmtime(second)))
+    return _date_cache[1]
+
+
+_date_cache: tuple[int, str] = (0, "")
 
 
 def _first(fields: Fields, *names: str) -> str:
