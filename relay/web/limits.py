@@ -198,7 +198,11 @@ GUARD = web.AppKey("connection_guard", ConnectionGuard)
 @web.middleware
 async def track(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Mark the connection busy while its request runs: a busy connection is never timed out or evicted."""
-    guard = request.config_dict.get(GUARD)
+    # the guard is on the listener's app: request.config_dict (a new ChainMapProxy each access) only
+    # when the route belongs to a sub-app
+    guard = request.app.get(GUARD)
+    if guard is None:
+        guard = request.config_dict.get(GUARD)
     conn = guard.started(request.transport) if guard is not None else None
     try:
         return await handler(request)
