@@ -156,12 +156,13 @@ def _check_sender(request: web.Request, source: Source, live: appkeys.Live) -> N
 
 
 async def _read_body(request: web.Request, live: appkeys.Live) -> bytes:
-    body_timeout = live.settings.server.body_timeout
+    body_timeout = 0.0
     try:
         if request.content.is_eof():
             # the parser has fed the whole body (and its end) into the buffer: read() cannot wait,
             # so the timer (~10 µs to arm and cancel) guards nothing. A body still arriving keeps it.
             return await request.read()
+        body_timeout = live.settings.server.body_timeout
         async with asyncio.timeout(body_timeout):
             return await request.read()
     except TimeoutError:
