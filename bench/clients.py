@@ -40,17 +40,17 @@ import hiredis
 from bench.miniredis import MiniRedis
 from bench.procs import HOST, BenchError, Child, Cluster, free_port, wait_until
 
-KEYS = 11
 BODY_BYTES = 1500
 CONCURRENCY = 64
 PIPELINE = 16
 TIMEOUT_S = 2.0
-SHAPES = ("single", "pipe16", "conc64")
+SHAPES = ("single", "pipe16", "conc64", "step")
 # what each client raises when Redis is lost or refuses: the classes a relay would map to 503
 CLIENTS: dict[str, str] = {
     "redis-py": "redis-py 5 asyncio, stock (commands packed in Python)",
     "redis-py+hiredis-pack": "redis-py with commands packed by hiredis.pack_command (relay/store/connection.py)",
-    "redis-py relay-path": "as Store.ingest calls it: the Script object in a pipeline (SCRIPT EXISTS first)",
+    "redis-py relay-path": "hiredis packing, called as Store.ingest calls it: the Script object in a pipeline "
+                           "(SCRIPT EXISTS first); step: the Script object called directly, as the worker does",
     "coredis": "coredis (RESP3, anyio)",
     "valkey-glide": "valkey-glide (Rust core, multiplexed connection)",
     "minimal": "bench/miniredis.py: asyncio Protocol, hiredis pack + Reader, FIFO futures, one connection",
@@ -92,6 +92,47 @@ def ingest_call(nid: str, body: bytes, now_ms: int) -> tuple[list[str], list[str
 
 
 Call = tuple[list[str], list[str | bytes]]
+
+# A stand-in for the worker's step call (workers/engine.py _encode, workers/lua/step.lua), for the clients'
+# cost on its shape: 16 results of 10 arguments and 8 keys each, 8 claims of 5 arguments and 4 keys; the
+# reply is the 16 result flags, then per claim a status, a count and 2 claimed rows carrying a 1.5 KB body.
+STEP_RESULTS, STEP_CLAIMS, STEP_ROWS = 16, 8, 2
+STEP_SOURCE = """
+local body = redis.call('GET', KEYS[2])
+if not body then
+  body = string.rep('b', tonumber(ARGV[2]))
+  redis.call('SET', KEYS[2], body)
+end
+local out = {}
+for i = 1, tonumber(ARGV[1]) do out[#out + 1] = 1 end
+for c = 1, tonumber(ARGV[3]) do
+  local rows = {}
+  for r = 1, tonumber(ARGV[4]) do
+    rows[#rows + 1] = {'n' .. c .. '-' .. r, body, 'ep' .. c, tostring(r), '1700000000000'}
+  end
+  out[#out + 1] = {'ok', #rows, rows}
+end
+return out
+"""
+
+
+def step_call(i: int) -> Call:
+    keys = ["relay:fanout", "bench:step:body"]
+    args: list[str | bytes] = [str(STEP_RESULTS), str(BODY_BYTES), str(STEP_CLAIMS), str(STEP_ROWS)]
+    for r in range(STEP_RESULTS):
+        keys += [f"relay:ep:ep{r % 8}:{name}" for name in ("q", "inflight", "st:delivered", "st:failed", "att",
+                                                          "lease", "stats", f"n:{i}-{r}")]
+        args += [f"n{i}-{r}", f"ep{r % 8}", "delivered", "200", "12", "1700000000000", "1", "", "ok", "0"]
+    for c in range(STEP_CLAIMS):
+        keys += [f"relay:ep:ep{c}:{name}" for name in ("q", "inflight", "lease", "cfg")]
+        args += [f"ep{c}", "0", "32", "30000", "8"]
+    return keys, args
+
+
+def step_ok(reply: Any) -> bool:
+    return (isinstance(reply, list) and len(reply) == STEP_RESULTS + STEP_CLAIMS
+            and all(isinstance(row, list) and len(row) == 3 and len(row[2]) == STEP_ROWS
+                    and len(row[2][0][1]) == BODY_BYTES for row in reply[STEP_RESULTS:]))
 
 
 def calls(prefix: str, count: int) -> list[Call]:
@@ -181,7 +222,7 @@ class RedisPy(Adapter):
         if self.use_scripts:
             return await self.script(keys=keys, args=args)
         redis: Any = self.redis  # execute_command is untyped
-        return await redis.execute_command("EVALSHA", self.sha, KEYS, *keys, *args)
+        return await redis.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
 
     async def pipeline(self, batch: Sequence[Call]) -> list[Any]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -189,7 +230,7 @@ class RedisPy(Adapter):
                 if self.relay_path or self.use_scripts:
                     await self.script(keys=keys, args=args, client=pipe)
                 else:
-                    pipe.execute_command("EVALSHA", self.sha, KEYS, *keys, *args)
+                    pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
             return await pipe.execute()
 
     async def close(self) -> None:
@@ -245,7 +286,7 @@ class Glide(Adapter):
     async def pipeline(self, batch: Sequence[Call]) -> list[Any]:
         b = self.glide.Batch(is_atomic=False)
         for keys, args in batch:
-            b.custom_command(["EVALSHA", self.sha, str(KEYS), *keys, *args])
+            b.custom_command(["EVALSHA", self.sha, str(len(keys)), *keys, *args])
         return cast(list[Any], await self.client.exec(b, raise_on_error=True))
 
     async def close(self) -> None:
@@ -264,7 +305,7 @@ class Minimal(Adapter):
         return await self.redis.evalsha(self.sha, keys, args)
 
     async def pipeline(self, batch: Sequence[Call]) -> list[Any]:
-        return await self.redis.pipeline([("EVALSHA", self.sha, KEYS, *keys, *args) for keys, args in batch])
+        return await self.redis.pipeline([("EVALSHA", self.sha, len(keys), *keys, *args) for keys, args in batch])
 
     async def close(self) -> None:
         await self.redis.close()
@@ -323,9 +364,9 @@ class Measured:
                 "bad_example": self.bad_example}
 
 
-def _check(m: Measured, replies: Sequence[Any]) -> None:
+def _check(m: Measured, replies: Sequence[Any], ok: Callable[[Any], bool] | None = None) -> None:
     for reply in replies:
-        if not (isinstance(reply, int) and reply > 0):
+        if not (ok(reply) if ok is not None else isinstance(reply, int) and reply > 0):
             m.bad += 1
             m.bad_example = m.bad_example or repr(reply)[:200]
 
@@ -336,9 +377,10 @@ async def _run_shape(a: Adapter, shape: str, work: list[Call], seconds: float) -
     deadline = time.monotonic() + seconds
     it = iter(work)
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    if shape == "single":
+    if shape in ("single", "step"):
+        ok = step_ok if shape == "step" else None
         for keys, args in it:
-            _check(m, [await a.call(keys, args)])
+            _check(m, [await a.call(keys, args)], ok)
             m.calls += 1
             if time.monotonic() > deadline:
                 break
@@ -367,12 +409,22 @@ async def measure_row(name: str, port: int, seconds: float, count: int, warmup: 
     await a.open(port, script_source())
     out: dict[str, Any] = {"client": name, "version": version(name)}
     try:
-        for shape in SHAPES:
+        for shape in SHAPES[:3]:
             prefix = f"{name[:3]}{shape[:2]}{os.getpid()}"
             await _run_shape(a, shape, calls(prefix + "w", warmup), seconds)
             out[shape] = (await _run_shape(a, shape, calls(prefix + "m", count), seconds)).as_dict()
         if isinstance(a, RedisPy):
             out["packed_by"] = a.packed_by
+    finally:
+        await a.close()
+    a = adapter(name)  # the same client on the worker's call
+    if isinstance(a, RedisPy) and a.relay_path:  # the worker calls its Script object directly, no pipeline
+        a.relay_path, a.use_scripts = False, True
+    await a.open(port, STEP_SOURCE)
+    try:
+        step_count = max(PIPELINE, count // 8)  # a step call carries ~25 times an ingest call's arguments
+        await _run_shape(a, "step", [step_call(i) for i in range(max(PIPELINE, warmup // 8))], seconds)
+        out["step"] = (await _run_shape(a, "step", [step_call(i) for i in range(step_count)], seconds)).as_dict()
     finally:
         await a.close()
     return out
