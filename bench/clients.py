@@ -28,6 +28,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -534,14 +535,30 @@ def _flush(port: int) -> None:
         s.recv(16)
 
 
+def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One client's rounds: the median CPU per call of each shape and its range, the median rate."""
+    out: dict[str, Any] = {"client": runs[0]["client"], "version": runs[0]["version"], "rounds": len(runs)}
+    for shape in SHAPES:
+        cpu = [r[shape]["cpu_us_per_call"] for r in runs]
+        out[shape] = {"cpu_us_per_call": round(statistics.median(cpu), 1), "cpu_us_min": min(cpu),
+                      "cpu_us_max": max(cpu),
+                      "calls_per_s": round(statistics.median(r[shape]["calls_per_s"] for r in runs)),
+                      "calls": sum(r[shape]["calls"] for r in runs),
+                      "bad_replies": sum(r[shape]["bad_replies"] for r in runs),
+                      "bad_example": next((r[shape]["bad_example"] for r in runs if r[shape]["bad_example"]), "")}
+    return out
+
+
 def text_table(rows: list[dict[str, Any]]) -> str:
-    head = f"{'client':<24}" + "".join(f"{s + ' µs/call':>16}{'calls/s':>9}" for s in SHAPES)
+    head = f"{'client':<24}" + "".join(f"{s + ' µs/call [range]':>24}{'calls/s':>8}" for s in SHAPES)
     lines = [head, "-" * len(head)]
     for row in rows:
         if "skipped" in row:
             lines.append(f"{row['client']:<24}{row['skipped']}")
             continue
-        cells = "".join(f"{row[s]['cpu_us_per_call']:>16.1f}{row[s]['calls_per_s']:>9}" for s in SHAPES)
+        cells = "".join(
+            f"{row[s]['cpu_us_per_call']:>10.1f} [{row[s]['cpu_us_min']:.0f}–{row[s]['cpu_us_max']:.0f}]".rjust(24)
+            + f"{row[s]['calls_per_s']:>8}" for s in SHAPES)
         bad = sum(row[s]["bad_replies"] for s in SHAPES)
         lines.append(f"{row['client']:<24}{cells}" + (f"   {bad} BAD REPLIES" if bad else ""))
     return "\n".join(lines)
@@ -570,6 +587,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="a smoke run: few calls, short spans")
     p.add_argument("--seconds", type=float, help="at most this many seconds per shape (default 4; quick 0.5)")
     p.add_argument("--calls", type=int, help="at most this many calls per shape (default 8000; quick 400)")
+    p.add_argument("--rounds", type=int, help="measure every client this many times, interleaved; the table "
+                                            "shows the median and the range (default 3; quick 1)")
     p.add_argument("--only", help="comma-separated clients: " + ", ".join(CLIENTS))
     p.add_argument("--no-faults", action="store_true", help="skip the kill-and-restart checks")
     p.add_argument("--json", help="also write the results to this file")
@@ -579,6 +598,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.seconds = args.seconds or (0.5 if args.quick else 4.0)
     args.calls = args.calls or (400 if args.quick else 8000)
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    if not 1 <= args.rounds <= 9:
+        p.error("--rounds must be in [1, 9]")
     if args.seconds <= 0 or args.seconds > 60:
         p.error("--seconds must be in (0, 60]")
     if args.calls < PIPELINE or args.calls > 100_000:
@@ -621,19 +643,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench.clients: {exc}", file=sys.stderr)
             return 1
         print(f"Redis clients on the ingest script: {args.calls} calls or {args.seconds:g} s per shape, "
-              f"CPU of the client process per call (calls/s is wall-clock: noisy on a shared machine)",
-              flush=True)
+              f"{args.rounds} round(s); CPU of the client process per call (calls/s is wall-clock: noisy on a "
+              "shared machine)", flush=True)
+        runs: dict[str, list[dict[str, Any]]] = {}
         for name in args.names:
             if not installed(name):
                 print(f"  {name}: not installed (pip install {name}) - skipped", flush=True)
-                rows.append({"client": name, "skipped": "not installed"})
-                continue
-            _flush(port)
-            row = _child(["--row", name, "--port", str(port), "--seconds", str(args.seconds),
-                          "--calls", str(args.calls)], timeout=60 + 8 * args.seconds)
-            rows.append(row)
-            print(f"  {name} ({row['version']}): " + ", ".join(
-                f"{s} {row[s]['cpu_us_per_call']} µs/call {row[s]['calls_per_s']}/s" for s in SHAPES), flush=True)
+        for round_no in range(args.rounds):
+            for name in [n for n in args.names if installed(n)]:
+                _flush(port)
+                row = _child(["--row", name, "--port", str(port), "--seconds", str(args.seconds),
+                              "--calls", str(args.calls)], timeout=60 + 8 * args.seconds)
+                runs.setdefault(name, []).append(row)
+                print(f"  {round_no + 1}. {name} ({row['version']}): " + ", ".join(
+                    f"{s} {row[s]['cpu_us_per_call']} µs" for s in SHAPES), flush=True)
+        rows = [combine(runs[n]) if n in runs else {"client": n, "skipped": "not installed"} for n in args.names]
         print()
         print(text_table(rows))
         if not args.no_faults:
