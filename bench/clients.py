@@ -538,6 +538,8 @@ def _flush(port: int) -> None:
 def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One client's rounds: the median CPU per call of each shape and its range, the median rate."""
     out: dict[str, Any] = {"client": runs[0]["client"], "version": runs[0]["version"], "rounds": len(runs)}
+    if "packed_by" in runs[0]:
+        out["packed_by"] = runs[0]["packed_by"]
     for shape in SHAPES:
         cpu = [r[shape]["cpu_us_per_call"] for r in runs]
         out[shape] = {"cpu_us_per_call": round(statistics.median(cpu), 1), "cpu_us_min": min(cpu),
