@@ -1,9 +1,10 @@
 """The delivery reference (r), run as its own process: ``python -m bench.refdelivery '<spec as JSON>'``.
 
 What the HTTP client alone costs: one process (uvloop) POSTs signed IPN bodies to the 8 sinks with
-one ``aiohttp.ClientSession`` over keep-alive connections, with the headers a worker sends, and
-nothing else: no Redis, no claiming, no recording. Each endpoint is served by ``in_flight`` tasks
-(1: one delivery at a time, like a serial endpoint), all run with ``asyncio.gather``.
+one ``aiohttp.ClientSession`` set up as the worker's (no connection limit, no cookie jar, no
+Accept-Encoding) over keep-alive connections, with the headers a worker sends, and nothing else:
+no Redis, no claiming, no recording. Each endpoint is served by ``in_flight`` tasks (1: one
+delivery at a time, like a serial endpoint), all run with ``asyncio.gather``.
 
 The first ``warmup`` share of the notifications opens the connections and is not counted; over the
 rest it reports deliveries/s and the process's CPU µs per POST, and prints them as JSON.
@@ -75,8 +76,10 @@ async def run(spec: Spec) -> dict[str, Any]:
     source = BodySource(b"bench-reference", spec.seed, dup_every=0)
     bodies = [source.next() for _ in range(BODIES)]
     split = int(spec.notifications * spec.warmup)
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
-    async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+    # the session as the worker makes it (workers/jobs.py:startup)
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
+                                     skip_auto_headers=("Accept-Encoding",)) as session:
         await deliver(spec, bodies, 0, split, session)
         cpu0, t0 = time.process_time(), time.perf_counter()
         counts = await deliver(spec, bodies, split, spec.notifications, session)
