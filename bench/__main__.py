@@ -120,7 +120,7 @@ def _write_markdown(path: Path, text: str) -> int:
 
 def run_once(h: Harness, selected: list[str], opts: dict[str, Any], index: int, total: int) -> dict[str, Any]:
     """Every selected scenario once; the run's results and its targets."""
-    started = time.monotonic()
+    started, waited = time.monotonic(), h.quiet_wait_s
     one: dict[str, Any] = {}
     for name in selected:
         run, text = SCENARIOS[name]
@@ -130,6 +130,7 @@ def run_once(h: Harness, selected: list[str], opts: dict[str, Any], index: int, 
         print("\n" + text(one[name]), flush=True)
     one["targets"] = report.targets(one, opts)
     one["elapsed_s"] = round(time.monotonic() - started, 1)
+    one["waited_for_quiet_s"] = round(h.quiet_wait_s - waited, 1)
     return one
 
 
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     results["summary"] = {key: s.as_json() for key, s in figures.summarize(results["runs"]).items()}
     results["targets"] = figures.summarize_targets([r["targets"] for r in results["runs"]])
     results["elapsed_s"] = round(time.monotonic() - started, 1)
+    results["waited_for_quiet_s"] = round(h.quiet_wait_s, 1)
     print("\n" + ("targets, median over the runs:\n" if ns.runs > 1 else "")
           + report.targets_text(results["targets"]))
     if ns.runs > 1:
@@ -187,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         status = _write_markdown(ns.markdown, figures.markdown(results))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"\nresults: {out} ({results['elapsed_s']} s)"
+    print(f"\nresults: {out} ({results['elapsed_s']} s, {results['waited_for_quiet_s']} s of it waiting for other"
+          " jobs to leave the CPU)"
           + (f"; stopped after {len(results['runs'])} of {ns.runs} runs" if stopped is not None else ""))
     if stopped is not None:
         return 130 if isinstance(stopped, Interrupted) and str(stopped) == "SIGINT" else 1

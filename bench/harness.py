@@ -69,6 +69,7 @@ class Harness:
     _redis: redis.Redis | None = None
     _seed: int = field(default_factory=lambda: secrets.randbelow(900) + 1)
     _configs: int = 0
+    quiet_wait_s: float = 0.0  # spent in wait_quiet so far
 
     # -- Redis -------------------------------------------------------------------------------
 
@@ -190,12 +191,14 @@ class Harness:
 
     def wait_quiet(self) -> float:
         """Wait up to a bound for the machine to be quiet; return the CPU % others used in the last 0.5 s."""
-        deadline = time.monotonic() + (1.0 if self.opts.quick else 30.0)
+        started = time.monotonic()
+        deadline = started + (1.0 if self.opts.quick else 30.0)
         while True:
             before = snapshot(self.cluster.children)
             time.sleep(0.5)
             other = cpu_pct(before, snapshot(self.cluster.children))["other"]
             if other < QUIET_PCT or time.monotonic() > deadline:
+                self.quiet_wait_s += time.monotonic() - started
                 return other
 
     def close(self) -> None:
