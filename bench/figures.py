@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import report
+from bench.harness import QUIET_PCT
+
 SCHEMA = 2
 INGRESS_ROWS = {"relay": "relay serve", "relay_p2": "relay serve --processes 2", "const": "(a) aiohttp constant",
                 "naive": "(b) naive: parse, one HMAC, HSET+ZADD"}
@@ -221,9 +224,9 @@ def markdown(doc: dict[str, Any]) -> str:
     code = (machine.get("code") or {}).get("commit", "unknown")
     parts = [f"Measured at commit `{code}`, {len(runs)} run{'s' if len(runs) != 1 else ''}"
              + (" (each cell: median (min–max))" if len(runs) > 1 else "")
-             + f": {machine.get('cores', '?')} cores ({machine.get('cpu', '?')}), Python {machine.get('python', '?')},"
-             f" Redis {machine.get('redis', '?')}; {opts.get('duration', '?')} s per load"
-             + (" (quick)" if opts.get("quick") else "") + "."]
+             + f": {machine.get('cores', '?')} cores ({machine.get('cpu', '?')}), {machine.get('memory_gb', '?')} GB,"
+             f" Python {machine.get('python', '?')}, Redis {machine.get('redis', '?')}; {opts.get('duration', '?')} s"
+             " per load" + (" (quick)" if opts.get("quick") else "") + "." + _busy_note(runs)]
     for table, (rows, cols) in _tables(spreads).items():
         # schema 1 benches repeated every 20th ingress body
         title = TABLE_TITLES.get(table, table).format(connections=opts.get("connections", "?"),
@@ -236,6 +239,18 @@ def markdown(doc: dict[str, Any]) -> str:
             [t["target"], _target_cell(t), str(t["goal"]), str(t["result"])
              + (f" ({t['passed']} runs)" if t.get("runs", 1) > 1 and "passed" in t else "")] for t in targets]))
     return "\n\n".join(parts) + "\n"
+
+
+def _busy_note(runs: list[dict[str, Any]]) -> str:
+    """How many measurements other jobs disturbed (the tables' WARNING lines, counted)."""
+    measured = [x for run in runs for x in [*((run.get("ingress") or {}).values()),
+                                            *((run.get("delivery") or {}).get("runs") or [])]
+                if isinstance(x, dict) and isinstance(x.get("cpu_pct"), dict)]
+    busy = sum(1 for x in measured if float(x["cpu_pct"].get("other", 0.0)) > QUIET_PCT)
+    if not busy:
+        return ""
+    return (f" Other jobs on the machine used more than {QUIET_PCT:g} % of a core during {busy} of the"
+            f" {len(measured)} measurements: their throughputs and latencies are low.")
 
 
 def _target_cell(t: dict[str, Any]) -> str:
@@ -291,8 +306,6 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> list[list[str]]:
 
 
 def compare_text(old: dict[str, Any], new: dict[str, Any], old_name: str, new_name: str) -> str:
-    from bench.report import table
-
     lines = [_describe(old, f"OLD {old_name}"), _describe(new, f"NEW {new_name}")]
     mo, mn = old.get("machine") or {}, new.get("machine") or {}
     if (mo.get("cpu"), mo.get("cores")) != (mn.get("cpu"), mn.get("cores")):
@@ -304,6 +317,6 @@ def compare_text(old: dict[str, Any], new: dict[str, Any], old_name: str, new_na
     rows = compare(old, new)
     if not rows:
         return "\n".join([*lines, "no figures in either file"])
-    lines += ["", table(["figure", "old", "new", "new/old", "new - old", f"(beyond ±{NOISE:.0%})"], rows),
+    lines += ["", report.table(["figure", "old", "new", "new/old", "new - old", f"(beyond ±{NOISE:.0%})"], rows),
               "", "Cells are medians (min–max) over a file's runs; – : the figure is in only one file."]
     return "\n".join(lines)
