@@ -68,6 +68,30 @@ async def test_signed_ipn_is_stored_with_its_fanout_job_then_acknowledged(client
     assert await redis.zscore(k.idx_ref("230000001"), nid) is not None
 
 
+async def test_the_ingest_script_is_sent_by_sha_and_reloaded_after_a_script_flush(
+    client: TestClient, redis: Redis
+) -> None:
+    """Each batch is EVALSHA alone (no SCRIPT EXISTS round trip before it); a Redis that lost its
+    scripts (restart, failover, SCRIPT FLUSH) gets the script loaded again and the batch re-sent."""
+    async def calls(command: str) -> int:
+        stats = await redis.info("commandstats")
+        return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+    first = await client.post("/ipn", data=signed_body(ipn_fields("230000301")), headers=FORM)
+    assert first.status == 200, await first.text()
+    exists_before = await calls("script|exists")
+    for n in range(5):
+        resp = await client.post("/ipn", data=signed_body(ipn_fields(f"23000031{n}")), headers=FORM)
+        assert resp.status == 200, await resp.text()
+    assert await calls("script|exists") == exists_before
+    await redis.script_flush()
+    resp = await client.post("/ipn", data=signed_body(ipn_fields("230000320")), headers=FORM)
+    assert resp.status == 200, await resp.text()
+    nid = notification_id("default", "ipn", signed_body(ipn_fields("230000320")))
+    assert await redis.hget(k.notification(nid), "ref") == b"230000320"
+    assert await redis.zcard(k.IDX_ALL) == 7
+
+
 @pytest.mark.parametrize("algos,expected", [
     (("md5",), r"<EPAYMENT>\d{14}\|[0-9a-f]{32}</EPAYMENT>"),
     (("md5", "sha256"), r'<sig algo="sha256" date="\d{14}">[0-9a-f]{64}</sig>'),

@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 import structlog
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from relay import constants as k
 from relay import protocol
@@ -222,9 +222,21 @@ class Store:
             raise
 
     async def _write_with(self, via: str, batch: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        try:
+            return await self._pipeline(via, batch)
+        except NoScriptError:
+            # a restarted or failed-over Redis, or SCRIPT FLUSH: load it and send the batch again. Every
+            # command of the batch is the same EVALSHA, so none of them ran
+            await self.redis.script_load(self._ingest.script)
+            return await self._pipeline(via, batch)
+
+    async def _pipeline(self, via: str, batch: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        # EVALSHA itself, not the Script object: redis-py sends SCRIPT EXISTS before every pipeline
+        # that holds a Script, one more round trip per batch (bench.clients: 62 µs for a batch of one)
+        sha = self._ingest.sha
         async with self.redis.pipeline(transaction=False) as pipe:
             for keys, args in batch:
-                await self._ingest(keys=keys, args=args, client=pipe)
+                pipe.evalsha(sha, len(keys), *keys, *args)
             if via == "waitaof":
                 pipe.execute_command("WAITAOF", 1, 0, self.ack_timeout_ms)
             elif via == "replica":
