@@ -9,6 +9,8 @@ sides at once.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
@@ -49,27 +51,42 @@ def script(redis: Redis, *parts: str) -> AsyncScript:
 
 
 def result_keys(nid: str, ep: str, to_state: str) -> list[str]:
-    by_name = {
-        "delivery": k.delivery(nid, ep), "attempts": k.attempts(nid, ep), "lease": k.ep_lease(ep),
-        "queue": k.ep_queue(ep), "st_in_flight": k.ep_state(ep, "in_flight"), "st_to": k.ep_state(ep, to_state),
-        "paused": k.PAUSED, "st_paused": k.ep_state(ep, "paused"),
-    }
-    return [by_name[name] for name in RESULT_KEYS]
+    return [k.delivery(nid, ep), k.attempts(nid, ep), *_result_ep_keys(ep, to_state)]
 
 
 def claim_keys(ep: str) -> list[str]:
+    return list(_claim_keys(ep))
+
+
+def route_keys(nid: str, ep: str) -> list[str]:
+    return [k.delivery(nid, ep), *_route_ep_keys(ep)]
+
+
+# An endpoint's own keys are the same for every delivery: built once per endpoint (and state), not
+# for each of the thousands of results, claims and routes a second. Bounded: endpoints x 4 states.
+# The per-delivery keys come first in RESULT_KEYS and ROUTE_KEYS (checked here, at import).
+assert RESULT_KEYS[:2] == ("delivery", "attempts") and ROUTE_KEYS[:1] == ("delivery",)
+
+
+@lru_cache(maxsize=1024)
+def _result_ep_keys(ep: str, to_state: str) -> tuple[str, ...]:
+    by_name = {"lease": k.ep_lease(ep), "queue": k.ep_queue(ep), "st_in_flight": k.ep_state(ep, "in_flight"),
+               "st_to": k.ep_state(ep, to_state), "paused": k.PAUSED, "st_paused": k.ep_state(ep, "paused")}
+    return tuple(by_name[name] for name in RESULT_KEYS[2:])
+
+
+@lru_cache(maxsize=1024)
+def _claim_keys(ep: str) -> tuple[str, ...]:
     by_name = {
         "queue": k.ep_queue(ep), "lease": k.ep_lease(ep), "st_pending": k.ep_state(ep, "pending"),
         "st_retrying": k.ep_state(ep, "retrying"), "st_in_flight": k.ep_state(ep, "in_flight"),
         "paused": k.PAUSED,
     }
-    return [by_name[name] for name in CLAIM_KEYS]
+    return tuple(by_name[name] for name in CLAIM_KEYS)
 
 
-def route_keys(nid: str, ep: str) -> list[str]:
-    by_name = {
-        "delivery": k.delivery(nid, ep), "st_pending": k.ep_state(ep, "pending"),
-        "st_skipped": k.ep_state(ep, "skipped"), "queue": k.ep_queue(ep),
-        "paused": k.PAUSED, "st_paused": k.ep_state(ep, "paused"),
-    }
-    return [by_name[name] for name in ROUTE_KEYS]
+@lru_cache(maxsize=1024)
+def _route_ep_keys(ep: str) -> tuple[str, ...]:
+    by_name = {"st_pending": k.ep_state(ep, "pending"), "st_skipped": k.ep_state(ep, "skipped"),
+               "queue": k.ep_queue(ep), "paused": k.PAUSED, "st_paused": k.ep_state(ep, "paused")}
+    return tuple(by_name[name] for name in ROUTE_KEYS[1:])
