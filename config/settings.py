@@ -85,8 +85,32 @@ class ServerConfig(_Model):
     # /metrics on this (internet-facing) listener: off by default, since the series name internal
     # endpoints; the admin listener always serves it
     public_metrics: bool = False
+    # `relay serve` processes sharing the public port (SO_REUSEPORT); 0 or "auto": one per CPU
+    processes: int | Literal["auto"] = 1
 
     _proxies = field_validator("trusted_proxies")(classmethod(lambda cls, v: _networks(v)))
+
+    @field_validator("processes", mode="before")
+    @classmethod
+    def _processes(cls, v: Any) -> int | str:
+        return parse_processes(v)
+
+
+MAX_PROCESSES = 64
+
+
+def parse_processes(value: Any) -> int | str:
+    """``[server] processes`` and ``relay serve --processes``: 1 … 64, or 0 / "auto" (one per CPU)."""
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_PROCESSES):
+        return value  # type: ignore[no-any-return]
+    raise ValueError(f"expected a number of processes 1 … {MAX_PROCESSES}, or 0 or \"auto\" for one per CPU")
+
+
+def process_count(value: int | str, cpus: int | None = None) -> int:
+    """How many processes ``processes`` means on this machine (\"auto\" and 0: one per CPU, at most 64)."""
+    if value == "auto" or value == 0:
+        return max(1, min(MAX_PROCESSES, cpus if cpus is not None else (os.cpu_count() or 1)))
+    return int(value)
 
 
 class AdminConfig(_Model):

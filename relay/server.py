@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import signal
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, multiprocess
 
 from config.settings import Settings
 from relay import constants as k
@@ -26,8 +28,23 @@ from relay.web.metrics import IngressMetrics
 logger = structlog.get_logger()
 
 
+@dataclass(frozen=True)
+class Member:
+    """This process is one of ``relay serve --processes N``'s (relay/cli/supervise.py starts them).
+
+    ``index``: 0 … N-1; process 0 also runs the admin listener. ``metrics_dir``: prometheus_client's
+    multiprocess directory (``PROMETHEUS_MULTIPROC_DIR``, set before prometheus_client was imported):
+    every member writes its counters there, and /metrics sums them over all members.
+    ``ready_fd``: a pipe to the supervisor, written to once the listeners are up."""
+
+    index: int
+    metrics_dir: str
+    ready_fd: int | None = None
+
+
 def create_app(settings: Settings, *, public: bool = True, admin: bool = True,
-               live: appkeys.Live | None = None, metrics: IngressMetrics | None = None) -> web.Application:
+               live: appkeys.Live | None = None, metrics: IngressMetrics | None = None,
+               scrape: CollectorRegistry | None = None, member: Member | None = None) -> web.Application:
     """Build the relay's web app.
 
     ``public``: the 2Checkout listeners. ``admin``: the admin API and the dashboard. Both carry the
@@ -35,6 +52,7 @@ def create_app(settings: Settings, *, public: bool = True, admin: bool = True,
     loopback by default, see ``[admin]``); tests and ``[admin] port = 0`` use one app with both.
     ``metrics``: the process's one metrics registry (with the ingress counters), shared by both
     listeners so they serve the same series. The public-only app serves /metrics only with ``[server] public_metrics``.
+    ``scrape``: what /metrics serves, when not ``metrics``' own registry (``Member``: the sum over all members).
     """
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
@@ -45,8 +63,10 @@ def create_app(settings: Settings, *, public: bool = True, admin: bool = True,
     # ``metrics``: the process's one registry, shared by both listeners so they serve the same series
     if metrics is None:
         metrics = IngressMetrics(CollectorRegistry())
-    app[appkeys.REGISTRY] = metrics.registry
+    app[appkeys.REGISTRY] = scrape or metrics.registry
     app[appkeys.METRICS] = metrics
+    if member is not None:
+        app[appkeys.PROCESS] = member.index
     app.cleanup_ctx.append(_redis)
     channel = "{channel:ipn|lcn|ins}"
     if public:
@@ -88,21 +108,28 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     await redis.aclose()
 
 
-async def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
+async def serve(settings: Settings, *, host: str | None = None, port: int | None = None,
+                member: Member | None = None) -> None:
     """Run until SIGTERM or SIGINT. The admin API and dashboard get their own listener (loopback by
-    default) so the public one, which 2Checkout reaches, never serves them."""
+    default) so the public one, which 2Checkout reaches, never serves them. A ``member`` of
+    ``relay serve --processes N`` listens on the public port with SO_REUSEPORT beside the others,
+    and also stops when its supervisor is gone."""
     before, soft = limits.raise_nofile()
     live = appkeys.Live(settings)
-    listeners = _listeners(settings, host, port, live)
+    listeners = _listeners(settings, host, port, live, member)
     cap = limits.connection_cap(settings.server.max_connections, len(listeners), soft)
     logger.info("descriptor_limit", soft_before=before, soft=soft, connections_per_listener=cap)
     runners: list[web.AppRunner] = []
     redis = connect(redis_url(settings), timeout=settings.server.redis_timeout)
     reloader = Reloader(redis, settings, role="serve", apply=lambda old, new: _reconfigure(live, old, new))
+    supervisor = os.getppid() if member is not None else None
     try:
-        await _listen(settings, listeners, cap, runners)
+        await _listen(settings, listeners, cap, runners, reuse_port=member is not None)
+        if member is not None and member.ready_fd is not None:
+            os.write(member.ready_fd, b"ready\n")
+            os.close(member.ready_fd)
         _freeze_gc()
-        await _until_stopped(reloader)
+        await _until_stopped(reloader, supervisor)
     finally:
         await reloader.stop()
         await redis.aclose()
@@ -113,22 +140,38 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
 Listener = tuple[web.Application, str, int, str]  # app, host, port, role
 
 
-def _listeners(settings: Settings, host: str | None, port: int | None, live: appkeys.Live) -> list[Listener]:
-    """The public app on ``[server]`` and the admin app on ``[admin]``, or one app with both."""
+def _listeners(settings: Settings, host: str | None, port: int | None, live: appkeys.Live,
+               member: Member | None = None) -> list[Listener]:
+    """The public app on ``[server]`` and the admin app on ``[admin]``, or one app with both. Of the
+    members of ``relay serve --processes N`` every one runs the public app, and only member 0 the
+    admin one (``[admin] port = 0``: every member serves both on the public port)."""
     server, admin = settings.server, settings.file.admin
-    if not admin.port:
-        return [(create_app(settings, live=live), host or server.host, port or server.port, "public+admin")]
     metrics = IngressMetrics(CollectorRegistry())  # one per process: both listeners serve the same series
-    return [
-        (create_app(settings, admin=False, live=live, metrics=metrics), host or server.host, port or server.port,
-         "public"),
-        (create_app(settings, public=False, live=live, metrics=metrics), admin.host, admin.port, "admin"),
-    ]
+    scrape = None
+    if member is not None:
+        # what /metrics serves: the counters every member wrote to the multiprocess directory (its own
+        # included), summed; metrics.registry would give this one process's
+        scrape = CollectorRegistry()
+        multiprocess.MultiProcessCollector(scrape, path=member.metrics_dir)  # type: ignore[no-untyped-call]
+
+    def app(*, public: bool = True, admin: bool = True) -> web.Application:
+        return create_app(settings, public=public, admin=admin, live=live, metrics=metrics, scrape=scrape,
+                          member=member)
+
+    address = (host or server.host, port or server.port)
+    if not admin.port:
+        return [(app(), *address, "public+admin")]
+    listeners = [(app(admin=False), *address, "public")]
+    if member is None or member.index == 0:
+        listeners.append((app(public=False), admin.host, admin.port, "admin"))
+    return listeners
 
 
-async def _listen(settings: Settings, listeners: list[Listener], cap: int, runners: list[web.AppRunner]) -> None:
+async def _listen(settings: Settings, listeners: list[Listener], cap: int, runners: list[web.AppRunner], *,
+                  reuse_port: bool = False) -> None:
     """Start each listener behind its connection guard; ``runners`` collects what to clean up, also
-    when a later listener fails to start."""
+    when a later listener fails to start. ``reuse_port``: the public listeners of ``relay serve
+    --processes N`` (the admin one, in member 0 alone, binds as usual: a second relay on its port fails)."""
     server = settings.server
     options = {"max_line_size": server.max_header_bytes, "max_field_size": server.max_header_bytes,
                "max_headers": server.max_headers, "keepalive_timeout": server.idle_timeout}
@@ -139,7 +182,7 @@ async def _listen(settings: Settings, listeners: list[Listener], cap: int, runne
         runner = web.AppRunner(app, access_log=None, **options)  # type: ignore[arg-type]
         await runner.setup()
         runners.append(runner)
-        await limits.GuardedSite(runner, host, port, guard).start()
+        await limits.GuardedSite(runner, host, port, guard, reuse_port=reuse_port and role != "admin").start()
         logger.info("listening", role=role, url=f"http://{host}:{port}")
 
 
@@ -151,8 +194,10 @@ def _freeze_gc() -> None:
     gc.set_threshold(k.GC_THRESHOLD, 20, 20)
 
 
-async def _until_stopped(reloader: Reloader) -> None:
-    """Serve until SIGTERM or SIGINT; SIGHUP (or ``relay reload``) re-reads the config meanwhile."""
+async def _until_stopped(reloader: Reloader, supervisor: int | None = None) -> None:
+    """Serve until SIGTERM or SIGINT; SIGHUP (or ``relay reload``) re-reads the config meanwhile.
+    ``supervisor``: the pid of ``relay serve --processes N``'s parent; once it is gone (SIGKILLed, so
+    it could not stop its members), stop too rather than serve on unsupervised."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -166,11 +211,22 @@ async def _until_stopped(reloader: Reloader) -> None:
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
-    await stop.wait()
+    if supervisor is None:
+        await stop.wait()
+        return
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=ORPHAN_CHECK_S)
+        except TimeoutError:
+            if os.getppid() != supervisor:
+                logger.warning("supervisor_gone", supervisor_pid=supervisor)
+                return
 
+
+ORPHAN_CHECK_S = 1.0
 
 # what a running `relay serve` cannot change: its listeners, its Redis connection, its logging
-RESTART_ONLY = ("server.host", "server.port", "server.max_header_bytes", "server.max_headers",
+RESTART_ONLY = ("server.host", "server.port", "server.processes", "server.max_header_bytes", "server.max_headers",
                 "server.max_body_bytes", "server.ack_after", "server.ack_replicas", "server.ack_timeout",
                 "server.redis_timeout", "admin", "redis", "logging")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import signal
@@ -10,9 +11,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from relay.cli.common import Commands, ListenError, require_redis_url, settings_from
+from config.settings import Settings, parse_processes, process_count
+from relay.cli.common import Commands, ListenError, UsageError, require_redis_url, settings_from
 
 commands = Commands()
 
@@ -38,23 +41,63 @@ def _port(text: str) -> int:
     return port
 
 
+def _processes(text: str) -> int | str:
+    try:
+        return parse_processes("auto" if text == "auto" else int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid --processes value {text!r}: expected 1 … 64, or 0 or auto for one per CPU") from None
+
+
 def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="listen address (default: [server] host)")
     p.add_argument("--port", type=_port, help="listen port (default: [server] port)")
+    p.add_argument("--processes", type=_processes, metavar="N",
+                   help="ingress processes sharing the port, 1 … 64; 0 or auto: one per CPU (default: "
+                        "[server] processes, 1)")
+    # set by the supervisor of --processes N on the processes it starts (relay/cli/supervise.py)
+    p.add_argument("--member", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
 
 
 @commands.add("serve", "run the ingress and the admin listener (the Procfile's web: process)", _serve_args)
 def serve(ns: argparse.Namespace) -> int:
     import asyncio
 
-    from relay.server import serve as run_listeners
     from relay.store.connection import check_url
 
     settings = settings_from(ns)
     check_url(require_redis_url(settings, "serve"))
+    count = process_count(ns.processes if ns.processes is not None else settings.server.processes)
+    if ns.member is None and count > 1:
+        from relay.cli.supervise import supervise
+
+        with _listen_errors(settings, ns):
+            return supervise(settings, count, host=ns.host, port=ns.port)
+    from relay.server import Member
+    from relay.server import serve as run_listeners
+
+    member = None
+    if ns.member is not None:
+        import structlog
+
+        metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not metrics_dir:
+            raise UsageError("relay serve --member is started by relay serve --processes N, not by hand")
+        member = Member(ns.member, metrics_dir, ns.ready_fd)
+        # every log line of a member says which one it is (and its pid, as `relay reload` names it)
+        structlog.contextvars.bind_contextvars(proc=ns.member, pid=os.getpid())
     _use_uvloop()
+    with _listen_errors(settings, ns):
+        asyncio.run(run_listeners(settings, host=ns.host, port=ns.port, member=member))
+    return 0
+
+
+@contextlib.contextmanager
+def _listen_errors(settings: Settings, ns: argparse.Namespace) -> Iterator[None]:
+    """A listen address that does not resolve, is in use or is not available: one line, exit 3."""
     try:
-        asyncio.run(run_listeners(settings, host=ns.host, port=ns.port))
+        yield
     except socket.gaierror as exc:  # an OSError whose errno is the resolver's (EAI_*), not errno's
         admin = settings.file.admin
         hosts = f"host {ns.host or settings.server.host!r}" + (f", [admin] host {admin.host!r}" if admin.port else "")
@@ -66,7 +109,6 @@ def serve(ns: argparse.Namespace) -> int:
             # bind on address ('127.0.0.1', 8080): address already in use")
             raise ListenError(f"cannot listen: {exc.strerror or exc}") from None
         raise
-    return 0
 
 
 @commands.add("worker", "run a delivery worker (the Procfile's worker: process)")

@@ -38,3 +38,5 @@ STORE = web.AppKey("store", Store)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 METRICS = web.AppKey("metrics", IngressMetrics)
 RESENDER = web.AppKey("resender", Resender)
+# which of ``relay serve --processes N``'s processes this is (0 … N-1); absent with one process
+PROCESS = web.AppKey("process", int)

@@ -214,9 +214,12 @@ async def track(request: web.Request, handler: Handler) -> web.StreamResponse:
 class GuardedSite(web.BaseSite):
     """A TCP site whose connections go through a ``ConnectionGuard`` (aiohttp's TCPSite, plus the guard)."""
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard) -> None:
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard, *,
+                 reuse_port: bool = False) -> None:
+        """``reuse_port``: SO_REUSEPORT, so the processes of ``relay serve --processes N`` each listen
+        on the same port and the kernel spreads the connections over them."""
         super().__init__(runner, backlog=BACKLOG)
-        self._host, self._port, self.guard = host, port, guard
+        self._host, self._port, self.guard, self._reuse_port = host, port, guard, reuse_port
 
     @property
     def name(self) -> str:
@@ -227,7 +230,8 @@ class GuardedSite(web.BaseSite):
         server = self._runner.server
         assert server is not None
         self._server = await asyncio.get_running_loop().create_server(
-            self.guard.factory(server), self._host, self._port, backlog=self._backlog, reuse_address=True)
+            self.guard.factory(server), self._host, self._port, backlog=self._backlog, reuse_address=True,
+            reuse_port=self._reuse_port or None)
 
     async def stop(self) -> None:
         self.guard.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from aiohttp import web
@@ -13,17 +14,22 @@ from relay.web.delivery_metrics import collector_for
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Live (the process answers) and ready (Redis answers): 200, else 503."""
+    """Live (the process answers) and ready (Redis answers): 200, else 503. With ``relay serve
+    --processes N`` the answer is the one process's the kernel handed the connection to, and says
+    which (``process``: its index, ``pid``)."""
+    app = request.app
+    which = {"process": app[appkeys.PROCESS], "pid": os.getpid()} if appkeys.PROCESS in app else {}
     try:
-        await request.app[appkeys.REDIS].ping()
+        await app[appkeys.REDIS].ping()
     except REDIS_ERRORS as exc:
-        return web.json_response({"status": "unavailable", "redis": f"unreachable: {type(exc).__name__}"},
-                                 status=503)
-    return web.json_response({"status": "ok", "redis": "ok"})
+        return web.json_response({"status": "unavailable", "redis": f"unreachable: {type(exc).__name__}",
+                                  **which}, status=503)
+    return web.json_response({"status": "ok", "redis": "ok", **which})
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """The ingress counters of this process, and the delivery metrics read from Redis now."""
+    """The ingress counters of this process (with ``relay serve --processes N``: summed over all N, see
+    relay/server.py), and the delivery metrics read from Redis now."""
     app = request.app
     registry = app[appkeys.REGISTRY]
     collector = collector_for(registry, list(app[appkeys.LIVE].settings.endpoints))
