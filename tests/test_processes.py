@@ -90,6 +90,12 @@ async def test_two_members_share_the_port_and_metrics_are_their_sum(tmp_path: Pa
         # each member a live process of its own: `relay reload` will count both
         names = {p["name"] for p in await live_processes(redis, int(time.time() * 1000))}
         assert {name.rsplit(":", 1)[1] for name in names} == {str(pid) for pid in pids.values()}
+        env = {**os.environ, **TEST_ENV, "REDIS_URL": redis_server.url}
+        run = subprocess.run([sys.executable, "-m", "relay", "--config", str(config), "reload", "--json"],
+                             env=env, capture_output=True, text=True, timeout=60)
+        result = json.loads(run.stdout)
+        assert run.returncode == 0 and result["asked"] == result["answered"] == 2, run.stdout + run.stderr
+        assert {a["process"] for a in result["answers"]} == names
 
         sent = 120
         connector = aiohttp.TCPConnector(force_close=True)  # a new connection, so a fresh pick, each time

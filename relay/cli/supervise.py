@@ -236,7 +236,7 @@ class _Supervisor:
                         logger.info("serve_process_restarted", proc=m.index, new_pid=self._start(m))
                     continue
                 code = m.proc.poll()
-                if code is None:
+                if code is None or self.stopping:  # stopping: a Ctrl-C reaches the members too
                     continue
                 ran = now - m.started
                 if m.ready and ran >= STABLE_S:
