@@ -88,7 +88,13 @@ async def test_two_members_share_the_port_and_metrics_are_their_sum(tmp_path: Pa
         pids = await _members_up(public, proc, 2)
         assert len(set(pids.values())) == 2 and proc.proc.pid not in pids.values()
         # each member a live process of its own: `relay reload` will count both
-        names = {p["name"] for p in await live_processes(redis, int(time.time() * 1000))}
+        # (a member reports once its reloader subscribed, a moment after it listens)
+        deadline = time.monotonic() + 20
+        while True:
+            names = {p["name"] for p in await live_processes(redis, int(time.time() * 1000))}
+            if len(names) == 2 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
         assert {name.rsplit(":", 1)[1] for name in names} == {str(pid) for pid in pids.values()}
         env = {**os.environ, **TEST_ENV, "REDIS_URL": redis_server.url}
         run = subprocess.run([sys.executable, "-m", "relay", "--config", str(config), "reload", "--json"],
@@ -163,6 +169,10 @@ async def test_a_killed_member_is_replaced_and_the_port_keeps_answering(tmp_path
     try:
         pids = await _members_up(public, proc, 2)
         os.kill(pids[1], signal.SIGKILL)
+        # (connections the kernel had queued on the dying member are reset with it: README, "More load")
+        deadline = time.monotonic() + 10
+        while _alive(pids[1]) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         # the port keeps answering meanwhile: member 0 takes every connection
         for a in await _healthz(public, 10):
             assert a["status"] == "ok"
