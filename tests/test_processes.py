@@ -259,3 +259,24 @@ async def test_a_second_group_on_the_same_port_is_refused(tmp_path: Path, redis_
         assert run.returncode == 3 and "address already in use" in run.stderr, run.stderr
     finally:
         first.stop()
+
+
+async def test_one_process_is_todays_relay_serve(tmp_path: Path, redis_server: RedisServer) -> None:
+    # --processes 1 overrides the key: no supervisor, no member fields, the one process serves
+    public = free_port()
+    config = write_config(tmp_path / "relay.toml", extra=f"[server]\nport = {public}\nprocesses = 2\n")
+    proc = RelayProcess(config, redis_server.url, "serve", "--processes", "1")
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                answer = (await _healthz(public))[0]
+                break
+            except aiohttp.ClientError:
+                assert time.monotonic() < deadline and proc.proc.poll() is None, proc.output()[-3000:]
+                await asyncio.sleep(0.1)
+        assert answer == {"status": "ok", "redis": "ok"}
+        assert not any("proc" in line or "serve_processes_started" == line.get("event") for line in _log(proc))
+    finally:
+        proc.stop()
+    assert proc.proc.returncode == 0, proc.output()[-3000:]
