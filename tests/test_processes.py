@@ -280,3 +280,28 @@ async def test_one_process_is_todays_relay_serve(tmp_path: Path, redis_server: R
     finally:
         proc.stop()
     assert proc.proc.returncode == 0, proc.output()[-3000:]
+
+
+async def test_a_member_that_cannot_start_again_backs_off(tmp_path: Path, redis_server: RedisServer) -> None:
+    # the config was broken after the start: a replacement member stops at once (exit 2), and each
+    # try waits twice as long as the one before, while member 0 keeps the port answering
+    public = free_port()
+    config = write_config(tmp_path / "relay.toml", extra=f"[server]\nport = {public}\n")
+    proc = RelayProcess(config, redis_server.url, "serve", "--processes", "2")
+    try:
+        pids = await _members_up(public, proc, 2)
+        config.write_text(config.read_text() + "\n[server]\nport = 1\n")  # a duplicate table: invalid TOML
+        os.kill(pids[1], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while len([line for line in _log(proc) if line.get("event") == "serve_process_died"]) < 3:
+            assert time.monotonic() < deadline and proc.proc.poll() is None, proc.output()[-3000:]
+            await asyncio.sleep(0.1)
+        died = [line for line in _log(proc) if line.get("event") == "serve_process_died"][:3]
+        assert [d["proc"] for d in died] == [1, 1, 1]
+        assert [d["exit"] for d in died] == ["signal SIGKILL", "exit code 2", "exit code 2"]
+        assert [d["restart_in_s"] for d in died] == [0.5, 1.0, 2.0]
+        for a in await _healthz(public, 5):
+            assert a["process"] == 0
+    finally:
+        proc.stop()
+    assert proc.proc.returncode == 0, proc.output()[-3000:]
