@@ -36,10 +36,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-import hiredis
-
 from bench.miniredis import MiniRedis
-from bench.procs import HOST, BenchError, Child, Cluster, free_port, wait_until
+from bench.procs import HOST, BenchError, Child, Cluster, free_port, redis_ping, wait_until
 
 BODY_BYTES = 1500
 CONCURRENCY = 64
@@ -170,32 +168,11 @@ class Adapter:
 
 
 def _hiredis_packing(redis: Any) -> str:
-    """Pack redis-py's commands with hiredis: relay.store.connection.hiredis_packing when the relay has it,
-    else the same mixin here (so this bench measures the same thing on a tree without it)."""
-    from relay.store import connection
+    """Pack redis-py's commands with hiredis, as the relay does (relay.store.connection)."""
+    from relay.store.connection import hiredis_packing
 
-    relays = getattr(connection, "hiredis_packing", None)
-    if relays is not None:
-        relays(redis)
-        return "relay.store.connection.hiredis_packing"
-    from redis.asyncio.connection import AbstractConnection
-    from redis.exceptions import DataError
-
-    class HiredisPacking(AbstractConnection):
-        def pack_command(self, *args: Any) -> list[bytes]:
-            if isinstance(args[0], str):
-                args = tuple(args[0].encode().split()) + args[1:]
-            elif b" " in args[0]:
-                args = tuple(args[0].split()) + args[1:]
-            try:
-                return [hiredis.pack_command(args)]
-            except TypeError as exc:
-                raise DataError(f"{exc} (in a {args[0]!r} command)") from None
-
-    pool = redis.connection_pool
-    pool.connection_class = type(f"Hiredis{pool.connection_class.__name__}",
-                                 (HiredisPacking, pool.connection_class), {})
-    return "bench.clients (a copy of the relay's mixin)"
+    hiredis_packing(redis)
+    return "relay.store.connection.hiredis_packing"
 
 
 class RedisPy(Adapter):
@@ -434,15 +411,6 @@ async def measure_row(name: str, port: int, seconds: float, count: int, warmup: 
 # ------------------------------------------------------------------------------------------------ faults
 
 
-def _ping(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=0.2) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 def start_redis_on(cluster: Cluster, port: int, name: str = "redis") -> Child:
     exe = shutil.which("redis-server")
     if exe is None:
@@ -451,7 +419,7 @@ def start_redis_on(cluster: Cluster, port: int, name: str = "redis") -> Child:
     data.mkdir(exist_ok=True)
     child = cluster.start(name, [exe, "--port", str(port), "--bind", HOST, "--dir", str(data), "--save", "",
                                  "--appendonly", "no", "--protected-mode", "no"])
-    wait_until("redis-server", lambda: _ping(port), 10, child)
+    wait_until("redis-server", lambda: redis_ping(port), 10, child)
     return child
 
 

@@ -253,11 +253,11 @@ def start_redis(cluster: Cluster) -> tuple[Child, int]:
         exe, "--port", str(port), "--bind", HOST, "--dir", str(data), "--save", "", "--appendonly", "no",
         "--protected-mode", "no",
     ])
-    wait_until("redis-server", lambda: _redis_ping(port), 10, child)
+    wait_until("redis-server", lambda: redis_ping(port), 10, child)
     return child, port
 
 
-def _redis_ping(port: int) -> bool:
+def redis_ping(port: int) -> bool:
     try:
         with socket.create_connection((HOST, port), timeout=0.2) as s:
             s.sendall(b"PING\r\n")
