@@ -125,11 +125,8 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
     supervisor = os.getppid() if member is not None else None
     try:
         await _listen(settings, listeners, cap, runners, reuse_port=member is not None)
-        if member is not None and member.ready_fd is not None:
-            os.write(member.ready_fd, b"ready\n")
-            os.close(member.ready_fd)
         _freeze_gc()
-        await _until_stopped(reloader, supervisor)
+        await _until_stopped(reloader, supervisor, member.ready_fd if member is not None else None)
     finally:
         await reloader.stop()
         await redis.aclose()
@@ -194,10 +191,12 @@ def _freeze_gc() -> None:
     gc.set_threshold(k.GC_THRESHOLD, 20, 20)
 
 
-async def _until_stopped(reloader: Reloader, supervisor: int | None = None) -> None:
+async def _until_stopped(reloader: Reloader, supervisor: int | None = None, ready_fd: int | None = None) -> None:
     """Serve until SIGTERM or SIGINT; SIGHUP (or ``relay reload``) re-reads the config meanwhile.
     ``supervisor``: the pid of ``relay serve --processes N``'s parent; once it is gone (SIGKILLed, so
-    it could not stop its members), stop too rather than serve on unsupervised."""
+    it could not stop its members), stop too rather than serve on unsupervised. ``ready_fd``: the
+    member's readiness pipe, written to once the signals are handled: the supervisor passes a SIGHUP
+    on only after that, since before it the signal's default action would end the process."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -211,6 +210,9 @@ async def _until_stopped(reloader: Reloader, supervisor: int | None = None) -> N
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    if ready_fd is not None:
+        os.write(ready_fd, b"ready\n")
+        os.close(ready_fd)
     if supervisor is None:
         await stop.wait()
         return

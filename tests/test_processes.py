@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from relay.store import audit
 from relay.store.reload import live_processes
 from tests.procs import RelayProcess
 from tests.support import TEST_ENV, RedisServer, free_port, ipn_fields, signed_body, write_config
@@ -302,6 +303,41 @@ async def test_a_member_that_cannot_start_again_backs_off(tmp_path: Path, redis_
         assert [d["restart_in_s"] for d in died] == [0.5, 1.0, 2.0]
         for a in await _healthz(public, 5):
             assert a["process"] == 0
+    finally:
+        proc.stop()
+    assert proc.proc.returncode == 0, proc.output()[-3000:]
+
+
+async def test_a_sighup_while_a_member_starts_does_not_kill_it(tmp_path: Path, redis_server: RedisServer,
+                                                              redis: Redis) -> None:
+    # a replacement member takes a second or two to start; a SIGHUP passed on meanwhile, before it
+    # handles the signal, killed it (SIGHUP's default action) instead of reloading it
+    public = free_port()
+    config = write_config(tmp_path / "relay.toml", extra=f"[server]\nport = {public}\n")
+    proc = RelayProcess(config, redis_server.url, "serve", "--processes", "2")
+    try:
+        pids = await _members_up(public, proc, 2)
+        os.kill(pids[1], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while '"serve_process_restarted"' not in proc.output():
+            assert time.monotonic() < deadline, proc.output()[-3000:]
+            await asyncio.sleep(0.01)
+        config.write_text(config.read_text() + "\n[health]\nmax_pending_age = 123\n")
+        proc.proc.send_signal(signal.SIGHUP)
+        now = await _members_up(public, proc, 2)
+        assert now[1] != pids[1]
+        died = [line for line in _log(proc) if line.get("event") == "serve_process_died"]
+        assert [d["exit"] for d in died] == ["signal SIGKILL"], proc.output()[-3000:]
+        # it may have read the config before the change: the SIGHUP is passed on once it listens (its
+        # audit entry says "unchanged" when it had read the new one already)
+        deadline = time.monotonic() + 20
+        while True:
+            reloads = await audit.read(redis, action="reload")
+            by = {str(e.get("address")) for e in reloads}
+            if any(name.endswith(f":{now[1]}") for name in by) and any(name.endswith(f":{now[0]}") for name in by):
+                break
+            assert time.monotonic() < deadline, (reloads, proc.output()[-3000:])
+            await asyncio.sleep(0.1)
     finally:
         proc.stop()
     assert proc.proc.returncode == 0, proc.output()[-3000:]

@@ -21,8 +21,9 @@ when it is replaced. The directory is removed at exit.
 
 Signals: SIGTERM and SIGINT stop every member gracefully (each finishes its in-flight requests; a
 second signal kills them at once); SIGHUP is passed on to every member, each of which reloads its
-config. A member that dies unexpectedly is restarted after a back-off (0.5 s, doubling to 30 s; back
-to 0.5 s once a member has run a minute). A member that stops because its supervisor is gone
+config (a member still starting gets it once it says it is ready: before, the signal would end it).
+A member that dies unexpectedly is restarted after a back-off (0.5 s, doubling to 30 s; back to 0.5 s
+once a member has run a minute). A member that stops because its supervisor is gone
 (SIGKILL) notices within a second and stops too.
 """
 
@@ -98,6 +99,7 @@ class _Member:
     started: float = 0.0
     failures: int = 0
     restart_at: float = 0.0
+    hup: bool = False  # a SIGHUP to pass on once it is ready (before, SIGHUP would end it)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -164,7 +166,7 @@ class _Supervisor:
         finally:
             os.close(write_fd)
         os.set_blocking(read_fd, False)
-        m.ready_fd, m.ready, m.started = read_fd, False, time.monotonic()
+        m.ready_fd, m.ready, m.started, m.hup = read_fd, False, time.monotonic(), False
         return m.proc.pid
 
     def _close(self, m: _Member) -> None:
@@ -187,6 +189,10 @@ class _Supervisor:
                     continue
                 if data:
                     m.ready = True
+                    if m.hup and m.alive():
+                        assert m.proc is not None
+                        m.hup = False
+                        m.proc.send_signal(signal.SIGHUP)
                 self._close(m)  # one message, or EOF: the member closed it (or died)
 
     def _start_all(self) -> int | None:
@@ -227,7 +233,10 @@ class _Supervisor:
                 alive = [m for m in self.members if m.alive()]
                 for m in alive:
                     assert m.proc is not None
-                    m.proc.send_signal(signal.SIGHUP)
+                    if m.ready:
+                        m.proc.send_signal(signal.SIGHUP)
+                    else:  # still starting: it may have read the config before the change
+                        m.hup = True
                 logger.info("config_reload_forwarded", processes=len(alive))
             now = time.monotonic()
             for m in self.members:
