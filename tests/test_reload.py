@@ -333,3 +333,39 @@ async def test_a_reload_changing_an_endpoints_headers_applies_to_the_next_delive
     await wait_for(lambda: len(s.received) == 2, 15)
     second = s.received[1].headers
     assert second["X-Tenant"] == "green" and second["User-Agent"].startswith("2checkout-relay/")
+
+
+async def test_after_a_reload_every_endpoint_still_uses_its_headers_built_once(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
+    redis_server: RedisServer, workers: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An endpoint a reload left as it was keeps its lane, and its lane the Endpoint read at start: the
+    per-endpoint headers (and URL, timeout) built at the reload must still serve it, not be rebuilt
+    for every delivery from then on."""
+    from workers import forward
+
+    s = await sink()
+    settings = make_settings(endpoints=[ep("x", s, headers={"X-Tenant": "blue"}),
+                                        ep("y", s, headers={"X-Tenant": "red"})])
+    client: TestClient = await aiohttp_client(create_app(settings))
+    await workers(settings, 1)
+    await post(client, "1")
+    await wait_for(lambda: len(s.received) == 2, 15)
+    rewrite(settings, [ep("x", s, headers={"X-Tenant": "green"}), ep("y", s, headers={"X-Tenant": "red"})],
+            redis_server.url)
+    result = await request_reload(redis, ORIGIN)
+    assert result["ok"] and result["answers"][0]["changes"]["changed"] == ["x"], result
+
+    built: list[str] = []
+    real = forward.configured_headers
+
+    def counted(endpoint: Any) -> dict[str, str]:
+        built.append(endpoint.name)
+        return real(endpoint)
+
+    monkeypatch.setattr(forward, "configured_headers", counted)
+    for n in ("2", "3", "4"):
+        await post(client, n)
+    await wait_for(lambda: len(s.received) == 8, 15)
+    assert sorted(r.headers["X-Tenant"] for r in s.received[2:]) == ["green"] * 3 + ["red"] * 3
+    assert built == [], built

@@ -601,8 +601,10 @@ class Engine:
 
     async def _send(self, ep: Endpoint, item: forward.Claimed) -> _Answer:
         # per endpoint, built once (at start and on a reload); a lane retired by a reload may still
-        # finish a delivery to an endpoint no longer configured, hence the fall-backs
-        current = self.settings.endpoints.get(ep.name) is ep
+        # finish a delivery to an endpoint no longer configured, hence the fall-backs. A lane a reload
+        # left running holds the Endpoint it started with (equal to the new one, not the same object)
+        lane = self.lanes.get(ep.name)
+        current = lane is not None and lane.endpoint is ep
         body, headers = forward.build(ep, item, int(self.clock()), self._headers[ep.name] if current else None)
         timeout = (self._timeouts[ep.name] if current else None) or aiohttp.ClientTimeout(total=ep.timeout)
         url = self._urls[ep.name] if current else URL(ep.url)
