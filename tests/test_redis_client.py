@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 from redis.exceptions import DataError
 
-from config.settings import Settings
 from relay.store.connection import connect, hiredis_packing
 from tests.support import RedisServer
 
@@ -59,26 +55,3 @@ async def test_a_value_redis_cannot_take_is_a_data_error_naming_the_command(redi
         assert await client.ping()  # the connection is still usable
     finally:
         await client.aclose()
-
-
-async def test_arqs_own_pool_packs_with_hiredis_after_the_worker_starts(
-    redis_server: RedisServer, make_settings: Callable[..., Settings]
-) -> None:
-    # ARQ pings before the worker's startup runs: that connection stays in the pool, and is the one
-    # ARQ's one-at-a-time polling reuses; it must pack with hiredis too, not only connections made later
-    from arq.connections import RedisSettings, create_pool
-
-    from workers import jobs
-
-    settings = make_settings()
-    pool = await create_pool(RedisSettings.from_dsn(redis_server.url))
-    ctx: dict[str, Any] = {"redis": pool, "settings": settings, "worker_name": "t"}
-    try:
-        await pool.ping()
-        await jobs.startup(ctx)
-        with pytest.raises(DataError, match=r"in a b'SET' command"):
-            await pool.set("k", None)  # type: ignore[arg-type]
-        assert await pool.ping()
-    finally:
-        await jobs.shutdown(ctx)
-        await pool.aclose()

@@ -14,7 +14,7 @@ import structlog
 from config.settings import Settings, load_settings
 from relay import constants as k
 from relay.store import audit
-from relay.store.connection import REDIS_ERRORS, connect, hiredis_packing, redis_url
+from relay.store.connection import REDIS_ERRORS, connect, redis_url
 from relay.store.control import Control
 from relay.store.reload import Reloader
 from workers import retention
@@ -32,13 +32,6 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or load_settings()
     ctx["settings"] = settings
     redis = connect(redis_url(settings))
-    # ARQ's own pool (queue polls, job starts and ends: several round trips per notification) packs
-    # with hiredis too; its connections so far (the start-up ping) are dropped so new ones use it:
-    # disconnect() alone leaves them in the pool, to be reconnected and reused with the old packing
-    if "redis" in ctx:  # (a test may start the engine without ARQ)
-        arq_pool = hiredis_packing(ctx["redis"]).connection_pool
-        await arq_pool.disconnect()
-        arq_pool.reset()  # type: ignore[no-untyped-call]
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True)
     # no cookie jar: a Set-Cookie from one answer must not ride along on every later delivery (and
     # filtering the jar is per-request work); no Accept-Encoding: answers are kept as snippets, never
