@@ -33,7 +33,8 @@ def run(settings: Settings) -> None:
 
     ARQ's run loop ends with an exception when Redis goes away (a restart, a failover). Nothing is
     lost by then: in-flight deliveries' leases expire and are retried. Rather than leaving that
-    to a process manager, the worker waits and starts again, with a capped backoff.
+    to a process manager, the worker waits and starts again, with a capped backoff, running the
+    configuration it last reloaded.
     """
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -58,6 +59,9 @@ def run(settings: Settings) -> None:
             logger.error("worker_redis_lost", error=f"{type(exc).__name__}: {exc}", restart_in_s=backoff)
         finally:
             _close(loop, worker)
+            # the next worker runs the configuration last reloaded (jobs.reconfigure keeps it in the
+            # context), not the one this process started with: a reload must survive a Redis restart
+            settings = worker.ctx.get("settings", settings)
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)

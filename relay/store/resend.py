@@ -48,8 +48,9 @@ BULK_MAX = 10_000
 BULK_SCAN_BUDGET = 200_000
 CHUNK = 500
 SKIPPED_SHOWN = 100
-# a resend in one of these states already carries (or carried) the notification to that endpoint
-IN_HAND = frozenset({"pending", "in_flight", "retrying", "delivered"})
+# a resend in one of these states already carries (or carried) the notification to that endpoint;
+# "paused" too: it is sent on resume, so resending again while paused would send twice
+IN_HAND = frozenset({"pending", "in_flight", "retrying", "paused", "delivered"})
 FACTS = ("source", "channel", "ref", "mtype", "status", "test", "resend_of", "type")
 
 
@@ -149,7 +150,7 @@ class Resender:
         """Resend each original named by ``ids`` or selected by ``filters`` once.
 
         With ``filters``, an original whose earlier resend already carries it to a target endpoint
-        (pending, in flight, retrying or delivered) is skipped for that endpoint, so running the same
+        (pending, in flight, retrying, paused or delivered) is skipped for that endpoint, so running the same
         bulk resend twice does not send twice.
         """
         if (ids is None) == (filters is None):
@@ -291,7 +292,7 @@ class Resender:
                 kept.append((original, left))
             else:
                 skipped.append(Skip(original.nid, "already resent: an earlier resend is pending, "
-                                                  "in flight, retrying or delivered"))
+                                                  "in flight, retrying, paused or delivered"))
         return kept, skipped
 
     def _configured(self, param: str, endpoint: str | None) -> None:
