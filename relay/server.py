@@ -4,6 +4,7 @@ each on its own listener."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import os
 import signal
@@ -67,7 +68,9 @@ def create_app(settings: Settings, *, public: bool = True, admin: bool = True,
     app[appkeys.METRICS] = metrics
     if member is not None:
         app[appkeys.PROCESS] = member.index
-    app.cleanup_ctx.append(_redis)
+    # with two listeners each app opens its own connection, but the process is ready once: the public
+    # app says so (the admin one alone would have said "ingress_ready" a second time)
+    app.cleanup_ctx.append(functools.partial(_redis, announce=public))
     channel = "{channel:ipn|lcn|ins}"
     if public:
         app.add_routes([
@@ -86,7 +89,7 @@ def create_app(settings: Settings, *, public: bool = True, admin: bool = True,
     return app
 
 
-async def _redis(app: web.Application) -> AsyncIterator[None]:
+async def _redis(app: web.Application, *, announce: bool = True) -> AsyncIterator[None]:
     settings = app[appkeys.LIVE].settings
     redis = connect(redis_url(settings), timeout=settings.server.redis_timeout)
     app[appkeys.REDIS] = redis
@@ -98,12 +101,15 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.LIVE].on_reload.append(lambda new: setattr(store, "retention_ms", new.delivery.retention_ms))
     try:
         via = await store.check_durability()
-        logger.info("ingress_ready", ack_after=server.ack_after, durability=via)
+        if announce:
+            logger.info("ingress_ready", ack_after=server.ack_after, durability=via)
     except NotDurable as exc:
-        logger.error("durability_unavailable", ack_after=server.ack_after, problem=str(exc))
+        if announce:
+            logger.error("durability_unavailable", ack_after=server.ack_after, problem=str(exc))
     except REDIS_ERRORS as exc:
         # not fatal: the ingress answers 503 until Redis is back, and 2Checkout retries
-        logger.warning("redis_unreachable_at_start", error=type(exc).__name__, url=safe_url(redis_url(settings)))
+        if announce:
+            logger.warning("redis_unreachable_at_start", error=type(exc).__name__, url=safe_url(redis_url(settings)))
     yield
     await redis.aclose()
 

@@ -91,8 +91,11 @@ async def test_off_without_a_token(aiohttp_client: Any, make_settings: Callable[
         text = await resp.text()
         assert resp.status == 404 and "dashboard is off" in text and "RELAY_ADMIN_TOKEN" in text, (method, path)
         assert "Set-Cookie" not in resp.headers
+        # the advice fits relay dev too, which is not restarted as `relay serve`
+        assert "restart the relay" in text and "restart <code>relay serve" not in text
     resp = await client.get("/dashboard/data/overview")
-    assert resp.status == 404 and "RELAY_ADMIN_TOKEN" in (await resp.json())["error"]
+    error = (await resp.json())["error"]
+    assert resp.status == 404 and "RELAY_ADMIN_TOKEN" in error and "restart relay serve" not in error
     assert (await client.get("/dashboard/static/dashboard.css")).status == 200  # the off page is styled
 
 

@@ -10,6 +10,17 @@ from collections.abc import MutableMapping
 from pathlib import Path
 
 SECRETS_FILE = Path(".relay/dev-secrets.json")
+ADMIN_TOKEN_ENV = "RELAY_ADMIN_TOKEN"  # [server] admin_token_env's default
+
+
+def stored(var: str) -> str | None:
+    """The development value kept for ``var``, if any."""
+    try:
+        values = json.loads(SECRETS_FILE.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = values.get(var) if isinstance(values, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def fill_missing(config: Path, env: MutableMapping[str, str]) -> list[str]:
@@ -18,6 +29,10 @@ def fill_missing(config: Path, env: MutableMapping[str, str]) -> list[str]:
     except (OSError, tomllib.TOMLDecodeError):
         return []  # load_settings reports the problem properly
     wanted: list[tuple[str, str]] = []
+    # the admin API's token too, so the dashboard is on in the quick start
+    server = raw.get("server", {})
+    admin_env = server.get("admin_token_env") if isinstance(server, dict) else None
+    wanted.append((admin_env if isinstance(admin_env, str) else ADMIN_TOKEN_ENV, "token"))
     for src in raw.get("sources", []):
         for key in ("secret_key_env", "ins_secret_word_env"):
             if isinstance(src.get(key), str):
@@ -34,7 +49,7 @@ def fill_missing(config: Path, env: MutableMapping[str, str]) -> list[str]:
             continue
         if var not in stored:
             stored[var] = ("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-                           if kind == "whsec" else secrets.token_urlsafe(24))
+                           if kind == "whsec" else secrets.token_urlsafe(32 if kind == "token" else 24))
         env[var] = stored[var]
         generated.append(var)
     if generated:

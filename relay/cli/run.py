@@ -6,13 +6,8 @@ import argparse
 import contextlib
 import errno
 import os
-import signal
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 from config.settings import Settings, parse_processes, process_count
 from relay.cli.common import Commands, ListenError, UsageError, require_redis_url, settings_from
@@ -128,55 +123,13 @@ def _dev_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-demo-sink", action="store_true", help="do not start the demo endpoint on :9001")
 
 
-@commands.add("dev", "run Redis (embedded), the ingress, workers and a demo endpoint together", _dev_args)
-def dev(ns: argparse.Namespace) -> int:
-    from relay.cli import devsecrets
-    from relay.store.connection import redis_url, start_embedded, stop_embedded
 
-    # SIGTERM (a process manager, `timeout`) must run the cleanup below like Ctrl-C does, or the
-    # children and the embedded redis-server would outlive us
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    env = dict(os.environ)
-    generated = devsecrets.fill_missing(Path(ns.config or env.get("RELAY_CONFIG") or "config/relay.toml"), env)
-    os.environ.update(env)
-    settings = settings_from(ns)
-    for var in generated:
-        print(f"relay dev: {var} was not set; using a generated development value "
-              f"(kept in {devsecrets.SECRETS_FILE})", file=sys.stderr)
-    embedded = None if settings.redis_url else start_embedded(settings)
-    # the children are `relay serve` and `relay worker`, which need REDIS_URL: the embedded one's
-    env.setdefault("REDIS_URL", redis_url(settings))
-    exe = [sys.executable, "-m", "relay"]
-    cfg = ["--config", str(settings.config_path)]
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        if not ns.no_demo_sink:
-            procs.append(subprocess.Popen([*exe, "demo-sink"], env=env))
-        procs.append(subprocess.Popen([*exe, "serve", *cfg], env=env))
-        for _ in range(max(1, ns.workers)):
-            procs.append(subprocess.Popen([*exe, "worker", *cfg], env=env))
-        admin = settings.file.admin
-        print(f"relay dev: listening on http://{settings.server.host}:{settings.server.port}/ipn "
-              "(and /lcn, /ins); try `relay send-test` in another terminal; Ctrl-C stops everything",
-              file=sys.stderr)
-        if admin.port:
-            print(f"relay dev: admin API and dashboard on http://{admin.host}:{admin.port}/dashboard "
-                  f"(set {settings.server.admin_token_env} to turn them on)", file=sys.stderr)
-        while all(p.poll() is None for p in procs):
-            time.sleep(0.5)
-        return next((p.returncode for p in procs if p.returncode), 0) or 0
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        stop_embedded(embedded)
+@commands.add("dev", "run Redis (embedded), the ingress, workers and a demo endpoint together, watching them",
+              _dev_args)
+def dev(ns: argparse.Namespace) -> int:
+    from relay.cli.dev import run as run_dev
+
+    return run_dev(ns)
 
 
 def _sink_args(p: argparse.ArgumentParser) -> None:

@@ -212,7 +212,8 @@ def _off(request: web.Request, data: bool) -> web.StreamResponse:
     if data:
         return _secure(web.json_response(
             {"error": f"the dashboard is off: set the environment variable {env} (named by "
-                      "server.admin_token_env) to a long random token and restart relay serve"}, status=404))
+                      "server.admin_token_env) to a long random token and restart the relay (relay dev "
+                      "generates one when it is unset)"}, status=404))
     return _secure(_page(request, "off.html", {"token_env": env}, 404))
 
 

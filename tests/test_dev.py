@@ -1,0 +1,185 @@
+"""``relay dev`` watches what it starts: real processes, a SIGKILLed embedded Redis, ports already taken."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.procs import RelayProcess
+from tests.support import TEST_ENV, RedisServer, free_port, write_config
+
+
+class Dev:
+    """``relay dev`` in its own directory (so .relay/ is the test's), stderr collected in a file."""
+
+    def __init__(self, tmp: Path, config: Path, *args: str) -> None:
+        self.log = tmp / "dev.log"
+        env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "RELAY_ADMIN_TOKEN")} | TEST_ENV
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "relay", "--config", str(config), "dev", *args],
+                                         cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_output(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if m := re.search(pattern, self.output()):
+                return m
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        m = re.search(pattern, self.output())
+        assert m, f"no {pattern!r} in relay dev's output:\n{self.output()}"
+        return m
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+@pytest.fixture
+def ports() -> dict[str, int]:
+    return {"redis": free_port(), "web": free_port(), "admin": free_port()}
+
+
+def _config(tmp: Path, ports: dict[str, int]) -> Path:
+    return write_config(tmp / "relay.toml", redis_port=ports["redis"], admin={"port": ports["admin"]},
+                        extra=f"[server]\nport = {ports['web']}\n")
+
+
+@pytest.fixture
+def held() -> Iterator[list[socket.socket]]:
+    socks: list[socket.socket] = []
+    yield socks
+    for s in socks:
+        s.close()
+
+
+def _hold(socks: list[socket.socket], port: int) -> None:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port))
+    s.listen()
+    socks.append(s)
+
+
+def _redis_pid(port: int) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(b"INFO server\r\n")
+        data = b""
+        deadline = time.monotonic() + 5
+        while not re.search(rb"process_id:\d+\r\n", data) and time.monotonic() < deadline:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    m = re.search(rb"process_id:(\d+)", data)
+    assert m, data
+    return int(m.group(1))
+
+
+def test_dashboard_on_with_a_generated_token_and_a_killed_redis_is_reported(tmp_path: Path,
+                                                                           ports: dict[str, int]) -> None:
+    dev = Dev(tmp_path, _config(tmp_path, ports), "--no-demo-sink")
+    try:
+        m = dev.wait_output(r"dashboard: (http://\S+/dashboard/login) \(token (\S+), kept in")
+        url, token = m.group(1), m.group(2)
+        assert url == f"http://127.0.0.1:{ports['admin']}/dashboard/login"
+        kept = json.loads((tmp_path / ".relay" / "dev-secrets.json").read_text())
+        assert kept["RELAY_ADMIN_TOKEN"] == token
+        assert "relay dev: listening on" in dev.output()
+        with socket.create_connection(("127.0.0.1", ports["web"]), timeout=2):
+            pass
+        # the token logs in: the dashboard is on
+        form = urllib.parse.urlencode({"token": token}).encode()
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args: object, **kwargs: object) -> None:
+                return None
+
+        opener = urllib.request.build_opener(NoRedirect)
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            opener.open(urllib.request.Request(url, data=form, headers={"Origin": url.split("/dashboard")[0]}),
+                        timeout=10)
+        assert answer.value.code == 303, answer.value.read()
+        assert "relay_dashboard=" in (answer.value.headers.get("Set-Cookie") or "")
+
+        os.kill(_redis_pid(ports["redis"]), signal.SIGKILL)
+        code = dev.proc.wait(20)
+        assert code == 1
+        assert re.search(r"relay dev: embedded redis-server \(pid \d+\) was killed by SIGKILL; stopping everything",
+                         dev.output()), dev.output()
+    finally:
+        dev.stop()
+    assert "Traceback" not in dev.output()
+
+
+def test_a_busy_ingress_port_is_one_line_exit_3_and_nothing_listens(tmp_path: Path, ports: dict[str, int],
+                                                                   held: list[socket.socket]) -> None:
+    _hold(held, ports["web"])
+    dev = Dev(tmp_path, _config(tmp_path, ports), "--no-demo-sink")
+    try:
+        assert dev.proc.wait(30) == 3
+    finally:
+        dev.stop()
+    out = dev.output().strip()
+    assert out.splitlines()[-1] == (f"relay: port {ports['web']} (the ingress) is already in use: stop what holds "
+                                    f"it, or change [server] port in {tmp_path / 'relay.toml'}"), out
+    assert "Traceback" not in out and "listening" not in out
+    # nothing was started: the embedded Redis's port is still free
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", ports["redis"]))
+
+
+def test_a_busy_demo_sink_port_names_the_way_round_it(tmp_path: Path, ports: dict[str, int],
+                                                      held: list[socket.socket]) -> None:
+    try:
+        _hold(held, 9001)
+    except OSError:
+        pass  # someone else holds it: it is busy all the same
+    dev = Dev(tmp_path, _config(tmp_path, ports))
+    try:
+        assert dev.proc.wait(30) == 3
+    finally:
+        dev.stop()
+    out = dev.output().strip()
+    assert out.splitlines()[-1] == ("relay: port 9001 (the demo endpoint) is already in use: stop what holds it, "
+                                    "or run relay dev --no-demo-sink"), out
+    assert "Traceback" not in out and "listening" not in out
+
+
+def test_relay_serve_says_ingress_ready_once_with_two_listeners(tmp_path: Path, redis_server: RedisServer) -> None:
+    web_port, admin_port = free_port(), free_port()
+    config = write_config(tmp_path / "relay.toml", admin={"port": admin_port},
+                          extra=f"[server]\nport = {web_port}\n")
+    serve = RelayProcess(config, redis_server.url, "serve")
+    try:
+        deadline = time.monotonic() + 20
+        while serve.output().count('"listening"') + serve.output().count("event=listening") < 2 \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "ingress_ready" in serve.output()
+    finally:
+        serve.stop()
+    assert serve.output().count("ingress_ready") == 1, serve.output()
