@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from config.event_types import EVENT_TYPES
+from config.reconcile import ReconcileConfig
 
 DEFAULT_CONFIG_PATH = Path("config/relay.toml")
 MAX_ENDPOINTS_PER_ROUTE = 8
@@ -142,6 +143,8 @@ class SourceConfig(_Model):
     # flag an INS whose signed triple (sale_id, vendor_id, invoice_id) was already seen with the same
     # message_type but another message_id: the md5_hash does not cover the rest of the message
     flag_ins_replays: bool = True
+    # compare with 2Checkout's order list (config/reconcile.py); off unless the table is there
+    reconcile: ReconcileConfig | None = None
 
     _allow = field_validator("allow_networks")(classmethod(lambda cls, v: _networks(v)))
 
@@ -331,6 +334,7 @@ class Source:
     channels: frozenset[str] = frozenset(CHANNELS)
     allow_networks: tuple[Any, ...] = ()
     flag_ins_replays: bool = True
+    reconcile: ReconcileConfig | None = None
 
     @property
     def secret_keys(self) -> list[Secret]:
@@ -535,6 +539,9 @@ def _source(i: int, s: SourceConfig, secrets: _Secrets) -> Source:
     where = f"sources[{i}]"
     if s.secret_key_env is None and s.ins_secret_word_env is None:
         secrets.problems.append(f"  {where} ({s.name}): set secret_key_env, ins_secret_word_env or both")
+    if s.reconcile is not None and s.secret_key_env is None:
+        secrets.problems.append(f"  {where}.reconcile ({s.name}): needs secret_key_env (2Checkout's API "
+                                "is signed with the account's secret key)")
     if s.ins_secret_word_env is not None and s.seller_id is None:
         secrets.problems.append(f"  {where}.seller_id: required with ins_secret_word_env "
                                 "(INS md5_hash covers the seller id)")

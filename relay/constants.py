@@ -38,6 +38,11 @@ relay:ep:{ep}:st:resolved              zset   nid -> ms it failed: failed delive
 relay:src:{src}:rej:{minute}           str    refusals of a source in one minute, kept 2 h
 relay:src:{src}:lastrej                hash   the latest refusal (``at``, ``reason``, ``detail``, ``channel``)
                                               and when the incident began (``first``), kept 49 h
+relay:rec:{src}:seen                   hash   order RefNo -> "STATUS first_seen_ms": the orders of 2Checkout's listing
+                                              in the lookback window, replaced by each pass (relay/store/reconcile.py)
+relay:rec:{src}:state                  str    JSON: the last reconciliation (missing orders, error); expires
+relay:rec:{src}:turn                   str    whose pass runs now (``run:{who}``, lease) or ``idle`` until the next
+                                              is due: one pass at a time across all workers, on Redis's clock
 relay:audit                            list   operator actions, newest first, JSON each, capped (relay/store/audit.py)
 relay:paused                           hash   endpoint -> JSON {at, by}: endpoints paused by an operator
 relay:ep-added                         hash   endpoint -> ms it was added by a config reload (fan-out routes it
@@ -208,6 +213,21 @@ def alert_open(subject: str) -> str:
 
     Refreshed to ALERT_OPEN_TTL_MS on every check while the problem lasts, so it is always bounded."""
     return f"relay:alert:{subject}:open"
+
+
+def reconcile_seen(src: str) -> str:
+    """Orders of the last listing: RefNo -> "STATUS first_seen_ms" (relay/store/reconcile.py)."""
+    return f"relay:rec:{src}:seen"
+
+
+def reconcile_state(src: str) -> str:
+    """The last reconciliation of a source, JSON (relay/store/reconcile.py)."""
+    return f"relay:rec:{src}:state"
+
+
+def reconcile_turn(src: str) -> str:
+    """The lease of the running pass, then the wait until the next one (relay/store/reconcile.py)."""
+    return f"relay:rec:{src}:turn"
 
 
 def reload_answers(request_id: str) -> str:

@@ -7,6 +7,7 @@ from arq import cron, func
 from relay.constants import QUEUE_NAME
 from workers.alerts import check_alerts
 from workers.jobs import fanout, shutdown, startup, sweep
+from workers.reconcile import PASS_BUDGET_S, reconcile
 
 
 class WorkerSettings:
@@ -16,6 +17,8 @@ class WorkerSettings:
     cron_jobs = [
         cron(sweep, second=set(range(0, 60, 5)), unique=True, timeout=60, run_at_startup=True),
         cron(check_alerts, second=30, unique=True, timeout=60),
+        # most ticks only find that no source's turn has come (relay/store/reconcile.py)
+        cron(reconcile, second=set(range(0, 60, 5)), unique=True, timeout=PASS_BUDGET_S + 20),
     ]
     on_startup = startup
     on_shutdown = shutdown

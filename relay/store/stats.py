@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 from config.settings import Endpoint, Settings
 from relay import constants as k
+from relay.store import reconcile
 from relay.store.connection import REDIS_ERRORS
 from relay.store.resolve import resolve
 from relay.store.scripts import shared
@@ -31,7 +32,8 @@ WORKER_ALIVE_MS = 30_000
 COUNT_STATES = ("pending", "in_flight", "retrying", "failed", "delivered", "skipped", k.RESOLVED)
 HOUR_MS = 3_600_000
 STATUS_EXIT = {"healthy": 0, "degraded": 1, "unhealthy": 2}
-PROBLEM_KINDS = ("endpoint_failing", "source_rejecting", "no_worker", "backlog_too_old", "redis_unreachable")
+PROBLEM_KINDS = ("endpoint_failing", "source_rejecting", "no_worker", "backlog_too_old", "redis_unreachable",
+                 "notifications_missing", "reconcile_failing")
 
 
 def iso(ms: int | float | None) -> str | None:
@@ -104,7 +106,7 @@ async def health_report(redis: Redis, settings: Settings, now_ms: int,
             "status": "unhealthy", "problems": [problem], "reasons": [problem["message"]], "warnings": [],
             "checked_at": now_ms, "checked_at_iso": iso(now_ms), "max_pending_age_s": limit,
             "redis": {"reachable": False, "error": error}, "queue": None, "workers": None,
-            "endpoints": {}, "sources": {},
+            "endpoints": {}, "sources": {}, "reconcile": {},
         }
     report["max_pending_age_s"] = limit
     _verdict(report, settings, limit)
@@ -140,12 +142,16 @@ async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]
         for ep in endpoints:
             pipe.zcard(k.ep_state(ep.name, "paused"))
             pipe.zcard(k.ep_state(ep.name, "cancelled"))
+        # reconciliation with 2Checkout's order list (relay/store/reconcile.py): its last result per source
+        reconciled = reconcile.reconciled_sources(settings)
+        for src in reconciled:
+            pipe.get(k.reconcile_state(src))
         rows: list[Any] = await pipe.execute(raise_on_error=False)
     for i, row in enumerate(rows):
         if isinstance(row, Exception) and i != 2:  # only CONFIG GET (index 2) may be refused
             raise row
     persistence, memory, save, arq_depth, fanout_depth, queue_head, workers, figures, paused, procs = rows[:10]
-    held = rows[10:]
+    held = rows[10:10 + 2 * len(endpoints)]
     report: dict[str, Any] = {
         "checked_at": now_ms,
         "checked_at_iso": iso(now_ms),
@@ -162,6 +168,8 @@ async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]
         "endpoints": {},
         "sources": {},
         "config": _config(procs, now_ms),
+        "reconcile": {src: reconcile.load(raw) for src, raw in zip(reconciled, rows[10 + 2 * len(endpoints):],
+                                                                   strict=True)},
     }
     for i, (ep, row) in enumerate(zip(endpoints, figures[:len(endpoints)], strict=True)):
         report["endpoints"][ep.name] = {
@@ -362,6 +370,7 @@ def _verdict(report: dict[str, Any], settings: Settings, limit: float) -> None:
                 "channel": row["channel"], "last_refused_at": iso(row["last_refused_at"]),
                 "accepted_since_last": row["accepted_since_last"] or 0,
                 "message": source_message(name, row)})
+    problems += reconcile.problems(report["reconcile"])
     warnings: list[str] = []
     if not report["config"]["agree"]:
         running = "; ".join(f"{h}: {', '.join(names)}" for h, names in report["config"]["hashes"].items())

@@ -1,0 +1,337 @@
+"""Reconciliation with 2Checkout's order list, in process: a real Redis, the relay's real ingress app,
+and the fake 2Checkout API of tests/fake_2checkout.py (which checks the authentication header)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+from structlog.testing import capture_logs
+
+from config.settings import ConfigError, Secret, Settings
+from relay import constants as k
+from relay.server import create_app
+from relay.store import reconcile as store
+from relay.store.connection import clock_ms
+from relay.store.stats import health_report
+from tests.fake_2checkout import Fake2Checkout
+from tests.support import SECRET_KEY, SELLER_ID, ipn_fields, signed_body
+from workers import reconcile as worker
+from workers.tco_api import auth_header, signing_source
+
+MERCHANT = "RELAYTEST"
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[Fake2Checkout]:
+    fake = await Fake2Checkout(MERCHANT, SECRET_KEY).start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+def source(api_url: str, **reconcile: Any) -> dict[str, Any]:
+    return {"name": "default", "secret_key_env": "TCO_SECRET_KEY", "seller_id": SELLER_ID,
+            "reconcile": {"merchant_code": MERCHANT, "api_url": api_url, "interval_seconds": 5,
+                          "grace_minutes": 0, **reconcile}}
+
+
+async def post_ipn(client: Any, ref: str, status: str, test: str = "0") -> None:
+    body = signed_body(ipn_fields(ref, status=status, test=test, message_id=f"{ref}-{status}"))
+    resp = await client.post("/ipn", data=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert resp.status == 200, await resp.text()
+
+
+def refs(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(m["reference"], m["status"]) for m in doc["missing"]]
+
+
+# -- the documented authentication ---------------------------------------------------------------------
+
+def test_signing_source_is_2checkouts_documented_example() -> None:
+    # 2Checkout's own example (API authentication, "HMAC source string"): 8AVANGATE192010-05-13 12:12:12,
+    # whose HMAC with SECRET_KEY the page gives (md5 there, from the API's older versions)
+    source_string = signing_source("AVANGATE", "2010-05-13 12:12:12")
+    assert source_string == b"8AVANGATE192010-05-13 12:12:12"
+    assert hmac.new(b"SECRET_KEY", source_string, hashlib.md5).hexdigest() == "bf763db7d333e9c3038698cf59ada3e6"
+    # lengths in bytes: a non-ASCII code counts its UTF-8 bytes
+    assert signing_source("MÜ", "d").startswith(b"3M")
+
+
+def test_auth_header_shape_and_hash() -> None:
+    at = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    header = auth_header("AVANGATE", Secret("SECRET_KEY"), at)
+    parts = dict(re.findall(r'(\w+)="([^"]*)"', header))
+    assert parts == {"code": "AVANGATE", "date": "2025-01-02 03:04:05", "algo": "sha256",
+                     "hash": hmac.new(b"SECRET_KEY", b"8AVANGATE192025-01-02 03:04:05", hashlib.sha256).hexdigest()}
+
+
+async def test_fake_api_refuses_a_wrong_hash_and_a_skewed_date(api: Fake2Checkout,
+                                                                session: aiohttp.ClientSession) -> None:
+    url = api.api_url + "/orders/?StartDate=2025-01-01"
+    now = datetime.now(UTC)
+    for header in (auth_header(MERCHANT, Secret("not the key"), now),
+                   auth_header(MERCHANT, Secret(SECRET_KEY), now - timedelta(hours=1)),
+                   auth_header("OTHER", Secret(SECRET_KEY), now), None):
+        async with session.get(url, headers={"X-Avangate-Authentication": header} if header else {}) as resp:
+            assert resp.status == 401
+            assert (await resp.json())["error_code"] == "AUTHENTICATION_ERROR"
+    async with session.get(url, headers={"X-Avangate-Authentication": auth_header(MERCHANT, Secret(SECRET_KEY),
+                                                                                     now)}) as resp:
+        assert resp.status == 200
+    assert api.refused == ["wrong hash", "date too far from now", "unknown merchant code",
+                           "no X-Avangate-Authentication header"]
+
+
+# -- what "missing" means --------------------------------------------------------------------------------
+
+def test_a_later_status_covers_an_earlier_one() -> None:
+    assert store.covered("COMPLETE", {"COMPLETE"})
+    assert store.covered("PAYMENT_AUTHORIZED", {"COMPLETE"})
+    assert store.covered("COMPLETE", {"REFUND"}) and store.covered("COMPLETE", {"REVERSED"})
+    assert store.covered("PENDING", {"CANCELED"})
+    assert not store.covered("COMPLETE", {"PAYMENT_AUTHORIZED", "PENDING"})
+    assert not store.covered("REFUND", {"COMPLETE"})
+    assert not store.covered("REFUND", {"REVERSED"})
+    assert not store.covered("COMPLETE", {"CANCELED"})
+    assert not store.covered("COMPLETE", set())
+
+
+async def test_pass_reports_orders_without_their_ipn_and_clears_when_it_arrives(
+        aiohttp_client: Any, redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout,
+        session: aiohttp.ClientSession) -> None:
+    settings = make_settings(sources=[source(api.api_url)])
+    client = await aiohttp_client(create_app(settings))
+    api.add("1001", "COMPLETE")          # all its IPNs
+    await post_ipn(client, "1001", "PAYMENT_AUTHORIZED")
+    await post_ipn(client, "1001", "COMPLETE")
+    api.add("1002", "COMPLETE")          # none at all
+    api.add("1003", "COMPLETE")          # its COMPLETE IPN never came
+    await post_ipn(client, "1003", "PAYMENT_AUTHORIZED")
+    api.add("1004", "REFUND")            # refunded, both IPNs there
+    await post_ipn(client, "1004", "COMPLETE")
+    await post_ipn(client, "1004", "REFUND")
+    api.add("1005", "COMPLETE", test=True)   # a test order: not listed with IncludeTestOrders=NO
+    api.add("1006", "AUTHRECEIVED")      # a status no IPN carries: not compared
+    api.add("1007", "COMPLETE", placed=datetime.now(UTC) - timedelta(days=5))  # outside the lookback
+
+    doc = await worker.run_pass(redis, session, settings.sources["default"])
+    assert refs(doc) == [("1002", "COMPLETE"), ("1003", "COMPLETE")]
+    assert doc["count"] == 2 and doc["error"] is None and doc["orders"] == 5
+    assert api.requests[0]["query"]["IncludeTestOrders"] == "NO"
+    since = doc["since"]
+
+    await post_ipn(client, "1002", "COMPLETE")  # reissued from the control panel
+    doc = await worker.run_pass(redis, session, settings.sources["default"])
+    assert refs(doc) == [("1003", "COMPLETE")] and doc["since"] == since
+    await post_ipn(client, "1003", "COMPLETE")
+    doc = await worker.run_pass(redis, session, settings.sources["default"])
+    assert doc["missing"] == [] and doc["count"] == 0 and doc["since"] is None
+
+
+async def test_an_ipn_of_another_source_or_channel_does_not_count(
+        aiohttp_client: Any, redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout,
+        session: aiohttp.ClientSession) -> None:
+    other = {"name": "other", "secret_key_env": "TCO_SECRET_KEY"}
+    settings = make_settings(sources=[source(api.api_url), other])
+    client = await aiohttp_client(create_app(settings))
+    api.add("2001", "COMPLETE")
+    body = signed_body(ipn_fields("2001", status="COMPLETE", test="0"))
+    resp = await client.post("/ipn/other", data=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert resp.status == 200
+    doc = await worker.run_pass(redis, session, settings.sources["default"])
+    assert refs(doc) == [("2001", "COMPLETE")]
+
+
+async def test_test_orders_are_compared_when_asked(redis: Redis, make_settings: Callable[..., Settings],
+                                                   api: Fake2Checkout, session: aiohttp.ClientSession) -> None:
+    settings = make_settings(sources=[source(api.api_url, include_test_orders=True)])
+    api.add("3001", "COMPLETE", test=True)
+    doc = await worker.run_pass(redis, session, settings.sources["default"])
+    assert api.requests[0]["query"]["IncludeTestOrders"] == "YES"
+    assert refs(doc) == [("3001", "COMPLETE")]
+
+
+async def test_grace_counts_from_when_the_order_was_first_seen_in_its_status(
+        redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout,
+        session: aiohttp.ClientSession) -> None:
+    settings = make_settings(sources=[source(api.api_url, grace_minutes=0.5)])
+    src = settings.sources["default"]
+    api.add("4001", "PAYMENT_AUTHORIZED")
+    doc = await worker.run_pass(redis, session, src)
+    assert doc["missing"] == []  # within its grace
+    first = int((await redis.hget(k.reconcile_seen("default"), "4001")).split()[1])
+    # the relay saw it 40 s ago (as if): past the 30 s grace now
+    await redis.hset(k.reconcile_seen("default"), "4001", f"PAYMENT_AUTHORIZED {first - 40_000}")
+    doc = await worker.run_pass(redis, session, src)
+    assert refs(doc) == [("4001", "PAYMENT_AUTHORIZED")]
+    assert doc["missing"][0]["first_seen"] == first - 40_000
+    # it moves on to COMPLETE: a new status, a new grace
+    api.add("4001", "COMPLETE")
+    doc = await worker.run_pass(redis, session, src)
+    assert doc["missing"] == []
+    assert (await redis.hget(k.reconcile_seen("default"), "4001")).startswith(b"COMPLETE ")
+    # an order that left the listing is forgotten; the key expires
+    api.orders.clear()
+    await worker.run_pass(redis, session, src)
+    assert await redis.exists(k.reconcile_seen("default")) == 0
+    assert 0 < await redis.pttl(k.reconcile_state("default")) <= settings.sources["default"].reconcile.lookback_ms \
+        + k.DAY_MS  # type: ignore[union-attr]
+
+
+async def test_pages_are_read_until_the_count_is_covered(redis: Redis, make_settings: Callable[..., Settings],
+                                                         api: Fake2Checkout, session: aiohttp.ClientSession) -> None:
+    settings = make_settings(sources=[source(api.api_url)])
+    now = datetime.now(UTC)
+    for i in range(450):
+        api.add(str(500000 + i), "COMPLETE", placed=now - timedelta(seconds=i))
+    doc = await worker.run_pass(redis, session, settings.sources["default"])
+    assert [(r["query"]["Page"], r["query"]["Limit"]) for r in api.requests] == [("1", "200"), ("2", "200"),
+                                                                                ("3", "200")]
+    assert doc["count"] == 450 and doc["orders"] == 450
+    assert api.requests[0]["query"]["EndDate"] == now.strftime("%Y-%m-%d")
+    assert api.requests[0]["query"]["StartDate"] == (now - timedelta(hours=48)).strftime("%Y-%m-%d")
+
+
+# -- an API that cannot be read -------------------------------------------------------------------------
+
+async def test_api_errors_keep_the_last_list_and_say_why(redis: Redis, make_settings: Callable[..., Settings],
+                                                         api: Fake2Checkout, session: aiohttp.ClientSession) -> None:
+    settings = make_settings(sources=[source(api.api_url, timeout_seconds=0.3)])
+    src = settings.sources["default"]
+    api.add("5001", "COMPLETE")
+    doc = await worker.run_pass(redis, session, src)
+    assert refs(doc) == [("5001", "COMPLETE")]
+    checked = doc["checked_at"]
+
+    api.requests.clear()
+    api.script = [("status", 500)]
+    doc = await worker.run_pass(redis, session, src)
+    assert len(api.requests) == 3  # retried with backoff, then given up for this interval
+    assert doc["error"]["http_status"] == 500 and "Something went wrong" in doc["error"]["message"]
+    assert refs(doc) == [("5001", "COMPLETE")] and doc["checked_at"] == checked
+    since = doc["error"]["since"]
+
+    api.requests.clear()
+    api.script = [("slow", 2)]
+    doc = await worker.run_pass(redis, session, src)
+    assert doc["error"]["http_status"] is None and doc["error"]["message"] == "no answer within 0.3 s"
+    assert doc["error"]["since"] == since and refs(doc) == [("5001", "COMPLETE")]
+
+    api.script = [("garbage", None)]
+    doc = await worker.run_pass(redis, session, src)
+    assert doc["error"]["message"] == "the answer is not JSON"
+
+    api.script = []
+    api.orders.clear()
+    doc = await worker.run_pass(redis, session, src)
+    assert doc["error"] is None and doc["missing"] == []
+
+
+async def test_a_wrong_secret_is_a_401_not_retried_and_never_shown(
+        redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout,
+        session: aiohttp.ClientSession) -> None:
+    wrong = "wrong-secret-Zq81"
+    settings = make_settings(sources=[source(api.api_url)], env={"TCO_SECRET_KEY": wrong})
+    api.add("6001", "COMPLETE")
+    with capture_logs() as logs:
+        doc = await worker.run_pass(redis, session, settings.sources["default"])
+    assert len(api.requests) == 1 and api.refused == ["wrong hash"]
+    assert doc["error"]["http_status"] == 401
+    assert doc["error"]["message"] == "AUTHENTICATION_ERROR: Authentication needed for this resource"
+    assert doc["missing"] == [] and doc["count"] == 0  # never "everything missing"
+    sent_hash = re.search(r'hash="([0-9a-f]+)"', api.requests[0]["headers"]["X-Avangate-Authentication"])
+    assert sent_hash is not None
+    report = await health_report(redis, settings, await clock_ms(redis))
+    shown = json.dumps([logs, doc, report])
+    assert wrong not in shown and sent_hash.group(1) not in shown
+    assert [p["kind"] for p in report["problems"] if p["kind"] == "reconcile_failing"] == ["reconcile_failing"]
+
+
+# -- health -------------------------------------------------------------------------------------------
+
+async def test_health_reports_missing_orders_and_a_failing_api(
+        redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout,
+        session: aiohttp.ClientSession) -> None:
+    settings = make_settings(sources=[source(api.api_url)])
+    await redis.zadd(k.WORKERS, {"w": await clock_ms(redis)})  # a live worker: only our problems remain
+    for i in range(12):
+        api.add(str(7000 + i), "COMPLETE")
+    await worker.run_pass(redis, session, settings.sources["default"])
+    report = await health_report(redis, settings, await clock_ms(redis))
+    assert report["status"] == "degraded"
+    [problem] = report["problems"]
+    assert problem["kind"] == "notifications_missing" and problem["source"] == "default"
+    assert problem["count"] == 12 and len(problem["references"]) == 10 and problem["since"]
+    assert problem["references"][0].keys() == {"reference", "status", "first_seen"}
+    assert "and 2 more" in problem["message"]
+
+    api.script = [("status", 401)]
+    await worker.run_pass(redis, session, settings.sources["default"])
+    report = await health_report(redis, settings, await clock_ms(redis))
+    assert [p["kind"] for p in report["problems"]] == ["notifications_missing", "reconcile_failing"]
+    failing = report["problems"][1]
+    assert failing["http_status"] == 401 and report["status"] == "degraded"
+    assert store.view(report["reconcile"])["sources"][0]["error"].startswith("HTTP 401: ")
+
+
+# -- one pass at a time ---------------------------------------------------------------------------------
+
+async def test_one_pass_at_a_time_every_interval(redis: Redis) -> None:
+    assert await store.take_turn(redis, "s", "w1")
+    assert not await store.take_turn(redis, "s", "w2")
+    assert not await store.take_turn(redis, "s", "cli", now=True)  # a running pass is never doubled
+    await store.end_turn(redis, "s", "w2", 5000)  # not w2's lease: nothing changes
+    assert await redis.get(k.reconcile_turn("s")) == b"run:w1"
+    await store.end_turn(redis, "s", "w1", 5000)
+    assert await redis.get(k.reconcile_turn("s")) == b"idle"
+    assert 4000 < await redis.pttl(k.reconcile_turn("s")) <= 5000
+    assert not await store.take_turn(redis, "s", "w2")  # not due yet
+    assert await store.take_turn(redis, "s", "cli", now=True)  # relay reconcile: now
+    assert 0 < await redis.pttl(k.reconcile_turn("s")) <= store.LEASE_MS
+
+
+async def test_due_passes_runs_only_when_due(redis: Redis, make_settings: Callable[..., Settings],
+                                             api: Fake2Checkout, session: aiohttp.ClientSession) -> None:
+    settings = make_settings(sources=[source(api.api_url)])
+    first = await worker.due_passes(redis, session, settings, "w1")
+    second = await worker.due_passes(redis, session, settings, "w2")
+    assert first["default"] is not None and second == {"default": None}
+    assert len(api.requests) == 1
+
+
+# -- configuration -------------------------------------------------------------------------------------
+
+def test_config_defaults_and_bad_values(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(sources=[{"name": "default", "secret_key_env": "TCO_SECRET_KEY",
+                                       "reconcile": {"merchant_code": MERCHANT}}])
+    cfg = settings.sources["default"].reconcile
+    assert cfg is not None
+    assert (cfg.api_url, cfg.interval_seconds, cfg.lookback_hours, cfg.grace_minutes, cfg.include_test_orders) == \
+        ("https://api.2checkout.com/rest/6.0", 600, 48, 30, False)
+    assert make_settings(sources=[{"name": "default", "secret_key_env": "TCO_SECRET_KEY"}]) \
+        .sources["default"].reconcile is None
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.reconcile\.interval_seconds = 4"):
+        make_settings(sources=[source("http://127.0.0.1:9", interval_seconds=4)])
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.reconcile\.merchant_code: is required"):
+        make_settings(sources=[{"name": "default", "secret_key_env": "TCO_SECRET_KEY", "reconcile": {}}])
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.reconcile\.grace: unknown key"):
+        make_settings(sources=[source("http://127.0.0.1:9", grace=3)])
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.reconcile \(default\): needs secret_key_env"):
+        make_settings(sources=[{"name": "default", "ins_secret_word_env": "TCO_INS_SECRET_WORD",
+                                "seller_id": SELLER_ID, "reconcile": {"merchant_code": MERCHANT}}])
+    assert make_settings(sources=[source("http://127.0.0.1:9", grace_minutes=0.25)]) \
+        .sources["default"].reconcile.grace_ms == 15_000  # type: ignore[union-attr]
