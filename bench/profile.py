@@ -38,7 +38,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
                                    "yarl/", "web/limits.py", "web/middleware.py")),
     ("HTTP client (aiohttp client)", ("aiohttp/client", "aiohttp/connector", "aiohttp/tracing")),
     ("protocol: parse, HMAC, receipt", ("relay/protocol.py", "hashlib", "hmac.py", "urllib/parse")),
-    ("relay: ingress and store", ("relay/web/", "relay/store/", "relay/events.py", "relay/constants.py")),
+    ("relay: ingress and store", ("relay/web/", "relay/store/", "relay/events/", "relay/constants.py")),
     ("worker engine and jobs", ("workers/",)),
     ("ARQ", ("arq/",)),
     ("event loop (asyncio, uvloop)", ("asyncio/", "uvloop", "selectors.py")),

@@ -1,4 +1,4 @@
-"""The event type vocabulary of ``format = "event"`` (relay/events.py maps 2Checkout's values onto it).
+"""The event type vocabulary of ``format = "event"`` (relay/events/ maps 2Checkout's values onto it).
 
 It lives in ``config`` because an endpoint's ``event_types`` list is checked against it when the
 settings load, and ``config`` imports nothing of ``relay`` (the import contracts).
@@ -24,6 +24,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "subscription.restarted",
     "license.updated",
     "license.expired",
+    "license.past_due",
+    "license.canceled",
     "fraud.status_changed",
     UNMAPPED,
 )

@@ -11,7 +11,7 @@ relay:n:{nid}                          hash   the notification: raw ``body``, ``
 relay:ix:all / ch:{c} / src:{s}        zset   nid -> received ms, for listing newest first
 relay:ix:ref:{ref}                     zset   nid -> received ms, by REFNO / sale_id / LICENSE_CODE; trimmed
                                               to the retention period on every write
-relay:ix:type:{type}                   zset   nid -> received ms, by event type (relay/events.py); trimmed
+relay:ix:type:{type}                   zset   nid -> received ms, by event type (relay/events/); trimmed
                                               to the retention period on every write
 relay:fanout                           zset   nid -> seq of notifications not yet routed to endpoints
 relay:d:{nid}:{ep}                     hash   one delivery: ``state``, ``attempts``, ``next`` (ms), ...

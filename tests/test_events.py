@@ -1,10 +1,11 @@
-"""Typed events (relay/events.py): every vector maps to its expected type and validates against the
+"""Typed events (relay/events/): every vector maps to its expected type and validates against the
 schema with the ``jsonschema`` library; generated notifications always give a valid document that
 turns back into the original fields."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -15,7 +16,10 @@ from jsonschema import Draft202012Validator
 
 from relay import events, protocol
 from relay.store.ingest import notification_id
+from tests import event_examples, event_vectors
 from tests.support import vectors
+
+ROOT = Path(__file__).resolve().parents[1]
 
 VALIDATOR = Draft202012Validator(events.schema())
 
@@ -124,7 +128,7 @@ def test_lcn_and_ins_documents() -> None:
     assert doc["occurred_at"] == "2024-01-02T03:04:05-05:00"  # EST: INS sends U.S. Eastern time
     assert doc["order"]["reference"] == "9093727242901" and doc["order"]["invoice_id"] == "9093727243001"
     assert doc["order"]["items"][0]["name"] == "Müller Tool – 東京 Edition"
-    assert doc["order"]["customer"]["country"] == "JPN" and doc["order"]["total"] == "10.00"
+    assert doc["order"]["customer"]["country"] == "JP" and doc["order"]["total"] == "10.00"  # bill_country JPN
 
 
 def test_multibyte_names_survive_as_utf8_bytes() -> None:
@@ -162,6 +166,7 @@ def test_indexed_arrays_are_ordered_by_index() -> None:
     ("ipn", [("ORDERSTATUS", "SOMETHING_NEW"), ("MESSAGE_TYPE", "NEW_KIND")], "MESSAGE_TYPE", "NEW_KIND"),
     ("ipn", [("ORDERSTATUS", "SOMETHING_NEW")], "ORDERSTATUS", "SOMETHING_NEW"),
     ("lcn", [("LICENSE_CODE", "X"), ("DISPATCH_REASON", "LICENCE_FUTURE")], "DISPATCH_REASON", "LICENCE_FUTURE"),
+    ("ipn", [("ORDERSTATUS", "SOMETHING_NEW"), ("MESSAGE_TYPE", "APPROVED")], "ORDERSTATUS", "SOMETHING_NEW"),
     ("ins", [("message_type", "CATALOGUE_PRODUCT_CREATED")], "message_type", "CATALOGUE_PRODUCT_CREATED"),
     ("ins", [("message_type", "INVOICE_STATUS_CHANGED"), ("invoice_status", "odd")], "invoice_status", "odd"),
 ])
@@ -194,6 +199,9 @@ def test_id_is_stable_across_resends() -> None:
 
 
 KNOWN_NAMES = [
+    "TIMEZONE_OFFSET", "FRAUD_STATUS", "CHARGEBACK_RESOLUTION", "CHARGEBACK_REASON_CODE", "IPN_LICENSE_PROD[]",
+    "IPN_LICENSE_TYPE[]", "EXPIRATION_DATE_TIME", "EXPIRED", "DISABLED", "COUNTRY", "bill_country", "fraud_status",
+    "list_currency", "cust_currency", "invoice_list_amount", "invoice_cust_amount", "item_list_amount_1",
     "REFNO", "REFNOEXT", "ORDERSTATUS", "MESSAGE_TYPE", "CURRENCY", "IPN_TOTALGENERAL", "IPN_DATE", "FIRSTNAME",
     "LASTNAME", "CUSTOMEREMAIL", "COUNTRY_CODE", "TEST_ORDER", "IPN_PID[]", "IPN_PNAME[]", "IPN_QTY[]",
     "IPN_PRICE[]", "IPN_VAT[]", "IPN_LICENSE_REF[]", "IPN_LICENSE_EXP[]", "IPN_PID[0]", "IPN_PID[3]",
@@ -203,7 +211,9 @@ KNOWN_NAMES = [
 ]
 KNOWN_VALUES = ["COMPLETE", "AUTH", "PENDING", "REFUND", "EXPIRED", "LICENCE_CHANGE", "ORDER_CREATED",
                 "INVOICE_STATUS_CHANGED", "deposited", "1", "0", "-3.20", "20240102030011",
-                "2024-01-02 03:04:05 EST", "2024-02-30 00:00:00", "9999-12-31 23:59:59"]
+                "2024-01-02 03:04:05 EST", "2024-02-30 00:00:00", "9999-12-31 23:59:59", "GMT+03:00", "DENIED",
+                "UNDER REVIEW", "OPEN", "NONE", "2021-09-22", "JPN", "us", "Germany", "2021-01-01 12:00:00 EEST",
+                "pending", "fail", "wait", "CANCELED", "PASTDUE", "LICENCE_PASTDUE", "PAYMENT_RECEIVED", "APPROVED"]
 names = st.one_of(st.sampled_from(KNOWN_NAMES), st.text(min_size=1, max_size=12))
 values = st.one_of(st.sampled_from(KNOWN_VALUES), st.text(max_size=20))
 
@@ -232,32 +242,33 @@ def test_generated_notifications_give_valid_documents_that_round_trip(
 
 
 def test_docs_examples_are_what_the_relay_sends() -> None:
-    """docs/events.md shows one example per type; each is rebuilt from its raw fields and validated."""
+    """docs/events/*.json (linked from docs/events.md) are rebuilt from the code and from their own raw
+    fields: exactly the files, every type, each valid and carrying the id the relay gives its body."""
     from datetime import datetime
-    from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "docs" / "events.md").read_text(encoding="utf-8")
-    examples = text.split("## Examples, one per type", 1)[1]
-    blocks = [b.split("```", 1)[0] for b in examples.split("```json\n")[1:]]
-    documents = [json.loads(b) for b in blocks]
-    assert sorted(d["type"] for d in documents) == sorted(events.EVENT_TYPES)
-    for doc in documents:
+    files = {p.stem: p.read_text(encoding="utf-8") for p in event_examples.DOCS.glob("*.json")}
+    assert sorted(files) == sorted(event_examples.EXAMPLES)
+    page = (ROOT / "docs" / "events.md").read_text(encoding="utf-8")
+    for name, text in files.items():
+        assert text == event_examples.render(event_examples.document(name)), f"docs/events/{name}.json is stale"
+        doc = json.loads(text)
         VALIDATOR.validate(doc)
         received = datetime.fromisoformat(doc["received_at"].replace("Z", "+00:00"))
         rebuilt = events.build(nid=doc["notification_id"], source=doc["source"], channel=doc["channel"],
                                received_ms=int(received.timestamp() * 1000), fields=events.fields_from_raw(doc["raw"]),
                                resend_of=doc["resend_of"] or "")
         assert json.loads(events.encode(rebuilt)) == doc
-        body = urlencode([(a, b) for a, b in doc["raw"]]).encode()
+        body = urlencode([tuple(p) for p in doc["raw"]]).encode()
         assert doc["id"] == notification_id(doc["source"], doc["channel"], body)
-        assert f"### `{doc['type']}`\n\n```json\n{blocks[documents.index(doc)]}" in examples
+        assert f"(events/{name}.json)" in page, f"docs/events.md does not link docs/events/{name}.json"
+        assert name.split(".ins")[0] == doc["type"]  # the file is named after its type
+    assert {json.loads(t)["type"] for t in files.values()} == set(events.EVENT_TYPES)
 
 
 def test_readme_event_is_built_from_the_ipn_beside_it() -> None:
     from datetime import datetime
-    from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
     section = text.split('### Typed events (`format = "event"`)', 1)[1]
     left, right = (block.split("</pre>", 1)[0].strip() for block in section.split("<pre>\n")[1:3])
     pairs = [tuple(line.split("=", 1)) for line in left.splitlines()]
@@ -275,3 +286,147 @@ def document_of(pairs: list[tuple[str, ...]], *, received_ms: int, nid: str) -> 
     built: dict[str, Any] = json.loads(events.encode(events.build(
         nid=nid, source="default", channel="ipn", received_ms=received_ms, fields=fields)))
     return built
+
+
+# --- issue 20: the business truth of each field -------------------------------------------------
+
+
+@pytest.mark.parametrize(("stamp", "iso"), [
+    ("2021-01-01 12:00:00 EST", "2021-01-01T12:00:00-05:00"), ("2021-07-01 12:00:00 EDT", "2021-07-01T12:00:00-04:00"),
+    ("2021-01-01 12:00:00 CET", "2021-01-01T12:00:00+01:00"), ("2021-07-01 12:00:00 CEST", "2021-07-01T12:00:00+02:00"),
+    ("2021-01-01 12:00:00 EET", "2021-01-01T12:00:00+02:00"), ("2021-07-01 12:00:00 EEST", "2021-07-01T12:00:00+03:00"),
+    ("2021-01-01 12:00:00 UTC", "2021-01-01T12:00:00Z"), ("2021-01-01 12:00:00 GMT", "2021-01-01T12:00:00Z"),
+    ("2021-01-01 12:00:00 XYZT", "2021-01-01T12:00:00"),  # a valid time in an unknown zone: kept, no offset
+    ("2021-01-01 12:00:00", "2021-01-01T12:00:00"), ("2021-02-30 12:00:00 EST", None), ("yesterday", None),
+])
+def test_ins_times_keep_the_zone_they_name(stamp: str, iso: str | None) -> None:
+    doc = document("ins", [("message_type", "ORDER_CREATED"), ("timestamp", stamp)])
+    VALIDATOR.validate(doc)
+    assert doc["occurred_at"] == iso
+
+
+@pytest.mark.parametrize(("offset", "iso"), [
+    ("GMT+03:00", "2023-06-12T19:48:11+03:00"), ("GMT-05:00", "2023-06-12T19:48:11-05:00"),
+    ("GMT+5:30", "2023-06-12T19:48:11+05:30"), ("+02:00", "2023-06-12T19:48:11+02:00"),
+    ("GMT", "2023-06-12T19:48:11Z"), ("GMT+99:00", "2023-06-12T19:48:11"), ("Europe/Bucharest", "2023-06-12T19:48:11"),
+])
+def test_ipn_and_lcn_times_take_the_timezone_offset(offset: str, iso: str) -> None:
+    doc = document("ipn", [("ORDERSTATUS", "COMPLETE"), ("TIMEZONE_OFFSET", offset), ("IPN_DATE", "20230612194811")])
+    VALIDATOR.validate(doc)
+    assert doc["occurred_at"] == iso
+    lcn = document("lcn", [("LICENSE_CODE", "X"), ("STATUS", "ACTIVE"), ("DATE_UPDATED", "2023-06-12 19:48:11"),
+                           ("TIMEZONE_OFFSET", offset)])
+    assert lcn["occurred_at"] == iso
+
+
+@pytest.mark.parametrize(("pairs", "expires"), [
+    ([("EXPIRATION_DATE", "2021-09-22")], "2021-09-22"),
+    ([("EXPIRATION_DATE", "2021-09-22"), ("EXPIRATION_DATE_TIME", "2021-09-22 15:57:32")], "2021-09-22T15:57:32"),
+    ([("EXPIRATION_DATE", "2021-09-22"), ("EXPIRATION_DATE_TIME", "")], "2021-09-22"),
+    ([("EXPIRATION_DATE", "2021-09-22"), ("EXPIRATION_DATE_TIME", "soon")], "2021-09-22"),
+    ([("EXPIRATION_DATE", "2021-02-30")], None), ([("EXPIRATION_DATE", "9999-12-31 23:59:59")], "9999-12-31T23:59:59"),
+])
+def test_lcn_expiry_is_never_lost(pairs: list[tuple[str, str]], expires: str | None) -> None:
+    doc = document("lcn", [("LICENSE_CODE", "X"), ("STATUS", "ACTIVE"), *pairs])
+    VALIDATOR.validate(doc)
+    assert doc["license"]["expires_at"] == expires
+
+
+@pytest.mark.parametrize(("channel", "pairs", "country"), [
+    ("ipn", [("COUNTRY_CODE", "us"), ("COUNTRY", "United States of America")], "US"),
+    ("ipn", [("COUNTRY", "United States of America")], "US"),
+    ("ipn", [("COUNTRY_CODE", "zz"), ("COUNTRY", "Atlantis")], None),
+    ("ins", [("bill_country", "JPN")], "JP"), ("ins", [("bill_country", "DEU")], "DE"),
+    ("ins", [("bill_country", "XXX")], None),
+    ("lcn", [("LICENSE_CODE", "X"), ("COUNTRY", "Japan")], "JP"),
+    ("lcn", [("LICENSE_CODE", "X"), ("COUNTRY_CODE", "ro"), ("COUNTRY", "Romania")], "RO"),
+])
+def test_countries_are_iso_alpha_2_on_every_channel(channel: str, pairs: list[tuple[str, str]],
+                                                    country: str | None) -> None:
+    doc = document(channel, pairs)
+    VALIDATOR.validate(doc)
+    customer = doc["license"]["customer"] if channel == "lcn" else doc["order"]["customer"]
+    assert customer["country"] == country
+    assert events.fields_from_raw(doc["raw"]) == grouped(pairs)  # the original stays in raw
+
+
+def test_licences_go_to_the_item_of_their_product() -> None:
+    # 111 and 222 ordered, a licence only for 222: by position 111 would get it
+    doc = document("ipn", [("IPN_PID[]", "111"), ("IPN_PID[]", "222"), ("IPN_PNAME[]", "a"), ("IPN_PNAME[]", "b"),
+                           ("IPN_LICENSE_PROD[]", "222"), ("IPN_LICENSE_REF[]", "L2"), ("ORDERSTATUS", "COMPLETE")])
+    assert [i["license"] and i["license"]["code"] for i in doc["order"]["items"]] == [None, "L2"]
+    assert doc["license"]["code"] == "L2"
+    # the same product twice: its k-th licence to its k-th item; a licence of a product not ordered is dropped
+    doc = document("ipn", [("IPN_PID[]", "7"), ("IPN_PID[]", "8"), ("IPN_PID[]", "7"), ("IPN_LICENSE_PROD[]", "9"),
+                           ("IPN_LICENSE_PROD[]", "7"), ("IPN_LICENSE_PROD[]", "7"), ("IPN_LICENSE_REF[]", "L9"),
+                           ("IPN_LICENSE_REF[]", "L7a"), ("IPN_LICENSE_REF[]", "L7b"), ("ORDERSTATUS", "COMPLETE")])
+    VALIDATOR.validate(doc)
+    assert [i["license"] and i["license"]["code"] for i in doc["order"]["items"]] == ["L7a", None, "L7b"]
+    # without IPN_LICENSE_PROD[] (older payloads), by position
+    doc = document("ipn", [("IPN_PID[]", "1"), ("IPN_PID[]", "2"), ("IPN_LICENSE_REF[]", "A"), ("ORDERSTATUS", "X")])
+    assert [i["license"] and i["license"]["code"] for i in doc["order"]["items"]] == ["A", None]
+
+
+@pytest.mark.parametrize(("pairs", "etype", "chargeback"), [
+    ([("CHARGEBACK_RESOLUTION", "NONE"), ("CHARGEBACK_REASON_CODE", "")], "order.completed", None),
+    ([("CHARGEBACK_RESOLUTION", "OPEN"), ("CHARGEBACK_REASON_CODE", "")], "order.completed",
+     {"resolution": "OPEN", "reason_code": None}),
+    ([("CHARGEBACK_RESOLUTION", "OPEN"), ("CHARGEBACK_REASON_CODE", "FRAUD")], "order.chargeback",
+     {"resolution": "OPEN", "reason_code": "FRAUD"}),
+    ([("CHARGEBACK_RESOLUTION", "OPEN"), ("CHARGEBACK_REASON_CODE", "FRAUD"), ("MESSAGE_TYPE", "REVERSED")],
+     "order.reversed", {"resolution": "OPEN", "reason_code": "FRAUD"}),
+])
+def test_chargeback_is_read_from_its_resolution(pairs: list[tuple[str, str]], etype: str,
+                                                chargeback: dict[str, Any] | None) -> None:
+    doc = document("ipn", [("ORDERSTATUS", "COMPLETE"), *pairs])
+    VALIDATOR.validate(doc)
+    assert (doc["type"], doc["order"]["chargeback"]) == (etype, chargeback)
+
+
+@pytest.mark.parametrize(("pairs", "currency", "total", "price"), [
+    ([("cust_currency", "JPY"), ("list_currency", "GBP"), ("invoice_list_amount", "5.00"),
+      ("item_list_amount_1", "5.00")], "GBP", "5.00", "5.00"),
+    ([("cust_currency", "JPY"), ("list_currency", "GBP"), ("invoice_list_amount", "5.00"),
+      ("invoice_cust_amount", "905"), ("item_list_amount_1", "5.00")], "JPY", "905", None),
+    ([("cust_currency", "USD")], "USD", None, None),
+    ([("list_currency", "USD"), ("item_list_amount_1", "1.00")], "USD", None, "1.00"),
+])
+def test_ins_amounts_are_in_the_currency_given(pairs: list[tuple[str, str]], currency: str, total: str | None,
+                                               price: str | None) -> None:
+    doc = document("ins", [("message_type", "ORDER_CREATED"), ("item_name_1", "x"), *pairs])
+    VALIDATOR.validate(doc)
+    order = doc["order"]
+    assert (order["currency"], order["total"], order["items"][0]["price"]) == (currency, total, price)
+
+
+def test_content_key_ignores_only_what_2checkout_regenerates() -> None:
+    [case] = [c for c in event_vectors.cases() if c["id"] == "ipn-chargeback-on-complete"]
+    pairs = [(a, b) for a, b in case["fields"]]
+    key = events.content_key("default", "ipn", grouped(pairs))
+    for name in ("IPN_DATE", "HASH", "SIGNATURE_SHA2_256", "SIGNATURE_SHA3_256"):
+        changed = [(a, "20990101000000" if a == "IPN_DATE" else "f" * len(b)) if a == name else (a, b)
+                   for a, b in pairs]
+        assert events.content_key("default", "ipn", grouped(changed)) == key, name
+    for i, (name, value) in enumerate(pairs):  # any other field, one at a time, each array position too
+        if name in events.REGENERATED["ipn"]:
+            continue
+        changed = [*pairs[:i], (name, value + "1"), *pairs[i + 1:]]
+        assert events.content_key("default", "ipn", grouped(changed)) != key, name
+    assert events.content_key("other", "ipn", grouped(pairs)) != key
+    assert events.content_key("default", "lcn", grouped(pairs)) != key
+
+
+@pytest.mark.parametrize(("pairs", "etype", "field", "value"), [
+    ([("STATUS", "CANCELED"), ("DISABLED", "1"), ("EXPIRED", "0")], "license.canceled", "STATUS", "CANCELED"),
+    ([("STATUS", "ACTIVE")], "license.updated", "STATUS", "ACTIVE"),
+    ([("STATUS", "ACTIVE"), ("DISPATCH_REASON", "LICENCE_FUTURE")], "license.updated", "STATUS", "ACTIVE"),
+    ([("STATUS", "PASTDUE")], "license.past_due", "STATUS", "PASTDUE"),
+    ([("STATUS", "EXPIRED"), ("DISPATCH_REASON", "LICENCE_CHANGE")], "license.expired", "STATUS", "EXPIRED"),
+    ([("STATUS", "CANCELED"), ("DISPATCH_REASON", "SCHEDULED_FOR_CANCELATION_ON_DEMAND")], "license.updated",
+     "DISPATCH_REASON", "SCHEDULED_FOR_CANCELATION_ON_DEMAND"),
+    ([("EXPIRED", "1"), ("DISABLED", "1")], "license.expired", "EXPIRED", "1"),
+])
+def test_lcn_types_without_or_beside_a_dispatch_reason(pairs: list[tuple[str, str]], etype: str, field: str,
+                                                       value: str) -> None:
+    doc = document("lcn", [("LICENSE_CODE", "X"), *pairs])
+    assert (doc["type"], doc["type_from"]) == (etype, {"field": field, "value": value})

@@ -59,7 +59,7 @@ def as_json(item: Claimed) -> bytes:
 
 
 def as_event(item: Claimed) -> bytes:
-    """``format = "event"``: the typed event document (relay/events.py, relay/schema/event.json)."""
+    """``format = "event"``: the typed event document (relay/events/, relay/schema/event.json)."""
     # the ingress stored only bodies this parser accepted, so it accepts them again here
     fields = protocol.parse_form(item.body)
     return events.encode(events.build(nid=item.nid, source=item.source, channel=item.channel,

@@ -1,0 +1,89 @@
+"""INS (``/ins``): its event type and its ``order``. The source of every row is in docs/events.md."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
+
+from config.event_types import UNMAPPED
+from relay.events.values import Fields, amount, country, first, full_name, opt, timestamp
+
+# INS 1.1 message_type; INVOICE_STATUS_CHANGED is refined by invoice_status below
+MESSAGE_TYPES: Mapping[str, str] = {
+    "ORDER_CREATED": "order.created",
+    "FRAUD_STATUS_CHANGED": "fraud.status_changed",
+    "SHIP_STATUS_CHANGED": "order.shipping_updated",
+    "REFUND_ISSUED": "order.refunded",
+    "RECURRING_INSTALLMENT_SUCCESS": "subscription.renewed",
+    "RECURRING_INSTALLMENT_FAILED": "subscription.renewal_failed",
+    "RECURRING_STOPPED": "subscription.stopped",
+    "RECURRING_COMPLETE": "subscription.completed",
+    "RECURRING_RESTARTED": "subscription.restarted",
+}
+# "Most orders go from 'approved' to 'pending' to 'deposited'": pending comes after approval
+INVOICE_STATUSES: Mapping[str, str] = {
+    "approved": "order.authorized",
+    "pending": "order.authorized",
+    "deposited": "order.completed",
+    "declined": "order.canceled",
+}
+FRAUD_STATUSES: Mapping[str, str] = {"pass": "approved", "fail": "denied", "wait": "under_review"}
+
+_ITEM = re.compile(r"item_[a-z_]+?_(\d+)")
+
+
+def event_type(fields: Fields) -> tuple[str, str, str]:
+    mtype = first(fields, "message_type")
+    if mtype == "INVOICE_STATUS_CHANGED":
+        status = first(fields, "invoice_status")
+        return INVOICE_STATUSES.get(status, UNMAPPED), "invoice_status", status
+    return MESSAGE_TYPES.get(mtype, UNMAPPED), "message_type", mtype
+
+
+def _side(fields: Fields, numbers: list[int]) -> str:
+    """``cust`` or ``list``: amounts are read from one side only, so they are in the currency given.
+
+    ``list_*`` amounts are in list_currency and ``cust_*`` ones in cust_currency (the legacy examples
+    mix GBP list amounts with JPY customer amounts): the customer's side when its currency and an
+    amount in it are there, else the list side.
+    """
+    def has(side: str) -> bool:
+        names = (f"invoice_{side}_amount", *(f"item_{side}_amount_{n}" for n in numbers))
+        return any(first(fields, name) for name in names)
+
+    # with no amount on either side, the currency alone is still worth giving: the customer's first
+    return "cust" if first(fields, "cust_currency") and (has("cust") or not has("list")) else "list"
+
+
+def order(fields: Fields) -> dict[str, Any]:
+    f = partial(first, fields)
+    # items are numbered from 1 (item_name_1, item_id_1...): the numbers present, in order, rather
+    # than item_count, so an item is never dropped or invented when the two disagree
+    numbers = sorted({int(m.group(1)) for key in fields if (m := _ITEM.fullmatch(key))})
+    side = _side(fields, numbers)
+    items = []
+    for n in numbers:
+        items.append({
+            "product_id": opt(f(f"item_id_{n}")), "name": opt(f(f"item_name_{n}")), "code": None,
+            "external_reference": opt(f(f"item_vendor_product_id_{n}")), "sku": None, "quantity": None,
+            "price": amount(f(f"item_{side}_amount_{n}")), "vat": None,
+            "discount": None, "total": None, "type": opt(f(f"item_type_{n}")), "license": None,
+        })
+    return {
+        "reference": opt(f("sale_id")), "external_reference": opt(f("vendor_order_id")),
+        "invoice_id": opt(f("invoice_id")), "status": opt(f("invoice_status")),
+        "currency": opt(f(f"{side}_currency")), "total": amount(f(f"invoice_{side}_amount")), "refund_type": None,
+        "customer": {"name": opt(f("customer_name")) or full_name(f("customer_first_name"), f("customer_last_name")),
+                     "email": opt(f("customer_email")),
+                     "country": country(f("bill_country")) or country(f("customer_country"))},
+        "items": items,
+        "fraud_status": FRAUD_STATUSES.get(f("fraud_status").strip().lower()),
+        "chargeback": None,
+    }
+
+
+def occurred_at(fields: Fields) -> str | None:
+    # the zone is named in the value itself ("2021-01-01 12:00:00 EEST")
+    return timestamp(first(fields, "timestamp"))
