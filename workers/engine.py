@@ -95,14 +95,14 @@ class _Answer:
 class _Batch:
     """What the next step.lua call carries."""
 
-    __slots__ = ("results", "claims", "lanes")
+    __slots__ = ("results", "claims")
 
     def __init__(self) -> None:
         self.results: list[tuple[Result, asyncio.Future[bool]]] = []
-        self.claims: dict[str, asyncio.Future[Claim]] = {}
-        # the lane each claim was made for, fixed when the call is encoded: a reload may replace the
-        # endpoint's lane while the call is out, and what was claimed belongs to the lane that asked
-        self.lanes: dict[str, Lane] = {}
+        # keyed by the lane that asked, never by its endpoint's name: a reload that changes an endpoint
+        # starts a new lane under the same name while the retired one may still be waiting, and one
+        # claim shared by both sent a serial item twice at once, one request per lane (issue 21)
+        self.claims: dict[Lane, asyncio.Future[Claim]] = {}
 
     def futures(self) -> list[asyncio.Future[Any]]:
         return [f for _, f in self.results] + list(self.claims.values())
@@ -443,9 +443,9 @@ class Engine:
         if result is not None:
             recorded = asyncio.get_running_loop().create_future()
             batch.results.append((result, recorded))
-        claimed = batch.claims.get(lane.endpoint.name)
+        claimed = batch.claims.get(lane)
         if claimed is None:
-            claimed = batch.claims[lane.endpoint.name] = asyncio.get_running_loop().create_future()
+            claimed = batch.claims[lane] = asyncio.get_running_loop().create_future()
         return (await recorded if recorded is not None else None), await claimed
 
     async def record(self, result: Result, claim: Lane | None = None) -> None:
@@ -460,9 +460,9 @@ class Engine:
             batch = self._batch()
             recorded: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             batch.results.append((result, recorded))
-            if claim is not None and not claim.done and claim.endpoint.name not in batch.claims:
+            if claim is not None and not claim.done and claim not in batch.claims:
                 # nobody awaits this claim: Engine._run hands its items to the lane
-                batch.claims[claim.endpoint.name] = asyncio.get_running_loop().create_future()
+                batch.claims[claim] = asyncio.get_running_loop().create_future()
             try:
                 await recorded
                 return
@@ -529,16 +529,15 @@ class Engine:
         for result, _ in batch.results:
             args.extend(result.args())
             keys.extend(result.keys())
-        for name, wanted in list(batch.claims.items()):
-            # the lanes are looked up now: a reload may replace or remove one while the claim was queued
-            lane = self.lanes.get(name)
-            if lane is None:
-                del batch.claims[name]
+        for lane, wanted in list(batch.claims.items()):
+            # a lane retired (by a reload) or stopping while its claim was queued claims nothing more
+            if lane.done:
+                del batch.claims[lane]
                 if not wanted.done():
                     wanted.set_result(("idle", 0, []))
                 continue
-            batch.lanes[name] = lane
             ep = lane.endpoint
+            name = ep.name
             by_name: dict[str, str | int] = {
                 "ep": name, "serial": 0 if ep.concurrent else 1, "limit": ep.in_flight_limit,
                 "lease_ms": self.lease_ms(ep), "batch": CLAIM_BATCH,
@@ -575,12 +574,11 @@ class Engine:
 
     def _settle_claims(self, batch: _Batch, raw: list[Any], pos: int) -> None:
         width = len(wire.CLAIMED_FIELDS)
-        for name, fut in batch.claims.items():
+        for lane, fut in batch.claims.items():
             code, wait, count = raw[pos].decode(), int(raw[pos + 1]), int(raw[pos + 2])
             pos += 3
             items = [_claimed(raw[i:i + width]) for i in range(pos, pos + width * count, width)]
             pos += width * count
-            lane = batch.lanes[name]
             if not lane.serial:
                 lane.start(items)  # whoever asked, the lane runs what was claimed for it
                 if code == "idle" and wait:
