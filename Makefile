@@ -8,52 +8,62 @@ PY := $(BIN)/python
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install install-test run test lint imports mypy pytest bench soak format shell
+.PHONY: help install install-dev install-test run test check lint imports mypy pytest bench soak format shell
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 $(PY):
 	./scripts/ensure-venv $(PYTHON) $(VENV)
 
-# re-install only when the project's metadata changed
+# re-install only when the project's metadata changed. Two levels: `make run` needs the relay's runtime
+# dependencies only (about 60 MB); the dev tools (mypy, playwright, schemathesis, py-spy, ...: several
+# hundred MB) come with `make test`, `make check` and `make bench`, never with `make run`
 $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-install: $(VENV)/.installed ## make .venv and install relay and its dev tools into it, and redis-server if missing
+install: $(VENV)/.installed ## make .venv with relay and its runtime dependencies, and redis-server if missing
 	./scripts/ensure-redis
 
-install-test: install
+install-dev: install $(VENV)/.installed-dev ## install also the dev tools (ruff, mypy, pytest, ...)
+
+install-test: install-dev
 	./scripts/ensure-chromium
 	./scripts/ensure-faketime
 
-run: install ## run everything locally: embedded Redis, ingress on :8080, a worker and a demo endpoint
+run: install ## run everything locally (runtime dependencies only): embedded Redis, ingress on :8080, a worker, a demo endpoint
 	$(BIN)/relay dev
 
 test: install-test lint imports mypy pytest ## installs what it needs, then ruff, import contracts, mypy --strict and all tests
 
-lint:
+check: install-dev lint imports mypy ## the static checks only (ruff, import contracts, mypy --strict), no tests
+
+lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check relay workers config bench tests
 
-imports: ## check the layering contracts in pyproject.toml ([tool.importlinter])
+imports: $(VENV)/.installed-dev ## check the layering contracts in pyproject.toml ([tool.importlinter])
 	$(BIN)/lint-imports
 
-mypy:
+mypy: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
-pytest:
+pytest: $(VENV)/.installed-dev
 	$(PY) -m pytest -q
 
-bench: install ## run the benchmarks (see docs/benchmarks.md)
+bench: install-dev ## run the benchmarks (see docs/benchmarks.md)
 	$(PY) -m bench
 
-soak: install ## the long fault scenarios (docs/reliability.md), about 10 min; results in .relay/faults.jsonl
+soak: install-test ## the long fault scenarios (docs/reliability.md), about 10 min; results in .relay/faults.jsonl
 	@mkdir -p .relay
 	RELAY_SOAK=1 RELAY_FAULTS_REPORT=.relay/faults.jsonl $(PY) -m pytest -q tests/faults; \
 	status=$$?; $(PY) -m tests.faults.report .relay/faults.jsonl; exit $$status
 
-format:
+format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix relay workers config bench tests
 	$(BIN)/ruff format relay workers config bench tests
 
