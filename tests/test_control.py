@@ -199,7 +199,8 @@ async def test_cancel_a_waiting_delivery_then_resend_it(
     with pytest.raises(Conflict, match="already cancelled"):
         await Control(redis, settings).cancel(head, ORIGIN, endpoint="x")
     out = await asyncio.to_thread(cli, settings, "cancel", head, "--endpoint", "nope")
-    assert out.returncode == 1 and "no endpoint 'nope'" in out.stderr
+    # an unknown name is a usage error, as in every command (README, "Command line")
+    assert out.returncode == 2 and "--endpoint 'nope': is not a configured endpoint" in out.stderr
     listed = await asyncio.to_thread(cli, settings, "notifications", "list", "--state", "cancelled", "--endpoint",
                                      "x", "--json")
     assert {i["id"] for i in json.loads(listed.stdout)["items"]} == {head, second}

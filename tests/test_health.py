@@ -50,7 +50,9 @@ async def test_report_counts_per_delivery_ages_workers_and_queue(
     assert b["skipped"] == 1 and b["pending"] == 0
     assert b["last_hour"]["share"] is None and b["oldest_pending_age_s"] is None
     assert b["last_ok"] is None
-    assert report["queue"] == {"arq": 1, "fanout": 1, "depth": 2, "oldest_age_s": 1.0}
+    # what waits: 1 notification not yet routed, and a's 2 pending + 1 retrying deliveries; never the
+    # ARQ queue's own entries (fan-out jobs and the sweeper's cron jobs)
+    assert report["queue"] == {"fanout": 1, "deliveries": 3, "depth": 4, "oldest_age_s": 1.0}
     assert report["workers"]["alive"] == 1
     assert [(w["name"], w["alive"]) for w in report["workers"]["list"]] == [("host:1", True), ("host:2", False)]
     assert report["redis"]["reachable"] is True and report["redis"]["used_memory"] > 0

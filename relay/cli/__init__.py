@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 from config.settings import ConfigError
 from relay.cli import control, health, notifications, run, sendtest
-from relay.cli.common import ListenError, UsageError
+from relay.cli.common import ListenError, UsageError, common_options
 from relay.store.connection import BadRedisURL, RedisUnavailable
 
 EXIT_RUNTIME = 1
@@ -41,12 +41,12 @@ GROUPS = (run.commands, health.commands, sendtest.commands, notifications.comman
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relay", description="Webhook relay for 2Checkout IPN, LCN and INS.")
-    parser.add_argument("--config", help="configuration file (default: $RELAY_CONFIG or config/relay.toml)")
+    common_options(parser, shown=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for group in GROUPS:
         for spec in group.specs:
             p = sub.add_parser(spec.name, help=spec.help, description=spec.help)
-            p.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+            common_options(p)
             spec.add_args(p)
             p.set_defaults(func=spec.run)
     return parser

@@ -67,13 +67,54 @@ class Commands:
         return register
 
 
+# the processes that run until stopped log what they do; every other command prints its result, and
+# logs only what goes wrong (warning and above) unless --verbose
+LONG_RUNNING = frozenset({"serve", "worker", "dev", "demo-sink"})
+QUIET_LEVELS = ("warning", "error", "critical")
+
+
+def common_options(p: argparse.ArgumentParser, *, shown: bool = False) -> None:
+    """``--config`` and ``--verbose``, accepted after any (sub)command as before it."""
+    default = None if shown else argparse.SUPPRESS
+    p.add_argument("--config", default=default,
+                   help="configuration file (default: $RELAY_CONFIG or config/relay.toml)" if shown
+                   else argparse.SUPPRESS)
+    p.add_argument("--verbose", "-v", action="store_true", default=False if shown else argparse.SUPPRESS,
+                   help="log what the command does (info and above) to stderr; by default an operator command "
+                        "logs only warnings and errors" if shown else argparse.SUPPRESS)
+
+
+def log_level(ns: argparse.Namespace, configured: str) -> str:
+    if getattr(ns, "verbose", False) or getattr(ns, "command", None) in LONG_RUNNING:
+        return configured
+    return configured if configured.lower() in QUIET_LEVELS else "warning"
+
+
 def settings_from(ns: argparse.Namespace, *, require_secrets: bool = True) -> Settings:
     from config.logs import configure_logging
 
     path = ns.config or os.environ.get("RELAY_CONFIG") or "config/relay.toml"
     settings = load_settings(path, require_secrets=require_secrets)
-    configure_logging(settings.file.logging.format, settings.file.logging.level)
+    configure_logging(settings.file.logging.format, log_level(ns, settings.file.logging.level))
     return settings
+
+
+def known_endpoint(settings: Settings, name: str, what: str = "--endpoint") -> str:
+    """A configured endpoint's name; an unknown one is a usage error (exit 2) listing the configured ones."""
+    if name not in settings.endpoints:
+        known = ", ".join(sorted(settings.endpoints)) or "none"
+        raise Usage(f"{what} {name!r}: is not a configured endpoint (known: {known})")
+    return name
+
+
+def notification_id(nid: str) -> str:
+    """A notification ID of the right form; anything else is a usage error (exit 2), not "not found"."""
+    from relay.store.queries import NID
+
+    if not NID.fullmatch(nid):
+        raise Usage(f"ID {nid!r}: is not a notification id (ipn_, lcn_ or ins_ and 24 hex digits; a resend "
+                    "adds ~r<n>)")
+    return nid
 
 
 def positive(text: str) -> float:
@@ -91,8 +132,8 @@ def positive(text: str) -> float:
 Action = Callable[[argparse.Namespace, Settings, Redis], Awaitable[int]]
 
 
-class Usage(Exception):
-    """A bad argument: printed as one line, exit 2."""
+# a bad argument: printed as one line, exit 2 (one class, whether raised inside run_redis or before it)
+Usage = UsageError
 
 
 def run_redis(ns: argparse.Namespace, action: Action) -> int:

@@ -14,7 +14,18 @@ import argparse
 from redis.asyncio import Redis
 
 from config.settings import Settings
-from relay.cli.common import Commands, Usage, cli_origin, confirm, positive, print_json, run_redis
+from relay.cli.common import (
+    Commands,
+    Usage,
+    cli_origin,
+    common_options,
+    confirm,
+    known_endpoint,
+    notification_id,
+    positive,
+    print_json,
+    run_redis,
+)
 from relay.store import audit, reload
 from relay.store.control import Control
 from relay.store.queries import iso
@@ -27,7 +38,7 @@ def _json(p: argparse.ArgumentParser) -> None:
 
 
 def _hidden_config(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common_options(p)
 
 
 # -- relay endpoints ------------------------------------------------------------------------------
@@ -56,7 +67,7 @@ async def _endpoints(ns: argparse.Namespace, settings: Settings, redis: Redis) -
     control = Control(redis, settings)
     if ns.action == "list":
         return await _list_endpoints(ns, settings, control)
-    ep = control.endpoint(ns.name)
+    ep = control.endpoint(known_endpoint(settings, ns.name, "NAME"))
     counts = await control.counts(ep.name)
     n = counts[ns.action]
     verb = "Pause" if ns.action == "pause" else "Resume"
@@ -121,7 +132,7 @@ async def _retry(ns: argparse.Namespace, settings: Settings, redis: Redis) -> in
     if ns.id is None:
         if ns.endpoint is None:
             raise Usage("name a notification ID, --endpoint, or both")
-        ep = control.endpoint(ns.endpoint)
+        ep = control.endpoint(known_endpoint(settings, ns.endpoint))
         n = (await control.counts(ep.name))["retry"]
         if n == 0:
             result = await control.retry(cli_origin(), endpoint=ep.name)
@@ -132,7 +143,9 @@ async def _retry(ns: argparse.Namespace, settings: Settings, redis: Redis) -> in
             result = await control.retry(cli_origin(), endpoint=ep.name)
         print_json(result) if ns.json else print(f"{result['count']} deliveries to {ep.name} are due now")
         return 0
-    result = await control.retry(cli_origin(), nid=ns.id, endpoint=ns.endpoint)
+    if ns.endpoint is not None:
+        known_endpoint(settings, ns.endpoint)
+    result = await control.retry(cli_origin(), nid=notification_id(ns.id), endpoint=ns.endpoint)
     if ns.json:
         print_json(result)
     else:
@@ -154,7 +167,9 @@ def cancel(ns: argparse.Namespace) -> int:
 
 
 async def _cancel(ns: argparse.Namespace, settings: Settings, redis: Redis) -> int:
-    result = await Control(redis, settings).cancel(ns.id, cli_origin(), endpoint=ns.endpoint)
+    if ns.endpoint is not None:
+        known_endpoint(settings, ns.endpoint)
+    result = await Control(redis, settings).cancel(notification_id(ns.id), cli_origin(), endpoint=ns.endpoint)
     print_json(result) if ns.json else print(f"{ns.id}: cancelled to {', '.join(result['cancelled'])}")
     return 0
 

@@ -36,6 +36,12 @@ def ago(ms: int | None, now_ms: int) -> str:
 
 # -- relay health ---------------------------------------------------------------------------------
 
+def _count(n: int, one: str, many: str | None = None) -> str:
+    from relay.dashboard.view import plural
+
+    return f"{n} {plural(n, one, many)}"
+
+
 def _rate(window: dict[str, Any]) -> str:
     share = window["share"]
     return "-" if share is None else f"{100 * share:.1f}% of {window['attempted']}"
@@ -59,7 +65,8 @@ def render_health(report: dict[str, Any], url: str) -> str:
     lines += [
         "",
         f"redis    {url}: {redis['used_memory_human']} used, persistence {redis['persistence']}",
-        f"queue    {queue['arq']} ARQ job(s), {queue['fanout']} notification(s) awaiting fan-out",
+        f"waiting  {_count(queue['fanout'], 'notification')} awaiting fan-out, "
+        f"{_count(queue['deliveries'], 'delivery')} waiting to be sent",
         f"workers  {workers['alive']} alive; last seen: {seen}",
     ]
     lines += [f"warning  {w}" for w in report["warnings"]]

@@ -15,7 +15,16 @@ from redis.asyncio import Redis
 
 from config.settings import Settings
 from relay import constants as k
-from relay.cli.common import Commands, Usage, cli_origin, print_json, run_redis
+from relay.cli.common import (
+    Commands,
+    Usage,
+    cli_origin,
+    common_options,
+    known_endpoint,
+    notification_id,
+    print_json,
+    run_redis,
+)
 from relay.cli.output import clean
 from relay.store import queries
 from relay.store.queries import BadParam
@@ -40,7 +49,7 @@ def _filter_options(p: argparse.ArgumentParser, *, endpoint_help: str) -> None:
 
 
 def _hidden_config(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common_options(p)
 
 
 def _notifications_args(p: argparse.ArgumentParser) -> None:
@@ -123,7 +132,7 @@ def _print_table(rows: list[list[str]]) -> None:
 
 
 async def _show(ns: argparse.Namespace, settings: Settings, redis: Redis) -> int:
-    doc = queries.redact(await queries.detail(redis, ns.id), queries.secrets(settings))
+    doc = queries.redact(await queries.detail(redis, notification_id(ns.id)), queries.secrets(settings))
     if ns.json:
         print_json(doc)
         return 0
@@ -172,7 +181,10 @@ async def _resend(ns: argparse.Namespace, settings: Settings, redis: Redis) -> i
         if ns.dry_run:
             raise Usage("--dry-run counts a bulk resend by filter; with ID or --ids nothing needs counting")
         if ns.id is not None:
-            result = await resender.one(ns.id, endpoint=ns.endpoint, idempotency_key=key, origin=cli_origin())
+            if ns.endpoint is not None:
+                known_endpoint(settings, ns.endpoint)
+            result = await resender.one(notification_id(ns.id), endpoint=ns.endpoint, idempotency_key=key,
+                                        origin=cli_origin())
             _report_one(ns, result)
             return 0
         ids = [i.strip() for i in ns.ids.split(",") if i.strip()]

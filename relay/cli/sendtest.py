@@ -207,9 +207,12 @@ async def follow(redis: Redis, nid: str, timeout: float, out: TextIO) -> dict[st
         for ep, row in zip(eps or [], rows, strict=True):
             state, attempts, last, reason, nxt = ((v or b"").decode() for v in row)
             states[ep] = state or "pending"
-            line = _describe(states[ep], attempts or "0", last, reason, nxt, now_ms)
-            if shown.get(ep) != line:
-                shown[ep] = line
+            # a line per change of state, never per tick: the retry countdown is said once, when the
+            # retry is scheduled, not again each time it would read a second less
+            change = "|".join((states[ep], attempts, last, reason, nxt))
+            if shown.get(ep) != change:
+                shown[ep] = change
+                line = _describe(states[ep], attempts or "0", last, reason, nxt, now_ms)
                 print(f"  {time.monotonic() - start:6.2f}s  {clean(ep)}: {clean(line)}", file=out, flush=True)
         if states and all(s in TERMINAL for s in states.values()):
             return states

@@ -95,7 +95,14 @@ def percent(ok: int, fail: int) -> str | None:
 
 
 def plural(n: int, one: str, many: str | None = None) -> str:
-    return one if n == 1 else (many or f"{one}s")
+    """``one`` or its plural: "delivery" → "deliveries" (a consonant and y), "attempt" → "attempts"."""
+    if n == 1:
+        return one
+    if many is not None:
+        return many
+    if one.endswith("y") and len(one) > 1 and one[-2] not in "aeiou":
+        return one[:-1] + "ies"
+    return one + "s"
 
 
 def digest(fragment: str) -> str:

@@ -150,7 +150,7 @@ async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]
     for i, row in enumerate(rows):
         if isinstance(row, Exception) and i != 2:  # only CONFIG GET (index 2) may be refused
             raise row
-    persistence, memory, save, arq_depth, fanout_depth, queue_head, workers, figures, paused, procs = rows[:10]
+    persistence, memory, save, _arq_jobs, fanout_depth, queue_head, workers, figures, paused, procs = rows[:10]
     held = rows[10:10 + 2 * len(endpoints)]
     report: dict[str, Any] = {
         "checked_at": now_ms,
@@ -161,8 +161,9 @@ async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]
             "used_memory_human": str(memory.get("used_memory_human", "")),
             "persistence": _persistence(persistence, save),
         },
-        "queue": {"arq": int(arq_depth), "fanout": int(fanout_depth),
-                  "depth": int(arq_depth) + int(fanout_depth),
+        # what waits, in the operator's words: notifications not yet routed, and deliveries not yet
+        # sent (filled in below); never ARQ's own queue, which also holds the sweeper's cron jobs
+        "queue": {"fanout": int(fanout_depth), "deliveries": 0, "depth": int(fanout_depth),
                   "oldest_age_s": oldest_age_s(now_ms, queue_head)},
         "workers": _workers(workers, now_ms),
         "endpoints": {},
@@ -177,6 +178,9 @@ async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]
             "paused_deliveries": int(held[2 * i]), "cancelled": int(held[2 * i + 1]),
             **_pause(paused.get(ep.name.encode()), now_ms),
         }
+    waiting = sum(e["pending"] + e["retrying"] + e["paused_deliveries"] for e in report["endpoints"].values())
+    report["queue"]["deliveries"] = waiting
+    report["queue"]["depth"] += waiting
     for src, row in zip(sources, figures[len(endpoints):], strict=True):
         report["sources"][src] = _source_row(cfg, src_minutes, [_text(v) for v in row])
     return report

@@ -1,0 +1,100 @@
+"""One CLI convention (README, "Command line"), with real `relay` processes on a real Redis: an unknown
+name or a bad argument exits 2 in every command; operator commands print their result and log only
+warnings unless --verbose; queue figures are in an operator's words; send-test prints changes only."""
+
+# the fixtures are imported from test_api, so test arguments "redefine" them by design
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+
+from config.settings import Settings
+from relay import constants as k
+from relay.cli.sendtest import follow
+from tests.support import TEST_ENV, RedisServer, write_config
+from tests.test_api import (  # noqa: F401  (fixtures used by name)
+    api_settings,
+    client,
+    ingest,
+    sinks,
+)
+
+NID = "ipn_" + "0" * 24
+
+
+def relay(config: Path, redis_url: str, *args: str) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | TEST_ENV | {"REDIS_URL": redis_url}
+    proc = subprocess.run([sys.executable, "-m", "relay", "--config", str(config), *args], env=env,
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("args, named", [
+    (("endpoints", "pause", "nope", "--yes"), "NAME 'nope'"),
+    (("endpoints", "resume", "nope", "--yes"), "NAME 'nope'"),
+    (("retry", "--endpoint", "nope", "--yes"), "--endpoint 'nope'"),
+    (("retry", NID, "--endpoint", "nope"), "--endpoint 'nope'"),
+    (("cancel", NID, "--endpoint", "nope"), "--endpoint 'nope'"),
+    (("resend", NID, "--endpoint", "nope"), "'nope'"),
+    (("notifications", "list", "--endpoint", "nope"), "--endpoint 'nope'"),
+    (("notifications", "show", "order-42"), "ID 'order-42'"),
+    (("retry", "order-42"), "ID 'order-42'"),
+    (("cancel", "order-42"), "ID 'order-42'"),
+    (("resend", "order-42"), "ID 'order-42'"),
+])
+def test_an_unknown_name_or_a_bad_argument_exits_2_everywhere(tmp_path: Path, redis_server: RedisServer,
+                                                              args: tuple[str, ...], named: str) -> None:
+    config = write_config(tmp_path / "relay.toml", endpoints=[{"name": "billing", "url": "http://127.0.0.1:9/h"}])
+    code, out, err = relay(config, redis_server.url, *args)
+    lines = err.strip().splitlines()
+    assert code == 2, (code, out, err)
+    assert len(lines) == 1 and "Traceback" not in err and named in lines[0], err
+
+
+async def test_resend_prints_its_result_and_no_log_line_unless_verbose(
+        client: TestClient, api_settings: Settings, redis_server: RedisServer) -> None:
+    nid = await ingest(client, "4242")
+    code, out, err = relay(api_settings.config_path, redis_server.url, "resend", nid)
+    assert code == 0, err
+    assert err == "", err  # the resend_queued log line is not for the operator's terminal
+    assert out.startswith("queued ") and f"(resend of {nid})" in out and len(out.splitlines()) == 1, out
+    code, out, err = relay(api_settings.config_path, redis_server.url, "resend", nid, "--verbose")
+    assert code == 0 and "resend_queued" in err and "resend_queued" not in out, (out, err)
+
+
+async def test_health_counts_what_waits_in_operator_words(redis: Redis, redis_server: RedisServer,
+                                                          tmp_path: Path) -> None:
+    config = write_config(tmp_path / "relay.toml", endpoints=[{"name": "billing", "url": "http://127.0.0.1:9/h"}])
+    now = int(time.time() * 1000)
+    await redis.zadd(k.FANOUT, {"ipn_x": now})
+    await redis.zadd(k.ep_state("billing", "pending"), {"n1": now, "n2": now})
+    await redis.zadd(k.ep_state("billing", "retrying"), {"n3": now})
+    # the sweeper's cron job in ARQ's queue is the scheduler's business, not waiting work
+    await redis.zadd(k.QUEUE_NAME, {"cron:sweep": now + 5_000})
+    code, out, err = relay(config, redis_server.url, "health")
+    assert "waiting  1 notification awaiting fan-out, 3 deliveries waiting to be sent" in out, out
+    assert "ARQ" not in out and "job" not in out, out
+
+
+async def test_send_test_prints_a_waiting_retry_once_not_its_countdown(redis: Redis) -> None:
+    nid = "ipn_" + "1" * 24
+    now = int(time.time() * 1000)
+    await redis.hset(k.notification(nid), "eps", "billing")
+    await redis.hset(k.delivery(nid, "billing"), mapping={"state": "retrying", "attempts": 1, "last": "HTTP 500",
+                                                          "next": now + 30_000})
+    out = io.StringIO()
+    await follow(redis, nid, 2.5, out)
+    lines = [line for line in out.getvalue().splitlines() if "billing" in line]
+    assert len(lines) == 1 and "retrying after attempt 1: HTTP 500, next try in" in lines[0], out.getvalue()
+
+
