@@ -430,3 +430,54 @@ def test_lcn_types_without_or_beside_a_dispatch_reason(pairs: list[tuple[str, st
                                                        value: str) -> None:
     doc = document("lcn", [("LICENSE_CODE", "X"), *pairs])
     assert (doc["type"], doc["type_from"]) == (etype, {"field": field, "value": value})
+
+
+def _doc_tables(heading: str) -> list[list[str]]:
+    """The rows of the tables under a docs/events.md heading (up to the next heading), as cells."""
+    page = (ROOT / "docs" / "events.md").read_text(encoding="utf-8")
+    section = page.split(heading, 1)[1].split("\n#", 1)[0]
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("| ") and not line.startswith("|---")]
+
+
+def _ticked(cell: str) -> list[str]:
+    import re
+
+    return re.findall(r"`([^`]+)`", cell)
+
+
+def test_the_docs_type_tables_are_what_the_code_does() -> None:
+    """Every value docs/events.md's tables map to a type gives that type (a doc that drifts from the
+    tables fails here, not in a consumer's billing system)."""
+    checked = 0
+    for heading, first in (("### IPN (`/ipn`)", "MESSAGE_TYPE"), ("### IPN (`/ipn`)", "ORDERSTATUS"),
+                           ("### INS (`/ins`)", "message_type")):
+        rows = _doc_tables(heading)
+        start = next(i for i, row in enumerate(rows) if row[0] == f"`{first}`")
+        for row in rows[start + 1:]:
+            if len(row) < 3 or row[1] == "type":  # the next table's header
+                break
+            types = [t for t in _ticked(row[1]) if t in events.EVENT_TYPES]
+            if not types:
+                continue
+            channel = "ins" if first == "message_type" else "ipn"
+            if "INVOICE_STATUS_CHANGED" in row[0]:
+                statuses = [v for v in _ticked(row[0]) if v.islower() and v != "invoice_status"]
+                pairs = [([("message_type", "INVOICE_STATUS_CHANGED"), ("invoice_status", s)], t)
+                         for s, t in zip(statuses, types * len(statuses) if len(types) == 1 else types, strict=True)]
+            else:
+                pairs = [([(first, v)], types[0]) for v in _ticked(row[0]) if v.isupper() and v != first]
+            for fields, etype in pairs:
+                assert events.event_type(channel, grouped(fields))[0] == etype, (heading, fields)
+                checked += 1
+    for row in _doc_tables("### LCN (`/lcn`)") + _doc_tables("### IPN (`/ipn`)"):
+        if len(row) < 3 or " = " not in row[1]:
+            continue
+        field, *values = _ticked(row[1].split("(")[0])
+        types = [t for t in _ticked(row[2]) if t in events.EVENT_TYPES]
+        channel = "ipn" if field == "FRAUD_STATUS" else "lcn"
+        for value in values:
+            fields = [("ORDERSTATUS", "COMPLETE")] if channel == "ipn" else [("LICENSE_CODE", "X")]
+            assert events.event_type(channel, grouped([*fields, (field, value)]))[0] == types[0], (field, value)
+            checked += 1
+    assert checked >= 45  # the tables were found and read
