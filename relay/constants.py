@@ -31,7 +31,8 @@ relay:resend-seq:{nid}                 str    counter behind resend ids ``{nid}~
 relay:idem:{key} (+ :map, :result)     -      bulk-resend idempotency keys, kept 24 h
 relay:dash:session:{sid}               str    a dashboard session, until it expires or logs out
 relay:alert:{subject} (+ :open)        str    alert rate limit and open incident (since ms) (workers/alerts.py);
-                                              subject is ``ep:{ep}`` or ``src:{src}``; both expire
+                                              subject ``ep:{ep}``, ``src:{src}``, or ``rec:{src}`` (missing
+                                              orders); both expire
 relay:ep:{ep}:resent                   zset   original nid -> ms: failed deliveries resent to ep, until the
                                               resend is delivered (relay/store/resolve.py)
 relay:ep:{ep}:st:resolved              zset   nid -> ms it failed: failed deliveries whose resend was delivered

@@ -325,7 +325,8 @@ async def test_cron_job_uses_the_worker_clock(redis: Redis, setup: Callable[...,
     await jobs.startup(ctx)
     try:
         assert await alerts.check_alerts(ctx) == {"endpoint_failing": 1, "endpoint_recovered": 0,
-                                                  "source_rejecting": 0, "source_recovered": 0}
+                                                  "source_rejecting": 0, "source_recovered": 0,
+                                                  "notifications_missing": 0, "notifications_recovered": 0}
     finally:
         await jobs.shutdown(ctx)
     assert len(hook.received) == 1

@@ -401,7 +401,7 @@ async def test_openapi_document_describes_every_route(client: TestClient) -> Non
                                  "/api/resend", "/api/health", "/api/openapi.json", "/api/schema/event.json",
                                  "/api/endpoints/{name}/pause", "/api/endpoints/{name}/resume",
                                  "/api/endpoints/{name}/retry", "/api/notifications/{id}/retry",
-                                 "/api/notifications/{id}/cancel", "/api/reload", "/api/audit"}
+                                 "/api/notifications/{id}/cancel", "/api/reload", "/api/audit", "/api/reconcile"}
     assert doc["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
     assert doc["security"] == [{"bearer": []}]
     names = {p["name"] for p in doc["paths"]["/api/notifications"]["get"]["parameters"]}

@@ -335,3 +335,65 @@ def test_config_defaults_and_bad_values(make_settings: Callable[..., Settings]) 
                                 "seller_id": SELLER_ID, "reconcile": {"merchant_code": MERCHANT}}])
     assert make_settings(sources=[source("http://127.0.0.1:9", grace_minutes=0.25)]) \
         .sources["default"].reconcile.grace_ms == 15_000  # type: ignore[union-attr]
+
+
+# -- alerts ---------------------------------------------------------------------------------------------
+
+async def test_missing_orders_alert_once_and_recover(
+        aiohttp_client: Any, redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout,
+        session: aiohttp.ClientSession) -> None:
+    from workers import alerts
+
+    settings = make_settings(sources=[source(api.api_url)])
+    client = await aiohttp_client(create_app(settings))
+    api.add("8001", "COMPLETE")
+    api.add("8002", "REFUND")
+    await post_ipn(client, "8002", "COMPLETE")
+    await worker.run_pass(redis, session, settings.sources["default"])
+    now = await clock_ms(redis)
+    [notice] = [n for n in await alerts.evaluate(redis, settings, now) if n.kind.startswith("notifications")]
+    assert notice.kind == "notifications_missing" and notice.subject == "default"
+    assert notice.subject_line == "[relay] source default: 2 order(s) without their IPN"
+    assert "8001 COMPLETE" in notice.text and "8002 REFUND" in notice.text
+    assert "order_info.php?refno=8001" in notice.text
+    assert notice.payload()["source"] == "default" and notice.payload()["count"] == 2
+    # the same incident does not alert again within frequency_hours
+    assert not [n for n in await alerts.evaluate(redis, settings, now + 60_000) if n.kind.startswith("notif")]
+
+    await post_ipn(client, "8001", "COMPLETE")
+    await post_ipn(client, "8002", "REFUND")
+    await worker.run_pass(redis, session, settings.sources["default"])
+    [notice] = [n for n in await alerts.evaluate(redis, settings, now + 120_000) if n.kind.startswith("notif")]
+    # the incident began when the first pass found the orders missing, a moment before the first alert
+    assert notice.kind == "notifications_recovered" and notice.since_ms is not None
+    assert now - 10_000 < notice.since_ms <= now
+    assert not [n for n in await alerts.evaluate(redis, settings, now + 180_000) if n.kind.startswith("notif")]
+
+
+
+# -- the CLI's and the API's edges ------------------------------------------------------------------------
+
+def test_reconcile_command_names_a_bad_source(make_settings: Callable[..., Settings],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from relay.cli import main
+
+    plain = make_settings(sources=[{"name": "default", "secret_key_env": "TCO_SECRET_KEY"}])
+    assert main(["--config", str(plain.config_path), "reconcile"]) == 2
+    assert capsys.readouterr().err.strip() == ("relay: no source has a [sources.reconcile] table: nothing to "
+                                               "compare (docs/configuration.md)")
+    other = {"name": "other", "secret_key_env": "TCO_SECRET_KEY"}
+    settings = make_settings(sources=[source("http://127.0.0.1:9"), other])
+    assert main(["--config", str(settings.config_path), "reconcile", "--source", "nope"]) == 2
+    assert "--source 'nope': no such source (known: default, other)" in capsys.readouterr().err
+    assert main(["--config", str(settings.config_path), "reconcile", "--source", "other"]) == 2
+    assert "--source 'other': has no [sources.reconcile] table" in capsys.readouterr().err
+
+
+async def test_api_reconcile_is_behind_the_token_and_empty_without_reconciliation(
+        aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis) -> None:
+    token = "reconcile-api-token-0123456789"
+    settings = make_settings(env={"RELAY_ADMIN_TOKEN": token})
+    client = await aiohttp_client(create_app(settings))
+    assert (await client.get("/api/reconcile")).status == 401
+    resp = await client.get("/api/reconcile", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status == 200 and await resp.json() == {"sources": []}

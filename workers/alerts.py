@@ -27,13 +27,15 @@ from redis.exceptions import WatchError
 
 from config.settings import Settings
 from relay import constants as k
+from relay.store.reconcile import order_link, reconciled_sources
 from relay.store.stats import health_report, iso
 from workers.engine import Engine
 
 logger = structlog.get_logger()
 
 SEND_TIMEOUT_S = 10.0
-Kind = Literal["endpoint_failing", "endpoint_recovered", "source_rejecting", "source_recovered"]
+Kind = Literal["endpoint_failing", "endpoint_recovered", "source_rejecting", "source_recovered",
+               "notifications_missing", "notifications_recovered"]
 
 
 def duration(ms: int) -> str:
@@ -66,6 +68,10 @@ class Notice:
             return f"[relay] {what} is failing ({f.get('failing')} of {f.get('attempted')} deliveries)"
         if self.kind == "source_rejecting":
             return f"[relay] {what} is refusing notifications ({self.figures.get('reason')})"
+        if self.kind == "notifications_missing":
+            return f"[relay] {what}: {self.figures.get('count')} order(s) without their IPN"
+        if self.kind == "notifications_recovered":
+            return f"[relay] {what}: every listed order has its IPN again"
         return f"[relay] {what} recovered"
 
     def payload(self) -> dict[str, Any]:
@@ -175,6 +181,51 @@ async def evaluate(redis: Redis, settings: Settings, now_ms: int) -> list[Notice
         figures["duration_s"] = (now_ms - since_ms) // 1000
         notices.append(Notice(kind, name, since_ms, now_ms, recovered_text(kind, name, since_ms, now_ms, detail),
                               figures))
+    return notices + await _missing_notices(redis, settings, report, now_ms, every_ms)
+
+
+# -- reconciliation: orders in 2Checkout's list without their IPN (relay/store/reconcile.py) ---------------
+
+def missing_text(p: dict[str, Any], settings: Settings) -> str:
+    lines = [f"relay on {socket.gethostname()}: source {p['source']}: {p['count']} order(s) in 2Checkout's order "
+             f"list have no IPN in the status they reached (since {p['since']}):"]
+    lines += [f"  {r['reference']} {r['status']} (listed so since {r['first_seen']}): {order_link(r['reference'])}"
+              for r in p["references"]]
+    if p["count"] > len(p["references"]):
+        lines.append(f"  … and {p['count'] - len(p['references'])} more: relay reconcile lists them all")
+    lines.append("Reissue each notification from the order's page in the 2Checkout control panel; it then "
+                 "reaches your endpoints as any IPN and clears itself. Until then your systems do not know of it.")
+    lines.append(_where(settings, p["source"], False))
+    return "\n".join(lines)
+
+
+async def _missing_notices(redis: Redis, settings: Settings, report: dict[str, Any], now_ms: int,
+                           every_ms: int) -> list[Notice]:
+    """``notifications_missing`` per reconciled source, and ``notifications_recovered`` once none is."""
+    problems = {p["source"]: p for p in report["problems"] if p["kind"] == "notifications_missing"}
+    notices: list[Notice] = []
+    for name in reconciled_sources(settings):
+        subject, problem = f"rec:{name}", problems.get(name)
+        if problem is not None:
+            since = _since_ms(problem["since"]) or now_ms
+            if await _claim(redis, subject, now_ms, every_ms, since):
+                figures = {"count": problem["count"], "references": problem["references"]}
+                notices.append(Notice("notifications_missing", name, since, now_ms, missing_text(problem, settings),
+                                      figures))
+            else:
+                await redis.pexpire(k.alert_open(subject), k.ALERT_OPEN_TTL_MS)
+            continue
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.getdel(k.alert_open(subject))
+            pipe.delete(k.alert(subject))
+            opened, _ = await pipe.execute()
+        if opened is None:
+            continue
+        since_ms = int(opened)
+        text = recovered_text("notifications_recovered", name, since_ms, now_ms,
+                              "Every order in 2Checkout's list now has its IPN.")
+        notices.append(Notice("notifications_recovered", name, since_ms, now_ms, text,
+                              {"count": 0, "duration_s": (now_ms - since_ms) // 1000}))
     return notices
 
 
@@ -267,4 +318,5 @@ async def check_alerts(ctx: dict[str, Any]) -> dict[str, int]:
     notices = await evaluate(ctx["relay_redis"], settings, engine.redis_ms())  # the clock health's ages are on
     await notify(notices, settings, ctx["session"])
     return {kind: sum(1 for n in notices if n.kind == kind)
-            for kind in ("endpoint_failing", "endpoint_recovered", "source_rejecting", "source_recovered")}
+            for kind in ("endpoint_failing", "endpoint_recovered", "source_rejecting", "source_recovered",
+                         "notifications_missing", "notifications_recovered")}

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from relay import events
 from relay.admin import openapi
-from relay.store import audit, queries, reload
+from relay.store import audit, queries, reconcile, reload
 from relay.store.connection import REDIS_ERRORS, clock_ms
 from relay.store.control import Control
 from relay.store.params import AuditQuery, BulkRequest, EndpointPath, ListQuery, ResendRequest, TargetRequest
@@ -60,6 +60,7 @@ def setup_api(app: web.Application) -> None:
         web.post("/notifications/{id}/resend", resend_one),
         web.post("/resend", resend_bulk),
         web.get("/health", health),
+        web.get("/reconcile", reconciliation),
         web.get("/openapi.json", openapi_json),
         web.post("/endpoints/{name}/pause", pause_endpoint),
         web.post("/endpoints/{name}/resume", resume_endpoint),
@@ -228,6 +229,15 @@ async def health(request: web.Request) -> web.StreamResponse:
     redis = app[appkeys.REDIS]
     report = await health_report(redis, app[appkeys.LIVE].settings, await clock_ms(redis))
     return web.json_response(report)
+
+
+async def reconciliation(request: web.Request) -> web.StreamResponse:
+    """``GET /api/reconcile``: per reconciled source, the orders the last pass found missing and its error.
+
+    What the workers found (relay/store/reconcile.py); it never calls 2Checkout itself (``relay reconcile`` does)."""
+    app = request.app
+    states = await reconcile.read(app[appkeys.REDIS], app[appkeys.LIVE].settings)
+    return web.json_response(reconcile.view(states))
 
 
 async def openapi_json(request: web.Request) -> web.Response:

@@ -285,6 +285,18 @@ def health() -> Schema:
     }}
 
 
+def reconcile() -> Schema:
+    return {"get": {
+        "operationId": "reconcile",
+        "summary": "Orders in 2Checkout's order list whose IPN never reached the relay, per reconciled source "
+                   "(the last pass's result: {sources: [{source, missing: [{reference, status, first_seen}], "
+                   "error}]})",
+        "responses": {"200": {"description": "per source with [sources.reconcile]: only its missing orders, and "
+                                             "error (null, or why the last pass could not read the API)",
+                              "content": ANY_OBJECT}, **COMMON},
+    }}
+
+
 def event_schema() -> Schema:
     return {"get": {
         "operationId": "eventSchema",
@@ -360,6 +372,7 @@ def document() -> dict[str, Any]:
             "/api/notifications/{id}/resend": resend_notification(),
             "/api/resend": bulk_resend(),
             "/api/health": health(),
+            "/api/reconcile": reconcile(),
             "/api/schema/event.json": event_schema(),
             "/api/openapi.json": openapi(),
             "/api/endpoints/{name}/pause": endpoint_action("pauseEndpoint", "Pause an endpoint: its waiting "

@@ -9,6 +9,7 @@ relay/cli/health.py            health, check-endpoints
 relay/cli/sendtest.py          send-test
 relay/cli/notifications.py     notifications, resend
 relay/cli/control.py           endpoints (pause, resume, list), retry, cancel, reload, audit
+relay/cli/reconcile.py         reconcile
 =============================  ===========================================================
 
 Exit codes (README.md, "Command line"): 0 done; 1 Redis unreachable or refusing, or another runtime failure
@@ -26,7 +27,7 @@ import sys
 from collections.abc import Sequence
 
 from config.settings import ConfigError
-from relay.cli import control, health, notifications, run, sendtest
+from relay.cli import control, health, notifications, reconcile, run, sendtest
 from relay.cli.common import ListenError, UsageError, common_options
 from relay.store.connection import BadRedisURL, RedisUnavailable
 
@@ -36,7 +37,8 @@ EXIT_LISTEN = 3
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
-GROUPS = (run.commands, health.commands, sendtest.commands, notifications.commands, control.commands)
+GROUPS = (run.commands, health.commands, sendtest.commands, notifications.commands, control.commands,
+          reconcile.commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

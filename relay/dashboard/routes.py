@@ -268,9 +268,14 @@ def _target(url: str) -> str:
 async def overview_model(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]:
     """The health report, each endpoint's state and hourly chart, and whether anything was ever received."""
     report = await health_report(redis, settings, now_ms)
-    model: dict[str, Any] = {"report": report, "endpoints": {}, "total": None}
+    model: dict[str, Any] = {"report": report, "endpoints": {}, "total": None, "reconcile": []}
     if not report["redis"]["reachable"]:
         return model
+    for src, doc in report["reconcile"].items():
+        cfg = settings.sources[src].reconcile
+        assert cfg is not None
+        model["reconcile"].append({"source": src, "doc": doc, "lookback_hours": f"{cfg.lookback_hours:g}",
+                                   "interval_seconds": cfg.interval_seconds})
     # failing endpoints first, as the evaluation found them
     endpoints = sorted(settings.endpoints, key=lambda ep: not report["endpoints"].get(ep, {}).get("failing"))
     model["total"] = int(await redis.zcard(k.IDX_ALL))

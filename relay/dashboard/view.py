@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from relay.constants import DAY_MS
+from relay.store.reconcile import order_link
 
 BASE = "/dashboard"
 STATE_LABELS = {"healthy": "Healthy", "failing": "Failing"}
@@ -240,5 +241,6 @@ GLOBALS: dict[str, Any] = {
     "href": href, "detail_href": detail_href, "moment": moment, "when_text": when_text, "percent": percent,
     "plural": plural, "chart": chart, "state_reason": state_reason, "resend_outcome": resend_outcome,
     "outcome_state": outcome_state, "filter_selects": filter_selects, "body_bytes": body_bytes,
+    "order_link": order_link,
 }
 FILTERS: dict[str, Any] = {"duration": duration, "digest": digest}
