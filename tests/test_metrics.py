@@ -16,7 +16,7 @@ from config.settings import Settings
 from relay import constants as k
 from relay.server import create_app
 from relay.store.ingest import notification_id
-from tests.support import Sink, free_port, ipn_fields, signed_body, wait_for
+from tests.support import Sink, close_worker, free_port, ipn_fields, signed_body, wait_for
 from workers.main import create_worker
 
 EPS = [{"name": "a", "url": "http://127.0.0.1:9/hook"}, {"name": "b", "url": "http://127.0.0.1:9/other"}]
@@ -124,7 +124,7 @@ async def worker(make_settings: Callable[..., Settings]) -> AsyncIterator[Callab
 
     yield start
     for w, task in started:
-        await w.close()
+        await close_worker(w)  # never w.close() alone: see close_worker
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 

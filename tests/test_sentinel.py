@@ -18,7 +18,7 @@ from relay import constants as k
 from relay.server import create_app
 from relay.store.connection import RedisUnavailable, parse_sentinel_url, wait_for_ping
 from relay.store.ingest import notification_id
-from tests.support import RedisServer, free_port, ipn_fields, signed_body, wait_for
+from tests.support import RedisServer, close_worker, free_port, ipn_fields, signed_body, wait_for
 from workers.main import create_worker
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -103,7 +103,7 @@ async def test_ingress_and_worker_through_sentinel_and_a_failover(
         await wait_for(lambda: _role_and_count(old), 30)
         await old.aclose()
     finally:
-        await worker.close()
+        await close_worker(worker)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await sent.aclose()

@@ -90,7 +90,9 @@ _signal_tasks: set[asyncio.Task[None]] = set()
 def _close(loop: asyncio.AbstractEventLoop, worker: Worker) -> None:
     try:
         loop.run_until_complete(worker.close())
-    except REDIS_ERRORS:
-        # close() gives up before on_shutdown when Redis is down: stop the lanes ourselves, or a
-        # second set would run beside the next worker's
+    except (*REDIS_ERRORS, asyncio.CancelledError):
+        # close() gives up before on_shutdown when Redis is down, and when a job it cancels was
+        # inside ARQ's shielded finish (arq gathers the cancelled tasks without return_exceptions):
+        # stop the lanes ourselves (shutdown is safe twice), or a second set would run beside the
+        # next worker's and a stopping worker would skip its graceful drain
         loop.run_until_complete(shutdown(worker.ctx))
