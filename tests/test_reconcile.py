@@ -22,7 +22,7 @@ from relay.server import create_app
 from relay.store import reconcile as store
 from relay.store.connection import clock_ms
 from relay.store.stats import health_report
-from tests.fake_2checkout import Fake2Checkout
+from tests.fake_2checkout import Fake2Checkout, FakeOrder
 from tests.support import SECRET_KEY, SELLER_ID, ipn_fields, signed_body
 from workers import reconcile as worker
 from workers.tco_api import auth_header, signing_source
@@ -154,6 +154,23 @@ async def test_an_ipn_of_another_source_or_channel_does_not_count(
     assert resp.status == 200
     doc = await worker.run_pass(redis, session, settings.sources["default"])
     assert refs(doc) == [("2001", "COMPLETE")]
+
+
+async def test_a_refund_listed_beside_its_order_needs_the_refund_ipn(
+        aiohttp_client: Any, redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout,
+        session: aiohttp.ClientSession) -> None:
+    # 2Checkout lists a refund as an order of its own that shares the original's RefNo
+    settings = make_settings(sources=[source(api.api_url)])
+    client = await aiohttp_client(create_app(settings))
+    now = datetime.now(UTC)
+    earlier = now - timedelta(hours=1)
+    api.orders = [FakeOrder("2101", "REFUND", placed=now), FakeOrder("2101", "COMPLETE", placed=earlier),
+                  FakeOrder("2102", "COMPLETE", placed=earlier), FakeOrder("2102", "REFUND", placed=now)]
+    await post_ipn(client, "2101", "COMPLETE")
+    await post_ipn(client, "2102", "COMPLETE")
+    await post_ipn(client, "2102", "REFUND")
+    doc = await worker.run_pass(redis, session, settings.sources["default"])
+    assert refs(doc) == [("2101", "REFUND")]
 
 
 async def test_test_orders_are_compared_when_asked(redis: Redis, make_settings: Callable[..., Settings],

@@ -109,7 +109,12 @@ async def end_turn(redis: Redis, src: str, who: str, interval_ms: int) -> None:
 async def compare(redis: Redis, src: str, orders: Sequence[Order], now_ms: int, grace_ms: int,
                   lookback_ms: int) -> list[dict[str, Any]]:
     """Record when each listed order was first seen in its status; return the missing ones, oldest first."""
-    listed = {o.reference: o.status for o in orders if o.status in IPN_STATUSES}
+    listed: dict[str, str] = {}
+    for o in orders:
+        # a refund is listed as an order of its own under the original's RefNo: keep the latest status
+        # of the order's life, whose IPN covers the earlier ones
+        if o.status in IPN_STATUSES and (o.reference not in listed or covered(listed[o.reference], {o.status})):
+            listed[o.reference] = o.status
     seen_key = k.reconcile_seen(src)
     previous: dict[bytes, bytes] = await redis.hgetall(seen_key)  # type: ignore[misc]
     seen: dict[str, tuple[str, int]] = {}
