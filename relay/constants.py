@@ -48,6 +48,10 @@ relay:audit                            list   operator actions, newest first, JS
 relay:paused                           hash   endpoint -> JSON {at, by}: endpoints paused by an operator
 relay:ep-added                         hash   endpoint -> ms it was added by a config reload (fan-out routes it
                                               only notifications received after that)
+relay:endpoints                        hash   endpoint -> JSON of its routing rule, as the last worker to start
+                                              or reload with it configured wrote it (relay/store/endpoints.py)
+relay:ep-removed                       hash   endpoint -> JSON {at, seq, rule, by}: removed by a reload or a
+                                              restart; its work up to seq ends cancelled; kept for retention
 relay:procs                            hash   process name -> JSON {role, config hash, seen ms} (relay/store/reload.py);
                                               entries not refreshed for a day are dropped
 relay:reload (pub/sub channel)         -      reload requests; answers go to relay:reload:{id} (list, 60 s)
@@ -65,6 +69,8 @@ IDX_ALL = "relay:ix:all"
 AUDIT = "relay:audit"
 PAUSED = "relay:paused"
 EP_ADDED = "relay:ep-added"
+EP_REGISTRY = "relay:endpoints"
+EP_REMOVED = "relay:ep-removed"
 PROCS = "relay:procs"
 RELOAD_CHANNEL = "relay:reload"
 # every key of one endpoint, and every source index, starts so (workers/retention.py sweeps them)

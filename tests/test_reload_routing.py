@@ -1,3 +1,6 @@
+# the workers fixture is imported from test_reload, so test arguments "redefine" it by design
+# ruff: noqa: F811
+
 """Reloads and restarts while notifications flow (issue 21): routing never loses an acknowledged
 notification, a removed endpoint's work ends cancelled however it was removed, and a process that
 restarts itself keeps the configuration it last reloaded."""
@@ -5,6 +8,10 @@ restarts itself keeps the configuration it last reloaded."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,19 +19,21 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from config.fingerprint import config_hash
 from config.settings import Settings
+from relay import constants as k
 from relay.server import create_app
 from relay.store import audit
 from relay.store.reload import request_reload
 from tests.procs import RelayProcess
-from tests.support import RedisServer, wait_for, write_config
-from tests.test_delivery import ep, post
+from tests.support import TEST_ENV, RedisServer, wait_for, write_config
+from tests.test_delivery import delivery, ep, post
+from tests.test_reload import rewrite, workers  # noqa: F401  (a fixture, used by name)
 
 ORIGIN = audit.Origin("cli", "tester@test")
 
 
 async def _listening(redis: Redis, n: int) -> bool:
-    from relay import constants as k
     return await redis.pubsub_numsub(k.RELOAD_CHANNEL) == [(k.RELOAD_CHANNEL.encode(), n)]
 
 
@@ -58,3 +67,166 @@ async def test_a_worker_that_restarts_after_a_redis_restart_keeps_the_endpoints_
         worker.stop()
         await redis.aclose()
         server.cleanup()
+
+
+# -- a removed endpoint's work ---------------------------------------------------------------------
+
+
+def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **TEST_ENV, "REDIS_URL": settings.redis_url or ""}
+    return subprocess.run([sys.executable, "-m", "relay", "--config", str(settings.config_path), *args],
+                          capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+
+
+async def _lose_fanout_job(redis: Redis, nid: str) -> None:
+    """As after a Redis failover that dropped it: the notification waits in relay:fanout for the sweeper."""
+    await redis.delete(k.ARQ_JOB_PREFIX + k.fanout_job_id(nid))
+    await redis.zrem(k.QUEUE_NAME, k.fanout_job_id(nid))
+
+
+async def test_a_rename_by_reload_leaves_a_cancelled_record_for_what_was_not_fanned_out_yet(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
+    redis_server: RedisServer, workers: Callable[..., Any]
+) -> None:
+    """Acknowledged before a reload renamed its endpoint, fanned out after: a cancelled delivery to the
+    old name (not nothing), selectable by that name to resend to the new one."""
+    target = await sink()
+    settings = make_settings(endpoints=[ep("billing", target)])
+    client: TestClient = await aiohttp_client(create_app(settings))
+    nid = await post(client, "1")
+    await _lose_fanout_job(redis, nid)
+    await workers(settings, 1)
+    new = rewrite(settings, [ep("billing-v2", target)], redis_server.url)
+    result = await request_reload(redis, ORIGIN)
+    assert result["ok"] and result["answers"][0]["changes"]["removed"] == ["billing"], result
+    await redis.hset(k.notification(nid), "recv", 0)  # long waiting: the sweeper re-runs its fan-out
+    d = await wait_for(lambda: _delivery(redis, nid, "billing"), 20)
+    assert d["state"] == "cancelled" and "endpoint removed" in d["cancelled_by"], d
+    assert await redis.zscore(k.ep_state("billing", "cancelled"), nid) is not None
+    assert not await redis.exists(k.delivery(nid, "billing-v2")) and not target.received
+    # the old name selects it, and a resend by that filter goes to the endpoint that receives it now
+    out = await asyncio.to_thread(_cli, new, "notifications", "list", "--endpoint", "billing",
+                                  "--json")
+    assert out.returncode == 0 and [i["id"] for i in json.loads(out.stdout)["items"]] == [nid], out.stderr
+    out = await asyncio.to_thread(_cli, new, "resend", "--endpoint", "billing", "--state", "cancelled", "--yes",
+                                  "--json")
+    assert out.returncode == 0, out.stderr
+    assert [r["targets"] for r in json.loads(out.stdout)["resends"]] == [["billing-v2"]], out.stdout
+    await wait_for(lambda: len(target.received) == 1, 15)
+
+
+async def _delivery(redis: Redis, nid: str, name: str) -> dict[str, str] | None:
+    return (await delivery(redis, nid, name)) or None
+
+
+async def test_remove_then_re_add_never_cancels_what_was_routed_after_the_re_add(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
+    redis_server: RedisServer, workers: Callable[..., Any]
+) -> None:
+    slow = await sink(delay=1.5)
+    config = [ep("x", slow, timeout=5)]
+    settings = make_settings(endpoints=config)
+    client: TestClient = await aiohttp_client(create_app(settings))
+    await workers(settings, 1)
+    first = await post(client, "0")
+    await wait_for(lambda: len(slow.received) == 1 or slow.in_flight == 1, 10)
+    rewrite(settings, [], redis_server.url)
+    assert (await request_reload(redis, ORIGIN))["ok"]
+    rewrite(settings, config, redis_server.url)
+    assert (await request_reload(redis, ORIGIN))["ok"]
+    # routed after the re-add, waiting behind one another while the removed lane's delivery drains
+    later = [await post(client, str(i)) for i in range(1, 5)]
+    for nid in later:
+        await wait_for(lambda nid=nid: _final(redis, nid, "x"), 20)
+    states = [(await delivery(redis, nid, "x"))["state"] for nid in later]
+    assert states == ["delivered"] * 4, states
+    assert (await delivery(redis, first, "x"))["state"] == "delivered"  # in flight at the removal: finished
+
+
+async def _final(redis: Redis, nid: str, name: str) -> bool:
+    return (await delivery(redis, nid, name)).get("state") in ("delivered", "cancelled", "failed")
+
+
+async def test_a_dead_workers_delivery_to_a_removed_endpoint_is_cancelled_not_sent_when_re_added(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
+    redis_server: RedisServer, workers: Callable[..., Any]
+) -> None:
+    hung = await sink([("hang",), 200])
+    config = [ep("x", hung, timeout=1)]
+    settings = make_settings(endpoints=config)
+    client: TestClient = await aiohttp_client(create_app(settings))
+    dead = RelayProcess(settings.config_path, redis_server.url, "worker")
+    try:
+        await wait_for(lambda: _listening(redis, 1), 30)
+        nid = await post(client, "1")
+        await wait_for(lambda: len(hung.received) == 1, 15)
+        dead.kill()  # mid-delivery: its lease (timeout + 5 s) has not run out yet
+    finally:
+        dead.stop()
+    await redis.hdel(k.PROCS, *await redis.hkeys(k.PROCS))
+    await workers(settings, 1)
+    rewrite(settings, [], redis_server.url)
+    assert (await request_reload(redis, ORIGIN))["ok"]
+    rewrite(settings, config, redis_server.url)
+    assert (await request_reload(redis, ORIGIN))["ok"]
+    d = await wait_for(lambda: _in_state(redis, nid, "x", "cancelled"), 30)
+    assert "endpoint removed" in d["cancelled_by"], d
+    later = await post(client, "2")
+    await wait_for(lambda: _in_state(redis, later, "x", "delivered"), 15)
+    assert len(hung.received) == 2 and b"REFNO=2" in hung.received[1].body  # the first was never sent again
+    assert not await redis.zcard(k.ep_lease("x")) and not await redis.zcard(k.ep_state("x", "in_flight"))
+
+
+async def _in_state(redis: Redis, nid: str, name: str, state: str) -> dict[str, str] | None:
+    d = await delivery(redis, nid, name)
+    return d if d.get("state") == state else None
+
+
+async def test_an_endpoint_removed_by_a_restart_ends_its_waiting_work_cancelled(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
+    redis_server: RedisServer
+) -> None:
+    keep, gone = await sink(), await sink([500])
+    settings = make_settings(endpoints=[ep("keep", keep), ep("gone", gone, retry_delays=[60])])
+    client: TestClient = await aiohttp_client(create_app(settings))
+    worker = RelayProcess(settings.config_path, redis_server.url, "worker")
+    try:
+        nid = await post(client, "1")
+        await wait_for(lambda: _in_state(redis, nid, "gone", "retrying"), 30)
+        worker.stop()
+        write_config(settings.config_path, endpoints=[ep("keep", keep)])
+        worker = RelayProcess(settings.config_path, redis_server.url, "worker")
+        d = await wait_for(lambda: _in_state(redis, nid, "gone", "cancelled"), 30)
+        assert "endpoint removed" in d["cancelled_by"], d
+        assert not await redis.zcard(k.ep_queue("gone"))
+        record = json.loads(await redis.hget(k.EP_REMOVED, "gone"))
+        assert record["by"] == "restart", record
+    finally:
+        worker.stop()
+    assert "endpoints_removed_at_start" in worker.output()
+
+
+async def test_a_reload_whose_cancel_fails_runs_the_new_config_says_so_and_finishes_later(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
+    redis_server: RedisServer, workers: Callable[..., Any]
+) -> None:
+    keep, gone = await sink(), await sink([500])
+    settings = make_settings(endpoints=[ep("keep", keep), ep("gone", gone, retry_delays=[60])])
+    client: TestClient = await aiohttp_client(create_app(settings))
+    await workers(settings, 1)
+    nid = await post(client, "1")
+    await wait_for(lambda: _in_state(redis, nid, "gone", "retrying"), 15)
+    # the removed endpoint's queue cannot be written: the reload's cancel fails half-way
+    new = rewrite(settings, [ep("keep", keep)], redis_server.url)
+    await redis.delete(k.ep_queue("gone"))
+    await redis.set(k.ep_queue("gone"), "not a sorted set")
+    result = await request_reload(redis, ORIGIN)
+    answer = result["answers"][0]
+    assert answer["outcome"] == "reloaded" and answer["hash"] == config_hash(new.file), answer
+    assert "retried" in answer["error"] and not result["ok"], answer
+    assert (await delivery(redis, nid, "gone"))["state"] == "retrying"
+    await redis.delete(k.ep_queue("gone"))
+    await wait_for(lambda: _in_state(redis, nid, "gone", "cancelled"), 15)
+    # the process runs, and reports, the new config: the same file again changes nothing
+    again = await request_reload(redis, ORIGIN)
+    assert again["answers"][0]["outcome"] == "unchanged" and again["ok"], again

@@ -34,7 +34,8 @@ from relay import constants as k
 from relay import events, protocol, routing
 from relay.constants import LATENCY_BUCKETS
 from relay.store.connection import REDIS_ERRORS
-from workers import forward, schedule, wire
+from relay.store.endpoints import Removed
+from workers import forward, removed, schedule, wire
 
 logger = structlog.get_logger()
 
@@ -274,6 +275,8 @@ class Engine:
         self.retired: set[Lane] = set()
         # endpoint -> ms (Redis's clock) a reload added it: the fan-out gives it only what came after
         self.added: dict[str, int] = {}
+        # endpoints a reload or restart removed (relay/store/endpoints.py), kept current by workers/jobs.py
+        self.removed: dict[str, Removed] = {}
         # one ClientTimeout and one parsed URL per endpoint rather than one per request
         self._timeouts = {name: aiohttp.ClientTimeout(total=ep.timeout) for name, ep in settings.endpoints.items()}
         self._urls = {name: URL(ep.url) for name, ep in settings.endpoints.items()}
@@ -383,8 +386,8 @@ class Engine:
 
     async def fanout(self, nid: str) -> int:
         """Route one stored notification to its endpoints. Safe to run any number of times."""
-        source, channel, mtype, status, test, targets, etype, recv = await self.redis.hmget(  # type: ignore[misc]
-            k.notification(nid), ["source", "channel", "mtype", "status", "test", "targets", "type", "recv"]
+        source, channel, mtype, status, test, targets, etype, recv, seq = await self.redis.hmget(  # type: ignore[misc]
+            k.notification(nid), ["source", "channel", "mtype", "status", "test", "targets", "type", "recv", "seq"]
         )
         if source is None:
             await self.redis.zrem(k.FANOUT, nid)
@@ -396,11 +399,13 @@ class Engine:
         received = int(recv or 0)
         # an endpoint a reload added gets only what was received after it (resends carry their own recv)
         endpoints = [ep for name, ep in self.settings.endpoints.items() if self.added.get(name, 0) <= received]
-        routes = routing.route(
-            endpoints, source=source.decode(), channel=channel.decode(),
+        # and one removed after it was received gets a cancelled record, not nothing (workers/removed.py)
+        gone = removed.endpoints(self.removed, self.settings.endpoints, int(seq or 0))
+        routes = removed.marked(routing.route(
+            [*endpoints, *gone], source=source.decode(), channel=channel.decode(),
             mtype=(mtype or b"").decode(), status=(status or b"").decode(), test=test == b"1",
             etype=etype.decode(), only=only,
-        )
+        ), gone)
         keys = [k.notification(nid), k.FANOUT]
         args: list[str | int] = [nid, self.retention_ms]
         for name, mode, reason in routes:

@@ -13,11 +13,10 @@ import structlog
 
 from config.settings import Settings, load_settings
 from relay import constants as k
-from relay.store import audit
+from relay.store import audit, endpoints
 from relay.store.connection import REDIS_ERRORS, connect, redis_url
-from relay.store.control import Control
 from relay.store.reload import Reloader
-from workers import retention
+from workers import removed, retention
 from workers.engine import Engine
 
 logger = structlog.get_logger()
@@ -42,6 +41,15 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["relay_redis"], ctx["session"], ctx["engine"] = redis, session, engine
     # tests running several workers in one process name them apart
     ctx.setdefault("worker_name", f"{socket.gethostname()}:{os.getpid()}")
+    # an endpoint the file no longer has (edited, then restarted rather than reloaded) is removed as a
+    # reload removes it; and the old work of every removed endpoint is cancelled before any lane starts,
+    # so a re-added one sends only what is routed to it from now on
+    gone = await endpoints.register(redis, settings, start=True)
+    engine.removed = await endpoints.removed(redis)
+    await removed.cancel(redis, settings, engine.removed, audit.Origin("reload", ctx["worker_name"]),
+                         everything=True)
+    if gone:
+        logger.warning("endpoints_removed_at_start", endpoints=gone)
     await engine.start()
     # every process beats on its own (the sweeper cron runs on only one worker per tick)
     ctx["heartbeat"] = asyncio.create_task(_beat(ctx), name="heartbeat")
@@ -81,31 +89,75 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 async def reconfigure(ctx: dict[str, Any], old: Settings, new: Settings) -> dict[str, Any]:
-    """Apply a reloaded config: lanes follow the endpoints; a removed endpoint's waiting work is cancelled.
+    """Apply a reloaded config: lanes follow the endpoints; a removed endpoint's work is cancelled.
 
-    In-flight deliveries finish on their retired lanes. Their endpoint's work is cancelled now and once
-    more after they are recorded (one of them may have come back as a retry). Every worker does this,
-    which is safe: cancelling what is already cancelled changes nothing.
+    The removal is recorded in Redis (relay/store/endpoints.py) and its work routed before it is
+    cancelled now; what was in flight on the retired lanes is cancelled once recorded, and whatever
+    this misses (a Redis error here, a worker still on the old config) by the sweeper. If the new config
+    runs but the removal could not be recorded, the answer says so (``incomplete``) and it is retried
+    in the background until it is. Every worker does this, which is safe: cancelling what is already
+    cancelled changes nothing, and only work routed before the removal is ever touched.
     """
     engine: Engine = ctx["engine"]
+    redis = ctx["relay_redis"]
+    origin = audit.Origin("reload", ctx["worker_name"])
+    # an endpoint coming back: its old work is cancelled before its new lane starts
+    back = {name: r for name, r in engine.removed.items() if name in new.endpoints and name not in old.endpoints}
+    if back:
+        await removed.cancel(redis, new, back, origin, everything=True)
     changes: dict[str, Any] = await engine.reconfigure(new)
     ctx["settings"] = new
-    removed = [old.endpoints[name] for name in changes["removed"]]
-    if removed:
-        control = Control(ctx["relay_redis"], new, clock=engine.clock)
-        origin = audit.Origin("reload", ctx["worker_name"])
-        cancelled = {ep.name: await control.cancel_endpoint(ep, origin, "endpoint removed") for ep in removed}
-        changes["cancelled"] = cancelled
-
+    gone = {name: old.endpoints[name] for name in changes["removed"]}
+    try:
+        changes["cancelled"] = await _record_removal(ctx, new, gone)
+    except REDIS_ERRORS as exc:
+        # the new config runs: say what is left undone, and finish it as soon as Redis lets us
+        changes["incomplete"] = (f"recording the removed endpoints and cancelling their work failed "
+                                 f"({type(exc).__name__}: {exc}); retried in the background")
+        logger.error("reload_incomplete", error=f"{type(exc).__name__}: {exc}", removed=sorted(gone))
+        _background(ctx, _retry_removal(ctx, new, gone), "reload-removal")
+    if gone:
         async def after_drain() -> None:
-            await engine.drain_retired(max(ep.timeout for ep in removed) + 1)
-            for ep in removed:
-                await control.cancel_endpoint(ep, origin, "endpoint removed")
+            await engine.drain_retired(max(ep.timeout for ep in gone.values()) + 1)
+            try:
+                # only work routed before the removal: what a re-add meanwhile routed is never touched
+                await removed.cancel(redis, new, {n: r for n, r in engine.removed.items() if n in gone}, origin,
+                                     everything=True)
+            except REDIS_ERRORS:
+                pass  # the sweeper cancels what is left
 
-        task = asyncio.create_task(after_drain(), name="reload-drain")
-        ctx["background"].add(task)
-        task.add_done_callback(ctx["background"].discard)
+        _background(ctx, after_drain(), "reload-drain")
     return changes
+
+
+async def _record_removal(ctx: dict[str, Any], settings: Settings, gone: dict[str, Any]) -> dict[str, int]:
+    """Register ``settings``' endpoints, record ``gone`` as removed, cancel their work routed before."""
+    engine: Engine = ctx["engine"]
+    redis = ctx["relay_redis"]
+    await endpoints.register(redis, settings, start=False, removed=gone)
+    engine.removed = await endpoints.removed(redis)
+    records = {name: r for name, r in engine.removed.items() if name in gone}
+    return await removed.cancel(redis, settings, records, audit.Origin("reload", ctx["worker_name"]),
+                                everything=True)
+
+
+async def _retry_removal(ctx: dict[str, Any], settings: Settings, gone: dict[str, Any]) -> None:
+    backoff = 0.5
+    while True:  # bounded by the process: shutdown cancels it, and a restart records it at start-up
+        await asyncio.sleep(backoff)
+        try:
+            cancelled = await _record_removal(ctx, settings, gone)
+            logger.info("reload_completed", removed=sorted(gone), cancelled=cancelled)
+            return
+        except REDIS_ERRORS as exc:
+            backoff = min(backoff * 2, 10.0)
+            logger.warning("reload_removal_retry", error=type(exc).__name__, retry_in=backoff)
+
+
+def _background(ctx: dict[str, Any], coro: Any, name: str) -> None:
+    task = asyncio.create_task(coro, name=name)
+    ctx["background"].add(task)
+    task.add_done_callback(ctx["background"].discard)
 
 
 async def heartbeat(ctx: dict[str, Any]) -> None:
@@ -141,6 +193,12 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     if time.monotonic() >= walk.next_at:
         walk.next_at = time.monotonic() + REMOVED_NAMES_EVERY_S
         expiring = await retention.expire_removed(redis, engine.settings, walk)
+    # removals other workers recorded, and what is left of removed endpoints' work: cheap (a removed
+    # endpoint's indexes only shrink; a re-added one's in-flight index is small), and a delivery in
+    # flight when its endpoint went is cancelled within a sweep of its lease running out
+    engine.removed = await endpoints.removed(redis)
+    await removed.cancel(redis, engine.settings, engine.removed, audit.Origin("reload", ctx["worker_name"]),
+                         everything=False)
     # last: a recovered fan-out is what a waiting caller sees, so the sweep has nothing left after it
     requeued = 0
     for raw in await redis.zrange(k.FANOUT, 0, 499):

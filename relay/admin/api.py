@@ -21,7 +21,7 @@ from aiohttp import web
 
 from relay import events
 from relay.admin import openapi
-from relay.store import audit, queries, reconcile, reload
+from relay.store import audit, endpoints, queries, reconcile, reload
 from relay.store.connection import REDIS_ERRORS, clock_ms
 from relay.store.control import Control
 from relay.store.params import AuditQuery, BulkRequest, EndpointPath, ListQuery, ResendRequest, TargetRequest
@@ -136,7 +136,9 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
 async def list_notifications(request: web.Request) -> web.Response:
     query = validate(ListQuery, _single_values(request))
     settings = request.config_dict[appkeys.LIVE].settings
-    filters = queries.check_known(query.filters(), queries.known_names(settings))
+    redis = request.config_dict[appkeys.REDIS]
+    # a removed endpoint's name still selects its deliveries
+    filters = queries.check_known(query.filters(), queries.known_names(settings, await endpoints.removed_names(redis)))
     page = await queries.scan(request.config_dict[appkeys.REDIS], filters, limit=query.limit,
                               endpoints=list(settings.endpoints),
                               cursor=query.cursor)
@@ -160,7 +162,8 @@ async def resend_one(request: web.Request) -> web.Response:
 async def resend_bulk(request: web.Request) -> web.Response:
     body = validate(BulkRequest, await _json_object(request), unknown="field")
     if body.filter is not None:
-        queries.check_known(body.filter, queries.known_names(request.config_dict[appkeys.LIVE].settings),
+        removed = await endpoints.removed_names(request.config_dict[appkeys.REDIS])
+        queries.check_known(body.filter, queries.known_names(request.config_dict[appkeys.LIVE].settings, removed),
                             prefix="filter.")
     result = await request.config_dict[appkeys.RESENDER].bulk(
         ids=body.ids, filters=body.filter, endpoint=body.endpoint, dry_run=body.dry_run,

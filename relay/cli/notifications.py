@@ -26,7 +26,7 @@ from relay.cli.common import (
     run_redis,
 )
 from relay.cli.output import clean
-from relay.store import queries
+from relay.store import endpoints, queries
 from relay.store.queries import BadParam
 from relay.store.resend import Resender, check_idempotency_key
 
@@ -91,10 +91,12 @@ def resend(ns: argparse.Namespace) -> int:
     return run_redis(ns, _resend)
 
 
-def _filters(ns: argparse.Namespace, settings: Settings) -> queries.Filters:
+async def _filters(ns: argparse.Namespace, settings: Settings, redis: Redis) -> queries.Filters:
     values: dict[str, object] = {name: getattr(ns, name) for name in FILTER_OPTIONS}
     values["include_resolved"] = bool(getattr(ns, "include_resolved", False))
-    return queries.check_known(queries.parse_filters(values), queries.known_names(settings))
+    # a removed endpoint's name still selects its deliveries
+    return queries.check_known(queries.parse_filters(values),
+                               queries.known_names(settings, await endpoints.removed_names(redis)))
 
 
 def _state(d: dict[str, Any]) -> str:
@@ -106,7 +108,7 @@ def _state(d: dict[str, Any]) -> str:
 
 async def _list(ns: argparse.Namespace, settings: Settings, redis: Redis) -> int:
     limit = queries.parse_limit(ns.limit)
-    filters = _filters(ns, settings)
+    filters = await _filters(ns, settings, redis)
     page = await queries.scan(redis, filters, limit=limit, cursor=ns.cursor, endpoints=list(settings.endpoints))
     items = [row.summary() for row in page.items]
     if ns.json:
@@ -193,7 +195,7 @@ async def _resend(ns: argparse.Namespace, settings: Settings, redis: Redis) -> i
         result = await resender.bulk(ids=ids, endpoint=ns.endpoint, idempotency_key=key, origin=cli_origin())
         _report_bulk(ns, result)
         return 0
-    filters = _filters(ns, settings)
+    filters = await _filters(ns, settings, redis)
     if filters.empty:
         raise Usage("name a notification ID, --ids, or at least one filter (--state, --endpoint, --since, ...)")
     preview = await resender.bulk(filters=filters, dry_run=True)

@@ -11,6 +11,13 @@ Each action is one call of ``relay/store/lua/control.lua``, which also pushes th
   makes the head due: the order of receipt holds.
 - cancel takes a waiting delivery out of its queue as ``cancelled``, with who and when; it is not a
   failure and can be resent.
+
+Every action decides from Redis, never from the caller's configuration (which may not be reloaded
+yet): serial or concurrent is each delivery's recorded ``mode``, a notification's endpoints are its
+routed ``eps``, and an endpoint any worker runs (``relay:endpoints``) can be named. A delivery that
+retention expired is never written back; its stale index entries are dropped. An action on one
+notification's deliveries to several endpoints is one atomic call that acts on each one it can and
+answers which were done and why the others were not (``refused``).
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ class Control:
         return int(self.clock() * 1000)
 
     def endpoint(self, name: object) -> Endpoint:
+        """A configured endpoint (for confirmations and counts; the actions themselves ask Redis)."""
         if not isinstance(name, str):
             raise BadParam("endpoint", name, "expected an endpoint name")
         ep = self.settings.endpoints.get(name)
@@ -57,10 +65,25 @@ class Control:
             raise NotFound(f"no endpoint {name!r} is configured (configured: {known})")
         return ep
 
-    async def _call(self, action: str, ep: Endpoint, entry: dict[str, Any] | None,
+    async def _name(self, name: object, *, removed_ok: bool = False) -> str:
+        """An endpoint an action may name: configured here or in any worker (``relay:endpoints``), so a
+        caller whose config is not yet reloaded acts as the workers do; a removed one where
+        ``removed_ok`` (its deliveries can still be cancelled)."""
+        if not isinstance(name, str):
+            raise BadParam("endpoint", name, "expected an endpoint name")
+        if name in self.settings.endpoints or await self.redis.hexists(k.EP_REGISTRY, name):  # type: ignore[misc]
+            return name
+        if await self.redis.hexists(k.EP_REMOVED, name):  # type: ignore[misc]
+            if removed_ok:
+                return name
+            raise Conflict(f"endpoint {name!r} was removed from the configuration; its waiting work was cancelled")
+        self.endpoint(name)  # raises NotFound listing the configured ones
+        return name
+
+    async def _call(self, action: str, ep: str, entry: dict[str, Any] | None,
                     *args: str | int) -> tuple[str, int, str]:
         raw = await self._script(keys=[k.PAUSED, k.AUDIT], args=[
-            action, ep.name, audit.encode(entry) if entry else "", k.AUDIT_CAP, 0 if ep.concurrent else 1, *args])
+            action, ep, audit.encode(entry) if entry else "", k.AUDIT_CAP, *args])
         return raw[0].decode(), int(raw[1]), raw[2].decode()
 
     def _refuse(self, code: str, ep: str, nid: str = "", detail: str = "") -> Conflict | NotFound:
@@ -70,20 +93,20 @@ class Control:
     # -- pause and resume --------------------------------------------------------------------
 
     async def pause(self, name: str, origin: audit.Origin) -> dict[str, Any]:
-        ep = self.endpoint(name)
-        entry = audit.entry("pause", origin, target=ep.name, at_ms=self.now_ms())
+        ep = await self._name(name)
+        entry = audit.entry("pause", origin, target=ep, at_ms=self.now_ms())
         who = json.dumps({"at": entry["at"], "by": origin.label()})
         code, count, detail = await self._call("pause", ep, entry, who)
-        state = await self.pause_state(ep.name)
-        return {"endpoint": ep.name, "paused": True, "already": detail == "already", "count": count, **state}
+        state = await self.pause_state(ep)
+        return {"endpoint": ep, "paused": True, "already": detail == "already", "count": count, **state}
 
     async def resume(self, name: str, origin: audit.Origin) -> dict[str, Any]:
-        ep = self.endpoint(name)
-        entry = audit.entry("resume", origin, target=ep.name, at_ms=self.now_ms())
+        ep = await self._name(name)
+        entry = audit.entry("resume", origin, target=ep, at_ms=self.now_ms())
         code, count, _ = await self._call("resume", ep, entry)
         if code != "ok":
-            raise self._refuse(code, ep.name)
-        return {"endpoint": ep.name, "paused": False, "count": count}
+            raise self._refuse(code, ep)
+        return {"endpoint": ep, "paused": False, "count": count}
 
     async def paused(self) -> dict[str, dict[str, Any]]:
         """Every paused endpoint: since when (ms) and by whom."""
@@ -112,23 +135,32 @@ class Control:
         if nid is None:
             if endpoint is None:
                 raise BadParam("endpoint", None, "name an endpoint, a notification, or both")
-            ep = self.endpoint(endpoint)
-            entry = audit.entry("retry", origin, target=ep.name, at_ms=self.now_ms())
+            ep = await self._name(endpoint)
+            entry = audit.entry("retry", origin, target=ep, at_ms=self.now_ms())
             code, count, head = await self._call("retry", ep, entry, "")
             if code != "ok":
-                raise self._refuse(code, ep.name)
-            return {"endpoint": ep.name, "count": count, **({"head": head} if head else {})}
+                raise self._refuse(code, ep)
+            return {"endpoint": ep, "count": count, **({"head": head} if head else {})}
         check_id(nid)
-        names = [self.endpoint(endpoint).name] if endpoint is not None else await self._retrying_eps(nid)
-        done: dict[str, int] = {}
-        for name in names:
-            ep = self.endpoint(name)
-            entry = audit.entry("retry", origin, target=f"{nid}:{ep.name}", at_ms=self.now_ms())
-            code, count, detail = await self._call("retry", ep, entry, nid)
-            if code != "ok":
-                raise self._refuse(code, ep.name, nid, detail)
-            done[ep.name] = count
-        return {"id": nid, "endpoints": done, "count": sum(done.values())}
+        names = [await self._name(endpoint)] if endpoint is not None else await self._retrying_eps(nid)
+        entry = audit.entry("retry", origin, target=nid, at_ms=self.now_ms())
+        count, done, refused = await self._each("retry", nid, names, entry, nid)
+        return {"id": nid, "endpoints": done, "count": count, **({"refused": refused} if refused else {})}
+
+    async def _each(self, action: str, nid: str, names: list[str], entry: dict[str, Any],
+                    *args: str) -> tuple[int, dict[str, int], dict[str, str]]:
+        """One call for every endpoint: each that can be is acted on, atomically, and the answer says
+        exactly which were and why the others were not. Nothing done at all is a refusal."""
+        _, count, detail = await self._call(action, ",".join(names), entry, *args)
+        report: dict[str, dict[str, Any]] = json.loads(detail)
+        done = {ep: int(report[ep]["count"]) for ep in names if report[ep]["code"] == "ok"}
+        refusals = {ep: self._refuse(r["code"], ep, nid, r["detail"]) for ep, r in report.items() if r["code"] != "ok"}
+        if not done:
+            first = next(iter(refusals.values()))
+            if len(refusals) == 1:
+                raise first
+            raise Conflict("; ".join(str(e) for e in refusals.values()))
+        return count, done, {ep: str(e) for ep, e in refusals.items()}
 
     async def _retrying_eps(self, nid: str) -> list[str]:
         eps = await self._routed(nid)
@@ -140,12 +172,13 @@ class Control:
         return found
 
     async def _routed(self, nid: str) -> list[str]:
+        """The endpoints the fan-out routed it to, as Redis has them (not filtered by the caller's config)."""
         raw = await self.redis.hget(k.notification(nid), "eps")  # type: ignore[misc]
         if raw is None:
             if not await self.redis.exists(k.notification(nid)):
                 raise NotFound(f"no notification {nid!r}")
             raise Conflict(f"notification {nid} is not routed yet")
-        return [ep for ep in raw.decode().split(",") if ep in self.settings.endpoints]
+        return [ep for ep in raw.decode().split(",") if ep]
 
     async def _states(self, nid: str, eps: list[str]) -> dict[str, str]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -160,7 +193,7 @@ class Control:
         """Cancel a waiting delivery (to ``endpoint``, or every waiting one of the notification)."""
         check_id(nid)
         if endpoint is not None:
-            names = [self.endpoint(endpoint).name]
+            names = [await self._name(endpoint, removed_ok=True)]
         else:
             states = await self._states(nid, await self._routed(nid))
             names = [ep for ep, state in states.items() if state in k.WAITING]
@@ -168,21 +201,22 @@ class Control:
                 raise Conflict(f"notification {nid} has no waiting delivery to cancel"
                                + (f" (deliveries: {', '.join(f'{e}:{s}' for e, s in states.items())})"
                                   if states else ""))
-        cancelled: list[str] = []
-        for name in names:
-            ep = self.endpoint(name)
-            entry = audit.entry("cancel", origin, target=f"{nid}:{ep.name}", at_ms=self.now_ms())
-            code, _, detail = await self._call("cancel", ep, entry, nid, origin.label())
-            if code != "ok":
-                raise self._refuse(code, ep.name, nid, detail)
-            cancelled.append(ep.name)
-        return {"id": nid, "cancelled": cancelled, "count": len(cancelled), "by": origin.label()}
+        entry = audit.entry("cancel", origin, target=nid, at_ms=self.now_ms())
+        _, done, refused = await self._each("cancel", nid, names, entry, nid, origin.label())
+        return {"id": nid, "cancelled": list(done), "count": len(done), "by": origin.label(),
+                **({"refused": refused} if refused else {})}
 
-    async def cancel_endpoint(self, ep: Endpoint, origin: audit.Origin, reason: str) -> int:
-        """Cancel every waiting delivery of ``ep`` (a reload removed it). Audited only if any were."""
-        entry = audit.entry("cancel", origin, target=ep.name, at_ms=self.now_ms(), reason=reason)
-        _, count, _ = await self._call("cancel_all", ep, entry, f"{origin.label()}: {reason}")
-        return int(count)
+    async def cancel_removed(self, name: str, upto_seq: int, origin: audit.Origin, *,
+                             in_flight_only: bool = False) -> tuple[int, int]:
+        """Cancel the work of a removed endpoint routed up to ``upto_seq`` (the removal's): waiting
+        deliveries, and in-flight ones whose lease ran out (their worker died); those still leased
+        leave its queue and are left to finish. Returns (cancelled, still in flight). Audited only if
+        any were cancelled."""
+        reason = "endpoint removed"
+        entry = audit.entry("cancel", origin, target=name, at_ms=self.now_ms(), reason=reason)
+        _, count, left = await self._call("cancel_removed", name, entry, f"{origin.label()}: {reason}",
+                                          upto_seq, 1 if in_flight_only else 0)
+        return count, int(left)
 
     # -- counts for confirmations ------------------------------------------------------------
 

@@ -178,9 +178,10 @@ def parse_filters(values: Mapping[str, object]) -> Filters:
     return validate(Filters, values)
 
 
-def known_names(settings: Settings) -> dict[str, Collection[str]]:
-    """The configured names a ``source`` or ``endpoint`` filter must be one of."""
-    return {"source": list(settings.sources), "endpoint": list(settings.endpoints)}
+def known_names(settings: Settings, removed: Collection[str] = ()) -> dict[str, Collection[str]]:
+    """The names a ``source`` or ``endpoint`` filter must be one of: configured, or for an endpoint also
+    one a reload or restart removed (``removed``, relay/store/endpoints.py: its deliveries are kept)."""
+    return {"source": list(settings.sources), "endpoint": [*settings.endpoints, *removed]}
 
 
 def check_known(f: Filters, known: Mapping[str, Collection[str]], prefix: str = "") -> Filters:

@@ -86,10 +86,13 @@ class Reloader:
             except Exception as exc:  # the old config stays in force; the requester hears why
                 logger.exception("config_reload_failed", origin=origin.label())
                 return {**answer, "outcome": "refused", "hash": self.hash, "error": f"{type(exc).__name__}: {exc}"}
+            # applied: the new config runs, whatever is left to finish (``incomplete``: the process says
+            # what and retries it), so its hash is what this process reports from now on
             self.settings, self.hash = new, new_hash
             logger.info("config_reloaded", origin=origin.label(), hash=new_hash, **changes)
             await self._report()
-            return {**answer, "outcome": "reloaded", "hash": new_hash, "changes": changes}
+            incomplete = {"error": changes["incomplete"]} if changes.get("incomplete") else {}
+            return {**answer, "outcome": "reloaded", "hash": new_hash, "changes": changes, **incomplete}
 
     async def on_signal(self) -> None:
         """SIGHUP: reload, and write the audit entry here (no requester will)."""
@@ -229,10 +232,12 @@ async def request_reload(redis: Redis, origin: audit.Origin, *, wait_s: float = 
     live = await live_processes(redis, await clock_ms(redis))
     silent = [p["name"] for p in live if p["name"] not in answered]
     refused = [a for a in answers if a["outcome"] == "refused"]
+    # applied with something left undone: its error says what, and the process retries it
+    incomplete = [a for a in answers if a["outcome"] == "reloaded" and a.get("error")]
     result = {
         "id": request_id, "asked": expected, "answered": len(answers),
         "answers": sorted(answers, key=lambda a: a["process"]), "silent": silent,
-        "ok": not refused and len(answers) == expected,
+        "ok": not refused and not incomplete and len(answers) == expected,
     }
     await audit.record(redis, audit.entry(
         "reload", origin, target="config", count=len(answers), refused=len(refused),

@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from config.settings import Settings
 from relay import constants as k
 from relay import routing
-from relay.store import audit
+from relay.store import audit, endpoints
 from relay.store.ingest import FANOUT_JOB_EXPIRY_MS, fanout_job
 from relay.store.params import MAX_IDS, SELECTING_FILTERS, ResendRequest
 from relay.store.queries import (
@@ -51,7 +51,7 @@ SKIPPED_SHOWN = 100
 # a resend in one of these states already carries (or carried) the notification to that endpoint;
 # "paused" too: it is sent on resume, so resending again while paused would send twice
 IN_HAND = frozenset({"pending", "in_flight", "retrying", "paused", "delivered"})
-FACTS = ("source", "channel", "ref", "mtype", "status", "test", "resend_of", "type")
+FACTS = ("source", "channel", "ref", "mtype", "status", "test", "resend_of", "type", "eps")
 
 
 def check_idempotency_key(value: object) -> str | None:
@@ -69,6 +69,7 @@ class Original:
     status: str
     test: bool
     etype: str = ""
+    routed: tuple[str, ...] = ()  # the endpoints its fan-out routed it to
 
 
 @dataclass(frozen=True)
@@ -162,12 +163,19 @@ class Resender:
         if filters is not None and filters.empty:
             raise BadParam("filter", {}, f"is empty: name at least one of {', '.join(SELECTING_FILTERS)}")
         self._configured("endpoint", endpoint)
+        # selected by a removed endpoint's name (a rename's old name): resent to the endpoints that
+        # receive it now and were not routed it when it arrived, unless ``endpoint`` names one
+        newcomers = False
         if endpoint is None and filters is not None and filters.endpoint is not None:
-            self._configured("filter.endpoint", filters.endpoint)
-            endpoint = filters.endpoint
+            if filters.endpoint in self.settings.endpoints:
+                endpoint = filters.endpoint
+            elif filters.endpoint in await endpoints.removed_names(self.redis):
+                newcomers = True
+            else:
+                self._configured("filter.endpoint", filters.endpoint)
 
         async def work(idem_map: str) -> dict[str, Any]:
-            plan, skipped = await self._plan(ids, filters, endpoint)
+            plan, skipped = await self._plan(ids, filters, endpoint, newcomers=newcomers)
             if dry_run:
                 return _result([], skipped, count=len(plan), dry_run=True)
             outcomes = await self._queue(plan, idem_map)
@@ -198,8 +206,8 @@ class Resender:
 
     # -- selection ---------------------------------------------------------------------------
 
-    async def _plan(self, ids: Sequence[str] | None, filters: Filters | None, endpoint: str | None
-                    ) -> tuple[Plan, list[Skip]]:
+    async def _plan(self, ids: Sequence[str] | None, filters: Filters | None, endpoint: str | None, *,
+                    newcomers: bool = False) -> tuple[Plan, list[Skip]]:
         skipped: list[Skip] = []
         if ids is not None:
             named = list(dict.fromkeys(ids))
@@ -223,6 +231,9 @@ class Resender:
                 continue
             seen.add(item.nid)
             targets, reason = self._targets(item, endpoint)
+            if newcomers:
+                targets = tuple(t for t in targets if t not in item.routed)
+                reason = reason or "every endpoint that receives it now was routed it when it arrived"
             if targets:
                 plan.append((item, targets))
             else:
@@ -255,11 +266,12 @@ class Resender:
                 out.append(root)
                 continue
             values = [(v or b"").decode("utf-8", "replace") for v in facts[root]]
-            source, channel, ref, mtype, status, test, _, etype = values
+            source, channel, ref, mtype, status, test, _, etype, eps = values
             if not source:
                 out.append(Skip(nid, f"the original {root!r} of {nid!r} is gone (past retention)"))
             else:
-                out.append(Original(root, source, channel, ref, mtype, status, test == "1", etype))
+                out.append(Original(root, source, channel, ref, mtype, status, test == "1", etype,
+                                    tuple(e for e in eps.split(",") if e)))
         return out
 
     def _targets(self, n: Original, endpoint: str | None) -> tuple[tuple[str, ...], str]:

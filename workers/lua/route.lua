@@ -1,7 +1,8 @@
 -- Route one notification to its endpoints: create each delivery record once, and queue it.
 -- Idempotent: ARQ runs jobs at least once, and the sweeper may re-run a fan-out.
 -- KEYS: 1 notification hash, 2 relay:fanout, then per route the keys named by ROUTE_KEYS_LIST
--- ARGV: 1 nid, 2 retention ms, then per route the fields named by ROUTE_LIST
+-- ARGV: 1 nid, 2 retention ms, then per route the fields named by ROUTE_LIST (mode: serial, concurrent,
+--       skip, or removed: recorded cancelled)
 -- Times come from Redis's clock (TIME), never from the worker's.
 -- Returns {created, oldest}: the number of delivery records created (-1 if the notification is gone),
 -- and the seq of the oldest notification still waiting for its fan-out (-1: none), which tells the
@@ -34,6 +35,12 @@ for i = 3, #ARGV, #ROUTE_LIST do
       redis.call('HSET', d, 'state', 'skipped', 'reason', r[ROUTE.reason], 'attempts', 0, 'created', now,
                  'updated', now, 'seq', seq)
       redis.call('ZADD', kk[ROUTE_KEYS.st_skipped], now, nid)
+    elseif mode == 'removed' then
+      -- a reload or restart removed the endpoint after the notification was received
+      -- (workers/removed.py): a record, never a send, so nothing acknowledged is routed to nobody
+      redis.call('HSET', d, 'state', 'cancelled', 'attempts', 0, 'created', now, 'updated', now, 'seq', seq,
+                 'cancelled_at', now, 'cancelled_by', 'fan-out: endpoint removed')
+      redis.call('ZADD', key.ep_state(r[ROUTE.ep], 'cancelled'), now, nid)
     else
       -- a paused endpoint's new work waits as 'paused' (relay/store/control.py), 'pending' on resume
       if redis.call('HEXISTS', kk[ROUTE_KEYS.paused], r[ROUTE.ep]) == 1 then

@@ -2,20 +2,28 @@
 -- audit entry pushed in the same call, so an action is never half done nor done without its entry.
 -- Keys are built by the key.* functions generated from relay/constants.py (relay/store/scripts.py).
 -- KEYS: 1 relay:paused, 2 relay:audit
--- ARGV: 1 action, 2 endpoint, 3 audit entry JSON ('' for none; its at and count are set here),
---       4 audit cap, 5 serial (1|0: the endpoint's configured mode), then per action:
---   pause:      6 who (JSON; its at is set here)
---   resume:     (nothing)
---   retry:      6 nid ('' = every retrying delivery of the endpoint)
---   cancel:     6 nid, 7 who (text)
---   cancel_all: 6 who (text); the entry is written only when something was cancelled
+-- ARGV: 1 action, 2 endpoint (for 'retry' and 'cancel' with an nid: endpoints, comma-separated),
+--       3 audit entry JSON ('' for none; its at and count, and per endpoint its target, are set here),
+--       4 audit cap, then per action:
+--   pause:          5 who (JSON; its at is set here)
+--   resume:         (nothing)
+--   retry:          5 nid ('' = every retrying delivery of the endpoint)
+--   cancel:         5 nid, 6 who (text)
+--   cancel_removed: 5 who (text), 6 seq: only deliveries of notifications up to it (work routed after a
+--                   re-add is never touched), 7 '1': in-flight ones only; the entry is written only when
+--                   something was cancelled
+-- Nothing here takes the caller's configuration: serial or concurrent is each delivery's own 'mode',
+-- as the fan-out recorded it. A delivery that retention expired is never written (that would re-create
+-- it with no expiry): its stale index entries are removed instead.
 -- Returns {code, count, detail}: code 'ok' or a refusal ('paused', 'not_paused', 'missing',
--- 'in_flight', 'finished', 'not_waiting'); detail is a state or an nid, or ''.
+-- 'in_flight', 'finished', 'not_waiting'); detail is a state or an nid, or ''. With an nid, 'retry'
+-- and 'cancel' act on each endpoint that can be acted on and return {'ok', count, JSON {endpoint:
+-- {code, detail, count}}} (code 'ok' or the refusal): what was done, exactly, in one atomic call.
 -- Redis's clock, as the delivery scripts use (workers/lua): due times and paused time agree with theirs
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local action, ep = ARGV[1], ARGV[2]
-local serial = ARGV[5] == '1'
+local action = ARGV[1]
+local ep = ARGV[2]
 
 local function d_key(nid) return key.delivery(nid, ep) end
 
@@ -24,11 +32,20 @@ local function move(nid, from, to)
   redis.call('ZADD', key.ep_state(ep, to), now, nid)
 end
 
-local function audit(count, always)
+-- an index entry whose delivery retention expired: drop it (and its queue entry), write nothing
+local function stale(nid, state)
+  if redis.call('EXISTS', d_key(nid)) == 1 then return false end
+  redis.call('ZREM', key.ep_state(ep, state), nid)
+  redis.call('ZREM', key.ep_queue(ep), nid)
+  return true
+end
+
+local function audit(count, always, target)
   if ARGV[3] == '' or (count == 0 and not always) then return end
   local doc = cjson.decode(ARGV[3])
   doc.count = count
   doc.at = now
+  if target then doc.target = target end
   redis.call('LPUSH', KEYS[2], cjson.encode(doc))
   redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
 end
@@ -47,20 +64,48 @@ local function cancel_one(nid, who)
   return nil
 end
 
+-- retry now: make one retrying delivery due. A serial one is only ever sent as its queue's head, so
+-- for it retrying now means making the head due (if the head is retrying): the order of receipt holds.
+-- Returns how many were made due and the nid of the serial head it concerned ('' if none).
+local function retry_one(nid, mode)
+  if mode == 'serial' then
+    local q = key.ep_queue(ep)
+    -- a head retention expired leaves the queue: the next one is the head (bounded, like any scan here)
+    for _ = 1, 1000 do
+      local head = redis.call('ZRANGE', q, 0, 0)[1]
+      if not head then return 0, '' end
+      local d = d_key(head)
+      local state = redis.call('HGET', d, 'state')
+      if state then
+        if state ~= 'retrying' then return 0, head end
+        redis.call('HSET', d, 'next', now, 'updated', now)
+        return 1, head
+      end
+      redis.call('ZREM', q, head)
+    end
+    return 0, ''
+  end
+  redis.call('HSET', d_key(nid), 'next', now, 'updated', now)
+  redis.call('ZADD', key.ep_queue(ep), now, nid)
+  return 1, ''
+end
+
 if action == 'pause' then
   if redis.call('HEXISTS', KEYS[1], ep) == 1 then
     return {'ok', 0, 'already'}
   end
-  local who = cjson.decode(ARGV[6])
+  local who = cjson.decode(ARGV[5])
   who.at = now
   redis.call('HSET', KEYS[1], ep, cjson.encode(who))
   -- what waits now waits as 'paused'; in-flight deliveries finish (complete.lua parks a retry)
   local count = 0
   for _, from in ipairs({'pending', 'retrying'}) do
     for _, nid in ipairs(redis.call('ZRANGE', key.ep_state(ep, from), 0, -1)) do
-      redis.call('HSET', d_key(nid), 'state', 'paused', 'paused_from', from, 'updated', now)
-      move(nid, from, 'paused')
-      count = count + 1
+      if not stale(nid, from) then
+        redis.call('HSET', d_key(nid), 'state', 'paused', 'paused_from', from, 'updated', now)
+        move(nid, from, 'paused')
+        count = count + 1
+      end
     end
   end
   audit(count, true)
@@ -76,77 +121,115 @@ if action == 'resume' then
   redis.call('HDEL', KEYS[1], ep)
   local count = 0
   for _, nid in ipairs(redis.call('ZRANGE', key.ep_state(ep, 'paused'), 0, -1)) do
-    local d = d_key(nid)
-    local st = redis.call('HMGET', d, 'paused_from', 'created')
-    local from = st[1] or 'pending'
-    -- the time it spent paused does not count against the retry window (workers/schedule.py)
-    local start = math.max(since, tonumber(st[2] or since))
-    if now > start then redis.call('HINCRBY', d, 'paused_ms', now - start) end
-    redis.call('HSET', d, 'state', from, 'updated', now)
-    redis.call('HDEL', d, 'paused_from')
-    move(nid, 'paused', from)
-    count = count + 1
+    if not stale(nid, 'paused') then
+      local d = d_key(nid)
+      local st = redis.call('HMGET', d, 'paused_from', 'created')
+      local from = st[1] or 'pending'
+      -- the time it spent paused does not count against the retry window (workers/schedule.py)
+      local start = math.max(since, tonumber(st[2] or since))
+      if now > start then redis.call('HINCRBY', d, 'paused_ms', now - start) end
+      redis.call('HSET', d, 'state', from, 'updated', now)
+      redis.call('HDEL', d, 'paused_from')
+      move(nid, 'paused', from)
+      count = count + 1
+    end
   end
   audit(count, true)
   return {'ok', count, ''}
 end
 
+-- one notification, one or several endpoints: each is acted on if it can be, in this one call
+if (action == 'retry' or action == 'cancel') and ARGV[5] ~= '' then
+  local nid = ARGV[5]
+  local report, total = {}, 0
+  for name in string.gmatch(ARGV[2], '[^,]+') do
+    ep = name
+    local code, detail, count = 'ok', '', 0
+    local state = redis.call('HGET', d_key(nid), 'state')
+    if action == 'cancel' then
+      code = cancel_one(nid, ARGV[6]) or 'ok'
+      if code == 'ok' then count = 1 else detail = state or '' end
+    elseif redis.call('HEXISTS', KEYS[1], ep) == 1 then
+      code = 'paused'
+    elseif not state then
+      code = 'missing'
+    else
+      local mode = redis.call('HGET', d_key(nid), 'mode')
+      -- serial: anything still queued waits behind the head, which is what is made due
+      local waits = state == 'retrying'
+      if mode == 'serial' then waits = redis.call('ZSCORE', key.ep_queue(ep), nid) ~= false end
+      if waits then
+        local head
+        count, head = retry_one(nid, mode)
+        detail = head
+      else
+        code, detail = 'not_waiting', state
+      end
+    end
+    if code == 'ok' then
+      total = total + count
+      audit(count, true, nid .. ':' .. ep)
+    end
+    report[ep] = {code = code, detail = detail, count = count}
+  end
+  return {'ok', total, cjson.encode(report)}
+end
+
 if action == 'retry' then
   if redis.call('HEXISTS', KEYS[1], ep) == 1 then return {'paused', 0, ''} end
-  local nid = ARGV[6]
-  if serial then
-    -- only the head is ever sent: retrying now means making the head due now, so order holds
-    local head = redis.call('ZRANGE', key.ep_queue(ep), 0, 0)[1]
-    if nid ~= '' and redis.call('ZSCORE', key.ep_queue(ep), nid) == false then
-      local state = redis.call('HGET', d_key(nid), 'state')
-      if not state then return {'missing', 0, ''} end
-      return {'not_waiting', 0, state}
+  -- every retrying delivery: concurrent ones due now, serial ones by making the head due (once)
+  local count, head, serial_done = 0, '', false
+  for _, nid in ipairs(redis.call('ZRANGE', key.ep_state(ep, 'retrying'), 0, -1)) do
+    if not stale(nid, 'retrying') then
+      local mode = redis.call('HGET', d_key(nid), 'mode')
+      if mode ~= 'serial' then
+        count = count + retry_one(nid, mode)
+      elseif not serial_done then
+        serial_done = true
+        local n
+        n, head = retry_one(nid, mode)
+        count = count + n
+      end
     end
-    if not head then return {'ok', 0, ''} end
-    local d = d_key(head)
-    local count = 0
-    if redis.call('HGET', d, 'state') == 'retrying' then
-      redis.call('HSET', d, 'next', now, 'updated', now)
-      count = 1
-    end
-    audit(count, true)
-    return {'ok', count, head}
   end
-  local targets = {}
-  if nid ~= '' then
-    local state = redis.call('HGET', d_key(nid), 'state')
-    if not state then return {'missing', 0, ''} end
-    if state ~= 'retrying' then return {'not_waiting', 0, state} end
-    targets[1] = nid
-  else
-    targets = redis.call('ZRANGE', key.ep_state(ep, 'retrying'), 0, -1)
-  end
-  for _, t in ipairs(targets) do
-    redis.call('HSET', d_key(t), 'next', now, 'updated', now)
-    redis.call('ZADD', key.ep_queue(ep), now, t)
-  end
-  audit(#targets, true)
-  return {'ok', #targets, ''}
+  audit(count, true)
+  return {'ok', count, head}
 end
 
-if action == 'cancel' then
-  local refused = cancel_one(ARGV[6], ARGV[7])
-  if refused then
-    return {refused, 0, redis.call('HGET', d_key(ARGV[6]), 'state') or ''}
+if action == 'cancel_removed' then
+  local upto, only_in_flight = tonumber(ARGV[6]), ARGV[7] == '1'
+  local count, left = 0, 0
+  local function routed_before(nid)
+    return (tonumber(redis.call('HGET', d_key(nid), 'seq')) or 0) <= upto
   end
-  audit(1, true)
-  return {'ok', 1, ''}
-end
-
-if action == 'cancel_all' then
-  local count = 0
-  for _, from in ipairs({'pending', 'retrying', 'paused'}) do
-    for _, nid in ipairs(redis.call('ZRANGE', key.ep_state(ep, from), 0, -1)) do
-      if not cancel_one(nid, ARGV[6]) then count = count + 1 end
+  if not only_in_flight then
+    for _, from in ipairs({'pending', 'retrying', 'paused'}) do
+      for _, nid in ipairs(redis.call('ZRANGE', key.ep_state(ep, from), 0, -1)) do
+        if not stale(nid, from) and routed_before(nid) and not cancel_one(nid, ARGV[5]) then
+          count = count + 1
+        end
+      end
+    end
+  end
+  -- in flight to the removed endpoint: out of its queue, so a re-added endpoint never claims it when
+  -- its lease runs out; cancelled once the lease has run out (its worker died), else left to finish
+  for _, nid in ipairs(redis.call('ZRANGE', key.ep_state(ep, 'in_flight'), 0, -1)) do
+    if not stale(nid, 'in_flight') and routed_before(nid) then
+      local d = d_key(nid)
+      redis.call('ZREM', key.ep_queue(ep), nid)
+      if (tonumber(redis.call('HGET', d, 'lease')) or 0) <= now then
+        redis.call('ZREM', key.ep_lease(ep), nid)
+        move(nid, 'in_flight', 'cancelled')
+        redis.call('HSET', d, 'state', 'cancelled', 'updated', now, 'cancelled_at', now, 'cancelled_by', ARGV[5])
+        redis.call('HDEL', d, 'next', 'paused_from')
+        count = count + 1
+      else
+        left = left + 1
+      end
     end
   end
   audit(count, false)
-  return {'ok', count, ''}
+  return {'ok', count, tostring(left)}
 end
 
 return redis.error_reply('unknown action ' .. tostring(action))
