@@ -4,7 +4,7 @@
 Orders with all their IPNs are never reported; an order with none and one whose COMPLETE IPN is missing
 are, by every view (`relay reconcile`, `relay health --json`, `/api/reconcile`, the dashboard, the alert),
 within one interval plus the grace; a late IPN clears its order; a test order is left out; an API
-answering 401 or 500 gives `reconcile_failing` and keeps the last list.
+answering 401 or 500, or too slowly, gives `reconcile_failing` and keeps the last list.
 """
 
 from __future__ import annotations
@@ -169,6 +169,12 @@ async def test_missing_orders_are_reported_everywhere_and_clear(tmp_path: Path, 
         api.script = [("status", 500)]
         code, out, _ = await relay_cli(config, redis_server.url, "reconcile")
         assert code == 2 and "HTTP 500" in out and "9002" in out
+
+        api.script = [("slow", 2.5)]  # past timeout_seconds (2): each try times out, then the pass fails
+        code, out, _ = await relay_cli(config, redis_server.url, "reconcile", "--json")
+        [row] = json.loads(out)["sources"]
+        assert code == 2 and row["error"] == "no answer within 2 s" and row["http_status"] is None
+        assert [m["reference"] for m in row["missing"]] == ["9002"]
 
         api.script = []
         await ipn("9002", "COMPLETE")
