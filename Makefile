@@ -39,9 +39,10 @@ install-test: install-dev
 run: install ## run everything locally (runtime dependencies only): embedded Redis, ingress on :8080, a worker, a demo endpoint
 	$(BIN)/relay dev
 
-test: install-test lint imports mypy pytest ## installs what it needs, then ruff, import contracts, mypy --strict and all tests
+test: install-test lint imports mypy pytest ## installs what it needs, then ruff, import contracts, mypy --strict and all tests (CI)
 
-check: install-dev lint imports mypy ## the static checks only (ruff, import contracts, mypy --strict), no tests
+check: install-test lint imports mypy ## the fast tier for your own loop: the static checks, then every test but the slow ones
+	$(PY) -m pytest -q -m "not slow"
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check relay workers config bench tests

@@ -70,6 +70,7 @@ async def test_minimal_client_loads_its_scripts_on_every_connect(redis: Redis, r
         await mini.close()
 
 
+@pytest.mark.slow  # a bench run: not in make check's fast tier
 def test_quick_clients_bench_runs_green() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "bench.clients", "--quick", "--calls", "64", "--seconds", "0.3",

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # left out of make check's fast tier (make test runs it)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -463,6 +463,7 @@ async def served(make_settings: Callable[..., Settings], redis: Redis, sink: Cal
     await runner.cleanup()
 
 
+@pytest.mark.slow  # the browser: not in make check's fast tier
 async def test_browser_sees_a_failure_and_a_resend_delivered(served: tuple[str, Sink, Settings],
                                                               redis: Redis) -> None:
     from playwright.async_api import async_playwright, expect

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.soak import run
+
+pytestmark = pytest.mark.slow  # left out of make check's fast tier (make test runs it)
 
 
 async def test_memory_and_keys_level_off_under_steady_load(tmp_path: Path) -> None:

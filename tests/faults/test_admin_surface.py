@@ -27,7 +27,7 @@ from relay.store.ingest import notification_id
 from tests.faults.harness import FORM, Cluster, Summary, command, ipn_body, pick, report
 from tests.support import TEST_ENV
 
-pytestmark = pytest.mark.timeout(pick(90, 180))
+pytestmark = [pytest.mark.timeout(pick(90, 180)), pytest.mark.slow]  # slow: not in make check's fast tier
 
 NODE = "tests/faults/test_admin_surface.py::test_admin_surface_refuses_every_request_without_the_token"
 TOKEN = "fault-suite-admin-token-6b1c0f5e2d9a"

@@ -32,7 +32,7 @@ from relay.store.ingest import notification_id
 from tests.faults.harness import HOST, Cluster, Summary, command, ipn_body, pick, receipt_ok, report
 from tests.support import ins_body, ipn_fields, signed_body
 
-pytestmark = pytest.mark.timeout(pick(120, 420))
+pytestmark = [pytest.mark.timeout(pick(120, 420)), pytest.mark.slow]  # slow: not in make check's fast tier
 
 NODE = "tests/faults/test_bad_input.py::test_nasty_requests_at_volume"
 BODY_LIMIT = 16384

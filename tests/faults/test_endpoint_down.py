@@ -32,7 +32,7 @@ from tests.faults.harness import (
     wait_until,
 )
 
-pytestmark = pytest.mark.timeout(pick(120, 420))
+pytestmark = [pytest.mark.timeout(pick(120, 420)), pytest.mark.slow]  # slow: not in make check's fast tier
 
 NODE = "tests/faults/test_endpoint_down.py::test_endpoint_down_for_a_stretch_then_back"
 

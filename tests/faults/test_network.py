@@ -33,7 +33,7 @@ from tests.faults.harness import (
     states,
 )
 
-pytestmark = pytest.mark.timeout(pick(120, 420))
+pytestmark = [pytest.mark.timeout(pick(120, 420)), pytest.mark.slow]  # slow: not in make check's fast tier
 
 NODE = "tests/faults/test_network.py::test_misbehaving_endpoints_end_in_their_retry_class"
 TIMEOUT = 1.0  # the misbehaving endpoints' timeout, seconds

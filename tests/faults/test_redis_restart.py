@@ -31,7 +31,7 @@ from tests.faults.harness import (
     wait_until,
 )
 
-pytestmark = pytest.mark.timeout(pick(120, 420))
+pytestmark = [pytest.mark.timeout(pick(120, 420)), pytest.mark.slow]  # slow: not in make check's fast tier
 
 MakeCluster = Callable[..., Awaitable[Cluster]]
 

@@ -39,7 +39,7 @@ from tests.faults.harness import (
     wait_until,
 )
 
-pytestmark = pytest.mark.timeout(pick(240, 600))
+pytestmark = [pytest.mark.timeout(pick(240, 600)), pytest.mark.slow]  # slow: not in make check's fast tier
 
 RELOADS = 1000
 

@@ -29,7 +29,7 @@ from tests.faults.harness import (
     seqs,
 )
 
-pytestmark = pytest.mark.timeout(pick(120, 420))
+pytestmark = [pytest.mark.timeout(pick(120, 420)), pytest.mark.slow]  # slow: not in make check's fast tier
 
 NODE = "tests/faults/test_two_of_each.py::test_two_ingresses_two_workers_keep_order_and_lose_nothing"
 

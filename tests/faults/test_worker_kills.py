@@ -30,7 +30,7 @@ from tests.faults.harness import (
     seqs,
 )
 
-pytestmark = pytest.mark.timeout(pick(150, 480))
+pytestmark = [pytest.mark.timeout(pick(150, 480)), pytest.mark.slow]  # slow: not in make check's fast tier
 
 NODE = "tests/faults/test_worker_kills.py::test_workers_sigkilled_every_few_seconds"
 
