@@ -414,3 +414,35 @@ async def test_api_reconcile_is_behind_the_token_and_empty_without_reconciliatio
     assert (await client.get("/api/reconcile")).status == 401
     resp = await client.get("/api/reconcile", headers={"Authorization": f"Bearer {token}"})
     assert resp.status == 200 and await resp.json() == {"sources": []}
+
+
+async def test_dashboard_section_in_every_state(aiohttp_client: Any, redis: Redis,
+                                                make_settings: Callable[..., Settings]) -> None:
+    token = "reconcile-dash-token-0123456789"
+    settings = make_settings(sources=[source("http://127.0.0.1:9")], env={"RELAY_ADMIN_TOKEN": token})
+    client = await aiohttp_client(create_app(settings))
+    resp = await client.post("/dashboard/login", data={"token": token}, allow_redirects=False)
+    assert resp.status == 303
+
+    async def section() -> str:
+        resp = await client.get("/dashboard/data/overview")
+        assert resp.status == 200
+        html: str = (await resp.json())["html"]
+        return html[html.index('<section class="reconcile"'):]
+
+    assert "No pass yet" in await section()
+    now = await clock_ms(redis)
+    lookback = 48 * 3_600_000
+    await store.save(redis, "default", now, lookback, error={"http_status": None, "message": "no answer within 30 s"})
+    html = await section()
+    assert "could not be read: no answer within 30 s" in html and "Nothing is known yet" in html
+    await store.save(redis, "default", now, lookback, orders=3, missing=[])
+    assert "Every order 2Checkout listed for the last 48 h has its IPN (3 listed" in await section()
+    many = [{"reference": str(9100 + i), "status": "COMPLETE", "first_seen": now} for i in range(store.MISSING_CAP + 5)]
+    await store.save(redis, "default", now, lookback, orders=len(many), missing=many)
+    await store.save(redis, "default", now, lookback, error={"http_status": 503, "message": "<b>down</b>"})
+    html = await section()
+    assert "(HTTP 503): &lt;b&gt;down&lt;/b&gt;" in html and "from the last pass that could read it" in html
+    assert f"{store.MISSING_CAP + 5} orders</strong>" in html and "… and 5 more" in html
+    assert html.count("Open in 2Checkout") == store.MISSING_CAP
+    assert 'href="https://secure.2checkout.com/cpanel/order_info.php?refno=9100"' in html
