@@ -29,6 +29,9 @@ from tests.procs import RelayProcess
 from tests.support import SECRET_KEY, SELLER_ID, TEST_ENV, RedisServer, free_port, ipn_fields, signed_body, write_config
 from workers import alerts
 
+# real processes and two reconciliation intervals: ~45 s, so the slow tier (make test), not make check
+pytestmark = pytest.mark.slow
+
 MERCHANT = "E2ESHOP"
 TOKEN = "reconcile-admin-token-0123456789"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
