@@ -3,6 +3,7 @@ and the fake 2Checkout API of tests/fake_2checkout.py (which checks the authenti
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -327,6 +328,16 @@ async def test_due_passes_runs_only_when_due(redis: Redis, make_settings: Callab
     first = await worker.due_passes(redis, session, settings, "w1")
     second = await worker.due_passes(redis, session, settings, "w2")
     assert first["default"] is not None and second == {"default": None}
+    assert len(api.requests) == 1
+
+
+async def test_two_workers_at_once_make_one_listing(redis: Redis, make_settings: Callable[..., Settings],
+                                                    api: Fake2Checkout, session: aiohttp.ClientSession) -> None:
+    settings = make_settings(sources=[source(api.api_url)])
+    api.script = [("slow", 0.3)]  # both ask while the first listing is still out
+    api.add("1", "COMPLETE")
+    done = await asyncio.gather(*(worker.due_passes(redis, session, settings, f"w{i}") for i in range(4)))
+    assert sorted(d["default"] is None for d in done) == [False, True, True, True]
     assert len(api.requests) == 1
 
 

@@ -19,6 +19,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
@@ -224,7 +225,7 @@ def error_text(doc: Mapping[str, Any]) -> str | None:
 
 def order_link(reference: str) -> str:
     """The order's page in 2Checkout's control panel, where its notifications can be sent again."""
-    return f"https://secure.2checkout.com/cpanel/order_info.php?refno={reference}"
+    return f"https://secure.2checkout.com/cpanel/order_info.php?refno={quote(reference, safe='')}"
 
 
 def view(states: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
