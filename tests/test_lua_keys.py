@@ -52,7 +52,7 @@ def test_the_engine_sends_results_in_wire_order() -> None:
 
     from config.settings import Endpoint
     from workers import wire
-    from workers.engine import Result
+    from workers.attempt import Result
 
     ep = cast(Endpoint, SimpleNamespace(name="ep-name"))  # args() reads only its name
     result = Result(ep=ep, nid="nid", attempt=3, outcome="outcome", delay_ms=4, record="record", last="last",

@@ -16,7 +16,6 @@ busy one sends fewer, larger calls (a redis-py call costs ~55 us of worker CPU w
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections.abc import Callable
@@ -27,70 +26,22 @@ import aiohttp
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from yarl import URL
 
 from config.settings import Endpoint, Settings
 from relay import constants as k
 from relay import events, protocol, routing
-from relay.constants import LATENCY_BUCKETS
 from relay.store.connection import REDIS_ERRORS
 from relay.store.endpoints import Removed
-from workers import forward, removed, schedule, wire
+from workers import forward, removed, wire
+from workers.attempt import Result, Sender
 
 logger = structlog.get_logger()
 
 CLAIM_BATCH = 64
 LEASE_MARGIN_S = 5.0
-MAX_ANSWER_BYTES = 1 << 20
-
-
-def bucket(seconds: float, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> int:
-    for i, upper in enumerate(bounds):
-        if seconds <= upper:
-            return i
-    return len(bounds)
 
 
 Claim = tuple[str, int, list[forward.Claimed]]  # code, wait (ms from now, or blocking seq), items
-
-
-@dataclass
-class Result:
-    """One finished attempt, waiting to be recorded (complete.lua reads it by workers.wire.RESULT_FIELDS)."""
-
-    ep: Endpoint
-    nid: str
-    attempt: int
-    outcome: str  # delivered | retry | failed
-    delay_ms: int  # retry: how long from now (Redis's clock) until the next attempt
-    record: str  # the attempt's JSON record
-    last: str  # short status text: "HTTP 500", "timeout"
-    lat_bucket: int
-    lat_us: int
-    recv: int  # the notification's receipt ms (Redis's clock), for receipt-to-delivery
-    deadline: float  # monotonic: past it, a result Redis would not take is given up (its lease retries)
-
-    def args(self) -> list[str | int]:
-        # in wire.RESULT_FIELDS order (tests/test_lua_keys.py checks the two agree): a list per result
-        # rather than a dict looked up by name, since this runs for every delivery
-        return [self.nid, self.ep.name, self.attempt, self.outcome, self.delay_ms, self.record, self.last,
-                self.lat_bucket, self.lat_us, self.recv]
-
-    def keys(self) -> list[str]:
-        to_state = "retrying" if self.outcome == "retry" else self.outcome
-        return wire.result_keys(self.nid, self.ep.name, to_state)
-
-
-@dataclass
-class _Answer:
-    """What one HTTP attempt came to, before it is scheduled."""
-
-    outcome: str
-    status: int | None = None
-    error: str = ""
-    message: str = ""
-    snippet: bytes = b""
-    retry_after: float | None = None
 
 
 class _Batch:
@@ -264,6 +215,7 @@ class Engine:
         self.session = session
         self.clock = clock
         self.rand = rand
+        self.sender = Sender(session, settings.delivery, settings.endpoints, clock=clock, rand=rand)
         self.policy = settings.delivery
         self.poll_interval = settings.delivery.poll_interval
         self.stopping = False
@@ -277,10 +229,6 @@ class Engine:
         self.added: dict[str, int] = {}
         # endpoints a reload or restart removed (relay/store/endpoints.py), kept current by workers/jobs.py
         self.removed: dict[str, Removed] = {}
-        # one ClientTimeout and one parsed URL per endpoint rather than one per request
-        self._timeouts = {name: aiohttp.ClientTimeout(total=ep.timeout) for name, ep in settings.endpoints.items()}
-        self._urls = {name: URL(ep.url) for name, ep in settings.endpoints.items()}
-        self._headers = {name: forward.configured_headers(ep) for name, ep in settings.endpoints.items()}
         self._next: _Batch | None = None
         self._flusher: asyncio.Task[None] | None = None
         # Redis's clock minus this process's, learned from every step.lua reply (see redis_ms)
@@ -331,9 +279,7 @@ class Engine:
         since = await self._added(settings)
         self.settings, self.policy, self.added = settings, settings.delivery, since
         self.poll_interval = settings.delivery.poll_interval
-        self._timeouts = {name: aiohttp.ClientTimeout(total=ep.timeout) for name, ep in new.items()}
-        self._urls = {name: URL(ep.url) for name, ep in new.items()}
-        self._headers = {name: forward.configured_headers(ep) for name, ep in new.items()}
+        self.sender.configure(settings.delivery, new)
         for name in (*removed, *changed):
             lane = self.lanes.pop(name)
             lane.retired = True
@@ -591,80 +537,15 @@ class Engine:
             if not fut.done():
                 fut.set_result((code, wait, items))
 
-    # -- one attempt ---------------------------------------------------------------------------
+    # -- one attempt (workers/attempt.py) -----------------------------------------------------------
 
     async def attempt(self, ep: Endpoint, item: forward.Claimed) -> Result:
         """Send one delivery attempt and classify it; the result still has to be recorded."""
-        started_ms = self.redis_ms()
-        t0 = time.perf_counter()
-        answer = await self._send(ep, item)
-        duration = time.perf_counter() - t0
-        delay_ms = self._schedule(ep, item, answer)
-        return self._result(ep, item, answer, started_ms, duration, delay_ms)
-
-    async def _send(self, ep: Endpoint, item: forward.Claimed) -> _Answer:
-        # per endpoint, built once (at start and on a reload); a lane retired by a reload may still
-        # finish a delivery to an endpoint no longer configured, hence the fall-backs. A lane a reload
-        # left running holds the Endpoint it started with (equal to the new one, not the same object)
+        # a lane a reload left running holds the Endpoint it started with (equal to the new one, not
+        # the same object); one retired may finish a delivery to an endpoint no longer configured
         lane = self.lanes.get(ep.name)
-        current = lane is not None and lane.endpoint is ep
-        body, headers = forward.build(ep, item, int(self.clock()), self._headers[ep.name] if current else None)
-        timeout = (self._timeouts[ep.name] if current else None) or aiohttp.ClientTimeout(total=ep.timeout)
-        url = self._urls[ep.name] if current else URL(ep.url)
-        try:
-            async with self.session.post(
-                url, data=body, headers=headers, allow_redirects=False, timeout=timeout,
-            ) as resp:
-                answer = _Answer(forward.classify(resp.status, ep), status=resp.status)
-                answer.snippet = await _read_answer(resp, self.policy.response_snippet_bytes)
-                if resp.status in (429, 503):
-                    answer.retry_after = forward.parse_retry_after(resp.headers.get("Retry-After"))
-            if answer.outcome == "failed":
-                answer.message = f"HTTP {answer.status} is not retried (add it to retry_4xx to retry it)"
-            return answer
-        except TimeoutError:
-            return _Answer("retry", error="timeout", message=f"no complete answer within {ep.timeout:g} s")
-        except aiohttp.ClientError as exc:
-            return _Answer("retry", error=_error_class(exc), message=str(exc)[:300] or type(exc).__name__)
-        except (ValueError, UnicodeError) as exc:  # e.g. an invalid header value from the endpoint's config
-            return _Answer("failed", error="request_error", message=str(exc)[:300])
-
-    def _schedule(self, ep: Endpoint, item: forward.Claimed, answer: _Answer) -> int:
-        """A retry's delay in ms, or 0; out of retries turns the answer into a failure."""
-        if answer.outcome != "retry":
-            return 0
-        # time spent paused by an operator does not count against the retry window
-        delay = schedule.retry_delay(item.attempt, item.received_ms + item.paused_ms, self.redis_ms(), ep, self.policy,
-                                     retry_after=answer.retry_after, rand=self.rand)
-        if delay is None:
-            answer.outcome = "failed"
-            answer.message = (answer.message + "; " if answer.message else "") + "out of retries"
-            return 0
-        return int(delay * 1000)
-
-    def _result(self, ep: Endpoint, item: forward.Claimed, answer: _Answer, started_ms: int, duration: float,
-                delay_ms: int) -> Result:
-        duration_ms = round(duration * 1000, 1)
-        # "next" is filled in by complete.lua, from Redis's clock
-        record = {
-            "n": item.attempt, "at": started_ms, "ms": duration_ms, "outcome": answer.outcome,
-            "status": answer.status, "error": answer.error or None, "message": answer.message or None,
-            "response": answer.snippet.decode("utf-8", "replace"), "next": None, "resend": bool(item.resend_of),
-        }
-        # a success is recorded in Redis and counted in /metrics; at thousands a second a line each
-        # would be noise (and ~3 % of the worker's CPU), so only retries and failures log at info+
-        outcome = answer.outcome
-        log = logger.debug if outcome == "delivered" else (logger.info if outcome == "retry" else logger.warning)
-        log("delivery_attempt", endpoint=ep.name, nid=item.nid, attempt=item.attempt, outcome=outcome,
-            status=answer.status, error=answer.error or None, duration_ms=duration_ms, delay_ms=delay_ms or None)
-        return Result(
-            ep=ep, nid=item.nid, attempt=item.attempt, outcome=outcome, delay_ms=delay_ms,
-            record=json.dumps(record, separators=(",", ":")),
-            last=f"HTTP {answer.status}" if answer.status is not None else answer.error,
-            # relay:stats: latency buckets, and sums in integer microseconds (HINCRBY, see complete.lua)
-            lat_bucket=bucket(duration), lat_us=int(duration * 1_000_000), recv=item.received_ms,
-            deadline=time.monotonic() + ep.timeout,
-        )
+        return await self.sender.attempt(ep, item, current=lane is not None and lane.endpoint is ep,
+                                         redis_ms=self.redis_ms)
 
 
 class StepInterrupted(RedisError):
@@ -685,34 +566,4 @@ def _claimed(values: list[Any]) -> forward.Claimed:
     )
 
 
-async def _read_answer(resp: aiohttp.ClientResponse, keep: int) -> bytes:
-    """Read the whole answer (it only counts once complete, within the timeout), keeping its start.
 
-    Reading to the end also lets the connection go back to the keep-alive pool.
-    """
-    length = resp.content_length
-    if length is not None and length <= keep:
-        return await resp.read()  # the usual short answer: one read, no chunk loop
-    kept = bytearray()
-    total = 0
-    async for chunk in resp.content.iter_any():
-        if len(kept) < keep:
-            kept += chunk[: keep - len(kept)]
-        total += len(chunk)
-        if total > MAX_ANSWER_BYTES:
-            break  # a huge answer is not worth the time: the status already decided the outcome
-    return bytes(kept)
-
-
-def _error_class(exc: aiohttp.ClientError) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return "connect_error"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "disconnected"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return "bad_response_body"
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return "bad_response"
-    if isinstance(exc, aiohttp.ClientOSError):
-        return "connection_reset"
-    return type(exc).__name__
