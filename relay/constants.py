@@ -128,6 +128,7 @@ KEY_TEMPLATES = {
     "ep_minute": "relay:ep:{ep}:m:{minute}",
     "ep_resent": "relay:ep:{ep}:resent",
     "resends": "relay:resends:{nid}",
+    "source_rejects": "relay:src:{src}:rej:{minute}",
 }
 
 
@@ -184,7 +185,7 @@ def ep_resent(ep: str) -> str:
 
 
 def source_rejects(src: str, minute: int) -> str:
-    return f"relay:src:{src}:rej:{minute}"
+    return KEY_TEMPLATES["source_rejects"].format(src=src, minute=minute)
 
 
 def source_lastrej(src: str) -> str:

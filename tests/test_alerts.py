@@ -25,6 +25,7 @@ from structlog.testing import capture_logs
 
 from config.settings import ConfigError, Settings, load_settings
 from relay import constants as k
+from relay.store.connection import clock_ms
 from tests.support import TEST_ENV, Sink, free_port, write_config
 from workers import alerts, jobs
 from workers.settings import WorkerSettings
@@ -228,18 +229,20 @@ async def test_a_refusing_source_does_not_recover_by_falling_quiet(redis: Redis,
 
     settings, hook, session = await setup()
     store = Store(redis, settings.delivery.retention_ms)
-    for i in range(10):
-        await store.refused("default", "ipn", "signature_mismatch", "tried current (fingerprint 3f9a02c1)",
-                            NOW - 60_000 + i)
-    assert [n.kind for n in await run(redis, settings, session, NOW)] == ["source_rejecting"]
-    later = NOW + 20 * 60_000  # the refusals are out of the window; none accepted since
+    for _ in range(10):  # stamped on Redis's clock, as the ingress stamps them
+        await store.refused("default", "ipn", "signature_mismatch", "tried current (fingerprint 3f9a02c1)")
+    now = await clock_ms(redis)
+    assert [n.kind for n in await run(redis, settings, session, now)] == ["source_rejecting"]
+    later = now + 20 * 60_000  # the refusals are out of the window; none accepted since
     assert await run(redis, settings, session, later) == []
     await redis.zadd(k.WORKERS, {"w:1": later})  # a live worker: only the source is wrong
     report = await health_report(redis, settings, later)
     assert report["status"] == "degraded" and [p["kind"] for p in report["problems"]] == ["source_rejecting"]
     # the line says why a source with no refusal in the window is still refusing
+    last_at = int(await redis.hget(k.source_lastrej("default"), "at"))
+    assert now - 5_000 <= last_at <= now  # the last refusal's time, on Redis's clock
     line = ("0 of 0 requests (-) refused in the last 15 min; 0 accepted since the last refusal at "
-            f"{iso(NOW - 60_000 + 9)} (5 in a row end it); last reason signature_mismatch")
+            f"{iso(last_at)} (5 in a row end it); last reason signature_mismatch")
     assert line in report["problems"][0]["message"]
     assert [json.loads(r.body)["kind"] for r in hook.received] == ["source_rejecting"]
     # the opposite: 5 notifications stored after the last refusal (as ingest indexes them) end it

@@ -247,3 +247,53 @@ async def test_a_process_ten_minutes_slow_still_reports_its_config_hash(tmp_path
     finally:
         await redis.aclose()
         worker.stop()
+
+
+async def test_an_ingress_ten_minutes_fast_files_refusals_and_counts_workers_on_redis_clock(
+        tmp_path: Path, redis_server: RedisServer) -> None:
+    # Before: refusal.lua took its time (and the per-minute counter's minute) from the ingress's clock,
+    # so an ingress 10 minutes fast filed its refusals 10 minutes in the future, outside the window
+    # health reads on Redis's clock, and source_rejecting never rose; and /metrics counted heartbeats
+    # (scored on Redis's clock) against the ingress's own, reporting 0 live workers.
+    from config.settings import load_settings
+    from relay.store.connection import clock_ms
+    from relay.store.stats import health_report
+    from tests.support import TEST_ENV
+
+    port = free_port()
+    config = write_config(tmp_path / "relay.toml", redis_port=redis_server.port,
+                          extra=f"[server]\nport = {port}\npublic_metrics = true\n")
+    settings = load_settings(config, {**TEST_ENV, "REDIS_URL": redis_server.url})
+    serve = RelayProcess(config, redis_server.url, "serve", prefix=skewed("+10m"))
+    redis = Redis.from_url(redis_server.url)
+    try:
+        await redis.flushall()
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as http:
+            deadline = time.monotonic() + 60
+            while True:
+                assert time.monotonic() < deadline and serve.proc.poll() is None, serve.output()[-2000:]
+                try:
+                    async with http.get(f"{base}/healthz") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+            for i in range(12):  # signed with the wrong key: refused, and counted for health
+                body = signed_body(ipn_fields(f"77{i:05d}"), secret="not-the-key")
+                async with http.post(f"{base}/ipn", data=body, headers=FORM) as r:
+                    assert r.status == 400, await r.text()
+            now = await clock_ms(redis)
+            await redis.zadd(k.WORKERS, {"w-live": now})  # a heartbeat, as a worker writes it
+            report = await health_report(redis, settings, now)
+            kinds = [p["kind"] for p in report["problems"]]
+            assert "source_rejecting" in kinds, (report["problems"], serve.output()[-2000:])
+            last_at = int(await redis.hget(k.source_lastrej("default"), "at"))
+            assert abs(last_at - now) < 60_000  # Redis's time, not the ingress's (10 min ahead)
+            async with http.get(f"{base}/metrics") as r:
+                text = await r.text()
+            assert "relay_workers_alive 1.0" in text, [line for line in text.splitlines() if "workers" in line]
+    finally:
+        await redis.aclose()
+        serve.stop()

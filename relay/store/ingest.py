@@ -248,11 +248,12 @@ class Store:
             raise NotDurable(f"only {int(results[-1])} of {self.ack_replicas} replicas confirmed in time")
         return results[: len(batch)]
 
-    async def refused(self, source: str, channel: str, reason: str, detail: str, now_ms: int) -> None:
-        """Count a refusal for the source's health (``source_rejecting``, relay/store/sources.py)."""
+    async def refused(self, source: str, channel: str, reason: str, detail: str) -> None:
+        """Count a refusal for the source's health (``source_rejecting``, relay/store/sources.py), on
+        Redis's clock."""
         await self._refusal(
-            keys=[k.source_rejects(source, now_ms // 60_000), k.source_lastrej(source), k.idx_source(source)],
-            args=[now_ms, reason, detail[:500], channel, k.SOURCE_REJECTS_TTL_MS, k.SOURCE_LASTREJ_TTL_MS,
+            keys=[k.source_lastrej(source), k.idx_source(source)],
+            args=[source, reason, detail[:500], channel, k.SOURCE_REJECTS_TTL_MS, k.SOURCE_LASTREJ_TTL_MS,
                   k.SOURCE_RECOVERY_ACCEPTED],
         )
 

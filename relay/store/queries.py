@@ -25,7 +25,6 @@ import base64
 import binascii
 import dataclasses
 import json
-import time
 from collections.abc import AsyncIterator, Awaitable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -419,7 +418,7 @@ async def scan(redis: Redis, f: Filters, *, limit: int, cursor: str | None = Non
     """
     if f.state == "failed":
         # resolve what a delivered resend resolved first, so "failed" lists only what still is
-        await resolve(redis, [f.endpoint] if f.endpoint else endpoints, int(time.time() * 1000))
+        await resolve(redis, [f.endpoint] if f.endpoint else endpoints)
     after: tuple[int, str] | None = None
     if cursor:
         c = Cursor.decode(cursor, f)

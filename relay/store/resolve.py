@@ -22,8 +22,8 @@ PER_CALL = 500
 MAX_RETENTION_MS = 3650 * k.DAY_MS
 
 
-async def resolve(redis: Redis, endpoints: Iterable[str], now_ms: int, retention_ms: int = MAX_RETENTION_MS) -> int:
-    """Resolve what can be resolved now; the number resolved."""
+async def resolve(redis: Redis, endpoints: Iterable[str], retention_ms: int = MAX_RETENTION_MS) -> int:
+    """Resolve what can be resolved now (stamped on Redis's clock); the number resolved."""
     eps = list(endpoints)
     async with redis.pipeline(transaction=False) as pipe:
         for ep in eps:
@@ -34,5 +34,5 @@ async def resolve(redis: Redis, endpoints: Iterable[str], now_ms: int, retention
     for ep, n in zip(eps, waiting, strict=True):
         if n:
             total += int(await script(keys=[k.ep_resent(ep), k.ep_state(ep, "failed"), k.ep_state(ep, k.RESOLVED)],
-                                      args=[ep, now_ms, PER_CALL, retention_ms], client=redis))
+                                      args=[ep, PER_CALL, retention_ms], client=redis))
     return total

@@ -94,7 +94,7 @@ async def health_report(redis: Redis, settings: Settings, now_ms: int,
         report = await _read(redis, settings, now_ms)
         resent = [name for name, row in report["endpoints"].items() if row.pop("resent")]
         # failures whose resend may have been delivered since: resolve them, then count again
-        if resent and await resolve(redis, resent, now_ms, settings.delivery.retention_ms):
+        if resent and await resolve(redis, resent, settings.delivery.retention_ms):
             report = await _read(redis, settings, now_ms)
             for row in report["endpoints"].values():
                 row.pop("resent")

@@ -99,8 +99,7 @@ async def receive(request: web.Request) -> web.Response:
         logger.info("notification_rejected", source=name, channel=channel, status=refused.status,
                     reason=refused.reason, detail=refused.detail, duration_ms=_ms_since(started))
         try:  # counted for health and alerts (source_rejecting); best effort, like the rejection log
-            await request.app[appkeys.STORE].refused(name, channel, refused.reason, refused.detail,
-                                                     int(time.time() * 1000))
+            await request.app[appkeys.STORE].refused(name, channel, refused.reason, refused.detail)
         except REDIS_ERRORS:
             pass
         return _reply(refused.status, f"rejected: {refused.reason}: {refused.detail}")

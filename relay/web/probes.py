@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import time
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from relay.store.connection import REDIS_ERRORS
+from relay.store.connection import REDIS_ERRORS, clock_ms
 from relay.web import appkeys
 from relay.web.delivery_metrics import collector_for
 
@@ -33,6 +32,9 @@ async def metrics(request: web.Request) -> web.Response:
     app = request.app
     registry = app[appkeys.REGISTRY]
     collector = collector_for(registry, list(app[appkeys.LIVE].settings.endpoints))
-    await collector.refresh(app[appkeys.REDIS], int(time.time() * 1000))
+    # worker heartbeats and queue scores are on Redis's clock: ages are measured on it too, or an
+    # ingress whose clock is off would count no live worker while /api/health sees them
+    redis = app[appkeys.REDIS]
+    await collector.refresh(redis, await clock_ms(redis))
     body = generate_latest(registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

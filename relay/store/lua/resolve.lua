@@ -2,12 +2,15 @@
 -- KEYS: 1 relay:ep:{ep}:resent, 2 relay:ep:{ep}:st:failed, 3 relay:ep:{ep}:st:resolved
 -- (the resends of each original and their deliveries are only known as it runs: key.* from
 -- relay/constants.py, see relay/store/scripts.py)
--- ARGV: 1 endpoint, 2 now ms, 3 at most this many originals per call, 4 retention ms
+-- ARGV: 1 endpoint, 2 at most this many originals per call, 3 retention ms
+-- ``resolved_at`` and the retention cut are on Redis's clock (TIME), as every other stamp is.
 -- A resolved delivery keeps state ``failed`` (what happened) and gains ``resolved_by`` and
 -- ``resolved_at``; it moves from the failed index to the resolved one, scored by when it failed, so a
 -- window counts it where it failed. Idempotent: running it twice changes nothing more.
 -- Returns the number resolved by this call.
-local ep, now, max, retention = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ep, max, retention = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - retention)
 local resolved = 0
 for _, orig in ipairs(redis.call('ZRANGE', KEYS[1], 0, max - 1)) do
