@@ -59,7 +59,6 @@ arq:job:fanout:{nid}, relay:queue      -      the ARQ fan-out job and the ARQ qu
 =====================================  =====  ==============================================================
 """
 
-PREFIX = "relay:"
 SEQ = "relay:seq"
 FANOUT = "relay:fanout"
 STATS = "relay:stats"

@@ -21,7 +21,6 @@ from relay import constants as k
 from relay.store.queries import BadParam
 
 ACTIONS = ("pause", "resume", "retry", "cancel", "resend", "reload")
-ORIGINS = ("cli", "api", "dashboard", "signal", "reload")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 

@@ -207,14 +207,6 @@ async def live_processes(redis: Redis, now_ms: int) -> list[dict[str, Any]]:
     return sorted(procs, key=lambda p: p["name"])
 
 
-def config_agreement(procs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Which config hashes the live processes run; ``agree`` is false when there is more than one."""
-    hashes: dict[str, list[str]] = {}
-    for p in procs:
-        hashes.setdefault(str(p["hash"]), []).append(p["name"])
-    return {"agree": len(hashes) <= 1, "hashes": hashes, "processes": procs}
-
-
 async def request_reload(redis: Redis, origin: audit.Origin, *, wait_s: float = DEFAULT_WAIT_S) -> dict[str, Any]:
     """Ask every live process to reload; wait up to ``wait_s`` for each answer. Audited."""
     request_id = uuid.uuid4().hex
