@@ -294,9 +294,34 @@ class FileConfig(_Model):
             if n > MAX_ENDPOINTS_PER_ROUTE:
                 problems.append(f"endpoints: {n} endpoints receive source {src!r} channel {route_ch!r}; "
                                 f"at most {MAX_ENDPOINTS_PER_ROUTE} are allowed")
+        problems += _retention_problems(self.delivery, self.endpoints)
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+def _retention_problems(delivery: DeliveryConfig, endpoints: list[EndpointConfig]) -> list[str]:
+    """Retention must outlast every retry schedule: a delivery still retrying when its notification
+    expires would vanish without ever becoming ``failed``. Paused time is not counted (an operator's
+    pause longer than retention is its own choice; the workers then write nothing back)."""
+    problems: list[str] = []
+    retention_h = delivery.retention_days * 24
+    if retention_h <= delivery.retry_window_hours:
+        problems.append(f"delivery.retention_days = {delivery.retention_days:g} ({retention_h:g} h) must be longer "
+                        f"than delivery.retry_window_hours = {delivery.retry_window_hours:g}: a delivery still "
+                        "retrying would expire with its notification instead of ending failed")
+    for i, ep in enumerate(endpoints):
+        if ep.retry_delays is None:
+            continue
+        # the longest an endpoint's own schedule can run: each delay stretched by jitter or replaced by
+        # a Retry-After (clamped to max_retry_after), plus every attempt's timeout
+        longest_s = sum(max(d, delivery.max_retry_after) * (1 + delivery.jitter) for d in ep.retry_delays)
+        longest_s += (len(ep.retry_delays) + 1) * ep.timeout
+        if longest_s / 3600 >= retention_h:
+            problems.append(f"endpoints[{i}].retry_delays can run {longest_s / 3600:g} h (with jitter, "
+                            f"delivery.max_retry_after and timeouts), not shorter than delivery.retention_days = "
+                            f"{delivery.retention_days:g} ({retention_h:g} h)")
+    return problems
 
 
 class Secret:

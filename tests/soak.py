@@ -118,7 +118,7 @@ async def run(duration: float, retention: float, rate: float, workdir: Path) -> 
     sink_port, port = free_port(), free_port()
     config = write_config(
         workdir / "relay.toml", extra=f"[server]\nport = {port}\n",
-        delivery={"retention_days": retention / 86400},
+        delivery={"retention_days": retention / 86400, "retry_window_hours": retention / 3600 / 2},
         endpoints=[{"name": "serial", "url": f"http://127.0.0.1:{sink_port}/serial"},
                    {"name": "conc", "url": f"http://127.0.0.1:{sink_port}/conc", "concurrent": True}])
     runner = await _sink(sink_port)

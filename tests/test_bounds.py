@@ -18,6 +18,8 @@ from workers import jobs, retention
 from workers.engine import Engine
 
 RETENTION_DAYS = 1.5 / 86400  # 1.5 s
+# retention must outlast the retry window (config/settings.py)
+RETRY_WINDOW_HOURS = 1.0 / 3600
 
 
 async def ingest(redis: Redis, retention_ms: int, refno: str, name: str = "Müller") -> str:
@@ -57,7 +59,7 @@ async def test_removed_endpoints_and_sources_expire_and_come_back(
 ) -> None:
     s: Sink = await sink()
     both = make_settings(endpoints=[{"name": "kept", "url": s.url}, {"name": "gone", "url": s.url}],
-                         delivery={"retention_days": 1})
+                         delivery={"retention_days": 1, "retry_window_hours": 12})
     async with aiohttp.ClientSession() as session:
         engine = Engine(redis, both, session)
         nid = await ingest(redis, both.delivery.retention_ms, "9")
@@ -69,7 +71,7 @@ async def test_removed_endpoints_and_sources_expire_and_come_back(
         await redis.hset(k.STATS, mapping={"gone|delivered": 1, "kept|delivered": 1})
 
         only_kept = make_settings(endpoints=[{"name": "kept", "url": s.url, "sources": ["other"]}],
-                                  delivery={"retention_days": 1},
+                                  delivery={"retention_days": 1, "retry_window_hours": 12},
                                   sources=[{"name": "other", "secret_key_env": "TCO_SECRET_KEY"}])
         out = await sweep_with(only_kept, redis, session)
         assert out["removed_keys_expiring"] >= 0
@@ -105,7 +107,8 @@ async def all_delivered(redis: Redis, nid: str, eps: tuple[str, ...]) -> bool:
 async def test_the_sweeper_trims_by_redis_time_whatever_the_worker_clock(
     make_settings: Callable[..., Settings], redis: Redis
 ) -> None:
-    settings = make_settings(endpoints=[], delivery={"retention_days": RETENTION_DAYS})
+    settings = make_settings(endpoints=[], delivery={"retention_days": RETENTION_DAYS,
+                                                     "retry_window_hours": RETRY_WINDOW_HOURS})
     nid = await ingest(redis, settings.delivery.retention_ms, "1")
     async with aiohttp.ClientSession() as session:
         # a worker clock an hour behind would keep everything; one an hour ahead would trim at once

@@ -6,12 +6,20 @@ retention expired, and a bulk action says exactly what it did."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 from aiohttp.test_utils import TestClient
 from arq.worker import Worker
 from redis.asyncio import Redis
 
+from config.settings import Settings, load_settings
 from relay import constants as k
-from tests.support import wait_for
+from relay.server import create_app
+from relay.store import audit
+from relay.store.control import Control
+from tests.support import TEST_ENV, RedisServer, wait_for, write_config
 from tests.test_api import (  # noqa: F401  (fixtures used by name)
     RefSink,
     api_settings,
@@ -21,7 +29,12 @@ from tests.test_api import (  # noqa: F401  (fixtures used by name)
     sinks,
     worker,
 )
+from tests.test_control import refs, workers  # noqa: F401  (a fixture, used by name)
+from tests.test_delivery import ep
+from tests.test_delivery import post as post_ipn
 from tests.test_resend import post
+
+ORIGIN = audit.Origin("api", "127.0.0.9")
 
 
 async def test_bulk_resend_by_filter_twice_while_the_endpoint_is_paused_queues_one_resend(
@@ -51,3 +64,87 @@ async def test_bulk_resend_by_filter_twice_while_the_endpoint_is_paused_queues_o
 
 async def _state(redis: Redis, nid: str, ep: str, state: bytes) -> bool:
     return await redis.hget(k.delivery(nid, ep), "state") == state
+
+
+# -- in-process workers on a config of the test's own ----------------------------------------------
+
+
+async def test_retry_now_keeps_serial_order_when_the_callers_config_says_concurrent(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
+    workers: Callable[..., Any], tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """The workers run x serial; the operator's file was edited to concurrent but not reloaded."""
+    s = await sink([503])
+    settings = make_settings(endpoints=[ep("x", s, retry_delays=[60, 60])])
+    client: TestClient = await aiohttp_client(create_app(settings))
+    await workers(settings, 1)
+    nids = [await post_ipn(client, str(i)) for i in range(3)]
+    await wait_for(lambda: _state(redis, nids[0], "x", b"retrying"), 15)
+    s.script = [200]
+    edited = load_settings(write_config(tmp_path / "edited.toml", endpoints=[ep("x", s, concurrent=True)]),
+                           {**TEST_ENV, "REDIS_URL": redis_server.url})
+    result = await Control(redis, edited).retry(ORIGIN, endpoint="x")
+    assert result["count"] == 1 and result["head"] == nids[0], result
+    for nid in nids:
+        await wait_for(lambda nid=nid: _state(redis, nid, "x", b"delivered"), 15)
+    assert refs(s) == [0, 0, 1, 2]
+
+
+async def test_resume_after_retention_expired_a_paused_delivery_writes_no_ghost(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
+    workers: Callable[..., Any]
+) -> None:
+    s = await sink()
+    settings = make_settings(endpoints=[ep("x", s)])
+    client: TestClient = await aiohttp_client(create_app(settings))
+    await workers(settings, 1)
+    control = Control(redis, settings)
+    await control.pause("x", ORIGIN)
+    nid = await post_ipn(client, "1")
+    await wait_for(lambda: _state(redis, nid, "x", b"paused"), 15)
+    # paused longer than retention: the delivery expired, its index entries remain until trimmed
+    await redis.delete(k.delivery(nid, "x"), k.attempts(nid, "x"), k.notification(nid))
+    assert (await control.resume("x", ORIGIN))["count"] == 0
+    assert not await redis.exists(k.delivery(nid, "x"))
+    for state in ("paused", "pending"):
+        assert not await redis.zcard(k.ep_state("x", state)), state
+    assert not await redis.zcard(k.ep_queue("x"))
+    # and the same for pause and retry-all over an index entry whose delivery is gone
+    await redis.zadd(k.ep_state("x", "retrying"), {nid: 1})
+    await redis.zadd(k.ep_state("x", "pending"), {nid: 1})
+    assert (await control.retry(ORIGIN, endpoint="x"))["count"] == 0
+    assert (await control.pause("x", ORIGIN))["count"] == 0
+    assert not await redis.exists(k.delivery(nid, "x"))
+    assert not await redis.zcard(k.ep_state("x", "retrying")) and not await redis.zcard(k.ep_state("x", "pending"))
+
+
+async def test_cancel_and_retry_across_endpoints_say_exactly_what_was_done(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
+    workers: Callable[..., Any]
+) -> None:
+    """A second operator acts on one endpoint between the first one's look and act: the first one's
+    action is done where it still can be, and its answer names the endpoint it could not act on."""
+    a, b = await sink([500]), await sink([500])
+    settings = make_settings(endpoints=[ep(name, s, retry_delays=[60, 60], concurrent=True)
+                                        for name, s in (("a", a), ("b", b))])
+    client: TestClient = await aiohttp_client(create_app(settings))
+    await workers(settings, 1)
+    first, second = await post_ipn(client, "1"), await post_ipn(client, "2")
+    for nid in (first, second):
+        for name in ("a", "b"):
+            await wait_for(lambda nid=nid, name=name: _state(redis, nid, name, b"retrying"), 15)
+
+    class SecondOperatorMeanwhile(Control):
+        async def _states(self, nid: str, eps: list[str]) -> dict[str, str]:
+            states = await super()._states(nid, eps)
+            await Control(redis, settings).cancel(nid, audit.Origin("cli", "other@test"), endpoint="b")
+            return states
+
+    with_race = SecondOperatorMeanwhile(redis, settings)
+    result = await with_race.retry(ORIGIN, nid=first)
+    assert result["endpoints"] == {"a": 1} and "b is cancelled, not retrying" in result["refused"]["b"], result
+    result = await with_race.cancel(second, ORIGIN)
+    assert result["cancelled"] == ["a"] and "already cancelled" in result["refused"]["b"], result
+    assert await redis.hget(k.delivery(second, "a"), "cancelled_by") == ORIGIN.label().encode()
+    entries = [(e["action"], e["target"]) for e in await audit.read(redis)]
+    assert ("cancel", f"{second}:a") in entries and ("retry", f"{first}:a") in entries

@@ -29,6 +29,7 @@ from tests.procs import RelayProcess
 from tests.support import TEST_ENV, RedisServer, wait_for, write_config
 from tests.test_delivery import delivery, ep, post
 from tests.test_reload import rewrite, workers  # noqa: F401  (a fixture, used by name)
+from workers import retention
 
 ORIGIN = audit.Origin("cli", "tester@test")
 
@@ -230,3 +231,44 @@ async def test_a_reload_whose_cancel_fails_runs_the_new_config_says_so_and_finis
     # the process runs, and reports, the new config: the same file again changes nothing
     again = await request_reload(redis, ORIGIN)
     assert again["answers"][0]["outcome"] == "unchanged" and again["ok"], again
+
+
+def test_a_worker_refuses_to_start_with_retention_shorter_than_a_retry_schedule(tmp_path: Path) -> None:
+    """A delivery retrying past retention would vanish with its notification instead of ending failed."""
+    for delivery_conf, endpoint, named in [
+        ({"retention_days": 1}, {}, ["delivery.retention_days = 1", "delivery.retry_window_hours = 48"]),
+        ({"retention_days": 0.01, "retry_window_hours": 0.1}, {"retry_delays": [600, 600]},
+         ["endpoints[0].retry_delays", "delivery.retention_days = 0.01"]),
+    ]:
+        config = write_config(tmp_path / "relay.toml", delivery=delivery_conf,
+                              endpoints=[{"name": "x", "url": "http://127.0.0.1:9/hook", **endpoint}])
+        env = {**os.environ, **TEST_ENV, "REDIS_URL": "redis://127.0.0.1:9/0"}
+        out = subprocess.run([sys.executable, "-m", "relay", "--config", str(config), "worker"], capture_output=True,
+                             text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+        assert out.returncode == 2 and all(n in out.stderr for n in named), out.stderr
+        assert "Traceback" not in out.stderr
+
+
+async def test_a_re_added_endpoints_keys_lose_the_expiry_at_once(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
+    redis_server: RedisServer, workers: Callable[..., Any]
+) -> None:
+    s = await sink([500])
+    config = [ep("x", s, retry_delays=[60])]
+    settings = make_settings(endpoints=config)
+    client: TestClient = await aiohttp_client(create_app(settings))
+    await workers(settings, 1)
+    await post(client, "1")
+    await wait_for(lambda: redis.zcard(k.ep_state("x", "retrying")), 15)
+    removed = rewrite(settings, [], redis_server.url)
+    assert (await request_reload(redis, ORIGIN))["ok"]
+    # the sweeper's walk meets the removed name's keys and gives them the retention period
+    walk = retention.Walk()
+    for _ in range(3):
+        await retention.expire_removed(redis, removed, walk)
+    keys = [key async for key in redis.scan_iter(match=f"{k.EP_PREFIX}x:*") if b":m:" not in key]
+    assert keys and all([await redis.pttl(key) > 0 for key in keys]), keys
+    rewrite(settings, config, redis_server.url)
+    assert (await request_reload(redis, ORIGIN))["ok"]
+    assert [(key, await redis.pttl(key)) for key in keys if await redis.pttl(key) != -1 and await redis.exists(key)] \
+        == []

@@ -197,8 +197,8 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     # endpoint's indexes only shrink; a re-added one's in-flight index is small), and a delivery in
     # flight when its endpoint went is cancelled within a sweep of its lease running out
     engine.removed = await endpoints.removed(redis)
-    await removed.cancel(redis, engine.settings, engine.removed, audit.Origin("reload", ctx["worker_name"]),
-                         everything=False)
+    await removed.cancel(redis, engine.settings, engine.removed,
+                         audit.Origin("reload", ctx.get("worker_name", "sweeper")), everything=False)
     # last: a recovered fan-out is what a waiting caller sees, so the sweep has nothing left after it
     requeued = 0
     for raw in await redis.zrange(k.FANOUT, 0, 499):

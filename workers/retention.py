@@ -65,6 +65,9 @@ async def expire_removed(redis: Redis, settings: Settings, walk: Walk) -> int:
     """One SCAN page per pattern: removed names' keys get a TTL, configured ones lose it. Returns
     how many keys were given an expiry."""
     retention = settings.delivery.retention_ms
+    # an endpoint another worker runs (registered in relay:endpoints) is not removed, whatever this
+    # worker's config says: its config may be the one not reloaded yet
+    running = {name.decode() for name in await redis.hkeys(k.EP_REGISTRY)}  # type: ignore[misc]
     expired = 0
     for pattern, cursor in list(walk.cursors.items()):
         cursor, raw = await redis.scan(cursor, match=pattern, count=SCAN_PAGE)
@@ -77,7 +80,7 @@ async def expire_removed(redis: Redis, settings: Settings, walk: Walk) -> int:
                 ttls = await pipe.execute()
             async with redis.pipeline(transaction=False) as pipe:
                 for (key, (kind, name)), ttl in zip(owned, ttls, strict=True):
-                    known = name in (settings.endpoints if kind == "ep" else settings.sources)
+                    known = name in settings.endpoints or name in running if kind == "ep" else name in settings.sources
                     if kind == "ep":
                         walk.seen_endpoints.add(name)
                     if not known and ttl == -1:

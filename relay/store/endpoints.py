@@ -14,6 +14,9 @@ removal record in ``relay:ep-removed``: Redis's clock, the notification sequence
   recorded as cancelled (workers/removed.py): an acknowledged notification is never routed to nobody
   without a record, even when a reload renames an endpoint (a removal and an addition);
 - its name can still select deliveries (listings, resend filters) while the record is kept: retention.
+
+Registering also takes any expiry off a configured endpoint's keys at once: the sweeper gives a
+removed name's keys the retention period, and a re-added endpoint's queue must not expire under it.
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ async def register(redis: Redis, settings: Settings, *, start: bool,
     script = register_script(redis, "endpoints")
     gone = await script(keys=[k.EP_REGISTRY, k.EP_REMOVED, k.SEQ], args=[
         "start" if start else "reload", json.dumps(configured), json.dumps(removing),
-        settings.delivery.retention_ms])
+        settings.delivery.retention_ms, json.dumps([*k.STATES, k.RESOLVED])])
     return sorted(name.decode() for name in gone)
 
 

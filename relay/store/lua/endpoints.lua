@@ -2,7 +2,7 @@
 -- removal of the others, atomically, on Redis's clock.
 -- KEYS: 1 relay:endpoints, 2 relay:ep-removed, 3 relay:seq
 -- ARGV: 1 'start' | 'reload', 2 JSON {name: rule JSON} configured, 3 JSON {name: rule JSON} removed by
---       this reload ('{}' at start), 4 retention ms
+--       this reload ('{}' at start), 4 retention ms, 5 JSON list of the delivery states (their indexes)
 -- At start, every registered endpoint the configuration lacks was removed while no process ran it (the
 -- file was edited and the worker restarted, not reloaded). A removal records Redis's clock and the
 -- notification sequence number now (seq): the removed endpoint's work routed up to seq ends cancelled,
@@ -29,8 +29,15 @@ for name, rule in pairs(removing) do
     gone[#gone + 1] = name
   end
 end
+-- a configured endpoint's keys lose any expiry now: the sweeper gives the keys of a removed name the
+-- retention period (workers/retention.py), and a re-added endpoint's live queue must not expire
+local states = cjson.decode(ARGV[5])
 for name, rule in pairs(configured) do
   redis.call('HSET', KEYS[1], name, rule)
+  redis.call('PERSIST', key.ep_queue(name))
+  redis.call('PERSIST', key.ep_lease(name))
+  redis.call('PERSIST', key.ep_resent(name))
+  for _, state in ipairs(states) do redis.call('PERSIST', key.ep_state(name, state)) end
 end
 local removed = redis.call('HGETALL', KEYS[2])
 for i = 1, #removed, 2 do

@@ -15,6 +15,11 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - retention)
 local resolved = 0
 for _, orig in ipairs(redis.call('ZRANGE', KEYS[1], 0, max - 1)) do
   local failed_at = redis.call('ZSCORE', KEYS[2], orig)
+  if failed_at and redis.call('EXISTS', key.delivery(orig, ep)) == 0 then
+    -- expired by retention: writing it would re-create it with no expiry; its index entry goes
+    redis.call('ZREM', KEYS[2], orig)
+    failed_at = false
+  end
   if not failed_at then
     -- not (or no longer) an unresolved failure here: nothing to resolve
     redis.call('ZREM', KEYS[1], orig)
