@@ -8,14 +8,14 @@ import signal
 from typing import Any
 
 import structlog
-from arq.worker import Worker
-from arq.worker import create_worker as arq_create_worker
+from arq.worker import Worker, get_kwargs
 
 from config.settings import Settings
 from relay.constants import GC_THRESHOLD
 from relay.store.connection import REDIS_ERRORS, arq_settings, redis_url
 from workers.jobs import shutdown
 from workers.settings import WorkerSettings
+from workers.wake import RelayWorker
 
 logger = structlog.get_logger()
 
@@ -23,9 +23,11 @@ def create_worker(settings: Settings, **overrides: Any) -> Worker:
     """ARQ's own construction from ``WorkerSettings`` (every attribute it declares is passed on),
     with the relay's settings in the job context; ``overrides`` are Worker arguments (tests)."""
     ctx = {"settings": settings, **overrides.pop("ctx", {})}
-    # the ignore: arq's protocol reads on_startup as an instance attribute (a bound method) on a class
-    return arq_create_worker(WorkerSettings, redis_settings=arq_settings(redis_url(settings)),  # type: ignore[arg-type]
-                             ctx=ctx, **overrides)
+    url = redis_url(settings)
+    # ARQ's create_worker, with the Worker that waits for work when idle (workers/wake.py); the ignore:
+    # arq's protocol reads on_startup as an instance attribute (a bound method) on a class
+    return RelayWorker(**{**get_kwargs(WorkerSettings), "redis_settings": arq_settings(url),  # type: ignore[arg-type]
+                          "ctx": ctx, **overrides}, redis_url=url)
 
 
 def run(settings: Settings) -> None:

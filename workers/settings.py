@@ -24,7 +24,8 @@ class WorkerSettings:
     on_shutdown = shutdown
     queue_name = QUEUE_NAME
     max_jobs = 100
-    # ARQ sleeps this long between queue polls even under load: it bounds the pickup latency
+    # ARQ sleeps this long between queue polls while the worker has work: it bounds the pickup latency.
+    # An idle worker waits for a write to its queue instead (workers/wake.py, RelayWorker)
     poll_delay = 0.005
     job_timeout = 60
     keep_result = 0
