@@ -34,7 +34,7 @@ from config.settings import CHANNELS, Settings
 from relay import constants as k
 from relay.dashboard import sessions, view
 from relay.dashboard.sessions import Session, current_session, session_of
-from relay.store import audit, queries
+from relay.store import audit, endpoints, queries
 from relay.store.connection import REDIS_ERRORS, clock_ms
 from relay.store.control import Control
 from relay.store.queries import QueryError
@@ -343,7 +343,8 @@ class Listing:
 
 async def listing(request: web.Request, params: Mapping[str, str]) -> Listing:
     settings = request.config_dict[appkeys.LIVE].settings
-    f = list_filters(params, int(time.time() * 1000), queries.known_names(settings))
+    f = list_filters(params, int(time.time() * 1000),
+                     await endpoints.known_names(request.config_dict[appkeys.REDIS], settings))
     cursor = params.get("cursor")
     page = await queries.scan(request.config_dict[appkeys.REDIS], f, limit=queries.DEFAULT_LIMIT, cursor=cursor,
                               endpoints=list(settings.endpoints))
@@ -492,7 +493,8 @@ async def bulk_confirm(request: web.Request) -> web.StreamResponse:
     back = f"{BASE}/notifications?{urlencode(params)}"
     try:
         f = list_filters(params, int(time.time() * 1000),
-                         queries.known_names(request.config_dict[appkeys.LIVE].settings))
+                         await endpoints.known_names(request.config_dict[appkeys.REDIS],
+                                                     request.config_dict[appkeys.LIVE].settings))
         dry = await request.app[appkeys.RESENDER].bulk(filters=f, dry_run=True)
     except QueryError as exc:
         return _error(request, exc.status, exc.message, session, back=back)
@@ -511,7 +513,8 @@ async def bulk_resend(request: web.Request) -> web.StreamResponse:
     back = f"{BASE}/notifications?{urlencode(params)}"
     try:
         f = list_filters(params, int(time.time() * 1000),
-                         queries.known_names(request.config_dict[appkeys.LIVE].settings))
+                         await endpoints.known_names(request.config_dict[appkeys.REDIS],
+                                                     request.config_dict[appkeys.LIVE].settings))
         result = await request.app[appkeys.RESENDER].bulk(filters=f,
                                                           idempotency_key=_form_text(form, "idempotency_key"))
     except QueryError as exc:

@@ -233,6 +233,10 @@ class Control:
         async with self.redis.pipeline(transaction=False) as pipe:
             for state in ("pending", "retrying", "paused"):
                 pipe.zcard(k.ep_state(ep.name, state))
-            pending, retrying, paused = await pipe.execute()
+            pipe.zrange(k.ep_queue(ep.name), 0, 0)
+            pending, retrying, paused, head = await pipe.execute()
+        # serial as the queued work records it, not as this process's config says (it may not be reloaded)
+        mode = await self.redis.hget(k.delivery(head[0].decode(), ep.name), "mode") if head else None  # type: ignore[misc]
+        serial = mode == b"serial"
         return {"pause": int(pending) + int(retrying), "resume": int(paused),
-                "retry": min(1, int(retrying)) if not ep.concurrent else int(retrying)}
+                "retry": min(1, int(retrying)) if serial else int(retrying)}

@@ -22,13 +22,14 @@ removed name's keys the retention period, and a re-added endpoint's queue must n
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
 from config.settings import Endpoint, Settings
 from relay import constants as k
+from relay.store import queries
 from relay.store.scripts import register as register_script
 
 RULE_FIELDS = ("sources", "channels", "concurrent", "event_types", "message_types", "order_statuses",
@@ -98,3 +99,9 @@ async def removed(redis: Redis) -> dict[str, Removed]:
 
 async def removed_names(redis: Redis) -> list[str]:
     return sorted(name.decode() for name in await redis.hkeys(k.EP_REMOVED))  # type: ignore[misc]
+
+
+async def known_names(redis: Redis, settings: Settings) -> dict[str, Collection[str]]:
+    """What a ``source`` or ``endpoint`` filter may name: configured, or a removed endpoint whose
+    deliveries are still kept (relay/store/queries.py:check_known)."""
+    return queries.known_names(settings, await removed_names(redis))
