@@ -126,7 +126,8 @@ async def test_pass_reports_orders_without_their_ipn_and_clears_when_it_arrives(
     await post_ipn(client, "1004", "COMPLETE")
     await post_ipn(client, "1004", "REFUND")
     api.add("1005", "COMPLETE", test=True)   # a test order: not listed with IncludeTestOrders=NO
-    api.add("1006", "AUTHRECEIVED")      # a status no IPN carries: not compared
+    api.add("1006", "AUTHRECEIVED")      # the API's name of the stage PAYMENT_AUTHORIZED announces
+    await post_ipn(client, "1006", "PAYMENT_AUTHORIZED")
     api.add("1007", "COMPLETE", placed=datetime.now(UTC) - timedelta(days=5))  # outside the lookback
 
     doc = await worker.run_pass(redis, session, settings.sources["default"])
@@ -141,6 +142,28 @@ async def test_pass_reports_orders_without_their_ipn_and_clears_when_it_arrives(
     await post_ipn(client, "1003", "COMPLETE")
     doc = await worker.run_pass(redis, session, settings.sources["default"])
     assert doc["missing"] == [] and doc["count"] == 0 and doc["since"] is None
+
+
+async def test_an_order_the_api_lists_authreceived_needs_its_authorization_ipn(
+        aiohttp_client: Any, redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout,
+        session: aiohttp.ClientSession) -> None:
+    # The API's order Status names the authorized stage AUTHRECEIVED ("Order flow in 2Checkout API"); its
+    # IPN is PAYMENT_AUTHORIZED (or PAYMENT_RECEIVED, PENDING_ORDER_APPROVAL). An order waiting there for
+    # shipment or delivery confirmation whose IPN was lost was never reported: the merchant never ships.
+    settings = make_settings(sources=[source(api.api_url)])
+    client = await aiohttp_client(create_app(settings))
+    api.add("1101", "AUTHRECEIVED")      # no IPN at all
+    api.add("1102", "AUTHRECEIVED")      # only its PENDING IPN
+    await post_ipn(client, "1102", "PENDING")
+    api.add("1103", "AUTHRECEIVED")      # announced
+    await post_ipn(client, "1103", "PAYMENT_AUTHORIZED")
+    api.add("1104", "AUTHRECEIVED")      # announced as awaiting delivery confirmation
+    await post_ipn(client, "1104", "PENDING_ORDER_APPROVAL")
+    api.add("1105", "PENDING")           # its PENDING_APPROVAL IPN tells the same news
+    await post_ipn(client, "1105", "PENDING_APPROVAL")
+    doc = await worker.run_pass(redis, session, settings.sources["default"])
+    assert refs(doc) == [("1101", "AUTHRECEIVED"), ("1102", "AUTHRECEIVED")]
+    assert store.covered("AUTHRECEIVED", {"COMPLETE"}) and not store.covered("AUTHRECEIVED", {"PURCHASE_PENDING"})
 
 
 async def test_an_ipn_of_another_source_or_channel_does_not_count(

@@ -27,18 +27,23 @@ from redis.exceptions import WatchError
 from config.settings import Settings
 from relay import constants as k
 
-# The order statuses an IPN carries (ORDERSTATUS; 2Checkout's IPN triggers table): the API's order
-# Status uses the same names. A listed status outside this set (AUTHRECEIVED, ...) is not compared.
-PENDING = ("PENDING", "PURCHASE_PENDING", "PENDING_APPROVAL", "PENDING_ORDER_APPROVAL")
-AUTHORIZED = ("PAYMENT_AUTHORIZED", "PAYMENT_RECEIVED")
+# The statuses compared, by stage of an order's life. The API's order Status has its own vocabulary
+# (2Checkout, "Order flow in 2Checkout API": PENDING, AUTHRECEIVED, COMPLETE, REVERSED, REFUND,
+# CANCELED), which the IPN's ORDERSTATUS shares except for the authorized stage: an order the API lists
+# as AUTHRECEIVED (amount blocked, not yet collected: awaiting shipment or delivery confirmation) is
+# announced by an IPN PAYMENT_AUTHORIZED (IPN triggers page). The finer IPN statuses of one stage
+# (PURCHASE_PENDING, PENDING_APPROVAL; PAYMENT_RECEIVED, PENDING_ORDER_APPROVAL) tell the merchant the
+# same news, so any IPN of an order's stage covers it. A listed status outside these is not compared.
+PENDING = ("PENDING", "PURCHASE_PENDING", "PENDING_APPROVAL")
+AUTHORIZED = ("AUTHRECEIVED", "PAYMENT_AUTHORIZED", "PAYMENT_RECEIVED", "PENDING_ORDER_APPROVAL")
 ENDED = ("CANCELED", "INVALID")
 REVERSED = ("REFUND", "REVERSED")
 IPN_STATUSES = frozenset((*PENDING, *AUTHORIZED, "COMPLETE", *ENDED, *REVERSED))
-# what may follow each status in an order's life: an IPN in a later status proves the earlier one
-# reached the relay's side too (its news is contained in the later one)
+# what covers each status: an IPN of the same stage, or of a later one of the order's life (a later
+# status's IPN proves the earlier news reached the relay's side too: it is contained in the later one)
 _LATER: dict[str, frozenset[str]] = {
-    **{s: frozenset((*AUTHORIZED, "COMPLETE", *ENDED, *REVERSED)) for s in PENDING},
-    **{s: frozenset(("COMPLETE", *ENDED, *REVERSED)) for s in AUTHORIZED},
+    **{s: frozenset((*PENDING, *AUTHORIZED, "COMPLETE", *ENDED, *REVERSED)) for s in PENDING},
+    **{s: frozenset((*AUTHORIZED, "COMPLETE", *ENDED, *REVERSED)) for s in AUTHORIZED},
     "COMPLETE": frozenset(REVERSED),
 }
 
