@@ -145,6 +145,8 @@ class SourceConfig(_Model):
     flag_ins_replays: bool = True
     # compare with 2Checkout's order list (config/reconcile.py); off unless the table is there
     reconcile: ReconcileConfig | None = None
+    # source_silent when no notification was accepted from this source for this many hours (off: None)
+    expect_within_hours: float | None = Field(None, gt=0, le=24 * 365)
 
     _allow = field_validator("allow_networks")(classmethod(lambda cls, v: _networks(v)))
 
@@ -243,6 +245,8 @@ class AlertsConfig(_Model):
     source_threshold_percent: float = Field(50, ge=0, lt=100)
     source_min_rejections: int = Field(10, ge=1)
     source_window_minutes: float = Field(15, gt=0, le=120)
+    # how often each relay serve process checks for no_worker and an unreachable Redis (relay/alerting/watch.py)
+    check_seconds: float = Field(10, ge=0.2, le=300)
     # env var holding a Slack-compatible incoming webhook URL (it embeds a credential)
     webhook_url_env: EnvName | None = None
     smtp_host: str | None = None
@@ -360,6 +364,7 @@ class Source:
     allow_networks: tuple[Any, ...] = ()
     flag_ins_replays: bool = True
     reconcile: ReconcileConfig | None = None
+    expect_within_hours: float | None = None
 
     @property
     def secret_keys(self) -> list[Secret]:

@@ -44,6 +44,8 @@ relay:rec:{src}:seen                   hash   order RefNo -> "STATUS first_seen_
 relay:rec:{src}:state                  str    JSON: the last reconciliation (missing orders, error); expires
 relay:rec:{src}:turn                   str    whose pass runs now (``run:{who}``, lease) or ``idle`` until the next
                                               is due: one pass at a time across all workers, on Redis's clock
+relay:src:{src}:watched                str    ms the relay first ran with ``expect_within_hours`` for it, 7 days
+relay:alert:lease:ingress              str    the ``relay serve`` process that checks for no_worker (relay/alerting)
 relay:audit                            list   operator actions, newest first, JSON each, capped (relay/store/audit.py)
 relay:paused                           hash   endpoint -> JSON {at, by}: endpoints paused by an operator
 relay:ep-added                         hash   endpoint -> ms it was added by a config reload (fan-out routes it
@@ -113,6 +115,8 @@ SOURCE_LASTREJ_TTL_MS = 49 * 3_600_000
 ALERT_OPEN_TTL_MS = 7 * DAY_MS
 # a refusing source has recovered once this many notifications were accepted after its last refusal
 SOURCE_RECOVERY_ACCEPTED = 5
+SOURCE_WATCHED_TTL_MS = 7 * DAY_MS
+ALERT_INGRESS_LEASE = "relay:alert:lease:ingress"
 
 
 # the keys the Lua scripts build themselves (per notification, or per minute): relay/store/scripts.py
@@ -128,6 +132,7 @@ KEY_TEMPLATES = {
     "ep_resent": "relay:ep:{ep}:resent",
     "resends": "relay:resends:{nid}",
     "source_rejects": "relay:src:{src}:rej:{minute}",
+    "source_watched": "relay:src:{src}:watched",
 }
 
 
@@ -189,6 +194,12 @@ def source_rejects(src: str, minute: int) -> str:
 
 def source_lastrej(src: str) -> str:
     return f"relay:src:{src}:lastrej"
+
+
+def source_watched(src: str) -> str:
+    """ms the relay first ran with the source's ``expect_within_hours`` (source_silent counts from it
+    while nothing was ever received); refreshed by the alert checks, expires SOURCE_WATCHED_TTL_MS later."""
+    return KEY_TEMPLATES["source_watched"].format(src=src)
 
 
 def resends(nid: str) -> str:

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, multiprocess
 from config.settings import Settings
 from relay import constants as k
 from relay.admin.api import setup_api
+from relay.alerting.watch import Watcher
 from relay.dashboard.routes import setup_dashboard
 from relay.store.connection import REDIS_ERRORS, connect, redis_url, safe_url
 from relay.store.ingest import NotDurable, Store
@@ -128,12 +129,16 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
     runners: list[web.AppRunner] = []
     redis = connect(redis_url(settings), timeout=settings.server.redis_timeout)
     reloader = Reloader(redis, settings, role="serve", apply=lambda old, new: _reconfigure(live, old, new))
+    # the alerts no worker can send (no_worker, redis_unreachable); it follows reloads through ``live``
+    watcher = Watcher(redis, lambda: live.settings)
     supervisor = os.getppid() if member is not None else None
     try:
         await _listen(settings, listeners, cap, runners, reuse_port=member is not None)
         _freeze_gc()
+        watcher.start()
         await _until_stopped(reloader, supervisor, member.ready_fd if member is not None else None)
     finally:
+        await watcher.stop()
         await reloader.stop()
         await redis.aclose()
         for runner in reversed(runners):

@@ -118,6 +118,9 @@ async def add(redis: Redis, ep: str, at_ms: int, ok: int = 0, fail: int = 0, ret
             await redis.zadd(k.ep_state(ep, state), dict.fromkeys(nids, at_ms))
             if state != "delivered":
                 await redis.hset(k.delivery(nids[-1], ep), mapping={"last": last, "updated": at_ms})
+            for nid in nids:  # received when they last changed
+                await redis.hset(k.notification(nid), "recv", at_ms)
+                await redis.zadd(k.IDX_ALL, {nid: at_ms})
 
 
 async def run(redis: Redis, settings: Settings, session: aiohttp.ClientSession, now_ms: int
@@ -141,7 +144,7 @@ async def test_alert_once_per_frequency_then_recovery(redis: Redis, setup: Calla
     inbox = smtp[0]
     host = socket.gethostname()
     start = NOW - 10 * 60_000
-    await add(redis, "a", start, ok=6, fail=1, retrying=3)
+    await add(redis, "a", start, ok=6, retrying=4)
     await add(redis, "b", start, ok=20)
 
     with capture_logs() as logs:
@@ -149,10 +152,11 @@ async def test_alert_once_per_frequency_then_recovery(redis: Redis, setup: Calla
     assert [(n.kind, n.subject) for n in notices] == [("endpoint_failing", "a")]  # only a: no "all endpoints"
     text = "\n".join([
         f"relay on {host}: endpoint a (127.0.0.1:9) is failing since {iso(start)}.",
-        "4 of 10 deliveries (40.0%) failed in the last 4 h (threshold 25%): 3 retrying, 1 given up.",
-        f"Last error: HTTP 503 at {iso(start)}. Oldest waiting delivery: 10 min.",
-        "See: relay notifications list --endpoint a --state failed, or http://127.0.0.1:8080/dashboard; "
-        "once it is fixed: relay resend --endpoint a --state failed",
+        "4 of 10 deliveries (40.0%) failed in the last 4 h (threshold 25%): 4 retrying, 0 given up.",
+        f"Last error: HTTP 503 at {iso(start)}. Oldest waiting delivery: 10 min since receipt.",
+        # still retrying: a resend of failed ones would find nothing, relay retry sends them now
+        "Deliveries are retrying: once a is fixed, send them now with relay retry --endpoint a, "
+        "or Retry now at http://127.0.0.1:8080/dashboard/endpoints/a/retry.",
     ])
     assert texts(hook) == [text]
     payload = json.loads(hook.received[0].body)
@@ -163,7 +167,7 @@ async def test_alert_once_per_frequency_then_recovery(redis: Redis, setup: Calla
     assert hook.received[0].headers["Content-Type"] == "application/json"
     assert len(inbox.messages) == 1
     msg = inbox.messages[0]
-    assert msg["Subject"] == "[relay] endpoint a is failing (4 of 10 deliveries)"
+    assert msg["Subject"] == "[relay] endpoint a is failing (4 of 10 deliveries, HTTP 503)"
     assert msg["From"] == "relay@example.com"
     assert inbox.envelopes[0].rcpt_tos == ["ops@example.com", "dev@example.com"]
     assert msg.get_content().replace("\r\n", "\n").strip() == text
@@ -176,7 +180,7 @@ async def test_alert_once_per_frequency_then_recovery(redis: Redis, setup: Calla
 
     # still failing a minute later, and until frequency_hours have passed: no repeat
     assert await run(redis, settings, session, NOW + 60_000) == []
-    await add(redis, "a", NOW + 4 * HOUR - 2 * 60_000, fail=20)
+    await add(redis, "a", NOW + 4 * HOUR - 2 * 60_000, retrying=20)
     await add(redis, "b", NOW + 4 * HOUR - 2 * 60_000, ok=100)
     assert await run(redis, settings, session, NOW + 4 * HOUR - 60_000) == []
     assert len(hook.received) == 1 and len(inbox.messages) == 1
@@ -193,7 +197,7 @@ async def test_alert_once_per_frequency_then_recovery(redis: Redis, setup: Calla
         notices = await run(redis, settings, session, NOW + 4 * HOUR + 2 * 60_000)
     assert [(n.kind, n.subject) for n in notices] == [("endpoint_recovered", "a")]
     assert texts(hook)[-1] == (f"relay on {host}: endpoint a recovered after 4 h 12 min (since {iso(start)}). "
-                               "20 of 120 deliveries failing in the last 4 h (threshold 25%); 21 failed deliveries "
+                               "20 of 120 deliveries failing in the last 4 h (threshold 25%); 0 failed deliveries "
                                "unresolved.")
     recovered = json.loads(hook.received[-1].body)
     assert (recovered["kind"], recovered["endpoint"], recovered["duration_s"]) == (
@@ -208,12 +212,12 @@ async def test_a_new_incident_after_a_recovery_alerts_at_once(redis: Redis, setu
     """frequency_hours limits repeats *while a problem lasts*: once its recovery was sent, the next
     incident of the same endpoint is news and alerts at once (and owes its own recovery)."""
     settings, hook, session = await setup()
-    await add(redis, "a", NOW - 60_000, ok=6, fail=4)
+    await add(redis, "a", NOW - 60_000, ok=6, retrying=4)
     await add(redis, "b", NOW - 60_000, ok=20)
     assert [n.kind for n in await run(redis, settings, session, NOW)] == ["endpoint_failing"]
     await add(redis, "a", NOW + 30_000, ok=30)  # 4 of 40: recovered
     assert [n.kind for n in await run(redis, settings, session, NOW + 60_000)] == ["endpoint_recovered"]
-    await add(redis, "a", NOW + 90_000, fail=30)  # 34 of 70, an hour before frequency_hours pass
+    await add(redis, "a", NOW + 90_000, retrying=30)  # 34 of 70, an hour before frequency_hours pass
     notices = await run(redis, settings, session, NOW + 2 * 60_000)
     assert [(n.kind, n.subject) for n in notices] == [("endpoint_failing", "a")]
     assert [json.loads(r.body)["kind"] for r in hook.received] == [
@@ -253,11 +257,11 @@ async def test_a_refusing_source_does_not_recover_by_falling_quiet(redis: Redis,
 
 async def test_min_deliveries_and_threshold_boundaries(redis: Redis, setup: Callable[..., Any]) -> None:
     settings, hook, session = await setup()
-    await add(redis, "a", NOW, fail=9)
-    assert await run(redis, settings, session, NOW) == []  # 9 deliveries: fewer than min_deliveries
+    await add(redis, "a", NOW, retrying=9)
+    assert await run(redis, settings, session, NOW) == []  # 9 retrying: fewer than min_deliveries
     await add(redis, "a", NOW, ok=27)
     assert await run(redis, settings, session, NOW) == []  # 9 of 36 is exactly 25%: not more
-    await add(redis, "a", NOW, fail=1)
+    await add(redis, "a", NOW, retrying=1)
     notices = await run(redis, settings, session, NOW)
     assert [(n.kind, n.subject) for n in notices] == [("endpoint_failing", "a")]
     assert "10 of 37 deliveries (27.0%)" in texts(hook)[0]
@@ -282,7 +286,7 @@ async def test_per_endpoint_threshold_override(redis: Redis, setup: Callable[...
     path.write_text(text)
     strict = load_settings(path, {**TEST_ENV, "REDIS_URL": redis_server.url, "ALERT_WEBHOOK_URL": hook.url,
                                   "SMTP_USER": "relay", "SMTP_PASS": "s3cret"})
-    await add(redis, "a", NOW, fail=4, ok=6)
+    await add(redis, "a", NOW, retrying=4, ok=6)
     assert await run(redis, strict, session, NOW) == []  # 40 % is under a's own 50 %
     notices = await run(redis, settings, session, NOW)  # and over the [alerts] 25 %
     assert [(n.kind, n.subject) for n in notices] == [("endpoint_failing", "a")]
@@ -327,9 +331,10 @@ async def test_cron_job_uses_the_worker_clock(redis: Redis, setup: Callable[...,
     ctx: dict[str, Any] = {"settings": settings, "engine_options": {"clock": lambda: (NOW + 2 * HOUR) / 1000}}
     await jobs.startup(ctx)
     try:
-        assert await alerts.check_alerts(ctx) == {"endpoint_failing": 1, "endpoint_recovered": 0,
-                                                  "source_rejecting": 0, "source_recovered": 0,
-                                                  "notifications_missing": 0, "notifications_recovered": 0}
+        assert await alerts.check_alerts(ctx) == {
+            "endpoint_failing": 1, "endpoint_recovered": 0, "source_rejecting": 0, "source_recovered": 0,
+            "source_silent": 0, "backlog_too_old": 0, "notifications_missing": 0, "backlog_recovered": 0,
+            "notifications_recovered": 0}
     finally:
         await jobs.shutdown(ctx)
     assert len(hook.received) == 1

@@ -399,7 +399,7 @@ async def test_overview_states_and_hourly_chart(client: TestClient, settings: Se
     now = int(time.time() * 1000)
     hour = now // 3_600_000 * 3_600_000
     await redis.zadd(k.ep_state("billing", "delivered"), {"a": now, "b": now, "c": now, "d": hour - 1})
-    await redis.zadd(k.ep_state("billing", "failed"), {"e": now})
+    await redis.zadd(k.ep_state("billing", "retrying"), {"e": now})
     await redis.zadd(k.ep_state("billing", "retrying"), {"f": hour - 23 * 3_600_000})
     await redis.zadd(k.ep_state("billing", "delivered"), {"g": hour - 25 * 3_600_000})  # older than the chart
     model = await dashboard.overview_model(redis, settings, now)
@@ -407,10 +407,10 @@ async def test_overview_states_and_hourly_chart(client: TestClient, settings: Se
     assert len(hours) == 24 and hours[-1]["start"] == hour
     assert (hours[-1]["ok"], hours[-1]["fail"]) == (3, 1) and hours[-2]["ok"] == 1
     assert hours[0]["fail"] == 1 and sum(h["ok"] for h in hours) == 4
-    # 1 of 5 deliveries failing in the window, and 5 is under min_deliveries: healthy, and so is the card
+    # 1 of 5 deliveries retrying in the window, and 5 is under min_deliveries: healthy, and so is the card
     assert model["endpoints"]["billing"]["state"] == "healthy"
     assert model["endpoints"]["billing"]["failing_since"] is None
-    await redis.zadd(k.ep_state("billing", "failed"), {f"x{i}": now - 1000 for i in range(6)})
+    await redis.zadd(k.ep_state("billing", "retrying"), {f"x{i}": now - 1000 for i in range(6)})
     model = await dashboard.overview_model(redis, settings, now)  # 7 of 11 in the 4 h window (f is older)
     assert model["endpoints"]["billing"]["state"] == "failing"
     assert model["endpoints"]["billing"]["failing_since"] == now - 1000  # the oldest failure in the window

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -27,8 +28,12 @@ async def seed(redis: Redis) -> None:
     await redis.zadd(k.ep_state("a", "retrying"), {"n3": NOW - 200_000})
     await redis.zadd(k.ep_state("a", "in_flight"), {"n4": NOW - 1_000})
     await redis.zadd(k.ep_state("a", "delivered"), {"n5": NOW, "n6": NOW - 2 * HOUR, "n7": NOW - 25 * HOUR})
-    await redis.zadd(k.ep_state("a", "failed"), {"n8": NOW - 3 * HOUR})
+    await redis.zadd(k.ep_state("a", "failed"), {"n8": NOW - 5 * HOUR})  # outside the 4 h window
     await redis.zadd(k.ep_state("b", "skipped"), {"n9": NOW})
+    # receipt times: n3 has waited 500 s since receipt, though its last attempt was 200 s ago
+    for nid, recv in (("n1", NOW - 120_000), ("n2", NOW - 10_000), ("n3", NOW - 500_000), ("n4", NOW - 2_000)):
+        await redis.hset(k.notification(nid), "recv", recv)
+        await redis.zadd(k.IDX_ALL, {nid: recv})
     await redis.hset(k.STATS, mapping={"a|last_ok": NOW - 5_000, "a|last_fail": NOW - 60_000, "a|delivered": 4})
     await redis.zadd(k.WORKERS, {"host:1": NOW - 4_000, "host:2": NOW - 31_000})
     await redis.zadd(k.QUEUE_NAME, {"fanout:x": NOW - 1_000})
@@ -45,7 +50,8 @@ async def test_report_counts_per_delivery_ages_workers_and_queue(
     # per delivery, by last change: n3 (retrying) and n5 in the last hour; n6, n8 too in 24 h; n7 is older
     assert (a["last_hour"]["failing"], a["last_hour"]["attempted"], a["last_hour"]["share"]) == (1, 2, 0.5)
     assert (a["last_day"]["failing"], a["last_day"]["attempted"], a["last_day"]["share"]) == (2, 4, 0.5)
-    assert a["oldest_pending_age_s"] == 200.0  # the retrying one, older than both pending ones
+    # "oldest waiting" counts from receipt: the retrying one, received before both pending ones
+    assert a["oldest_pending_age_s"] == 500.0
     assert (a["last_ok"], a["last_fail"]) == (NOW - 5_000, NOW - 60_000)
     assert b["skipped"] == 1 and b["pending"] == 0
     assert b["last_hour"]["share"] is None and b["oldest_pending_age_s"] is None
@@ -57,7 +63,8 @@ async def test_report_counts_per_delivery_ages_workers_and_queue(
     assert [(w["name"], w["alive"]) for w in report["workers"]["list"]] == [("host:1", True), ("host:2", False)]
     assert report["redis"]["reachable"] is True and report["redis"]["used_memory"] > 0
     assert report["redis"]["persistence"] == "none"  # the test server runs with --save "" --appendonly no
-    # 2 of 4 deliveries failing is above 25 %, but 4 is under min_deliveries (10): no problem
+    # 1 of 2 deliveries retrying in the window is above 25 %, but 2 is under min_deliveries (10), and
+    # the given-up n8 is outside the window: no problem
     assert report["status"] == "healthy" and report["problems"] == []
     assert any("persistence is off" in w for w in report["warnings"])
 
@@ -69,8 +76,8 @@ async def failing_of(redis: Redis, ep: str, failing: int, total: int, state: str
 
 
 @pytest.mark.parametrize(("failing", "total", "state", "status"), [
-    (2, 10, "failed", "healthy"),      # 2 of 10 notifications: 20 %, however many attempts each took
-    (3, 10, "failed", "degraded"),     # 30 % > 25 %
+    (2, 10, "retrying", "healthy"),    # 2 of 10 notifications: 20 %, however many attempts each took
+    (3, 10, "retrying", "degraded"),   # 30 % > 25 %
     (12, 40, "retrying", "degraded"),  # 12 of 40 waiting for a retry: 30 %
     (9, 40, "retrying", "healthy"),    # 22.5 %
 ])
@@ -97,8 +104,8 @@ async def test_failing_share_is_per_delivery(redis: Redis, make_settings: Callab
 async def test_per_endpoint_threshold_overrides_alerts(redis: Redis, make_settings: Callable[..., Settings]
                                                        ) -> None:
     await redis.zadd(k.WORKERS, {"host:1": NOW})
-    await failing_of(redis, "a", 2, 10)
-    await failing_of(redis, "b", 2, 10)
+    await failing_of(redis, "a", 2, 10, "retrying")
+    await failing_of(redis, "b", 2, 10, "retrying")
     eps = [{**EPS[0], "alert_threshold_percent": 10}, {**EPS[1], "alert_min_deliveries": 11}]
     report = await health_report(redis, make_settings(endpoints=eps, extra="[alerts]\nthreshold_percent = 15\n"),
                                  NOW)
@@ -189,3 +196,69 @@ async def test_health_view_answers_the_report_as_json(aiohttp_client: Any, redis
     body = await resp.json()
     assert body["status"] == "healthy"
     assert set(body["endpoints"]) == {"a", "b"}
+
+
+async def test_a_given_up_delivery_is_failing_whatever_min_deliveries_says(
+        redis: Redis, make_settings: Callable[..., Settings]) -> None:
+    """Issue 23: min_deliveries damps only the share still retrying; one unresolved given-up delivery
+    in the window is a problem, until a delivered resend resolves it (or it leaves the window)."""
+    await redis.zadd(k.WORKERS, {"host:1": NOW})
+    await failing_of(redis, "a", 1, 40)  # 1 of 40 (2.5 %), 39 delivered
+    report = await health_report(redis, make_settings(endpoints=EPS), NOW)
+    assert report["status"] == "degraded"
+    (p,) = report["problems"]
+    assert (p["kind"], p["endpoint"], p["causes"], p["failed"]) == ("endpoint_failing", "a", ["given_up"], 1)
+    assert report["endpoints"]["a"]["failing"] is True
+    # resolved by a delivered resend: it leaves the failed index for the resolved one
+    await redis.zrem(k.ep_state("a", "failed"), "f0")
+    await redis.zadd(k.ep_state("a", k.RESOLVED), {"f0": NOW - 60_000})
+    report = await health_report(redis, make_settings(endpoints=EPS), NOW)
+    assert report["status"] == "healthy" and report["problems"] == []
+
+
+async def test_a_serial_head_retrying_is_failing_at_once_and_names_what_it_holds_back(
+        redis: Redis, make_settings: Callable[..., Settings]) -> None:
+    await redis.zadd(k.WORKERS, {"host:1": NOW})
+    eps = [{**EPS[0], "concurrent": False}, {**EPS[1], "concurrent": True}]
+    for ep in ("a", "b"):  # the same figures on a serial and a concurrent endpoint
+        await redis.zadd(k.ep_queue(ep), {"h": 1, "x": 2, "y": 3})
+        await redis.zadd(k.ep_state(ep, "retrying"), {"h": NOW - 5_000})
+        await redis.zadd(k.ep_state(ep, "pending"), {"x": NOW - 9_000, "y": NOW - 8_000})
+        await redis.hset(k.delivery("h", ep), mapping={"state": "retrying", "attempts": 1, "last": "HTTP 500",
+                                                       "updated": NOW - 5_000})
+        await redis.rpush(k.attempts("h", ep), json.dumps({"n": 1, "at": NOW - 5_000, "outcome": "retry"}))
+    report = await health_report(redis, make_settings(endpoints=eps), NOW)
+    (p,) = report["problems"]
+    assert (p["kind"], p["endpoint"], p["causes"], p["held_back"], p["last_error"]) == (
+        "endpoint_failing", "a", ["head_retrying"], 2, "HTTP 500")
+    assert "holding back 2 notifications behind it; last error HTTP 500" in p["message"]
+    assert report["endpoints"]["b"]["failing"] is False  # concurrent: 1 retrying is under min_deliveries
+    # on its next attempt (in flight, attempt 2) it is still the same blocked head
+    await redis.hset(k.delivery("h", "a"), mapping={"state": "in_flight", "attempts": 2})
+    report = await health_report(redis, make_settings(endpoints=eps), NOW)
+    assert [p["endpoint"] for p in report["problems"]] == ["a"]
+    # a head on its first attempt has not failed yet
+    await redis.hset(k.delivery("h", "a"), mapping={"state": "in_flight", "attempts": 1})
+    await redis.zrem(k.ep_state("a", "retrying"), "h")
+    report = await health_report(redis, make_settings(endpoints=eps), NOW)
+    assert report["problems"] == []
+
+
+async def test_silent_source_counts_from_its_last_notification_or_from_when_it_was_watched(
+        redis: Redis, make_settings: Callable[..., Settings]) -> None:
+    await redis.zadd(k.WORKERS, {"host:1": NOW})
+    sources = [{"name": "default", "secret_key_env": "TCO_SECRET_KEY", "expect_within_hours": 0.5}]
+    settings = make_settings(endpoints=EPS, sources=sources)
+    # never received, never watched: nothing to count from yet
+    assert (await health_report(redis, settings, NOW))["problems"] == []
+    await redis.set(k.source_watched("default"), NOW - 31 * 60_000)
+    report = await health_report(redis, settings, NOW)
+    (p,) = report["problems"]
+    assert (p["kind"], p["source"], p["last_at"], p["expect_within_hours"]) == ("source_silent", "default", None, 0.5)
+    # a resend is the operator's, not 2Checkout's: it does not end the silence
+    await redis.zadd(k.idx_source("default"), {"ipn_1": NOW - 40 * 60_000, "ipn_1~r1": NOW - 1_000})
+    (p,) = (await health_report(redis, settings, NOW))["problems"]
+    assert p["last_at"] == datetime.fromtimestamp((NOW - 40 * 60_000) // 1000, UTC).isoformat().replace("+00:00", "Z")
+    await redis.zadd(k.idx_source("default"), {"ipn_2": NOW - 29 * 60_000})
+    report = await health_report(redis, settings, NOW)
+    assert report["status"] == "healthy" and report["sources"]["default"]["silent"] is False

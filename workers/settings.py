@@ -16,7 +16,8 @@ class WorkerSettings:
     functions = [func(fanout, max_tries=10, keep_result=0, timeout=30)]
     cron_jobs = [
         cron(sweep, second=set(range(0, 60, 5)), unique=True, timeout=60, run_at_startup=True),
-        cron(check_alerts, second=30, unique=True, timeout=60),
+        # every 10 s: a failing endpoint or a silent source is news within seconds; one health read each
+        cron(check_alerts, second=set(range(0, 60, 10)), unique=True, timeout=60),
         # most ticks only find that no source's turn has come (relay/store/reconcile.py)
         cron(reconcile, second=set(range(0, 60, 5)), unique=True, timeout=PASS_BUDGET_S + 20),
     ]

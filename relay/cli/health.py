@@ -52,6 +52,11 @@ def _problem_line(p: dict[str, Any], now: int) -> str:
     return f"  {p['kind']:<17} {p['message']}{since}"
 
 
+def _mark(ep: dict[str, Any]) -> str:
+    # a paused endpoint is never failing (stats.py): say why its row is quiet
+    return " PAUSED" if ep["paused"] else " FAILING" if ep["failing"] else ""
+
+
 def render_health(report: dict[str, Any], url: str) -> str:
     now = report["checked_at"]
     redis = report["redis"]
@@ -70,11 +75,12 @@ def render_health(report: dict[str, Any], url: str) -> str:
         f"workers  {workers['alive']} alive; last seen: {seen}",
     ]
     lines += [f"warning  {w}" for w in report["warnings"]]
+    lines += [f"info     {n['message']}" for n in report.get("notes", [])]
     if report["endpoints"]:
         headers = ("endpoint", "pending", "in_flight", "retrying", "failed", "resolved", "delivered", "failing 1h",
                    "failing 24h", "oldest", "last ok", "last fail")
         rows = [
-            (name + (" FAILING" if ep["failing"] else ""), str(ep["pending"]), str(ep["in_flight"]),
+            (name + _mark(ep), str(ep["pending"]), str(ep["in_flight"]),
              str(ep["retrying"]), str(ep["failed"]), str(ep["resolved"]), str(ep["delivered"]),
              _rate(ep["last_hour"]), _rate(ep["last_day"]),
              "-" if ep["oldest_pending_age_s"] is None else f"{ep['oldest_pending_age_s']:.0f} s",

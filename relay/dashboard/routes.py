@@ -255,7 +255,10 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 
 def endpoint_state(row: Mapping[str, Any]) -> str:
-    """failing exactly when the evaluation of health says so (relay/store/stats.py); else healthy."""
+    """failing exactly when the evaluation of health says so (relay/store/stats.py); paused when an
+    operator holds it (never failing then); else healthy."""
+    if row.get("paused"):
+        return "paused"
     return "failing" if row.get("failing") else "healthy"
 
 

@@ -19,7 +19,7 @@ from relay.constants import DAY_MS
 from relay.store.reconcile import order_link
 
 BASE = "/dashboard"
-STATE_LABELS = {"healthy": "Healthy", "failing": "Failing"}
+STATE_LABELS = {"healthy": "Healthy", "failing": "Failing", "paused": "Paused"}
 PERIODS = {"1h": ("Last hour", DAY_MS // 24), "24h": ("Last 24 hours", DAY_MS),
            "7d": ("Last 7 days", 7 * DAY_MS), "30d": ("Last 30 days", 30 * DAY_MS)}
 SEND_TEST = "relay send-test --channel ipn"
@@ -171,8 +171,19 @@ def state_reason(state: str, row: Mapping[str, Any]) -> str:
     figures = (f"{w.get('failing', 0)} of {w.get('attempted', 0)} deliveries failing in the last "
                f"{w.get('hours', 0):g} h" if w.get("attempted") else "no delivery in the last "
                f"{w.get('hours', 0):g} h")
+    causes = row.get("causes") or []
+    if state == "failing" and "head_retrying" in causes:
+        held = row.get("held_back", 0)
+        return (f"Failing: its head delivery is retrying ({row.get('last_error') or 'no answer'}), holding back "
+                f"{held} {plural(held, 'notification')} behind it (serial endpoint); {figures}.")
+    if state == "failing" and "given_up" in causes:
+        failed = w.get("failed", 0)
+        noun = plural(failed, "delivery", "deliveries")
+        return f"Failing: {failed} {noun} given up in the last {w.get('hours', 0):g} h and not resent; {figures}."
     if state == "failing":
         return f"Failing: {figures} ({100 * (share or 0):.1f}%, threshold {w.get('threshold_percent', 0):g}%)."
+    if state == "paused":
+        return f"Paused by an operator: nothing is sent until it is resumed; {figures}."
     return f"{figures.capitalize()}; threshold {w.get('threshold_percent', 0):g}%." if w else "No figures."
 
 

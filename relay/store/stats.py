@@ -4,7 +4,8 @@
 (workers/alerts.py) all read, so they never disagree. It reads summaries only: per endpoint, the
 state indexes ``relay:ep:{ep}:st:{state}`` (scored by each delivery's last change) counted with
 ZCOUNT over the window; per source, a few per-minute refusal counters and the source index. Two
-round trips, whatever the amount of data.
+round trips, whatever the amount of data. The problems it finds in those figures are
+relay/store/problems.py's.
 
 Failure is counted per delivery: an endpoint's failing share over its window is the deliveries whose
 latest attempt failed (``retrying`` or ``failed``, changed in the window) over the deliveries
@@ -25,23 +26,13 @@ from config.settings import Endpoint, Settings
 from relay import constants as k
 from relay.store import reconcile
 from relay.store.connection import REDIS_ERRORS
+from relay.store.problems import HOUR_MS, PROBLEM_KINDS, WORKER_ALIVE_MS, iso, percent, verdict
 from relay.store.resolve import resolve
-from relay.store.scripts import shared
+from relay.store.scripts import key_functions, load, names, shared
 
-WORKER_ALIVE_MS = 30_000
+__all__ = ["PROBLEM_KINDS", "STATUS_EXIT", "WORKER_ALIVE_MS", "health_report", "hourly", "iso", "percent"]
 COUNT_STATES = ("pending", "in_flight", "retrying", "failed", "delivered", "skipped", k.RESOLVED)
-HOUR_MS = 3_600_000
 STATUS_EXIT = {"healthy": 0, "degraded": 1, "unhealthy": 2}
-PROBLEM_KINDS = ("endpoint_failing", "source_rejecting", "no_worker", "backlog_too_old", "redis_unreachable",
-                 "notifications_missing", "reconcile_failing")
-
-
-def iso(ms: int | float | None) -> str | None:
-    from datetime import UTC, datetime
-
-    if ms is None:
-        return None
-    return datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def oldest_age_s(now_ms: int, *heads: Sequence[tuple[bytes, float]]) -> float | None:
@@ -82,10 +73,6 @@ def _share(failing: int, attempted: int) -> float | None:
     return round(failing / attempted, 4) if attempted else None
 
 
-def percent(share: float | None) -> str:
-    return "-" if share is None else f"{100 * share:.1f}%"
-
-
 async def health_report(redis: Redis, settings: Settings, now_ms: int,
                         *, max_pending_age: float | None = None) -> dict[str, Any]:
     """The evaluation: ``status``, ``problems`` (most severe first) and the figures behind them."""
@@ -106,10 +93,10 @@ async def health_report(redis: Redis, settings: Settings, now_ms: int,
             "status": "unhealthy", "problems": [problem], "reasons": [problem["message"]], "warnings": [],
             "checked_at": now_ms, "checked_at_iso": iso(now_ms), "max_pending_age_s": limit,
             "redis": {"reachable": False, "error": error}, "queue": None, "workers": None,
-            "endpoints": {}, "sources": {}, "reconcile": {},
+            "endpoints": {}, "sources": {}, "reconcile": {}, "notes": [],
         }
     report["max_pending_age_s"] = limit
-    _verdict(report, settings, limit)
+    verdict(report, settings, limit)
     return report
 
 
@@ -117,16 +104,43 @@ def _text(value: bytes | str | int) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+EP_FIELDS = (
+    "n_pending", "n_in_flight", "n_retrying", "n_failed", "n_delivered", "n_skipped", "n_resolved",
+    "pending_at",  # the pending head's score: when the oldest never-attempted delivery became pending
+    # the endpoint's window (w1), the last hour (w2), the last day (w3), by each delivery's last change
+    *(f"w{w}_{s}" for w in (1, 2, 3) for s in ("retrying", "failed", "delivered", "resolved")),
+    "head_nid", "head_last", "head_at", "held_back",  # a serial endpoint's head, once it failed an attempt
+    "first_failing",  # when the first failing delivery in the window first failed
+    "last_error", "last_error_at",  # the latest failing delivery's last result and its time
+    "oldest_recv",  # the earliest receipt among the waiting (pending or retrying) deliveries
+    "open_since", "last_ok", "last_fail", "resent",
+)
+SRC_FIELDS = ("refused", "accepted", "last_at", "first", "reason", "detail", "channel", "after", "opened",
+              "last_received", "watched")
+_script_cache: dict[int, Any] = {}
+
+
+def _health_script(redis: Redis) -> Any:
+    """health.lua with the EP and SRC tables naming its rows' fields (workers/wire.py's way)."""
+    script = _script_cache.get(0)
+    if script is None:
+        script = _script_cache[0] = redis.register_script(
+            names("EP", EP_FIELDS) + names("SRC", SRC_FIELDS) + key_functions() + load("health"))
+    return script
+
+
 async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]:
     endpoints = list(settings.endpoints.values())
-    sources = list(settings.sources)
+    sources = list(settings.sources.values())
     cfg = settings.alerts
     src_minutes = max(1, round(cfg.source_window_minutes))
     args: list[str | int] = [now_ms, len(endpoints)]
     for ep in endpoints:
-        args += [ep.name, int(thresholds(settings, ep)[2] * HOUR_MS)]
-    args += [len(sources), src_minutes, *sources]
-    script = shared(redis, "health")
+        args += [ep.name, int(thresholds(settings, ep)[2] * HOUR_MS), 0 if ep.concurrent else 1]
+    args += [len(sources), src_minutes]
+    for src in sources:
+        args += [src.name, round((src.expect_within_hours or 0) * HOUR_MS)]
+    script = _health_script(redis)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.info("persistence")
         pipe.info("memory")
@@ -144,8 +158,8 @@ async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]
             pipe.zcard(k.ep_state(ep.name, "cancelled"))
         # reconciliation with 2Checkout's order list (relay/store/reconcile.py): its last result per source
         reconciled = reconcile.reconciled_sources(settings)
-        for src in reconciled:
-            pipe.get(k.reconcile_state(src))
+        for name in reconciled:
+            pipe.get(k.reconcile_state(name))
         rows: list[Any] = await pipe.execute(raise_on_error=False)
     for i, row in enumerate(rows):
         if isinstance(row, Exception) and i != 2:  # only CONFIG GET (index 2) may be refused
@@ -173,8 +187,9 @@ async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]
                                                                    strict=True)},
     }
     for i, (ep, row) in enumerate(zip(endpoints, figures[:len(endpoints)], strict=True)):
+        named = dict(zip(EP_FIELDS, (_text(v) for v in row), strict=True))
         report["endpoints"][ep.name] = {
-            **_endpoint_row(settings, ep, [_text(v) for v in row], now_ms),
+            **_endpoint_row(settings, ep, named, now_ms),
             "paused_deliveries": int(held[2 * i]), "cancelled": int(held[2 * i + 1]),
             **_pause(paused.get(ep.name.encode()), now_ms),
         }
@@ -182,7 +197,8 @@ async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]
     report["queue"]["deliveries"] = waiting
     report["queue"]["depth"] += waiting
     for src, row in zip(sources, figures[len(endpoints):], strict=True):
-        report["sources"][src] = _source_row(cfg, src_minutes, [_text(v) for v in row])
+        named = dict(zip(SRC_FIELDS, (_text(v) for v in row), strict=True))
+        report["sources"][src.name] = _source_row(cfg, src_minutes, named, src.expect_within_hours, now_ms)
     return report
 
 
@@ -217,65 +233,83 @@ def _age(now_ms: int, score: str) -> float | None:
     return round(max(0.0, (now_ms - float(score)) / 1000), 3) if score else None
 
 
-def _endpoint_row(settings: Settings, ep: Endpoint, row: list[str], now_ms: int) -> dict[str, Any]:
-    """One endpoint's figures from health.lua's row: 7 state counts, the pending and retrying heads'
-    scores, 3 windows x (retrying, failed, delivered, resolved), the oldest failing score in the window,
-    the latest failing delivery's last result and time, the open incident's start, last ok, last fail."""
-    n = len(COUNT_STATES)
-    counts = dict(zip(COUNT_STATES, (int(x) for x in row[:n]), strict=True))
-    pending_head, retrying_head = row[n], row[n + 1]
+def _endpoint_row(settings: Settings, ep: Endpoint, row: dict[str, str], now_ms: int) -> dict[str, Any]:
+    """One endpoint's figures from health.lua's row (EP_FIELDS) and its verdict.
+
+    Failing when (docs/operations.md, "When an endpoint is failing"): a serial endpoint's head has
+    failed an attempt (everything behind it is held back); or a delivery in the window gave up and no
+    delivered resend resolved it; or more than threshold_percent of at least min_deliveries
+    deliveries in the window are failing. min_deliveries damps only that last share."""
+    counts = {state: int(row[f"n_{state}"]) for state in COUNT_STATES}
     windows: list[dict[str, Any]] = []
-    for w in range(3):
-        retrying, failed, delivered, resolved = (int(x) for x in row[n + 2 + 4 * w: n + 6 + 4 * w])
+    for w in (1, 2, 3):
+        retrying, failed, delivered, resolved = (int(row[f"w{w}_{s}"])
+                                                 for s in ("retrying", "failed", "delivered", "resolved"))
         failing = retrying + failed
         attempted = failing + delivered + resolved
         windows.append({"failing": failing, "retrying": retrying, "failed": failed, "delivered": delivered,
                         "resolved": resolved, "attempted": attempted, "share": _share(failing, attempted)})
-    first_failing, last_error, last_error_at, open_since, last_ok, last_fail = row[n + 14:n + 20]
     threshold, min_deliveries, window_hours = thresholds(settings, ep)
     window = windows[0]
     share = window["share"]
-    is_failing = share is not None and 100 * share > threshold and window["attempted"] >= min_deliveries
-    since = (_ms(open_since) or _ms(first_failing)) if is_failing else None
-    ages = [a for a in (_age(now_ms, pending_head), _age(now_ms, retrying_head)) if a is not None]
+    blocked = bool(row["head_nid"])
+    over = share is not None and 100 * share > threshold and window["attempted"] >= min_deliveries
+    causes = [cause for cause, on in (("head_retrying", blocked), ("given_up", window["failed"] > 0),
+                                      ("threshold", over)) if on]
+    since = (_ms(row["open_since"]) or _ms(row["first_failing"])) if causes else None
+    oldest = _age(now_ms, row["oldest_recv"])
     return {
         **counts,
         "url_host": host(ep.url),
+        "serial": not ep.concurrent,
         "window": {**window, "hours": window_hours, "threshold_percent": threshold, "min_deliveries": min_deliveries},
         "last_hour": windows[1],
         "last_day": windows[2],
-        "failing": is_failing,
+        "failing": bool(causes),
+        "causes": causes,
         "failing_since": since,
-        "last_error": last_error or None,
-        "last_error_at": _ms(last_error_at),
-        "oldest_pending_age_s": max(ages) if ages else None,
-        "oldest_new_age_s": _age(now_ms, pending_head),
-        "last_ok": _ms(last_ok),
-        "last_fail": _ms(last_fail),
-        "resent": int(row[n + 20]),  # failed deliveries resent here and not yet resolved (popped)
+        # a blocked serial head is the error that matters: nothing behind it moves
+        "last_error": (row["head_last"] if blocked else row["last_error"]) or None,
+        "last_error_at": _ms(row["head_at"] if blocked else row["last_error_at"]),
+        "held_back": int(row["held_back"]) if blocked else 0,
+        "oldest_pending_age_s": oldest,  # since receipt
+        "oldest_new_age_s": _age(now_ms, row["pending_at"]),
+        "last_ok": _ms(row["last_ok"]),
+        "last_fail": _ms(row["last_fail"]),
+        "resent": int(row["resent"]),  # failed deliveries resent here and not yet resolved (popped)
     }
 
 
-def _source_row(cfg: Any, minutes: int, row: list[str]) -> dict[str, Any]:
-    """One source's figures from health.lua: refusals and stored notifications in the window, the latest
-    refusal (at, incident start, reason, detail, channel), notifications stored after it (-1: none) and
-    the start of the incident the alerts opened ('' if none)."""
-    refused, accepted = int(row[0]), int(row[1])
-    at, first, reason, detail, channel, after, opened = row[2:9]
-    accepted_since_last = int(after) if int(after) >= 0 else None
+def _source_row(cfg: Any, minutes: int, row: dict[str, str], expect_hours: float | None,
+                now_ms: int) -> dict[str, Any]:
+    """One source's figures from health.lua (SRC_FIELDS): refusals and stored notifications in the
+    window, the latest refusal (at, incident start, reason, detail, channel), notifications stored
+    after it (-1: none), the start of the incident the alerts opened ('' if none), and for a source
+    with ``expect_within_hours``, its latest notification and since when it is watched."""
+    refused, accepted = int(row["refused"]), int(row["accepted"])
+    after = int(row["after"])
+    accepted_since_last = after if after >= 0 else None
     share = _share(refused, refused + accepted)
     over = (share is not None and 100 * share > cfg.source_threshold_percent
             and refused >= cfg.source_min_rejections)
     # once raised, only accepted notifications end it: refusals ageing out of the window (2Checkout's
     # retries thinning out, a quiet night) are not a recovery. Bounded by the latest refusal's record,
     # which expires after 2Checkout's 48 h of retries.
-    held = bool(opened) and bool(at)
+    held = bool(row["opened"]) and bool(row["last_at"])
     rejecting = (over or held) and (accepted_since_last or 0) < k.SOURCE_RECOVERY_ACCEPTED
+    last_received = _ms(row["last_received"])
+    silent = False
+    if expect_hours:
+        # never received: counted from when the relay first ran with the setting (relay:src:{src}:watched)
+        counted_from = last_received or _ms(row["watched"]) or now_ms
+        silent = now_ms - counted_from > expect_hours * HOUR_MS
     return {
         "window_minutes": minutes, "refused": refused, "accepted": accepted, "requests": refused + accepted,
-        "share": share, "last_refused_at": _ms(at), "since": _ms(first), "reason": reason or None,
-        "detail": detail or None, "channel": channel or None, "accepted_since_last": accepted_since_last,
-        "rejecting": rejecting,
+        "share": share, "last_refused_at": _ms(row["last_at"]), "since": _ms(row["first"]),
+        "reason": row["reason"] or None, "detail": row["detail"] or None, "channel": row["channel"] or None,
+        "accepted_since_last": accepted_since_last, "rejecting": rejecting,
+        "expect_within_hours": expect_hours, "last_received_at": last_received, "silent": silent,
+        "watched_since": _ms(row["watched"]),
     }
 
 
@@ -298,98 +332,3 @@ def _workers(rows: list[tuple[bytes, float]], now_ms: int) -> dict[str, Any]:
     return {"alive": sum(1 for w in listed if w["alive"]), "list": listed}
 
 
-def endpoint_message(name: str, row: dict[str, Any]) -> str:
-    w = row["window"]
-    error = f"; last error {row['last_error']}" if row["last_error"] else ""
-    return (f"endpoint {name} ({row['url_host']}) failing: {w['failing']} of {w['attempted']} deliveries "
-            f"({percent(w['share'])}) failed in the last {w['hours']:g} h (threshold {w['threshold_percent']:g}%); "
-            f"{w['retrying']} retrying, {w['failed']} given up{error}")
-
-
-def source_message(name: str, row: dict[str, Any]) -> str:
-    return (f"source {name} refusing notifications: {row['refused']} of {row['requests']} requests "
-            f"({percent(row['share'])}) refused in the last {row['window_minutes']:g} min; "
-            # an incident outlives its window until notifications are accepted again: say how far that is
-            f"{row['accepted_since_last'] or 0} accepted since the last refusal at {iso(row['last_refused_at'])} "
-            f"({k.SOURCE_RECOVERY_ACCEPTED} in a row end it); last reason "
-            f"{row['reason']}: {row['detail']}. 2Checkout retries a refused notification for 48 h: "
-            f"fix the cause in time and they arrive")
-
-
-def _verdict(report: dict[str, Any], settings: Settings, limit: float) -> None:
-    problems: list[dict[str, Any]] = []
-    workers = report["workers"]
-    if not workers["alive"]:
-        seen = workers["list"][0] if workers["list"] else None
-        last = f"; last seen: {seen['name']} {seen['age_s']:g} s ago" if seen else ""
-        problems.append({
-            "kind": "no_worker", "since": iso(seen["last_seen"]) if seen else None,
-            "last_worker": seen["name"] if seen else None,
-            "message": f"no live worker (no heartbeat in the last {WORKER_ALIVE_MS // 1000} s{last}): "
-                       "nothing is delivered; start relay worker"})
-    now = report["checked_at"]
-    for name, row in report["endpoints"].items():
-        age = row["oldest_new_age_s"]
-        if age is not None and age > limit:
-            problems.append({
-                "kind": "backlog_too_old", "endpoint": name, "since": iso(now - age * 1000),
-                "oldest_age_s": age, "limit_s": limit,
-                "message": f"endpoint {name}: a delivery has waited {age:.0f} s to be attempted (limit {limit:g} s)"})
-    age = report["queue"]["oldest_age_s"]
-    if age is not None and age > limit:
-        problems.append({
-            "kind": "backlog_too_old", "queue": "arq", "since": iso(now - age * 1000),
-            "oldest_age_s": age, "limit_s": limit,
-            "message": f"queue: a fan-out job has waited {age:.0f} s (limit {limit:g} s)"})
-    pause_limit_h = settings.health.max_pause_hours
-    for name, row in report["endpoints"].items():
-        # a paused endpoint is held on purpose: not failing, its alert quiet; only a long pause is a problem
-        if row["paused"]:
-            if row["paused_age_s"] > pause_limit_h * 3600:
-                problems.append({
-                    "kind": "endpoint_paused", "endpoint": name, "since": iso(row["paused_since"]),
-                    "paused_by": row["paused_by"], "paused_age_s": row["paused_age_s"],
-                    "limit_hours": pause_limit_h,
-                    "message": f"endpoint {name} has been paused for {row['paused_age_s'] / 3600:.1f} h by "
-                               f"{row['paused_by']} (limit {pause_limit_h:g} h): relay endpoints resume {name}"})
-            continue
-        if row["failing"]:
-            w = row["window"]
-            problems.append({
-                "kind": "endpoint_failing", "endpoint": name, "url_host": row["url_host"],
-                "since": iso(row["failing_since"]), "failing": w["failing"], "attempted": w["attempted"],
-                "share": w["share"], "retrying": w["retrying"], "failed": w["failed"],
-                "window_hours": w["hours"], "threshold_percent": w["threshold_percent"],
-                "min_deliveries": w["min_deliveries"], "last_error": row["last_error"],
-                "last_error_at": iso(row["last_error_at"]), "oldest_waiting_s": row["oldest_pending_age_s"],
-                "message": endpoint_message(name, row)})
-    cfg = settings.alerts
-    for name, row in report["sources"].items():
-        if row["rejecting"]:
-            problems.append({
-                "kind": "source_rejecting", "source": name, "since": iso(row["since"]),
-                "refused": row["refused"], "requests": row["requests"], "share": row["share"],
-                "window_minutes": row["window_minutes"], "threshold_percent": cfg.source_threshold_percent,
-                "min_rejections": cfg.source_min_rejections, "reason": row["reason"], "detail": row["detail"],
-                "channel": row["channel"], "last_refused_at": iso(row["last_refused_at"]),
-                "accepted_since_last": row["accepted_since_last"] or 0,
-                "message": source_message(name, row)})
-    problems += reconcile.problems(report["reconcile"])
-    warnings: list[str] = []
-    if not report["config"]["agree"]:
-        running = "; ".join(f"{h}: {', '.join(names)}" for h, names in report["config"]["hashes"].items())
-        warnings.append(f"processes run different configs (config hash: processes): {running}; "
-                        "run relay reload, or restart the odd one out")
-    if report["redis"]["persistence"] == "none":
-        warnings.append("Redis persistence is off: a Redis restart loses every stored notification")
-    severe = {"no_worker", "backlog_too_old", "redis_unreachable"}
-    if any(p["kind"] in severe for p in problems):
-        status = "unhealthy"
-    elif problems:
-        status = "degraded"
-    else:
-        status = "healthy"
-    report["status"] = status
-    report["problems"] = problems
-    report["reasons"] = [p["message"] for p in problems]
-    report["warnings"] = warnings

@@ -1,16 +1,27 @@
 -- Every figure of the evaluation of health (relay/store/stats.py), read in one call: counting in
 -- Redis spares the client thousands of replies to pack and parse. Read-only.
--- ARGV: 1 now ms, 2 number of endpoints E, then E x (name, window ms),
---       then number of sources S, refusal window in minutes, then S x name
--- Returns {endpoint rows..., source rows...}; see relay/store/stats.py for their layout.
+-- ARGV: 1 now ms, 2 number of endpoints E, then E x (name, window ms, serial 1/0),
+--       then number of sources S, refusal window in minutes, then S x (name, silence limit ms or 0)
+-- Returns {endpoint rows..., source rows...}: each row's fields are named by relay/store/stats.py
+-- (EP_FIELDS, SRC_FIELDS), read here through the generated EP and SRC tables, never by position.
 local now = tonumber(ARGV[1])
-local states = {'pending', 'in_flight', 'retrying', 'failed', 'delivered', 'skipped', 'resolved'}
+local states = {pending = 'n_pending', in_flight = 'n_in_flight', retrying = 'n_retrying', failed = 'n_failed',
+                delivered = 'n_delivered', skipped = 'n_skipped', resolved = 'n_resolved'}
 local out = {}
 local i = 3
+-- how many waiting deliveries the receipt time of the oldest one is read from exactly (ZINTER with
+-- the receipt index); above it, only the CANDIDATES that changed longest ago are looked at
+local EXACT_UP_TO, CANDIDATES = 1000, 20
 local function head(key, rev)
   local r
   if rev then r = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES') else r = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES') end
   return r
+end
+-- a row with every field set, so the reply array has no hole
+local function row_of(fields)
+  local row = {}
+  for n = 1, #fields do row[n] = '' end
+  return row
 end
 -- Notifications 2Checkout sent to a source, scored above `from` in its index: a resend (id `X~rN`)
 -- is the operator's, not a request, so it neither dilutes a refused share nor ends an incident.
@@ -29,58 +40,131 @@ local function received(ix, from, cap)
     offset = offset + 1000
   end
 end
+-- when a failing delivery first failed: its first attempt's time (the log keeps the first
+-- ATTEMPTS_CAP attempts' successors only when it overflows: then its oldest kept one), else `score`
+local function first_failure(nid, ep, score)
+  local first = redis.call('LINDEX', key.attempts(nid, ep), 0)
+  if first then
+    local ok, rec = pcall(cjson.decode, first)
+    if ok and type(rec) == 'table' and tonumber(rec.at) then return tonumber(rec.at) end
+  end
+  return tonumber(score)
+end
+-- the earliest receipt (ms) among an endpoint's waiting deliveries, '' when none waits
+local function oldest_receipt(p, serial_head)
+  local best = nil
+  local function consider(nid)
+    local recv = tonumber(redis.call('HGET', key.notification(nid), 'recv') or '')
+    if recv and (best == nil or recv < best) then best = recv end
+  end
+  local pend = redis.call('ZRANGE', p .. 'pending', 0, 0)
+  if pend[1] then consider(pend[1]) end
+  if serial_head then consider(serial_head) end
+  local retrying = p .. 'retrying'
+  if redis.call('ZCARD', retrying) <= EXACT_UP_TO then
+    local recv = redis.call('ZINTER', 2, retrying, 'relay:ix:all', 'WEIGHTS', 0, 1, 'WITHSCORES')
+    if recv[2] and (best == nil or tonumber(recv[2]) < best) then best = tonumber(recv[2]) end
+  else
+    for _, nid in ipairs(redis.call('ZRANGE', retrying, 0, CANDIDATES - 1)) do consider(nid) end
+  end
+  return best or ''
+end
 for _ = 1, tonumber(ARGV[2]) do
-  local ep, window = ARGV[i], tonumber(ARGV[i + 1])
-  i = i + 2
+  local ep, window, serial = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2] == '1'
+  i = i + 3
   local p = 'relay:ep:' .. ep .. ':st:'
-  local row = {}
-  for _, s in ipairs(states) do row[#row + 1] = redis.call('ZCARD', p .. s) end
-  local ph, rh = head(p .. 'pending'), head(p .. 'retrying')
-  row[#row + 1] = ph[2] or ''
-  row[#row + 1] = rh[2] or ''
-  for _, span in ipairs({window, 3600000, 86400000}) do
+  local row = row_of(EP_LIST)
+  for s, field in pairs(states) do row[EP[field]] = redis.call('ZCARD', p .. s) end
+  local ph = head(p .. 'pending')
+  row[EP.pending_at] = ph[2] or ''
+  for w, span in ipairs({window, 3600000, 86400000}) do
     for _, s in ipairs({'retrying', 'failed', 'delivered', 'resolved'}) do
-      row[#row + 1] = redis.call('ZCOUNT', p .. s, now - span, '+inf')
+      row[EP['w' .. w .. '_' .. s]] = redis.call('ZCOUNT', p .. s, now - span, '+inf')
     end
   end
-  -- the oldest failing delivery in the window ("since") and the latest one (its last error)
-  local since, latest, latest_at = '', '', -1
+  -- a serial endpoint sends only its head (the oldest waiting notification): once the head has
+  -- failed an attempt, everything behind it is held back
+  local blocked = nil
+  if serial then
+    local q = key.ep_queue(ep)
+    local first = redis.call('ZRANGE', q, 0, 0)
+    if first[1] then
+      local d = redis.call('HMGET', key.delivery(first[1], ep), 'state', 'attempts', 'last', 'updated')
+      if d[1] == 'retrying' or (d[1] == 'in_flight' and tonumber(d[2] or '0') > 1) then
+        blocked = first[1]
+        row[EP.head_nid], row[EP.head_last], row[EP.head_at] = first[1], d[3] or '', d[4] or ''
+        row[EP.held_back] = redis.call('ZCARD', q) - 1
+      end
+    end
+  end
+  -- the incident's start: when the first of its failing deliveries first failed; and the latest
+  -- failing delivery (its last error)
+  local since, latest, latest_at = nil, '', -1
   for _, s in ipairs({'retrying', 'failed'}) do
-    local first = redis.call('ZRANGEBYSCORE', p .. s, now - window, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-    if first[2] and (since == '' or tonumber(first[2]) < tonumber(since)) then since = first[2] end
+    local firsts = redis.call('ZRANGEBYSCORE', p .. s, now - window, '+inf', 'WITHSCORES', 'LIMIT', 0, CANDIDATES)
+    for j = 1, #firsts, 2 do
+      local at = first_failure(firsts[j], ep, firsts[j + 1])
+      if since == nil or at < since then since = at end
+    end
     local last = head(p .. s, true)
     if last[2] and tonumber(last[2]) > latest_at then latest, latest_at = last[1], tonumber(last[2]) end
   end
-  row[#row + 1] = since
+  if blocked then
+    local at = first_failure(blocked, ep, row[EP.head_at] ~= '' and row[EP.head_at] or now)
+    if since == nil or at < since then since = at end
+  end
+  row[EP.first_failing] = since or ''
   local err = {false, false}
-  if latest ~= '' then err = redis.call('HMGET', 'relay:d:' .. latest .. ':' .. ep, 'last', 'updated') end
-  row[#row + 1] = err[1] or ''
-  row[#row + 1] = err[2] or ''
-  row[#row + 1] = redis.call('GET', 'relay:alert:ep:' .. ep .. ':open') or ''
+  if latest ~= '' then err = redis.call('HMGET', key.delivery(latest, ep), 'last', 'updated') end
+  row[EP.last_error] = err[1] or ''
+  row[EP.last_error_at] = err[2] or ''
+  row[EP.oldest_recv] = oldest_receipt(p, blocked)
+  row[EP.open_since] = redis.call('GET', 'relay:alert:ep:' .. ep .. ':open') or ''
   local stats = redis.call('HMGET', 'relay:stats', ep .. '|last_ok', ep .. '|last_fail')
-  row[#row + 1] = stats[1] or ''
-  row[#row + 1] = stats[2] or ''
-  row[#row + 1] = redis.call('ZCARD', 'relay:ep:' .. ep .. ':resent')
+  row[EP.last_ok] = stats[1] or ''
+  row[EP.last_fail] = stats[2] or ''
+  row[EP.resent] = redis.call('ZCARD', key.ep_resent(ep))
   out[#out + 1] = row
 end
 local n, minutes = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
 i = i + 2
 local now_min = math.floor(now / 60000)
+-- the newest notification 2Checkout sent to a source (not a resend): at most `pages` pages of the
+-- index, newest first; when all of those are resends, the oldest of them bounds it
+local function last_received(ix, pages)
+  local at = ''
+  for page = 0, pages - 1 do
+    local ids = redis.call('ZREVRANGE', ix, page * 200, page * 200 + 199, 'WITHSCORES')
+    for j = 1, #ids, 2 do
+      if not string.find(ids[j], '~', 1, true) then return ids[j + 1] end
+      at = ids[j + 1]
+    end
+    if #ids < 400 then return '' end
+  end
+  return at
+end
 for _ = 1, n do
-  local src = ARGV[i]
-  i = i + 1
+  local src, silence = ARGV[i], tonumber(ARGV[i + 1])
+  i = i + 2
+  local row = row_of(SRC_LIST)
   local refused = 0
   for m = 0, minutes - 1 do
     refused = refused + tonumber(redis.call('GET', 'relay:src:' .. src .. ':rej:' .. (now_min - m)) or '0')
   end
   local ix = 'relay:ix:src:' .. src
-  local accepted = received(ix, now - minutes * 60000)
+  row[SRC.refused] = refused
+  row[SRC.accepted] = received(ix, now - minutes * 60000)
   local last = redis.call('HMGET', 'relay:src:' .. src .. ':lastrej', 'at', 'first', 'reason', 'detail', 'channel')
-  local after = -1
-  if last[1] then after = received(ix, '(' .. last[1]) end
+  row[SRC.last_at], row[SRC.first], row[SRC.reason] = last[1] or '', last[2] or '', last[3] or ''
+  row[SRC.detail], row[SRC.channel] = last[4] or '', last[5] or ''
+  row[SRC.after] = -1
+  if last[1] then row[SRC.after] = received(ix, '(' .. last[1]) end
   -- an incident the alerts opened (relay/constants.py alert_open) lasts until notifications are accepted
-  local opened = redis.call('GET', 'relay:alert:src:' .. src .. ':open') or ''
-  out[#out + 1] = {refused, accepted, last[1] or '', last[2] or '', last[3] or '', last[4] or '', last[5] or '', after,
-                   opened}
+  row[SRC.opened] = redis.call('GET', 'relay:alert:src:' .. src .. ':open') or ''
+  if silence > 0 then
+    row[SRC.last_received] = last_received(ix, 10)
+    row[SRC.watched] = redis.call('GET', key.source_watched(src)) or ''
+  end
+  out[#out + 1] = row
 end
 return out

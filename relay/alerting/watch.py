@@ -1,0 +1,177 @@
+"""The ingress-side alerts: what ``relay serve`` sends because no worker can.
+
+Every ``relay serve`` process checks every ``[alerts] check_seconds``:
+
+- **Redis.** A PING that fails at two checks in a row is ``redis_unreachable``. Redis cannot hold
+  the rate limit then, so a small file per host and Redis URL does (in the temp directory, under a
+  lock): whichever process sees it first sends the alert, at most once per ``frequency_hours`` per
+  host, and the first to reach Redis again sends ``redis_recovered``.
+- **Workers.** One process at a time (a lease in Redis, ``relay:alert:lease:ingress``) evaluates
+  ``no_worker``; seen at two checks in a row (so a worker's restart is not an incident) it is sent
+  through relay/alerting/incidents.py like every other kind, and ``worker_recovered`` when one is
+  back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import structlog
+from redis.asyncio import Redis
+
+from config.settings import Settings
+from relay import constants as k
+from relay.alerting import texts
+from relay.alerting.incidents import INGRESS_KINDS, evaluate
+from relay.alerting.send import Notice, notify
+from relay.store.connection import REDIS_ERRORS, redis_url, safe_url
+from relay.store.problems import WORKER_ALIVE_MS, iso
+
+logger = structlog.get_logger()
+
+# a problem seen at this many checks in a row is an incident
+CONFIRM_CHECKS = 2
+
+
+class HostMark:
+    """The host's record of a Redis outage: ``{"since": s, "sent": s}`` in a file, under flock."""
+
+    def __init__(self, url: str) -> None:
+        digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+        self.path = Path(tempfile.gettempdir()) / f"relay-alerts-{os.getuid()}" / f"redis-{digest}.json"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, Any]]:
+        self.path.parent.mkdir(mode=0o700, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                doc: dict[str, Any] = json.loads(self.path.read_text()) if self.path.exists() else {}
+            except (ValueError, OSError):
+                doc = {}
+            yield doc
+            if doc:
+                tmp = self.path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(doc))
+                tmp.replace(self.path)
+            else:
+                self.path.unlink(missing_ok=True)
+
+    def claim(self, now_s: float, since_s: float, every_s: float) -> float | None:
+        """The outage's start if an alert is due from this host now (and record it as sent), else None."""
+        with self._locked() as doc:
+            doc.setdefault("since", since_s)
+            if doc.get("sent") is not None and now_s - float(doc["sent"]) < every_s:
+                return None
+            doc["sent"] = now_s
+            return float(doc["since"])
+
+    def end(self) -> float | None:
+        """The outage's start if an alert was sent about it (a recovery is owed); the record is removed."""
+        if not self.path.exists():  # the usual case, checked without the lock
+            return None
+        with self._locked() as doc:
+            since = float(doc["since"]) if doc.get("sent") is not None else None
+            doc.clear()
+            return since
+
+
+class Watcher:
+    def __init__(self, redis: Redis, settings: Callable[[], Settings], name: str | None = None) -> None:
+        self.redis = redis
+        self.settings = settings  # the live settings: a reload applies at the next check
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.mark = HostMark(redis_url(settings()))
+        self.down_checks = 0
+        self.down_since: float | None = None
+        self.no_worker_checks = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="alert-watcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        async with aiohttp.ClientSession() as session:
+            while True:
+                try:
+                    await self.check(session)
+                except REDIS_ERRORS as exc:  # Redis went away half-way: the next check sees it
+                    logger.debug("alert_check_interrupted", error=type(exc).__name__)
+                except Exception:  # a bug must not stop the checks for good
+                    logger.exception("alert_check_failed")
+                await asyncio.sleep(self.settings().alerts.check_seconds)
+
+    async def check(self, session: aiohttp.ClientSession) -> list[Notice]:
+        """One check: Redis, then (by the lease holder) the workers. Returns what it sent."""
+        settings = self.settings()
+        try:
+            sec, usec = await self.redis.time()  # Redis's clock, the one heartbeats are written on
+            now_ms = int(sec) * 1000 + int(usec) // 1000
+        except REDIS_ERRORS as exc:
+            notices = await asyncio.to_thread(self._redis_down, settings, f"{type(exc).__name__}: {exc}")
+            await notify(notices, settings, session)
+            return notices
+        notices = await asyncio.to_thread(self._redis_up, settings, now_ms)
+        if await self._lease(settings):
+            alive = await self.redis.zcount(k.WORKERS, now_ms - WORKER_ALIVE_MS, "+inf")
+            self.no_worker_checks = 0 if alive else self.no_worker_checks + 1
+            # seen once: wait for the next check before alerting or declaring anything recovered
+            if self.no_worker_checks == 0 or self.no_worker_checks >= CONFIRM_CHECKS:
+                notices += await evaluate(self.redis, settings, now_ms, INGRESS_KINDS)
+        await notify(notices, settings, session)
+        return notices
+
+    async def _lease(self, settings: Settings) -> bool:
+        ttl = max(1000, round(settings.alerts.check_seconds * 3000))
+        if await self.redis.set(k.ALERT_INGRESS_LEASE, self.name, nx=True, px=ttl):
+            return True
+        holder = await self.redis.get(k.ALERT_INGRESS_LEASE)
+        if holder is not None and holder.decode() == self.name:
+            await self.redis.pexpire(k.ALERT_INGRESS_LEASE, ttl)
+            return True
+        self.no_worker_checks = 0  # another process watches; start afresh if the lease comes here
+        return False
+
+    def _redis_down(self, settings: Settings, error: str) -> list[Notice]:
+        now = time.time()
+        self.down_checks += 1
+        self.down_since = self.down_since or now
+        if self.down_checks < CONFIRM_CHECKS:
+            return []
+        since = self.mark.claim(now, self.down_since, settings.alerts.frequency_hours * 3600)
+        if since is None:
+            return []
+        url = safe_url(redis_url(settings))
+        since_ms, now_ms = int(since * 1000), int(now * 1000)
+        return [Notice("redis_unreachable", "", since_ms, now_ms, texts.redis_text(error, url, iso(since_ms)),
+                       {"error": error, "redis": url}, None, "Redis is unreachable")]
+
+    def _redis_up(self, settings: Settings, now_ms: int) -> list[Notice]:
+        self.down_checks, self.down_since = 0, None
+        since = self.mark.end()
+        if since is None:
+            return []
+        since_ms = int(since * 1000)
+        url = safe_url(redis_url(settings))
+        return [Notice("redis_recovered", "", since_ms, now_ms,
+                       texts.recovered_text(f"Redis at {url}", since_ms, now_ms, "It answers again."),
+                       {"redis": url, "duration_s": (now_ms - since_ms) // 1000}, None, "Redis recovered")]
