@@ -440,6 +440,32 @@ def test_reconcile_command_names_a_bad_source(make_settings: Callable[..., Setti
     assert "--source 'other': has no [sources.reconcile] table" in capsys.readouterr().err
 
 
+async def test_reconcile_command_without_the_secret_key_says_so_and_writes_nothing(
+        redis: Redis, redis_server: Any, make_settings: Callable[..., Settings], api: Fake2Checkout,
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # An operator's shell without TCO_SECRET_KEY recorded reconcile_failing in Redis: health turned
+    # degraded and an alert could go out for everyone until the next worker pass.
+    from relay.cli import main
+
+    settings = make_settings(sources=[source(api.api_url)])
+    monkeypatch.delenv("TCO_SECRET_KEY", raising=False)
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.chdir(tmp_path)
+    argv = ["--config", str(settings.config_path), "reconcile"]
+    assert await asyncio.to_thread(main, argv) == 2
+    assert capsys.readouterr().err.strip() == ("relay: source default: TCO_SECRET_KEY is not set (its secret_key_env): "
+                                               "2Checkout's API is signed with the account's secret key")
+    assert await redis.exists(k.reconcile_state("default"), k.reconcile_turn("default")) == 0
+    assert api.requests == []
+    # under `relay dev` the generated key is used, as send-test does
+    (tmp_path / ".relay").mkdir()
+    (tmp_path / ".relay" / "dev-secrets.json").write_text(json.dumps({"TCO_SECRET_KEY": SECRET_KEY}))
+    api.add("5001", "COMPLETE")
+    assert await asyncio.to_thread(main, argv) == 1
+    out = capsys.readouterr()
+    assert "5001" in out.out and "development secrets" in out.err and api.refused == []
+
+
 async def test_api_reconcile_is_behind_the_token_and_empty_without_reconciliation(
         aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis) -> None:
     token = "reconcile-api-token-0123456789"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import os
 import socket
 import sys
 import time
@@ -19,8 +20,10 @@ from redis.asyncio import Redis
 
 from config.settings import Settings
 from relay import constants as k
+from relay.cli import devsecrets
 from relay.cli.common import Commands, UsageError, settings_from
 from relay.cli.output import clean, json_text
+from relay.cli.sendtest import fill_from_dev_secrets
 from relay.store import reconcile as store
 from relay.store.connection import REDIS_ERRORS, connect, redis_url, safe_url
 from workers.reconcile import run_pass
@@ -41,6 +44,8 @@ def _args(p: argparse.ArgumentParser) -> None:
 @commands.add("reconcile", "compare 2Checkout's order list with the IPNs received, now; exit 0 nothing missing, "
               "1 orders missing, 2 the API could not be read", _args)
 def reconcile_cmd(ns: argparse.Namespace) -> int:
+    # under `relay dev` the secret key is the generated one, as for send-test
+    filled = fill_from_dev_secrets(os.environ)
     settings = settings_from(ns, require_secrets=False)
     names = store.reconciled_sources(settings)
     if ns.source is not None:
@@ -51,6 +56,16 @@ def reconcile_cmd(ns: argparse.Namespace) -> int:
         names = [ns.source]
     if not names:
         raise UsageError("no source has a [sources.reconcile] table: nothing to compare (docs/configuration.md)")
+    for name in names:
+        # checked before any pass: a pass without the key would record reconcile_failing in Redis, a
+        # problem (and an alert) for everyone caused by this shell's environment
+        if settings.sources[name].secret_key is None:
+            env = next(s.secret_key_env for s in settings.file.sources if s.name == name)
+            raise UsageError(f"source {name}: {env} is not set (its secret_key_env): 2Checkout's API is "
+                             "signed with the account's secret key")
+    if filled:
+        print(f"relay: using the development secrets in {devsecrets.SECRETS_FILE} for {', '.join(filled)}",
+              file=sys.stderr)
     url = redis_url(settings)
     try:
         states = asyncio.run(_run(settings, names, url))
