@@ -116,6 +116,31 @@ async def test_a_rename_by_reload_leaves_a_cancelled_record_for_what_was_not_fan
     await wait_for(lambda: len(target.received) == 1, 15)
 
 
+async def test_what_an_endpoint_missed_while_removed_is_recorded_cancelled_after_its_re_add(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
+    redis_server: RedisServer, workers: Callable[..., Any]
+) -> None:
+    """Received before the removal, fanned out after the re-add: the re-added endpoint gets only what
+    came after it, so this one is recorded cancelled there rather than routed to nobody."""
+    target = await sink()
+    config = [ep("x", target)]
+    settings = make_settings(endpoints=config)
+    client: TestClient = await aiohttp_client(create_app(settings))
+    nid = await post(client, "1")
+    await _lose_fanout_job(redis, nid)
+    await workers(settings, 1)
+    rewrite(settings, [], redis_server.url)
+    assert (await request_reload(redis, ORIGIN))["ok"]
+    rewrite(settings, config, redis_server.url)
+    assert (await request_reload(redis, ORIGIN))["ok"]
+    await redis.hset(k.notification(nid), "recv", 0)  # long waiting: the sweeper re-runs its fan-out
+    d = await wait_for(lambda: _delivery(redis, nid, "x"), 20)
+    assert d["state"] == "cancelled" and "endpoint removed" in d["cancelled_by"], d
+    later = await post(client, "2")
+    await wait_for(lambda: _in_state(redis, later, "x", "delivered"), 15)
+    assert len(target.received) == 1
+
+
 async def _delivery(redis: Redis, nid: str, name: str) -> dict[str, str] | None:
     return (await delivery(redis, nid, name)) or None
 

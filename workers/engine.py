@@ -346,7 +346,7 @@ class Engine:
         # an endpoint a reload added gets only what was received after it (resends carry their own recv)
         endpoints = [ep for name, ep in self.settings.endpoints.items() if self.added.get(name, 0) <= received]
         # and one removed after it was received gets a cancelled record, not nothing (workers/removed.py)
-        gone = removed.endpoints(self.removed, self.settings.endpoints, int(seq or 0))
+        gone = removed.endpoints(self.removed, {ep.name for ep in endpoints}, int(seq or 0))
         routes = removed.marked(routing.route(
             [*endpoints, *gone], source=source.decode(), channel=channel.decode(),
             mtype=(mtype or b"").decode(), status=(status or b"").decode(), test=test == b"1",

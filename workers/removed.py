@@ -10,7 +10,7 @@ endpoint's lane starts, so a re-added endpoint gets only what is routed after it
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import structlog
 from redis.asyncio import Redis
@@ -24,9 +24,11 @@ from relay.store.endpoints import Removed
 logger = structlog.get_logger()
 
 
-def endpoints(records: Mapping[str, Removed], configured: Mapping[str, Endpoint], seq: int) -> list[Endpoint]:
-    """The removed endpoints (not configured again) whose removal came after notification ``seq``."""
-    return [r.endpoint for r in records.values() if r.name not in configured and seq <= r.seq]
+def endpoints(records: Mapping[str, Removed], routed: Collection[str], seq: int) -> list[Endpoint]:
+    """The removed endpoints whose removal came after notification ``seq`` and that the fan-out does not
+    route it to otherwise: not configured, or re-added since (a re-added endpoint gets only what was
+    received after it came back, so what it missed while removed is recorded cancelled, not nothing)."""
+    return [r.endpoint for r in records.values() if r.name not in routed and seq <= r.seq]
 
 
 def marked(routes: list[Route], gone: list[Endpoint]) -> list[Route]:
