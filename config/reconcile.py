@@ -40,3 +40,17 @@ class ReconcileConfig(BaseModel):
     @property
     def lookback_ms(self) -> int:
         return round(self.lookback_hours * 3_600_000)
+
+
+def retention_problems(retention_days: float, sources: list[tuple[str, ReconcileConfig | None]]) -> list[str]:
+    """A pass reads the IPNs stored for each listed order: they must outlive the listing's window, or
+    every order older than the retention is reported missing although its IPN came. The listing covers
+    whole UTC days (StartDate is the day ``lookback_hours`` ago), so up to ``lookback_hours`` + 24 h."""
+    problems = []
+    for i, (name, cfg) in enumerate(sources):
+        if cfg is not None and retention_days * 24 <= cfg.lookback_hours + 24:
+            problems.append(f"sources[{i}].reconcile.lookback_hours = {cfg.lookback_hours:g} ({name}) needs "
+                            f"delivery.retention_days = {retention_days:g} to be longer than lookback_hours + 24 h "
+                            f"(the listing covers whole days): IPNs expired before their order leaves the "
+                            "listing would make it missing")
+    return problems

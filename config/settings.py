@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from config.event_types import EVENT_TYPES
 from config.reconcile import ReconcileConfig
+from config.reconcile import retention_problems as reconcile_retention_problems
 
 DEFAULT_CONFIG_PATH = Path("config/relay.toml")
 MAX_ENDPOINTS_PER_ROUTE = 8
@@ -299,6 +300,8 @@ class FileConfig(_Model):
                 problems.append(f"endpoints: {n} endpoints receive source {src!r} channel {route_ch!r}; "
                                 f"at most {MAX_ENDPOINTS_PER_ROUTE} are allowed")
         problems += _retention_problems(self.delivery, self.endpoints)
+        problems += reconcile_retention_problems(self.delivery.retention_days,
+                                                 [(s.name, s.reconcile) for s in self.sources])
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -388,6 +388,18 @@ def test_config_defaults_and_bad_values(make_settings: Callable[..., Settings]) 
         .sources["default"].reconcile.grace_ms == 15_000  # type: ignore[union-attr]
 
 
+def test_retention_must_outlast_the_listing(make_settings: Callable[..., Settings]) -> None:
+    # The pass reads the IPNs stored for each listed order: with retention_days = 1.5 and the default
+    # 48 h lookback (whole UTC days: up to 72 h listed), every order older than 36 h would be reported
+    # missing although its IPN came. The config now says so when it loads.
+    delivery = {"retention_days": 1.5, "retry_window_hours": 24}
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.reconcile\.lookback_hours = 48 \(default\) needs "
+                                          r"delivery\.retention_days = 1\.5 to be longer than lookback_hours \+ 24 h"):
+        make_settings(delivery=delivery, sources=[source("http://127.0.0.1:9")])
+    assert make_settings(delivery=delivery, sources=[source("http://127.0.0.1:9", lookback_hours=11)]) \
+        .sources["default"].reconcile is not None
+
+
 # -- alerts ---------------------------------------------------------------------------------------------
 
 async def test_missing_orders_alert_once_and_recover(
