@@ -516,5 +516,7 @@ async def test_dashboard_section_in_every_state(aiohttp_client: Any, redis: Redi
     html = await section()
     assert "(HTTP 503): &lt;b&gt;down&lt;/b&gt;" in html and "from the last pass that could read it" in html
     assert f"{store.MISSING_CAP + 5} orders</strong>" in html and "… and 5 more" in html
+    # relay reconcile lists the same capped list: the page must not send the operator there for the rest
+    assert "relay reconcile</code> lists them" not in html and f"only the first {store.MISSING_CAP} are kept" in html
     assert html.count("Open in 2Checkout") == store.MISSING_CAP
     assert 'href="https://secure.2checkout.com/cpanel/order_info.php?refno=9100"' in html
