@@ -221,3 +221,97 @@ async def test_every_documented_rule_is_the_one_enforced(client: TestClient) -> 
     # the list's 10 parameters; the id twice; the header, endpoint and key of a resend; the bulk body's 5
     # fields, its filter's 8 and the header
     assert len(checked) >= 10 + 2 + 3 + 14, sorted(checked)
+
+
+# -- answers carry documented fields only ------------------------------------------------------------
+
+RECORDS = ("Notification", "NotificationSummary", "Delivery", "DeliverySummary", "Attempt")
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def _validator(doc: dict[str, Any], name: str) -> Any:
+    return jsonschema_rs.validator_for({"$ref": f"#/components/schemas/{name}", "components": doc["components"]})
+
+
+async def test_a_notification_and_its_deliveries_carry_documented_fields_only(
+        aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis, sink: Callable[..., Any]) -> None:
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    from relay.store.ingest import notification_id
+    from tests.support import TEST_ENV, close_worker, ipn_fields, signed_body, wait_for
+    from workers.main import create_worker
+
+    ok, down = await sink([200]), await sink([500])
+    settings = make_settings(sources=SOURCES, env={"RELAY_ADMIN_TOKEN": TOKEN}, endpoints=[
+        {"name": "ok", "url": ok.url, "channels": ["ipn"]},
+        {"name": "down", "url": down.url, "channels": ["ipn"], "concurrent": True, "retry_delays": [60, 60]},
+        {"name": "refunds", "url": ok.url, "channels": ["ipn"], "order_statuses": ["REFUND"]},
+    ])
+    client = await aiohttp_client(create_app(settings))
+    spec = await (await client.get("/api/openapi.json", headers=AUTH)).json()
+    # the document closes every record: a field it does not name is a violation, not an extra
+    for name in RECORDS:
+        assert spec["components"]["schemas"][name].get("additionalProperties") is False, name
+    worker = create_worker(settings, handle_signals=False)
+    task = asyncio.create_task(worker.async_run())
+
+    async def post(refno: str) -> str:
+        body = signed_body(ipn_fields(refno))
+        resp = await client.post("/ipn", data=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert resp.status == 200, await resp.text()
+        return notification_id("default", "ipn", body)
+
+    async def state(nid: str, ep: str) -> str:
+        return ((await redis.hget(f"relay:d:{nid}:{ep}", "state")) or b"").decode()
+
+    try:
+        first = await post("510001")
+        assert await wait_for(lambda: _is(state(first, "down"), "retrying"), 15)
+        assert await wait_for(lambda: _is(state(first, "ok"), "delivered"), 15)
+        resp = await client.post(f"/api/notifications/{first}/cancel", json={"endpoint": "down"}, headers=AUTH)
+        assert resp.status == 200, await resp.text()
+        assert (await client.post("/api/endpoints/down/pause", headers=AUTH)).status == 200
+        second = await post("510002")
+        assert await wait_for(lambda: _is(state(second, "down"), "paused"), 15)
+    finally:
+        await close_worker(worker)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    answers = {}
+    for nid in (first, second):
+        resp = await client.get(f"/api/notifications/{nid}", headers=AUTH)
+        answers[nid] = await resp.json()
+        errors = [e.message for e in _validator(spec, "Notification").iter_errors(answers[nid])]
+        assert not errors, errors
+    listing = await (await client.get("/api/notifications", headers=AUTH)).json()
+    page = _validator(spec, "NotificationPage")
+    assert not [e.message for e in page.iter_errors(listing)]
+    # and the check bites: one field the document does not name is refused
+    leaky = json.loads(json.dumps(answers[first]))
+    leaky["deliveries"]["ok"]["rec:1"] = "delivered"
+    assert not _validator(spec, "Notification").is_valid(leaky)
+
+    d = answers[first]["deliveries"]
+    assert d["ok"]["state"] == "delivered" and ISO.match(d["ok"]["delivered_at"]) and d["ok"]["attempts"] == 1
+    assert d["down"]["state"] == "cancelled" and ISO.match(d["down"]["cancelled_at"])
+    assert d["down"]["cancelled_by"].startswith("api (")
+    assert d["refunds"]["state"] == "skipped" and d["refunds"]["reason"]
+    assert ISO.match(d["down"]["attempt_log"][0]["at"]) and d["down"]["attempt_log"][0]["status"] == 500
+    paused = answers[second]["deliveries"]["down"]
+    assert paused["state"] == "paused" and paused["paused_by"].startswith("api (") and ISO.match(paused["paused_since"])
+
+    # the same record in the CLI's --json, and its words in the text
+    env = {**os.environ, **TEST_ENV, "REDIS_URL": settings.redis_url or ""}
+    cmd = [sys.executable, "-m", "relay", "--config", str(settings.config_path), "notifications", "show", first]
+    shown = subprocess.run([*cmd, "--json"], capture_output=True, text=True, env=env, timeout=60)
+    assert json.loads(shown.stdout)["deliveries"] == d, shown.stderr
+    text = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60).stdout
+    assert f"down: cancelled by {d['down']['cancelled_by']} at {d['down']['cancelled_at']}" in text, text
+
+
+async def _is(value: Any, expected: str) -> bool:
+    return bool(await value == expected)

@@ -588,3 +588,27 @@ async def test_event_type_is_shown_and_filtered(client: TestClient, redis: Redis
     assert resp.status == 400 and "invalid type=&#39;order.nothing&#39;" in await resp.text()
     page = await (await client.get(f"/dashboard/notifications/{refund}")).text()
     assert "<dt>Event type</dt><dd><code>order.refunded</code></dd>" in page
+
+
+async def test_a_bulk_resend_lists_its_resends_at_once(client: TestClient, settings: Settings, redis: Redis) -> None:
+    """After a bulk resend the list shows the new resends straight away, before a worker routes them
+    (it showed none under an endpoint filter until the page was reloaded after the fan-out)."""
+    csrf = await login(client)
+    nids = [await ingest(client, ipn_fields(str(700 + i))) for i in range(2)]
+    worker = create_worker(settings, handle_signals=False)
+    task = asyncio.create_task(worker.async_run())
+    try:
+        async def failed() -> bool:
+            return await redis.zcard(k.ep_state("billing", "failed")) == 2
+        assert await wait_for(failed, 30)  # billing's port refuses: each runs out of tries
+    finally:
+        await close_worker(worker)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    form = {"csrf": csrf, "endpoint": "billing", "state": "failed", "period": "24h"}
+    resp = await client.post("/dashboard/resend", data=form, allow_redirects=False)
+    assert resp.status == 303 and "endpoint=billing" in resp.headers["Location"], await resp.text()
+    assert [await redis.zcard(k.resends(n)) for n in nids] == [1, 1]
+    listing = await (await client.get(resp.headers["Location"])).text()
+    assert "2 resends queued" in listing
+    assert listing.count('<span class="tag">resend</span>') == 2, listing

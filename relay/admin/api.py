@@ -21,7 +21,7 @@ from aiohttp import web
 
 from relay import events
 from relay.admin import openapi
-from relay.store import audit, endpoints, queries, reconcile, reload
+from relay.store import audit, detail, endpoints, queries, reconcile, reload
 from relay.store.connection import REDIS_ERRORS, clock_ms
 from relay.store.control import Control
 from relay.store.params import AuditQuery, BulkRequest, EndpointPath, ListQuery, ResendRequest, TargetRequest
@@ -147,7 +147,7 @@ async def list_notifications(request: web.Request) -> web.Response:
 
 
 async def show_notification(request: web.Request) -> web.Response:
-    doc = await queries.detail(request.config_dict[appkeys.REDIS], request.match_info["id"])
+    doc = await detail.detail(request.config_dict[appkeys.REDIS], request.match_info["id"])
     return web.json_response(queries.redact(doc, queries.secrets(request.config_dict[appkeys.LIVE].settings)))
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from relay import __version__
+from relay.store.detail import ATTEMPT_FIELDS, DELIVERY_FIELDS
 from relay.store.params import (
     AuditQuery,
     BulkRequest,
@@ -120,6 +121,7 @@ DELIVERY_SUMMARY: Schema = {
         "resolved_by": _nullable("string"),
         "resolved_at": _nullable("string"),
     },
+    "additionalProperties": False,
 }
 SUMMARY_PROPS: Schema = {
     "id": {"type": "string"},
@@ -139,17 +141,31 @@ SUMMARY: Schema = {
     "required": [*SUMMARY_PROPS, "deliveries"],
     "properties": {**SUMMARY_PROPS,
                    "deliveries": {"type": "object", "additionalProperties": _ref("DeliverySummary")}},
+    "additionalProperties": False,
+}
+_DELIVERY_TYPES: dict[str, Schema] = {
+    "state": {"type": "string"}, "attempts": {"type": "integer", "minimum": 0},
+    "attempt_log": {"type": "array", "items": _ref("Attempt")},
 }
 DELIVERY: Schema = {
     "type": "object",
-    "description": "every field of relay:d:{id}:{endpoint} (times as ISO-8601) and its attempts",
-    "required": ["attempt_log"],
-    "properties": {
-        "state": {"type": "string"},
-        "attempts": {"type": ["integer", "string"]},
-        "attempt_log": {"type": "array", "items": {"type": "object"}},
-    },
-    "additionalProperties": True,
+    "description": "one endpoint's delivery of the notification: these fields and no others, times as ISO 8601 UTC",
+    "required": list(DELIVERY_FIELDS),
+    "properties": {name: {**_DELIVERY_TYPES.get(name, _nullable("string")), "description": text}
+                   for name, text in DELIVERY_FIELDS.items()},
+    "additionalProperties": False,
+}
+_ATTEMPT_TYPES: dict[str, Schema] = {
+    "n": _nullable("integer"), "ms": _nullable("number"), "outcome": _nullable("string"),
+    "status": _nullable("integer"), "response": _nullable("string"), "resend": {"type": "boolean"},
+}
+ATTEMPT: Schema = {
+    "type": "object",
+    "description": "one attempt of a delivery, times as ISO 8601 UTC",
+    "required": list(ATTEMPT_FIELDS),
+    "properties": {name: {**_ATTEMPT_TYPES.get(name, _nullable("string")), "description": text}
+                   for name, text in ATTEMPT_FIELDS.items()},
+    "additionalProperties": False,
 }
 DETAIL: Schema = {
     "type": "object",
@@ -171,6 +187,7 @@ DETAIL: Schema = {
         "deliveries": {"type": "object", "additionalProperties": _ref("Delivery")},
         "resends": {"type": "array", "items": _ref("NotificationSummary")},
     },
+    "additionalProperties": False,
 }
 RESENT: Schema = {
     "type": "object",
@@ -212,6 +229,7 @@ ANSWERS: dict[str, Schema] = {
     "NotificationSummary": SUMMARY,
     "NotificationPage": NOTIFICATION_PAGE,
     "Delivery": DELIVERY,
+    "Attempt": ATTEMPT,
     "Notification": DETAIL,
     "Resent": RESENT,
     "BulkResult": BULK_RESULT,

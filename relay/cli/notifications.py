@@ -26,7 +26,7 @@ from relay.cli.common import (
     run_redis,
 )
 from relay.cli.output import clean
-from relay.store import endpoints, queries
+from relay.store import detail, endpoints, queries
 from relay.store.queries import BadParam
 from relay.store.resend import Resender, check_idempotency_key
 
@@ -134,7 +134,7 @@ def _print_table(rows: list[list[str]]) -> None:
 
 
 async def _show(ns: argparse.Namespace, settings: Settings, redis: Redis) -> int:
-    doc = queries.redact(await queries.detail(redis, notification_id(ns.id)), queries.secrets(settings))
+    doc = queries.redact(await detail.detail(redis, notification_id(ns.id)), queries.secrets(settings))
     if ns.json:
         print_json(doc)
         return 0
@@ -151,11 +151,16 @@ async def _show(ns: argparse.Namespace, settings: Settings, redis: Redis) -> int
         print(f"  (body does not parse: {clean(doc['body_error'])})")
     print("deliveries:" if doc["deliveries"] else "deliveries:    none yet (not routed)")
     for ep, d in doc["deliveries"].items():
-        extra = " ".join(f"{key}={clean(d[key])}" for key in ("last", "next", "reason") if d.get(key))
-        state = d.get("state")
-        if d.get("resolved_by"):
-            state = f"failed → resolved by resend {d['resolved_by']} at {d.get('resolved_at')},"
-        print(f"  {clean(ep)}: {clean(state)} after {clean(d.get('attempts', 0))} attempt(s) {extra}".rstrip())
+        # the same fields as --json and the API (relay/store/detail.py), in words
+        extra = " ".join(f"{key}={clean(d[key])}" for key in ("last", "next_at", "reason") if d.get(key))
+        state = d["state"]
+        if d["resolved_by"]:
+            state = f"failed → resolved by resend {d['resolved_by']} at {d['resolved_at']},"
+        elif d["cancelled_by"]:
+            state = f"cancelled by {d['cancelled_by']} at {d['cancelled_at']},"
+        elif d["paused_by"]:
+            state = f"paused (endpoint paused by {d['paused_by']} at {d['paused_since']}),"
+        print(f"  {clean(ep)}: {clean(state)} after {d['attempts']} attempt(s) {extra}".rstrip())
         for a in d["attempt_log"]:
             status = a.get("status") or a.get("error") or ""
             line = f"#{a.get('n')} {a.get('at')} {a.get('outcome')} {status} {a.get('message') or ''}"

@@ -37,6 +37,7 @@ from relay.dashboard.sessions import Session, current_session, session_of
 from relay.store import audit, endpoints, queries
 from relay.store.connection import REDIS_ERRORS, clock_ms
 from relay.store.control import Control
+from relay.store.detail import detail as notification_detail
 from relay.store.queries import QueryError
 from relay.store.resend import Resender
 from relay.store.stats import health_report, hourly
@@ -420,7 +421,7 @@ def redact_body(body: str) -> str:
 
 async def load_detail(request: web.Request, nid: str) -> dict[str, Any]:
     """The API's detail document, with configured secrets and PASSWORD/SECRET/TOKEN fields redacted."""
-    doc: dict[str, Any] = await queries.detail(request.config_dict[appkeys.REDIS], nid)
+    doc: dict[str, Any] = await notification_detail(request.config_dict[appkeys.REDIS], nid)
     doc = queries.redact(doc, hidden_values(request.config_dict[appkeys.LIVE].settings))
     if doc.get("fields"):
         doc["fields"] = {name: [queries.REDACTED] * len(values) if sensitive(name) else values

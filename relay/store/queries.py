@@ -1,4 +1,4 @@
-"""Reading notifications back: filters, index choice, cursor pages and the detail view.
+"""Reading notifications back: filters, index choice and cursor pages (one notification in full: ``detail.py``).
 
 Shared by the admin API (``relay/admin/api.py``) and the CLI (``relay/cli/notifications.py``). Every listing walks
 one sorted-set index newest first (never KEYS or SCAN): the most selective of ``relay:ix:ref``,
@@ -25,10 +25,10 @@ import base64
 import binascii
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Awaitable, Collection, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast, get_args
+from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
@@ -37,7 +37,6 @@ from redis.asyncio import Redis
 
 from config.settings import Endpoint, Secret, Settings, Source
 from relay import constants as k
-from relay import protocol
 from relay.redact import REDACTED as REDACTED
 from relay.redact import redact as redact_secrets
 from relay.store import params
@@ -56,8 +55,6 @@ BATCH = 200
 SUMMARY_FIELDS = ("channel", "source", "recv", "ref", "status", "mtype", "type", "test", "resend_of", "eps",
                   "targets")
 DELIVERY_SUMMARY = ("state", "attempts", "last", "updated", "next", "resolved_by", "resolved_at")
-DELIVERY_TIMES = ("created", "updated", "next", "delivered_at", "lease", "resolved_at")
-DELIVERY_INTS = ("attempts", "seq")
 
 
 class QueryError(Exception):
@@ -367,6 +364,10 @@ def matches(row: Row, f: Filters) -> bool:
         return False
     if f.endpoint is not None:
         d = row.deliveries.get(f.endpoint)
+        if d is None and f.state is None and "eps" not in fields:
+            # a resend not yet routed already names its endpoints: listed at once (after a bulk
+            # resend the dashboard lists the endpoint's newest, and they are these)
+            return f.endpoint in fields.get("targets", "").split(",")
         return d is not None and (f.state is None or _in_state(d, f))
     if f.state is not None:
         return any(_in_state(d, f) for d in row.deliveries.values())
@@ -443,93 +444,6 @@ async def scan(redis: Redis, f: Filters, *, limit: int, cursor: str | None = Non
             last_nid, last_score = batch[-1]
             return Page(items, Cursor(kind, last_score, last_nid, fp).encode(), kind, scanned)
     return Page(items, None, kind, scanned)
-
-
-# -- one notification in full ----------------------------------------------------------------
-
-
-def _delivery_detail(d: dict[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in d.items():
-        if name in DELIVERY_TIMES:
-            out[name] = iso(value)
-        elif name in DELIVERY_INTS:
-            out[name] = int(value) if value.isdigit() else value
-        else:
-            out[name] = value
-    return out
-
-
-def _attempt(raw: bytes) -> dict[str, Any]:
-    try:
-        record = json.loads(raw)
-    except ValueError:
-        return {"unreadable": raw.decode("utf-8", "replace")}
-    if not isinstance(record, dict):
-        return {"unreadable": raw.decode("utf-8", "replace")}
-    for name in ("at", "next"):
-        if isinstance(record.get(name), int):
-            record[name] = iso(record[name])
-    return record
-
-
-async def detail(redis: Redis, nid: str) -> dict[str, Any]:
-    """Everything stored about one notification; raises NotFound."""
-    check_id(nid)
-    raw = await cast(Awaitable[dict[bytes, bytes]], redis.hgetall(k.notification(nid)))
-    if not raw:
-        raise NotFound(f"no notification {nid!r} (never received, or removed after the retention period)")
-    n = {key.decode(): value for key, value in raw.items()}
-    body: bytes = n.pop("body", b"")
-    f = {key: value.decode("utf-8", "replace") for key, value in n.items()}
-    eps = [ep for ep in f.get("eps", "").split(",") if ep]
-    async with redis.pipeline(transaction=False) as pipe:
-        for ep in eps:
-            pipe.hgetall(k.delivery(nid, ep))
-            pipe.lrange(k.attempts(nid, ep), 0, -1)
-        pipe.zrange(k.resends(nid), 0, -1, withscores=True)
-        results = await pipe.execute()
-    deliveries: dict[str, dict[str, Any]] = {}
-    for i, ep in enumerate(eps):
-        hash_, attempts = results[2 * i], results[2 * i + 1]
-        d = _delivery_detail({key.decode(): value.decode("utf-8", "replace") for key, value in hash_.items()})
-        d["attempt_log"] = [_attempt(a) for a in attempts]
-        deliveries[ep] = d
-    resends = await load_rows(redis, [(m.decode(), int(s)) for m, s in results[-1]])
-    try:
-        fields: dict[str, list[str]] | None = protocol.parse_form(body)
-        parse_error = None
-    except protocol.ProtocolError as exc:
-        fields, parse_error = None, exc.detail
-    doc: dict[str, Any] = {
-        "id": nid,
-        "channel": f.get("channel", ""),
-        "source": f.get("source", ""),
-        "received_at": iso(f.get("recv")),
-        "seq": int(f["seq"]) if f.get("seq", "").isdigit() else None,
-        "ref": f.get("ref", ""),
-        "status": f.get("status", ""),
-        "mtype": f.get("mtype", ""),
-        "type": f.get("type", ""),
-        "message_id": f.get("message_id", ""),
-        "license": f.get("license", ""),
-        "email": f.get("email", ""),
-        "test": f.get("test") == "1",
-        "algo": f.get("algo", ""),
-        "content_type": f.get("ct", ""),
-        "resend_of": f.get("resend_of") or None,
-        "targets": f["targets"].split(",") if f.get("targets") else None,
-        "routed": "eps" in f,
-        "fields": fields,
-        "body": body.decode("utf-8", "replace"),
-        "deliveries": deliveries,
-        "resends": [row.summary() for row in resends],
-    }
-    if parse_error is not None:
-        doc["body_error"] = parse_error
-    return doc
-
-
 
 
 # -- never show a configured secret --------------------------------------------------------------
