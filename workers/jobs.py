@@ -115,7 +115,7 @@ async def reconfigure(ctx: dict[str, Any], old: Settings, new: Settings) -> dict
         changes["incomplete"] = (f"recording the removed endpoints and cancelling their work failed "
                                  f"({type(exc).__name__}: {exc}); retried in the background")
         logger.error("reload_incomplete", error=f"{type(exc).__name__}: {exc}", removed=sorted(gone))
-        _background(ctx, _retry_removal(ctx, new, gone), "reload-removal")
+        _background(ctx, _retry_removal(ctx, gone), "reload-removal")
     if gone:
         async def after_drain() -> None:
             await engine.drain_retired(max(ep.timeout for ep in gone.values()) + 1)
@@ -141,10 +141,13 @@ async def _record_removal(ctx: dict[str, Any], settings: Settings, gone: dict[st
                                 everything=True)
 
 
-async def _retry_removal(ctx: dict[str, Any], settings: Settings, gone: dict[str, Any]) -> None:
+async def _retry_removal(ctx: dict[str, Any], gone: dict[str, Any]) -> None:
     backoff = 0.5
     while True:  # bounded by the process: shutdown cancels it, and a restart records it at start-up
         await asyncio.sleep(backoff)
+        # the config in force now (a later reload may have re-added a name meanwhile: it is not removed)
+        settings: Settings = ctx["settings"]
+        gone = {name: ep for name, ep in gone.items() if name not in settings.endpoints}
         try:
             cancelled = await _record_removal(ctx, settings, gone)
             logger.info("reload_completed", removed=sorted(gone), cancelled=cancelled)
