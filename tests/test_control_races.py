@@ -148,3 +148,20 @@ async def test_cancel_and_retry_across_endpoints_say_exactly_what_was_done(
     assert await redis.hget(k.delivery(second, "a"), "cancelled_by") == ORIGIN.label().encode()
     entries = [(e["action"], e["target"]) for e in await audit.read(redis)]
     assert ("cancel", f"{second}:a") in entries and ("retry", f"{first}:a") in entries
+
+
+async def test_resolving_never_re_creates_a_failed_delivery_that_retention_expired(redis: Redis) -> None:
+    """resolve.lua marks an original resolved by its delivered resend: an original whose delivery expired
+    (its index entry not trimmed yet) must not come back as a hash with no expiry."""
+    from relay.store.resolve import resolve
+
+    orig, resend = "ipn_" + "a" * 24, "ipn_" + "a" * 24 + "~r1"
+    secs, micros = await redis.time()
+    now = secs * 1000 + micros // 1000
+    await redis.zadd(k.ep_resent("x"), {orig: now})
+    await redis.zadd(k.ep_state("x", "failed"), {orig: now})
+    await redis.zadd(k.resends(orig), {resend: now})
+    await redis.hset(k.delivery(resend, "x"), mapping={"state": "delivered"})
+    assert await resolve(redis, ["x"]) == 0
+    assert not await redis.exists(k.delivery(orig, "x"))
+    assert not await redis.zcard(k.ep_state("x", "failed")) and not await redis.zcard(k.ep_resent("x"))
