@@ -10,17 +10,29 @@ documented maximum), and answers ``{"Items": [...], "Pagination": {"Page", "Limi
 
 It is written apart from workers/tco_api.py on purpose: the client is checked against the document,
 not against itself.
+
+Standalone, to try reconciliation by hand against ``relay dev`` (docs/operations.md, "Reconciliation")::
+
+    python -m tests.fake_2checkout --merchant-code MYCODE --port 8089 --orders orders.json
+
+with the secret key in ``$TCO_SECRET_KEY`` (``--secret-env``) and ``orders.json`` a list of
+``{"ref": "230000001", "status": "COMPLETE", "test": false}``; the file is read again at every request,
+so editing it changes what the next listing returns.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 import hmac
 import json
+import os
 import re
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -57,6 +69,8 @@ class Fake2Checkout:
     refused: list[str] = field(default_factory=list)
     port: int = 0
     runner: web.AppRunner | None = None
+    # standalone: the orders are read from this JSON file at every request
+    orders_file: Path | None = None
 
     @property
     def api_url(self) -> str:
@@ -110,8 +124,15 @@ class Fake2Checkout:
             return "wrong hash"
         return None
 
+    def _read_orders_file(self) -> None:
+        assert self.orders_file is not None
+        self.orders = [FakeOrder(str(o["ref"]), str(o["status"]), test=bool(o.get("test", False)))
+                       for o in json.loads(self.orders_file.read_text(encoding="utf-8"))]
+
     async def list_orders(self, request: web.Request) -> web.Response:
         self.requests.append({"query": dict(request.query), "headers": dict(request.headers)})
+        if self.orders_file is not None:
+            self._read_orders_file()
         if self.script:
             action = self.script[min(len(self.requests) - 1, len(self.script) - 1)]
             if action[0] == "status":
@@ -142,3 +163,37 @@ class Fake2Checkout:
         return web.Response(text=json.dumps({"Items": [o.item() for o in items],
                                              "Pagination": {"Page": page, "Limit": limit, "Count": len(found)}}),
                             content_type="application/json")
+
+
+async def _serve(args: argparse.Namespace, secret: str) -> None:
+    fake = Fake2Checkout(args.merchant_code, secret, port=args.port, orders_file=args.orders)
+    fake._read_orders_file()  # a bad file stops it here, before it listens
+    await fake.start()
+    print(f"fake 2Checkout API: api_url = \"{fake.api_url}\"", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await fake.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tests.fake_2checkout",
+                                description="a fake of 2Checkout's order listing, for trying reconciliation by hand")
+    p.add_argument("--merchant-code", required=True)
+    p.add_argument("--secret-env", default="TCO_SECRET_KEY", help="the variable holding the secret key")
+    p.add_argument("--port", type=int, default=8089)
+    p.add_argument("--orders", type=Path, required=True, help='JSON: [{"ref", "status", "test"}, ...]')
+    args = p.parse_args(argv)
+    secret = os.environ.get(args.secret_env)
+    if not secret:
+        print(f"fake_2checkout: {args.secret_env} is not set", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(args, secret))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -97,6 +97,44 @@ async def test_fake_api_refuses_a_wrong_hash_and_a_skewed_date(api: Fake2Checkou
                            "no X-Avangate-Authentication header"]
 
 
+async def test_fake_api_runs_standalone_for_trying_by_hand(tmp_path: Any, session: aiohttp.ClientSession) -> None:
+    # docs/operations.md points at it to try reconciliation against relay dev: it must start from the
+    # command line, check the header as in-process, and read the orders file again at every request
+    import os
+    import subprocess
+    import sys
+
+    from config.reconcile import ReconcileConfig
+    from tests.support import free_port
+    from workers.tco_api import ApiError, list_orders
+
+    orders = tmp_path / "orders.json"
+    orders.write_text(json.dumps([{"ref": "7001", "status": "COMPLETE"}, {"ref": "7002", "status": "PENDING",
+                                                                          "test": True}]))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tests.fake_2checkout", "--merchant-code", MERCHANT,
+                             "--port", str(port), "--orders", str(orders)],
+                            env={**os.environ, "TCO_SECRET_KEY": SECRET_KEY}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 20)
+        api_url = f"http://127.0.0.1:{port}/rest/6.0"
+        assert line.strip() == f'fake 2Checkout API: api_url = "{api_url}"'
+        cfg = ReconcileConfig(merchant_code=MERCHANT, api_url=api_url)
+        now = datetime.now(UTC)
+        listed = await list_orders(session, cfg, Secret(SECRET_KEY), now)
+        assert [(o.reference, o.status) for o in listed] == [("7001", "COMPLETE")]
+        orders.write_text(json.dumps([{"ref": "7001", "status": "REFUND"}]))
+        assert [(o.reference, o.status) for o in await list_orders(session, cfg, Secret(SECRET_KEY), now)] == \
+            [("7001", "REFUND")]
+        with pytest.raises(ApiError) as refused:
+            await list_orders(session, cfg, Secret("another key"), now)
+        assert refused.value.http_status == 401
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 # -- what "missing" means --------------------------------------------------------------------------------
 
 def test_a_later_status_covers_an_earlier_one() -> None:
