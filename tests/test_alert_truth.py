@@ -268,8 +268,9 @@ async def test_redis_unreachable_is_sent_once_per_host_and_recovers(tmp_path: Pa
     extra = f'[server]\nport = {port}\n[alerts]\nwebhook_url_env = "ALERT_HOOK"\ncheck_seconds = {SMALL}\n'
     path = write_config(tmp_path / "relay.toml", endpoints=[{"name": "erp", "url": "http://127.0.0.1:9/x"}],
                         extra=extra)
-    # two members, each with its own watcher, on one host
-    procs = [RelayProcess(path, server.url, "serve", "--processes", "2", env={"ALERT_HOOK": hook.url})]
+    # two members, each with its own watcher, on one host (whose temp directory holds the host's record)
+    env = {"ALERT_HOOK": hook.url, "TMPDIR": str(tmp_path)}
+    procs = [RelayProcess(path, server.url, "serve", "--processes", "2", env=env)]
     try:
         async def up(p: int = port) -> bool:
             try:
@@ -291,4 +292,28 @@ async def test_redis_unreachable_is_sent_once_per_host_and_recovers(tmp_path: Pa
     finally:
         for proc in procs:
             proc.stop()
+        server.cleanup()
+
+
+async def test_a_worker_alone_on_its_host_reports_redis_unreachable_and_its_recovery(
+        tmp_path: Path, sink: Callable[..., Any]) -> None:
+    server = RedisServer().start()
+    hook = await sink([200])
+    path = write_config(tmp_path / "relay.toml", endpoints=[{"name": "erp", "url": "http://127.0.0.1:9/x"}],
+                        extra='[alerts]\nwebhook_url_env = "ALERT_HOOK"\n')
+    worker = RelayProcess(path, server.url, "worker", env={"ALERT_HOOK": hook.url, "TMPDIR": str(tmp_path)})
+    client = Redis.from_url(server.url)
+    try:
+        await wait_for(lambda: client.zcard(k.WORKERS), timeout=30, interval=0.1)
+        server.stop()
+
+        def kinds() -> list[str]:
+            return [json.loads(r.body)["kind"] for r in hook.received]
+        await wait_for(lambda: "redis_unreachable" in kinds(), timeout=60, interval=0.1)
+        server.start()
+        await wait_for(lambda: "redis_recovered" in kinds(), timeout=60, interval=0.1)
+        assert kinds() == ["redis_unreachable", "redis_recovered"], worker.output()[-2000:]
+    finally:
+        await client.aclose()
+        worker.stop()
         server.cleanup()

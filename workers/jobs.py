@@ -13,6 +13,8 @@ import structlog
 
 from config.settings import Settings, load_settings
 from relay import constants as k
+from relay.alerting.send import notify
+from relay.alerting.watch import RedisOutage
 from relay.store import audit, endpoints
 from relay.store.connection import REDIS_ERRORS, connect, redis_url
 from relay.store.reload import Reloader
@@ -51,6 +53,10 @@ async def startup(ctx: dict[str, Any]) -> None:
     if gone:
         logger.warning("endpoints_removed_at_start", endpoints=gone)
     await engine.start()
+    # back after an outage this process alerted about (workers/main.py): its recovery, once per host
+    outage: RedisOutage | None = ctx.get("redis_outage")
+    if outage is not None:
+        await notify(await asyncio.to_thread(outage.up, settings, engine.redis_ms()), settings, session)
     # every process beats on its own (the sweeper cron runs on only one worker per tick)
     ctx["heartbeat"] = asyncio.create_task(_beat(ctx), name="heartbeat")
     reloader = Reloader(redis, settings, role="worker", name=ctx["worker_name"],

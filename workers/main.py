@@ -11,8 +11,10 @@ import structlog
 from arq.worker import Worker, get_kwargs
 
 from config.settings import Settings
+from relay.alerting.watch import RedisOutage
 from relay.constants import GC_THRESHOLD
 from relay.store.connection import REDIS_ERRORS, arq_settings, redis_url
+from workers.alerts import send_now
 from workers.jobs import shutdown
 from workers.settings import WorkerSettings
 from workers.wake import RelayWorker
@@ -45,8 +47,11 @@ def run(settings: Settings) -> None:
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, 20, 20)
     backoff = 1.0
+    # Redis unreachable: each failed start is a check; the alert is the host's (relay/alerting/watch.py),
+    # and the recovery is sent by the worker that starts again (jobs.startup)
+    outage = RedisOutage(redis_url(settings))
     while True:
-        worker = create_worker(settings)
+        worker = create_worker(settings, ctx={"redis_outage": outage})
         main = loop.create_task(worker.main())
         worker.main_task = main
         loop.add_signal_handler(signal.SIGHUP, _on_sighup, loop, worker)
@@ -59,6 +64,9 @@ def run(settings: Settings) -> None:
             if worker.ctx.get("engine") is not None:
                 backoff = 1.0  # it had been running: a new outage, not a worker that cannot start
             logger.error("worker_redis_lost", error=f"{type(exc).__name__}: {exc}", restart_in_s=backoff)
+            notices = outage.down(settings, f"{type(exc).__name__}: {exc}")
+            if notices:
+                loop.run_until_complete(send_now(notices, settings))
         finally:
             _close(loop, worker)
             # the next worker runs the configuration last reloaded (jobs.reconfigure keeps it in the

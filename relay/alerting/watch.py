@@ -5,7 +5,8 @@ Every ``relay serve`` process checks every ``[alerts] check_seconds``:
 - **Redis.** A PING that fails at two checks in a row is ``redis_unreachable``. Redis cannot hold
   the rate limit then, so a small file per host and Redis URL does (in the temp directory, under a
   lock): whichever process sees it first sends the alert, at most once per ``frequency_hours`` per
-  host, and the first to reach Redis again sends ``redis_recovered``.
+  host, and the first to reach Redis again sends ``redis_recovered``. A ``relay worker`` shares this
+  (``RedisOutage``): each failed restart of its lost connection is a check (workers/main.py).
 - **Workers.** One process at a time (a lease in Redis, ``relay:alert:lease:ingress``) evaluates
   ``no_worker``; seen at two checks in a row (so a worker's restart is not an incident) it is sent
   through relay/alerting/incidents.py like every other kind, and ``worker_recovered`` when one is
@@ -88,14 +89,48 @@ class HostMark:
             return since
 
 
+class RedisOutage:
+    """One process's view of Redis's reachability, and the host's alert about it (``HostMark``):
+    seen down at CONFIRM_CHECKS checks in a row, the alert is due unless another process on this host
+    sent it less than ``frequency_hours`` ago; reachable again, the recovery is due if one was sent."""
+
+    def __init__(self, url: str) -> None:
+        self.mark = HostMark(url)
+        self.checks = 0
+        self.since: float | None = None
+
+    def down(self, settings: Settings, error: str) -> list[Notice]:
+        now = time.time()
+        self.checks += 1
+        self.since = self.since or now
+        if self.checks < CONFIRM_CHECKS:
+            return []
+        since = self.mark.claim(now, self.since, settings.alerts.frequency_hours * 3600)
+        if since is None:
+            return []
+        url = safe_url(redis_url(settings))
+        since_ms, now_ms = int(since * 1000), int(now * 1000)
+        return [Notice("redis_unreachable", "", since_ms, now_ms, texts.redis_text(error, url, iso(since_ms)),
+                       {"error": error, "redis": url}, None, "Redis is unreachable")]
+
+    def up(self, settings: Settings, now_ms: int) -> list[Notice]:
+        self.checks, self.since = 0, None
+        since = self.mark.end()
+        if since is None:
+            return []
+        since_ms = int(since * 1000)
+        url = safe_url(redis_url(settings))
+        return [Notice("redis_recovered", "", since_ms, now_ms,
+                       texts.recovered_text(f"Redis at {url}", since_ms, now_ms, "It answers again."),
+                       {"redis": url, "duration_s": (now_ms - since_ms) // 1000}, None, "Redis recovered")]
+
+
 class Watcher:
     def __init__(self, redis: Redis, settings: Callable[[], Settings], name: str | None = None) -> None:
         self.redis = redis
         self.settings = settings  # the live settings: a reload applies at the next check
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
-        self.mark = HostMark(redis_url(settings()))
-        self.down_checks = 0
-        self.down_since: float | None = None
+        self.outage = RedisOutage(redis_url(settings()))
         self.no_worker_checks = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -127,10 +162,10 @@ class Watcher:
             sec, usec = await self.redis.time()  # Redis's clock, the one heartbeats are written on
             now_ms = int(sec) * 1000 + int(usec) // 1000
         except REDIS_ERRORS as exc:
-            notices = await asyncio.to_thread(self._redis_down, settings, f"{type(exc).__name__}: {exc}")
+            notices = await asyncio.to_thread(self.outage.down, settings, f"{type(exc).__name__}: {exc}")
             await notify(notices, settings, session)
             return notices
-        notices = await asyncio.to_thread(self._redis_up, settings, now_ms)
+        notices = await asyncio.to_thread(self.outage.up, settings, now_ms)
         if await self._lease(settings):
             alive = await self.redis.zcount(k.WORKERS, now_ms - WORKER_ALIVE_MS, "+inf")
             self.no_worker_checks = 0 if alive else self.no_worker_checks + 1
@@ -150,28 +185,3 @@ class Watcher:
             return True
         self.no_worker_checks = 0  # another process watches; start afresh if the lease comes here
         return False
-
-    def _redis_down(self, settings: Settings, error: str) -> list[Notice]:
-        now = time.time()
-        self.down_checks += 1
-        self.down_since = self.down_since or now
-        if self.down_checks < CONFIRM_CHECKS:
-            return []
-        since = self.mark.claim(now, self.down_since, settings.alerts.frequency_hours * 3600)
-        if since is None:
-            return []
-        url = safe_url(redis_url(settings))
-        since_ms, now_ms = int(since * 1000), int(now * 1000)
-        return [Notice("redis_unreachable", "", since_ms, now_ms, texts.redis_text(error, url, iso(since_ms)),
-                       {"error": error, "redis": url}, None, "Redis is unreachable")]
-
-    def _redis_up(self, settings: Settings, now_ms: int) -> list[Notice]:
-        self.down_checks, self.down_since = 0, None
-        since = self.mark.end()
-        if since is None:
-            return []
-        since_ms = int(since * 1000)
-        url = safe_url(redis_url(settings))
-        return [Notice("redis_recovered", "", since_ms, now_ms,
-                       texts.recovered_text(f"Redis at {url}", since_ms, now_ms, "It answers again."),
-                       {"redis": url, "duration_s": (now_ms - since_ms) // 1000}, None, "Redis recovered")]
