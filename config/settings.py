@@ -217,6 +217,9 @@ class DeliveryConfig(_Model):
     response_snippet_bytes: int = Field(512, ge=0, le=65536)
     # how often idle workers look for due retries (new work wakes them at once)
     poll_interval: float = Field(0.25, gt=0, le=60)
+    # a claimed delivery's lease is its endpoint's timeout plus this: how long a stalled or killed
+    # worker's deliveries wait before another worker takes them over (docs/reliability.md)
+    lease_margin: float = Field(5.0, ge=0.2, le=300)
 
     @property
     def retention_ms(self) -> int:

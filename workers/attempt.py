@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import aiohttp
 import structlog
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import BytesPayload
 from yarl import URL
 
 from config.settings import DeliveryConfig, Endpoint
@@ -24,6 +26,15 @@ from workers import forward, schedule, wire
 logger = structlog.get_logger()
 
 MAX_ANSWER_BYTES = 1 << 20
+
+# a claimed delivery given back unsent: complete.lua makes it due again at once (fenced by its attempt)
+DROPPED = "dropped"
+NOT_SENT_LEASE, NOT_SENT_RETIRED = "lease_expired", "lane_retired"
+NOT_SENT_MESSAGES = {
+    NOT_SENT_LEASE: "not sent: its lease could run out before the request ended (the worker was stalled); "
+                    "claimed again",
+    NOT_SENT_RETIRED: "not sent: a reload retired this endpoint's lane before the claim came back",
+}
 
 
 def bucket(seconds: float, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> int:
@@ -40,7 +51,7 @@ class Result:
     ep: Endpoint
     nid: str
     attempt: int
-    outcome: str  # delivered | retry | failed
+    outcome: str  # delivered | retry | failed | dropped (claimed, not sent: see Sender.not_sent)
     delay_ms: int  # retry: how long from now (Redis's clock) until the next attempt
     record: str  # the attempt's JSON record
     last: str  # short status text: "HTTP 500", "timeout"
@@ -56,7 +67,7 @@ class Result:
                 self.lat_bucket, self.lat_us, self.recv]
 
     def keys(self) -> list[str]:
-        to_state = "retrying" if self.outcome == "retry" else self.outcome
+        to_state = "retrying" if self.outcome in ("retry", DROPPED) else self.outcome
         return wire.result_keys(self.nid, self.ep.name, to_state)
 
 
@@ -99,6 +110,8 @@ class Sender:
         started_ms = redis_ms()
         t0 = time.perf_counter()
         answer = await self._send(ep, item, current)
+        if answer.outcome == DROPPED:
+            return self.not_sent(ep, item, answer.error, started_ms)
         duration = time.perf_counter() - t0
         delay_ms = self._schedule(ep, item, answer, redis_ms())
         return self._result(ep, item, answer, started_ms, duration, delay_ms)
@@ -107,12 +120,26 @@ class Sender:
         # per endpoint, built once (at start and on a reload); a lane retired by a reload may still
         # finish a delivery to an endpoint no longer configured, hence the fall-backs. A lane a reload
         # left running holds the Endpoint it started with (equal to the new one, not the same object)
-        body, headers = forward.build(ep, item, int(self.clock()), self._headers[ep.name] if current else None)
+        try:
+            body, headers = forward.build(ep, item, int(self.clock()), self._headers[ep.name] if current else None)
+        except Exception as exc:
+            # a bug building this one request (a body the event mapping cannot take, say) fails this
+            # delivery, visibly and resendable once fixed; raised, it crashed the lane's attempt and the
+            # delivery came back at every lease expiry, holding a serial endpoint up for good
+            logger.exception("request_not_built", endpoint=ep.name, nid=item.nid)
+            return Answer("failed", error="request_error", message=f"the request could not be built: {exc!r}"[:300])
         timeout = (self._timeouts[ep.name] if current else None) or aiohttp.ClientTimeout(total=ep.timeout)
         url = self._urls[ep.name] if current else URL(ep.url)
+        # past its lease another worker may hold this delivery already: a serial endpoint would get two
+        # requests at once, a max_in_flight one too many. So the request must be able to end, timeout
+        # and all, while the lease surely holds, with half the margin to spare for a loop running late
+        send_by = item.held_until - ep.timeout - self.policy.lease_margin / 2
+        if time.monotonic() > send_by:
+            return Answer(DROPPED, error=NOT_SENT_LEASE)
+        guarded = Guarded(body, send_by)
         try:
             async with self.session.post(
-                url, data=body, headers=headers, allow_redirects=False, timeout=timeout,
+                url, data=guarded, headers=headers, allow_redirects=False, timeout=timeout,
             ) as resp:
                 answer = Answer(forward.classify(resp.status, ep), status=resp.status)
                 answer.snippet = await read_answer(resp, self.policy.response_snippet_bytes)
@@ -124,9 +151,25 @@ class Sender:
         except TimeoutError:
             return Answer("retry", error="timeout", message=f"no complete answer within {ep.timeout:g} s")
         except aiohttp.ClientError as exc:
+            if guarded.refused:
+                return Answer(DROPPED, error=NOT_SENT_LEASE)
             return Answer("retry", error=error_class(exc), message=str(exc)[:300] or type(exc).__name__)
         except (ValueError, UnicodeError) as exc:  # e.g. an invalid header value from the endpoint's config
             return Answer("failed", error="request_error", message=str(exc)[:300])
+
+    def not_sent(self, ep: Endpoint, item: forward.Claimed, why: str, at_ms: int) -> Result:
+        """A claimed delivery given back unsent (``why``: NOT_SENT_LEASE or NOT_SENT_RETIRED).
+
+        Recorded like an attempt (its number is spent: complete.lua records each number once) with
+        error ``not_sent``, due again at once, and counted in ``relay_delivery_not_sent_total``; a
+        serial endpoint's head stays its head, so it is claimed again in order.
+        """
+        logger.warning("delivery_not_sent", endpoint=ep.name, nid=item.nid, attempt=item.attempt, reason=why)
+        record = {"n": item.attempt, "at": at_ms, "ms": 0, "outcome": "retry", "status": None, "error": "not_sent",
+                  "message": NOT_SENT_MESSAGES[why], "response": "", "next": None, "resend": bool(item.resend_of)}
+        return Result(ep=ep, nid=item.nid, attempt=item.attempt, outcome=DROPPED, delay_ms=0,
+                      record=json.dumps(record, separators=(",", ":")), last="not sent", lat_bucket=0, lat_us=0,
+                      recv=item.received_ms, deadline=time.monotonic() + ep.timeout)
 
     def _schedule(self, ep: Endpoint, item: forward.Claimed, answer: Answer, now_ms: int) -> int:
         """A retry's delay in ms, or 0; out of retries turns the answer into a failure."""
@@ -164,6 +207,32 @@ class Sender:
             lat_bucket=bucket(duration), lat_us=int(duration * 1_000_000), recv=item.received_ms,
             deadline=time.monotonic() + ep.timeout,
         )
+
+
+class LeaseAtRisk(Exception):
+    """Raised instead of writing a request whose lease could run out before it ends."""
+
+
+class Guarded(BytesPayload):
+    """A request body that checks the claim's deadline in the very step that writes it.
+
+    Between the engine's check and the write there are loop iterations (a connection from the pool,
+    aiohttp's body-writer task): a worker stopped there wrote the request when it ran again, past
+    its lease. aiohttp sends the buffered headers together with the first body bytes, so refusing
+    here sends nothing at all; aiohttp then fails the request with a ClientConnectionError.
+    """
+
+    def __init__(self, value: bytes, send_by: float) -> None:
+        super().__init__(value)
+        self.send_by = send_by
+        self.refused = False
+
+    async def write_with_length(self, writer: AbstractStreamWriter, content_length: int | None) -> None:
+        # no await between this check and the write below reaching the socket
+        if time.monotonic() > self.send_by:
+            self.refused = True
+            raise LeaseAtRisk("its lease could run out before the request ends")
+        await super().write_with_length(writer, content_length)
 
 
 async def read_answer(resp: aiohttp.ClientResponse, keep: int) -> bytes:

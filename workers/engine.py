@@ -16,6 +16,7 @@ busy one sends fewer, larger calls (a redis-py call costs ~55 us of worker CPU w
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Callable
@@ -33,12 +34,11 @@ from relay import events, protocol, routing
 from relay.store.connection import REDIS_ERRORS
 from relay.store.endpoints import Removed
 from workers import forward, removed, wire
-from workers.attempt import Result, Sender
+from workers.attempt import NOT_SENT_RETIRED, Result, Sender
 
 logger = structlog.get_logger()
 
 CLAIM_BATCH = 64
-LEASE_MARGIN_S = 5.0
 
 
 Claim = tuple[str, int, list[forward.Claimed]]  # code, wait (ms from now, or blocking seq), items
@@ -192,6 +192,28 @@ class Lane:
         engine = self.engine
         result = await engine.attempt(self.endpoint, item)
         await engine.record(result, claim=self)
+
+    def adopt(self, items: list[forward.Claimed]) -> None:
+        """Send items claimed for this endpoint's previous lane (retired by a reload meanwhile)."""
+        for item in items:
+            self._track(asyncio.create_task(self._adopted(item)))
+
+    async def _adopted(self, item: forward.Claimed) -> None:
+        engine = self.engine
+        result = await engine.attempt(self.endpoint, item)
+        await engine.record(result)
+        self.wake.set()  # a serial lane found its head leased meanwhile: it is free now
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def release(self, items: list[forward.Claimed], why: str) -> None:
+        """Give back claimed items unsent (recorded as such, due again at once), e.g. claims that came
+        back after this lane was retired. Tracked with the lane's deliveries, so a stop waits for them."""
+        for item in items:
+            result = self.engine.sender.not_sent(self.endpoint, item, why, self.engine.redis_ms())
+            self._track(asyncio.create_task(self.engine.record(result)))
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
@@ -385,7 +407,7 @@ class Engine:
     # -- claiming and delivering -------------------------------------------------------------
 
     def lease_ms(self, ep: Endpoint) -> int:
-        return int((ep.timeout + LEASE_MARGIN_S) * 1000)
+        return int((ep.timeout + self.policy.lease_margin) * 1000)
 
     async def request(self, lane: Lane, result: Result | None, *, claim: bool) -> tuple[bool | None, Claim]:
         """Record ``result`` (if any) and claim for ``lane``, in the next step.lua call."""
@@ -417,7 +439,11 @@ class Engine:
             try:
                 await recorded
                 return
-            except REDIS_ERRORS as exc:
+            except Exception as exc:
+                # not only Redis errors: a step call that failed past Redis (step_failed, a reply it could
+                # not read) hands its error to every result of the call, and raised here it crashed the
+                # delivery's task (delivery_crashed) with its result unrecorded. Recording again is safe:
+                # complete.lua records an attempt once however often it is sent
                 if time.monotonic() > result.deadline:
                     self.not_recorded(result, exc)
                     return
@@ -466,13 +492,14 @@ class Engine:
     async def _run(self, batch: _Batch) -> None:
         keys, args = self._encode(batch)
         before = self.now_ms()
+        sent = time.monotonic()  # before Redis's TIME: what it claims is held at least a lease from now
         raw = await self._call(batch, keys, args)
         if raw is None:
             return
         # Redis's clock at the call, against ours at its midpoint
         self.skew_ms = int(raw[0]) - (before + self.now_ms()) // 2
         pos = self._settle_results(batch, raw, 1)
-        self._settle_claims(batch, raw, pos)
+        self._settle_claims(batch, raw, pos, sent)
 
     def _encode(self, batch: _Batch) -> tuple[list[str], list[str | int]]:
         keys = [k.FANOUT, k.STATS]
@@ -523,13 +550,24 @@ class Engine:
                 fut.set_result(int(flag) != 0)
         return pos
 
-    def _settle_claims(self, batch: _Batch, raw: list[Any], pos: int) -> None:
+    def _settle_claims(self, batch: _Batch, raw: list[Any], pos: int, sent: float) -> None:
         width = len(wire.CLAIMED_FIELDS)
         for lane, fut in batch.claims.items():
             code, wait, count = raw[pos].decode(), int(raw[pos + 1]), int(raw[pos + 2])
             pos += 3
-            items = [_claimed(raw[i:i + width]) for i in range(pos, pos + width * count, width)]
+            held_until = sent + self.lease_ms(lane.endpoint) / 1000
+            items = [_claimed(raw[i:i + width], held_until) for i in range(pos, pos + width * count, width)]
             pos += width * count
+            if items and lane.done:
+                # retired by a reload (or stopping) while the call was out: it sends nothing it did not
+                # hold before. The endpoint's current lane sends them, with the current config; with no
+                # such lane (removed, or the worker stopping) they are given back unsent
+                heir = self.lanes.get(lane.endpoint.name)
+                if heir is not None and not heir.done:
+                    heir.adopt(items)
+                else:
+                    lane.release(items, NOT_SENT_RETIRED)
+                code, items = "idle", []
             if not lane.serial:
                 lane.start(items)  # whoever asked, the lane runs what was claimed for it
                 if code == "idle" and wait:
@@ -556,13 +594,13 @@ class ResultNotRecorded(RedisError):
     """complete.lua raised for this one result (the others of its call were recorded)."""
 
 
-def _claimed(values: list[Any]) -> forward.Claimed:
+def _claimed(values: list[Any], held_until: float = math.inf) -> forward.Claimed:
     # in wire.CLAIMED_FIELDS order (tests/test_lua_keys.py checks the two agree)
     nid, attempt, body, ct, source, channel, recv, resend_of, flag, paused_ms = values
     return forward.Claimed(
         nid=nid.decode(), attempt=int(attempt), body=body, content_type=ct.decode(), source=source.decode(),
         channel=channel.decode(), received_ms=int(recv or 0), resend_of=resend_of.decode(), flag=flag.decode(),
-        paused_ms=int(paused_ms or 0),
+        paused_ms=int(paused_ms or 0), held_until=held_until,
     )
 
 

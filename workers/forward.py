@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -31,6 +32,9 @@ class Claimed:
     resend_of: str
     flag: str = ""
     paused_ms: int = 0
+    # local monotonic time until which its lease is surely held: the claim's call left this process
+    # before Redis started the lease, so the lease lasts at least this long (workers/attempt.py)
+    held_until: float = math.inf
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:

@@ -128,6 +128,9 @@ class DeliveryCollector(Collector):
         ep_label = ["endpoint"]
         attempts = CounterMetricFamily("relay_delivery_attempts", "Delivery attempts by endpoint and outcome",
                                        labels=["endpoint", "outcome"])
+        not_sent = CounterMetricFamily(
+            "relay_delivery_not_sent", "Claimed deliveries given back unsent (lease at risk after a stall, or a "
+            "reload retired the lane), each claimed again", labels=ep_label)
         latency = HistogramMetricFamily("relay_delivery_attempt_duration_seconds",
                                         "Duration of one delivery attempt (request and response)", labels=ep_label)
         r2d = HistogramMetricFamily("relay_delivery_receipt_to_delivered_seconds",
@@ -150,6 +153,7 @@ class DeliveryCollector(Collector):
             for ep in self.endpoints:
                 for outcome in OUTCOMES:
                     attempts.add_metric([ep, outcome], stats.get(f"{ep}|{outcome}", 0.0))
+                not_sent.add_metric([ep], stats.get(f"{ep}|not_sent", 0.0))
                 buckets, total = _histogram(stats, ep, "lat")
                 latency.add_metric([ep], buckets, total)
                 buckets, total = _histogram(stats, ep, "r2d")
@@ -163,7 +167,7 @@ class DeliveryCollector(Collector):
             queue.add_metric(["arq"], snap.arq)
             queue.add_metric(["fanout"], snap.fanout)
             workers.add_metric([], snap.workers_alive)
-        yield from (attempts, latency, r2d, states, oldest, last_ok, last_fail, queue, workers)
+        yield from (attempts, not_sent, latency, r2d, states, oldest, last_ok, last_fail, queue, workers)
 
 
 _collectors: weakref.WeakKeyDictionary[CollectorRegistry, DeliveryCollector] = weakref.WeakKeyDictionary()

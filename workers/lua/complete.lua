@@ -9,6 +9,10 @@
 --   counters; step.lua writes them once per call.
 -- Returns 1 (recorded), 0 (stale: its lease expired and another worker took over, or the delivery
 -- is gone), or 2 (this attempt's result was already recorded: a retried call).
+-- Outcome 'dropped': the worker claimed the delivery but did not send it (its lease could have run
+-- out first, or a reload retired the lane: workers/attempt.py not_sent). While this attempt still
+-- holds it, it is logged and made due again at once, like a retry with no delay; once another worker
+-- holds it, nothing is written (that worker's claim already logged 'worker_lost' for it).
 -- the index of the first bound (integer microseconds) that ``us`` does not exceed; #bounds is +Inf
 local function bucket_of(us, bounds)
   for i, upper in ipairs(bounds) do
@@ -33,14 +37,19 @@ end
 local function complete(r, kk, now, tally, latest)
   local nid, ep, attempt, outcome = r[R.nid], r[R.ep], tonumber(r[R.attempt]), r[R.outcome]
   local d, a = kk[RK.delivery], kk[RK.attempts]
+  local dropped = outcome == 'dropped'
   -- expired by retention: writing would re-create its keys with no expiry
   if redis.call('EXISTS', d) == 0 then return 0 end
+  if dropped then
+    local held = redis.call('HMGET', d, 'state', 'attempts')
+    if held[1] ~= 'in_flight' or tonumber(held[2]) ~= attempt then return 0 end
+  end
   -- once per attempt: a call retried after an error (a script that failed half-way, a lost reply)
   -- must not log or count the same attempt twice
   if redis.call('HSETNX', d, 'rec:' .. attempt, outcome) == 0 then return 2 end
   local record = r[R.record]
   local nxt = 0
-  if outcome == 'retry' then
+  if outcome == 'retry' or dropped then
     nxt = now + tonumber(r[R.delay_ms])
     local rec = cjson.decode(record)
     rec.next = nxt
@@ -56,7 +65,7 @@ local function complete(r, kk, now, tally, latest)
   redis.call('ZREM', kk[RK.st_in_flight], nid)
   local state = outcome
   local st_to = kk[RK.st_to]
-  if outcome == 'retry' then
+  if outcome == 'retry' or dropped then
     state = 'retrying'
     -- paused while it was in flight: it waits as 'paused', and is 'retrying' again on resume
     if redis.call('HEXISTS', kk[RK.paused], ep) == 1 then
@@ -75,6 +84,10 @@ local function complete(r, kk, now, tally, latest)
     end
   end
   redis.call('ZADD', st_to, now, nid)
+  if dropped then
+    tally[ep .. '|not_sent'] = (tally[ep .. '|not_sent'] or 0) + 1
+    return 1
+  end
   -- cumulative counters (/metrics): collected, written by step.lua. Health and alerts count
   -- deliveries from the state indexes (relay/store/lua/health.lua), not attempts.
   local last = ep .. '|last_fail'
