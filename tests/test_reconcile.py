@@ -199,6 +199,8 @@ async def test_an_order_the_api_lists_authreceived_needs_its_authorization_ipn(
     await post_ipn(client, "1104", "PENDING_ORDER_APPROVAL")
     api.add("1105", "PENDING")           # its PENDING_APPROVAL IPN tells the same news
     await post_ipn(client, "1105", "PENDING_APPROVAL")
+    api.add("1106", "CANCELED")          # the API has no INVALID: an INVALID IPN's order is listed CANCELED
+    await post_ipn(client, "1106", "INVALID")
     doc = await worker.run_pass(redis, session, settings.sources["default"])
     assert refs(doc) == [("1101", "AUTHRECEIVED"), ("1102", "AUTHRECEIVED")]
     assert store.covered("AUTHRECEIVED", {"COMPLETE"}) and not store.covered("AUTHRECEIVED", {"PURCHASE_PENDING"})

@@ -45,6 +45,8 @@ _LATER: dict[str, frozenset[str]] = {
     **{s: frozenset((*PENDING, *AUTHORIZED, "COMPLETE", *ENDED, *REVERSED)) for s in PENDING},
     **{s: frozenset((*AUTHORIZED, "COMPLETE", *ENDED, *REVERSED)) for s in AUTHORIZED},
     "COMPLETE": frozenset(REVERSED),
+    # the API has no INVALID: an order an IPN called INVALID (the plugins cancel it) is listed CANCELED
+    **{s: frozenset(ENDED) for s in ENDED},
 }
 
 # the stored list of missing orders is capped (the count is not): a broken setup can miss thousands
