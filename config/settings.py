@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from config.event_types import EVENT_TYPES
 from config.reconcile import ReconcileConfig
 from config.reconcile import retention_problems as reconcile_retention_problems
+from config.wording import format_validation_error, item
 
 DEFAULT_CONFIG_PATH = Path("config/relay.toml")
 MAX_ENDPOINTS_PER_ROUTE = 8
@@ -294,7 +295,7 @@ class FileConfig(_Model):
         for i, ep in enumerate(self.endpoints):
             for src in ep.sources:
                 if src not in known:
-                    problems.append(f"endpoints[{i}].sources: {src!r} is not a configured source "
+                    problems.append(f"{item('endpoints', i, ep.name)}: sources: {src!r} is not a configured source "
                                     f"(known: {', '.join(sorted(known))})")
                 for ch in ep.channels:
                     routes[(src, ch)] += 1
@@ -328,7 +329,8 @@ def _retention_problems(delivery: DeliveryConfig, endpoints: list[EndpointConfig
         longest_s = sum(max(d, delivery.max_retry_after) * (1 + delivery.jitter) for d in ep.retry_delays)
         longest_s += (len(ep.retry_delays) + 1) * ep.timeout
         if longest_s / 3600 >= retention_h:
-            problems.append(f"endpoints[{i}].retry_delays can run {longest_s / 3600:g} h (with jitter, "
+            problems.append(f"{item('endpoints', i, ep.name)}: retry_delays can run {longest_s / 3600:g} h "
+                            "(with jitter, "
                             f"delivery.max_retry_after and timeouts), not shorter than delivery.retention_days = "
                             f"{delivery.retention_days:g} ({retention_h:g} h)")
     return problems
@@ -456,32 +458,6 @@ def config_path(cli_value: str | None, environ: Mapping[str, str]) -> Path:
     return Path(cli_value or environ.get("RELAY_CONFIG") or DEFAULT_CONFIG_PATH)
 
 
-def _format_validation_error(path: Path, raw: Mapping[str, Any], exc: ValidationError) -> str:
-    lines = [f"{path}: invalid configuration"]
-    for err in exc.errors():
-        loc = err["loc"]
-        key = ""
-        for part in loc:
-            key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
-        value: Any = raw
-        for part in loc:
-            try:
-                value = value[part]
-            except (KeyError, IndexError, TypeError):
-                value = None
-                break
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "missing":
-            lines.append(f"  {key}: is required")
-        elif err["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key")
-        elif key and value is not None and not isinstance(value, (dict, list)):
-            lines.append(f"  {key} = {value!r}: {msg}")
-        else:
-            lines.append(f"  {key or '(top level)'}: {msg}")
-    return "\n".join(lines)
-
-
 def parse_file(path: Path) -> tuple[FileConfig, dict[str, Any]]:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -494,7 +470,7 @@ def parse_file(path: Path) -> tuple[FileConfig, dict[str, Any]]:
     try:
         return FileConfig.model_validate(raw), raw
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(path, raw, exc)) from None
+        raise ConfigError(format_validation_error(path, raw, exc)) from None
 
 
 def load_settings(
@@ -572,21 +548,21 @@ def _frozen(value: Any, hint: Any) -> Any:
 def _source(i: int, s: SourceConfig, secrets: _Secrets) -> Source:
     from config.networks import parse_networks
 
-    where = f"sources[{i}]"
+    where = item("sources", i, s.name)
     if s.secret_key_env is None and s.ins_secret_word_env is None:
-        secrets.problems.append(f"  {where} ({s.name}): set secret_key_env, ins_secret_word_env or both")
+        secrets.problems.append(f"  {where}: set secret_key_env, ins_secret_word_env or both")
     if s.reconcile is not None and s.secret_key_env is None:
-        secrets.problems.append(f"  {where}.reconcile ({s.name}): needs secret_key_env (2Checkout's API "
+        secrets.problems.append(f"  {where}: reconcile needs secret_key_env (2Checkout's API "
                                 "is signed with the account's secret key)")
     if s.ins_secret_word_env is not None and s.seller_id is None:
-        secrets.problems.append(f"  {where}.seller_id: required with ins_secret_word_env "
+        secrets.problems.append(f"  {where}: seller_id is required with ins_secret_word_env "
                                 "(INS md5_hash covers the seller id)")
     return _derive(
         Source, s,
-        secret_key=secrets.get(f"{where}.secret_key_env", s.secret_key_env),
-        ins_secret_word=secrets.get(f"{where}.ins_secret_word_env", s.ins_secret_word_env),
-        previous_secret_key=secrets.get(f"{where}.secret_key_previous_env", s.secret_key_previous_env),
-        previous_ins_secret_word=secrets.get(f"{where}.ins_secret_word_previous_env",
+        secret_key=secrets.get(f"{where}: secret_key_env", s.secret_key_env),
+        ins_secret_word=secrets.get(f"{where}: ins_secret_word_env", s.ins_secret_word_env),
+        previous_secret_key=secrets.get(f"{where}: secret_key_previous_env", s.secret_key_previous_env),
+        previous_ins_secret_word=secrets.get(f"{where}: ins_secret_word_previous_env",
                                              s.ins_secret_word_previous_env),
         allow_networks=parse_networks(s.allow_networks),
     )
@@ -605,7 +581,8 @@ def _headers(i: int, e: EndpointConfig, secrets: _Secrets) -> dict[str, Secret]:
     environment, and an unset one is an error naming it."""
     headers: dict[str, Secret] = {}
     for hname, hvalue in e.headers.items():
-        values = {var: secrets.get(f"endpoints[{i}].headers.{hname}", var) for var in _ENV_REF.findall(hvalue)}
+        where = f"{item('endpoints', i, e.name)}: headers.{hname}"
+        values = {var: secrets.get(where, var) for var in _ENV_REF.findall(hvalue)}
         resolved = _substitute(hvalue, values)
         if resolved is not None:
             headers[hname] = Secret(resolved)
@@ -614,10 +591,11 @@ def _headers(i: int, e: EndpointConfig, secrets: _Secrets) -> dict[str, Secret]:
 
 def _signing_secret(i: int, e: EndpointConfig, secrets: _Secrets) -> Secret | None:
     """The Standard Webhooks secret: whsec_ followed by base64."""
-    signing = secrets.get(f"endpoints[{i}].signing_secret_env", e.signing_secret_env)
+    where = item("endpoints", i, e.name)
+    signing = secrets.get(f"{where}: signing_secret_env", e.signing_secret_env)
     if signing is None:
         return None
-    key = f"endpoints[{i}].signing_secret_env = {e.signing_secret_env!r}"
+    key = f"{where}: signing_secret_env = {e.signing_secret_env!r}"
     if not signing.reveal().startswith("whsec_"):
         secrets.problems.append(f"  {key}: the secret must look like whsec_<base64>")
         return signing

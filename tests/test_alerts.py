@@ -344,7 +344,7 @@ async def test_cron_job_uses_the_worker_clock(redis: Redis, setup: Callable[...,
 
 def test_alerts_config_is_validated(tmp_path: Path) -> None:
     path = write_config(tmp_path / "relay.toml", extra="[alerts]\nwindow_hours = 25\n")
-    with pytest.raises(ConfigError, match="alerts.window_hours = 25: Input should be less than or equal to 24"):
+    with pytest.raises(ConfigError, match="alerts.window_hours = 25: must be less than or equal to 24"):
         load_settings(path, TEST_ENV)
     path = write_config(tmp_path / "relay.toml", extra='[alerts]\nsmtp_host = "127.0.0.1"\n')
     with pytest.raises(ConfigError, match="smtp_host needs smtp_from and smtp_to"):

@@ -125,7 +125,7 @@ def test_health_bad_config_or_arguments_exit_3(tmp_path: Path, capsys: Capsys) -
     path = tmp_path / "relay.toml"
     path.write_text('[[sources]]\nname = "default"\nsecret_key_env = "X"\nsurprise = 1\n')
     assert main(["--config", str(path), "health"]) == 3
-    assert "sources[0].surprise: unknown key" in capsys.readouterr().err
+    assert "source 'default': surprise: unknown key" in capsys.readouterr().err
     assert main(["--config", str(path), "health", "--max-pending-age", "soon"]) == 3
     assert "'soon' is not a number" in capsys.readouterr().err
     # other commands keep argparse's and the config's usual 2

@@ -36,15 +36,15 @@ BASE = '[[sources]]\nname = "default"\nsecret_key_env = "TCO_SECRET_KEY"\n'
     [
         (BASE + '[server]\nport = "eighty"\n', "server.port = 'eighty'"),
         (BASE + '[server]\nprot = 1\n', "server.prot: unknown key"),
-        (BASE.replace('"default"', '"Bad Name"'), "sources[0].name = 'Bad Name'"),
-        (BASE + 'min_signature = "sha1"\n', "sources[0].min_signature = 'sha1'"),
-        (BASE + '[[endpoints]]\nname = "b"\nurl = "ftp://x"\n', "endpoints[0].url = 'ftp://x'"),
+        (BASE.replace('"default"', '"Bad Name"'), "the 1st [[sources]]: name = 'Bad Name': expected 1 to 40 lowercase"),
+        (BASE + 'min_signature = "sha1"\n', "source 'default': min_signature = 'sha1': must be 'md5', 'sha256' or 'sha3-256'"),
+        (BASE + '[[endpoints]]\nname = "b"\nurl = "ftp://x"\n', "endpoint 'b': url = 'ftp://x': expected an http:// or https:// URL"),
         (BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\nsources = ["nope"]\n',
          "'nope' is not a configured source"),
-        (BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\ntimeout = -1\n', "endpoints[0].timeout = -1"),
-        (BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\nformat = "xml"\n', "endpoints[0].format = 'xml'"),
-        (BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\nretry_4xx = [500]\n', "endpoints[0].retry_4xx[0] = 500"),
-        ("[[sources]]\n", "sources[0].name: is required"),
+        (BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\ntimeout = -1\n', "endpoint 'b': timeout = -1: must be greater than 0"),
+        (BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\nformat = "xml"\n', "endpoint 'b': format = 'xml'"),
+        (BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\nretry_4xx = [500]\n', "endpoint 'b': retry_4xx[0] = 500"),
+        ("[[sources]]\n", "the 1st [[sources]]: name: is required"),
         ("x = = 1", "not valid TOML"),
         (BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\n[[endpoints]]\nname = "b"\nurl = "http://y"\n',
          "name 'b' is used 2 times"),
@@ -72,8 +72,8 @@ def test_secrets_come_from_the_environment(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         load_settings(path, {"TCO_INS_SECRET_WORD": "w", "SINK_SECRET": "nope"})
     msg = str(exc.value)
-    assert "sources[0].secret_key_env = 'TCO_SECRET_KEY': environment variable TCO_SECRET_KEY is not set" in msg
-    assert "endpoints[0].headers.Authorization = 'BILLING_TOKEN'" in msg
+    assert "source 'default': secret_key_env = 'TCO_SECRET_KEY': environment variable TCO_SECRET_KEY is not set" in msg
+    assert "endpoint 'b': headers.Authorization = 'BILLING_TOKEN'" in msg
     assert "must look like whsec_" in msg
     s = load_settings(path, {**TEST_ENV, "BILLING_TOKEN": "Bearer t0k"})
     assert s.endpoints["b"].headers["Authorization"].reveal() == "Bearer t0k"
@@ -116,9 +116,23 @@ def test_unknown_event_type_is_a_startup_error_listing_the_known_ones(tmp_path: 
     with pytest.raises(ConfigError) as exc:
         load_settings(path, TEST_ENV)
     text = str(exc.value)
-    assert "endpoints[0].event_types" in text and "'order.refundd'" in text
+    assert "endpoint 'b': event_types" in text and "'order.refundd'" in text
     assert "known: order.created, order.authorized" in text and "2checkout.unmapped" in text
     ok = _write(tmp_path, BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\nformat = "event"\n'
                 'event_types = ["order.refunded", "order.chargeback"]\n')
     endpoint = load_settings(ok, TEST_ENV).endpoints["b"]
     assert endpoint.format == "event" and endpoint.event_types == {"order.refunded", "order.chargeback"}
+
+
+def test_a_config_error_names_the_endpoint_and_says_the_rule_in_words(tmp_path: Path) -> None:
+    text = (BASE + '[[endpoints]]\nname = "billing"\nurl = "http://x"\n[[endpoints]]\nname = "crm"\n'
+            'url = "ftp://crm.internal/"\nsigning_secret_env = "9lives"\n[[endpoints]]\nname = "Bad Name"\n'
+            'url = "http://y"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_settings(_write(tmp_path, text), TEST_ENV)
+    msg = str(exc.value)
+    assert "endpoint 'crm': url = 'ftp://crm.internal/': expected an http:// or https:// URL" in msg
+    assert "endpoint 'crm': signing_secret_env = '9lives': expected an environment variable name" in msg
+    assert "the 3rd [[endpoints]]: name = 'Bad Name': expected 1 to 40 lowercase letters" in msg
+    # never the list index, never a regex
+    assert "endpoints[" not in msg and "pattern" not in msg and "^" not in msg

@@ -130,7 +130,7 @@ async def test_an_invalid_config_is_refused_and_the_old_one_stays(
     settings.config_path.write_text(text.replace('name = "x"', 'name = "X Y"'))
     result = await request_reload(redis, ORIGIN)
     assert not result["ok"] and [a["outcome"] for a in result["answers"]] == ["refused", "refused"]
-    assert all("endpoints[0].name" in a["error"] for a in result["answers"])
+    assert all("the 1st [[endpoints]]: name" in a["error"] for a in result["answers"])
     assert {a["hash"] for a in result["answers"]} == {config_hash(settings.file)}
     # the old config is still in force
     await post(client, "1")
@@ -146,7 +146,7 @@ async def test_an_invalid_config_is_refused_and_the_old_one_stays(
                                   str(settings.config_path.with_name("good.toml")), "reload", "--wait", "5"],
                                   capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 1, out.stdout + out.stderr
-    assert out.stdout.count("refused") == 2 and "endpoints[0].name" in out.stdout and "Traceback" not in out.stderr
+    assert out.stdout.count("refused") == 2 and "the 1st [[endpoints]]: name" in out.stdout and "Traceback" not in out.stderr
     assert f"config {config_hash(settings.file)}" in out.stdout
 
 

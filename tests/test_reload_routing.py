@@ -263,7 +263,7 @@ def test_a_worker_refuses_to_start_with_retention_shorter_than_a_retry_schedule(
     for delivery_conf, endpoint, named in [
         ({"retention_days": 1}, {}, ["delivery.retention_days = 1", "delivery.retry_window_hours = 48"]),
         ({"retention_days": 0.01, "retry_window_hours": 0.1}, {"retry_delays": [600, 600]},
-         ["endpoints[0].retry_delays", "delivery.retention_days = 0.01"]),
+         ["endpoint 'x': retry_delays", "delivery.retention_days = 0.01"]),
     ]:
         config = write_config(tmp_path / "relay.toml", delivery=delivery_conf,
                               endpoints=[{"name": "x", "url": "http://127.0.0.1:9/hook", **endpoint}])
