@@ -109,6 +109,9 @@ async def test_reload_adds_changes_and_removes_endpoints_in_two_workers(
     assert (await delivery(redis, after, "added"))["state"] == "delivered"
     entries = await audit.read(redis, action="reload")
     assert entries[0]["via"] == "cli" and entries[0]["address"] == "tester@test" and entries[0]["count"] == 2
+    # and what the reload changed, in the keys an operator wrote
+    assert entries[0]["changed"] == ["+endpoints.added", "-endpoints.gone", "endpoints.moved.url"], entries[0]
+    assert result["answers"][0]["changed"] == entries[0]["changed"]
     cancels = await audit.read(redis, action="cancel")
     assert cancels and cancels[0]["target"] == "gone" and cancels[0]["reason"] == "endpoint removed"
     assert sum(e["count"] for e in cancels) == 1  # the second worker found nothing left to cancel

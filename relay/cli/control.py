@@ -237,7 +237,8 @@ async def _audit(ns: argparse.Namespace, settings: Settings, redis: Redis) -> in
     for e in entries:
         when = iso(e.get("at")) or "?"
         where = e.get("via", "?") + (f" ({e['address']})" if e.get("address") else "")
-        extra = " ".join(f"{key}={e[key]}" for key in ("reason", "outcome", "refused", "hashes") if e.get(key))
+        extra = " ".join(f"{key}={','.join(map(str, e[key])) if isinstance(e[key], list) else e[key]}"
+                         for key in ("reason", "outcome", "refused", "hashes", "changed") if e.get(key))
         print(f"{when}  {e.get('action', '?'):<7} {e.get('target', ''):<40} {e.get('count', 0):>6}  {where}  "
               f"{extra}".rstrip())
     return 0

@@ -28,6 +28,7 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 
+from config.diff import changed_keys
 from config.fingerprint import config_hash
 from config.settings import ConfigError, Settings, load_settings
 from relay import constants as k
@@ -79,6 +80,7 @@ class Reloader:
                 logger.error("config_reload_refused", origin=origin.label(), error=str(exc))
                 return {**answer, "outcome": "refused", "hash": self.hash, "error": str(exc)}
             new_hash = config_hash(new.file)
+            changed = changed_keys(self.settings.file, new.file)
             if new == self.settings:
                 return {**answer, "outcome": "unchanged", "hash": self.hash}
             try:
@@ -92,7 +94,8 @@ class Reloader:
             logger.info("config_reloaded", origin=origin.label(), hash=new_hash, **changes)
             await self._report()
             incomplete = {"error": changes["incomplete"]} if changes.get("incomplete") else {}
-            return {**answer, "outcome": "reloaded", "hash": new_hash, "changes": changes, **incomplete}
+            return {**answer, "outcome": "reloaded", "hash": new_hash, "changes": changes, "changed": changed,
+                    **incomplete}
 
     async def on_signal(self) -> None:
         """SIGHUP: reload, and write the audit entry here (no requester will)."""
@@ -100,7 +103,8 @@ class Reloader:
         try:
             await audit.record(self.redis, audit.entry(
                 "reload", audit.Origin("signal", self.name), target="config",
-                count=1, outcome=answer["outcome"], hash=answer["hash"], error=answer.get("error")))
+                count=1, outcome=answer["outcome"], hash=answer["hash"], error=answer.get("error"),
+                changed=answer.get("changed") or None))
         except REDIS_ERRORS:
             logger.warning("audit_not_recorded", action="reload")
 
@@ -233,5 +237,7 @@ async def request_reload(redis: Redis, origin: audit.Origin, *, wait_s: float = 
     }
     await audit.record(redis, audit.entry(
         "reload", origin, target="config", count=len(answers), refused=len(refused),
-        hashes=sorted({a["hash"] for a in answers})))
+        hashes=sorted({a["hash"] for a in answers}),
+        # what the reload changed, as every process that applied it saw it (the audit says what, not only who)
+        changed=sorted({key for a in answers for key in a.get("changed", [])}) or None))
     return result
