@@ -358,3 +358,42 @@ def test_alerts_config_is_validated(tmp_path: Path) -> None:
     settings = load_settings(path, TEST_ENV, require_secrets=False)
     assert settings.alert_secrets.webhook_url is None
     assert (settings.alerts.threshold_percent, settings.alerts.min_deliveries) == (25, 10)
+
+
+async def test_backlog_too_old_alerts_and_recovers(redis: Redis, setup: Callable[..., Any]) -> None:
+    settings, hook, session = await setup()
+    await redis.zadd(k.WORKERS, {"w:1": NOW})
+    await redis.zadd(k.ep_state("b", "pending"), {"p1": NOW - 400_000})
+    notices = await run(redis, settings, session, NOW)
+    assert [(n.kind, n.subject) for n in notices] == [("backlog_too_old", "b")]
+    payload = json.loads(hook.received[0].body)
+    assert (payload["endpoint"], payload["oldest_age_s"], payload["limit_s"]) == ("b", 400.0, 300)
+    assert "endpoint b: a delivery has waited 400 s to be attempted (limit 300 s)" in payload["text"]
+    assert await run(redis, settings, session, NOW + 60_000) == []  # once per frequency_hours
+    await redis.zrem(k.ep_state("b", "pending"), "p1")
+    notices = await run(redis, settings, session, NOW + 120_000)
+    assert [(n.kind, n.subject, n.figures["duration_s"]) for n in notices] == [("backlog_recovered", "b", 520)]
+
+
+async def test_a_paused_endpoint_keeps_its_incident_and_resuming_continues_it(redis: Redis,
+                                                                              setup: Callable[..., Any]) -> None:
+    settings, hook, session = await setup()
+    start = NOW - 60_000
+    await add(redis, "a", start, retrying=10)
+    assert [n.kind for n in await run(redis, settings, session, NOW)] == ["endpoint_failing"]
+    # paused: its retrying deliveries wait as paused, so nothing is failing, and nothing is announced
+    await redis.hset(k.PAUSED, "a", json.dumps({"at": NOW + 1_000, "by": "cli (ops@host)"}))
+    moved = await redis.zrange(k.ep_state("a", "retrying"), 0, -1, withscores=True)
+    await redis.zrem(k.ep_state("a", "retrying"), *[nid for nid, _ in moved])
+    await redis.zadd(k.ep_state("a", "paused"), dict(moved))
+    assert await run(redis, settings, session, NOW + 60_000) == []
+    assert await redis.get(k.alert_open("ep:a")) is not None
+    # resumed and still failing: the same incident, its since unchanged, no new alert yet
+    await redis.hdel(k.PAUSED, "a")
+    await redis.zrem(k.ep_state("a", "paused"), *[nid for nid, _ in moved])
+    await redis.zadd(k.ep_state("a", "retrying"), dict(moved))
+    assert await run(redis, settings, session, NOW + 120_000) == []
+    await add(redis, "a", NOW + 130_000, ok=100)  # recovered for real: the recovery spans the pause
+    (notice,) = await run(redis, settings, session, NOW + 180_000)
+    assert (notice.kind, notice.since_ms) == ("endpoint_recovered", start // 1000 * 1000)
+    assert [json.loads(r.body)["kind"] for r in hook.received] == ["endpoint_failing", "endpoint_recovered"]

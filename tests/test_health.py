@@ -262,3 +262,23 @@ async def test_silent_source_counts_from_its_last_notification_or_from_when_it_w
     await redis.zadd(k.idx_source("default"), {"ipn_2": NOW - 29 * 60_000})
     report = await health_report(redis, settings, NOW)
     assert report["status"] == "healthy" and report["sources"]["default"]["silent"] is False
+
+
+async def test_since_is_when_the_first_failing_delivery_first_failed_and_waiting_counts_from_receipt(
+        redis: Redis, make_settings: Callable[..., Settings]) -> None:
+    """A delivery received 9 minutes ago, failing since its first attempt then, retried 12 s ago: the
+    incident began 9 minutes ago and it has waited 9 minutes (not 12 s, its last change)."""
+    await redis.zadd(k.WORKERS, {"host:1": NOW})
+    await redis.hset(k.notification("n1"), "recv", NOW - 540_000)
+    await redis.zadd(k.IDX_ALL, {"n1": NOW - 540_000})
+    await redis.zadd(k.ep_state("a", "retrying"), {"n1": NOW - 12_000})
+    await redis.hset(k.delivery("n1", "a"), mapping={"state": "retrying", "attempts": 4, "last": "timeout",
+                                                     "updated": NOW - 12_000})
+    for n, at in enumerate((NOW - 539_000, NOW - 300_000, NOW - 60_000, NOW - 12_000), 1):
+        await redis.rpush(k.attempts("n1", "a"), json.dumps({"n": n, "at": at, "outcome": "retry"}))
+    eps = [{**EPS[0], "concurrent": False}, EPS[1]]
+    await redis.zadd(k.ep_queue("a"), {"n1": 1})
+    report = await health_report(redis, make_settings(endpoints=eps), NOW)
+    (p,) = report["problems"]
+    assert p["since"] == datetime.fromtimestamp((NOW - 539_000) // 1000, UTC).isoformat().replace("+00:00", "Z")
+    assert p["oldest_waiting_s"] == 540.0 and p["held_back"] == 0
