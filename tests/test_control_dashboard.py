@@ -52,3 +52,23 @@ async def test_cancel_from_the_detail_page(client: TestClient, redis: Redis) -> 
     assert resp.status == 303
     d = await redis.hgetall(k.delivery(nid, "billing"))
     assert d[b"state"] == b"cancelled" and d[b"cancelled_by"] == b"dashboard (127.0.0.1)"
+
+
+async def test_a_paused_endpoint_is_not_offered_retry_now_and_counts_say_deliveries(
+        client: TestClient, redis: Redis) -> None:  # noqa: F811
+    from tests.support import ipn_fields
+    from tests.test_dashboard import ingest
+
+    csrf = await login(client)
+    # two notifications waiting for billing (no worker runs: they are queued as pending at pause time)
+    for i in range(2):
+        await ingest(client, ipn_fields(str(900 + i)))
+    await redis.zadd(k.ep_state("billing", "pending"), {"a": 1, "b": 2})
+    confirm = await (await client.get("/dashboard/endpoints/billing/pause")).text()
+    assert "<strong>2</strong> deliveries" in confirm and "deliverys" not in confirm
+    assert (await client.post("/dashboard/endpoints/billing/pause", data={"csrf": csrf},
+                              allow_redirects=False)).status == 303
+    card = await (await client.get("/dashboard/")).text()
+    # retry-now would be refused on a paused endpoint ("Conflict"): it is not offered
+    assert 'href="/dashboard/endpoints/billing/resume"' in card
+    assert 'href="/dashboard/endpoints/billing/retry"' not in card
