@@ -206,18 +206,25 @@ async def test_an_order_the_api_lists_authreceived_needs_its_authorization_ipn(
     assert store.covered("AUTHRECEIVED", {"COMPLETE"}) and not store.covered("AUTHRECEIVED", {"PURCHASE_PENDING"})
 
 
-async def test_an_ipn_of_another_source_or_channel_does_not_count(
+async def test_an_ipn_through_another_source_counts_an_lcn_does_not(
         aiohttp_client: Any, redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout,
         session: aiohttp.ClientSession) -> None:
+    # One account, two IPN URLs (README: each extra URL configuration is a [[sources]] entry): 2Checkout
+    # sends an order with NOTIFICATION_URL to that URL only, while the API lists every order of the
+    # account. Counting only the reconciled source's IPNs reported all of the other URL's orders missing.
     other = {"name": "other", "secret_key_env": "TCO_SECRET_KEY"}
     settings = make_settings(sources=[source(api.api_url), other])
     client = await aiohttp_client(create_app(settings))
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
     api.add("2001", "COMPLETE")
     body = signed_body(ipn_fields("2001", status="COMPLETE", test="0"))
-    resp = await client.post("/ipn/other", data=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
-    assert resp.status == 200
+    assert (await client.post("/ipn/other", data=body, headers=form)).status == 200
+    api.add("2002", "COMPLETE")  # only an LCN names it (its licence code happens to be the RefNo)
+    lcn = signed_body([("LICENSE_CODE", "2002"), ("STATUS", "ACTIVE"), ("DATE_UPDATED", "2024-01-02 03:04:05"),
+                       ("TEST", "0")])
+    assert (await client.post("/lcn", data=lcn, headers=form)).status == 200
     doc = await worker.run_pass(redis, session, settings.sources["default"])
-    assert refs(doc) == [("2001", "COMPLETE")]
+    assert refs(doc) == [("2002", "COMPLETE")]
 
 
 async def test_a_refund_listed_beside_its_order_needs_the_refund_ipn(

@@ -3,7 +3,7 @@
 A pass (workers/reconcile.py) lists a source's orders from 2Checkout's API and hands them here:
 ``compare`` keeps, per order, the status it was listed in and when the relay first saw it so
 (``relay:rec:{src}:seen``, replaced by each pass, so nothing outlives the lookback window), reads the
-``ORDERSTATUS`` of every IPN stored for that RefNo from that source, and says which orders are
+``ORDERSTATUS`` of every IPN stored for that RefNo (from any source), and says which orders are
 **missing**: listed in a status for ``grace_minutes`` with no IPN carrying that status or a later
 one. ``save`` writes the result (``relay:rec:{src}:state``); a failed pass keeps the last known list
 and records the error beside it. Health (relay/store/stats.py), the admin API, the dashboard, the
@@ -129,7 +129,7 @@ async def compare(redis: Redis, src: str, orders: Sequence[Order], now_ms: int, 
     for ref, status in listed.items():
         status_then, _, first = previous.get(ref.encode(), b"").decode().partition(" ")
         seen[ref] = (status, int(first) if status_then == status and first.isdigit() else now_ms)
-    statuses = await _ipn_statuses(redis, src, list(seen))
+    statuses = await _ipn_statuses(redis, list(seen))
     missing = [{"reference": ref, "status": status, "first_seen": first}
                for ref, (status, first) in seen.items()
                if now_ms - first >= grace_ms and not covered(status, statuses.get(ref, ()))]
@@ -143,8 +143,11 @@ async def compare(redis: Redis, src: str, orders: Sequence[Order], now_ms: int, 
     return sorted(missing, key=lambda m: (m["first_seen"], m["reference"]))
 
 
-async def _ipn_statuses(redis: Redis, src: str, refs: list[str]) -> dict[str, set[str]]:
-    """The ORDERSTATUS of every IPN stored from ``src`` for each RefNo (relay:ix:ref, the notification hashes)."""
+async def _ipn_statuses(redis: Redis, refs: list[str]) -> dict[str, set[str]]:
+    """The ORDERSTATUS of every IPN stored for each RefNo (relay:ix:ref, the notification hashes), from
+    any source: an account with several IPN URLs (NOTIFICATION_URL) notifies each order to one of them,
+    and a RefNo is 2Checkout's reference of one order, so an IPN carrying it is that order's wherever it
+    arrived."""
     nids: dict[str, list[str]] = {}
     for i in range(0, len(refs), CHUNK):
         chunk = refs[i:i + CHUNK]
@@ -160,9 +163,9 @@ async def _ipn_statuses(redis: Redis, src: str, refs: list[str]) -> dict[str, se
         batch = pairs[i:i + CHUNK]
         async with redis.pipeline(transaction=False) as pipe:
             for _, nid in batch:
-                pipe.hmget(k.notification(nid), ["source", "channel", "status"])
-            for (ref, _), (source, channel, status) in zip(batch, await pipe.execute(), strict=True):
-                if source == src.encode() and channel == b"ipn" and status:
+                pipe.hmget(k.notification(nid), ["channel", "status"])
+            for (ref, _), (channel, status) in zip(batch, await pipe.execute(), strict=True):
+                if channel == b"ipn" and status:
                     statuses.setdefault(ref, set()).add(status.decode())
     return statuses
 
