@@ -258,5 +258,6 @@ def fanout_job_id(nid: str) -> str:
 
 
 def webhook_id(nid: str, ep: str) -> str:
-    """Standard Webhooks ``webhook-id``: the same for every attempt and resend of one delivery."""
+    """Standard Webhooks ``webhook-id``: the same for every attempt of one delivery. A resend is a
+    notification of its own (``X~r1``), so it has an id of its own (workers/forward.py)."""
     return f"{nid}:{ep}"

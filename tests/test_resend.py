@@ -34,6 +34,7 @@ from tests.test_api import (  # noqa: F401  (fixtures used by name)
     sinks,
     worker,
 )
+from tests.test_delivery import assert_standard_webhooks_signature
 
 
 async def post(client: TestClient, path: str, body: Any = None, headers: dict[str, str] | None = None
@@ -80,7 +81,7 @@ async def post_get(client: TestClient, path: str, **params: str) -> tuple[int, A
     return resp.status, await resp.json()
 
 
-async def test_resend_is_delivered_with_resend_headers_and_the_original_webhook_id(
+async def test_resend_is_delivered_with_resend_headers_and_a_webhook_id_of_its_own(
         client: TestClient, redis: Redis, worker: Worker, sinks: tuple[RefSink, RefSink]) -> None:
     billing, crm = sinks
     a = await ingest(client, "100")
@@ -93,7 +94,13 @@ async def test_resend_is_delivered_with_resend_headers_and_the_original_webhook_
     assert again[1] == first[1] == signed_body(ipn_fields("100"))
     assert first[0]["Relay-Resend"] == "false" and again[0]["Relay-Resend"] == "true"
     assert again[0]["Relay-Resend-Of"] == a and again[0]["Relay-Notification-Id"] == doc["id"]
-    assert again[0]["webhook-id"] == first[0]["webhook-id"] == k.webhook_id(a, "billing")
+    # issue 21, finding 12: the original's webhook-id made a receiver that drops duplicates by it, as
+    # Standard Webhooks advises, drop every resend, the one meant to recover a lost delivery included
+    assert first[0]["webhook-id"] == k.webhook_id(a, "billing")
+    assert again[0]["webhook-id"] == k.webhook_id(doc["id"], "billing") != first[0]["webhook-id"]
+    processed = {h["webhook-id"]: body for h, body in billing.received}  # such a receiver's record
+    assert len(processed) == 2
+    assert_standard_webhooks_signature(again[0], again[1])  # signed over the resend's own id
     assert len(crm.received) == 1  # only the named endpoint
     assert not await redis.exists(k.delivery(doc["id"], "crm"))
 

@@ -80,8 +80,10 @@ def build(endpoint: Endpoint, item: Claimed, now_s: int, configured: dict[str, s
     """The body and headers for one attempt: the original bytes, or JSON (``json``, ``event``), signed as sent.
 
     ``configured``: ``configured_headers(endpoint)``, when the caller keeps it per endpoint."""
-    original = item.resend_of or item.nid
-    wid = k.webhook_id(original, endpoint.name)
+    # a resend is a notification of its own (X~r1), so it has a webhook-id of its own: a receiver that
+    # drops duplicates by webhook-id, as Standard Webhooks advises, must process a resend (it is sent
+    # because something was lost), while every retry of the resend keeps the resend's id
+    wid = k.webhook_id(item.nid, endpoint.name)
     if endpoint.format == "json":
         body, ctype = as_json(item), "application/json"
     elif endpoint.format == "event":

@@ -2,10 +2,11 @@
 
 A resend of original ``X`` is the notification ``X~r{n}`` (``n`` from ``relay:resend-seq:X``) with
 ``resend_of = X`` and ``targets``, written with its fan-out job by ``relay/store/lua/resend.lua`` in one
-atomic call. A resend of a resend is a resend of its original, so every delivery keeps the original's
-``webhook-id``. With an idempotency key, ``relay:idem:{key}`` (SET NX, one day) pins the request, and
-``relay:idem:{key}:map`` records the resend made for each original, so a retried request, even one cut
-off half way, resends each original at most once.
+atomic call. A resend of a resend is a resend of its original. Each resend is delivered under a
+``webhook-id`` of its own (``X~r{n}:{endpoint}``) with ``Relay-Resend-Of: X``, so a receiver that drops
+duplicates by ``webhook-id`` processes it. With an idempotency key, ``relay:idem:{key}`` (SET NX, one
+day) pins the request, and ``relay:idem:{key}:map`` records the resend made for each original, so a
+retried request, even one cut off half way, resends each original at most once.
 """
 
 from __future__ import annotations
