@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from config.wording import item
+
 DEFAULT_API_URL = "https://api.2checkout.com/rest/6.0"
 
 
@@ -49,8 +51,8 @@ def retention_problems(retention_days: float, sources: list[tuple[str, Reconcile
     problems = []
     for i, (name, cfg) in enumerate(sources):
         if cfg is not None and retention_days * 24 <= cfg.lookback_hours + 24:
-            problems.append(f"sources[{i}].reconcile.lookback_hours = {cfg.lookback_hours:g} ({name}) needs "
-                            f"delivery.retention_days = {retention_days:g} to be longer than lookback_hours + 24 h "
-                            f"(the listing covers whole days): IPNs expired before their order leaves the "
+            problems.append(f"{item('sources', i, name)}: reconcile.lookback_hours = {cfg.lookback_hours:g} needs "
+                            f"delivery.retention_days (now {retention_days:g}) longer than lookback_hours + 24 h "
+                            "(the listing covers whole days): IPNs expired before their order leaves the "
                             "listing would make it missing")
     return problems
