@@ -133,6 +133,9 @@ KEY_TEMPLATES = {
     "resends": "relay:resends:{nid}",
     "source_rejects": "relay:src:{src}:rej:{minute}",
     "source_watched": "relay:src:{src}:watched",
+    "source_lastrej": "relay:src:{src}:lastrej",
+    "idx_source": "relay:ix:src:{src}",
+    "alert_open": "relay:alert:{subject}:open",
 }
 
 
@@ -145,7 +148,7 @@ def idx_channel(channel: str) -> str:
 
 
 def idx_source(source: str) -> str:
-    return f"{IDX_SOURCE_PREFIX}{source}"
+    return KEY_TEMPLATES["idx_source"].format(src=source)
 
 
 def idx_type(etype: str) -> str:
@@ -193,7 +196,7 @@ def source_rejects(src: str, minute: int) -> str:
 
 
 def source_lastrej(src: str) -> str:
-    return f"relay:src:{src}:lastrej"
+    return KEY_TEMPLATES["source_lastrej"].format(src=src)
 
 
 def source_watched(src: str) -> str:
@@ -230,7 +233,7 @@ def alert_open(subject: str) -> str:
     """ms the incident began, while an alert about ``subject`` still owes a recovery message.
 
     Refreshed to ALERT_OPEN_TTL_MS on every check while the problem lasts, so it is always bounded."""
-    return f"relay:alert:{subject}:open"
+    return KEY_TEMPLATES["alert_open"].format(subject=subject)
 
 
 def reconcile_seen(src: str) -> str:

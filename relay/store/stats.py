@@ -149,7 +149,7 @@ async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]
         pipe.zcard(k.FANOUT)
         pipe.zrange(k.QUEUE_NAME, 0, 0, withscores=True)
         pipe.zrange(k.WORKERS, 0, -1, withscores=True)
-        await script(keys=[], args=args, client=pipe)
+        await script(keys=[k.IDX_ALL, k.STATS], args=args, client=pipe)
         # operator control (relay/store/control.py, relay/store/reload.py): pauses and config hashes
         pipe.hgetall(k.PAUSED)
         pipe.hgetall(k.PROCS)

@@ -1,5 +1,6 @@
 -- Every figure of the evaluation of health (relay/store/stats.py), read in one call: counting in
 -- Redis spares the client thousands of replies to pack and parse. Read-only.
+-- KEYS: 1 relay:ix:all (receipt times), 2 relay:stats (last ok / last fail per endpoint)
 -- ARGV: 1 now ms, 2 number of endpoints E, then E x (name, window ms, serial 1/0),
 --       then number of sources S, refusal window in minutes, then S x (name, silence limit ms or 0)
 -- Returns {endpoint rows..., source rows...}: each row's fields are named by relay/store/stats.py
@@ -57,12 +58,12 @@ local function oldest_receipt(p, serial_head)
     local recv = tonumber(redis.call('HGET', key.notification(nid), 'recv') or '')
     if recv and (best == nil or recv < best) then best = recv end
   end
-  local pend = redis.call('ZRANGE', p .. 'pending', 0, 0)
+  local pend = redis.call('ZRANGE', p('pending'), 0, 0)
   if pend[1] then consider(pend[1]) end
   if serial_head then consider(serial_head) end
-  local retrying = p .. 'retrying'
+  local retrying = p('retrying')
   if redis.call('ZCARD', retrying) <= EXACT_UP_TO then
-    local recv = redis.call('ZINTER', 2, retrying, 'relay:ix:all', 'WEIGHTS', 0, 1, 'WITHSCORES')
+    local recv = redis.call('ZINTER', 2, retrying, KEYS[1], 'WEIGHTS', 0, 1, 'WITHSCORES')
     if recv[2] and (best == nil or tonumber(recv[2]) < best) then best = tonumber(recv[2]) end
   else
     for _, nid in ipairs(redis.call('ZRANGE', retrying, 0, CANDIDATES - 1)) do consider(nid) end
@@ -72,14 +73,14 @@ end
 for _ = 1, tonumber(ARGV[2]) do
   local ep, window, serial = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2] == '1'
   i = i + 3
-  local p = 'relay:ep:' .. ep .. ':st:'
+  local function p(state) return key.ep_state(ep, state) end
   local row = row_of(EP_LIST)
-  for s, field in pairs(states) do row[EP[field]] = redis.call('ZCARD', p .. s) end
-  local ph = head(p .. 'pending')
+  for s, field in pairs(states) do row[EP[field]] = redis.call('ZCARD', p(s)) end
+  local ph = head(p('pending'))
   row[EP.pending_at] = ph[2] or ''
   for w, span in ipairs({window, 3600000, 86400000}) do
     for _, s in ipairs({'retrying', 'failed', 'delivered', 'resolved'}) do
-      row[EP['w' .. w .. '_' .. s]] = redis.call('ZCOUNT', p .. s, now - span, '+inf')
+      row[EP['w' .. w .. '_' .. s]] = redis.call('ZCOUNT', p(s), now - span, '+inf')
     end
   end
   -- a serial endpoint sends only its head (the oldest waiting notification): once the head has
@@ -101,12 +102,12 @@ for _ = 1, tonumber(ARGV[2]) do
   -- failing delivery (its last error)
   local since, latest, latest_at = nil, '', -1
   for _, s in ipairs({'retrying', 'failed'}) do
-    local firsts = redis.call('ZRANGEBYSCORE', p .. s, now - window, '+inf', 'WITHSCORES', 'LIMIT', 0, CANDIDATES)
+    local firsts = redis.call('ZRANGEBYSCORE', p(s), now - window, '+inf', 'WITHSCORES', 'LIMIT', 0, CANDIDATES)
     for j = 1, #firsts, 2 do
       local at = first_failure(firsts[j], ep, firsts[j + 1])
       if since == nil or at < since then since = at end
     end
-    local last = head(p .. s, true)
+    local last = head(p(s), true)
     if last[2] and tonumber(last[2]) > latest_at then latest, latest_at = last[1], tonumber(last[2]) end
   end
   if blocked then
@@ -119,8 +120,8 @@ for _ = 1, tonumber(ARGV[2]) do
   row[EP.last_error] = err[1] or ''
   row[EP.last_error_at] = err[2] or ''
   row[EP.oldest_recv] = oldest_receipt(p, blocked)
-  row[EP.open_since] = redis.call('GET', 'relay:alert:ep:' .. ep .. ':open') or ''
-  local stats = redis.call('HMGET', 'relay:stats', ep .. '|last_ok', ep .. '|last_fail')
+  row[EP.open_since] = redis.call('GET', key.alert_open('ep:' .. ep)) or ''
+  local stats = redis.call('HMGET', KEYS[2], ep .. '|last_ok', ep .. '|last_fail')
   row[EP.last_ok] = stats[1] or ''
   row[EP.last_fail] = stats[2] or ''
   row[EP.resent] = redis.call('ZCARD', key.ep_resent(ep))
@@ -149,18 +150,18 @@ for _ = 1, n do
   local row = row_of(SRC_LIST)
   local refused = 0
   for m = 0, minutes - 1 do
-    refused = refused + tonumber(redis.call('GET', 'relay:src:' .. src .. ':rej:' .. (now_min - m)) or '0')
+    refused = refused + tonumber(redis.call('GET', key.source_rejects(src, now_min - m)) or '0')
   end
-  local ix = 'relay:ix:src:' .. src
+  local ix = key.idx_source(src)
   row[SRC.refused] = refused
   row[SRC.accepted] = received(ix, now - minutes * 60000)
-  local last = redis.call('HMGET', 'relay:src:' .. src .. ':lastrej', 'at', 'first', 'reason', 'detail', 'channel')
+  local last = redis.call('HMGET', key.source_lastrej(src), 'at', 'first', 'reason', 'detail', 'channel')
   row[SRC.last_at], row[SRC.first], row[SRC.reason] = last[1] or '', last[2] or '', last[3] or ''
   row[SRC.detail], row[SRC.channel] = last[4] or '', last[5] or ''
   row[SRC.after] = -1
   if last[1] then row[SRC.after] = received(ix, '(' .. last[1]) end
   -- an incident the alerts opened (relay/constants.py alert_open) lasts until notifications are accepted
-  row[SRC.opened] = redis.call('GET', 'relay:alert:src:' .. src .. ':open') or ''
+  row[SRC.opened] = redis.call('GET', key.alert_open('src:' .. src)) or ''
   if silence > 0 then
     row[SRC.last_received] = last_received(ix, 10)
     row[SRC.watched] = redis.call('GET', key.source_watched(src)) or ''
