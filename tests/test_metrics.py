@@ -86,6 +86,7 @@ async def test_delivery_metrics_come_from_redis_at_each_scrape(
     assert ("relay_delivery_last_failure_timestamp_seconds", frozenset({("endpoint", "a")})) not in samples
     assert get(samples, "relay_queue_depth", queue="arq") == 1
     assert get(samples, "relay_queue_depth", queue="fanout") == 2
+    assert get(samples, "relay_queue_depth", queue="deliveries") == 3  # a's 2 pending and 1 retrying
     assert get(samples, "relay_workers_alive") == 1
     assert {"relay_notifications_received", "relay_ack_latency_seconds"} <= families
 

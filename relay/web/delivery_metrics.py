@@ -145,7 +145,9 @@ class DeliveryCollector(Collector):
         last_fail = GaugeMetricFamily("relay_delivery_last_failure_timestamp_seconds",
                                       "Unix time of the last failed delivery attempt", labels=ep_label)
         queue = GaugeMetricFamily("relay_queue_depth",
-                                  "Waiting work: ARQ jobs (queue=arq) and notifications not yet routed (fanout)",
+                                  "Waiting work: notifications not yet routed (queue=fanout), deliveries not yet "
+                                  "sent, pending or retrying (deliveries); arq: ARQ's own queue (fan-out jobs and "
+                                  "the sweeper's cron jobs)",
                                   labels=["queue"])
         workers = GaugeMetricFamily("relay_workers_alive", "Workers with a heartbeat in the last 30 s")
         if fill:
@@ -164,8 +166,10 @@ class DeliveryCollector(Collector):
                 for family, key in ((last_ok, "last_ok"), (last_fail, "last_fail")):
                     if f"{ep}|{key}" in stats:
                         family.add_metric([ep], stats[f"{ep}|{key}"] / 1000)
-            queue.add_metric(["arq"], snap.arq)
             queue.add_metric(["fanout"], snap.fanout)
+            queue.add_metric(["deliveries"], sum(n.get("pending", 0) + n.get("retrying", 0)
+                                                 for n in snap.states.values()))
+            queue.add_metric(["arq"], snap.arq)
             workers.add_metric([], snap.workers_alive)
         yield from (attempts, not_sent, latency, r2d, states, oldest, last_ok, last_fail, queue, workers)
 
