@@ -274,7 +274,7 @@ async def test_relay_reload_reaches_serve_and_worker_processes(
             assert out.returncode == 0, out.stdout + out.stderr
             lines = out.stdout.splitlines()
             assert len(lines) == 2 and {line.split()[1] for line in lines} == {"serve", "worker"}, out.stdout
-            assert all(" reloaded " in line for line in lines)
+            assert all(" reloaded " in line and line.endswith(" changed +endpoints.second") for line in lines), lines
             hashes = {line.split("config ")[1].split()[0] for line in lines}
             assert hashes == {config_hash(load_settings(config, env).file)}
             async with http.post(resend, json={"endpoint": "second"}) as resp:

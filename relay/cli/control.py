@@ -200,8 +200,12 @@ async def _reload(ns: argparse.Namespace, settings: Settings, redis: Redis) -> i
         for a in result["answers"]:
             line = f"{a['process']:<28} {a['role']:<7} {a['outcome']:<9} config {a['hash']}"
             if a["outcome"] == "reloaded":
-                changed = {key: v for key, v in a.get("changes", {}).items() if v}
-                line += "".join(f" {key}={v}" for key, v in changed.items())
+                # what changed, in the file's keys (not each process's internal bookkeeping)
+                if a.get("changed"):
+                    line += " changed " + ",".join(a["changed"])
+                restart = a.get("changes", {}).get("needs_restart")
+                if restart:
+                    line += " (needs a restart for: " + ", ".join(restart) + ")"
             print(line)
             if a.get("error"):
                 print("  " + a["error"].replace("\n", "\n  "))
