@@ -33,7 +33,7 @@ from relay import constants as k
 from relay import events, protocol, routing
 from relay.store.connection import REDIS_ERRORS
 from relay.store.endpoints import Removed
-from workers import forward, removed, wire
+from workers import forward, remode, removed, wire
 from workers.attempt import NOT_SENT_RETIRED, Result, Sender
 
 logger = structlog.get_logger()
@@ -81,6 +81,8 @@ class Lane:
     restarts: int = 0
     # a reload removed or changed its endpoint: it claims no more, and ends once its work is recorded
     retired: bool = False
+    # a reload switched its endpoint between serial and concurrent: re-score the queue before claiming
+    remode: bool = False
 
     @property
     def done(self) -> bool:
@@ -107,10 +109,29 @@ class Lane:
                 backoff = min(backoff * 2, 5.0)
 
     async def run(self) -> None:
+        if self.remode:
+            await self._remode()
         if self.serial:
             await self._run_serial()
         else:
             await self._run_concurrent()
+
+    async def _remode(self) -> None:
+        """Re-score the endpoint's waiting work for its new mode (workers/remode.py), retrying a Redis
+        error: nothing is claimed in the new mode from a queue still scored for the old one."""
+        engine, ep = self.engine, self.endpoint
+        backoff = 0.1
+        while not self.done:
+            try:
+                count = await remode.remode(engine.redis, engine.remode_script, ep)
+            except REDIS_ERRORS as exc:
+                logger.warning("endpoint_remode_failed", endpoint=ep.name, error=type(exc).__name__, retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            logger.info("endpoint_remoded", endpoint=ep.name, mode=remode.mode_of(ep), deliveries=count)
+            self.remode = False
+            return
 
     async def _run_serial(self) -> None:
         """Record the head's result and claim the next head in one round trip."""
@@ -244,6 +265,7 @@ class Engine:
         # complete.lua and claim.lua define the functions step.lua calls: one script, one round trip
         self._step = wire.script(redis, "complete", "claim", "step")
         self._route = wire.script(redis, "route")
+        self.remode_script = wire.script(redis, "remode")
         self.lanes = {name: Lane(self, ep) for name, ep in settings.endpoints.items()}
         # lanes a reload took out of service, until their in-flight deliveries are recorded
         self.retired: set[Lane] = set()
@@ -308,7 +330,8 @@ class Engine:
             lane.wake.set()
             self.retired.add(lane)
         for name in (*added, *changed):
-            lane = self.lanes[name] = Lane(self, new[name])
+            switched = name in old and old[name].concurrent != new[name].concurrent
+            lane = self.lanes[name] = Lane(self, new[name], remode=switched)
             self._start_lane(lane)
         return {"added": added, "changed": changed, "removed": removed}
 

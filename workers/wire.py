@@ -26,6 +26,9 @@ CLAIM_KEYS = ("queue", "lease", "st_pending", "st_retrying", "st_in_flight", "pa
 # one claimed delivery, as claim.lua returns it
 # paused_ms: time it spent paused by an operator (relay/store/control.py), not counted by the retry window
 CLAIMED_FIELDS = ("nid", "attempt", "body", "ct", "source", "channel", "recv", "resend_of", "flag", "paused_ms")
+# an endpoint whose mode a reload changed (remode.lua), and the keys it writes; the nids follow
+REMODE_FIELDS = ("ep", "mode")
+REMODE_KEYS = ("queue",)
 # one route of a fan-out (route.lua), and the keys it writes
 ROUTE_FIELDS = ("ep", "mode", "reason")
 ROUTE_KEYS = ("delivery", "st_pending", "st_skipped", "queue", "paused", "st_paused")
@@ -35,6 +38,7 @@ def preamble() -> str:
     return (
         names("R", RESULT_FIELDS) + names("RK", RESULT_KEYS) + names("C", CLAIM_FIELDS) + names("CK", CLAIM_KEYS)
         + names("CLAIMED", CLAIMED_FIELDS) + names("ROUTE", ROUTE_FIELDS) + names("ROUTE_KEYS", ROUTE_KEYS)
+        + names("REMODE", REMODE_FIELDS) + names("REMODE_KEYS", REMODE_KEYS)
         + constants({
             "ATTEMPTS_CAP": k.ATTEMPTS_CAP,
             "LATENCY_BUCKETS_US": [round(b * 1_000_000) for b in k.LATENCY_BUCKETS],
@@ -56,6 +60,11 @@ def result_keys(nid: str, ep: str, to_state: str) -> list[str]:
 
 def claim_keys(ep: str) -> list[str]:
     return list(_claim_keys(ep))
+
+
+def remode_keys(ep: str) -> list[str]:
+    by_name = {"queue": k.ep_queue(ep)}
+    return [by_name[name] for name in REMODE_KEYS]
 
 
 def route_keys(nid: str, ep: str) -> list[str]:

@@ -1,0 +1,40 @@
+"""A reload that switches an endpoint between serial and concurrent re-scores its waiting work.
+
+A serial queue is ordered by receipt (score: the notification's seq) and a concurrent one by due time
+(score: ms), and complete.lua reschedules a retry by the delivery's recorded ``mode``. Left as they
+were, a concurrent queue made serial sent its work in due-time order, not receipt order, and a
+serial one made concurrent retried every waiting retry at once and then at every lease expiry (its
+deliveries still said ``serial``). workers/lua/remode.lua re-scores each queued delivery for the new
+mode and records the mode on it; the endpoint's new lane runs it before it claims anything.
+"""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from config.settings import Endpoint
+from relay import constants as k
+from workers import wire
+
+# deliveries re-scored per script call: one call never holds Redis for a whole backlog
+PAGE = 500
+
+
+def mode_of(ep: Endpoint) -> str:
+    return "concurrent" if ep.concurrent else "serial"
+
+
+async def remode(redis: Redis, script: AsyncScript, ep: Endpoint) -> int:
+    """Re-score ``ep``'s queue for its mode; returns how many deliveries were re-scored.
+
+    The queue is read once (re-scoring moves members, so ranks cannot be paged) and sent in pages;
+    what a fan-out queues meanwhile is queued in the new mode already, or re-scored by the reload of
+    the worker that routed it (every worker runs this at its reload)."""
+    nids: list[bytes] = await redis.zrange(k.ep_queue(ep.name), 0, -1)
+    by_name = {"ep": ep.name, "mode": mode_of(ep)}
+    fields = [by_name[f] for f in wire.REMODE_FIELDS]
+    total = 0
+    for i in range(0, len(nids), PAGE):
+        total += int(await script(keys=wire.remode_keys(ep.name), args=[*fields, *nids[i:i + PAGE]]))
+    return total
