@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from relay import constants as k
 from tests.procs import RelayProcess
 from tests.support import RedisServer, Sink, free_port, ipn_fields, signed_body, wait_for, write_config
-from tests.test_truth import AUTH, TOKEN, Stack
+from tests.test_truth import TOKEN, Stack
 from tests.test_truth import Endpoint as Endpoint503
 
 SMALL = 0.3  # [alerts] check_seconds: how often relay serve checks for no_worker
@@ -38,6 +38,7 @@ class Endpoint(Endpoint503):
 
 class AlertStack(Stack):
     hook: Sink
+    env: dict[str, str]
 
     def alerts(self, kind: str | None = None) -> list[dict[str, Any]]:
         sent = [json.loads(r.body) for r in self.hook.received]
@@ -62,7 +63,7 @@ class AlertStack(Stack):
 @pytest.fixture
 async def stack(tmp_path: Path, redis_server: RedisServer, redis: Redis, sink: Callable[..., Any]
                 ) -> AsyncIterator[Callable[..., Any]]:
-    started: list[RelayProcess] = []
+    stacks: list[AlertStack] = []
     endpoints_started: list[Endpoint] = []
 
     async def start(endpoints: dict[str, Endpoint], *, ep_options: dict[str, Any] | None = None,
@@ -81,10 +82,10 @@ async def stack(tmp_path: Path, redis_server: RedisServer, redis: Redis, sink: C
         procs = [RelayProcess(path, redis_server.url, "serve", env=env)]
         if worker:
             procs.append(RelayProcess(path, redis_server.url, "worker", env=env))
-        started.extend(procs)
         s = AlertStack(path, f"http://127.0.0.1:{port}", redis_server.url, procs)
+        stacks.append(s)  # every process it holds is stopped at the end, added ones too
         s.hook = hook
-        s.env = env  # type: ignore[attr-defined]
+        s.env = env
 
         async def up() -> bool:
             try:
@@ -96,8 +97,9 @@ async def stack(tmp_path: Path, redis_server: RedisServer, redis: Redis, sink: C
         return s
 
     yield start
-    for proc in started:
-        proc.stop()
+    for stack_ in stacks:
+        for proc in stack_.procs:
+            proc.stop()
     for ep in endpoints_started:
         if ep.runner:
             await ep.runner.cleanup()
@@ -112,7 +114,6 @@ async def test_three_given_up_deliveries_fail_the_endpoint_until_resent(stack: C
     s: AlertStack = await stack({"erp": erp}, ep_options={"concurrent": True})
     for i in range(3):
         assert await s.post("/ipn", signed_body(ipn_fields(f"2310{i:05d}"))) == 200
-    await wait_for(lambda: redis.zcard(k.ep_state("erp", "failed")), timeout=30, interval=0.1)
     await wait_for(lambda: _count(redis, "erp", "failed", 3), timeout=30, interval=0.1)
 
     code, out = s.cli("health")
@@ -210,10 +211,9 @@ async def test_stopping_every_worker_makes_an_ingress_send_no_worker(stack: Call
     assert "no relay worker is alive: nothing is delivered" in alert["text"]
     assert await redis.get(k.ALERT_INGRESS_LEASE) is not None  # one relay serve holds the watch
     # a worker again: the incident ends with one recovery message
-    s.procs.append(RelayProcess(s.config, s.redis_url, "worker", env=s.env))  # type: ignore[attr-defined]
+    s.procs.append(RelayProcess(s.config, s.redis_url, "worker", env=s.env))
     await wait_for(lambda: s.alerts("worker_recovered"), timeout=30, interval=0.1)
     assert len(s.alerts("no_worker")) == 1
-    s.procs[-1].stop()
 
 
 async def test_a_silent_source_raises_source_silent_and_the_next_notification_clears_it(
@@ -257,7 +257,6 @@ async def test_refusals_below_the_threshold_are_an_info_line(stack: Callable[...
     assert "source default: 3 of 3 requests refused" in page
     status, api = await s.get_json("/api/health")
     assert status == 200 and api["status"] == "healthy" and api["notes"][0]["refused"] == 3
-    assert AUTH  # the API answered with the admin token
 
 
 async def test_redis_unreachable_is_sent_once_per_host_and_recovers(tmp_path: Path, sink: Callable[..., Any]
