@@ -16,7 +16,7 @@ $(PY):
 	./scripts/ensure-venv $(PYTHON) $(VENV)
 
 # re-install only when the project's metadata changed. Two levels: `make run` needs the relay's runtime
-# dependencies only (71 MB measured); the dev tools (mypy, playwright, schemathesis, py-spy, ...: several
+# dependencies only (93 MB measured); the dev tools (mypy, playwright, schemathesis, py-spy, ...: several
 # hundred MB) come with `make test`, `make check` and `make bench`, never with `make run`
 $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
