@@ -518,11 +518,13 @@ async def test_reconcile_command_without_the_secret_key_says_so_and_writes_nothi
     assert api.requests == []
     # under `relay dev` the generated key is used, as send-test does
     (tmp_path / ".relay").mkdir()
-    (tmp_path / ".relay" / "dev-secrets.json").write_text(json.dumps({"TCO_SECRET_KEY": SECRET_KEY}))
+    (tmp_path / ".relay" / "dev-secrets.json").write_text(json.dumps({"TCO_SECRET_KEY": SECRET_KEY,
+                                                                    "RELAY_ADMIN_TOKEN": "not used here"}))
     api.add("5001", "COMPLETE")
     assert await asyncio.to_thread(main, argv) == 1
     out = capsys.readouterr()
-    assert "5001" in out.out and "development secrets" in out.err and api.refused == []
+    assert "5001" in out.out and api.refused == []
+    assert out.err.strip() == "relay: using the development secrets in .relay/dev-secrets.json for TCO_SECRET_KEY"
 
 
 async def test_api_reconcile_is_behind_the_token_and_empty_without_reconciliation(

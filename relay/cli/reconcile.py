@@ -56,15 +56,16 @@ def reconcile_cmd(ns: argparse.Namespace) -> int:
         names = [ns.source]
     if not names:
         raise UsageError("no source has a [sources.reconcile] table: nothing to compare (docs/configuration.md)")
+    key_envs = {s.name: s.secret_key_env or "" for s in settings.file.sources}
     for name in names:
         # checked before any pass: a pass without the key would record reconcile_failing in Redis, a
         # problem (and an alert) for everyone caused by this shell's environment
         if settings.sources[name].secret_key is None:
-            env = next(s.secret_key_env for s in settings.file.sources if s.name == name)
-            raise UsageError(f"source {name}: {env} is not set (its secret_key_env): 2Checkout's API is "
-                             "signed with the account's secret key")
-    if filled:
-        print(f"relay: using the development secrets in {devsecrets.SECRETS_FILE} for {', '.join(filled)}",
+            raise UsageError(f"source {name}: {key_envs[name]} is not set (its secret_key_env): 2Checkout's API "
+                             "is signed with the account's secret key")
+    used = sorted({key_envs[name] for name in names} & set(filled))
+    if used:
+        print(f"relay: using the development secrets in {devsecrets.SECRETS_FILE} for {', '.join(used)}",
               file=sys.stderr)
     url = redis_url(settings)
     try:
