@@ -397,3 +397,28 @@ async def test_a_paused_endpoint_keeps_its_incident_and_resuming_continues_it(re
     (notice,) = await run(redis, settings, session, NOW + 180_000)
     assert (notice.kind, notice.since_ms) == ("endpoint_recovered", start // 1000 * 1000)
     assert [json.loads(r.body)["kind"] for r in hook.received] == ["endpoint_failing", "endpoint_recovered"]
+
+
+def test_the_host_record_of_a_redis_outage(tmp_path: Path) -> None:
+    """Once per frequency per host (a locked file shared by the host's processes); the recovery is owed
+    only when the alert was sent; a directory that is not this user's own is not trusted."""
+    from relay.alerting.watch import HostMark
+
+    first, second = HostMark("redis://x:1/0"), HostMark("redis://x:1/0")  # two processes, one host
+    for mark in (first, second):
+        mark.path = tmp_path / "own" / first.path.name
+    assert first.claim(1000.0, 990.0, 3600) == 990.0
+    assert second.claim(1010.0, 1005.0, 3600) is None  # sent by the other process already
+    assert second.claim(1000.0 + 3600, 1005.0, 3600) == 990.0  # a reminder, same outage start
+    assert second.end() == 990.0 and first.end() is None  # one recovery message
+
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)  # writable by others: not trusted, so the record is the process's own
+    mark = HostMark("redis://x:1/0")
+    mark.path = shared / mark.path.name
+    with capture_logs() as logs:
+        assert mark.claim(1000.0, 990.0, 3600) == 990.0
+        assert mark.claim(1010.0, 990.0, 3600) is None
+    assert not mark.path.exists() and logs[0]["event"] == "alert_host_record_unavailable"
+    assert mark.end() == 990.0

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -47,28 +48,49 @@ CONFIRM_CHECKS = 2
 
 
 class HostMark:
-    """The host's record of a Redis outage: ``{"since": s, "sent": s}`` in a file, under flock."""
+    """The host's record of a Redis outage: ``{"since": s, "sent": s}`` in a file, under flock.
+
+    The directory is this user's own (created 0700, refused if another user owns it or it is a link).
+    Where no such file can be kept (a read-only or foreign temp directory), the record is this
+    process's alone: the alert is then once per frequency per process, never lost."""
 
     def __init__(self, url: str) -> None:
         digest = hashlib.sha256(url.encode()).hexdigest()[:16]
         self.path = Path(tempfile.gettempdir()) / f"relay-alerts-{os.getuid()}" / f"redis-{digest}.json"
+        self._memory: dict[str, Any] = {}
+
+    def _own_directory(self) -> bool:
+        directory = self.path.parent
+        directory.mkdir(mode=0o700, exist_ok=True)
+        st = os.lstat(directory)
+        return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o022
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
-        self.path.parent.mkdir(mode=0o700, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "a+") as lock:
+        try:
+            if not self._own_directory():
+                raise PermissionError(f"{self.path.parent} is not this user's own directory")
+            lock = open(self.path.with_suffix(".lock"), "a+")  # held across the yield below
+        except OSError as exc:
+            logger.warning("alert_host_record_unavailable", path=str(self.path.parent), error=str(exc))
+            yield self._memory
+            return
+        with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 doc: dict[str, Any] = json.loads(self.path.read_text()) if self.path.exists() else {}
             except (ValueError, OSError):
                 doc = {}
             yield doc
-            if doc:
-                tmp = self.path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(doc))
-                tmp.replace(self.path)
-            else:
-                self.path.unlink(missing_ok=True)
+            try:
+                if doc:
+                    tmp = self.path.with_suffix(".tmp")
+                    tmp.write_text(json.dumps(doc))
+                    tmp.replace(self.path)
+                else:
+                    self.path.unlink(missing_ok=True)
+            except OSError as exc:  # the alert is decided; only the host-wide record is lost
+                logger.warning("alert_host_record_unavailable", path=str(self.path), error=str(exc))
 
     def claim(self, now_s: float, since_s: float, every_s: float) -> float | None:
         """The outage's start if an alert is due from this host now (and record it as sent), else None."""
@@ -81,7 +103,7 @@ class HostMark:
 
     def end(self) -> float | None:
         """The outage's start if an alert was sent about it (a recovery is owed); the record is removed."""
-        if not self.path.exists():  # the usual case, checked without the lock
+        if not self.path.exists() and not self._memory:  # the usual case, checked without the lock
             return None
         with self._locked() as doc:
             since = float(doc["since"]) if doc.get("sent") is not None else None
