@@ -12,7 +12,7 @@ local out = {}
 local i = 3
 -- how many waiting deliveries the receipt time of the oldest one is read from exactly (ZINTER with
 -- the receipt index); above it, only the CANDIDATES that changed longest ago are looked at
-local EXACT_UP_TO, CANDIDATES = 1000, 20
+local EXACT_UP_TO, CANDIDATES = 250, 20
 local function head(key, rev)
   local r
   if rev then r = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES') else r = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES') end
