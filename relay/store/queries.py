@@ -5,47 +5,43 @@ one sorted-set index newest first (never KEYS or SCAN): the most selective of ``
 ``relay:ep:{ep}:st:{state}``, ``relay:ix:ch``, ``relay:ix:src``, ``relay:ix:type`` and ``relay:ix:all``, and checks the
 other filters on each candidate, scanning at most ``SCAN_BUDGET`` candidates per page.
 
-Filters and parameters are validated by the pydantic models of ``relay/store/params.py`` (the one
-definition of their rules, which the OpenAPI document is generated from); ``validate`` words a
-model's complaint as ``BadParam``.
-
-Errors (``QueryError`` carries the HTTP status the API answers with)::
-
-    QueryError
-    ├── BadParam      400: a parameter's value is invalid; names the parameter and the value
-    ├── BadRequest    400: the request as a whole is invalid
-    ├── NotFound      404
-    ├── Conflict      409
-    └── TooBroad      422: a bulk selection matches too much
+Filters are validated by the pydantic models of ``relay/store/params.py``; the errors and their
+wording are in ``errors.py`` and the redaction of configured secrets in ``redaction.py`` (both
+re-exported here, where the API, the CLI and the dashboard have always found them).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import json
-from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar, get_args
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
-from pydantic.fields import FieldInfo
-from pydantic_core import ErrorDetails
+from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from config.settings import Endpoint, Secret, Settings, Source
+from config.settings import Settings
 from relay import constants as k
 from relay.redact import REDACTED as REDACTED
-from relay.redact import redact as redact_secrets
 from relay.store import params
+from relay.store.errors import BadParam as BadParam
+from relay.store.errors import BadRequest as BadRequest
+from relay.store.errors import Conflict as Conflict
+from relay.store.errors import NotFound as NotFound
+from relay.store.errors import QueryError as QueryError
+from relay.store.errors import TooBroad as TooBroad
+from relay.store.errors import validate as validate
 from relay.store.params import DEFAULT_LIMIT as DEFAULT_LIMIT
 from relay.store.params import FILTER_NAMES as FILTER_NAMES
 from relay.store.params import MAX_LIMIT as MAX_LIMIT
 from relay.store.params import NAME as NAME
 from relay.store.params import NID as NID
 from relay.store.params import Filters as Filters
+from relay.store.redaction import redact as redact
+from relay.store.redaction import secrets as secrets
 from relay.store.resolve import resolve
 
 M = TypeVar("M", bound=BaseModel)
@@ -57,36 +53,6 @@ SUMMARY_FIELDS = ("channel", "source", "recv", "ref", "status", "mtype", "type",
 DELIVERY_SUMMARY = ("state", "attempts", "last", "updated", "next", "resolved_by", "resolved_at")
 
 
-class QueryError(Exception):
-    status = 400
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class BadParam(QueryError):
-    def __init__(self, param: str, value: object, reason: str) -> None:
-        super().__init__(f"invalid {param}={value!r}: {reason}")
-        self.param, self.value, self.reason = param, value, reason
-
-
-class BadRequest(QueryError):
-    pass
-
-
-class NotFound(QueryError):
-    status = 404
-
-
-class Conflict(QueryError):
-    status = 409
-
-
-class TooBroad(QueryError):
-    status = 422
-
-
 def iso(ms: int | str | bytes | None) -> str | None:
     """Epoch milliseconds as ISO-8601 UTC with milliseconds, e.g. ``2024-01-02T03:00:11.123Z``."""
     if ms is None or ms == "" or ms == b"":
@@ -96,77 +62,6 @@ def iso(ms: int | str | bytes | None) -> str | None:
     except (ValueError, OverflowError, OSError):
         return None
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def validate(model: type[M], data: Mapping[str, object], *, unknown: str = "parameter") -> M:
-    """``data`` checked by ``model``; the first problem as ``BadParam`` naming the field and its value.
-
-    ``unknown`` names what an undeclared key is ("parameter" in a query string, "field" in a body).
-    """
-    try:
-        # query strings and forms carry text: a flag may be written "true" or "false" there only
-        return model.model_validate(data, context={"text": unknown == "parameter"})
-    except ValidationError as exc:
-        errors = exc.errors()
-        # an unknown name first: "status=failed" is a typo of state, whatever else is wrong
-        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-        raise _bad_param(model, data, first, unknown) from None
-
-
-def _bad_param(model: type[BaseModel], data: Mapping[str, object], err: ErrorDetails, unknown: str) -> QueryError:
-    names: list[str] = []
-    for part in err["loc"]:
-        if not isinstance(part, str):
-            break  # an item of a list: the error names the list, with its value
-        names.append(part)
-    if not names:
-        return BadRequest(err["msg"])  # a rule about the request as a whole
-    value: object = data
-    for name in names:
-        value = value.get(name, err["input"]) if isinstance(value, Mapping) else err["input"]
-    field, owner = _field(model, names)
-    if err["type"] == params.BAD_PARAM:
-        reason = err["msg"]
-    elif err["type"] == "extra_forbidden":
-        reason = f"unknown {unknown} (known: {', '.join(owner.model_fields)})"
-    else:
-        reason = _reason(field) or err["msg"]
-    if isinstance(value, list) and len(value) > 10:
-        value = f"[{len(value)} items]"  # the whole list would drown the reason
-    return BadParam(".".join(names), value, reason)
-
-
-def _field(model: type[BaseModel], names: list[str]) -> tuple[FieldInfo | None, type[BaseModel]]:
-    """The field at ``names`` (dotted through nested models) and the model that holds it."""
-    owner, info = model, None
-    for i, name in enumerate(names):
-        info = owner.model_fields.get(name)
-        if info is None:
-            return None, owner
-        nested = _model_in(info.annotation)
-        if nested is not None and i + 1 < len(names):
-            owner = nested
-    return info, owner
-
-
-def _walk(annotation: Any) -> Iterator[Any]:
-    """The annotation, its ``Annotated`` metadata and its type arguments, outermost first."""
-    yield annotation
-    yield from getattr(annotation, "__metadata__", ())
-    for arg in get_args(annotation):
-        yield from _walk(arg)
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    return next((t for t in _walk(annotation) if isinstance(t, type) and issubclass(t, BaseModel)), None)
-
-
-def _reason(info: FieldInfo | None) -> str | None:
-    """The field's ``Reason``: pydantic keeps a plain field's metadata apart, an optional one's in its type."""
-    if info is None:
-        return None
-    found = [*info.metadata, *_walk(info.annotation)]
-    return next((t.text for t in found if isinstance(t, params.Reason)), None)
 
 
 def parse_filters(values: Mapping[str, object]) -> Filters:
@@ -444,23 +339,3 @@ async def scan(redis: Redis, f: Filters, *, limit: int, cursor: str | None = Non
             last_nid, last_score = batch[-1]
             return Page(items, Cursor(kind, last_score, last_nid, fp).encode(), kind, scanned)
     return Page(items, None, kind, scanned)
-
-
-# -- never show a configured secret --------------------------------------------------------------
-
-
-def secrets(settings: Settings) -> list[str]:
-    """Every configured secret long enough to be one (a short header value like "1" is not)."""
-    found: list[Secret | None] = [settings.admin_token]
-    items: list[Source | Endpoint] = [*settings.sources.values(), *settings.endpoints.values()]
-    for item in items:
-        for f in dataclasses.fields(item):
-            value = getattr(item, f.name)
-            found += list(value.values()) if isinstance(value, Mapping) else [value]
-    values = {s.reveal() for s in found if isinstance(s, Secret) and len(s.reveal()) >= 6}
-    return sorted(values, key=len, reverse=True)
-
-
-def redact(value: Any, hidden: list[str]) -> Any:
-    """``value`` with every configured secret hidden, in every encoding (see relay/redact.py)."""
-    return redact_secrets(value, hidden)
