@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from config.event_types import EVENT_TYPES
+from config.match import Rule, compile_match
 from config.reconcile import ReconcileConfig
 from config.reconcile import retention_problems as reconcile_retention_problems
 from config.wording import format_validation_error, item
@@ -170,6 +171,8 @@ class EndpointConfig(_Model):
     message_types: list[str] | None = None
     order_statuses: list[str] | None = None
     test_orders: bool | None = None
+    # a content filter on the event document's fields (config/match.py), checked at start-up
+    match: dict[str, Any] | None = None
     retry_4xx: list[Annotated[int, Field(ge=400, le=499)]] = []
     # per-endpoint overrides of [alerts] threshold_percent, min_deliveries and window_hours
     alert_threshold_percent: float | None = Field(None, ge=0, lt=100)
@@ -191,6 +194,12 @@ class EndpointConfig(_Model):
         unknown = [t for t in v or () if t not in EVENT_TYPES]
         if unknown:
             raise ValueError(f"unknown event type {', '.join(map(repr, unknown))}; known: {', '.join(EVENT_TYPES)}")
+        return v
+
+    @field_validator("match")
+    @classmethod
+    def _match_paths(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        compile_match(v)  # raises ValueError naming the path and the rule
         return v
 
     @field_validator("headers")
@@ -401,6 +410,7 @@ class Endpoint:
     order_statuses: frozenset[str] | None
     test_orders: bool | None
     retry_4xx: frozenset[int]
+    match: Mapping[str, Rule] | None = None
     alert_threshold_percent: float | None = None
     alert_min_deliveries: int | None = None
     alert_window_hours: float | None = None
@@ -573,6 +583,7 @@ def _endpoint(i: int, e: EndpointConfig, secrets: _Secrets) -> Endpoint:
         Endpoint, e,
         signing_secret=_signing_secret(i, e, secrets),
         headers=_headers(i, e, secrets),
+        match=compile_match(e.match),
     )
 
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
+from config.match import rejects
 from config.settings import Endpoint
+
+# the event document of the notification being routed, built only if an endpoint has a ``match``
+# (None: the body cannot be parsed, so no ``match`` can pass)
+Document = Callable[[], Mapping[str, Any] | None]
 
 Route = tuple[str, str, str]  # endpoint name, mode (serial|concurrent|skip), skip reason
 
@@ -19,8 +25,10 @@ def route(
     test: bool,
     etype: str = "",
     only: frozenset[str] | None = None,
+    document: Document | None = None,
 ) -> list[Route]:
     routes: list[Route] = []
+    built: list[Mapping[str, Any] | None] = []  # the document, built at most once for every endpoint
     for ep in endpoints:
         if source not in ep.sources or channel not in ep.channels:
             continue
@@ -39,6 +47,12 @@ def route(
             reason = "test order, and test_orders = false"
         elif ep.test_orders is True and not test:
             reason = "not a test order, and test_orders = true"
+        elif ep.match is not None:
+            if not built:
+                built.append(document() if document is not None else None)
+            doc = built[0]
+            why = rejects(ep.match, doc) if doc is not None else "match: the notification has no event document"
+            reason = why or ""
         mode = "skip" if reason else ("concurrent" if ep.concurrent else "serial")
         routes.append((ep.name, mode, reason))
     return routes

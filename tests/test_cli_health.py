@@ -256,6 +256,18 @@ async def test_send_test_reports_a_failing_endpoint_and_exits_1(stack: Callable[
     assert parse_qs(good.received[0].body.decode())["MESSAGE_TYPE"] == ["REFUND"]
 
 
+async def test_send_test_names_the_filter_that_skipped_an_endpoint(stack: Callable[..., Any],
+                                                                   sink: Callable[..., Any], capsys: Capsys) -> None:
+    """The TEST IPN's product is RELAY-TEST: a ``match`` on other products skips it, and says which key did."""
+    target: Sink = await sink([200])
+    cfg = await stack([{"name": "licensing", "url": target.url, "match": {"order.items[].code": ["PRO"]}},
+                       {"name": "all", "url": target.url}])
+    assert await cli("--config", cfg, "send-test") == 0  # a filter's skip is what the configuration asks for
+    out = capsys.readouterr().out
+    assert "licensing: skipped: match order.items[].code: RELAY-TEST is not one of PRO" in out
+    assert "all: delivered after 1 attempt(s)" in out and len(target.received) == 1
+
+
 async def test_send_test_uses_dev_secrets_when_env_is_unset(
         tmp_path: Path, stack: Callable[..., Any], sink: Callable[..., Any], capsys: Capsys,
         monkeypatch: pytest.MonkeyPatch) -> None:

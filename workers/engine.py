@@ -30,11 +30,11 @@ from redis.exceptions import RedisError
 
 from config.settings import Endpoint, Settings
 from relay import constants as k
-from relay import events, protocol, routing
 from relay.store.connection import REDIS_ERRORS
 from relay.store.endpoints import Removed
-from workers import forward, remode, removed, wire
+from workers import forward, remode, wire
 from workers.attempt import NOT_SENT_RETIRED, Result, Sender
+from workers.fanout import fan_out
 
 logger = structlog.get_logger()
 
@@ -264,7 +264,7 @@ class Engine:
         self.stopping = False
         # complete.lua and claim.lua define the functions step.lua calls: one script, one round trip
         self._step = wire.script(redis, "complete", "claim", "step")
-        self._route = wire.script(redis, "route")
+        self.route_script = wire.script(redis, "route")
         self.remode_script = wire.script(redis, "remode")
         self.lanes = {name: Lane(self, ep) for name, ep in settings.endpoints.items()}
         # lanes a reload took out of service, until their in-flight deliveries are recorded
@@ -367,50 +367,11 @@ class Engine:
 
     # -- fan-out -----------------------------------------------------------------------------
 
-    async def _event_type(self, nid: str, channel: str) -> bytes:
-        """The type of a notification stored before types were (it has no ``type`` field): from its body."""
-        body = await self.redis.hget(k.notification(nid), "body")  # type: ignore[misc]
-        try:
-            return events.event_type(channel, protocol.parse_form(body or b""))[0].encode()
-        except protocol.FormError:
-            return events.UNMAPPED.encode()
-
     async def fanout(self, nid: str) -> int:
-        """Route one stored notification to its endpoints. Safe to run any number of times."""
-        source, channel, mtype, status, test, targets, etype, recv, seq = await self.redis.hmget(  # type: ignore[misc]
-            k.notification(nid), ["source", "channel", "mtype", "status", "test", "targets", "type", "recv", "seq"]
-        )
-        if source is None:
-            await self.redis.zrem(k.FANOUT, nid)
-            self._unblock(None)
-            return -1
-        if etype is None:
-            etype = await self._event_type(nid, channel.decode())
-        only = frozenset(targets.decode().split(",")) if targets else None
-        received = int(recv or 0)
-        # an endpoint a reload added gets only what was received after it (resends carry their own recv)
-        endpoints = [ep for name, ep in self.settings.endpoints.items() if self.added.get(name, 0) <= received]
-        # and one removed after it was received gets a cancelled record, not nothing (workers/removed.py)
-        gone = removed.endpoints(self.removed, {ep.name for ep in endpoints}, int(seq or 0))
-        routes = removed.marked(routing.route(
-            [*endpoints, *gone], source=source.decode(), channel=channel.decode(),
-            mtype=(mtype or b"").decode(), status=(status or b"").decode(), test=test == b"1",
-            etype=etype.decode(), only=only,
-        ), gone)
-        keys = [k.notification(nid), k.FANOUT]
-        args: list[str | int] = [nid, self.retention_ms]
-        for name, mode, reason in routes:
-            by_name = {"ep": name, "mode": mode, "reason": reason}
-            args.extend(by_name[f] for f in wire.ROUTE_FIELDS)
-            keys.extend(wire.route_keys(nid, name))
-        created, oldest = await self._route(keys=keys, args=args)
-        for name, mode, _ in routes:
-            if mode != "skip":
-                self.wake(name)
-        self._unblock(int(oldest))
-        return int(created)
+        """Route one stored notification to its endpoints (workers/fanout.py). Safe to run any number of times."""
+        return await fan_out(self, nid)
 
-    def _unblock(self, oldest: int | None) -> None:
+    def unblock(self, oldest: int | None) -> None:
         """Wake the serial lanes whose head no unrouted notification precedes any more.
 
         Only those: waking every blocked lane on every fan-out made each of them claim in vain.
