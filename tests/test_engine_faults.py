@@ -18,7 +18,8 @@ from config.settings import Settings
 from relay import constants as k
 from relay.store.ingest import Batcher, Interrupted, Store, notification_id
 from tests.support import Sink, ipn_fields, signed_body, wait_for
-from workers.engine import Engine, StepInterrupted
+from workers.engine import Engine
+from workers.step import StepInterrupted
 
 N = 6
 
@@ -88,9 +89,9 @@ def once(owner: Any, name: str, error: BaseException, *, after: bool = False) ->
 STEPS = [
     # (where, raises before or after the real step, what)
     ("_encode", False, RuntimeError("bug while encoding")),
-    ("_step", False, RedisConnectionError("lost before the call")),
-    ("_step", True, RedisConnectionError("lost reply: the script ran")),
-    ("_step", True, asyncio.CancelledError()),
+    ("script", False, RedisConnectionError("lost before the call")),
+    ("script", True, RedisConnectionError("lost reply: the script ran")),
+    ("script", True, asyncio.CancelledError()),
     ("_settle_results", False, RuntimeError("bug reading the flags")),
     ("_settle_claims", False, RuntimeError("bug reading the claims")),
     ("_settle_claims", False, asyncio.CancelledError()),
@@ -107,7 +108,7 @@ async def test_an_error_at_any_flush_step_fails_its_batch_and_the_engine_goes_on
     engine: Engine = await engine_for({"serial": (serial, False), "conc": (concurrent, True)})
     nids = await store_notifications(redis, engine, N)
     # the first step after start fails; results recorded in Redis before the failure must not repeat
-    calls = once(engine, step, error, after=after)
+    calls = once(engine.step, step, error, after=after)
     await engine.start()
     # a claim whose reply was lost is retried when its lease expires (timeout 0.5 s + 5 s margin)
     await wait_for(lambda: all_delivered(redis, nids, ["serial", "conc"]), timeout=30)
@@ -121,7 +122,7 @@ async def test_an_error_at_any_flush_step_fails_its_batch_and_the_engine_goes_on
             log = [json.loads(a) for a in await redis.lrange(k.attempts(nid, ep), 0, -1)]
             assert len({a["n"] for a in log}) == len(log), f"an attempt was logged twice: {log}"
     # the invariant of the flush state machine: queued work always has a flusher
-    assert engine._next is None or engine._flusher is not None
+    assert engine.step._next is None or engine.step._flusher is not None
 
 
 async def test_a_crashed_lane_is_logged_and_restarted(

@@ -62,9 +62,9 @@ def test_the_engine_sends_results_in_wire_order() -> None:
 
 
 def test_the_engine_reads_claims_in_wire_order() -> None:
-    """engine._claimed unpacks claim.lua's reply by position: it must be wire.CLAIMED_FIELDS' order."""
+    """step.claimed unpacks claim.lua's reply by position: it must be wire.CLAIMED_FIELDS' order."""
     from workers import wire
-    from workers.engine import _claimed
+    from workers.step import claimed as _claimed
 
     numeric = {"attempt": b"3", "recv": b"7", "paused_ms": b"9"}
     values = [numeric.get(name, name.encode()) for name in wire.CLAIMED_FIELDS]

@@ -1,6 +1,6 @@
 """One delivery attempt: the HTTP request, its answer classified, the retry scheduled, the result built.
 
-What comes out is a ``Result`` still to be recorded (workers/engine.py queues it for complete.lua).
+What comes out is a ``Result`` still to be recorded (workers/step.py queues it for complete.lua).
 The per-endpoint parts of a request (timeout, parsed URL, configured headers) are built once, at start
 and on every reload, not once per request.
 """

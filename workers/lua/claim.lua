@@ -2,7 +2,7 @@
 -- Part of step.lua (see complete.lua): a function, called after the results of the same call are
 -- recorded, so a finished delivery's lease is already free when its endpoint claims again.
 -- claim(c, kk, now, fanout, out)
---   c: the claim's fields by name through C (workers/engine.py CLAIM_FIELDS)
+--   c: the claim's fields by name through C (workers/wire.py CLAIM_FIELDS)
 --   kk: the endpoint's keys by name through CK (CLAIM_KEYS), passed in KEYS
 --   now: Redis's clock (TIME): leases and due times of every worker are judged by it alone
 -- appends to out: code, wait, count, then per item its fields in CLAIMED_LIST order

@@ -1,8 +1,8 @@
 -- Record the result of one delivery attempt and move the delivery to its next state.
--- Part of step.lua (workers/engine.py puts a generated preamble, complete.lua, claim.lua and step.lua
+-- Part of step.lua (workers/step.py puts a generated preamble, complete.lua, claim.lua and step.lua
 -- together): a function, so one script call records every result a worker has waiting.
 -- complete(r, kk, now, tally, latest)
---   r: the result's fields, read by name through R (workers/engine.py RESULT_FIELDS)
+--   r: the result's fields, read by name through R (workers/wire.py RESULT_FIELDS)
 --   kk: the result's keys, read by name through RK (RESULT_KEYS), passed in KEYS
 --   now: Redis's clock (TIME), the only clock that sets or compares times here
 --   tally (relay:stats field -> increment) and latest (relay:stats field -> ms) collect the
