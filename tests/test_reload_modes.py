@@ -146,3 +146,32 @@ async def _all_retrying(redis: Redis, nids: list[str]) -> bool:
     states = [(await delivery(redis, nid, "ledger")).get("state") for nid in nids]
     return states == ["retrying"] * len(nids)
 
+
+
+async def test_a_worker_restarted_with_the_other_mode_re_scores_the_waiting_work_too(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis, redis_server: RedisServer,
+    ledger: Ledger,
+) -> None:
+    """The config edited and the worker restarted instead of reloaded: the same switch, the same result."""
+    ledger.answers = {1: (500, None)}
+    settings = make_settings()
+    configure(settings.config_path, ledger.url, concurrent=False, retry_delays=[60])
+    client: TestClient = await aiohttp_client(create_app(settings))
+    worker = await start_worker(settings.config_path, redis_server, redis)
+    try:
+        head = await post(client, "1")
+        await wait_for(lambda: _all_retrying(redis, [head]), 15)
+        behind = await post(client, "2")
+    finally:
+        worker.stop()
+    configure(settings.config_path, ledger.url, concurrent=True, retry_delays=[60])
+    worker = await start_worker(settings.config_path, redis_server, redis)
+    try:
+        await wait_for(lambda: ledger.accepted == [2], 15)
+        d = await delivery(redis, head, "ledger")
+        score = await redis.zscore(k.ep_queue("ledger"), head)
+    finally:
+        worker.stop()
+    assert d["state"] == "retrying" and d["attempts"] == "1", (d, ledger.requests)
+    assert d["mode"] == "concurrent" and score == int(d["next"])
+    assert (await delivery(redis, behind, "ledger"))["state"] == "delivered"

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from config.settings import Endpoint, Settings
 from relay import constants as k
 from relay.store.endpoints import Removed
-from workers import forward, wire
+from workers import forward, remode, wire
 from workers.attempt import Result, Sender
 from workers.fanout import fan_out
 from workers.lanes import Lane
@@ -76,6 +76,9 @@ class Engine:
     async def start(self) -> None:
         self.added = await self._added(self.settings)
         for lane in self.lanes.values():
+            # started with a config that switched the endpoint's mode (edited, then a restart rather than
+            # a reload): its waiting work is re-scored as a reload would have
+            lane.remode = await remode.switched(self.redis, lane.endpoint)
             self._start_lane(lane)
 
     def _start_lane(self, lane: Lane) -> None:

@@ -25,6 +25,16 @@ def mode_of(ep: Endpoint) -> str:
     return "concurrent" if ep.concurrent else "serial"
 
 
+async def switched(redis: Redis, ep: Endpoint) -> bool:
+    """Whether ``ep``'s queue holds work routed in the other mode: the config was edited and the
+    worker restarted rather than reloaded. The oldest and newest queued deliveries tell (a queue is
+    re-scored whole, so a switch shows at either end)."""
+    q = k.ep_queue(ep.name)
+    ends = {*await redis.zrange(q, 0, 0), *await redis.zrange(q, -1, -1)}
+    modes = [await redis.hget(k.delivery(nid.decode(), ep.name), "mode") for nid in ends]  # type: ignore[misc]
+    return any(mode is not None and mode.decode() != mode_of(ep) for mode in modes)
+
+
 async def remode(redis: Redis, script: AsyncScript, ep: Endpoint) -> int:
     """Re-score ``ep``'s queue for its mode; returns how many deliveries were re-scored.
 
