@@ -334,7 +334,8 @@ async def test_cron_job_uses_the_worker_clock(redis: Redis, setup: Callable[...,
         assert await alerts.check_alerts(ctx) == {
             "endpoint_failing": 1, "endpoint_recovered": 0, "source_rejecting": 0, "source_recovered": 0,
             "source_silent": 0, "backlog_too_old": 0, "notifications_missing": 0, "backlog_recovered": 0,
-            "notifications_recovered": 0}
+            "notifications_recovered": 0, "endpoint_paused": 0, "endpoint_resumed": 0, "reconcile_failing": 0,
+            "reconcile_recovered": 0}
     finally:
         await jobs.shutdown(ctx)
     assert len(hook.received) == 1
@@ -422,3 +423,24 @@ def test_the_host_record_of_a_redis_outage(tmp_path: Path) -> None:
         assert mark.claim(1010.0, 990.0, 3600) is None
     assert not mark.path.exists() and logs[0]["event"] == "alert_host_record_unavailable"
     assert mark.end() == 990.0
+
+
+async def test_an_endpoint_paused_too_long_alerts_and_its_resume_is_announced(redis: Redis,
+                                                                              setup: Callable[..., Any]) -> None:
+    # before, endpoint_paused was a health problem only: a pause forgotten for days alerted nobody
+    settings, hook, session = await setup()
+    await redis.zadd(k.WORKERS, {"w:1": NOW})
+    assert settings.health.max_pause_hours == 24
+    await redis.hset(k.PAUSED, "a", json.dumps({"at": NOW - 23 * HOUR, "by": "cli (ops@host)"}))
+    assert await run(redis, settings, session, NOW) == []  # paused within the limit: nothing to say
+    later = NOW + 2 * HOUR
+    await redis.zadd(k.WORKERS, {"w:1": later})
+    (notice,) = await run(redis, settings, session, later)
+    assert (notice.kind, notice.subject) == ("endpoint_paused", "a")
+    assert notice.subject_line == "[relay] endpoint a has been paused for 25.0 h"
+    assert "relay endpoints resume a" in notice.text and "by cli (ops@host)" in notice.text
+    assert await run(redis, settings, session, later + 60_000) == []  # once per frequency_hours
+    await redis.hdel(k.PAUSED, "a")
+    (notice,) = await run(redis, settings, session, later + 120_000)
+    assert (notice.kind, notice.subject) == ("endpoint_resumed", "a") and "It was resumed." in notice.text
+    assert [json.loads(r.body)["kind"] for r in hook.received] == ["endpoint_paused", "endpoint_resumed"]

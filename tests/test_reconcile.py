@@ -569,3 +569,28 @@ async def test_dashboard_section_in_every_state(aiohttp_client: Any, redis: Redi
     assert "relay reconcile</code> lists them" not in html and f"only the first {store.MISSING_CAP} are kept" in html
     assert html.count("Open in 2Checkout") == store.MISSING_CAP
     assert 'href="https://secure.2checkout.com/cpanel/order_info.php?refno=9100"' in html
+
+
+async def test_an_unreadable_api_alerts_once_and_recovers(
+        redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout,
+        session: aiohttp.ClientSession) -> None:
+    # before, reconcile_failing was a health problem only: a wrong API key stayed silent but for health
+    from workers import alerts
+
+    settings = make_settings(sources=[source(api.api_url)])
+    api.script = [("status", 401)]
+    await worker.run_pass(redis, session, settings.sources["default"])
+    now = await clock_ms(redis)
+    [notice] = [n for n in await alerts.evaluate(redis, settings, now) if n.kind.startswith("reconcile")]
+    assert (notice.kind, notice.subject) == ("reconcile_failing", "default")
+    assert notice.subject_line.startswith("[relay] source default: 2Checkout's order API cannot be read (401")
+    assert "HTTP 401" in notice.text and "relay reconcile --source default" in notice.text
+    assert notice.payload()["http_status"] == 401
+    assert settings.sources["default"].secret_key is not None
+    assert settings.sources["default"].secret_key.reveal() not in notice.text  # never the secret
+    assert not [n for n in await alerts.evaluate(redis, settings, now + 60_000) if n.kind.startswith("reconcile")]
+
+    api.script = []
+    await worker.run_pass(redis, session, settings.sources["default"])
+    [notice] = [n for n in await alerts.evaluate(redis, settings, now + 120_000) if n.kind.startswith("reconcile")]
+    assert notice.kind == "reconcile_recovered" and notice.subject == "default"

@@ -32,7 +32,8 @@ from relay.store.reconcile import reconciled_sources
 from relay.store.stats import health_report
 
 # the kinds the workers' alert job sends; no_worker is the ingress's (relay/alerting/watch.py)
-WORKER_KINDS = ("endpoint_failing", "source_rejecting", "source_silent", "backlog_too_old", "notifications_missing")
+WORKER_KINDS = ("endpoint_failing", "endpoint_paused", "source_rejecting", "source_silent", "backlog_too_old",
+                "notifications_missing", "reconcile_failing")
 INGRESS_KINDS = ("no_worker",)
 
 
@@ -102,6 +103,17 @@ def _missing_recovery(report: dict[str, Any], s: Subject) -> tuple[str, str, dic
     return f"source {s.name}", "Every order in 2Checkout's list now has its IPN.", {"count": 0}
 
 
+def _reconcile_recovery(report: dict[str, Any], s: Subject) -> tuple[str, str, dict[str, Any]]:
+    return (f"reconciliation of source {s.name}", "2Checkout's order API answered the last pass.",
+            {"problem": "reconcile_failing"})
+
+
+def _resumed(report: dict[str, Any], s: Subject) -> tuple[str, str, dict[str, Any]]:
+    row = report["endpoints"].get(s.name)
+    state = "It is paused again, within max_pause_hours." if row and row["paused"] else "It was resumed."
+    return f"endpoint {s.name}", state, {"problem": "endpoint_paused"}
+
+
 def _all_failing(report: dict[str, Any], settings: Settings) -> int:
     failing = sum(1 for p in report["problems"] if p["kind"] == "endpoint_failing")
     return failing if failing >= len(settings.endpoints) else 0
@@ -140,6 +152,20 @@ KINDS: dict[str, Kind] = {
         lambda p: f"source {p['source']}: {p['count']} order(s) without their IPN", _missing_recovery,
         lambda s: f"source {s.name}: every listed order has its IPN again"),
 }
+KINDS["reconcile_failing"] = Kind(
+    "reconcile_recovered", lambda p: Subject(f"recfail:{p['source']}", "source", p["source"]),
+    lambda st: [Subject(f"recfail:{n}", "source", n) for n in reconciled_sources(st)],
+    lambda p, st, _: texts.reconcile_failing_text(p, st),
+    lambda p: f"source {p['source']}: 2Checkout's order API cannot be read ({p['http_status'] or p['error']})",
+    _reconcile_recovery, lambda s: f"source {s.name}: 2Checkout's order API is read again")
+# a pause is its own subject, never held back by the pause itself (endpoint=None): the operator is told
+# an endpoint has been paused past [health] max_pause_hours, and again when it is resumed
+KINDS["endpoint_paused"] = Kind(
+    "endpoint_resumed", lambda p: Subject(f"paused:{p['endpoint']}", "endpoint", p["endpoint"]),
+    lambda st: [Subject(f"paused:{n}", "endpoint", n) for n in st.endpoints],
+    lambda p, st, _: texts.paused_text(p, st),
+    lambda p: f"endpoint {p['endpoint']} has been paused for {p['paused_age_s'] / 3600:.1f} h", _resumed,
+    lambda s: f"endpoint {s.name} is no longer paused too long")
 # figures a problem carries that the payload names otherwise (or that only the health text needs)
 _NOT_FIGURES = ("kind", "message", "since", "endpoint", "source", "queue")
 

@@ -97,11 +97,32 @@ def missing_text(p: dict[str, Any], settings: Settings) -> str:
     lines += [f"  {r['reference']} {r['status']} (listed so since {r['first_seen']}): {order_link(r['reference'])}"
               for r in p["references"]]
     if p["count"] > len(p["references"]):
-        lines.append(f"  … and {p['count'] - len(p['references'])} more: relay reconcile lists them all")
+        lines.append(f"  … and {p['count'] - len(p['references'])} more: relay reconcile --json lists "
+                     "up to 1,000 of them, the dashboard's reconciliation section too")
     lines.append("Reissue each notification from the order's page in the 2Checkout control panel; it then "
                  "reaches your endpoints as any IPN and clears itself. Until then your systems do not know of it.")
     lines.append(f"See: relay health, or {dashboard(settings)}")
     return "\n".join(lines)
+
+
+def reconcile_failing_text(p: dict[str, Any], settings: Settings) -> str:
+    status = f"HTTP {p['http_status']}: " if p["http_status"] else ""
+    return "\n".join([
+        f"{_head()} source {p['source']}: 2Checkout's order API cannot be read since {p['since']} "
+        f"({status}{p['error']}).",
+        "Until it can, orders 2Checkout never notified are not found; the missing orders shown are from the "
+        "last pass that could read it. A 401 means the merchant code or the secret key is wrong, or the "
+        "key lacks API access; a 5xx or a timeout is 2Checkout's side or the network.",
+        f"See: relay reconcile --source {p['source']}, or {dashboard(settings)}",
+    ])
+
+
+def paused_text(p: dict[str, Any], settings: Settings) -> str:
+    return "\n".join([
+        f"{_head()} {p['message']}.",
+        f"Its notifications wait, kept, until it is resumed: relay endpoints resume {p['endpoint']} "
+        f"(or {dashboard(settings)}).",
+    ])
 
 
 def no_worker_text(p: dict[str, Any], settings: Settings) -> str:
