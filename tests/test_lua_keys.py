@@ -66,9 +66,9 @@ def test_the_engine_reads_claims_in_wire_order() -> None:
     from workers import wire
     from workers.step import claimed as _claimed
 
-    numeric = {"attempt": b"3", "recv": b"7", "paused_ms": b"9"}
+    numeric = {"attempt": b"3", "recv": b"7", "paused_ms": b"9", "unsent": b"1"}
     values = [numeric.get(name, name.encode()) for name in wire.CLAIMED_FIELDS]
     c = _claimed(values)
     assert (c.nid, c.body, c.content_type, c.source, c.channel, c.resend_of, c.flag) == (
         "nid", b"body", "ct", "source", "channel", "resend_of", "flag")
-    assert (c.attempt, c.received_ms, c.paused_ms) == (3, 7, 9)
+    assert (c.attempt, c.received_ms, c.paused_ms, c.unsent) == (3, 7, 9, 1)

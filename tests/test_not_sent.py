@@ -80,3 +80,21 @@ async def test_a_request_that_cannot_be_built_fails_the_delivery_instead_of_cras
     result = await engine.attempt(ep, item)
     assert result.outcome == "failed" and s.received == []
     assert json.loads(result.record)["error"] == "request_error"
+
+
+async def test_a_claim_given_back_unsent_does_not_count_against_the_retry_schedule(
+    engine_for: Callable[..., Any], sink: Callable[..., Any], redis: Redis  # noqa: F811
+) -> None:
+    s = await sink([500])
+    engine: Engine = await engine_for({"serial": (s, False)})  # retry_delays = [0.05]: one retry
+    [nid] = await store_notifications(redis, engine, 1)
+    lane, ep = engine.lanes["serial"], engine.settings.endpoints["serial"]
+    _, (_, _, [item]) = await engine.request(lane, None, claim=True)
+    dropped = await engine.attempt(ep, dataclasses.replace(item, held_until=time.monotonic()))
+    _, (_, _, [again]) = await engine.request(lane, dropped, claim=True)
+    assert (again.attempt, again.unsent) == (2, 1)
+    failed_once = await engine.attempt(ep, again)
+    # the endpoint's first failure: its one retry is still to come (Relay-Attempt says 2 all the same)
+    assert failed_once.outcome == "retry" and [r.headers["Relay-Attempt"] for r in s.received] == ["2"]
+    await engine.request(lane, failed_once, claim=False)
+    assert await redis.hget(k.delivery(nid, "serial"), "state") == b"retrying"

@@ -175,9 +175,10 @@ class Sender:
         """A retry's delay in ms, or 0; out of retries turns the answer into a failure."""
         if answer.outcome != "retry":
             return 0
-        # time spent paused by an operator does not count against the retry window
-        delay = schedule.retry_delay(item.attempt, item.received_ms + item.paused_ms, now_ms, ep, self.policy,
-                                     retry_after=answer.retry_after, rand=self.rand)
+        # time spent paused by an operator does not count against the retry window, nor a claim given
+        # back unsent against the schedule
+        delay = schedule.retry_delay(item.attempt - item.unsent, item.received_ms + item.paused_ms, now_ms, ep,
+                                     self.policy, retry_after=answer.retry_after, rand=self.rand)
         if delay is None:
             answer.outcome = "failed"
             answer.message = (answer.message + "; " if answer.message else "") + "out of retries"

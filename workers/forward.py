@@ -32,6 +32,9 @@ class Claimed:
     resend_of: str
     flag: str = ""
     paused_ms: int = 0
+    # claims of it given back unsent (workers/attempt.py not_sent): their numbers are spent, but they
+    # were no attempt at the endpoint, so the retry schedule does not count them
+    unsent: int = 0
     # local monotonic time until which its lease is surely held: the claim's call left this process
     # before Redis started the lease, so the lease lasts at least this long (workers/attempt.py)
     held_until: float = math.inf

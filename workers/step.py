@@ -242,9 +242,9 @@ class ResultNotRecorded(RedisError):
 
 def claimed(values: list[Any], held_until: float = math.inf) -> forward.Claimed:
     # in wire.CLAIMED_FIELDS order (tests/test_lua_keys.py checks the two agree)
-    nid, attempt, body, ct, source, channel, recv, resend_of, flag, paused_ms = values
+    nid, attempt, body, ct, source, channel, recv, resend_of, flag, paused_ms, unsent = values
     return forward.Claimed(
         nid=nid.decode(), attempt=int(attempt), body=body, content_type=ct.decode(), source=source.decode(),
         channel=channel.decode(), received_ms=int(recv or 0), resend_of=resend_of.decode(), flag=flag.decode(),
-        paused_ms=int(paused_ms or 0), held_until=held_until,
+        paused_ms=int(paused_ms or 0), unsent=int(unsent or 0), held_until=held_until,
     )

@@ -24,8 +24,10 @@ RESULT_KEYS = ("delivery", "attempts", "lease", "queue", "st_in_flight", "st_to"
 CLAIM_FIELDS = ("ep", "serial", "limit", "lease_ms", "batch")
 CLAIM_KEYS = ("queue", "lease", "st_pending", "st_retrying", "st_in_flight", "paused")
 # one claimed delivery, as claim.lua returns it
-# paused_ms: time it spent paused by an operator (relay/store/control.py), not counted by the retry window
-CLAIMED_FIELDS = ("nid", "attempt", "body", "ct", "source", "channel", "recv", "resend_of", "flag", "paused_ms")
+# paused_ms: time it spent paused by an operator (relay/store/control.py), not counted by the retry window;
+# unsent: claims of it given back unsent (complete.lua 'dropped'), not counted by the retry schedule
+CLAIMED_FIELDS = ("nid", "attempt", "body", "ct", "source", "channel", "recv", "resend_of", "flag", "paused_ms",
+                  "unsent")
 # an endpoint whose mode a reload changed (remode.lua), and the keys it writes; the nids follow
 REMODE_FIELDS = ("ep", "mode")
 REMODE_KEYS = ("queue",)

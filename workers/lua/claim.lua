@@ -50,7 +50,7 @@ local function claim(c, kk, now, fanout, out)
       put3(out, 'blocked', tonumber(head[2]), 0)
       return
     end
-    local st = redis.call('HMGET', key.delivery(head[1], ep), 'state', 'attempts', 'next', 'paused_ms')
+    local st = redis.call('HMGET', key.delivery(head[1], ep), 'state', 'attempts', 'next', 'paused_ms', 'unsent')
     local nxt = tonumber(st[3] or '0')
     if nxt > now then
       put3(out, 'idle', due_in(nxt, now), 0)
@@ -72,7 +72,7 @@ local function claim(c, kk, now, fanout, out)
   local from = {pending = kk[CK.st_pending], retrying = kk[CK.st_retrying], in_flight = kk[CK.st_in_flight]}
   for i, nid in ipairs(candidates) do
     local d = key.delivery(nid, ep)
-    local st = states[i] or redis.call('HMGET', d, 'state', 'attempts', 'next', 'paused_ms')
+    local st = states[i] or redis.call('HMGET', d, 'state', 'attempts', 'next', 'paused_ms', 'unsent')
     local state = st[1]
     local n = redis.call('HMGET', key.notification(nid), 'body', 'ct', 'source', 'channel', 'recv', 'resend_of', 'flag')
     if not from[state] or not n[1] then
@@ -96,7 +96,8 @@ local function claim(c, kk, now, fanout, out)
       if not serial then redis.call('ZADD', q, now + lease_ms, nid) end
       count = count + 1
       local item = {nid = nid, attempt = attempts + 1, body = n[1], ct = n[2], source = n[3], channel = n[4],
-                    recv = n[5], resend_of = n[6], flag = n[7], paused_ms = st[4] or 0}
+                    recv = n[5], resend_of = n[6], flag = n[7], paused_ms = st[4] or 0,
+                    unsent = st[5] or 0}
       for _, name in ipairs(CLAIMED_LIST) do out[#out + 1] = item[name] or '' end
     end
   end

@@ -85,6 +85,8 @@ local function complete(r, kk, now, tally, latest)
   end
   redis.call('ZADD', st_to, now, nid)
   if dropped then
+    -- its number is spent (rec:n), but it was no attempt at the endpoint: the schedule skips it
+    redis.call('HINCRBY', d, 'unsent', 1)
     tally[ep .. '|not_sent'] = (tally[ep .. '|not_sent'] or 0) + 1
     return 1
   end
