@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from relay import constants as k
 from relay.web.delivery_metrics import DeliveryCollector
+from tests.support import wait_for
 from tests.test_engine_faults import engine_for, store_notifications  # noqa: F401  (the fixture)
 from workers import forward
 from workers.engine import Engine
@@ -98,3 +99,36 @@ async def test_a_claim_given_back_unsent_does_not_count_against_the_retry_schedu
     assert failed_once.outcome == "retry" and [r.headers["Relay-Attempt"] for r in s.received] == ["2"]
     await engine.request(lane, failed_once, claim=False)
     assert await redis.hget(k.delivery(nid, "serial"), "state") == b"retrying"
+
+
+async def test_a_body_past_its_send_by_time_is_never_written() -> None:
+    """The last check, in the step that writes the request's first bytes (headers go with the body):
+    past the time, not one byte reaches the endpoint, not even the headers."""
+    import asyncio
+
+    import aiohttp
+
+    from tests.support import free_port
+    from workers.attempt import Guarded
+
+    got: list[bytes] = []
+
+    async def endpoint(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        got.append(await reader.read())  # everything the connection carried, up to its close
+        writer.close()
+
+    port = free_port()
+    server = await asyncio.start_server(endpoint, "127.0.0.1", port)
+    try:
+        async with aiohttp.ClientSession() as session:
+            late = Guarded(b"REFNO=1", time.monotonic() - 0.001)
+            with pytest.raises(aiohttp.ClientConnectionError):
+                async with session.post(f"http://127.0.0.1:{port}/hook", data=late, timeout=aiohttp.ClientTimeout(3),
+                                        headers={"Content-Type": "text/plain"}):
+                    pass
+            assert late.refused
+        await wait_for(lambda: got, 5)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert got == [b""]

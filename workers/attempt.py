@@ -228,12 +228,19 @@ class Guarded(BytesPayload):
         self.send_by = send_by
         self.refused = False
 
-    async def write_with_length(self, writer: AbstractStreamWriter, content_length: int | None) -> None:
-        # no await between this check and the write below reaching the socket
+    def _check(self) -> None:
         if time.monotonic() > self.send_by:
             self.refused = True
             raise LeaseAtRisk("its lease could run out before the request ends")
+
+    async def write_with_length(self, writer: AbstractStreamWriter, content_length: int | None) -> None:
+        self._check()  # no await between this check and the write below reaching the socket
         await super().write_with_length(writer, content_length)
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        # the same for an aiohttp that writes a payload without a length
+        self._check()
+        await super().write(writer)
 
 
 async def read_answer(resp: aiohttp.ClientResponse, keep: int) -> bytes:
