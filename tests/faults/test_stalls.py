@@ -146,10 +146,10 @@ async def test_a_worker_stopped_past_its_lease_sends_nothing_it_held_twenty_runs
             try:
                 # the fault itself: stopped for longer than its leases, so the other worker takes over
                 await asyncio.sleep(LEASE_S + 0.3)
-                takeovers.append(_retried(c) - retried_before)
             finally:
                 os.kill(victim.pid, signal.SIGCONT)
             await asyncio.sleep(0.3)  # running again, under load, before the next stall
+            takeovers.append(_retried(c) - retried_before)
             assert all(w.alive for w in workers), [w.tail() for w in workers]
     finally:
         gen.stop()
