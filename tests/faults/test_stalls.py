@@ -139,7 +139,11 @@ async def test_a_worker_stopped_past_its_lease_sends_nothing_it_held_twenty_runs
     takeovers: list[int] = []
     try:
         await wait_until(lambda: all(len(ep.hits) >= 20 for ep in eps), 30, "the endpoints did not get busy")
-        for run in range(RUNS):
+        # a run counts when the stopped worker held claims, shown by the other one taking some over; a
+        # stall that caught it empty-handed is not counted (bounded: at most twice as many stalls)
+        for run in range(2 * RUNS):
+            if sum(1 for n in takeovers if n) == RUNS:
+                break
             victim = workers[run % 2]
             retried_before = _retried(c)
             os.kill(victim.pid, signal.SIGSTOP)
@@ -163,7 +167,8 @@ async def test_a_worker_stopped_past_its_lease_sends_nothing_it_held_twenty_runs
     summary = await reconcile(
         "worker stalls", c.redis, gen.acknowledged, eps, started,
         load=f"{gen.started} signed IPNs; 2 workers; 4 endpoints (2 serial, 2 concurrent)",
-        faults=f"{RUNS} SIGSTOPs of {LEASE_S + 0.3:g} s (lease {LEASE_S:g} s), alternating workers",
+        faults=f"{len(takeovers)} SIGSTOPs of {LEASE_S + 0.3:g} s (lease {LEASE_S:g} s), alternating workers, "
+               f"{RUNS} of them while the stopped one held claims",
         extra={"settle_s": settled, "takeovers_per_stall": takeovers, "not_sent": not_sent,
                "torn_by_a_stall": sum(len(ep.torn) for ep in eps),
                "failed_attempts": await error_classes(c.redis, pairs),
@@ -185,7 +190,7 @@ async def test_a_worker_stopped_past_its_lease_sends_nothing_it_held_twenty_runs
     assert not attempt_reuse(eps)
     assert not await leftovers(c.redis, eps)
     # the stalls did land while the stopped worker held claims: others took deliveries over
-    assert sum(1 for n in takeovers if n) >= RUNS // 2, takeovers
+    assert sum(1 for n in takeovers if n) == RUNS, takeovers
 
 
 
