@@ -282,3 +282,18 @@ async def test_since_is_when_the_first_failing_delivery_first_failed_and_waiting
     (p,) = report["problems"]
     assert p["since"] == datetime.fromtimestamp((NOW - 539_000) // 1000, UTC).isoformat().replace("+00:00", "Z")
     assert p["oldest_waiting_s"] == 540.0 and p["held_back"] == 0
+
+
+async def test_accepted_since_the_last_refusal_is_counted_up_to_a_cap(
+        redis: Redis, make_settings: Callable[..., Settings]) -> None:
+    """The latest refusal's record lives 49 h: counting every notification accepted since it walked a
+    day of traffic in health.lua at every evaluation (60 ms of Redis time at 100,000 a day). Only the
+    first 5 decide anything, so the count stops at 1,000."""
+    await redis.zadd(k.WORKERS, {"host:1": NOW})
+    await redis.hset(k.source_lastrej("default"), mapping={
+        "at": NOW - 20 * HOUR, "first": NOW - 20 * HOUR, "reason": "signature_mismatch", "detail": "x",
+        "channel": "ipn"})
+    await redis.zadd(k.idx_source("default"), {f"ipn_{n}": NOW - 19 * HOUR + n for n in range(2500)})
+    report = await health_report(redis, make_settings(endpoints=EPS), NOW)
+    row = report["sources"]["default"]
+    assert row["accepted_since_last"] == 1000 and row["rejecting"] is False and report["status"] == "healthy"
