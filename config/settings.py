@@ -23,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from config.event_types import EVENT_TYPES
 from config.match import Rule, compile_match
+from config.modes import Mode
+from config.modes import resolve as resolve_mode
 from config.reconcile import ReconcileConfig
 from config.reconcile import retention_problems as reconcile_retention_problems
 from config.wording import format_validation_error, item
@@ -159,7 +161,9 @@ class EndpointConfig(_Model):
     url: str = Field(pattern=r"^https?://[^\s/?#]+[^\s]*$")
     sources: list[Name] = ["default"]
     channels: list[Channel] = list(CHANNELS)
-    concurrent: bool = False
+    # serial | concurrent | per_order (config/modes.py); concurrent = true/false is its older spelling
+    mode: Mode | None = None
+    concurrent: bool | None = None
     max_in_flight: int = Field(10, ge=1, le=1000)
     timeout: float = Field(10.0, gt=0, le=300)
     signing_secret_env: EnvName | None = None
@@ -195,6 +199,11 @@ class EndpointConfig(_Model):
         if unknown:
             raise ValueError(f"unknown event type {', '.join(map(repr, unknown))}; known: {', '.join(EVENT_TYPES)}")
         return v
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> EndpointConfig:
+        resolve_mode(self.mode, self.concurrent)  # raises ValueError: mode and concurrent disagree
+        return self
 
     @field_validator("match")
     @classmethod
@@ -411,6 +420,8 @@ class Endpoint:
     test_orders: bool | None
     retry_4xx: frozenset[int]
     match: Mapping[str, Rule] | None = None
+    # serial | concurrent | per_order; ``concurrent`` above is True for the last two (more than one in flight)
+    mode: Mode = "serial"
     alert_threshold_percent: float | None = None
     alert_min_deliveries: int | None = None
     alert_window_hours: float | None = None
@@ -584,6 +595,8 @@ def _endpoint(i: int, e: EndpointConfig, secrets: _Secrets) -> Endpoint:
         signing_secret=_signing_secret(i, e, secrets),
         headers=_headers(i, e, secrets),
         match=compile_match(e.match),
+        mode=(mode := resolve_mode(e.mode, e.concurrent)),
+        concurrent=mode != "serial",
     )
 
 

@@ -18,7 +18,7 @@ relay:d:{nid}:{ep}                     hash   one delivery: ``state``, ``attempt
 relay:a:{nid}:{ep}                     list   its attempts, one JSON object each; the last ATTEMPTS_CAP are
                                               kept (the delivery's ``attempts_dropped`` counts the rest)
 relay:ep:{ep}:st:{state}               zset   nid -> last change ms, per endpoint and delivery state
-relay:ep:{ep}:q                        zset   work queue: nid -> seq (serial) or due ms (concurrent)
+relay:ep:{ep}:q                        zset   work queue: nid -> seq (serial, per_order) or due ms (concurrent)
 relay:ep:{ep}:lease                    zset   nid -> lease expiry ms: what is in flight, across processes
 relay:ep:{ep}:m:{minute}               hash   legacy per-minute attempt counts: no longer written, they expire
                                               within 25 h; only bench/health.py writes them, to time the old read

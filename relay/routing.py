@@ -12,7 +12,7 @@ from config.settings import Endpoint
 # (None: the body cannot be parsed, so no ``match`` can pass)
 Document = Callable[[], Mapping[str, Any] | None]
 
-Route = tuple[str, str, str]  # endpoint name, mode (serial|concurrent|skip), skip reason
+Route = tuple[str, str, str]  # endpoint name, mode (serial|concurrent|per_order|skip), skip reason
 
 
 def route(
@@ -53,6 +53,6 @@ def route(
             doc = built[0]
             why = rejects(ep.match, doc) if doc is not None else "match: the notification has no event document"
             reason = why or ""
-        mode = "skip" if reason else ("concurrent" if ep.concurrent else "serial")
+        mode = "skip" if reason else ep.mode
         routes.append((ep.name, mode, reason))
     return routes

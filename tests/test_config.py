@@ -91,12 +91,14 @@ def test_sources_and_endpoints_are_frozen_views_of_the_validated_file(tmp_path: 
     s = load_settings(path, TEST_ENV)
     ep, cfg = s.endpoints["b"], s.file.endpoints[0]
     # every field the file declares under the same name is carried over, lists frozen
+    # resolved, not copied: headers (their ${VAR}s), mode (from mode or its alias concurrent), match (compiled)
     for f in fields(Endpoint):
-        if f.name in type(cfg).model_fields and f.name != "headers":
+        if f.name in type(cfg).model_fields and f.name not in ("headers", "mode", "concurrent", "match"):
             value = getattr(cfg, f.name)
             assert getattr(ep, f.name) == (tuple(value) if f.name == "retry_delays" else
                                            frozenset(value) if isinstance(value, list) else value), f.name
     assert ep.retry_delays == (1.0, 2.5) and ep.channels == frozenset({"ipn", "ins"})
+    assert (ep.mode, ep.concurrent, ep.in_flight_limit) == ("concurrent", True, 3)
     assert ep.message_types == frozenset({"ORDER_CREATED"}) and ep.retry_4xx == frozenset({409})
     assert ep.in_flight_limit == 3 and ep.order_statuses is None and ep.signing_secret is None
     src = s.sources["default"]

@@ -120,7 +120,7 @@ class Engine:
             lane.wake.set()
             self.retired.add(lane)
         for name in (*added, *changed):
-            switched = name in old and old[name].concurrent != new[name].concurrent
+            switched = name in old and old[name].mode != new[name].mode
             lane = self.lanes[name] = Lane(self, new[name], remode=switched)
             self._start_lane(lane)
         return {"added": added, "changed": changed, "removed": removed}
@@ -162,7 +162,7 @@ class Engine:
         return await fan_out(self, nid)
 
     def unblock(self, oldest: int | None) -> None:
-        """Wake the serial lanes whose head no unrouted notification precedes any more.
+        """Wake the lanes (serial, per_order) whose claim no unrouted notification precedes any more.
 
         Only those: waking every blocked lane on every fan-out made each of them claim in vain.
         ``oldest`` is the seq of the oldest notification still waiting for its fan-out (-1: none;

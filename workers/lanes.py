@@ -34,14 +34,14 @@ class Lane:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
-    # serial head waiting for the fan-out of an older notification: its seq (see Engine.fanout)
+    # serial head (or per_order claim) waiting for the fan-out of an older notification: its seq (Engine.unblock)
     blocked_seq: int | None = None
     # when the lane's wait ends (loop time), so a claim hint of an earlier due time can wake it
     deadline: float = 0.0
     restarts: int = 0
     # a reload removed or changed its endpoint: it claims no more, and ends once its work is recorded
     retired: bool = False
-    # a reload switched its endpoint between serial and concurrent: re-score the queue before claiming
+    # a reload switched its endpoint's mode: re-score the queue before claiming
     remode: bool = False
 
     @property
@@ -144,7 +144,7 @@ class Lane:
                 continue
             if items:
                 continue  # the engine started them (Engine._dispatch); there may be more room
-            await self._wait(wait)
+            await self._wait(0 if code == "blocked" else wait)  # blocked: wait is a seq (per_order)
 
     async def _wait(self, wait_ms: int) -> None:
         """Wait for a wake, the poll interval, or ``wait_ms`` (ms from the claim, by Redis's clock)."""

@@ -1,6 +1,6 @@
-"""A reload that switches an endpoint between serial and concurrent re-scores its waiting work.
+"""A reload that switches an endpoint's mode (serial, concurrent, per_order) re-scores its waiting work.
 
-A serial queue is ordered by receipt (score: the notification's seq) and a concurrent one by due time
+A serial or per_order queue is ordered by receipt (score: the notification's seq) and a concurrent one by due time
 (score: ms), and complete.lua reschedules a retry by the delivery's recorded ``mode``. Left as they
 were, a concurrent queue made serial sent its work in due-time order, not receipt order, and a
 serial one made concurrent retried every waiting retry at once and then at every lease expiry (its
@@ -22,7 +22,7 @@ PAGE = 500
 
 
 def mode_of(ep: Endpoint) -> str:
-    return "concurrent" if ep.concurrent else "serial"
+    return ep.mode
 
 
 async def switched(redis: Redis, ep: Endpoint) -> bool:

@@ -61,7 +61,7 @@ class Stepper:
     def __init__(self, redis: Redis, engine: Engine) -> None:
         self.engine = engine
         # complete.lua and claim.lua define the functions step.lua calls: one script, one round trip
-        self.script = wire.script(redis, "complete", "claim", "step")
+        self.script = wire.script(redis, "complete", "per_order", "claim", "step")
         self._next: Batch | None = None
         self._flusher: asyncio.Task[None] | None = None
 
@@ -173,7 +173,7 @@ class Stepper:
             ep = lane.endpoint
             name = ep.name
             by_name: dict[str, str | int] = {
-                "ep": name, "serial": 0 if ep.concurrent else 1, "limit": ep.in_flight_limit,
+                "ep": name, "mode": ep.mode, "limit": ep.in_flight_limit,
                 "lease_ms": self.engine.lease_ms(ep), "batch": CLAIM_BATCH,
             }
             args.extend(by_name[f] for f in wire.CLAIM_FIELDS)
@@ -226,6 +226,8 @@ class Stepper:
                 code, items = "idle", []
             if not lane.serial:
                 lane.start(items)  # whoever asked, the lane runs what was claimed for it
+                if code == "blocked":  # per_order: the fan-out of that seq's predecessor wakes it
+                    lane.blocked_seq = wait
                 if code == "idle" and wait:
                     lane.hint(wait)
             if not fut.done():

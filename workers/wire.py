@@ -21,7 +21,7 @@ from relay.store.scripts import constants, key_functions, load, names
 RESULT_FIELDS = ("nid", "ep", "attempt", "outcome", "delay_ms", "record", "last", "lat_bucket", "lat_us", "recv")
 RESULT_KEYS = ("delivery", "attempts", "lease", "queue", "st_in_flight", "st_to", "paused", "st_paused")
 # one endpoint asking for work (claim.lua), and the keys it reads and writes
-CLAIM_FIELDS = ("ep", "serial", "limit", "lease_ms", "batch")
+CLAIM_FIELDS = ("ep", "mode", "limit", "lease_ms", "batch")
 CLAIM_KEYS = ("queue", "lease", "st_pending", "st_retrying", "st_in_flight", "paused")
 # one claimed delivery, as claim.lua returns it
 # paused_ms: time it spent paused by an operator (relay/store/control.py), not counted by the retry window;
@@ -31,6 +31,8 @@ CLAIMED_FIELDS = ("nid", "attempt", "body", "ct", "source", "channel", "recv", "
 # an endpoint whose mode a reload changed (remode.lua), and the keys it writes; the nids follow
 REMODE_FIELDS = ("ep", "mode")
 REMODE_KEYS = ("queue",)
+# a per_order claim looks at this many queued deliveries at most (workers/lua/per_order.lua)
+PER_ORDER_SCAN = 2000
 # one route of a fan-out (route.lua), and the keys it writes
 ROUTE_FIELDS = ("ep", "mode", "reason")
 ROUTE_KEYS = ("delivery", "st_pending", "st_skipped", "queue", "paused", "st_paused")
@@ -46,6 +48,7 @@ def preamble() -> str:
             "LATENCY_BUCKETS_US": [round(b * 1_000_000) for b in k.LATENCY_BUCKETS],
             "R2D_BUCKETS_US": [round(b * 1_000_000) for b in k.R2D_BUCKETS],
             "R2D_FIELD": k.R2D_FIELD,
+            "PER_ORDER_SCAN": PER_ORDER_SCAN,
         })
         + key_functions()
     )

@@ -92,7 +92,7 @@ async def _list_endpoints(ns: argparse.Namespace, settings: Settings, control: C
     for name, ep in settings.endpoints.items():
         counts = await control.counts(name)
         info = paused.get(name)
-        rows.append({"endpoint": name, "mode": "concurrent" if ep.concurrent else "serial",
+        rows.append({"endpoint": name, "mode": ep.mode,
                      "paused": info is not None, "paused_since": iso(info["since"]) if info else None,
                      "paused_by": info["by"] if info else None,
                      "waiting": counts["pause"], "paused_deliveries": counts["resume"]})

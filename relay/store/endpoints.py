@@ -32,7 +32,7 @@ from relay import constants as k
 from relay.store import queries
 from relay.store.scripts import register as register_script
 
-RULE_FIELDS = ("sources", "channels", "concurrent", "event_types", "message_types", "order_statuses",
+RULE_FIELDS = ("sources", "channels", "concurrent", "mode", "event_types", "message_types", "order_statuses",
                "test_orders")
 
 
@@ -62,7 +62,9 @@ def from_rule(name: str, raw: str) -> Endpoint:
 
     return Endpoint(
         name=name, url="", sources=frozenset(doc.get("sources", ())), channels=frozenset(doc.get("channels", ())),
-        concurrent=bool(doc.get("concurrent")), max_in_flight=1, timeout=1.0, signing_secret=None,
+        concurrent=bool(doc.get("concurrent")),
+        mode=doc.get("mode") or ("concurrent" if doc.get("concurrent") else "serial"),
+        max_in_flight=1, timeout=1.0, signing_secret=None,
         retry_delays=None, headers={}, format="form", message_types=names("message_types"),
         event_types=names("event_types"), order_statuses=names("order_statuses"),
         test_orders=doc.get("test_orders"), retry_4xx=frozenset(),

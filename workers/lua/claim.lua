@@ -8,8 +8,9 @@
 -- appends to out: code, wait, count, then per item its fields in CLAIMED_LIST order
 --   code 'ok' (count items follow), 'idle' (nothing due; wait = ms until the first item is due, or 0),
 --   'paused' (an operator paused the endpoint: relay:paused, see relay/store/control.py),
---   'busy' (limit reached), 'blocked' (serial head waits for an older notification's fan-out;
---   wait = the head's seq, so the worker knows which fan-out unblocks it).
+--   'busy' (limit reached), 'blocked' (serial head, or per_order's first sendable entry, waits for an
+--   older notification's fan-out; wait = its seq, so the worker knows which fan-out unblocks it).
+-- mode: serial (only the queue's head), per_order (per_order.lua: one per order), concurrent.
 local function put3(out, a, b, c)
   local n = #out
   out[n + 1], out[n + 2], out[n + 3] = a, b, c
@@ -21,7 +22,8 @@ local function due_in(at, now)
 end
 
 local function claim(c, kk, now, fanout, out)
-  local ep, serial = c[C.ep], c[C.serial] == '1'
+  local ep, mode = c[C.ep], c[C.mode]
+  local serial = mode == 'serial'
   local limit, lease_ms, batch = tonumber(c[C.limit]), tonumber(c[C.lease_ms]), tonumber(c[C.batch])
   local q, lease = kk[CK.queue], kk[CK.lease]
   -- a paused endpoint gets nothing, from any worker: its deliveries wait as 'paused'
@@ -57,6 +59,13 @@ local function claim(c, kk, now, fanout, out)
       return
     end
     candidates[1], states[1] = head[1], st
+  elseif mode == 'per_order' then
+    local wait, blocked
+    candidates, states, wait, blocked = per_order(q, lease, ep, now, fanout, math.min(free, batch))
+    if #candidates == 0 then
+      if blocked then put3(out, 'blocked', blocked, 0) else put3(out, 'idle', wait, 0) end
+      return
+    end
   else
     candidates = redis.call('ZRANGEBYSCORE', q, '-inf', now, 'LIMIT', 0, math.min(free, batch))
     if #candidates == 0 then
@@ -93,7 +102,8 @@ local function claim(c, kk, now, fanout, out)
       redis.call('HSET', d, 'attempts', attempts + 1, 'state', 'in_flight', 'updated', now, 'lease', now + lease_ms)
       redis.call('ZADD', lease, now + lease_ms, nid)
       -- a concurrent item's due time moves to its lease expiry: if this worker dies, it is due again then
-      if not serial then redis.call('ZADD', q, now + lease_ms, nid) end
+      -- (serial and per_order queues keep receipt order: the lease alone says when it is due again)
+      if mode == 'concurrent' then redis.call('ZADD', q, now + lease_ms, nid) end
       count = count + 1
       local item = {nid = nid, attempt = attempts + 1, body = n[1], ct = n[2], source = n[3], channel = n[4],
                     recv = n[5], resend_of = n[6], flag = n[7], paused_ms = st[4] or 0,

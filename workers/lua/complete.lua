@@ -73,7 +73,8 @@ local function complete(r, kk, now, tally, latest)
       redis.call('HSET', d, 'paused_from', 'retrying')
     end
     redis.call('HSET', d, 'state', state, 'updated', now, 'last', r[R.last], 'next', nxt)
-    if st[3] ~= 'serial' then redis.call('ZADD', kk[RK.queue], nxt, nid) end
+    -- a serial or per_order queue keeps receipt order: the retry's due time is its 'next' alone
+    if st[3] ~= 'serial' and st[3] ~= 'per_order' then redis.call('ZADD', kk[RK.queue], nxt, nid) end
   else
     if st[4] then redis.call('HDEL', d, 'next') end  -- only a delivery that was retrying has one
     redis.call('ZREM', kk[RK.queue], nid)

@@ -5,7 +5,7 @@
 -- KEYS: the endpoint's keys by name through REMODE_KEYS (its queue)
 -- ARGV: the fields by name through REMODE (ep, mode), then the nids to re-score (a page of the queue,
 --       read by the caller: one call never holds Redis for a whole backlog)
---   serial:     by receipt (the delivery's seq), the order a serial queue keeps; a retry's due time
+--   serial, per_order: by receipt (the delivery's seq), the order a serial queue keeps; a retry's due time
 --               stays in its 'next', which only the head's claim reads
 --   concurrent: by due time: a retry (or a paused retry) at its 'next', one in flight at its lease
 --               expiry (as claim.lua scores it), anything else due since it was routed ('created')
@@ -21,7 +21,7 @@ for i = #REMODE_LIST + 1, #ARGV do
     local score
     if not st[1] then
       score = nil  -- expired by retention: claim.lua drops it from the queue
-    elseif mode == 'serial' then
+    elseif mode == 'serial' or mode == 'per_order' then
       score = tonumber(st[2])
     elseif st[1] == 'in_flight' then
       score = tonumber(st[4])

@@ -1,7 +1,7 @@
 -- Route one notification to its endpoints: create each delivery record once, and queue it.
 -- Idempotent: ARQ runs jobs at least once, and the sweeper may re-run a fan-out.
 -- KEYS: 1 notification hash, 2 relay:fanout, then per route the keys named by ROUTE_KEYS_LIST
--- ARGV: 1 nid, 2 retention ms, then per route the fields named by ROUTE_LIST (mode: serial, concurrent,
+-- ARGV: 1 nid, 2 retention ms, then per route the fields named by ROUTE_LIST (mode: serial, concurrent, per_order,
 --       skip, or removed: recorded cancelled)
 -- Times come from Redis's clock (TIME), never from the worker's.
 -- Returns {created, oldest}: the number of delivery records created (-1 if the notification is gone),
@@ -52,9 +52,9 @@ for i = 3, #ARGV, #ROUTE_LIST do
                    'seq', seq, 'mode', mode)
         redis.call('ZADD', kk[ROUTE_KEYS.st_pending], now, nid)
       end
-      -- serial queues are ordered by receipt; concurrent ones by due time
+      -- serial and per_order queues are ordered by receipt; concurrent ones by due time
       local score = now
-      if mode == 'serial' then score = tonumber(seq) end
+      if mode == 'serial' or mode == 'per_order' then score = tonumber(seq) end
       redis.call('ZADD', kk[ROUTE_KEYS.queue], score, nid)
     end
     redis.call('PEXPIRE', d, retention)

@@ -86,7 +86,9 @@ local function retry_one(nid, mode)
     return 0, ''
   end
   redis.call('HSET', d_key(nid), 'next', now, 'updated', now)
-  redis.call('ZADD', key.ep_queue(ep), now, nid)
+  -- per_order: a retrying delivery is its order's head (the later ones wait behind it), and the queue
+  -- keeps receipt order: its 'next' alone makes it due
+  if mode ~= 'per_order' then redis.call('ZADD', key.ep_queue(ep), now, nid) end
   return 1, ''
 end
 
