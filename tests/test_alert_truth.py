@@ -316,3 +316,35 @@ async def test_a_worker_alone_on_its_host_reports_redis_unreachable_and_its_reco
         await client.aclose()
         worker.stop()
         server.cleanup()
+
+
+async def test_relay_serve_evaluates_health_only_when_a_worker_alert_may_be_due(stack: Callable[..., Any],
+                                                                               redis: Redis) -> None:
+    """The lease holder ran the whole health evaluation (health.lua and all) at every check while
+    workers were alive, for nothing: doubling the evaluations Redis serves. It evaluates only when no
+    worker was seen at two checks in a row, or when a no_worker incident owes its recovery. Seen
+    through the evaluation's own write: a source's watch record (relay:src:{src}:watched)."""
+    sources = [{"name": "default", "secret_key_env": "TCO_SECRET_KEY", "expect_within_hours": 1}]
+    sec, _ = await redis.time()
+    await redis.zadd(k.WORKERS, {"elsewhere:1": int(sec) * 1000})  # a live worker's heartbeat, 30 s of life
+    s: AlertStack = await stack({"erp": Endpoint()}, sources=sources, worker=False)
+    await wait_for(lambda: redis.get(k.ALERT_INGRESS_LEASE), timeout=30, interval=0.05)
+    renewals, last = 0, 0
+
+    async def renewed() -> bool:  # the holder renews its lease at every check
+        nonlocal renewals, last
+        ttl = int(await redis.pttl(k.ALERT_INGRESS_LEASE))
+        renewals += ttl > last
+        last = ttl
+        return renewals >= 5
+    await wait_for(renewed, timeout=30, interval=0.05)
+    assert await redis.exists(k.source_watched("default")) == 0
+    # no worker any more: the holder evaluates, alerts, and its evaluation writes the watch record
+    await redis.zrem(k.WORKERS, "elsewhere:1")
+    await wait_for(lambda: s.alerts("no_worker"), timeout=30, interval=0.1)
+    assert await redis.exists(k.source_watched("default")) == 1
+    # a worker again: the open incident brings the evaluation back for the recovery
+    sec, _ = await redis.time()
+    await redis.zadd(k.WORKERS, {"elsewhere:1": int(sec) * 1000})
+    await wait_for(lambda: s.alerts("worker_recovered"), timeout=30, interval=0.1)
+    assert len(s.alerts("no_worker")) == 1 and len(s.alerts("worker_recovered")) == 1

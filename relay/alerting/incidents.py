@@ -35,6 +35,7 @@ from relay.store.stats import health_report
 WORKER_KINDS = ("endpoint_failing", "endpoint_paused", "source_rejecting", "source_silent", "backlog_too_old",
                 "notifications_missing", "reconcile_failing")
 INGRESS_KINDS = ("no_worker",)
+NO_WORKER_SUBJECT = "worker"  # relay:alert:worker, relay:alert:worker:open
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,8 @@ KINDS: dict[str, Kind] = {
         lambda p: f"work waits too long ({p.get('endpoint') or 'fan-out queue'}, {p['oldest_age_s']:.0f} s)",
         _backlog_recovery),
     "no_worker": Kind(
-        "worker_recovered", lambda p: Subject("worker", None, ""), lambda st: [Subject("worker", None, "")],
+        "worker_recovered", lambda p: Subject(NO_WORKER_SUBJECT, None, ""),
+        lambda st: [Subject(NO_WORKER_SUBJECT, None, "")],
         lambda p, st, _: texts.no_worker_text(p, st), lambda p: "no worker is alive", _worker_recovery),
     # reconciliation with 2Checkout's order list (relay/store/reconcile.py)
     "notifications_missing": Kind(

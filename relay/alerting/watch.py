@@ -36,7 +36,7 @@ from redis.asyncio import Redis
 from config.settings import Settings
 from relay import constants as k
 from relay.alerting import texts
-from relay.alerting.incidents import INGRESS_KINDS, evaluate
+from relay.alerting.incidents import INGRESS_KINDS, NO_WORKER_SUBJECT, evaluate
 from relay.alerting.send import Notice, notify
 from relay.store.connection import REDIS_ERRORS, redis_url, safe_url
 from relay.store.problems import WORKER_ALIVE_MS, iso
@@ -191,8 +191,11 @@ class Watcher:
         if await self._lease(settings):
             alive = await self.redis.zcount(k.WORKERS, now_ms - WORKER_ALIVE_MS, "+inf")
             self.no_worker_checks = 0 if alive else self.no_worker_checks + 1
-            # seen once: wait for the next check before alerting or declaring anything recovered
-            if self.no_worker_checks == 0 or self.no_worker_checks >= CONFIRM_CHECKS:
+            # the full evaluation only when it can send something: no worker at two checks in a row
+            # (seen once: wait for the next check), or a worker back while an incident owes its
+            # recovery; with workers alive it would run health (health.lua and all) every check for nothing
+            if self.no_worker_checks >= CONFIRM_CHECKS or (
+                    alive and await self.redis.exists(k.alert_open(NO_WORKER_SUBJECT))):
                 notices += await evaluate(self.redis, settings, now_ms, INGRESS_KINDS)
         await notify(notices, settings, session)
         return notices
