@@ -25,9 +25,10 @@ from tests.support import TEST_ENV, RedisServer, free_port, write_config
 class Dev:
     """``relay dev`` in its own directory (so .relay/ is the test's), stderr collected in a file."""
 
-    def __init__(self, tmp: Path, config: Path, *args: str) -> None:
+    def __init__(self, tmp: Path, config: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.log = tmp / "dev.log"
-        env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "RELAY_ADMIN_TOKEN")} | TEST_ENV
+        env = ({k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "RELAY_ADMIN_TOKEN")}
+               | TEST_ENV | (env or {}))
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "relay", "--config", str(config), "dev", *args],
                                          cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -133,6 +134,19 @@ def test_dashboard_on_with_a_generated_token_and_a_killed_redis_is_reported(tmp_
     finally:
         dev.stop()
     assert "Traceback" not in dev.output()
+
+
+def test_an_operators_own_admin_token_is_used_and_never_printed(tmp_path: Path, ports: dict[str, int]) -> None:
+    token = "operator-chosen-token-0123456789"
+    dev = Dev(tmp_path, _config(tmp_path, ports), "--no-demo-sink", env={"RELAY_ADMIN_TOKEN": token})
+    try:
+        line = dev.wait_output(r"relay dev: dashboard: .*").group(0)
+    finally:
+        dev.stop()
+    assert line == (f"relay dev: dashboard: http://127.0.0.1:{ports['admin']}/dashboard/login "
+                    "(log in with the token in RELAY_ADMIN_TOKEN)")
+    out = dev.output()
+    assert token not in out and "to turn them on" not in out and "RELAY_ADMIN_TOKEN was not set" not in out
 
 
 def test_a_busy_ingress_port_is_one_line_exit_3_and_nothing_listens(tmp_path: Path, ports: dict[str, int],
