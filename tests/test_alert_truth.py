@@ -67,7 +67,8 @@ async def stack(tmp_path: Path, redis_server: RedisServer, redis: Redis, sink: C
     endpoints_started: list[Endpoint] = []
 
     async def start(endpoints: dict[str, Endpoint], *, ep_options: dict[str, Any] | None = None,
-                    sources: list[dict[str, Any]] | None = None, worker: bool = True) -> AlertStack:
+                    sources: list[dict[str, Any]] | None = None, worker: bool = True,
+                    alerts: str = "") -> AlertStack:
         for ep in endpoints.values():
             await ep.start()
             endpoints_started.append(ep)
@@ -76,7 +77,7 @@ async def stack(tmp_path: Path, redis_server: RedisServer, redis: Redis, sink: C
         eps = [{"name": name, "url": ep.url, "retry_delays": [0.05], **(ep_options or {})}
                for name, ep in endpoints.items()]
         extra = (f'[server]\nport = {port}\nadmin_token_env = "RELAY_ADMIN_TOKEN"\n'
-                 f'[alerts]\nwebhook_url_env = "ALERT_HOOK"\ncheck_seconds = {SMALL}\n')
+                 f'[alerts]\nwebhook_url_env = "ALERT_HOOK"\ncheck_seconds = {SMALL}\n{alerts}')
         path = write_config(tmp_path / "relay.toml", endpoints=eps, sources=sources, extra=extra)
         env = {"RELAY_ADMIN_TOKEN": TOKEN, "ALERT_HOOK": hook.url}
         procs = [RelayProcess(path, redis_server.url, "serve", env=env)]
@@ -348,3 +349,18 @@ async def test_relay_serve_evaluates_health_only_when_a_worker_alert_may_be_due(
     await redis.zadd(k.WORKERS, {"elsewhere:1": int(sec) * 1000})
     await wait_for(lambda: s.alerts("worker_recovered"), timeout=30, interval=0.1)
     assert len(s.alerts("no_worker")) == 1 and len(s.alerts("worker_recovered")) == 1
+
+
+async def test_a_repeated_alert_says_the_incident_s_first_since(stack: Callable[..., Any], redis: Redis) -> None:
+    """A repeat (every frequency_hours while the problem lasts) carried the problem's since of the
+    moment: with no worker known that is the time of the check, so each no_worker repeat named a
+    later start than the first alert and than the recovery. It says the incident's recorded start."""
+    s: AlertStack = await stack({"erp": Endpoint()}, alerts="frequency_hours = 0.0004\n")  # 1.44 s
+    s.procs[1].stop()  # a clean stop: the worker leaves relay:workers, so none is known
+    await wait_for(lambda: len(s.alerts("no_worker")) >= 2, timeout=30, interval=0.1)
+    first, repeat = s.alerts("no_worker")[:2]
+    assert first["last_worker"] is None and repeat["at"] > first["since"]
+    assert repeat["since"] == first["since"], (first, repeat)
+    s.procs.append(RelayProcess(s.config, s.redis_url, "worker", env=s.env))
+    await wait_for(lambda: s.alerts("worker_recovered"), timeout=30, interval=0.1)
+    assert s.alerts("worker_recovered")[0]["since"] == first["since"]

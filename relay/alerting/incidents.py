@@ -196,10 +196,12 @@ async def evaluate(redis: Redis, settings: Settings, now_ms: int, kinds: Iterabl
         kind = KINDS[p["kind"]]
         subject = kind.subject(p)
         open_now.add(subject.key)
-        since = since_ms(p["since"]) or now_ms
-        if await _claim(redis, subject.key, now_ms, every_ms, since):
+        claimed = await _claim(redis, subject.key, now_ms, every_ms, since_ms(p["since"]) or now_ms)
+        if claimed is not None:
+            since = claimed  # the incident's start as its first alert recorded it: the same in every repeat
             figures = {key: v for key, v in p.items() if key not in _NOT_FIGURES}
-            notices.append(Notice(p["kind"], subject.name, since, now_ms, kind.text(p, settings, report), figures,
+            notices.append(Notice(p["kind"], subject.name, since, now_ms,
+                                  kind.text({**p, "since": iso(since)}, settings, report), figures,
                                   subject.field, kind.title(p)))
         else:
             await redis.pexpire(k.alert_open(subject.key), k.ALERT_OPEN_TTL_MS)
@@ -250,12 +252,15 @@ async def mark_watched(redis: Redis, settings: Settings) -> None:
         await pipe.execute()
 
 
-async def _claim(redis: Redis, subject: str, now_ms: int, every_ms: int, since_ms: int) -> bool:
-    """Record an alert at ``now_ms`` unless one was recorded less than ``every_ms`` before.
+async def _claim(redis: Redis, subject: str, now_ms: int, every_ms: int, since_ms: int) -> int | None:
+    """Record an alert at ``now_ms`` unless one was recorded less than ``every_ms`` before; the
+    incident's start if it is recorded (then the alert is due), else None.
 
     The age is judged by the job's clock, not by the key's TTL (which only removes it afterwards),
     so the rate limit follows the same clock as the failure window. The open key keeps the incident's
-    start from the first alert on, so a repeated alert and the recovery report the same "since".
+    start from the first alert on, and a repeat reports it, so a repeated alert and the recovery say
+    the same "since" even where the problem's own since moves (no worker known: the time of the
+    check; a backlog: its oldest item now).
     """
     key = k.alert(subject)
     async with redis.pipeline(transaction=True) as pipe:
@@ -263,12 +268,13 @@ async def _claim(redis: Redis, subject: str, now_ms: int, every_ms: int, since_m
             await pipe.watch(key)
             last = await pipe.get(key)
             if last is not None and now_ms - int(last) < every_ms:
-                return False
+                return None
             pipe.multi()  # type: ignore[no-untyped-call]  # unannotated in redis-py
             pipe.set(key, now_ms, px=every_ms)
             pipe.set(k.alert_open(subject), since_ms, px=k.ALERT_OPEN_TTL_MS, nx=True)
             pipe.pexpire(k.alert_open(subject), k.ALERT_OPEN_TTL_MS)
-            await pipe.execute()
+            pipe.get(k.alert_open(subject))
+            *_, opened = await pipe.execute()
         except WatchError:  # another checker recorded it first
-            return False
-    return True
+            return None
+    return int(opened)
