@@ -130,6 +130,7 @@ async def test_three_given_up_deliveries_fail_the_endpoint_until_resent(stack: C
     text = s.alerts("endpoint_failing")[0]["text"]
     assert "3 given up: once erp is fixed, relay resend --endpoint erp --state failed resends them" in text
     assert "relay retry --endpoint" not in text
+    assert "Last error: HTTP 503 at 20" in text and "Z. Nothing waits for it now.\n" in text  # was "- since receipt"
 
     erp.down = False
     code, out = s.cli("resend", "--endpoint", "erp", "--state", "failed", "--yes")

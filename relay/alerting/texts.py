@@ -54,8 +54,9 @@ def failing_text(p: dict[str, Any], settings: Settings, all_failing: int) -> str
     if "head_retrying" in p["causes"]:
         lines.append(f"It is a serial endpoint and its head delivery is retrying: {p['held_back']} "
                      f"{'notification waits' if p['held_back'] == 1 else 'notifications wait'} behind it.")
-    lines.append(f"Last error: {p['last_error'] or 'none recorded'} at {p['last_error_at'] or '-'}. "
-                 f"Oldest waiting delivery: {'-' if oldest is None else duration(int(oldest * 1000))} since receipt.")
+    waiting = ("Nothing waits for it now." if oldest is None
+               else f"Oldest waiting delivery: {duration(int(oldest * 1000))} since receipt.")
+    lines.append(f"Last error: {p['last_error'] or 'none recorded'} at {p['last_error_at'] or '-'}. {waiting}")
     if all_failing > 1:
         lines.append(f"All {all_failing} endpoints are failing: the cause may be on the relay's side "
                      "(its network, DNS or proxy).")
