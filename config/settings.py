@@ -27,6 +27,7 @@ from config.modes import Mode
 from config.modes import resolve as resolve_mode
 from config.reconcile import ReconcileConfig
 from config.reconcile import retention_problems as reconcile_retention_problems
+from config.silence import retention_problems as silence_retention_problems
 from config.wording import format_validation_error, item
 
 DEFAULT_CONFIG_PATH = Path("config/relay.toml")
@@ -324,6 +325,8 @@ class FileConfig(_Model):
         problems += _retention_problems(self.delivery, self.endpoints)
         problems += reconcile_retention_problems(self.delivery.retention_days,
                                                  [(s.name, s.reconcile) for s in self.sources])
+        problems += silence_retention_problems(self.delivery.retention_days,
+                                               [(s.name, s.expect_within_hours) for s in self.sources])
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -297,3 +297,18 @@ async def test_accepted_since_the_last_refusal_is_counted_up_to_a_cap(
     report = await health_report(redis, make_settings(endpoints=EPS), NOW)
     row = report["sources"]["default"]
     assert row["accepted_since_last"] == 1000 and row["rejecting"] is False and report["status"] == "healthy"
+
+
+def test_a_silence_watch_must_be_shorter_than_the_retention(make_settings: Callable[..., Settings]) -> None:
+    """source_silent reads the newest notification in the source's index, which is trimmed to
+    delivery.retention_days: a monthly shop's expect_within_hours = 840 with the default 30 days found
+    the index empty 30 days after the last notification and counted from the start of the watch,
+    raising source_silent about a source heard from 31 days ago. The config says so when it loads."""
+    from config.settings import ConfigError
+
+    monthly = [{"name": "default", "secret_key_env": "TCO_SECRET_KEY", "expect_within_hours": 840}]
+    with pytest.raises(ConfigError, match=r"source 'default': expect_within_hours = 840 must be shorter than "
+                                          r"delivery\.retention_days \(now 30, 720 h\)"):
+        make_settings(endpoints=EPS, sources=monthly)
+    settings = make_settings(endpoints=EPS, sources=monthly, delivery={"retention_days": 40})
+    assert settings.sources["default"].expect_within_hours == 840
