@@ -5,6 +5,9 @@
 - ``per_order``: one request in flight per order (IPN REFNO, LCN LICENSE_CODE, INS sale_id, the
   notification's ``ref``), in order of receipt within it; different orders up to ``max_in_flight``.
 
+``rate_limit`` (requests per second, fractions allowed) and ``rate_burst`` (how many may start at
+once, default 1) limit the pace of any mode, across all workers (workers/lua/rate.lua).
+
 ``concurrent = true/false`` is the older spelling of ``concurrent`` / ``serial`` and stays accepted;
 given beside a ``mode`` that says otherwise it is an error, never a silent choice of one of them.
 """
@@ -28,3 +31,9 @@ def resolve(mode: Mode | None, concurrent: bool | None) -> Mode:
         raise ValueError(f"mode = {mode!r} and concurrent = {alias} disagree (concurrent = {alias} means "
                          f"mode = {_ALIAS[concurrent]!r}); keep only mode")
     return mode
+
+
+def check_rate(rate_limit: float | None, rate_burst: int | None) -> None:
+    """rate_burst alone would limit nothing: an error rather than a setting silently ignored."""
+    if rate_burst is not None and rate_limit is None:
+        raise ValueError(f"rate_burst = {rate_burst} needs rate_limit (requests per second), e.g. rate_limit = 20")

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from config.event_types import EVENT_TYPES
 from config.match import Rule, compile_match
-from config.modes import Mode
+from config.modes import Mode, check_rate
 from config.modes import resolve as resolve_mode
 from config.reconcile import ReconcileConfig
 from config.reconcile import retention_problems as reconcile_retention_problems
@@ -165,6 +165,9 @@ class EndpointConfig(_Model):
     # serial | concurrent | per_order (config/modes.py); concurrent = true/false is its older spelling
     mode: Mode | None = None
     concurrent: bool | None = None
+    # requests per second across all workers (fractions allowed) and how many may start at once
+    rate_limit: float | None = Field(None, gt=0, le=100_000)
+    rate_burst: int | None = Field(None, ge=1, le=10_000)
     max_in_flight: int = Field(10, ge=1, le=1000)
     timeout: float = Field(10.0, gt=0, le=300)
     signing_secret_env: EnvName | None = None
@@ -204,6 +207,7 @@ class EndpointConfig(_Model):
     @model_validator(mode="after")
     def _one_mode(self) -> EndpointConfig:
         resolve_mode(self.mode, self.concurrent)  # raises ValueError: mode and concurrent disagree
+        check_rate(self.rate_limit, self.rate_burst)
         return self
 
     @field_validator("match")
@@ -425,6 +429,8 @@ class Endpoint:
     match: Mapping[str, Rule] | None = None
     # serial | concurrent | per_order; ``concurrent`` above is True for the last two (more than one in flight)
     mode: Mode = "serial"
+    rate_limit: float | None = None
+    rate_burst: int = 1
     alert_threshold_percent: float | None = None
     alert_min_deliveries: int | None = None
     alert_window_hours: float | None = None
@@ -600,6 +606,7 @@ def _endpoint(i: int, e: EndpointConfig, secrets: _Secrets) -> Endpoint:
         match=compile_match(e.match),
         mode=(mode := resolve_mode(e.mode, e.concurrent)),
         concurrent=mode != "serial",
+        rate_burst=e.rate_burst or 1,
     )
 
 

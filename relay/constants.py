@@ -20,6 +20,9 @@ relay:a:{nid}:{ep}                     list   its attempts, one JSON object each
 relay:ep:{ep}:st:{state}               zset   nid -> last change ms, per endpoint and delivery state
 relay:ep:{ep}:q                        zset   work queue: nid -> seq (serial, per_order) or due ms (concurrent)
 relay:ep:{ep}:lease                    zset   nid -> lease expiry ms: what is in flight, across processes
+relay:ep:{ep}:rate                     hash   rate_limit state (workers/lua/rate.lua): ``tat`` (GCRA's theoretical
+                                              arrival time, ms), requests in this and the last window, when a
+                                              claim was last held back; expires when idle
 relay:ep:{ep}:m:{minute}               hash   legacy per-minute attempt counts: no longer written, they expire
                                               within 25 h; only bench/health.py writes them, to time the old read
 relay:stats                            hash   cumulative counters read by /metrics
@@ -128,6 +131,7 @@ KEY_TEMPLATES = {
     "ep_state": "relay:ep:{ep}:st:{state}",
     "ep_queue": "relay:ep:{ep}:q",
     "ep_lease": "relay:ep:{ep}:lease",
+    "ep_rate": "relay:ep:{ep}:rate",
     "ep_minute": "relay:ep:{ep}:m:{minute}",
     "ep_resent": "relay:ep:{ep}:resent",
     "resends": "relay:resends:{nid}",
@@ -181,6 +185,10 @@ def ep_queue(ep: str) -> str:
 
 def ep_lease(ep: str) -> str:
     return KEY_TEMPLATES["ep_lease"].format(ep=ep)
+
+
+def ep_rate(ep: str) -> str:
+    return KEY_TEMPLATES["ep_rate"].format(ep=ep)
 
 
 def ep_minute(ep: str, minute: int) -> str:

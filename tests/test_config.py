@@ -91,9 +91,9 @@ def test_sources_and_endpoints_are_frozen_views_of_the_validated_file(tmp_path: 
     s = load_settings(path, TEST_ENV)
     ep, cfg = s.endpoints["b"], s.file.endpoints[0]
     # every field the file declares under the same name is carried over, lists frozen
-    # resolved, not copied: headers (their ${VAR}s), mode (from mode or its alias concurrent), match (compiled)
+    # resolved, not copied: headers (${VAR}s), mode (or its alias concurrent), match (compiled), rate_burst (1)
     for f in fields(Endpoint):
-        if f.name in type(cfg).model_fields and f.name not in ("headers", "mode", "concurrent", "match"):
+        if f.name in type(cfg).model_fields and f.name not in ("headers", "mode", "concurrent", "match", "rate_burst"):
             value = getattr(cfg, f.name)
             assert getattr(ep, f.name) == (tuple(value) if f.name == "retry_delays" else
                                            frozenset(value) if isinstance(value, list) else value), f.name

@@ -61,7 +61,7 @@ class Stepper:
     def __init__(self, redis: Redis, engine: Engine) -> None:
         self.engine = engine
         # complete.lua and claim.lua define the functions step.lua calls: one script, one round trip
-        self.script = wire.script(redis, "complete", "per_order", "claim", "step")
+        self.script = wire.script(redis, "complete", "per_order", "rate", "claim", "step")
         self._next: Batch | None = None
         self._flusher: asyncio.Task[None] | None = None
 
@@ -175,6 +175,8 @@ class Stepper:
             by_name: dict[str, str | int] = {
                 "ep": name, "mode": ep.mode, "limit": ep.in_flight_limit,
                 "lease_ms": self.engine.lease_ms(ep), "batch": CLAIM_BATCH,
+                # rate_limit as GCRA's emission interval (0: none); fractions of a ms are kept
+                "interval_ms": repr(1000 / ep.rate_limit) if ep.rate_limit else 0, "burst": ep.rate_burst,
             }
             args.extend(by_name[f] for f in wire.CLAIM_FIELDS)
             keys.extend(wire.claim_keys(name))
@@ -228,7 +230,7 @@ class Stepper:
                 lane.start(items)  # whoever asked, the lane runs what was claimed for it
                 if code == "blocked":  # per_order: the fan-out of that seq's predecessor wakes it
                     lane.blocked_seq = wait
-                if code == "idle" and wait:
+                if code in ("idle", "throttled") and wait:
                     lane.hint(wait)
             if not fut.done():
                 fut.set_result((code, wait, items))

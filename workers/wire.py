@@ -21,8 +21,8 @@ from relay.store.scripts import constants, key_functions, load, names
 RESULT_FIELDS = ("nid", "ep", "attempt", "outcome", "delay_ms", "record", "last", "lat_bucket", "lat_us", "recv")
 RESULT_KEYS = ("delivery", "attempts", "lease", "queue", "st_in_flight", "st_to", "paused", "st_paused")
 # one endpoint asking for work (claim.lua), and the keys it reads and writes
-CLAIM_FIELDS = ("ep", "mode", "limit", "lease_ms", "batch")
-CLAIM_KEYS = ("queue", "lease", "st_pending", "st_retrying", "st_in_flight", "paused")
+CLAIM_FIELDS = ("ep", "mode", "limit", "lease_ms", "batch", "interval_ms", "burst")
+CLAIM_KEYS = ("queue", "lease", "st_pending", "st_retrying", "st_in_flight", "paused", "rate")
 # one claimed delivery, as claim.lua returns it
 # paused_ms: time it spent paused by an operator (relay/store/control.py), not counted by the retry window;
 # unsent: claims of it given back unsent (complete.lua 'dropped'), not counted by the retry schedule
@@ -33,6 +33,8 @@ REMODE_FIELDS = ("ep", "mode")
 REMODE_KEYS = ("queue",)
 # a per_order claim looks at this many queued deliveries at most (workers/lua/per_order.lua)
 PER_ORDER_SCAN = 2000
+# rate_limit: requests are counted in windows of this many ms; health and the dashboard show the last whole one
+RATE_WINDOW_MS = 2000
 # one route of a fan-out (route.lua), and the keys it writes
 ROUTE_FIELDS = ("ep", "mode", "reason")
 ROUTE_KEYS = ("delivery", "st_pending", "st_skipped", "queue", "paused", "st_paused")
@@ -49,6 +51,7 @@ def preamble() -> str:
             "R2D_BUCKETS_US": [round(b * 1_000_000) for b in k.R2D_BUCKETS],
             "R2D_FIELD": k.R2D_FIELD,
             "PER_ORDER_SCAN": PER_ORDER_SCAN,
+            "RATE_WINDOW_MS": RATE_WINDOW_MS,
         })
         + key_functions()
     )
@@ -94,7 +97,7 @@ def _claim_keys(ep: str) -> tuple[str, ...]:
     by_name = {
         "queue": k.ep_queue(ep), "lease": k.ep_lease(ep), "st_pending": k.ep_state(ep, "pending"),
         "st_retrying": k.ep_state(ep, "retrying"), "st_in_flight": k.ep_state(ep, "in_flight"),
-        "paused": k.PAUSED,
+        "paused": k.PAUSED, "rate": k.ep_rate(ep),
     }
     return tuple(by_name[name] for name in CLAIM_KEYS)
 

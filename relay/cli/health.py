@@ -54,7 +54,9 @@ def _problem_line(p: dict[str, Any], now: int) -> str:
 
 def _mark(ep: dict[str, Any]) -> str:
     # a paused endpoint is never failing (stats.py): say why its row is quiet
-    return " PAUSED" if ep["paused"] else " FAILING" if ep["failing"] else ""
+    # THROTTLED: deliveries wait for its rate_limit (relay/store/throttle.py), which is no failure
+    return (" PAUSED" if ep["paused"] else " FAILING" if ep["failing"] else
+            " THROTTLED" if ep.get("throttled") else "")
 
 
 def render_health(report: dict[str, Any], url: str) -> str:

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 
 from config.settings import Endpoint, Settings
 from relay import constants as k
-from relay.store import reconcile
+from relay.store import reconcile, throttle
 from relay.store.connection import REDIS_ERRORS
 from relay.store.problems import HOUR_MS, PROBLEM_KINDS, WORKER_ALIVE_MS, iso, percent, verdict
 from relay.store.resolve import resolve
@@ -160,12 +160,16 @@ async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]
         reconciled = reconcile.reconciled_sources(settings)
         for name in reconciled:
             pipe.get(k.reconcile_state(name))
+        # rate_limit (workers/lua/rate.lua): held back now, and the rate sent at
+        for ep in endpoints:
+            pipe.hmget(k.ep_rate(ep.name), list(throttle.FIELDS))
         rows: list[Any] = await pipe.execute(raise_on_error=False)
     for i, row in enumerate(rows):
         if isinstance(row, Exception) and i != 2:  # only CONFIG GET (index 2) may be refused
             raise row
     persistence, memory, save, _arq_jobs, fanout_depth, queue_head, workers, figures, paused, procs = rows[:10]
     held = rows[10:10 + 2 * len(endpoints)]
+    rated = len(rows) - len(endpoints)  # the rate rows come last
     report: dict[str, Any] = {
         "checked_at": now_ms,
         "checked_at_iso": iso(now_ms),
@@ -183,7 +187,7 @@ async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]
         "endpoints": {},
         "sources": {},
         "config": _config(procs, now_ms),
-        "reconcile": {src: reconcile.load(raw) for src, raw in zip(reconciled, rows[10 + 2 * len(endpoints):],
+        "reconcile": {src: reconcile.load(raw) for src, raw in zip(reconciled, rows[10 + 2 * len(endpoints):rated],
                                                                    strict=True)},
     }
     for i, (ep, row) in enumerate(zip(endpoints, figures[:len(endpoints)], strict=True)):
@@ -192,6 +196,7 @@ async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]
             **_endpoint_row(settings, ep, named, now_ms),
             "paused_deliveries": int(held[2 * i]), "cancelled": int(held[2 * i + 1]),
             **_pause(paused.get(ep.name.encode()), now_ms),
+            **throttle.row(ep, rows[rated + i], now_ms),
         }
     waiting = sum(e["pending"] + e["retrying"] + e["paused_deliveries"] for e in report["endpoints"].values())
     report["queue"]["deliveries"] = waiting

@@ -8,7 +8,7 @@
 -- appends to out: code, wait, count, then per item its fields in CLAIMED_LIST order
 --   code 'ok' (count items follow), 'idle' (nothing due; wait = ms until the first item is due, or 0),
 --   'paused' (an operator paused the endpoint: relay:paused, see relay/store/control.py),
---   'busy' (limit reached), 'blocked' (serial head, or per_order's first sendable entry, waits for an
+--   'busy' (limit reached), 'throttled' (rate_limit: wait = ms until the next request is allowed), 'blocked' (serial head, or per_order's first sendable entry, waits for an
 --   older notification's fan-out; wait = its seq, so the worker knows which fan-out unblocks it).
 -- mode: serial (only the queue's head), per_order (per_order.lua: one per order), concurrent.
 local function put3(out, a, b, c)
@@ -38,6 +38,25 @@ local function claim(c, kk, now, fanout, out)
     put3(out, 'busy', 0, 0)
     return
   end
+  -- rate_limit (rate.lua): claim no more than it allows now; none: 'throttled', wait = ms until one
+  local interval, burst = tonumber(c[C.interval_ms]), tonumber(c[C.burst])
+  local want, tat = math.min(free, batch), 0
+  if interval > 0 then
+    local allowed, wait
+    allowed, tat, wait = rate_allowed(kk[CK.rate], interval, burst, now)
+    if allowed <= 0 then
+      local due
+      if mode == 'concurrent' then
+        due = #redis.call('ZRANGEBYSCORE', q, '-inf', now, 'LIMIT', 0, 1) > 0
+      else
+        due = redis.call('ZCARD', q) > redis.call('ZCARD', lease)
+      end
+      if due then rate_held(kk[CK.rate], interval, burst, now) end
+      put3(out, 'throttled', wait, 0)
+      return
+    end
+    want = math.min(want, allowed)
+  end
 
   local candidates, states = {}, {}
   if serial then
@@ -61,13 +80,13 @@ local function claim(c, kk, now, fanout, out)
     candidates[1], states[1] = head[1], st
   elseif mode == 'per_order' then
     local wait, blocked
-    candidates, states, wait, blocked = per_order(q, lease, ep, now, fanout, math.min(free, batch))
+    candidates, states, wait, blocked = per_order(q, lease, ep, now, fanout, want)
     if #candidates == 0 then
       if blocked then put3(out, 'blocked', blocked, 0) else put3(out, 'idle', wait, 0) end
       return
     end
   else
-    candidates = redis.call('ZRANGEBYSCORE', q, '-inf', now, 'LIMIT', 0, math.min(free, batch))
+    candidates = redis.call('ZRANGEBYSCORE', q, '-inf', now, 'LIMIT', 0, want)
     if #candidates == 0 then
       local first = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
       put3(out, 'idle', first[2] and due_in(tonumber(first[2]), now) or 0, 0)
@@ -112,5 +131,6 @@ local function claim(c, kk, now, fanout, out)
     end
   end
   if count == 0 then out[at + 1] = 'idle' end
+  if interval > 0 and count > 0 then rate_spent(kk[CK.rate], interval, burst, tat, count, now) end
   out[at + 3] = count
 end
