@@ -18,6 +18,7 @@ from config.settings import Settings, load_settings
 from relay import constants as k
 from relay.server import create_app
 from relay.store import audit
+from relay.store.control import REMOVED_PAGE as PAGE
 from relay.store.control import Control
 from tests.support import TEST_ENV, RedisServer, wait_for, write_config
 from tests.test_api import (  # noqa: F401  (fixtures used by name)
@@ -165,3 +166,43 @@ async def test_resolving_never_re_creates_a_failed_delivery_that_retention_expir
     assert await resolve(redis, ["x"]) == 0
     assert not await redis.exists(k.delivery(orig, "x"))
     assert not await redis.zcard(k.ep_state("x", "failed")) and not await redis.zcard(k.ep_resent("x"))
+
+
+async def _evalsha_calls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_cancelling_a_removed_endpoints_backlog_never_runs_one_long_script(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    """A removed endpoint's work is cancelled at the reload, at every worker start and before a re-add:
+    one script walked its whole backlog and held Redis (the ingress, every worker) for as long. It goes
+    in pages now; what was routed after a re-add (a higher seq) is passed over, never cancelled, even
+    where it sorts first; a delivery still leased stays in flight."""
+    name, n, upto = "gone", 3 * PAGE + 7, 10_000
+    settings = make_settings(endpoints=[])
+    async with redis.pipeline(transaction=False) as pipe:
+        for i in range(n):
+            nid = f"ipn_{i:024x}"
+            later = i % 3 == 0  # a third routed after the re-add, interleaved, some sorting first
+            state = ("pending", "retrying", "paused")[i % 3] if not later else "pending"
+            pipe.hset(k.delivery(nid, name), mapping={"state": state, "seq": upto + 1 + i if later else i})
+            pipe.zadd(k.ep_state(name, state), {nid: i})
+            pipe.zadd(k.ep_queue(name), {nid: i})
+        pipe.hset(k.delivery("ipn_" + "f" * 24, name), mapping={"state": "in_flight", "seq": 1, "lease": 2**50})
+        pipe.zadd(k.ep_state(name, "in_flight"), {"ipn_" + "f" * 24: 1})
+        await pipe.execute()
+    later = sum(1 for i in range(n) if i % 3 == 0)
+    before = await _evalsha_calls(redis)
+    count, left = await Control(redis, settings).cancel_removed(name, upto, ORIGIN)
+    calls = await _evalsha_calls(redis) - before
+    assert (count, left) == (n - later, 1)
+    assert calls >= n // PAGE, f"{calls} script calls walked {n} deliveries"
+    assert await redis.zcard(k.ep_state(name, "cancelled")) == n - later
+    assert await redis.zcard(k.ep_state(name, "pending")) == later
+    assert await redis.zcard(k.ep_queue(name)) == later
+    assert await redis.zcard(k.ep_state(name, "in_flight")) == 1
+    # one audit entry for the whole cancel, with its total
+    entries = [e for e in await redis.lrange(k.AUDIT, 0, -1) if b"endpoint removed" in e]
+    assert len(entries) == 1 and f'"count":{n - later}'.encode() in entries[0], entries

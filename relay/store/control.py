@@ -35,6 +35,9 @@ from relay.store import audit
 from relay.store.queries import BadParam, Conflict, NotFound, check_id, iso
 from relay.store.scripts import key_functions, load
 
+# deliveries one cancel_removed call looks at (~10 Redis commands each: a few ms of Redis at most)
+REMOVED_PAGE = 500
+
 REFUSALS = {
     "paused": "endpoint {ep} is paused: resume it first",
     "not_paused": "endpoint {ep} is not paused",
@@ -210,13 +213,29 @@ class Control:
                              in_flight_only: bool = False) -> tuple[int, int]:
         """Cancel the work of a removed endpoint routed up to ``upto_seq`` (the removal's): waiting
         deliveries, and in-flight ones whose lease ran out (their worker died); those still leased
-        leave its queue and are left to finish. Returns (cancelled, still in flight). Audited only if
-        any were cancelled."""
-        reason = "endpoint removed"
-        entry = audit.entry("cancel", origin, target=name, at_ms=self.now_ms(), reason=reason)
-        _, count, left = await self._call("cancel_removed", name, entry, f"{origin.label()}: {reason}",
-                                          upto_seq, 1 if in_flight_only else 0)
-        return count, int(left)
+        leave its queue and are left to finish. Returns (cancelled, still in flight). Audited once,
+        only if any were cancelled.
+
+        In pages of ``REMOVED_PAGE`` per script call: it runs at a reload, at every worker start and
+        before a re-add, and one call over a removed endpoint's whole backlog (or a re-added one's live
+        work, which it passes over) held Redis, the ingress with it, for as long. Each page is atomic;
+        a page left undone by a crash is done by the next sweep or start."""
+        who = f"{origin.label()}: endpoint removed"
+        count = left = 0
+        for state in ("in_flight",) if in_flight_only else ("pending", "retrying", "paused", "in_flight"):
+            offset = 0
+            size = int(await self.redis.zcard(k.ep_state(name, state)))
+            for _ in range(size // REMOVED_PAGE + 2):  # bounded: what arrives meanwhile is a later page's
+                _, n, detail = await self._call("cancel_removed", name, None, who, upto_seq, state, offset,
+                                                REMOVED_PAGE)
+                still, kept, examined = (int(x) for x in detail.split(","))
+                count, left, offset = count + n, left + still, offset + kept
+                if examined < REMOVED_PAGE:
+                    break
+        if count:
+            await audit.record(self.redis, audit.entry("cancel", origin, target=name, count=count,
+                                                       at_ms=self.now_ms(), reason="endpoint removed"))
+        return count, left
 
     # -- counts for confirmations ------------------------------------------------------------
 

@@ -10,8 +10,8 @@
 --   retry:          5 nid ('' = every retrying delivery of the endpoint)
 --   cancel:         5 nid, 6 who (text)
 --   cancel_removed: 5 who (text), 6 seq: only deliveries of notifications up to it (work routed after a
---                   re-add is never touched), 7 '1': in-flight ones only; the entry is written only when
---                   something was cancelled
+--                   re-add is never touched), 7 the state index to walk, 8 its rank to start at, 9 how
+--                   many to look at (one page: relay/store/control.py walks the pages and audits once)
 -- Nothing here takes the caller's configuration: serial or concurrent is each delivery's own 'mode',
 -- as the fan-out recorded it. A delivery that retention expired is never written (that would re-create
 -- it with no expiry): its stale index entries are removed instead.
@@ -199,24 +199,20 @@ if action == 'retry' then
 end
 
 if action == 'cancel_removed' then
-  local upto, only_in_flight = tonumber(ARGV[6]), ARGV[7] == '1'
-  local count, left = 0, 0
-  local function routed_before(nid)
-    return (tonumber(redis.call('HGET', d_key(nid), 'seq')) or 0) <= upto
-  end
-  if not only_in_flight then
-    for _, from in ipairs({'pending', 'retrying', 'paused'}) do
-      for _, nid in ipairs(redis.call('ZRANGE', key.ep_state(ep, from), 0, -1)) do
-        if not stale(nid, from) and routed_before(nid) and not cancel_one(nid, ARGV[5]) then
-          count = count + 1
-        end
-      end
-    end
-  end
-  -- in flight to the removed endpoint: out of its queue, so a re-added endpoint never claims it when
-  -- its lease runs out; cancelled once the lease has run out (its worker died), else left to finish
-  for _, nid in ipairs(redis.call('ZRANGE', key.ep_state(ep, 'in_flight'), 0, -1)) do
-    if not stale(nid, 'in_flight') and routed_before(nid) then
+  -- one page of one state index (the caller walks them: one call never holds Redis for a backlog)
+  local upto, from, offset, page = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
+  local count, left, kept = 0, 0, 0
+  local nids = redis.call('ZRANGE', key.ep_state(ep, from), offset, offset + page - 1)
+  for _, nid in ipairs(nids) do
+    if stale(nid, from) then
+      -- gone from the index
+    elseif (tonumber(redis.call('HGET', d_key(nid), 'seq')) or 0) > upto then
+      kept = kept + 1  -- routed after a re-add: never touched
+    elseif from ~= 'in_flight' then
+      if cancel_one(nid, ARGV[5]) then kept = kept + 1 else count = count + 1 end
+    else
+      -- in flight to the removed endpoint: out of its queue, so a re-added endpoint never claims it when
+      -- its lease runs out; cancelled once the lease has run out (its worker died), else left to finish
       local d = d_key(nid)
       redis.call('ZREM', key.ep_queue(ep), nid)
       if (tonumber(redis.call('HGET', d, 'lease')) or 0) <= now then
@@ -227,11 +223,12 @@ if action == 'cancel_removed' then
         count = count + 1
       else
         left = left + 1
+        kept = kept + 1
       end
     end
   end
-  audit(count, false)
-  return {'ok', count, tostring(left)}
+  -- detail: still in flight, left in the index before the next page, examined
+  return {'ok', count, left .. ',' .. kept .. ',' .. #nids}
 end
 
 return redis.error_reply('unknown action ' .. tostring(action))
