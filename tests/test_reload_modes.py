@@ -176,3 +176,35 @@ async def test_a_worker_restarted_with_the_other_mode_re_scores_the_waiting_work
     assert d["state"] == "retrying" and d["attempts"] == "1", (d, ledger.requests)
     assert d["mode"] == "concurrent" and score == int(d["next"])
     assert (await delivery(redis, behind, "ledger"))["state"] == "delivered"
+
+
+async def test_re_scoring_a_long_queue_never_reads_it_whole(redis: Redis, make_settings: Callable[..., Settings],
+                                                            ) -> None:
+    """A mode switch re-scores the whole waiting queue: its script goes in pages, and so must the read of
+    the queue (one ZRANGE of a backlog of a million held Redis, and filled the worker, as one reply)."""
+    from relay.store.endpoints import from_rule
+    from workers import remode, wire
+
+    n = 3 * remode.PAGE + 11
+    name = "x"
+    async with redis.pipeline(transaction=False) as pipe:
+        for i in range(n):
+            nid = f"ipn_{i:024x}"
+            pipe.hset(k.delivery(nid, name), mapping={"state": "pending", "seq": i, "created": 10**12 + i,
+                                                      "mode": "serial"})
+            pipe.zadd(k.ep_queue(name), {nid: i})
+        await pipe.execute()
+    ep = from_rule(name, '{"mode": "concurrent", "concurrent": true}')
+    await redis.config_set("slowlog-log-slower-than", 0)
+    await redis.config_set("slowlog-max-len", 100_000)
+    await redis.slowlog_reset()
+    try:
+        assert await remode.remode(redis, wire.script(redis, "remode"), ep) >= n
+        log = await redis.slowlog_get(100_000)
+    finally:
+        await redis.config_set("slowlog-log-slower-than", 10_000)
+    reads = [e["command"] for e in log if k.ep_queue(name).encode() in e["command"]
+             and e["command"].split()[0].upper() in (b"ZRANGE", b"ZSCAN")]
+    assert reads and not any(cmd.upper().startswith(b"ZRANGE ") and cmd.endswith(b" 0 -1") for cmd in reads), reads
+    scores = dict(await redis.zrange(k.ep_queue(name), 0, -1, withscores=True))
+    assert len(scores) == n and min(scores.values()) >= 10**12  # every one re-scored by due time

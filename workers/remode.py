@@ -38,13 +38,19 @@ async def switched(redis: Redis, ep: Endpoint) -> bool:
 async def remode(redis: Redis, script: AsyncScript, ep: Endpoint) -> int:
     """Re-score ``ep``'s queue for its mode; returns how many deliveries were re-scored.
 
-    The queue is read once (re-scoring moves members, so ranks cannot be paged) and sent in pages;
-    what a fan-out queues meanwhile is queued in the new mode already, or re-scored by the reload of
-    the worker that routed it (every worker runs this at its reload)."""
-    nids: list[bytes] = await redis.zrange(k.ep_queue(ep.name), 0, -1)
+    The queue is walked with ZSCAN, a page per script call: re-scoring moves members, so ranks cannot be
+    paged, while ZSCAN returns every member present for the whole walk whatever their scores become
+    (one may come twice: re-scoring is idempotent). Read whole by one ZRANGE, a backlog of a million
+    held Redis, and filled this worker, as one reply. What a fan-out queues meanwhile is queued in the
+    new mode already, or re-scored by the reload of the worker that routed it (every worker runs this
+    at its reload)."""
+    q = k.ep_queue(ep.name)
     by_name = {"ep": ep.name, "mode": mode_of(ep)}
     fields = [by_name[f] for f in wire.REMODE_FIELDS]
-    total = 0
-    for i in range(0, len(nids), PAGE):
-        total += int(await script(keys=wire.remode_keys(ep.name), args=[*fields, *nids[i:i + PAGE]]))
-    return total
+    total, cursor = 0, 0
+    while True:  # ends with the walk: ZSCAN's cursor comes back to 0
+        cursor, page = await redis.zscan(q, cursor, count=PAGE)
+        if page:
+            total += int(await script(keys=wire.remode_keys(ep.name), args=[*fields, *(nid for nid, _ in page)]))
+        if cursor == 0:
+            return total
