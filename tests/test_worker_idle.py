@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis as sync_redis
@@ -79,3 +80,72 @@ async def test_a_notification_wakes_an_idle_worker_at_once(client: TestClient, a
         await close_worker(worker)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def _idle_polls(r: Any, window: float = 2.0) -> int:
+    r.config_resetstat()
+    time.sleep(window)  # a measurement window, not a synchronisation
+    calls: int = r.info("commandstats").get("cmdstat_zrangebyscore", {}).get("calls", 0)
+    return calls
+
+
+def test_an_idle_worker_waits_again_after_its_redis_restarts(tmp_path: Path) -> None:
+    """A Redis restart used to leave the worker on ARQ's 5 ms poll for good (7 % of a core idle): its
+    watch was started once, before ARQ's own connection retries brought it back."""
+    server = RedisServer().start()
+    worker = None
+    try:
+        config = write_config(tmp_path / "relay.toml", redis_port=server.port,
+                              endpoints=[{"name": "a", "url": "http://127.0.0.1:9/h"}],
+                              delivery={"poll_interval": 0.25})
+        worker = RelayProcess(config, server.url, "worker")
+        r: Any = sync_redis.Redis(port=server.port)  # the sync client: its awaitable-or-value types say little
+
+        def watching() -> bool:
+            return bool(r.zcard(k.WORKERS)) and dict(r.pubsub_numsub(wake.INVALIDATE)).get(
+                wake.INVALIDATE.encode(), 0) >= 1
+
+        deadline = time.monotonic() + 30
+        while not watching() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert watching(), worker.output()
+        server.stop()
+        time.sleep(1.5)  # Redis stays down past the worker's first restart (1 s), as a real restart can
+        server.start()
+        r = sync_redis.Redis(port=server.port)
+        deadline = time.monotonic() + 40
+        while not watching() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert watching(), worker.output()
+        assert _idle_polls(r) <= 2.0 / wake.IDLE_POLL_S * 2 + 2
+    finally:
+        if worker is not None:
+            worker.stop()
+        server.cleanup()
+
+
+async def test_the_wake_survives_redis_closing_idle_clients() -> None:
+    """A Redis with ``timeout`` set closes a client idle that long; the tracking connection never sends
+    a command after its CLIENT TRACKING, so it was closed and the wake went silent (the worker fell back
+    to its 0.25 s idle poll without a word). A subscribed connection is never closed for idleness."""
+    server = RedisServer(extra=["--timeout", "1"]).start()
+    watch = wake.QueueWatch(server.url)
+    r = Redis(port=server.port)
+    try:
+        assert await watch.start()
+
+        async def idle_past_the_timeout() -> bool:
+            clients = await r.client_list()
+            # every client of the watch idle past Redis's timeout (2 s > 1 s), or closed for it
+            return all(int(c["idle"]) >= 2 for c in clients if c["cmd"] != "client|list") and bool(
+                [c for c in clients if "P" in c["flags"]])
+
+        assert await wait_for(idle_past_the_timeout, timeout=20, interval=0.2)
+        assert not [c for c in await r.client_list() if "t" in c["flags"] and "P" not in c["flags"]]
+        watch.changed.clear()
+        await r.zadd(k.QUEUE_NAME, {"job": 1})
+        await asyncio.wait_for(watch.changed.wait(), 5)
+    finally:
+        await watch.stop()
+        await r.aclose()
+        server.cleanup()

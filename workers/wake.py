@@ -7,11 +7,14 @@ waits for the queue to change, or for ``IDLE_POLL_S`` at most (cron jobs and def
 retries are due by the clock, not by a write).
 
 "The queue changed" comes from Redis itself, through client-side caching's broadcast mode: one
-connection runs ``CLIENT TRACKING on REDIRECT <id> BCAST PREFIX relay:queue`` and another, with that
-id, is subscribed to ``__redis__:invalidate``. Every write to the ARQ queue (an ingest's or a
-resend's ZADD, whichever process makes it) then sends that subscriber one message per Redis event
-loop cycle, so the writers (the ingress's Lua script, resends) stay as they are. A Redis that
-cannot track (before 6.0, or refusing CLIENT) leaves the worker polling every 5 ms as before.
+connection runs ``CLIENT TRACKING on REDIRECT <its own id> BCAST PREFIX relay:queue`` and then
+subscribes to ``__redis__:invalidate``. Every write to the ARQ queue (an ingest's or a resend's ZADD,
+whichever process makes it) then sends it one message per Redis event loop cycle, so the writers (the
+ingress's Lua script, resends) stay as they are. One connection, subscribed, because Redis's
+``timeout`` never closes a subscriber: a second, silent tracking connection was closed after
+``timeout`` seconds and the wake went quiet. A Redis that cannot track (before 6.0, or refusing
+CLIENT) leaves the worker polling every 5 ms as before; a watch lost to a connection error (a Redis
+restart) is started again within ``RESTART_S``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import structlog
 from arq.worker import Worker
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ResponseError
 
 from relay.constants import QUEUE_NAME
 from relay.store.connection import REDIS_ERRORS, connect
@@ -34,7 +38,10 @@ logger = structlog.get_logger()
 # looks at most 0.5 s late), and a deferred fan-out retry is due by the clock
 IDLE_POLL_S = 0.25
 INVALIDATE = "__redis__:invalidate"
+# each read of the subscription waits this long, then a PING checks the connection is still there
 LISTEN_S = 60.0
+# a watch lost to a connection error is tried again this often (not one refused by Redis: that stays)
+RESTART_S = 5.0
 
 
 class QueueWatch:
@@ -42,37 +49,49 @@ class QueueWatch:
 
     def __init__(self, url: str, prefix: str = QUEUE_NAME, timeout: float = 2.0) -> None:
         self.changed = asyncio.Event()
-        self._redis: Redis = connect(url, timeout=timeout)
+        self._url = url
+        self._timeout = timeout
+        self._redis: Redis | None = None
         self._prefix = prefix
         self._conns: list[AbstractConnection] = []
         self._reader: asyncio.Task[None] | None = None
         self.active = False
+        # False once Redis itself refused (no CLIENT, no tracking): trying again would be refused again
+        self.retryable = True
+        self._warned = False
 
     async def start(self) -> bool:
-        """Subscribe and turn tracking on; False (and a warning) when this Redis cannot."""
-        pool = self._redis.connection_pool
+        """Turn tracking on and subscribe; False (and a warning, once) when this Redis cannot."""
+        await self.stop()
+        self._redis = connect(self._url, timeout=self._timeout)
         try:
-            # connections of their own, outside the pool's lending: neither ever serves another command
-            listener = pool.make_connection()  # type: ignore[no-untyped-call]
+            # a connection of its own, outside the pool's lending: it never serves another command
+            listener = self._redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
             self._conns.append(listener)
             await listener.connect()
             await listener.send_command("CLIENT", "ID")
             client_id = await listener.read_response()
+            # tracking first (a subscribed RESP2 connection takes no CLIENT command), redirected to itself
+            await listener.send_command("CLIENT", "TRACKING", "on", "REDIRECT", client_id, "BCAST",
+                                        "PREFIX", self._prefix)
+            await listener.read_response()
             await listener.send_command("SUBSCRIBE", INVALIDATE)
             await listener.read_response()
-            tracker = pool.make_connection()  # type: ignore[no-untyped-call]
-            self._conns.append(tracker)
-            await tracker.connect()
-            await tracker.send_command("CLIENT", "TRACKING", "on", "REDIRECT", client_id, "BCAST",
-                                       "PREFIX", self._prefix)
-            await tracker.read_response()
         except (*REDIS_ERRORS, OSError) as exc:
-            logger.warning("worker_idle_wake_unavailable", error=f"{type(exc).__name__}: {exc}",
-                           consequence="an idle worker polls its queue every 5 ms")
+            # a reply of refusal (ResponseError) is this Redis's configuration; anything else may pass
+            self.retryable = not isinstance(exc, ResponseError)
+            log = logger.debug if self._warned else logger.warning
+            self._warned = True
+            log("worker_idle_wake_unavailable", error=f"{type(exc).__name__}: {exc}",
+                consequence="an idle worker polls its queue every 5 ms",
+                retry_in_s=RESTART_S if self.retryable else None)
             await self.stop()
             return False
         self._reader = asyncio.create_task(self._read(listener), name="queue-watch")
         self.active = True
+        if self._warned:
+            logger.info("worker_idle_wake_restored")
+            self._warned = False
         return True
 
     async def _read(self, listener: AbstractConnection) -> None:
@@ -82,9 +101,15 @@ class QueueWatch:
                 # timeout only bounds each read (None would mean the 2 s socket timeout, an error)
                 if await listener.read_response(timeout=LISTEN_S) is not None:
                     self.changed.set()
+                else:
+                    # a quiet minute: a PING (allowed while subscribed) finds a connection that died
+                    # without a word; its reply is a message, read (and looked at) by the next turn
+                    await listener.send_command("PING")
         except (*REDIS_ERRORS, OSError) as exc:
-            # the connection is gone (a Redis restart ends the worker anyway): keep it polling
-            logger.warning("worker_idle_wake_lost", error=f"{type(exc).__name__}: {exc}")
+            # the connection is gone: poll meanwhile; RelayWorker starts the watch again
+            self._warned = True
+            logger.warning("worker_idle_wake_lost", error=f"{type(exc).__name__}: {exc}",
+                           retry_in_s=RESTART_S)
         finally:
             self.active = False
             self.changed.set()
@@ -92,15 +117,19 @@ class QueueWatch:
     async def stop(self) -> None:
         self.active = False
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, *REDIS_ERRORS, OSError):
-                await self._reader
+            if self._reader is not asyncio.current_task():
+                self._reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, *REDIS_ERRORS, OSError):
+                    await self._reader
+            self._reader = None
         for conn in self._conns:
             with contextlib.suppress(*REDIS_ERRORS, OSError):
                 await conn.disconnect()
         self._conns.clear()
-        with contextlib.suppress(*REDIS_ERRORS, OSError):
-            await self._redis.aclose()
+        if self._redis is not None:
+            with contextlib.suppress(*REDIS_ERRORS, OSError):
+                await self._redis.aclose()
+            self._redis = None
 
 
 class RelayWorker(Worker):
@@ -110,8 +139,10 @@ class RelayWorker(Worker):
         super().__init__(*args, **kwargs)
         self.queue_watch = QueueWatch(redis_url)
         self.waiting = False  # in the idle wait now (tests look)
+        self._watch_tried = 0.0  # loop time of the last start of the watch
 
     async def main(self) -> None:
+        self._watch_tried = asyncio.get_running_loop().time()
         await self.queue_watch.start()
         try:
             await super().main()
@@ -120,6 +151,11 @@ class RelayWorker(Worker):
 
     async def _poll_iteration(self) -> None:
         watch = self.queue_watch
+        now = asyncio.get_running_loop().time()
+        if not watch.active and watch.retryable and now - self._watch_tried >= RESTART_S:
+            # lost to a connection error (a Redis restart: ARQ's connection came back, the watch did not)
+            self._watch_tried = now
+            await watch.start()
         # cleared before the queue is read: a write after this point wakes the wait below
         watch.changed.clear()
         finished = self.jobs_complete + self.jobs_retried + self.jobs_failed
