@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bench import refdelivery
+from bench import refdelivery, throttle
 from bench.harness import ENDPOINTS, CpuSnapshot, EndpointSpec, Harness, cpu_pct, snapshot
 from bench.loadgen import Spec
 from bench.procs import BenchError, Child
@@ -39,15 +39,18 @@ class Run:
     concurrent: bool
     slow: bool = False
     rate: float | None = None  # fixed load: notifications/s; None: derived from the drain (derived_rate)
+    per_order: bool = False  # mode = "per_order" (each notification of the load is an order of its own)
 
     @property
     def mode(self) -> str:
-        return "concurrent" if self.concurrent else "serial"
+        return "per_order" if self.per_order else "concurrent" if self.concurrent else "serial"
 
     def label(self) -> str:
         """The run's name in tables and in --compare: it does not change with the figures measured."""
         if self.kind == "reference":
             return f"(r) bare aiohttp client to 8 endpoints, {self.mode}"
+        if self.kind == "throttled":
+            return f"ep8 held back at rate_limit = 5 under a backlog: {self.mode}, 1 worker"
         extra = ", ep8 slow" if self.slow else ""
         if self.kind == "drain":
             what = "drain"
@@ -59,15 +62,19 @@ class Run:
 
 
 DRAINS = (Run("drain", 1, False), Run("drain", 2, False), Run("drain", 1, True), Run("drain", 2, True),
-          Run("drain", 1, False, slow=True))
+          Run("drain", 1, True, per_order=True), Run("drain", 1, False, slow=True))
 REFERENCES = (Run("reference", 0, False), Run("reference", 0, True))
 DERIVED = (Run("fixed", 1, False), Run("fixed", 1, True), Run("fixed", 1, False, slow=True))
+
+
+# one endpoint held back by its rate_limit under a backlog: the worker's CPU meanwhile (bench/throttle.py)
+THROTTLED = (Run("throttled", 1, True),)
 
 
 def runs_for(rate: float | None) -> tuple[Run, ...]:
     """The default runs; ``--rate R`` adds fixed loads at R/s (serial and concurrent, 1 worker)."""
     extra = (Run("fixed", 1, False, rate=rate), Run("fixed", 1, True, rate=rate)) if rate else ()
-    return DRAINS + REFERENCES + DERIVED + extra
+    return DRAINS + REFERENCES + DERIVED + THROTTLED + extra
 
 
 def capacity_drain(results: list[dict[str, Any]], mode: str) -> dict[str, Any] | None:
@@ -94,7 +101,7 @@ class Context:
     ctl: SinkControl
 
     def endpoints(self, run: Run) -> list[EndpointSpec]:
-        return [EndpointSpec(f"ep{i + 1}", port, concurrent=run.concurrent)
+        return [EndpointSpec(f"ep{i + 1}", port, concurrent=run.concurrent, mode="per_order" if run.per_order else None)
                 for i, port in enumerate(self.sink_ports)]
 
     def delays(self, run: Run) -> list[float]:
@@ -298,6 +305,8 @@ def run(h: Harness, runs: tuple[Run, ...] | None = None) -> dict[str, Any]:
     for r in runs or runs_for(h.opts.rate):
         if r.kind == "drain":
             results.append(drain(ctx, r))
+        elif r.kind == "throttled":
+            results.append(throttle.held_back(ctx, r))
         elif r.kind == "reference":
             results.append(reference(ctx, r))
         elif r.rate is not None:

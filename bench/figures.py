@@ -106,6 +106,8 @@ def figures(run: dict[str, Any]) -> list[Figure]:
             x.get("worker_cpu_us_per_delivery", x.get("client_cpu_us_per_delivery")))
         add("delivery", row, "r2d p50 ms", "ms", False, r2d.get("p50"))
         add("delivery", row, "r2d p99 ms", "ms", False, r2d.get("p99"))
+        # the held-back run (bench/throttle.py): what the worker spends while an endpoint waits for its limit
+        add("delivery", row, "worker CPU %", "%", False, x.get("worker_cpu_pct"))
     cost = run.get("cost") or {}
     if cost:
         for label, key in (("relay serve RSS MB", "serve_memory_kb"), ("relay worker RSS MB", "worker_memory_kb")):

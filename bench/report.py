@@ -159,7 +159,15 @@ def delivery_text(r: dict[str, Any]) -> str:
                              for x in derived if not x["slow_endpoint"]) + ")")
     text += ("\nCPU µs/deliv: the worker's CPU time per delivery; for (r), the client process's per POST."
              " worker CPU%: for (r), the client's.")
-    return text + _slow_text(r["runs"]) + _busy_text([x for x in r["runs"] if not x.get("skipped")])
+    return (text + _slow_text(r["runs"]) + _throttled_text(r["runs"])
+            + _busy_text([x for x in r["runs"] if not x.get("skipped")]))
+
+
+def _throttled_text(runs: list[dict[str, Any]]) -> str:
+    """The held-back run (bench/throttle.py) in one line: its worker's CPU while the backlog waits."""
+    return "".join(f"\n{x['label']}: {x['deliveries_per_s']}/s sent, {x['held_back_at_end']} still held back; "
+                   f"the worker used {x['worker_cpu_pct']} % of a core over {x['measured_s']:g} s (an idle "
+                   f"worker: ~0.6 %)" for x in runs if x.get("kind") == "throttled" and not x.get("skipped"))
 
 
 def _slow_text(runs: list[dict[str, Any]]) -> str:

@@ -191,3 +191,22 @@ def test_a_process_tree_counts_as_one_and_leaves_nothing_behind(tmp_path: Path) 
         wait_until("children gone", lambda: not any(_running(pid) for pid in kids), 10)
     finally:
         cluster.close()
+
+
+def test_the_per_order_drain_and_the_held_back_run_are_rows_of_their_own() -> None:
+    from bench import report
+    from bench.delivery import THROTTLED, Run, runs_for
+
+    per_order = Run("drain", 1, True, per_order=True)
+    assert per_order in runs_for(None) and per_order.label() == "drain: per_order, 1 worker"
+    assert capacity_drain([_drain("per_order", 1, 7000.0), _drain("concurrent", 1, 6000.0)], "concurrent") == \
+        _drain("concurrent", 1, 6000.0)  # the fixed loads derive from the concurrent drain, never per_order's
+    (held,) = THROTTLED
+    row = {"label": held.label(), "kind": "throttled", "workers": 1, "mode": "concurrent", "slow_endpoint": False,
+           "deliveries_per_s": 5.0, "per_endpoint_per_s": 5.0, "delivered": 7151, "expected": 8000,
+           "held_back_at_end": 849, "worker_cpu_pct": 1.6, "measured_s": 10.0, "cpu_pct": {"relay-worker-1": 1.6}}
+    text = report.delivery_text({"runs": [row]})
+    assert ("ep8 held back at rate_limit = 5 under a backlog: concurrent, 1 worker: 5.0/s sent, 849 still held "
+            "back; the worker used 1.6 % of a core over 10 s") in text
+    spread = figures.summarize([{"delivery": {"runs": [row]}}])
+    assert spread[f"delivery|{held.label()}|worker CPU %"].median == 1.6
