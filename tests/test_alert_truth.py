@@ -365,3 +365,38 @@ async def test_a_repeated_alert_says_the_incident_s_first_since(stack: Callable[
     s.procs.append(RelayProcess(s.config, s.redis_url, "worker", env=s.env))
     await wait_for(lambda: s.alerts("worker_recovered"), timeout=30, interval=0.1)
     assert s.alerts("worker_recovered")[0]["since"] == first["since"]
+
+
+async def test_no_worker_is_not_announced_while_workers_reconnect_after_redis_was_unreachable(
+        tmp_path: Path, sink: Callable[..., Any]) -> None:
+    """A worker that lost Redis starts again on its own backoff (1, 2, 4 … 30 s): once Redis was back,
+    relay serve saw no heartbeat at two checks and sent no_worker ("start relay worker") about a worker
+    that was alive and connected again seconds later. It gives the workers time to reconnect first."""
+    server = RedisServer().start()
+    hook = await sink([200])
+    port = free_port()
+    extra = f'[server]\nport = {port}\n[alerts]\nwebhook_url_env = "ALERT_HOOK"\ncheck_seconds = {SMALL}\n'
+    path = write_config(tmp_path / "relay.toml", endpoints=[{"name": "erp", "url": "http://127.0.0.1:9/x"}],
+                        extra=extra)
+    env = {"ALERT_HOOK": hook.url, "TMPDIR": str(tmp_path)}
+    procs = [RelayProcess(path, server.url, "serve", env=env), RelayProcess(path, server.url, "worker", env=env)]
+    client = Redis.from_url(server.url)
+    try:
+        await wait_for(lambda: client.zcard(k.WORKERS), timeout=30, interval=0.1)
+        server.stop()
+
+        def kinds() -> list[str]:
+            return [json.loads(r.body)["kind"] for r in hook.received]
+        await wait_for(lambda: "redis_unreachable" in kinds(), timeout=30, interval=0.1)
+        # the worker failed to start again once and now waits 2 s (then ARQ's connection retries)
+        await wait_for(lambda: '"restart_in_s": 2.0' in procs[1].output(), timeout=30, interval=0.1)
+        server.start()  # empty (no persistence): no heartbeat until the worker is back
+        await wait_for(lambda: "redis_recovered" in kinds(), timeout=30, interval=0.1)
+        await wait_for(lambda: client.zcard(k.WORKERS), timeout=60, interval=0.1)
+        await wait_for(lambda: client.get(k.ALERT_INGRESS_LEASE), timeout=30, interval=0.1)
+        assert kinds() == ["redis_unreachable", "redis_recovered"], kinds()
+    finally:
+        await client.aclose()
+        for proc in procs:
+            proc.stop()
+        server.cleanup()

@@ -10,7 +10,7 @@ Every ``relay serve`` process checks every ``[alerts] check_seconds``:
 - **Workers.** One process at a time (a lease in Redis, ``relay:alert:lease:ingress``) evaluates
   ``no_worker``; seen at two checks in a row (so a worker's restart is not an incident) it is sent
   through relay/alerting/incidents.py like every other kind, and ``worker_recovered`` when one is
-  back.
+  back. After Redis was unreachable, the workers get ``RECONNECT_GRACE_S`` to connect again first.
 """
 
 from __future__ import annotations
@@ -45,6 +45,10 @@ logger = structlog.get_logger()
 
 # a problem seen at this many checks in a row is an incident
 CONFIRM_CHECKS = 2
+# after an outage of Redis, how long workers are given to connect again before no_worker is counted:
+# relay worker restarts with a backoff capped at 30 s (workers/main.py), each try with ARQ's connection
+# retries (5, 1 s apart), then beats; until then "no worker is alive, start relay worker" is wrong advice
+RECONNECT_GRACE_S = 45.0
 
 
 class HostMark:
@@ -154,6 +158,7 @@ class Watcher:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.outage = RedisOutage(redis_url(settings()))
         self.no_worker_checks = 0
+        self.reconnect_until = 0.0  # monotonic: no_worker is not counted before it (RECONNECT_GRACE_S)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -187,10 +192,13 @@ class Watcher:
             notices = await asyncio.to_thread(self.outage.down, settings, f"{type(exc).__name__}: {exc}")
             await notify(notices, settings, session)
             return notices
+        if self.outage.checks:  # Redis is back: the workers reconnect on their own backoff
+            self.reconnect_until = time.monotonic() + RECONNECT_GRACE_S
         notices = await asyncio.to_thread(self.outage.up, settings, now_ms)
         if await self._lease(settings):
             alive = await self.redis.zcount(k.WORKERS, now_ms - WORKER_ALIVE_MS, "+inf")
-            self.no_worker_checks = 0 if alive else self.no_worker_checks + 1
+            reconnecting = not alive and time.monotonic() < self.reconnect_until
+            self.no_worker_checks = 0 if alive or reconnecting else self.no_worker_checks + 1
             # the full evaluation only when it can send something: no worker at two checks in a row
             # (seen once: wait for the next check), or a worker back while an incident owes its
             # recovery; with workers alive it would run health (health.lua and all) every check for nothing
