@@ -51,6 +51,9 @@ def relay(config: Path, redis_url: str, *args: str) -> tuple[int, str, str]:
     (("retry", "order-42"), "ID 'order-42'"),
     (("cancel", "order-42"), "ID 'order-42'"),
     (("resend", "order-42"), "ID 'order-42'"),
+    # --ids took a malformed id as "not found": queued 0, skipped, exit 0
+    (("resend", "--ids", f"{NID},order-42"), "ID 'order-42'"),
+    (("resend", "--ids", NID, "--endpoint", "nope"), "--endpoint 'nope'"),
 ])
 def test_an_unknown_name_or_a_bad_argument_exits_2_everywhere(tmp_path: Path, redis_server: RedisServer,
                                                               args: tuple[str, ...], named: str) -> None:

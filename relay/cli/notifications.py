@@ -194,7 +194,8 @@ async def _resend(ns: argparse.Namespace, settings: Settings, redis: Redis) -> i
                                         origin=cli_origin())
             _report_one(ns, result)
             return 0
-        ids = [i.strip() for i in ns.ids.split(",") if i.strip()]
+        # each of the right form, as a single ID must be (exit 2); only a well-formed unknown id is skipped
+        ids = [notification_id(i.strip()) for i in ns.ids.split(",") if i.strip()]
         if not ids:
             raise BadParam("ids", ns.ids, "is empty")
         result = await resender.bulk(ids=ids, endpoint=ns.endpoint, idempotency_key=key, origin=cli_origin())
