@@ -63,6 +63,7 @@ class Watched(Endpoint):
         super().__init__(name, **kwargs)  # type: ignore[arg-type]
         self.starts: list[tuple[str, int]] = []
         self.torn: list[Hit] = []
+        self.open: dict[int, web.Request] = {}  # by id: a Request is not hashable
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         wid, attempt = request.headers.get("webhook-id", ""), int(request.headers.get("Relay-Attempt", "0"))
@@ -75,14 +76,18 @@ class Watched(Endpoint):
             hit.answered = 200
             return web.Response(text="ok")
         self.hits.append(hit)
-        self.in_flight += 1
+        # in flight: the requests whose sender still waits for them. One the relay gave up on (its
+        # timeout ran out while this loaded machine's endpoint lagged) has its connection closed and no
+        # longer counts against max_in_flight, although its handler here has not finished yet
+        self.open[id(request)] = request
+        self.in_flight = sum(1 for r in self.open.values() if r.transport is not None and not r.transport.is_closing())
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
             await asyncio.sleep(self.delay)
             hit.answered = 200
             return web.Response(text="ok")
         finally:
-            self.in_flight -= 1
+            del self.open[id(request)]
 
     def accepted(self) -> list[Hit]:
         return [*super().accepted(), *self.torn]
