@@ -297,3 +297,27 @@ async def test_a_re_added_endpoints_keys_lose_the_expiry_at_once(
     assert (await request_reload(redis, ORIGIN))["ok"]
     assert [(key, await redis.pttl(key)) for key in keys if await redis.pttl(key) != -1 and await redis.exists(key)] \
         == []
+
+
+async def test_a_resend_from_an_edited_file_not_yet_reloaded_targets_only_what_the_workers_run(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
+    redis_server: RedisServer, workers: Callable[..., Any]
+) -> None:
+    """The CLI reads the file, which may be edited and not yet reloaded: an endpoint it adds is run by no
+    worker, so a resend to it was queued, reported resent, and routed to nobody (no delivery, no
+    record). A resend's targets are what the workers run (relay:endpoints)."""
+    a, b = await sink(), await sink()
+    settings = make_settings(endpoints=[ep("a", a)])
+    client: TestClient = await aiohttp_client(create_app(settings))
+    await workers(settings, 1)
+    nid = await post(client, "1")
+    await wait_for(lambda: len(a.received) == 1, 15)
+    edited = rewrite(settings, [ep("a", a), ep("b", b)], redis_server.url)  # not reloaded
+    out = await asyncio.to_thread(_cli, edited, "resend", nid, "--endpoint", "b", "--json")
+    assert out.returncode == 2 and "'b'" in out.stderr and "relay reload" in out.stderr, (out.stdout, out.stderr)
+    out = await asyncio.to_thread(_cli, edited, "resend", nid, "--json")
+    assert out.returncode == 0, out.stderr
+    resent = json.loads(out.stdout)
+    assert resent["targets"] == ["a"], resent
+    await wait_for(lambda: len(a.received) == 2, 15)
+    assert not b.received

@@ -104,6 +104,9 @@ class Resender:
         self.clock = clock
         self.retention_ms = settings.delivery.retention_ms
         self._script = register(redis, "resend")
+        # the endpoints the workers run (relay:endpoints), read at each request; None: no worker has
+        # registered any yet, so this process's configuration is all there is to go by
+        self._running: frozenset[str] | None = None
 
     def follow(self, settings: Settings) -> None:
         """A config reload: resend to the endpoints configured now."""
@@ -118,6 +121,7 @@ class Resender:
         (e.g. those where it failed), or to every endpoint that receives it. Raises NotFound, Conflict,
         BadParam."""
         check_id(nid)
+        await self._load_running()
         self._configured("endpoint", endpoint)
         for name in endpoints:
             self._configured("endpoint", name)
@@ -163,6 +167,7 @@ class Resender:
             raise BadParam("ids", f"[{len(ids)} ids]", f"at most {MAX_IDS} per request")
         if filters is not None and filters.empty:
             raise BadParam("filter", {}, f"is empty: name at least one of {', '.join(SELECTING_FILTERS)}")
+        await self._load_running()
         self._configured("endpoint", endpoint)
         # selected by a removed endpoint's name (a rename's old name): resent to the endpoints that
         # receive it now and were not routed it when it arrived, unless ``endpoint`` names one
@@ -282,11 +287,23 @@ class Resender:
             if endpoint not in {name for name, _, _ in routes}:
                 return (), f"endpoint {endpoint!r} does not receive source {n.source!r} channel {n.channel!r}"
             return (endpoint,), ""
-        names = tuple(name for name, mode, _ in routes if mode != "skip")
+        names = tuple(name for name, mode, _ in routes if mode != "skip" and self._runs(name))
         if names:
             return names, ""
         why = "; ".join(f"{name}: {reason}" for name, _, reason in routes)
+        idle = [name for name, mode, _ in routes if mode != "skip" and not self._runs(name)]
+        if idle:
+            why = "; ".join([*([why] if why else []), *(f"{name}: run by no worker yet" for name in idle)])
         return (), "no configured endpoint receives it now" + (f" ({why})" if why else "")
+
+    def _runs(self, name: str) -> bool:
+        return self._running is None or name in self._running
+
+    async def _load_running(self) -> None:
+        """What the workers run: a resend to an endpoint only this caller's file has (edited, not yet
+        reloaded) was queued, reported, and routed to nobody, since the fan-out routes what it runs."""
+        names = await cast(Awaitable[list[bytes]], self.redis.hkeys(k.EP_REGISTRY))
+        self._running = frozenset(n.decode() for n in names) if names else None
 
     async def _drop_in_hand(self, plan: Plan) -> tuple[Plan, list[Skip]]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -312,6 +329,9 @@ class Resender:
         if endpoint is not None and endpoint not in self.settings.endpoints:
             known = ", ".join(sorted(self.settings.endpoints)) or "none"
             raise BadParam(param, endpoint, f"not a configured endpoint (configured: {known})")
+        if endpoint is not None and not self._runs(endpoint):
+            raise BadParam(param, endpoint, "configured in this file but run by no worker yet: apply the file "
+                                            "with relay reload first")
 
     # -- writing -----------------------------------------------------------------------------
 
