@@ -321,3 +321,27 @@ async def test_a_resend_from_an_edited_file_not_yet_reloaded_targets_only_what_t
     assert resent["targets"] == ["a"], resent
     await wait_for(lambda: len(a.received) == 2, 15)
     assert not b.received
+
+
+async def test_cancel_and_retry_by_the_cli_name_an_endpoint_the_workers_run_whatever_the_file_says(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
+    redis_server: RedisServer, workers: Callable[..., Any]
+) -> None:
+    """The actions decide from Redis, so the CLI's own check must too: with the file edited to drop an
+    endpoint and not yet reloaded, its waiting delivery could be neither retried nor cancelled by name
+    (exit 2, 'not a configured endpoint') although the workers still send to it."""
+    keep, busy = await sink(), await sink([500] * 10)
+    settings = make_settings(endpoints=[ep("keep", keep), ep("busy", busy, retry_delays=[60, 60])])
+    client: TestClient = await aiohttp_client(create_app(settings))
+    await workers(settings, 1)
+    nid = await post(client, "1")
+    await wait_for(lambda: _in_state(redis, nid, "busy", "retrying"), 15)
+    edited = rewrite(settings, [ep("keep", keep)], redis_server.url)  # not reloaded
+    out = await asyncio.to_thread(_cli, edited, "retry", nid, "--endpoint", "busy", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["endpoints"] == {"busy": 1}, out.stderr
+    await wait_for(lambda: len(busy.received) == 2, 15)
+    await wait_for(lambda: _in_state(redis, nid, "busy", "retrying"), 15)
+    out = await asyncio.to_thread(_cli, edited, "cancel", nid, "--endpoint", "busy", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["cancelled"] == ["busy"], out.stderr
+    out = await asyncio.to_thread(_cli, edited, "cancel", nid, "--endpoint", "nowhere")
+    assert out.returncode == 2 and "'nowhere'" in out.stderr, out.stderr

@@ -107,6 +107,22 @@ def known_endpoint(settings: Settings, name: str, what: str = "--endpoint") -> s
     return name
 
 
+async def known_to_redis(redis: Redis, settings: Settings, name: str, what: str = "--endpoint") -> str:
+    """An endpoint an action on deliveries may name: configured in this file, run by a worker
+    (``relay:endpoints``: the file may be edited and not yet reloaded) or removed with its deliveries
+    still kept, as the actions themselves decide (relay/store/control.py); else a usage error (exit 2)."""
+    from relay import constants as k
+
+    if name in settings.endpoints:
+        return name
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hexists(k.EP_REGISTRY, name)
+        pipe.hexists(k.EP_REMOVED, name)
+        if any(await pipe.execute()):
+            return name
+    return known_endpoint(settings, name, what)
+
+
 def notification_id(nid: str) -> str:
     """A notification ID of the right form; anything else is a usage error (exit 2), not "not found"."""
     from relay.store.queries import NID

@@ -21,6 +21,7 @@ from relay.cli.common import (
     common_options,
     confirm,
     known_endpoint,
+    known_to_redis,
     notification_id,
     positive,
     print_json,
@@ -144,7 +145,7 @@ async def _retry(ns: argparse.Namespace, settings: Settings, redis: Redis) -> in
         print_json(result) if ns.json else print(f"{result['count']} deliveries to {ep.name} are due now")
         return 0
     if ns.endpoint is not None:
-        known_endpoint(settings, ns.endpoint)
+        await known_to_redis(redis, settings, ns.endpoint)
     result = await control.retry(cli_origin(), nid=notification_id(ns.id), endpoint=ns.endpoint)
     if ns.json:
         print_json(result)
@@ -168,7 +169,7 @@ def cancel(ns: argparse.Namespace) -> int:
 
 async def _cancel(ns: argparse.Namespace, settings: Settings, redis: Redis) -> int:
     if ns.endpoint is not None:
-        known_endpoint(settings, ns.endpoint)
+        await known_to_redis(redis, settings, ns.endpoint)
     result = await Control(redis, settings).cancel(notification_id(ns.id), cli_origin(), endpoint=ns.endpoint)
     print_json(result) if ns.json else print(f"{ns.id}: cancelled to {', '.join(result['cancelled'])}")
     return 0
