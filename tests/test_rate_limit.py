@@ -21,7 +21,9 @@ from relay.server import create_app
 from relay.store.ingest import notification_id
 from tests.procs import RelayProcess
 from tests.support import TEST_ENV, RedisServer, ipn_fields, signed_body, wait_for, write_config
-from tests.test_delivery import FORM
+from tests.test_delivery import FORM, relay
+
+__all__ = ["relay"]  # the fixture, shared with test_delivery
 
 RATE, BURST, N = 20, 5, 205  # 205 = 20 x 10 s + 5: a backlog of 10 s
 TIMEOUT, MARGIN = 5.0, 5.0  # the endpoint's timeout and [delivery] lease_margin: the lease is their sum
@@ -135,3 +137,21 @@ async def test_the_dashboard_card_says_throttled_with_the_rate(aiohttp_client: A
     await redis.hset(k.ep_rate("erp"), "held", now - 60_000)
     page = await (await client.get("/dashboard/")).text()
     assert "Throttled" not in page and "Rate limit 20.0/s (burst 5)" in page
+
+
+@pytest.mark.parametrize(("rate_limit", "retry_after", "gap_ms"), [(20, "1", 1000), (0.5, "1", 2000)])
+async def test_the_longer_of_retry_after_and_the_rate_limit_wins(
+    relay: Callable[..., Any], sink: Callable[..., Any], redis: Redis, rate_limit: float, retry_after: str,
+    gap_ms: int
+) -> None:
+    s = await sink([("status", 503, {"Retry-After": retry_after}), 200])
+    client = await relay([{"name": "erp", "url": s.url, "timeout": 2, "rate_limit": rate_limit,
+                           "retry_delays": [0.05, 0.05]}], delivery={"jitter": 0})
+    body = signed_body(ipn_fields("250001"))
+    assert (await client.post("/ipn", data=body, headers=FORM)).status == 200
+    nid = notification_id("default", "ipn", body)
+    await wait_for(lambda: len(s.received) == 2, 15)
+    first, second = (json.loads(a) for a in await redis.lrange(k.attempts(nid, "erp"), 0, -1))
+    # Retry-After 1 s against one request per 50 ms: Retry-After; against one per 2 s: the limit
+    assert gap_ms <= second["at"] - first["at"] < gap_ms + 1000, (first, second)
+    assert second["n"] == 2 and (await redis.hget(k.delivery(nid, "erp"), "attempts")) == b"2"
