@@ -225,6 +225,8 @@ class Control:
         for state in ("in_flight",) if in_flight_only else ("pending", "retrying", "paused", "in_flight"):
             offset = 0
             size = int(await self.redis.zcard(k.ep_state(name, state)))
+            if not size:
+                continue  # the sweeper asks every minute while the removal is on record: mostly nothing
             for _ in range(size // REMOVED_PAGE + 2):  # bounded: what arrives meanwhile is a later page's
                 _, n, detail = await self._call("cancel_removed", name, None, who, upto_seq, state, offset,
                                                 REMOVED_PAGE)
