@@ -345,3 +345,44 @@ async def test_cancel_and_retry_by_the_cli_name_an_endpoint_the_workers_run_what
     assert out.returncode == 0 and json.loads(out.stdout)["cancelled"] == ["busy"], out.stderr
     out = await asyncio.to_thread(_cli, edited, "cancel", nid, "--endpoint", "nowhere")
     assert out.returncode == 2 and "'nowhere'" in out.stderr, out.stderr
+
+
+async def test_a_fan_out_while_a_reload_cannot_record_its_removal_still_leaves_a_cancelled_record(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
+    redis_server: RedisServer, workers: Callable[..., Any]
+) -> None:
+    """A reload ran the new config first and recorded the removal after (a round trip later, or, when
+    that failed, only once its background retry got through): a notification received before the
+    reload and fanned out in between was routed to nobody, with no record. The worker holds the
+    removal from the moment it stops running the endpoint."""
+    from relay.store.ingest import FANOUT_JOB_EXPIRY_MS, fanout_job
+
+    target = await sink()
+    settings = make_settings(endpoints=[ep("billing", target)])
+    client: TestClient = await aiohttp_client(create_app(settings))
+    nid = await post(client, "1")
+    await _lose_fanout_job(redis, nid)
+    await workers(settings, 1)
+    await redis.delete(k.EP_REMOVED)
+    await redis.set(k.EP_REMOVED, "not a hash")  # recording the removal fails until this is gone
+    try:
+        rewrite(settings, [ep("billing-v2", target)], redis_server.url)
+        answer = (await request_reload(redis, ORIGIN))["answers"][0]
+        assert answer["outcome"] == "reloaded" and "retried" in answer["error"], answer
+        # the fan-out job comes back (as the sweeper would bring it), while the removal is not recorded
+        job_id = k.fanout_job_id(nid)
+        now = int((await redis.time())[0]) * 1000
+        await redis.set(k.ARQ_JOB_PREFIX + job_id, fanout_job(nid, now), px=FANOUT_JOB_EXPIRY_MS)
+        await redis.zadd(k.QUEUE_NAME, {job_id: now})
+        await wait_for(lambda: _routed(redis, nid), 15)
+        d = await delivery(redis, nid, "billing")
+        assert d.get("state") == "cancelled" and "endpoint removed" in d.get("cancelled_by", ""), d
+    finally:
+        await redis.delete(k.EP_REMOVED)
+    # the removal is recorded once Redis lets it, and the record then decides
+    await wait_for(lambda: redis.hexists(k.EP_REMOVED, "billing"), 15)
+    assert not target.received
+
+
+async def _routed(redis: Redis, nid: str) -> bool:
+    return await redis.zscore(k.FANOUT, nid) is None

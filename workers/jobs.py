@@ -111,6 +111,12 @@ async def reconfigure(ctx: dict[str, Any], old: Settings, new: Settings) -> dict
     back = {name: r for name, r in engine.removed.items() if name in new.endpoints and name not in old.endpoints}
     if back:
         await removed.cancel(redis, new, back, origin, everything=True)
+    # held from the moment the new config runs: recording the removal in Redis comes a round trip
+    # later (or, if that fails, from the background retry), and a notification received before the
+    # reload but fanned out meanwhile was routed to nobody, with no record. Until the record is read
+    # back, every fan-out of this worker records a cancelled delivery to it (workers/removed.py)
+    records = removed.held(engine.removed, engine.removed, new)  # less what ``new`` configures again
+    engine.removed = {**records, **removed.provisional(old, new, engine.redis_ms())}
     changes: dict[str, Any] = await engine.reconfigure(new)
     ctx["settings"] = new
     gone = {name: old.endpoints[name] for name in changes["removed"]}
@@ -205,7 +211,7 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     # removals other workers recorded, and what is left of removed endpoints' work: cheap (a removed
     # endpoint's indexes only shrink; a re-added one's in-flight index is small), and a delivery in
     # flight when its endpoint went is cancelled within a sweep of its lease running out
-    engine.removed = await endpoints.removed(redis)
+    engine.removed = removed.held(engine.removed, await endpoints.removed(redis), engine.settings)
     await removed.cancel(redis, engine.settings, engine.removed,
                          audit.Origin("reload", ctx.get("worker_name", "sweeper")), everything=False)
     # last: a recovered fan-out is what a waiting caller sees, so the sweep has nothing left after it

@@ -31,6 +31,26 @@ def endpoints(records: Mapping[str, Removed], routed: Collection[str], seq: int)
     return [r.endpoint for r in records.values() if r.name not in routed and seq <= r.seq]
 
 
+# a removal held before Redis has recorded it: no notification seq is known yet, so every one counts
+PROVISIONAL_SEQ = 2**62
+
+
+def provisional(old: Settings, new: Settings, now_ms: int) -> dict[str, Removed]:
+    """The endpoints ``new`` drops from ``old``, as removals this worker holds until Redis's records
+    (relay/store/endpoints.py) replace them: a fan-out meanwhile records a cancelled delivery to them."""
+    return {name: Removed(name, now_ms, PROVISIONAL_SEQ, "reload", ep)
+            for name, ep in old.endpoints.items() if name not in new.endpoints}
+
+
+def held(current: Mapping[str, Removed], records: Mapping[str, Removed], settings: Settings) -> dict[str, Removed]:
+    """``records`` (Redis's), with the provisional removals of ``current`` that Redis has no record of
+    yet (their recording failed and is retried), unless ``settings`` configures the name again."""
+    kept = {name: r for name, r in current.items()
+            if r.seq == PROVISIONAL_SEQ and name not in records and name not in settings.endpoints}
+    return {**kept, **{name: r for name, r in records.items()
+                       if r.seq != PROVISIONAL_SEQ or name not in settings.endpoints}}
+
+
 def marked(routes: list[Route], gone: list[Endpoint]) -> list[Route]:
     """A removed endpoint's route is recorded cancelled (route.lua's mode ``removed``); a filtered one skipped."""
     names = {ep.name for ep in gone}
