@@ -128,6 +128,10 @@ def test_health_bad_config_or_arguments_exit_3(tmp_path: Path, capsys: Capsys) -
     assert "source 'default': surprise: unknown key" in capsys.readouterr().err
     assert main(["--config", str(path), "health", "--max-pending-age", "soon"]) == 3
     assert "'soon' is not a number" in capsys.readouterr().err
+    # float() reads these: nan disabled backlog_too_old (no age is > nan), inf too
+    for text in ("nan", "inf"):
+        assert main(["--config", str(path), "health", "--max-pending-age", text]) == 3
+        assert f"{text!r} is not a finite number" in capsys.readouterr().err
     # other commands keep argparse's and the config's usual 2
     assert main(["--config", str(path), "check-endpoints"]) == 2
 
