@@ -21,12 +21,13 @@ from redis.asyncio import Redis
 from config.settings import Settings
 from relay import constants as k
 from relay.cli.sendtest import follow
-from tests.support import TEST_ENV, RedisServer, write_config
+from tests.support import TEST_ENV, RedisServer, wait_for, write_config
 from tests.test_api import (  # noqa: F401  (fixtures used by name)
     api_settings,
     client,
     ingest,
     sinks,
+    worker,
 )
 
 NID = "ipn_" + "0" * 24
@@ -101,3 +102,19 @@ async def test_send_test_prints_a_waiting_retry_once_not_its_countdown(redis: Re
     assert len(lines) == 1 and "retrying after attempt 1: HTTP 500, next try in" in lines[0], out.getvalue()
 
 
+
+
+async def test_one_delivery_is_counted_in_the_singular(client: TestClient, api_settings: Settings, redis: Redis,
+                                                      redis_server: RedisServer, worker: object) -> None:
+    """`relay endpoints resume` said "1 deliveries are due again" (the dashboard's "30 deliverys" fixed, not this)."""
+    config = api_settings.config_path
+    code, out, err = relay(config, redis_server.url, "endpoints", "pause", "billing", "--yes")
+    assert code == 0 and out.strip() == "paused billing: 0 waiting deliveries now wait as paused", (out, err)
+    nid = await ingest(client, "5151")
+
+    async def paused() -> bool:
+        return await redis.hget(k.delivery(nid, "billing"), "state") == b"paused"
+
+    await wait_for(paused, 15)
+    code, out, err = relay(config, redis_server.url, "endpoints", "resume", "billing", "--yes")
+    assert code == 0 and out.strip() == "resumed billing: 1 delivery is due again", (out, err)

@@ -59,6 +59,11 @@ def _endpoints_args(p: argparse.ArgumentParser) -> None:
     _hidden_config(ls)
 
 
+def _deliveries(n: int, adjective: str = "") -> str:
+    """``1 delivery``, ``2 deliveries``: an operator reads these lines, "1 deliveries" is a typo to them."""
+    return f"{n} {adjective}deliver{'y' if n == 1 else 'ies'}"
+
+
 @commands.add("endpoints", "pause, resume or list endpoints", _endpoints_args)
 def endpoints(ns: argparse.Namespace) -> int:
     return run_redis(ns, _endpoints)
@@ -74,15 +79,17 @@ async def _endpoints(ns: argparse.Namespace, settings: Settings, redis: Redis) -
     verb = "Pause" if ns.action == "pause" else "Resume"
     if n and not confirm(ns, f"{verb} {ep.name}? {n} waiting deliver{'y' if n == 1 else 'ies'} "
                              f"{'would wait as paused' if ns.action == 'pause' else 'would be sent again'}.",
-                         f"this {ns.action}s endpoint {ep.name} with {n} waiting deliveries"):
+                         f"this {ns.action}s endpoint {ep.name} with {_deliveries(n, 'waiting ')}"):
         return 1
     if ns.action == "pause":
         result = await control.pause(ep.name, cli_origin())
         text = (f"endpoint {ep.name} was already paused" if result["already"]
-                else f"paused {ep.name}: {result['count']} waiting deliveries now wait as paused")
+                else f"paused {ep.name}: {_deliveries(result['count'], 'waiting ')} now "
+                     f"{'waits' if result['count'] == 1 else 'wait'} as paused")
     else:
         result = await control.resume(ep.name, cli_origin())
-        text = f"resumed {ep.name}: {result['count']} deliveries are due again"
+        text = (f"resumed {ep.name}: {_deliveries(result['count'])} "
+                f"{'is' if result['count'] == 1 else 'are'} due again")
     print_json(result) if ns.json else print(text)
     return 0
 
@@ -138,11 +145,12 @@ async def _retry(ns: argparse.Namespace, settings: Settings, redis: Redis) -> in
         if n == 0:
             result = await control.retry(cli_origin(), endpoint=ep.name)
         elif not confirm(ns, f"Retry {n} deliver{'y' if n == 1 else 'ies'} to {ep.name} now?",
-                         f"this retries {n} deliveries to {ep.name} now"):
+                         f"this retries {_deliveries(n)} to {ep.name} now"):
             return 1
         else:
             result = await control.retry(cli_origin(), endpoint=ep.name)
-        print_json(result) if ns.json else print(f"{result['count']} deliveries to {ep.name} are due now")
+        print_json(result) if ns.json else print(f"{_deliveries(result['count'])} to {ep.name} "
+                                                 f"{'is' if result['count'] == 1 else 'are'} due now")
         return 0
     if ns.endpoint is not None:
         await known_to_redis(redis, settings, ns.endpoint)
