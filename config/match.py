@@ -156,6 +156,18 @@ def _decimal(path: str, bound: str, value: Any) -> Decimal | None:
     return Decimal(str(value))
 
 
+def raw(rules: Mapping[str, Rule]) -> dict[str, Any]:
+    """``rules`` as written in the file again (compile_match reads it back): for a removed endpoint's
+    routing rule, kept as JSON (relay/store/endpoints.py)."""
+    out: dict[str, Any] = {}
+    for path, rule in rules.items():
+        if isinstance(rule, Range):
+            out[path] = {bound: str(v) for bound, v in (("min", rule.low), ("max", rule.high)) if v is not None}
+        else:
+            out[path] = sorted(rule)
+    return out
+
+
 def _values_at(document: Any, parts: list[str]) -> Iterator[Any]:
     """The values at a path (``[]``: each element); nothing where the document has null or no such field."""
     if not parts:

@@ -150,3 +150,24 @@ async def test_the_dashboard_detail_page_says_which_filter_skipped_an_endpoint(
     page = await (await client.get(f"/dashboard/notifications/{nid}")).text()
     assert "Not sent: match order.items[].code: BASIC is not one of ENT, PRO." in page
     assert "Not sent: match order.total: 499.99 is not at least 500." in page
+
+
+def test_a_removed_endpoints_rule_keeps_its_match_so_what_it_would_skip_is_skipped_not_cancelled(
+    make_settings: Callable[..., Any]
+) -> None:
+    from relay import routing
+    from relay.store.endpoints import from_rule, rule
+    from workers import removed
+
+    settings = make_settings(endpoints=[{"name": "fraud", "url": "http://127.0.0.1:9/", "channels": ["ipn"],
+                                         "match": {"order.total": {"min": "500"}, "order.items[].code": ["PRO"]}}])
+    gone = from_rule("fraud", rule(settings.endpoints["fraud"]))  # as relay:ep-removed keeps it
+    assert gone.match == settings.endpoints["fraud"].match
+
+    def routed(total: str) -> list[routing.Route]:
+        doc = {"order": {"total": total, "items": [{"code": "PRO"}]}}
+        return removed.marked(routing.route([gone], source="default", channel="ipn", mtype="", status="", test=False,
+                                            document=lambda: doc), [gone])
+
+    assert routed("499.99") == [("fraud", "skip", "match order.total: 499.99 is not at least 500")]
+    assert routed("500.00") == [("fraud", "removed", "")]  # the opposite: what it would have taken, cancelled

@@ -27,13 +27,14 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from config import match
 from config.settings import Endpoint, Settings
 from relay import constants as k
 from relay.store import queries
 from relay.store.scripts import register as register_script
 
 RULE_FIELDS = ("sources", "channels", "concurrent", "mode", "event_types", "message_types", "order_statuses",
-               "test_orders")
+               "test_orders", "match")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Removed:
 def rule(ep: Endpoint) -> str:
     """The part of an endpoint that decides what is routed to it, as JSON."""
     doc = {name: getattr(ep, name) for name in RULE_FIELDS}
+    doc["match"] = match.raw(ep.match) if ep.match is not None else None
     return json.dumps({name: sorted(v) if isinstance(v, frozenset) else v for name, v in doc.items()},
                       separators=(",", ":"))
 
@@ -67,8 +69,17 @@ def from_rule(name: str, raw: str) -> Endpoint:
         max_in_flight=1, timeout=1.0, signing_secret=None,
         retry_delays=None, headers={}, format="form", message_types=names("message_types"),
         event_types=names("event_types"), order_statuses=names("order_statuses"),
-        test_orders=doc.get("test_orders"), retry_4xx=frozenset(),
+        test_orders=doc.get("test_orders"), retry_4xx=frozenset(), match=_match(doc.get("match")),
     )
+
+
+def _match(raw: object) -> dict[str, match.Rule] | None:
+    """A removed endpoint's ``match``, so what it would have skipped is recorded skipped, not cancelled.
+    One the current event schema no longer accepts routes as if it had none (a record, never a send)."""
+    try:
+        return match.compile_match(raw) if isinstance(raw, dict) else None
+    except ValueError:
+        return None
 
 
 async def register(redis: Redis, settings: Settings, *, start: bool,
