@@ -143,3 +143,19 @@ def test_the_fingerprint_recipe_matches_the_ingress() -> None:
 
 def test_the_readme_links_it() -> None:
     assert "(docs/production.md)" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_runbook_quotes_the_refusal_the_relay_gives() -> None:
+    """Step 1 of the key rotation quoted "signature_mismatch: no signature matched; tried current …", a
+    text the relay never writes: an operator matching `relay health`'s line to the runbook found neither."""
+    from relay.protocol import SignatureError, parse_form, verify_signed
+    from tests.support import ipn_fields, signed_body
+
+    quoted = re.findall(r"signature_mismatch: ([^;`|]+); tried current", TEXT)
+    assert quoted, "the runbook no longer quotes a refusal"
+    fields = parse_form(signed_body(ipn_fields(), secret="the-new-key"))
+    with pytest.raises(SignatureError) as refused:
+        verify_signed(fields, [b"the-old-key"], "md5")
+    assert refused.value.reason == "signature_mismatch"
+    for text in quoted:
+        assert text == refused.value.detail, (text, refused.value.detail)
