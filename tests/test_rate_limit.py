@@ -38,9 +38,9 @@ def most_in_a_window(times: list[float], rate: float) -> float:
     return worst
 
 
-def health(config: Path, redis_url: str) -> dict[str, Any]:
+def health(config: Path, redis_url: str, *args: str) -> dict[str, Any]:
     env = {**os.environ, **TEST_ENV, "REDIS_URL": redis_url}
-    out = subprocess.run([sys.executable, "-m", "relay", "--config", str(config), "health", "--json"],
+    out = subprocess.run([sys.executable, "-m", "relay", "--config", str(config), "health", "--json", *args],
                          capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
@@ -69,6 +69,12 @@ async def test_rate_limit_20_burst_5_holds_across_two_workers_and_holds_back_no_
         assert row["throttled"] is True and row["rate_limit"] == RATE and row["rate_burst"] == BURST
         assert RATE - 1 <= row["rate"] <= RATE + 1, row
         assert row["failing"] is False and row["causes"] == [] and row["failed"] == 0 and row["retrying"] == 0
+        # its backlog is what was configured: a note, not backlog_too_old, however low the limit of age
+        report = await asyncio.to_thread(health, config, redis_server.url, "--max-pending-age", "0.5")
+        assert not [p for p in report["problems"] if p.get("endpoint") == "limited"], report["problems"]
+        [note] = [n for n in report["notes"] if n["kind"] == "endpoint_throttled"]
+        assert note["endpoint"] == "limited" and note["message"].startswith(
+            "endpoint limited: deliveries wait for its rate_limit (20/s; sent at ")
         await wait_for(lambda: len(limited.received) == N, 30)
         free_row = (await asyncio.to_thread(health, config, redis_server.url))["endpoints"]["free"]
         assert free_row["throttled"] is False and free_row["rate_limit"] is None

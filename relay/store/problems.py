@@ -80,9 +80,17 @@ def verdict(report: dict[str, Any], settings: Settings, limit: float) -> None:
             "message": f"no live worker (no heartbeat in the last {WORKER_ALIVE_MS // 1000} s{last}): "
                        "nothing is delivered; start relay worker"})
     now = report["checked_at"]
+    notes: list[dict[str, Any]] = []
     for name, row in report["endpoints"].items():
         age = row["oldest_new_age_s"]
-        if age is not None and age > limit:
+        if row.get("throttled"):
+            # held back by its rate_limit, as configured: no alert (issue 24), but said
+            notes.append({"kind": "endpoint_throttled", "endpoint": name, "rate_limit": row["rate_limit"],
+                          "rate": row["rate"], "oldest_age_s": age,
+                          "message": f"endpoint {name}: deliveries wait for its rate_limit ({row['rate_limit']:g}/s; "
+                                     f"sent at {row['rate']:g}/s now)"
+                                     + (f"; the oldest has waited {age:.0f} s" if age is not None else "")})
+        elif age is not None and age > limit:
             behind = (f", behind its head delivery retrying ({row['last_error']})"
                       if "head_retrying" in row["causes"] else "")
             problems.append({
@@ -120,7 +128,6 @@ def verdict(report: dict[str, Any], settings: Settings, limit: float) -> None:
                 "last_error_at": iso(row["last_error_at"]), "oldest_waiting_s": row["oldest_pending_age_s"],
                 "message": endpoint_message(name, row)})
     cfg = settings.alerts
-    notes: list[dict[str, Any]] = []
     for name, row in report["sources"].items():
         if row["rejecting"]:
             problems.append({
