@@ -400,3 +400,40 @@ async def test_no_worker_is_not_announced_while_workers_reconnect_after_redis_wa
         for proc in procs:
             proc.stop()
         server.cleanup()
+
+
+async def test_a_full_redis_is_one_outage_for_every_process_on_the_host(tmp_path: Path, sink: Callable[..., Any]
+                                                                       ) -> None:
+    """A full Redis (maxmemory, noeviction) answers reads and refuses every write: the ingress answers
+    503 and a worker cannot start. relay serve's check read only TIME, so it saw Redis up and ended the
+    host's outage record at every check, and the worker, failing to start each second, sent
+    redis_unreachable each second (36 in 36 s, measured by hand). One alert, then one recovery."""
+    server = RedisServer().start()
+    hook = await sink([200])
+    port = free_port()
+    extra = f'[server]\nport = {port}\n[alerts]\nwebhook_url_env = "ALERT_HOOK"\ncheck_seconds = {SMALL}\n'
+    path = write_config(tmp_path / "relay.toml", endpoints=[{"name": "erp", "url": "http://127.0.0.1:9/x"}],
+                        extra=extra)
+    env = {"ALERT_HOOK": hook.url, "TMPDIR": str(tmp_path)}
+    procs = [RelayProcess(path, server.url, "serve", env=env), RelayProcess(path, server.url, "worker", env=env)]
+    client = Redis.from_url(server.url)
+    try:
+        await wait_for(lambda: client.zcard(k.WORKERS), timeout=30, interval=0.1)
+        await client.config_set("maxmemory-policy", "noeviction")
+        await client.config_set("maxmemory", 1)  # every write refused from now on
+
+        def kinds() -> list[str]:
+            return [json.loads(r.body)["kind"] for r in hook.received]
+        await wait_for(lambda: "redis_unreachable" in kinds(), timeout=30, interval=0.1)
+        # the worker keeps failing to start again (about once a second); each failure was an alert
+        lost = procs[1].output().count("worker_redis_lost")
+        await wait_for(lambda: procs[1].output().count("worker_redis_lost") >= lost + 4, timeout=60, interval=0.2)
+        assert kinds() == ["redis_unreachable"], kinds()
+        await client.config_set("maxmemory", 0)
+        await wait_for(lambda: "redis_recovered" in kinds(), timeout=60, interval=0.1)
+        assert kinds() == ["redis_unreachable", "redis_recovered"], kinds()
+    finally:
+        await client.aclose()
+        for proc in procs:
+            proc.stop()
+        server.cleanup()

@@ -2,7 +2,8 @@
 
 Every ``relay serve`` process checks every ``[alerts] check_seconds``:
 
-- **Redis.** A PING that fails at two checks in a row is ``redis_unreachable``. Redis cannot hold
+- **Redis.** A check (Redis's TIME, then the lease's SET: a write) that fails at two checks in a
+  row is ``redis_unreachable``; a full Redis that refuses writes is one too. Redis cannot hold
   the rate limit then, so a small file per host and Redis URL does (in the temp directory, under a
   lock): whichever process sees it first sends the alert, at most once per ``frequency_hours`` per
   host, and the first to reach Redis again sends ``redis_recovered``. A ``relay worker`` shares this
@@ -188,6 +189,11 @@ class Watcher:
         try:
             sec, usec = await self.redis.time()  # Redis's clock, the one heartbeats are written on
             now_ms = int(sec) * 1000 + int(usec) // 1000
+            # the lease is a write, so Redis is "up" only if it takes writes: a full Redis (maxmemory
+            # with noeviction) answers reads and refuses every write, as the ingress and the workers
+            # see it; read as up, this process ended the host's outage record at every check, and a
+            # worker restarting against it sent redis_unreachable again each second
+            leased = await self._lease(settings)
         except REDIS_ERRORS as exc:
             notices = await asyncio.to_thread(self.outage.down, settings, f"{type(exc).__name__}: {exc}")
             await notify(notices, settings, session)
@@ -195,7 +201,7 @@ class Watcher:
         if self.outage.checks:  # Redis is back: the workers reconnect on their own backoff
             self.reconnect_until = time.monotonic() + RECONNECT_GRACE_S
         notices = await asyncio.to_thread(self.outage.up, settings, now_ms)
-        if await self._lease(settings):
+        if leased:
             alive = await self.redis.zcount(k.WORKERS, now_ms - WORKER_ALIVE_MS, "+inf")
             reconnecting = not alive and time.monotonic() < self.reconnect_until
             self.no_worker_checks = 0 if alive or reconnecting else self.no_worker_checks + 1
