@@ -36,8 +36,9 @@ async def seed(redis: Redis) -> None:
         await redis.zadd(k.IDX_ALL, {nid: recv})
     await redis.hset(k.STATS, mapping={"a|last_ok": NOW - 5_000, "a|last_fail": NOW - 60_000, "a|delivered": 4})
     await redis.zadd(k.WORKERS, {"host:1": NOW - 4_000, "host:2": NOW - 31_000})
-    await redis.zadd(k.QUEUE_NAME, {"fanout:x": NOW - 1_000})
+    await redis.zadd(k.QUEUE_NAME, {"fanout:x": NOW - 1_000, "cron:sweep:1": NOW - 100_000})
     await redis.zadd(k.FANOUT, {"x": 7})
+    await redis.hset(k.notification("x"), "recv", NOW - 1_000)
 
 
 async def test_report_counts_per_delivery_ages_workers_and_queue(
@@ -139,10 +140,26 @@ async def test_no_live_worker_is_unhealthy_and_names_the_last_one_seen(
 
 async def test_old_fanout_job_makes_it_unhealthy(redis: Redis, make_settings: Callable[..., Settings]) -> None:
     await redis.zadd(k.WORKERS, {"host:1": NOW})
-    await redis.zadd(k.QUEUE_NAME, {"fanout:y": NOW - 400_000})
+    # relay:fanout is scored by seq: the age is its head's receipt time (y, seq 3; z came later)
+    await redis.zadd(k.FANOUT, {"y": 3, "z": 4})
+    await redis.hset(k.notification("y"), "recv", NOW - 400_000)
+    await redis.hset(k.notification("z"), "recv", NOW - 1_000)
+    await redis.zadd(k.QUEUE_NAME, {"fanout:y": NOW - 400_000, "fanout:z": NOW - 1_000})
     report = await health_report(redis, make_settings(endpoints=EPS), NOW)
     assert report["reasons"] == ["queue: a fan-out job has waited 400 s (limit 300 s)"]
     assert report["status"] == "unhealthy"
+    assert report["queue"]["oldest_age_s"] == 400.0
+
+
+async def test_the_schedulers_own_jobs_are_not_a_backlog(redis: Redis, make_settings: Callable[..., Settings]) -> None:
+    """queue.oldest_age_s read the head of ARQ's queue, where the sweeper's cron jobs wait too: nothing to
+    route, depth 0, and yet an age, and after 300 s backlog_too_old "a fan-out job has waited" (a cron job
+    left behind by a worker that stopped, say)."""
+    await redis.zadd(k.WORKERS, {"host:1": NOW})
+    await redis.zadd(k.QUEUE_NAME, {"cron:sweep:1": NOW - 400_000})
+    report = await health_report(redis, make_settings(endpoints=EPS), NOW)
+    assert report["queue"] == {"fanout": 0, "deliveries": 0, "depth": 0, "oldest_age_s": None}
+    assert report["problems"] == [] and report["status"] == "healthy"
 
 
 async def test_unreachable_redis_is_a_problem_not_an_exception(make_settings: Callable[..., Settings]) -> None:

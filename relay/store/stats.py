@@ -147,7 +147,8 @@ async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]
         pipe.config_get("save")
         pipe.zcard(k.QUEUE_NAME)
         pipe.zcard(k.FANOUT)
-        pipe.zrange(k.QUEUE_NAME, 0, 0, withscores=True)
+        # the oldest notification not yet routed (never ARQ's queue head: the sweeper's cron jobs wait there)
+        pipe.zrange(k.FANOUT, 0, 0)
         pipe.zrange(k.WORKERS, 0, -1, withscores=True)
         await script(keys=[k.IDX_ALL, k.STATS], args=args, client=pipe)
         # operator control (relay/store/control.py, relay/store/reload.py): pauses and config hashes
@@ -167,7 +168,11 @@ async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]
     for i, row in enumerate(rows):
         if isinstance(row, Exception) and i != 2:  # only CONFIG GET (index 2) may be refused
             raise row
-    persistence, memory, save, _arq_jobs, fanout_depth, queue_head, workers, figures, paused, procs = rows[:10]
+    persistence, memory, save, _arq_jobs, fanout_depth, fanout_first, workers, figures, paused, procs = rows[:10]
+    # relay:fanout is scored by seq, in order of receipt: its head's receipt time is the oldest wait
+    fanout_recv: bytes | None = (await redis.hget(k.notification(fanout_first[0].decode()), "recv")  # type: ignore[misc]
+                                 if fanout_first else None)
+    queue_head = [(fanout_first[0], float(fanout_recv))] if fanout_recv else []
     held = rows[10:10 + 2 * len(endpoints)]
     rated = len(rows) - len(endpoints)  # the rate rows come last
     report: dict[str, Any] = {
