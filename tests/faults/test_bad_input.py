@@ -40,7 +40,10 @@ SERVER = {"max_body_bytes": BODY_LIMIT, "body_timeout": 1.0}
 BATCH = 40  # requests per hypothesis example, sent at once
 CONNECTIONS = 32
 FORM = "application/x-www-form-urlencoded"
-IGNORED = frozenset({k.REJECTS, k.STATS})
+# written by the requests' refusals, or by the processes on their own schedule (relay:procs when a
+# process registers, the ingress's no_worker lease): present or not whatever the requests did
+IGNORED = frozenset({k.REJECTS, k.STATS, k.PROCS})
+IGNORED_PREFIXES = (b"relay:src:", b"relay:alert:")
 
 OLD = ipn_body(4_200_000)  # "an old valid notification": stored first, replayed later
 OLD_NID = notification_id("default", "ipn", OLD)
@@ -403,7 +406,7 @@ def stored_keys(nid: str, channel: str, body: bytes) -> set[str]:
 
 async def keys(redis: Redis) -> set[str]:
     return {key.decode() async for key in redis.scan_iter(count=1000)
-            if not key.startswith(b"relay:src:")} - IGNORED
+            if not key.startswith(IGNORED_PREFIXES)} - IGNORED
 
 
 async def snapshot(redis: Redis) -> tuple[set[str], int, dict[bytes, bytes], int]:
