@@ -329,3 +329,23 @@ def test_a_silence_watch_must_be_shorter_than_the_retention(make_settings: Calla
         make_settings(endpoints=EPS, sources=monthly)
     settings = make_settings(endpoints=EPS, sources=monthly, delivery={"retention_days": 40})
     assert settings.sources["default"].expect_within_hours == 840
+
+
+async def test_a_full_redis_is_redis_unreachable(redis: Redis, make_settings: Callable[..., Settings]) -> None:
+    """At maxmemory with noeviction Redis answers reads and refuses every write: notifications are
+    answered 503 and workers cannot start, yet health said only no_worker ("start relay worker"), or
+    healthy while the workers' heartbeats were fresh, and never why. It is redis_unreachable, with the
+    cause, as the alert relay serve sends about it."""
+    await redis.zadd(k.WORKERS, {"host:1": NOW})
+    settings = make_settings(endpoints=EPS)
+    assert (await health_report(redis, settings, NOW))["status"] == "healthy"
+    await redis.config_set("maxmemory-policy", "noeviction")
+    await redis.config_set("maxmemory", 1)
+    try:
+        report = await health_report(redis, settings, NOW)
+    finally:
+        await redis.config_set("maxmemory", 0)
+    assert report["status"] == "unhealthy" and report["redis"]["full"] is True
+    (p,) = report["problems"]
+    assert p["kind"] == "redis_unreachable" and "at maxmemory with maxmemory-policy noeviction" in p["error"]
+    assert "every write is refused" in p["message"]

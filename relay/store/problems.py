@@ -70,6 +70,12 @@ def refusals_note(name: str, row: dict[str, Any]) -> str:
 def verdict(report: dict[str, Any], settings: Settings, limit: float) -> None:
     """Set the report's ``status``, ``problems`` (most severe first), ``reasons``, ``warnings`` and ``notes``."""
     problems: list[dict[str, Any]] = []
+    redis = report["redis"]
+    if redis.get("full"):  # it answers, but stores nothing: as unreachable for the ingress and the workers
+        error = f"Redis is full: {redis['used_memory_human']} used, at maxmemory with maxmemory-policy noeviction"
+        problems.append({"kind": "redis_unreachable", "since": iso(report["checked_at"]), "error": error,
+                         "message": f"{error}: every write is refused, so nothing can be stored or delivered "
+                                    "(notifications are answered 503); raise maxmemory or free memory"})
     workers = report["workers"]
     if not workers["alive"]:
         seen = workers["list"][0] if workers["list"] else None

@@ -57,6 +57,14 @@ def _persistence(info: dict[str, Any], save: Any) -> str:
     return "unknown" if rdb is None else "none"
 
 
+def _full(memory: dict[str, Any]) -> bool:
+    """Redis refuses every write: at ``maxmemory`` with ``noeviction`` (what docs/production.md asks
+    for), counted as Redis counts it (without the replication and AOF buffers)."""
+    limit = int(memory.get("maxmemory", 0) or 0)
+    used = int(memory.get("used_memory", 0)) - int(memory.get("mem_not_counted_for_evict", 0) or 0)
+    return limit > 0 and str(memory.get("maxmemory_policy", "")) == "noeviction" and used > limit
+
+
 def thresholds(settings: Settings, ep: Endpoint) -> tuple[float, int, float]:
     """An endpoint's (threshold_percent, min_deliveries, window_hours): its own, else [alerts]."""
     cfg = settings.alerts
@@ -183,6 +191,7 @@ async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]
             "used_memory": int(memory.get("used_memory", 0)),
             "used_memory_human": str(memory.get("used_memory_human", "")),
             "persistence": _persistence(persistence, save),
+            "full": _full(memory),
         },
         # what waits, in the operator's words: notifications not yet routed, and deliveries not yet
         # sent (filled in below); never ARQ's own queue, which also holds the sweeper's cron jobs
