@@ -139,6 +139,8 @@ async def test_the_dashboard_card_says_throttled_with_the_rate(aiohttp_client: A
     page = await (await client.get("/dashboard/")).text()
     said = "<strong>Throttled</strong>: deliveries wait for the rate limit, 20.0/s (burst 5); sent at 20.0/s now."
     assert said in page
+    # and the overview's notes (relay health's endpoint_throttled) render beside the card
+    assert "endpoint erp: deliveries wait for its rate_limit (20/s; sent at 20/s now)" in page
     # the opposite: held back long ago is not throttled now
     await redis.hset(k.ep_rate("erp"), "held", now - 60_000)
     page = await (await client.get("/dashboard/")).text()
