@@ -265,29 +265,6 @@ def test_docs_examples_are_what_the_relay_sends() -> None:
     assert {json.loads(t)["type"] for t in files.values()} == set(events.EVENT_TYPES)
 
 
-def test_readme_event_is_built_from_the_ipn_beside_it() -> None:
-    from datetime import datetime
-
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text.split('### Typed events (`format = "event"`)', 1)[1]
-    left, right = (block.split("</pre>", 1)[0].strip() for block in section.split("<pre>\n")[1:3])
-    pairs = [tuple(line.split("=", 1)) for line in left.splitlines()]
-    shown = json.loads(right)
-    received = datetime.fromisoformat(shown["received_at"].replace("Z", "+00:00"))
-    doc = document_of(pairs, received_ms=int(received.timestamp() * 1000), nid=shown["notification_id"])
-    VALIDATOR.validate(doc)
-    assert doc["raw"] == [list(p) for p in pairs]
-    assert {**doc, "raw": ["…"]} == shown
-    assert shown["id"] == notification_id("default", "ipn", urlencode(pairs).encode())  # the id the relay gives it
-
-
-def document_of(pairs: list[tuple[str, ...]], *, received_ms: int, nid: str) -> dict[str, Any]:
-    fields = protocol.parse_form(urlencode(pairs).encode())
-    built: dict[str, Any] = json.loads(events.encode(events.build(
-        nid=nid, source="default", channel="ipn", received_ms=received_ms, fields=fields)))
-    return built
-
-
 # --- issue 20: the business truth of each field -------------------------------------------------
 
 
