@@ -437,3 +437,23 @@ async def test_a_full_redis_is_one_outage_for_every_process_on_the_host(tmp_path
         for proc in procs:
             proc.stop()
         server.cleanup()
+
+
+async def test_a_worker_that_cannot_start_on_a_full_redis_backs_off(tmp_path: Path) -> None:
+    """A full Redis lets a worker connect and create its engine, then refuses the start's writes: the
+    worker counted that as "it had been running" and started again every second for as long as Redis
+    stayed full. Its backoff grows as for any worker that cannot start."""
+    server = RedisServer().start()
+    path = write_config(tmp_path / "relay.toml", endpoints=[{"name": "erp", "url": "http://127.0.0.1:9/x"}])
+    client = Redis.from_url(server.url)
+    await client.config_set("maxmemory-policy", "noeviction")
+    await client.config_set("maxmemory", 1)
+    worker = RelayProcess(path, server.url, "worker", env={"TMPDIR": str(tmp_path)})
+    try:
+        await wait_for(lambda: '"restart_in_s": 4.0' in worker.output(), timeout=30, interval=0.1)
+        await client.config_set("maxmemory", 0)
+        await wait_for(lambda: client.zcard(k.WORKERS), timeout=30, interval=0.1)
+    finally:
+        await client.aclose()
+        worker.stop()
+        server.cleanup()

@@ -64,6 +64,7 @@ async def startup(ctx: dict[str, Any]) -> None:
                         load=ctx.get("load_settings", load_settings))
     ctx["reloader"], ctx["background"] = reloader, set()
     reloader.start()
+    ctx["started"] = True  # workers/main.py: a later loss of Redis is a new outage (its backoff starts again)
     logger.info("worker_started", worker=ctx["worker_name"], endpoints=sorted(settings.endpoints))
 
 

@@ -61,8 +61,11 @@ def run(settings: Settings) -> None:
         except asyncio.CancelledError:
             return  # SIGTERM / SIGINT: a clean stop
         except REDIS_ERRORS as exc:
-            if worker.ctx.get("engine") is not None:
-                backoff = 1.0  # it had been running: a new outage, not a worker that cannot start
+            if worker.ctx.get("started"):
+                # it had been running: a new outage, not a worker that cannot start (a full Redis lets
+                # it connect and create its engine, then refuses the start's writes: that is no start,
+                # or it restarted every second for as long as Redis stayed full)
+                backoff = 1.0
             logger.error("worker_redis_lost", error=f"{type(exc).__name__}: {exc}", restart_in_s=backoff)
             notices = outage.down(settings, f"{type(exc).__name__}: {exc}")
             if notices:
