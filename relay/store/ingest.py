@@ -249,7 +249,7 @@ class Store:
         return results[: len(batch)]
 
     async def refused(self, source: str, channel: str, reason: str, detail: str) -> None:
-        """Count a refusal for the source's health (``source_rejecting``, relay/store/sources.py), on
+        """Count a refusal for the source's health (``source_rejecting``, relay/store/problems.py), on
         Redis's clock."""
         await self._refusal(
             keys=[k.source_lastrej(source), k.idx_source(source)],
