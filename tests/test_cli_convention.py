@@ -118,3 +118,25 @@ async def test_one_delivery_is_counted_in_the_singular(client: TestClient, api_s
     await wait_for(paused, 15)
     code, out, err = relay(config, redis_server.url, "endpoints", "resume", "billing", "--yes")
     assert code == 0 and out.strip() == "resumed billing: 1 delivery is due again", (out, err)
+
+
+def test_send_test_names_only_the_development_secret_it_signs_with(tmp_path: Path) -> None:
+    """It listed every variable of the dev secrets file (RELAY_ADMIN_TOKEN, RELAY_DEMO_SIGNING_SECRET, the
+    INS word) for an IPN signed with TCO_SECRET_KEY alone, as relay reconcile did before."""
+    from tests.support import free_port
+
+    config = write_config(tmp_path / "relay.toml", endpoints=[{"name": "billing", "url": "http://127.0.0.1:9/h"}])
+    (tmp_path / ".relay").mkdir()
+    secrets = {"TCO_SECRET_KEY": "k1", "TCO_INS_SECRET_WORD": "w1", "RELAY_ADMIN_TOKEN": "t" * 32,
+               "RELAY_DEMO_SIGNING_SECRET": "whsec_x"}
+    (tmp_path / ".relay" / "dev-secrets.json").write_text(__import__("json").dumps(secrets))
+    env = {name: value for name, value in os.environ.items() if name not in secrets} | {
+        "REDIS_URL": "redis://127.0.0.1:9/0"}
+    closed = f"http://127.0.0.1:{free_port()}"
+    for channel, used in (("ipn", "TCO_SECRET_KEY"), ("ins", "TCO_INS_SECRET_WORD")):
+        proc = subprocess.run([sys.executable, "-m", "relay", "--config", str(config), "send-test", "--channel",
+                               channel, "--url", closed, "--timeout", "1"], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 1, (proc.stdout, proc.stderr)  # nothing listens there: cannot reach the relay
+        note = proc.stderr.splitlines()[0]
+        assert note == f"send-test: using the development secrets in .relay/dev-secrets.json for {used}", note

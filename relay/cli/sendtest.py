@@ -295,8 +295,12 @@ def send_test(ns: argparse.Namespace) -> int:
 
     filled = fill_from_dev_secrets(os.environ)
     settings = settings_from(ns, require_secrets=False)
-    if filled:
-        print(f"send-test: using the development secrets in {devsecrets.SECRETS_FILE} for {', '.join(filled)}",
+    # name only what signs this test (the source's key, or its INS word), not every variable of the file
+    source = next((s for s in settings.file.sources if s.name == ns.source), None)
+    signer = (source.ins_secret_word_env if ns.channel == "ins" else source.secret_key_env) if source else None
+    used = [var for var in filled if var == signer]
+    if used:
+        print(f"send-test: using the development secrets in {devsecrets.SECRETS_FILE} for {', '.join(used)}",
               file=sys.stderr)
     return asyncio.run(run(settings, channel=ns.channel, source=ns.source,
                                     message_type=ns.message_type, base_url=ns.url, timeout=ns.timeout,
