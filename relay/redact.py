@@ -1,4 +1,13 @@
-"""Never show a configured secret: the one redaction used by the API, the CLI and the dashboard.
+"""Never show a secret: the one redaction used by the API, the CLI and the dashboard.
+
+Two rules, applied alike on every surface by ``redact_notification`` (one notification in full) and
+``redact_rows`` (a listing's rows):
+
+- every configured secret (``secrets``: 2Checkout keys and INS words, endpoint signing secrets and
+  header values, the admin token) is hidden wherever it turns up, in every shape it can take;
+- every form field whose name contains ``PASSWORD``, ``SECRET`` or ``TOKEN`` (``sensitive``) has its
+  values hidden, in the parsed fields and in the raw body alike. 2Checkout's ``HASH`` and
+  ``SIGNATURE_*`` are signatures, not secrets, and stay shown.
 
 A secret reaches stored bytes in more shapes than its plain text: a form body carries it
 percent-encoded (a space as ``+`` or ``%20``, hex digits in either case, and each encoder with its
@@ -10,17 +19,24 @@ in a string becomes ``**redacted**``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, unquote_plus
+
+from config.settings import Endpoint, Secret, Settings, Source
 
 REDACTED = "**redacted**"
 # a cut-off piece of a secret this long at a string's edge is still hidden: shorter ones would
 # hide ordinary text, and 8 characters of a secret no longer help much to guess the rest
 MIN_PARTIAL = 8
+# a field named like one of these carries a credential whatever its value (API_PASSWORD, x_token, CLIENT_SECRET)
+SENSITIVE = ("PASSWORD", "SECRET", "TOKEN")
+# a configured value shorter than this is not a secret worth hiding (a header value like "1")
+MIN_SECRET = 6
 
 
 def encodings(secret: str) -> set[str]:
@@ -100,3 +116,49 @@ def redact(value: Any, secrets: Iterable[str]) -> Any:
     if isinstance(value, list):
         return [redact(v, hidden) for v in value]
     return value
+
+
+def secrets(settings: Settings) -> list[str]:
+    """Every configured secret long enough to be one, longest first."""
+    found: list[Secret | None] = [settings.admin_token]
+    items: list[Source | Endpoint] = [*settings.sources.values(), *settings.endpoints.values()]
+    for item in items:
+        for f in dataclasses.fields(item):
+            value = getattr(item, f.name)
+            found += list(value.values()) if isinstance(value, Mapping) else [value]
+    values = {s.reveal() for s in found if isinstance(s, Secret) and len(s.reveal()) >= MIN_SECRET}
+    return sorted(values, key=len, reverse=True)
+
+
+def sensitive(name: str) -> bool:
+    """Whether a field named ``name`` carries a credential (its name contains PASSWORD, SECRET or TOKEN)."""
+    upper = name.upper()
+    return any(word in upper for word in SENSITIVE)
+
+
+def redact_form(body: str) -> str:
+    """A form body with the value of every sensitive field hidden (the names and the order kept)."""
+    pieces = body.split("&")
+    for i, piece in enumerate(pieces):
+        name, sep, _ = piece.partition("=")
+        if sep and sensitive(unquote_plus(name)):
+            pieces[i] = f"{name}={REDACTED}"
+    return "&".join(pieces)
+
+
+def redact_notification(doc: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
+    """One notification in full (``relay/store/detail.py``) as every surface shows it: configured
+    secrets hidden everywhere, sensitive fields hidden in ``fields`` and in the raw ``body``."""
+    out: dict[str, Any] = redact(dict(doc), secrets(settings))
+    if out.get("fields"):
+        out["fields"] = {name: [REDACTED] * len(values) if sensitive(name) else values
+                         for name, values in out["fields"].items()}
+    if isinstance(out.get("body"), str):
+        out["body"] = redact_form(out["body"])
+    return out
+
+
+def redact_rows(rows: Iterable[Mapping[str, Any]], settings: Settings) -> list[dict[str, Any]]:
+    """A listing's rows (``Row.summary()``) as every surface shows them: configured secrets hidden."""
+    hidden = secrets(settings)
+    return [redact(dict(row), hidden) for row in rows]

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from relay import events
 from relay.admin import openapi
+from relay.redact import redact_notification, redact_rows
 from relay.store import audit, detail, endpoints, queries, reconcile, reload
 from relay.store.connection import REDIS_ERRORS, clock_ms
 from relay.store.control import Control
@@ -142,13 +143,14 @@ async def list_notifications(request: web.Request) -> web.Response:
     page = await queries.scan(request.config_dict[appkeys.REDIS], filters, limit=query.limit,
                               endpoints=list(settings.endpoints),
                               cursor=query.cursor)
-    return web.json_response({"items": [row.summary() for row in page.items], "next_cursor": page.next_cursor,
+    items = redact_rows((row.summary() for row in page.items), settings)
+    return web.json_response({"items": items, "next_cursor": page.next_cursor,
                               "index": page.index})
 
 
 async def show_notification(request: web.Request) -> web.Response:
     doc = await detail.detail(request.config_dict[appkeys.REDIS], request.match_info["id"])
-    return web.json_response(queries.redact(doc, queries.secrets(request.config_dict[appkeys.LIVE].settings)))
+    return web.json_response(redact_notification(doc, request.config_dict[appkeys.LIVE].settings))
 
 
 async def resend_one(request: web.Request) -> web.Response:

@@ -26,6 +26,7 @@ from relay.cli.common import (
     run_redis,
 )
 from relay.cli.output import clean
+from relay.redact import redact_notification, redact_rows
 from relay.store import detail, endpoints, queries
 from relay.store.queries import BadParam
 from relay.store.resend import Resender, check_idempotency_key
@@ -110,7 +111,7 @@ async def _list(ns: argparse.Namespace, settings: Settings, redis: Redis) -> int
     limit = queries.parse_limit(ns.limit)
     filters = await _filters(ns, settings, redis)
     page = await queries.scan(redis, filters, limit=limit, cursor=ns.cursor, endpoints=list(settings.endpoints))
-    items = [row.summary() for row in page.items]
+    items = redact_rows((row.summary() for row in page.items), settings)
     if ns.json:
         print_json({"items": items, "next_cursor": page.next_cursor, "index": page.index})
         return 0
@@ -134,7 +135,7 @@ def _print_table(rows: list[list[str]]) -> None:
 
 
 async def _show(ns: argparse.Namespace, settings: Settings, redis: Redis) -> int:
-    doc = queries.redact(await detail.detail(redis, notification_id(ns.id)), queries.secrets(settings))
+    doc = redact_notification(await detail.detail(redis, notification_id(ns.id)), settings)
     if ns.json:
         print_json(doc)
         return 0

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapp
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote_plus, urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp_jinja2
 import jinja2
@@ -34,6 +34,7 @@ from config.settings import CHANNELS, Settings
 from relay import constants as k
 from relay.dashboard import sessions, view
 from relay.dashboard.sessions import Session, current_session, session_of
+from relay.redact import redact_notification, redact_rows
 from relay.store import audit, endpoints, queries
 from relay.store.connection import REDIS_ERRORS, clock_ms
 from relay.store.control import Control
@@ -48,7 +49,6 @@ logger = structlog.get_logger()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BASE = view.BASE
 REFRESH_MS = 5000
-SENSITIVE = ("PASSWORD", "SECRET", "TOKEN")
 STATIC = Path(__file__).resolve().parent / "static"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 ASSETS = web.AppKey("dashboard_assets", str)
@@ -359,7 +359,7 @@ async def listing(request: web.Request, params: Mapping[str, str]) -> Listing:
     first_url = f"{url}?{urlencode(plain)}" if cursor else None
     current = {**fixed, "cursor": cursor} if cursor else plain
     data_url = f"{BASE}/data/notifications" + (f"?{urlencode(current)}" if current else "")
-    items = [row.summary() for row in page.items]
+    items = redact_rows((row.summary() for row in page.items), settings)
     return Listing(items, next_url, first_url, data_url, f, fixed)
 
 
@@ -400,34 +400,10 @@ async def notifications_data(request: web.Request) -> web.StreamResponse:
 # -- one notification --------------------------------------------------------------------------------
 
 
-def sensitive(name: str) -> bool:
-    upper = name.upper()
-    return any(word in upper for word in SENSITIVE)
-
-
-def hidden_values(settings: Settings) -> list[str]:
-    """Every configured secret (queries.redact hides each in every encoding it can take)."""
-    return queries.secrets(settings)
-
-
-def redact_body(body: str) -> str:
-    pieces = body.split("&")
-    for i, piece in enumerate(pieces):
-        name, sep, _ = piece.partition("=")
-        if sep and sensitive(unquote_plus(name)):
-            pieces[i] = f"{name}={queries.REDACTED}"
-    return "&".join(pieces)
-
-
 async def load_detail(request: web.Request, nid: str) -> dict[str, Any]:
-    """The API's detail document, with configured secrets and PASSWORD/SECRET/TOKEN fields redacted."""
-    doc: dict[str, Any] = await notification_detail(request.config_dict[appkeys.REDIS], nid)
-    doc = queries.redact(doc, hidden_values(request.config_dict[appkeys.LIVE].settings))
-    if doc.get("fields"):
-        doc["fields"] = {name: [queries.REDACTED] * len(values) if sensitive(name) else values
-                         for name, values in doc["fields"].items()}
-    doc["body"] = redact_body(doc.get("body", ""))
-    return doc
+    """The API's detail document, redacted as the API and the CLI redact it (relay/redact.py)."""
+    doc = await notification_detail(request.config_dict[appkeys.REDIS], nid)
+    return redact_notification(doc, request.config_dict[appkeys.LIVE].settings)
 
 
 async def detail(request: web.Request) -> web.StreamResponse:

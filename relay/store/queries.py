@@ -6,8 +6,8 @@ one sorted-set index newest first (never KEYS or SCAN): the most selective of ``
 other filters on each candidate, scanning at most ``SCAN_BUDGET`` candidates per page.
 
 Filters are validated by the pydantic models of ``relay/store/params.py``; the errors and their
-wording are in ``errors.py`` and the redaction of configured secrets in ``redaction.py`` (both
-re-exported here, where the API, the CLI and the dashboard have always found them).
+wording are in ``errors.py`` (re-exported here, where the API, the CLI and the dashboard have always
+found them). Hiding secrets is the surfaces' last step, one function for all three: ``relay/redact.py``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from redis.asyncio import Redis
 
 from config.settings import Settings
 from relay import constants as k
-from relay.redact import REDACTED as REDACTED
 from relay.store import params
 from relay.store.errors import BadParam as BadParam
 from relay.store.errors import BadRequest as BadRequest
@@ -40,8 +39,6 @@ from relay.store.params import MAX_LIMIT as MAX_LIMIT
 from relay.store.params import NAME as NAME
 from relay.store.params import NID as NID
 from relay.store.params import Filters as Filters
-from relay.store.redaction import redact as redact
-from relay.store.redaction import secrets as secrets
 from relay.store.resolve import resolve
 
 M = TypeVar("M", bound=BaseModel)
