@@ -339,7 +339,8 @@ async def test_worker_process_survives_a_redis_restart(
         await post(client, "1")
         await wait_for(lambda: len(s.received) == 1, 15)
         server.stop()
-        await asyncio.sleep(1.5)  # long enough for the worker to notice the lost connection
+        # the worker must have noticed the lost connection before Redis is back, or this proves nothing
+        await wait_for(lambda: "worker_redis_lost" in worker.output(), 30)
         server.start()
         await post(client, "2")
         await wait_for(lambda: len(s.received) == 2, 30)
