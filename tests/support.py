@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -36,10 +37,39 @@ def vectors(name: str) -> dict[str, Any]:
     return json.loads((VECTORS / name).read_text(encoding="utf-8"))
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port *outside* the ephemeral range, never handed out twice in one run.
+
+    The one free-port helper of the suite. Outside the ephemeral range because a listener a test closes
+    and opens again (Redis restarted on the same port, an endpoint taken down and brought back) must be
+    able to bind again: an outgoing connection could otherwise be given that port as its local port
+    while the listener is down. Never twice: a port picked but not yet bound is not free to the next test.
+    """
+    lo, hi = _ephemeral_range()
+    start, stop = (10000, lo) if lo > 11000 else (hi + 1, 65535)
+    for _ in range(500):
+        port = random.randrange(start, stop)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free loopback port outside the ephemeral range")
 
 
 class RedisServer:
@@ -237,8 +267,10 @@ class Sink:
             await self.runner.cleanup()
 
 
-async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    """Poll ``predicate`` (sync or async) until truthy; fail the test with a clear message on timeout."""
+async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, *,
+                   what: str = "condition not met") -> Any:
+    """Poll ``predicate`` (sync or async) until truthy and return its value; fail the test with ``what``
+    after ``timeout`` seconds. The one wait helper of the suite: wait on a condition, never sleep."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -247,7 +279,7 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
+            raise AssertionError(f"{what} (within {timeout:g} s)")
         await asyncio.sleep(interval)
 
 

@@ -8,7 +8,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -19,23 +18,14 @@ from pathlib import Path
 import pytest
 
 from tests.procs import RelayProcess
-from tests.support import TEST_ENV, RedisServer, free_port, write_config
+from tests.support import RedisServer, free_port, write_config
 
 
-class Dev:
-    """``relay dev`` in its own directory (so .relay/ is the test's), stderr collected in a file."""
+class Dev(RelayProcess):
+    """``relay dev`` in its own directory (so .relay/ is the test's), with no REDIS_URL of the session."""
 
     def __init__(self, tmp: Path, config: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        self.log = tmp / "dev.log"
-        env = ({k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "RELAY_ADMIN_TOKEN")}
-               | TEST_ENV | (env or {}))
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "relay", "--config", str(config), "dev", *args],
-                                         cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
+        super().__init__(config, None, "dev", *args, env=env, cwd=tmp)
 
     def wait_output(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
         deadline = time.monotonic() + timeout
@@ -49,11 +39,12 @@ class Dev:
         assert m, f"no {pattern!r} in relay dev's output:\n{self.output()}"
         return m
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM to relay dev alone (not its group): stopping what it started is its job."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(30)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)

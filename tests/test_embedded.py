@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +11,7 @@ import pytest
 
 from config.settings import load_settings
 from relay.store.connection import RedisUnavailable, answers_ping, start_embedded
+from tests.procs import RelayProcess
 from tests.support import TEST_ENV, RedisServer, free_port, write_config
 
 
@@ -35,9 +33,8 @@ def test_relay_dev_stops_everything_on_sigterm(tmp_path: Path) -> None:
     redis_port, web, admin = free_port(), free_port(), free_port()
     config = write_config(tmp_path / "relay.toml", redis_port=redis_port, admin={"port": admin},
                           extra=f"[server]\nport = {web}\n")
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | TEST_ENV
-    proc = subprocess.Popen([sys.executable, "-m", "relay", "--config", str(config), "dev", "--no-demo-sink"],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    dev = RelayProcess(config, None, "dev", "--no-demo-sink", cwd=tmp_path)
+    proc = dev.proc
     try:
         deadline = time.monotonic() + 20
         while not (answers_ping(redis_port) and _port_open(web)) and time.monotonic() < deadline:
@@ -51,8 +48,7 @@ def test_relay_dev_stops_everything_on_sigterm(tmp_path: Path) -> None:
         assert not answers_ping(redis_port), "the embedded redis-server outlived relay dev"
         assert not _port_open(web), "relay serve outlived relay dev"
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        dev.kill()
 
 
 def _port_open(port: int) -> bool:

@@ -57,10 +57,10 @@ async def test_a_worker_that_restarts_after_a_redis_restart_keeps_the_endpoints_
         await wait_for(lambda: len(added.received) == 1, 15)
         await redis.aclose()
         server.stop()
-        await asyncio.sleep(1.5)  # long enough for the worker to notice the lost connection
+        # the worker must notice the lost connection before Redis is back (a wait, not a guessed sleep)
+        await wait_for(lambda: "worker_redis_lost" in worker.output(), 30)
         server.start()
         redis = Redis.from_url(server.url)
-        await wait_for(lambda: "worker_redis_lost" in worker.output(), 15)
         await post(client, "2")
         await wait_for(lambda: len(first.received) == 2, 30)
         await wait_for(lambda: len(added.received) == 2, 15)

@@ -17,18 +17,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import re
 import signal
 import socket
 import struct
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,7 +36,8 @@ from redis.exceptions import RedisError
 from relay import constants as k
 from relay import protocol
 from relay.store.ingest import notification_id
-from tests.support import SECRET_KEY, TEST_ENV, RedisServer, ipn_fields, signed_body, write_config
+from tests.procs import RelayProcess
+from tests.support import SECRET_KEY, RedisServer, free_port, ipn_fields, signed_body, wait_for, write_config
 
 T = TypeVar("T")
 
@@ -57,72 +54,21 @@ def pick(ci: T, soak: T) -> T:
     return soak if SOAK else ci
 
 
-# -- ports -------------------------------------------------------------------------------------------
-
-_handed_out: set[int] = set()
-
-
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(lo), int(hi)
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
-def stable_port() -> int:
-    """A free loopback port *outside* the ephemeral range.
-
-    A listener this suite closes and opens again (Redis restarted on the same port, an endpoint taken
-    down and brought back) must be able to bind again: an outgoing connection could otherwise be given
-    that port as its local port while the listener is down.
-    """
-    lo, hi = _ephemeral_range()
-    ranges = [(10000, lo)] if lo > 11000 else [(hi + 1, 65535)]
-    start, stop = ranges[0]
-    for _ in range(500):
-        port = random.randrange(start, stop)
-        if port in _handed_out:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind((HOST, port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        return port
-    raise RuntimeError("no free loopback port outside the ephemeral range")
-
-
 # -- relay processes -----------------------------------------------------------------------------------
 
 
-class Proc:
-    """One ``python -m relay --config <toml> <args>`` child process, its output in a log file."""
+class Proc(RelayProcess):
+    """A relay process of a fault scenario: tests.procs's harness, plus what a supervisor needs."""
 
     def __init__(self, config: Path, redis_url: str, *args: str, env: Mapping[str, str] | None = None) -> None:
-        self.args = args
-        self.log = config.parent / f"relay-{args[0]}-{time.monotonic_ns()}.log"
-        full_env = {**os.environ, **TEST_ENV, "REDIS_URL": redis_url, **(env or {})}
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "relay", "--config", str(config), *args],
-                                         env=full_env, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+        super().__init__(config, redis_url, *args, env=dict(env or {}))
         self.expected_exit = False
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs (a crash, an OOM kill, a pulled plug)."""
         self.expected_exit = True
         if self.alive:
-            self.proc.send_signal(signal.SIGKILL)
+            self.proc.send_signal(signal.SIGKILL)  # not waited for: the supervisor sees the exit
 
     def terminate(self) -> None:
         self.expected_exit = True
@@ -136,31 +82,6 @@ class Proc:
         if self.alive:
             self.proc.kill()
             await asyncio.to_thread(self.proc.wait, 10)
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        """The JSON log events called ``name`` this process wrote, each with ``at`` (epoch seconds)."""
-        out: list[dict[str, Any]] = []
-        try:
-            text = self.log.read_text(errors="replace")
-        except OSError:
-            return out
-        for line in text.splitlines():
-            if f'"{name}"' not in line:
-                continue
-            try:
-                doc = json.loads(line)
-            except ValueError:
-                continue
-            if doc.get("event") == name and "timestamp" in doc:
-                doc["at"] = datetime.fromisoformat(doc["timestamp"].replace("Z", "+00:00")).timestamp()
-                out.append(doc)
-        return out
-
-    def tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
 
 @dataclass
@@ -178,7 +99,7 @@ class Cluster:
     def __init__(self, tmp: Path, *, appendfsync: str = "everysec", session: aiohttp.ClientSession) -> None:
         self.tmp = tmp
         self.redis_server = RedisServer(appendonly=True, extra=["--appendfsync", appendfsync])
-        self.redis_server.port = stable_port()
+        self.redis_server.port = free_port()
         self.config = tmp / "relay.toml"
         self.session = session
         self.redis: Redis = Redis.from_url(self.redis_server.url, socket_timeout=5, socket_connect_timeout=2)
@@ -230,7 +151,7 @@ class Cluster:
     # processes
 
     async def start_ingress(self, env: Mapping[str, str] | None = None, *, wait_ready: bool = True) -> str:
-        port = stable_port()
+        port = free_port()
         proc = Proc(self.config, self.redis_url, "serve", "--port", str(port), env=env)
         self.ingresses.append((proc, port))
         if wait_ready:
@@ -247,7 +168,7 @@ class Cluster:
             except (aiohttp.ClientError, TimeoutError):
                 return False
 
-        await wait_until(ready, timeout, f"relay {' '.join(proc.args)} did not become ready", interval=0.05)
+        await wait_for(ready, timeout, what=f"relay {' '.join(proc.args)} did not become ready", interval=0.05)
 
     async def start_worker(self) -> Proc:
         proc = Proc(self.config, self.redis_url, "worker")
@@ -262,7 +183,7 @@ class Cluster:
             except (RedisError, OSError):  # Redis is restarting
                 return False
 
-        await wait_until(registered, 30, f"relay worker {proc.pid} did not register", interval=0.05)
+        await wait_for(registered, 30, what=f"relay worker {proc.pid} did not register", interval=0.05)
         return proc
 
     @property
@@ -310,32 +231,6 @@ class Cluster:
         return "relay logs: " + ", ".join(str(p.log) for p in [p for p, _ in self.ingresses] + self.workers)
 
 
-async def wait_until(predicate: Callable[[], Awaitable[bool] | bool], timeout: float, what: str,
-                     interval: float = 0.1) -> None:
-    """Poll until ``predicate`` is true; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if not isinstance(value, bool):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} (within {timeout:g} s)")
-        await asyncio.sleep(interval)
-
-
-async def poll(predicate: Callable[[], Awaitable[bool]], timeout: float, interval: float = 0.25) -> bool:
-    """Poll until ``predicate`` is true or ``timeout`` passes; return whether it became true."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if await predicate():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(interval)
-
-
 # -- endpoints -----------------------------------------------------------------------------------------
 
 #: what an endpoint can do instead of answering 200
@@ -378,7 +273,7 @@ class Endpoint:
         self.faults = dict(faults or {})
         self.fault_every = fault_every
         self.slow_seconds = slow_seconds
-        self.port = stable_port()
+        self.port = free_port()
         self.hits: list[Hit] = []
         self.in_flight = 0
         self.peak_in_flight = 0
@@ -636,7 +531,11 @@ async def converge(redis: Redis, pairs: Sequence[tuple[str, str]], timeout: floa
         except (RedisError, OSError):
             return False
 
-    return round(time.monotonic() - began, 1) if await poll(done, timeout, interval=0.25) else None
+    try:
+        await wait_for(done, timeout, interval=0.25)
+    except AssertionError:
+        return None
+    return round(time.monotonic() - began, 1)
 
 
 async def attempt_records(redis: Redis, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[Any]]:

@@ -29,8 +29,8 @@ from tests.faults.harness import (
     reconcile,
     report,
     seqs,
-    wait_until,
 )
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.timeout(pick(120, 420)), pytest.mark.slow]  # slow: not in make check's fast tier
 
@@ -57,13 +57,13 @@ async def test_endpoint_down_for_a_stretch_then_back(cluster: Callable[..., Awai
     gen = LoadGenerator([url], concurrency=1, pace=duration / count)
     load = asyncio.create_task(gen.run(count, duration))
     try:
-        await wait_until(lambda: len(gen.acknowledged) >= count // 3, duration + 30, "the stream stalled")
+        await wait_for(lambda: len(gen.acknowledged) >= count // 3, duration + 30, what="the stream stalled")
         await ledger.stop()
         await search.stop()
         outage = time.monotonic()
         at_start = len(audit.accepted())
-        await wait_until(lambda: _failed_enough(c, ledger, search, down_retries), pick(30, 120),
-                         "the endpoints that went down were not retried")
+        await wait_for(lambda: _failed_enough(c, ledger, search, down_retries), pick(30, 120),
+                         what="the endpoints that went down were not retried")
         outage = time.monotonic() - outage
         during = len(audit.accepted())
         await ledger.start()

@@ -28,8 +28,8 @@ from tests.faults.harness import (
     pick,
     reconcile,
     report,
-    wait_until,
 )
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.timeout(pick(120, 420)), pytest.mark.slow]  # slow: not in make check's fast tier
 
@@ -89,14 +89,14 @@ async def run_redis_outages(cluster: MakeCluster, *, scenario: str, node: str, a
     try:
         for n in range(outages):
             target = (n + 1) * count // (outages + 2)
-            await wait_until(at_least(lambda: len(gen.acknowledged), target), duration + 30,
-                             f"the stream did not reach {target} acknowledgements before outage {n + 1}")
+            await wait_for(at_least(lambda: len(gen.acknowledged), target), duration + 30,
+                             what=f"the stream did not reach {target} acknowledgements before outage {n + 1}")
             before_503 = gen.answered_503
             down = time.time()
             await c.stop_redis(sig)
             # the outage lasts until the ingress has refused a few posts with 503: a refusal, not an ack
-            await wait_until(at_least(lambda: gen.answered_503, before_503 + refusals), 30,
-                             "the ingress did not answer 503 while Redis was down")
+            await wait_for(at_least(lambda: gen.answered_503, before_503 + refusals), 30,
+                             what="the ingress did not answer 503 while Redis was down")
             await c.start_redis()
             windows.append((down, time.time()))
             refused.append(gen.answered_503 - before_503)

@@ -36,8 +36,8 @@ from tests.faults.harness import (
     reconcile,
     report,
     seqs,
-    wait_until,
 )
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.timeout(pick(240, 600)), pytest.mark.slow]  # slow: not in make check's fast tier
 
@@ -72,13 +72,13 @@ async def test_a_thousand_reloads_of_a_busy_serial_endpoint_never_send_one_deliv
     load = asyncio.create_task(gen.run(100_000, 600))
     reloads: list[str] = []
     try:
-        await wait_until(lambda: len(ledger.hits) >= 50, 30, "the serial endpoint did not get busy")
+        await wait_for(lambda: len(ledger.hits) >= 50, 30, what="the serial endpoint did not get busy")
         for i in range(RELOADS):
             ledger.flip = i % 2 == 0
             c.configure(eps)
             before = await c.redis.llen(k.AUDIT)
             worker.proc.send_signal(signal.SIGHUP)
-            await wait_until(lambda before=before: _grew(c, before), 15, f"reload {i} was not applied",
+            await wait_for(lambda before=before: _grew(c, before), 15, what=f"reload {i} was not applied",
                              interval=0.002)
             reloads.append(json.loads(await c.redis.lindex(k.AUDIT, 0))["outcome"])
             if not worker.alive:

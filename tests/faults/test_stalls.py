@@ -40,10 +40,10 @@ from tests.faults.harness import (
     reconcile,
     report,
     seqs,
-    wait_until,
 )
+from tests.support import wait_for
 
-pytestmark = pytest.mark.timeout(pick(180, 600))
+pytestmark = [pytest.mark.timeout(pick(180, 600)), pytest.mark.slow]  # slow: not in make check's fast tier
 
 RUNS = 20
 TIMEOUT_S, MARGIN_S = 0.4, 0.6
@@ -143,7 +143,7 @@ async def test_a_worker_stopped_past_its_lease_sends_nothing_it_held_twenty_runs
     load = asyncio.create_task(gen.run(100_000, 600))
     takeovers: list[int] = []
     try:
-        await wait_until(lambda: all(len(ep.hits) >= 20 for ep in eps), 30, "the endpoints did not get busy")
+        await wait_for(lambda: all(len(ep.hits) >= 20 for ep in eps), 30, what="the endpoints did not get busy")
         # a run counts when the stopped worker held claims, shown by the other one taking some over; a
         # stall that caught it empty-handed is not counted (bounded: at most twice as many stalls)
         for run in range(2 * RUNS):
