@@ -23,6 +23,7 @@ from relay import constants as k
 from relay.server import create_app
 from relay.store import queries
 from relay.store.ingest import notification_id
+from relay.timefmt import iso_millis
 from tests.support import (
     SECRET_KEY,
     TEST_ENV,
@@ -193,7 +194,7 @@ async def test_list_newest_first_with_summaries(client: TestClient, redis: Redis
     assert item["resend_of"] is None and item["deliveries"] == {}  # not routed yet: no worker
     assert item["received_at"].endswith("Z")
     recv = int(await redis.hget(k.notification(b), "recv"))
-    assert item["received_at"] == queries.iso(recv)
+    assert item["received_at"] == iso_millis(recv)
 
 
 async def test_filters_channel_source_ref_and_time(client: TestClient, redis: Redis) -> None:
@@ -217,7 +218,7 @@ async def test_filters_channel_source_ref_and_time(client: TestClient, redis: Re
             if await redis.zscore(key, n) is not None:
                 await redis.zadd(key, {n: recv[n]})
         await redis.zadd(k.idx_ref({a: "100", b: "200", c: "300", d: "100"}[n]), {n: recv[n]})
-    status, doc = await get(client, "/api/notifications", since=str(recv[b]), until=queries.iso(recv[c]))
+    status, doc = await get(client, "/api/notifications", since=str(recv[b]), until=iso_millis(recv[c]))
     assert status == 200 and ids(doc) == [c, b]
     status, doc = await get(client, "/api/notifications", since="2023-11-14T22:14:00+00:00")
     assert ids(doc) == [d, c, b]  # a was received at 22:13:20

@@ -27,9 +27,9 @@ from config.settings import Settings
 from relay import constants as k
 from relay.alerting import texts
 from relay.alerting.send import Notice
-from relay.store.problems import iso
 from relay.store.reconcile import reconciled_sources
 from relay.store.stats import health_report
+from relay.timefmt import iso_seconds
 
 # the kinds the workers' alert job sends; no_worker is the ingress's (relay/alerting/watch.py)
 WORKER_KINDS = ("endpoint_failing", "endpoint_paused", "source_rejecting", "source_silent", "backlog_too_old",
@@ -85,7 +85,7 @@ def _source_recovery(report: dict[str, Any], s: Subject) -> tuple[str, str, dict
 
 def _silent_recovery(report: dict[str, Any], s: Subject) -> tuple[str, str, dict[str, Any]]:
     row = report["sources"][s.name]
-    at = iso(row["last_received_at"])
+    at = iso_seconds(row["last_received_at"])
     return (f"source {s.name}", f"A notification was accepted at {at}." if at else "It is no longer watched.",
             {"problem": "source_silent", "last_at": at})
 
@@ -201,7 +201,7 @@ async def evaluate(redis: Redis, settings: Settings, now_ms: int, kinds: Iterabl
             since = claimed  # the incident's start as its first alert recorded it: the same in every repeat
             figures = {key: v for key, v in p.items() if key not in _NOT_FIGURES}
             notices.append(Notice(p["kind"], subject.name, since, now_ms,
-                                  kind.text({**p, "since": iso(since)}, settings, report), figures,
+                                  kind.text({**p, "since": iso_seconds(since)}, settings, report), figures,
                                   subject.field, kind.title(p)))
         else:
             await redis.pexpire(k.alert_open(subject.key), k.ALERT_OPEN_TTL_MS)

@@ -15,7 +15,7 @@ import aiohttp
 import structlog
 
 from config.settings import Settings
-from relay.store.problems import iso
+from relay.timefmt import iso_seconds
 
 logger = structlog.get_logger()
 
@@ -46,14 +46,14 @@ class Notice:
         """The webhook JSON: Slack-compatible ``text`` and the same facts as fields."""
         named = {self.subject_field: self.subject} if self.subject_field else {}
         return {"text": self.text, "kind": self.kind, **named,
-                "since": iso(self.since_ms), "at": iso(self.now_ms), "host": socket.gethostname(),
+                "since": iso_seconds(self.since_ms), "at": iso_seconds(self.now_ms), "host": socket.gethostname(),
                 **self.figures}
 
 
 async def notify(notices: list[Notice], settings: Settings, session: aiohttp.ClientSession) -> None:
     """Log every notice, then send it to the webhook and by email when those are configured."""
     for notice in notices:
-        logger.warning(notice.kind, subject=notice.subject, since=iso(notice.since_ms), **{
+        logger.warning(notice.kind, subject=notice.subject, since=iso_seconds(notice.since_ms), **{
             key: v for key, v in notice.figures.items() if isinstance(v, (int, float, str)) or v is None})
         await _post_webhook(notice, settings, session)
         await _send_email(notice, settings)

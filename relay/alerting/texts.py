@@ -7,17 +7,8 @@ import socket
 from typing import Any
 
 from config.settings import Settings
-from relay.store.problems import iso
 from relay.store.reconcile import order_link
-
-
-def duration(ms: int) -> str:
-    s = max(0, ms // 1000)
-    if s >= 3600:
-        return f"{s // 3600} h {s % 3600 // 60} min"
-    if s >= 60:
-        return f"{s // 60} min"
-    return f"{s} s"
+from relay.timefmt import iso_seconds, span
 
 
 def dashboard(settings: Settings) -> str:
@@ -55,7 +46,7 @@ def failing_text(p: dict[str, Any], settings: Settings, all_failing: int) -> str
         lines.append(f"It is a serial endpoint and its head delivery is retrying: {p['held_back']} "
                      f"{'notification waits' if p['held_back'] == 1 else 'notifications wait'} behind it.")
     waiting = ("Nothing waits for it now." if oldest is None
-               else f"Oldest waiting delivery: {duration(int(oldest * 1000))} since receipt.")
+               else f"Oldest waiting delivery: {span(int(oldest * 1000))} since receipt.")
     lines.append(f"Last error: {p['last_error'] or 'none recorded'} at {p['last_error_at'] or '-'}. {waiting}")
     if all_failing > 1:
         lines.append(f"All {all_failing} endpoints are failing: the cause may be on the relay's side "
@@ -150,5 +141,5 @@ def redis_text(error: str, url: str, since: str | None) -> str:
 
 
 def recovered_text(what: str, since_ms: int | None, now_ms: int, detail: str) -> str:
-    lasted = f" after {duration(now_ms - since_ms)} (since {iso(since_ms)})" if since_ms else ""
+    lasted = f" after {span(now_ms - since_ms)} (since {iso_seconds(since_ms)})" if since_ms else ""
     return f"{_head()} {what} recovered{lasted}. {detail}".rstrip()

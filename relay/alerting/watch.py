@@ -40,7 +40,8 @@ from relay.alerting import texts
 from relay.alerting.incidents import INGRESS_KINDS, NO_WORKER_SUBJECT, evaluate
 from relay.alerting.send import Notice, notify
 from relay.store.connection import REDIS_ERRORS, redis_url, safe_url
-from relay.store.problems import WORKER_ALIVE_MS, iso
+from relay.store.problems import WORKER_ALIVE_MS
+from relay.timefmt import iso_seconds
 
 logger = structlog.get_logger()
 
@@ -137,7 +138,7 @@ class RedisOutage:
             return []
         url = safe_url(redis_url(settings))
         since_ms, now_ms = int(since * 1000), int(now * 1000)
-        return [Notice("redis_unreachable", "", since_ms, now_ms, texts.redis_text(error, url, iso(since_ms)),
+        return [Notice("redis_unreachable", "", since_ms, now_ms, texts.redis_text(error, url, iso_seconds(since_ms)),
                        {"error": error, "redis": url}, None, "Redis is unreachable")]
 
     def up(self, settings: Settings, now_ms: int) -> list[Notice]:

@@ -29,7 +29,7 @@ from relay.cli.common import (
 )
 from relay.store import audit, reload
 from relay.store.control import Control
-from relay.store.queries import iso
+from relay.timefmt import iso_millis
 
 commands = Commands()
 
@@ -101,7 +101,7 @@ async def _list_endpoints(ns: argparse.Namespace, settings: Settings, control: C
         counts = await control.counts(name)
         info = paused.get(name)
         rows.append({"endpoint": name, "mode": ep.mode,
-                     "paused": info is not None, "paused_since": iso(info["since"]) if info else None,
+                     "paused": info is not None, "paused_since": iso_millis(info["since"]) if info else None,
                      "paused_by": info["by"] if info else None,
                      "waiting": counts["pause"], "paused_deliveries": counts["resume"]})
     if ns.json:
@@ -248,7 +248,7 @@ async def _audit(ns: argparse.Namespace, settings: Settings, redis: Redis) -> in
     if not entries:
         print("no audit entries")
     for e in entries:
-        when = iso(e.get("at")) or "?"
+        when = iso_millis(e.get("at")) or "?"
         where = e.get("via", "?") + (f" ({e['address']})" if e.get("address") else "")
         extra = " ".join(f"{key}={','.join(map(str, e[key])) if isinstance(e[key], list) else e[key]}"
                          for key in ("reason", "outcome", "refused", "hashes", "changed") if e.get(key))

@@ -32,8 +32,9 @@ from redis.asyncio import Redis
 from config.settings import Endpoint, Settings
 from relay import constants as k
 from relay.store import audit
-from relay.store.queries import BadParam, Conflict, NotFound, check_id, iso
+from relay.store.queries import BadParam, Conflict, NotFound, check_id
 from relay.store.scripts import key_functions, load
+from relay.timefmt import iso_millis
 
 # deliveries one cancel_removed call looks at (~10 Redis commands each: a few ms of Redis at most)
 REMOVED_PAGE = 500
@@ -127,7 +128,7 @@ class Control:
         info = (await self.paused()).get(name)
         if info is None:
             return {"paused_since": None, "paused_by": None}
-        return {"paused_since": iso(info["since"]), "paused_by": info["by"]}
+        return {"paused_since": iso_millis(info["since"]), "paused_by": info["by"]}
 
     # -- retry now ---------------------------------------------------------------------------
 

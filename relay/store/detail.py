@@ -17,7 +17,8 @@ from redis.asyncio import Redis
 
 from relay import constants as k
 from relay import protocol
-from relay.store.queries import NotFound, check_id, iso, load_rows
+from relay.store.queries import NotFound, check_id, load_rows
+from relay.timefmt import iso_millis
 
 # field: what it is (the OpenAPI document's descriptions are these)
 DELIVERY_FIELDS: dict[str, str] = {
@@ -61,10 +62,10 @@ def delivery_record(d: Mapping[str, str], attempts: list[bytes], pause: Mapping[
     for name in _TEXTS:
         out[name] = d.get(name) or None
     for name, stored in _TIMES.items():
-        out[name] = iso(d.get(stored))
-    out["next_at"] = iso(d.get("next")) if state == "retrying" else None
+        out[name] = iso_millis(d.get(stored))
+    out["next_at"] = iso_millis(d.get("next")) if state == "retrying" else None
     paused = state == "paused" and pause is not None
-    out["paused_since"] = iso(pause.get("at")) if paused and pause else None
+    out["paused_since"] = iso_millis(pause.get("at")) if paused and pause else None
     out["paused_by"] = (str(pause.get("by") or "") or None) if paused and pause else None
     out["attempt_log"] = [_attempt(a) for a in attempts]
     return {name: out[name] for name in DELIVERY_FIELDS}
@@ -79,7 +80,7 @@ def _attempt(raw: bytes) -> dict[str, Any]:
         record = {"message": "unreadable attempt record: " + raw.decode("utf-8", "replace")[:200]}
     out = {name: record.get(name) for name in ATTEMPT_FIELDS}
     for name in ("at", "next"):
-        out[name] = iso(out[name]) if isinstance(out[name], int) else None
+        out[name] = iso_millis(out[name]) if isinstance(out[name], int) else None
     out["resend"] = bool(out["resend"])
     return out
 
@@ -128,7 +129,7 @@ async def detail(redis: Redis, nid: str) -> dict[str, Any]:
         "id": nid,
         "channel": f.get("channel", ""),
         "source": f.get("source", ""),
-        "received_at": iso(f.get("recv")),
+        "received_at": iso_millis(f.get("recv")),
         "seq": int(f["seq"]) if f.get("seq", "").isdigit() else None,
         "ref": f.get("ref", ""),
         "status": f.get("status", ""),

@@ -7,12 +7,12 @@ the alert threshold).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from config.settings import Settings
 from relay import constants as k
 from relay.store import reconcile
+from relay.timefmt import iso_seconds
 
 HOUR_MS = 3_600_000
 WORKER_ALIVE_MS = 30_000
@@ -20,11 +20,6 @@ PROBLEM_KINDS = ("endpoint_failing", "endpoint_paused", "source_rejecting", "sou
                  "backlog_too_old", "redis_unreachable", "notifications_missing", "reconcile_failing")
 SEVERE = frozenset({"no_worker", "backlog_too_old", "redis_unreachable"})
 
-
-def iso(ms: int | float | None) -> str | None:
-    if ms is None:
-        return None
-    return datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def percent(share: float | None) -> str:
@@ -47,15 +42,16 @@ def source_message(name: str, row: dict[str, Any]) -> str:
     return (f"source {name} refusing notifications: {row['refused']} of {row['requests']} requests "
             f"({percent(row['share'])}) refused in the last {row['window_minutes']:g} min; "
             # an incident outlives its window until notifications are accepted again: say how far that is
-            f"{row['accepted_since_last'] or 0} accepted since the last refusal at {iso(row['last_refused_at'])} "
+            f"{row['accepted_since_last'] or 0} accepted since the last refusal at "
+            f"{iso_seconds(row['last_refused_at'])} "
             f"({k.SOURCE_RECOVERY_ACCEPTED} in a row end it); last reason "
             f"{row['reason']}: {row['detail']}. 2Checkout retries a refused notification for 48 h: "
             f"fix the cause in time and they arrive")
 
 
 def silent_message(name: str, row: dict[str, Any]) -> str:
-    last = (f"the last one arrived at {iso(row['last_received_at'])}" if row["last_received_at"]
-            else f"none since the relay started watching it at {iso(row['watched_since'])}")
+    last = (f"the last one arrived at {iso_seconds(row['last_received_at'])}" if row["last_received_at"]
+            else f"none since the relay started watching it at {iso_seconds(row['watched_since'])}")
     return (f"source {name} is silent: no notification accepted in {row['expect_within_hours']:g} h "
             f"(expect_within_hours); {last}. Check the shop's sales, and the IPN/LCN/INS URLs and "
             "the secret key in the 2Checkout control panel")
@@ -64,7 +60,7 @@ def silent_message(name: str, row: dict[str, Any]) -> str:
 def refusals_note(name: str, row: dict[str, Any]) -> str:
     return (f"source {name}: {row['refused']} of {row['requests']} requests refused in the last "
             f"{row['window_minutes']:g} min (below the alert threshold); last {row['reason']} at "
-            f"{iso(row['last_refused_at'])}")
+            f"{iso_seconds(row['last_refused_at'])}")
 
 
 def verdict(report: dict[str, Any], settings: Settings, limit: float) -> None:
@@ -73,7 +69,7 @@ def verdict(report: dict[str, Any], settings: Settings, limit: float) -> None:
     redis = report["redis"]
     if redis.get("full"):  # it answers, but stores nothing: as unreachable for the ingress and the workers
         error = f"Redis is full: {redis['used_memory_human']} used, at maxmemory with maxmemory-policy noeviction"
-        problems.append({"kind": "redis_unreachable", "since": iso(report["checked_at"]), "error": error,
+        problems.append({"kind": "redis_unreachable", "since": iso_seconds(report["checked_at"]), "error": error,
                          "message": f"{error}: every write is refused, so nothing can be stored or delivered "
                                     "(notifications are answered 503); raise maxmemory or free memory"})
     workers = report["workers"]
@@ -81,7 +77,7 @@ def verdict(report: dict[str, Any], settings: Settings, limit: float) -> None:
         seen = workers["list"][0] if workers["list"] else None
         last = f"; last seen: {seen['name']} {seen['age_s']:g} s ago" if seen else ""
         problems.append({
-            "kind": "no_worker", "since": iso(seen["last_seen"]) if seen else None,
+            "kind": "no_worker", "since": iso_seconds(seen["last_seen"]) if seen else None,
             "last_worker": seen["name"] if seen else None,
             "message": f"no live worker (no heartbeat in the last {WORKER_ALIVE_MS // 1000} s{last}): "
                        "nothing is delivered; start relay worker"})
@@ -100,14 +96,14 @@ def verdict(report: dict[str, Any], settings: Settings, limit: float) -> None:
             behind = (f", behind its head delivery retrying ({row['last_error']})"
                       if "head_retrying" in row["causes"] else "")
             problems.append({
-                "kind": "backlog_too_old", "endpoint": name, "since": iso(now - age * 1000),
+                "kind": "backlog_too_old", "endpoint": name, "since": iso_seconds(now - age * 1000),
                 "oldest_age_s": age, "limit_s": limit,
                 "message": f"endpoint {name}: a delivery has waited {age:.0f} s to be attempted "
                            f"(limit {limit:g} s){behind}"})
     age = report["queue"]["oldest_age_s"]
     if age is not None and age > limit:
         problems.append({
-            "kind": "backlog_too_old", "queue": "arq", "since": iso(now - age * 1000),
+            "kind": "backlog_too_old", "queue": "arq", "since": iso_seconds(now - age * 1000),
             "oldest_age_s": age, "limit_s": limit,
             "message": f"queue: a fan-out job has waited {age:.0f} s (limit {limit:g} s)"})
     pause_limit_h = settings.health.max_pause_hours
@@ -116,7 +112,7 @@ def verdict(report: dict[str, Any], settings: Settings, limit: float) -> None:
         if row["paused"]:
             if row["paused_age_s"] > pause_limit_h * 3600:
                 problems.append({
-                    "kind": "endpoint_paused", "endpoint": name, "since": iso(row["paused_since"]),
+                    "kind": "endpoint_paused", "endpoint": name, "since": iso_seconds(row["paused_since"]),
                     "paused_by": row["paused_by"], "paused_age_s": row["paused_age_s"],
                     "limit_hours": pause_limit_h,
                     "message": f"endpoint {name} has been paused for {row['paused_age_s'] / 3600:.1f} h by "
@@ -126,35 +122,35 @@ def verdict(report: dict[str, Any], settings: Settings, limit: float) -> None:
             w = row["window"]
             problems.append({
                 "kind": "endpoint_failing", "endpoint": name, "url_host": row["url_host"],
-                "since": iso(row["failing_since"]), "causes": row["causes"], "serial": row["serial"],
+                "since": iso_seconds(row["failing_since"]), "causes": row["causes"], "serial": row["serial"],
                 "failing": w["failing"], "attempted": w["attempted"],
                 "share": w["share"], "retrying": w["retrying"], "failed": w["failed"], "held_back": row["held_back"],
                 "window_hours": w["hours"], "threshold_percent": w["threshold_percent"],
                 "min_deliveries": w["min_deliveries"], "last_error": row["last_error"],
-                "last_error_at": iso(row["last_error_at"]), "oldest_waiting_s": row["oldest_pending_age_s"],
+                "last_error_at": iso_seconds(row["last_error_at"]), "oldest_waiting_s": row["oldest_pending_age_s"],
                 "message": endpoint_message(name, row)})
     cfg = settings.alerts
     for name, row in report["sources"].items():
         if row["rejecting"]:
             problems.append({
-                "kind": "source_rejecting", "source": name, "since": iso(row["since"]),
+                "kind": "source_rejecting", "source": name, "since": iso_seconds(row["since"]),
                 "refused": row["refused"], "requests": row["requests"], "share": row["share"],
                 "window_minutes": row["window_minutes"], "threshold_percent": cfg.source_threshold_percent,
                 "min_rejections": cfg.source_min_rejections, "reason": row["reason"], "detail": row["detail"],
-                "channel": row["channel"], "last_refused_at": iso(row["last_refused_at"]),
+                "channel": row["channel"], "last_refused_at": iso_seconds(row["last_refused_at"]),
                 "accepted_since_last": row["accepted_since_last"] or 0,
                 "message": source_message(name, row)})
         elif row["refused"]:
             notes.append({"kind": "source_refusals", "source": name, "refused": row["refused"],
                           "requests": row["requests"], "window_minutes": row["window_minutes"],
-                          "reason": row["reason"], "last_refused_at": iso(row["last_refused_at"]),
+                          "reason": row["reason"], "last_refused_at": iso_seconds(row["last_refused_at"]),
                           "message": refusals_note(name, row)})
         if row["silent"]:
             start = row["last_received_at"] or row["watched_since"]
             problems.append({
                 "kind": "source_silent", "source": name,
-                "since": iso(start + row["expect_within_hours"] * HOUR_MS) if start else None,
-                "last_at": iso(row["last_received_at"]), "expect_within_hours": row["expect_within_hours"],
+                "since": iso_seconds(start + row["expect_within_hours"] * HOUR_MS) if start else None,
+                "last_at": iso_seconds(row["last_received_at"]), "expect_within_hours": row["expect_within_hours"],
                 "message": silent_message(name, row)})
     problems += reconcile.problems(report["reconcile"])
     warnings: list[str] = []

@@ -17,7 +17,6 @@ import binascii
 import json
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -40,6 +39,7 @@ from relay.store.params import NAME as NAME
 from relay.store.params import NID as NID
 from relay.store.params import Filters as Filters
 from relay.store.resolve import resolve
+from relay.timefmt import iso_millis
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -48,17 +48,6 @@ BATCH = 200
 SUMMARY_FIELDS = ("channel", "source", "recv", "ref", "status", "mtype", "type", "test", "resend_of", "eps",
                   "targets")
 DELIVERY_SUMMARY = ("state", "attempts", "last", "updated", "next", "resolved_by", "resolved_at")
-
-
-def iso(ms: int | str | bytes | None) -> str | None:
-    """Epoch milliseconds as ISO-8601 UTC with milliseconds, e.g. ``2024-01-02T03:00:11.123Z``."""
-    if ms is None or ms == "" or ms == b"":
-        return None
-    try:
-        when = datetime.fromtimestamp(int(ms) / 1000, UTC)
-    except (ValueError, OverflowError, OSError):
-        return None
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_filters(values: Mapping[str, object]) -> Filters:
@@ -189,7 +178,7 @@ class Row:
             "id": self.nid,
             "channel": f.get("channel", ""),
             "source": f.get("source", ""),
-            "received_at": iso(f.get("recv")),
+            "received_at": iso_millis(f.get("recv")),
             "ref": f.get("ref", ""),
             "status": f.get("status", ""),
             "mtype": f.get("mtype", ""),
@@ -206,10 +195,10 @@ def _delivery_summary(d: dict[str, str]) -> dict[str, Any]:
         "state": d.get("state", ""),
         "attempts": int(d.get("attempts") or 0),
         "last": d.get("last") or None,
-        "updated_at": iso(d.get("updated")),
-        "next_at": iso(d.get("next")) if d.get("state") == "retrying" else None,
+        "updated_at": iso_millis(d.get("updated")),
+        "next_at": iso_millis(d.get("next")) if d.get("state") == "retrying" else None,
         "resolved_by": d.get("resolved_by") or None,
-        "resolved_at": iso(d.get("resolved_at")),
+        "resolved_at": iso_millis(d.get("resolved_at")),
     }
 
 

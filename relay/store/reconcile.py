@@ -26,6 +26,7 @@ from redis.exceptions import WatchError
 
 from config.settings import Settings
 from relay import constants as k
+from relay.timefmt import iso_seconds
 
 # The statuses compared, by stage of an order's life. The API's order Status has its own vocabulary
 # (2Checkout, "Order flow in 2Checkout API": PENDING, AUTHRECEIVED, COMPLETE, REVERSED, REFUND,
@@ -213,16 +214,8 @@ async def read(redis: Redis, settings: Settings) -> dict[str, dict[str, Any]]:
 
 # -- what the rest of the relay shows --------------------------------------------------------------
 
-def _iso(ms: int | None) -> str | None:
-    from datetime import UTC, datetime
-
-    if ms is None:
-        return None
-    return datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def missing_rows(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [{"reference": m["reference"], "status": m["status"], "first_seen": _iso(m["first_seen"])}
+    return [{"reference": m["reference"], "status": m["status"], "first_seen": iso_seconds(m["first_seen"])}
             for m in doc["missing"]]
 
 
@@ -243,7 +236,7 @@ def view(states: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     return {"sources": [
         {"source": src, "missing": missing_rows(doc), "count": doc["count"], "error": error_text(doc),
          "http_status": doc["error"]["http_status"] if doc["error"] else None,
-         "checked_at": _iso(doc["checked_at"]), "since": _iso(doc["since"])}
+         "checked_at": iso_seconds(doc["checked_at"]), "since": iso_seconds(doc["since"])}
         for src, doc in states.items()]}
 
 
@@ -256,16 +249,17 @@ def problems(states: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
             named = ", ".join(f"{r['reference']} ({r['status']})" for r in refs)
             more = f" and {doc['count'] - len(refs)} more" if doc["count"] > len(refs) else ""
             found.append({
-                "kind": "notifications_missing", "source": src, "count": doc["count"], "since": _iso(doc["since"]),
-                "references": refs, "checked_at": _iso(doc["checked_at"]),
+                "kind": "notifications_missing", "source": src, "count": doc["count"],
+                "since": iso_seconds(doc["since"]),
+                "references": refs, "checked_at": iso_seconds(doc["checked_at"]),
                 "message": f"source {src}: {doc['count']} order(s) in 2Checkout's order list have no IPN in the "
                            f"status they reached: {named}{more}; reissue each from its order page in the "
                            "2Checkout control panel (relay reconcile lists the links)"})
         if doc["error"]:
             err = doc["error"]
             found.append({
-                "kind": "reconcile_failing", "source": src, "since": _iso(err["since"]),
-                "http_status": err["http_status"], "error": err["message"], "last_at": _iso(err["at"]),
+                "kind": "reconcile_failing", "source": src, "since": iso_seconds(err["since"]),
+                "http_status": err["http_status"], "error": err["message"], "last_at": iso_seconds(err["at"]),
                 "message": f"source {src}: 2Checkout's order API could not be read ({error_text(doc)}); "
                            "the missing orders shown are from the last pass that could"})
     return found

@@ -26,11 +26,12 @@ from config.settings import Endpoint, Settings
 from relay import constants as k
 from relay.store import reconcile, throttle
 from relay.store.connection import REDIS_ERRORS
-from relay.store.problems import HOUR_MS, PROBLEM_KINDS, WORKER_ALIVE_MS, iso, percent, verdict
+from relay.store.problems import HOUR_MS, PROBLEM_KINDS, WORKER_ALIVE_MS, percent, verdict
 from relay.store.resolve import resolve
 from relay.store.scripts import key_functions, load, names, shared
+from relay.timefmt import iso_seconds
 
-__all__ = ["PROBLEM_KINDS", "STATUS_EXIT", "WORKER_ALIVE_MS", "health_report", "hourly", "iso", "percent"]
+__all__ = ["PROBLEM_KINDS", "STATUS_EXIT", "WORKER_ALIVE_MS", "health_report", "hourly", "percent"]
 COUNT_STATES = ("pending", "in_flight", "retrying", "failed", "delivered", "skipped", k.RESOLVED)
 STATUS_EXIT = {"healthy": 0, "degraded": 1, "unhealthy": 2}
 
@@ -95,11 +96,11 @@ async def health_report(redis: Redis, settings: Settings, now_ms: int,
                 row.pop("resent")
     except REDIS_ERRORS as exc:
         error = f"{type(exc).__name__}: {exc}"
-        problem = {"kind": "redis_unreachable", "since": iso(now_ms), "error": error,
+        problem = {"kind": "redis_unreachable", "since": iso_seconds(now_ms), "error": error,
                    "message": f"Redis unreachable ({error}): nothing can be stored or delivered"}
         return {
             "status": "unhealthy", "problems": [problem], "reasons": [problem["message"]], "warnings": [],
-            "checked_at": now_ms, "checked_at_iso": iso(now_ms), "max_pending_age_s": limit,
+            "checked_at": now_ms, "checked_at_iso": iso_seconds(now_ms), "max_pending_age_s": limit,
             "redis": {"reachable": False, "error": error}, "queue": None, "workers": None,
             "endpoints": {}, "sources": {}, "reconcile": {}, "notes": [],
         }
@@ -185,7 +186,7 @@ async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]
     rated = len(rows) - len(endpoints)  # the rate rows come last
     report: dict[str, Any] = {
         "checked_at": now_ms,
-        "checked_at_iso": iso(now_ms),
+        "checked_at_iso": iso_seconds(now_ms),
         "redis": {
             "reachable": True,
             "used_memory": int(memory.get("used_memory", 0)),
