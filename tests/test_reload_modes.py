@@ -163,8 +163,12 @@ async def test_a_worker_restarted_with_the_other_mode_re_scores_the_waiting_work
         head = await post(client, "1")
         await wait_for(lambda: _all_retrying(redis, [head]), 15)
         behind = await post(client, "2")
+        # routed (serial, behind the head) before the stop: what is re-scored is a queue of two, and a
+        # fan-out job cut off by the stop (re-run only by the sweeper, 30 s on) cannot stall the test
+        await wait_for(lambda: delivery(redis, behind, "ledger"), 15)
     finally:
         worker.stop()
+    assert (await delivery(redis, behind, "ledger"))["mode"] == "serial"
     configure(settings.config_path, ledger.url, concurrent=True, retry_delays=[60])
     worker = await start_worker(settings.config_path, redis_server, redis)
     try:
