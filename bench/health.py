@@ -88,7 +88,7 @@ async def timed(runs: int, fn: object) -> list[float]:
 
 
 async def measure(redis_url: str, settings: Settings, per_day: int, runs: int) -> None:
-    from relay.dashboard.routes import overview_model
+    from relay.store.overview import overview_model
     from relay.store.stats import health_report
 
     redis = Redis.from_url(redis_url)

@@ -24,9 +24,9 @@ from redis.asyncio import Redis
 
 from config.settings import Settings
 from relay import constants as k
-from relay.dashboard import routes as dashboard
 from relay.dashboard import sessions
 from relay.server import create_app
+from relay.store import overview as dashboard
 from relay.store.ingest import notification_id
 from tests.support import SECRET_KEY, Sink, close_worker, free_port, ipn_fields, signed_body, wait_for
 from workers.main import create_worker

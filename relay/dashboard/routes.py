@@ -21,16 +21,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapp
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 import aiohttp_jinja2
 import jinja2
 import structlog
 from aiohttp import web
-from redis.asyncio import Redis
 
 from config.event_types import EVENT_TYPES
-from config.settings import CHANNELS, Settings
+from config.settings import CHANNELS
 from relay import constants as k
 from relay.dashboard import sessions, view
 from relay.dashboard.sessions import Session, current_session, session_of
@@ -39,9 +38,9 @@ from relay.store import audit, endpoints, queries
 from relay.store.connection import REDIS_ERRORS, clock_ms
 from relay.store.control import Control
 from relay.store.detail import detail as notification_detail
+from relay.store.overview import overview_model
 from relay.store.queries import QueryError
 from relay.store.resend import Resender
-from relay.store.stats import health_report, hourly
 from relay.web import appkeys, inputs
 
 logger = structlog.get_logger()
@@ -253,43 +252,6 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 
 # -- overview ----------------------------------------------------------------------------------------
-
-
-def endpoint_state(row: Mapping[str, Any]) -> str:
-    """failing exactly when the evaluation of health says so (relay/store/stats.py); paused when an
-    operator holds it (never failing then); else healthy."""
-    if row.get("paused"):
-        return "paused"
-    return "failing" if row.get("failing") else "healthy"
-
-
-def _target(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or "?"
-    return f"{host}:{parts.port}" if parts.port else host
-
-
-async def overview_model(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]:
-    """The health report, each endpoint's state and hourly chart, and whether anything was ever received."""
-    report = await health_report(redis, settings, now_ms)
-    model: dict[str, Any] = {"report": report, "endpoints": {}, "total": None, "reconcile": []}
-    if not report["redis"]["reachable"]:
-        return model
-    for src, doc in report["reconcile"].items():
-        cfg = settings.sources[src].reconcile
-        assert cfg is not None
-        model["reconcile"].append({"source": src, "doc": doc, "lookback_hours": f"{cfg.lookback_hours:g}",
-                                   "interval_seconds": cfg.interval_seconds})
-    # failing endpoints first, as the evaluation found them
-    endpoints = sorted(settings.endpoints, key=lambda ep: not report["endpoints"].get(ep, {}).get("failing"))
-    model["total"] = int(await redis.zcard(k.IDX_ALL))
-    charts = await hourly(redis, endpoints, now_ms)
-    for ep in endpoints:
-        row = report["endpoints"].get(ep, {})
-        model["endpoints"][ep] = {"state": endpoint_state(row), "hours": charts[ep],
-                                  "failing_since": row.get("failing_since"),
-                                  "target": _target(settings.endpoints[ep].url)}
-    return model
 
 
 async def overview(request: web.Request) -> web.StreamResponse:
