@@ -20,7 +20,7 @@ from config.settings import Settings
 from relay import constants as k
 from relay.admin.api import setup_api
 from relay.alerting.watch import Watcher
-from relay.dashboard.routes import setup_dashboard
+from relay.dashboard.app import setup_dashboard
 from relay.store.connection import REDIS_ERRORS, connect, redis_url, safe_url
 from relay.store.ingest import NotDurable, Store
 from relay.store.reload import Reloader

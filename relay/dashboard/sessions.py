@@ -76,7 +76,7 @@ async def current_session(request: web.Request) -> Session | None:
 
 
 def session_of(request: web.Request) -> Session:
-    """The session ``gate`` already checked for this request."""
+    """The session ``require_session`` (``middlewares.py``) already checked for this request."""
     session = parse_cookie(request.cookies.get(COOKIE), signing_key(request.config_dict[appkeys.LIVE].settings),
                            time.time())
     assert session is not None
