@@ -180,7 +180,11 @@ def since_ms(value: str | None) -> int | None:
 
 async def evaluate(redis: Redis, settings: Settings, now_ms: int, kinds: Iterable[str] = WORKER_KINDS
                    ) -> list[Notice]:
-    """Decide which alerts and recovery messages of ``kinds`` are due now, and record that they were sent."""
+    """Decide which alerts and recovery messages of ``kinds`` are due now, and record that they were sent.
+
+    Long on purpose: the alerts and the recoveries are two passes over one health report, and the
+    set of subjects still open links them; apart, that set would have to travel between them.
+    """
     kinds = tuple(kinds)
     report = await health_report(redis, settings, now_ms)
     if not report["redis"]["reachable"]:

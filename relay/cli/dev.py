@@ -56,6 +56,11 @@ def say(text: str) -> None:
 
 
 def run(ns: argparse.Namespace) -> int:
+    """``relay dev``: start Redis (unless ``REDIS_URL``), the ingress, the workers and the demo sink; watch them.
+
+    Long on purpose: every child is started, watched and stopped inside one try/finally, so that no
+    exit path (a dead child, Ctrl-C, SIGTERM, a port taken) can leave one running.
+    """
     from relay.store.connection import answers_ping, redis_url, start_embedded, stop_embedded
 
     # SIGTERM (a process manager, `timeout`) must run the cleanup below like Ctrl-C does, or the

@@ -97,7 +97,11 @@ def _pauses(raw: Mapping[bytes, bytes]) -> dict[str, dict[str, Any]]:
 
 
 async def detail(redis: Redis, nid: str) -> dict[str, Any]:
-    """Everything stored about one notification; raises NotFound."""
+    """Everything stored about one notification; raises NotFound.
+
+    Long on purpose: the document is one flat literal of its documented fields (docs/api.md), read
+    best in one piece beside the two reads it is built from.
+    """
     check_id(nid)
     raw = await cast(Awaitable[dict[bytes, bytes]], redis.hgetall(k.notification(nid)))
     if not raw:

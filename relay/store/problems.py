@@ -65,6 +65,30 @@ def refusals_note(name: str, row: dict[str, Any]) -> str:
 
 def verdict(report: dict[str, Any], settings: Settings, limit: float) -> None:
     """Set the report's ``status``, ``problems`` (most severe first), ``reasons``, ``warnings`` and ``notes``."""
+    notes: list[dict[str, Any]] = []
+    problems = [*_redis_and_workers(report), *_backlogs(report, limit, notes), *_endpoints(report, settings),
+                *_sources(report, settings, notes), *reconcile.problems(report["reconcile"])]
+    warnings: list[str] = []
+    if not report["config"]["agree"]:
+        running = "; ".join(f"{h}: {', '.join(names)}" for h, names in report["config"]["hashes"].items())
+        warnings.append(f"processes run different configs (config hash: processes): {running}; "
+                        "run relay reload, or restart the odd one out")
+    if report["redis"]["persistence"] == "none":
+        warnings.append("Redis persistence is off: a Redis restart loses every stored notification")
+    if any(p["kind"] in SEVERE for p in problems):
+        status = "unhealthy"
+    elif problems:
+        status = "degraded"
+    else:
+        status = "healthy"
+    report["status"] = status
+    report["problems"] = problems
+    report["reasons"] = [p["message"] for p in problems]
+    report["warnings"] = warnings
+    report["notes"] = notes
+
+
+def _redis_and_workers(report: dict[str, Any]) -> list[dict[str, Any]]:
     problems: list[dict[str, Any]] = []
     redis = report["redis"]
     if redis.get("full"):  # it answers, but stores nothing: as unreachable for the ingress and the workers
@@ -81,8 +105,14 @@ def verdict(report: dict[str, Any], settings: Settings, limit: float) -> None:
             "last_worker": seen["name"] if seen else None,
             "message": f"no live worker (no heartbeat in the last {WORKER_ALIVE_MS // 1000} s{last}): "
                        "nothing is delivered; start relay worker"})
+    return problems
+
+
+def _backlogs(report: dict[str, Any], limit: float, notes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Work waiting longer than ``limit`` s, per endpoint and in the fan-out queue; a throttled endpoint's
+    wait is a note (its rate_limit holds it back as configured), never a problem."""
+    problems: list[dict[str, Any]] = []
     now = report["checked_at"]
-    notes: list[dict[str, Any]] = []
     for name, row in report["endpoints"].items():
         age = row["oldest_new_age_s"]
         if row.get("throttled"):
@@ -106,6 +136,11 @@ def verdict(report: dict[str, Any], settings: Settings, limit: float) -> None:
             "kind": "backlog_too_old", "queue": "arq", "since": iso_seconds(now - age * 1000),
             "oldest_age_s": age, "limit_s": limit,
             "message": f"queue: a fan-out job has waited {age:.0f} s (limit {limit:g} s)"})
+    return problems
+
+
+def _endpoints(report: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
+    problems: list[dict[str, Any]] = []
     pause_limit_h = settings.health.max_pause_hours
     for name, row in report["endpoints"].items():
         # a paused endpoint is held on purpose: not failing, its alert quiet; only a long pause is a problem
@@ -129,6 +164,12 @@ def verdict(report: dict[str, Any], settings: Settings, limit: float) -> None:
                 "min_deliveries": w["min_deliveries"], "last_error": row["last_error"],
                 "last_error_at": iso_seconds(row["last_error_at"]), "oldest_waiting_s": row["oldest_pending_age_s"],
                 "message": endpoint_message(name, row)})
+    return problems
+
+
+def _sources(report: dict[str, Any], settings: Settings, notes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Refusing and silent sources; refusals below the threshold are a note, not a problem."""
+    problems: list[dict[str, Any]] = []
     cfg = settings.alerts
     for name, row in report["sources"].items():
         if row["rejecting"]:
@@ -152,22 +193,4 @@ def verdict(report: dict[str, Any], settings: Settings, limit: float) -> None:
                 "since": iso_seconds(start + row["expect_within_hours"] * HOUR_MS) if start else None,
                 "last_at": iso_seconds(row["last_received_at"]), "expect_within_hours": row["expect_within_hours"],
                 "message": silent_message(name, row)})
-    problems += reconcile.problems(report["reconcile"])
-    warnings: list[str] = []
-    if not report["config"]["agree"]:
-        running = "; ".join(f"{h}: {', '.join(names)}" for h, names in report["config"]["hashes"].items())
-        warnings.append(f"processes run different configs (config hash: processes): {running}; "
-                        "run relay reload, or restart the odd one out")
-    if report["redis"]["persistence"] == "none":
-        warnings.append("Redis persistence is off: a Redis restart loses every stored notification")
-    if any(p["kind"] in SEVERE for p in problems):
-        status = "unhealthy"
-    elif problems:
-        status = "degraded"
-    else:
-        status = "healthy"
-    report["status"] = status
-    report["problems"] = problems
-    report["reasons"] = [p["message"] for p in problems]
-    report["warnings"] = warnings
-    report["notes"] = notes
+    return problems

@@ -139,6 +139,11 @@ def _health_script(redis: Redis) -> Any:
 
 
 async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]:
+    """Every figure of health in one pipelined round trip, decoded into the report.
+
+    Long on purpose: the reads are queued and their answers taken back by position, so both halves
+    stay side by side in one function, where a reordering on one side shows on the other.
+    """
     endpoints = list(settings.endpoints.values())
     sources = list(settings.sources.values())
     cfg = settings.alerts
