@@ -69,14 +69,16 @@ def _secret_pattern(secret: str) -> str:
 
 
 @lru_cache(maxsize=32)
-def _compiled(secrets: tuple[str, ...]) -> tuple[re.Pattern[str] | None, tuple[str, ...]]:
+def _compiled(secrets: tuple[str, ...]) -> tuple[re.Pattern[str] | None, tuple[str, ...], int]:
     shapes = sorted({s for secret in secrets for s in encodings(secret)}, key=len, reverse=True)
     # longest secret first, so a secret that contains another is hidden whole
     ordered = sorted((s for s in secrets if s), key=len, reverse=True)
     # IGNORECASE: percent-encoders differ in the case of hex digits; hiding a string that equals a
     # secret but for case costs nothing
     whole = re.compile("|".join(_secret_pattern(s) for s in ordered), re.IGNORECASE) if ordered else None
-    return whole, tuple(s.lower() for s in shapes)
+    # the shortest text either rule can change: a whole secret, or a cut piece of MIN_PARTIAL characters
+    shortest = min([MIN_PARTIAL, *(len(s) for s in ordered)])
+    return whole, tuple(s.lower() for s in shapes), shortest
 
 
 def _edges(text: str, shapes: tuple[str, ...]) -> str:
@@ -100,21 +102,29 @@ def _edges(text: str, shapes: tuple[str, ...]) -> str:
 
 
 def redact_text(text: str, secrets: Iterable[str]) -> str:
-    whole, shapes = _compiled(tuple(sorted(set(secrets))))
-    if whole is None:
+    return _redact_str(text, tuple(sorted(set(secrets))))
+
+
+def _redact_str(text: str, hidden: tuple[str, ...]) -> str:
+    whole, shapes, shortest = _compiled(hidden)
+    # nothing shorter than every secret and than a hidden piece can hold either (most values: "ipn", "HTTP 200")
+    if whole is None or len(text) < shortest:
         return text
     return _edges(whole.sub(REDACTED, text), shapes)
 
 
 def redact(value: Any, secrets: Iterable[str]) -> Any:
     """``value`` (a string, or dicts and lists of them) with every configured secret hidden."""
-    hidden = tuple(sorted(set(secrets)))
+    return _walk(value, tuple(sorted(set(secrets))))
+
+
+def _walk(value: Any, hidden: tuple[str, ...]) -> Any:
     if isinstance(value, str):
-        return redact_text(value, hidden)
+        return _redact_str(value, hidden)
     if isinstance(value, dict):
-        return {key: redact(v, hidden) for key, v in value.items()}
+        return {key: _walk(v, hidden) for key, v in value.items()}
     if isinstance(value, list):
-        return [redact(v, hidden) for v in value]
+        return [_walk(v, hidden) for v in value]
     return value
 
 
