@@ -1,14 +1,17 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from arq.worker import Worker
 from redis.asyncio import Redis
 
 from config.settings import Settings, load_settings
-from tests.support import TEST_ENV, RedisServer, Sink, write_config
+from tests.support import TEST_ENV, RedisServer, Sink, close_worker, write_config
+from workers.main import create_worker
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +53,22 @@ async def sink() -> AsyncIterator[Callable[..., Any]]:
     yield make
     for s in started:
         await s.stop()
+
+
+@pytest.fixture
+async def start_worker() -> AsyncIterator[Callable[..., Worker]]:
+    """The one factory of in-process ARQ workers: ``start_worker(settings, **create_worker_kwargs)`` runs
+    a real worker, lanes and all, on the test's loop (signals left to the test runner) and returns it;
+    every one started is closed at the end with close_worker."""
+    started: list[tuple[Worker, asyncio.Task[None]]] = []
+
+    def start(settings: Settings, **kwargs: Any) -> Worker:
+        worker = create_worker(settings, handle_signals=False, **kwargs)
+        started.append((worker, asyncio.create_task(worker.async_run())))
+        return worker
+
+    yield start
+    for worker, task in started:
+        await close_worker(worker)  # never worker.close() alone: see close_worker
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

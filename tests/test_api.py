@@ -28,14 +28,12 @@ from tests.support import (
     SECRET_KEY,
     TEST_ENV,
     WHSEC,
-    close_worker,
     free_port,
     ins_body,
     ipn_fields,
     signed_body,
     wait_for,
 )
-from workers.main import create_worker
 
 TOKEN = "test-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -110,14 +108,9 @@ async def client(aiohttp_client: Any, api_settings: Settings, redis: Redis) -> T
 
 
 @pytest.fixture
-async def worker(api_settings: Settings) -> AsyncIterator[Worker]:
-    """A real in-process ARQ worker with its delivery lanes."""
-    w = create_worker(api_settings, handle_signals=False)
-    task = asyncio.create_task(w.async_run())
-    yield w
-    await close_worker(w)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+async def worker(api_settings: Settings, start_worker: Callable[..., Worker]) -> Worker:
+    """A real in-process ARQ worker with its delivery lanes (async: it starts on the test's loop)."""
+    return start_worker(api_settings)
 
 
 async def ingest(client: TestClient, refno: str, *, status: str = "COMPLETE", source: str = "default",

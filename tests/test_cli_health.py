@@ -30,11 +30,9 @@ from tests.support import (
     TEST_ENV,
     RedisServer,
     Sink,
-    close_worker,
     free_port,
     write_config,
 )
-from workers.main import create_worker
 
 Capsys = pytest.CaptureFixture[str]
 
@@ -195,11 +193,10 @@ async def test_check_endpoints_table_and_exit_codes(tmp_path: Path, get_server: 
 # -- relay send-test ------------------------------------------------------------------------------
 
 @pytest.fixture
-async def stack(tmp_path: Path, redis: Redis, redis_server: RedisServer
+async def stack(tmp_path: Path, redis: Redis, redis_server: RedisServer, start_worker: Callable[..., Any]
                 ) -> AsyncIterator[Callable[..., Any]]:
     """A real ingress on a free port and one in-process ARQ worker, for a config written from args."""
     runners: list[web.AppRunner] = []
-    workers: list[tuple[Any, asyncio.Task[None]]] = []
 
     async def start(endpoints: list[dict[str, Any]], env: dict[str, str] | None = None) -> str:
         port = free_port()
@@ -209,15 +206,10 @@ async def stack(tmp_path: Path, redis: Redis, redis_server: RedisServer
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         runners.append(runner)
-        w = create_worker(settings, handle_signals=False)
-        workers.append((w, asyncio.create_task(w.async_run())))
+        start_worker(settings)
         return path
 
     yield start
-    for w, task in workers:
-        await close_worker(w)  # arq's close() may surface the cancellation of a sweep it started
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
     for runner in runners:
         await runner.cleanup()
 

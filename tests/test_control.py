@@ -24,27 +24,21 @@ from relay.store import audit
 from relay.store.control import Control
 from relay.store.queries import Conflict
 from tests.procs import RelayProcess
-from tests.support import TEST_ENV, RedisServer, close_worker, wait_for
+from tests.support import TEST_ENV, RedisServer, wait_for
 from tests.test_delivery import delivery, ep, post
-from workers.main import create_worker
 
 ORIGIN = audit.Origin("api", "127.0.0.9")
 
 
 @pytest.fixture
-async def workers() -> AsyncIterator[Callable[..., Any]]:
-    started: list[tuple[Worker, asyncio.Task[None]]] = []
+async def workers(start_worker: Callable[..., Worker]) -> AsyncIterator[Callable[..., Any]]:
+    started: list[Worker] = []
 
     async def start(settings: Settings, n: int = 2) -> None:
         for _ in range(n):
-            w = create_worker(settings, handle_signals=False, ctx={"worker_name": f"w{len(started)}"})
-            started.append((w, asyncio.create_task(w.async_run())))
+            started.append(start_worker(settings, ctx={"worker_name": f"w{len(started)}"}))
 
     yield start
-    for w, task in started:
-        await close_worker(w)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:

@@ -443,8 +443,8 @@ async def test_failing_endpoints_sort_first(make_settings: Callable[..., Setting
 
 
 @pytest.fixture
-async def served(make_settings: Callable[..., Settings], redis: Redis, sink: Callable[..., Any]
-                 ) -> AsyncIterator[tuple[str, Sink, Settings]]:
+async def served(make_settings: Callable[..., Settings], redis: Redis, sink: Callable[..., Any],
+                 start_worker: Callable[..., Any]) -> AsyncIterator[tuple[str, Sink, Settings]]:
     """The real app on a free port, a real failing endpoint, and a real worker."""
     billing: Sink = await sink([500])
     # one delivery is enough evidence here (the default min_deliveries is 10): a per-endpoint override
@@ -454,12 +454,8 @@ async def served(make_settings: Callable[..., Settings], redis: Redis, sink: Cal
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    worker = create_worker(settings, handle_signals=False)
-    task = asyncio.create_task(worker.async_run())
+    start_worker(settings)
     yield f"http://127.0.0.1:{port}", billing, settings
-    await close_worker(worker)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
     await runner.cleanup()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -22,8 +21,7 @@ from relay import constants as k
 from relay.server import create_app
 from relay.store.ingest import notification_id
 from tests.procs import RelayProcess
-from tests.support import WHSEC, RedisServer, Sink, close_worker, ins_body, ipn_fields, signed_body, wait_for
-from workers.main import create_worker
+from tests.support import WHSEC, RedisServer, Sink, ins_body, ipn_fields, signed_body, wait_for
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 FAST = [0.05, 0.05, 0.05, 0.05, 0.05]
@@ -31,24 +29,18 @@ NO_JITTER = {"jitter": 0}
 
 
 @pytest.fixture
-async def relay(aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis
-                ) -> AsyncIterator[Callable[..., Any]]:
+async def relay(aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis,
+                start_worker: Callable[..., Worker]) -> AsyncIterator[Callable[..., Any]]:
     """Start an ingress test client and N in-process ARQ workers for a config; all closed afterwards."""
-    workers: list[tuple[Worker, asyncio.Task[None]]] = []
 
     async def start(endpoints: list[dict[str, Any]], n_workers: int = 1, **kwargs: Any) -> TestClient:
         settings = make_settings(endpoints=endpoints, **kwargs)
         client = await aiohttp_client(create_app(settings))
         for _ in range(n_workers):
-            w = create_worker(settings, handle_signals=False)
-            workers.append((w, asyncio.create_task(w.async_run())))
+            start_worker(settings)
         return client  # type: ignore[no-any-return]
 
     yield start
-    for w, task in workers:
-        await close_worker(w)  # arq's close() may surface the cancellation of a sweep it started
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def post(client: TestClient, refno: str, channel: str = "ipn", **kw: Any) -> str:

@@ -4,7 +4,6 @@ receives is checked for its type and fields and validated against the schema the
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -23,8 +22,7 @@ from relay import protocol
 from relay.server import create_app
 from relay.store.ingest import notification_id
 from tests import event_vectors
-from tests.support import Sink, close_worker, wait_for
-from workers.main import create_worker
+from tests.support import Sink, wait_for
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 TOKEN = "test-admin-token-0123456789"
@@ -49,23 +47,17 @@ def _endpoint(name: str, sink: Sink, **kw: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def relay(aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis
-                ) -> AsyncIterator[Callable[..., Any]]:
+async def relay(aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis,
+                start_worker: Callable[..., Worker]) -> AsyncIterator[Callable[..., Any]]:
     """The ingress (test client) and one in-process ARQ worker for a config; closed afterwards."""
-    workers: list[tuple[Worker, asyncio.Task[None]]] = []
 
     async def start(endpoints: list[dict[str, Any]]) -> TestClient:
         settings = make_settings(endpoints=endpoints, env={"RELAY_ADMIN_TOKEN": TOKEN})
         client = await aiohttp_client(create_app(settings))
-        w = create_worker(settings, handle_signals=False)
-        workers.append((w, asyncio.create_task(w.async_run())))
+        start_worker(settings)
         return client  # type: ignore[no-any-return]
 
     yield start
-    for w, task in workers:
-        await close_worker(w)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def _post(client: TestClient, channel: str, body: bytes) -> str:

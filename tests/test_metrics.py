@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,8 +15,7 @@ from config.settings import Settings
 from relay import constants as k
 from relay.server import create_app
 from relay.store.ingest import notification_id
-from tests.support import Sink, close_worker, free_port, ipn_fields, signed_body, wait_for
-from workers.main import create_worker
+from tests.support import Sink, free_port, ipn_fields, signed_body, wait_for
 
 EPS = [{"name": "a", "url": "http://127.0.0.1:9/hook"}, {"name": "b", "url": "http://127.0.0.1:9/other"}]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -116,18 +114,8 @@ def r2d_bucket(fields: list[str]) -> int:
 
 
 @pytest.fixture
-async def worker(make_settings: Callable[..., Settings]) -> AsyncIterator[Callable[[Settings], None]]:
-    started: list[tuple[Any, asyncio.Task[None]]] = []
-
-    def start(settings: Settings) -> None:
-        w = create_worker(settings, handle_signals=False)
-        started.append((w, asyncio.create_task(w.async_run())))
-
-    yield start
-    for w, task in started:
-        await close_worker(w)  # never w.close() alone: see close_worker
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+def worker(start_worker: Callable[..., Any]) -> Callable[..., Any]:
+    return start_worker
 
 
 async def test_metrics_follow_real_deliveries(aiohttp_client: Any, redis: Redis, worker: Callable[[Settings], None],

@@ -28,7 +28,6 @@ from tests.procs import RelayProcess
 from tests.support import (
     TEST_ENV,
     RedisServer,
-    close_worker,
     free_port,
     ipn_fields,
     signed_body,
@@ -36,32 +35,28 @@ from tests.support import (
     write_config,
 )
 from tests.test_delivery import FORM, attempts, delivery, ep, post
-from workers.main import create_worker
 
 ORIGIN = audit.Origin("cli", "tester@test")
 
 
 @pytest.fixture
-async def workers(redis: Redis, redis_server: RedisServer) -> AsyncIterator[Callable[..., Any]]:
-    started: list[tuple[Worker, asyncio.Task[None]]] = []
+async def workers(redis: Redis, redis_server: RedisServer, start_worker: Callable[..., Worker]
+                  ) -> AsyncIterator[Callable[..., Any]]:
+    started: list[Worker] = []
 
     async def start(settings: Settings, n: int) -> list[Worker]:
         new = []
         env = {**TEST_ENV, "REDIS_URL": redis_server.url}
         for _ in range(n):
-            w = create_worker(settings, handle_signals=False, ctx={
+            w = start_worker(settings, ctx={
                 "worker_name": f"w{len(started)}", "load_settings": lambda path: load_settings(path, env)})
-            started.append((w, asyncio.create_task(w.async_run())))
+            started.append(w)
             new.append(w)
         # each worker's reloader reports its hash once it runs: then it also listens
         await wait_for(lambda: _reported(redis, len(started)), 15)
         return new
 
     yield start
-    for w, task in started:
-        await close_worker(w)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def _reported(redis: Redis, n: int) -> bool:
