@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 from config.settings import FileConfig
 
@@ -11,6 +12,9 @@ def config_hash(cfg: FileConfig) -> str:
     """12 hex digits of the validated file's canonical JSON.
 
     Hashing the validated model rather than the bytes means comments and key order do not count, and
-    no secret is in it (the file only names the environment variables that hold them).
+    no secret is in it (the file only names the environment variables that hold them). Keys are
+    sorted, so where a key is declared (config/endpoint.py's shared fields or the schema's own) does
+    not count either.
     """
-    return hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:12]
+    canonical = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]

@@ -1,6 +1,6 @@
 """``[sources.reconcile]``: comparing a source's notifications with 2Checkout's order list.
 
-Its own module so config/settings.py stays one concern per screen; settings.py embeds the model in
+Its own module so config/source.py stays one concern per screen; source.py embeds the model in
 ``SourceConfig``. What each key means, and what the relay does with it: docs/operations.md,
 "Reconciliation".
 """

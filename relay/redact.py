@@ -19,7 +19,6 @@ in a string becomes ``**redacted**``.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -133,8 +132,8 @@ def secrets(settings: Settings) -> list[str]:
     found: list[Secret | None] = [settings.admin_token]
     items: list[Source | Endpoint] = [*settings.sources.values(), *settings.endpoints.values()]
     for item in items:
-        for f in dataclasses.fields(item):
-            value = getattr(item, f.name)
+        for name in type(item).model_fields:
+            value = getattr(item, name)
             found += list(value.values()) if isinstance(value, Mapping) else [value]
     values = {s.reveal() for s in found if isinstance(s, Secret) and len(s.reveal()) >= MIN_SECRET}
     return sorted(values, key=len, reverse=True)

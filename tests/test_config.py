@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -92,11 +91,11 @@ def test_sources_and_endpoints_are_frozen_views_of_the_validated_file(tmp_path: 
     ep, cfg = s.endpoints["b"], s.file.endpoints[0]
     # every field the file declares under the same name is carried over, lists frozen
     # resolved, not copied: headers (${VAR}s), mode (or its alias concurrent), match (compiled), rate_burst (1)
-    for f in fields(Endpoint):
-        if f.name in type(cfg).model_fields and f.name not in ("headers", "mode", "concurrent", "match", "rate_burst"):
-            value = getattr(cfg, f.name)
-            assert getattr(ep, f.name) == (tuple(value) if f.name == "retry_delays" else
-                                           frozenset(value) if isinstance(value, list) else value), f.name
+    for name in Endpoint.model_fields:
+        if name in type(cfg).model_fields and name not in ("headers", "mode", "concurrent", "match", "rate_burst"):
+            value = getattr(cfg, name)
+            assert getattr(ep, name) == (tuple(value) if name == "retry_delays" else
+                                         frozenset(value) if isinstance(value, list) else value), name
     assert ep.retry_delays == (1.0, 2.5) and ep.channels == frozenset({"ipn", "ins"})
     assert (ep.mode, ep.concurrent, ep.in_flight_limit) == ("concurrent", True, 3)
     assert ep.message_types == frozenset({"ORDER_CREATED"}) and ep.retry_4xx == frozenset({409})

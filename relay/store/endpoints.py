@@ -55,14 +55,15 @@ def rule(ep: Endpoint) -> str:
 
 
 def from_rule(name: str, raw: str) -> Endpoint:
-    """An Endpoint that routes as the rule says (it is never sent to: no URL, no secret)."""
+    """An Endpoint that routes as the rule says (it is never sent to: no URL, no secret, so it is built
+    without validation: an empty URL is not one the file could hold)."""
     doc = json.loads(raw)
 
     def names(key: str) -> frozenset[str] | None:
         value = doc.get(key)
         return None if value is None else frozenset(value)
 
-    return Endpoint(
+    return Endpoint.model_construct(
         name=name, url="", sources=frozenset(doc.get("sources", ())), channels=frozenset(doc.get("channels", ())),
         concurrent=bool(doc.get("concurrent")),
         mode=doc.get("mode") or ("concurrent" if doc.get("concurrent") else "serial"),
