@@ -153,7 +153,7 @@ def _listeners(settings: Settings, host: str | None, port: int | None, live: app
     """The public app on ``[server]`` and the admin app on ``[admin]``, or one app with both. Of the
     members of ``relay serve --processes N`` every one runs the public app, and only member 0 the
     admin one (``[admin] port = 0``: every member serves both on the public port)."""
-    server, admin = settings.server, settings.file.admin
+    server, admin = settings.server, settings.admin
     metrics = IngressMetrics(CollectorRegistry())  # one per process: both listeners serve the same series
     scrape = None
     if member is not None:

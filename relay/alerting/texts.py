@@ -12,7 +12,7 @@ from relay.timefmt import iso_seconds, span
 
 
 def dashboard(settings: Settings) -> str:
-    admin = settings.file.admin
+    admin = settings.admin
     return f"http://{admin.host}:{admin.port or settings.server.port}/dashboard"
 
 

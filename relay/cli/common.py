@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import getpass
 import math
-import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -15,7 +14,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from config.settings import Settings, load_settings
+from config.settings import DEFAULT_CONFIG_PATH, Settings, load_settings
 from relay.cli.output import json_text
 from relay.store.audit import Origin
 from relay.store.connection import REDIS_ERRORS, connect, redis_url, safe_url
@@ -78,7 +77,7 @@ def common_options(p: argparse.ArgumentParser, *, shown: bool = False) -> None:
     """``--config`` and ``--verbose``, accepted after any (sub)command as before it."""
     default = None if shown else argparse.SUPPRESS
     p.add_argument("--config", default=default,
-                   help="configuration file (default: $RELAY_CONFIG or config/relay.toml)" if shown
+                   help=f"configuration file (default: $RELAY_CONFIG or {DEFAULT_CONFIG_PATH})" if shown
                    else argparse.SUPPRESS)
     p.add_argument("--verbose", "-v", action="store_true", default=False if shown else argparse.SUPPRESS,
                    help="log what the command does (info and above) to stderr; by default an operator command "
@@ -94,9 +93,8 @@ def log_level(ns: argparse.Namespace, configured: str) -> str:
 def settings_from(ns: argparse.Namespace, *, require_secrets: bool = True) -> Settings:
     from config.logs import configure_logging
 
-    path = ns.config or os.environ.get("RELAY_CONFIG") or "config/relay.toml"
-    settings = load_settings(path, require_secrets=require_secrets)
-    configure_logging(settings.file.logging.format, log_level(ns, settings.file.logging.level))
+    settings = load_settings(ns.config, require_secrets=require_secrets)  # None: config_path's default
+    configure_logging(settings.logging.format, log_level(ns, settings.logging.level))
     return settings
 
 

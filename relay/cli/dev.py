@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from config.settings import Settings
+from config.settings import Settings, config_path
 from relay.cli import devsecrets
 from relay.cli.common import ListenError, settings_from
 
@@ -67,7 +67,7 @@ def run(ns: argparse.Namespace) -> int:
     # children and the embedded redis-server would outlive us
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     env = dict(os.environ)
-    config = Path(ns.config or env.get("RELAY_CONFIG") or "config/relay.toml")
+    config = config_path(ns.config, env)
     generated = devsecrets.fill_missing(config, env)
     os.environ.update(env)
     settings = settings_from(ns)
@@ -87,7 +87,7 @@ def run(ns: argparse.Namespace) -> int:
     if embedded is not None:
         children.append(Child("embedded redis-server", embedded))
     # a Redis another relay dev started (same data directory) is not our child: watch that it answers
-    shared_redis = None if settings.redis_url or embedded is not None else settings.file.redis.port
+    shared_redis = None if settings.redis_url or embedded is not None else settings.redis.port
     try:
         if not ns.no_demo_sink:
             children.append(Child("demo sink", subprocess.Popen(
@@ -121,7 +121,7 @@ def run(ns: argparse.Namespace) -> int:
 
 
 def _ports(settings: Settings, config: Path, *, demo_sink: bool) -> list[Port]:
-    server, admin = settings.server, settings.file.admin
+    server, admin = settings.server, settings.admin
     ports = [Port(server.host, server.port, "the ingress", f"change [server] port in {config}")]
     if admin.port:
         ports.append(Port(admin.host, admin.port, "the admin API and dashboard", 
@@ -156,7 +156,7 @@ def _check_redis_port(settings: Settings, config: Path) -> None:
     """The embedded Redis's port held by something that is not a Redis: redis-server would only log it."""
     from relay.store.connection import answers_ping
 
-    port = settings.file.redis.port
+    port = settings.redis.port
     if answers_ping(port):
         return  # a Redis: start_embedded reuses it if it is ours, and says so if not
     _check_free(Port("127.0.0.1", port, "the embedded Redis", f"change [redis] port in {config}, or set REDIS_URL"))
@@ -212,7 +212,7 @@ def _wait_listening(ports: list[Port], alive: Callable[[], int | None]) -> int |
 
 
 def _announce(settings: Settings, ports: list[Port]) -> None:
-    server, admin = settings.server, settings.file.admin
+    server, admin = settings.server, settings.admin
     say(f"listening on http://{server.host}:{server.port}/ipn (and /lcn, /ins); try `relay send-test` in "
         "another terminal; Ctrl-C stops everything")
     base = f"http://{admin.host}:{admin.port}" if admin.port else f"http://{server.host}:{server.port}"

@@ -94,7 +94,7 @@ def _listen_errors(settings: Settings, ns: argparse.Namespace) -> Iterator[None]
     try:
         yield
     except socket.gaierror as exc:  # an OSError whose errno is the resolver's (EAI_*), not errno's
-        admin = settings.file.admin
+        admin = settings.admin
         hosts = f"host {ns.host or settings.server.host!r}" + (f", [admin] host {admin.host!r}" if admin.port else "")
         reason = exc.strerror or exc
         raise ListenError(f"cannot listen: a listen address does not resolve ({reason}): {hosts}") from None

@@ -62,7 +62,7 @@ def supervise(settings: Settings, count: int, *, host: str | None, port: int | N
     """Run ``count`` members until SIGTERM or SIGINT; the exit code of ``relay serve``."""
     public = (host or settings.server.host, port or settings.server.port)
     _probe(*public)
-    admin = settings.file.admin
+    admin = settings.admin
     if admin.port:
         _probe(admin.host, admin.port)
     metrics_dir = tempfile.mkdtemp(prefix="relay-metrics-")

@@ -64,7 +64,7 @@ def safe_url(url: str) -> str:
 
 
 def embedded_url(settings: Settings) -> str:
-    return f"redis://127.0.0.1:{settings.file.redis.port}/0"
+    return f"redis://127.0.0.1:{settings.redis.port}/0"
 
 
 def redis_url(settings: Settings) -> str:
@@ -109,7 +109,7 @@ def start_embedded(settings: Settings) -> subprocess.Popen[bytes] | None:
     Returns the process this call started (the caller stops it), or None if one was already
     running (for example started by the ``web`` process of the same Procfile).
     """
-    cfg = settings.file.redis
+    cfg = settings.redis
     data = Path(cfg.data_dir).resolve()
     if answers_ping(cfg.port):
         running = _data_dir(cfg.port)
