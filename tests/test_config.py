@@ -141,3 +141,51 @@ def test_a_config_error_names_the_endpoint_and_says_the_rule_in_words(tmp_path: 
     assert "the 3rd [[endpoints]]: name = 'Bad Name': expected 1 to 40 lowercase letters" in msg
     # never the list index, never a regex
     assert "endpoints[" not in msg and "pattern" not in msg and "^" not in msg
+
+
+def test_an_endpoint_or_source_key_is_declared_once() -> None:
+    """A key used as written is declared only in the shared base; only a key whose runtime form differs
+    (a list read as a set, a variable's name resolved to its secret) is declared by schema and runtime."""
+    from config.endpoint import EndpointConfig, EndpointFields
+    from config.settings import Source, SourceConfig
+    from config.source import SourceFields
+
+    for base, schema, runtime, converted in (
+        (EndpointFields, EndpointConfig, Endpoint,
+         {"sources", "channels", "mode", "concurrent", "rate_burst", "retry_delays", "headers", "event_types",
+          "message_types", "order_statuses", "match", "retry_4xx"}),
+        (SourceFields, SourceConfig, Source, {"channels", "allow_networks"}),
+    ):
+        own_schema, own_runtime = set(schema.__annotations__), set(runtime.__annotations__)
+        assert not (set(base.model_fields) & (own_schema | own_runtime)), base.__name__
+        assert own_schema & own_runtime == converted, base.__name__
+        assert set(base.model_fields) <= set(schema.model_fields) & set(runtime.model_fields)
+
+
+def test_every_section_is_read_the_same_way(tmp_path: Path) -> None:
+    s = load_settings(write_config(tmp_path / "r.toml"), TEST_ENV)
+    sections = [name for name in type(s.file).model_fields if name not in ("sources", "endpoints")]
+    assert sections == ["server", "admin", "redis", "delivery", "logging", "health", "alerts"]
+    for name in sections:
+        assert getattr(s, name) is getattr(s.file, name), name
+
+
+def test_the_config_files_path_is_decided_in_one_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    from config.settings import DEFAULT_CONFIG_PATH, config_path
+
+    root = Path(__file__).resolve().parent.parent
+    # $RELAY_CONFIG read, or the default spelt, anywhere in the product: only config/settings.py
+    decided = re.compile(r"""get\(\s*["']RELAY_CONFIG|["']config/relay\.toml["']""")
+    files = {str(p.relative_to(root)) for top in ("relay", "workers", "config") for p in (root / top).rglob("*.py")
+             if decided.search(p.read_text(encoding="utf-8"))}
+    assert files == {"config/settings.py"}
+    assert config_path(None, {}) == DEFAULT_CONFIG_PATH == Path("config/relay.toml")
+    assert config_path(None, {"RELAY_CONFIG": "a.toml"}) == Path("a.toml")
+    assert config_path("b.toml", {"RELAY_CONFIG": "a.toml"}) == Path("b.toml")
+    # the CLI asks it too: $RELAY_CONFIG names the file when --config is absent
+    monkeypatch.setenv("RELAY_CONFIG", str(tmp_path / "nowhere.toml"))
+    assert main(["serve"]) == 2
+    assert f"{tmp_path / 'nowhere.toml'}: configuration file not found" in capsys.readouterr().err
