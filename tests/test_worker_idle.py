@@ -149,3 +149,35 @@ async def test_the_wake_survives_redis_closing_idle_clients() -> None:
         await watch.stop()
         await r.aclose()
         server.cleanup()
+
+
+async def test_stopping_the_watch_never_swallows_the_callers_cancellation(redis_server: RedisServer) -> None:
+    # A worker told to stop (SIGTERM) while it restarted its watch kept polling for 20 s until it was
+    # killed: stop() awaited the cancelled reader under suppress(CancelledError), which also swallowed
+    # the cancellation of the task calling it. The reader here takes a moment to end, as one blocked in
+    # a read does.
+    watch = wake.QueueWatch(redis_server.url)
+
+    async def slow_reader() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.5)  # its own cleanup (a connection closing)
+            raise
+
+    watch._reader = asyncio.create_task(slow_reader())
+    await asyncio.sleep(0)
+    stopping = asyncio.create_task(watch.stop())
+    await asyncio.sleep(0.1)  # stop() now waits for the reader
+    stopping.cancel()
+    done, _ = await asyncio.wait([stopping], timeout=5)
+    assert done and stopping.cancelled(), "the caller's cancellation was swallowed"
+    # and a reader that ends on its own error is not the caller's failure
+    watch2 = wake.QueueWatch(redis_server.url)
+
+    async def failing_reader() -> None:
+        raise OSError("connection lost")
+
+    watch2._reader = asyncio.create_task(failing_reader())
+    await asyncio.sleep(0)
+    await watch2.stop()

@@ -117,10 +117,16 @@ class QueueWatch:
     async def stop(self) -> None:
         self.active = False
         if self._reader is not None:
-            if self._reader is not asyncio.current_task():
-                self._reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError, *REDIS_ERRORS, OSError):
-                    await self._reader
+            reader = self._reader
+            if reader is not asyncio.current_task():
+                reader.cancel()
+                # wait() takes the reader's own end (cancelled, a lost connection) without raising it,
+                # while a cancellation of the task calling stop() (SIGTERM during a restart of the
+                # watch) still reaches it: suppressing CancelledError around `await reader` swallowed
+                # that too, and the worker polled on until it was killed
+                await asyncio.wait([reader])
+                if not reader.cancelled():
+                    reader.exception()  # retrieved: the reader's error is not this stop's
             self._reader = None
         for conn in self._conns:
             with contextlib.suppress(*REDIS_ERRORS, OSError):
