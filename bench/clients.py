@@ -61,16 +61,18 @@ OPTIONAL = {"coredis": "coredis", "valkey-glide": "glide"}
 
 
 def script_source() -> str:
-    """The ingest script exactly as Store registers it (the key functions, then ingest.lua)."""
-    from relay.store.scripts import key_functions, load
+    """The ingest script exactly as Store runs it (relay/store/scripts.py assembles it)."""
+    from relay.store.scripts import source
+    from relay.store.wire import INGEST
 
-    return key_functions() + load("ingest", "relay.store")
+    return source(INGEST)
 
 
 def ingest_call(nid: str, body: bytes, now_ms: int) -> tuple[list[str], list[str | bytes]]:
     """Store.ingest's keys and arguments for one notification (all str/bytes, which every client takes)."""
     from relay import constants as k
     from relay.store.ingest import FANOUT_JOB_EXPIRY_MS, fanout_job
+    from relay.store.wire import INGEST
 
     facts = {"type": "ORDER_CREATED", "ref": f"ref-{nid[-6:]}", "message_id": "", "order_ref": nid[-8:],
              "order_no": "0", "status": "COMPLETE", "approve_status": "OK", "vendor": "250111206876",
@@ -82,11 +84,13 @@ def ingest_call(nid: str, body: bytes, now_ms: int) -> tuple[list[str], list[str
     for name, value in facts.items():
         fields += [name, value]
     job_id = k.fanout_job_id(nid)
-    keys = [k.notification(nid), k.SEQ, k.IDX_ALL, k.idx_channel("ipn"), k.idx_source("tco"),
-            k.idx_ref(facts["ref"]), k.FANOUT, k.ARQ_JOB_PREFIX + job_id, k.QUEUE_NAME, "",
-            k.idx_type(facts["type"])]
-    args: list[str | bytes] = [nid, str(7 * 86_400_000), fanout_job(nid, now_ms), str(FANOUT_JOB_EXPIRY_MS),
-                               job_id, "", *fields]
+    keys = INGEST.pack_keys(notification=k.notification(nid), seq=k.SEQ, ix_all=k.IDX_ALL,
+                            ix_channel=k.idx_channel("ipn"), ix_source=k.idx_source("tco"),
+                            ix_ref=k.idx_ref(facts["ref"]), fanout=k.FANOUT, job=k.ARQ_JOB_PREFIX + job_id,
+                            arq_queue=k.QUEUE_NAME, ix_type=k.idx_type(facts["type"]))
+    args: list[str | bytes] = INGEST.pack_args(
+        *fields, nid=nid, retention_ms=str(7 * 86_400_000), job=fanout_job(nid, now_ms),
+        job_ttl_ms=str(FANOUT_JOB_EXPIRY_MS), job_id=job_id, message_id="")
     return keys, args
 
 

@@ -376,9 +376,14 @@ async def test_event_format_is_signed_and_event_types_route(relay: Callable[...,
 
 
 async def test_attempt_list_is_capped_at_the_constant(relay: Callable[..., Any], sink: Callable[..., Any],
-                                                      redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    # complete.lua takes its cap from relay.constants (via workers/engine.py): a smaller one must show
+                                                      redis: Redis, monkeypatch: pytest.MonkeyPatch,
+                                                      request: pytest.FixtureRequest) -> None:
+    # complete.lua takes its cap from relay.constants (via workers/wire.py): a smaller one must show
+    from relay.store import scripts
+
     monkeypatch.setattr(k, "ATTEMPTS_CAP", 3)
+    scripts.forget()  # assembled again with the patched cap, and again after the test with the real one
+    request.addfinalizer(scripts.forget)
     s = await sink([500, 500, 500, 500, 200])
     client = await relay([ep("x", s, retry_delays=FAST)], delivery=NO_JITTER)
     nid = await post(client, "1")

@@ -187,7 +187,7 @@ async def test_re_scoring_a_long_queue_never_reads_it_whole(redis: Redis, make_s
     """A mode switch re-scores the whole waiting queue: its script goes in pages, and so must the read of
     the queue (one ZRANGE of a backlog of a million held Redis, and filled the worker, as one reply)."""
     from relay.store.endpoints import from_rule
-    from workers import remode, wire
+    from workers import remode
 
     n = 3 * remode.PAGE + 11
     name = "x"
@@ -203,7 +203,7 @@ async def test_re_scoring_a_long_queue_never_reads_it_whole(redis: Redis, make_s
     await redis.config_set("slowlog-max-len", 100_000)
     await redis.slowlog_reset()
     try:
-        assert await remode.remode(redis, wire.script(redis, "remode"), ep) >= n
+        assert await remode.remode(redis, ep) >= n
         log = await redis.slowlog_get(100_000)
     finally:
         await redis.config_set("slowlog-log-slower-than", 10_000)

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from config.settings import Endpoint, Settings
 from relay import constants as k
 from relay.store.endpoints import Removed
-from workers import forward, remode, wire
+from workers import forward, remode
 from workers.attempt import Result, Sender
 from workers.fanout import fan_out
 from workers.lanes import Lane
@@ -52,8 +52,6 @@ class Engine:
         self.policy = settings.delivery
         self.poll_interval = settings.delivery.poll_interval
         self.stopping = False
-        self.route_script = wire.script(redis, "route")
-        self.remode_script = wire.script(redis, "remode")
         self.lanes = {name: Lane(self, ep) for name, ep in settings.endpoints.items()}
         # lanes a reload took out of service, until their in-flight deliveries are recorded
         self.retired: set[Lane] = set()

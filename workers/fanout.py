@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from relay import constants as k
 from relay import events, protocol, routing
+from relay.store.scripts import script
 from workers import removed, wire
 
 if TYPE_CHECKING:
@@ -52,13 +53,13 @@ async def fan_out(engine: Engine, nid: str) -> int:
         mtype=(mtype or b"").decode(), status=(status or b"").decode(), test=test == b"1",
         etype=etype.decode(), only=only, document=document,
     ), gone)
-    keys = [k.notification(nid), k.FANOUT]
-    args: list[str | int] = [nid, engine.retention_ms]
+    keys = wire.ROUTE.pack_keys(notification=k.notification(nid), fanout=k.FANOUT)
+    args = wire.ROUTE.pack_args(nid=nid, retention_ms=engine.retention_ms)
     for name, mode, reason in routes:
         by_name = {"ep": name, "mode": mode, "reason": reason}
         args.extend(by_name[f] for f in wire.ROUTE_FIELDS)
         keys.extend(wire.route_keys(nid, name))
-    created, oldest = await engine.route_script(keys=keys, args=args)
+    created, oldest = await script(wire.ROUTE)(keys=keys, args=args, client=engine.redis)
     for name, mode, _ in routes:
         if mode != "skip":
             engine.wake(name)

@@ -83,7 +83,7 @@ class Lane:
         backoff = 0.1
         while not self.done:
             try:
-                count = await remode.remode(engine.redis, engine.remode_script, ep)
+                count = await remode.remode(engine.redis, ep)
             except REDIS_ERRORS as exc:
                 logger.warning("endpoint_remode_failed", endpoint=ep.name, error=type(exc).__name__, retry_in=backoff)
                 await asyncio.sleep(backoff)

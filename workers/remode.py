@@ -11,10 +11,10 @@ mode and records the mode on it; the endpoint's new lane runs it before it claim
 from __future__ import annotations
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 
 from config.settings import Endpoint
 from relay import constants as k
+from relay.store.scripts import script
 from workers import wire
 
 # deliveries re-scored per script call: one call never holds Redis for a whole backlog
@@ -35,7 +35,7 @@ async def switched(redis: Redis, ep: Endpoint) -> bool:
     return any(mode is not None and mode.decode() != mode_of(ep) for mode in modes)
 
 
-async def remode(redis: Redis, script: AsyncScript, ep: Endpoint) -> int:
+async def remode(redis: Redis, ep: Endpoint) -> int:
     """Re-score ``ep``'s queue for its mode; returns how many deliveries were re-scored.
 
     The queue is walked with ZSCAN, a page per script call: re-scoring moves members, so ranks cannot be
@@ -45,12 +45,13 @@ async def remode(redis: Redis, script: AsyncScript, ep: Endpoint) -> int:
     new mode already, or re-scored by the reload of the worker that routed it (every worker runs this
     at its reload)."""
     q = k.ep_queue(ep.name)
-    by_name = {"ep": ep.name, "mode": mode_of(ep)}
-    fields = [by_name[f] for f in wire.REMODE_FIELDS]
+    keys = wire.REMODE.pack_keys(queue=q)
+    fields = wire.REMODE.pack_args(ep=ep.name, mode=mode_of(ep))
+    run = script(wire.REMODE)
     total, cursor = 0, 0
     while True:  # ends with the walk: ZSCAN's cursor comes back to 0
         cursor, page = await redis.zscan(q, cursor, count=PAGE)
         if page:
-            total += int(await script(keys=wire.remode_keys(ep.name), args=[*fields, *(nid for nid, _ in page)]))
+            total += int(await run(keys=keys, args=[*fields, *(nid for nid, _ in page)], client=redis))
         if cursor == 0:
             return total

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from config.event_types import EVENT_TYPES
 from config.settings import Settings
 from relay import constants as k
+from relay.store.scripts import script
 from workers import wire
 
 SCAN_PAGE = 500
@@ -46,8 +47,9 @@ def _trimmed_keys(settings: Settings) -> list[str]:
 
 async def trim(redis: Redis, settings: Settings) -> int:
     """Trim the indexes; returns Redis's clock (ms)."""
-    script = wire.script(redis, "sweep")
-    now: int = await script(keys=_trimmed_keys(settings), args=[settings.delivery.retention_ms, k.DAY_MS])
+    args = wire.SWEEP.pack_args(retention_ms=settings.delivery.retention_ms, worker_ttl_ms=k.DAY_MS)
+    now: int = await script(wire.SWEEP)(keys=wire.SWEEP.pack_keys(*_trimmed_keys(settings)), args=args,
+                                        client=redis)
     return int(now)
 
 

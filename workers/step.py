@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from relay import constants as k
+from relay.store.scripts import script
 from workers import forward, wire
 from workers.attempt import NOT_SENT_RETIRED, Result
 from workers.lanes import Lane
@@ -61,7 +62,8 @@ class Stepper:
     def __init__(self, redis: Redis, engine: Engine) -> None:
         self.engine = engine
         # complete.lua and claim.lua define the functions step.lua calls: one script, one round trip
-        self.script = wire.script(redis, "complete", "per_order", "rate", "claim", "step")
+        self.script = script(wire.STEP)
+        self.redis = redis
         self._next: Batch | None = None
         self._flusher: asyncio.Task[None] | None = None
 
@@ -158,8 +160,8 @@ class Stepper:
         self._settle_claims(batch, raw, pos, sent)
 
     def _encode(self, batch: Batch) -> tuple[list[str], list[str | int]]:
-        keys = [k.FANOUT, k.STATS]
-        args: list[str | int] = [len(batch.results)]
+        keys = wire.STEP.pack_keys(fanout=k.FANOUT, stats=k.STATS)
+        args: list[str | int] = wire.STEP.pack_args(results=len(batch.results))
         for result, _ in batch.results:
             args.extend(result.args())
             keys.extend(result.keys())
@@ -185,7 +187,7 @@ class Stepper:
     async def _call(self, batch: Batch, keys: list[str], args: list[str | int]) -> list[Any] | None:
         """The script call; an error fails every future of the batch (their owners retry)."""
         try:
-            raw: list[Any] = await self.script(keys=keys, args=args)
+            raw: list[Any] = await self.script(keys=keys, args=args, client=self.redis)
             return raw
         except Exception as exc:
             batch.fail(exc)

@@ -1,21 +1,19 @@
 """What the engine and its Lua scripts exchange, named once, here.
 
-Each tuple below is the order of one positional array that crosses between Python and Lua. The
-scripts never count positions: ``script`` prepends a Lua preamble generated from these tuples
-(``R.outcome``, ``RK.delivery``, ``CLAIMED_LIST`` ...), the key templates of relay/constants.py
-(``key.delivery(nid, ep)``) and the shared numbers. Reordering or adding a field here changes both
-sides at once.
+Each tuple below is the order of one positional array that crosses between Python and Lua, and each
+``Spec`` (relay/store/scripts.py, the one loader) names one script's KEYS and ARGV. The scripts never
+count positions: the loader prepends a Lua preamble generated from these (``K.fanout``, ``A.nid``,
+``R.outcome``, ``RK.delivery``, ``CLAIMED_LIST`` ...), the key templates of relay/constants.py
+(``key.delivery(nid, ep)``), the shared numbers and fragments. Reordering or adding a field here changes
+both sides at once.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 
-from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
-
 from relay import constants as k
-from relay.store.scripts import constants, key_functions, load, names
+from relay.store.scripts import Spec, constants, names
 
 # one finished attempt (complete.lua), and the keys it writes
 RESULT_FIELDS = ("nid", "ep", "attempt", "outcome", "delay_ms", "record", "last", "lat_bucket", "lat_us", "recv")
@@ -28,9 +26,6 @@ CLAIM_KEYS = ("queue", "lease", "st_pending", "st_retrying", "st_in_flight", "pa
 # unsent: claims of it given back unsent (complete.lua 'dropped'), not counted by the retry schedule
 CLAIMED_FIELDS = ("nid", "attempt", "body", "ct", "source", "channel", "recv", "resend_of", "flag", "paused_ms",
                   "unsent")
-# an endpoint whose mode a reload changed (remode.lua), and the keys it writes; the nids follow
-REMODE_FIELDS = ("ep", "mode")
-REMODE_KEYS = ("queue",)
 # a per_order claim looks at this many queued deliveries at most (workers/lua/per_order.lua)
 PER_ORDER_SCAN = 2000
 # rate_limit: requests are counted in windows of this many ms; health and the dashboard show the last whole one
@@ -44,7 +39,6 @@ def preamble() -> str:
     return (
         names("R", RESULT_FIELDS) + names("RK", RESULT_KEYS) + names("C", CLAIM_FIELDS) + names("CK", CLAIM_KEYS)
         + names("CLAIMED", CLAIMED_FIELDS) + names("ROUTE", ROUTE_FIELDS) + names("ROUTE_KEYS", ROUTE_KEYS)
-        + names("REMODE", REMODE_FIELDS) + names("REMODE_KEYS", REMODE_KEYS)
         + constants({
             "ATTEMPTS_CAP": k.ATTEMPTS_CAP,
             "LATENCY_BUCKETS_US": [round(b * 1_000_000) for b in k.LATENCY_BUCKETS],
@@ -53,13 +47,22 @@ def preamble() -> str:
             "PER_ORDER_SCAN": PER_ORDER_SCAN,
             "RATE_WINDOW_MS": RATE_WINDOW_MS,
         })
-        + key_functions()
     )
 
 
-def script(redis: Redis, *parts: str) -> AsyncScript:
-    """One script from the preamble and workers/lua/{part}.lua, in order."""
-    return redis.register_script(preamble() + "".join(load(name, "workers") for name in parts))
+# the workers' scripts (workers/lua/), assembled by relay/store/scripts.py
+# one worker round trip: results recorded (complete.lua), then claims (per_order.lua, rate.lua, claim.lua)
+STEP = Spec(("complete", "per_order", "rate", "claim", "step"), package="workers", tables=preamble,
+            keys=("fanout", "stats"), keys_rest="#RESULT_KEYS per result, then #CLAIM_KEYS per claim",
+            args=("results",), args_rest="the results (RESULT_FIELDS each), then the claims (CLAIM_FIELDS)")
+# one fan-out
+ROUTE = Spec(("route",), package="workers", tables=preamble, keys=("notification", "fanout"),
+             keys_rest="ROUTE_KEYS per route", args=("nid", "retention_ms"), args_rest="ROUTE_FIELDS per route")
+# an endpoint whose mode a reload changed, and one page of its queue
+REMODE = Spec(("remode",), package="workers", keys=("queue",), args=("ep", "mode"), args_rest="the nids")
+# the retention trim of the time-scored indexes (workers/retention.py)
+SWEEP = Spec(("sweep",), package="workers", keys_rest="the zsets scored by ms, then relay:workers",
+             args=("retention_ms", "worker_ttl_ms"))
 
 
 def result_keys(nid: str, ep: str, to_state: str) -> list[str]:
@@ -68,11 +71,6 @@ def result_keys(nid: str, ep: str, to_state: str) -> list[str]:
 
 def claim_keys(ep: str) -> list[str]:
     return list(_claim_keys(ep))
-
-
-def remode_keys(ep: str) -> list[str]:
-    by_name = {"queue": k.ep_queue(ep)}
-    return [by_name[name] for name in REMODE_KEYS]
 
 
 def route_keys(nid: str, ep: str) -> list[str]:

@@ -33,7 +33,8 @@ from config.settings import Endpoint, Settings
 from relay import constants as k
 from relay.store import audit
 from relay.store.queries import BadParam, Conflict, NotFound, check_id
-from relay.store.scripts import key_functions, load
+from relay.store.scripts import script
+from relay.store.wire import CONTROL
 from relay.timefmt import iso_millis
 
 # deliveries one cancel_removed call looks at (~10 Redis commands each: a few ms of Redis at most)
@@ -54,7 +55,7 @@ class Control:
         self.redis = redis
         self.settings = settings
         self.clock = clock
-        self._script = redis.register_script(key_functions() + load("control"))
+        self._script = script(CONTROL)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -85,9 +86,11 @@ class Control:
         return name
 
     async def _call(self, action: str, ep: str, entry: dict[str, Any] | None,
-                    *args: str | int) -> tuple[str, int, str]:
-        raw = await self._script(keys=[k.PAUSED, k.AUDIT], args=[
-            action, ep, audit.encode(entry) if entry else "", k.AUDIT_CAP, *args])
+                    **named: str | int) -> tuple[str, int, str]:
+        """One control.lua call; ``named``: the action's own ARGV (relay/store/wire.py CONTROL)."""
+        raw = await self._script(keys=CONTROL.pack_keys(paused=k.PAUSED, audit=k.AUDIT), args=CONTROL.pack_args(
+            action=action, ep=ep, audit=audit.encode(entry) if entry else "", audit_cap=k.AUDIT_CAP, **named),
+            client=self.redis)
         return raw[0].decode(), int(raw[1]), raw[2].decode()
 
     def _refuse(self, code: str, ep: str, nid: str = "", detail: str = "") -> Conflict | NotFound:
@@ -100,7 +103,7 @@ class Control:
         ep = await self._name(name)
         entry = audit.entry("pause", origin, target=ep, at_ms=self.now_ms())
         who = json.dumps({"at": entry["at"], "by": origin.label()})
-        code, count, detail = await self._call("pause", ep, entry, who)
+        code, count, detail = await self._call("pause", ep, entry, who=who)
         state = await self.pause_state(ep)
         return {"endpoint": ep, "paused": True, "already": detail == "already", "count": count, **state}
 
@@ -141,21 +144,21 @@ class Control:
                 raise BadParam("endpoint", None, "name an endpoint, a notification, or both")
             ep = await self._name(endpoint)
             entry = audit.entry("retry", origin, target=ep, at_ms=self.now_ms())
-            code, count, head = await self._call("retry", ep, entry, "")
+            code, count, head = await self._call("retry", ep, entry, nid="")
             if code != "ok":
                 raise self._refuse(code, ep)
             return {"endpoint": ep, "count": count, **({"head": head} if head else {})}
         check_id(nid)
         names = [await self._name(endpoint)] if endpoint is not None else await self._retrying_eps(nid)
         entry = audit.entry("retry", origin, target=nid, at_ms=self.now_ms())
-        count, done, refused = await self._each("retry", nid, names, entry, nid)
+        count, done, refused = await self._each("retry", nid, names, entry)
         return {"id": nid, "endpoints": done, "count": count, **({"refused": refused} if refused else {})}
 
     async def _each(self, action: str, nid: str, names: list[str], entry: dict[str, Any],
-                    *args: str) -> tuple[int, dict[str, int], dict[str, str]]:
+                    **named: str) -> tuple[int, dict[str, int], dict[str, str]]:
         """One call for every endpoint: each that can be is acted on, atomically, and the answer says
         exactly which were and why the others were not. Nothing done at all is a refusal."""
-        _, count, detail = await self._call(action, ",".join(names), entry, *args)
+        _, count, detail = await self._call(action, ",".join(names), entry, nid=nid, **named)
         report: dict[str, dict[str, Any]] = json.loads(detail)
         done = {ep: int(report[ep]["count"]) for ep in names if report[ep]["code"] == "ok"}
         refusals = {ep: self._refuse(r["code"], ep, nid, r["detail"]) for ep, r in report.items() if r["code"] != "ok"}
@@ -206,7 +209,7 @@ class Control:
                                + (f" (deliveries: {', '.join(f'{e}:{s}' for e, s in states.items())})"
                                   if states else ""))
         entry = audit.entry("cancel", origin, target=nid, at_ms=self.now_ms())
-        _, done, refused = await self._each("cancel", nid, names, entry, nid, origin.label())
+        _, done, refused = await self._each("cancel", nid, names, entry, who=origin.label())
         return {"id": nid, "cancelled": list(done), "count": len(done), "by": origin.label(),
                 **({"refused": refused} if refused else {})}
 
@@ -229,8 +232,8 @@ class Control:
             if not size:
                 continue  # the sweeper asks every minute while the removal is on record: mostly nothing
             for _ in range(size // REMOVED_PAGE + 2):  # bounded: what arrives meanwhile is a later page's
-                _, n, detail = await self._call("cancel_removed", name, None, who, upto_seq, state, offset,
-                                                REMOVED_PAGE)
+                _, n, detail = await self._call("cancel_removed", name, None, who=who, upto=upto_seq,
+                                                from_state=state, offset=offset, page=REMOVED_PAGE)
                 still, kept, examined = (int(x) for x in detail.split(","))
                 count, left, offset = count + n, left + still, offset + kept
                 if examined < REMOVED_PAGE:

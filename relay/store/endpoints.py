@@ -31,7 +31,8 @@ from config import match
 from config.settings import Endpoint, Settings
 from relay import constants as k
 from relay.store import queries
-from relay.store.scripts import register as register_script
+from relay.store.scripts import script
+from relay.store.wire import ENDPOINTS
 
 RULE_FIELDS = ("sources", "channels", "concurrent", "mode", "event_types", "message_types", "order_statuses",
                "test_orders", "match")
@@ -89,10 +90,12 @@ async def register(redis: Redis, settings: Settings, *, start: bool,
     of every registered endpoint ``settings`` lacks. Returns the names whose removal was recorded."""
     configured = {name: rule(ep) for name, ep in settings.endpoints.items()}
     removing = {name: rule(ep) for name, ep in (removed or {}).items()}
-    script = register_script(redis, "endpoints")
-    gone = await script(keys=[k.EP_REGISTRY, k.EP_REMOVED, k.SEQ], args=[
-        "start" if start else "reload", json.dumps(configured), json.dumps(removing),
-        settings.delivery.retention_ms, json.dumps([*k.STATES, k.RESOLVED])])
+    gone = await script(ENDPOINTS)(
+        keys=ENDPOINTS.pack_keys(registry=k.EP_REGISTRY, removed=k.EP_REMOVED, seq=k.SEQ),
+        args=ENDPOINTS.pack_args(when="start" if start else "reload", configured=json.dumps(configured),
+                                 removing=json.dumps(removing), retention_ms=settings.delivery.retention_ms,
+                                 states=json.dumps([*k.STATES, k.RESOLVED])),
+        client=redis)
     return sorted(name.decode() for name in gone)
 
 

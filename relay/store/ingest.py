@@ -17,7 +17,8 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from relay import constants as k
 from relay import protocol
-from relay.store.scripts import register
+from relay.store.scripts import script
+from relay.store.wire import INGEST, REFUSAL
 
 logger = structlog.get_logger()
 T = TypeVar("T")
@@ -137,8 +138,8 @@ class Store:
         self.ack_after = ack_after
         self.ack_replicas = ack_replicas
         self.ack_timeout_ms = int(ack_timeout * 1000)
-        self._ingest = register(redis, "ingest")
-        self._refusal = register(redis, "refusal")
+        self._ingest = script(INGEST)
+        self._refusal = script(REFUSAL)
         self._batch: Batcher[tuple[list[str], list[Any]], Any] = Batcher(self._write)
         # how "fsync" is satisfied: WAITAOF (Redis >= 7.2), or nothing to wait for when the server
         # fsyncs every write (appendfsync always). Decided on contact and decided again after any
@@ -199,11 +200,14 @@ class Store:
         for key, value in (facts | (extra or {})).items():
             fields += [key, value]
         job_id = k.fanout_job_id(nid)
-        keys = [k.notification(nid), k.SEQ, k.IDX_ALL, k.idx_channel(channel), k.idx_source(source),
-                k.idx_ref(ref) if ref else "", k.FANOUT, k.ARQ_JOB_PREFIX + job_id, k.QUEUE_NAME, ins_triple,
-                k.idx_type(facts["type"]) if facts.get("type") else ""]
-        args = [nid, self.retention_ms, fanout_job(nid, now_ms), FANOUT_JOB_EXPIRY_MS, job_id,
-                facts.get("message_id", ""), *fields]
+        keys = INGEST.pack_keys(
+            notification=k.notification(nid), seq=k.SEQ, ix_all=k.IDX_ALL, ix_channel=k.idx_channel(channel),
+            ix_source=k.idx_source(source), ix_ref=k.idx_ref(ref) if ref else "", fanout=k.FANOUT,
+            job=k.ARQ_JOB_PREFIX + job_id, arq_queue=k.QUEUE_NAME, ins_triple=ins_triple,
+            ix_type=k.idx_type(facts["type"]) if facts.get("type") else "")
+        args = INGEST.pack_args(*fields, nid=nid, retention_ms=self.retention_ms, job=fanout_job(nid, now_ms),
+                                job_ttl_ms=FANOUT_JOB_EXPIRY_MS, job_id=job_id,
+                                message_id=facts.get("message_id", ""))
         seq = await self._batch.submit((keys, args))
         return Stored(nid=nid, seq=int(seq))
 
@@ -252,9 +256,11 @@ class Store:
         """Count a refusal for the source's health (``source_rejecting``, relay/store/problems.py), on
         Redis's clock."""
         await self._refusal(
-            keys=[k.source_lastrej(source), k.idx_source(source)],
-            args=[source, reason, detail[:500], channel, k.SOURCE_REJECTS_TTL_MS, k.SOURCE_LASTREJ_TTL_MS,
-                  k.SOURCE_RECOVERY_ACCEPTED],
+            keys=REFUSAL.pack_keys(lastrej=k.source_lastrej(source), ix_source=k.idx_source(source)),
+            args=REFUSAL.pack_args(source=source, reason=reason, detail=detail[:500], channel=channel,
+                                   minute_ttl_ms=k.SOURCE_REJECTS_TTL_MS, lastrej_ttl_ms=k.SOURCE_LASTREJ_TTL_MS,
+                                   recovery_accepted=k.SOURCE_RECOVERY_ACCEPTED),
+            client=self.redis,
         )
 
     async def reject(self, record: dict[str, object]) -> None:

@@ -40,7 +40,8 @@ from relay.store.queries import (
     scan,
     validate,
 )
-from relay.store.scripts import register
+from relay.store.scripts import script
+from relay.store.wire import RESEND
 
 logger = structlog.get_logger()
 
@@ -103,7 +104,7 @@ class Resender:
         self.settings = settings
         self.clock = clock
         self.retention_ms = settings.delivery.retention_ms
-        self._script = register(redis, "resend")
+        self._script = script(RESEND)
         # the endpoints the workers run (relay:endpoints), read at each request; None: no worker has
         # registered any yet, so this process's configuration is all there is to go by
         self._running: frozenset[str] | None = None
@@ -358,13 +359,17 @@ class Resender:
                     nid = f"{original.nid}~r{n}"
                     job_id = k.fanout_job_id(nid)
                     await self._script(
-                        keys=[k.notification(original.nid), k.notification(nid), k.SEQ, k.IDX_ALL,
-                              k.idx_channel(original.channel), k.idx_source(original.source),
-                              k.idx_ref(original.ref) if original.ref else "", k.FANOUT,
-                              k.resends(original.nid), k.ARQ_JOB_PREFIX + job_id, k.QUEUE_NAME, idem_map,
-                              k.idx_type(original.etype) if original.etype else ""],
-                        args=[original.nid, nid, self.retention_ms, fanout_job(nid, now),
-                              FANOUT_JOB_EXPIRY_MS, job_id, ",".join(targets), IDEMPOTENCY_TTL_MS],
+                        keys=RESEND.pack_keys(
+                            original=k.notification(original.nid), notification=k.notification(nid), seq=k.SEQ,
+                            ix_all=k.IDX_ALL, ix_channel=k.idx_channel(original.channel),
+                            ix_source=k.idx_source(original.source),
+                            ix_ref=k.idx_ref(original.ref) if original.ref else "", fanout=k.FANOUT,
+                            resends=k.resends(original.nid), job=k.ARQ_JOB_PREFIX + job_id, arq_queue=k.QUEUE_NAME,
+                            idempotency=idem_map, ix_type=k.idx_type(original.etype) if original.etype else ""),
+                        args=RESEND.pack_args(
+                            original_nid=original.nid, nid=nid, retention_ms=self.retention_ms,
+                            job=fanout_job(nid, now), job_ttl_ms=FANOUT_JOB_EXPIRY_MS, job_id=job_id,
+                            targets=",".join(targets), idempotency_ttl_ms=IDEMPOTENCY_TTL_MS),
                         client=pipe,
                     )
                 results = await pipe.execute()

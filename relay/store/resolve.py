@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from redis.asyncio import Redis
 
 from relay import constants as k
-from relay.store.scripts import shared
+from relay.store.scripts import script
+from relay.store.wire import RESOLVE
 
 PER_CALL = 500
 
@@ -29,10 +30,12 @@ async def resolve(redis: Redis, endpoints: Iterable[str], retention_ms: int = MA
         for ep in eps:
             pipe.zcard(k.ep_resent(ep))
         waiting = await pipe.execute()
-    script = shared(redis, "resolve")
+    run = script(RESOLVE)
     total = 0
     for ep, n in zip(eps, waiting, strict=True):
         if n:
-            total += int(await script(keys=[k.ep_resent(ep), k.ep_state(ep, "failed"), k.ep_state(ep, k.RESOLVED)],
-                                      args=[ep, PER_CALL, retention_ms], client=redis))
+            keys = RESOLVE.pack_keys(resent=k.ep_resent(ep), failed=k.ep_state(ep, "failed"),
+                                    resolved=k.ep_state(ep, k.RESOLVED))
+            args = RESOLVE.pack_args(ep=ep, per_call=PER_CALL, retention_ms=retention_ms)
+            total += int(await run(keys=keys, args=args, client=redis))
     return total

@@ -28,7 +28,8 @@ from relay.store import reconcile, throttle
 from relay.store.connection import REDIS_ERRORS
 from relay.store.problems import HOUR_MS, PROBLEM_KINDS, WORKER_ALIVE_MS, percent, verdict
 from relay.store.resolve import resolve
-from relay.store.scripts import key_functions, load, names, shared
+from relay.store.scripts import script
+from relay.store.wire import EP_FIELDS, HEALTH, HOURLY, SRC_FIELDS
 from relay.timefmt import iso_seconds
 
 __all__ = ["PROBLEM_KINDS", "STATUS_EXIT", "WORKER_ALIVE_MS", "health_report", "hourly", "percent"]
@@ -113,31 +114,6 @@ def _text(value: bytes | str | int) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-EP_FIELDS = (
-    "n_pending", "n_in_flight", "n_retrying", "n_failed", "n_delivered", "n_skipped", "n_resolved",
-    "pending_at",  # the pending head's score: when the oldest never-attempted delivery became pending
-    # the endpoint's window (w1), the last hour (w2), the last day (w3), by each delivery's last change
-    *(f"w{w}_{s}" for w in (1, 2, 3) for s in ("retrying", "failed", "delivered", "resolved")),
-    "head_nid", "head_last", "head_at", "held_back",  # a serial endpoint's head, once it failed an attempt
-    "first_failing",  # when the first failing delivery in the window first failed
-    "last_error", "last_error_at",  # the latest failing delivery's last result and its time
-    "oldest_recv",  # the earliest receipt among the waiting (pending or retrying) deliveries
-    "open_since", "last_ok", "last_fail", "resent",
-)
-SRC_FIELDS = ("refused", "accepted", "last_at", "first", "reason", "detail", "channel", "after", "opened",
-              "last_received", "watched")
-_script_cache: dict[int, Any] = {}
-
-
-def _health_script(redis: Redis) -> Any:
-    """health.lua with the EP and SRC tables naming its rows' fields (workers/wire.py's way)."""
-    script = _script_cache.get(0)
-    if script is None:
-        script = _script_cache[0] = redis.register_script(
-            names("EP", EP_FIELDS) + names("SRC", SRC_FIELDS) + key_functions() + load("health"))
-    return script
-
-
 async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]:
     """Every figure of health in one pipelined round trip, decoded into the report.
 
@@ -148,13 +124,12 @@ async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]
     sources = list(settings.sources.values())
     cfg = settings.alerts
     src_minutes = max(1, round(cfg.source_window_minutes))
-    args: list[str | int] = [now_ms, len(endpoints)]
+    args: list[str | int] = HEALTH.pack_args(now_ms=now_ms, endpoints=len(endpoints))
     for ep in endpoints:
         args += [ep.name, int(thresholds(settings, ep)[2] * HOUR_MS), 0 if ep.concurrent else 1]
     args += [len(sources), src_minutes]
     for src in sources:
         args += [src.name, round((src.expect_within_hours or 0) * HOUR_MS)]
-    script = _health_script(redis)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.info("persistence")
         pipe.info("memory")
@@ -164,7 +139,7 @@ async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]
         # the oldest notification not yet routed (never ARQ's queue head: the sweeper's cron jobs wait there)
         pipe.zrange(k.FANOUT, 0, 0)
         pipe.zrange(k.WORKERS, 0, -1, withscores=True)
-        await script(keys=[k.IDX_ALL, k.STATS], args=args, client=pipe)
+        await script(HEALTH)(keys=HEALTH.pack_keys(ix_all=k.IDX_ALL, stats=k.STATS), args=args, client=pipe)
         # operator control (relay/store/control.py, relay/store/reload.py): pauses and config hashes
         pipe.hgetall(k.PAUSED)
         pipe.hgetall(k.PROCS)
@@ -342,7 +317,8 @@ async def hourly(redis: Redis, endpoints: Sequence[str], now_ms: int) -> dict[st
     """Per endpoint, the 24 clock hours up to now: deliveries that ended delivered or resolved (``ok``)
     or failing (``fail``: retrying or failed) in each, by last change (relay/store/lua/hourly.lua)."""
     first = (now_ms // HOUR_MS - 23) * HOUR_MS
-    rows = await shared(redis, "hourly")(keys=[], args=[first, HOUR_MS, 24, *endpoints], client=redis)
+    rows = await script(HOURLY)(args=HOURLY.pack_args(*endpoints, first_ms=first, hour_ms=HOUR_MS, hours=24),
+                                client=redis)
     return {ep: [{"start": first + h * HOUR_MS, "ok": int(row[2 * h]), "fail": int(row[2 * h + 1])}
                  for h in range(24)]
             for ep, row in zip(endpoints, rows, strict=True)}

@@ -1,19 +1,17 @@
 -- A reload changed an endpoint between serial and concurrent: re-score its queued deliveries for the
 -- new mode, and record the mode on each (complete.lua reschedules a retry by it, and the operator
 -- actions of relay/store/lua/control.lua read it). Idempotent: every worker runs it at its reload.
--- Preceded by the generated preamble (workers/wire.py: REMODE, REMODE_KEYS, key.*).
--- KEYS: the endpoint's keys by name through REMODE_KEYS (its queue)
--- ARGV: the fields by name through REMODE (ep, mode), then the nids to re-score (a page of the queue,
---       read by the caller: one call never holds Redis for a whole backlog)
+-- KEYS and ARGV are named in workers/wire.py (REMODE): after A.ep and A.mode come the nids to re-score (a
+-- page of the queue, read by the caller: one call never holds Redis for a whole backlog)
 --   serial, per_order: by receipt (the delivery's seq), the order a serial queue keeps; a retry's due time
 --               stays in its 'next', which only the head's claim reads
 --   concurrent: by due time: a retry (or a paused retry) at its 'next', one in flight at its lease
 --               expiry (as claim.lua scores it), anything else due since it was routed ('created')
 -- Returns the number of deliveries re-scored (those no longer queued are left alone).
-local q = KEYS[REMODE_KEYS.queue]
-local ep, mode = ARGV[REMODE.ep], ARGV[REMODE.mode]
+local q = KEYS[K.queue]
+local ep, mode = ARGV[A.ep], ARGV[A.mode]
 local count = 0
-for i = #REMODE_LIST + 1, #ARGV do
+for i = #A_LIST + 1, #ARGV do
   local nid = ARGV[i]
   if redis.call('ZSCORE', q, nid) then
     local d = key.delivery(nid, ep)

@@ -1,28 +1,27 @@
 -- Route one notification to its endpoints: create each delivery record once, and queue it.
 -- Idempotent: ARQ runs jobs at least once, and the sweeper may re-run a fan-out.
--- KEYS: 1 notification hash, 2 relay:fanout, then per route the keys named by ROUTE_KEYS_LIST
--- ARGV: 1 nid, 2 retention ms, then per route the fields named by ROUTE_LIST (mode: serial, concurrent, per_order,
---       skip, or removed: recorded cancelled)
--- Times come from Redis's clock (TIME), never from the worker's.
+-- KEYS and ARGV are named in workers/wire.py (ROUTE): after K.notification and K.fanout come per route the
+-- keys named by ROUTE_KEYS_LIST; after A.nid and A.retention_ms, per route the fields named by ROUTE_LIST
+-- (mode: serial, concurrent, per_order, skip, or removed: recorded cancelled)
+-- Times come from Redis's clock (now_ms), never from the worker's.
 -- Returns {created, oldest}: the number of delivery records created (-1 if the notification is gone),
 -- and the seq of the oldest notification still waiting for its fan-out (-1: none), which tells the
 -- worker whether a serial lane blocked behind an unrouted notification can go on.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local nid, retention = ARGV[1], tonumber(ARGV[2])
-local seq = redis.call('HGET', KEYS[1], 'seq')
+local now = now_ms()
+local nid, retention = ARGV[A.nid], tonumber(ARGV[A.retention_ms])
+local seq = redis.call('HGET', KEYS[K.notification], 'seq')
 local function oldest()
-  local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  local first = redis.call('ZRANGE', KEYS[K.fanout], 0, 0, 'WITHSCORES')
   if #first == 0 then return -1 end
   return tonumber(first[2])
 end
 if not seq then
-  redis.call('ZREM', KEYS[2], nid)
+  redis.call('ZREM', KEYS[K.fanout], nid)
   return {-1, oldest()}
 end
 local created, names = 0, {}
 local ki = 3
-for i = 3, #ARGV, #ROUTE_LIST do
+for i = #A_LIST + 1, #ARGV, #ROUTE_LIST do
   local r = {unpack(ARGV, i, i + #ROUTE_LIST - 1)}
   local kk = {unpack(KEYS, ki, ki + #ROUTE_KEYS_LIST - 1)}
   ki = ki + #ROUTE_KEYS_LIST
@@ -60,6 +59,6 @@ for i = 3, #ARGV, #ROUTE_LIST do
     redis.call('PEXPIRE', d, retention)
   end
 end
-redis.call('HSET', KEYS[1], 'eps', table.concat(names, ','))
-redis.call('ZREM', KEYS[2], nid)
+redis.call('HSET', KEYS[K.notification], 'eps', table.concat(names, ','))
+redis.call('ZREM', KEYS[K.fanout], nid)
 return {created, oldest()}

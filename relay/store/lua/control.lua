@@ -1,17 +1,17 @@
 -- Operator actions on deliveries: pause, resume, retry now, cancel. One atomic call each, with its
 -- audit entry pushed in the same call, so an action is never half done nor done without its entry.
 -- Keys are built by the key.* functions generated from relay/constants.py (relay/store/scripts.py).
--- KEYS: 1 relay:paused, 2 relay:audit
--- ARGV: 1 action, 2 endpoint (for 'retry' and 'cancel' with an nid: endpoints, comma-separated),
---       3 audit entry JSON ('' for none; its at and count, and per endpoint its target, are set here),
---       4 audit cap, then per action:
---   pause:          5 who (JSON; its at is set here)
+-- KEYS and ARGV are named in relay/store/wire.py (CONTROL): A.ep is the endpoint (for 'retry' and 'cancel'
+-- with an nid: endpoints, comma-separated), A.audit the audit entry JSON ('' for none; its at and count,
+-- and per endpoint its target, are set here); then, per action ('' where it takes none):
+--   pause:          A.who (JSON; its at is set here)
 --   resume:         (nothing)
---   retry:          5 nid ('' = every retrying delivery of the endpoint)
---   cancel:         5 nid, 6 who (text)
---   cancel_removed: 5 who (text), 6 seq: only deliveries of notifications up to it (work routed after a
---                   re-add is never touched), 7 the state index to walk, 8 its rank to start at, 9 how
---                   many to look at (one page: relay/store/control.py walks the pages and audits once)
+--   retry:          A.nid ('' = every retrying delivery of the endpoint)
+--   cancel:         A.nid, A.who (text)
+--   cancel_removed: A.who (text), A.upto: only deliveries of notifications up to this seq (work routed
+--                   after a re-add is never touched), A.from_state the state index to walk, A.offset its
+--                   rank to start at, A.page how many to look at (one page: relay/store/control.py walks
+--                   the pages and audits once)
 -- Nothing here takes the caller's configuration: serial or concurrent is each delivery's own 'mode',
 -- as the fan-out recorded it. A delivery that retention expired is never written (that would re-create
 -- it with no expiry): its stale index entries are removed instead.
@@ -20,10 +20,9 @@
 -- and 'cancel' act on each endpoint that can be acted on and return {'ok', count, JSON {endpoint:
 -- {code, detail, count}}} (code 'ok' or the refusal): what was done, exactly, in one atomic call.
 -- Redis's clock, as the delivery scripts use (workers/lua): due times and paused time agree with theirs
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local action = ARGV[1]
-local ep = ARGV[2]
+local now = now_ms()
+local action = ARGV[A.action]
+local ep = ARGV[A.ep]
 
 local function d_key(nid) return key.delivery(nid, ep) end
 
@@ -41,13 +40,13 @@ local function stale(nid, state)
 end
 
 local function audit(count, always, target)
-  if ARGV[3] == '' or (count == 0 and not always) then return end
-  local doc = cjson.decode(ARGV[3])
+  if ARGV[A.audit] == '' or (count == 0 and not always) then return end
+  local doc = cjson.decode(ARGV[A.audit])
   doc.count = count
   doc.at = now
   if target then doc.target = target end
-  redis.call('LPUSH', KEYS[2], cjson.encode(doc))
-  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
+  redis.call('LPUSH', KEYS[K.audit], cjson.encode(doc))
+  redis.call('LTRIM', KEYS[K.audit], 0, tonumber(ARGV[A.audit_cap]) - 1)
 end
 
 -- cancel one waiting delivery; returns a refusal code, or nil when it was cancelled
@@ -93,12 +92,12 @@ local function retry_one(nid, mode)
 end
 
 if action == 'pause' then
-  if redis.call('HEXISTS', KEYS[1], ep) == 1 then
+  if redis.call('HEXISTS', KEYS[K.paused], ep) == 1 then
     return {'ok', 0, 'already'}
   end
-  local who = cjson.decode(ARGV[5])
+  local who = cjson.decode(ARGV[A.who])
   who.at = now
-  redis.call('HSET', KEYS[1], ep, cjson.encode(who))
+  redis.call('HSET', KEYS[K.paused], ep, cjson.encode(who))
   -- what waits now waits as 'paused'; in-flight deliveries finish (complete.lua parks a retry)
   local count = 0
   for _, from in ipairs({'pending', 'retrying'}) do
@@ -115,12 +114,12 @@ if action == 'pause' then
 end
 
 if action == 'resume' then
-  local raw = redis.call('HGET', KEYS[1], ep)
+  local raw = redis.call('HGET', KEYS[K.paused], ep)
   if not raw then return {'not_paused', 0, ''} end
   local ok, info = pcall(cjson.decode, raw)
   local since = now
   if ok and type(info) == 'table' and tonumber(info.at) then since = tonumber(info.at) end
-  redis.call('HDEL', KEYS[1], ep)
+  redis.call('HDEL', KEYS[K.paused], ep)
   local count = 0
   for _, nid in ipairs(redis.call('ZRANGE', key.ep_state(ep, 'paused'), 0, -1)) do
     if not stale(nid, 'paused') then
@@ -141,17 +140,17 @@ if action == 'resume' then
 end
 
 -- one notification, one or several endpoints: each is acted on if it can be, in this one call
-if (action == 'retry' or action == 'cancel') and ARGV[5] ~= '' then
-  local nid = ARGV[5]
+if (action == 'retry' or action == 'cancel') and ARGV[A.nid] ~= '' then
+  local nid = ARGV[A.nid]
   local report, total = {}, 0
-  for name in string.gmatch(ARGV[2], '[^,]+') do
+  for name in string.gmatch(ARGV[A.ep], '[^,]+') do
     ep = name
     local code, detail, count = 'ok', '', 0
     local state = redis.call('HGET', d_key(nid), 'state')
     if action == 'cancel' then
-      code = cancel_one(nid, ARGV[6]) or 'ok'
+      code = cancel_one(nid, ARGV[A.who]) or 'ok'
       if code == 'ok' then count = 1 else detail = state or '' end
-    elseif redis.call('HEXISTS', KEYS[1], ep) == 1 then
+    elseif redis.call('HEXISTS', KEYS[K.paused], ep) == 1 then
       code = 'paused'
     elseif not state then
       code = 'missing'
@@ -178,7 +177,7 @@ if (action == 'retry' or action == 'cancel') and ARGV[5] ~= '' then
 end
 
 if action == 'retry' then
-  if redis.call('HEXISTS', KEYS[1], ep) == 1 then return {'paused', 0, ''} end
+  if redis.call('HEXISTS', KEYS[K.paused], ep) == 1 then return {'paused', 0, ''} end
   -- every retrying delivery: concurrent ones due now, serial ones by making the head due (once)
   local count, head, serial_done = 0, '', false
   for _, nid in ipairs(redis.call('ZRANGE', key.ep_state(ep, 'retrying'), 0, -1)) do
@@ -200,7 +199,7 @@ end
 
 if action == 'cancel_removed' then
   -- one page of one state index (the caller walks them: one call never holds Redis for a backlog)
-  local upto, from, offset, page = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
+  local upto, from, offset, page = tonumber(ARGV[A.upto]), ARGV[A.from_state], tonumber(ARGV[A.offset]), tonumber(ARGV[A.page])
   local count, left, kept = 0, 0, 0
   local nids = redis.call('ZRANGE', key.ep_state(ep, from), offset, offset + page - 1)
   for _, nid in ipairs(nids) do
@@ -209,7 +208,7 @@ if action == 'cancel_removed' then
     elseif (tonumber(redis.call('HGET', d_key(nid), 'seq')) or 0) > upto then
       kept = kept + 1  -- routed after a re-add: never touched
     elseif from ~= 'in_flight' then
-      if cancel_one(nid, ARGV[5]) then kept = kept + 1 else count = count + 1 end
+      if cancel_one(nid, ARGV[A.who]) then kept = kept + 1 else count = count + 1 end
     else
       -- in flight to the removed endpoint: out of its queue, so a re-added endpoint never claims it when
       -- its lease runs out; cancelled once the lease has run out (its worker died), else left to finish
@@ -218,7 +217,7 @@ if action == 'cancel_removed' then
       if (tonumber(redis.call('HGET', d, 'lease')) or 0) <= now then
         redis.call('ZREM', key.ep_lease(ep), nid)
         move(nid, 'in_flight', 'cancelled')
-        redis.call('HSET', d, 'state', 'cancelled', 'updated', now, 'cancelled_at', now, 'cancelled_by', ARGV[5])
+        redis.call('HSET', d, 'state', 'cancelled', 'updated', now, 'cancelled_at', now, 'cancelled_by', ARGV[A.who])
         redis.call('HDEL', d, 'next', 'paused_from')
         count = count + 1
       else

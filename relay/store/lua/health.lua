@@ -1,15 +1,15 @@
 -- Every figure of the evaluation of health (relay/store/stats.py), read in one call: counting in
 -- Redis spares the client thousands of replies to pack and parse. Read-only.
--- KEYS: 1 relay:ix:all (receipt times), 2 relay:stats (last ok / last fail per endpoint)
--- ARGV: 1 now ms, 2 number of endpoints E, then E x (name, window ms, serial 1/0),
---       then number of sources S, refusal window in minutes, then S x (name, silence limit ms or 0)
+-- KEYS and ARGV are named in relay/store/wire.py (HEALTH): after A.now_ms and A.endpoints (their number
+-- E) come E x (name, window ms, serial 1/0), then the number of sources S, the refusal window in
+-- minutes, then S x (name, silence limit ms or 0).
 -- Returns {endpoint rows..., source rows...}: each row's fields are named by relay/store/stats.py
 -- (EP_FIELDS, SRC_FIELDS), read here through the generated EP and SRC tables, never by position.
-local now = tonumber(ARGV[1])
+local now = tonumber(ARGV[A.now_ms])
 local states = {pending = 'n_pending', in_flight = 'n_in_flight', retrying = 'n_retrying', failed = 'n_failed',
                 delivered = 'n_delivered', skipped = 'n_skipped', resolved = 'n_resolved'}
 local out = {}
-local i = 3
+local i = #A_LIST + 1
 -- how many waiting deliveries the receipt time of the oldest one is read from exactly (ZINTER with
 -- the receipt index); above it, only the CANDIDATES that changed longest ago are looked at
 local EXACT_UP_TO, CANDIDATES = 250, 20
@@ -23,23 +23,6 @@ local function row_of(fields)
   local row = {}
   for n = 1, #fields do row[n] = '' end
   return row
-end
--- Notifications 2Checkout sent to a source, scored above `from` in its index: a resend (id `X~rN`)
--- is the operator's, not a request, so it neither dilutes a refused share nor ends an incident.
--- Counting stops at `cap` (nil: all); pages keep each reply small.
-local function received(ix, from, cap)
-  local n, offset = 0, 0
-  while true do
-    local ids = redis.call('ZRANGEBYSCORE', ix, from, '+inf', 'LIMIT', offset, 1000)
-    for _, id in ipairs(ids) do
-      if not string.find(id, '~', 1, true) then
-        n = n + 1
-        if cap and n >= cap then return n end
-      end
-    end
-    if #ids < 1000 then return n end
-    offset = offset + 1000
-  end
 end
 -- when a failing delivery first failed: its first attempt's time (the log keeps the first
 -- ATTEMPTS_CAP attempts' successors only when it overflows: then its oldest kept one), else `score`
@@ -63,14 +46,14 @@ local function oldest_receipt(p, serial_head)
   if serial_head then consider(serial_head) end
   local retrying = p('retrying')
   if redis.call('ZCARD', retrying) <= EXACT_UP_TO then
-    local recv = redis.call('ZINTER', 2, retrying, KEYS[1], 'WEIGHTS', 0, 1, 'WITHSCORES')
+    local recv = redis.call('ZINTER', 2, retrying, KEYS[K.ix_all], 'WEIGHTS', 0, 1, 'WITHSCORES')
     if recv[2] and (best == nil or tonumber(recv[2]) < best) then best = tonumber(recv[2]) end
   else
     for _, nid in ipairs(redis.call('ZRANGE', retrying, 0, CANDIDATES - 1)) do consider(nid) end
   end
   return best or ''
 end
-for _ = 1, tonumber(ARGV[2]) do
+for _ = 1, tonumber(ARGV[A.endpoints]) do
   local ep, window, serial = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2] == '1'
   i = i + 3
   local function p(state) return key.ep_state(ep, state) end
@@ -121,7 +104,7 @@ for _ = 1, tonumber(ARGV[2]) do
   row[EP.last_error_at] = err[2] or ''
   row[EP.oldest_recv] = oldest_receipt(p, blocked)
   row[EP.open_since] = redis.call('GET', key.alert_open('ep:' .. ep)) or ''
-  local stats = redis.call('HMGET', KEYS[2], ep .. '|last_ok', ep .. '|last_fail')
+  local stats = redis.call('HMGET', KEYS[K.stats], ep .. '|last_ok', ep .. '|last_fail')
   row[EP.last_ok] = stats[1] or ''
   row[EP.last_fail] = stats[2] or ''
   row[EP.resent] = redis.call('ZCARD', key.ep_resent(ep))

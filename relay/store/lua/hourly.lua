@@ -1,11 +1,11 @@
 -- Per endpoint and clock hour: deliveries whose last change in that hour left them delivered or
 -- resolved (ok) and retrying or failed (fail), from the state indexes. Read-only; one call for the
 -- dashboard's charts instead of a reply per hour, state and endpoint.
--- ARGV: 1 first hour's start ms, 2 hour ms, 3 number of hours H, then endpoint names
+-- ARGV is named in relay/store/wire.py (HOURLY): the hours, then the endpoint names.
 -- Returns per endpoint {ok_1, fail_1, ..., ok_H, fail_H}.
-local start, span, hours = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local start, span, hours = tonumber(ARGV[A.first_ms]), tonumber(ARGV[A.hour_ms]), tonumber(ARGV[A.hours])
 local out = {}
-for a = 4, #ARGV do
+for a = #A_LIST + 1, #ARGV do
   local ep = ARGV[a]
   local function count(state, lo, hi) return redis.call('ZCOUNT', key.ep_state(ep, state), lo, hi) end
   local row = {}

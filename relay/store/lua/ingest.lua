@@ -1,47 +1,31 @@
 -- Store one verified notification and enqueue its ARQ fan-out job, atomically.
--- KEYS: 1 notification hash, 2 seq counter, 3 ix:all, 4 ix:ch, 5 ix:src, 6 ix:ref ('' if none),
---       7 fanout zset, 8 arq job key, 9 arq queue, 10 INS signed-triple key ('' if not checked),
---       11 ix:type (event type index, '' if none)
--- ARGV: 1 nid, 2 retention ms, 3 pickled arq job, 4 job expiry ms, 5 fan-out job id,
---       6 INS message_id, 7.. field, value pairs for the notification hash
+-- KEYS and ARGV are named in relay/store/wire.py (INGEST): K.ix_ref, K.ins_triple and K.ix_type are ''
+-- when there is none; after the named ARGV come the field, value pairs of the notification hash.
 -- The receipt time (``recv``), the index scores and the fan-out job's score come from Redis's clock
--- (TIME): an ingress whose clock runs ahead would otherwise schedule the fan-out in the future.
+-- (now_ms): an ingress whose clock runs ahead would otherwise schedule the fan-out in the future.
 -- Returns 0 for a duplicate (same source, channel and body), else the new seq.
-if redis.call('EXISTS', KEYS[1]) == 1 then
+if redis.call('EXISTS', KEYS[K.notification]) == 1 then
   return 0
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local nid, retention = ARGV[1], tonumber(ARGV[2])
-local seq = redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[1], 'seq', seq, 'recv', now, unpack(ARGV, 7))
-if KEYS[10] ~= '' then
+local now = now_ms()
+local nid, retention = ARGV[A.nid], tonumber(ARGV[A.retention_ms])
+local seq = redis.call('INCR', KEYS[K.seq])
+redis.call('HSET', KEYS[K.notification], 'seq', seq, 'recv', now, unpack(ARGV, #A_LIST + 1))
+if KEYS[K.ins_triple] ~= '' then
   -- the INS md5_hash covers only sale_id, vendor_id and invoice_id: the same triple and message
   -- type under another message_id may be a replay with altered fields
-  local first = redis.call('GET', KEYS[10])
+  local first = redis.call('GET', KEYS[K.ins_triple])
   if not first then
-    redis.call('SET', KEYS[10], ARGV[6], 'PX', retention)
-  elseif first ~= ARGV[6] then
-    redis.call('HSET', KEYS[1], 'flag', 'ins_replay_suspect', 'flag_first', first)
+    redis.call('SET', KEYS[K.ins_triple], ARGV[A.message_id], 'PX', retention)
+  elseif first ~= ARGV[A.message_id] then
+    redis.call('HSET', KEYS[K.notification], 'flag', 'ins_replay_suspect', 'flag_first', first)
   end
 end
-redis.call('PEXPIRE', KEYS[1], retention)
-redis.call('ZADD', KEYS[3], now, nid)
-redis.call('ZADD', KEYS[4], now, nid)
-redis.call('ZADD', KEYS[5], now, nid)
-if KEYS[6] ~= '' then
-  -- a reference (a licence code) can live for years: its index keeps only the retention period
-  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now - retention)
-  redis.call('ZADD', KEYS[6], now, nid)
-  redis.call('PEXPIRE', KEYS[6], retention)
-end
-if KEYS[11] ~= '' then
-  -- a few types take most notifications: the index keeps only the retention period
-  redis.call('ZREMRANGEBYSCORE', KEYS[11], '-inf', now - retention)
-  redis.call('ZADD', KEYS[11], now, nid)
-  redis.call('PEXPIRE', KEYS[11], retention)
-end
-redis.call('ZADD', KEYS[7], seq, nid)
-redis.call('SET', KEYS[8], ARGV[3], 'PX', ARGV[4])
-redis.call('ZADD', KEYS[9], now, ARGV[5])
+redis.call('PEXPIRE', KEYS[K.notification], retention)
+index_receipt(now, nid, KEYS[K.ix_all], KEYS[K.ix_channel], KEYS[K.ix_source])
+index_within(KEYS[K.ix_ref], now, nid, retention)
+index_within(KEYS[K.ix_type], now, nid, retention)
+redis.call('ZADD', KEYS[K.fanout], seq, nid)
+redis.call('SET', KEYS[K.job], ARGV[A.job], 'PX', ARGV[A.job_ttl_ms])
+redis.call('ZADD', KEYS[K.arq_queue], now, ARGV[A.job_id])
 return seq
