@@ -21,6 +21,8 @@ from tests.support import RedisServer, Sink, free_port, ipn_fields, signed_body,
 from tests.test_truth import TOKEN, Stack
 from tests.test_truth import Endpoint as Endpoint503
 
+pytestmark = pytest.mark.slow  # real serve/worker processes end to end (~2 min here): make test, not make check
+
 SMALL = 0.3  # [alerts] check_seconds: how often relay serve checks for no_worker
 
 

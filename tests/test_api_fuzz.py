@@ -84,6 +84,7 @@ def seed(base: str) -> list[str]:
     return [resp.json()["id"], *ids]
 
 
+@pytest.mark.slow  # a schemathesis fuzz run (~30 s here): in make test, not in make check
 def test_admin_api_conforms_to_its_openapi_document(live_api: str) -> None:
     ids = seed(live_api)
     schema = schemathesis.openapi.from_url(f"{live_api}/api/openapi.json", headers=AUTH, timeout=10)

@@ -30,6 +30,8 @@ from relay.store.ingest import notification_id
 from tests.procs import RelayProcess
 from tests.support import RedisServer, free_port, ipn_fields, signed_body, write_config
 
+pytestmark = pytest.mark.slow  # real processes under faketime (~1 min here): make test, not make check
+
 
 @pytest.fixture(autouse=True)
 def faketime_installed() -> None:

@@ -55,6 +55,7 @@ async def states(redis: Redis, nids: list[str], name: str) -> list[str]:
     return [(await delivery(redis, nid, name)).get("state", "") for nid in nids]
 
 
+@pytest.mark.slow  # two real worker processes (~17 s here): in make test, not in make check
 async def test_pause_during_a_serial_backlog_then_resume_keeps_order_across_two_worker_processes(
     aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
     redis_server: RedisServer, tmp_path: Path

@@ -24,6 +24,11 @@ from workers.step import StepInterrupted
 N = 6
 
 
+# a lost claim waits for its lease: 3 s, not the default 5.5 s, yet still far longer than a delivery
+# to a local sink takes even on a loaded machine (a lease that ran out mid-request would send twice)
+LEASE_MARGIN_S = 2.5
+
+
 @pytest.fixture
 async def engine_for(make_settings: Callable[..., Settings], redis: Redis) -> AsyncIterator[Callable[..., Any]]:
     made: list[tuple[Engine, aiohttp.ClientSession]] = []
@@ -32,7 +37,7 @@ async def engine_for(make_settings: Callable[..., Settings], redis: Redis) -> As
         settings = make_settings(endpoints=[
             {"name": name, "url": s.url, "concurrent": concurrent, "timeout": 0.5, "retry_delays": [0.05]}
             for name, (s, concurrent) in sinks.items()
-        ])
+        ], delivery={"lease_margin": LEASE_MARGIN_S})
         session = aiohttp.ClientSession()
         engine = Engine(Redis.from_url(str(settings.redis_url)), settings, session)
         made.append((engine, session))
@@ -110,7 +115,7 @@ async def test_an_error_at_any_flush_step_fails_its_batch_and_the_engine_goes_on
     # the first step after start fails; results recorded in Redis before the failure must not repeat
     calls = once(engine.step, step, error, after=after)
     await engine.start()
-    # a claim whose reply was lost is retried when its lease expires (timeout 0.5 s + 5 s margin)
+    # a claim whose reply was lost is retried when its lease expires (timeout 0.5 s + LEASE_MARGIN_S)
     await wait_for(lambda: all_delivered(redis, nids, ["serial", "conc"]), timeout=30)
     assert calls[0] >= 2, "the injected step never ran again: the flush state machine wedged"
     for s in (serial, concurrent):

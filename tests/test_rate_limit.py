@@ -45,6 +45,7 @@ def health(config: Path, redis_url: str, *args: str) -> dict[str, Any]:
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow  # two real worker processes (~12 s here): in make test, not in make check
 async def test_rate_limit_20_burst_5_holds_across_two_workers_and_holds_back_no_attempt(
     tmp_path: Path, redis: Redis, redis_server: RedisServer, aiohttp_client: Any, sink: Callable[..., Any]
 ) -> None:

@@ -63,6 +63,7 @@ def cluster() -> Iterator[tuple[RedisServer, RedisServer, Sentinel]]:
     primary.cleanup()
 
 
+@pytest.mark.slow  # a real Sentinel failover (~20 s here): in make test, not in make check
 async def test_ingress_and_worker_through_sentinel_and_a_failover(
     cluster: tuple[RedisServer, RedisServer, Sentinel], aiohttp_client: Callable[..., Any],
     make_settings: Callable[..., Settings], sink: Callable[..., Any]
