@@ -29,7 +29,7 @@ from relay.store.connection import REDIS_ERRORS
 from relay.store.problems import HOUR_MS, PROBLEM_KINDS, WORKER_ALIVE_MS, percent, verdict
 from relay.store.resolve import resolve
 from relay.store.scripts import script
-from relay.store.wire import EP_FIELDS, HEALTH, HOURLY, SRC_FIELDS
+from relay.store.wire import EP_FIELDS, HEALTH, HEALTH_EP_ARGS, HEALTH_SRC_ARGS, HOURLY, SRC_FIELDS
 from relay.timefmt import iso_seconds
 
 __all__ = ["PROBLEM_KINDS", "STATUS_EXIT", "WORKER_ALIVE_MS", "health_report", "hourly", "percent"]
@@ -124,12 +124,16 @@ async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]
     sources = list(settings.sources.values())
     cfg = settings.alerts
     src_minutes = max(1, round(cfg.source_window_minutes))
-    args: list[str | int] = HEALTH.pack_args(now_ms=now_ms, endpoints=len(endpoints))
+    args: list[str | int] = HEALTH.pack_args(now_ms=now_ms, endpoints=len(endpoints), sources=len(sources),
+                                             source_window_minutes=src_minutes)
     for ep in endpoints:
-        args += [ep.name, int(thresholds(settings, ep)[2] * HOUR_MS), 0 if ep.concurrent else 1]
-    args += [len(sources), src_minutes]
+        window_ms = int(thresholds(settings, ep)[2] * HOUR_MS)
+        by_name: dict[str, str | int] = {"name": ep.name, "window_ms": window_ms, "serial": 0 if ep.concurrent else 1}
+        args.extend(by_name[f] for f in HEALTH_EP_ARGS)
     for src in sources:
-        args += [src.name, round((src.expect_within_hours or 0) * HOUR_MS)]
+        silence_ms = round((src.expect_within_hours or 0) * HOUR_MS)
+        by_src: dict[str, str | int] = {"name": src.name, "silence_ms": silence_ms}
+        args.extend(by_src[f] for f in HEALTH_SRC_ARGS)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.info("persistence")
         pipe.info("memory")

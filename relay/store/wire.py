@@ -57,9 +57,14 @@ CONTROL = Spec(("control",), keys=("paused", "audit"),
                args=("action", "ep", "audit", "audit_cap", "nid", "who", "upto", "from_state", "offset", "page"),
                optional=frozenset({"nid", "who", "upto", "from_state", "offset", "page"}))
 # every figure of health in one read (relay/store/stats.py)
-HEALTH = Spec(("health",), fragments=("_received",), tables=lambda: names("EP", EP_FIELDS) + names("SRC", SRC_FIELDS),
-              keys=("ix_all", "stats"), args=("now_ms", "endpoints"),
-              args_rest="per endpoint (name, window ms, serial 1/0), then the number of sources, the refusal"
-                        " window in minutes, per source (name, silence limit ms or 0)")
+# what it is asked, after the named ARGV: per endpoint (serial: 1 or 0), then per source (silence_ms: 0 for
+# no expect_within_hours)
+HEALTH_EP_ARGS = ("name", "window_ms", "serial")
+HEALTH_SRC_ARGS = ("name", "silence_ms")
+HEALTH = Spec(("health",), fragments=("_received",),
+              tables=lambda: (names("EP", EP_FIELDS) + names("SRC", SRC_FIELDS) + names("HEALTH_EP", HEALTH_EP_ARGS)
+                              + names("HEALTH_SRC", HEALTH_SRC_ARGS)),
+              keys=("ix_all", "stats"), args=("now_ms", "endpoints", "sources", "source_window_minutes"),
+              args_rest="A.endpoints records of HEALTH_EP_ARGS, then A.sources records of HEALTH_SRC_ARGS")
 # the dashboard's hourly charts (relay/store/stats.py)
 HOURLY = Spec(("hourly",), args=("first_ms", "hour_ms", "hours"), args_rest="the endpoint names")

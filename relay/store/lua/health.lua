@@ -1,8 +1,8 @@
 -- Every figure of the evaluation of health (relay/store/stats.py), read in one call: counting in
 -- Redis spares the client thousands of replies to pack and parse. Read-only.
--- KEYS and ARGV are named in relay/store/wire.py (HEALTH): after A.now_ms and A.endpoints (their number
--- E) come E x (name, window ms, serial 1/0), then the number of sources S, the refusal window in
--- minutes, then S x (name, silence limit ms or 0).
+-- KEYS and ARGV are named in relay/store/wire.py (HEALTH): after the named ARGV come A.endpoints records
+-- of HEALTH_EP fields (name, window ms, serial 1/0), then A.sources records of HEALTH_SRC fields (name,
+-- silence limit ms or 0).
 -- Returns {endpoint rows..., source rows...}: each row's fields are named by relay/store/stats.py
 -- (EP_FIELDS, SRC_FIELDS), read here through the generated EP and SRC tables, never by position.
 local now = tonumber(ARGV[A.now_ms])
@@ -54,8 +54,9 @@ local function oldest_receipt(p, serial_head)
   return best or ''
 end
 for _ = 1, tonumber(ARGV[A.endpoints]) do
-  local ep, window, serial = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2] == '1'
-  i = i + 3
+  local ep, window = ARGV[i + HEALTH_EP.name - 1], tonumber(ARGV[i + HEALTH_EP.window_ms - 1])
+  local serial = ARGV[i + HEALTH_EP.serial - 1] == '1'
+  i = i + #HEALTH_EP_LIST
   local function p(state) return key.ep_state(ep, state) end
   local row = row_of(EP_LIST)
   for s, field in pairs(states) do row[EP[field]] = redis.call('ZCARD', p(s)) end
@@ -110,8 +111,7 @@ for _ = 1, tonumber(ARGV[A.endpoints]) do
   row[EP.resent] = redis.call('ZCARD', key.ep_resent(ep))
   out[#out + 1] = row
 end
-local n, minutes = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
-i = i + 2
+local n, minutes = tonumber(ARGV[A.sources]), tonumber(ARGV[A.source_window_minutes])
 local now_min = math.floor(now / 60000)
 local AFTER_CAP = 1000
 -- the newest notification 2Checkout sent to a source (not a resend): at most `pages` pages of the
@@ -129,8 +129,8 @@ local function last_received(ix, pages)
   return at
 end
 for _ = 1, n do
-  local src, silence = ARGV[i], tonumber(ARGV[i + 1])
-  i = i + 2
+  local src, silence = ARGV[i + HEALTH_SRC.name - 1], tonumber(ARGV[i + HEALTH_SRC.silence_ms - 1])
+  i = i + #HEALTH_SRC_LIST
   local row = row_of(SRC_LIST)
   local refused = 0
   for m = 0, minutes - 1 do
