@@ -150,3 +150,22 @@ def test_the_engine_reads_claims_in_wire_order() -> None:
     assert (c.nid, c.body, c.content_type, c.source, c.channel, c.resend_of, c.flag) == (
         "nid", b"body", "ct", "source", "channel", "resend_of", "flag")
     assert (c.attempt, c.received_ms, c.paused_ms, c.unsent) == (3, 7, 9, 1)
+
+
+async def test_one_script_object_runs_on_any_client_and_after_a_script_flush(redis: Redis) -> None:
+    """The loader assembles and hashes each script once per process (the sweeper used to register
+    sweep.lua again every 5 s); bound to no client, it runs on whichever connection or pipeline a call
+    names, and loads itself again after Redis lost its scripts (restart, failover, SCRIPT FLUSH)."""
+    from relay.store.scripts import script
+
+    hourly = script(store_wire.HOURLY)
+    assert hourly is script(store_wire.HOURLY)
+    args = store_wire.HOURLY.pack_args("ep", first_ms=0, hour_ms=1000, hours=2)
+    await redis.script_flush()
+    assert await hourly(args=args, client=redis) == [[0, 0, 0, 0]]
+    await redis.script_flush()
+    async with redis.pipeline(transaction=False) as pipe:
+        await hourly(args=args, client=pipe)
+        assert await pipe.execute() == [[[0, 0, 0, 0]]]
+    with pytest.raises(TypeError, match="client="):
+        await hourly(args=args)
