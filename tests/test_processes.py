@@ -22,6 +22,8 @@ from relay.store.reload import live_processes
 from tests.procs import RelayProcess
 from tests.support import TEST_ENV, RedisServer, free_port, ipn_fields, signed_body, write_config
 
+pytestmark = pytest.mark.slow  # real serve --processes members (~28 s): make test, not make check
+
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 

@@ -23,6 +23,8 @@ from relay import constants as k
 from tests.procs import RelayProcess
 from tests.support import TEST_ENV, RedisServer, free_port, ipn_fields, signed_body, wait_for, write_config
 
+pytestmark = pytest.mark.slow  # real serve/worker/CLI processes end to end (~36 s): make test, not make check
+
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 TOKEN = "t0ken-for-the-admin-api"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

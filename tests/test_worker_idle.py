@@ -89,6 +89,7 @@ def _idle_polls(r: Any, window: float = 2.0) -> int:
     return calls
 
 
+@pytest.mark.slow  # a real worker across a Redis restart (~9 s): in make test, not in make check
 def test_an_idle_worker_waits_again_after_its_redis_restarts(tmp_path: Path) -> None:
     """A Redis restart used to leave the worker on ARQ's 5 ms poll for good (7 % of a core idle): its
     watch was started once, before ARQ's own connection retries brought it back."""
