@@ -46,6 +46,7 @@ check: install-test lint imports mypy ## the fast tier for your own loop: the st
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check relay workers config bench tests
+	$(BIN)/ruff format --check relay workers config bench tests
 
 imports: $(VENV)/.installed-dev ## check the layering contracts in pyproject.toml ([tool.importlinter])
 	$(BIN)/lint-imports

@@ -39,20 +39,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="a few seconds per scenario (CI smoke run)")
     p.add_argument("--duration", type=float, help="measured seconds per load (default 10; quick 1.5)")
     p.add_argument("--connections", type=int, default=64, help="keep-alive connections of the ingress load")
-    p.add_argument("--rate", type=float, help="also run fixed loads at this many notifications/s (default: none; "
-                                              "the default fixed loads are derived from the drain)")
+    p.add_argument(
+        "--rate",
+        type=float,
+        help="also run fixed loads at this many notifications/s (default: none; "
+        "the default fixed loads are derived from the drain)",
+    )
     p.add_argument("--notifications", type=int, help="pre-loaded per drain run (default 400 x duration)")
     p.add_argument("--only", choices=sorted(SCENARIOS), action="append", help="run only this scenario (repeatable)")
-    p.add_argument("--runs", type=int, default=1, help="repeat the scenarios this many times; figures are "
-                                                       "reported as median (min-max) (default 1)")
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="repeat the scenarios this many times; figures are reported as median (min-max) (default 1)",
+    )
     p.add_argument("--out", type=Path, help="JSON results file (default bench/results/<timestamp>.json)")
-    p.add_argument("--markdown", type=Path, metavar="PATH",
-                   help="also write the summary tables as markdown to PATH (printed anyway with --runs > 1)")
+    p.add_argument(
+        "--markdown",
+        type=Path,
+        metavar="PATH",
+        help="also write the summary tables as markdown to PATH (printed anyway with --runs > 1)",
+    )
     p.add_argument("--max-time", type=float, help="abort after this many seconds (default 1800 per run; quick 300)")
-    p.add_argument("--compare", nargs=2, type=Path, metavar=("OLD", "NEW"),
-                   help="print the figures of two results files side by side, run nothing")
-    p.add_argument("--report", type=Path, metavar="FILE",
-                   help="print the markdown tables of a results file (with --markdown: write them), run nothing")
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        type=Path,
+        metavar=("OLD", "NEW"),
+        help="print the figures of two results files side by side, run nothing",
+    )
+    p.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE",
+        help="print the markdown tables of a results file (with --markdown: write them), run nothing",
+    )
     ns = p.parse_args(argv)
     if ns.connections < 1 or (ns.rate is not None and ns.rate <= 0) or (ns.duration is not None and ns.duration <= 0):
         p.error("--connections, --rate and --duration must be positive")
@@ -66,8 +87,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def options(ns: argparse.Namespace) -> Options:
     duration = ns.duration or (1.5 if ns.quick else 10.0)
     return Options(
-        duration=duration, warmup=0.5 if ns.quick else 2.0, connections=ns.connections, rate=ns.rate,
-        notifications=ns.notifications or (300 if ns.quick else int(400 * duration)), quick=ns.quick,
+        duration=duration,
+        warmup=0.5 if ns.quick else 2.0,
+        connections=ns.connections,
+        rate=ns.rate,
+        notifications=ns.notifications or (300 if ns.quick else int(400 * duration)),
+        quick=ns.quick,
     )
 
 
@@ -147,9 +172,13 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, _interrupt)
     signal.alarm(int(ns.max_time or (300 if opts.quick else 1800) * ns.runs))
     started = time.monotonic()
-    results: dict[str, Any] = {"schema": figures.SCHEMA,
-                               "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                               "options": {**asdict(opts), "runs": ns.runs}, "scenarios": selected, "runs": []}
+    results: dict[str, Any] = {
+        "schema": figures.SCHEMA,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "options": {**asdict(opts), "runs": ns.runs},
+        "scenarios": selected,
+        "runs": [],
+    }
     h = Harness(opts)
     stopped: BaseException | None = None
     try:
@@ -159,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(ns.runs):
             results["runs"].append(run_once(h, selected, results["options"], i, ns.runs))
             if ns.runs > 1:
-                print(f"\nrun {i + 1} of {ns.runs}:\n" + report.targets_text(results["runs"][-1]["targets"]),
-                      flush=True)
+                print(
+                    f"\nrun {i + 1} of {ns.runs}:\n" + report.targets_text(results["runs"][-1]["targets"]), flush=True
+                )
     except (BenchError, Interrupted) as exc:
         stopped = exc
         print(f"\nbench: stopped: {exc}", file=sys.stderr)
@@ -180,8 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     results["targets"] = figures.summarize_targets([r["targets"] for r in results["runs"]])
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     results["waited_for_quiet_s"] = round(h.quiet_wait_s, 1)
-    print("\n" + ("targets, median over the runs:\n" if ns.runs > 1 else "")
-          + report.targets_text(results["targets"]))
+    print("\n" + ("targets, median over the runs:\n" if ns.runs > 1 else "") + report.targets_text(results["targets"]))
     if ns.runs > 1:
         print("\n" + figures.markdown(results), end="")
     status = 0
@@ -189,9 +218,11 @@ def main(argv: list[str] | None = None) -> int:
         status = _write_markdown(ns.markdown, figures.markdown(results))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"\nresults: {out} ({results['elapsed_s']} s, {results['waited_for_quiet_s']} s of it waiting for other"
-          " jobs to leave the CPU)"
-          + (f"; stopped after {len(results['runs'])} of {ns.runs} runs" if stopped is not None else ""))
+    print(
+        f"\nresults: {out} ({results['elapsed_s']} s, {results['waited_for_quiet_s']} s of it waiting for other"
+        " jobs to leave the CPU)"
+        + (f"; stopped after {len(results['runs'])} of {ns.runs} runs" if stopped is not None else "")
+    )
     if stopped is not None:
         return 130 if isinstance(stopped, Interrupted) and str(stopped) == "SIGINT" else 1
     return status

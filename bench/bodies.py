@@ -22,8 +22,16 @@ SIGNATURE_NAMES = ("HASH", "SIGNATURE_SHA2_256", "SIGNATURE_SHA3_256")
 _ALGOS = (("HASH", hashlib.md5), ("SIGNATURE_SHA2_256", hashlib.sha256), ("SIGNATURE_SHA3_256", hashlib.sha3_256))
 
 # most customers have ASCII names; some do not, and the signature counts UTF-8 bytes
-_NAMES = (("John", "Smith"), ("Jürgen", "Müller"), ("Anna", "Kowalska"), ("太郎", "東京"),
-          ("Maria", "García"), ("Olivier", "Lefèvre"), ("Emily", "Brown"), ("Søren", "Østergaard"))
+_NAMES = (
+    ("John", "Smith"),
+    ("Jürgen", "Müller"),
+    ("Anna", "Kowalska"),
+    ("太郎", "東京"),
+    ("Maria", "García"),
+    ("Olivier", "Lefèvre"),
+    ("Emily", "Brown"),
+    ("Søren", "Østergaard"),
+)
 _PRODUCTS = ("Backup Suite Pro", "Müller Tool – 東京 Edition", "Cloud Sync (1 year)", "Antivirus Plus")
 _STATUSES = ("COMPLETE", "PENDING", "PAYMENT_AUTHORIZED", "COMPLETE", "REFUND", "COMPLETE")
 TEMPLATES = 48
@@ -55,27 +63,52 @@ def template_pairs(variant: int) -> Pairs:
     first, last = _NAMES[variant % len(_NAMES)]
     status = _STATUSES[(variant // len(_NAMES)) % len(_STATUSES)]
     pairs: Pairs = [
-        ("GIFT_ORDER", "0"), ("SALEDATE", "2024-01-02 02:58:11"), ("PAYMENTDATE", "2024-01-02 02:59:40"),
-        ("REFNO", "{ref}"), ("REFNOEXT", "EXT-{n}"), ("ORDERNO", "{n}"), ("ORDERSTATUS", status),
-        ("PAYMETHOD", "Visa/MasterCard"), ("PAYMETHOD_CODE", "CCVISAMC"),
-        ("FIRSTNAME", first), ("LASTNAME", last), ("COMPANY", "Example GmbH"),
-        ("ADDRESS1", f"{rnd.randrange(1, 200)} Hauptstraße"), ("CITY", "München"),
-        ("STATE", "Bayern"), ("ZIPCODE", "80331"), ("COUNTRY", "Germany"), ("COUNTRY_CODE", "de"),
-        ("PHONE", "+49 89 1234567"), ("CUSTOMEREMAIL", "customer{n}@example.com"),
-        ("IPADDRESS", "192.0.2.10"), ("CURRENCY", "EUR"), ("LANGUAGE", "de"),
+        ("GIFT_ORDER", "0"),
+        ("SALEDATE", "2024-01-02 02:58:11"),
+        ("PAYMENTDATE", "2024-01-02 02:59:40"),
+        ("REFNO", "{ref}"),
+        ("REFNOEXT", "EXT-{n}"),
+        ("ORDERNO", "{n}"),
+        ("ORDERSTATUS", status),
+        ("PAYMETHOD", "Visa/MasterCard"),
+        ("PAYMETHOD_CODE", "CCVISAMC"),
+        ("FIRSTNAME", first),
+        ("LASTNAME", last),
+        ("COMPANY", "Example GmbH"),
+        ("ADDRESS1", f"{rnd.randrange(1, 200)} Hauptstraße"),
+        ("CITY", "München"),
+        ("STATE", "Bayern"),
+        ("ZIPCODE", "80331"),
+        ("COUNTRY", "Germany"),
+        ("COUNTRY_CODE", "de"),
+        ("PHONE", "+49 89 1234567"),
+        ("CUSTOMEREMAIL", "customer{n}@example.com"),
+        ("IPADDRESS", "192.0.2.10"),
+        ("CURRENCY", "EUR"),
+        ("LANGUAGE", "de"),
     ]
     for i in range(2):
         pid = str(40_898_000 + rnd.randrange(1000))
         pairs += [
-            ("IPN_PID[]", pid), ("IPN_PNAME[]", _PRODUCTS[(variant + i) % len(_PRODUCTS)]),
-            ("IPN_PCODE[]", f"SKU-{pid}"), ("IPN_QTY[]", str(1 + i)),
-            ("IPN_PRICE[]", "49.90"), ("IPN_VAT[]", "9.48"), ("IPN_VER[]", "2"), ("IPN_DISCOUNT[]", "0.00"),
-            ("IPN_LICENSE_REF[]", f"LIC{{n}}{i}"), ("IPN_LICENSE_TYPE[]", "REGULAR"),
+            ("IPN_PID[]", pid),
+            ("IPN_PNAME[]", _PRODUCTS[(variant + i) % len(_PRODUCTS)]),
+            ("IPN_PCODE[]", f"SKU-{pid}"),
+            ("IPN_QTY[]", str(1 + i)),
+            ("IPN_PRICE[]", "49.90"),
+            ("IPN_VAT[]", "9.48"),
+            ("IPN_VER[]", "2"),
+            ("IPN_DISCOUNT[]", "0.00"),
+            ("IPN_LICENSE_REF[]", f"LIC{{n}}{i}"),
+            ("IPN_LICENSE_TYPE[]", "REGULAR"),
             ("IPN_LICENSE_EXP[]", "2025-01-02 02:58:11"),
         ]
     pairs += [
-        ("IPN_TOTALGENERAL", "118.76"), ("IPN_SHIPPING", "0.00"), ("IPN_COMMISSION", "7.12"),
-        ("MESSAGE_ID", "{n}"), ("MESSAGE_TYPE", status), ("TEST_ORDER", "1"),
+        ("IPN_TOTALGENERAL", "118.76"),
+        ("IPN_SHIPPING", "0.00"),
+        ("IPN_COMMISSION", "7.12"),
+        ("MESSAGE_ID", "{n}"),
+        ("MESSAGE_TYPE", status),
+        ("TEST_ORDER", "1"),
         ("IPN_DATE", "20240102030011"),
     ]
     return pairs

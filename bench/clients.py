@@ -49,7 +49,7 @@ CLIENTS: dict[str, str] = {
     "redis-py": "redis-py 5 asyncio, stock (commands packed in Python)",
     "redis-py+hiredis-pack": "redis-py with commands packed by hiredis.pack_command (relay/store/connection.py)",
     "redis-py relay-path": "hiredis packing, called as Store.ingest calls it: the Script object in a pipeline "
-                           "(SCRIPT EXISTS first); step: the Script object called directly, as the worker does",
+    "(SCRIPT EXISTS first); step: the Script object called directly, as the worker does",
     "coredis": "coredis (RESP3, anyio)",
     "valkey-glide": "valkey-glide (Rust core, multiplexed connection)",
     "minimal": "bench/miniredis.py: asyncio Protocol, hiredis pack + Reader, FIFO futures, one connection",
@@ -74,23 +74,61 @@ def ingest_call(nid: str, body: bytes, now_ms: int) -> tuple[list[str], list[str
     from relay.store.ingest import FANOUT_JOB_EXPIRY_MS, fanout_job
     from relay.store.wire import INGEST
 
-    facts = {"type": "ORDER_CREATED", "ref": f"ref-{nid[-6:]}", "message_id": "", "order_ref": nid[-8:],
-             "order_no": "0", "status": "COMPLETE", "approve_status": "OK", "vendor": "250111206876",
-             "currency": "USD", "total": "97.90", "customer": "Jane Doe", "email": "jane@example.com",
-             "country": "US", "payment": "CC", "hash": "5b0d1ba7" * 8, "ip": "203.0.113.9",
-             "sig_ok": "1"}
-    fields: list[str | bytes] = ["body", body, "ct", "application/x-www-form-urlencoded", "source", "tco",
-                                 "channel", "ipn", "algo", "sha256"]
+    facts = {
+        "type": "ORDER_CREATED",
+        "ref": f"ref-{nid[-6:]}",
+        "message_id": "",
+        "order_ref": nid[-8:],
+        "order_no": "0",
+        "status": "COMPLETE",
+        "approve_status": "OK",
+        "vendor": "250111206876",
+        "currency": "USD",
+        "total": "97.90",
+        "customer": "Jane Doe",
+        "email": "jane@example.com",
+        "country": "US",
+        "payment": "CC",
+        "hash": "5b0d1ba7" * 8,
+        "ip": "203.0.113.9",
+        "sig_ok": "1",
+    }
+    fields: list[str | bytes] = [
+        "body",
+        body,
+        "ct",
+        "application/x-www-form-urlencoded",
+        "source",
+        "tco",
+        "channel",
+        "ipn",
+        "algo",
+        "sha256",
+    ]
     for name, value in facts.items():
         fields += [name, value]
     job_id = k.fanout_job_id(nid)
-    keys = INGEST.pack_keys(notification=k.notification(nid), seq=k.SEQ, ix_all=k.IDX_ALL,
-                            ix_channel=k.idx_channel("ipn"), ix_source=k.idx_source("tco"),
-                            ix_ref=k.idx_ref(facts["ref"]), fanout=k.FANOUT, job=k.ARQ_JOB_PREFIX + job_id,
-                            arq_queue=k.QUEUE_NAME, ix_type=k.idx_type(facts["type"]))
+    keys = INGEST.pack_keys(
+        notification=k.notification(nid),
+        seq=k.SEQ,
+        ix_all=k.IDX_ALL,
+        ix_channel=k.idx_channel("ipn"),
+        ix_source=k.idx_source("tco"),
+        ix_ref=k.idx_ref(facts["ref"]),
+        fanout=k.FANOUT,
+        job=k.ARQ_JOB_PREFIX + job_id,
+        arq_queue=k.QUEUE_NAME,
+        ix_type=k.idx_type(facts["type"]),
+    )
     args: list[str | bytes] = INGEST.pack_args(
-        *fields, nid=nid, retention_ms=str(7 * 86_400_000), job=fanout_job(nid, now_ms),
-        job_ttl_ms=str(FANOUT_JOB_EXPIRY_MS), job_id=job_id, message_id="")
+        *fields,
+        nid=nid,
+        retention_ms=str(7 * 86_400_000),
+        job=fanout_job(nid, now_ms),
+        job_ttl_ms=str(FANOUT_JOB_EXPIRY_MS),
+        job_id=job_id,
+        message_id="",
+    )
     return keys, args
 
 
@@ -123,8 +161,10 @@ def step_call(i: int) -> Call:
     keys = ["relay:fanout", "bench:step:body"]
     args: list[str | bytes] = [str(STEP_RESULTS), str(BODY_BYTES), str(STEP_CLAIMS), str(STEP_ROWS)]
     for r in range(STEP_RESULTS):
-        keys += [f"relay:ep:ep{r % 8}:{name}" for name in ("q", "inflight", "st:delivered", "st:failed", "att",
-                                                          "lease", "stats", f"n:{i}-{r}")]
+        keys += [
+            f"relay:ep:ep{r % 8}:{name}"
+            for name in ("q", "inflight", "st:delivered", "st:failed", "att", "lease", "stats", f"n:{i}-{r}")
+        ]
         args += [f"n{i}-{r}", f"ep{r % 8}", "delivered", "200", "12", "1700000000000", "1", "", "ok", "0"]
     for c in range(STEP_CLAIMS):
         keys += [f"relay:ep:ep{c}:{name}" for name in ("q", "inflight", "lease", "cfg")]
@@ -133,9 +173,14 @@ def step_call(i: int) -> Call:
 
 
 def step_ok(reply: Any) -> bool:
-    return (isinstance(reply, list) and len(reply) == STEP_RESULTS + STEP_CLAIMS
-            and all(isinstance(row, list) and len(row) == 3 and len(row[2]) == STEP_ROWS
-                    and len(row[2][0][1]) == BODY_BYTES for row in reply[STEP_RESULTS:]))
+    return (
+        isinstance(reply, list)
+        and len(reply) == STEP_RESULTS + STEP_CLAIMS
+        and all(
+            isinstance(row, list) and len(row) == 3 and len(row[2]) == STEP_ROWS and len(row[2][0][1]) == BODY_BYTES
+            for row in reply[STEP_RESULTS:]
+        )
+    )
 
 
 def calls(prefix: str, count: int) -> list[Call]:
@@ -191,8 +236,9 @@ class RedisPy(Adapter):
     async def open(self, port: int, source: str) -> None:
         from redis.asyncio import Redis
 
-        self.redis = Redis(host=HOST, port=port, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S,
-                           max_connections=512)
+        self.redis = Redis(
+            host=HOST, port=port, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S, max_connections=512
+        )
         if self.packing:
             self.packed_by = _hiredis_packing(self.redis)
         self.sha = await self.redis.script_load(source)
@@ -255,9 +301,9 @@ class Glide(Adapter):
         glide.Logger.set_logger_config(glide.LogLevel.OFF)  # its warnings go to stdout, among our JSON
         self.errors = (glide.GlideError,)
         self.error_names = "glide.GlideError"
-        config = glide.GlideClientConfiguration([glide.NodeAddress(HOST, port)],
-                                                request_timeout=int(TIMEOUT_S * 1000),
-                                                protocol=glide.ProtocolVersion.RESP2)
+        config = glide.GlideClientConfiguration(
+            [glide.NodeAddress(HOST, port)], request_timeout=int(TIMEOUT_S * 1000), protocol=glide.ProtocolVersion.RESP2
+        )
         self.client = await glide.GlideClient.create(config)
         self.script = glide.Script(source)
         self.sha = (await self.client.custom_command(["SCRIPT", "LOAD", source])).decode()
@@ -341,9 +387,13 @@ class Measured:
     bad_example: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"calls": self.calls, "cpu_us_per_call": round(1e6 * self.cpu_s / max(1, self.calls), 1),
-                "calls_per_s": round(self.calls / max(self.wall_s, 1e-9)), "bad_replies": self.bad,
-                "bad_example": self.bad_example}
+        return {
+            "calls": self.calls,
+            "cpu_us_per_call": round(1e6 * self.cpu_s / max(1, self.calls), 1),
+            "calls_per_s": round(self.calls / max(self.wall_s, 1e-9)),
+            "bad_replies": self.bad,
+            "bad_example": self.bad_example,
+        }
 
 
 def _check(m: Measured, replies: Sequence[Any], ok: Callable[[Any], bool] | None = None) -> None:
@@ -374,6 +424,7 @@ async def _run_shape(a: Adapter, shape: str, work: list[Call], seconds: float) -
             _check(m, await a.pipeline(batch))
             m.calls += len(batch)
     else:
+
         async def caller() -> None:
             for keys, args in it:  # the iterator is shared: each call is taken by one caller
                 _check(m, [await a.call(keys, args)])
@@ -421,8 +472,24 @@ def start_redis_on(cluster: Cluster, port: int, name: str = "redis") -> Child:
         raise BenchError("redis-server is not on PATH (apt-get install redis-server)")
     data = cluster.root / f"{name}-{port}"
     data.mkdir(exist_ok=True)
-    child = cluster.start(name, [exe, "--port", str(port), "--bind", HOST, "--dir", str(data), "--save", "",
-                                 "--appendonly", "no", "--protected-mode", "no"])
+    child = cluster.start(
+        name,
+        [
+            exe,
+            "--port",
+            str(port),
+            "--bind",
+            HOST,
+            "--dir",
+            str(data),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+        ],
+    )
     wait_until("redis-server", lambda: redis_ping(port), 10, child)
     return child
 
@@ -438,8 +505,11 @@ async def _outcome(a: Adapter, what: Callable[[], Awaitable[Any]], limit: float 
         task.result()
     except Exception as exc:  # what the client raises is the finding
         kind = f"{type(exc).__module__}.{type(exc).__qualname__}"
-        return {"result": f"{kind}: {str(exc)[:120]}", "mapped": isinstance(exc, a.errors),
-                "s": round(time.monotonic() - t0, 2)}
+        return {
+            "result": f"{kind}: {str(exc)[:120]}",
+            "mapped": isinstance(exc, a.errors),
+            "s": round(time.monotonic() - t0, 2),
+        }
     return {"result": "ok", "mapped": True, "s": round(time.monotonic() - t0, 2)}
 
 
@@ -492,12 +562,14 @@ async def fault_row(name: str) -> dict[str, Any]:
 
 
 def _child(args: list[str], timeout: float) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-m", "bench.clients", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.clients", *args], capture_output=True, text=True, timeout=timeout
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
-        raise BenchError(f"bench.clients {' '.join(args)} failed ({proc.returncode}):\n"
-                         + (proc.stdout + proc.stderr)[-2000:])
+        raise BenchError(
+            f"bench.clients {' '.join(args)} failed ({proc.returncode}):\n" + (proc.stdout + proc.stderr)[-2000:]
+        )
     return cast(dict[str, Any], json.loads(lines[-1]))
 
 
@@ -514,12 +586,15 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
         out["packed_by"] = runs[0]["packed_by"]
     for shape in SHAPES:
         cpu = [r[shape]["cpu_us_per_call"] for r in runs]
-        out[shape] = {"cpu_us_per_call": round(statistics.median(cpu), 1), "cpu_us_min": min(cpu),
-                      "cpu_us_max": max(cpu),
-                      "calls_per_s": round(statistics.median(r[shape]["calls_per_s"] for r in runs)),
-                      "calls": sum(r[shape]["calls"] for r in runs),
-                      "bad_replies": sum(r[shape]["bad_replies"] for r in runs),
-                      "bad_example": next((r[shape]["bad_example"] for r in runs if r[shape]["bad_example"]), "")}
+        out[shape] = {
+            "cpu_us_per_call": round(statistics.median(cpu), 1),
+            "cpu_us_min": min(cpu),
+            "cpu_us_max": max(cpu),
+            "calls_per_s": round(statistics.median(r[shape]["calls_per_s"] for r in runs)),
+            "calls": sum(r[shape]["calls"] for r in runs),
+            "bad_replies": sum(r[shape]["bad_replies"] for r in runs),
+            "bad_example": next((r[shape]["bad_example"] for r in runs if r[shape]["bad_example"]), ""),
+        }
     return out
 
 
@@ -532,15 +607,24 @@ def text_table(rows: list[dict[str, Any]]) -> str:
             continue
         cells = "".join(
             f"{row[s]['cpu_us_per_call']:>10.1f} [{row[s]['cpu_us_min']:.0f}–{row[s]['cpu_us_max']:.0f}]".rjust(24)
-            + f"{row[s]['calls_per_s']:>8}" for s in SHAPES)
+            + f"{row[s]['calls_per_s']:>8}"
+            for s in SHAPES
+        )
         bad = sum(row[s]["bad_replies"] for s in SHAPES)
         lines.append(f"{row['client']:<24}{cells}" + (f"   {bad} BAD REPLIES" if bad else ""))
     return "\n".join(lines)
 
 
 def faults_text(rows: list[dict[str, Any]]) -> str:
-    steps = ["stalled", "after_stall", "killed_mid_pipeline", "while_down", "first_after_restart",
-             "second_after_restart", "pipeline_after_restart"]
+    steps = [
+        "stalled",
+        "after_stall",
+        "killed_mid_pipeline",
+        "while_down",
+        "first_after_restart",
+        "second_after_restart",
+        "pipeline_after_restart",
+    ]
     out = []
     for row in rows:
         if "skipped" in row:
@@ -555,14 +639,20 @@ def faults_text(rows: list[dict[str, Any]]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.clients",
-                                description="CPU µs per ingest call of each Redis client, and its behaviour "
-                                            "when Redis stalls, dies and comes back.")
+    p = argparse.ArgumentParser(
+        prog="python -m bench.clients",
+        description="CPU µs per ingest call of each Redis client, and its behaviour "
+        "when Redis stalls, dies and comes back.",
+    )
     p.add_argument("--quick", action="store_true", help="a smoke run: few calls, short spans")
     p.add_argument("--seconds", type=float, help="at most this many seconds per shape (default 4; quick 0.5)")
     p.add_argument("--calls", type=int, help="at most this many calls per shape (default 8000; quick 400)")
-    p.add_argument("--rounds", type=int, help="measure every client this many times, interleaved; the table "
-                                            "shows the median and the range (default 3; quick 1)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        help="measure every client this many times, interleaved; the table "
+        "shows the median and the range (default 3; quick 1)",
+    )
     p.add_argument("--only", help="comma-separated clients: " + ", ".join(CLIENTS))
     p.add_argument("--no-faults", action="store_true", help="skip the kill-and-restart checks")
     p.add_argument("--json", help="also write the results to this file")
@@ -598,8 +688,13 @@ def _event_loop_run(coro: Awaitable[dict[str, Any]]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.row:
-        print(json.dumps(_event_loop_run(measure_row(args.row, args.port, args.seconds, args.calls,
-                                                     max(PIPELINE * 4, args.calls // 10)))))
+        print(
+            json.dumps(
+                _event_loop_run(
+                    measure_row(args.row, args.port, args.seconds, args.calls, max(PIPELINE * 4, args.calls // 10))
+                )
+            )
+        )
         return 0
     if args.fault_row:
         print(json.dumps(_event_loop_run(fault_row(args.fault_row))))
@@ -616,9 +711,12 @@ def main(argv: list[str] | None = None) -> int:
         except BenchError as exc:
             print(f"bench.clients: {exc}", file=sys.stderr)
             return 1
-        print(f"Redis clients on the ingest script: {args.calls} calls or {args.seconds:g} s per shape, "
-              f"{args.rounds} round(s); CPU of the client process per call (calls/s is wall-clock: noisy on a "
-              "shared machine)", flush=True)
+        print(
+            f"Redis clients on the ingest script: {args.calls} calls or {args.seconds:g} s per shape, "
+            f"{args.rounds} round(s); CPU of the client process per call (calls/s is wall-clock: noisy on a "
+            "shared machine)",
+            flush=True,
+        )
         runs: dict[str, list[dict[str, Any]]] = {}
         for name in args.names:
             if not installed(name):
@@ -626,11 +724,16 @@ def main(argv: list[str] | None = None) -> int:
         for round_no in range(args.rounds):
             for name in [n for n in args.names if installed(n)]:
                 _flush(port)
-                row = _child(["--row", name, "--port", str(port), "--seconds", str(args.seconds),
-                              "--calls", str(args.calls)], timeout=60 + 8 * args.seconds)
+                row = _child(
+                    ["--row", name, "--port", str(port), "--seconds", str(args.seconds), "--calls", str(args.calls)],
+                    timeout=60 + 8 * args.seconds,
+                )
                 runs.setdefault(name, []).append(row)
-                print(f"  {round_no + 1}. {name} ({row['version']}): " + ", ".join(
-                    f"{s} {row[s]['cpu_us_per_call']} µs" for s in SHAPES), flush=True)
+                print(
+                    f"  {round_no + 1}. {name} ({row['version']}): "
+                    + ", ".join(f"{s} {row[s]['cpu_us_per_call']} µs" for s in SHAPES),
+                    flush=True,
+                )
         rows = [combine(runs[n]) if n in runs else {"client": n, "skipped": "not installed"} for n in args.names]
         print()
         print(text_table(rows))
@@ -649,8 +752,9 @@ def main(argv: list[str] | None = None) -> int:
         cluster.close()
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"rows": rows, "faults": faults, "options": {"seconds": args.seconds, "calls": args.calls}},
-                      f, indent=2)
+            json.dump(
+                {"rows": rows, "faults": faults, "options": {"seconds": args.seconds, "calls": args.calls}}, f, indent=2
+            )
     bad = sum(row[s]["bad_replies"] for row in rows if "skipped" not in row for s in SHAPES)
     return 1 if bad else 0
 

@@ -30,17 +30,23 @@ def _key_bytes(h: Harness, pattern: str, nids: list[str]) -> float:
 
 
 def _commands(h: Harness) -> dict[str, tuple[int, int]]:
-    return {name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
-            for name, v in h.info("commandstats").items()}
+    return {
+        name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"])) for name, v in h.info("commandstats").items()
+    }
 
 
 def _top(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], per: int) -> list[dict[str, Any]]:
     """Redis commands by time spent per item; a script's time includes the commands it calls."""
-    deltas = [(name, calls - before.get(name, (0, 0))[0], usec - before.get(name, (0, 0))[1])
-              for name, (calls, usec) in after.items()]
+    deltas = [
+        (name, calls - before.get(name, (0, 0))[0], usec - before.get(name, (0, 0))[1])
+        for name, (calls, usec) in after.items()
+    ]
     deltas.sort(key=lambda d: -d[2])
-    return [{"command": name, "calls_per_item": round(calls / per, 2), "usec_per_item": round(usec / per, 1)}
-            for name, calls, usec in deltas[:TOP_COMMANDS] if calls > 0]
+    return [
+        {"command": name, "calls_per_item": round(calls / per, 2), "usec_per_item": round(usec / per, 1)}
+        for name, calls, usec in deltas[:TOP_COMMANDS]
+        if calls > 0
+    ]
 
 
 def run(h: Harness) -> dict[str, Any]:
@@ -52,8 +58,16 @@ def run(h: Harness) -> dict[str, Any]:
         config = h.write_config(ctx.serve_port, ctx.endpoints(delivery.Run("drain", 1, False)))
         time.sleep(SETTLE_S)
         usage0, commands0 = h.redis_usage(), _commands(h)
-        pre = h.loadgen(Spec(port=ctx.serve_port, connections=h.opts.connections, count=n, dup_every=0,
-                             duration=max(60.0, n / 200), seed=h.seed()))
+        pre = h.loadgen(
+            Spec(
+                port=ctx.serve_port,
+                connections=h.opts.connections,
+                count=n,
+                dup_every=0,
+                duration=max(60.0, n / 200),
+                seed=h.seed(),
+            )
+        )
         if pre["ok"] != n:
             raise BenchError(f"pre-load stored {pre['ok']} of {n} notifications: {pre['error_kinds']}")
         time.sleep(SETTLE_S)
@@ -92,6 +106,9 @@ def run(h: Harness) -> dict[str, Any]:
         "redis_cpu_us_per_delivery": round(1e6 * (usage2["cpu_s"] - usage1["cpu_s"]) / deliveries, 1),
         "redis_commands_ingest_per_notification": _top(commands0, commands1, n),
         "redis_commands_delivery_per_delivery": _top(commands1, commands2, deliveries),
-        "memory_usage_sampled": {"relay:n:{nid}": notification_key, "relay:d:{nid}:{ep}": delivery_key,
-                                 "relay:a:{nid}:{ep}": attempts_key},
+        "memory_usage_sampled": {
+            "relay:n:{nid}": notification_key,
+            "relay:d:{nid}:{ep}": delivery_key,
+            "relay:a:{nid}:{ep}": attempts_key,
+        },
     }

@@ -61,8 +61,14 @@ class Run:
         return f"{what}: {self.mode}, {self.workers} worker{'s' if self.workers > 1 else ''}{extra}"
 
 
-DRAINS = (Run("drain", 1, False), Run("drain", 2, False), Run("drain", 1, True), Run("drain", 2, True),
-          Run("drain", 1, True, per_order=True), Run("drain", 1, False, slow=True))
+DRAINS = (
+    Run("drain", 1, False),
+    Run("drain", 2, False),
+    Run("drain", 1, True),
+    Run("drain", 2, True),
+    Run("drain", 1, True, per_order=True),
+    Run("drain", 1, False, slow=True),
+)
 REFERENCES = (Run("reference", 0, False), Run("reference", 0, True))
 DERIVED = (Run("fixed", 1, False), Run("fixed", 1, True), Run("fixed", 1, False, slow=True))
 
@@ -79,8 +85,17 @@ def runs_for(rate: float | None) -> tuple[Run, ...]:
 
 def capacity_drain(results: list[dict[str, Any]], mode: str) -> dict[str, Any] | None:
     """The single-worker drain of ``mode`` with 8 healthy endpoints, if it was measured."""
-    return next((x for x in results if x.get("kind") == "drain" and x.get("workers") == 1
-                 and x.get("mode") == mode and not x.get("slow_endpoint")), None)
+    return next(
+        (
+            x
+            for x in results
+            if x.get("kind") == "drain"
+            and x.get("workers") == 1
+            and x.get("mode") == mode
+            and not x.get("slow_endpoint")
+        ),
+        None,
+    )
 
 
 def derived_rate(drain: dict[str, Any] | None, share: float = LOAD_SHARE, endpoints: int = ENDPOINTS) -> float | None:
@@ -101,8 +116,10 @@ class Context:
     ctl: SinkControl
 
     def endpoints(self, run: Run) -> list[EndpointSpec]:
-        return [EndpointSpec(f"ep{i + 1}", port, concurrent=run.concurrent, mode="per_order" if run.per_order else None)
-                for i, port in enumerate(self.sink_ports)]
+        return [
+            EndpointSpec(f"ep{i + 1}", port, concurrent=run.concurrent, mode="per_order" if run.per_order else None)
+            for i, port in enumerate(self.sink_ports)
+        ]
 
     def delays(self, run: Run) -> list[float]:
         return [SLOW_DELAY_S if run.slow and i == ENDPOINTS - 1 else 0.0 for i in range(ENDPOINTS)]
@@ -117,8 +134,7 @@ class Context:
 Sample = tuple[float, int, CpuSnapshot]  # (wall ms, delivered so far, CPU snapshot)
 
 
-def poll_delivered(ctx: Context, names: list[str], expected: int, timeout: float,
-                    watched: list[Child]) -> list[Sample]:
+def poll_delivered(ctx: Context, names: list[str], expected: int, timeout: float, watched: list[Child]) -> list[Sample]:
     """Sample (time, delivered, CPU seconds per process) until ``expected`` or ``timeout``."""
     samples: list[Sample] = []
     deadline = time.monotonic() + timeout
@@ -136,8 +152,9 @@ def _worker_us(before: CpuSnapshot, after: CpuSnapshot, deliveries: int) -> floa
     """Worker CPU µs per delivery: a cost that hardly moves when other jobs share the machine."""
     if deliveries <= 0:
         return None
-    spent = sum(cpu - before.procs.get(name, 0.0) for name, cpu in after.procs.items()
-                if name.startswith("relay-worker"))
+    spent = sum(
+        cpu - before.procs.get(name, 0.0) for name, cpu in after.procs.items() if name.startswith("relay-worker")
+    )
     return round(1e6 * spent / deliveries, 1)
 
 
@@ -157,8 +174,16 @@ def drain(ctx: Context, run: Run) -> dict[str, Any]:
     h.flush()
     ctx.ctl.reset(ctx.delays(run))
     config = h.write_config(ctx.serve_port, ctx.endpoints(run))
-    pre = h.loadgen(Spec(port=ctx.serve_port, connections=h.opts.connections, count=n, dup_every=0,
-                         duration=max(60.0, n / 200), seed=h.seed()))
+    pre = h.loadgen(
+        Spec(
+            port=ctx.serve_port,
+            connections=h.opts.connections,
+            count=n,
+            dup_every=0,
+            duration=max(60.0, n / 200),
+            seed=h.seed(),
+        )
+    )
     if pre["ok"] != n:
         raise BenchError(f"pre-load stored {pre['ok']} of {n} notifications: {pre['error_kinds']}")
     healthy = ctx.healthy(run)
@@ -178,11 +203,19 @@ def drain(ctx: Context, run: Run) -> dict[str, Any]:
     arrivals = ctx.ctl.arrivals()
     times = sorted(t for i in healthy for t in arrivals[i].values())
     delivered = len(times)
-    result: dict[str, Any] = {"label": run.label(), "kind": run.kind, "workers": run.workers,
-                              "mode": run.mode, "slow_endpoint": run.slow,
-                              "notifications": n, "expected": n * len(healthy), "delivered": delivered,
-                              "complete": delivered >= n * len(healthy), "worker_memory_kb": memory,
-                              "other_cpu_pct_before": quiet}
+    result: dict[str, Any] = {
+        "label": run.label(),
+        "kind": run.kind,
+        "workers": run.workers,
+        "mode": run.mode,
+        "slow_endpoint": run.slow,
+        "notifications": n,
+        "expected": n * len(healthy),
+        "delivered": delivered,
+        "complete": delivered >= n * len(healthy),
+        "worker_memory_kb": memory,
+        "other_cpu_pct_before": quiet,
+    }
     if delivered < 10:
         return result
     lo, hi = times[delivered // 10], times[(delivered * 9) // 10]
@@ -214,8 +247,16 @@ def fixed(ctx: Context, run: Run, rate: float, derived_from: dict[str, Any] | No
         watched = ctx.watched(workers)
         quiet = h.wait_quiet()
         before = snapshot(watched)
-        load = h.loadgen(Spec(port=ctx.serve_port, connections=min(FIXED_CONNECTIONS, h.opts.connections),
-                              rate=rate, duration=h.opts.duration, warmup=h.opts.warmup, seed=h.seed()))
+        load = h.loadgen(
+            Spec(
+                port=ctx.serve_port,
+                connections=min(FIXED_CONNECTIONS, h.opts.connections),
+                rate=rate,
+                duration=h.opts.duration,
+                warmup=h.opts.warmup,
+                seed=h.seed(),
+            )
+        )
         after = snapshot(watched)
         cpu = cpu_pct(before, after, {"loadgen": float(load["cpu_s"])})
         expected = h.stored() * len(healthy)
@@ -229,22 +270,37 @@ def fixed(ctx: Context, run: Run, rate: float, derived_from: dict[str, Any] | No
     arrivals = ctx.ctl.arrivals()
     recv = _received_ms({nid for i in healthy for nid in arrivals[i]}, h)
     since = float(load["measure_from_wall"]) * 1000
-    r2d = [max(0.0, t - recv[nid]) for i in healthy for nid, t in arrivals[i].items()
-           if nid in recv and recv[nid] >= since]
+    r2d = [
+        max(0.0, t - recv[nid]) for i in healthy for nid, t in arrivals[i].items() if nid in recv and recv[nid] >= since
+    ]
     delivered = sum(len(arrivals[i]) for i in healthy)
     result: dict[str, Any] = {
-        "label": run.label(), "kind": run.kind, "workers": run.workers, "mode": run.mode, "slow_endpoint": run.slow,
-        "offered_per_s": rate, "acknowledged_per_s": load["rate_per_s"],
+        "label": run.label(),
+        "kind": run.kind,
+        "workers": run.workers,
+        "mode": run.mode,
+        "slow_endpoint": run.slow,
+        "offered_per_s": rate,
+        "acknowledged_per_s": load["rate_per_s"],
         "ack_ms": load["latency_ms"],
-        "load_errors": load["errors"], "expected": expected, "delivered": delivered,
-        "complete": delivered >= expected, "behind_at_end_of_load": behind,
-        "receipt_to_delivered_ms": summary_ms(r2d), "cpu_pct": cpu, "worker_cpu_us_per_delivery": worker_us,
+        "load_errors": load["errors"],
+        "expected": expected,
+        "delivered": delivered,
+        "complete": delivered >= expected,
+        "behind_at_end_of_load": behind,
+        "receipt_to_delivered_ms": summary_ms(r2d),
+        "cpu_pct": cpu,
+        "worker_cpu_us_per_delivery": worker_us,
         "worker_memory_kb": memory,
         "other_cpu_pct_before": quiet,
     }
     if derived_from is not None:
-        result["derived_from"] = {"label": derived_from["label"], "deliveries_per_s": derived_from["deliveries_per_s"],
-                                  "share": LOAD_SHARE, "endpoints": ENDPOINTS}
+        result["derived_from"] = {
+            "label": derived_from["label"],
+            "deliveries_per_s": derived_from["deliveries_per_s"],
+            "share": LOAD_SHARE,
+            "endpoints": ENDPOINTS,
+        }
     if run.slow:
         slow = [max(0.0, t - recv[nid]) for nid, t in arrivals[ENDPOINTS - 1].items() if nid in recv]
         result["slow_endpoint_delivered"] = len(arrivals[ENDPOINTS - 1])
@@ -256,7 +312,7 @@ def _received_ms(nids: set[str], h: Harness) -> dict[str, float]:
     ordered = sorted(nids)
     out: dict[str, float] = {}
     for start in range(0, len(ordered), 1000):
-        chunk = ordered[start:start + 1000]
+        chunk = ordered[start : start + 1000]
         pipe = h.redis.pipeline(transaction=False)
         for nid in chunk:
             pipe.hget(f"relay:n:{nid}", "recv")
@@ -276,8 +332,9 @@ def reference(ctx: Context, run: Run) -> dict[str, Any]:
     """(r): the bare aiohttp client POSTing to the 8 sinks, no Redis; its own process."""
     h, n = ctx.h, ctx.h.opts.notifications
     ctx.ctl.reset([0.0] * ENDPOINTS)
-    spec = refdelivery.Spec(ports=ctx.sink_ports, notifications=n,
-                            in_flight=CONCURRENT_IN_FLIGHT if run.concurrent else 1, seed=h.seed())
+    spec = refdelivery.Spec(
+        ports=ctx.sink_ports, notifications=n, in_flight=CONCURRENT_IN_FLIGHT if run.concurrent else 1, seed=h.seed()
+    )
     quiet = h.wait_quiet()
     watched = [ctx.sinks]
     before = snapshot(watched)
@@ -286,12 +343,21 @@ def reference(ctx: Context, run: Run) -> dict[str, Any]:
     unique = sum(ctx.ctl.stats()["unique"])
     delivered = int(out["ok"])
     return {
-        "label": run.label(), "kind": run.kind, "workers": 0, "mode": run.mode, "slow_endpoint": False,
-        "in_flight_per_endpoint": spec.in_flight, "notifications": n, "expected": n * ENDPOINTS,
-        "delivered": unique, "complete": unique >= n * ENDPOINTS and not out["errors"], "errors": out["errors"],
+        "label": run.label(),
+        "kind": run.kind,
+        "workers": 0,
+        "mode": run.mode,
+        "slow_endpoint": False,
+        "in_flight_per_endpoint": spec.in_flight,
+        "notifications": n,
+        "expected": n * ENDPOINTS,
+        "delivered": unique,
+        "complete": unique >= n * ENDPOINTS and not out["errors"],
+        "errors": out["errors"],
         "deliveries_per_s": out["deliveries_per_s"],
         "per_endpoint_per_s": round(out["deliveries_per_s"] / ENDPOINTS, 1),
-        "client_cpu_us_per_delivery": out["cpu_us_per_post"], "client_cpu_pct": out["cpu_pct"],
+        "client_cpu_us_per_delivery": out["cpu_us_per_post"],
+        "client_cpu_pct": out["cpu_pct"],
         "measured_deliveries": delivered,
         "cpu_pct": cpu_pct(before, after, {"ref-delivery": float(out["cpu_s"])}),
         "other_cpu_pct_before": quiet,
@@ -315,8 +381,16 @@ def run(h: Harness, runs: tuple[Run, ...] | None = None) -> dict[str, Any]:
             base = capacity_drain(results, r.mode)
             rate = derived_rate(base)
             if base is None or rate is None:
-                results.append({"label": r.label(), "kind": r.kind, "workers": r.workers, "mode": r.mode,
-                                "slow_endpoint": r.slow, "skipped": f"no single-worker {r.mode} drain rate measured"})
+                results.append(
+                    {
+                        "label": r.label(),
+                        "kind": r.kind,
+                        "workers": r.workers,
+                        "mode": r.mode,
+                        "slow_endpoint": r.slow,
+                        "skipped": f"no single-worker {r.mode} drain rate measured",
+                    }
+                )
                 continue
             results.append(fixed(ctx, r, rate, derived_from=base))
     h.cluster.stop(ctx.serve)

@@ -20,8 +20,12 @@ from bench import report
 from bench.harness import QUIET_PCT
 
 SCHEMA = 2
-INGRESS_ROWS = {"relay": "relay serve", "relay_p2": "relay serve --processes 2", "const": "(a) aiohttp constant",
-                "naive": "(b) naive: parse, one HMAC, HSET+ZADD"}
+INGRESS_ROWS = {
+    "relay": "relay serve",
+    "relay_p2": "relay serve --processes 2",
+    "const": "(a) aiohttp constant",
+    "naive": "(b) naive: parse, one HMAC, HSET+ZADD",
+}
 NOISE = 0.10  # --compare marks a change better/worse only beyond this share
 
 
@@ -102,8 +106,14 @@ def figures(run: dict[str, Any]) -> list[Figure]:
         add("delivery", row, "per worker", "/s", True, x.get("deliveries_per_s_per_worker"))
         add("delivery", row, "per endpoint", "/s", True, x.get("per_endpoint_per_s"))
         add("delivery", row, "offered notifications/s", "/s", None, x.get("offered_per_s"))
-        add("delivery", row, "CPU µs/delivery", "µs", False,
-            x.get("worker_cpu_us_per_delivery", x.get("client_cpu_us_per_delivery")))
+        add(
+            "delivery",
+            row,
+            "CPU µs/delivery",
+            "µs",
+            False,
+            x.get("worker_cpu_us_per_delivery", x.get("client_cpu_us_per_delivery")),
+        )
         add("delivery", row, "r2d p50 ms", "ms", False, r2d.get("p50"))
         add("delivery", row, "r2d p99 ms", "ms", False, r2d.get("p99"))
         # the held-back run (bench/throttle.py): what the worker spends while an endpoint waits for its limit
@@ -113,11 +123,12 @@ def figures(run: dict[str, Any]) -> list[Figure]:
         for label, key in (("relay serve RSS MB", "serve_memory_kb"), ("relay worker RSS MB", "worker_memory_kb")):
             add("cost", label, "value", "MB", False, ((cost.get(key) or {}).get("rss_kb") or 0) / 1024 or None)
         for label, key, unit in (
-                ("Redis bytes per stored notification", "redis_bytes_per_notification", "B"),
-                ("Redis bytes per delivery record", "redis_bytes_per_delivery", "B"),
-                ("Redis bytes per notification delivered to 8", "redis_bytes_per_notification_delivered", "B"),
-                ("Redis CPU µs per notification (ingest)", "redis_cpu_us_per_notification_ingest", "µs"),
-                ("Redis CPU µs per delivery", "redis_cpu_us_per_delivery", "µs")):
+            ("Redis bytes per stored notification", "redis_bytes_per_notification", "B"),
+            ("Redis bytes per delivery record", "redis_bytes_per_delivery", "B"),
+            ("Redis bytes per notification delivered to 8", "redis_bytes_per_notification_delivered", "B"),
+            ("Redis CPU µs per notification (ingest)", "redis_cpu_us_per_notification_ingest", "µs"),
+            ("Redis CPU µs per delivery", "redis_cpu_us_per_delivery", "µs"),
+        ):
             add("cost", label, "value", unit, False, cost.get(key))
     return out
 
@@ -136,9 +147,16 @@ class Spread:
         return float(statistics.median(self.values))
 
     def as_json(self) -> dict[str, Any]:
-        return {"table": self.table, "row": self.row, "column": self.column, "unit": self.unit,
-                "median": round(self.median, 3), "min": min(self.values), "max": max(self.values),
-                "values": self.values}
+        return {
+            "table": self.table,
+            "row": self.row,
+            "column": self.column,
+            "unit": self.unit,
+            "median": round(self.median, 3),
+            "min": min(self.values),
+            "max": max(self.values),
+            "values": self.values,
+        }
 
 
 def summarize(runs: Iterable[dict[str, Any]]) -> dict[str, Spread]:
@@ -157,8 +175,17 @@ def summarize_targets(per_run: list[list[dict[str, Any]]]) -> list[dict[str, Any
     rows: dict[str, dict[str, Any]] = {}
     for targets in per_run:
         for t in targets:
-            row = rows.setdefault(t["target"], {"target": t["target"], "goal": t["goal"], "op": t.get("op"),
-                                                "threshold": t.get("threshold"), "values": [], "results": []})
+            row = rows.setdefault(
+                t["target"],
+                {
+                    "target": t["target"],
+                    "goal": t["goal"],
+                    "op": t.get("op"),
+                    "threshold": t.get("threshold"),
+                    "values": [],
+                    "results": [],
+                },
+            )
             if t.get("measured") is not None:
                 row["values"].append(float(t["measured"]))
             row["results"].append(t["result"])
@@ -172,8 +199,17 @@ def summarize_targets(per_run: list[list[dict[str, Any]]]) -> list[dict[str, Any
         met = median >= row["threshold"] if row["op"] == ">=" else median <= row["threshold"]
         # a run that missed for another reason (errors, incomplete) counts against the median too
         result = "PASS" if met and results.count("PASS") * 2 > len(results) else "MISS"
-        out.append({**row, "measured": median, "min": min(values), "max": max(values), "result": result,
-                    "runs": len(results), "passed": f"{results.count('PASS')}/{len(results)}"})
+        out.append(
+            {
+                **row,
+                "measured": median,
+                "min": min(values),
+                "max": max(values),
+                "result": result,
+                "runs": len(results),
+                "passed": f"{results.count('PASS')}/{len(results)}",
+            }
+        )
     return out
 
 
@@ -197,8 +233,9 @@ def cell(s: Spread | None) -> str:
 
 
 def _md_table(headers: list[str], rows: list[list[str]]) -> str:
-    return "\n".join(["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
-                      *("| " + " | ".join(r) + " |" for r in rows)])
+    return "\n".join(
+        ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers), *("| " + " | ".join(r) + " |" for r in rows)]
+    )
 
 
 def _tables(spreads: dict[str, Spread]) -> dict[str, tuple[list[str], list[str]]]:
@@ -213,8 +250,11 @@ def _tables(spreads: dict[str, Spread]) -> dict[str, tuple[list[str], list[str]]
     return out
 
 
-TABLE_TITLES = {"ingress": "ingress, {connections} connections, {unique}signed 1.5 KB IPNs",
-                "delivery": "delivery to 8 endpoints", "cost": "cost"}
+TABLE_TITLES = {
+    "ingress": "ingress, {connections} connections, {unique}signed 1.5 KB IPNs",
+    "delivery": "delivery to 8 endpoints",
+    "cost": "cost",
+}
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -224,35 +264,55 @@ def markdown(doc: dict[str, Any]) -> str:
     machine = doc.get("machine") or {}
     opts = doc.get("options") or {}
     code = (machine.get("code") or {}).get("commit", "unknown")
-    parts = [f"Measured at commit `{code}`, {len(runs)} run{'s' if len(runs) != 1 else ''}"
-             + (" (each cell: median (min–max))" if len(runs) > 1 else "")
-             + f": {machine.get('cores', '?')} cores ({machine.get('cpu', '?')}), {machine.get('memory_gb', '?')} GB,"
-             f" Python {machine.get('python', '?')}, Redis {machine.get('redis', '?')}; {opts.get('duration', '?')} s"
-             " per load" + (" (quick)" if opts.get("quick") else "") + "." + _busy_note(runs)]
+    parts = [
+        f"Measured at commit `{code}`, {len(runs)} run{'s' if len(runs) != 1 else ''}"
+        + (" (each cell: median (min–max))" if len(runs) > 1 else "")
+        + f": {machine.get('cores', '?')} cores ({machine.get('cpu', '?')}), {machine.get('memory_gb', '?')} GB,"
+        f" Python {machine.get('python', '?')}, Redis {machine.get('redis', '?')}; {opts.get('duration', '?')} s"
+        " per load" + (" (quick)" if opts.get("quick") else "") + "." + _busy_note(runs)
+    ]
     for table, (rows, cols) in _tables(spreads).items():
         # schema 1 benches repeated every 20th ingress body
-        title = TABLE_TITLES.get(table, table).format(connections=opts.get("connections", "?"),
-                                                      unique="unique " if doc.get("schema", 1) >= 2 else "")
-        parts.append(_md_table([title, *cols], [[row, *(cell(spreads.get(f"{table}|{row}|{c}")) for c in cols)]
-                                                for row in rows]))
+        title = TABLE_TITLES.get(table, table).format(
+            connections=opts.get("connections", "?"), unique="unique " if doc.get("schema", 1) >= 2 else ""
+        )
+        parts.append(
+            _md_table([title, *cols], [[row, *(cell(spreads.get(f"{table}|{row}|{c}")) for c in cols)] for row in rows])
+        )
     targets = doc.get("targets") or []
     if targets:
-        parts.append(_md_table(["target", "measured", "goal", "result"], [
-            [t["target"], _target_cell(t), str(t["goal"]), str(t["result"])
-             + (f" ({t['passed']} runs)" if t.get("runs", 1) > 1 and "passed" in t else "")] for t in targets]))
+        parts.append(
+            _md_table(
+                ["target", "measured", "goal", "result"],
+                [
+                    [
+                        t["target"],
+                        _target_cell(t),
+                        str(t["goal"]),
+                        str(t["result"]) + (f" ({t['passed']} runs)" if t.get("runs", 1) > 1 and "passed" in t else ""),
+                    ]
+                    for t in targets
+                ],
+            )
+        )
     return "\n\n".join(parts) + "\n"
 
 
 def _busy_note(runs: list[dict[str, Any]]) -> str:
     """How many measurements other jobs disturbed (the tables' WARNING lines, counted)."""
-    measured = [x for run in runs for x in [*((run.get("ingress") or {}).values()),
-                                            *((run.get("delivery") or {}).get("runs") or [])]
-                if isinstance(x, dict) and isinstance(x.get("cpu_pct"), dict)]
+    measured = [
+        x
+        for run in runs
+        for x in [*((run.get("ingress") or {}).values()), *((run.get("delivery") or {}).get("runs") or [])]
+        if isinstance(x, dict) and isinstance(x.get("cpu_pct"), dict)
+    ]
     busy = sum(1 for x in measured if float(x["cpu_pct"].get("other", 0.0)) > QUIET_PCT)
     if not busy:
         return ""
-    return (f" Other jobs on the machine used more than {QUIET_PCT:g} % of a core during {busy} of the"
-            f" {len(measured)} measurements: their throughputs and latencies are low.")
+    return (
+        f" Other jobs on the machine used more than {QUIET_PCT:g} % of a core during {busy} of the"
+        f" {len(measured)} measurements: their throughputs and latencies are low."
+    )
 
 
 def _target_cell(t: dict[str, Any]) -> str:
@@ -277,9 +337,12 @@ def _describe(doc: dict[str, Any], name: str) -> str:
     machine = doc.get("machine") or {}
     opts = doc.get("options") or {}
     n = len(runs_of(doc))
-    return (f"{name}: {doc.get('started_at', '?')}, commit {(machine.get('code') or {}).get('commit', '?')}, "
-            f"schema {doc.get('schema', 1)}, {n} run{'s' if n != 1 else ''}, duration {opts.get('duration', '?')} s"
-            + (" (quick)" if opts.get("quick") else "") + f", {machine.get('cores', '?')} cores")
+    return (
+        f"{name}: {doc.get('started_at', '?')}, commit {(machine.get('code') or {}).get('commit', '?')}, "
+        f"schema {doc.get('schema', 1)}, {n} run{'s' if n != 1 else ''}, duration {opts.get('duration', '?')} s"
+        + (" (quick)" if opts.get("quick") else "")
+        + f", {machine.get('cores', '?')} cores"
+    )
 
 
 def compare(old: dict[str, Any], new: dict[str, Any]) -> list[list[str]]:
@@ -319,6 +382,10 @@ def compare_text(old: dict[str, Any], new: dict[str, Any], old_name: str, new_na
     rows = compare(old, new)
     if not rows:
         return "\n".join([*lines, "no figures in either file"])
-    lines += ["", report.table(["figure", "old", "new", "new/old", "new - old", f"(beyond ±{NOISE:.0%})"], rows),
-              "", "Cells are medians (min–max) over a file's runs; – : the figure is in only one file."]
+    lines += [
+        "",
+        report.table(["figure", "old", "new", "new/old", "new - old", f"(beyond ±{NOISE:.0%})"], rows),
+        "",
+        "Cells are medians (min–max) over a file's runs; – : the figure is in only one file.",
+    ]
     return "\n".join(lines)

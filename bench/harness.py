@@ -56,9 +56,11 @@ class EndpointSpec:
 
     def toml(self) -> str:
         mode = self.mode or ("concurrent" if self.concurrent else "serial")
-        return (f'[[endpoints]]\nname = "{self.name}"\nurl = "http://{HOST}:{self.port}/hook"\n'
-                f'mode = "{mode}"\nmax_in_flight = {self.max_in_flight}\n'
-                f"timeout = {self.timeout}\n" + (f"rate_limit = {self.rate_limit}\n" if self.rate_limit else ""))
+        return (
+            f'[[endpoints]]\nname = "{self.name}"\nurl = "http://{HOST}:{self.port}/hook"\n'
+            f'mode = "{mode}"\nmax_in_flight = {self.max_in_flight}\n'
+            f"timeout = {self.timeout}\n" + (f"rate_limit = {self.rate_limit}\n" if self.rate_limit else "")
+        )
 
 
 @dataclass
@@ -100,8 +102,10 @@ class Harness:
     def redis_usage(self) -> dict[str, float]:
         mem = self.info("memory")
         cpu = self.info("cpu")
-        return {"used_memory": float(mem["used_memory"]),
-                "cpu_s": float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])}
+        return {
+            "used_memory": float(mem["used_memory"]),
+            "cpu_s": float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
+        }
 
     def delivered(self, endpoints: list[str]) -> int:
         pipe = self.redis.pipeline(transaction=False)
@@ -121,8 +125,12 @@ class Harness:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "TCO_"))}
-        env.update(REDIS_URL=self.redis_url, TCO_SECRET_KEY=self.secret_key,
-                   TCO_INS_SECRET_WORD=self.ins_secret_word, PYTHONUNBUFFERED="1")
+        env.update(
+            REDIS_URL=self.redis_url,
+            TCO_SECRET_KEY=self.secret_key,
+            TCO_INS_SECRET_WORD=self.ins_secret_word,
+            PYTHONUNBUFFERED="1",
+        )
         return env
 
     def write_config(self, serve_port: int, endpoints: list[EndpointSpec]) -> str:
@@ -131,7 +139,7 @@ class Harness:
         parts = [
             f'[server]\nhost = "{HOST}"\nport = {serve_port}\n',
             # a free admin port, not the default 8081: two benches may run side by side
-            f'[admin]\nport = {free_port()}\n',
+            f"[admin]\nport = {free_port()}\n",
             '[logging]\nformat = "json"\nlevel = "info"\n',
             f'[[sources]]\nname = "default"\nsecret_key_env = "TCO_SECRET_KEY"\n'
             f'ins_secret_word_env = "TCO_INS_SECRET_WORD"\nseller_id = "{SELLER_ID}"\n',
@@ -146,19 +154,23 @@ class Harness:
         port = free_port()
         config = self.write_config(port, endpoints or [])
         extra = ["--processes", str(processes)] if processes > 1 else []
-        child = self.cluster.python("relay-serve", "relay", "--config", config, "serve", *extra, env=self.env(),
-                                    tree=processes > 1)
+        child = self.cluster.python(
+            "relay-serve", "relay", "--config", config, "serve", *extra, env=self.env(), tree=processes > 1
+        )
         wait_http(f"http://{HOST}:{port}/healthz", child)
         return child, port
 
     def start_workers(self, count: int, config: str, wait: bool = True) -> list[Child]:
-        workers = [self.cluster.python(f"relay-worker-{i + 1}", "relay", "--config", config, "worker",
-                                       env=self.env()) for i in range(count)]
+        workers = [
+            self.cluster.python(f"relay-worker-{i + 1}", "relay", "--config", config, "worker", env=self.env())
+            for i in range(count)
+        ]
         if wait:
             host = socket.gethostname()
             for w in workers:
-                wait_until(f"{w.name} heartbeat", lambda w=w: self.redis.zscore("relay:workers", f"{host}:{w.pid}"),
-                           30, w)
+                wait_until(
+                    f"{w.name} heartbeat", lambda w=w: self.redis.zscore("relay:workers", f"{host}:{w.pid}"), 30, w
+                )
         return workers
 
     # -- the other processes -----------------------------------------------------------------
@@ -166,19 +178,26 @@ class Harness:
     def start_sinks(self, count: int = ENDPOINTS) -> tuple[Child, list[int], SinkControl]:
         ports = [free_port() for _ in range(count)]
         control = free_port()
-        child = self.cluster.python("sinks", "bench.sinks", "--ports", ",".join(map(str, ports)),
-                                    "--control", str(control))
+        child = self.cluster.python(
+            "sinks", "bench.sinks", "--ports", ",".join(map(str, ports)), "--control", str(control)
+        )
         ctl = SinkControl(control)
         wait_until("sinks", lambda: _answers(ctl), 30, child)
         return child, ports, ctl
 
     def loadgen(self, spec: Spec) -> dict[str, Any]:
         """Run one load in its own process and return its JSON result."""
-        return self.json_child("loadgen", "bench.loadgen", asdict(spec), spec.warmup + spec.duration + LOADGEN_SLACK_S,
-                               env={**os.environ, KEY_ENV: self.secret_key})
+        return self.json_child(
+            "loadgen",
+            "bench.loadgen",
+            asdict(spec),
+            spec.warmup + spec.duration + LOADGEN_SLACK_S,
+            env={**os.environ, KEY_ENV: self.secret_key},
+        )
 
-    def json_child(self, name: str, module: str, spec: dict[str, Any], timeout: float,
-                   env: dict[str, str] | None = None) -> dict[str, Any]:
+    def json_child(
+        self, name: str, module: str, spec: dict[str, Any], timeout: float, env: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         """Run ``python -m module '<spec as JSON>'`` to its end and return the JSON it prints."""
         child = self.cluster.python(name, module, json.dumps(spec), env=env, stdout=subprocess.PIPE)
         try:

@@ -31,8 +31,9 @@ CHUNK = 10_000
 
 def _settings(directory: Path, redis_url: str) -> Settings:
     path = directory / "relay.toml"
-    eps = "".join(f'[[endpoints]]\nname = "{ep}"\nurl = "http://127.0.0.1:9/{ep}"\nconcurrent = true\n\n'
-                  for ep in ENDPOINTS)
+    eps = "".join(
+        f'[[endpoints]]\nname = "{ep}"\nurl = "http://127.0.0.1:9/{ep}"\nconcurrent = true\n\n' for ep in ENDPOINTS
+    )
     path.write_text('[[sources]]\nname = "default"\nsecret_key_env = "KEY"\n\n' + eps, encoding="utf-8")
     return load_settings(path, {"KEY": "bench", "REDIS_URL": redis_url})
 
@@ -56,8 +57,10 @@ async def seed(redis: Redis, per_day: int, now_ms: int) -> None:
                 if failed:
                     pipe.zadd(k.ep_state(ep, "failed"), failed)
             # the source's index, which source_rejecting scans over its window (one in a hundred a resend)
-            pipe.zadd(k.idx_source("default"), {(f"n{n}~r1" if n % 100 == 0 else f"n{n}"): now_ms - k.DAY_MS + n * step
-                                                for n in range(start, stop)})
+            pipe.zadd(
+                k.idx_source("default"),
+                {(f"n{n}~r1" if n % 100 == 0 else f"n{n}"): now_ms - k.DAY_MS + n * step for n in range(start, stop)},
+            )
             await pipe.execute()
     async with redis.pipeline(transaction=False) as pipe:
         now_min = now_ms // 60_000
@@ -97,17 +100,21 @@ async def measure(redis_url: str, settings: Settings, per_day: int, runs: int) -
         started = time.perf_counter()
         await seed(redis, per_day, now_ms)
         members = sum([int(await redis.zcard(k.ep_state(ep, s))) for ep in ENDPOINTS for s in ("delivered", "failed")])
-        print(f"seeded {per_day:,} notifications x {len(ENDPOINTS)} endpoints over 24 h "
-              f"({members:,} deliveries) in {time.perf_counter() - started:.1f} s")
-        for name, fn in (("health_report (relay health, /api/health)", lambda: health_report(redis, settings, now_ms)),
-                         ("dashboard overview (health + 24 h charts)",
-                          lambda: overview_model(redis, settings, now_ms)),
-                         ("before issue 11: 2 x 1,440 minute hashes per endpoint",
-                          lambda: old_minutes_read(redis, now_ms))):
+        print(
+            f"seeded {per_day:,} notifications x {len(ENDPOINTS)} endpoints over 24 h "
+            f"({members:,} deliveries) in {time.perf_counter() - started:.1f} s"
+        )
+        for name, fn in (
+            ("health_report (relay health, /api/health)", lambda: health_report(redis, settings, now_ms)),
+            ("dashboard overview (health + 24 h charts)", lambda: overview_model(redis, settings, now_ms)),
+            ("before issue 11: 2 x 1,440 minute hashes per endpoint", lambda: old_minutes_read(redis, now_ms)),
+        ):
             await timed(3, fn)  # warm up connections and script caches
             samples = sorted(await timed(runs, fn))
-            print(f"{name:<55} median {statistics.median(samples):6.1f} ms   "
-                  f"min {samples[0]:6.1f} ms   max {samples[-1]:6.1f} ms   ({runs} runs)")
+            print(
+                f"{name:<55} median {statistics.median(samples):6.1f} ms   "
+                f"min {samples[0]:6.1f} ms   max {samples[-1]:6.1f} ms   ({runs} runs)"
+            )
     finally:
         await redis.aclose()
 
@@ -122,8 +129,10 @@ def main() -> None:
         raise SystemExit("bench.health needs a redis-server binary on PATH")
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        server = subprocess.Popen([redis_bin, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                   "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [redis_bin, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp],
+            stdout=subprocess.DEVNULL,
+        )
         try:
             url = f"redis://127.0.0.1:{port}/0"
             for _ in range(100):  # bounded: up to 5 s for the server to listen

@@ -34,12 +34,17 @@ SECRETS = {"TCO_SECRET_KEY": "bench-secret-key-idle", "TCO_INS_SECRET_WORD": "be
 
 
 def _config(root: Path, web: int, sink: int) -> Path:
-    lines = [f"[server]\nport = {web}\n", "[admin]\nport = 0\n", "[logging]\nformat = \"json\"\n",
-             "[[sources]]\nname = \"default\"\nsecret_key_env = \"TCO_SECRET_KEY\"\n"
-             "ins_secret_word_env = \"TCO_INS_SECRET_WORD\"\nseller_id = \"1303908\"\n"]
+    lines = [
+        f"[server]\nport = {web}\n",
+        "[admin]\nport = 0\n",
+        '[logging]\nformat = "json"\n',
+        '[[sources]]\nname = "default"\nsecret_key_env = "TCO_SECRET_KEY"\n'
+        'ins_secret_word_env = "TCO_INS_SECRET_WORD"\nseller_id = "1303908"\n',
+    ]
     for i in range(ENDPOINTS):
-        lines.append(f"[[endpoints]]\nname = \"ep{i + 1}\"\nurl = \"http://127.0.0.1:{sink}/ep{i + 1}\"\n"
-                     "channels = [\"ipn\"]\n")
+        lines.append(
+            f'[[endpoints]]\nname = "ep{i + 1}"\nurl = "http://127.0.0.1:{sink}/ep{i + 1}"\nchannels = ["ipn"]\n'
+        )
     path = root / "relay.toml"
     path.write_text("\n".join(lines))
     return path
@@ -82,15 +87,20 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(ns.count):
             time.sleep(max(0.0, start + i / ns.rate - time.monotonic()))
             body = build("ipn", source, ref=f"{700000000 + i}")
-            req = urllib.request.Request(f"http://127.0.0.1:{web}/ipn", data=body, method="POST",
-                                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{web}/ipn",
+                data=body,
+                method="POST",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
             with urllib.request.urlopen(req, timeout=10) as resp:
                 assert resp.status == 200
             nids.append(notification_id("default", "ipn", body))
 
         def delivered() -> bool:
-            return all(r.hget(k.delivery(nid, f"ep{j + 1}"), "state") == b"delivered"
-                       for nid in nids for j in range(ENDPOINTS))
+            return all(
+                r.hget(k.delivery(nid, f"ep{j + 1}"), "state") == b"delivered" for nid in nids for j in range(ENDPOINTS)
+            )
 
         wait_until("every trickle delivery", delivered, 60, worker, interval=0.2)
         r2d: list[float] = []
@@ -98,11 +108,14 @@ def main(argv: list[str] | None = None) -> int:
             recv = int(r.hget(k.notification(nid), "recv") or 0)
             for j in range(ENDPOINTS):
                 r2d.append(int(r.hget(k.delivery(nid, f"ep{j + 1}"), "delivered_at") or 0) - recv)
-        print("| idle worker CPU % of a core | idle Redis CPU % | trickle | receipt→delivered p50 ms | p99 ms "
-              "| max ms |")
+        print(
+            "| idle worker CPU % of a core | idle Redis CPU % | trickle | receipt→delivered p50 ms | p99 ms | max ms |"
+        )
         print("|---|---|---|---|---|---|")
-        print(f"| {worker_pct:.1f} | {redis_pct:.1f} | {ns.count} IPNs at {ns.rate:g}/s to {ENDPOINTS} endpoints "
-              f"| {statistics.median(r2d):.1f} | {percentile(r2d, 0.99):.1f} | {max(r2d):.1f} |")
+        print(
+            f"| {worker_pct:.1f} | {redis_pct:.1f} | {ns.count} IPNs at {ns.rate:g}/s to {ENDPOINTS} endpoints "
+            f"| {statistics.median(r2d):.1f} | {percentile(r2d, 0.99):.1f} | {max(r2d):.1f} |"
+        )
         return 0
     finally:
         cluster.close()

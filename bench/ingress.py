@@ -18,8 +18,9 @@ SERVE_PROCESSES = {"relay": 1, "relay_p2": 2}
 def serve_has_processes(h: Harness) -> bool:
     """Whether this relay's ``serve`` takes ``--processes`` (asked of the code under test, at run time)."""
     try:
-        proc = subprocess.run([sys.executable, "-m", "relay", "serve", "--help"], capture_output=True, text=True,
-                              timeout=60, env=h.env())
+        proc = subprocess.run(
+            [sys.executable, "-m", "relay", "serve", "--help"], capture_output=True, text=True, timeout=60, env=h.env()
+        )
     except (OSError, subprocess.SubprocessError):
         return False
     return proc.returncode == 0 and "--processes" in proc.stdout
@@ -42,17 +43,25 @@ def measure(h: Harness, target: str) -> dict[str, Any]:
         watched = [server] + ([h.redis_child] if h.redis_child else [])
         quiet = h.wait_quiet()
         before, usage0 = snapshot(watched), h.redis_usage()
-        result = h.loadgen(Spec(
-            port=port, connections=h.opts.connections, duration=h.opts.duration, warmup=h.opts.warmup,
-            expect="receipt" if target in SERVE_PROCESSES else "ok", seed=h.seed(), dup_every=0,
-        ))
+        result = h.loadgen(
+            Spec(
+                port=port,
+                connections=h.opts.connections,
+                duration=h.opts.duration,
+                warmup=h.opts.warmup,
+                expect="receipt" if target in SERVE_PROCESSES else "ok",
+                seed=h.seed(),
+                dup_every=0,
+            )
+        )
         server.check()
         after = snapshot(watched)
         result["cpu_pct"] = cpu_pct(before, after, {"loadgen": float(result["cpu_s"])})
         # CPU per request hardly moves when other jobs share the machine; throughput does
         answered = max(1, int(result["ok_total"]) + int(result["errors_total"]))
         result["server_cpu_us_per_request"] = round(
-            1e6 * (after.procs[server.name] - before.procs[server.name]) / answered, 1)
+            1e6 * (after.procs[server.name] - before.procs[server.name]) / answered, 1
+        )
         result["other_cpu_pct_before"] = quiet
         usage1 = h.redis_usage()
         requests = int(result["ok_total"]) or 1

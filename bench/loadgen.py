@@ -65,15 +65,17 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]
     at = head.find(b"\r\ncontent-length:")
     if at < 0:
         raise BadResponse("answer without Content-Length")
-    length = int(head[at + 17:head.index(b"\r\n", at + 2)])
+    length = int(head[at + 17 : head.index(b"\r\n", at + 2)])
     body = await reader.readexactly(length)
     return status, body, b"\r\nconnection: close" in head
 
 
 async def run(spec: Spec, key: bytes) -> dict[str, object]:
     source = BodySource(key, spec.seed, spec.dup_every)
-    head = (f"POST {spec.path} HTTP/1.1\r\nHost: {spec.host}:{spec.port}\r\n"
-            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: ").encode()
+    head = (
+        f"POST {spec.path} HTTP/1.1\r\nHost: {spec.host}:{spec.port}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: "
+    ).encode()
     tally = Tally()
     measured = Tally()
     t0 = time.perf_counter()
@@ -105,8 +107,14 @@ async def run(spec: Spec, key: bytes) -> dict[str, object]:
                         reader, writer = await asyncio.open_connection(spec.host, spec.port)
                     writer.write(head + str(len(body)).encode() + b"\r\n\r\n" + body)
                     status, answer, close = await read_response(reader)
-            except (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                    BadResponse, ValueError) as exc:
+            except (
+                TimeoutError,
+                OSError,
+                asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError,
+                BadResponse,
+                ValueError,
+            ) as exc:
                 kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
                 _count_error(tally, measured, kind, measure_from, stop_at, spec.count)
                 if writer is not None:
@@ -153,8 +161,7 @@ async def run(spec: Spec, key: bytes) -> dict[str, object]:
     }
 
 
-def _count_error(tally: Tally, measured: Tally, kind: str, measure_from: float, stop_at: float,
-                 count: int) -> None:
+def _count_error(tally: Tally, measured: Tally, kind: str, measure_from: float, stop_at: float, count: int) -> None:
     tally.errors[kind] += 1
     now = time.perf_counter()
     if count or measure_from <= now <= stop_at:

@@ -152,7 +152,8 @@ class MiniRedis:
     async def _connect(self) -> _Protocol:
         started = time.monotonic()
         _, protocol = await asyncio.wait_for(
-            self.loop.create_connection(lambda: _Protocol(self), self.host, self.port), self.timeout)
+            self.loop.create_connection(lambda: _Protocol(self), self.host, self.port), self.timeout
+        )
         if self.scripts:
             loads = [pack(("SCRIPT", "LOAD", body)) for body in self.scripts.values()]
             replies = protocol.send(b"".join(loads), len(loads))

@@ -49,7 +49,7 @@ def cpu_seconds(pid: int) -> float:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return 0.0
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
@@ -78,7 +78,7 @@ def descendants(pid: int) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
         parents.setdefault(ppid, []).append(int(entry.name))
     out: list[int] = []
     todo = [pid]
@@ -120,8 +120,7 @@ class Child:
 
     def check(self) -> None:
         if not self.alive():
-            raise BenchError(f"{self.name} exited with code {self.popen.returncode}; see {self.log}\n"
-                             + self.tail())
+            raise BenchError(f"{self.name} exited with code {self.popen.returncode}; see {self.log}\n" + self.tail())
 
     def tail(self, lines: int = 15) -> str:
         try:
@@ -166,21 +165,39 @@ class Cluster:
     children: list[Child] = field(default_factory=list)
     keep: bool = False
 
-    def start(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None,
-              stdout: int | IO[bytes] | None = None, tree: bool = False) -> Child:
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        stdout: int | IO[bytes] | None = None,
+        tree: bool = False,
+    ) -> Child:
         log = self.root / f"{name}.log"
         with log.open("ab") as err:
             popen = subprocess.Popen(
-                list(argv), env=dict(env) if env is not None else None, cwd=os.getcwd(),
-                stdin=subprocess.DEVNULL, stdout=stdout if stdout is not None else err, stderr=err,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                list(argv),
+                env=dict(env) if env is not None else None,
+                cwd=os.getcwd(),
+                stdin=subprocess.DEVNULL,
+                stdout=stdout if stdout is not None else err,
+                stderr=err,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         child = Child(name, popen, log, tree)
         self.children.append(child)
         return child
 
-    def python(self, name: str, module: str, *args: str, env: Mapping[str, str] | None = None,
-               stdout: int | None = None, tree: bool = False) -> Child:
+    def python(
+        self,
+        name: str,
+        module: str,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        stdout: int | None = None,
+        tree: bool = False,
+    ) -> Child:
         return self.start(name, [sys.executable, "-m", module, *args], env, stdout, tree)
 
     def stop(self, child: Child, grace: float = STOP_GRACE_S) -> None:
@@ -200,8 +217,7 @@ class Cluster:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-def wait_until(what: str, predicate: Any, timeout: float, child: Child | None = None,
-               interval: float = 0.05) -> Any:
+def wait_until(what: str, predicate: Any, timeout: float, child: Child | None = None, interval: float = 0.05) -> Any:
     """Poll ``predicate()`` until truthy; BenchError after ``timeout`` s or if ``child`` dies."""
     deadline = time.monotonic() + timeout
     while True:
@@ -211,8 +227,9 @@ def wait_until(what: str, predicate: Any, timeout: float, child: Child | None = 
         if child is not None:
             child.check()
         if time.monotonic() > deadline:
-            raise BenchError(f"{what}: not ready within {timeout:g} s"
-                             + (f"; see {child.log}\n{child.tail()}" if child else ""))
+            raise BenchError(
+                f"{what}: not ready within {timeout:g} s" + (f"; see {child.log}\n{child.tail()}" if child else "")
+            )
         time.sleep(interval)
 
 
@@ -227,8 +244,9 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
 
 
 def http_post_json(url: str, doc: object, timeout: float = 10.0) -> Any:
-    req = urllib.request.Request(url, data=json.dumps(doc).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=json.dumps(doc).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read())
 
@@ -249,10 +267,24 @@ def start_redis(cluster: Cluster) -> tuple[Child, int]:
     port = free_port()
     data = cluster.root / "redis"
     data.mkdir()
-    child = cluster.start("redis", [
-        exe, "--port", str(port), "--bind", HOST, "--dir", str(data), "--save", "", "--appendonly", "no",
-        "--protected-mode", "no",
-    ])
+    child = cluster.start(
+        "redis",
+        [
+            exe,
+            "--port",
+            str(port),
+            "--bind",
+            HOST,
+            "--dir",
+            str(data),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+        ],
+    )
     wait_until("redis-server", lambda: redis_ping(port), 10, child)
     return child, port
 

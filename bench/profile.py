@@ -32,10 +32,24 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("logging (structlog, stdlib logging)", ("structlog/", "logging/", "config/logs.py")),
     ("metrics (prometheus_client)", ("prometheus_client/", "delivery_metrics.py", "web/metrics.py")),
     ("Redis client (redis-py, hiredis)", ("redis/", "hiredis")),
-    ("HTTP server (aiohttp web)", ("aiohttp/web", "aiohttp/http_parser", "aiohttp/http_writer",
-                                   "aiohttp/streams", "aiohttp/base_protocol", "aiohttp/helpers",
-                                   "aiohttp/payload", "aiohttp/multipart", "aiohttp/_http", "multidict",
-                                   "yarl/", "web/limits.py", "web/middleware.py")),
+    (
+        "HTTP server (aiohttp web)",
+        (
+            "aiohttp/web",
+            "aiohttp/http_parser",
+            "aiohttp/http_writer",
+            "aiohttp/streams",
+            "aiohttp/base_protocol",
+            "aiohttp/helpers",
+            "aiohttp/payload",
+            "aiohttp/multipart",
+            "aiohttp/_http",
+            "multidict",
+            "yarl/",
+            "web/limits.py",
+            "web/middleware.py",
+        ),
+    ),
     ("HTTP client (aiohttp client)", ("aiohttp/client", "aiohttp/connector", "aiohttp/tracing")),
     ("protocol: parse, HMAC, receipt", ("relay/protocol.py", "hashlib", "hmac.py", "urllib/parse")),
     ("relay: ingress and store", ("relay/web/", "relay/store/", "relay/events/", "relay/constants.py")),
@@ -57,7 +71,7 @@ class Profile:
 def _frame_file(frame: str) -> str:
     # py-spy raw frames read "function (path/file.py)" or "function (path/file.py:line)"
     start = frame.rfind("(")
-    return frame[start + 1:-1] if start >= 0 else frame
+    return frame[start + 1 : -1] if start >= 0 else frame
 
 
 def summarize(lines: list[str], top: int = 25) -> Profile:
@@ -97,8 +111,7 @@ def text(profile: Profile, cpu_us: float | None, what: str) -> str:
     for name, count in profile.by_group:
         us = f"{cpu_us * count / n:8.0f}" if cpu_us else ""
         out.append(f"{name:<44} {100 * count / n:5.1f}%  {us}")
-    for title, rows in (("self time (leaf frames)", profile.self_top),
-                        ("inclusive time", profile.total_top)):
+    for title, rows in (("self time (leaf frames)", profile.self_top), ("inclusive time", profile.total_top)):
         out += ["", title]
         out += [f"  {100 * count / n:5.1f}%  {frame[:110]}" for frame, count in rows]
     return "\n".join(out)
@@ -107,9 +120,26 @@ def text(profile: Profile, cpu_us: float | None, what: str) -> str:
 def _spy(pid: int, seconds: float, delay: float, out: Path, rate: int) -> threading.Thread:
     def run() -> None:
         time.sleep(delay)
-        subprocess.run([_py_spy(), "record", "-p", str(pid), "-d", str(int(seconds)), "-r", str(rate),
-                        "-f", "raw", "--nolineno", "-o", str(out)],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        subprocess.run(
+            [
+                _py_spy(),
+                "record",
+                "-p",
+                str(pid),
+                "-d",
+                str(int(seconds)),
+                "-r",
+                str(rate),
+                "-f",
+                "raw",
+                "--nolineno",
+                "-o",
+                str(out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -140,8 +170,7 @@ def profile_ingress(h: Harness, seconds: float, out: Path, rate: int) -> float:
     serve, port = h.start_serve()
     before, commands = serve.cpu(), _commands(h)
     spy = _spy(serve.pid, seconds, 2.0, out, rate)
-    result = h.loadgen(Spec(port=port, connections=h.opts.connections, duration=seconds + 1, warmup=2.0,
-                            seed=h.seed()))
+    result = h.loadgen(Spec(port=port, connections=h.opts.connections, duration=seconds + 1, warmup=2.0, seed=h.seed()))
     spy.join(timeout=seconds + 30)
     answered = max(1, int(result["ok_total"]) + int(result["errors_total"]))
     cpu_us = 1e6 * (serve.cpu() - before) / answered
@@ -156,11 +185,20 @@ def profile_delivery(h: Harness, seconds: float, out: Path, rate: int, concurren
     sinks, ports, ctl = h.start_sinks()
     serve, serve_port = h.start_serve()
     n = int(700 * (seconds + 6))  # enough backlog that the worker is still draining when sampling ends
-    pre = h.loadgen(Spec(port=serve_port, connections=h.opts.connections, count=n, dup_every=0,
-                         duration=max(60.0, n / 200), seed=h.seed()))
+    pre = h.loadgen(
+        Spec(
+            port=serve_port,
+            connections=h.opts.connections,
+            count=n,
+            dup_every=0,
+            duration=max(60.0, n / 200),
+            seed=h.seed(),
+        )
+    )
     print(f"delivery: pre-loaded {pre['ok']} notifications", flush=True)
-    config = h.write_config(serve_port, [EndpointSpec(f"ep{i + 1}", p, concurrent=concurrent)
-                                         for i, p in enumerate(ports)])
+    config = h.write_config(
+        serve_port, [EndpointSpec(f"ep{i + 1}", p, concurrent=concurrent) for i, p in enumerate(ports)]
+    )
     names = [f"ep{i + 1}" for i in range(ENDPOINTS)]
     [worker] = h.start_workers(1, config, wait=True)
     time.sleep(2.0)
@@ -170,8 +208,9 @@ def profile_delivery(h: Harness, seconds: float, out: Path, rate: int, concurren
     done1, cpu1 = h.delivered(names), worker.cpu()
     _print_commands(commands, _commands(h), done1 - done0, "delivery")
     cpu_us = 1e6 * (cpu1 - cpu0) / max(1, done1 - done0)
-    print(f"delivery: {done1 - done0} deliveries while sampling, {cpu_us:.0f} µs of worker CPU per delivery",
-          flush=True)
+    print(
+        f"delivery: {done1 - done0} deliveries while sampling, {cpu_us:.0f} µs of worker CPU per delivery", flush=True
+    )
     for child in (worker, serve, sinks):
         h.cluster.stop(child)
     return cpu_us
@@ -191,8 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     _py_spy()
     out = ns.out or Path(__file__).resolve().parent / "results" / f"profile-{ns.target}-{int(time.time())}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
-    h = Harness(Options(duration=ns.seconds, warmup=2.0, connections=64, rate=500.0, notifications=0,
-                        quick=False))
+    h = Harness(Options(duration=ns.seconds, warmup=2.0, connections=64, rate=500.0, notifications=0, quick=False))
     try:
         h.start_redis()
         if ns.target == "ingress":

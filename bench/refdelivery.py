@@ -41,14 +41,21 @@ class Spec:
 def headers(nid: str, ep: int, now_s: int) -> dict[str, str]:
     """The headers a worker sends with an original-bytes delivery (workers/forward.py), unsigned."""
     return {
-        "Content-Type": "application/x-www-form-urlencoded", "User-Agent": USER_AGENT,
-        "webhook-id": f"msg_{nid}_ep{ep}", "webhook-timestamp": str(now_s), "Relay-Notification-Id": nid,
-        "Relay-Channel": "ipn", "Relay-Source": "default", "Relay-Attempt": "1", "Relay-Resend": "false",
+        "Content-Type": "application/x-www-form-urlencoded",
+        "User-Agent": USER_AGENT,
+        "webhook-id": f"msg_{nid}_ep{ep}",
+        "webhook-timestamp": str(now_s),
+        "Relay-Notification-Id": nid,
+        "Relay-Channel": "ipn",
+        "Relay-Source": "default",
+        "Relay-Attempt": "1",
+        "Relay-Resend": "false",
     }
 
 
-async def deliver(spec: Spec, bodies: list[bytes], first: int, last: int,
-                  session: aiohttp.ClientSession) -> dict[str, int]:
+async def deliver(
+    spec: Spec, bodies: list[bytes], first: int, last: int, session: aiohttp.ClientSession
+) -> dict[str, int]:
     """POST notifications ``first``..``last - 1`` to every endpoint; count answers by outcome."""
     timeout = aiohttp.ClientTimeout(total=spec.timeout)
     counts = {"ok": 0, "errors": 0}
@@ -61,8 +68,13 @@ async def deliver(spec: Spec, bodies: list[bytes], first: int, last: int,
             nxt[ep] += 1
             nid = f"ref{spec.seed}-{i}"
             try:
-                async with session.post(url, data=bodies[i % len(bodies)], headers=headers(nid, ep, int(time.time())),
-                                        allow_redirects=False, timeout=timeout) as resp:
+                async with session.post(
+                    url,
+                    data=bodies[i % len(bodies)],
+                    headers=headers(nid, ep, int(time.time())),
+                    allow_redirects=False,
+                    timeout=timeout,
+                ) as resp:
                     await resp.read()
                     counts["ok" if resp.status == 200 else "errors"] += 1
             except (TimeoutError, aiohttp.ClientError):
@@ -78,8 +90,12 @@ async def run(spec: Spec) -> dict[str, Any]:
     split = int(spec.notifications * spec.warmup)
     # the session as the worker makes it (workers/jobs.py:startup)
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True)
-    async with aiohttp.ClientSession(connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
-                                     skip_auto_headers=("Accept-Encoding",)) as session:
+    async with aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=("Accept-Encoding",),
+    ) as session:
         await deliver(spec, bodies, 0, split, session)
         cpu0, t0 = time.process_time(), time.perf_counter()
         counts = await deliver(spec, bodies, split, spec.notifications, session)

@@ -89,8 +89,13 @@ def main() -> None:
         pass
     else:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    web.run_app(build(ns.kind, ns.redis), host="127.0.0.1", port=ns.port, access_log=None,
-                print=lambda msg: print(msg, file=sys.stderr))
+    web.run_app(
+        build(ns.kind, ns.redis),
+        host="127.0.0.1",
+        port=ns.port,
+        access_log=None,
+        print=lambda msg: print(msg, file=sys.stderr),
+    )
 
 
 if __name__ == "__main__":

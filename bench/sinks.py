@@ -52,9 +52,13 @@ def control_app(sinks: list[Sink]) -> web.Application:
         return web.json_response({"ok": True})
 
     async def stats(request: web.Request) -> web.Response:
-        return web.json_response({"requests": [s.requests for s in sinks],
-                                  "unique": [len(s.arrivals) for s in sinks],
-                                  "repeats": [s.repeats for s in sinks]})
+        return web.json_response(
+            {
+                "requests": [s.requests for s in sinks],
+                "unique": [len(s.arrivals) for s in sinks],
+                "repeats": [s.repeats for s in sinks],
+            }
+        )
 
     async def arrivals(request: web.Request) -> web.Response:
         return web.json_response({"arrivals": [s.arrivals for s in sinks]})

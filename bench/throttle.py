@@ -31,11 +31,21 @@ def held_back(ctx: Context, run: Run) -> dict[str, Any]:
     measure = 2.0 if h.opts.quick else MEASURE_S
     h.flush()
     ctx.ctl.reset([0.0] * ENDPOINTS)
-    specs = [EndpointSpec(f"ep{i + 1}", port, concurrent=True, rate_limit=RATE if i == ENDPOINTS - 1 else None)
-             for i, port in enumerate(ctx.sink_ports)]
+    specs = [
+        EndpointSpec(f"ep{i + 1}", port, concurrent=True, rate_limit=RATE if i == ENDPOINTS - 1 else None)
+        for i, port in enumerate(ctx.sink_ports)
+    ]
     config = h.write_config(ctx.serve_port, specs)
-    pre = h.loadgen(Spec(port=ctx.serve_port, connections=h.opts.connections, count=n, dup_every=0,
-                         duration=max(60.0, n / 200), seed=h.seed()))
+    pre = h.loadgen(
+        Spec(
+            port=ctx.serve_port,
+            connections=h.opts.connections,
+            count=n,
+            dup_every=0,
+            duration=max(60.0, n / 200),
+            seed=h.seed(),
+        )
+    )
     if pre["ok"] != n:
         raise BenchError(f"pre-load stored {pre['ok']} of {n} notifications: {pre['error_kinds']}")
     others = [f"ep{i + 1}" for i in range(ENDPOINTS - 1)]
@@ -59,15 +69,27 @@ def held_back(ctx: Context, run: Run) -> dict[str, Any]:
             h.cluster.stop(w)
     cpu = cpu_pct(before, after)
     sent = sent1 - sent0
-    spent_s = sum(cpu - before.procs.get(name, 0.0) for name, cpu in after.procs.items()
-                  if name.startswith("relay-worker"))
+    spent_s = sum(
+        cpu - before.procs.get(name, 0.0) for name, cpu in after.procs.items() if name.startswith("relay-worker")
+    )
     return {
-        "label": run.label(), "kind": run.kind, "workers": run.workers, "mode": run.mode, "slow_endpoint": False,
-        "notifications": n, "expected": n * ENDPOINTS, "delivered": h.delivered([*others, "ep8"]),
+        "label": run.label(),
+        "kind": run.kind,
+        "workers": run.workers,
+        "mode": run.mode,
+        "slow_endpoint": False,
+        "notifications": n,
+        "expected": n * ENDPOINTS,
+        "delivered": h.delivered([*others, "ep8"]),
         "complete": True,  # the backlog is meant to be left waiting: the run measures the wait
-        "rate_limit": RATE, "measured_s": measure, "deliveries_per_s": round(sent / measure, 2),
-        "per_endpoint_per_s": round(sent / measure, 2), "held_back_at_end": n - sent1,
+        "rate_limit": RATE,
+        "measured_s": measure,
+        "deliveries_per_s": round(sent / measure, 2),
+        "per_endpoint_per_s": round(sent / measure, 2),
+        "held_back_at_end": n - sent1,
         "worker_cpu_pct": round(100 * spent_s / measure, 2),
         "worker_cpu_us_per_delivery": round(1e6 * spent_s / sent, 1) if sent else None,
-        "cpu_pct": cpu, "worker_memory_kb": memory, "other_cpu_pct_before": quiet,
+        "cpu_pct": cpu,
+        "worker_memory_kb": memory,
+        "other_cpu_pct_before": quiet,
     }

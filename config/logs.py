@@ -76,12 +76,16 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
         _redact,
     ]
     renderer: Any = (
-        structlog.processors.JSONRenderer(_json_dumps()) if json
+        structlog.processors.JSONRenderer(_json_dumps())
+        if json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     # no frame locals: they would copy request bodies and secrets into the log
-    exceptions: list[Any] = [structlog.processors.ExceptionRenderer(
-        structlog.tracebacks.ExceptionDictTransformer(show_locals=False))] if json else []
+    exceptions: list[Any] = (
+        [structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False))]
+        if json
+        else []
+    )
     # the relay's own events take structlog's native path: a level filter, then straight to stderr
     # (the stdlib route cost ~15 µs a line, on the ingress's hot path)
     structlog.configure(

@@ -67,8 +67,11 @@ def _walk(node: Mapping[str, Any], defs: Mapping[str, Any], at: str, found: dict
         enum = node.get("enum")
         if "const" in node:
             enum = [node["const"]]
-        found[at] = Leaf(decimal=decimal, pattern=node.get("pattern"),
-                         enum=tuple(_text(v) for v in enum if v is not None) if enum else None)
+        found[at] = Leaf(
+            decimal=decimal,
+            pattern=node.get("pattern"),
+            enum=tuple(_text(v) for v in enum if v is not None) if enum else None,
+        )
 
 
 def _text(value: Any) -> str:
@@ -92,7 +95,7 @@ def compile_match(raw: Mapping[str, Any] | None) -> dict[str, Rule] | None:
     if raw is None:
         return None
     if not isinstance(raw, Mapping) or not raw:
-        raise ValueError("expected a table of event document paths, e.g. { \"order.total\" = { min = \"500\" } }")
+        raise ValueError('expected a table of event document paths, e.g. { "order.total" = { min = "500" } }')
     known = paths()
     rules: dict[str, Rule] = {}
     for path, value in raw.items():
@@ -114,7 +117,7 @@ def _near(path: str, known: Mapping[str, Leaf]) -> str:
 
 def _values(path: str, value: Any, leaf: Leaf) -> frozenset[str]:
     if not isinstance(value, list) or not value:
-        raise ValueError(f"{path!r}: expected a list of accepted values, e.g. [\"A\", \"B\"], or {{ min, max }}")
+        raise ValueError(f'{path!r}: expected a list of accepted values, e.g. ["A", "B"], or {{ min, max }}')
     accepted: set[str] = set()
     for v in value:
         if isinstance(v, float) or not isinstance(v, str | int):
@@ -123,8 +126,10 @@ def _values(path: str, value: Any, leaf: Leaf) -> frozenset[str]:
         if leaf.enum is not None and text not in leaf.enum:
             raise ValueError(f"{path!r}: {text!r} can never match; the document has one of {', '.join(leaf.enum)}")
         if leaf.pattern is not None and not re.search(leaf.pattern, text):
-            raise ValueError(f"{path!r}: {text!r} can never match: the document's values look like "
-                             f"{_example(path)} (pattern {leaf.pattern})")
+            raise ValueError(
+                f"{path!r}: {text!r} can never match: the document's values look like "
+                f"{_example(path)} (pattern {leaf.pattern})"
+            )
         accepted.add(text)
     return frozenset(accepted)
 
@@ -135,12 +140,16 @@ def _example(path: str) -> str:
 
 def _range(path: str, value: Mapping[str, Any], leaf: Leaf) -> Range:
     if not leaf.decimal:
-        raise ValueError(f"{path!r}: min and max need a decimal field (e.g. order.total); this one is compared as "
-                         "text: give a list of accepted values")
+        raise ValueError(
+            f"{path!r}: min and max need a decimal field (e.g. order.total); this one is compared as "
+            "text: give a list of accepted values"
+        )
     extra = set(value) - {"min", "max"}
     if extra or not value:
-        raise ValueError(f"{path!r}: expected {{ min = \"...\", max = \"...\" }} (either or both), "
-                         f"not {', '.join(sorted(extra)) or 'an empty table'}")
+        raise ValueError(
+            f'{path!r}: expected {{ min = "...", max = "..." }} (either or both), '
+            f"not {', '.join(sorted(extra)) or 'an empty table'}"
+        )
     low, high = (_decimal(path, bound, value.get(bound)) for bound in ("min", "max"))
     if low is not None and high is not None and low > high:
         raise ValueError(f"{path!r}: min {low} is above max {high}")
@@ -152,7 +161,7 @@ def _decimal(path: str, bound: str, value: Any) -> Decimal | None:
         return None
     # a TOML float has already been rounded to binary: amounts are given as strings (or whole numbers)
     if isinstance(value, bool) or not isinstance(value, str | int) or not _DECIMAL.match(str(value)):
-        raise ValueError(f"{path!r}: {bound} = {value!r}: expected a decimal in quotes, e.g. {bound} = \"500.00\"")
+        raise ValueError(f'{path!r}: {bound} = {value!r}: expected a decimal in quotes, e.g. {bound} = "500.00"')
     return Decimal(str(value))
 
 

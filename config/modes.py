@@ -28,8 +28,10 @@ def resolve(mode: Mode | None, concurrent: bool | None) -> Mode:
         return _ALIAS[bool(concurrent)]
     if concurrent is not None and _ALIAS[concurrent] != mode:
         alias = "true" if concurrent else "false"
-        raise ValueError(f"mode = {mode!r} and concurrent = {alias} disagree (concurrent = {alias} means "
-                         f"mode = {_ALIAS[concurrent]!r}); keep only mode")
+        raise ValueError(
+            f"mode = {mode!r} and concurrent = {alias} disagree (concurrent = {alias} means "
+            f"mode = {_ALIAS[concurrent]!r}); keep only mode"
+        )
     return mode
 
 

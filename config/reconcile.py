@@ -51,8 +51,10 @@ def retention_problems(retention_days: float, sources: list[tuple[str, Reconcile
     problems = []
     for i, (name, cfg) in enumerate(sources):
         if cfg is not None and retention_days * 24 <= cfg.lookback_hours + 24:
-            problems.append(f"{item('sources', i, name)}: reconcile.lookback_hours = {cfg.lookback_hours:g} needs "
-                            f"delivery.retention_days (now {retention_days:g}) longer than lookback_hours + 24 h "
-                            "(the listing covers whole days): IPNs expired before their order leaves the "
-                            "listing would make it missing")
+            problems.append(
+                f"{item('sources', i, name)}: reconcile.lookback_hours = {cfg.lookback_hours:g} needs "
+                f"delivery.retention_days (now {retention_days:g}) longer than lookback_hours + 24 h "
+                "(the listing covers whole days): IPNs expired before their order leaves the "
+                "listing would make it missing"
+            )
     return problems

@@ -16,7 +16,9 @@ def retention_problems(retention_days: float, sources: list[tuple[str, float | N
     problems = []
     for i, (name, hours) in enumerate(sources):
         if hours is not None and hours >= retention_days * 24:
-            problems.append(f"{item('sources', i, name)}: expect_within_hours = {hours:g} must be shorter than "
-                            f"delivery.retention_days (now {retention_days:g}, {retention_days * 24:g} h): the "
-                            "last notification would expire before the source counts as silent")
+            problems.append(
+                f"{item('sources', i, name)}: expect_within_hours = {hours:g} must be shorter than "
+                f"delivery.retention_days (now {retention_days:g}, {retention_days * 24:g} h): the "
+                "last notification would expire before the source counts as silent"
+            )
     return problems

@@ -108,8 +108,23 @@ WAITING = ("pending", "retrying", "paused")
 # not a delivery state: the index a failed delivery moves to once a resend of it was delivered
 RESOLVED = "resolved"
 # receipt to delivered spans the retry schedule: seconds up to 2Checkout's 48 h
-R2D_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 3600.0,
-               24 * 3600.0, 48 * 3600.0)
+R2D_BUCKETS = (
+    0.01,
+    0.05,
+    0.1,
+    0.5,
+    1.0,
+    5.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    4 * 3600.0,
+    12 * 3600.0,
+    24 * 3600.0,
+    48 * 3600.0,
+)
 # the relay:stats field prefix of those buckets (``{ep}|r2d|h{i}``); the ``{ep}|r2d|{i}`` fields of
 # earlier workers used LATENCY_BUCKETS and are read into the same histogram by their upper bounds
 R2D_FIELD = "h"

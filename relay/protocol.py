@@ -70,8 +70,7 @@ def parse_form(body: bytes) -> Fields:
     mapped = body.replace(b"+", b" ").replace(b"&", b"\x00").replace(b"=", b"\x01")
     escapes = body.count(b"%")
     raw = binascii.a2b_qp(mapped.replace(b"%", b"=")) if escapes else mapped
-    if (len(raw) != len(mapped) - 2 * escapes or raw.count(b"\x00") != amps
-            or raw.count(b"\x01") != body.count(b"=")):
+    if len(raw) != len(mapped) - 2 * escapes or raw.count(b"\x00") != amps or raw.count(b"\x01") != body.count(b"="):
         return _parse_form_reference(body)
     try:
         if not body.isascii():
@@ -132,8 +131,9 @@ def hmac_hex(algo: str, key: bytes, data: bytes) -> str:
     return hmac.digest(key, data, _DIGEST_NAME[algo]).hex()
 
 
-def verify_signed(fields: Fields, keys: Sequence[bytes], min_algo: str, source: bytes | None = None
-                  ) -> tuple[Algo, int]:
+def verify_signed(
+    fields: Fields, keys: Sequence[bytes], min_algo: str, source: bytes | None = None
+) -> tuple[Algo, int]:
     """Check the strongest signature an IPN/LCN carries; return it and the index of the key that matched.
 
     ``keys`` holds one secret, or two during a key rotation.
@@ -147,9 +147,7 @@ def verify_signed(fields: Fields, keys: Sequence[bytes], min_algo: str, source: 
             raise SignatureError("duplicate_signature_field", f"{name} is sent {len(values)} times")
         present.append((name, algo, values[0].strip().lower()))
     if not present:
-        raise SignatureError(
-            "missing_signature", "no HASH, SIGNATURE_SHA2_256 or SIGNATURE_SHA3_256 field in the body"
-        )
+        raise SignatureError("missing_signature", "no HASH, SIGNATURE_SHA2_256 or SIGNATURE_SHA3_256 field in the body")
     name, algo, given = present[0]
     if STRENGTH[algo] < STRENGTH[min_algo]:
         raise SignatureError(

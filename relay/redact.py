@@ -97,7 +97,7 @@ def _edges(text: str, shapes: tuple[str, ...]) -> str:
         return text
     if cut_start + cut_end >= len(text):
         return REDACTED
-    return (REDACTED if cut_start else "") + text[cut_start:len(text) - cut_end] + (REDACTED if cut_end else "")
+    return (REDACTED if cut_start else "") + text[cut_start : len(text) - cut_end] + (REDACTED if cut_end else "")
 
 
 def redact_text(text: str, secrets: Iterable[str]) -> str:
@@ -160,8 +160,9 @@ def redact_notification(doc: Mapping[str, Any], settings: Settings) -> dict[str,
     secrets hidden everywhere, sensitive fields hidden in ``fields`` and in the raw ``body``."""
     out: dict[str, Any] = redact(dict(doc), secrets(settings))
     if out.get("fields"):
-        out["fields"] = {name: [REDACTED] * len(values) if sensitive(name) else values
-                         for name, values in out["fields"].items()}
+        out["fields"] = {
+            name: [REDACTED] * len(values) if sensitive(name) else values for name, values in out["fields"].items()
+        }
     if isinstance(out.get("body"), str):
         out["body"] = redact_form(out["body"])
     return out

@@ -44,9 +44,16 @@ class Member:
     ready_fd: int | None = None
 
 
-def create_app(settings: Settings, *, public: bool = True, admin: bool = True,
-               live: appkeys.Live | None = None, metrics: IngressMetrics | None = None,
-               scrape: CollectorRegistry | None = None, member: Member | None = None) -> web.Application:
+def create_app(
+    settings: Settings,
+    *,
+    public: bool = True,
+    admin: bool = True,
+    live: appkeys.Live | None = None,
+    metrics: IngressMetrics | None = None,
+    scrape: CollectorRegistry | None = None,
+    member: Member | None = None,
+) -> web.Application:
     """Build the relay's web app.
 
     ``public``: the 2Checkout listeners. ``admin``: the admin API and the dashboard. Both carry the
@@ -74,12 +81,14 @@ def create_app(settings: Settings, *, public: bool = True, admin: bool = True,
     app.cleanup_ctx.append(functools.partial(_redis, announce=public))
     channel = "{channel:ipn|lcn|ins}"
     if public:
-        app.add_routes([
-            web.post(f"/{channel}", ingress.receive),
-            web.post(f"/{channel}/{{source}}", ingress.receive),
-            web.get(f"/{channel}", ingress.listener_check),  # GET also answers HEAD
-            web.get(f"/{channel}/{{source}}", ingress.listener_check),
-        ])
+        app.add_routes(
+            [
+                web.post(f"/{channel}", ingress.receive),
+                web.post(f"/{channel}/{{source}}", ingress.receive),
+                web.get(f"/{channel}", ingress.listener_check),  # GET also answers HEAD
+                web.get(f"/{channel}/{{source}}", ingress.listener_check),
+            ]
+        )
     app.add_routes([web.get("/healthz", probes.healthz)])
     if admin or settings.server.public_metrics:
         # the public listener faces the internet and the series name internal endpoints: opt-in there
@@ -95,8 +104,13 @@ async def _redis(app: web.Application, *, announce: bool = True) -> AsyncIterato
     redis = connect(redis_url(settings), timeout=settings.server.redis_timeout)
     app[appkeys.REDIS] = redis
     server = settings.server
-    store = Store(redis, retention_ms=settings.delivery.retention_ms,
-                  ack_after=server.ack_after, ack_replicas=server.ack_replicas, ack_timeout=server.ack_timeout)
+    store = Store(
+        redis,
+        retention_ms=settings.delivery.retention_ms,
+        ack_after=server.ack_after,
+        ack_replicas=server.ack_replicas,
+        ack_timeout=server.ack_timeout,
+    )
     app[appkeys.STORE] = store
     # a reload changes how long what is stored from now on is kept; the durability mode needs a restart
     app[appkeys.LIVE].on_reload.append(lambda new: setattr(store, "retention_ms", new.delivery.retention_ms))
@@ -115,8 +129,9 @@ async def _redis(app: web.Application, *, announce: bool = True) -> AsyncIterato
     await redis.aclose()
 
 
-async def serve(settings: Settings, *, host: str | None = None, port: int | None = None,
-                member: Member | None = None) -> None:
+async def serve(
+    settings: Settings, *, host: str | None = None, port: int | None = None, member: Member | None = None
+) -> None:
     """Run until SIGTERM or SIGINT. The admin API and dashboard get their own listener (loopback by
     default) so the public one, which 2Checkout reaches, never serves them. A ``member`` of
     ``relay serve --processes N`` listens on the public port with SO_REUSEPORT beside the others,
@@ -148,8 +163,9 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
 Listener = tuple[web.Application, str, int, str]  # app, host, port, role
 
 
-def _listeners(settings: Settings, host: str | None, port: int | None, live: appkeys.Live,
-               member: Member | None = None) -> list[Listener]:
+def _listeners(
+    settings: Settings, host: str | None, port: int | None, live: appkeys.Live, member: Member | None = None
+) -> list[Listener]:
     """The public app on ``[server]`` and the admin app on ``[admin]``, or one app with both. Of the
     members of ``relay serve --processes N`` every one runs the public app, and only member 0 the
     admin one (``[admin] port = 0``: every member serves both on the public port)."""
@@ -163,8 +179,9 @@ def _listeners(settings: Settings, host: str | None, port: int | None, live: app
         multiprocess.MultiProcessCollector(scrape, path=member.metrics_dir)  # type: ignore[no-untyped-call]
 
     def app(*, public: bool = True, admin: bool = True) -> web.Application:
-        return create_app(settings, public=public, admin=admin, live=live, metrics=metrics, scrape=scrape,
-                          member=member)
+        return create_app(
+            settings, public=public, admin=admin, live=live, metrics=metrics, scrape=scrape, member=member
+        )
 
     address = (host or server.host, port or server.port)
     if not admin.port:
@@ -175,17 +192,23 @@ def _listeners(settings: Settings, host: str | None, port: int | None, live: app
     return listeners
 
 
-async def _listen(settings: Settings, listeners: list[Listener], cap: int, runners: list[web.AppRunner], *,
-                  reuse_port: bool = False) -> None:
+async def _listen(
+    settings: Settings, listeners: list[Listener], cap: int, runners: list[web.AppRunner], *, reuse_port: bool = False
+) -> None:
     """Start each listener behind its connection guard; ``runners`` collects what to clean up, also
     when a later listener fails to start. ``reuse_port``: the public listeners of ``relay serve
     --processes N`` (the admin one, in member 0 alone, binds as usual: a second relay on its port fails)."""
     server = settings.server
-    options = {"max_line_size": server.max_header_bytes, "max_field_size": server.max_header_bytes,
-               "max_headers": server.max_headers, "keepalive_timeout": server.idle_timeout}
+    options = {
+        "max_line_size": server.max_header_bytes,
+        "max_field_size": server.max_header_bytes,
+        "max_headers": server.max_headers,
+        "keepalive_timeout": server.idle_timeout,
+    }
     for app, host, port, role in listeners:
-        guard = limits.ConnectionGuard(role=role, cap=cap, header_timeout=server.header_timeout,
-                                       idle_timeout=server.idle_timeout)
+        guard = limits.ConnectionGuard(
+            role=role, cap=cap, header_timeout=server.header_timeout, idle_timeout=server.idle_timeout
+        )
         app[limits.GUARD] = guard
         runner = web.AppRunner(app, access_log=None, **options)  # type: ignore[arg-type]
         await runner.setup()
@@ -239,9 +262,21 @@ async def _until_stopped(reloader: Reloader, supervisor: int | None = None, read
 ORPHAN_CHECK_S = 1.0
 
 # what a running `relay serve` cannot change: its listeners, its Redis connection, its logging
-RESTART_ONLY = ("server.host", "server.port", "server.processes", "server.max_header_bytes", "server.max_headers",
-                "server.max_body_bytes", "server.ack_after", "server.ack_replicas", "server.ack_timeout",
-                "server.redis_timeout", "admin", "redis", "logging")
+RESTART_ONLY = (
+    "server.host",
+    "server.port",
+    "server.processes",
+    "server.max_header_bytes",
+    "server.max_headers",
+    "server.max_body_bytes",
+    "server.ack_after",
+    "server.ack_replicas",
+    "server.ack_timeout",
+    "server.redis_timeout",
+    "admin",
+    "redis",
+    "logging",
+)
 
 
 async def _reconfigure(live: appkeys.Live, old: Settings, new: Settings) -> dict[str, Any]:

@@ -54,8 +54,13 @@ class FakeOrder:
 
     def item(self) -> dict[str, Any]:
         # a few of the Order Information object's fields; the relay reads RefNo and Status
-        return {"RefNo": self.ref, "Status": self.status, "OrderDate": self.placed.strftime("%Y-%m-%d %H:%M:%S"),
-                "TestOrder": self.test, "ApproveStatus": "OK"}
+        return {
+            "RefNo": self.ref,
+            "Status": self.status,
+            "OrderDate": self.placed.strftime("%Y-%m-%d %H:%M:%S"),
+            "TestOrder": self.test,
+            "ApproveStatus": "OK",
+        }
 
 
 @dataclass
@@ -96,8 +101,9 @@ class Fake2Checkout:
 
     def _unauthorized(self, why: str) -> web.Response:
         self.refused.append(why)
-        return web.json_response({"error_code": "AUTHENTICATION_ERROR",
-                                  "message": "Authentication needed for this resource"}, status=401)
+        return web.json_response(
+            {"error_code": "AUTHENTICATION_ERROR", "message": "Authentication needed for this resource"}, status=401
+        )
 
     def _authenticate(self, header: str | None) -> str | None:
         """Why the header is refused, or None."""
@@ -126,8 +132,10 @@ class Fake2Checkout:
 
     def _read_orders_file(self) -> None:
         assert self.orders_file is not None
-        self.orders = [FakeOrder(str(o["ref"]), str(o["status"]), test=bool(o.get("test", False)))
-                       for o in json.loads(self.orders_file.read_text(encoding="utf-8"))]
+        self.orders = [
+            FakeOrder(str(o["ref"]), str(o["status"]), test=bool(o.get("test", False)))
+            for o in json.loads(self.orders_file.read_text(encoding="utf-8"))
+        ]
 
     async def list_orders(self, request: web.Request) -> web.Response:
         self.requests.append({"query": dict(request.query), "headers": dict(request.headers)})
@@ -136,8 +144,9 @@ class Fake2Checkout:
         if self.script:
             action = self.script[min(len(self.requests) - 1, len(self.script) - 1)]
             if action[0] == "status":
-                return web.json_response({"error_code": "INTERNAL_ERROR", "message": "Something went wrong"},
-                                         status=action[1])
+                return web.json_response(
+                    {"error_code": "INTERNAL_ERROR", "message": "Something went wrong"}, status=action[1]
+                )
             if action[0] == "slow":
                 await asyncio.sleep(action[1])
             if action[0] == "garbage":
@@ -154,22 +163,26 @@ class Fake2Checkout:
             if not (page >= 1 and 1 <= limit <= 200 and tests in ("YES", "NO", "ONLY")):
                 raise ValueError
         except (KeyError, ValueError):
-            return web.json_response({"error_code": "INVALID_DATA", "message": "Invalid search parameters"},
-                                     status=400)
-        found = [o for o in sorted(self.orders, key=lambda o: o.placed, reverse=True)
-                 if start <= o.placed.date() <= end
-                 and (tests == "YES" or (tests == "ONLY") == o.test)]
-        items = found[(page - 1) * limit: page * limit]
-        return web.Response(text=json.dumps({"Items": [o.item() for o in items],
-                                             "Pagination": {"Page": page, "Limit": limit, "Count": len(found)}}),
-                            content_type="application/json")
+            return web.json_response({"error_code": "INVALID_DATA", "message": "Invalid search parameters"}, status=400)
+        found = [
+            o
+            for o in sorted(self.orders, key=lambda o: o.placed, reverse=True)
+            if start <= o.placed.date() <= end and (tests == "YES" or (tests == "ONLY") == o.test)
+        ]
+        items = found[(page - 1) * limit : page * limit]
+        return web.Response(
+            text=json.dumps(
+                {"Items": [o.item() for o in items], "Pagination": {"Page": page, "Limit": limit, "Count": len(found)}}
+            ),
+            content_type="application/json",
+        )
 
 
 async def _serve(args: argparse.Namespace, secret: str) -> None:
     fake = Fake2Checkout(args.merchant_code, secret, port=args.port, orders_file=args.orders)
     fake._read_orders_file()  # a bad file stops it here, before it listens
     await fake.start()
-    print(f"fake 2Checkout API: api_url = \"{fake.api_url}\"", flush=True)
+    print(f'fake 2Checkout API: api_url = "{fake.api_url}"', flush=True)
     try:
         await asyncio.Event().wait()
     finally:
@@ -177,8 +190,10 @@ async def _serve(args: argparse.Namespace, secret: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.fake_2checkout",
-                                description="a fake of 2Checkout's order listing, for trying reconciliation by hand")
+    p = argparse.ArgumentParser(
+        prog="python -m tests.fake_2checkout",
+        description="a fake of 2Checkout's order listing, for trying reconciliation by hand",
+    )
     p.add_argument("--merchant-code", required=True)
     p.add_argument("--secret-env", default="TCO_SECRET_KEY", help="the variable holding the secret key")
     p.add_argument("--port", type=int, default=8089)

@@ -19,9 +19,16 @@ from tests.support import TEST_ENV
 
 
 class RelayProcess:
-    def __init__(self, config: Path, redis_url: str | None, *args: str, env: dict[str, str] | None = None,
-                 prefix: tuple[str, ...] = (), preexec_fn: Callable[[], None] | None = None,
-                 cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        redis_url: str | None,
+        *args: str,
+        env: dict[str, str] | None = None,
+        prefix: tuple[str, ...] = (),
+        preexec_fn: Callable[[], None] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         """``redis_url``: the REDIS_URL it gets, or None for none at all (the config's redis section then
         decides, as for ``relay dev``); ``prefix``: a wrapper command, e.g. ``("faketime", "-f", "+10m")``;
         ``preexec_fn`` runs in the child before exec (e.g. to lower its descriptor limit); ``cwd``: where it
@@ -34,12 +41,17 @@ class RelayProcess:
             base = {**os.environ, "REDIS_URL": redis_url}
         full_env = {**base, **TEST_ENV, **(env or {})}
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "relay", "--config", str(config), *args],
-                                         env=full_env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=preexec_fn,
-                                         cwd=cwd,
-                                         # its own process group: a wrapper (faketime forks the relay as its
-                                         # child) must not leave the relay running against the session's Redis
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                [*prefix, sys.executable, "-m", "relay", "--config", str(config), *args],
+                env=full_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=preexec_fn,
+                cwd=cwd,
+                # its own process group: a wrapper (faketime forks the relay as its
+                # child) must not leave the relay running against the session's Redis
+                start_new_session=True,
+            )
 
     @property
     def pid(self) -> int:

@@ -57,9 +57,11 @@ class Soak:
         ``smooth``: average each sample with those of the ``smooth`` seconds before it first. The
         sweeper trims every 5 s, so a run only a few sweeps long sees a sawtooth whose phase alone can
         tilt the line by several per cent; averaging over one sweep period flattens it."""
+
         def value(s: Sample) -> float:
             window = [float(getattr(o, attr)) for o in self.samples if s.t - smooth < o.t <= s.t] if smooth else []
             return statistics.fmean(window) if window else float(getattr(s, attr))
+
         last = [s for s in self.samples if s.t >= self.duration * 2 / 3]
         xs = [s.t for s in last]
         ys = [value(s) for s in last]
@@ -73,8 +75,11 @@ class Soak:
     def summary(self) -> dict[str, object]:
         third = [s for s in self.samples if s.t >= self.duration * 2 / 3]
         return {
-            "duration_s": self.duration, "retention_s": self.retention, "rate_per_s": self.rate,
-            "retention_periods": round(self.duration / self.retention, 1), "posted": self.posted,
+            "duration_s": self.duration,
+            "retention_s": self.retention,
+            "rate_per_s": self.rate,
+            "retention_periods": round(self.duration / self.retention, 1),
+            "posted": self.posted,
             "used_memory_last_third": [min(s.used_memory for s in third), max(s.used_memory for s in third)],
             "keys_last_third": [min(s.keys for s in third), max(s.keys for s in third)],
             "used_memory_growth_last_third_pct": round(100 * self.growth("used_memory"), 2),
@@ -117,10 +122,14 @@ async def run(duration: float, retention: float, rate: float, workdir: Path) -> 
     server = RedisServer().start()
     sink_port, port = free_port(), free_port()
     config = write_config(
-        workdir / "relay.toml", extra=f"[server]\nport = {port}\n",
+        workdir / "relay.toml",
+        extra=f"[server]\nport = {port}\n",
         delivery={"retention_days": retention / 86400, "retry_window_hours": retention / 3600 / 2},
-        endpoints=[{"name": "serial", "url": f"http://127.0.0.1:{sink_port}/serial"},
-                   {"name": "conc", "url": f"http://127.0.0.1:{sink_port}/conc", "concurrent": True}])
+        endpoints=[
+            {"name": "serial", "url": f"http://127.0.0.1:{sink_port}/serial"},
+            {"name": "conc", "url": f"http://127.0.0.1:{sink_port}/conc", "concurrent": True},
+        ],
+    )
     runner = await _sink(sink_port)
     procs = [RelayProcess(config, server.url, "serve"), RelayProcess(config, server.url, "worker")]
     redis = Redis.from_url(server.url)

@@ -92,10 +92,24 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.proc = subprocess.Popen(
-            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--protected-mode", "no",
-             *self.extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                self.exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--save",
+                "",
+                "--appendonly",
+                "yes" if self.appendonly else "no",
+                "--protected-mode",
+                "no",
+                *self.extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         if not wait_for_ping(self.port):
             raise RuntimeError("redis-server did not start")
@@ -114,8 +128,9 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def signed_body(fields: list[tuple[str, str]], secret: str = SECRET_KEY,
-                algos: tuple[str, ...] = ("md5", "sha256", "sha3-256")) -> bytes:
+def signed_body(
+    fields: list[tuple[str, str]], secret: str = SECRET_KEY, algos: tuple[str, ...] = ("md5", "sha256", "sha3-256")
+) -> bytes:
     """A form body with HASH / SIGNATURE_SHA2_256 / SIGNATURE_SHA3_256 appended, as 2Checkout signs."""
     grouped: protocol.Fields = {}
     for key, value in fields:
@@ -126,29 +141,60 @@ def signed_body(fields: list[tuple[str, str]], secret: str = SECRET_KEY,
     return urlencode([*fields, *sigs]).encode()
 
 
-def ipn_fields(refno: str = "230000001", *, status: str = "COMPLETE", test: str = "1",
-               name: str = "Müller", message_id: str = "1") -> list[tuple[str, str]]:
+def ipn_fields(
+    refno: str = "230000001", *, status: str = "COMPLETE", test: str = "1", name: str = "Müller", message_id: str = "1"
+) -> list[tuple[str, str]]:
     return [
-        ("GIFT_ORDER", "0"), ("SALEDATE", "2024-01-02 02:58:11"), ("REFNO", refno), ("REFNOEXT", ""),
-        ("ORDERSTATUS", status), ("FIRSTNAME", "Jürgen"), ("LASTNAME", name),
-        ("CUSTOMEREMAIL", "jurgen@example.com"), ("IPN_PID[]", "40898000"),
-        ("IPN_PNAME[]", "Müller Tool – 東京 Edition"), ("IPN_PID[]", "40898001"), ("IPN_PNAME[]", "Second"),
-        ("MESSAGE_ID", message_id), ("MESSAGE_TYPE", status), ("TEST_ORDER", test),
+        ("GIFT_ORDER", "0"),
+        ("SALEDATE", "2024-01-02 02:58:11"),
+        ("REFNO", refno),
+        ("REFNOEXT", ""),
+        ("ORDERSTATUS", status),
+        ("FIRSTNAME", "Jürgen"),
+        ("LASTNAME", name),
+        ("CUSTOMEREMAIL", "jurgen@example.com"),
+        ("IPN_PID[]", "40898000"),
+        ("IPN_PNAME[]", "Müller Tool – 東京 Edition"),
+        ("IPN_PID[]", "40898001"),
+        ("IPN_PNAME[]", "Second"),
+        ("MESSAGE_ID", message_id),
+        ("MESSAGE_TYPE", status),
+        ("TEST_ORDER", test),
         ("IPN_DATE", "20240102030011"),
     ]
 
 
-def ins_body(sale_id: str = "9093727242901", invoice_id: str = "9093727243001",
-             message_type: str = "ORDER_CREATED", word: str = INS_WORD, seller: str = SELLER_ID) -> bytes:
+def ins_body(
+    sale_id: str = "9093727242901",
+    invoice_id: str = "9093727243001",
+    message_type: str = "ORDER_CREATED",
+    word: str = INS_WORD,
+    seller: str = SELLER_ID,
+) -> bytes:
     md5 = protocol.ins_hash(sale_id, seller, invoice_id, word)
-    return urlencode([("message_type", message_type), ("message_id", "101"), ("vendor_id", seller),
-                      ("sale_id", sale_id), ("invoice_id", invoice_id), ("md5_hash", md5),
-                      ("customer_email", "a@example.com")]).encode()
+    return urlencode(
+        [
+            ("message_type", message_type),
+            ("message_id", "101"),
+            ("vendor_id", seller),
+            ("sale_id", sale_id),
+            ("invoice_id", invoice_id),
+            ("md5_hash", md5),
+            ("customer_email", "a@example.com"),
+        ]
+    ).encode()
 
 
-def write_config(path: Path, *, redis_port: int = 6390, endpoints: list[dict[str, Any]] | None = None,
-                 sources: list[dict[str, Any]] | None = None, extra: str = "",
-                 delivery: dict[str, Any] | None = None, admin: dict[str, Any] | None = None) -> Path:
+def write_config(
+    path: Path,
+    *,
+    redis_port: int = 6390,
+    endpoints: list[dict[str, Any]] | None = None,
+    sources: list[dict[str, Any]] | None = None,
+    extra: str = "",
+    delivery: dict[str, Any] | None = None,
+    admin: dict[str, Any] | None = None,
+) -> Path:
     """Write a relay.toml for tests (TOML written by hand to avoid a dependency)."""
 
     def val(v: Any) -> str:
@@ -164,13 +210,21 @@ def write_config(path: Path, *, redis_port: int = 6390, endpoints: list[dict[str
             return "{" + ", ".join(f"{json.dumps(k)} = {val(x)}" for k, x in v.items()) + "}"
         raise TypeError(v)
 
-    srcs = sources or [{"name": "default", "secret_key_env": "TCO_SECRET_KEY",
-                        "ins_secret_word_env": "TCO_INS_SECRET_WORD", "seller_id": SELLER_ID}]
-    lines = [f"[redis]\nport = {redis_port}\ndata_dir = {json.dumps(str(path.parent / 'redis-data'))}\n",
-             "[delivery]\n" + "".join(f"{k} = {val(v)}\n" for k, v in
-                                       {"poll_interval": 0.05, **(delivery or {})}.items()),
-             # port 0: admin routes on the main listener, so parallel `relay serve` processes never clash
-             "[admin]\n" + "".join(f"{k} = {val(v)}\n" for k, v in {"port": 0, **(admin or {})}.items()), extra]
+    srcs = sources or [
+        {
+            "name": "default",
+            "secret_key_env": "TCO_SECRET_KEY",
+            "ins_secret_word_env": "TCO_INS_SECRET_WORD",
+            "seller_id": SELLER_ID,
+        }
+    ]
+    lines = [
+        f"[redis]\nport = {redis_port}\ndata_dir = {json.dumps(str(path.parent / 'redis-data'))}\n",
+        "[delivery]\n" + "".join(f"{k} = {val(v)}\n" for k, v in {"poll_interval": 0.05, **(delivery or {})}.items()),
+        # port 0: admin routes on the main listener, so parallel `relay serve` processes never clash
+        "[admin]\n" + "".join(f"{k} = {val(v)}\n" for k, v in {"port": 0, **(admin or {})}.items()),
+        extra,
+    ]
     for s in srcs:
         lines.append("[[sources]]\n" + "".join(f"{k} = {val(v)}\n" for k, v in s.items()))
     for e in endpoints or []:
@@ -267,8 +321,9 @@ class Sink:
             await self.runner.cleanup()
 
 
-async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, *,
-                   what: str = "condition not met") -> Any:
+async def wait_for(
+    predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, *, what: str = "condition not met"
+) -> Any:
     """Poll ``predicate`` (sync or async) until truthy and return its value; fail the test with ``what``
     after ``timeout`` seconds. The one wait helper of the suite: wait on a condition, never sleep."""
     deadline = time.monotonic() + timeout

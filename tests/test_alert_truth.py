@@ -63,23 +63,33 @@ class AlertStack(Stack):
 
 
 @pytest.fixture
-async def stack(tmp_path: Path, redis_server: RedisServer, redis: Redis, sink: Callable[..., Any]
-                ) -> AsyncIterator[Callable[..., Any]]:
+async def stack(
+    tmp_path: Path, redis_server: RedisServer, redis: Redis, sink: Callable[..., Any]
+) -> AsyncIterator[Callable[..., Any]]:
     stacks: list[AlertStack] = []
     endpoints_started: list[Endpoint] = []
 
-    async def start(endpoints: dict[str, Endpoint], *, ep_options: dict[str, Any] | None = None,
-                    sources: list[dict[str, Any]] | None = None, worker: bool = True,
-                    alerts: str = "") -> AlertStack:
+    async def start(
+        endpoints: dict[str, Endpoint],
+        *,
+        ep_options: dict[str, Any] | None = None,
+        sources: list[dict[str, Any]] | None = None,
+        worker: bool = True,
+        alerts: str = "",
+    ) -> AlertStack:
         for ep in endpoints.values():
             await ep.start()
             endpoints_started.append(ep)
         hook = await sink([200])
         port = free_port()
-        eps = [{"name": name, "url": ep.url, "retry_delays": [0.05], **(ep_options or {})}
-               for name, ep in endpoints.items()]
-        extra = (f'[server]\nport = {port}\nadmin_token_env = "RELAY_ADMIN_TOKEN"\n'
-                 f'[alerts]\nwebhook_url_env = "ALERT_HOOK"\ncheck_seconds = {SMALL}\n{alerts}')
+        eps = [
+            {"name": name, "url": ep.url, "retry_delays": [0.05], **(ep_options or {})}
+            for name, ep in endpoints.items()
+        ]
+        extra = (
+            f'[server]\nport = {port}\nadmin_token_env = "RELAY_ADMIN_TOKEN"\n'
+            f'[alerts]\nwebhook_url_env = "ALERT_HOOK"\ncheck_seconds = {SMALL}\n{alerts}'
+        )
         path = write_config(tmp_path / "relay.toml", endpoints=eps, sources=sources, extra=extra)
         env = {"RELAY_ADMIN_TOKEN": TOKEN, "ALERT_HOOK": hook.url}
         procs = [RelayProcess(path, redis_server.url, "serve", env=env)]
@@ -96,6 +106,7 @@ async def stack(tmp_path: Path, redis_server: RedisServer, redis: Redis, sink: C
                     return resp.status == 200 and (not worker or await redis.zcard(k.WORKERS) > 0)
             except aiohttp.ClientError:
                 return False
+
         await wait_for(up, timeout=30, interval=0.1)
         return s
 
@@ -108,8 +119,9 @@ async def stack(tmp_path: Path, redis_server: RedisServer, redis: Redis, sink: C
             await ep.runner.cleanup()
 
 
-async def test_three_given_up_deliveries_fail_the_endpoint_until_resent(stack: Callable[..., Any],
-                                                                        redis: Redis) -> None:
+async def test_three_given_up_deliveries_fail_the_endpoint_until_resent(
+    stack: Callable[..., Any], redis: Redis
+) -> None:
     """Done when: one endpoint with 3 given-up deliveries and no other traffic makes relay health exit 1
     with endpoint_failing and its card say Failing; after a delivered resend of all three it is
     healthy again. (min_deliveries = 10 used to hide them: "4 of 4 failing" under "Healthy".)"""
@@ -124,7 +136,11 @@ async def test_three_given_up_deliveries_fail_the_endpoint_until_resent(stack: C
     code, report = s.health()
     (problem,) = report["problems"]
     assert (problem["kind"], problem["failed"], problem["attempted"], problem["causes"]) == (
-        "endpoint_failing", 3, 3, ["given_up"])
+        "endpoint_failing",
+        3,
+        3,
+        ["given_up"],
+    )
     assert problem["min_deliveries"] == 10  # not reached, and it does not matter
     assert await s.card("erp") == "failing"
     # the alert says to resend them (they are no longer retrying)
@@ -141,6 +157,7 @@ async def test_three_given_up_deliveries_fail_the_endpoint_until_resent(stack: C
     async def healthy() -> bool:
         code, report = s.health()
         return code == 0 and report["endpoints"]["erp"]["resolved"] == 3
+
     await wait_for(healthy, timeout=30, interval=0.2)
     assert await s.card("erp") == "healthy"
     await wait_for(lambda: s.alerts("endpoint_recovered"), timeout=30, interval=0.2)
@@ -151,7 +168,8 @@ async def _count(redis: Redis, ep: str, state: str, n: int) -> bool:
 
 
 async def test_a_serial_endpoint_answering_500_fails_at_once_and_pausing_it_announces_nothing(
-        stack: Callable[..., Any], redis: Redis) -> None:
+    stack: Callable[..., Any], redis: Redis
+) -> None:
     """Done when: a serial endpoint answering 500 is endpoint_failing after its head's first failed
     attempt, its card says Failing and an alert names the HTTP 500; pausing it sends no recovery, and
     resuming continues the incident (same since)."""
@@ -167,7 +185,11 @@ async def test_a_serial_endpoint_answering_500_fails_at_once_and_pausing_it_anno
     assert code == 1, report
     (problem,) = report["problems"]
     assert (problem["kind"], problem["causes"], problem["held_back"], problem["last_error"]) == (
-        "endpoint_failing", ["head_retrying"], 2, "HTTP 500")
+        "endpoint_failing",
+        ["head_retrying"],
+        2,
+        "HTTP 500",
+    )
     assert "holding back 2 notifications behind it; last error HTTP 500" in problem["message"]
     since = problem["since"]
     assert await s.card("erp") == "failing"
@@ -204,8 +226,7 @@ async def _ttl_above(redis: Redis, key: str, ms: int) -> bool:
     return int(await redis.pttl(key)) > ms
 
 
-async def test_stopping_every_worker_makes_an_ingress_send_no_worker(stack: Callable[..., Any],
-                                                                     redis: Redis) -> None:
+async def test_stopping_every_worker_makes_an_ingress_send_no_worker(stack: Callable[..., Any], redis: Redis) -> None:
     s: AlertStack = await stack({"erp": Endpoint()})
     assert s.alerts() == []
     worker = s.procs[1]
@@ -221,7 +242,8 @@ async def test_stopping_every_worker_makes_an_ingress_send_no_worker(stack: Call
 
 
 async def test_a_silent_source_raises_source_silent_and_the_next_notification_clears_it(
-        stack: Callable[..., Any], redis: Redis) -> None:
+    stack: Callable[..., Any], redis: Redis
+) -> None:
     # 12 s (fractions of an hour are allowed): longer than the alert job's 10 s, so its run after the
     # next notification sees the source cleared before it could fall silent again
     hours = 12 / 3600
@@ -232,6 +254,7 @@ async def test_a_silent_source_raises_source_silent_and_the_next_notification_cl
     async def silent() -> dict[str, Any] | None:
         code, report = s.health()
         return next((p for p in report["problems"] if p["kind"] == "source_silent"), None) if code == 1 else None
+
     problem = await wait_for(silent, timeout=30, interval=0.3)
     assert problem["source"] == "default" and problem["last_at"] is not None
     await wait_for(lambda: s.alerts("source_silent"), timeout=30, interval=0.2)
@@ -251,8 +274,12 @@ async def test_refusals_below_the_threshold_are_an_info_line(stack: Callable[...
         assert await s.post("/ipn", signed_body(ipn_fields(f"2313{i:05d}"), secret="an-old-key")) == 400
     code, out = s.cli("health")
     assert code == 0, out
-    assert re.search(r"^info     source default: 3 of 3 requests refused in the last 15 min \(below the "
-                     r"alert threshold\); last signature_mismatch at 20", out, re.M), out
+    assert re.search(
+        r"^info     source default: 3 of 3 requests refused in the last 15 min \(below the "
+        r"alert threshold\); last signature_mismatch at 20",
+        out,
+        re.M,
+    ), out
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         async with http.post(f"{s.base}/dashboard/login", data={"token": TOKEN}) as resp:
             assert resp.status == 200
@@ -263,29 +290,32 @@ async def test_refusals_below_the_threshold_are_an_info_line(stack: Callable[...
     assert status == 200 and api["status"] == "healthy" and api["notes"][0]["refused"] == 3
 
 
-async def test_redis_unreachable_is_sent_once_per_host_and_recovers(tmp_path: Path, sink: Callable[..., Any]
-                                                                    ) -> None:
+async def test_redis_unreachable_is_sent_once_per_host_and_recovers(tmp_path: Path, sink: Callable[..., Any]) -> None:
     server = RedisServer().start()
     hook = await sink([200])
     port = free_port()
     extra = f'[server]\nport = {port}\n[alerts]\nwebhook_url_env = "ALERT_HOOK"\ncheck_seconds = {SMALL}\n'
-    path = write_config(tmp_path / "relay.toml", endpoints=[{"name": "erp", "url": "http://127.0.0.1:9/x"}],
-                        extra=extra)
+    path = write_config(
+        tmp_path / "relay.toml", endpoints=[{"name": "erp", "url": "http://127.0.0.1:9/x"}], extra=extra
+    )
     # two members, each with its own watcher, on one host (whose temp directory holds the host's record)
     env = {"ALERT_HOOK": hook.url, "TMPDIR": str(tmp_path)}
     procs = [RelayProcess(path, server.url, "serve", "--processes", "2", env=env)]
     try:
+
         async def up(p: int = port) -> bool:
             try:
                 async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{p}/healthz") as r:
                     return r.status == 200
             except aiohttp.ClientError:
                 return False
+
         await wait_for(up, timeout=30, interval=0.1)
         server.stop()
 
         def kinds() -> list[str]:
             return [json.loads(r.body)["kind"] for r in hook.received]
+
         await wait_for(lambda: "redis_unreachable" in kinds(), timeout=30, interval=0.1)
         server.start()
         await wait_for(lambda: "redis_recovered" in kinds(), timeout=30, interval=0.1)
@@ -299,11 +329,15 @@ async def test_redis_unreachable_is_sent_once_per_host_and_recovers(tmp_path: Pa
 
 
 async def test_a_worker_alone_on_its_host_reports_redis_unreachable_and_its_recovery(
-        tmp_path: Path, sink: Callable[..., Any]) -> None:
+    tmp_path: Path, sink: Callable[..., Any]
+) -> None:
     server = RedisServer().start()
     hook = await sink([200])
-    path = write_config(tmp_path / "relay.toml", endpoints=[{"name": "erp", "url": "http://127.0.0.1:9/x"}],
-                        extra='[alerts]\nwebhook_url_env = "ALERT_HOOK"\n')
+    path = write_config(
+        tmp_path / "relay.toml",
+        endpoints=[{"name": "erp", "url": "http://127.0.0.1:9/x"}],
+        extra='[alerts]\nwebhook_url_env = "ALERT_HOOK"\n',
+    )
     worker = RelayProcess(path, server.url, "worker", env={"ALERT_HOOK": hook.url, "TMPDIR": str(tmp_path)})
     client = Redis.from_url(server.url)
     try:
@@ -312,6 +346,7 @@ async def test_a_worker_alone_on_its_host_reports_redis_unreachable_and_its_reco
 
         def kinds() -> list[str]:
             return [json.loads(r.body)["kind"] for r in hook.received]
+
         await wait_for(lambda: "redis_unreachable" in kinds(), timeout=60, interval=0.1)
         server.start()
         await wait_for(lambda: "redis_recovered" in kinds(), timeout=60, interval=0.1)
@@ -322,8 +357,9 @@ async def test_a_worker_alone_on_its_host_reports_redis_unreachable_and_its_reco
         server.cleanup()
 
 
-async def test_relay_serve_evaluates_health_only_when_a_worker_alert_may_be_due(stack: Callable[..., Any],
-                                                                               redis: Redis) -> None:
+async def test_relay_serve_evaluates_health_only_when_a_worker_alert_may_be_due(
+    stack: Callable[..., Any], redis: Redis
+) -> None:
     """The lease holder ran the whole health evaluation (health.lua and all) at every check while
     workers were alive, for nothing: doubling the evaluations Redis serves. It evaluates only when no
     worker was seen at two checks in a row, or when a no_worker incident owes its recovery. Seen
@@ -341,6 +377,7 @@ async def test_relay_serve_evaluates_health_only_when_a_worker_alert_may_be_due(
         renewals += ttl > last
         last = ttl
         return renewals >= 5
+
     await wait_for(renewed, timeout=30, interval=0.05)
     assert await redis.exists(k.source_watched("default")) == 0
     # no worker any more: the holder evaluates, alerts, and its evaluation writes the watch record
@@ -370,7 +407,8 @@ async def test_a_repeated_alert_says_the_incident_s_first_since(stack: Callable[
 
 
 async def test_no_worker_is_not_announced_while_workers_reconnect_after_redis_was_unreachable(
-        tmp_path: Path, sink: Callable[..., Any]) -> None:
+    tmp_path: Path, sink: Callable[..., Any]
+) -> None:
     """A worker that lost Redis starts again on its own backoff (1, 2, 4 … 30 s): once Redis was back,
     relay serve saw no heartbeat at two checks and sent no_worker ("start relay worker") about a worker
     that was alive and connected again seconds later. It gives the workers time to reconnect first."""
@@ -378,8 +416,9 @@ async def test_no_worker_is_not_announced_while_workers_reconnect_after_redis_wa
     hook = await sink([200])
     port = free_port()
     extra = f'[server]\nport = {port}\n[alerts]\nwebhook_url_env = "ALERT_HOOK"\ncheck_seconds = {SMALL}\n'
-    path = write_config(tmp_path / "relay.toml", endpoints=[{"name": "erp", "url": "http://127.0.0.1:9/x"}],
-                        extra=extra)
+    path = write_config(
+        tmp_path / "relay.toml", endpoints=[{"name": "erp", "url": "http://127.0.0.1:9/x"}], extra=extra
+    )
     env = {"ALERT_HOOK": hook.url, "TMPDIR": str(tmp_path)}
     procs = [RelayProcess(path, server.url, "serve", env=env), RelayProcess(path, server.url, "worker", env=env)]
     client = Redis.from_url(server.url)
@@ -389,6 +428,7 @@ async def test_no_worker_is_not_announced_while_workers_reconnect_after_redis_wa
 
         def kinds() -> list[str]:
             return [json.loads(r.body)["kind"] for r in hook.received]
+
         await wait_for(lambda: "redis_unreachable" in kinds(), timeout=30, interval=0.1)
         # the worker failed to start again once and now waits 2 s (then ARQ's connection retries)
         await wait_for(lambda: '"restart_in_s": 2.0' in procs[1].output(), timeout=30, interval=0.1)
@@ -404,8 +444,9 @@ async def test_no_worker_is_not_announced_while_workers_reconnect_after_redis_wa
         server.cleanup()
 
 
-async def test_a_full_redis_is_one_outage_for_every_process_on_the_host(tmp_path: Path, sink: Callable[..., Any]
-                                                                       ) -> None:
+async def test_a_full_redis_is_one_outage_for_every_process_on_the_host(
+    tmp_path: Path, sink: Callable[..., Any]
+) -> None:
     """A full Redis (maxmemory, noeviction) answers reads and refuses every write: the ingress answers
     503 and a worker cannot start. relay serve's check read only TIME, so it saw Redis up and ended the
     host's outage record at every check, and the worker, failing to start each second, sent
@@ -414,8 +455,9 @@ async def test_a_full_redis_is_one_outage_for_every_process_on_the_host(tmp_path
     hook = await sink([200])
     port = free_port()
     extra = f'[server]\nport = {port}\n[alerts]\nwebhook_url_env = "ALERT_HOOK"\ncheck_seconds = {SMALL}\n'
-    path = write_config(tmp_path / "relay.toml", endpoints=[{"name": "erp", "url": "http://127.0.0.1:9/x"}],
-                        extra=extra)
+    path = write_config(
+        tmp_path / "relay.toml", endpoints=[{"name": "erp", "url": "http://127.0.0.1:9/x"}], extra=extra
+    )
     env = {"ALERT_HOOK": hook.url, "TMPDIR": str(tmp_path)}
     procs = [RelayProcess(path, server.url, "serve", env=env), RelayProcess(path, server.url, "worker", env=env)]
     client = Redis.from_url(server.url)
@@ -426,6 +468,7 @@ async def test_a_full_redis_is_one_outage_for_every_process_on_the_host(tmp_path
 
         def kinds() -> list[str]:
             return [json.loads(r.body)["kind"] for r in hook.received]
+
         await wait_for(lambda: "redis_unreachable" in kinds(), timeout=30, interval=0.1)
         # the worker keeps failing to start again (about once a second); each failure was an alert
         lost = procs[1].output().count("worker_redis_lost")

@@ -49,8 +49,9 @@ class Inbox:
         self.messages.append(msg)
         return "250 OK"
 
-    def authenticate(self, server: SMTPServer, session: Session, envelope: Envelope, mechanism: str,
-                     auth_data: Any) -> AuthResult:
+    def authenticate(
+        self, server: SMTPServer, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
         assert isinstance(auth_data, LoginPassword)
         self.logins.append((auth_data.login, auth_data.password))
         ok = (auth_data.login, auth_data.password) == (b"relay", b"s3cret")
@@ -61,8 +62,9 @@ class Inbox:
 def smtp() -> Iterator[tuple[Inbox, int]]:
     inbox = Inbox()
     port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port, authenticator=inbox.authenticate,
-                            auth_require_tls=False)
+    controller = Controller(
+        inbox, hostname="127.0.0.1", port=port, authenticator=inbox.authenticate, auth_require_tls=False
+    )
     controller.start()
     yield inbox, port
     controller.stop()
@@ -79,27 +81,44 @@ def uncached_logs() -> Iterator[None]:
 
 def alert_config(tmp_path: Path, port: int, **alerts_kw: Any) -> Path:
     alerts_kw.setdefault("smtp_port", port)
-    cfg = {"threshold_percent": 25, "window_hours": 4, "frequency_hours": 4, "min_deliveries": 10,
-           "webhook_url_env": "ALERT_WEBHOOK_URL", "smtp_host": "127.0.0.1",
-           "smtp_from": "relay@example.com", "smtp_to": ["ops@example.com", "dev@example.com"],
-           "smtp_starttls": False, "smtp_username_env": "SMTP_USER", "smtp_password_env": "SMTP_PASS",
-           **alerts_kw}
+    cfg = {
+        "threshold_percent": 25,
+        "window_hours": 4,
+        "frequency_hours": 4,
+        "min_deliveries": 10,
+        "webhook_url_env": "ALERT_WEBHOOK_URL",
+        "smtp_host": "127.0.0.1",
+        "smtp_from": "relay@example.com",
+        "smtp_to": ["ops@example.com", "dev@example.com"],
+        "smtp_starttls": False,
+        "smtp_username_env": "SMTP_USER",
+        "smtp_password_env": "SMTP_PASS",
+        **alerts_kw,
+    }
     extra = "[alerts]\n" + "".join(f"{key} = {json.dumps(v)}\n" for key, v in cfg.items())
     return write_config(tmp_path / "relay.toml", endpoints=EPS, extra=extra)
 
 
 @pytest.fixture
-async def setup(tmp_path: Path, redis_server: Any, smtp: tuple[Inbox, int], sink: Callable[..., Any]
-                ) -> AsyncIterator[Callable[..., Any]]:
+async def setup(
+    tmp_path: Path, redis_server: Any, smtp: tuple[Inbox, int], sink: Callable[..., Any]
+) -> AsyncIterator[Callable[..., Any]]:
     """Settings wired to the SMTP server and a webhook sink, and a client session for the webhook."""
     session = aiohttp.ClientSession()
 
-    async def make(webhook: Sink | None = None, env: dict[str, str] | None = None, **alerts_kw: Any
-                   ) -> tuple[Settings, Sink, aiohttp.ClientSession]:
+    async def make(
+        webhook: Sink | None = None, env: dict[str, str] | None = None, **alerts_kw: Any
+    ) -> tuple[Settings, Sink, aiohttp.ClientSession]:
         hook = webhook or await sink([200])
         path = alert_config(tmp_path, smtp[1], **alerts_kw)
-        environ = {**TEST_ENV, "REDIS_URL": redis_server.url, "ALERT_WEBHOOK_URL": hook.url,
-                   "SMTP_USER": "relay", "SMTP_PASS": "s3cret", **(env or {})}
+        environ = {
+            **TEST_ENV,
+            "REDIS_URL": redis_server.url,
+            "ALERT_WEBHOOK_URL": hook.url,
+            "SMTP_USER": "relay",
+            "SMTP_PASS": "s3cret",
+            **(env or {}),
+        }
         return load_settings(path, environ), hook, session
 
     yield make
@@ -109,8 +128,9 @@ async def setup(tmp_path: Path, redis_server: Any, smtp: tuple[Inbox, int], sink
 _n = iter(range(10**9))
 
 
-async def add(redis: Redis, ep: str, at_ms: int, ok: int = 0, fail: int = 0, retrying: int = 0,
-              last: str = "HTTP 503") -> None:
+async def add(
+    redis: Redis, ep: str, at_ms: int, ok: int = 0, fail: int = 0, retrying: int = 0, last: str = "HTTP 503"
+) -> None:
     """Deliveries of ``ep`` whose latest attempt, at ``at_ms``, delivered / gave up / will be retried."""
     for state, n in (("delivered", ok), ("failed", fail), ("retrying", retrying)):
         if n:
@@ -123,8 +143,7 @@ async def add(redis: Redis, ep: str, at_ms: int, ok: int = 0, fail: int = 0, ret
                 await redis.zadd(k.IDX_ALL, {nid: at_ms})
 
 
-async def run(redis: Redis, settings: Settings, session: aiohttp.ClientSession, now_ms: int
-              ) -> list[alerts.Notice]:
+async def run(redis: Redis, settings: Settings, session: aiohttp.ClientSession, now_ms: int) -> list[alerts.Notice]:
     notices = await alerts.evaluate(redis, settings, now_ms)
     await alerts.notify(notices, settings, session)
     return notices
@@ -138,8 +157,9 @@ def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms // 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
-async def test_alert_once_per_frequency_then_recovery(redis: Redis, setup: Callable[..., Any],
-                                                      smtp: tuple[Inbox, int]) -> None:
+async def test_alert_once_per_frequency_then_recovery(
+    redis: Redis, setup: Callable[..., Any], smtp: tuple[Inbox, int]
+) -> None:
     settings, hook, session = await setup()
     inbox = smtp[0]
     host = socket.gethostname()
@@ -150,20 +170,44 @@ async def test_alert_once_per_frequency_then_recovery(redis: Redis, setup: Calla
     with capture_logs() as logs:
         notices = await run(redis, settings, session, NOW)
     assert [(n.kind, n.subject) for n in notices] == [("endpoint_failing", "a")]  # only a: no "all endpoints"
-    text = "\n".join([
-        f"relay on {host}: endpoint a (127.0.0.1:9) is failing since {iso(start)}.",
-        "4 of 10 deliveries (40.0%) failed in the last 4 h (threshold 25%): 4 retrying, 0 given up.",
-        f"Last error: HTTP 503 at {iso(start)}. Oldest waiting delivery: 10 min since receipt.",
-        # still retrying: a resend of failed ones would find nothing, relay retry sends them now
-        "Deliveries are retrying: once a is fixed, send them now with relay retry --endpoint a, "
-        "or Retry now at http://127.0.0.1:8080/dashboard/endpoints/a/retry.",
-    ])
+    text = "\n".join(
+        [
+            f"relay on {host}: endpoint a (127.0.0.1:9) is failing since {iso(start)}.",
+            "4 of 10 deliveries (40.0%) failed in the last 4 h (threshold 25%): 4 retrying, 0 given up.",
+            f"Last error: HTTP 503 at {iso(start)}. Oldest waiting delivery: 10 min since receipt.",
+            # still retrying: a resend of failed ones would find nothing, relay retry sends them now
+            "Deliveries are retrying: once a is fixed, send them now with relay retry --endpoint a, "
+            "or Retry now at http://127.0.0.1:8080/dashboard/endpoints/a/retry.",
+        ]
+    )
     assert texts(hook) == [text]
     payload = json.loads(hook.received[0].body)
-    assert {key: payload[key] for key in ("kind", "endpoint", "since", "failing", "attempted", "share", "host",
-                                          "url_host", "last_error", "threshold_percent")} == {
-        "kind": "endpoint_failing", "endpoint": "a", "since": iso(start), "failing": 4, "attempted": 10,
-        "share": 0.4, "host": host, "url_host": "127.0.0.1:9", "last_error": "HTTP 503", "threshold_percent": 25}
+    assert {
+        key: payload[key]
+        for key in (
+            "kind",
+            "endpoint",
+            "since",
+            "failing",
+            "attempted",
+            "share",
+            "host",
+            "url_host",
+            "last_error",
+            "threshold_percent",
+        )
+    } == {
+        "kind": "endpoint_failing",
+        "endpoint": "a",
+        "since": iso(start),
+        "failing": 4,
+        "attempted": 10,
+        "share": 0.4,
+        "host": host,
+        "url_host": "127.0.0.1:9",
+        "last_error": "HTTP 503",
+        "threshold_percent": 25,
+    }
     assert hook.received[0].headers["Content-Type"] == "application/json"
     assert len(inbox.messages) == 1
     msg = inbox.messages[0]
@@ -196,12 +240,17 @@ async def test_alert_once_per_frequency_then_recovery(redis: Redis, setup: Calla
     with capture_logs() as logs:
         notices = await run(redis, settings, session, NOW + 4 * HOUR + 2 * 60_000)
     assert [(n.kind, n.subject) for n in notices] == [("endpoint_recovered", "a")]
-    assert texts(hook)[-1] == (f"relay on {host}: endpoint a recovered after 4 h 12 min (since {iso(start)}). "
-                               "20 of 120 deliveries failing in the last 4 h (threshold 25%); 0 failed deliveries "
-                               "unresolved.")
+    assert texts(hook)[-1] == (
+        f"relay on {host}: endpoint a recovered after 4 h 12 min (since {iso(start)}). "
+        "20 of 120 deliveries failing in the last 4 h (threshold 25%); 0 failed deliveries "
+        "unresolved."
+    )
     recovered = json.loads(hook.received[-1].body)
     assert (recovered["kind"], recovered["endpoint"], recovered["duration_s"]) == (
-        "endpoint_recovered", "a", (4 * HOUR + 12 * 60_000) // 1000)
+        "endpoint_recovered",
+        "a",
+        (4 * HOUR + 12 * 60_000) // 1000,
+    )
     assert inbox.messages[-1]["Subject"] == "[relay] endpoint a recovered"
     assert [e["event"] for e in logs] == ["endpoint_recovered"]
     assert await run(redis, settings, session, NOW + 4 * HOUR + 3 * 60_000) == []
@@ -221,7 +270,10 @@ async def test_a_new_incident_after_a_recovery_alerts_at_once(redis: Redis, setu
     notices = await run(redis, settings, session, NOW + 2 * 60_000)
     assert [(n.kind, n.subject) for n in notices] == [("endpoint_failing", "a")]
     assert [json.loads(r.body)["kind"] for r in hook.received] == [
-        "endpoint_failing", "endpoint_recovered", "endpoint_failing"]
+        "endpoint_failing",
+        "endpoint_recovered",
+        "endpoint_failing",
+    ]
     assert await redis.get(k.alert_open("ep:a")) is not None  # its recovery message is owed again
 
 
@@ -245,8 +297,10 @@ async def test_a_refusing_source_does_not_recover_by_falling_quiet(redis: Redis,
     # the line says why a source with no refusal in the window is still refusing
     last_at = int(await redis.hget(k.source_lastrej("default"), "at"))
     assert now - 5_000 <= last_at <= now  # the last refusal's time, on Redis's clock
-    line = ("0 of 0 requests (-) refused in the last 15 min; 0 accepted since the last refusal at "
-            f"{iso(last_at)} (5 in a row end it); last reason signature_mismatch")
+    line = (
+        "0 of 0 requests (-) refused in the last 15 min; 0 accepted since the last refusal at "
+        f"{iso(last_at)} (5 in a row end it); last reason signature_mismatch"
+    )
     assert line in report["problems"][0]["message"]
     assert [json.loads(r.body)["kind"] for r in hook.received] == ["source_rejecting"]
     # the opposite: 5 notifications stored after the last refusal (as ingest indexes them) end it
@@ -268,8 +322,7 @@ async def test_min_deliveries_and_threshold_boundaries(redis: Redis, setup: Call
     assert "All 2 endpoints" not in texts(hook)[0]
 
 
-async def test_all_endpoints_failing_is_said_only_when_every_one_is(redis: Redis, setup: Callable[..., Any]
-                                                                    ) -> None:
+async def test_all_endpoints_failing_is_said_only_when_every_one_is(redis: Redis, setup: Callable[..., Any]) -> None:
     settings, hook, session = await setup()
     await add(redis, "a", NOW, fail=10)
     await add(redis, "b", NOW, fail=10)
@@ -278,14 +331,23 @@ async def test_all_endpoints_failing_is_said_only_when_every_one_is(redis: Redis
     assert all("All 2 endpoints are failing" in t for t in texts(hook))
 
 
-async def test_per_endpoint_threshold_override(redis: Redis, setup: Callable[..., Any], tmp_path: Path,
-                                               smtp: tuple[Inbox, int], redis_server: Any) -> None:
+async def test_per_endpoint_threshold_override(
+    redis: Redis, setup: Callable[..., Any], tmp_path: Path, smtp: tuple[Inbox, int], redis_server: Any
+) -> None:
     settings, hook, session = await setup()
     path = alert_config(tmp_path, smtp[1])
     text = path.read_text().replace('name = "a"', 'name = "a"\nalert_threshold_percent = 50')
     path.write_text(text)
-    strict = load_settings(path, {**TEST_ENV, "REDIS_URL": redis_server.url, "ALERT_WEBHOOK_URL": hook.url,
-                                  "SMTP_USER": "relay", "SMTP_PASS": "s3cret"})
+    strict = load_settings(
+        path,
+        {
+            **TEST_ENV,
+            "REDIS_URL": redis_server.url,
+            "ALERT_WEBHOOK_URL": hook.url,
+            "SMTP_USER": "relay",
+            "SMTP_PASS": "s3cret",
+        },
+    )
     await add(redis, "a", NOW, retrying=4, ok=6)
     assert await run(redis, strict, session, NOW) == []  # 40 % is under a's own 50 %
     notices = await run(redis, settings, session, NOW)  # and over the [alerts] 25 %
@@ -300,8 +362,9 @@ async def test_failures_outside_the_window_do_not_count(redis: Redis, setup: Cal
     assert hook.received == []
 
 
-async def test_broken_channels_are_logged_and_do_not_stop_the_job(redis: Redis, setup: Callable[..., Any],
-                                                                  sink: Callable[..., Any]) -> None:
+async def test_broken_channels_are_logged_and_do_not_stop_the_job(
+    redis: Redis, setup: Callable[..., Any], sink: Callable[..., Any]
+) -> None:
     broken_hook = await sink([500])
     settings, _, session = await setup(webhook=broken_hook, smtp_port=free_port())
     await add(redis, "a", NOW, fail=10)
@@ -314,8 +377,9 @@ async def test_broken_channels_are_logged_and_do_not_stop_the_job(redis: Redis, 
     assert "endpoint_failing" in events
 
 
-async def test_starttls_is_required_when_configured(redis: Redis, setup: Callable[..., Any],
-                                                    smtp: tuple[Inbox, int]) -> None:
+async def test_starttls_is_required_when_configured(
+    redis: Redis, setup: Callable[..., Any], smtp: tuple[Inbox, int]
+) -> None:
     settings, _, session = await setup(smtp_starttls=True)
     await add(redis, "a", NOW, fail=10)
     with capture_logs() as logs:
@@ -332,10 +396,20 @@ async def test_cron_job_uses_the_worker_clock(redis: Redis, setup: Callable[...,
     await jobs.startup(ctx)
     try:
         assert await alerts.check_alerts(ctx) == {
-            "endpoint_failing": 1, "endpoint_recovered": 0, "source_rejecting": 0, "source_recovered": 0,
-            "source_silent": 0, "backlog_too_old": 0, "notifications_missing": 0, "backlog_recovered": 0,
-            "notifications_recovered": 0, "endpoint_paused": 0, "endpoint_resumed": 0, "reconcile_failing": 0,
-            "reconcile_recovered": 0}
+            "endpoint_failing": 1,
+            "endpoint_recovered": 0,
+            "source_rejecting": 0,
+            "source_recovered": 0,
+            "source_silent": 0,
+            "backlog_too_old": 0,
+            "notifications_missing": 0,
+            "backlog_recovered": 0,
+            "notifications_recovered": 0,
+            "endpoint_paused": 0,
+            "endpoint_resumed": 0,
+            "reconcile_failing": 0,
+            "reconcile_recovered": 0,
+        }
     finally:
         await jobs.shutdown(ctx)
     assert len(hook.received) == 1
@@ -376,8 +450,9 @@ async def test_backlog_too_old_alerts_and_recovers(redis: Redis, setup: Callable
     assert [(n.kind, n.subject, n.figures["duration_s"]) for n in notices] == [("backlog_recovered", "b", 520)]
 
 
-async def test_a_paused_endpoint_keeps_its_incident_and_resuming_continues_it(redis: Redis,
-                                                                              setup: Callable[..., Any]) -> None:
+async def test_a_paused_endpoint_keeps_its_incident_and_resuming_continues_it(
+    redis: Redis, setup: Callable[..., Any]
+) -> None:
     settings, hook, session = await setup()
     start = NOW - 60_000
     await add(redis, "a", start, retrying=10)
@@ -425,8 +500,9 @@ def test_the_host_record_of_a_redis_outage(tmp_path: Path) -> None:
     assert mark.end() == 990.0
 
 
-async def test_an_endpoint_paused_too_long_alerts_and_its_resume_is_announced(redis: Redis,
-                                                                              setup: Callable[..., Any]) -> None:
+async def test_an_endpoint_paused_too_long_alerts_and_its_resume_is_announced(
+    redis: Redis, setup: Callable[..., Any]
+) -> None:
     # before, endpoint_paused was a health problem only: a pause forgotten for days alerted nobody
     settings, hook, session = await setup()
     await redis.zadd(k.WORKERS, {"w:1": NOW})

@@ -39,8 +39,12 @@ TOKEN = "test-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 SOURCES = [
-    {"name": "default", "secret_key_env": "TCO_SECRET_KEY", "ins_secret_word_env": "TCO_INS_SECRET_WORD",
-     "seller_id": "1817037"},
+    {
+        "name": "default",
+        "secret_key_env": "TCO_SECRET_KEY",
+        "ins_secret_word_env": "TCO_INS_SECRET_WORD",
+        "seller_id": "1817037",
+    },
     {"name": "eu-shop", "secret_key_env": "TCO_SECRET_KEY"},
 ]
 
@@ -90,16 +94,26 @@ async def sinks() -> AsyncIterator[tuple[RefSink, RefSink]]:
 
 def endpoints(billing: RefSink, crm: RefSink) -> list[dict[str, Any]]:
     return [
-        {"name": "billing", "url": billing.url, "order_statuses": ["COMPLETE"], "channels": ["ipn", "ins"],
-         "headers": {"Authorization": "${SINK_TOKEN}"}, "signing_secret_env": "SINK_SECRET", "timeout": 2},
+        {
+            "name": "billing",
+            "url": billing.url,
+            "order_statuses": ["COMPLETE"],
+            "channels": ["ipn", "ins"],
+            "headers": {"Authorization": "${SINK_TOKEN}"},
+            "signing_secret_env": "SINK_SECRET",
+            "timeout": 2,
+        },
         {"name": "crm", "url": crm.url, "concurrent": True, "timeout": 2, "channels": ["ipn", "lcn", "ins"]},
     ]
 
 
 @pytest.fixture
 def api_settings(make_settings: Callable[..., Settings], sinks: tuple[RefSink, RefSink]) -> Settings:
-    return make_settings(sources=SOURCES, endpoints=endpoints(*sinks),
-                         env={"RELAY_ADMIN_TOKEN": TOKEN, "SINK_TOKEN": "Bearer sink-secret-value-42"})
+    return make_settings(
+        sources=SOURCES,
+        endpoints=endpoints(*sinks),
+        env={"RELAY_ADMIN_TOKEN": TOKEN, "SINK_TOKEN": "Bearer sink-secret-value-42"},
+    )
 
 
 @pytest.fixture
@@ -113,8 +127,9 @@ async def worker(api_settings: Settings, start_worker: Callable[..., Worker]) ->
     return start_worker(api_settings)
 
 
-async def ingest(client: TestClient, refno: str, *, status: str = "COMPLETE", source: str = "default",
-                 channel: str = "ipn") -> str:
+async def ingest(
+    client: TestClient, refno: str, *, status: str = "COMPLETE", source: str = "default", channel: str = "ipn"
+) -> str:
     """POST a signed notification through the real ingress; return its id."""
     body = signed_body(ipn_fields(refno, status=status)) if channel == "ipn" else ins_body(sale_id=refno)
     path = f"/{channel}" if source == "default" else f"/{channel}/{source}"
@@ -133,17 +148,24 @@ async def settled(redis: Redis, nid: str, eps: tuple[str, ...] = ("billing", "cr
     async def done() -> bool:
         states = [await redis.hget(k.delivery(nid, ep), "state") for ep in eps]
         return all(s in (b"delivered", b"failed", b"skipped") for s in states)
+
     await wait_for(done, 15)
 
 
 # -- auth ----------------------------------------------------------------------------------------
 
 
-async def test_api_is_off_without_a_configured_token(aiohttp_client: Any, make_settings: Callable[..., Settings],
-                                                     redis: Redis) -> None:
+async def test_api_is_off_without_a_configured_token(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis
+) -> None:
     client = await aiohttp_client(create_app(make_settings(sources=SOURCES)))
-    for method, path in [("GET", "/api/notifications"), ("GET", "/api/openapi.json"), ("POST", "/api/resend"),
-                         ("GET", "/api/nowhere"), ("GET", "/api/health")]:
+    for method, path in [
+        ("GET", "/api/notifications"),
+        ("GET", "/api/openapi.json"),
+        ("POST", "/api/resend"),
+        ("GET", "/api/nowhere"),
+        ("GET", "/api/health"),
+    ]:
         resp = await client.request(method, path, headers=AUTH)
         assert resp.status == 404
         doc = await resp.json()
@@ -151,13 +173,20 @@ async def test_api_is_off_without_a_configured_token(aiohttp_client: Any, make_s
     assert (await client.get("/healthz")).status == 200  # the rest of the app is unaffected
 
 
-@pytest.mark.parametrize("header", [None, "Bearer wrong-token", f"Basic {TOKEN}", "Bearer", f"bearer {TOKEN}x",
-                                    f"Bearer {TOKEN[:-1]}"])
+@pytest.mark.parametrize(
+    "header", [None, "Bearer wrong-token", f"Basic {TOKEN}", "Bearer", f"bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}"]
+)
 async def test_every_route_needs_the_token(client: TestClient, header: str | None) -> None:
     headers = {"Authorization": header} if header is not None else {}
-    for method, path in [("GET", "/api/notifications"), ("GET", "/api/notifications/ipn_0"),
-                         ("POST", "/api/resend"), ("POST", "/api/notifications/x/resend"),
-                         ("GET", "/api/openapi.json"), ("GET", "/api/health"), ("GET", "/api/unknown")]:
+    for method, path in [
+        ("GET", "/api/notifications"),
+        ("GET", "/api/notifications/ipn_0"),
+        ("POST", "/api/resend"),
+        ("POST", "/api/notifications/x/resend"),
+        ("GET", "/api/openapi.json"),
+        ("GET", "/api/health"),
+        ("GET", "/api/unknown"),
+    ]:
         resp = await client.request(method, path, headers=headers)
         assert resp.status == 401, (method, path)
         assert resp.headers["WWW-Authenticate"].startswith("Bearer")
@@ -206,8 +235,11 @@ async def test_filters_channel_source_ref_and_time(client: TestClient, redis: Re
     for i, n in enumerate((a, b, c, d)):
         recv[n] = 1_700_000_000_000 + i * 60_000
         await redis.hset(k.notification(n), "recv", recv[n])
-        for key in (k.IDX_ALL, k.idx_channel("ipn" if n != c else "ins"),
-                    k.idx_source("eu-shop" if n == b else "default")):
+        for key in (
+            k.IDX_ALL,
+            k.idx_channel("ipn" if n != c else "ins"),
+            k.idx_source("eu-shop" if n == b else "default"),
+        ):
             if await redis.zscore(key, n) is not None:
                 await redis.zadd(key, {n: recv[n]})
         await redis.zadd(k.idx_ref({a: "100", b: "200", c: "300", d: "100"}[n]), {n: recv[n]})
@@ -245,8 +277,9 @@ async def test_pagination_walks_every_item_once_in_order(client: TestClient, red
 async def test_most_selective_index_and_scan_budget(redis: Redis) -> None:
     for i in range(30):
         nid = f"ipn_{i:024x}"
-        await redis.hset(k.notification(nid), mapping={"recv": 1000 + i, "channel": "ipn", "source": "default",
-                                                       "ref": str(i % 3)})
+        await redis.hset(
+            k.notification(nid), mapping={"recv": 1000 + i, "channel": "ipn", "source": "default", "ref": str(i % 3)}
+        )
         await redis.zadd(k.IDX_ALL, {nid: 1000 + i})
         await redis.zadd(k.idx_channel("ipn"), {nid: 1000 + i})
         await redis.zadd(k.idx_ref(str(i % 3)), {nid: 1000 + i})
@@ -260,7 +293,8 @@ async def test_most_selective_index_and_scan_budget(redis: Redis) -> None:
 
 
 async def test_state_and_endpoint_filters_use_real_deliveries(
-        client: TestClient, redis: Redis, worker: Worker, sinks: tuple[RefSink, RefSink]) -> None:
+    client: TestClient, redis: Redis, worker: Worker, sinks: tuple[RefSink, RefSink]
+) -> None:
     billing, _ = sinks
     billing.failing = {"100", "300"}
     a = await ingest(client, "100")
@@ -292,7 +326,8 @@ async def test_state_and_endpoint_filters_use_real_deliveries(
 
 
 async def test_show_has_fields_body_deliveries_attempts_and_no_secret(
-        client: TestClient, redis: Redis, worker: Worker, sinks: tuple[RefSink, RefSink]) -> None:
+    client: TestClient, redis: Redis, worker: Worker, sinks: tuple[RefSink, RefSink]
+) -> None:
     nid = await ingest(client, "230000001")
     await settled(redis, nid)
     resp = await client.get(f"/api/notifications/{nid}", headers=AUTH)
@@ -328,24 +363,26 @@ async def test_show_unknown_and_malformed_ids_are_404(client: TestClient) -> Non
 # -- errors --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("params,named", [
-    ({"channel": "email"}, "channel='email'"),
-    ({"state": "lost"}, "state='lost'"),
-    ({"limit": "0"}, "limit='0'"),
-    ({"limit": "501"}, "limit='501'"),
-    ({"limit": "ten"}, "limit='ten'"),
-    ({"since": "yesterday"}, "since='yesterday'"),
-    ({"since": "2024-02-30"}, "since='2024-02-30'"),
-    ({"since": "2024-05-02", "until": "2024-05-01"}, "until='2024-05-01'"),
-    ({"endpoint": "Billing!"}, "endpoint='Billing!'"),
-    ({"source": ""}, "source=''"),
-    ({"cursor": "garbage"}, "cursor='garbage'"),
-    ({"cursor": ""}, "cursor=''"),
-    ({"status": "failed"}, "status='failed'"),
-    ({"ref": "a\x01b"}, "ref="),
-])
-async def test_bad_query_parameters_are_400_naming_them(client: TestClient, params: dict[str, str],
-                                                        named: str) -> None:
+@pytest.mark.parametrize(
+    "params,named",
+    [
+        ({"channel": "email"}, "channel='email'"),
+        ({"state": "lost"}, "state='lost'"),
+        ({"limit": "0"}, "limit='0'"),
+        ({"limit": "501"}, "limit='501'"),
+        ({"limit": "ten"}, "limit='ten'"),
+        ({"since": "yesterday"}, "since='yesterday'"),
+        ({"since": "2024-02-30"}, "since='2024-02-30'"),
+        ({"since": "2024-05-02", "until": "2024-05-01"}, "until='2024-05-01'"),
+        ({"endpoint": "Billing!"}, "endpoint='Billing!'"),
+        ({"source": ""}, "source=''"),
+        ({"cursor": "garbage"}, "cursor='garbage'"),
+        ({"cursor": ""}, "cursor=''"),
+        ({"status": "failed"}, "status='failed'"),
+        ({"ref": "a\x01b"}, "ref="),
+    ],
+)
+async def test_bad_query_parameters_are_400_naming_them(client: TestClient, params: dict[str, str], named: str) -> None:
     status, doc = await get(client, "/api/notifications", **params)
     assert status == 400 and named in doc["error"], doc
 
@@ -367,8 +404,9 @@ async def test_redis_down_is_503_json(aiohttp_client: Any, tmp_path: Path, redis
     from tests.support import write_config
 
     path = write_config(tmp_path / "relay.toml", sources=SOURCES)
-    settings = load_settings(path, {**TEST_ENV, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-                                    "RELAY_ADMIN_TOKEN": TOKEN})
+    settings = load_settings(
+        path, {**TEST_ENV, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "RELAY_ADMIN_TOKEN": TOKEN}
+    )
     client = await aiohttp_client(create_app(settings))
     resp = await client.get("/api/notifications", headers=AUTH)
     assert resp.status == 503 and "Redis is unavailable" in (await resp.json())["error"]
@@ -393,28 +431,56 @@ async def test_health_is_served_behind_the_token(client: TestClient) -> None:
 async def test_openapi_document_describes_every_route(client: TestClient) -> None:
     status, doc = await get(client, "/api/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")
-    assert set(doc["paths"]) == {"/api/notifications", "/api/notifications/{id}", "/api/notifications/{id}/resend",
-                                 "/api/resend", "/api/health", "/api/openapi.json", "/api/schema/event.json",
-                                 "/api/endpoints/{name}/pause", "/api/endpoints/{name}/resume",
-                                 "/api/endpoints/{name}/retry", "/api/notifications/{id}/retry",
-                                 "/api/notifications/{id}/cancel", "/api/reload", "/api/audit", "/api/reconcile"}
+    assert set(doc["paths"]) == {
+        "/api/notifications",
+        "/api/notifications/{id}",
+        "/api/notifications/{id}/resend",
+        "/api/resend",
+        "/api/health",
+        "/api/openapi.json",
+        "/api/schema/event.json",
+        "/api/endpoints/{name}/pause",
+        "/api/endpoints/{name}/resume",
+        "/api/endpoints/{name}/retry",
+        "/api/notifications/{id}/retry",
+        "/api/notifications/{id}/cancel",
+        "/api/reload",
+        "/api/audit",
+        "/api/reconcile",
+    }
     assert doc["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
     assert doc["security"] == [{"bearer": []}]
     names = {p["name"] for p in doc["paths"]["/api/notifications"]["get"]["parameters"]}
-    assert names == {"channel", "source", "state", "endpoint", "since", "until", "ref", "type", "include_resolved",
-                     "limit", "cursor"}
+    assert names == {
+        "channel",
+        "source",
+        "state",
+        "endpoint",
+        "since",
+        "until",
+        "ref",
+        "type",
+        "include_resolved",
+        "limit",
+        "cursor",
+    }
 
 
 # -- the CLI -------------------------------------------------------------------------------------
 
 
-def relay_cli(settings: Settings, *args: str, redis_url: str | None = None, stdin: str | None = None
-              ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **TEST_ENV, "REDIS_URL": redis_url or settings.redis_url or "",
-           "RELAY_ADMIN_TOKEN": TOKEN}
-    return subprocess.run([sys.executable, "-m", "relay", "--config", str(settings.config_path), *args],
-                          capture_output=True, text=True, env=env, input=stdin if stdin is not None else "",
-                          timeout=60)
+def relay_cli(
+    settings: Settings, *args: str, redis_url: str | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **TEST_ENV, "REDIS_URL": redis_url or settings.redis_url or "", "RELAY_ADMIN_TOKEN": TOKEN}
+    return subprocess.run(
+        [sys.executable, "-m", "relay", "--config", str(settings.config_path), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        input=stdin if stdin is not None else "",
+        timeout=60,
+    )
 
 
 async def test_cli_notifications_list_and_show(client: TestClient, api_settings: Settings, redis: Redis) -> None:
@@ -425,8 +491,16 @@ async def test_cli_notifications_list_and_show(client: TestClient, api_settings:
     assert [i["id"] for i in json.loads(out.stdout)["items"]] == [b, a]
     out = await asyncio.to_thread(relay_cli, api_settings, "notifications", "list", "--channel", "ipn")
     assert out.returncode == 0 and a in out.stdout and b not in out.stdout
-    assert out.stdout.splitlines()[0].split() == ["ID", "RECEIVED", "CH", "SOURCE", "TYPE", "REF", "STATUS",
-                                                  "DELIVERIES"]
+    assert out.stdout.splitlines()[0].split() == [
+        "ID",
+        "RECEIVED",
+        "CH",
+        "SOURCE",
+        "TYPE",
+        "REF",
+        "STATUS",
+        "DELIVERIES",
+    ]
     assert out.stdout.splitlines()[1].split()[4] == "order.completed"
     out = await asyncio.to_thread(relay_cli, api_settings, "notifications", "list", "--type", "order.created")
     assert out.returncode == 0 and b in out.stdout and a not in out.stdout
@@ -440,15 +514,19 @@ async def test_cli_notifications_list_and_show(client: TestClient, api_settings:
     assert out.returncode == 1 and "no notification" in out.stderr and "Traceback" not in out.stderr
 
 
-@pytest.mark.parametrize("args,named", [
-    (["--since", "last week"], "--since 'last week'"),
-    (["--limit", "9999"], "--limit '9999'"),
-    (["--state", "lost"], "--state 'lost'"),
-    (["--channel", "sms"], "--channel 'sms'"),
-    (["--type", "order.refundd"], "--type 'order.refundd'"),
-])
-async def test_cli_bad_arguments_exit_2_naming_them(api_settings: Settings, redis: Redis, args: list[str],
-                                                    named: str) -> None:
+@pytest.mark.parametrize(
+    "args,named",
+    [
+        (["--since", "last week"], "--since 'last week'"),
+        (["--limit", "9999"], "--limit '9999'"),
+        (["--state", "lost"], "--state 'lost'"),
+        (["--channel", "sms"], "--channel 'sms'"),
+        (["--type", "order.refundd"], "--type 'order.refundd'"),
+    ],
+)
+async def test_cli_bad_arguments_exit_2_naming_them(
+    api_settings: Settings, redis: Redis, args: list[str], named: str
+) -> None:
     out = await asyncio.to_thread(relay_cli, api_settings, "notifications", "list", *args)
     assert out.returncode == 2 and named in out.stderr and "Traceback" not in out.stderr, out.stderr
 
@@ -461,7 +539,6 @@ async def test_cli_redis_unreachable_is_one_line_exit_1(api_settings: Settings) 
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot reach Redis at redis://:***@127.0.0.1:" in lines[0]
     assert "hunter2secret" not in out.stderr
-
 
 
 async def test_event_schema_is_served_with_the_same_auth(client: TestClient) -> None:
@@ -480,7 +557,11 @@ async def test_type_is_listed_and_filtered_on_its_index(client: TestClient, redi
     d = await ingest(client, "400", status="PAYMENT_AUTHORIZED")  # MESSAGE_TYPE unknown: ORDERSTATUS decides
     _, doc = await get(client, "/api/notifications")
     assert {i["id"]: i["type"] for i in doc["items"]} == {
-        a: "order.completed", b: "order.refunded", c: "order.created", d: "order.authorized"}
+        a: "order.completed",
+        b: "order.refunded",
+        c: "order.created",
+        d: "order.authorized",
+    }
     status, doc = await get(client, "/api/notifications", type="order.refunded")
     assert status == 200 and [i["id"] for i in doc["items"]] == [b] and doc["index"] == "type"
     _, doc = await get(client, "/api/notifications", type="order.completed", ref="100")

@@ -35,8 +35,14 @@ from tests.test_api import SOURCES, TOKEN
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 EXAMPLES = 40
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          response_headers_conformance, ignored_auth]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+    ignored_auth,
+]
 
 
 @pytest.fixture
@@ -45,10 +51,14 @@ def live_api(make_settings: Callable[..., Settings], redis_server: RedisServer) 
     import redis as sync_redis
 
     sync_redis.Redis.from_url(redis_server.url).flushall()
-    settings = make_settings(sources=SOURCES, env={"RELAY_ADMIN_TOKEN": TOKEN}, endpoints=[
-        {"name": "billing", "url": "http://127.0.0.1:9/hook", "order_statuses": ["COMPLETE"]},
-        {"name": "crm", "url": "http://127.0.0.1:9/hook", "concurrent": True},
-    ])
+    settings = make_settings(
+        sources=SOURCES,
+        env={"RELAY_ADMIN_TOKEN": TOKEN},
+        endpoints=[
+            {"name": "billing", "url": "http://127.0.0.1:9/hook", "order_statuses": ["COMPLETE"]},
+            {"name": "crm", "url": "http://127.0.0.1:9/hook", "concurrent": True},
+        ],
+    )
     port = free_port()
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(create_app(settings), access_log=None)
@@ -74,8 +84,12 @@ def live_api(make_settings: Callable[..., Settings], redis_server: RedisServer) 
 def seed(base: str) -> list[str]:
     """A few real notifications and a resend, so listing and detail answer with real data."""
     form = {"Content-Type": "application/x-www-form-urlencoded"}
-    for body, path in [(signed_body(ipn_fields("100")), "/ipn"), (signed_body(ipn_fields("200", status="PENDING")),
-                       "/ipn"), (ins_body(), "/ins"), (signed_body(ipn_fields("300")), "/ipn/eu-shop")]:
+    for body, path in [
+        (signed_body(ipn_fields("100")), "/ipn"),
+        (signed_body(ipn_fields("200", status="PENDING")), "/ipn"),
+        (ins_body(), "/ins"),
+        (signed_body(ipn_fields("300")), "/ipn/eu-shop"),
+    ]:
         assert requests.post(base + path, data=body, headers=form, timeout=10).status_code == 200
     items = requests.get(f"{base}/api/notifications", headers=AUTH, timeout=10).json()["items"]
     ids = [i["id"] for i in items]
@@ -97,12 +111,24 @@ def test_admin_api_conforms_to_its_openapi_document(live_api: str) -> None:
     for nid in ids:
         call(schema["/api/notifications/{id}"]["GET"].Case(path_parameters={"id": nid}), CHECKS)
     call(schema["/api/notifications"]["GET"].Case(query={"limit": 2}), CHECKS)
-    call(schema["/api/notifications/{id}/resend"]["POST"].Case(
-        path_parameters={"id": ids[-1]}, body={"endpoint": "crm"}, media_type="application/json"), CHECKS)
-    call(schema["/api/resend"]["POST"].Case(
-        body={"ids": ids, "idempotency_key": "fuzz-1"}, media_type="application/json"), CHECKS)
-    call(schema["/api/resend"]["POST"].Case(
-        body={"filter": {"channel": "ipn"}, "dry_run": True}, media_type="application/json"), CHECKS)
+    call(
+        schema["/api/notifications/{id}/resend"]["POST"].Case(
+            path_parameters={"id": ids[-1]}, body={"endpoint": "crm"}, media_type="application/json"
+        ),
+        CHECKS,
+    )
+    call(
+        schema["/api/resend"]["POST"].Case(
+            body={"ids": ids, "idempotency_key": "fuzz-1"}, media_type="application/json"
+        ),
+        CHECKS,
+    )
+    call(
+        schema["/api/resend"]["POST"].Case(
+            body={"filter": {"channel": "ipn"}, "dry_run": True}, media_type="application/json"
+        ),
+        CHECKS,
+    )
 
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 5  # schemathesis leaves out the document's own route
@@ -110,8 +136,13 @@ def test_admin_api_conforms_to_its_openapi_document(live_api: str) -> None:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             checks = CHECKS + ([negative_data_rejection] if mode is GenerationMode.NEGATIVE else [])
 
-            @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-                      suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=EXAMPLES,
+                deadline=None,
+                database=None,
+                derandomize=True,
+                suppress_health_check=list(HealthCheck),
+            )
             @given(case=operation.as_strategy(generation_mode=mode))
             def fuzz(case: Any) -> None:
                 call(case, checks)  # noqa: B023  (run at once, inside this iteration)

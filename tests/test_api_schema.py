@@ -29,14 +29,55 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MISSING = "ipn_" + "0" * 24  # well-formed, never stored
 # refused for what they mean, not for their form: the document cannot know the configuration, which
 # cursors the API issued, or that February has no 30th (a pattern states a time's shape, not its calendar)
-SEMANTIC = ("not a configured endpoint", "not a configured source", "not a cursor this API returned",
-            "no such date or time")
-STRINGS = ["", " ", "true", "false", "True", "1",
-           "a", "A", "0", "-1", "1.5", "ipn", "a b", "x\n", "\x00", "\x7f", "é", "failed", "Billing!",
-           "yesterday", "2024-05-01", "2024-05-01T12:00:00Z", "2024-05-01T14:00:00+02:00", "2024-02-30",
-           "2024-W18-3", "2024-05-01T12:00:00.1234567Z", "1714564800000", "9" * 15, "9" * 16, "a" * 129]
-SAMPLES = ["billing", MISSING, f"{MISSING}~r12", "fuzz-1.2:3~x", "2024-05-01T12:00", "2024-05-01 12:00:00.123456z",
-           "eu-shop", "230000001", *STRINGS]
+SEMANTIC = (
+    "not a configured endpoint",
+    "not a configured source",
+    "not a cursor this API returned",
+    "no such date or time",
+)
+STRINGS = [
+    "",
+    " ",
+    "true",
+    "false",
+    "True",
+    "1",
+    "a",
+    "A",
+    "0",
+    "-1",
+    "1.5",
+    "ipn",
+    "a b",
+    "x\n",
+    "\x00",
+    "\x7f",
+    "é",
+    "failed",
+    "Billing!",
+    "yesterday",
+    "2024-05-01",
+    "2024-05-01T12:00:00Z",
+    "2024-05-01T14:00:00+02:00",
+    "2024-02-30",
+    "2024-W18-3",
+    "2024-05-01T12:00:00.1234567Z",
+    "1714564800000",
+    "9" * 15,
+    "9" * 16,
+    "a" * 129,
+]
+SAMPLES = [
+    "billing",
+    MISSING,
+    f"{MISSING}~r12",
+    "fuzz-1.2:3~x",
+    "2024-05-01T12:00",
+    "2024-05-01 12:00:00.123456z",
+    "eu-shop",
+    "230000001",
+    *STRINGS,
+]
 OTHERS: list[Any] = [None, True, False, 0, -1, 1, 1.5, 10**15, [], ["x"], [1], {}, {"state": "failed"}]
 
 
@@ -53,10 +94,14 @@ class Field:
 
 @pytest.fixture
 async def client(aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis) -> TestClient:
-    settings = make_settings(sources=SOURCES, env={"RELAY_ADMIN_TOKEN": TOKEN}, endpoints=[
-        {"name": "billing", "url": "http://127.0.0.1:9/hook"},
-        {"name": "crm", "url": "http://127.0.0.1:9/hook"},
-    ])
+    settings = make_settings(
+        sources=SOURCES,
+        env={"RELAY_ADMIN_TOKEN": TOKEN},
+        endpoints=[
+            {"name": "billing", "url": "http://127.0.0.1:9/hook"},
+            {"name": "crm", "url": "http://127.0.0.1:9/hook"},
+        ],
+    )
     return await aiohttp_client(create_app(settings))  # type: ignore[no-any-return]
 
 
@@ -65,8 +110,10 @@ def _resolve(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, An
     if "$ref" in schema:
         target = components[schema["$ref"].rsplit("/", 1)[1]]
         return _resolve({**{k: v for k, v in schema.items() if k != "$ref"}, **target}, components)
-    return {key: [_resolve(b, components) for b in value] if key in ("anyOf", "oneOf") else value
-            for key, value in schema.items()}
+    return {
+        key: [_resolve(b, components) for b in value] if key in ("anyOf", "oneOf") else value
+        for key, value in schema.items()
+    }
 
 
 def fields(doc: dict[str, Any]) -> Iterator[Field]:
@@ -104,8 +151,17 @@ def candidates(schema: dict[str, Any]) -> list[Any]:
         if "pattern" in leaf:
             # the first few samples the pattern accepts, pushed past each of its edges
             for good in [v for v in SAMPLES if re.fullmatch(leaf["pattern"], v)][:3]:
-                values += [good, good + "\n", good + "!", "~" + good, good.upper(), good[:-1], good[1:],
-                           *(good + good[-1] * n for n in (1, 40, 127, 128, 200)), good + "~r1"]
+                values += [
+                    good,
+                    good + "\n",
+                    good + "!",
+                    "~" + good,
+                    good.upper(),
+                    good[:-1],
+                    good[1:],
+                    *(good + good[-1] * n for n in (1, 40, 127, 128, 200)),
+                    good + "~r1",
+                ]
         for bound in ("minimum", "maximum"):
             if bound in leaf:
                 values += [leaf[bound] - 1, leaf[bound], leaf[bound] + 1]
@@ -163,8 +219,9 @@ async def send(client: TestClient, f: Field, value: Any) -> tuple[int, str]:
     method, path = f.operation.split(" ", 1)
     # the parameter under test takes the value; any other path parameter a valid one
     for param, valid in (("id", MISSING), ("name", "billing")):
-        path = path.replace(f"{{{param}}}", quote(str(value), safe="") if f.where == "path" and f.name == param
-                            else valid)
+        path = path.replace(
+            f"{{{param}}}", quote(str(value), safe="") if f.where == "path" and f.name == param else valid
+        )
     kwargs: dict[str, Any] = {"headers": dict(AUTH)}
     if f.where == "query":
         kwargs["params"] = {f.wire: str(value)}
@@ -217,7 +274,8 @@ async def test_every_documented_rule_is_the_one_enforced(client: TestClient) -> 
         checked[f"{f.operation} {f.where} {f.name}"] = (inside, outside)
     # each field saw values on both sides of its rules, so no check above ran empty
     assert all(inside and outside for inside, outside in checked.values()), {
-        name: n for name, n in checked.items() if not all(n)}
+        name: n for name, n in checked.items() if not all(n)
+    }
     # the list's 10 parameters; the id twice; the header, endpoint and key of a resend; the bulk body's 5
     # fields, its filter's 8 and the header
     assert len(checked) >= 10 + 2 + 3 + 14, sorted(checked)
@@ -234,7 +292,8 @@ def _validator(doc: dict[str, Any], name: str) -> Any:
 
 
 async def test_a_notification_and_its_deliveries_carry_documented_fields_only(
-        aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis, sink: Callable[..., Any]) -> None:
+    aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis, sink: Callable[..., Any]
+) -> None:
     import asyncio
     import os
     import subprocess
@@ -245,11 +304,15 @@ async def test_a_notification_and_its_deliveries_carry_documented_fields_only(
     from workers.main import create_worker
 
     ok, down = await sink([200]), await sink([500])
-    settings = make_settings(sources=SOURCES, env={"RELAY_ADMIN_TOKEN": TOKEN}, endpoints=[
-        {"name": "ok", "url": ok.url, "channels": ["ipn"]},
-        {"name": "down", "url": down.url, "channels": ["ipn"], "concurrent": True, "retry_delays": [60, 60]},
-        {"name": "refunds", "url": ok.url, "channels": ["ipn"], "order_statuses": ["REFUND"]},
-    ])
+    settings = make_settings(
+        sources=SOURCES,
+        env={"RELAY_ADMIN_TOKEN": TOKEN},
+        endpoints=[
+            {"name": "ok", "url": ok.url, "channels": ["ipn"]},
+            {"name": "down", "url": down.url, "channels": ["ipn"], "concurrent": True, "retry_delays": [60, 60]},
+            {"name": "refunds", "url": ok.url, "channels": ["ipn"], "order_statuses": ["REFUND"]},
+        ],
+    )
     client = await aiohttp_client(create_app(settings))
     spec = await (await client.get("/api/openapi.json", headers=AUTH)).json()
     # the document closes every record: a field it does not name is a violation, not an extra

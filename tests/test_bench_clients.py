@@ -21,8 +21,9 @@ return {tonumber(ARGV[1]), {ARGV[2], {ARGV[3], ''}}, redis.call('GET', KEYS[1]),
 """
 
 
-async def test_minimal_client_round_trips_binary_nested_and_error_replies(redis: Redis,
-                                                                          redis_server: RedisServer) -> None:
+async def test_minimal_client_round_trips_binary_nested_and_error_replies(
+    redis: Redis, redis_server: RedisServer
+) -> None:
     mini = MiniRedis("127.0.0.1", redis_server.port)
     body = bytes(range(256)) * 6 + b"\r\n$-1\r\n*3"  # protocol bytes inside a value must stay data
     try:
@@ -38,8 +39,9 @@ async def test_minimal_client_round_trips_binary_nested_and_error_replies(redis:
         await mini.close()
 
 
-async def test_minimal_client_keeps_replies_in_order_for_concurrent_callers(redis: Redis,
-                                                                            redis_server: RedisServer) -> None:
+async def test_minimal_client_keeps_replies_in_order_for_concurrent_callers(
+    redis: Redis, redis_server: RedisServer
+) -> None:
     mini = MiniRedis("127.0.0.1", redis_server.port)
     try:
         singles = [mini.execute("INCRBY", f"c{i % 7}", i) for i in range(200)]
@@ -73,9 +75,22 @@ async def test_minimal_client_loads_its_scripts_on_every_connect(redis: Redis, r
 @pytest.mark.slow  # a bench run: not in make check's fast tier
 def test_quick_clients_bench_runs_green() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.clients", "--quick", "--calls", "64", "--seconds", "0.3",
-         "--only", "minimal,redis-py relay-path"],
-        cwd=ROOT, capture_output=True, text=True, timeout=100,
+        [
+            sys.executable,
+            "-m",
+            "bench.clients",
+            "--quick",
+            "--calls",
+            "64",
+            "--seconds",
+            "0.3",
+            "--only",
+            "minimal,redis-py relay-path",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=100,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "minimal" in proc.stdout and "redis-py relay-path" in proc.stdout

@@ -16,35 +16,73 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _drain(mode: str, workers: int, rate: float | None, slow: bool = False) -> dict[str, Any]:
     label = f"drain: {mode}, {workers} worker{'s' if workers > 1 else ''}" + (", ep8 slow" if slow else "")
-    return {"label": label, "kind": "drain", "workers": workers, "mode": mode, "slow_endpoint": slow,
-            "deliveries_per_s": rate, "deliveries_per_s_per_worker": rate and rate / workers,
-            "worker_cpu_us_per_delivery": 150.0, "delivered": 800, "expected": 800, "complete": True}
+    return {
+        "label": label,
+        "kind": "drain",
+        "workers": workers,
+        "mode": mode,
+        "slow_endpoint": slow,
+        "deliveries_per_s": rate,
+        "deliveries_per_s_per_worker": rate and rate / workers,
+        "worker_cpu_us_per_delivery": 150.0,
+        "delivered": 800,
+        "expected": 800,
+        "complete": True,
+    }
 
 
 def _ingress(relay: float, naive: float, relay_us: float) -> dict[str, Any]:
     def target(rate: float, us: float) -> dict[str, Any]:
-        return {"rate_per_s": rate, "latency_ms": {"p50": 64000 / rate / 2, "p99": 64000 / rate},
-                "server_cpu_us_per_request": us, "redis_cpu_us_per_request": 40.0, "errors": 0,
-                "server_memory_kb": {"rss_kb": 70 * 1024, "hwm_kb": 72 * 1024}}
+        return {
+            "rate_per_s": rate,
+            "latency_ms": {"p50": 64000 / rate / 2, "p99": 64000 / rate},
+            "server_cpu_us_per_request": us,
+            "redis_cpu_us_per_request": 40.0,
+            "errors": 0,
+            "server_memory_kb": {"rss_kb": 70 * 1024, "hwm_kb": 72 * 1024},
+        }
 
-    return {"relay": target(relay, relay_us), "const": target(19000.0, 46.0), "naive": target(naive, 343.0),
-            "ratios": {"relay_over_const": round(relay / 19000, 3), "relay_over_naive": round(relay / naive, 3)}}
+    return {
+        "relay": target(relay, relay_us),
+        "const": target(19000.0, 46.0),
+        "naive": target(naive, 343.0),
+        "ratios": {"relay_over_const": round(relay / 19000, 3), "relay_over_naive": round(relay / naive, 3)},
+    }
 
 
 def _old_file() -> dict[str, Any]:
     """A results file as the bench wrote it before --runs (schema 1): scenarios at the top level."""
     return {
         "started_at": "2026-11-20T10:00:00+00:00",
-        "options": {"duration": 10.0, "warmup": 2.0, "connections": 64, "rate": 500.0, "notifications": 4000,
-                    "quick": False},
+        "options": {
+            "duration": 10.0,
+            "warmup": 2.0,
+            "connections": 64,
+            "rate": 500.0,
+            "notifications": 4000,
+            "quick": False,
+        },
         "machine": {"cpu": "AMD EPYC", "cores": 2, "code": {"commit": "5e76cc8"}},
         "ingress": _ingress(2835.0, 2903.0, 351.0),
-        "delivery": {"endpoints": 8, "runs": [
-            _drain("serial", 1, 2979.0),
-            {"label": "500/s: serial, 1 worker", "kind": "fixed", "workers": 1, "mode": "serial",
-             "slow_endpoint": False, "offered_per_s": 500.0, "receipt_to_delivered_ms": {"p50": 3700.0, "p99": 4500.0},
-             "worker_cpu_us_per_delivery": 279.0, "delivered": 40000, "expected": 40000, "complete": True},
-        ]},
+        "delivery": {
+            "endpoints": 8,
+            "runs": [
+                _drain("serial", 1, 2979.0),
+                {
+                    "label": "500/s: serial, 1 worker",
+                    "kind": "fixed",
+                    "workers": 1,
+                    "mode": "serial",
+                    "slow_endpoint": False,
+                    "offered_per_s": 500.0,
+                    "receipt_to_delivered_ms": {"p50": 3700.0, "p99": 4500.0},
+                    "worker_cpu_us_per_delivery": 279.0,
+                    "delivered": 40000,
+                    "expected": 40000,
+                    "complete": True,
+                },
+            ],
+        },
         "targets": [{"target": "ingress throughput relay/(b)", "measured": 0.977, "goal": ">= 1.0", "result": "MISS"}],
     }
 
@@ -53,38 +91,83 @@ def _new_run(relay: float, drain: float, p99: float) -> dict[str, Any]:
     derived = _drain("serial", 1, drain)
     return {
         "ingress": _ingress(relay, 2900.0, 300.0),
-        "delivery": {"endpoints": 8, "load_share": LOAD_SHARE, "runs": [
-            derived,
-            {"label": "(r) bare aiohttp client to 8 endpoints, serial", "kind": "reference", "workers": 0,
-             "mode": "serial", "slow_endpoint": False, "deliveries_per_s": 9000.0, "client_cpu_us_per_delivery": 90.0,
-             "delivered": 800, "expected": 800, "complete": True},
-            {"label": "60% of drain capacity: serial, 1 worker", "kind": "fixed", "workers": 1, "mode": "serial",
-             "slow_endpoint": False, "offered_per_s": derived_rate(derived),
-             "receipt_to_delivered_ms": {"p50": 9.0, "p99": p99}, "worker_cpu_us_per_delivery": 200.0,
-             "delivered": 100, "expected": 100, "complete": True, "derived_from": {"deliveries_per_s": drain}},
-        ]},
-        "targets": [{"target": "r2d p99 ms, 60% of drain capacity: serial, 1 worker", "measured": p99,
-                     "goal": "<= 50", "op": "<=", "threshold": 50.0, "result": "PASS" if p99 <= 50 else "MISS"}],
+        "delivery": {
+            "endpoints": 8,
+            "load_share": LOAD_SHARE,
+            "runs": [
+                derived,
+                {
+                    "label": "(r) bare aiohttp client to 8 endpoints, serial",
+                    "kind": "reference",
+                    "workers": 0,
+                    "mode": "serial",
+                    "slow_endpoint": False,
+                    "deliveries_per_s": 9000.0,
+                    "client_cpu_us_per_delivery": 90.0,
+                    "delivered": 800,
+                    "expected": 800,
+                    "complete": True,
+                },
+                {
+                    "label": "60% of drain capacity: serial, 1 worker",
+                    "kind": "fixed",
+                    "workers": 1,
+                    "mode": "serial",
+                    "slow_endpoint": False,
+                    "offered_per_s": derived_rate(derived),
+                    "receipt_to_delivered_ms": {"p50": 9.0, "p99": p99},
+                    "worker_cpu_us_per_delivery": 200.0,
+                    "delivered": 100,
+                    "expected": 100,
+                    "complete": True,
+                    "derived_from": {"deliveries_per_s": drain},
+                },
+            ],
+        },
+        "targets": [
+            {
+                "target": "r2d p99 ms, 60% of drain capacity: serial, 1 worker",
+                "measured": p99,
+                "goal": "<= 50",
+                "op": "<=",
+                "threshold": 50.0,
+                "result": "PASS" if p99 <= 50 else "MISS",
+            }
+        ],
     }
 
 
 def _new_file() -> dict[str, Any]:
     runs = [_new_run(4400.0, 6400.0, 30.0), _new_run(4000.0, 6000.0, 60.0), _new_run(4600.0, 6200.0, 40.0)]
-    return {"schema": figures.SCHEMA, "started_at": "2026-11-30T03:00:00+00:00",
-            "options": {"duration": 10.0, "warmup": 2.0, "connections": 64, "rate": None, "notifications": 4000,
-                        "quick": False, "runs": 3},
-            "machine": {"cpu": "AMD EPYC", "cores": 2, "code": {"commit": "abc1234"}}, "runs": runs,
-            "targets": figures.summarize_targets([r["targets"] for r in runs])}
+    return {
+        "schema": figures.SCHEMA,
+        "started_at": "2026-11-30T03:00:00+00:00",
+        "options": {
+            "duration": 10.0,
+            "warmup": 2.0,
+            "connections": 64,
+            "rate": None,
+            "notifications": 4000,
+            "quick": False,
+            "runs": 3,
+        },
+        "machine": {"cpu": "AMD EPYC", "cores": 2, "code": {"commit": "abc1234"}},
+        "runs": runs,
+        "targets": figures.summarize_targets([r["targets"] for r in runs]),
+    }
 
 
 def _bench(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
 def test_the_fixed_load_is_sixty_percent_of_the_single_worker_drain_in_notifications() -> None:
-    runs = [_drain("serial", 2, 9000.0), _drain("serial", 1, 6400.0, slow=True), _drain("serial", 1, 5000.0),
-            _drain("concurrent", 1, 4000.0)]
+    runs = [
+        _drain("serial", 2, 9000.0),
+        _drain("serial", 1, 6400.0, slow=True),
+        _drain("serial", 1, 5000.0),
+        _drain("concurrent", 1, 4000.0),
+    ]
     serial = capacity_drain(runs, "serial")
     assert serial is runs[2]  # one worker, 8 healthy endpoints: neither the 2-worker nor the slow-endpoint drain
     assert derived_rate(serial) == 0.6 * 5000 / 8 == 375.0
@@ -101,7 +184,10 @@ def test_figures_of_several_runs_are_medians_with_their_spread() -> None:
     assert relay.values == [4400.0, 4000.0, 4600.0] and relay.median == 4400.0
     assert figures.cell(relay) == "4,400 (4,000–4,600)"
     assert spread["delivery|60% of drain capacity: serial, 1 worker|offered notifications/s"].values == [
-        480.0, 450.0, 465.0]
+        480.0,
+        450.0,
+        465.0,
+    ]
     assert spread["delivery|(r) bare aiohttp client to 8 endpoints, serial|CPU µs/delivery"].median == 90.0
     (target,) = doc["targets"]
     assert (target["measured"], target["min"], target["max"]) == (40.0, 30.0, 60.0)
@@ -119,11 +205,17 @@ def test_compare_reads_an_old_and_a_new_file_side_by_side(tmp_path: Path) -> Non
 
     def row(start: str) -> list[str]:
         (line,) = [ln for ln in lines if ln.startswith(start)]
-        return line[len(start):].split()
+        return line[len(start) :].split()
 
     # in both: old value, new median (min–max), new/old, new - old, verdict
-    assert row("ingress: relay serve · notifications/s") == ["2,835", "4,400", "(4,000–4,600)", "1.55", "+1,565",
-                                                             "better"]
+    assert row("ingress: relay serve · notifications/s") == [
+        "2,835",
+        "4,400",
+        "(4,000–4,600)",
+        "1.55",
+        "+1,565",
+        "better",
+    ]
     assert row("ingress: relay serve · server CPU µs/request") == ["351", "300", "0.85", "-51", "better"]
     assert row("delivery: drain: serial, 1 worker · deliveries/s")[:4] == ["2,979", "6,200", "(6,000–6,400)", "2.08"]
     # only in one file
@@ -154,8 +246,12 @@ def test_unreadable_results_files_are_refused_in_one_line(tmp_path: Path) -> Non
     notjson.write_text("{not json", encoding="utf-8")
     other.write_text(json.dumps({"hello": 1}), encoding="utf-8")
     future.write_text(json.dumps({"schema": 99, "runs": []}), encoding="utf-8")
-    for bad, says in ((tmp_path / "missing.json", "cannot read"), (notjson, "is not JSON"),
-                      (other, "is not a results file"), (future, "schema 99")):
+    for bad, says in (
+        (tmp_path / "missing.json", "cannot read"),
+        (notjson, "is not JSON"),
+        (other, "is not a results file"),
+        (future, "schema 99"),
+    ):
         proc = _bench("--compare", str(good), str(bad))
         assert proc.returncode == 2, proc.stdout
         assert says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
@@ -175,10 +271,12 @@ def test_a_process_tree_counts_as_one_and_leaves_nothing_behind(tmp_path: Path) 
     """How the bench watches relay serve --processes N: a parent that starts busy children."""
     from bench.procs import Cluster, descendants, wait_until
 
-    script = ("import subprocess, sys, time\n"
-              "busy = 'import time\\nend = time.time() + 20\\nwhile time.time() < end: pass'\n"
-              "kids = [subprocess.Popen([sys.executable, '-c', busy]) for _ in range(2)]\n"
-              "time.sleep(20)\n")
+    script = (
+        "import subprocess, sys, time\n"
+        "busy = 'import time\\nend = time.time() + 20\\nwhile time.time() < end: pass'\n"
+        "kids = [subprocess.Popen([sys.executable, '-c', busy]) for _ in range(2)]\n"
+        "time.sleep(20)\n"
+    )
     cluster = Cluster(root=tmp_path / "cluster")
     cluster.root.mkdir()
     try:
@@ -199,14 +297,29 @@ def test_the_per_order_drain_and_the_held_back_run_are_rows_of_their_own() -> No
 
     per_order = Run("drain", 1, True, per_order=True)
     assert per_order in runs_for(None) and per_order.label() == "drain: per_order, 1 worker"
-    assert capacity_drain([_drain("per_order", 1, 7000.0), _drain("concurrent", 1, 6000.0)], "concurrent") == \
-        _drain("concurrent", 1, 6000.0)  # the fixed loads derive from the concurrent drain, never per_order's
+    assert capacity_drain([_drain("per_order", 1, 7000.0), _drain("concurrent", 1, 6000.0)], "concurrent") == _drain(
+        "concurrent", 1, 6000.0
+    )  # the fixed loads derive from the concurrent drain, never per_order's
     (held,) = THROTTLED
-    row = {"label": held.label(), "kind": "throttled", "workers": 1, "mode": "concurrent", "slow_endpoint": False,
-           "deliveries_per_s": 5.0, "per_endpoint_per_s": 5.0, "delivered": 7151, "expected": 8000,
-           "held_back_at_end": 849, "worker_cpu_pct": 1.6, "measured_s": 10.0, "cpu_pct": {"relay-worker-1": 1.6}}
+    row = {
+        "label": held.label(),
+        "kind": "throttled",
+        "workers": 1,
+        "mode": "concurrent",
+        "slow_endpoint": False,
+        "deliveries_per_s": 5.0,
+        "per_endpoint_per_s": 5.0,
+        "delivered": 7151,
+        "expected": 8000,
+        "held_back_at_end": 849,
+        "worker_cpu_pct": 1.6,
+        "measured_s": 10.0,
+        "cpu_pct": {"relay-worker-1": 1.6},
+    }
     text = report.delivery_text({"runs": [row]})
-    assert ("ep8 held back at rate_limit = 5 under a backlog: concurrent, 1 worker: 5.0/s sent, 849 still held "
-            "back; the worker used 1.6 % of a core over 10 s") in text
+    assert (
+        "ep8 held back at rate_limit = 5 under a backlog: concurrent, 1 worker: 5.0/s sent, 849 still held "
+        "back; the worker used 1.6 % of a core over 10 s"
+    ) in text
     spread = figures.summarize([{"delivery": {"runs": [row]}}])
     assert spread[f"delivery|{held.label()}|worker CPU %"].median == 1.6

@@ -18,7 +18,10 @@ def test_quick_ingress_bench_runs_and_writes_its_results(tmp_path: Path) -> None
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--only", "ingress", "--duration", "1", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=100,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=100,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc = json.loads(out.read_text(encoding="utf-8"))

@@ -25,9 +25,16 @@ RETRY_WINDOW_HOURS = 1.0 / 3600
 async def ingest(redis: Redis, retention_ms: int, refno: str, name: str = "Müller") -> str:
     body = signed_body(ipn_fields(refno, name=name))
     nid = notification_id("default", "ipn", body)
-    await Store(redis, retention_ms).ingest(nid=nid, source="default", channel="ipn", body=body,
-                                             content_type="application/x-www-form-urlencoded", algo="md5",
-                                             facts={"ref": refno}, now_ms=0)
+    await Store(redis, retention_ms).ingest(
+        nid=nid,
+        source="default",
+        channel="ipn",
+        body=body,
+        content_type="application/x-www-form-urlencoded",
+        algo="md5",
+        facts={"ref": refno},
+        now_ms=0,
+    )
     return nid
 
 
@@ -58,8 +65,10 @@ async def test_removed_endpoints_and_sources_expire_and_come_back(
     make_settings: Callable[..., Settings], redis: Redis, sink: Callable[..., Any]
 ) -> None:
     s: Sink = await sink()
-    both = make_settings(endpoints=[{"name": "kept", "url": s.url}, {"name": "gone", "url": s.url}],
-                         delivery={"retention_days": 1, "retry_window_hours": 12})
+    both = make_settings(
+        endpoints=[{"name": "kept", "url": s.url}, {"name": "gone", "url": s.url}],
+        delivery={"retention_days": 1, "retry_window_hours": 12},
+    )
     async with aiohttp.ClientSession() as session:
         engine = Engine(redis, both, session)
         nid = await ingest(redis, both.delivery.retention_ms, "9")
@@ -70,9 +79,11 @@ async def test_removed_endpoints_and_sources_expire_and_come_back(
         await engine.stop()
         await redis.hset(k.STATS, mapping={"gone|delivered": 1, "kept|delivered": 1})
 
-        only_kept = make_settings(endpoints=[{"name": "kept", "url": s.url, "sources": ["other"]}],
-                                  delivery={"retention_days": 1, "retry_window_hours": 12},
-                                  sources=[{"name": "other", "secret_key_env": "TCO_SECRET_KEY"}])
+        only_kept = make_settings(
+            endpoints=[{"name": "kept", "url": s.url, "sources": ["other"]}],
+            delivery={"retention_days": 1, "retry_window_hours": 12},
+            sources=[{"name": "other", "secret_key_env": "TCO_SECRET_KEY"}],
+        )
         out = await sweep_with(only_kept, redis, session)
         assert out["removed_keys_expiring"] >= 0
         gone_keys = [key async for key in redis.scan_iter(match=f"{k.EP_PREFIX}gone:*")]
@@ -107,8 +118,9 @@ async def all_delivered(redis: Redis, nid: str, eps: tuple[str, ...]) -> bool:
 async def test_the_sweeper_trims_by_redis_time_whatever_the_worker_clock(
     make_settings: Callable[..., Settings], redis: Redis
 ) -> None:
-    settings = make_settings(endpoints=[], delivery={"retention_days": RETENTION_DAYS,
-                                                     "retry_window_hours": RETRY_WINDOW_HOURS})
+    settings = make_settings(
+        endpoints=[], delivery={"retention_days": RETENTION_DAYS, "retry_window_hours": RETRY_WINDOW_HOURS}
+    )
     nid = await ingest(redis, settings.delivery.retention_ms, "1")
     async with aiohttp.ClientSession() as session:
         # a worker clock an hour behind would keep everything; one an hour ahead would trim at once

@@ -3,7 +3,6 @@ name or a bad argument exits 2 in every command; operator commands print their r
 warnings unless --verbose; queue figures are in an operator's words; send-test prints changes only."""
 
 # the fixtures are imported from test_api, so test arguments "redefine" them by design
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -35,29 +34,39 @@ NID = "ipn_" + "0" * 24
 
 def relay(config: Path, redis_url: str, *args: str) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | TEST_ENV | {"REDIS_URL": redis_url}
-    proc = subprocess.run([sys.executable, "-m", "relay", "--config", str(config), *args], env=env,
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [sys.executable, "-m", "relay", "--config", str(config), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     return proc.returncode, proc.stdout, proc.stderr
 
 
-@pytest.mark.parametrize("args, named", [
-    (("endpoints", "pause", "nope", "--yes"), "NAME 'nope'"),
-    (("endpoints", "resume", "nope", "--yes"), "NAME 'nope'"),
-    (("retry", "--endpoint", "nope", "--yes"), "--endpoint 'nope'"),
-    (("retry", NID, "--endpoint", "nope"), "--endpoint 'nope'"),
-    (("cancel", NID, "--endpoint", "nope"), "--endpoint 'nope'"),
-    (("resend", NID, "--endpoint", "nope"), "'nope'"),
-    (("notifications", "list", "--endpoint", "nope"), "--endpoint 'nope'"),
-    (("notifications", "show", "order-42"), "ID 'order-42'"),
-    (("retry", "order-42"), "ID 'order-42'"),
-    (("cancel", "order-42"), "ID 'order-42'"),
-    (("resend", "order-42"), "ID 'order-42'"),
-    # --ids took a malformed id as "not found": queued 0, skipped, exit 0
-    (("resend", "--ids", f"{NID},order-42"), "ID 'order-42'"),
-    (("resend", "--ids", NID, "--endpoint", "nope"), "--endpoint 'nope'"),
-])
-def test_an_unknown_name_or_a_bad_argument_exits_2_everywhere(tmp_path: Path, redis_server: RedisServer,
-                                                              args: tuple[str, ...], named: str) -> None:
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (("endpoints", "pause", "nope", "--yes"), "NAME 'nope'"),
+        (("endpoints", "resume", "nope", "--yes"), "NAME 'nope'"),
+        (("retry", "--endpoint", "nope", "--yes"), "--endpoint 'nope'"),
+        (("retry", NID, "--endpoint", "nope"), "--endpoint 'nope'"),
+        (("cancel", NID, "--endpoint", "nope"), "--endpoint 'nope'"),
+        (("resend", NID, "--endpoint", "nope"), "'nope'"),
+        (("notifications", "list", "--endpoint", "nope"), "--endpoint 'nope'"),
+        (("notifications", "show", "order-42"), "ID 'order-42'"),
+        (("retry", "order-42"), "ID 'order-42'"),
+        (("cancel", "order-42"), "ID 'order-42'"),
+        (("resend", "order-42"), "ID 'order-42'"),
+        # --ids took a malformed id as "not found": queued 0, skipped, exit 0
+        (("resend", "--ids", f"{NID},order-42"), "ID 'order-42'"),
+        (("resend", "--ids", NID, "--endpoint", "nope"), "--endpoint 'nope'"),
+    ],
+)
+def test_an_unknown_name_or_a_bad_argument_exits_2_everywhere(
+    tmp_path: Path, redis_server: RedisServer, args: tuple[str, ...], named: str
+) -> None:
     config = write_config(tmp_path / "relay.toml", endpoints=[{"name": "billing", "url": "http://127.0.0.1:9/h"}])
     code, out, err = relay(config, redis_server.url, *args)
     lines = err.strip().splitlines()
@@ -66,7 +75,8 @@ def test_an_unknown_name_or_a_bad_argument_exits_2_everywhere(tmp_path: Path, re
 
 
 async def test_resend_prints_its_result_and_no_log_line_unless_verbose(
-        client: TestClient, api_settings: Settings, redis_server: RedisServer) -> None:
+    client: TestClient, api_settings: Settings, redis_server: RedisServer
+) -> None:
     nid = await ingest(client, "4242")
     code, out, err = relay(api_settings.config_path, redis_server.url, "resend", nid)
     assert code == 0, err
@@ -76,8 +86,9 @@ async def test_resend_prints_its_result_and_no_log_line_unless_verbose(
     assert code == 0 and "resend_queued" in err and "resend_queued" not in out, (out, err)
 
 
-async def test_health_counts_what_waits_in_operator_words(redis: Redis, redis_server: RedisServer,
-                                                          tmp_path: Path) -> None:
+async def test_health_counts_what_waits_in_operator_words(
+    redis: Redis, redis_server: RedisServer, tmp_path: Path
+) -> None:
     config = write_config(tmp_path / "relay.toml", endpoints=[{"name": "billing", "url": "http://127.0.0.1:9/h"}])
     now = int(time.time() * 1000)
     await redis.zadd(k.FANOUT, {"ipn_x": now})
@@ -94,18 +105,19 @@ async def test_send_test_prints_a_waiting_retry_once_not_its_countdown(redis: Re
     nid = "ipn_" + "1" * 24
     now = int(time.time() * 1000)
     await redis.hset(k.notification(nid), "eps", "billing")
-    await redis.hset(k.delivery(nid, "billing"), mapping={"state": "retrying", "attempts": 1, "last": "HTTP 500",
-                                                          "next": now + 30_000})
+    await redis.hset(
+        k.delivery(nid, "billing"),
+        mapping={"state": "retrying", "attempts": 1, "last": "HTTP 500", "next": now + 30_000},
+    )
     out = io.StringIO()
     await follow(redis, nid, 2.5, out)
     lines = [line for line in out.getvalue().splitlines() if "billing" in line]
     assert len(lines) == 1 and "retrying after attempt 1: HTTP 500, next try in" in lines[0], out.getvalue()
 
 
-
-
-async def test_one_delivery_is_counted_in_the_singular(client: TestClient, api_settings: Settings, redis: Redis,
-                                                      redis_server: RedisServer, worker: object) -> None:
+async def test_one_delivery_is_counted_in_the_singular(
+    client: TestClient, api_settings: Settings, redis: Redis, redis_server: RedisServer, worker: object
+) -> None:
     """`relay endpoints resume` said "1 deliveries are due again" (the dashboard's "30 deliverys" fixed, not this)."""
     config = api_settings.config_path
     code, out, err = relay(config, redis_server.url, "endpoints", "pause", "billing", "--yes")
@@ -127,16 +139,40 @@ def test_send_test_names_only_the_development_secret_it_signs_with(tmp_path: Pat
 
     config = write_config(tmp_path / "relay.toml", endpoints=[{"name": "billing", "url": "http://127.0.0.1:9/h"}])
     (tmp_path / ".relay").mkdir()
-    secrets = {"TCO_SECRET_KEY": "k1", "TCO_INS_SECRET_WORD": "w1", "RELAY_ADMIN_TOKEN": "t" * 32,
-               "RELAY_DEMO_SIGNING_SECRET": "whsec_x"}
+    secrets = {
+        "TCO_SECRET_KEY": "k1",
+        "TCO_INS_SECRET_WORD": "w1",
+        "RELAY_ADMIN_TOKEN": "t" * 32,
+        "RELAY_DEMO_SIGNING_SECRET": "whsec_x",
+    }
     (tmp_path / ".relay" / "dev-secrets.json").write_text(__import__("json").dumps(secrets))
     env = {name: value for name, value in os.environ.items() if name not in secrets} | {
-        "REDIS_URL": "redis://127.0.0.1:9/0"}
+        "REDIS_URL": "redis://127.0.0.1:9/0"
+    }
     closed = f"http://127.0.0.1:{free_port()}"
     for channel, used in (("ipn", "TCO_SECRET_KEY"), ("ins", "TCO_INS_SECRET_WORD")):
-        proc = subprocess.run([sys.executable, "-m", "relay", "--config", str(config), "send-test", "--channel",
-                               channel, "--url", closed, "--timeout", "1"], env=env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "relay",
+                "--config",
+                str(config),
+                "send-test",
+                "--channel",
+                channel,
+                "--url",
+                closed,
+                "--timeout",
+                "1",
+            ],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
         assert proc.returncode == 1, (proc.stdout, proc.stderr)  # nothing listens there: cannot reach the relay
         note = proc.stderr.splitlines()[0]
         assert note == f"send-test: using the development secrets in .relay/dev-secrets.json for {used}", note

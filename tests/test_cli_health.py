@@ -57,6 +57,7 @@ def cli(*argv: str) -> Any:
 
 # -- relay health ---------------------------------------------------------------------------------
 
+
 async def test_health_table_and_exit_0_when_healthy(tmp_path: Path, redis: Redis, capsys: Capsys) -> None:
     now = int(time.time() * 1000)
     await redis.zadd(k.WORKERS, {"host:1": now})
@@ -69,8 +70,24 @@ async def test_health_table_and_exit_0_when_healthy(tmp_path: Path, redis: Redis
     assert out.startswith("relay health: healthy\n\n")
     assert "workers  1 alive; last seen: host:1" in out
     header, row = out.strip().splitlines()[-2:]
-    assert header.split() == ["endpoint", "pending", "in_flight", "retrying", "failed", "resolved", "delivered",
-                              "failing", "1h", "failing", "24h", "oldest", "last", "ok", "last", "fail"]
+    assert header.split() == [
+        "endpoint",
+        "pending",
+        "in_flight",
+        "retrying",
+        "failed",
+        "resolved",
+        "delivered",
+        "failing",
+        "1h",
+        "failing",
+        "24h",
+        "oldest",
+        "last",
+        "ok",
+        "last",
+        "fail",
+    ]
     assert row.split()[:7] == ["demo", "0", "0", "0", "0", "0", "1"]
     assert "0.0% of 1" in row
     assert "3 s ago" in row
@@ -103,8 +120,9 @@ async def test_health_json_and_exit_2_with_problems(tmp_path: Path, redis: Redis
     assert await cli("--config", cfg, "health", "--max-pending-age", "10") == 0
 
 
-async def test_health_redis_unreachable_exits_2(tmp_path: Path, capsys: Capsys,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_health_redis_unreachable_exits_2(
+    tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     port = free_port()
     monkeypatch.setenv("REDIS_URL", f"redis://:pw@127.0.0.1:{port}/0")
     cfg = config(tmp_path, [])
@@ -112,7 +130,8 @@ async def test_health_redis_unreachable_exits_2(tmp_path: Path, capsys: Capsys,
     captured = capsys.readouterr()
     assert captured.out.splitlines()[0] == "relay health: UNHEALTHY"
     assert captured.out.splitlines()[1].startswith(
-        f"  redis_unreachable  Redis at redis://:***@127.0.0.1:{port}/0 is unreachable (ConnectionError")
+        f"  redis_unreachable  Redis at redis://:***@127.0.0.1:{port}/0 is unreachable (ConnectionError"
+    )
     assert captured.err == ""
     assert await cli("--config", cfg, "health", "--json") == 2
     report = json.loads(capsys.readouterr().out)
@@ -136,6 +155,7 @@ def test_health_bad_config_or_arguments_exit_3(tmp_path: Path, capsys: Capsys) -
 
 # -- relay check-endpoints ------------------------------------------------------------------------
 
+
 @pytest.fixture
 async def get_server() -> AsyncIterator[Callable[..., Any]]:
     """An HTTP server answering GET with a given status, or never answering."""
@@ -146,6 +166,7 @@ async def get_server() -> AsyncIterator[Callable[..., Any]]:
             if status is None:
                 await asyncio.sleep(3600)
             return web.Response(status=status or 200, text="listener")
+
         app = web.Application()
         app.router.add_get("/{tail:.*}", handle)
         runner = web.AppRunner(app, handler_cancellation=True)
@@ -160,14 +181,22 @@ async def get_server() -> AsyncIterator[Callable[..., Any]]:
         await runner.cleanup()
 
 
-async def test_check_endpoints_table_and_exit_codes(tmp_path: Path, get_server: Callable[..., Any],
-                                                    capsys: Capsys) -> None:
+async def test_check_endpoints_table_and_exit_codes(
+    tmp_path: Path, get_server: Callable[..., Any], capsys: Capsys
+) -> None:
     ok, missing, hang = await get_server(200), await get_server(404), await get_server(None)
     post_only = await get_server(405)
     closed = f"http://127.0.0.1:{free_port()}/hook"
-    cfg = config(tmp_path, [{"name": "good", "url": ok}, {"name": "missing", "url": missing},
-                            {"name": "slow", "url": hang, "timeout": 0.3}, {"name": "down", "url": closed},
-                            {"name": "postonly", "url": post_only}])
+    cfg = config(
+        tmp_path,
+        [
+            {"name": "good", "url": ok},
+            {"name": "missing", "url": missing},
+            {"name": "slow", "url": hang, "timeout": 0.3},
+            {"name": "down", "url": closed},
+            {"name": "postonly", "url": post_only},
+        ],
+    )
 
     assert await cli("--config", cfg, "check-endpoints") == 1
     lines = capsys.readouterr().out.splitlines()
@@ -192,9 +221,11 @@ async def test_check_endpoints_table_and_exit_codes(tmp_path: Path, get_server: 
 
 # -- relay send-test ------------------------------------------------------------------------------
 
+
 @pytest.fixture
-async def stack(tmp_path: Path, redis: Redis, redis_server: RedisServer, start_worker: Callable[..., Any]
-                ) -> AsyncIterator[Callable[..., Any]]:
+async def stack(
+    tmp_path: Path, redis: Redis, redis_server: RedisServer, start_worker: Callable[..., Any]
+) -> AsyncIterator[Callable[..., Any]]:
     """A real ingress on a free port and one in-process ARQ worker, for a config written from args."""
     runners: list[web.AppRunner] = []
 
@@ -214,14 +245,22 @@ async def stack(tmp_path: Path, redis: Redis, redis_server: RedisServer, start_w
         await runner.cleanup()
 
 
-@pytest.mark.parametrize(("channel", "marker", "receipt"), [
-    ("ipn", ("TEST_ORDER", "1"), "IPN read receipt verified (sha3-256)"),
-    ("lcn", ("TEST", "1"), "LCN read receipt verified (sha3-256)"),
-    ("ins", ("demo", "Y"), "INS answer OK"),
-])
+@pytest.mark.parametrize(
+    ("channel", "marker", "receipt"),
+    [
+        ("ipn", ("TEST_ORDER", "1"), "IPN read receipt verified (sha3-256)"),
+        ("lcn", ("TEST", "1"), "LCN read receipt verified (sha3-256)"),
+        ("ins", ("demo", "Y"), "INS answer OK"),
+    ],
+)
 async def test_send_test_delivers_a_signed_test_notification(
-        channel: str, marker: tuple[str, str], receipt: str, stack: Callable[..., Any],
-        sink: Callable[..., Any], capsys: Capsys) -> None:
+    channel: str,
+    marker: tuple[str, str],
+    receipt: str,
+    stack: Callable[..., Any],
+    sink: Callable[..., Any],
+    capsys: Capsys,
+) -> None:
     target: Sink = await sink([200])
     cfg = await stack([{"name": "demo", "url": target.url}])
 
@@ -239,8 +278,9 @@ async def test_send_test_delivers_a_signed_test_notification(
     assert "relay health: healthy" in capsys.readouterr().out
 
 
-async def test_send_test_reports_a_failing_endpoint_and_exits_1(stack: Callable[..., Any],
-                                                                sink: Callable[..., Any], capsys: Capsys) -> None:
+async def test_send_test_reports_a_failing_endpoint_and_exits_1(
+    stack: Callable[..., Any], sink: Callable[..., Any], capsys: Capsys
+) -> None:
     good: Sink = await sink([200])
     bad: Sink = await sink([400])
     cfg = await stack([{"name": "good", "url": good.url}, {"name": "bad", "url": bad.url}])
@@ -252,12 +292,17 @@ async def test_send_test_reports_a_failing_endpoint_and_exits_1(stack: Callable[
     assert parse_qs(good.received[0].body.decode())["MESSAGE_TYPE"] == ["REFUND"]
 
 
-async def test_send_test_names_the_filter_that_skipped_an_endpoint(stack: Callable[..., Any],
-                                                                   sink: Callable[..., Any], capsys: Capsys) -> None:
+async def test_send_test_names_the_filter_that_skipped_an_endpoint(
+    stack: Callable[..., Any], sink: Callable[..., Any], capsys: Capsys
+) -> None:
     """The TEST IPN's product is RELAY-TEST: a ``match`` on other products skips it, and says which key did."""
     target: Sink = await sink([200])
-    cfg = await stack([{"name": "licensing", "url": target.url, "match": {"order.items[].code": ["PRO"]}},
-                       {"name": "all", "url": target.url}])
+    cfg = await stack(
+        [
+            {"name": "licensing", "url": target.url, "match": {"order.items[].code": ["PRO"]}},
+            {"name": "all", "url": target.url},
+        ]
+    )
     assert await cli("--config", cfg, "send-test") == 0  # a filter's skip is what the configuration asks for
     out = capsys.readouterr().out
     assert "licensing: skipped: match order.items[].code: RELAY-TEST is not one of PRO" in out
@@ -265,8 +310,8 @@ async def test_send_test_names_the_filter_that_skipped_an_endpoint(stack: Callab
 
 
 async def test_send_test_uses_dev_secrets_when_env_is_unset(
-        tmp_path: Path, stack: Callable[..., Any], sink: Callable[..., Any], capsys: Capsys,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, stack: Callable[..., Any], sink: Callable[..., Any], capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     dev = {"TCO_SECRET_KEY": "dev-key-from-relay-dev", "TCO_INS_SECRET_WORD": "dev-word"}
     (tmp_path / ".relay").mkdir()
     (tmp_path / ".relay" / "dev-secrets.json").write_text(json.dumps(dev))
@@ -288,12 +333,14 @@ async def test_send_test_when_the_relay_is_not_running(tmp_path: Path, capsys: C
     assert "cannot reach the relay at http://127.0.0.1:" in capsys.readouterr().out
 
 
-async def test_send_test_counts_a_filtered_delivery_as_expected(stack: Callable[..., Any],
-                                                                sink: Callable[..., Any], capsys: Capsys) -> None:
+async def test_send_test_counts_a_filtered_delivery_as_expected(
+    stack: Callable[..., Any], sink: Callable[..., Any], capsys: Capsys
+) -> None:
     good: Sink = await sink([200])
     refunds: Sink = await sink([200])
-    cfg = await stack([{"name": "good", "url": good.url},
-                       {"name": "refunds", "url": refunds.url, "test_orders": False}])
+    cfg = await stack(
+        [{"name": "good", "url": good.url}, {"name": "refunds", "url": refunds.url, "test_orders": False}]
+    )
     assert await cli("--config", cfg, "send-test", "--timeout", "10") == 0
     out = capsys.readouterr().out
     assert "refunds: skipped" in out
@@ -301,8 +348,9 @@ async def test_send_test_counts_a_filtered_delivery_as_expected(stack: Callable[
     assert refunds.received == [] and len(good.received) == 1
 
 
-def test_send_test_without_the_secret_is_a_config_error(tmp_path: Path, capsys: Capsys,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_send_test_without_the_secret_is_a_config_error(
+    tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("TCO_SECRET_KEY")
     assert main(["--config", config(tmp_path, []), "send-test"]) == 2
     assert "source 'default' has no IPN/LCN secret key" in capsys.readouterr().err

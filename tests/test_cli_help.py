@@ -62,9 +62,16 @@ CASES: list[tuple[str, str, list[str]]] = [
 def helps(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str, tuple[str, ...]], str]:
     """Each case's --help output, after checking it exited 0 and wrote nothing to stderr."""
     cwd = tmp_path_factory.mktemp("no-config")
-    proc = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps(CASES), cwd=cwd, capture_output=True,
-                          text=True, timeout=120, check=False,
-                          env={"PATH": str(Path(sys.executable).parent), "HOME": str(cwd)})
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD],
+        input=json.dumps(CASES),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={"PATH": str(Path(sys.executable).parent), "HOME": str(cwd)},
+    )
     assert proc.returncode == 0, proc.stderr
     results: list[dict[str, Any]] = json.loads(proc.stdout)
     assert len(results) == len(CASES)
@@ -77,8 +84,17 @@ def helps(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str, tupl
 
 
 def test_the_parser_lists_every_command_group() -> None:
-    assert {c[0] for c in COMMANDS} >= {"serve", "worker", "dev", "demo-sink", "health", "check-endpoints",
-                                        "send-test", "notifications", "resend"}
+    assert {c[0] for c in COMMANDS} >= {
+        "serve",
+        "worker",
+        "dev",
+        "demo-sink",
+        "health",
+        "check-endpoints",
+        "send-test",
+        "notifications",
+        "resend",
+    }
     assert ("notifications", "list") in COMMANDS
 
 

@@ -38,8 +38,10 @@ def faketime_installed() -> None:
     # a missing faketime fails the test rather than skipping it: a skip would let `make test` pass
     # on a machine where the clock promise was never checked (`make install-test` installs it)
     if shutil.which("faketime") is None:
-        pytest.fail("tests/test_clock_skew.py needs Debian's faketime: run scripts/ensure-faketime "
-                    "(or apt-get install faketime)")
+        pytest.fail(
+            "tests/test_clock_skew.py needs Debian's faketime: run scripts/ensure-faketime "
+            "(or apt-get install faketime)"
+        )
 
 
 def skewed(offset: str) -> tuple[str, ...]:
@@ -130,19 +132,28 @@ async def delivered(redis: Redis, nids: list[str], eps: tuple[str, ...]) -> int:
     return sum(s == b"delivered" for s in states)
 
 
-async def run(tmp_path: Path, redis_server: RedisServer, endpoint: Endpoint, *, worker_skew: str | None,
-              ingress_skew: str | None) -> float:
+async def run(
+    tmp_path: Path, redis_server: RedisServer, endpoint: Endpoint, *, worker_skew: str | None, ingress_skew: str | None
+) -> float:
     """Post N notifications; returns the seconds until every delivery was made."""
     port = free_port()
     config = write_config(
-        tmp_path / "relay.toml", extra=f"[server]\nport = {port}\n",
+        tmp_path / "relay.toml",
+        extra=f"[server]\nport = {port}\n",
         endpoints=[
             # generous retries: a loaded machine may refuse or time out a few connections, and the
             # test is about clocks, not speed
             {"name": "serial", "url": endpoint.url("serial"), "timeout": 5, "retry_delays": RETRIES},
-            {"name": "conc", "url": endpoint.url("conc"), "timeout": 5, "concurrent": True, "max_in_flight": 4,
-             "retry_delays": RETRIES},
-        ])
+            {
+                "name": "conc",
+                "url": endpoint.url("conc"),
+                "timeout": 5,
+                "concurrent": True,
+                "max_in_flight": 4,
+                "retry_delays": RETRIES,
+            },
+        ],
+    )
     procs = [
         RelayProcess(config, redis_server.url, "serve", prefix=skewed(ingress_skew) if ingress_skew else ()),
         RelayProcess(config, redis_server.url, "worker"),
@@ -187,20 +198,23 @@ async def _stalled(redis: Redis, nids: list[str]) -> list[object]:
 
 
 @pytest.mark.parametrize("skew", ["+10m", "-10m"])
-async def test_a_worker_ten_minutes_off_sends_nothing_twice(tmp_path: Path, redis_server: RedisServer,
-                                                            endpoint: Endpoint, skew: str) -> None:
+async def test_a_worker_ten_minutes_off_sends_nothing_twice(
+    tmp_path: Path, redis_server: RedisServer, endpoint: Endpoint, skew: str
+) -> None:
     await run(tmp_path, redis_server, endpoint, worker_skew=skew, ingress_skew=None)
 
 
-async def test_an_ingress_ten_minutes_fast_does_not_delay_fanout(tmp_path: Path, redis_server: RedisServer,
-                                                                 endpoint: Endpoint) -> None:
+async def test_an_ingress_ten_minutes_fast_does_not_delay_fanout(
+    tmp_path: Path, redis_server: RedisServer, endpoint: Endpoint
+) -> None:
     took = await run(tmp_path, redis_server, endpoint, worker_skew=None, ingress_skew="+10m")
     assert took < DEADLINE_S  # (run() already failed past it; 10 minutes late would be 600 s)
 
 
 @pytest.mark.parametrize("skew", ["+10m", "-10m"])
-async def test_health_run_ten_minutes_off_judges_by_redis_clock(tmp_path: Path, redis_server: RedisServer,
-                                                                 skew: str) -> None:
+async def test_health_run_ten_minutes_off_judges_by_redis_clock(
+    tmp_path: Path, redis_server: RedisServer, skew: str
+) -> None:
     # a worker's heartbeat is scored on Redis's clock; `relay health` (or /api/health) on a machine
     # whose clock is 10 minutes fast judged it 10 minutes old and reported no live worker
     import json
@@ -218,16 +232,21 @@ async def test_health_run_ten_minutes_off_judges_by_redis_clock(tmp_path: Path, 
     finally:
         await redis.aclose()
     env = {**os.environ, **TEST_ENV, "REDIS_URL": redis_server.url}
-    proc = subprocess.run([*skewed(skew), sys.executable, "-m", "relay", "--config", str(config), "health", "--json"],
-                          env=env, capture_output=True, timeout=60)
+    proc = subprocess.run(
+        [*skewed(skew), sys.executable, "-m", "relay", "--config", str(config), "health", "--json"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
     assert proc.stdout, proc.stderr.decode()[-2000:]
     report = json.loads(proc.stdout)
     kinds = [p["kind"] for p in report["problems"]]
     assert "no_worker" not in kinds, (report["problems"], report["workers"], proc.stderr.decode()[-2000:])
 
 
-async def test_a_process_ten_minutes_slow_still_reports_its_config_hash(tmp_path: Path,
-                                                                       redis_server: RedisServer) -> None:
+async def test_a_process_ten_minutes_slow_still_reports_its_config_hash(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
     # relay:procs entries are judged alive on Redis's clock (health's config.hashes); a worker that
     # stamped them with its own clock, 10 minutes slow, looked dead and its config went unchecked
     from config.settings import load_settings
@@ -252,7 +271,8 @@ async def test_a_process_ten_minutes_slow_still_reports_its_config_hash(tmp_path
 
 
 async def test_an_ingress_ten_minutes_fast_files_refusals_and_counts_workers_on_redis_clock(
-        tmp_path: Path, redis_server: RedisServer) -> None:
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
     # Before: refusal.lua took its time (and the per-minute counter's minute) from the ingress's clock,
     # so an ingress 10 minutes fast filed its refusals 10 minutes in the future, outside the window
     # health reads on Redis's clock, and source_rejecting never rose; and /metrics counted heartbeats
@@ -263,8 +283,9 @@ async def test_an_ingress_ten_minutes_fast_files_refusals_and_counts_workers_on_
     from tests.support import TEST_ENV
 
     port = free_port()
-    config = write_config(tmp_path / "relay.toml", redis_port=redis_server.port,
-                          extra=f"[server]\nport = {port}\npublic_metrics = true\n")
+    config = write_config(
+        tmp_path / "relay.toml", redis_port=redis_server.port, extra=f"[server]\nport = {port}\npublic_metrics = true\n"
+    )
     settings = load_settings(config, {**TEST_ENV, "REDIS_URL": redis_server.url})
     serve = RelayProcess(config, redis_server.url, "serve", prefix=skewed("+10m"))
     redis = Redis.from_url(redis_server.url)

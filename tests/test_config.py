@@ -34,23 +34,32 @@ BASE = '[[sources]]\nname = "default"\nsecret_key_env = "TCO_SECRET_KEY"\n'
     ("text", "needle"),
     [
         (BASE + '[server]\nport = "eighty"\n', "server.port = 'eighty'"),
-        (BASE + '[server]\nprot = 1\n', "server.prot: unknown key"),
-        (BASE.replace('"default"', '"Bad Name"'),
-         "the 1st [[sources]]: name = 'Bad Name': expected 1 to 40 lowercase"),
-        (BASE + 'min_signature = "sha1"\n',
-         "source 'default': min_signature = 'sha1': must be 'md5', 'sha256' or 'sha3-256'"),
-        (BASE + '[[endpoints]]\nname = "b"\nurl = "ftp://x"\n',
-         "endpoint 'b': url = 'ftp://x': expected an http:// or https:// URL"),
-        (BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\nsources = ["nope"]\n',
-         "'nope' is not a configured source"),
-        (BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\ntimeout = -1\n',
-         "endpoint 'b': timeout = -1: must be greater than 0"),
+        (BASE + "[server]\nprot = 1\n", "server.prot: unknown key"),
+        (BASE.replace('"default"', '"Bad Name"'), "the 1st [[sources]]: name = 'Bad Name': expected 1 to 40 lowercase"),
+        (
+            BASE + 'min_signature = "sha1"\n',
+            "source 'default': min_signature = 'sha1': must be 'md5', 'sha256' or 'sha3-256'",
+        ),
+        (
+            BASE + '[[endpoints]]\nname = "b"\nurl = "ftp://x"\n',
+            "endpoint 'b': url = 'ftp://x': expected an http:// or https:// URL",
+        ),
+        (
+            BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\nsources = ["nope"]\n',
+            "'nope' is not a configured source",
+        ),
+        (
+            BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\ntimeout = -1\n',
+            "endpoint 'b': timeout = -1: must be greater than 0",
+        ),
         (BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\nformat = "xml"\n', "endpoint 'b': format = 'xml'"),
         (BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\nretry_4xx = [500]\n', "endpoint 'b': retry_4xx[0] = 500"),
         ("[[sources]]\n", "the 1st [[sources]]: name: is required"),
         ("x = = 1", "not valid TOML"),
-        (BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\n[[endpoints]]\nname = "b"\nurl = "http://y"\n',
-         "name 'b' is used 2 times"),
+        (
+            BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\n[[endpoints]]\nname = "b"\nurl = "http://y"\n',
+            "name 'b' is used 2 times",
+        ),
     ],
 )
 def test_bad_values_are_named(tmp_path: Path, text: str, needle: str) -> None:
@@ -69,9 +78,17 @@ def test_more_than_eight_endpoints_per_route(tmp_path: Path) -> None:
 
 
 def test_secrets_come_from_the_environment(tmp_path: Path) -> None:
-    path = write_config(tmp_path / "r.toml", endpoints=[
-        {"name": "b", "url": "http://x", "signing_secret_env": "SINK_SECRET",
-         "headers": {"Authorization": "${BILLING_TOKEN}", "X-Static": "v"}}])
+    path = write_config(
+        tmp_path / "r.toml",
+        endpoints=[
+            {
+                "name": "b",
+                "url": "http://x",
+                "signing_secret_env": "SINK_SECRET",
+                "headers": {"Authorization": "${BILLING_TOKEN}", "X-Static": "v"},
+            }
+        ],
+    )
     with pytest.raises(ConfigError) as exc:
         load_settings(path, {"TCO_INS_SECRET_WORD": "w", "SINK_SECRET": "nope"})
     msg = str(exc.value)
@@ -84,9 +101,21 @@ def test_secrets_come_from_the_environment(tmp_path: Path) -> None:
 
 
 def test_sources_and_endpoints_are_frozen_views_of_the_validated_file(tmp_path: Path) -> None:
-    path = write_config(tmp_path / "r.toml", endpoints=[
-        {"name": "b", "url": "http://x", "concurrent": True, "max_in_flight": 3, "retry_delays": [1, 2.5],
-         "message_types": ["ORDER_CREATED"], "retry_4xx": [409], "channels": ["ipn", "ins"]}])
+    path = write_config(
+        tmp_path / "r.toml",
+        endpoints=[
+            {
+                "name": "b",
+                "url": "http://x",
+                "concurrent": True,
+                "max_in_flight": 3,
+                "retry_delays": [1, 2.5],
+                "message_types": ["ORDER_CREATED"],
+                "retry_4xx": [409],
+                "channels": ["ipn", "ins"],
+            }
+        ],
+    )
     s = load_settings(path, TEST_ENV)
     ep, cfg = s.endpoints["b"], s.file.endpoints[0]
     # every field the file declares under the same name is carried over, lists frozen
@@ -94,8 +123,9 @@ def test_sources_and_endpoints_are_frozen_views_of_the_validated_file(tmp_path: 
     for name in Endpoint.model_fields:
         if name in type(cfg).model_fields and name not in ("headers", "mode", "concurrent", "match", "rate_burst"):
             value = getattr(cfg, name)
-            assert getattr(ep, name) == (tuple(value) if name == "retry_delays" else
-                                         frozenset(value) if isinstance(value, list) else value), name
+            assert getattr(ep, name) == (
+                tuple(value) if name == "retry_delays" else frozenset(value) if isinstance(value, list) else value
+            ), name
     assert ep.retry_delays == (1.0, 2.5) and ep.channels == frozenset({"ipn", "ins"})
     assert (ep.mode, ep.concurrent, ep.in_flight_limit) == ("concurrent", True, 3)
     assert ep.message_types == frozenset({"ORDER_CREATED"}) and ep.retry_4xx == frozenset({409})
@@ -107,7 +137,7 @@ def test_sources_and_endpoints_are_frozen_views_of_the_validated_file(tmp_path: 
 
 
 def test_cli_reports_config_errors_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _write(tmp_path, BASE + '[server]\nport = 0\n')
+    path = _write(tmp_path, BASE + "[server]\nport = 0\n")
     assert main(["--config", str(path), "serve"]) == 2
     err = capsys.readouterr().err
     assert "server.port = 0" in err and "Traceback" not in err
@@ -116,23 +146,31 @@ def test_cli_reports_config_errors_without_traceback(tmp_path: Path, capsys: pyt
 
 
 def test_unknown_event_type_is_a_startup_error_listing_the_known_ones(tmp_path: Path) -> None:
-    path = _write(tmp_path, BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\nformat = "event"\n'
-                  'event_types = ["order.refunded", "order.refundd"]\n')
+    path = _write(
+        tmp_path,
+        BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\nformat = "event"\n'
+        'event_types = ["order.refunded", "order.refundd"]\n',
+    )
     with pytest.raises(ConfigError) as exc:
         load_settings(path, TEST_ENV)
     text = str(exc.value)
     assert "endpoint 'b': event_types" in text and "'order.refundd'" in text
     assert "known: order.created, order.authorized" in text and "2checkout.unmapped" in text
-    ok = _write(tmp_path, BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\nformat = "event"\n'
-                'event_types = ["order.refunded", "order.chargeback"]\n')
+    ok = _write(
+        tmp_path,
+        BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\nformat = "event"\n'
+        'event_types = ["order.refunded", "order.chargeback"]\n',
+    )
     endpoint = load_settings(ok, TEST_ENV).endpoints["b"]
     assert endpoint.format == "event" and endpoint.event_types == {"order.refunded", "order.chargeback"}
 
 
 def test_a_config_error_names_the_endpoint_and_says_the_rule_in_words(tmp_path: Path) -> None:
-    text = (BASE + '[[endpoints]]\nname = "billing"\nurl = "http://x"\n[[endpoints]]\nname = "crm"\n'
-            'url = "ftp://crm.internal/"\nsigning_secret_env = "9lives"\n[[endpoints]]\nname = "Bad Name"\n'
-            'url = "http://y"\n')
+    text = (
+        BASE + '[[endpoints]]\nname = "billing"\nurl = "http://x"\n[[endpoints]]\nname = "crm"\n'
+        'url = "ftp://crm.internal/"\nsigning_secret_env = "9lives"\n[[endpoints]]\nname = "Bad Name"\n'
+        'url = "http://y"\n'
+    )
     with pytest.raises(ConfigError) as exc:
         load_settings(_write(tmp_path, text), TEST_ENV)
     msg = str(exc.value)
@@ -151,9 +189,25 @@ def test_an_endpoint_or_source_key_is_declared_once() -> None:
     from config.source import SourceFields
 
     for base, schema, runtime, converted in (
-        (EndpointFields, EndpointConfig, Endpoint,
-         {"sources", "channels", "mode", "concurrent", "rate_burst", "retry_delays", "headers", "event_types",
-          "message_types", "order_statuses", "match", "retry_4xx"}),
+        (
+            EndpointFields,
+            EndpointConfig,
+            Endpoint,
+            {
+                "sources",
+                "channels",
+                "mode",
+                "concurrent",
+                "rate_burst",
+                "retry_delays",
+                "headers",
+                "event_types",
+                "message_types",
+                "order_statuses",
+                "match",
+                "retry_4xx",
+            },
+        ),
         (SourceFields, SourceConfig, Source, {"channels", "allow_networks"}),
     ):
         own_schema, own_runtime = set(schema.__annotations__), set(runtime.__annotations__)
@@ -170,8 +224,9 @@ def test_every_section_is_read_the_same_way(tmp_path: Path) -> None:
         assert getattr(s, name) is getattr(s.file, name), name
 
 
-def test_the_config_files_path_is_decided_in_one_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_config_files_path_is_decided_in_one_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import re
 
     from config.settings import DEFAULT_CONFIG_PATH, config_path
@@ -179,8 +234,12 @@ def test_the_config_files_path_is_decided_in_one_place(tmp_path: Path, monkeypat
     root = Path(__file__).resolve().parent.parent
     # $RELAY_CONFIG read, or the default spelt, anywhere in the product: only config/settings.py
     decided = re.compile(r"""get\(\s*["']RELAY_CONFIG|["']config/relay\.toml["']""")
-    files = {str(p.relative_to(root)) for top in ("relay", "workers", "config") for p in (root / top).rglob("*.py")
-             if decided.search(p.read_text(encoding="utf-8"))}
+    files = {
+        str(p.relative_to(root))
+        for top in ("relay", "workers", "config")
+        for p in (root / top).rglob("*.py")
+        if decided.search(p.read_text(encoding="utf-8"))
+    }
     assert files == {"config/settings.py"}
     assert config_path(None, {}) == DEFAULT_CONFIG_PATH == Path("config/relay.toml")
     assert config_path(None, {"RELAY_CONFIG": "a.toml"}) == Path("a.toml")

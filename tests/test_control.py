@@ -43,8 +43,14 @@ async def workers(start_worker: Callable[..., Worker]) -> AsyncIterator[Callable
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **TEST_ENV, "REDIS_URL": settings.redis_url or ""}
-    return subprocess.run([sys.executable, "-m", "relay", "--config", str(settings.config_path), *args],
-                          capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "relay", "--config", str(settings.config_path), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def refs(sink: Any) -> list[int]:
@@ -57,8 +63,12 @@ async def states(redis: Redis, nids: list[str], name: str) -> list[str]:
 
 @pytest.mark.slow  # two real worker processes (~17 s here): in make test, not in make check
 async def test_pause_during_a_serial_backlog_then_resume_keeps_order_across_two_worker_processes(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
-    redis_server: RedisServer, tmp_path: Path
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+    redis: Redis,
+    redis_server: RedisServer,
+    tmp_path: Path,
 ) -> None:
     s = await sink(delay=0.3)
     settings = make_settings(endpoints=[ep("serial", s)])
@@ -80,8 +90,19 @@ async def test_pause_during_a_serial_backlog_then_resume_keeps_order_across_two_
         late = await post(client, "40")
         nids.append(late)
         await wait_for(lambda: _state_is(redis, late, "serial", "paused"), 15)
-        listed = await asyncio.to_thread(cli, settings, "notifications", "list", "--endpoint", "serial",
-                                         "--state", "paused", "--limit", "500", "--json")
+        listed = await asyncio.to_thread(
+            cli,
+            settings,
+            "notifications",
+            "list",
+            "--endpoint",
+            "serial",
+            "--state",
+            "paused",
+            "--limit",
+            "500",
+            "--json",
+        )
         assert {item["id"] for item in json.loads(listed.stdout)["items"]} == set(nids[sent:])
         shown = await asyncio.to_thread(cli, settings, "endpoints", "list", "--json")
         row = json.loads(shown.stdout)[0]
@@ -109,14 +130,18 @@ async def _state_is(redis: Redis, nid: str, name: str, state: str) -> bool:
 
 
 async def test_paused_time_does_not_count_against_the_retry_window(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
-    workers: Callable[..., Any]
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+    redis: Redis,
+    workers: Callable[..., Any],
 ) -> None:
     s = await sink([500, 500, 200])
     # a 1.8 s window: the pause below is longer than that
-    settings = make_settings(endpoints=[{"name": "x", "url": s.url, "timeout": 2}],
-                             delivery={"retry_delays": [0.2], "retry_every": 0.2, "retry_window_hours": 0.0005,
-                                       "jitter": 0})
+    settings = make_settings(
+        endpoints=[{"name": "x", "url": s.url, "timeout": 2}],
+        delivery={"retry_delays": [0.2], "retry_every": 0.2, "retry_window_hours": 0.0005, "jitter": 0},
+    )
     client: TestClient = await aiohttp_client(create_app(settings))
     await workers(settings)
     control = Control(redis, settings)
@@ -133,14 +158,21 @@ async def test_paused_time_does_not_count_against_the_retry_window(
 
 
 async def test_retry_now_skips_the_backoff_and_keeps_serial_order(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
-    workers: Callable[..., Any]
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+    redis: Redis,
+    workers: Callable[..., Any],
 ) -> None:
     conc, serial = await sink(), await sink()
     for target in (conc, serial):
         target.script = [503]
-    settings = make_settings(endpoints=[ep("conc", conc, concurrent=True, retry_delays=[60, 60]),
-                                        ep("serial", serial, retry_delays=[60, 60])])
+    settings = make_settings(
+        endpoints=[
+            ep("conc", conc, concurrent=True, retry_delays=[60, 60]),
+            ep("serial", serial, retry_delays=[60, 60]),
+        ]
+    )
     client: TestClient = await aiohttp_client(create_app(settings))
     await workers(settings)
     nids = [await post(client, str(i)) for i in range(3)]
@@ -172,8 +204,11 @@ async def _count(redis: Redis, name: str, state: str, n: int) -> bool:
 
 
 async def test_cancel_a_waiting_delivery_then_resend_it(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
-    workers: Callable[..., Any]
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+    redis: Redis,
+    workers: Callable[..., Any],
 ) -> None:
     s = await sink([500])
     settings = make_settings(endpoints=[ep("x", s, retry_delays=[60])])
@@ -196,8 +231,9 @@ async def test_cancel_a_waiting_delivery_then_resend_it(
     out = await asyncio.to_thread(cli, settings, "cancel", head, "--endpoint", "nope")
     # an unknown name is a usage error, as in every command (README, "Command line")
     assert out.returncode == 2 and "--endpoint 'nope': is not a configured endpoint" in out.stderr
-    listed = await asyncio.to_thread(cli, settings, "notifications", "list", "--state", "cancelled", "--endpoint",
-                                     "x", "--json")
+    listed = await asyncio.to_thread(
+        cli, settings, "notifications", "list", "--state", "cancelled", "--endpoint", "x", "--json"
+    )
     assert {i["id"] for i in json.loads(listed.stdout)["items"]} == {head, second}
     # a cancelled delivery can be resent later
     s.script = [200]
@@ -211,8 +247,9 @@ async def test_cancel_a_waiting_delivery_then_resend_it(
     assert out.returncode == 0 and out.stdout.count(" cancel ") == 2 and "api (127.0.0.9)" in out.stdout
 
 
-async def test_retry_and_resume_refusals(make_settings: Callable[..., Settings], sink: Callable[..., Any],
-                                         redis: Redis) -> None:
+async def test_retry_and_resume_refusals(
+    make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis
+) -> None:
     s = await sink()
     settings = make_settings(endpoints=[ep("x", s)])
     control = Control(redis, settings)
@@ -237,7 +274,6 @@ async def test_the_audit_log_is_bounded(redis: Redis, monkeypatch: pytest.Monkey
     assert [e["count"] for e in await audit.read(redis, limit=10)] == [11, 10, 9, 8, 7]
 
 
-
 async def test_health_shows_a_pause_and_its_age_and_disagreeing_configs(
     make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis
 ) -> None:
@@ -247,9 +283,14 @@ async def test_health_shows_a_pause_and_its_age_and_disagreeing_configs(
     settings = make_settings(endpoints=[ep("x", s)], extra="[health]\nmax_pause_hours = 0.001\n")
     await Control(redis, settings).pause("x", ORIGIN)
     now = int(time.time() * 1000)
-    await redis.hset(k.PROCS, mapping={"a:1": json.dumps({"role": "worker", "hash": "aaa", "seen": now}),
-                                       "b:2": json.dumps({"role": "serve", "hash": "bbb", "seen": now}),
-                                       "gone:3": json.dumps({"role": "serve", "hash": "ccc", "seen": now - 60_000})})
+    await redis.hset(
+        k.PROCS,
+        mapping={
+            "a:1": json.dumps({"role": "worker", "hash": "aaa", "seen": now}),
+            "b:2": json.dumps({"role": "serve", "hash": "bbb", "seen": now}),
+            "gone:3": json.dumps({"role": "serve", "hash": "ccc", "seen": now - 60_000}),
+        },
+    )
     report = await health_report(redis, settings, now + 1000)
     row = report["endpoints"]["x"]
     assert row["paused"] and row["paused_by"] == "api (127.0.0.9)" and 0 < row["paused_age_s"] < 60

@@ -17,7 +17,7 @@ from tests.test_api import (  # noqa: F401  (fixtures used by name)
 )
 
 
-async def test_api_routes_pause_cancel_retry_reload_and_audit(client: TestClient, redis: Redis) -> None:  # noqa: F811
+async def test_api_routes_pause_cancel_retry_reload_and_audit(client: TestClient, redis: Redis) -> None:
     """The admin API's control routes, without a worker: what they change is in Redis, and audited."""
     nid = await ingest(client, "100")
     assert not await redis.exists(k.delivery(nid, "billing"))  # no worker: not routed yet
@@ -50,6 +50,13 @@ async def test_api_routes_pause_cancel_retry_reload_and_audit(client: TestClient
     assert [e["action"] for e in doc["items"]] == ["reload", "resume", "pause"]
     assert all(e["via"] == "api" and e["address"] == "127.0.0.1" for e in doc["items"])
     spec = (await (await client.get("/api/openapi.json", headers=AUTH)).json())["paths"]
-    for path in ("/api/endpoints/{name}/pause", "/api/endpoints/{name}/resume", "/api/endpoints/{name}/retry",
-                 "/api/notifications/{id}/retry", "/api/notifications/{id}/cancel", "/api/reload", "/api/audit"):
+    for path in (
+        "/api/endpoints/{name}/pause",
+        "/api/endpoints/{name}/resume",
+        "/api/endpoints/{name}/retry",
+        "/api/notifications/{id}/retry",
+        "/api/notifications/{id}/cancel",
+        "/api/reload",
+        "/api/audit",
+    ):
         assert path in spec

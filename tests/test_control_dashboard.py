@@ -11,7 +11,7 @@ from relay.web import appkeys
 from tests.test_dashboard import client, login, settings  # noqa: F401 (fixtures)
 
 
-async def test_pause_resume_and_retry_from_the_dashboard(client: TestClient, redis: Redis) -> None:  # noqa: F811
+async def test_pause_resume_and_retry_from_the_dashboard(client: TestClient, redis: Redis) -> None:
     csrf = await login(client)
     page = await client.get("/dashboard/")
     assert 'href="/dashboard/endpoints/billing/pause"' in await page.text()
@@ -34,7 +34,7 @@ async def test_pause_resume_and_retry_from_the_dashboard(client: TestClient, red
     assert entries[0]["address"] == "127.0.0.1"
 
 
-async def test_cancel_from_the_detail_page(client: TestClient, redis: Redis) -> None:  # noqa: F811
+async def test_cancel_from_the_detail_page(client: TestClient, redis: Redis) -> None:
     from tests.support import ipn_fields
     from tests.test_dashboard import ingest
     from workers.engine import Engine
@@ -47,15 +47,18 @@ async def test_cancel_from_the_detail_page(client: TestClient, redis: Redis) -> 
     assert f"/dashboard/notifications/{nid}/cancel?endpoint=billing" in page
     confirm = await (await client.get(f"/dashboard/notifications/{nid}/cancel?endpoint=billing")).text()
     assert "<strong>1</strong> delivery" in confirm
-    resp = await client.post(f"/dashboard/notifications/{nid}/cancel", data={"csrf": csrf, "endpoint": "billing"},
-                             allow_redirects=False)
+    resp = await client.post(
+        f"/dashboard/notifications/{nid}/cancel", data={"csrf": csrf, "endpoint": "billing"}, allow_redirects=False
+    )
     assert resp.status == 303
     d = await redis.hgetall(k.delivery(nid, "billing"))
     assert d[b"state"] == b"cancelled" and d[b"cancelled_by"] == b"dashboard (127.0.0.1)"
 
 
 async def test_a_paused_endpoint_is_not_offered_retry_now_and_counts_say_deliveries(
-        client: TestClient, redis: Redis) -> None:  # noqa: F811
+    client: TestClient,
+    redis: Redis,
+) -> None:
     from tests.support import ipn_fields
     from tests.test_dashboard import ingest
 
@@ -66,8 +69,9 @@ async def test_a_paused_endpoint_is_not_offered_retry_now_and_counts_say_deliver
     await redis.zadd(k.ep_state("billing", "pending"), {"a": 1, "b": 2})
     confirm = await (await client.get("/dashboard/endpoints/billing/pause")).text()
     assert "<strong>2</strong> deliveries" in confirm and "deliverys" not in confirm
-    assert (await client.post("/dashboard/endpoints/billing/pause", data={"csrf": csrf},
-                              allow_redirects=False)).status == 303
+    assert (
+        await client.post("/dashboard/endpoints/billing/pause", data={"csrf": csrf}, allow_redirects=False)
+    ).status == 303
     card = await (await client.get("/dashboard/")).text()
     # retry-now would be refused on a paused endpoint ("Conflict"): it is not offered
     assert 'href="/dashboard/endpoints/billing/resume"' in card

@@ -2,7 +2,6 @@
 retention expired, and a bulk action says exactly what it did."""
 
 # the fixtures are imported from test_api, so test arguments "redefine" them by design
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -39,7 +38,8 @@ ORIGIN = audit.Origin("api", "127.0.0.9")
 
 
 async def test_bulk_resend_by_filter_twice_while_the_endpoint_is_paused_queues_one_resend(
-        client: TestClient, redis: Redis, worker: Worker, sinks: tuple[RefSink, RefSink]) -> None:
+    client: TestClient, redis: Redis, worker: Worker, sinks: tuple[RefSink, RefSink]
+) -> None:
     billing, _ = sinks
     billing.failing = {"100"}
     nid = await ingest(client, "100")
@@ -71,8 +71,13 @@ async def _state(redis: Redis, nid: str, ep: str, state: bytes) -> bool:
 
 
 async def test_retry_now_keeps_serial_order_when_the_callers_config_says_concurrent(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
-    workers: Callable[..., Any], tmp_path: Path, redis_server: RedisServer
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+    redis: Redis,
+    workers: Callable[..., Any],
+    tmp_path: Path,
+    redis_server: RedisServer,
 ) -> None:
     """The workers run x serial; the operator's file was edited to concurrent but not reloaded."""
     s = await sink([503])
@@ -82,8 +87,10 @@ async def test_retry_now_keeps_serial_order_when_the_callers_config_says_concurr
     nids = [await post_ipn(client, str(i)) for i in range(3)]
     await wait_for(lambda: _state(redis, nids[0], "x", b"retrying"), 15)
     s.script = [200]
-    edited = load_settings(write_config(tmp_path / "edited.toml", endpoints=[ep("x", s, concurrent=True)]),
-                           {**TEST_ENV, "REDIS_URL": redis_server.url})
+    edited = load_settings(
+        write_config(tmp_path / "edited.toml", endpoints=[ep("x", s, concurrent=True)]),
+        {**TEST_ENV, "REDIS_URL": redis_server.url},
+    )
     result = await Control(redis, edited).retry(ORIGIN, endpoint="x")
     assert result["count"] == 1 and result["head"] == nids[0], result
     for nid in nids:
@@ -92,8 +99,11 @@ async def test_retry_now_keeps_serial_order_when_the_callers_config_says_concurr
 
 
 async def test_resume_after_retention_expired_a_paused_delivery_writes_no_ghost(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
-    workers: Callable[..., Any]
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+    redis: Redis,
+    workers: Callable[..., Any],
 ) -> None:
     s = await sink()
     settings = make_settings(endpoints=[ep("x", s)])
@@ -120,14 +130,18 @@ async def test_resume_after_retention_expired_a_paused_delivery_writes_no_ghost(
 
 
 async def test_cancel_and_retry_across_endpoints_say_exactly_what_was_done(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
-    workers: Callable[..., Any]
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+    redis: Redis,
+    workers: Callable[..., Any],
 ) -> None:
     """A second operator acts on one endpoint between the first one's look and act: the first one's
     action is done where it still can be, and its answer names the endpoint it could not act on."""
     a, b = await sink([500]), await sink([500])
-    settings = make_settings(endpoints=[ep(name, s, retry_delays=[60, 60], concurrent=True)
-                                        for name, s in (("a", a), ("b", b))])
+    settings = make_settings(
+        endpoints=[ep(name, s, retry_delays=[60, 60], concurrent=True) for name, s in (("a", a), ("b", b))]
+    )
     client: TestClient = await aiohttp_client(create_app(settings))
     await workers(settings, 1)
     first, second = await post_ipn(client, "1"), await post_ipn(client, "2")

@@ -35,8 +35,15 @@ TOKEN = "dash-admin-token-0123456789abcdef"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 
 
 def endpoint(name: str, url: str, **kw: Any) -> dict[str, Any]:
@@ -85,8 +92,12 @@ async def test_off_without_a_token(aiohttp_client: Any, make_settings: Callable[
     client = await aiohttp_client(create_app(make_settings()))
     resp = await client.get("/dashboard", allow_redirects=False)
     assert resp.status == 303 and resp.headers["Location"] == "/dashboard/"
-    for method, path in [("GET", "/dashboard/"), ("GET", "/dashboard/notifications"), ("POST", "/dashboard/login"),
-                         ("GET", "/dashboard/nowhere")]:
+    for method, path in [
+        ("GET", "/dashboard/"),
+        ("GET", "/dashboard/notifications"),
+        ("POST", "/dashboard/login"),
+        ("GET", "/dashboard/nowhere"),
+    ]:
         resp = await client.request(method, path, data={"token": ""}, allow_redirects=False)
         text = await resp.text()
         assert resp.status == 404 and "dashboard is off" in text and "RELAY_ADMIN_TOKEN" in text, (method, path)
@@ -125,8 +136,9 @@ async def test_a_wrong_token_is_refused(client: TestClient, given: str) -> None:
 
 
 async def test_login_sets_a_signed_expiring_httponly_strict_cookie(client: TestClient, redis: Redis) -> None:
-    resp = await client.post("/dashboard/login", data={"token": TOKEN, "next": "/dashboard/notifications?ref=1"},
-                             allow_redirects=False)
+    resp = await client.post(
+        "/dashboard/login", data={"token": TOKEN, "next": "/dashboard/notifications?ref=1"}, allow_redirects=False
+    )
     assert resp.status == 303 and resp.headers["Location"] == "/dashboard/notifications?ref=1"
     header, value = set_cookie(resp)
     attrs = {part.strip().split("=")[0].lower(): part.strip() for part in header.split(";")[1:]}
@@ -144,36 +156,55 @@ async def test_login_sets_a_signed_expiring_httponly_strict_cookie(client: TestC
 
 
 async def test_the_cookie_is_secure_behind_a_trusted_https_proxy(
-        aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis) -> None:
+    aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis
+) -> None:
     env = {"RELAY_ADMIN_TOKEN": TOKEN}
     proxied = make_settings(env=env, extra='[server]\ntrusted_proxies = ["127.0.0.1/32"]\n')
     trusted = await aiohttp_client(create_app(proxied))
-    resp = await trusted.post("/dashboard/login", data={"token": TOKEN}, headers={"X-Forwarded-Proto": "https"},
-                              allow_redirects=False)
+    resp = await trusted.post(
+        "/dashboard/login", data={"token": TOKEN}, headers={"X-Forwarded-Proto": "https"}, allow_redirects=False
+    )
     assert "; secure" in set_cookie(resp)[0].lower()
     untrusted = await aiohttp_client(create_app(make_settings(env=env)))
-    resp = await untrusted.post("/dashboard/login", data={"token": TOKEN}, headers={"X-Forwarded-Proto": "https"},
-                                allow_redirects=False)
+    resp = await untrusted.post(
+        "/dashboard/login", data={"token": TOKEN}, headers={"X-Forwarded-Proto": "https"}, allow_redirects=False
+    )
     assert "secure" not in set_cookie(resp)[0].lower()  # anyone can send the header: not believed
 
 
-@pytest.mark.parametrize("next_url", ["//evil.example/x", "https://evil.example/", "/dashboard/../x\\y",
-                                      "/elsewhere", "/dashboard/login?next=/x", "javascript:alert(1)"])
+@pytest.mark.parametrize(
+    "next_url",
+    [
+        "//evil.example/x",
+        "https://evil.example/",
+        "/dashboard/../x\\y",
+        "/elsewhere",
+        "/dashboard/login?next=/x",
+        "javascript:alert(1)",
+    ],
+)
 async def test_login_never_redirects_off_the_dashboard(client: TestClient, next_url: str) -> None:
     resp = await client.post("/dashboard/login", data={"token": TOKEN, "next": next_url}, allow_redirects=False)
     assert resp.status == 303 and resp.headers["Location"] == "/dashboard/"
 
 
-async def test_tampered_expired_and_logged_out_sessions_are_refused(client: TestClient, settings: Settings,
-                                                                    redis: Redis) -> None:
+async def test_tampered_expired_and_logged_out_sessions_are_refused(
+    client: TestClient, settings: Settings, redis: Redis
+) -> None:
     resp = await client.post("/dashboard/login", data={"token": TOKEN}, allow_redirects=False)
     _, value = set_cookie(resp)
     client.session.cookie_jar.clear()  # each request below names its cookie itself
     sid, expires, sig = value.split(".")
     key = sessions.signing_key(settings)
     past = int(time.time()) - 1
-    forged = [f"{sid}.{expires}.{sig[:-2]}AA", f"{sid}.{int(expires) + 999}.{sig}", f"x{sid}.{expires}.{sig}",
-              f"{sid}.{past}.{sessions._sign(key, f'{sid}.{past}')}", "garbage", ""]
+    forged = [
+        f"{sid}.{expires}.{sig[:-2]}AA",
+        f"{sid}.{int(expires) + 999}.{sig}",
+        f"x{sid}.{expires}.{sig}",
+        f"{sid}.{past}.{sessions._sign(key, f'{sid}.{past}')}",
+        "garbage",
+        "",
+    ]
     for cookie in forged:
         resp = await client.get("/dashboard/data/overview", headers={"Cookie": f"{sessions.COOKIE}={cookie}"})
         assert resp.status == 401, cookie
@@ -193,17 +224,20 @@ async def test_state_changing_posts_need_the_csrf_token(client: TestClient, redi
     csrf = await login(client)
     nid = await ingest(client, ipn_fields("1"))
     url = f"/dashboard/notifications/{nid}/resend"
-    for data, headers in [({}, {}), ({"csrf": "nope"}, {}), ({"csrf": csrf[:-1]}, {}),
-                          ({"csrf": csrf}, {"Sec-Fetch-Site": "cross-site"}),
-                          ({"csrf": csrf}, {"Sec-Fetch-Site": "same-site"})]:
+    for data, headers in [
+        ({}, {}),
+        ({"csrf": "nope"}, {}),
+        ({"csrf": csrf[:-1]}, {}),
+        ({"csrf": csrf}, {"Sec-Fetch-Site": "cross-site"}),
+        ({"csrf": csrf}, {"Sec-Fetch-Site": "same-site"}),
+    ]:
         resp = await client.post(url, data=data, headers=headers, allow_redirects=False)
         assert resp.status == 403, (data, headers)
     assert (await client.post("/dashboard/logout", data={}, allow_redirects=False)).status == 403
     assert (await client.post("/dashboard/resend", data={"channel": "ipn"}, allow_redirects=False)).status == 403
     assert await redis.zcard(k.resends(nid)) == 0
     # the right token, as a form field or a header, from this origin
-    resp = await client.post(url, data={"csrf": csrf}, headers={"Sec-Fetch-Site": "same-origin"},
-                             allow_redirects=False)
+    resp = await client.post(url, data={"csrf": csrf}, headers={"Sec-Fetch-Site": "same-origin"}, allow_redirects=False)
     assert resp.status == 303 and f"/dashboard/notifications/{nid}?resent={quote(nid)}~r1" == resp.headers["Location"]
     resp = await client.post(url, headers={"X-CSRF-Token": csrf}, allow_redirects=False)
     assert resp.status == 303
@@ -211,10 +245,12 @@ async def test_state_changing_posts_need_the_csrf_token(client: TestClient, redi
 
 
 async def test_resend_from_a_detail_page_defaults_to_where_it_failed(
-        aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis) -> None:
+    aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis
+) -> None:
     names = ("billing", "crm", "erp")
-    settings = make_settings(endpoints=[endpoint(n, "http://127.0.0.1:9/hook") for n in names],
-                             env={"RELAY_ADMIN_TOKEN": TOKEN})
+    settings = make_settings(
+        endpoints=[endpoint(n, "http://127.0.0.1:9/hook") for n in names], env={"RELAY_ADMIN_TOKEN": TOKEN}
+    )
     client = await aiohttp_client(create_app(settings))
     csrf = await login(client)
     failed, fine = await ingest(client, ipn_fields("1")), await ingest(client, ipn_fields("2"))
@@ -224,8 +260,11 @@ async def test_resend_from_a_detail_page_defaults_to_where_it_failed(
             await redis.hset(k.delivery(nid, name), mapping={"state": state, "attempts": 1})
     page = await (await client.get(f"/dashboard/notifications/{failed}")).text()
     assert '<option value="billing,crm" selected>where it failed: billing, crm</option>' in page
-    resp = await client.post(f"/dashboard/notifications/{failed}/resend",
-                             data={"csrf": csrf, "endpoint": "billing,crm"}, allow_redirects=False)
+    resp = await client.post(
+        f"/dashboard/notifications/{failed}/resend",
+        data={"csrf": csrf, "endpoint": "billing,crm"},
+        allow_redirects=False,
+    )
     assert resp.status == 303
     assert await redis.hget(k.notification(f"{failed}~r1"), "targets") == b"billing,crm"
     # the opposite: nothing failed, so nothing is preselected but "every endpoint"
@@ -260,8 +299,9 @@ class EvilSink:
         return self
 
 
-async def test_attacker_text_is_escaped_everywhere(aiohttp_client: Any, make_settings: Callable[..., Settings],
-                                                   redis: Redis) -> None:
+async def test_attacker_text_is_escaped_everywhere(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis
+) -> None:
     sink = await EvilSink().start()
     settings = make_settings(endpoints=[endpoint("billing", sink.url)], env={"RELAY_ADMIN_TOKEN": TOKEN})
     client: TestClient = await aiohttp_client(create_app(settings))
@@ -278,8 +318,9 @@ async def test_attacker_text_is_escaped_everywhere(aiohttp_client: Any, make_set
             "detail": await (await client.get(f"/dashboard/notifications/{nid}")).text(),
             "detail data": (await (await client.get(f"/dashboard/data/notifications/{nid}")).json())["html"],
             "list": await (await client.get("/dashboard/notifications")).text(),
-            "search": await (await client.get("/dashboard/notifications",
-                                              params={"ref": '"><img src=x onerror=alert(2)>'})).text(),
+            "search": await (
+                await client.get("/dashboard/notifications", params={"ref": '"><img src=x onerror=alert(2)>'})
+            ).text(),
             "list data": (await (await client.get("/dashboard/data/notifications")).json())["html"],
         }
         for name, text in pages.items():
@@ -312,8 +353,12 @@ async def test_templates_autoescape_stored_markup(client: TestClient) -> None:
     detail_page = await (await client.get(f"/dashboard/notifications/{nid}")).text()
     list_data = await (await client.get("/dashboard/data/notifications")).json()
     detail_data = await (await client.get(f"/dashboard/data/notifications/{nid}")).json()
-    for name, text in {"list": list_page, "detail": detail_page, "list data": list_data["html"],
-                       "detail data": detail_data["html"]}.items():
+    for name, text in {
+        "list": list_page,
+        "detail": detail_page,
+        "list data": list_data["html"],
+        "detail data": detail_data["html"],
+    }.items():
         assert script not in text and img not in text and "<img" not in text, name
     for text in (list_page, list_data["html"], detail_page):
         assert img_escaped in text  # the reference: in the list's link and the detail's facts
@@ -327,14 +372,26 @@ async def test_templates_autoescape_stored_markup(client: TestClient) -> None:
 
 async def test_secrets_and_secret_named_fields_are_redacted(client: TestClient) -> None:
     await login(client)
-    fields = [*ipn_fields("7"), ("NOTE", f"key={SECRET_KEY}"), ("API_PASSWORD", "hunter2-pass"),
-              ("x_token", "tok-0123456"), ("CLIENT_SECRET", "cs-abcdef")]
+    fields = [
+        *ipn_fields("7"),
+        ("NOTE", f"key={SECRET_KEY}"),
+        ("API_PASSWORD", "hunter2-pass"),
+        ("x_token", "tok-0123456"),
+        ("CLIENT_SECRET", "cs-abcdef"),
+    ]
     nid = await ingest(client, fields)
     page = await (await client.get(f"/dashboard/notifications/{nid}")).text()
     data = json.dumps(await (await client.get(f"/dashboard/data/notifications/{nid}")).json())
     for text in (page, data):
-        for secret in (SECRET_KEY, quote_plus(SECRET_KEY), quote(SECRET_KEY, safe=""), "hunter2-pass",
-                       "tok-0123456", "cs-abcdef", TOKEN):
+        for secret in (
+            SECRET_KEY,
+            quote_plus(SECRET_KEY),
+            quote(SECRET_KEY, safe=""),
+            "hunter2-pass",
+            "tok-0123456",
+            "cs-abcdef",
+            TOKEN,
+        ):
             assert secret not in text
         assert "**redacted**" in text
     assert "API_PASSWORD=**redacted**" in page and "key%3D**redacted**" in page
@@ -384,8 +441,7 @@ async def test_bulk_resend_shows_the_count_before_sending(client: TestClient, re
     assert resp.status == 400 and "filter" in await resp.text()
 
 
-async def test_overview_empty_states(aiohttp_client: Any, make_settings: Callable[..., Settings],
-                                     redis: Redis) -> None:
+async def test_overview_empty_states(aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis) -> None:
     client: TestClient = await aiohttp_client(create_app(make_settings(env={"RELAY_ADMIN_TOKEN": TOKEN})))
     await login(client)
     page = await (await client.get("/dashboard/")).text()
@@ -443,13 +499,16 @@ async def test_failing_endpoints_sort_first(make_settings: Callable[..., Setting
 
 
 @pytest.fixture
-async def served(make_settings: Callable[..., Settings], redis: Redis, sink: Callable[..., Any],
-                 start_worker: Callable[..., Any]) -> AsyncIterator[tuple[str, Sink, Settings]]:
+async def served(
+    make_settings: Callable[..., Settings], redis: Redis, sink: Callable[..., Any], start_worker: Callable[..., Any]
+) -> AsyncIterator[tuple[str, Sink, Settings]]:
     """The real app on a free port, a real failing endpoint, and a real worker."""
     billing: Sink = await sink([500])
     # one delivery is enough evidence here (the default min_deliveries is 10): a per-endpoint override
-    settings = make_settings(endpoints=[endpoint("billing", billing.url, timeout=10, alert_min_deliveries=1)],
-                             env={"RELAY_ADMIN_TOKEN": TOKEN})
+    settings = make_settings(
+        endpoints=[endpoint("billing", billing.url, timeout=10, alert_min_deliveries=1)],
+        env={"RELAY_ADMIN_TOKEN": TOKEN},
+    )
     runner = web.AppRunner(create_app(settings), access_log=None)
     await runner.setup()
     port = free_port()
@@ -460,8 +519,7 @@ async def served(make_settings: Callable[..., Settings], redis: Redis, sink: Cal
 
 
 @pytest.mark.slow  # the browser: not in make check's fast tier
-async def test_browser_sees_a_failure_and_a_resend_delivered(served: tuple[str, Sink, Settings],
-                                                              redis: Redis) -> None:
+async def test_browser_sees_a_failure_and_a_resend_delivered(served: tuple[str, Sink, Settings], redis: Redis) -> None:
     from playwright.async_api import async_playwright, expect
 
     assert CHROMIUM.exists(), "install Debian's Chromium: apt-get install -y chromium"
@@ -470,8 +528,9 @@ async def test_browser_sees_a_failure_and_a_resend_delivered(served: tuple[str, 
     problems: list[str] = []
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        context = await browser.new_context(viewport={"width": 1280, "height": 900}, timezone_id="Europe/Paris",
-                                            locale="en-GB")
+        context = await browser.new_context(
+            viewport={"width": 1280, "height": 900}, timezone_id="Europe/Paris", locale="en-GB"
+        )
         page = await context.new_page()
         page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
         page.on("pageerror", lambda exc: problems.append(str(exc)))
@@ -531,8 +590,7 @@ async def test_browser_sees_a_failure_and_a_resend_delivered(served: tuple[str, 
             await expect(resend).to_contain_text("billing: delivered", timeout=20_000)
             # the original's row names the delivered resend: "then resend r1 delivered", or, once a
             # health read or a listing has resolved the failure, "failed → resolved by resend …~r1"
-            await expect(row.locator(".via")).to_contain_text(
-                re.compile(rf"delivered|by resend {re.escape(nid)}~r1"))
+            await expect(row.locator(".via")).to_contain_text(re.compile(rf"delivered|by resend {re.escape(nid)}~r1"))
             await expect(page.locator("#live")).to_contain_text("resend r1 to billing delivered")
             assert await page.evaluate("window.__sameDocument") is True
             await page.screenshot(path=str(ARTIFACTS / "dashboard-detail-resent.png"), full_page=True)
@@ -594,8 +652,10 @@ async def test_a_bulk_resend_lists_its_resends_at_once(client: TestClient, setti
     worker = create_worker(settings, handle_signals=False)
     task = asyncio.create_task(worker.async_run())
     try:
+
         async def failed() -> bool:
             return await redis.zcard(k.ep_state("billing", "failed")) == 2
+
         assert await wait_for(failed, 30)  # billing's port refuses: each runs out of tries
     finally:
         await close_worker(worker)

@@ -29,8 +29,9 @@ NO_JITTER = {"jitter": 0}
 
 
 @pytest.fixture
-async def relay(aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis,
-                start_worker: Callable[..., Worker]) -> AsyncIterator[Callable[..., Any]]:
+async def relay(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis, start_worker: Callable[..., Worker]
+) -> AsyncIterator[Callable[..., Any]]:
     """Start an ingress test client and N in-process ARQ workers for a config; all closed afterwards."""
 
     async def start(endpoints: list[dict[str, Any]], n_workers: int = 1, **kwargs: Any) -> TestClient:
@@ -62,6 +63,7 @@ async def final(redis: Redis, nid: str, ep: str, timeout: float = 15) -> dict[st
     async def done() -> dict[str, str] | None:
         d = await delivery(redis, nid, ep)
         return d if d.get("state") in ("delivered", "failed", "skipped") else None
+
     return await wait_for(done, timeout)  # type: ignore[no-any-return]
 
 
@@ -83,8 +85,10 @@ async def test_signed_ipn_reaches_every_matching_endpoint_with_valid_signature(
 ) -> None:
     sinks = [await sink() for _ in range(8)]
     ins_only = await sink()
-    endpoints = [ep(f"e{i}", s, signing_secret_env="SINK_SECRET", concurrent=i % 2 == 0, channels=["ipn", "lcn"])
-                 for i, s in enumerate(sinks)]
+    endpoints = [
+        ep(f"e{i}", s, signing_secret_env="SINK_SECRET", concurrent=i % 2 == 0, channels=["ipn", "lcn"])
+        for i, s in enumerate(sinks)
+    ]
     endpoints.append(ep("ins-only", ins_only, channels=["ins"]))
     client = await relay(endpoints)
     nid = await post(client, "230000001")
@@ -119,8 +123,11 @@ async def test_no_cookie_is_carried_between_deliveries_and_no_compression_is_ask
 
 def test_standard_webhooks_spec_vector() -> None:
     from workers.forward import sign
-    assert sign(WHSEC, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}') == \
-        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+    assert (
+        sign(WHSEC, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}')
+        == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    )
 
 
 async def test_fails_three_times_then_recovers_with_four_attempts(
@@ -139,21 +146,31 @@ async def test_fails_three_times_then_recovers_with_four_attempts(
     assert len({r.headers["webhook-id"] for r in s.received}) == 1
 
 
-@pytest.mark.parametrize(("script", "extra", "outcome", "error"), [
-    ([500], {}, "retry", None),
-    ([408], {}, "retry", None),
-    ([425], {}, "retry", None),
-    ([429], {}, "retry", None),
-    ([404], {}, "failed", None),
-    ([400], {}, "failed", None),
-    ([409], {"retry_4xx": [409]}, "retry", None),
-    ([302], {}, "failed", None),
-    ([("hang",)], {"timeout": 0.3}, "retry", "timeout"),
-    ([("slow", 3)], {"timeout": 0.3}, "retry", "timeout"),
-    ([("garbage",)], {}, "retry", "*"),
-])
-async def test_retry_classification(relay: Callable[..., Any], sink: Callable[..., Any], redis: Redis,
-                                    script: list[Any], extra: dict[str, Any], outcome: str, error: str | None) -> None:
+@pytest.mark.parametrize(
+    ("script", "extra", "outcome", "error"),
+    [
+        ([500], {}, "retry", None),
+        ([408], {}, "retry", None),
+        ([425], {}, "retry", None),
+        ([429], {}, "retry", None),
+        ([404], {}, "failed", None),
+        ([400], {}, "failed", None),
+        ([409], {"retry_4xx": [409]}, "retry", None),
+        ([302], {}, "failed", None),
+        ([("hang",)], {"timeout": 0.3}, "retry", "timeout"),
+        ([("slow", 3)], {"timeout": 0.3}, "retry", "timeout"),
+        ([("garbage",)], {}, "retry", "*"),
+    ],
+)
+async def test_retry_classification(
+    relay: Callable[..., Any],
+    sink: Callable[..., Any],
+    redis: Redis,
+    script: list[Any],
+    extra: dict[str, Any],
+    outcome: str,
+    error: str | None,
+) -> None:
     s = await sink(script)
     client = await relay([ep("x", s, retry_delays=[0.05], **extra)])
     nid = await post(client, "1")
@@ -170,11 +187,11 @@ async def test_retry_classification(relay: Callable[..., Any], sink: Callable[..
         assert first["ms"] < 1500  # the slot was not held past the timeout
 
 
-async def test_retry_after_is_honoured_and_clamped(relay: Callable[..., Any], sink: Callable[..., Any],
-                                                    redis: Redis) -> None:
+async def test_retry_after_is_honoured_and_clamped(
+    relay: Callable[..., Any], sink: Callable[..., Any], redis: Redis
+) -> None:
     s = await sink([("status", 429, {"Retry-After": "1"}), ("status", 503, {"Retry-After": "99999"}), 200])
-    client = await relay([ep("x", s, retry_delays=[0.05, 0.05])],
-                         delivery={"jitter": 0, "max_retry_after": 2})
+    client = await relay([ep("x", s, retry_delays=[0.05, 0.05])], delivery={"jitter": 0, "max_retry_after": 2})
     nid = await post(client, "1")
     await wait_for(lambda: len(s.received) >= 2, 10)
     a = await attempts(redis, nid, "x")
@@ -186,11 +203,13 @@ async def test_retry_after_is_honoured_and_clamped(relay: Callable[..., Any], si
 
 async def test_filters_record_skipped(relay: Callable[..., Any], sink: Callable[..., Any], redis: Redis) -> None:
     s = await sink()
-    client = await relay([
-        ep("complete-only", s, order_statuses=["COMPLETE"], channels=["ipn"]),
-        ep("live-only", s, test_orders=False, channels=["ipn"]),
-        ep("refunds", s, channels=["ins"], message_types=["REFUND_ISSUED"]),
-    ])
+    client = await relay(
+        [
+            ep("complete-only", s, order_statuses=["COMPLETE"], channels=["ipn"]),
+            ep("live-only", s, test_orders=False, channels=["ipn"]),
+            ep("refunds", s, channels=["ins"], message_types=["REFUND_ISSUED"]),
+        ]
+    )
     nid = await post(client, "1", status="PENDING")
     assert (await final(redis, nid, "complete-only"))["reason"] == "ORDERSTATUS PENDING is not in order_statuses"
     assert (await final(redis, nid, "live-only"))["reason"] == "test order, and test_orders = false"
@@ -200,11 +219,12 @@ async def test_filters_record_skipped(relay: Callable[..., Any], sink: Callable[
     assert s.received == []
 
 
-async def test_json_format_and_extra_headers(relay: Callable[..., Any], sink: Callable[..., Any],
-                                             redis: Redis) -> None:
+async def test_json_format_and_extra_headers(relay: Callable[..., Any], sink: Callable[..., Any], redis: Redis) -> None:
     s = await sink()
-    client = await relay([ep("crm", s, format="json", headers={"Authorization": "${CRM_TOKEN}", "X-Team": "crm"})],
-                         env={"CRM_TOKEN": "Bearer abc"})
+    client = await relay(
+        [ep("crm", s, format="json", headers={"Authorization": "${CRM_TOKEN}", "X-Team": "crm"})],
+        env={"CRM_TOKEN": "Bearer abc"},
+    )
     nid = await post(client, "5")
     await final(redis, nid, "crm")
     [req] = s.received
@@ -240,8 +260,9 @@ async def test_hanging_endpoint_does_not_slow_a_healthy_one(
     assert (await delivery(redis, nids[0], "hang"))["state"] == "in_flight"
 
 
-async def test_serial_waits_for_a_retrying_head(relay: Callable[..., Any], sink: Callable[..., Any],
-                                                redis: Redis) -> None:
+async def test_serial_waits_for_a_retrying_head(
+    relay: Callable[..., Any], sink: Callable[..., Any], redis: Redis
+) -> None:
     s = await sink([500, 500, 200])
     client = await relay([ep("s", s, retry_delays=[0.3, 0.3])])
     nids = [await post(client, str(i)) for i in range(5)]
@@ -257,8 +278,12 @@ async def _run_processes(tmp_path: Path, redis_url: str, n: int) -> list[RelayPr
 
 
 async def test_serial_order_across_two_worker_processes_with_failures(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
-    redis_server: RedisServer, tmp_path: Path
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+    redis: Redis,
+    redis_server: RedisServer,
+    tmp_path: Path,
 ) -> None:
     s = await sink([500, ("reset",), 200], delay=0.005)
     settings = make_settings(endpoints=[ep("serial", s, retry_delays=[0.1, 0.1, 0.1])])
@@ -278,8 +303,12 @@ async def test_serial_order_across_two_worker_processes_with_failures(
 
 
 async def test_sigkill_mid_delivery_is_retried_and_nothing_stuck(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
-    redis_server: RedisServer, tmp_path: Path
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+    redis: Redis,
+    redis_server: RedisServer,
+    tmp_path: Path,
 ) -> None:
     s = await sink([("slow", 3), 200])
     settings = make_settings(endpoints=[ep("x", s, timeout=1)], delivery=NO_JITTER)
@@ -323,8 +352,9 @@ async def test_worker_process_survives_a_redis_restart(
 ) -> None:
     server = RedisServer(appendonly=True).start()
     s = await sink()
-    settings = make_settings(env={"REDIS_URL": server.url}, endpoints=[ep("x", s)],
-                             extra="[server]\nredis_timeout = 0.5\n")
+    settings = make_settings(
+        env={"REDIS_URL": server.url}, endpoints=[ep("x", s)], extra="[server]\nredis_timeout = 0.5\n"
+    )
     client = await aiohttp_client(create_app(settings))
     worker = RelayProcess(tmp_path / "relay.toml", server.url, "worker")
     try:
@@ -343,18 +373,21 @@ async def test_worker_process_survives_a_redis_restart(
         server.cleanup()
 
 
-async def test_event_format_is_signed_and_event_types_route(relay: Callable[..., Any], sink: Callable[..., Any],
-                                                             redis: Redis) -> None:
+async def test_event_format_is_signed_and_event_types_route(
+    relay: Callable[..., Any], sink: Callable[..., Any], redis: Redis
+) -> None:
     from jsonschema import Draft202012Validator
 
     from relay import events
 
     s, refunds_sink, raw_sink = await sink(), await sink(), await sink()
-    client = await relay([
-        ep("events", s, format="event", signing_secret_env="SINK_SECRET", event_types=["order.completed"]),
-        ep("refunds", refunds_sink, format="event", event_types=["order.refunded", "order.chargeback"]),
-        ep("raw", raw_sink),
-    ])
+    client = await relay(
+        [
+            ep("events", s, format="event", signing_secret_env="SINK_SECRET", event_types=["order.completed"]),
+            ep("refunds", refunds_sink, format="event", event_types=["order.refunded", "order.chargeback"]),
+            ep("raw", raw_sink),
+        ]
+    )
     nid = await post(client, "6")
     assert (await final(redis, nid, "events"))["state"] == "delivered"
     assert (await final(redis, nid, "refunds"))["reason"] == "event type order.completed is not in event_types"
@@ -375,9 +408,13 @@ async def test_event_format_is_signed_and_event_types_route(relay: Callable[...,
     assert await redis.zscore(k.idx_type("order.completed"), nid) is not None
 
 
-async def test_attempt_list_is_capped_at_the_constant(relay: Callable[..., Any], sink: Callable[..., Any],
-                                                      redis: Redis, monkeypatch: pytest.MonkeyPatch,
-                                                      request: pytest.FixtureRequest) -> None:
+async def test_attempt_list_is_capped_at_the_constant(
+    relay: Callable[..., Any],
+    sink: Callable[..., Any],
+    redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
     # complete.lua takes its cap from relay.constants (via workers/wire.py): a smaller one must show
     from relay.store import scripts
 

@@ -56,8 +56,12 @@ def ports() -> dict[str, int]:
 
 
 def _config(tmp: Path, ports: dict[str, int]) -> Path:
-    return write_config(tmp / "relay.toml", redis_port=ports["redis"], admin={"port": ports["admin"]},
-                        extra=f"[server]\nport = {ports['web']}\n")
+    return write_config(
+        tmp / "relay.toml",
+        redis_port=ports["redis"],
+        admin={"port": ports["admin"]},
+        extra=f"[server]\nport = {ports['web']}\n",
+    )
 
 
 @pytest.fixture
@@ -91,8 +95,9 @@ def _redis_pid(port: int) -> int:
     return int(m.group(1))
 
 
-def test_dashboard_on_with_a_generated_token_and_a_killed_redis_is_reported(tmp_path: Path,
-                                                                           ports: dict[str, int]) -> None:
+def test_dashboard_on_with_a_generated_token_and_a_killed_redis_is_reported(
+    tmp_path: Path, ports: dict[str, int]
+) -> None:
     dev = Dev(tmp_path, _config(tmp_path, ports), "--no-demo-sink")
     try:
         m = dev.wait_output(r"dashboard: (http://\S+/dashboard/login) \(token (\S+), kept in")
@@ -112,16 +117,18 @@ def test_dashboard_on_with_a_generated_token_and_a_killed_redis_is_reported(tmp_
 
         opener = urllib.request.build_opener(NoRedirect)
         with pytest.raises(urllib.error.HTTPError) as answer:
-            opener.open(urllib.request.Request(url, data=form, headers={"Origin": url.split("/dashboard")[0]}),
-                        timeout=10)
+            opener.open(
+                urllib.request.Request(url, data=form, headers={"Origin": url.split("/dashboard")[0]}), timeout=10
+            )
         assert answer.value.code == 303, answer.value.read()
         assert "relay_dashboard=" in (answer.value.headers.get("Set-Cookie") or "")
 
         os.kill(_redis_pid(ports["redis"]), signal.SIGKILL)
         code = dev.proc.wait(20)
         assert code == 1
-        assert re.search(r"relay dev: embedded redis-server \(pid \d+\) was killed by SIGKILL; stopping everything",
-                         dev.output()), dev.output()
+        assert re.search(
+            r"relay dev: embedded redis-server \(pid \d+\) was killed by SIGKILL; stopping everything", dev.output()
+        ), dev.output()
     finally:
         dev.stop()
     assert "Traceback" not in dev.output()
@@ -134,14 +141,17 @@ def test_an_operators_own_admin_token_is_used_and_never_printed(tmp_path: Path, 
         line = dev.wait_output(r"relay dev: dashboard: .*").group(0)
     finally:
         dev.stop()
-    assert line == (f"relay dev: dashboard: http://127.0.0.1:{ports['admin']}/dashboard/login "
-                    "(log in with the token in RELAY_ADMIN_TOKEN)")
+    assert line == (
+        f"relay dev: dashboard: http://127.0.0.1:{ports['admin']}/dashboard/login "
+        "(log in with the token in RELAY_ADMIN_TOKEN)"
+    )
     out = dev.output()
     assert token not in out and "to turn them on" not in out and "RELAY_ADMIN_TOKEN was not set" not in out
 
 
-def test_a_busy_ingress_port_is_one_line_exit_3_and_nothing_listens(tmp_path: Path, ports: dict[str, int],
-                                                                   held: list[socket.socket]) -> None:
+def test_a_busy_ingress_port_is_one_line_exit_3_and_nothing_listens(
+    tmp_path: Path, ports: dict[str, int], held: list[socket.socket]
+) -> None:
     _hold(held, ports["web"])
     dev = Dev(tmp_path, _config(tmp_path, ports), "--no-demo-sink")
     try:
@@ -149,16 +159,19 @@ def test_a_busy_ingress_port_is_one_line_exit_3_and_nothing_listens(tmp_path: Pa
     finally:
         dev.stop()
     out = dev.output().strip()
-    assert out.splitlines()[-1] == (f"relay: port {ports['web']} (the ingress) is already in use: stop what holds "
-                                    f"it, or change [server] port in {tmp_path / 'relay.toml'}"), out
+    assert out.splitlines()[-1] == (
+        f"relay: port {ports['web']} (the ingress) is already in use: stop what holds "
+        f"it, or change [server] port in {tmp_path / 'relay.toml'}"
+    ), out
     assert "Traceback" not in out and "listening" not in out
     # nothing was started: the embedded Redis's port is still free
     with socket.socket() as s:
         s.bind(("127.0.0.1", ports["redis"]))
 
 
-def test_a_busy_demo_sink_port_names_the_way_round_it(tmp_path: Path, ports: dict[str, int],
-                                                      held: list[socket.socket]) -> None:
+def test_a_busy_demo_sink_port_names_the_way_round_it(
+    tmp_path: Path, ports: dict[str, int], held: list[socket.socket]
+) -> None:
     try:
         _hold(held, 9001)
     except OSError:
@@ -169,20 +182,22 @@ def test_a_busy_demo_sink_port_names_the_way_round_it(tmp_path: Path, ports: dic
     finally:
         dev.stop()
     out = dev.output().strip()
-    assert out.splitlines()[-1] == ("relay: port 9001 (the demo endpoint) is already in use: stop what holds it, "
-                                    "or run relay dev --no-demo-sink"), out
+    assert out.splitlines()[-1] == (
+        "relay: port 9001 (the demo endpoint) is already in use: stop what holds it, or run relay dev --no-demo-sink"
+    ), out
     assert "Traceback" not in out and "listening" not in out
 
 
 def test_relay_serve_says_ingress_ready_once_with_two_listeners(tmp_path: Path, redis_server: RedisServer) -> None:
     web_port, admin_port = free_port(), free_port()
-    config = write_config(tmp_path / "relay.toml", admin={"port": admin_port},
-                          extra=f"[server]\nport = {web_port}\n")
+    config = write_config(tmp_path / "relay.toml", admin={"port": admin_port}, extra=f"[server]\nport = {web_port}\n")
     serve = RelayProcess(config, redis_server.url, "serve")
     try:
         deadline = time.monotonic() + 20
-        while serve.output().count('"listening"') + serve.output().count("event=listening") < 2 \
-                and time.monotonic() < deadline:
+        while (
+            serve.output().count('"listening"') + serve.output().count("event=listening") < 2
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
         assert "ingress_ready" in serve.output()
     finally:

@@ -41,8 +41,11 @@ def _table_rows(section: str) -> dict[str, str]:
 def test_every_path_the_docs_name_exists(doc: str) -> None:
     text = (ROOT / doc).read_text(encoding="utf-8")
     # what a run makes (bench/results/) is named but ignored by git
-    missing = sorted(p for p in _named_paths(text) if not (ROOT / p).exists()
-                     and subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", p]).returncode != 0)
+    missing = sorted(
+        p
+        for p in _named_paths(text)
+        if not (ROOT / p).exists() and subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", p]).returncode != 0
+    )
     assert missing == [], f"{doc} names paths that do not exist: {missing}"
 
 
@@ -50,8 +53,12 @@ def test_the_readme_table_names_modules_that_exist() -> None:
     section = _section((ROOT / "README.md").read_text(encoding="utf-8"), "## How it works, and where to look")
     rows = _table_rows(section)
     assert {"relay/store/", "relay/web/", "relay/cli/"} <= set(rows)
-    missing = [f"{folder}{name}" for folder, cell in rows.items()
-               for name in re.findall(r"`([\w/.]+\.(?:py|lua))`", cell) if not (ROOT / folder / name).exists()]
+    missing = [
+        f"{folder}{name}"
+        for folder, cell in rows.items()
+        for name in re.findall(r"`([\w/.]+\.(?:py|lua))`", cell)
+        if not (ROOT / folder / name).exists()
+    ]
     assert missing == []
 
 

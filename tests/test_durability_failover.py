@@ -68,8 +68,16 @@ async def servers() -> AsyncIterator[tuple[RedisServer, RedisServer]]:
 
 async def ingest(store: Store, i: int) -> None:
     body = signed_body(ipn_fields(f"8{i:05d}"))
-    await store.ingest(nid=notification_id("default", "ipn", body), source="default", channel="ipn", body=body,
-                       content_type="application/x-www-form-urlencoded", algo="md5", facts={}, now_ms=0)
+    await store.ingest(
+        nid=notification_id("default", "ipn", body),
+        source="default",
+        channel="ipn",
+        body=body,
+        content_type="application/x-www-form-urlencoded",
+        algo="md5",
+        facts={},
+        now_ms=0,
+    )
 
 
 async def test_fsync_mode_is_decided_again_after_a_failover(servers: tuple[RedisServer, RedisServer]) -> None:

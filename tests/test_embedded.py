@@ -31,8 +31,9 @@ def test_a_foreign_redis_on_the_embedded_port_is_not_silently_reused(tmp_path: P
 
 def test_relay_dev_stops_everything_on_sigterm(tmp_path: Path) -> None:
     redis_port, web, admin = free_port(), free_port(), free_port()
-    config = write_config(tmp_path / "relay.toml", redis_port=redis_port, admin={"port": admin},
-                          extra=f"[server]\nport = {web}\n")
+    config = write_config(
+        tmp_path / "relay.toml", redis_port=redis_port, admin={"port": admin}, extra=f"[server]\nport = {web}\n"
+    )
     dev = RelayProcess(config, None, "dev", "--no-demo-sink", cwd=tmp_path)
     proc = dev.proc
     try:

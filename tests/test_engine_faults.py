@@ -34,10 +34,13 @@ async def engine_for(make_settings: Callable[..., Settings], redis: Redis) -> As
     made: list[tuple[Engine, aiohttp.ClientSession]] = []
 
     async def make(sinks: dict[str, tuple[Sink, bool]]) -> Engine:
-        settings = make_settings(endpoints=[
-            {"name": name, "url": s.url, "concurrent": concurrent, "timeout": 0.5, "retry_delays": [0.05]}
-            for name, (s, concurrent) in sinks.items()
-        ], delivery={"lease_margin": LEASE_MARGIN_S})
+        settings = make_settings(
+            endpoints=[
+                {"name": name, "url": s.url, "concurrent": concurrent, "timeout": 0.5, "retry_delays": [0.05]}
+                for name, (s, concurrent) in sinks.items()
+            ],
+            delivery={"lease_margin": LEASE_MARGIN_S},
+        )
         session = aiohttp.ClientSession()
         engine = Engine(Redis.from_url(str(settings.redis_url)), settings, session)
         made.append((engine, session))
@@ -56,8 +59,16 @@ async def store_notifications(redis: Redis, engine: Engine, n: int) -> list[str]
     for i in range(n):
         body = signed_body(ipn_fields(f"77{i:04d}"))
         nid = notification_id("default", "ipn", body)
-        await store.ingest(nid=nid, source="default", channel="ipn", body=body,
-                           content_type="application/x-www-form-urlencoded", algo="md5", facts={}, now_ms=0)
+        await store.ingest(
+            nid=nid,
+            source="default",
+            channel="ipn",
+            body=body,
+            content_type="application/x-www-form-urlencoded",
+            algo="md5",
+            facts={},
+            now_ms=0,
+        )
         await engine.fanout(nid)
         nids.append(nid)
     return nids
@@ -80,9 +91,11 @@ def once(owner: Any, name: str, error: BaseException, *, after: bool = False) ->
         result = real(*args, **kwargs)
         if calls[0] == 1:
             if asyncio.iscoroutine(result):
+
                 async def then_raise() -> Any:
                     await result
                     raise error
+
                 return then_raise()
             raise error
         return result
@@ -103,10 +116,15 @@ STEPS = [
 ]
 
 
-@pytest.mark.parametrize(("step", "after", "error"), STEPS,
-                         ids=[f"{s}-{'after' if a else 'before'}-{type(e).__name__}" for s, a, e in STEPS])
+@pytest.mark.parametrize(
+    ("step", "after", "error"), STEPS, ids=[f"{s}-{'after' if a else 'before'}-{type(e).__name__}" for s, a, e in STEPS]
+)
 async def test_an_error_at_any_flush_step_fails_its_batch_and_the_engine_goes_on(
-    engine_for: Callable[..., Any], sink: Callable[..., Any], redis: Redis, step: str, after: bool,
+    engine_for: Callable[..., Any],
+    sink: Callable[..., Any],
+    redis: Redis,
+    step: str,
+    after: bool,
     error: BaseException,
 ) -> None:
     serial, concurrent = await sink(), await sink()
@@ -207,7 +225,8 @@ async def test_batcher_answers_every_call_whatever_its_flush_raises(redis: Redis
 
     batcher: Batcher[int, int] = Batcher(flush, max_batch=4, max_in_flight=2)
     outcomes = await asyncio.wait_for(
-        asyncio.gather(*(batcher.submit(i) for i in range(20)), return_exceptions=True), 10)
+        asyncio.gather(*(batcher.submit(i) for i in range(20)), return_exceptions=True), 10
+    )
     failed = [o for o in outcomes if isinstance(o, BaseException)]
     assert all(isinstance(o, (RedisConnectionError, RuntimeError, Interrupted)) for o in failed)
     assert not any(isinstance(o, asyncio.CancelledError) for o in outcomes), "a caller saw its own cancellation"
@@ -238,4 +257,5 @@ async def test_batcher_flush_answering_short_fails_that_batch_only(redis: Redis)
 def test_step_interrupted_is_a_redis_error() -> None:
     """Lanes retry Redis errors; a cancelled call must look like one to them, not end them."""
     from redis.exceptions import RedisError
+
     assert issubclass(StepInterrupted, RedisError) and issubclass(Interrupted, RedisError)

@@ -29,7 +29,8 @@ TOKEN = "test-admin-token-0123456789"
 FAST = [0.05, 0.05, 0.05]
 # read from this tree, not from ../shared: these vectors are the relay's own
 CASES: list[dict[str, Any]] = json.loads(
-    (Path(__file__).resolve().parent / "vectors" / "events.json").read_text(encoding="utf-8"))["vectors"]
+    (Path(__file__).resolve().parent / "vectors" / "events.json").read_text(encoding="utf-8")
+)["vectors"]
 
 
 def _body(case: dict[str, Any]) -> bytes:
@@ -47,8 +48,9 @@ def _endpoint(name: str, sink: Sink, **kw: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def relay(aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis,
-                start_worker: Callable[..., Worker]) -> AsyncIterator[Callable[..., Any]]:
+async def relay(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis, start_worker: Callable[..., Worker]
+) -> AsyncIterator[Callable[..., Any]]:
     """The ingress (test client) and one in-process ARQ worker for a config; closed afterwards."""
 
     async def start(endpoints: list[dict[str, Any]]) -> TestClient:
@@ -109,8 +111,11 @@ async def test_each_case_reaches_an_event_endpoint_with_its_type_and_fields(
     for case in CASES:
         doc = received[ids[case["id"]]]
         expected = case["expected"]
-        got = {"type": doc["type"], "type_from": doc["type_from"],
-               **{pointer: _pointer(doc, pointer) for pointer in expected["fields"]}}
+        got = {
+            "type": doc["type"],
+            "type_from": doc["type_from"],
+            **{pointer: _pointer(doc, pointer) for pointer in expected["fields"]},
+        }
         want = {"type": expected["type"], "type_from": expected["type_from"], **expected["fields"]}
         if got != want:
             wrong.append((case["id"], {key: (got[key], want[key]) for key in want if got[key] != want[key]}))
@@ -121,11 +126,18 @@ async def test_a_chargeback_only_endpoint_hears_of_the_chargeback_and_nothing_el
     relay: Callable[..., Any], sink: Callable[..., Any], redis: Redis
 ) -> None:
     chargebacks, everything = await sink(), await sink()
-    client = await relay([_endpoint("chargebacks", chargebacks, event_types=["order.chargeback"]),
-                          _endpoint("all", everything)])
+    client = await relay(
+        [_endpoint("chargebacks", chargebacks, event_types=["order.chargeback"]), _endpoint("all", everything)]
+    )
     by_id = {c["id"]: c for c in CASES}
-    chosen = ["ipn-chargeback-on-complete", "ipn-complete-chargeback-none", "ipn-refund-of-a-charged-back-order",
-              "ipn-fraud-denied", "lcn-real-canceled-without-dispatch-reason", "ins-fraud-fail"]
+    chosen = [
+        "ipn-chargeback-on-complete",
+        "ipn-complete-chargeback-none",
+        "ipn-refund-of-a-charged-back-order",
+        "ipn-fraud-denied",
+        "lcn-real-canceled-without-dispatch-reason",
+        "ins-fraud-fail",
+    ]
     ids = {vid: await _post(client, by_id[vid]["channel"], _body(by_id[vid])) for vid in chosen}
     await _received(client, everything, len(chosen))
 

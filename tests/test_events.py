@@ -71,8 +71,9 @@ def grouped(pairs: list[tuple[str, str]]) -> protocol.Fields:
 
 
 def document(channel: str, pairs: list[tuple[str, str]], **kw: Any) -> dict[str, Any]:
-    doc = events.build(nid="n1", source="default", channel=channel, received_ms=1_704_164_405_123,
-                       fields=grouped(pairs), **kw)
+    doc = events.build(
+        nid="n1", source="default", channel=channel, received_ms=1_704_164_405_123, fields=grouped(pairs), **kw
+    )
     # what an endpoint receives is the encoded bytes: validate those, not the Python object
     decoded: dict[str, Any] = json.loads(events.encode(doc))
     return decoded
@@ -109,7 +110,10 @@ def test_ipn_document_normalises_order_customer_and_licence() -> None:
     assert [i["product_id"] for i in order["items"]] == ["40898000", "40898001", "40898002"]
     assert [i["name"] for i in order["items"]] == ["Pro License", "Support add-on", "Bundle – 3 seats"]
     assert [(i["quantity"], i["price"], i["vat"]) for i in order["items"]] == [
-        ("1", "49.00", "9.31"), ("2", "10.00", "3.80"), ("3", "0", "0.00")]
+        ("1", "49.00", "9.31"),
+        ("2", "10.00", "3.80"),
+        ("3", "0", "0.00"),
+    ]
     assert [i["license"] and i["license"]["code"] for i in order["items"]] == ["AAAA1111", None, "CCCC3333"]
     assert doc["license"]["code"] == "AAAA1111"
     assert doc["test"] is False and doc["occurred_at"] == "2024-01-02T03:00:12"
@@ -145,8 +149,12 @@ def test_multibyte_names_survive_as_utf8_bytes() -> None:
 
 def test_forty_products_keep_their_order() -> None:
     pairs = [("REFNO", "1"), ("ORDERSTATUS", "COMPLETE"), ("IPN_DATE", "20240102030011")]
-    for column, value in (("IPN_PID[]", "{i}"), ("IPN_PNAME[]", "Produkt Nr. {i} – 東京"), ("IPN_QTY[]", "{i}"),
-                          ("IPN_PRICE[]", "{i}.50")):
+    for column, value in (
+        ("IPN_PID[]", "{i}"),
+        ("IPN_PNAME[]", "Produkt Nr. {i} – 東京"),
+        ("IPN_QTY[]", "{i}"),
+        ("IPN_PRICE[]", "{i}.50"),
+    ):
         pairs += [(column, value.format(i=i)) for i in range(40)]
     doc = document("ipn", pairs)
     VALIDATOR.validate(doc)
@@ -157,32 +165,59 @@ def test_forty_products_keep_their_order() -> None:
 
 
 def test_indexed_arrays_are_ordered_by_index() -> None:
-    doc = document("ipn", [("IPN_PID[1]", "b"), ("IPN_PID[0]", "a"), ("IPN_PNAME[0]", "A"), ("IPN_PNAME[1]", "B"),
-                           ("ORDERSTATUS", "COMPLETE")])
+    doc = document(
+        "ipn",
+        [
+            ("IPN_PID[1]", "b"),
+            ("IPN_PID[0]", "a"),
+            ("IPN_PNAME[0]", "A"),
+            ("IPN_PNAME[1]", "B"),
+            ("ORDERSTATUS", "COMPLETE"),
+        ],
+    )
     assert [(i["product_id"], i["name"]) for i in doc["order"]["items"]] == [("a", "A"), ("b", "B")]
 
 
-@pytest.mark.parametrize(("channel", "pairs", "field", "value"), [
-    ("ipn", [("ORDERSTATUS", "SOMETHING_NEW"), ("MESSAGE_TYPE", "NEW_KIND")], "MESSAGE_TYPE", "NEW_KIND"),
-    ("ipn", [("ORDERSTATUS", "SOMETHING_NEW")], "ORDERSTATUS", "SOMETHING_NEW"),
-    ("lcn", [("LICENSE_CODE", "X"), ("DISPATCH_REASON", "LICENCE_FUTURE")], "DISPATCH_REASON", "LICENCE_FUTURE"),
-    ("ipn", [("ORDERSTATUS", "SOMETHING_NEW"), ("MESSAGE_TYPE", "APPROVED")], "ORDERSTATUS", "SOMETHING_NEW"),
-    ("ins", [("message_type", "CATALOGUE_PRODUCT_CREATED")], "message_type", "CATALOGUE_PRODUCT_CREATED"),
-    ("ins", [("message_type", "INVOICE_STATUS_CHANGED"), ("invoice_status", "odd")], "invoice_status", "odd"),
-])
-def test_unknown_values_are_unmapped_never_an_error(channel: str, pairs: list[tuple[str, str]], field: str,
-                                                    value: str) -> None:
+@pytest.mark.parametrize(
+    ("channel", "pairs", "field", "value"),
+    [
+        ("ipn", [("ORDERSTATUS", "SOMETHING_NEW"), ("MESSAGE_TYPE", "NEW_KIND")], "MESSAGE_TYPE", "NEW_KIND"),
+        ("ipn", [("ORDERSTATUS", "SOMETHING_NEW")], "ORDERSTATUS", "SOMETHING_NEW"),
+        ("lcn", [("LICENSE_CODE", "X"), ("DISPATCH_REASON", "LICENCE_FUTURE")], "DISPATCH_REASON", "LICENCE_FUTURE"),
+        ("ipn", [("ORDERSTATUS", "SOMETHING_NEW"), ("MESSAGE_TYPE", "APPROVED")], "ORDERSTATUS", "SOMETHING_NEW"),
+        ("ins", [("message_type", "CATALOGUE_PRODUCT_CREATED")], "message_type", "CATALOGUE_PRODUCT_CREATED"),
+        ("ins", [("message_type", "INVOICE_STATUS_CHANGED"), ("invoice_status", "odd")], "invoice_status", "odd"),
+    ],
+)
+def test_unknown_values_are_unmapped_never_an_error(
+    channel: str, pairs: list[tuple[str, str]], field: str, value: str
+) -> None:
     doc = document(channel, pairs)
     VALIDATOR.validate(doc)
     assert doc["type"] == "2checkout.unmapped" and doc["type_from"] == {"field": field, "value": value}
 
 
 def test_expired_licence_and_garbage_amounts() -> None:
-    doc = document("lcn", [("LICENSE_CODE", "X"), ("STATUS", "EXPIRED"), ("DISPATCH_REASON", "LICENCE_CHANGE"),
-                           ("EXPIRATION_DATE", "9999-12-31 23:59:59")])
+    doc = document(
+        "lcn",
+        [
+            ("LICENSE_CODE", "X"),
+            ("STATUS", "EXPIRED"),
+            ("DISPATCH_REASON", "LICENCE_CHANGE"),
+            ("EXPIRATION_DATE", "9999-12-31 23:59:59"),
+        ],
+    )
     assert doc["type"] == "license.expired" and doc["license"]["expires_at"] == "9999-12-31T23:59:59"
-    doc = document("ipn", [("IPN_PID[]", "1"), ("IPN_PRICE[]", "1,50"), ("IPN_TOTALGENERAL", ""),
-                           ("IPN_DATE", "20241399000000"), ("MESSAGE_TYPE", "REFUND")])
+    doc = document(
+        "ipn",
+        [
+            ("IPN_PID[]", "1"),
+            ("IPN_PRICE[]", "1,50"),
+            ("IPN_TOTALGENERAL", ""),
+            ("IPN_DATE", "20241399000000"),
+            ("MESSAGE_TYPE", "REFUND"),
+        ],
+    )
     VALIDATOR.validate(doc)
     assert doc["order"]["items"][0]["price"] is None and doc["order"]["total"] is None
     assert doc["occurred_at"] is None and doc["type"] == "order.refunded"
@@ -191,38 +226,118 @@ def test_expired_licence_and_garbage_amounts() -> None:
 def test_id_is_stable_across_resends() -> None:
     pairs = [("ORDERSTATUS", "COMPLETE")]
     original = document("ipn", pairs)
-    resend = events.build(nid="n1~r1", source="default", channel="ipn", received_ms=5, fields=grouped(pairs),
-                          resend_of="n1")
+    resend = events.build(
+        nid="n1~r1", source="default", channel="ipn", received_ms=5, fields=grouped(pairs), resend_of="n1"
+    )
     assert resend["id"] == original["id"] == "n1"
     assert resend["notification_id"] == "n1~r1" and resend["resend_of"] == "n1"
     VALIDATOR.validate(json.loads(events.encode(resend)))
 
 
 KNOWN_NAMES = [
-    "TIMEZONE_OFFSET", "FRAUD_STATUS", "CHARGEBACK_RESOLUTION", "CHARGEBACK_REASON_CODE", "IPN_LICENSE_PROD[]",
-    "IPN_LICENSE_TYPE[]", "EXPIRATION_DATE_TIME", "EXPIRED", "DISABLED", "COUNTRY", "bill_country", "fraud_status",
-    "list_currency", "cust_currency", "invoice_list_amount", "invoice_cust_amount", "item_list_amount_1",
-    "REFNO", "REFNOEXT", "ORDERSTATUS", "MESSAGE_TYPE", "CURRENCY", "IPN_TOTALGENERAL", "IPN_DATE", "FIRSTNAME",
-    "LASTNAME", "CUSTOMEREMAIL", "COUNTRY_CODE", "TEST_ORDER", "IPN_PID[]", "IPN_PNAME[]", "IPN_QTY[]",
-    "IPN_PRICE[]", "IPN_VAT[]", "IPN_LICENSE_REF[]", "IPN_LICENSE_EXP[]", "IPN_PID[0]", "IPN_PID[3]",
-    "LICENSE_CODE", "STATUS", "DISPATCH_REASON", "EXPIRATION_DATE", "DATE_UPDATED", "TEST", "message_type",
-    "invoice_status", "timestamp", "sale_id", "item_count", "item_name_1", "item_id_2", "item_cust_amount_1",
-    "item_type_10", "demo", "customer_name",
+    "TIMEZONE_OFFSET",
+    "FRAUD_STATUS",
+    "CHARGEBACK_RESOLUTION",
+    "CHARGEBACK_REASON_CODE",
+    "IPN_LICENSE_PROD[]",
+    "IPN_LICENSE_TYPE[]",
+    "EXPIRATION_DATE_TIME",
+    "EXPIRED",
+    "DISABLED",
+    "COUNTRY",
+    "bill_country",
+    "fraud_status",
+    "list_currency",
+    "cust_currency",
+    "invoice_list_amount",
+    "invoice_cust_amount",
+    "item_list_amount_1",
+    "REFNO",
+    "REFNOEXT",
+    "ORDERSTATUS",
+    "MESSAGE_TYPE",
+    "CURRENCY",
+    "IPN_TOTALGENERAL",
+    "IPN_DATE",
+    "FIRSTNAME",
+    "LASTNAME",
+    "CUSTOMEREMAIL",
+    "COUNTRY_CODE",
+    "TEST_ORDER",
+    "IPN_PID[]",
+    "IPN_PNAME[]",
+    "IPN_QTY[]",
+    "IPN_PRICE[]",
+    "IPN_VAT[]",
+    "IPN_LICENSE_REF[]",
+    "IPN_LICENSE_EXP[]",
+    "IPN_PID[0]",
+    "IPN_PID[3]",
+    "LICENSE_CODE",
+    "STATUS",
+    "DISPATCH_REASON",
+    "EXPIRATION_DATE",
+    "DATE_UPDATED",
+    "TEST",
+    "message_type",
+    "invoice_status",
+    "timestamp",
+    "sale_id",
+    "item_count",
+    "item_name_1",
+    "item_id_2",
+    "item_cust_amount_1",
+    "item_type_10",
+    "demo",
+    "customer_name",
 ]
-KNOWN_VALUES = ["COMPLETE", "AUTH", "PENDING", "REFUND", "EXPIRED", "LICENCE_CHANGE", "ORDER_CREATED",
-                "INVOICE_STATUS_CHANGED", "deposited", "1", "0", "-3.20", "20240102030011",
-                "2024-01-02 03:04:05 EST", "2024-02-30 00:00:00", "9999-12-31 23:59:59", "GMT+03:00", "DENIED",
-                "UNDER REVIEW", "OPEN", "NONE", "2021-09-22", "JPN", "us", "Germany", "2021-01-01 12:00:00 EEST",
-                "pending", "fail", "wait", "CANCELED", "PASTDUE", "LICENCE_PASTDUE", "PAYMENT_RECEIVED", "APPROVED"]
+KNOWN_VALUES = [
+    "COMPLETE",
+    "AUTH",
+    "PENDING",
+    "REFUND",
+    "EXPIRED",
+    "LICENCE_CHANGE",
+    "ORDER_CREATED",
+    "INVOICE_STATUS_CHANGED",
+    "deposited",
+    "1",
+    "0",
+    "-3.20",
+    "20240102030011",
+    "2024-01-02 03:04:05 EST",
+    "2024-02-30 00:00:00",
+    "9999-12-31 23:59:59",
+    "GMT+03:00",
+    "DENIED",
+    "UNDER REVIEW",
+    "OPEN",
+    "NONE",
+    "2021-09-22",
+    "JPN",
+    "us",
+    "Germany",
+    "2021-01-01 12:00:00 EEST",
+    "pending",
+    "fail",
+    "wait",
+    "CANCELED",
+    "PASTDUE",
+    "LICENCE_PASTDUE",
+    "PAYMENT_RECEIVED",
+    "APPROVED",
+]
 names = st.one_of(st.sampled_from(KNOWN_NAMES), st.text(min_size=1, max_size=12))
 values = st.one_of(st.sampled_from(KNOWN_VALUES), st.text(max_size=20))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(channel=st.sampled_from(["ipn", "lcn", "ins"]),
-       pairs=st.lists(st.tuples(names, values), min_size=1, max_size=40),
-       received_ms=st.integers(min_value=0, max_value=4_102_444_800_000),
-       resend=st.booleans())
+@given(
+    channel=st.sampled_from(["ipn", "lcn", "ins"]),
+    pairs=st.lists(st.tuples(names, values), min_size=1, max_size=40),
+    received_ms=st.integers(min_value=0, max_value=4_102_444_800_000),
+    resend=st.booleans(),
+)
 def test_generated_notifications_give_valid_documents_that_round_trip(
     channel: str, pairs: list[tuple[str, str]], received_ms: int, resend: bool
 ) -> None:
@@ -232,8 +347,14 @@ def test_generated_notifications_give_valid_documents_that_round_trip(
         fields = protocol.parse_form(body)
     except protocol.FormError:
         return  # refused at the door (e.g. a name that is only separators): never becomes an event
-    doc = events.build(nid="n~r1" if resend else "n", source="s", channel=channel, received_ms=received_ms,
-                       fields=fields, resend_of="n" if resend else "")
+    doc = events.build(
+        nid="n~r1" if resend else "n",
+        source="s",
+        channel=channel,
+        received_ms=received_ms,
+        fields=fields,
+        resend_of="n" if resend else "",
+    )
     decoded = json.loads(events.encode(doc))
     VALIDATOR.validate(decoded)
     assert decoded["id"] == "n"
@@ -254,9 +375,14 @@ def test_docs_examples_are_what_the_relay_sends() -> None:
         doc = json.loads(text)
         VALIDATOR.validate(doc)
         received = datetime.fromisoformat(doc["received_at"].replace("Z", "+00:00"))
-        rebuilt = events.build(nid=doc["notification_id"], source=doc["source"], channel=doc["channel"],
-                               received_ms=int(received.timestamp() * 1000), fields=events.fields_from_raw(doc["raw"]),
-                               resend_of=doc["resend_of"] or "")
+        rebuilt = events.build(
+            nid=doc["notification_id"],
+            source=doc["source"],
+            channel=doc["channel"],
+            received_ms=int(received.timestamp() * 1000),
+            fields=events.fields_from_raw(doc["raw"]),
+            resend_of=doc["resend_of"] or "",
+        )
         assert json.loads(events.encode(rebuilt)) == doc
         body = urlencode([tuple(p) for p in doc["raw"]]).encode()
         assert doc["id"] == notification_id(doc["source"], doc["channel"], body)
@@ -268,58 +394,90 @@ def test_docs_examples_are_what_the_relay_sends() -> None:
 # --- issue 20: the business truth of each field -------------------------------------------------
 
 
-@pytest.mark.parametrize(("stamp", "iso"), [
-    ("2021-01-01 12:00:00 EST", "2021-01-01T12:00:00-05:00"), ("2021-07-01 12:00:00 EDT", "2021-07-01T12:00:00-04:00"),
-    ("2021-01-01 12:00:00 CET", "2021-01-01T12:00:00+01:00"), ("2021-07-01 12:00:00 CEST", "2021-07-01T12:00:00+02:00"),
-    ("2021-01-01 12:00:00 EET", "2021-01-01T12:00:00+02:00"), ("2021-07-01 12:00:00 EEST", "2021-07-01T12:00:00+03:00"),
-    ("2021-01-01 12:00:00 UTC", "2021-01-01T12:00:00Z"), ("2021-01-01 12:00:00 GMT", "2021-01-01T12:00:00Z"),
-    ("2021-01-01 12:00:00 XYZT", "2021-01-01T12:00:00"),  # a valid time in an unknown zone: kept, no offset
-    ("2021-01-01 12:00:00", "2021-01-01T12:00:00"), ("2021-02-30 12:00:00 EST", None), ("yesterday", None),
-])
+@pytest.mark.parametrize(
+    ("stamp", "iso"),
+    [
+        ("2021-01-01 12:00:00 EST", "2021-01-01T12:00:00-05:00"),
+        ("2021-07-01 12:00:00 EDT", "2021-07-01T12:00:00-04:00"),
+        ("2021-01-01 12:00:00 CET", "2021-01-01T12:00:00+01:00"),
+        ("2021-07-01 12:00:00 CEST", "2021-07-01T12:00:00+02:00"),
+        ("2021-01-01 12:00:00 EET", "2021-01-01T12:00:00+02:00"),
+        ("2021-07-01 12:00:00 EEST", "2021-07-01T12:00:00+03:00"),
+        ("2021-01-01 12:00:00 UTC", "2021-01-01T12:00:00Z"),
+        ("2021-01-01 12:00:00 GMT", "2021-01-01T12:00:00Z"),
+        ("2021-01-01 12:00:00 XYZT", "2021-01-01T12:00:00"),  # a valid time in an unknown zone: kept, no offset
+        ("2021-01-01 12:00:00", "2021-01-01T12:00:00"),
+        ("2021-02-30 12:00:00 EST", None),
+        ("yesterday", None),
+    ],
+)
 def test_ins_times_keep_the_zone_they_name(stamp: str, iso: str | None) -> None:
     doc = document("ins", [("message_type", "ORDER_CREATED"), ("timestamp", stamp)])
     VALIDATOR.validate(doc)
     assert doc["occurred_at"] == iso
 
 
-@pytest.mark.parametrize(("offset", "iso"), [
-    ("GMT+03:00", "2023-06-12T19:48:11+03:00"), ("GMT-05:00", "2023-06-12T19:48:11-05:00"),
-    ("GMT+5:30", "2023-06-12T19:48:11+05:30"), ("+02:00", "2023-06-12T19:48:11+02:00"),
-    ("GMT", "2023-06-12T19:48:11Z"), ("GMT+99:00", "2023-06-12T19:48:11"), ("Europe/Bucharest", "2023-06-12T19:48:11"),
-])
+@pytest.mark.parametrize(
+    ("offset", "iso"),
+    [
+        ("GMT+03:00", "2023-06-12T19:48:11+03:00"),
+        ("GMT-05:00", "2023-06-12T19:48:11-05:00"),
+        ("GMT+5:30", "2023-06-12T19:48:11+05:30"),
+        ("+02:00", "2023-06-12T19:48:11+02:00"),
+        ("GMT", "2023-06-12T19:48:11Z"),
+        ("GMT+99:00", "2023-06-12T19:48:11"),
+        ("Europe/Bucharest", "2023-06-12T19:48:11"),
+    ],
+)
 def test_ipn_and_lcn_times_take_the_timezone_offset(offset: str, iso: str) -> None:
     doc = document("ipn", [("ORDERSTATUS", "COMPLETE"), ("TIMEZONE_OFFSET", offset), ("IPN_DATE", "20230612194811")])
     VALIDATOR.validate(doc)
     assert doc["occurred_at"] == iso
-    lcn = document("lcn", [("LICENSE_CODE", "X"), ("STATUS", "ACTIVE"), ("DATE_UPDATED", "2023-06-12 19:48:11"),
-                           ("TIMEZONE_OFFSET", offset)])
+    lcn = document(
+        "lcn",
+        [
+            ("LICENSE_CODE", "X"),
+            ("STATUS", "ACTIVE"),
+            ("DATE_UPDATED", "2023-06-12 19:48:11"),
+            ("TIMEZONE_OFFSET", offset),
+        ],
+    )
     assert lcn["occurred_at"] == iso
 
 
-@pytest.mark.parametrize(("pairs", "expires"), [
-    ([("EXPIRATION_DATE", "2021-09-22")], "2021-09-22"),
-    ([("EXPIRATION_DATE", "2021-09-22"), ("EXPIRATION_DATE_TIME", "2021-09-22 15:57:32")], "2021-09-22T15:57:32"),
-    ([("EXPIRATION_DATE", "2021-09-22"), ("EXPIRATION_DATE_TIME", "")], "2021-09-22"),
-    ([("EXPIRATION_DATE", "2021-09-22"), ("EXPIRATION_DATE_TIME", "soon")], "2021-09-22"),
-    ([("EXPIRATION_DATE", "2021-02-30")], None), ([("EXPIRATION_DATE", "9999-12-31 23:59:59")], "9999-12-31T23:59:59"),
-])
+@pytest.mark.parametrize(
+    ("pairs", "expires"),
+    [
+        ([("EXPIRATION_DATE", "2021-09-22")], "2021-09-22"),
+        ([("EXPIRATION_DATE", "2021-09-22"), ("EXPIRATION_DATE_TIME", "2021-09-22 15:57:32")], "2021-09-22T15:57:32"),
+        ([("EXPIRATION_DATE", "2021-09-22"), ("EXPIRATION_DATE_TIME", "")], "2021-09-22"),
+        ([("EXPIRATION_DATE", "2021-09-22"), ("EXPIRATION_DATE_TIME", "soon")], "2021-09-22"),
+        ([("EXPIRATION_DATE", "2021-02-30")], None),
+        ([("EXPIRATION_DATE", "9999-12-31 23:59:59")], "9999-12-31T23:59:59"),
+    ],
+)
 def test_lcn_expiry_is_never_lost(pairs: list[tuple[str, str]], expires: str | None) -> None:
     doc = document("lcn", [("LICENSE_CODE", "X"), ("STATUS", "ACTIVE"), *pairs])
     VALIDATOR.validate(doc)
     assert doc["license"]["expires_at"] == expires
 
 
-@pytest.mark.parametrize(("channel", "pairs", "country"), [
-    ("ipn", [("COUNTRY_CODE", "us"), ("COUNTRY", "United States of America")], "US"),
-    ("ipn", [("COUNTRY", "United States of America")], "US"),
-    ("ipn", [("COUNTRY_CODE", "zz"), ("COUNTRY", "Atlantis")], None),
-    ("ins", [("bill_country", "JPN")], "JP"), ("ins", [("bill_country", "DEU")], "DE"),
-    ("ins", [("bill_country", "XXX")], None),
-    ("lcn", [("LICENSE_CODE", "X"), ("COUNTRY", "Japan")], "JP"),
-    ("lcn", [("LICENSE_CODE", "X"), ("COUNTRY_CODE", "ro"), ("COUNTRY", "Romania")], "RO"),
-])
-def test_countries_are_iso_alpha_2_on_every_channel(channel: str, pairs: list[tuple[str, str]],
-                                                    country: str | None) -> None:
+@pytest.mark.parametrize(
+    ("channel", "pairs", "country"),
+    [
+        ("ipn", [("COUNTRY_CODE", "us"), ("COUNTRY", "United States of America")], "US"),
+        ("ipn", [("COUNTRY", "United States of America")], "US"),
+        ("ipn", [("COUNTRY_CODE", "zz"), ("COUNTRY", "Atlantis")], None),
+        ("ins", [("bill_country", "JPN")], "JP"),
+        ("ins", [("bill_country", "DEU")], "DE"),
+        ("ins", [("bill_country", "XXX")], None),
+        ("lcn", [("LICENSE_CODE", "X"), ("COUNTRY", "Japan")], "JP"),
+        ("lcn", [("LICENSE_CODE", "X"), ("COUNTRY_CODE", "ro"), ("COUNTRY", "Romania")], "RO"),
+    ],
+)
+def test_countries_are_iso_alpha_2_on_every_channel(
+    channel: str, pairs: list[tuple[str, str]], country: str | None
+) -> None:
     doc = document(channel, pairs)
     VALIDATOR.validate(doc)
     customer = doc["license"]["customer"] if channel == "lcn" else doc["order"]["customer"]
@@ -329,14 +487,36 @@ def test_countries_are_iso_alpha_2_on_every_channel(channel: str, pairs: list[tu
 
 def test_licences_go_to_the_item_of_their_product() -> None:
     # 111 and 222 ordered, a licence only for 222: by position 111 would get it
-    doc = document("ipn", [("IPN_PID[]", "111"), ("IPN_PID[]", "222"), ("IPN_PNAME[]", "a"), ("IPN_PNAME[]", "b"),
-                           ("IPN_LICENSE_PROD[]", "222"), ("IPN_LICENSE_REF[]", "L2"), ("ORDERSTATUS", "COMPLETE")])
+    doc = document(
+        "ipn",
+        [
+            ("IPN_PID[]", "111"),
+            ("IPN_PID[]", "222"),
+            ("IPN_PNAME[]", "a"),
+            ("IPN_PNAME[]", "b"),
+            ("IPN_LICENSE_PROD[]", "222"),
+            ("IPN_LICENSE_REF[]", "L2"),
+            ("ORDERSTATUS", "COMPLETE"),
+        ],
+    )
     assert [i["license"] and i["license"]["code"] for i in doc["order"]["items"]] == [None, "L2"]
     assert doc["license"]["code"] == "L2"
     # the same product twice: its k-th licence to its k-th item; a licence of a product not ordered is dropped
-    doc = document("ipn", [("IPN_PID[]", "7"), ("IPN_PID[]", "8"), ("IPN_PID[]", "7"), ("IPN_LICENSE_PROD[]", "9"),
-                           ("IPN_LICENSE_PROD[]", "7"), ("IPN_LICENSE_PROD[]", "7"), ("IPN_LICENSE_REF[]", "L9"),
-                           ("IPN_LICENSE_REF[]", "L7a"), ("IPN_LICENSE_REF[]", "L7b"), ("ORDERSTATUS", "COMPLETE")])
+    doc = document(
+        "ipn",
+        [
+            ("IPN_PID[]", "7"),
+            ("IPN_PID[]", "8"),
+            ("IPN_PID[]", "7"),
+            ("IPN_LICENSE_PROD[]", "9"),
+            ("IPN_LICENSE_PROD[]", "7"),
+            ("IPN_LICENSE_PROD[]", "7"),
+            ("IPN_LICENSE_REF[]", "L9"),
+            ("IPN_LICENSE_REF[]", "L7a"),
+            ("IPN_LICENSE_REF[]", "L7b"),
+            ("ORDERSTATUS", "COMPLETE"),
+        ],
+    )
     VALIDATOR.validate(doc)
     assert [i["license"] and i["license"]["code"] for i in doc["order"]["items"]] == ["L7a", None, "L7b"]
     # without IPN_LICENSE_PROD[] (older payloads), by position
@@ -344,32 +524,68 @@ def test_licences_go_to_the_item_of_their_product() -> None:
     assert [i["license"] and i["license"]["code"] for i in doc["order"]["items"]] == ["A", None]
 
 
-@pytest.mark.parametrize(("pairs", "etype", "chargeback"), [
-    ([("CHARGEBACK_RESOLUTION", "NONE"), ("CHARGEBACK_REASON_CODE", "")], "order.completed", None),
-    ([("CHARGEBACK_RESOLUTION", "OPEN"), ("CHARGEBACK_REASON_CODE", "")], "order.completed",
-     {"resolution": "OPEN", "reason_code": None}),
-    ([("CHARGEBACK_RESOLUTION", "OPEN"), ("CHARGEBACK_REASON_CODE", "FRAUD")], "order.chargeback",
-     {"resolution": "OPEN", "reason_code": "FRAUD"}),
-    ([("CHARGEBACK_RESOLUTION", "OPEN"), ("CHARGEBACK_REASON_CODE", "FRAUD"), ("MESSAGE_TYPE", "REVERSED")],
-     "order.reversed", {"resolution": "OPEN", "reason_code": "FRAUD"}),
-])
-def test_chargeback_is_read_from_its_resolution(pairs: list[tuple[str, str]], etype: str,
-                                                chargeback: dict[str, Any] | None) -> None:
+@pytest.mark.parametrize(
+    ("pairs", "etype", "chargeback"),
+    [
+        ([("CHARGEBACK_RESOLUTION", "NONE"), ("CHARGEBACK_REASON_CODE", "")], "order.completed", None),
+        (
+            [("CHARGEBACK_RESOLUTION", "OPEN"), ("CHARGEBACK_REASON_CODE", "")],
+            "order.completed",
+            {"resolution": "OPEN", "reason_code": None},
+        ),
+        (
+            [("CHARGEBACK_RESOLUTION", "OPEN"), ("CHARGEBACK_REASON_CODE", "FRAUD")],
+            "order.chargeback",
+            {"resolution": "OPEN", "reason_code": "FRAUD"},
+        ),
+        (
+            [("CHARGEBACK_RESOLUTION", "OPEN"), ("CHARGEBACK_REASON_CODE", "FRAUD"), ("MESSAGE_TYPE", "REVERSED")],
+            "order.reversed",
+            {"resolution": "OPEN", "reason_code": "FRAUD"},
+        ),
+    ],
+)
+def test_chargeback_is_read_from_its_resolution(
+    pairs: list[tuple[str, str]], etype: str, chargeback: dict[str, Any] | None
+) -> None:
     doc = document("ipn", [("ORDERSTATUS", "COMPLETE"), *pairs])
     VALIDATOR.validate(doc)
     assert (doc["type"], doc["order"]["chargeback"]) == (etype, chargeback)
 
 
-@pytest.mark.parametrize(("pairs", "currency", "total", "price"), [
-    ([("cust_currency", "JPY"), ("list_currency", "GBP"), ("invoice_list_amount", "5.00"),
-      ("item_list_amount_1", "5.00")], "GBP", "5.00", "5.00"),
-    ([("cust_currency", "JPY"), ("list_currency", "GBP"), ("invoice_list_amount", "5.00"),
-      ("invoice_cust_amount", "905"), ("item_list_amount_1", "5.00")], "JPY", "905", None),
-    ([("cust_currency", "USD")], "USD", None, None),
-    ([("list_currency", "USD"), ("item_list_amount_1", "1.00")], "USD", None, "1.00"),
-])
-def test_ins_amounts_are_in_the_currency_given(pairs: list[tuple[str, str]], currency: str, total: str | None,
-                                               price: str | None) -> None:
+@pytest.mark.parametrize(
+    ("pairs", "currency", "total", "price"),
+    [
+        (
+            [
+                ("cust_currency", "JPY"),
+                ("list_currency", "GBP"),
+                ("invoice_list_amount", "5.00"),
+                ("item_list_amount_1", "5.00"),
+            ],
+            "GBP",
+            "5.00",
+            "5.00",
+        ),
+        (
+            [
+                ("cust_currency", "JPY"),
+                ("list_currency", "GBP"),
+                ("invoice_list_amount", "5.00"),
+                ("invoice_cust_amount", "905"),
+                ("item_list_amount_1", "5.00"),
+            ],
+            "JPY",
+            "905",
+            None,
+        ),
+        ([("cust_currency", "USD")], "USD", None, None),
+        ([("list_currency", "USD"), ("item_list_amount_1", "1.00")], "USD", None, "1.00"),
+    ],
+)
+def test_ins_amounts_are_in_the_currency_given(
+    pairs: list[tuple[str, str]], currency: str, total: str | None, price: str | None
+) -> None:
     doc = document("ins", [("message_type", "ORDER_CREATED"), ("item_name_1", "x"), *pairs])
     VALIDATOR.validate(doc)
     order = doc["order"]
@@ -381,30 +597,39 @@ def test_content_key_ignores_only_what_2checkout_regenerates() -> None:
     pairs = [(a, b) for a, b in case["fields"]]
     key = events.content_key("default", "ipn", grouped(pairs))
     for name in ("IPN_DATE", "HASH", "SIGNATURE_SHA2_256", "SIGNATURE_SHA3_256"):
-        changed = [(a, "20990101000000" if a == "IPN_DATE" else "f" * len(b)) if a == name else (a, b)
-                   for a, b in pairs]
+        changed = [
+            (a, "20990101000000" if a == "IPN_DATE" else "f" * len(b)) if a == name else (a, b) for a, b in pairs
+        ]
         assert events.content_key("default", "ipn", grouped(changed)) == key, name
     for i, (name, value) in enumerate(pairs):  # any other field, one at a time, each array position too
         if name in events.REGENERATED["ipn"]:
             continue
-        changed = [*pairs[:i], (name, value + "1"), *pairs[i + 1:]]
+        changed = [*pairs[:i], (name, value + "1"), *pairs[i + 1 :]]
         assert events.content_key("default", "ipn", grouped(changed)) != key, name
     assert events.content_key("other", "ipn", grouped(pairs)) != key
     assert events.content_key("default", "lcn", grouped(pairs)) != key
 
 
-@pytest.mark.parametrize(("pairs", "etype", "field", "value"), [
-    ([("STATUS", "CANCELED"), ("DISABLED", "1"), ("EXPIRED", "0")], "license.canceled", "STATUS", "CANCELED"),
-    ([("STATUS", "ACTIVE")], "license.updated", "STATUS", "ACTIVE"),
-    ([("STATUS", "ACTIVE"), ("DISPATCH_REASON", "LICENCE_FUTURE")], "license.updated", "STATUS", "ACTIVE"),
-    ([("STATUS", "PASTDUE")], "license.past_due", "STATUS", "PASTDUE"),
-    ([("STATUS", "EXPIRED"), ("DISPATCH_REASON", "LICENCE_CHANGE")], "license.expired", "STATUS", "EXPIRED"),
-    ([("STATUS", "CANCELED"), ("DISPATCH_REASON", "SCHEDULED_FOR_CANCELATION_ON_DEMAND")], "license.updated",
-     "DISPATCH_REASON", "SCHEDULED_FOR_CANCELATION_ON_DEMAND"),
-    ([("EXPIRED", "1"), ("DISABLED", "1")], "license.expired", "EXPIRED", "1"),
-])
-def test_lcn_types_without_or_beside_a_dispatch_reason(pairs: list[tuple[str, str]], etype: str, field: str,
-                                                       value: str) -> None:
+@pytest.mark.parametrize(
+    ("pairs", "etype", "field", "value"),
+    [
+        ([("STATUS", "CANCELED"), ("DISABLED", "1"), ("EXPIRED", "0")], "license.canceled", "STATUS", "CANCELED"),
+        ([("STATUS", "ACTIVE")], "license.updated", "STATUS", "ACTIVE"),
+        ([("STATUS", "ACTIVE"), ("DISPATCH_REASON", "LICENCE_FUTURE")], "license.updated", "STATUS", "ACTIVE"),
+        ([("STATUS", "PASTDUE")], "license.past_due", "STATUS", "PASTDUE"),
+        ([("STATUS", "EXPIRED"), ("DISPATCH_REASON", "LICENCE_CHANGE")], "license.expired", "STATUS", "EXPIRED"),
+        (
+            [("STATUS", "CANCELED"), ("DISPATCH_REASON", "SCHEDULED_FOR_CANCELATION_ON_DEMAND")],
+            "license.updated",
+            "DISPATCH_REASON",
+            "SCHEDULED_FOR_CANCELATION_ON_DEMAND",
+        ),
+        ([("EXPIRED", "1"), ("DISABLED", "1")], "license.expired", "EXPIRED", "1"),
+    ],
+)
+def test_lcn_types_without_or_beside_a_dispatch_reason(
+    pairs: list[tuple[str, str]], etype: str, field: str, value: str
+) -> None:
     doc = document("lcn", [("LICENSE_CODE", "X"), *pairs])
     assert (doc["type"], doc["type_from"]) == (etype, {"field": field, "value": value})
 
@@ -413,8 +638,11 @@ def _doc_tables(heading: str) -> list[list[str]]:
     """The rows of the tables under a docs/events.md heading (up to the next heading), as cells."""
     page = (ROOT / "docs" / "events.md").read_text(encoding="utf-8")
     section = page.split(heading, 1)[1].split("\n#", 1)[0]
-    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in section.splitlines()
-            if line.startswith("| ") and not line.startswith("|---")]
+    return [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in section.splitlines()
+        if line.startswith("| ") and not line.startswith("|---")
+    ]
 
 
 def _ticked(cell: str) -> list[str]:
@@ -427,11 +655,14 @@ def test_the_docs_type_tables_are_what_the_code_does() -> None:
     """Every value docs/events.md's tables map to a type gives that type (a doc that drifts from the
     tables fails here, not in a consumer's billing system)."""
     checked = 0
-    for heading, first in (("### IPN (`/ipn`)", "MESSAGE_TYPE"), ("### IPN (`/ipn`)", "ORDERSTATUS"),
-                           ("### INS (`/ins`)", "message_type")):
+    for heading, first in (
+        ("### IPN (`/ipn`)", "MESSAGE_TYPE"),
+        ("### IPN (`/ipn`)", "ORDERSTATUS"),
+        ("### INS (`/ins`)", "message_type"),
+    ):
         rows = _doc_tables(heading)
         start = next(i for i, row in enumerate(rows) if row[0] == f"`{first}`")
-        for row in rows[start + 1:]:
+        for row in rows[start + 1 :]:
             if len(row) < 3 or row[1] == "type":  # the next table's header
                 break
             types = [t for t in _ticked(row[1]) if t in events.EVENT_TYPES]
@@ -440,8 +671,10 @@ def test_the_docs_type_tables_are_what_the_code_does() -> None:
             channel = "ins" if first == "message_type" else "ipn"
             if "INVOICE_STATUS_CHANGED" in row[0]:
                 statuses = [v for v in _ticked(row[0]) if v.islower() and v != "invoice_status"]
-                pairs = [([("message_type", "INVOICE_STATUS_CHANGED"), ("invoice_status", s)], t)
-                         for s, t in zip(statuses, types * len(statuses) if len(types) == 1 else types, strict=True)]
+                pairs = [
+                    ([("message_type", "INVOICE_STATUS_CHANGED"), ("invoice_status", s)], t)
+                    for s, t in zip(statuses, types * len(statuses) if len(types) == 1 else types, strict=True)
+                ]
             else:
                 pairs = [([(first, v)], types[0]) for v in _ticked(row[0]) if v.isupper() and v != first]
             for fields, etype in pairs:

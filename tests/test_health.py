@@ -42,7 +42,8 @@ async def seed(redis: Redis) -> None:
 
 
 async def test_report_counts_per_delivery_ages_workers_and_queue(
-        redis: Redis, make_settings: Callable[..., Settings]) -> None:
+    redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
     await seed(redis)
     report = await health_report(redis, make_settings(endpoints=EPS), NOW)
 
@@ -76,14 +77,18 @@ async def failing_of(redis: Redis, ep: str, failing: int, total: int, state: str
     await redis.hset(k.delivery("f0", ep), mapping={"last": "HTTP 503", "updated": NOW - 60_000})
 
 
-@pytest.mark.parametrize(("failing", "total", "state", "status"), [
-    (2, 10, "retrying", "healthy"),    # 2 of 10 notifications: 20 %, however many attempts each took
-    (3, 10, "retrying", "degraded"),   # 30 % > 25 %
-    (12, 40, "retrying", "degraded"),  # 12 of 40 waiting for a retry: 30 %
-    (9, 40, "retrying", "healthy"),    # 22.5 %
-])
-async def test_failing_share_is_per_delivery(redis: Redis, make_settings: Callable[..., Settings], failing: int,
-                                             total: int, state: str, status: str) -> None:
+@pytest.mark.parametrize(
+    ("failing", "total", "state", "status"),
+    [
+        (2, 10, "retrying", "healthy"),  # 2 of 10 notifications: 20 %, however many attempts each took
+        (3, 10, "retrying", "degraded"),  # 30 % > 25 %
+        (12, 40, "retrying", "degraded"),  # 12 of 40 waiting for a retry: 30 %
+        (9, 40, "retrying", "healthy"),  # 22.5 %
+    ],
+)
+async def test_failing_share_is_per_delivery(
+    redis: Redis, make_settings: Callable[..., Settings], failing: int, total: int, state: str, status: str
+) -> None:
     await redis.zadd(k.WORKERS, {"host:1": NOW})
     await failing_of(redis, "a", failing, total, state)
     report = await health_report(redis, make_settings(endpoints=EPS), NOW)
@@ -95,28 +100,27 @@ async def test_failing_share_is_per_delivery(redis: Redis, make_settings: Callab
         assert p["kind"] == "endpoint_failing" and p["endpoint"] == "a" and p["url_host"] == "127.0.0.1:9"
         assert (p["failing"], p["attempted"], p["share"]) == (failing, total, round(failing / total, 4))
         assert p["last_error"] == "HTTP 503"
-        assert p["since"] == datetime.fromtimestamp((NOW - 60_000 - failing + 1) // 1000, UTC).isoformat(
-            ).replace("+00:00", "Z")
+        assert p["since"] == datetime.fromtimestamp((NOW - 60_000 - failing + 1) // 1000, UTC).isoformat().replace(
+            "+00:00", "Z"
+        )
         assert f"{failing} of {total} deliveries" in p["message"]
     else:
         assert report["problems"] == []
 
 
-async def test_per_endpoint_threshold_overrides_alerts(redis: Redis, make_settings: Callable[..., Settings]
-                                                       ) -> None:
+async def test_per_endpoint_threshold_overrides_alerts(redis: Redis, make_settings: Callable[..., Settings]) -> None:
     await redis.zadd(k.WORKERS, {"host:1": NOW})
     await failing_of(redis, "a", 2, 10, "retrying")
     await failing_of(redis, "b", 2, 10, "retrying")
     eps = [{**EPS[0], "alert_threshold_percent": 10}, {**EPS[1], "alert_min_deliveries": 11}]
-    report = await health_report(redis, make_settings(endpoints=eps, extra="[alerts]\nthreshold_percent = 15\n"),
-                                 NOW)
+    report = await health_report(redis, make_settings(endpoints=eps, extra="[alerts]\nthreshold_percent = 15\n"), NOW)
     assert [(p["kind"], p["endpoint"], p["threshold_percent"]) for p in report["problems"]] == [
-        ("endpoint_failing", "a", 10)]
+        ("endpoint_failing", "a", 10)
+    ]
     assert report["endpoints"]["b"]["window"]["min_deliveries"] == 11
 
 
-async def test_old_pending_delivery_makes_it_unhealthy(redis: Redis, make_settings: Callable[..., Settings]
-                                                       ) -> None:
+async def test_old_pending_delivery_makes_it_unhealthy(redis: Redis, make_settings: Callable[..., Settings]) -> None:
     await seed(redis)
     settings = make_settings(endpoints=EPS, extra="[health]\nmax_pending_age = 100\n")
     report = await health_report(redis, settings, NOW)
@@ -129,12 +133,15 @@ async def test_old_pending_delivery_makes_it_unhealthy(redis: Redis, make_settin
 
 
 async def test_no_live_worker_is_unhealthy_and_names_the_last_one_seen(
-        redis: Redis, make_settings: Callable[..., Settings]) -> None:
+    redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
     await redis.zadd(k.WORKERS, {"host:9": NOW - 95_000})
     report = await health_report(redis, make_settings(endpoints=EPS), NOW)
     assert report["status"] == "unhealthy"
-    assert report["reasons"] == ["no live worker (no heartbeat in the last 30 s; last seen: host:9 95 s ago): "
-                                 "nothing is delivered; start relay worker"]
+    assert report["reasons"] == [
+        "no live worker (no heartbeat in the last 30 s; last seen: host:9 95 s ago): "
+        "nothing is delivered; start relay worker"
+    ]
     assert report["problems"][0]["kind"] == "no_worker" and report["problems"][0]["last_worker"] == "host:9"
 
 
@@ -202,8 +209,9 @@ async def test_persistence_modes(make_settings: Callable[..., Settings]) -> None
         locked.cleanup()
 
 
-async def test_health_view_answers_the_report_as_json(aiohttp_client: Any, redis: Redis,
-                                                      make_settings: Callable[..., Settings]) -> None:
+async def test_health_view_answers_the_report_as_json(
+    aiohttp_client: Any, redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
     await redis.zadd(k.WORKERS, {"host:1": int(time.time() * 1000)})
     app = create_app(make_settings(endpoints=EPS))
     app.router.add_get("/api/health", health_view)  # the admin API registers it behind auth
@@ -216,7 +224,8 @@ async def test_health_view_answers_the_report_as_json(aiohttp_client: Any, redis
 
 
 async def test_a_given_up_delivery_is_failing_whatever_min_deliveries_says(
-        redis: Redis, make_settings: Callable[..., Settings]) -> None:
+    redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
     """Issue 23: min_deliveries damps only the share still retrying; one unresolved given-up delivery
     in the window is a problem, until a delivered resend resolves it (or it leaves the window)."""
     await redis.zadd(k.WORKERS, {"host:1": NOW})
@@ -234,20 +243,28 @@ async def test_a_given_up_delivery_is_failing_whatever_min_deliveries_says(
 
 
 async def test_a_serial_head_retrying_is_failing_at_once_and_names_what_it_holds_back(
-        redis: Redis, make_settings: Callable[..., Settings]) -> None:
+    redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
     await redis.zadd(k.WORKERS, {"host:1": NOW})
     eps = [{**EPS[0], "concurrent": False}, {**EPS[1], "concurrent": True}]
     for ep in ("a", "b"):  # the same figures on a serial and a concurrent endpoint
         await redis.zadd(k.ep_queue(ep), {"h": 1, "x": 2, "y": 3})
         await redis.zadd(k.ep_state(ep, "retrying"), {"h": NOW - 5_000})
         await redis.zadd(k.ep_state(ep, "pending"), {"x": NOW - 9_000, "y": NOW - 8_000})
-        await redis.hset(k.delivery("h", ep), mapping={"state": "retrying", "attempts": 1, "last": "HTTP 500",
-                                                       "updated": NOW - 5_000})
+        await redis.hset(
+            k.delivery("h", ep),
+            mapping={"state": "retrying", "attempts": 1, "last": "HTTP 500", "updated": NOW - 5_000},
+        )
         await redis.rpush(k.attempts("h", ep), json.dumps({"n": 1, "at": NOW - 5_000, "outcome": "retry"}))
     report = await health_report(redis, make_settings(endpoints=eps), NOW)
     (p,) = report["problems"]
     assert (p["kind"], p["endpoint"], p["causes"], p["held_back"], p["last_error"]) == (
-        "endpoint_failing", "a", ["head_retrying"], 2, "HTTP 500")
+        "endpoint_failing",
+        "a",
+        ["head_retrying"],
+        2,
+        "HTTP 500",
+    )
     assert "holding back 2 notifications behind it; last error HTTP 500" in p["message"]
     assert report["endpoints"]["b"]["failing"] is False  # concurrent: 1 retrying is under min_deliveries
     # on its next attempt (in flight, attempt 2) it is still the same blocked head
@@ -262,7 +279,8 @@ async def test_a_serial_head_retrying_is_failing_at_once_and_names_what_it_holds
 
 
 async def test_silent_source_counts_from_its_last_notification_or_from_when_it_was_watched(
-        redis: Redis, make_settings: Callable[..., Settings]) -> None:
+    redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
     await redis.zadd(k.WORKERS, {"host:1": NOW})
     sources = [{"name": "default", "secret_key_env": "TCO_SECRET_KEY", "expect_within_hours": 0.5}]
     settings = make_settings(endpoints=EPS, sources=sources)
@@ -282,15 +300,17 @@ async def test_silent_source_counts_from_its_last_notification_or_from_when_it_w
 
 
 async def test_since_is_when_the_first_failing_delivery_first_failed_and_waiting_counts_from_receipt(
-        redis: Redis, make_settings: Callable[..., Settings]) -> None:
+    redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
     """A delivery received 9 minutes ago, failing since its first attempt then, retried 12 s ago: the
     incident began 9 minutes ago and it has waited 9 minutes (not 12 s, its last change)."""
     await redis.zadd(k.WORKERS, {"host:1": NOW})
     await redis.hset(k.notification("n1"), "recv", NOW - 540_000)
     await redis.zadd(k.IDX_ALL, {"n1": NOW - 540_000})
     await redis.zadd(k.ep_state("a", "retrying"), {"n1": NOW - 12_000})
-    await redis.hset(k.delivery("n1", "a"), mapping={"state": "retrying", "attempts": 4, "last": "timeout",
-                                                     "updated": NOW - 12_000})
+    await redis.hset(
+        k.delivery("n1", "a"), mapping={"state": "retrying", "attempts": 4, "last": "timeout", "updated": NOW - 12_000}
+    )
     for n, at in enumerate((NOW - 539_000, NOW - 300_000, NOW - 60_000, NOW - 12_000), 1):
         await redis.rpush(k.attempts("n1", "a"), json.dumps({"n": n, "at": at, "outcome": "retry"}))
     eps = [{**EPS[0], "concurrent": False}, EPS[1]]
@@ -302,14 +322,22 @@ async def test_since_is_when_the_first_failing_delivery_first_failed_and_waiting
 
 
 async def test_accepted_since_the_last_refusal_is_counted_up_to_a_cap(
-        redis: Redis, make_settings: Callable[..., Settings]) -> None:
+    redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
     """The latest refusal's record lives 49 h: counting every notification accepted since it walked a
     day of traffic in health.lua at every evaluation (60 ms of Redis time at 100,000 a day). Only the
     first 5 decide anything, so the count stops at 1,000."""
     await redis.zadd(k.WORKERS, {"host:1": NOW})
-    await redis.hset(k.source_lastrej("default"), mapping={
-        "at": NOW - 20 * HOUR, "first": NOW - 20 * HOUR, "reason": "signature_mismatch", "detail": "x",
-        "channel": "ipn"})
+    await redis.hset(
+        k.source_lastrej("default"),
+        mapping={
+            "at": NOW - 20 * HOUR,
+            "first": NOW - 20 * HOUR,
+            "reason": "signature_mismatch",
+            "detail": "x",
+            "channel": "ipn",
+        },
+    )
     await redis.zadd(k.idx_source("default"), {f"ipn_{n}": NOW - 19 * HOUR + n for n in range(2500)})
     report = await health_report(redis, make_settings(endpoints=EPS), NOW)
     row = report["sources"]["default"]
@@ -324,8 +352,11 @@ def test_a_silence_watch_must_be_shorter_than_the_retention(make_settings: Calla
     from config.settings import ConfigError
 
     monthly = [{"name": "default", "secret_key_env": "TCO_SECRET_KEY", "expect_within_hours": 840}]
-    with pytest.raises(ConfigError, match=r"source 'default': expect_within_hours = 840 must be shorter than "
-                                          r"delivery\.retention_days \(now 30, 720 h\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"source 'default': expect_within_hours = 840 must be shorter than "
+        r"delivery\.retention_days \(now 30, 720 h\)",
+    ):
         make_settings(endpoints=EPS, sources=monthly)
     settings = make_settings(endpoints=EPS, sources=monthly, delivery={"retention_days": 40})
     assert settings.sources["default"].expect_within_hours == 840

@@ -63,16 +63,28 @@ class Relay:
         return self.proc.output()
 
 
-def start_relay(directory: Path, redis: RedisServer, *, server: str = "", endpoints: list[dict[str, Any]] | None = None,
-                preexec_fn: Callable[[], None] | None = None, command: str = "serve") -> Relay:
+def start_relay(
+    directory: Path,
+    redis: RedisServer,
+    *,
+    server: str = "",
+    endpoints: list[dict[str, Any]] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+    command: str = "serve",
+) -> Relay:
     public, admin = free_port(), free_port()
-    config = write_config(directory / "relay.toml", admin={"port": admin}, endpoints=endpoints,
-                          delivery={"retry_delays": [0.2], "retry_window_hours": 0.01},
-                          extra=f"[server]\nport = {public}\n{server}\n")
+    config = write_config(
+        directory / "relay.toml",
+        admin={"port": admin},
+        endpoints=endpoints,
+        delivery={"retry_delays": [0.2], "retry_window_hours": 0.01},
+        extra=f"[server]\nport = {public}\n{server}\n",
+    )
     env = {"RELAY_ADMIN_TOKEN": TOKEN, "HDR_SECRET": HEADER_SECRET}
     proc = RelayProcess(config, redis.url, command, env=env, preexec_fn=preexec_fn)
-    relay = Relay(public, admin, proc, config, load_settings(config, {**TEST_ENV, **env, "REDIS_URL": redis.url}),
-                  redis.url)
+    relay = Relay(
+        public, admin, proc, config, load_settings(config, {**TEST_ENV, **env, "REDIS_URL": redis.url}), redis.url
+    )
     deadline = time.monotonic() + 20
     for port in (public, admin):
         while True:
@@ -110,8 +122,13 @@ def raw(port: int, request: bytes, timeout: float = 10.0) -> tuple[int, dict[str
 
 
 def request(method: str, path: str, headers: list[bytes] | None = None, body: bytes = b"") -> bytes:
-    lines = [f"{method} {path} HTTP/1.1".encode(), b"Host: 127.0.0.1", b"Connection: close",
-             f"Content-Length: {len(body)}".encode(), *(headers or [])]
+    lines = [
+        f"{method} {path} HTTP/1.1".encode(),
+        b"Host: 127.0.0.1",
+        b"Connection: close",
+        f"Content-Length: {len(body)}".encode(),
+        *(headers or []),
+    ]
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
@@ -119,8 +136,15 @@ def login(relay: Relay) -> tuple[str, str]:
     """A dashboard session: (cookie value, CSRF token)."""
     from relay.dashboard.sessions import COOKIE, parse_cookie, signing_key
 
-    status, headers, _ = raw(relay.admin, request("POST", "/dashboard/login", [
-        b"Content-Type: application/x-www-form-urlencoded"], urlencode({"token": TOKEN}).encode()))
+    status, headers, _ = raw(
+        relay.admin,
+        request(
+            "POST",
+            "/dashboard/login",
+            [b"Content-Type: application/x-www-form-urlencoded"],
+            urlencode({"token": TOKEN}).encode(),
+        ),
+    )
     assert status == 303, status
     match = re.search(COOKIE + r"=([^;]+)", headers["set-cookie"])
     assert match
@@ -146,10 +170,18 @@ def test_non_utf8_headers_cookies_forms_and_queries_get_a_reason(relay: Relay) -
         ("GET", "/api/notifications", [b"Authorization: Bearer \xff\xfe"], b""),
         ("GET", "/dashboard/", [b"Cookie: relay_dashboard=\xff\xfe.9999999999.x"], b""),
         ("POST", "/dashboard/login", [form], b"token=\xff\xfe"),
-        ("POST", "/dashboard/notifications/ipn_000000000000000000000000/resend",
-         [f"Cookie: relay_dashboard={cookie}".encode(), b"X-CSRF-Token: \xff\xfe", form], b""),
-        ("POST", "/dashboard/resend", [f"Cookie: relay_dashboard={cookie}".encode(), form],
-         b"csrf=" + csrf.encode() + b"&state=\xff"),
+        (
+            "POST",
+            "/dashboard/notifications/ipn_000000000000000000000000/resend",
+            [f"Cookie: relay_dashboard={cookie}".encode(), b"X-CSRF-Token: \xff\xfe", form],
+            b"",
+        ),
+        (
+            "POST",
+            "/dashboard/resend",
+            [f"Cookie: relay_dashboard={cookie}".encode(), form],
+            b"csrf=" + csrf.encode() + b"&state=\xff",
+        ),
         ("GET", "/api/notifications?source=%FF%FE", [f"Authorization: Bearer {TOKEN}".encode()], b""),
         ("GET", "/dashboard/notifications?ref=%C3", [f"Cookie: relay_dashboard={cookie}".encode()], b""),
         ("GET", "/api/notifications", [f"Authorization: Bearer {TOKEN}".encode(), b"Idempotency-Key: \xc3("], b""),
@@ -159,8 +191,9 @@ def test_non_utf8_headers_cookies_forms_and_queries_get_a_reason(relay: Relay) -
         assert status in (400, 401), (path, status, text)
         assert b"UTF-8" in text, (path, text)
     # a form that does not parse at all (found by the fuzz below) is a 400 with the reason too
-    status, _, text = raw(relay.admin, request("POST", "/dashboard/login", [
-        b"Content-Type: multipart/form-data; boundary=x"], b"junk"))
+    status, _, text = raw(
+        relay.admin, request("POST", "/dashboard/login", [b"Content-Type: multipart/form-data; boundary=x"], b"junk")
+    )
     assert status == 400 and b"does not parse" in text, (status, text)
     # the public listener too
     status, _, text = raw(relay.public, request("POST", "/ipn", [b"X-Forwarded-For: \xff", form], b"a=1"))
@@ -179,7 +212,7 @@ def test_a_request_aiohttp_cannot_parse_is_one_log_line_without_a_traceback(rela
     deadline = time.monotonic() + 5
     while relay.log().count("bad_http_request") - before.count("bad_http_request") < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    added = relay.log()[len(before):]
+    added = relay.log()[len(before) :]
     assert added.count("bad_http_request") == 2, added
     assert "Traceback" not in added and "Error handling request" not in added, added
 
@@ -214,20 +247,48 @@ def _offline_settings() -> Settings:
 
 
 ADMIN_ROUTES = _admin_routes()
-HEADER_NAMES = ["Authorization", "Cookie", "X-CSRF-Token", "Idempotency-Key", "Content-Type", "X-Forwarded-For",
-                "X-Forwarded-Proto", "Sec-Fetch-Site", "Accept", "Origin", "Referer", "User-Agent"]
+HEADER_NAMES = [
+    "Authorization",
+    "Cookie",
+    "X-CSRF-Token",
+    "Idempotency-Key",
+    "Content-Type",
+    "X-Forwarded-For",
+    "X-Forwarded-Proto",
+    "Sec-Fetch-Site",
+    "Accept",
+    "Origin",
+    "Referer",
+    "User-Agent",
+]
 line_bytes = st.binary(max_size=48).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(route=st.sampled_from(ADMIN_ROUTES), segment=line_bytes, header=st.sampled_from(HEADER_NAMES),
-       value=line_bytes, query=st.binary(max_size=24), body=st.binary(max_size=120),
-       content_type=st.sampled_from(["application/x-www-form-urlencoded", "application/json",
-                                     "multipart/form-data; boundary=x", "text/plain"]),
-       authed=st.booleans(), session=st.booleans())
+@given(
+    route=st.sampled_from(ADMIN_ROUTES),
+    segment=line_bytes,
+    header=st.sampled_from(HEADER_NAMES),
+    value=line_bytes,
+    query=st.binary(max_size=24),
+    body=st.binary(max_size=120),
+    content_type=st.sampled_from(
+        ["application/x-www-form-urlencoded", "application/json", "multipart/form-data; boundary=x", "text/plain"]
+    ),
+    authed=st.booleans(),
+    session=st.booleans(),
+)
 def test_fuzz_every_admin_route_and_header_with_arbitrary_bytes(
-    relay: Relay, route: tuple[str, str], segment: bytes, header: str, value: bytes, query: bytes, body: bytes,
-    content_type: str, authed: bool, session: bool,
+    relay: Relay,
+    route: tuple[str, str],
+    segment: bytes,
+    header: str,
+    value: bytes,
+    query: bytes,
+    body: bytes,
+    content_type: str,
+    authed: bool,
+    session: bool,
 ) -> None:
     method, template = route
     global _SESSION
@@ -262,7 +323,7 @@ def _closed_within(sock: socket.socket, limit: float, dribble: bytes | None = No
     while time.monotonic() - started < limit:
         if dribble is not None:
             try:
-                sock.send(dribble[sent % len(dribble):][:1])
+                sock.send(dribble[sent % len(dribble) :][:1])
                 sent += 1
             except OSError:
                 return time.monotonic() - started
@@ -278,8 +339,9 @@ def _closed_within(sock: socket.socket, limit: float, dribble: bytes | None = No
 
 @pytest.fixture(scope="module")
 def strict_relay(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> Iterator[Relay]:
-    started = start_relay(tmp_path_factory.mktemp("strict"), redis_server,
-                          server="header_timeout = 1.0\nidle_timeout = 1.5\n")
+    started = start_relay(
+        tmp_path_factory.mktemp("strict"), redis_server, server="header_timeout = 1.0\nidle_timeout = 1.5\n"
+    )
     yield started
     started.proc.stop()
 
@@ -370,8 +432,11 @@ def test_a_signed_ipn_gets_its_receipt_under_2000_idle_and_dribbling_connections
         for n in range(5):
             body = signed_body(ipn_fields(f"77700000{n}"))
             started = time.monotonic()
-            status, _, text = raw(relay.public, request("POST", "/ipn", [
-                b"Content-Type: application/x-www-form-urlencoded"], body), timeout=10)
+            status, _, text = raw(
+                relay.public,
+                request("POST", "/ipn", [b"Content-Type: application/x-www-form-urlencoded"], body),
+                timeout=10,
+            )
             took.append(time.monotonic() - started)
             assert status == 200 and (b"<sig" in text or b"<EPAYMENT>" in text), (status, text)
         print(f"receipt latency under 2,000 hostile connections: {', '.join(f'{t * 1000:.0f} ms' for t in took)}")
@@ -389,8 +454,9 @@ def test_a_signed_ipn_gets_its_receipt_under_2000_idle_and_dribbling_connections
     raised = re.search(r"[^_]soft\W+(\d+)", line)
     assert raised and int(raised.group(1)) > 4000, line
     # and the cap made room by closing idle connections
-    closed = next(line for line in relay.log().splitlines()
-                  if "connections_closed" in line and re.search(r"role\W+public", line))
+    closed = next(
+        line for line in relay.log().splitlines() if "connections_closed" in line and re.search(r"role\W+public", line)
+    )
     evicted = re.search(r"evicted\W+(\d+)", closed)
     assert evicted and int(evicted.group(1)) > 0, closed
     assert not any(e in relay.log() for e in ERROR_EVENTS)
@@ -402,21 +468,40 @@ def test_a_signed_ipn_gets_its_receipt_under_2000_idle_and_dribbling_connections
 def relay_cli(relay: Relay, *args: str) -> subprocess.CompletedProcess[str]:
     import os
 
-    env = {**os.environ, **TEST_ENV, "REDIS_URL": relay.redis_url, "RELAY_ADMIN_TOKEN": TOKEN,
-           "HDR_SECRET": HEADER_SECRET}
-    return subprocess.run([sys.executable, "-m", "relay", "--config", str(relay.config), *args], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    env = {
+        **os.environ,
+        **TEST_ENV,
+        "REDIS_URL": relay.redis_url,
+        "RELAY_ADMIN_TOKEN": TOKEN,
+        "HDR_SECRET": HEADER_SECRET,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "relay", "--config", str(relay.config), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_cli_output_escapes_control_characters_from_a_genuine_ins(relay: Relay) -> None:
     status_value = "approved\x1b[2J\x1b[31mRED\x9b31m\u202eevil\n999 ins default FAKE-ROW"
     sale, invoice = "9093720000017", "9093720000018"
-    body = urlencode([("message_type", "INVOICE_STATUS_CHANGED"), ("message_id", "5"), ("vendor_id", SELLER_ID),
-                      ("sale_id", sale), ("invoice_id", invoice),
-                      ("md5_hash", protocol.ins_hash(sale, SELLER_ID, invoice, INS_WORD)),
-                      ("invoice_status", status_value)]).encode()
-    status, _, text = raw(relay.public, request("POST", "/ins", [b"Content-Type: application/x-www-form-urlencoded"],
-                                                 body))
+    body = urlencode(
+        [
+            ("message_type", "INVOICE_STATUS_CHANGED"),
+            ("message_id", "5"),
+            ("vendor_id", SELLER_ID),
+            ("sale_id", sale),
+            ("invoice_id", invoice),
+            ("md5_hash", protocol.ins_hash(sale, SELLER_ID, invoice, INS_WORD)),
+            ("invoice_status", status_value),
+        ]
+    ).encode()
+    status, _, text = raw(
+        relay.public, request("POST", "/ins", [b"Content-Type: application/x-www-form-urlencoded"], body)
+    )
     assert status == 200 and text.strip() == b"OK", text
     nid = notification_id("default", "ins", body)
     listing = relay_cli(relay, "notifications", "list", "--channel", "ins")
@@ -439,8 +524,14 @@ def test_redact_covers_every_encoding_and_cut_prefixes() -> None:
     from relay.redact import redact
 
     secret = "SYNTH-secret_KEY/2024+ x"
-    shapes = [secret, quote_plus(secret), quote(secret, safe=""), quote(secret, safe="").lower(),
-              json.dumps(secret)[1:-1], json.dumps(HEADER_SECRET)[1:-1]]
+    shapes = [
+        secret,
+        quote_plus(secret),
+        quote(secret, safe=""),
+        quote(secret, safe="").lower(),
+        json.dumps(secret)[1:-1],
+        json.dumps(HEADER_SECRET)[1:-1],
+    ]
     for shape in shapes:
         out = redact({"a": [f"before {shape} after"]}, [secret, HEADER_SECRET])
         assert out == {"a": [f"before {REDACTED} after"]}, shape
@@ -457,11 +548,11 @@ def test_redact_covers_the_encoders_of_other_languages() -> None:
 
     secret = "my~secret key!*(x)/ü"
     shapes = [
-        quote(secret, safe="-_.!~*'()"),                        # encodeURIComponent
-        quote_plus(secret, safe="").replace("~", "%7E"),       # PHP urlencode
-        quote(secret, safe="").replace("~", "%7e"),            # rawurlencode, lower-case hex
-        "my~secret+key!*(x)%2Fü",                              # only the space and the slash escaped
-        json.dumps(secret).strip('"').replace("/", "\\/"),    # JSON with an escaped slash
+        quote(secret, safe="-_.!~*'()"),  # encodeURIComponent
+        quote_plus(secret, safe="").replace("~", "%7E"),  # PHP urlencode
+        quote(secret, safe="").replace("~", "%7e"),  # rawurlencode, lower-case hex
+        "my~secret+key!*(x)%2Fü",  # only the space and the slash escaped
+        json.dumps(secret).strip('"').replace("/", "\\/"),  # JSON with an escaped slash
     ]
     for shape in shapes:
         assert redact(f"a={shape}&b=1", [secret]) == f"a={REDACTED}&b=1", shape
@@ -497,16 +588,20 @@ async def test_no_secret_in_any_encoding_reaches_the_api_cli_or_dashboard(
 
     endpoints = Endpoints()
     await endpoints.start()
-    eps = [{"name": "echo", "url": f"http://127.0.0.1:{endpoints.port}/echo"},
-           {"name": "tail", "url": f"http://127.0.0.1:{endpoints.port}/tail", "headers": {"X-Key": "${HDR_SECRET}"}}]
+    eps = [
+        {"name": "echo", "url": f"http://127.0.0.1:{endpoints.port}/echo"},
+        {"name": "tail", "url": f"http://127.0.0.1:{endpoints.port}/tail", "headers": {"X-Key": "${HDR_SECRET}"}},
+    ]
     relay = await asyncio.to_thread(start_relay, tmp_path, redis_server, endpoints=eps)
-    worker = RelayProcess(relay.config, relay.redis_url, "worker", env={"RELAY_ADMIN_TOKEN": TOKEN,
-                                                                        "HDR_SECRET": HEADER_SECRET})
+    worker = RelayProcess(
+        relay.config, relay.redis_url, "worker", env={"RELAY_ADMIN_TOKEN": TOKEN, "HDR_SECRET": HEADER_SECRET}
+    )
     try:
         fields = [("NOTE", SECRET_KEY + " and " + HEADER_SECRET), *ipn_fields("555000111")]
         body = signed_body(fields)
-        status, _, _ = await asyncio.to_thread(raw, relay.public, request(
-            "POST", "/ipn", [b"Content-Type: application/x-www-form-urlencoded"], body))
+        status, _, _ = await asyncio.to_thread(
+            raw, relay.public, request("POST", "/ipn", [b"Content-Type: application/x-www-form-urlencoded"], body)
+        )
         assert status == 200
         nid = notification_id("default", "ipn", body)
         auth = [f"Authorization: Bearer {TOKEN}".encode()]
@@ -519,13 +614,24 @@ async def test_no_secret_in_any_encoding_reaches_the_api_cli_or_dashboard(
             assert time.monotonic() < deadline, doc
             await asyncio.sleep(0.1)
         cookie, _ = await asyncio.to_thread(login, relay)
-        _, _, page = await asyncio.to_thread(raw, relay.admin, request(
-            "GET", f"/dashboard/notifications/{nid}", [f"Cookie: relay_dashboard={cookie}".encode()]))
+        _, _, page = await asyncio.to_thread(
+            raw,
+            relay.admin,
+            request("GET", f"/dashboard/notifications/{nid}", [f"Cookie: relay_dashboard={cookie}".encode()]),
+        )
         show = await asyncio.to_thread(relay_cli, relay, "notifications", "show", nid)
         as_json = await asyncio.to_thread(relay_cli, relay, "notifications", "show", nid, "--json")
         answers = {"api": text.decode(), "dashboard": page.decode(), "cli": show.stdout, "cli --json": as_json.stdout}
-        leaks = [SECRET_KEY, quote_plus(SECRET_KEY), quote(SECRET_KEY, safe=""), SECRET_KEY[:12],
-                 HEADER_SECRET, quote_plus(HEADER_SECRET), json.dumps(HEADER_SECRET)[1:-1], "secret-4242"]
+        leaks = [
+            SECRET_KEY,
+            quote_plus(SECRET_KEY),
+            quote(SECRET_KEY, safe=""),
+            SECRET_KEY[:12],
+            HEADER_SECRET,
+            quote_plus(HEADER_SECRET),
+            json.dumps(HEADER_SECRET)[1:-1],
+            "secret-4242",
+        ]
         for where, answer in answers.items():
             for leak in leaks:
                 assert leak not in answer, (where, leak)

@@ -24,11 +24,17 @@ Client = Callable[..., Any]
 
 @pytest.fixture
 async def client(aiohttp_client: Client, make_settings: Callable[..., Settings], redis: Redis) -> TestClient:
-    settings = make_settings(sources=[
-        {"name": "default", "secret_key_env": "TCO_SECRET_KEY", "ins_secret_word_env": "TCO_INS_SECRET_WORD",
-         "seller_id": "1817037"},
-        {"name": "eu-shop", "secret_key_env": "TCO_SECRET_KEY", "min_signature": "sha256"},
-    ])
+    settings = make_settings(
+        sources=[
+            {
+                "name": "default",
+                "secret_key_env": "TCO_SECRET_KEY",
+                "ins_secret_word_env": "TCO_INS_SECRET_WORD",
+                "seller_id": "1817037",
+            },
+            {"name": "eu-shop", "secret_key_env": "TCO_SECRET_KEY", "min_signature": "sha256"},
+        ]
+    )
     return await aiohttp_client(create_app(settings))  # type: ignore[no-any-return]
 
 
@@ -48,6 +54,7 @@ async def test_signed_ipn_is_stored_with_its_fanout_job_then_acknowledged(client
     src = "".join(f"{len(x.encode())}{x}" for x in ("40898000", "Müller Tool – 東京 Edition", "20240102030011", m[1]))
     import hashlib
     import hmac
+
     assert m[2] == hmac.new(SECRET_KEY.encode(), src.encode(), hashlib.sha3_256).hexdigest()
 
     nid = notification_id("default", "ipn", v["body"].encode())
@@ -73,6 +80,7 @@ async def test_the_ingest_script_is_sent_by_sha_and_reloaded_after_a_script_flus
 ) -> None:
     """Each batch is EVALSHA alone (no SCRIPT EXISTS round trip before it); a Redis that lost its
     scripts (restart, failover, SCRIPT FLUSH) gets the script loaded again and the batch re-sent."""
+
     async def calls(command: str) -> int:
         stats = await redis.info("commandstats")
         return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
@@ -92,11 +100,14 @@ async def test_the_ingest_script_is_sent_by_sha_and_reloaded_after_a_script_flus
     assert await redis.zcard(k.IDX_ALL) == 7
 
 
-@pytest.mark.parametrize("algos,expected", [
-    (("md5",), r"<EPAYMENT>\d{14}\|[0-9a-f]{32}</EPAYMENT>"),
-    (("md5", "sha256"), r'<sig algo="sha256" date="\d{14}">[0-9a-f]{64}</sig>'),
-    (("md5", "sha256", "sha3-256"), r'<sig algo="sha3-256" date="\d{14}">[0-9a-f]{64}</sig>'),
-])
+@pytest.mark.parametrize(
+    "algos,expected",
+    [
+        (("md5",), r"<EPAYMENT>\d{14}\|[0-9a-f]{32}</EPAYMENT>"),
+        (("md5", "sha256"), r'<sig algo="sha256" date="\d{14}">[0-9a-f]{64}</sig>'),
+        (("md5", "sha256", "sha3-256"), r'<sig algo="sha3-256" date="\d{14}">[0-9a-f]{64}</sig>'),
+    ],
+)
 async def test_receipt_matches_strongest_signature(client: TestClient, algos: tuple[str, ...], expected: str) -> None:
     resp = await client.post("/ipn", data=signed_body(ipn_fields(), algos=algos), headers=FORM)
     assert resp.status == 200
@@ -132,16 +143,19 @@ async def test_duplicate_body_gives_one_notification(client: TestClient, redis: 
     assert await redis.zcard(k.IDX_ALL) == 2
 
 
-@pytest.mark.parametrize(("path", "body", "headers", "status", "reason"), [
-    ("/ipn", b"REFNO=1&HASH=0123456789abcdef0123456789abcdef", FORM, 400, "signature_mismatch"),
-    ("/ipn", b"REFNO=1", FORM, 400, "missing_signature"),
-    ("/ipn", b"REFNO=%ff", FORM, 400, "invalid_utf8"),
-    ("/ipn", b"", FORM, 400, "empty_body"),
-    ("/ipn", b"{}", {"Content-Type": "application/json"}, 415, "unsupported_media_type"),
-    ("/ipn/eu-shop", signed_body(ipn_fields(), algos=("md5",)), FORM, 400, "signature_too_weak"),
-    ("/ins/eu-shop", ins_body(), FORM, 400, "channel_disabled"),
-    ("/ins", ins_body(word="wrong"), FORM, 400, "signature_mismatch"),
-])
+@pytest.mark.parametrize(
+    ("path", "body", "headers", "status", "reason"),
+    [
+        ("/ipn", b"REFNO=1&HASH=0123456789abcdef0123456789abcdef", FORM, 400, "signature_mismatch"),
+        ("/ipn", b"REFNO=1", FORM, 400, "missing_signature"),
+        ("/ipn", b"REFNO=%ff", FORM, 400, "invalid_utf8"),
+        ("/ipn", b"", FORM, 400, "empty_body"),
+        ("/ipn", b"{}", {"Content-Type": "application/json"}, 415, "unsupported_media_type"),
+        ("/ipn/eu-shop", signed_body(ipn_fields(), algos=("md5",)), FORM, 400, "signature_too_weak"),
+        ("/ins/eu-shop", ins_body(), FORM, 400, "channel_disabled"),
+        ("/ins", ins_body(word="wrong"), FORM, 400, "signature_mismatch"),
+    ],
+)
 async def test_rejections_are_clear_and_store_nothing(
     client: TestClient, redis: Redis, path: str, body: bytes, headers: dict[str, str], status: int, reason: str
 ) -> None:
@@ -225,6 +239,9 @@ def test_write_config_roundtrip(tmp_path: Any) -> None:
     # guards the helper the other tests rely on
     from config.settings import load_settings
     from tests.support import TEST_ENV
-    s = load_settings(write_config(tmp_path / "x.toml", endpoints=[{"name": "a", "url": "http://h/x",
-                                                                    "headers": {"X": "y"}}]), TEST_ENV)
+
+    s = load_settings(
+        write_config(tmp_path / "x.toml", endpoints=[{"name": "a", "url": "http://h/x", "headers": {"X": "y"}}]),
+        TEST_ENV,
+    )
     assert s.endpoints["a"].headers["X"].reveal() == "y"

@@ -46,38 +46,80 @@ def live(make_settings: Callable[..., Settings], redis_server: Any) -> Iterator[
 
 
 VALID = signed_body(ipn_fields())
-field_names = st.sampled_from(["REFNO", "HASH", "SIGNATURE_SHA2_256", "SIGNATURE_SHA3_256", "IPN_PID[]",
-                               "IPN_PNAME[]", "IPN_DATE", "md5_hash", "sale_id", "invoice_id"]) | st.text(max_size=12)
+field_names = st.sampled_from(
+    [
+        "REFNO",
+        "HASH",
+        "SIGNATURE_SHA2_256",
+        "SIGNATURE_SHA3_256",
+        "IPN_PID[]",
+        "IPN_PNAME[]",
+        "IPN_DATE",
+        "md5_hash",
+        "sale_id",
+        "invoice_id",
+    ]
+) | st.text(max_size=12)
 form_bodies = st.lists(st.tuples(field_names, st.text(max_size=40)), max_size=12).map(
     lambda pairs: "&".join(f"{quote(a)}={quote(b)}" for a, b in pairs).encode()
 )
 bodies = st.one_of(
-    st.binary(max_size=600), form_bodies,
+    st.binary(max_size=600),
+    form_bodies,
     st.builds(lambda cut, junk: VALID[:cut] + junk, st.integers(0, len(VALID)), st.binary(max_size=20)),
     st.just(b"A=" + b"x" * 5000),
 )
-content_types = st.sampled_from([
-    "application/x-www-form-urlencoded", "application/x-www-form-urlencoded; charset=UTF-8",
-    "application/json", "multipart/form-data; boundary=x", "text/plain", "", ";;;",
-    "application/x-www-form-urlencoded; charset=\"",
-])
+content_types = st.sampled_from(
+    [
+        "application/x-www-form-urlencoded",
+        "application/x-www-form-urlencoded; charset=UTF-8",
+        "application/json",
+        "multipart/form-data; boundary=x",
+        "text/plain",
+        "",
+        ";;;",
+        'application/x-www-form-urlencoded; charset="',
+    ]
+)
 paths = st.one_of(
-    st.sampled_from(["/ipn", "/lcn", "/ins", "/ipn/default", "/ipn/../ins", "//ipn", "/ipn/", "/IPN", "/ipn%2F..",
-                     "/ipn/%00", "/metrics", "/healthz", "/api/x", "/ipn?x=1", "/ins/" + "a" * 300]),
+    st.sampled_from(
+        [
+            "/ipn",
+            "/lcn",
+            "/ins",
+            "/ipn/default",
+            "/ipn/../ins",
+            "//ipn",
+            "/ipn/",
+            "/IPN",
+            "/ipn%2F..",
+            "/ipn/%00",
+            "/metrics",
+            "/healthz",
+            "/api/x",
+            "/ipn?x=1",
+            "/ins/" + "a" * 300,
+        ]
+    ),
     st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=0x2FF), max_size=30).map(
-        lambda t: "/" + quote(t, safe="/%?&=")),
+        lambda t: "/" + quote(t, safe="/%?&=")
+    ),
 )
 methods = st.sampled_from(["POST", "POST", "POST", "GET", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"])
 extra_headers = st.dictionaries(
     st.sampled_from(["X-Forwarded-For", "Content-Encoding", "Transfer-Encoding-X", "Accept", "Cookie", "X-Junk"]),
-    st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=50), max_size=3)
+    st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=50),
+    max_size=3,
+)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(method=methods, path=paths, body=bodies, ctype=content_types, headers=extra_headers)
-def test_no_input_gets_a_5xx(live: int, method: str, path: str, body: bytes, ctype: str,
-                             headers: dict[str, str]) -> None:
+def test_no_input_gets_a_5xx(
+    live: int, method: str, path: str, body: bytes, ctype: str, headers: dict[str, str]
+) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", live, timeout=10)
     try:
         hdrs = {**headers, "Content-Type": ctype} if ctype else dict(headers)

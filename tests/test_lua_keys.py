@@ -19,13 +19,16 @@ from workers import wire as workers_wire
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted([*ROOT.glob("relay/store/lua/*.lua"), *ROOT.glob("workers/lua/*.lua")])
-SPECS: dict[str, Spec] = {name: spec for module in (store_wire, workers_wire)
-                          for name, spec in vars(module).items() if isinstance(spec, Spec)}
+SPECS: dict[str, Spec] = {
+    name: spec for module in (store_wire, workers_wire) for name, spec in vars(module).items() if isinstance(spec, Spec)
+}
 
 _LUA_STRING = re.compile(r"""(['"])((?:relay|arq):[^'"]*)\1""")
 _POSITIONAL = re.compile(r"\b(KEYS|ARGV)\[\s*\d")
-_VARIADIC = {"KEYS": re.compile(r"#KEYS\b|unpack\(KEYS|KEYS\[(?!K\.)"),
-             "ARGV": re.compile(r"#ARGV\b|unpack\(ARGV|ARGV\[(?!A\.)")}
+_VARIADIC = {
+    "KEYS": re.compile(r"#KEYS\b|unpack\(KEYS|KEYS\[(?!K\.)"),
+    "ARGV": re.compile(r"#ARGV\b|unpack\(ARGV|ARGV\[(?!A\.)"),
+}
 
 
 def _code(lua: str) -> str:
@@ -56,11 +59,13 @@ def test_every_script_file_is_assembled_by_a_spec(path: Path) -> None:
     """A file is a script's part (its own or a shared one, complete.lua in step), or a fragment in use."""
     package, name = _file(path)
     if name.startswith("_"):
-        assert package == "relay.store" and any(name in (*COMMON_FRAGMENTS, *s.fragments) for s in SPECS.values()), \
+        assert package == "relay.store" and any(name in (*COMMON_FRAGMENTS, *s.fragments) for s in SPECS.values()), (
             f"fragment {name}.lua is used by no spec"
+        )
     else:
-        assert any(s.package == package and name in s.parts for s in SPECS.values()), \
+        assert any(s.package == package and name in s.parts for s in SPECS.values()), (
             f"{path.name} has no Spec in relay/store/wire.py or workers/wire.py"
+        )
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: str(p.relative_to(ROOT)))
@@ -133,8 +138,19 @@ def test_the_engine_sends_results_in_wire_order() -> None:
     from workers.attempt import Result
 
     ep = cast(Endpoint, SimpleNamespace(name="ep-name"))  # args() reads only its name
-    result = Result(ep=ep, nid="nid", attempt=3, outcome="outcome", delay_ms=4, record="record", last="last",
-                    lat_bucket=5, lat_us=6, recv=7, deadline=0.0)
+    result = Result(
+        ep=ep,
+        nid="nid",
+        attempt=3,
+        outcome="outcome",
+        delay_ms=4,
+        record="record",
+        last="last",
+        lat_bucket=5,
+        lat_us=6,
+        recv=7,
+        deadline=0.0,
+    )
     sent = dict(zip(wire.RESULT_FIELDS, result.args(), strict=True))
     assert sent == {name: ("ep-name" if name == "ep" else getattr(result, name)) for name in wire.RESULT_FIELDS}
 
@@ -148,7 +164,14 @@ def test_the_engine_reads_claims_in_wire_order() -> None:
     values = [numeric.get(name, name.encode()) for name in wire.CLAIMED_FIELDS]
     c = _claimed(values)
     assert (c.nid, c.body, c.content_type, c.source, c.channel, c.resend_of, c.flag) == (
-        "nid", b"body", "ct", "source", "channel", "resend_of", "flag")
+        "nid",
+        b"body",
+        "ct",
+        "source",
+        "channel",
+        "resend_of",
+        "flag",
+    )
     assert (c.attempt, c.received_ms, c.paused_ms, c.unsent) == (3, 7, 9, 1)
 
 

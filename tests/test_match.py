@@ -23,12 +23,24 @@ __all__ = ["relay"]  # the fixture, shared with test_delivery
 
 def ipn(refno: str, total: str, items: list[tuple[str, str]], country: str = "DE") -> list[tuple[str, str]]:
     """An IPN of an order with these (product code, price) items, this total and customer country."""
-    fields = [("REFNO", refno), ("ORDERSTATUS", "COMPLETE"), ("CURRENCY", "EUR"), ("COUNTRY_CODE", country.lower()),
-              ("IPN_TOTALGENERAL", total), ("MESSAGE_TYPE", "COMPLETE"), ("TEST_ORDER", "0"),
-              ("IPN_DATE", "20240102030011")]
+    fields = [
+        ("REFNO", refno),
+        ("ORDERSTATUS", "COMPLETE"),
+        ("CURRENCY", "EUR"),
+        ("COUNTRY_CODE", country.lower()),
+        ("IPN_TOTALGENERAL", total),
+        ("MESSAGE_TYPE", "COMPLETE"),
+        ("TEST_ORDER", "0"),
+        ("IPN_DATE", "20240102030011"),
+    ]
     for i, (code, price) in enumerate(items):
-        fields += [("IPN_PID[]", str(400 + i)), ("IPN_PNAME[]", code.title()), ("IPN_PCODE[]", code),
-                   ("IPN_PRICE[]", price), ("IPN_TOTAL[]", price)]
+        fields += [
+            ("IPN_PID[]", str(400 + i)),
+            ("IPN_PNAME[]", code.title()),
+            ("IPN_PCODE[]", code),
+            ("IPN_PRICE[]", price),
+            ("IPN_TOTAL[]", price),
+        ]
     return fields
 
 
@@ -46,11 +58,13 @@ async def test_a_product_code_routes_a_mixed_cart_to_licensing_and_other_orders_
     relay: Callable[..., Any], sink: Callable[..., Any], redis: Redis
 ) -> None:
     licensing, vat, everything = await sink(), await sink(), await sink()
-    client = await relay([
-        {"name": "licensing", "url": licensing.url, "timeout": 2, "match": LICENSING},
-        {"name": "eu-vat", "url": vat.url, "timeout": 2, "match": {"order.customer.country": ["DE", "FR", "IT"]}},
-        {"name": "all", "url": everything.url, "timeout": 2, "format": "json"},
-    ])
+    client = await relay(
+        [
+            {"name": "licensing", "url": licensing.url, "timeout": 2, "match": LICENSING},
+            {"name": "eu-vat", "url": vat.url, "timeout": 2, "match": {"order.customer.country": ["DE", "FR", "IT"]}},
+            {"name": "all", "url": everything.url, "timeout": 2, "format": "json"},
+        ]
+    )
     mixed = await post(client, ipn("5001", "120.00", [("BASIC", "20.00"), ("PRO", "100.00")]))
     basic = await post(client, ipn("5002", "20.00", [("BASIC", "20.00")], country="US"))
     # the opposite of each other: the cart with PRO reaches licensing, the one without does not
@@ -86,8 +100,11 @@ async def test_a_decimal_min_passes_500_00_and_skips_499_99(
 def test_an_unknown_path_stops_a_worker_at_start_up_listing_the_paths_near_it(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    bad = write_config(tmp_path / "relay.toml", redis_port=redis_server.port, endpoints=[
-        {"name": "licensing", "url": "http://127.0.0.1:9/", "match": {"order.item[].code": ["PRO"]}}])
+    bad = write_config(
+        tmp_path / "relay.toml",
+        redis_port=redis_server.port,
+        endpoints=[{"name": "licensing", "url": "http://127.0.0.1:9/", "match": {"order.item[].code": ["PRO"]}}],
+    )
     worker = RelayProcess(bad, redis_server.url, "worker")
     try:
         assert worker.proc.wait(30) == 2
@@ -97,25 +114,31 @@ def test_an_unknown_path_stops_a_worker_at_start_up_listing_the_paths_near_it(
     assert "endpoint 'licensing': match" in out and "'order.item[].code' is not a path of the event document" in out
     assert "valid paths near it: order.items[].code" in out and "Traceback" not in out
     # the opposite: the right path starts (load_settings is what every process runs first)
-    good = write_config(tmp_path / "good.toml", redis_port=redis_server.port, endpoints=[
-        {"name": "licensing", "url": "http://127.0.0.1:9/", "match": {"order.items[].code": ["PRO"]}}])
+    good = write_config(
+        tmp_path / "good.toml",
+        redis_port=redis_server.port,
+        endpoints=[{"name": "licensing", "url": "http://127.0.0.1:9/", "match": {"order.items[].code": ["PRO"]}}],
+    )
     assert load_settings(good, TEST_ENV).endpoints["licensing"].match == {"order.items[].code": frozenset({"PRO"})}
 
 
-@pytest.mark.parametrize(("rule", "needle"), [
-    ({"order.total": {"min": 499.99}}, "min = 499.99: expected a decimal in quotes"),
-    ({"order.total": {"min": "1", "max": "0.5"}}, "min 1 is above max 0.5"),
-    ({"order.total": {"least": "1"}}, "not least"),
-    ({"order.currency": {"min": "1"}}, "min and max need a decimal field"),
-    ({"order.customer.country": ["de"]}, "'de' can never match"),
-    ({"channel": ["IPN"]}, "'IPN' can never match; the document has one of ipn, lcn, ins"),
-    ({"order.items[].code": []}, "expected a list of accepted values"),
-    ({"raw": ["x"]}, "'raw' is not a path of the event document"),
-])
-def test_bad_rules_are_start_up_errors_naming_endpoint_and_path(tmp_path: Path, rule: dict[str, Any],
-                                                                 needle: str) -> None:
-    path = write_config(tmp_path / "relay.toml", endpoints=[{"name": "e", "url": "http://127.0.0.1:9/",
-                                                             "match": rule}])
+@pytest.mark.parametrize(
+    ("rule", "needle"),
+    [
+        ({"order.total": {"min": 499.99}}, "min = 499.99: expected a decimal in quotes"),
+        ({"order.total": {"min": "1", "max": "0.5"}}, "min 1 is above max 0.5"),
+        ({"order.total": {"least": "1"}}, "not least"),
+        ({"order.currency": {"min": "1"}}, "min and max need a decimal field"),
+        ({"order.customer.country": ["de"]}, "'de' can never match"),
+        ({"channel": ["IPN"]}, "'IPN' can never match; the document has one of ipn, lcn, ins"),
+        ({"order.items[].code": []}, "expected a list of accepted values"),
+        ({"raw": ["x"]}, "'raw' is not a path of the event document"),
+    ],
+)
+def test_bad_rules_are_start_up_errors_naming_endpoint_and_path(
+    tmp_path: Path, rule: dict[str, Any], needle: str
+) -> None:
+    path = write_config(tmp_path / "relay.toml", endpoints=[{"name": "e", "url": "http://127.0.0.1:9/", "match": rule}])
     with pytest.raises(ConfigError) as err:
         load_settings(path, TEST_ENV)
     assert "endpoint 'e': match" in str(err.value) and needle in str(err.value)
@@ -139,10 +162,13 @@ async def test_the_dashboard_detail_page_says_which_filter_skipped_an_endpoint(
     from tests.test_dashboard import TOKEN, login
     from workers.engine import Engine
 
-    settings = make_settings(endpoints=[{"name": "licensing", "url": "http://127.0.0.1:9/", "match": LICENSING},
-                                        {"name": "fraud", "url": "http://127.0.0.1:9/",
-                                         "match": {"order.total": {"min": "500"}}}],
-                             env={"RELAY_ADMIN_TOKEN": TOKEN})
+    settings = make_settings(
+        endpoints=[
+            {"name": "licensing", "url": "http://127.0.0.1:9/", "match": LICENSING},
+            {"name": "fraud", "url": "http://127.0.0.1:9/", "match": {"order.total": {"min": "500"}}},
+        ],
+        env={"RELAY_ADMIN_TOKEN": TOKEN},
+    )
     client = await aiohttp_client(create_app(settings))
     nid = await post(client, ipn("7001", "499.99", [("BASIC", "499.99")]))
     await Engine(redis, settings, None).fanout(nid)  # type: ignore[arg-type]  # routed; nothing to send
@@ -153,21 +179,33 @@ async def test_the_dashboard_detail_page_says_which_filter_skipped_an_endpoint(
 
 
 def test_a_removed_endpoints_rule_keeps_its_match_so_what_it_would_skip_is_skipped_not_cancelled(
-    make_settings: Callable[..., Any]
+    make_settings: Callable[..., Any],
 ) -> None:
     from relay import routing
     from relay.store.endpoints import from_rule, rule
     from workers import removed
 
-    settings = make_settings(endpoints=[{"name": "fraud", "url": "http://127.0.0.1:9/", "channels": ["ipn"],
-                                         "match": {"order.total": {"min": "500"}, "order.items[].code": ["PRO"]}}])
+    settings = make_settings(
+        endpoints=[
+            {
+                "name": "fraud",
+                "url": "http://127.0.0.1:9/",
+                "channels": ["ipn"],
+                "match": {"order.total": {"min": "500"}, "order.items[].code": ["PRO"]},
+            }
+        ]
+    )
     gone = from_rule("fraud", rule(settings.endpoints["fraud"]))  # as relay:ep-removed keeps it
     assert gone.match == settings.endpoints["fraud"].match
 
     def routed(total: str) -> list[routing.Route]:
         doc = {"order": {"total": total, "items": [{"code": "PRO"}]}}
-        return removed.marked(routing.route([gone], source="default", channel="ipn", mtype="", status="", test=False,
-                                            document=lambda: doc), [gone])
+        return removed.marked(
+            routing.route(
+                [gone], source="default", channel="ipn", mtype="", status="", test=False, document=lambda: doc
+            ),
+            [gone],
+        )
 
     assert routed("499.99") == [("fraud", "skip", "match order.total: 499.99 is not at least 500")]
     assert routed("500.00") == [("fraud", "removed", "")]  # the opposite: what it would have taken, cancelled

@@ -39,14 +39,26 @@ def get(samples: Samples, name: str, **labels: str) -> float:
 
 
 async def test_delivery_metrics_come_from_redis_at_each_scrape(
-        aiohttp_client: Any, redis: Redis, make_settings: Callable[..., Settings]) -> None:
+    aiohttp_client: Any, redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
     now = int(time.time() * 1000)
-    await redis.hset(k.STATS, mapping={
-        "a|delivered": 5, "a|retry": 2, "a|failed": 1,
-        # sum (float seconds) from older workers and sum_us (integer microseconds) add up
-        "a|lat|0": 2, "a|lat|3": 4, "a|lat|12": 1, "a|lat|sum": 3.5, "a|lat|sum_us": 500_000,
-        "a|r2d|5": 5, "a|r2d|sum": 0.2, "a|last_ok": now - 1000,
-    })
+    await redis.hset(
+        k.STATS,
+        mapping={
+            "a|delivered": 5,
+            "a|retry": 2,
+            "a|failed": 1,
+            # sum (float seconds) from older workers and sum_us (integer microseconds) add up
+            "a|lat|0": 2,
+            "a|lat|3": 4,
+            "a|lat|12": 1,
+            "a|lat|sum": 3.5,
+            "a|lat|sum_us": 500_000,
+            "a|r2d|5": 5,
+            "a|r2d|sum": 0.2,
+            "a|last_ok": now - 1000,
+        },
+    )
     await redis.zadd(k.ep_state("a", "pending"), {"n1": now - 42_000, "n2": now})
     await redis.zadd(k.ep_state("a", "retrying"), {"n3": now - 7_000})
     await redis.zadd(k.WORKERS, {"w1": now, "w2": now - 60_000})
@@ -96,7 +108,8 @@ async def test_delivery_metrics_come_from_redis_at_each_scrape(
 
 
 async def test_redis_down_exposes_redis_up_0_and_the_ingress_metrics(
-        aiohttp_client: Any, make_settings: Callable[..., Settings]) -> None:
+    aiohttp_client: Any, make_settings: Callable[..., Settings]
+) -> None:
     settings = make_settings(endpoints=EPS, env={"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
     client = await aiohttp_client(create_app(settings))
     samples, families = await scrape(client)
@@ -108,7 +121,7 @@ async def test_redis_down_exposes_redis_up_0_and_the_ingress_metrics(
 def r2d_bucket(fields: list[str]) -> int:
     """The bucket index in the one ``{ep}|r2d|h{i}`` field among ``fields``."""
     prefix = f"a|r2d|{k.R2D_FIELD}"
-    found = [int(f[len(prefix):]) for f in fields if f.startswith(prefix)]
+    found = [int(f[len(prefix) :]) for f in fields if f.startswith(prefix)]
     assert len(found) == 1, fields
     return found[0]
 
@@ -118,9 +131,13 @@ def worker(start_worker: Callable[..., Any]) -> Callable[..., Any]:
     return start_worker
 
 
-async def test_metrics_follow_real_deliveries(aiohttp_client: Any, redis: Redis, worker: Callable[[Settings], None],
-                                              make_settings: Callable[..., Settings],
-                                              sink: Callable[..., Any]) -> None:
+async def test_metrics_follow_real_deliveries(
+    aiohttp_client: Any,
+    redis: Redis,
+    worker: Callable[[Settings], None],
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+) -> None:
     target: Sink = await sink([200])
     settings = make_settings(endpoints=[{"name": "a", "url": target.url}])
     client = await aiohttp_client(create_app(settings))
@@ -132,6 +149,7 @@ async def test_metrics_follow_real_deliveries(aiohttp_client: Any, redis: Redis,
 
     async def delivered() -> bool:
         return await redis.hget(k.delivery(nid, "a"), "state") == b"delivered"
+
     await wait_for(delivered)
 
     samples, _ = await scrape(client)
@@ -143,8 +161,15 @@ async def test_metrics_follow_real_deliveries(aiohttp_client: Any, redis: Redis,
     # receipt to delivered is recorded in the buckets that reach the 48 h window, not the old ones
     r2d = [f.decode() for f in await redis.hkeys(k.STATS) if f.startswith(b"a|r2d|")]
     assert sorted(r2d) == sorted(["a|r2d|sum_us", f"a|r2d|{k.R2D_FIELD}{r2d_bucket(r2d)}"]), r2d
-    assert get(samples, "relay_delivery_receipt_to_delivered_seconds_bucket", endpoint="a",
-               le=str(float(k.R2D_BUCKETS[-1]))) == 1
+    assert (
+        get(
+            samples,
+            "relay_delivery_receipt_to_delivered_seconds_bucket",
+            endpoint="a",
+            le=str(float(k.R2D_BUCKETS[-1])),
+        )
+        == 1
+    )
     # nothing writes per-minute attempt hashes any more: health counts deliveries from the state indexes
     assert not [key async for key in redis.scan_iter(match="relay:ep:a:m:*")]
     assert get(samples, "relay_deliveries", endpoint="a", state="pending") == 0

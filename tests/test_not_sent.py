@@ -24,7 +24,9 @@ from workers.engine import Engine
 
 
 async def test_a_claim_past_its_safe_time_is_given_back_unsent_and_claimed_again_in_order(
-    engine_for: Callable[..., Any], sink: Callable[..., Any], redis: Redis  # noqa: F811
+    engine_for: Callable[..., Any],
+    sink: Callable[..., Any],
+    redis: Redis,
 ) -> None:
     s = await sink()
     engine: Engine = await engine_for({"serial": (s, False)})
@@ -60,12 +62,13 @@ async def test_a_claim_past_its_safe_time_is_given_back_unsent_and_claimed_again
     collector = DeliveryCollector(["serial"])
     await collector.refresh(redis, engine.redis_ms())
     [family] = [m for m in collector.collect() if m.name == "relay_delivery_not_sent"]
-    assert [(s.labels, s.value) for s in family.samples if s.name.endswith("_total")] == [
-        ({"endpoint": "serial"}, 1.0)]
+    assert [(s.labels, s.value) for s in family.samples if s.name.endswith("_total")] == [({"endpoint": "serial"}, 1.0)]
 
 
 async def test_a_request_that_cannot_be_built_fails_the_delivery_instead_of_crashing(
-    engine_for: Callable[..., Any], sink: Callable[..., Any], redis: Redis,  # noqa: F811
+    engine_for: Callable[..., Any],
+    sink: Callable[..., Any],
+    redis: Redis,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     s = await sink()
@@ -84,7 +87,9 @@ async def test_a_request_that_cannot_be_built_fails_the_delivery_instead_of_cras
 
 
 async def test_a_claim_given_back_unsent_does_not_count_against_the_retry_schedule(
-    engine_for: Callable[..., Any], sink: Callable[..., Any], redis: Redis  # noqa: F811
+    engine_for: Callable[..., Any],
+    sink: Callable[..., Any],
+    redis: Redis,
 ) -> None:
     s = await sink([500])
     engine: Engine = await engine_for({"serial": (s, False)})  # retry_delays = [0.05]: one retry
@@ -123,8 +128,12 @@ async def test_a_body_past_its_send_by_time_is_never_written() -> None:
         async with aiohttp.ClientSession() as session:
             late = Guarded(b"REFNO=1", time.monotonic() - 0.001)
             with pytest.raises(aiohttp.ClientConnectionError):
-                async with session.post(f"http://127.0.0.1:{port}/hook", data=late, timeout=aiohttp.ClientTimeout(3),
-                                        headers={"Content-Type": "text/plain"}):
+                async with session.post(
+                    f"http://127.0.0.1:{port}/hook",
+                    data=late,
+                    timeout=aiohttp.ClientTimeout(3),
+                    headers={"Content-Type": "text/plain"},
+                ):
                     pass
             assert late.refused
         await wait_for(lambda: got, 5)

@@ -17,13 +17,19 @@ EXIT_RUNTIME, EXIT_CONFIG, EXIT_LISTEN, EXIT_BROKEN_PIPE = 1, 2, 3, 141
 EXIT_HEALTH_UNKNOWN = 3
 
 
-def relay(config: Path, *args: str, redis_url: str | None, stdout: int = subprocess.PIPE,
-          close_stdout: bool = False) -> tuple[int, str, str]:
+def relay(
+    config: Path, *args: str, redis_url: str | None, stdout: int = subprocess.PIPE, close_stdout: bool = False
+) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | TEST_ENV
     if redis_url is not None:
         env["REDIS_URL"] = redis_url
-    proc = subprocess.Popen([sys.executable, "-m", "relay", "--config", str(config), *args], env=env,
-                            stdout=stdout, stderr=subprocess.PIPE, cwd=config.parent)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "relay", "--config", str(config), *args],
+        env=env,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        cwd=config.parent,
+    )
     if close_stdout:
         assert proc.stdout is not None
         proc.stdout.close()  # the reader goes away before anything is written, as `| head` does
@@ -52,8 +58,7 @@ def test_serve_and_worker_without_redis_url_stop_naming_it_and_relay_dev(tmp_pat
         assert s.connect_ex(("127.0.0.1", redis_port)) != 0
 
 
-@pytest.mark.parametrize("url", ["htp://127.0.0.1:6379/0", "redis://127.0.0.1:notaport/0",
-                                 "redis+sentinel:///"])
+@pytest.mark.parametrize("url", ["htp://127.0.0.1:6379/0", "redis://127.0.0.1:notaport/0", "redis+sentinel:///"])
 @pytest.mark.parametrize("command", ["serve", "worker", "health"])
 def test_a_malformed_redis_url_is_a_configuration_error(tmp_path: Path, url: str, command: str) -> None:
     config = write_config(tmp_path / "relay.toml")
@@ -78,7 +83,7 @@ def test_a_port_in_use_is_one_line_exit_3(tmp_path: Path, redis_server: RedisSer
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        config = write_config(tmp_path / "relay.toml", extra=f"[server]\nport = {port}\nhost = \"127.0.0.1\"\n")
+        config = write_config(tmp_path / "relay.toml", extra=f'[server]\nport = {port}\nhost = "127.0.0.1"\n')
         code, _, err = relay(config, "serve", redis_url=redis_server.url)
     lines = [line for line in err.strip().splitlines() if line.startswith("relay:")]
     assert code == EXIT_LISTEN, err
@@ -87,16 +92,18 @@ def test_a_port_in_use_is_one_line_exit_3(tmp_path: Path, redis_server: RedisSer
 
 
 @pytest.mark.parametrize("args", [("health",), ("health", "--json"), ("notifications", "list")])
-def test_output_piped_into_a_reader_that_leaves_exits_quietly(tmp_path: Path, redis_server: RedisServer,
-                                                              args: tuple[str, ...]) -> None:
+def test_output_piped_into_a_reader_that_leaves_exits_quietly(
+    tmp_path: Path, redis_server: RedisServer, args: tuple[str, ...]
+) -> None:
     config = write_config(tmp_path / "relay.toml")
     code, _, err = relay(config, *args, redis_url=redis_server.url, close_stdout=True)
     assert code == EXIT_BROKEN_PIPE and err == "", err
 
 
 @pytest.mark.parametrize("host", ["no-such-host.invalid", "256.1.1.1"])
-def test_a_listen_host_that_does_not_resolve_is_one_line_exit_3(tmp_path: Path, redis_server: RedisServer,
-                                                                 host: str) -> None:
+def test_a_listen_host_that_does_not_resolve_is_one_line_exit_3(
+    tmp_path: Path, redis_server: RedisServer, host: str
+) -> None:
     config = write_config(tmp_path / "relay.toml")
     code, _, err = relay(config, "serve", "--host", host, "--port", str(free_port()), redis_url=redis_server.url)
     lines = [line for line in err.strip().splitlines() if line.startswith("relay:")]

@@ -97,11 +97,28 @@ async def test_per_order_holds_back_only_the_failing_order_across_two_workers(
 ) -> None:
     per_order, serial = await orders(broken={"A1"}), await orders(broken={"A1"})
     retry = [0.2] * 100
-    config = write_config(tmp_path / "relay.toml", redis_port=redis_server.port, delivery={"jitter": 0}, endpoints=[
-        {"name": "billing", "url": f"http://127.0.0.1:{per_order.port}/hook", "mode": "per_order",
-         "max_in_flight": 10, "retry_delays": retry, "timeout": 5},
-        {"name": "ledger", "url": f"http://127.0.0.1:{serial.port}/hook", "mode": "serial",
-         "retry_delays": retry, "timeout": 5}])
+    config = write_config(
+        tmp_path / "relay.toml",
+        redis_port=redis_server.port,
+        delivery={"jitter": 0},
+        endpoints=[
+            {
+                "name": "billing",
+                "url": f"http://127.0.0.1:{per_order.port}/hook",
+                "mode": "per_order",
+                "max_in_flight": 10,
+                "retry_delays": retry,
+                "timeout": 5,
+            },
+            {
+                "name": "ledger",
+                "url": f"http://127.0.0.1:{serial.port}/hook",
+                "mode": "serial",
+                "retry_delays": retry,
+                "timeout": 5,
+            },
+        ],
+    )
     settings = load_settings(config, {**TEST_ENV, "REDIS_URL": redis_server.url})
     client = await aiohttp_client(create_app(settings))
     workers = [RelayProcess(config, redis_server.url, "worker") for _ in range(2)]
@@ -143,17 +160,23 @@ async def test_per_order_holds_back_only_the_failing_order_across_two_workers(
 
 def test_mode_and_its_alias_concurrent_must_agree(tmp_path: Path) -> None:
     for mode, concurrent in [("serial", True), ("concurrent", False), ("per_order", True), ("per_order", False)]:
-        path = write_config(tmp_path / "r.toml", endpoints=[{"name": "billing", "url": "http://127.0.0.1:9/",
-                                                             "mode": mode, "concurrent": concurrent}])
+        path = write_config(
+            tmp_path / "r.toml",
+            endpoints=[{"name": "billing", "url": "http://127.0.0.1:9/", "mode": mode, "concurrent": concurrent}],
+        )
         with pytest.raises(ConfigError) as err:
             load_settings(path, TEST_ENV)
         assert f"endpoint 'billing': mode = '{mode}' and concurrent = {str(concurrent).lower()} disagree" in str(
-            err.value)
+            err.value
+        )
     # the opposite: consistent or alone, each is accepted
-    for given, expected in [({"mode": "serial", "concurrent": False}, "serial"), ({"concurrent": True}, "concurrent"),
-                            ({"mode": "per_order"}, "per_order"), ({}, "serial")]:
-        path = write_config(tmp_path / "r.toml", endpoints=[{"name": "billing", "url": "http://127.0.0.1:9/",
-                                                             **given}])
+    for given, expected in [
+        ({"mode": "serial", "concurrent": False}, "serial"),
+        ({"concurrent": True}, "concurrent"),
+        ({"mode": "per_order"}, "per_order"),
+        ({}, "serial"),
+    ]:
+        path = write_config(tmp_path / "r.toml", endpoints=[{"name": "billing", "url": "http://127.0.0.1:9/", **given}])
         assert load_settings(path, TEST_ENV).endpoints["billing"].mode == expected
 
 
@@ -172,9 +195,20 @@ async def test_retry_now_cancel_pause_resume_and_resend_keep_an_orders_receipt_o
     tmp_path: Path, redis: Redis, redis_server: RedisServer, aiohttp_client: Any, orders: Callable[..., Any]
 ) -> None:
     billing = await orders(broken={"A1"})
-    config = write_config(tmp_path / "relay.toml", redis_port=redis_server.port, delivery={"jitter": 0},
-                          endpoints=[{"name": "billing", "url": f"http://127.0.0.1:{billing.port}/hook",
-                                      "mode": "per_order", "retry_delays": [60, 60, 60], "timeout": 5}])
+    config = write_config(
+        tmp_path / "relay.toml",
+        redis_port=redis_server.port,
+        delivery={"jitter": 0},
+        endpoints=[
+            {
+                "name": "billing",
+                "url": f"http://127.0.0.1:{billing.port}/hook",
+                "mode": "per_order",
+                "retry_delays": [60, 60, 60],
+                "timeout": 5,
+            }
+        ],
+    )
     settings = load_settings(config, {**TEST_ENV, "REDIS_URL": redis_server.url})
     client = await aiohttp_client(create_app(settings))
     control, origin = Control(redis, settings), audit.Origin("api", "127.0.0.9")
@@ -204,8 +238,7 @@ async def test_retry_now_cancel_pause_resume_and_resend_keep_an_orders_receipt_o
         billing.broken.clear()
         await Resender(redis, settings).one(a1, endpoint="billing", origin=origin)
         await wait_for(lambda: billing.delivered()[-1:] == ["A1"], 15)
-        assert billing.max_per_order == 1 and {await state_of(redis, n) for n in (a2, a3, a4, b1, b2)} == {
-            "delivered"}
+        assert billing.max_per_order == 1 and {await state_of(redis, n) for n in (a2, a3, a4, b1, b2)} == {"delivered"}
     finally:
         worker.stop()
 
@@ -221,10 +254,20 @@ async def test_a_reload_from_concurrent_to_per_order_sends_an_orders_waiting_wor
     billing = await orders(broken={"A1", "A2", "A3"}, retry_after={"A1": "4", "A2": "3", "A3": "2"})
 
     def configure(mode: str) -> Path:
-        return write_config(tmp_path / "relay.toml", redis_port=redis_server.port,
-                            delivery={"jitter": 0, "poll_interval": 0.05},
-                            endpoints=[{"name": "billing", "url": f"http://127.0.0.1:{billing.port}/hook",
-                                        "mode": mode, "retry_delays": [1, 1, 1], "timeout": 2}])
+        return write_config(
+            tmp_path / "relay.toml",
+            redis_port=redis_server.port,
+            delivery={"jitter": 0, "poll_interval": 0.05},
+            endpoints=[
+                {
+                    "name": "billing",
+                    "url": f"http://127.0.0.1:{billing.port}/hook",
+                    "mode": mode,
+                    "retry_delays": [1, 1, 1],
+                    "timeout": 2,
+                }
+            ],
+        )
 
     config = configure("concurrent")
     client = await aiohttp_client(create_app(load_settings(config, {**TEST_ENV, "REDIS_URL": redis_server.url})))

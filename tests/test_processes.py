@@ -54,8 +54,11 @@ async def _members_up(port: int, proc: RelayProcess, count: int, timeout: float 
 
 
 def _metric(text: str, name: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + "{") or line.startswith(name + " "))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )
 
 
 def _log(proc: RelayProcess) -> list[dict[str, object]]:
@@ -81,11 +84,11 @@ def _alive(pid: int) -> bool:
         return False
 
 
-async def test_two_members_share_the_port_and_metrics_are_their_sum(tmp_path: Path, redis_server: RedisServer,
-                                                                     redis: Redis) -> None:
+async def test_two_members_share_the_port_and_metrics_are_their_sum(
+    tmp_path: Path, redis_server: RedisServer, redis: Redis
+) -> None:
     public, admin = free_port(), free_port()
-    config = write_config(tmp_path / "relay.toml", admin={"port": admin},
-                          extra=f"[server]\nport = {public}\n")
+    config = write_config(tmp_path / "relay.toml", admin={"port": admin}, extra=f"[server]\nport = {public}\n")
     proc = RelayProcess(config, redis_server.url, "serve", "--processes", "2", env={"RELAY_ADMIN_TOKEN": "t0ken"})
     try:
         pids = await _members_up(public, proc, 2)
@@ -100,8 +103,13 @@ async def test_two_members_share_the_port_and_metrics_are_their_sum(tmp_path: Pa
             await asyncio.sleep(0.1)
         assert {name.rsplit(":", 1)[1] for name in names} == {str(pid) for pid in pids.values()}
         env = {**os.environ, **TEST_ENV, "REDIS_URL": redis_server.url}
-        run = subprocess.run([sys.executable, "-m", "relay", "--config", str(config), "reload", "--json"],
-                             env=env, capture_output=True, text=True, timeout=60)
+        run = subprocess.run(
+            [sys.executable, "-m", "relay", "--config", str(config), "reload", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         result = json.loads(run.stdout)
         assert run.returncode == 0 and result["asked"] == result["answered"] == 2, run.stdout + run.stderr
         assert {a["process"] for a in result["answers"]} == names
@@ -109,9 +117,11 @@ async def test_two_members_share_the_port_and_metrics_are_their_sum(tmp_path: Pa
         sent = 120
         connector = aiohttp.TCPConnector(force_close=True)  # a new connection, so a fresh pick, each time
         async with aiohttp.ClientSession(connector=connector) as http:
+
             async def post(i: int) -> None:
-                async with http.post(f"http://127.0.0.1:{public}/ipn",
-                                     data=signed_body(ipn_fields(f"{240000000 + i}")), headers=FORM) as resp:
+                async with http.post(
+                    f"http://127.0.0.1:{public}/ipn", data=signed_body(ipn_fields(f"{240000000 + i}")), headers=FORM
+                ) as resp:
                     assert resp.status == 200 and (await resp.text()).startswith("<sig")
 
             for start in range(0, sent, 20):
@@ -121,13 +131,17 @@ async def test_two_members_share_the_port_and_metrics_are_their_sum(tmp_path: Pa
                 await post(0)
             async with http.get(f"http://127.0.0.1:{admin}/metrics") as resp:
                 text = await resp.text()
-            async with http.get(f"http://127.0.0.1:{admin}/api/notifications?limit=500",
-                                headers={"Authorization": "Bearer t0ken"}) as resp:
+            async with http.get(
+                f"http://127.0.0.1:{admin}/api/notifications?limit=500", headers={"Authorization": "Bearer t0ken"}
+            ) as resp:
                 items = (await resp.json())["items"]
         # the scrape is the sum over both members, whichever of them the kernel handed each POST
         assert _metric(text, "relay_notifications_received_total") == sent + 4, text
-        accepted = {line.split(" ")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                    if line.startswith("relay_notifications_accepted_total{")}
+        accepted = {
+            line.split(" ")[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("relay_notifications_accepted_total{")
+        }
         assert sum(v for k, v in accepted.items() if 'duplicate="false"' in k) == sent, accepted
         assert sum(v for k, v in accepted.items() if 'duplicate="true"' in k) == 4, accepted
         assert _metric(text, "relay_ack_latency_seconds_count") == sent + 4, text
@@ -164,8 +178,9 @@ async def test_sigterm_stops_every_member_gracefully(tmp_path: Path, redis_serve
         proc.stop()
 
 
-async def test_a_killed_member_is_replaced_and_the_port_keeps_answering(tmp_path: Path,
-                                                                        redis_server: RedisServer) -> None:
+async def test_a_killed_member_is_replaced_and_the_port_keeps_answering(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
     public = free_port()
     config = write_config(tmp_path / "relay.toml", extra=f"[server]\nport = {public}\n")
     proc = RelayProcess(config, redis_server.url, "serve", "--processes", "2")
@@ -217,8 +232,13 @@ def test_sighup_reaches_every_member(tmp_path: Path, redis_server: RedisServer) 
 def test_a_bad_processes_value_is_a_usage_error(tmp_path: Path, redis_server: RedisServer, value: str) -> None:
     config = write_config(tmp_path / "relay.toml")
     env = {**os.environ, **TEST_ENV, "REDIS_URL": redis_server.url}
-    run = subprocess.run([sys.executable, "-m", "relay", "--config", str(config), "serve", "--processes", value],
-                         env=env, capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "relay", "--config", str(config), "serve", "--processes", value],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 2, run.stderr
     assert "Traceback" not in run.stderr and "--processes" in run.stderr and repr(value) in run.stderr, run.stderr
 
@@ -226,8 +246,13 @@ def test_a_bad_processes_value_is_a_usage_error(tmp_path: Path, redis_server: Re
 def test_a_bad_processes_key_is_a_configuration_error(tmp_path: Path, redis_server: RedisServer) -> None:
     config = write_config(tmp_path / "relay.toml", extra="[server]\nprocesses = 65\n")
     env = {**os.environ, **TEST_ENV, "REDIS_URL": redis_server.url}
-    run = subprocess.run([sys.executable, "-m", "relay", "--config", str(config), "serve"],
-                         env=env, capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "relay", "--config", str(config), "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 2, run.stderr
     assert "Traceback" not in run.stderr and "server.processes = 65" in run.stderr, run.stderr
 
@@ -241,8 +266,13 @@ def test_a_port_in_use_stops_the_supervisor_in_one_line_exit_3(tmp_path: Path, r
         port = taken.getsockname()[1]
         config = write_config(tmp_path / "relay.toml", extra=f"[server]\nport = {port}\n")
         env = {**os.environ, **TEST_ENV, "REDIS_URL": redis_server.url}
-        run = subprocess.run([sys.executable, "-m", "relay", "--config", str(config), "serve", "--processes", "2"],
-                             env=env, capture_output=True, text=True, timeout=60)
+        run = subprocess.run(
+            [sys.executable, "-m", "relay", "--config", str(config), "serve", "--processes", "2"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     lines = [line for line in run.stderr.splitlines() if line.startswith("relay:")]
     assert run.returncode == 3, run.stderr
     assert len(lines) == 1 and str(port) in lines[0] and "address already in use" in lines[0], run.stderr
@@ -257,8 +287,13 @@ async def test_a_second_group_on_the_same_port_is_refused(tmp_path: Path, redis_
     try:
         await _members_up(public, first, 2)
         env = {**os.environ, **TEST_ENV, "REDIS_URL": redis_server.url}
-        run = subprocess.run([sys.executable, "-m", "relay", "--config", str(config), "serve", "--processes", "2"],
-                             env=env, capture_output=True, text=True, timeout=60)
+        run = subprocess.run(
+            [sys.executable, "-m", "relay", "--config", str(config), "serve", "--processes", "2"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert run.returncode == 3 and "address already in use" in run.stderr, run.stderr
     finally:
         first.stop()
@@ -310,8 +345,9 @@ async def test_a_member_that_cannot_start_again_backs_off(tmp_path: Path, redis_
     assert proc.proc.returncode == 0, proc.output()[-3000:]
 
 
-async def test_a_sighup_while_a_member_starts_does_not_kill_it(tmp_path: Path, redis_server: RedisServer,
-                                                              redis: Redis) -> None:
+async def test_a_sighup_while_a_member_starts_does_not_kill_it(
+    tmp_path: Path, redis_server: RedisServer, redis: Redis
+) -> None:
     # a replacement member takes a second or two to start; a SIGHUP passed on meanwhile, before it
     # handles the signal, killed it (SIGHUP's default action) instead of reloading it
     public = free_port()

@@ -69,10 +69,13 @@ def _relay_commands() -> list[list[str]]:
         except ValueError:
             continue
         # the command `relay` or `…/bin/relay`, not the user of `sudo -u relay`
-        starts = [i for i, w in enumerate(words)
-                  if (w == "relay" or w.endswith("/bin/relay")) and (i == 0 or words[i - 1] != "-u")]
+        starts = [
+            i
+            for i, w in enumerate(words)
+            if (w == "relay" or w.endswith("/bin/relay")) and (i == 0 or words[i - 1] != "-u")
+        ]
         if starts and len(words) > starts[0] + 1:
-            found.append(words[starts[0] + 1:])
+            found.append(words[starts[0] + 1 :])
     return found
 
 
@@ -101,8 +104,11 @@ def test_every_toml_block_uses_real_keys() -> None:
 
 
 def test_every_named_key_event_and_kind_exists() -> None:
-    code = "\n".join(p.read_text(encoding="utf-8") for folder in ("relay", "workers", "config")
-                     for p in (ROOT / folder).rglob("*.py"))
+    code = "\n".join(
+        p.read_text(encoding="utf-8")
+        for folder in ("relay", "workers", "config")
+        for p in (ROOT / folder).rglob("*.py")
+    )
     code += "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "relay").rglob("*.lua"))
     spans = re.findall(r"`([^`\n]+)`", FENCED.sub("", TEXT))
     checked = 0
@@ -125,8 +131,9 @@ def test_every_named_key_event_and_kind_exists() -> None:
             assert m.group(1) in ALL_KEYS, f"{m.group(1)} is not a configuration key"
             checked += 1
         elif re.fullmatch(r"[a-z]+(?:_[a-z0-9]+)+", span):  # a key, a log event, a problem kind, a reason
-            assert span in ALL_KEYS or f'"{span}"' in code or f"'{span}'" in code, \
+            assert span in ALL_KEYS or f'"{span}"' in code or f"'{span}'" in code, (
                 f"`{span}` in docs/production.md is neither a configuration key nor written by the code"
+            )
             checked += 1
     assert checked >= 15, checked
 
@@ -135,9 +142,13 @@ def test_the_fingerprint_recipe_matches_the_ingress() -> None:
     recipe = re.search(r"printf '%s' \"\$TCO_SECRET_KEY\" \| sha256sum \| cut -c1-8", TEXT)
     assert recipe, "the fingerprint recipe is not in docs/production.md"
     key = "Müller-key/2024+"
-    out = subprocess.run(["sh", "-c", "printf '%s' \"$TCO_SECRET_KEY\" | sha256sum | cut -c1-8"],
-                         env={"TCO_SECRET_KEY": key, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-                         capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        ["sh", "-c", "printf '%s' \"$TCO_SECRET_KEY\" | sha256sum | cut -c1-8"],
+        env={"TCO_SECRET_KEY": key, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert out == fingerprint(Secret(key)) == hashlib.sha256(key.encode()).hexdigest()[:8]
 
 

@@ -32,7 +32,8 @@ SIGNED = [v for v in SYNTH["vectors"] + REAL_IPN["vectors"] if v["kind"] in ("ip
 INS = [v for v in SYNTH["vectors"] + REAL_INS["vectors"] if v["kind"] == "ins"]
 RECEIPTS = [
     (v["id"], v["kind"], v.get("secret"), r, v)
-    for v in SYNTH["vectors"] + REAL_IPN["vectors"] if v["kind"] in ("ipn", "lcn") and v["secret_known"]
+    for v in SYNTH["vectors"] + REAL_IPN["vectors"]
+    if v["kind"] in ("ipn", "lcn") and v["secret_known"]
     for r in v.get("receipts", [])
 ]
 
@@ -60,7 +61,7 @@ def test_one_changed_byte_in_any_value_fails(v: dict[str, Any]) -> None:
         if name in ("HASH", "SIGNATURE_SHA2_256", "SIGNATURE_SHA3_256"):
             continue
         changed = value[:-1] + chr(ord(value[-1]) ^ 1) if value else "x"
-        tampered = [*pairs[:i], (name, changed), *pairs[i + 1:]]
+        tampered = [*pairs[:i], (name, changed), *pairs[i + 1 :]]
         with pytest.raises(protocol.SignatureError) as exc:
             protocol.verify_signed(protocol.parse_form(urlencode(tampered).encode()), [key], "md5")
         assert exc.value.reason == "signature_mismatch"
@@ -103,8 +104,9 @@ def test_receipts_match_vectors(case: tuple[str, str, str, dict[str, Any], dict[
     assert receipt["expected_hash"] in got
 
 
-@pytest.mark.parametrize("v", DOCS["vectors"] + [x for x in REAL_IPN["vectors"] if x["kind"] == "ipn_receipt"],
-                         ids=lambda v: v["id"])
+@pytest.mark.parametrize(
+    "v", DOCS["vectors"] + [x for x in REAL_IPN["vectors"] if x["kind"] == "ipn_receipt"], ids=lambda v: v["id"]
+)
 def test_documented_receipt_examples(v: dict[str, Any]) -> None:
     vals = v["values"]
     fields = {k.replace("[0]", "[]"): [val] for k, val in vals.items() if k != "DATE"}
@@ -185,16 +187,54 @@ def test_empty_and_zero_values_prefix_as_documented() -> None:
     assert protocol.length_prefixed(["", "0", "Müller"]) == b"010" + b"7M\xc3\xbcller"
 
 
-form_text = st.lists(
-    st.tuples(st.text(max_size=8), st.text(max_size=12)), max_size=8
-).map(lambda pairs: "&".join(f"{quote_plus(a)}={quote_plus(b)}" for a, b in pairs).encode())
+form_text = st.lists(st.tuples(st.text(max_size=8), st.text(max_size=12)), max_size=8).map(
+    lambda pairs: "&".join(f"{quote_plus(a)}={quote_plus(b)}" for a, b in pairs).encode()
+)
 raw_bytes = st.binary(max_size=80)
-mixed = st.lists(st.sampled_from([b"a", b"=", b"&", b"+", b"%", b"%2", b"%26", b"%3D", b"%C3", b"%BC", b"%00",
-                                  b"\x00", b"\x01", b"%01", b"\xc3\xbc", b"\xff", b"%zz", b"b", b" ",
-                                  # what binascii.a2b_qp (the fast path's decoder) reads differently
-                                  b"%%", b"\r", b"\n", b"%\r", b"%\n", b"%4", b"%41", b"%a", b"%F", b"%3d",
-                                  b"%2B", b"%0", b"%0D%0A", b"==", b"%E2%82%AC", b"\x80", b"x"]), max_size=24
-                 ).map(b"".join)
+mixed = st.lists(
+    st.sampled_from(
+        [
+            b"a",
+            b"=",
+            b"&",
+            b"+",
+            b"%",
+            b"%2",
+            b"%26",
+            b"%3D",
+            b"%C3",
+            b"%BC",
+            b"%00",
+            b"\x00",
+            b"\x01",
+            b"%01",
+            b"\xc3\xbc",
+            b"\xff",
+            b"%zz",
+            b"b",
+            b" ",
+            # what binascii.a2b_qp (the fast path's decoder) reads differently
+            b"%%",
+            b"\r",
+            b"\n",
+            b"%\r",
+            b"%\n",
+            b"%4",
+            b"%41",
+            b"%a",
+            b"%F",
+            b"%3d",
+            b"%2B",
+            b"%0",
+            b"%0D%0A",
+            b"==",
+            b"%E2%82%AC",
+            b"\x80",
+            b"x",
+        ]
+    ),
+    max_size=24,
+).map(b"".join)
 
 
 def _outcome(fn: Any, body: bytes) -> Any:
@@ -210,12 +250,15 @@ def test_fast_form_parser_agrees_with_parse_qsl(body: bytes) -> None:
     assert _outcome(protocol.parse_form, body) == _outcome(protocol._parse_form_reference, body)
 
 
-@pytest.mark.parametrize("body", [
-    b"&" * protocol.MAX_FIELDS + b"a=b",  # parse_qsl counts every separator, empty fields too
-    b"a=b&" * (protocol.MAX_FIELDS - 1) + b"a=b",
-    b"a=b&" * protocol.MAX_FIELDS + b"a=b",
-    b"NAME=J%C3%BCrgen+M%C3%BCller&X=%3D%26%25&Y=a=b=c&&Z",
-    b"%0b%C3\x80",  # an escape and a raw byte make valid UTF-8 together: the raw body is not
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"&" * protocol.MAX_FIELDS + b"a=b",  # parse_qsl counts every separator, empty fields too
+        b"a=b&" * (protocol.MAX_FIELDS - 1) + b"a=b",
+        b"a=b&" * protocol.MAX_FIELDS + b"a=b",
+        b"NAME=J%C3%BCrgen+M%C3%BCller&X=%3D%26%25&Y=a=b=c&&Z",
+        b"%0b%C3\x80",  # an escape and a raw byte make valid UTF-8 together: the raw body is not
+    ],
+)
 def test_fast_form_parser_agrees_at_the_edges(body: bytes) -> None:
     assert _outcome(protocol.parse_form, body) == _outcome(protocol._parse_form_reference, body)

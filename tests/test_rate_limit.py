@@ -40,8 +40,14 @@ def most_in_a_window(times: list[float], rate: float) -> float:
 
 def health(config: Path, redis_url: str, *args: str) -> dict[str, Any]:
     env = {**os.environ, **TEST_ENV, "REDIS_URL": redis_url}
-    out = subprocess.run([sys.executable, "-m", "relay", "--config", str(config), "health", "--json", *args],
-                         capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+    out = subprocess.run(
+        [sys.executable, "-m", "relay", "--config", str(config), "health", "--json", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
@@ -50,11 +56,23 @@ async def test_rate_limit_20_burst_5_holds_across_two_workers_and_holds_back_no_
     tmp_path: Path, redis: Redis, redis_server: RedisServer, aiohttp_client: Any, sink: Callable[..., Any]
 ) -> None:
     limited, free = await sink(), await sink()
-    config = write_config(tmp_path / "relay.toml", redis_port=redis_server.port,
-                          delivery={"jitter": 0, "lease_margin": MARGIN}, endpoints=[
-        {"name": "limited", "url": limited.url, "mode": "concurrent", "max_in_flight": 10,
-         "rate_limit": RATE, "rate_burst": BURST, "timeout": TIMEOUT},
-        {"name": "free", "url": free.url, "mode": "concurrent", "max_in_flight": 10, "timeout": TIMEOUT}])
+    config = write_config(
+        tmp_path / "relay.toml",
+        redis_port=redis_server.port,
+        delivery={"jitter": 0, "lease_margin": MARGIN},
+        endpoints=[
+            {
+                "name": "limited",
+                "url": limited.url,
+                "mode": "concurrent",
+                "max_in_flight": 10,
+                "rate_limit": RATE,
+                "rate_burst": BURST,
+                "timeout": TIMEOUT,
+            },
+            {"name": "free", "url": free.url, "mode": "concurrent", "max_in_flight": 10, "timeout": TIMEOUT},
+        ],
+    )
     client = await aiohttp_client(create_app(load_settings(config, {**TEST_ENV, "REDIS_URL": redis_server.url})))
     workers = [RelayProcess(config, redis_server.url, "worker") for _ in range(2)]
     try:
@@ -75,7 +93,8 @@ async def test_rate_limit_20_burst_5_holds_across_two_workers_and_holds_back_no_
         assert not [p for p in report["problems"] if p.get("endpoint") == "limited"], report["problems"]
         [note] = [n for n in report["notes"] if n["kind"] == "endpoint_throttled"]
         assert note["endpoint"] == "limited" and note["message"].startswith(
-            "endpoint limited: deliveries wait for its rate_limit (20/s; sent at ")
+            "endpoint limited: deliveries wait for its rate_limit (20/s; sent at "
+        )
         await wait_for(lambda: len(limited.received) == N, 30)
         free_row = (await asyncio.to_thread(health, config, redis_server.url))["endpoints"]["free"]
         assert free_row["throttled"] is False and free_row["rate_limit"] is None
@@ -85,10 +104,13 @@ async def test_rate_limit_20_burst_5_holds_across_two_workers_and_holds_back_no_
     # on Redis's clock, each delivery's claim (its lease, less the lease's length): never more than
     # 20 x t + 5 in any window of t seconds, across both workers
     lease_ms = int((TIMEOUT + MARGIN) * 1000)
-    claimed = sorted([int((await redis.hget(k.delivery(nid, "limited"), "lease")).decode()) - lease_ms
-                      for nid in nids])  # whole ms: compared exactly, count x 1000 <= 20 x t_ms + 5 x 1000
-    assert max((j - i + 1) * 1000 - RATE * (claimed[j] - claimed[i])
-               for i in range(N) for j in range(i, N)) <= BURST * 1000
+    claimed = sorted(
+        [int((await redis.hget(k.delivery(nid, "limited"), "lease")).decode()) - lease_ms for nid in nids]
+    )  # whole ms: compared exactly, count x 1000 <= 20 x t_ms + 5 x 1000
+    assert (
+        max((j - i + 1) * 1000 - RATE * (claimed[j] - claimed[i]) for i in range(N) for j in range(i, N))
+        <= BURST * 1000
+    )
     assert claimed[-1] - claimed[0] >= (N - BURST) * 1000 // RATE - 10  # the backlog took its 10 s
     # as the endpoint saw them: the same, give or take the network's jitter (one request)
     assert most_in_a_window(sorted(r.at for r in limited.received), RATE) <= BURST + 1
@@ -97,8 +119,15 @@ async def test_rate_limit_20_burst_5_holds_across_two_workers_and_holds_back_no_
     # held back was no attempt: one attempt per delivery, no retry, nothing failed or not sent
     attempts = [int((await redis.hget(k.delivery(nid, "limited"), "attempts")).decode()) for nid in nids]
     assert attempts == [1] * N and len(limited.received) == N
-    stats = {f.decode(): int(v) for f, v in (await redis.hgetall(k.STATS)).items() if f.startswith(b"limited|")
-             and b"|lat|" not in f and b"|r2d|" not in f and not f.endswith(b"_ok") and not f.endswith(b"_fail")}
+    stats = {
+        f.decode(): int(v)
+        for f, v in (await redis.hgetall(k.STATS)).items()
+        if f.startswith(b"limited|")
+        and b"|lat|" not in f
+        and b"|r2d|" not in f
+        and not f.endswith(b"_ok")
+        and not f.endswith(b"_fail")
+    }
     assert stats == {"limited|delivered": N}, stats
 
 
@@ -106,17 +135,20 @@ def test_rate_burst_needs_rate_limit(tmp_path: Path) -> None:
     path = write_config(tmp_path / "r.toml", endpoints=[{"name": "erp", "url": "http://127.0.0.1:9/", "rate_burst": 5}])
     with pytest.raises(ConfigError, match="endpoint 'erp': rate_burst = 5 needs rate_limit"):
         load_settings(path, TEST_ENV)
-    for bad, needle in [({"rate_limit": 0}, "rate_limit = 0: must be greater than 0"),
-                        ({"rate_limit": 5, "rate_burst": 0}, "rate_burst = 0: must be greater than or equal to 1")]:
+    for bad, needle in [
+        ({"rate_limit": 0}, "rate_limit = 0: must be greater than 0"),
+        ({"rate_limit": 5, "rate_burst": 0}, "rate_burst = 0: must be greater than or equal to 1"),
+    ]:
         path = write_config(tmp_path / "r.toml", endpoints=[{"name": "erp", "url": "http://127.0.0.1:9/", **bad}])
         with pytest.raises(ConfigError, match=needle):
             load_settings(path, TEST_ENV)
     # the opposite: a fraction, and a burst with it
-    path = write_config(tmp_path / "r.toml", endpoints=[{"name": "erp", "url": "http://127.0.0.1:9/",
-                                                         "rate_limit": 0.5, "rate_burst": 3}])
+    path = write_config(
+        tmp_path / "r.toml",
+        endpoints=[{"name": "erp", "url": "http://127.0.0.1:9/", "rate_limit": 0.5, "rate_burst": 3}],
+    )
     ep = load_settings(path, TEST_ENV).endpoints["erp"]
     assert (ep.rate_limit, ep.rate_burst) == (0.5, 3)
-
 
 
 def test_the_store_reads_the_rate_in_the_windows_the_scripts_count() -> None:
@@ -126,12 +158,15 @@ def test_the_store_reads_the_rate_in_the_windows_the_scripts_count() -> None:
     assert throttle.WINDOW_MS == wire.RATE_WINDOW_MS
 
 
-async def test_the_dashboard_card_says_throttled_with_the_rate(aiohttp_client: Any, make_settings: Callable[..., Any],
-                                                                 redis: Redis) -> None:
+async def test_the_dashboard_card_says_throttled_with_the_rate(
+    aiohttp_client: Any, make_settings: Callable[..., Any], redis: Redis
+) -> None:
     from tests.test_dashboard import TOKEN, login
 
-    settings = make_settings(endpoints=[{"name": "erp", "url": "http://127.0.0.1:9/", "rate_limit": 20,
-                                         "rate_burst": 5}], env={"RELAY_ADMIN_TOKEN": TOKEN})
+    settings = make_settings(
+        endpoints=[{"name": "erp", "url": "http://127.0.0.1:9/", "rate_limit": 20, "rate_burst": 5}],
+        env={"RELAY_ADMIN_TOKEN": TOKEN},
+    )
     client = await aiohttp_client(create_app(settings))
     await login(client)
     # as workers/lua/rate.lua leaves it mid-backlog: held back just now, 40 requests in the last 2 s window
@@ -150,12 +185,13 @@ async def test_the_dashboard_card_says_throttled_with_the_rate(aiohttp_client: A
 
 @pytest.mark.parametrize(("rate_limit", "retry_after", "gap_ms"), [(20, "1", 1000), (0.5, "1", 2000)])
 async def test_the_longer_of_retry_after_and_the_rate_limit_wins(
-    relay: Callable[..., Any], sink: Callable[..., Any], redis: Redis, rate_limit: float, retry_after: str,
-    gap_ms: int
+    relay: Callable[..., Any], sink: Callable[..., Any], redis: Redis, rate_limit: float, retry_after: str, gap_ms: int
 ) -> None:
     s = await sink([("status", 503, {"Retry-After": retry_after}), 200])
-    client = await relay([{"name": "erp", "url": s.url, "timeout": 2, "rate_limit": rate_limit,
-                           "retry_delays": [0.05, 0.05]}], delivery={"jitter": 0})
+    client = await relay(
+        [{"name": "erp", "url": s.url, "timeout": 2, "rate_limit": rate_limit, "retry_delays": [0.05, 0.05]}],
+        delivery={"jitter": 0},
+    )
     body = signed_body(ipn_fields("250001"))
     assert (await client.post("/ipn", data=body, headers=FORM)).status == 200
     nid = notification_id("default", "ipn", body)

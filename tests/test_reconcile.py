@@ -45,9 +45,18 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def source(api_url: str, **reconcile: Any) -> dict[str, Any]:
-    return {"name": "default", "secret_key_env": "TCO_SECRET_KEY", "seller_id": SELLER_ID,
-            "reconcile": {"merchant_code": MERCHANT, "api_url": api_url, "interval_seconds": 5,
-                          "grace_minutes": 0, **reconcile}}
+    return {
+        "name": "default",
+        "secret_key_env": "TCO_SECRET_KEY",
+        "seller_id": SELLER_ID,
+        "reconcile": {
+            "merchant_code": MERCHANT,
+            "api_url": api_url,
+            "interval_seconds": 5,
+            "grace_minutes": 0,
+            **reconcile,
+        },
+    }
 
 
 async def post_ipn(client: Any, ref: str, status: str, test: str = "0") -> None:
@@ -61,6 +70,7 @@ def refs(doc: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 # -- the documented authentication ---------------------------------------------------------------------
+
 
 def test_signing_source_is_2checkouts_documented_example() -> None:
     # 2Checkout's own example (API authentication, "HMAC source string"): 8AVANGATE192010-05-13 12:12:12,
@@ -76,25 +86,38 @@ def test_auth_header_shape_and_hash() -> None:
     at = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
     header = auth_header("AVANGATE", Secret("SECRET_KEY"), at)
     parts = dict(re.findall(r'(\w+)="([^"]*)"', header))
-    assert parts == {"code": "AVANGATE", "date": "2025-01-02 03:04:05", "algo": "sha256",
-                     "hash": hmac.new(b"SECRET_KEY", b"8AVANGATE192025-01-02 03:04:05", hashlib.sha256).hexdigest()}
+    assert parts == {
+        "code": "AVANGATE",
+        "date": "2025-01-02 03:04:05",
+        "algo": "sha256",
+        "hash": hmac.new(b"SECRET_KEY", b"8AVANGATE192025-01-02 03:04:05", hashlib.sha256).hexdigest(),
+    }
 
 
-async def test_fake_api_refuses_a_wrong_hash_and_a_skewed_date(api: Fake2Checkout,
-                                                                session: aiohttp.ClientSession) -> None:
+async def test_fake_api_refuses_a_wrong_hash_and_a_skewed_date(
+    api: Fake2Checkout, session: aiohttp.ClientSession
+) -> None:
     url = api.api_url + "/orders/?StartDate=2025-01-01"
     now = datetime.now(UTC)
-    for header in (auth_header(MERCHANT, Secret("not the key"), now),
-                   auth_header(MERCHANT, Secret(SECRET_KEY), now - timedelta(hours=1)),
-                   auth_header("OTHER", Secret(SECRET_KEY), now), None):
+    for header in (
+        auth_header(MERCHANT, Secret("not the key"), now),
+        auth_header(MERCHANT, Secret(SECRET_KEY), now - timedelta(hours=1)),
+        auth_header("OTHER", Secret(SECRET_KEY), now),
+        None,
+    ):
         async with session.get(url, headers={"X-Avangate-Authentication": header} if header else {}) as resp:
             assert resp.status == 401
             assert (await resp.json())["error_code"] == "AUTHENTICATION_ERROR"
-    async with session.get(url, headers={"X-Avangate-Authentication": auth_header(MERCHANT, Secret(SECRET_KEY),
-                                                                                     now)}) as resp:
+    async with session.get(
+        url, headers={"X-Avangate-Authentication": auth_header(MERCHANT, Secret(SECRET_KEY), now)}
+    ) as resp:
         assert resp.status == 200
-    assert api.refused == ["wrong hash", "date too far from now", "unknown merchant code",
-                           "no X-Avangate-Authentication header"]
+    assert api.refused == [
+        "wrong hash",
+        "date too far from now",
+        "unknown merchant code",
+        "no X-Avangate-Authentication header",
+    ]
 
 
 async def test_fake_api_runs_standalone_for_trying_by_hand(tmp_path: Any, session: aiohttp.ClientSession) -> None:
@@ -109,12 +132,26 @@ async def test_fake_api_runs_standalone_for_trying_by_hand(tmp_path: Any, sessio
     from workers.tco_api import ApiError, list_orders
 
     orders = tmp_path / "orders.json"
-    orders.write_text(json.dumps([{"ref": "7001", "status": "COMPLETE"}, {"ref": "7002", "status": "PENDING",
-                                                                          "test": True}]))
+    orders.write_text(
+        json.dumps([{"ref": "7001", "status": "COMPLETE"}, {"ref": "7002", "status": "PENDING", "test": True}])
+    )
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fake_2checkout", "--merchant-code", MERCHANT,
-                             "--port", str(port), "--orders", str(orders)],
-                            env={**os.environ, "TCO_SECRET_KEY": SECRET_KEY}, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.fake_2checkout",
+            "--merchant-code",
+            MERCHANT,
+            "--port",
+            str(port),
+            "--orders",
+            str(orders),
+        ],
+        env={**os.environ, "TCO_SECRET_KEY": SECRET_KEY},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 20)
@@ -125,8 +162,9 @@ async def test_fake_api_runs_standalone_for_trying_by_hand(tmp_path: Any, sessio
         listed = await list_orders(session, cfg, Secret(SECRET_KEY), now)
         assert [(o.reference, o.status) for o in listed] == [("7001", "COMPLETE")]
         orders.write_text(json.dumps([{"ref": "7001", "status": "REFUND"}]))
-        assert [(o.reference, o.status) for o in await list_orders(session, cfg, Secret(SECRET_KEY), now)] == \
-            [("7001", "REFUND")]
+        assert [(o.reference, o.status) for o in await list_orders(session, cfg, Secret(SECRET_KEY), now)] == [
+            ("7001", "REFUND")
+        ]
         with pytest.raises(ApiError) as refused:
             await list_orders(session, cfg, Secret("another key"), now)
         assert refused.value.http_status == 401
@@ -136,6 +174,7 @@ async def test_fake_api_runs_standalone_for_trying_by_hand(tmp_path: Any, sessio
 
 
 # -- what "missing" means --------------------------------------------------------------------------------
+
 
 def test_a_later_status_covers_an_earlier_one() -> None:
     assert store.covered("COMPLETE", {"COMPLETE"})
@@ -150,21 +189,25 @@ def test_a_later_status_covers_an_earlier_one() -> None:
 
 
 async def test_pass_reports_orders_without_their_ipn_and_clears_when_it_arrives(
-        aiohttp_client: Any, redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout,
-        session: aiohttp.ClientSession) -> None:
+    aiohttp_client: Any,
+    redis: Redis,
+    make_settings: Callable[..., Settings],
+    api: Fake2Checkout,
+    session: aiohttp.ClientSession,
+) -> None:
     settings = make_settings(sources=[source(api.api_url)])
     client = await aiohttp_client(create_app(settings))
-    api.add("1001", "COMPLETE")          # all its IPNs
+    api.add("1001", "COMPLETE")  # all its IPNs
     await post_ipn(client, "1001", "PAYMENT_AUTHORIZED")
     await post_ipn(client, "1001", "COMPLETE")
-    api.add("1002", "COMPLETE")          # none at all
-    api.add("1003", "COMPLETE")          # its COMPLETE IPN never came
+    api.add("1002", "COMPLETE")  # none at all
+    api.add("1003", "COMPLETE")  # its COMPLETE IPN never came
     await post_ipn(client, "1003", "PAYMENT_AUTHORIZED")
-    api.add("1004", "REFUND")            # refunded, both IPNs there
+    api.add("1004", "REFUND")  # refunded, both IPNs there
     await post_ipn(client, "1004", "COMPLETE")
     await post_ipn(client, "1004", "REFUND")
-    api.add("1005", "COMPLETE", test=True)   # a test order: not listed with IncludeTestOrders=NO
-    api.add("1006", "AUTHRECEIVED")      # the API's name of the stage PAYMENT_AUTHORIZED announces
+    api.add("1005", "COMPLETE", test=True)  # a test order: not listed with IncludeTestOrders=NO
+    api.add("1006", "AUTHRECEIVED")  # the API's name of the stage PAYMENT_AUTHORIZED announces
     await post_ipn(client, "1006", "PAYMENT_AUTHORIZED")
     api.add("1007", "COMPLETE", placed=datetime.now(UTC) - timedelta(days=5))  # outside the lookback
 
@@ -183,23 +226,27 @@ async def test_pass_reports_orders_without_their_ipn_and_clears_when_it_arrives(
 
 
 async def test_an_order_the_api_lists_authreceived_needs_its_authorization_ipn(
-        aiohttp_client: Any, redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout,
-        session: aiohttp.ClientSession) -> None:
+    aiohttp_client: Any,
+    redis: Redis,
+    make_settings: Callable[..., Settings],
+    api: Fake2Checkout,
+    session: aiohttp.ClientSession,
+) -> None:
     # The API's order Status names the authorized stage AUTHRECEIVED ("Order flow in 2Checkout API"); its
     # IPN is PAYMENT_AUTHORIZED (or PAYMENT_RECEIVED, PENDING_ORDER_APPROVAL). An order waiting there for
     # shipment or delivery confirmation whose IPN was lost was never reported: the merchant never ships.
     settings = make_settings(sources=[source(api.api_url)])
     client = await aiohttp_client(create_app(settings))
-    api.add("1101", "AUTHRECEIVED")      # no IPN at all
-    api.add("1102", "AUTHRECEIVED")      # only its PENDING IPN
+    api.add("1101", "AUTHRECEIVED")  # no IPN at all
+    api.add("1102", "AUTHRECEIVED")  # only its PENDING IPN
     await post_ipn(client, "1102", "PENDING")
-    api.add("1103", "AUTHRECEIVED")      # announced
+    api.add("1103", "AUTHRECEIVED")  # announced
     await post_ipn(client, "1103", "PAYMENT_AUTHORIZED")
-    api.add("1104", "AUTHRECEIVED")      # announced as awaiting delivery confirmation
+    api.add("1104", "AUTHRECEIVED")  # announced as awaiting delivery confirmation
     await post_ipn(client, "1104", "PENDING_ORDER_APPROVAL")
-    api.add("1105", "PENDING")           # its PENDING_APPROVAL IPN tells the same news
+    api.add("1105", "PENDING")  # its PENDING_APPROVAL IPN tells the same news
     await post_ipn(client, "1105", "PENDING_APPROVAL")
-    api.add("1106", "CANCELED")          # the API has no INVALID: an INVALID IPN's order is listed CANCELED
+    api.add("1106", "CANCELED")  # the API has no INVALID: an INVALID IPN's order is listed CANCELED
     await post_ipn(client, "1106", "INVALID")
     doc = await worker.run_pass(redis, session, settings.sources["default"])
     assert refs(doc) == [("1101", "AUTHRECEIVED"), ("1102", "AUTHRECEIVED")]
@@ -207,8 +254,12 @@ async def test_an_order_the_api_lists_authreceived_needs_its_authorization_ipn(
 
 
 async def test_an_ipn_through_another_source_counts_an_lcn_does_not(
-        aiohttp_client: Any, redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout,
-        session: aiohttp.ClientSession) -> None:
+    aiohttp_client: Any,
+    redis: Redis,
+    make_settings: Callable[..., Settings],
+    api: Fake2Checkout,
+    session: aiohttp.ClientSession,
+) -> None:
     # One account, two IPN URLs (README: each extra URL configuration is a [[sources]] entry): 2Checkout
     # sends an order with NOTIFICATION_URL to that URL only, while the API lists every order of the
     # account. Counting only the reconciled source's IPNs reported all of the other URL's orders missing.
@@ -220,23 +271,32 @@ async def test_an_ipn_through_another_source_counts_an_lcn_does_not(
     body = signed_body(ipn_fields("2001", status="COMPLETE", test="0"))
     assert (await client.post("/ipn/other", data=body, headers=form)).status == 200
     api.add("2002", "COMPLETE")  # only an LCN names it (its licence code happens to be the RefNo)
-    lcn = signed_body([("LICENSE_CODE", "2002"), ("STATUS", "ACTIVE"), ("DATE_UPDATED", "2024-01-02 03:04:05"),
-                       ("TEST", "0")])
+    lcn = signed_body(
+        [("LICENSE_CODE", "2002"), ("STATUS", "ACTIVE"), ("DATE_UPDATED", "2024-01-02 03:04:05"), ("TEST", "0")]
+    )
     assert (await client.post("/lcn", data=lcn, headers=form)).status == 200
     doc = await worker.run_pass(redis, session, settings.sources["default"])
     assert refs(doc) == [("2002", "COMPLETE")]
 
 
 async def test_a_refund_listed_beside_its_order_needs_the_refund_ipn(
-        aiohttp_client: Any, redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout,
-        session: aiohttp.ClientSession) -> None:
+    aiohttp_client: Any,
+    redis: Redis,
+    make_settings: Callable[..., Settings],
+    api: Fake2Checkout,
+    session: aiohttp.ClientSession,
+) -> None:
     # 2Checkout lists a refund as an order of its own that shares the original's RefNo
     settings = make_settings(sources=[source(api.api_url)])
     client = await aiohttp_client(create_app(settings))
     now = datetime.now(UTC)
     earlier = now - timedelta(hours=1)
-    api.orders = [FakeOrder("2101", "REFUND", placed=now), FakeOrder("2101", "COMPLETE", placed=earlier),
-                  FakeOrder("2102", "COMPLETE", placed=earlier), FakeOrder("2102", "REFUND", placed=now)]
+    api.orders = [
+        FakeOrder("2101", "REFUND", placed=now),
+        FakeOrder("2101", "COMPLETE", placed=earlier),
+        FakeOrder("2102", "COMPLETE", placed=earlier),
+        FakeOrder("2102", "REFUND", placed=now),
+    ]
     await post_ipn(client, "2101", "COMPLETE")
     await post_ipn(client, "2102", "COMPLETE")
     await post_ipn(client, "2102", "REFUND")
@@ -244,8 +304,9 @@ async def test_a_refund_listed_beside_its_order_needs_the_refund_ipn(
     assert refs(doc) == [("2101", "REFUND")]
 
 
-async def test_test_orders_are_compared_when_asked(redis: Redis, make_settings: Callable[..., Settings],
-                                                   api: Fake2Checkout, session: aiohttp.ClientSession) -> None:
+async def test_test_orders_are_compared_when_asked(
+    redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout, session: aiohttp.ClientSession
+) -> None:
     settings = make_settings(sources=[source(api.api_url, include_test_orders=True)])
     api.add("3001", "COMPLETE", test=True)
     doc = await worker.run_pass(redis, session, settings.sources["default"])
@@ -254,8 +315,8 @@ async def test_test_orders_are_compared_when_asked(redis: Redis, make_settings: 
 
 
 async def test_grace_counts_from_when_the_order_was_first_seen_in_its_status(
-        redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout,
-        session: aiohttp.ClientSession) -> None:
+    redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout, session: aiohttp.ClientSession
+) -> None:
     settings = make_settings(sources=[source(api.api_url, grace_minutes=0.5)])
     src = settings.sources["default"]
     api.add("4001", "PAYMENT_AUTHORIZED")
@@ -276,19 +337,26 @@ async def test_grace_counts_from_when_the_order_was_first_seen_in_its_status(
     api.orders.clear()
     await worker.run_pass(redis, session, src)
     assert await redis.exists(k.reconcile_seen("default")) == 0
-    assert 0 < await redis.pttl(k.reconcile_state("default")) <= settings.sources["default"].reconcile.lookback_ms \
-        + k.DAY_MS  # type: ignore[union-attr]
+    assert (
+        0
+        < await redis.pttl(k.reconcile_state("default"))
+        <= settings.sources["default"].reconcile.lookback_ms + k.DAY_MS
+    )  # type: ignore[union-attr]
 
 
-async def test_pages_are_read_until_the_count_is_covered(redis: Redis, make_settings: Callable[..., Settings],
-                                                         api: Fake2Checkout, session: aiohttp.ClientSession) -> None:
+async def test_pages_are_read_until_the_count_is_covered(
+    redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout, session: aiohttp.ClientSession
+) -> None:
     settings = make_settings(sources=[source(api.api_url)])
     now = datetime.now(UTC)
     for i in range(450):
         api.add(str(500000 + i), "COMPLETE", placed=now - timedelta(seconds=i))
     doc = await worker.run_pass(redis, session, settings.sources["default"])
-    assert [(r["query"]["Page"], r["query"]["Limit"]) for r in api.requests] == [("1", "200"), ("2", "200"),
-                                                                                ("3", "200")]
+    assert [(r["query"]["Page"], r["query"]["Limit"]) for r in api.requests] == [
+        ("1", "200"),
+        ("2", "200"),
+        ("3", "200"),
+    ]
     assert doc["count"] == 450 and doc["orders"] == 450
     assert api.requests[0]["query"]["EndDate"] == now.strftime("%Y-%m-%d")
     assert api.requests[0]["query"]["StartDate"] == (now - timedelta(hours=48)).strftime("%Y-%m-%d")
@@ -296,8 +364,10 @@ async def test_pages_are_read_until_the_count_is_covered(redis: Redis, make_sett
 
 # -- an API that cannot be read -------------------------------------------------------------------------
 
-async def test_api_errors_keep_the_last_list_and_say_why(redis: Redis, make_settings: Callable[..., Settings],
-                                                         api: Fake2Checkout, session: aiohttp.ClientSession) -> None:
+
+async def test_api_errors_keep_the_last_list_and_say_why(
+    redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout, session: aiohttp.ClientSession
+) -> None:
     settings = make_settings(sources=[source(api.api_url, timeout_seconds=0.3)])
     src = settings.sources["default"]
     api.add("5001", "COMPLETE")
@@ -330,8 +400,8 @@ async def test_api_errors_keep_the_last_list_and_say_why(redis: Redis, make_sett
 
 
 async def test_a_wrong_secret_is_a_401_not_retried_and_never_shown(
-        redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout,
-        session: aiohttp.ClientSession) -> None:
+    redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout, session: aiohttp.ClientSession
+) -> None:
     wrong = "wrong-secret-Zq81"
     settings = make_settings(sources=[source(api.api_url)], env={"TCO_SECRET_KEY": wrong})
     api.add("6001", "COMPLETE")
@@ -351,9 +421,10 @@ async def test_a_wrong_secret_is_a_401_not_retried_and_never_shown(
 
 # -- health -------------------------------------------------------------------------------------------
 
+
 async def test_health_reports_missing_orders_and_a_failing_api(
-        redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout,
-        session: aiohttp.ClientSession) -> None:
+    redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout, session: aiohttp.ClientSession
+) -> None:
     settings = make_settings(sources=[source(api.api_url)])
     await redis.zadd(k.WORKERS, {"w": await clock_ms(redis)})  # a live worker: only our problems remain
     for i in range(12):
@@ -378,6 +449,7 @@ async def test_health_reports_missing_orders_and_a_failing_api(
 
 # -- one pass at a time ---------------------------------------------------------------------------------
 
+
 async def test_one_pass_at_a_time_every_interval(redis: Redis) -> None:
     assert await store.take_turn(redis, "s", "w1")
     assert not await store.take_turn(redis, "s", "w2")
@@ -392,8 +464,9 @@ async def test_one_pass_at_a_time_every_interval(redis: Redis) -> None:
     assert 0 < await redis.pttl(k.reconcile_turn("s")) <= store.LEASE_MS
 
 
-async def test_due_passes_runs_only_when_due(redis: Redis, make_settings: Callable[..., Settings],
-                                             api: Fake2Checkout, session: aiohttp.ClientSession) -> None:
+async def test_due_passes_runs_only_when_due(
+    redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout, session: aiohttp.ClientSession
+) -> None:
     settings = make_settings(sources=[source(api.api_url)])
     first = await worker.due_passes(redis, session, settings, "w1")
     second = await worker.due_passes(redis, session, settings, "w2")
@@ -401,8 +474,9 @@ async def test_due_passes_runs_only_when_due(redis: Redis, make_settings: Callab
     assert len(api.requests) == 1
 
 
-async def test_two_workers_at_once_make_one_listing(redis: Redis, make_settings: Callable[..., Settings],
-                                                    api: Fake2Checkout, session: aiohttp.ClientSession) -> None:
+async def test_two_workers_at_once_make_one_listing(
+    redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout, session: aiohttp.ClientSession
+) -> None:
     settings = make_settings(sources=[source(api.api_url)])
     api.script = [("slow", 0.3)]  # both ask while the first listing is still out
     api.add("1", "COMPLETE")
@@ -413,15 +487,24 @@ async def test_two_workers_at_once_make_one_listing(redis: Redis, make_settings:
 
 # -- configuration -------------------------------------------------------------------------------------
 
+
 def test_config_defaults_and_bad_values(make_settings: Callable[..., Settings]) -> None:
-    settings = make_settings(sources=[{"name": "default", "secret_key_env": "TCO_SECRET_KEY",
-                                       "reconcile": {"merchant_code": MERCHANT}}])
+    settings = make_settings(
+        sources=[{"name": "default", "secret_key_env": "TCO_SECRET_KEY", "reconcile": {"merchant_code": MERCHANT}}]
+    )
     cfg = settings.sources["default"].reconcile
     assert cfg is not None
-    assert (cfg.api_url, cfg.interval_seconds, cfg.lookback_hours, cfg.grace_minutes, cfg.include_test_orders) == \
-        ("https://api.2checkout.com/rest/6.0", 600, 48, 30, False)
-    assert make_settings(sources=[{"name": "default", "secret_key_env": "TCO_SECRET_KEY"}]) \
-        .sources["default"].reconcile is None
+    assert (cfg.api_url, cfg.interval_seconds, cfg.lookback_hours, cfg.grace_minutes, cfg.include_test_orders) == (
+        "https://api.2checkout.com/rest/6.0",
+        600,
+        48,
+        30,
+        False,
+    )
+    assert (
+        make_settings(sources=[{"name": "default", "secret_key_env": "TCO_SECRET_KEY"}]).sources["default"].reconcile
+        is None
+    )
     with pytest.raises(ConfigError, match=r"source 'default': reconcile\.interval_seconds = 4: must be greater"):
         make_settings(sources=[source("http://127.0.0.1:9", interval_seconds=4)])
     with pytest.raises(ConfigError, match=r"source 'default': reconcile\.merchant_code: is required"):
@@ -429,10 +512,20 @@ def test_config_defaults_and_bad_values(make_settings: Callable[..., Settings]) 
     with pytest.raises(ConfigError, match=r"source 'default': reconcile\.grace: unknown key"):
         make_settings(sources=[source("http://127.0.0.1:9", grace=3)])
     with pytest.raises(ConfigError, match=r"source 'default': reconcile needs secret_key_env"):
-        make_settings(sources=[{"name": "default", "ins_secret_word_env": "TCO_INS_SECRET_WORD",
-                                "seller_id": SELLER_ID, "reconcile": {"merchant_code": MERCHANT}}])
-    assert make_settings(sources=[source("http://127.0.0.1:9", grace_minutes=0.25)]) \
-        .sources["default"].reconcile.grace_ms == 15_000  # type: ignore[union-attr]
+        make_settings(
+            sources=[
+                {
+                    "name": "default",
+                    "ins_secret_word_env": "TCO_INS_SECRET_WORD",
+                    "seller_id": SELLER_ID,
+                    "reconcile": {"merchant_code": MERCHANT},
+                }
+            ]
+        )
+    assert (
+        make_settings(sources=[source("http://127.0.0.1:9", grace_minutes=0.25)]).sources["default"].reconcile.grace_ms
+        == 15_000
+    )  # type: ignore[union-attr]
 
 
 def test_retention_must_outlast_the_listing(make_settings: Callable[..., Settings]) -> None:
@@ -440,18 +533,30 @@ def test_retention_must_outlast_the_listing(make_settings: Callable[..., Setting
     # 48 h lookback (whole UTC days: up to 72 h listed), every order older than 36 h would be reported
     # missing although its IPN came. The config now says so when it loads.
     delivery = {"retention_days": 1.5, "retry_window_hours": 24}
-    with pytest.raises(ConfigError, match=r"source 'default': reconcile\.lookback_hours = 48 needs "
-                                          r"delivery\.retention_days \(now 1\.5\) longer than lookback_hours \+ 24 h"):
+    with pytest.raises(
+        ConfigError,
+        match=r"source 'default': reconcile\.lookback_hours = 48 needs "
+        r"delivery\.retention_days \(now 1\.5\) longer than lookback_hours \+ 24 h",
+    ):
         make_settings(delivery=delivery, sources=[source("http://127.0.0.1:9")])
-    assert make_settings(delivery=delivery, sources=[source("http://127.0.0.1:9", lookback_hours=11)]) \
-        .sources["default"].reconcile is not None
+    assert (
+        make_settings(delivery=delivery, sources=[source("http://127.0.0.1:9", lookback_hours=11)])
+        .sources["default"]
+        .reconcile
+        is not None
+    )
 
 
 # -- alerts ---------------------------------------------------------------------------------------------
 
+
 async def test_missing_orders_alert_once_and_recover(
-        aiohttp_client: Any, redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout,
-        session: aiohttp.ClientSession) -> None:
+    aiohttp_client: Any,
+    redis: Redis,
+    make_settings: Callable[..., Settings],
+    api: Fake2Checkout,
+    session: aiohttp.ClientSession,
+) -> None:
     from workers import alerts
 
     settings = make_settings(sources=[source(api.api_url)])
@@ -480,17 +585,19 @@ async def test_missing_orders_alert_once_and_recover(
     assert not [n for n in await alerts.evaluate(redis, settings, now + 180_000) if n.kind.startswith("notif")]
 
 
-
 # -- the CLI's and the API's edges ------------------------------------------------------------------------
 
-def test_reconcile_command_names_a_bad_source(make_settings: Callable[..., Settings],
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+
+def test_reconcile_command_names_a_bad_source(
+    make_settings: Callable[..., Settings], capsys: pytest.CaptureFixture[str]
+) -> None:
     from relay.cli import main
 
     plain = make_settings(sources=[{"name": "default", "secret_key_env": "TCO_SECRET_KEY"}])
     assert main(["--config", str(plain.config_path), "reconcile"]) == 2
-    assert capsys.readouterr().err.strip() == ("relay: no source has a [sources.reconcile] table: nothing to "
-                                               "compare (docs/configuration.md)")
+    assert capsys.readouterr().err.strip() == (
+        "relay: no source has a [sources.reconcile] table: nothing to compare (docs/configuration.md)"
+    )
     other = {"name": "other", "secret_key_env": "TCO_SECRET_KEY"}
     settings = make_settings(sources=[source("http://127.0.0.1:9"), other])
     assert main(["--config", str(settings.config_path), "reconcile", "--source", "nope"]) == 2
@@ -500,8 +607,14 @@ def test_reconcile_command_names_a_bad_source(make_settings: Callable[..., Setti
 
 
 async def test_reconcile_command_without_the_secret_key_says_so_and_writes_nothing(
-        redis: Redis, redis_server: Any, make_settings: Callable[..., Settings], api: Fake2Checkout,
-        tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    redis: Redis,
+    redis_server: Any,
+    make_settings: Callable[..., Settings],
+    api: Fake2Checkout,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     # An operator's shell without TCO_SECRET_KEY recorded reconcile_failing in Redis: health turned
     # degraded and an alert could go out for everyone until the next worker pass.
     from relay.cli import main
@@ -512,14 +625,17 @@ async def test_reconcile_command_without_the_secret_key_says_so_and_writes_nothi
     monkeypatch.chdir(tmp_path)
     argv = ["--config", str(settings.config_path), "reconcile"]
     assert await asyncio.to_thread(main, argv) == 2
-    assert capsys.readouterr().err.strip() == ("relay: source default: TCO_SECRET_KEY is not set (its secret_key_env): "
-                                               "2Checkout's API is signed with the account's secret key")
+    assert capsys.readouterr().err.strip() == (
+        "relay: source default: TCO_SECRET_KEY is not set (its secret_key_env): "
+        "2Checkout's API is signed with the account's secret key"
+    )
     assert await redis.exists(k.reconcile_state("default"), k.reconcile_turn("default")) == 0
     assert api.requests == []
     # under `relay dev` the generated key is used, as send-test does
     (tmp_path / ".relay").mkdir()
-    (tmp_path / ".relay" / "dev-secrets.json").write_text(json.dumps({"TCO_SECRET_KEY": SECRET_KEY,
-                                                                    "RELAY_ADMIN_TOKEN": "not used here"}))
+    (tmp_path / ".relay" / "dev-secrets.json").write_text(
+        json.dumps({"TCO_SECRET_KEY": SECRET_KEY, "RELAY_ADMIN_TOKEN": "not used here"})
+    )
     api.add("5001", "COMPLETE")
     assert await asyncio.to_thread(main, argv) == 1
     out = capsys.readouterr()
@@ -528,7 +644,8 @@ async def test_reconcile_command_without_the_secret_key_says_so_and_writes_nothi
 
 
 async def test_api_reconcile_is_behind_the_token_and_empty_without_reconciliation(
-        aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis) -> None:
+    aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis
+) -> None:
     token = "reconcile-api-token-0123456789"
     settings = make_settings(env={"RELAY_ADMIN_TOKEN": token})
     client = await aiohttp_client(create_app(settings))
@@ -537,8 +654,9 @@ async def test_api_reconcile_is_behind_the_token_and_empty_without_reconciliatio
     assert resp.status == 200 and await resp.json() == {"sources": []}
 
 
-async def test_dashboard_section_in_every_state(aiohttp_client: Any, redis: Redis,
-                                                make_settings: Callable[..., Settings]) -> None:
+async def test_dashboard_section_in_every_state(
+    aiohttp_client: Any, redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
     token = "reconcile-dash-token-0123456789"
     settings = make_settings(sources=[source("http://127.0.0.1:9")], env={"RELAY_ADMIN_TOKEN": token})
     client = await aiohttp_client(create_app(settings))
@@ -549,7 +667,7 @@ async def test_dashboard_section_in_every_state(aiohttp_client: Any, redis: Redi
         resp = await client.get("/dashboard/data/overview")
         assert resp.status == 200
         html: str = (await resp.json())["html"]
-        return html[html.index('<section class="reconcile"'):]
+        return html[html.index('<section class="reconcile"') :]
 
     assert "No pass yet" in await section()
     now = await clock_ms(redis)
@@ -572,8 +690,8 @@ async def test_dashboard_section_in_every_state(aiohttp_client: Any, redis: Redi
 
 
 async def test_an_unreadable_api_alerts_once_and_recovers(
-        redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout,
-        session: aiohttp.ClientSession) -> None:
+    redis: Redis, make_settings: Callable[..., Settings], api: Fake2Checkout, session: aiohttp.ClientSession
+) -> None:
     # before, reconcile_failing was a health problem only: a wrong API key stayed silent but for health
     from workers import alerts
 

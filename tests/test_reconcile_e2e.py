@@ -48,9 +48,16 @@ async def api() -> AsyncIterator[Fake2Checkout]:
 async def relay_cli(config: Path, redis_url: str, *args: str) -> tuple[int, str, str]:
     """A `relay` command in its own process, without blocking the loop the fake API answers on."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "relay", "--config", str(config), *args,
+        sys.executable,
+        "-m",
+        "relay",
+        "--config",
+        str(config),
+        *args,
         env={**os.environ, **TEST_ENV, "REDIS_URL": redis_url, "RELAY_ADMIN_TOKEN": TOKEN},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
@@ -67,15 +74,29 @@ async def until(check: Any, what: str, procs: list[RelayProcess]) -> Any:
         await asyncio.sleep(0.2)
 
 
-async def test_missing_orders_are_reported_everywhere_and_clear(tmp_path: Path, redis_server: RedisServer,
-                                                                api: Fake2Checkout) -> None:
+async def test_missing_orders_are_reported_everywhere_and_clear(
+    tmp_path: Path, redis_server: RedisServer, api: Fake2Checkout
+) -> None:
     port = free_port()
     config = write_config(
-        tmp_path / "relay.toml", redis_port=redis_server.port,
+        tmp_path / "relay.toml",
+        redis_port=redis_server.port,
         extra=f"[server]\nport = {port}\n",
-        sources=[{"name": "default", "secret_key_env": "TCO_SECRET_KEY", "seller_id": SELLER_ID,
-                  "reconcile": {"merchant_code": MERCHANT, "api_url": api.api_url, "interval_seconds": 5,
-                                "grace_minutes": 0.02, "timeout_seconds": 2}}])
+        sources=[
+            {
+                "name": "default",
+                "secret_key_env": "TCO_SECRET_KEY",
+                "seller_id": SELLER_ID,
+                "reconcile": {
+                    "merchant_code": MERCHANT,
+                    "api_url": api.api_url,
+                    "interval_seconds": 5,
+                    "grace_minutes": 0.02,
+                    "timeout_seconds": 2,
+                },
+            }
+        ],
+    )
     env = {"RELAY_ADMIN_TOKEN": TOKEN}
     redis = Redis.from_url(redis_server.url)
     await redis.flushall()
@@ -83,6 +104,7 @@ async def test_missing_orders_are_reported_everywhere_and_clear(tmp_path: Path, 
     procs = [RelayProcess(config, redis_server.url, "serve", env=env)]
     http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
     try:
+
         async def up() -> bool:
             try:
                 async with http.get(base + "/healthz") as resp:
@@ -97,14 +119,14 @@ async def test_missing_orders_are_reported_everywhere_and_clear(tmp_path: Path, 
             async with http.post(base + "/ipn", data=body, headers=FORM) as resp:
                 assert resp.status == 200, await resp.text()
 
-        api.add("9001", "COMPLETE")                # every IPN arrived
+        api.add("9001", "COMPLETE")  # every IPN arrived
         await ipn("9001", "PAYMENT_AUTHORIZED")
         await ipn("9001", "COMPLETE")
-        api.add("9002", "COMPLETE")                # no IPN at all
-        api.add("9003", "COMPLETE")                # its COMPLETE IPN never came
+        api.add("9002", "COMPLETE")  # no IPN at all
+        api.add("9003", "COMPLETE")  # its COMPLETE IPN never came
         await ipn("9003", "PAYMENT_AUTHORIZED")
-        api.add("9004", "COMPLETE", test=True)     # a test order, left out of the listing
-        api.add("9005", "REFUND")                  # refunded, both IPNs arrived
+        api.add("9004", "COMPLETE", test=True)  # a test order, left out of the listing
+        api.add("9005", "REFUND")  # refunded, both IPNs arrived
         await ipn("9005", "COMPLETE")
         await ipn("9005", "REFUND")
 
@@ -135,10 +157,14 @@ async def test_missing_orders_are_reported_everywhere_and_clear(tmp_path: Path, 
         code, out, err = await relay_cli(config, redis_server.url, "reconcile", "--json")
         assert code == 1, (out, err)
         doc = json.loads(out)
-        assert [[(m["reference"], m["status"]) for m in s["missing"]] for s in doc["sources"]] == \
-            [[("9002", "COMPLETE"), ("9003", "COMPLETE")]]
-        assert doc["sources"][0]["error"] is None and set(doc["sources"][0]["missing"][0]) == \
-            {"reference", "status", "first_seen"}
+        assert [[(m["reference"], m["status"]) for m in s["missing"]] for s in doc["sources"]] == [
+            [("9002", "COMPLETE"), ("9003", "COMPLETE")]
+        ]
+        assert doc["sources"][0]["error"] is None and set(doc["sources"][0]["missing"][0]) == {
+            "reference",
+            "status",
+            "first_seen",
+        }
         code, out, _ = await relay_cli(config, redis_server.url, "reconcile")
         assert code == 1 and "9002" in out and "order_info.php?refno=9003" in out
 
@@ -150,8 +176,11 @@ async def test_missing_orders_are_reported_everywhere_and_clear(tmp_path: Path, 
         assert "order_info.php?refno=9002" in page and "9001" not in page
 
         settings = load_settings(config, {**TEST_ENV, "REDIS_URL": redis_server.url})
-        notices = [n for n in await alerts.evaluate(redis, settings, await clock_ms(redis))
-                   if n.kind == "notifications_missing"]
+        notices = [
+            n
+            for n in await alerts.evaluate(redis, settings, await clock_ms(redis))
+            if n.kind == "notifications_missing"
+        ]
         assert len(notices) == 1 and "9002 COMPLETE" in notices[0].text and "9003 COMPLETE" in notices[0].text
 
         await ipn("9003", "COMPLETE")  # arrives late (reissued from the control panel)

@@ -30,14 +30,27 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 REDACTED = "**redacted**"
 CREDENTIALS = {"CUSTOMER_PASSWORD": "hunter2-pass", "API_TOKEN": "tok-0123456", "client_secret": "cs-abcdef12"}
 # every shape the configured secrets and the credential values can take on a page or in JSON
-HIDDEN = [SECRET_KEY, quote_plus(SECRET_KEY), quote(SECRET_KEY, safe=""), json.dumps(SECRET_KEY)[1:-1], WHSEC,
-          TOKEN, *CREDENTIALS.values()]
+HIDDEN = [
+    SECRET_KEY,
+    quote_plus(SECRET_KEY),
+    quote(SECRET_KEY, safe=""),
+    json.dumps(SECRET_KEY)[1:-1],
+    WHSEC,
+    TOKEN,
+    *CREDENTIALS.values(),
+]
 
 
 def relay_cli(settings: Settings, redis_url: str, *args: str) -> str:
     env = {**os.environ, **TEST_ENV, "REDIS_URL": redis_url, "RELAY_ADMIN_TOKEN": TOKEN}
-    out = subprocess.run([sys.executable, "-m", "relay", "--config", str(settings.config_path), *args],
-                         capture_output=True, text=True, env=env, timeout=60, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "relay", "--config", str(settings.config_path), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -47,24 +60,34 @@ def assert_hidden(surface: str, text: str) -> None:
         assert value not in text, (surface, value)
 
 
-async def test_api_cli_and_dashboard_redact_alike(aiohttp_client: Any, make_settings: Callable[..., Settings],
-                                                   redis: Redis) -> None:
+async def test_api_cli_and_dashboard_redact_alike(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis
+) -> None:
     settings = make_settings(
-        endpoints=[{"name": "billing", "url": "http://127.0.0.1:9/hook", "channels": ["ipn"],
-                    "signing_secret_env": "SINK_SECRET"}],
-        env={"RELAY_ADMIN_TOKEN": TOKEN})
+        endpoints=[
+            {
+                "name": "billing",
+                "url": "http://127.0.0.1:9/hook",
+                "channels": ["ipn"],
+                "signing_secret_env": "SINK_SECRET",
+            }
+        ],
+        env={"RELAY_ADMIN_TOKEN": TOKEN},
+    )
     client: TestClient[Any, Any] = await aiohttp_client(create_app(settings))
     fields = [*ipn_fields("4242"), ("NOTE", f"key={SECRET_KEY} whsec={WHSEC}"), *CREDENTIALS.items()]
     body = signed_body(fields)
-    assert (await client.post("/ipn", data=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
-            ).status == 200
+    assert (
+        await client.post("/ipn", data=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    ).status == 200
     nid = notification_id("default", "ipn", body)
     redis_url = settings.redis_url or ""
 
     # one notification in full
     api = await (await client.get(f"/api/notifications/{nid}", headers=AUTH)).json()
-    cli_json = json.loads(await asyncio.to_thread(relay_cli, settings, redis_url, "notifications", "show", nid,
-                                                  "--json"))
+    cli_json = json.loads(
+        await asyncio.to_thread(relay_cli, settings, redis_url, "notifications", "show", nid, "--json")
+    )
     cli_text = await asyncio.to_thread(relay_cli, settings, redis_url, "notifications", "show", nid)
     login = await client.post("/dashboard/login", data={"token": TOKEN}, allow_redirects=False)
     assert login.status == 303
@@ -79,14 +102,20 @@ async def test_api_cli_and_dashboard_redact_alike(aiohttp_client: Any, make_sett
         assert f"{name}={REDACTED}" in page, name
     assert api["fields"]["NOTE"] == [f"key={REDACTED} whsec={REDACTED}"]
     assert api["fields"]["REFNO"] == ["4242"] and api["fields"]["HASH"]  # ordinary fields and signatures stay
-    for surface, text in {"api": json.dumps(api), "cli --json": json.dumps(cli_json), "cli": cli_text,
-                          "dashboard data": json.dumps(dash), "dashboard page": page}.items():
+    for surface, text in {
+        "api": json.dumps(api),
+        "cli --json": json.dumps(cli_json),
+        "cli": cli_text,
+        "dashboard data": json.dumps(dash),
+        "dashboard page": page,
+    }.items():
         assert_hidden(surface, text)
 
     # the listings: the same rows on all three
     api_items = (await (await client.get("/api/notifications", headers=AUTH)).json())["items"]
-    cli_items = json.loads(await asyncio.to_thread(relay_cli, settings, redis_url, "notifications", "list",
-                                                   "--json"))["items"]
+    cli_items = json.loads(await asyncio.to_thread(relay_cli, settings, redis_url, "notifications", "list", "--json"))[
+        "items"
+    ]
     dash_items = (await (await client.get("/dashboard/data/notifications")).json())["items"]
     assert [i["id"] for i in api_items] == [nid]
     assert api_items == cli_items == dash_items

@@ -40,8 +40,12 @@ async def test_commands_round_trip_through_hiredis_packing(redis_server: RedisSe
 def test_packing_matches_redis_py_byte_for_byte() -> None:
     stock = Connection(host="x")
     packed = hiredis_packing(Redis(host="x")).connection_pool.make_connection()
-    for args in (("SET", "k", "Müller"), (b"EVALSHA", "abc", 2, "k1", "k2", 1.5, b"\x00", -3),
-                 ("CONFIG GET", "maxmemory"), ("HSET", "h", "f", 1e20)):
+    for args in (
+        ("SET", "k", "Müller"),
+        (b"EVALSHA", "abc", 2, "k1", "k2", 1.5, b"\x00", -3),
+        ("CONFIG GET", "maxmemory"),
+        ("HSET", "h", "f", 1e20),
+    ):
         assert b"".join(packed.pack_command(*args)) == b"".join(stock.pack_command(*args)), args
 
 

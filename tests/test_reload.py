@@ -40,16 +40,19 @@ ORIGIN = audit.Origin("cli", "tester@test")
 
 
 @pytest.fixture
-async def workers(redis: Redis, redis_server: RedisServer, start_worker: Callable[..., Worker]
-                  ) -> AsyncIterator[Callable[..., Any]]:
+async def workers(
+    redis: Redis, redis_server: RedisServer, start_worker: Callable[..., Worker]
+) -> AsyncIterator[Callable[..., Any]]:
     started: list[Worker] = []
 
     async def start(settings: Settings, n: int) -> list[Worker]:
         new = []
         env = {**TEST_ENV, "REDIS_URL": redis_server.url}
         for _ in range(n):
-            w = start_worker(settings, ctx={
-                "worker_name": f"w{len(started)}", "load_settings": lambda path: load_settings(path, env)})
+            w = start_worker(
+                settings,
+                ctx={"worker_name": f"w{len(started)}", "load_settings": lambda path: load_settings(path, env)},
+            )
             started.append(w)
             new.append(w)
         # each worker's reloader reports its hash once it runs: then it also listens
@@ -61,7 +64,8 @@ async def workers(redis: Redis, redis_server: RedisServer, start_worker: Callabl
 
 async def _reported(redis: Redis, n: int) -> bool:
     return len(await redis.hgetall(k.PROCS)) >= n and await redis.pubsub_numsub(k.RELOAD_CHANNEL) == [
-        (k.RELOAD_CHANNEL.encode(), n)]
+        (k.RELOAD_CHANNEL.encode(), n)
+    ]
 
 
 def rewrite(settings: Settings, endpoints: list[dict[str, Any]], redis_url: str) -> Settings:
@@ -70,8 +74,12 @@ def rewrite(settings: Settings, endpoints: list[dict[str, Any]], redis_url: str)
 
 
 async def test_reload_adds_changes_and_removes_endpoints_in_two_workers(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
-    redis_server: RedisServer, workers: Callable[..., Any]
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+    redis: Redis,
+    redis_server: RedisServer,
+    workers: Callable[..., Any],
 ) -> None:
     keep, old_url, new_url, gone, added = [await sink() for _ in range(5)]
     gone.script = [500]  # its work keeps waiting (retrying) until the reload removes it
@@ -117,8 +125,11 @@ async def _state(redis: Redis, nid: str, ep_name: str, state: str) -> bool:
 
 
 async def test_an_invalid_config_is_refused_and_the_old_one_stays(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
-    workers: Callable[..., Any]
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+    redis: Redis,
+    workers: Callable[..., Any],
 ) -> None:
     s = await sink()
     settings = make_settings(endpoints=[ep("x", s)])
@@ -135,14 +146,42 @@ async def test_an_invalid_config_is_refused_and_the_old_one_stays(
     await wait_for(lambda: len(s.received) == 1, 15)
     # the CLI prints each answer and the error, and exits 1
     env = {**os.environ, **TEST_ENV, "REDIS_URL": settings.redis_url or ""}
-    out = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "relay", "--config",
-                                  str(settings.config_path.with_name("good.toml")), "reload", "--wait", "5"],
-                                  capture_output=True, text=True, env=env, timeout=60)
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "relay",
+            "--config",
+            str(settings.config_path.with_name("good.toml")),
+            "reload",
+            "--wait",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert out.returncode == 2 and "configuration file not found" in out.stderr  # its own config is read too
     settings.config_path.with_name("good.toml").write_text(text)
-    out = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "relay", "--config",
-                                  str(settings.config_path.with_name("good.toml")), "reload", "--wait", "5"],
-                                  capture_output=True, text=True, env=env, timeout=60)
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "relay",
+            "--config",
+            str(settings.config_path.with_name("good.toml")),
+            "reload",
+            "--wait",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert out.returncode == 1, out.stdout + out.stderr
     assert out.stdout.count("refused") == 2 and "the 1st [[endpoints]]: name" in out.stdout
     assert "Traceback" not in out.stderr
@@ -158,8 +197,12 @@ async def test_relay_reload_with_nobody_listening(make_settings: Callable[..., S
 
 
 async def test_reload_under_load_across_two_worker_processes(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
-    redis_server: RedisServer, tmp_path: Path
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+    redis: Redis,
+    redis_server: RedisServer,
+    tmp_path: Path,
 ) -> None:
     """Two `relay worker` processes, notifications arriving all along; a reload adds, changes and
     removes endpoints. Nothing is lost: every notification reaches each endpoint it was routed to (or
@@ -181,8 +224,10 @@ async def test_reload_under_load_across_two_worker_processes(
 
         feeding = asyncio.create_task(load(120))
         await wait_for(lambda: len(nids) >= 40, 30)
-        write_config(settings.config_path, endpoints=[ep("serial", serial), ep("conc", new_c, concurrent=True),
-                                                      ep("added", added)])
+        write_config(
+            settings.config_path,
+            endpoints=[ep("serial", serial), ep("conc", new_c, concurrent=True), ep("added", added)],
+        )
         asked_at = len(nids)
         result = await request_reload(redis, ORIGIN)
         reloaded_at = len(nids)
@@ -193,9 +238,11 @@ async def test_reload_under_load_across_two_worker_processes(
                 await wait_for(lambda nid=nid: _settled(redis, nid), 30)
             except AssertionError:
                 eps = (await redis.hget(k.notification(nid), "eps") or b"").decode()
-                raise AssertionError(f"{nid} #{nids.index(nid)} not settled: "
-                                     f"{[(e, await delivery(redis, nid, e)) for e in eps.split(',') if e]}; "
-                                     f"logs: {[p.output()[-3000:] for p in procs]}") from None
+                raise AssertionError(
+                    f"{nid} #{nids.index(nid)} not settled: "
+                    f"{[(e, await delivery(redis, nid, e)) for e in eps.split(',') if e]}; "
+                    f"logs: {[p.output()[-3000:] for p in procs]}"
+                ) from None
         # the SIGHUP path: one process re-reads the same file (unchanged) and says so in the audit log
         procs[0].proc.send_signal(signal.SIGHUP)
         await wait_for(lambda: _signal_audited(redis), 15)
@@ -211,8 +258,11 @@ async def test_reload_under_load_across_two_worker_processes(
     states = [(await delivery(redis, nid, "gone")).get("state") for nid in nids]
     assert "pending" not in states and "retrying" not in states and "in_flight" not in states
     sent = [r.body.split(b"REFNO=")[1].split(b"&")[0].decode() for r in gone.received]
-    cancelled = [(i, await attempts(redis, nid, "gone"), await delivery(redis, nid, "gone"))
-                 for i, nid in enumerate(nids) if states[i] == "cancelled" and str(i) in sent]
+    cancelled = [
+        (i, await attempts(redis, nid, "gone"), await delivery(redis, nid, "gone"))
+        for i, nid in enumerate(nids)
+        if states[i] == "cancelled" and str(i) in sent
+    ]
     assert not cancelled, (cancelled, sent)
     assert states.count("delivered") == len(gone.received) and "cancelled" in states
     assert {s for s in states if s} <= {"delivered", "cancelled"}
@@ -245,27 +295,36 @@ async def test_relay_reload_reaches_serve_and_worker_processes(
     first, second = await sink(), await sink()
     public, admin = free_port(), free_port()
     server = f"[server]\nport = {public}\n"
-    config = write_config(tmp_path / "relay.toml", admin={"port": admin}, extra=server,
-                          endpoints=[ep("first", first)])
+    config = write_config(tmp_path / "relay.toml", admin={"port": admin}, extra=server, endpoints=[ep("first", first)])
     token = {"RELAY_ADMIN_TOKEN": "t0ken"}
-    procs = [RelayProcess(config, redis_server.url, "serve", env=token),
-             RelayProcess(config, redis_server.url, "worker")]
+    procs = [
+        RelayProcess(config, redis_server.url, "serve", env=token),
+        RelayProcess(config, redis_server.url, "worker"),
+    ]
     env = {**os.environ, **TEST_ENV, "REDIS_URL": redis_server.url}
     try:
         await wait_for(lambda: _reported(redis, 2), 30)
         async with aiohttp.ClientSession(headers={"Authorization": "Bearer t0ken"}) as http:
-            async with http.post(f"http://127.0.0.1:{public}/ipn", data=signed_body(ipn_fields("1")),
-                                 headers=FORM) as resp:
+            async with http.post(
+                f"http://127.0.0.1:{public}/ipn", data=signed_body(ipn_fields("1")), headers=FORM
+            ) as resp:
                 assert resp.status == 200
             nid = notification_id("default", "ipn", signed_body(ipn_fields("1")))
             await wait_for(lambda: len(first.received) == 1, 15)
             resend = f"http://127.0.0.1:{admin}/api/notifications/{nid}/resend"
             async with http.post(resend, json={"endpoint": "second"}) as resp:
                 assert resp.status == 400 and "second" in (await resp.json())["error"]
-            write_config(config, admin={"port": admin}, extra=server,
-                         endpoints=[ep("first", first), ep("second", second)])
-            out = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "relay", "--config", str(config),
-                                          "reload"], capture_output=True, text=True, env=env, timeout=60)
+            write_config(
+                config, admin={"port": admin}, extra=server, endpoints=[ep("first", first), ep("second", second)]
+            )
+            out = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "relay", "--config", str(config), "reload"],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=60,
+            )
             assert out.returncode == 0, out.stdout + out.stderr
             lines = out.stdout.splitlines()
             assert len(lines) == 2 and {line.split()[1] for line in lines} == {"serve", "worker"}, out.stdout
@@ -288,7 +347,8 @@ async def test_relay_reload_reaches_serve_and_worker_processes(
 
 
 async def test_a_crashed_process_entry_is_forgotten_so_relay_procs_stays_bounded(
-        make_settings: Callable[..., Settings], redis: Redis, workers: Callable[..., Any]) -> None:
+    make_settings: Callable[..., Settings], redis: Redis, workers: Callable[..., Any]
+) -> None:
     # a SIGKILLed process never deregisters; over months of crashes and restarts (each a new
     # host:pid) relay:procs would grow without bound. A live process's report sweeps such entries.
     import json
@@ -312,8 +372,12 @@ async def _names_without(redis: Redis, name: bytes) -> set[bytes] | None:
 
 
 async def test_a_reload_changing_an_endpoints_headers_applies_to_the_next_delivery(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
-    redis_server: RedisServer, workers: Callable[..., Any]
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+    redis: Redis,
+    redis_server: RedisServer,
+    workers: Callable[..., Any],
 ) -> None:
     """The engine keeps each endpoint's configured headers built once; a reload must rebuild them."""
     s = await sink()
@@ -335,8 +399,13 @@ async def test_a_reload_changing_an_endpoints_headers_applies_to_the_next_delive
 
 
 async def test_after_a_reload_every_endpoint_still_uses_its_headers_built_once(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
-    redis_server: RedisServer, workers: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+    redis: Redis,
+    redis_server: RedisServer,
+    workers: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """An endpoint a reload left as it was keeps its lane, and its lane the Endpoint read at start: the
     per-endpoint headers (and URL, timeout) built at the reload must still serve it, not be rebuilt
@@ -344,14 +413,16 @@ async def test_after_a_reload_every_endpoint_still_uses_its_headers_built_once(
     from workers import forward
 
     s = await sink()
-    settings = make_settings(endpoints=[ep("x", s, headers={"X-Tenant": "blue"}),
-                                        ep("y", s, headers={"X-Tenant": "red"})])
+    settings = make_settings(
+        endpoints=[ep("x", s, headers={"X-Tenant": "blue"}), ep("y", s, headers={"X-Tenant": "red"})]
+    )
     client: TestClient = await aiohttp_client(create_app(settings))
     await workers(settings, 1)
     await post(client, "1")
     await wait_for(lambda: len(s.received) == 2, 15)
-    rewrite(settings, [ep("x", s, headers={"X-Tenant": "green"}), ep("y", s, headers={"X-Tenant": "red"})],
-            redis_server.url)
+    rewrite(
+        settings, [ep("x", s, headers={"X-Tenant": "green"}), ep("y", s, headers={"X-Tenant": "red"})], redis_server.url
+    )
     result = await request_reload(redis, ORIGIN)
     assert result["ok"] and result["answers"][0]["changes"]["changed"] == ["x"], result
 

@@ -63,8 +63,13 @@ async def ledger() -> AsyncIterator[Ledger]:
 
 
 def configure(path: Path, url: str, *, concurrent: bool, retry_delays: list[float]) -> None:
-    write_config(path, delivery={"jitter": 0, "poll_interval": 0.05}, endpoints=[
-        {"name": "ledger", "url": url, "concurrent": concurrent, "retry_delays": retry_delays, "timeout": 2}])
+    write_config(
+        path,
+        delivery={"jitter": 0, "poll_interval": 0.05},
+        endpoints=[
+            {"name": "ledger", "url": url, "concurrent": concurrent, "retry_delays": retry_delays, "timeout": 2}
+        ],
+    )
 
 
 async def start_worker(config: Path, redis_server: RedisServer, redis: Redis) -> RelayProcess:
@@ -91,7 +96,10 @@ async def _grew(redis: Redis, before: int) -> bool:
 
 
 async def test_concurrent_to_serial_sends_the_waiting_work_in_order_of_receipt(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis, redis_server: RedisServer,
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    redis: Redis,
+    redis_server: RedisServer,
     ledger: Ledger,
 ) -> None:
     # four notifications wait to be retried, due in the reverse of their order of receipt
@@ -117,7 +125,10 @@ async def test_concurrent_to_serial_sends_the_waiting_work_in_order_of_receipt(
 
 
 async def test_serial_to_concurrent_keeps_a_waiting_retry_on_its_schedule(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis, redis_server: RedisServer,
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    redis: Redis,
+    redis_server: RedisServer,
     ledger: Ledger,
 ) -> None:
     ledger.answers = {1: (500, None)}
@@ -148,9 +159,11 @@ async def _all_retrying(redis: Redis, nids: list[str]) -> bool:
     return states == ["retrying"] * len(nids)
 
 
-
 async def test_a_worker_restarted_with_the_other_mode_re_scores_the_waiting_work_too(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis, redis_server: RedisServer,
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    redis: Redis,
+    redis_server: RedisServer,
     ledger: Ledger,
 ) -> None:
     """The config edited and the worker restarted instead of reloaded: the same switch, the same result."""
@@ -182,8 +195,10 @@ async def test_a_worker_restarted_with_the_other_mode_re_scores_the_waiting_work
     assert (await delivery(redis, behind, "ledger"))["state"] == "delivered"
 
 
-async def test_re_scoring_a_long_queue_never_reads_it_whole(redis: Redis, make_settings: Callable[..., Settings],
-                                                            ) -> None:
+async def test_re_scoring_a_long_queue_never_reads_it_whole(
+    redis: Redis,
+    make_settings: Callable[..., Settings],
+) -> None:
     """A mode switch re-scores the whole waiting queue: its script goes in pages, and so must the read of
     the queue (one ZRANGE of a backlog of a million held Redis, and filled the worker, as one reply)."""
     from relay.store.endpoints import from_rule
@@ -194,8 +209,9 @@ async def test_re_scoring_a_long_queue_never_reads_it_whole(redis: Redis, make_s
     async with redis.pipeline(transaction=False) as pipe:
         for i in range(n):
             nid = f"ipn_{i:024x}"
-            pipe.hset(k.delivery(nid, name), mapping={"state": "pending", "seq": i, "created": 10**12 + i,
-                                                      "mode": "serial"})
+            pipe.hset(
+                k.delivery(nid, name), mapping={"state": "pending", "seq": i, "created": 10**12 + i, "mode": "serial"}
+            )
             pipe.zadd(k.ep_queue(name), {nid: i})
         await pipe.execute()
     ep = from_rule(name, '{"mode": "concurrent", "concurrent": true}')
@@ -207,8 +223,11 @@ async def test_re_scoring_a_long_queue_never_reads_it_whole(redis: Redis, make_s
         log = await redis.slowlog_get(100_000)
     finally:
         await redis.config_set("slowlog-log-slower-than", 10_000)
-    reads = [e["command"] for e in log if k.ep_queue(name).encode() in e["command"]
-             and e["command"].split()[0].upper() in (b"ZRANGE", b"ZSCAN")]
+    reads = [
+        e["command"]
+        for e in log
+        if k.ep_queue(name).encode() in e["command"] and e["command"].split()[0].upper() in (b"ZRANGE", b"ZSCAN")
+    ]
     assert reads and not any(cmd.upper().startswith(b"ZRANGE ") and cmd.endswith(b" 0 -1") for cmd in reads), reads
     scores = dict(await redis.zrange(k.ep_queue(name), 0, -1, withscores=True))
     assert len(scores) == n and min(scores.values()) >= 10**12  # every one re-scored by due time

@@ -1,5 +1,4 @@
 # the workers fixture is imported from test_reload, so test arguments "redefine" it by design
-# ruff: noqa: F811
 
 """Reloads and restarts while notifications flow (issue 21): routing never loses an acknowledged
 notification, a removed endpoint's work ends cancelled however it was removed, and a process that
@@ -75,8 +74,14 @@ async def test_a_worker_that_restarts_after_a_redis_restart_keeps_the_endpoints_
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **TEST_ENV, "REDIS_URL": settings.redis_url or ""}
-    return subprocess.run([sys.executable, "-m", "relay", "--config", str(settings.config_path), *args],
-                          capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "relay", "--config", str(settings.config_path), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 async def _lose_fanout_job(redis: Redis, nid: str) -> None:
@@ -86,8 +91,12 @@ async def _lose_fanout_job(redis: Redis, nid: str) -> None:
 
 
 async def test_a_rename_by_reload_leaves_a_cancelled_record_for_what_was_not_fanned_out_yet(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
-    redis_server: RedisServer, workers: Callable[..., Any]
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+    redis: Redis,
+    redis_server: RedisServer,
+    workers: Callable[..., Any],
 ) -> None:
     """Acknowledged before a reload renamed its endpoint, fanned out after: a cancelled delivery to the
     old name (not nothing), selectable by that name to resend to the new one."""
@@ -106,19 +115,23 @@ async def test_a_rename_by_reload_leaves_a_cancelled_record_for_what_was_not_fan
     assert await redis.zscore(k.ep_state("billing", "cancelled"), nid) is not None
     assert not await redis.exists(k.delivery(nid, "billing-v2")) and not target.received
     # the old name selects it, and a resend by that filter goes to the endpoint that receives it now
-    out = await asyncio.to_thread(_cli, new, "notifications", "list", "--endpoint", "billing",
-                                  "--json")
+    out = await asyncio.to_thread(_cli, new, "notifications", "list", "--endpoint", "billing", "--json")
     assert out.returncode == 0 and [i["id"] for i in json.loads(out.stdout)["items"]] == [nid], out.stderr
-    out = await asyncio.to_thread(_cli, new, "resend", "--endpoint", "billing", "--state", "cancelled", "--yes",
-                                  "--json")
+    out = await asyncio.to_thread(
+        _cli, new, "resend", "--endpoint", "billing", "--state", "cancelled", "--yes", "--json"
+    )
     assert out.returncode == 0, out.stderr
     assert [r["targets"] for r in json.loads(out.stdout)["resends"]] == [["billing-v2"]], out.stdout
     await wait_for(lambda: len(target.received) == 1, 15)
 
 
 async def test_what_an_endpoint_missed_while_removed_is_recorded_cancelled_after_its_re_add(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
-    redis_server: RedisServer, workers: Callable[..., Any]
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+    redis: Redis,
+    redis_server: RedisServer,
+    workers: Callable[..., Any],
 ) -> None:
     """Received before the removal, fanned out after the re-add: the re-added endpoint gets only what
     came after it, so this one is recorded cancelled there rather than routed to nobody."""
@@ -146,8 +159,12 @@ async def _delivery(redis: Redis, nid: str, name: str) -> dict[str, str] | None:
 
 
 async def test_remove_then_re_add_never_cancels_what_was_routed_after_the_re_add(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
-    redis_server: RedisServer, workers: Callable[..., Any]
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+    redis: Redis,
+    redis_server: RedisServer,
+    workers: Callable[..., Any],
 ) -> None:
     slow = await sink(delay=1.5)
     config = [ep("x", slow, timeout=5)]
@@ -174,8 +191,12 @@ async def _final(redis: Redis, nid: str, name: str) -> bool:
 
 
 async def test_a_dead_workers_delivery_to_a_removed_endpoint_is_cancelled_not_sent_when_re_added(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
-    redis_server: RedisServer, workers: Callable[..., Any]
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+    redis: Redis,
+    redis_server: RedisServer,
+    workers: Callable[..., Any],
 ) -> None:
     hung = await sink([("hang",), 200])
     config = [ep("x", hung, timeout=1)]
@@ -209,8 +230,11 @@ async def _in_state(redis: Redis, nid: str, name: str, state: str) -> dict[str, 
 
 
 async def test_an_endpoint_removed_by_a_restart_ends_its_waiting_work_cancelled(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
-    redis_server: RedisServer
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+    redis: Redis,
+    redis_server: RedisServer,
 ) -> None:
     keep, gone = await sink(), await sink([500])
     settings = make_settings(endpoints=[ep("keep", keep), ep("gone", gone, retry_delays=[60])])
@@ -233,8 +257,12 @@ async def test_an_endpoint_removed_by_a_restart_ends_its_waiting_work_cancelled(
 
 
 async def test_a_reload_whose_cancel_fails_runs_the_new_config_says_so_and_finishes_later(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
-    redis_server: RedisServer, workers: Callable[..., Any]
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+    redis: Redis,
+    redis_server: RedisServer,
+    workers: Callable[..., Any],
 ) -> None:
     keep, gone = await sink(), await sink([500])
     settings = make_settings(endpoints=[ep("keep", keep), ep("gone", gone, retry_delays=[60])])
@@ -262,21 +290,37 @@ def test_a_worker_refuses_to_start_with_retention_shorter_than_a_retry_schedule(
     """A delivery retrying past retention would vanish with its notification instead of ending failed."""
     for delivery_conf, endpoint, named in [
         ({"retention_days": 1}, {}, ["delivery.retention_days = 1", "delivery.retry_window_hours = 48"]),
-        ({"retention_days": 0.01, "retry_window_hours": 0.1}, {"retry_delays": [600, 600]},
-         ["endpoint 'x': retry_delays", "delivery.retention_days = 0.01"]),
+        (
+            {"retention_days": 0.01, "retry_window_hours": 0.1},
+            {"retry_delays": [600, 600]},
+            ["endpoint 'x': retry_delays", "delivery.retention_days = 0.01"],
+        ),
     ]:
-        config = write_config(tmp_path / "relay.toml", delivery=delivery_conf,
-                              endpoints=[{"name": "x", "url": "http://127.0.0.1:9/hook", **endpoint}])
+        config = write_config(
+            tmp_path / "relay.toml",
+            delivery=delivery_conf,
+            endpoints=[{"name": "x", "url": "http://127.0.0.1:9/hook", **endpoint}],
+        )
         env = {**os.environ, **TEST_ENV, "REDIS_URL": "redis://127.0.0.1:9/0"}
-        out = subprocess.run([sys.executable, "-m", "relay", "--config", str(config), "worker"], capture_output=True,
-                             text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+        out = subprocess.run(
+            [sys.executable, "-m", "relay", "--config", str(config), "worker"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
         assert out.returncode == 2 and all(n in out.stderr for n in named), out.stderr
         assert "Traceback" not in out.stderr
 
 
 async def test_a_re_added_endpoints_keys_lose_the_expiry_at_once(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
-    redis_server: RedisServer, workers: Callable[..., Any]
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+    redis: Redis,
+    redis_server: RedisServer,
+    workers: Callable[..., Any],
 ) -> None:
     s = await sink([500])
     config = [ep("x", s, retry_delays=[60])]
@@ -295,13 +339,18 @@ async def test_a_re_added_endpoints_keys_lose_the_expiry_at_once(
     assert keys and all([await redis.pttl(key) > 0 for key in keys]), keys
     rewrite(settings, config, redis_server.url)
     assert (await request_reload(redis, ORIGIN))["ok"]
-    assert [(key, await redis.pttl(key)) for key in keys if await redis.pttl(key) != -1 and await redis.exists(key)] \
-        == []
+    assert [
+        (key, await redis.pttl(key)) for key in keys if await redis.pttl(key) != -1 and await redis.exists(key)
+    ] == []
 
 
 async def test_a_resend_from_an_edited_file_not_yet_reloaded_targets_only_what_the_workers_run(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
-    redis_server: RedisServer, workers: Callable[..., Any]
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+    redis: Redis,
+    redis_server: RedisServer,
+    workers: Callable[..., Any],
 ) -> None:
     """The CLI reads the file, which may be edited and not yet reloaded: an endpoint it adds is run by no
     worker, so a resend to it was queued, reported resent, and routed to nobody (no delivery, no
@@ -324,8 +373,12 @@ async def test_a_resend_from_an_edited_file_not_yet_reloaded_targets_only_what_t
 
 
 async def test_cancel_and_retry_by_the_cli_name_an_endpoint_the_workers_run_whatever_the_file_says(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
-    redis_server: RedisServer, workers: Callable[..., Any]
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+    redis: Redis,
+    redis_server: RedisServer,
+    workers: Callable[..., Any],
 ) -> None:
     """The actions decide from Redis, so the CLI's own check must too: with the file edited to drop an
     endpoint and not yet reloaded, its waiting delivery could be neither retried nor cancelled by name
@@ -348,8 +401,12 @@ async def test_cancel_and_retry_by_the_cli_name_an_endpoint_the_workers_run_what
 
 
 async def test_a_fan_out_while_a_reload_cannot_record_its_removal_still_leaves_a_cancelled_record(
-    aiohttp_client: Any, make_settings: Callable[..., Settings], sink: Callable[..., Any], redis: Redis,
-    redis_server: RedisServer, workers: Callable[..., Any]
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+    redis: Redis,
+    redis_server: RedisServer,
+    workers: Callable[..., Any],
 ) -> None:
     """A reload ran the new config first and recorded the removal after (a round trip later, or, when
     that failed, only once its background retry got through): a notification received before the

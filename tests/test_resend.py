@@ -1,7 +1,6 @@
 """Resends through the admin API and the CLI: new records, fan-out, delivery, bulk, idempotency."""
 
 # the fixtures are imported from test_api, so test arguments "redefine" them by design
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -37,8 +36,9 @@ from tests.test_api import (  # noqa: F401  (fixtures used by name)
 from tests.test_delivery import assert_standard_webhooks_signature
 
 
-async def post(client: TestClient, path: str, body: Any = None, headers: dict[str, str] | None = None
-               ) -> tuple[int, Any]:
+async def post(
+    client: TestClient, path: str, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     data = body if isinstance(body, (str, bytes)) else (json.dumps(body) if body is not None else None)
     resp = await client.post(path, data=data, headers={**AUTH, "Content-Type": "application/json", **(headers or {})})
     assert resp.content_type == "application/json", await resp.text()
@@ -73,7 +73,9 @@ async def test_resend_is_a_new_notification_with_its_fanout_job(client: TestClie
     assert [r["id"] for r in shown["resends"]] == [new] and shown["resends"][0]["resend_of"] == a
     status, listed = await post_get(client, "/api/notifications", ref="100")
     assert [(i["id"], i["resend_of"], i["targets"]) for i in listed["items"]] == [
-        (new, a, ["billing", "crm"]), (a, None, None)]
+        (new, a, ["billing", "crm"]),
+        (a, None, None),
+    ]
 
 
 async def post_get(client: TestClient, path: str, **params: str) -> tuple[int, Any]:
@@ -82,7 +84,8 @@ async def post_get(client: TestClient, path: str, **params: str) -> tuple[int, A
 
 
 async def test_resend_is_delivered_with_resend_headers_and_a_webhook_id_of_its_own(
-        client: TestClient, redis: Redis, worker: Worker, sinks: tuple[RefSink, RefSink]) -> None:
+    client: TestClient, redis: Redis, worker: Worker, sinks: tuple[RefSink, RefSink]
+) -> None:
     billing, crm = sinks
     a = await ingest(client, "100")
     await settled(redis, a)
@@ -133,7 +136,8 @@ async def test_resend_targets_and_refusals(client: TestClient, redis: Redis) -> 
 
 
 async def test_bulk_by_filter_requeues_exactly_the_failed_ones_once(
-        client: TestClient, redis: Redis, worker: Worker, sinks: tuple[RefSink, RefSink]) -> None:
+    client: TestClient, redis: Redis, worker: Worker, sinks: tuple[RefSink, RefSink]
+) -> None:
     billing, crm = sinks
     billing.failing = {"100", "300"}
     a, b, c = [await ingest(client, ref) for ref in ("100", "200", "300")]
@@ -147,8 +151,9 @@ async def test_bulk_by_filter_requeues_exactly_the_failed_ones_once(
     billing.failing = set()  # the endpoint is fixed
     status, doc = await post(client, "/api/resend", request)
     assert status == 202 and doc["count"] == 2 and doc["dry_run"] is False
-    assert sorted((r["resend_of"], tuple(r["targets"])) for r in doc["resends"]) == \
-        sorted([(a, ("billing",)), (c, ("billing",))])
+    assert sorted((r["resend_of"], tuple(r["targets"])) for r in doc["resends"]) == sorted(
+        [(a, ("billing",)), (c, ("billing",))]
+    )
     for r in doc["resends"]:
         await settled(redis, r["id"], ("billing",))
         assert await redis.hget(k.delivery(r["id"], "billing"), "state") == b"delivered"
@@ -201,24 +206,27 @@ async def test_idempotency_key_makes_a_retry_safe(client: TestClient, redis: Red
     assert await redis.zcard(k.resends(a)) == 2
 
 
-@pytest.mark.parametrize("body,named", [
-    ([], "must be a JSON object"),
-    ({}, "either ids or filter"),
-    ({"ids": ["x"], "filter": {"state": "failed"}}, "either ids or filter"),
-    ({"ids": []}, "ids=[]"),
-    ({"ids": "ipn_1"}, "ids='ipn_1'"),
-    ({"ids": [1, 2]}, "ids=[1, 2]"),
-    ({"ids": ["x"] * 1001}, "at most 1000"),
-    ({"filter": {}}, "filter={}"),
-    ({"filter": []}, "filter=[]"),
-    ({"filter": {"status": "failed"}}, "filter.status='failed'"),
-    ({"filter": {"since": "soon"}}, "filter.since='soon'"),
-    ({"filter": {"state": "failed"}, "endpoint": "nope"}, "endpoint='nope'"),
-    ({"filter": {"endpoint": "nope"}}, "filter.endpoint='nope'"),
-    ({"filter": {"state": "failed"}, "dry_run": "yes"}, "dry_run='yes'"),
-    ({"ids": ["x"], "idempotency_key": "has space"}, "idempotency_key='has space'"),
-    ({"ids": ["x"], "force": True}, "force=True"),
-])
+@pytest.mark.parametrize(
+    "body,named",
+    [
+        ([], "must be a JSON object"),
+        ({}, "either ids or filter"),
+        ({"ids": ["x"], "filter": {"state": "failed"}}, "either ids or filter"),
+        ({"ids": []}, "ids=[]"),
+        ({"ids": "ipn_1"}, "ids='ipn_1'"),
+        ({"ids": [1, 2]}, "ids=[1, 2]"),
+        ({"ids": ["x"] * 1001}, "at most 1000"),
+        ({"filter": {}}, "filter={}"),
+        ({"filter": []}, "filter=[]"),
+        ({"filter": {"status": "failed"}}, "filter.status='failed'"),
+        ({"filter": {"since": "soon"}}, "filter.since='soon'"),
+        ({"filter": {"state": "failed"}, "endpoint": "nope"}, "endpoint='nope'"),
+        ({"filter": {"endpoint": "nope"}}, "filter.endpoint='nope'"),
+        ({"filter": {"state": "failed"}, "dry_run": "yes"}, "dry_run='yes'"),
+        ({"ids": ["x"], "idempotency_key": "has space"}, "idempotency_key='has space'"),
+        ({"ids": ["x"], "force": True}, "force=True"),
+    ],
+)
 async def test_bulk_bad_bodies_are_400_naming_the_field(client: TestClient, body: Any, named: str) -> None:
     status, doc = await post(client, "/api/resend", body)
     assert status == 400 and named in doc["error"], doc
@@ -232,8 +240,9 @@ async def test_bulk_filter_too_broad_is_422(client: TestClient, monkeypatch: pyt
     assert status == 422 and "narrow it" in doc["error"]
 
 
-async def test_cli_resend_one_ids_and_by_filter(client: TestClient, api_settings: Settings, redis: Redis,
-                                                worker: Worker, sinks: tuple[RefSink, RefSink]) -> None:
+async def test_cli_resend_one_ids_and_by_filter(
+    client: TestClient, api_settings: Settings, redis: Redis, worker: Worker, sinks: tuple[RefSink, RefSink]
+) -> None:
     billing, _ = sinks
     billing.failing = {"100"}
     a, b = await ingest(client, "100"), await ingest(client, "200")
@@ -258,15 +267,20 @@ async def test_cli_resend_one_ids_and_by_filter(client: TestClient, api_settings
     await wait_for(lambda: any(h.get("Relay-Resend-Of") == a for h, _ in billing.received), 15)
 
 
-@pytest.mark.parametrize("args,message", [
-    ([], "name a notification ID"),
-    (["ipn_" + "0" * 24, "--state", "failed"], "--state selects by filter"),
-    (["ipn_" + "0" * 24, "--ids", "x"], "ID or --ids"),
-    (["--state", "failed", "--since", "soon", "--yes"], "--since 'soon'"),
-    (["--endpoint", "ledger", "--state", "failed", "--yes"],
-     "--endpoint 'ledger': is not a configured endpoint (known: billing, crm)"),
-    (["ipn_" + "0" * 24], "no notification"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        ([], "name a notification ID"),
+        (["ipn_" + "0" * 24, "--state", "failed"], "--state selects by filter"),
+        (["ipn_" + "0" * 24, "--ids", "x"], "ID or --ids"),
+        (["--state", "failed", "--since", "soon", "--yes"], "--since 'soon'"),
+        (
+            ["--endpoint", "ledger", "--state", "failed", "--yes"],
+            "--endpoint 'ledger': is not a configured endpoint (known: billing, crm)",
+        ),
+        (["ipn_" + "0" * 24], "no notification"),
+    ],
+)
 async def test_cli_resend_refusals(api_settings: Settings, redis: Redis, args: list[str], message: str) -> None:
     out = await asyncio.to_thread(relay_cli, api_settings, "resend", *args)
     assert out.returncode in (1, 2) and message in out.stderr, out.stderr
@@ -280,15 +294,22 @@ def run_in_terminal(settings: Settings, answer: str, *args: str) -> subprocess.C
     try:
         os.write(leader, answer.encode() + b"\n")
         env = {**os.environ, **TEST_ENV, "REDIS_URL": settings.redis_url or ""}
-        return subprocess.run([sys.executable, "-m", "relay", "--config", str(settings.config_path), *args],
-                              stdin=follower, capture_output=True, text=True, env=env, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "relay", "--config", str(settings.config_path), *args],
+            stdin=follower,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
     finally:
         os.close(follower)
         os.close(leader)
 
 
-async def test_cli_bulk_resend_asks_in_a_terminal(client: TestClient, api_settings: Settings, redis: Redis,
-                                                  worker: Worker, sinks: tuple[RefSink, RefSink]) -> None:
+async def test_cli_bulk_resend_asks_in_a_terminal(
+    client: TestClient, api_settings: Settings, redis: Redis, worker: Worker, sinks: tuple[RefSink, RefSink]
+) -> None:
     billing, _ = sinks
     billing.failing = {"100"}
     a = await ingest(client, "100")

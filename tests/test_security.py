@@ -36,11 +36,13 @@ def test_client_address_honours_forwarded_for_only_from_trusted_proxies() -> Non
         networks.parse_networks(["nope"])
 
 
-async def test_allowlist_with_trusted_proxy(aiohttp_client: Client, make_settings: Callable[..., Settings],
-                                            redis: Redis) -> None:
+async def test_allowlist_with_trusted_proxy(
+    aiohttp_client: Client, make_settings: Callable[..., Settings], redis: Redis
+) -> None:
     settings = make_settings(
         extra='[server]\ntrusted_proxies = ["127.0.0.1/32"]\n',
-        sources=[{"name": "default", "secret_key_env": "TCO_SECRET_KEY", "allow_networks": ["2checkout"]}])
+        sources=[{"name": "default", "secret_key_env": "TCO_SECRET_KEY", "allow_networks": ["2checkout"]}],
+    )
     client = await aiohttp_client(create_app(settings))
     body = signed_body(ipn_fields())
     resp = await client.post("/ipn", data=body, headers=FORM)
@@ -55,8 +57,10 @@ async def test_allowlist_with_trusted_proxy(aiohttp_client: Client, make_setting
 async def test_key_rotation_accepts_both_and_names_the_failing_keys(
     aiohttp_client: Client, make_settings: Callable[..., Settings], redis: Redis
 ) -> None:
-    settings = make_settings(env={"TCO_SECRET_KEY": "new-key", "TCO_OLD": "old-key"}, sources=[
-        {"name": "default", "secret_key_env": "TCO_SECRET_KEY", "secret_key_previous_env": "TCO_OLD"}])
+    settings = make_settings(
+        env={"TCO_SECRET_KEY": "new-key", "TCO_OLD": "old-key"},
+        sources=[{"name": "default", "secret_key_env": "TCO_SECRET_KEY", "secret_key_previous_env": "TCO_OLD"}],
+    )
     client = await aiohttp_client(create_app(settings))
     for key in ("new-key", "old-key"):
         body = signed_body(ipn_fields(key), secret=key, algos=("md5",))
@@ -66,7 +70,8 @@ async def test_key_rotation_accepts_both_and_names_the_failing_keys(
         # the receipt is signed with the key that verified
         import hashlib
         import hmac
-        date = receipt[len("<EPAYMENT>"):len("<EPAYMENT>") + 14]
+
+        date = receipt[len("<EPAYMENT>") : len("<EPAYMENT>") + 14]
         values = ("40898000", "Müller Tool – 東京 Edition", "20240102030011", date)
         src = "".join(f"{len(v.encode())}{v}" for v in values)
         assert hmac.new(key.encode(), src.encode(), hashlib.md5).hexdigest() in receipt
@@ -79,11 +84,20 @@ async def test_key_rotation_accepts_both_and_names_the_failing_keys(
     assert "new-key" not in text and "old-key" not in text
 
 
-async def test_source_channels_switch_ins_off(aiohttp_client: Client, make_settings: Callable[..., Settings],
-                                              redis: Redis) -> None:
-    settings = make_settings(sources=[{"name": "default", "secret_key_env": "TCO_SECRET_KEY",
-                                       "ins_secret_word_env": "TCO_INS_SECRET_WORD", "seller_id": "1817037",
-                                       "channels": ["ipn", "lcn"]}])
+async def test_source_channels_switch_ins_off(
+    aiohttp_client: Client, make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    settings = make_settings(
+        sources=[
+            {
+                "name": "default",
+                "secret_key_env": "TCO_SECRET_KEY",
+                "ins_secret_word_env": "TCO_INS_SECRET_WORD",
+                "seller_id": "1817037",
+                "channels": ["ipn", "lcn"],
+            }
+        ]
+    )
     client = await aiohttp_client(create_app(settings))
     resp = await client.post("/ins", data=ins_body(), headers=FORM)
     assert resp.status == 404 and "does not accept INS" in await resp.text()
@@ -100,8 +114,10 @@ async def test_ins_replay_with_same_triple_and_type_is_flagged_and_forwarded_as_
     other_type = ins_body(message_type="REFUND_ISSUED")
     for body in (first, replay, other_type):
         assert (await client.post("/ins", data=body, headers=FORM)).status == 200
-    flags = [await redis.hget(k.notification(notification_id("default", "ins", b)), "flag")
-             for b in (first, replay, other_type)]
+    flags = [
+        await redis.hget(k.notification(notification_id("default", "ins", b)), "flag")
+        for b in (first, replay, other_type)
+    ]
     assert flags == [None, b"ins_replay_suspect", None]
     import tempfile
     from pathlib import Path
@@ -109,14 +125,17 @@ async def test_ins_replay_with_same_triple_and_type_is_flagged_and_forwarded_as_
     from config.settings import load_settings
     from tests.support import TEST_ENV, write_config
     from workers.forward import Claimed, build
-    ep = load_settings(write_config(Path(tempfile.mkdtemp()) / "r.toml",
-                                    endpoints=[{"name": "e", "url": "http://x/"}]), TEST_ENV).endpoints["e"]
+
+    ep = load_settings(
+        write_config(Path(tempfile.mkdtemp()) / "r.toml", endpoints=[{"name": "e", "url": "http://x/"}]), TEST_ENV
+    ).endpoints["e"]
     _, headers = build(ep, Claimed("n", 1, b"", "", "default", "ins", 0, "", "ins_replay_suspect"), 0)
     assert headers["Relay-Flags"] == "ins_replay_suspect"
 
 
 async def test_slow_upload_gets_408(make_settings: Callable[..., Settings], redis: Redis) -> None:
     from aiohttp import web
+
     settings = make_settings(extra="[server]\nbody_timeout = 0.3\n")
     runner = web.AppRunner(create_app(settings))
     await runner.setup()
@@ -124,8 +143,10 @@ async def test_slow_upload_gets_408(make_settings: Callable[..., Settings], redi
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"POST /ipn HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-                     b"Content-Length: 1000\r\n\r\nREFNO=1")
+        writer.write(
+            b"POST /ipn HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: 1000\r\n\r\nREFNO=1"
+        )
         await writer.drain()
         head = await asyncio.wait_for(reader.read(200), 5)
         writer.close()
@@ -138,8 +159,9 @@ async def test_slow_upload_gets_408(make_settings: Callable[..., Settings], redi
     assert any(key.startswith(b"relay:src:default:rej:") for key in keys), keys
 
 
-async def test_huge_header_is_refused_by_the_parser(aiohttp_client: Client, make_settings: Callable[..., Settings],
-                                                    redis: Redis) -> None:
+async def test_huge_header_is_refused_by_the_parser(
+    aiohttp_client: Client, make_settings: Callable[..., Settings], redis: Redis
+) -> None:
     client = await aiohttp_client(create_app(make_settings()))
     # the test server uses aiohttp's defaults (8190); relay serve passes [server] max_header_bytes the same way
     resp = await client.post("/ipn", data=signed_body(ipn_fields()), headers={**FORM, "X-Big": "a" * 10000})
@@ -169,14 +191,17 @@ async def test_ack_after_fsync_on_a_redis_without_waitaof_needs_appendfsync_alwa
         always.cleanup()
 
 
-async def test_ack_after_replica_waits_for_replicas(aiohttp_client: Client, make_settings: Callable[..., Settings]
-                                                    ) -> None:
+async def test_ack_after_replica_waits_for_replicas(
+    aiohttp_client: Client, make_settings: Callable[..., Settings]
+) -> None:
     primary = RedisServer().start()
     replica = RedisServer(extra=[]).start()
     try:
         body = signed_body(ipn_fields())
-        settings = make_settings(env={"REDIS_URL": primary.url},
-                                 extra='[server]\nack_after = "replica"\nack_timeout = 0.3\nredis_timeout = 0.5\n')
+        settings = make_settings(
+            env={"REDIS_URL": primary.url},
+            extra='[server]\nack_after = "replica"\nack_timeout = 0.3\nredis_timeout = 0.5\n',
+        )
         client = await aiohttp_client(create_app(settings))
         resp = await client.post("/ipn", data=body, headers=FORM)
         assert resp.status == 503  # no replica attached: not acknowledged

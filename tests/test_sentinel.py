@@ -39,11 +39,14 @@ class Sentinel:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="relay-sentinel-"))
         conf = self.dir / "sentinel.conf"
-        conf.write_text(f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
-                        f"sentinel monitor relay 127.0.0.1 {primary_port} 1\n"
-                        "sentinel down-after-milliseconds relay 1000\nsentinel failover-timeout relay 5000\n")
-        self.proc = subprocess.Popen(["redis-server", str(conf), "--sentinel"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
+            f"sentinel monitor relay 127.0.0.1 {primary_port} 1\n"
+            "sentinel down-after-milliseconds relay 1000\nsentinel failover-timeout relay 5000\n"
+        )
+        self.proc = subprocess.Popen(
+            ["redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         if not wait_for_ping(self.port):
             raise RuntimeError("sentinel did not start")
 
@@ -65,8 +68,10 @@ def cluster() -> Iterator[tuple[RedisServer, RedisServer, Sentinel]]:
 
 @pytest.mark.slow  # a real Sentinel failover (~20 s here): in make test, not in make check
 async def test_ingress_and_worker_through_sentinel_and_a_failover(
-    cluster: tuple[RedisServer, RedisServer, Sentinel], aiohttp_client: Callable[..., Any],
-    make_settings: Callable[..., Settings], sink: Callable[..., Any]
+    cluster: tuple[RedisServer, RedisServer, Sentinel],
+    aiohttp_client: Callable[..., Any],
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
 ) -> None:
     primary, replica, sentinel = cluster
     s = await sink()
@@ -74,8 +79,11 @@ async def test_ingress_and_worker_through_sentinel_and_a_failover(
     # with async replication a write acknowledged by the old primary just before its demotion is lost in
     # the resync; ack_after = "replica" is what makes every receipt survive a failover
     endpoints = [{"name": "e", "url": s.url, "retry_delays": [0.1] * 20}]
-    settings = make_settings(env={"REDIS_URL": url}, endpoints=endpoints,
-                             extra='[server]\nack_after = "replica"\nack_timeout = 0.5\nredis_timeout = 1\n')
+    settings = make_settings(
+        env={"REDIS_URL": url},
+        endpoints=endpoints,
+        extra='[server]\nack_after = "replica"\nack_timeout = 0.5\nredis_timeout = 1\n',
+    )
     sent = Redis.from_url(f"redis://127.0.0.1:{sentinel.port}")
     await wait_for(lambda: sent.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "relay"), 10)
     await wait_for(lambda: _replica_synced(replica), 10)
@@ -92,11 +100,17 @@ async def test_ingress_and_worker_through_sentinel_and_a_failover(
 
         async def accepted() -> bool:
             return (await client.post("/ipn", data=body, headers=FORM)).status == 200
+
         await wait_for(accepted, 20, interval=0.2)
         # at least once: a copy written to the old primary before its demotion (never acknowledged)
         # may have been delivered too, under the same webhook-id
-        await wait_for(lambda: {r.headers["webhook-id"] for r in s.received} == {
-            f"{notification_id('default', 'ipn', b)}:e" for b in (signed_body(ipn_fields("1")), body)}, 30)
+        await wait_for(
+            lambda: (
+                {r.headers["webhook-id"] for r in s.received}
+                == {f"{notification_id('default', 'ipn', b)}:e" for b in (signed_body(ipn_fields("1")), body)}
+            ),
+            30,
+        )
         r = Redis.from_url(replica.url)
         assert await r.zcard(k.IDX_ALL) == 2  # both acknowledged notifications live on the new primary
         await r.aclose()

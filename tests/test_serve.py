@@ -29,26 +29,28 @@ async def _up(url: str) -> None:
     raise AssertionError(f"{url} did not come up")
 
 
-async def test_public_and_admin_listeners_are_apart(tmp_path: Path, redis_server: RedisServer,
-                                                   redis: Redis, sink: Callable[..., Any]) -> None:
+async def test_public_and_admin_listeners_are_apart(
+    tmp_path: Path, redis_server: RedisServer, redis: Redis, sink: Callable[..., Any]
+) -> None:
     public, admin = free_port(), free_port()
-    config = write_config(tmp_path / "relay.toml", admin={"port": admin},
-                          extra=f"[server]\nport = {public}\n")
+    config = write_config(tmp_path / "relay.toml", admin={"port": admin}, extra=f"[server]\nport = {public}\n")
     proc = RelayProcess(config, redis_server.url, "serve", env={"RELAY_ADMIN_TOKEN": "t0ken"})
     try:
         await _up(f"http://127.0.0.1:{public}/healthz")
         await _up(f"http://127.0.0.1:{admin}/healthz")
         async with aiohttp.ClientSession() as http:
-            async with http.post(f"http://127.0.0.1:{public}/ipn", data=signed_body(ipn_fields()),
-                                 headers=FORM) as resp:
+            async with http.post(
+                f"http://127.0.0.1:{public}/ipn", data=signed_body(ipn_fields()), headers=FORM
+            ) as resp:
                 assert resp.status == 200 and (await resp.text()).startswith("<sig")
             for path in ("/api/notifications", "/dashboard/", "/api/openapi.json"):
                 async with http.get(f"http://127.0.0.1:{public}{path}") as resp:
                     assert resp.status == 404, path  # the public listener never serves the admin surface
             async with http.get(f"http://127.0.0.1:{admin}/api/notifications") as resp:
                 assert resp.status == 401
-            async with http.get(f"http://127.0.0.1:{admin}/api/notifications",
-                                headers={"Authorization": "Bearer t0ken"}) as resp:
+            async with http.get(
+                f"http://127.0.0.1:{admin}/api/notifications", headers={"Authorization": "Bearer t0ken"}
+            ) as resp:
                 assert resp.status == 200 and len((await resp.json())["items"]) == 1
             async with http.post(f"http://127.0.0.1:{admin}/ipn", data=b"x=1", headers=FORM) as resp:
                 assert resp.status == 404  # and the admin listener takes no notifications

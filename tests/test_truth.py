@@ -71,13 +71,17 @@ class Stack:
 
     def cli(self, *args: str) -> tuple[int, str]:
         env = {**TEST_ENV, "REDIS_URL": self.redis_url, "SHOP2_KEY": SHOP2_KEY}
-        done = subprocess.run([sys.executable, "-m", "relay", "--config", str(self.config), *args],
-                              env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "relay", "--config", str(self.config), *args],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         return done.returncode, done.stdout + done.stderr
 
     async def post(self, path: str, body: bytes) -> int:
-        async with aiohttp.ClientSession() as http, http.post(f"{self.base}{path}", data=body,
-                                                                headers=FORM) as resp:
+        async with aiohttp.ClientSession() as http, http.post(f"{self.base}{path}", data=body, headers=FORM) as resp:
             return resp.status
 
     async def get_json(self, path: str) -> tuple[int, Any]:
@@ -86,26 +90,44 @@ class Stack:
 
 
 @pytest.fixture
-async def stack(tmp_path: Path, redis_server: RedisServer, redis: Redis
-                ) -> AsyncIterator[Callable[..., Any]]:
+async def stack(tmp_path: Path, redis_server: RedisServer, redis: Redis) -> AsyncIterator[Callable[..., Any]]:
     """``relay serve`` and ``relay worker`` as processes, for a config written from the arguments."""
     started: list[RelayProcess] = []
     endpoints_started: list[Endpoint] = []
 
-    async def start(endpoints: dict[str, Endpoint], *, ep_options: dict[str, Any] | None = None,
-                    sources: list[dict[str, Any]] | None = None) -> Stack:
+    async def start(
+        endpoints: dict[str, Endpoint],
+        *,
+        ep_options: dict[str, Any] | None = None,
+        sources: list[dict[str, Any]] | None = None,
+    ) -> Stack:
         for ep in endpoints.values():
             if not ep.port:
                 await ep.start()
                 endpoints_started.append(ep)
         port = free_port()
-        eps = [{"name": name, "url": ep.url, "concurrent": True, "sources": [s["name"] for s in sources or []]
-                or ["default"], "retry_delays": [0.05], **(ep_options or {})} for name, ep in endpoints.items()]
-        path = write_config(tmp_path / "relay.toml", endpoints=eps, sources=sources,
-                            extra=f"[server]\nport = {port}\nadmin_token_env = \"RELAY_ADMIN_TOKEN\"\n")
+        eps = [
+            {
+                "name": name,
+                "url": ep.url,
+                "concurrent": True,
+                "sources": [s["name"] for s in sources or []] or ["default"],
+                "retry_delays": [0.05],
+                **(ep_options or {}),
+            }
+            for name, ep in endpoints.items()
+        ]
+        path = write_config(
+            tmp_path / "relay.toml",
+            endpoints=eps,
+            sources=sources,
+            extra=f'[server]\nport = {port}\nadmin_token_env = "RELAY_ADMIN_TOKEN"\n',
+        )
         env = {"RELAY_ADMIN_TOKEN": TOKEN, "SHOP2_KEY": SHOP2_KEY}
-        procs = [RelayProcess(path, redis_server.url, "serve", env=env),
-                 RelayProcess(path, redis_server.url, "worker", env=env)]
+        procs = [
+            RelayProcess(path, redis_server.url, "serve", env=env),
+            RelayProcess(path, redis_server.url, "worker", env=env),
+        ]
         started.extend(procs)
         s = Stack(path, f"http://127.0.0.1:{port}", redis_server.url, procs)
 
@@ -115,6 +137,7 @@ async def stack(tmp_path: Path, redis_server: RedisServer, redis: Redis
                     return resp.status == 200 and await redis.zcard(k.WORKERS) > 0
             except aiohttp.ClientError:
                 return False
+
         await wait_for(up, timeout=30, interval=0.1)
         return s
 
@@ -130,8 +153,7 @@ async def states(redis: Redis, ep: str, *names: str) -> list[int]:
     return [int(await redis.zcard(k.ep_state(ep, name))) for name in names]
 
 
-async def test_one_endpoint_of_eight_down_then_recovered_by_resend(stack: Callable[..., Any], redis: Redis
-                                                                   ) -> None:
+async def test_one_endpoint_of_eight_down_then_recovered_by_resend(stack: Callable[..., Any], redis: Redis) -> None:
     names = ["billing", "crm", "erp", "licensing", "mail", "stats", "support", "warehouse"]
     eps = {name: Endpoint() for name in names}
     eps["warehouse"].down = True
@@ -142,6 +164,7 @@ async def test_one_endpoint_of_eight_down_then_recovered_by_resend(stack: Callab
     async def settled() -> bool:
         delivered = [await states(redis, n, "delivered") for n in names[:-1]]
         return await states(redis, "warehouse", "failed") == [12] and delivered == [[12]] * 7
+
     await wait_for(settled, timeout=30, interval=0.1)
 
     # relay health: degraded (exit 1), one problem, naming warehouse and its figures per delivery
@@ -149,9 +172,11 @@ async def test_one_endpoint_of_eight_down_then_recovered_by_resend(stack: Callab
     assert code == 1, out
     lines = out.splitlines()
     assert lines[0] == "relay health: DEGRADED"
-    assert lines[1].startswith(f"  endpoint_failing  endpoint warehouse (127.0.0.1:{eps['warehouse'].port}) "
-                               "failing: 12 of 12 deliveries (100.0%) failed in the last 4 h (threshold 25%); "
-                               "0 retrying, 12 given up; last error HTTP 503 (since 20")
+    assert lines[1].startswith(
+        f"  endpoint_failing  endpoint warehouse (127.0.0.1:{eps['warehouse'].port}) "
+        "failing: 12 of 12 deliveries (100.0%) failed in the last 4 h (threshold 25%); "
+        "0 retrying, 12 given up; last error HTTP 503 (since 20"
+    )
     assert lines[2] == ""
     assert [line.split()[0] for line in lines if line.startswith(tuple(names))][0] == "warehouse"  # first
     code, out = s.cli("health", "--json")
@@ -159,8 +184,13 @@ async def test_one_endpoint_of_eight_down_then_recovered_by_resend(stack: Callab
     assert (code, report["status"]) == (1, "degraded")
     (problem,) = report["problems"]
     assert {key: problem[key] for key in ("kind", "endpoint", "failing", "attempted", "share", "last_error")} == {
-        "kind": "endpoint_failing", "endpoint": "warehouse", "failing": 12, "attempted": 12, "share": 1.0,
-        "last_error": "HTTP 503"}
+        "kind": "endpoint_failing",
+        "endpoint": "warehouse",
+        "failing": 12,
+        "attempted": 12,
+        "share": 1.0,
+        "last_error": "HTTP 503",
+    }
     # the API says the same
     status, api = await s.get_json("/api/health")
     assert status == 200 and api["status"] == "degraded" and api["problems"][0]["endpoint"] == "warehouse"
@@ -177,13 +207,15 @@ async def test_one_endpoint_of_eight_down_then_recovered_by_resend(stack: Callab
     async def resolved() -> bool:
         code, out = s.cli("health", "--json")
         return code == 0 and json.loads(out)["endpoints"]["warehouse"]["resolved"] == 12
+
     await wait_for(resolved, timeout=30, interval=0.2)
     code, out = s.cli("health")
     assert code == 0 and out.startswith("relay health: healthy\n"), out
     code, out = s.cli("notifications", "list", "--endpoint", "warehouse", "--state", "failed", "--json")
     assert code == 0 and json.loads(out)["items"] == []
-    code, out = s.cli("notifications", "list", "--endpoint", "warehouse", "--state", "failed",
-                      "--include-resolved", "--json")
+    code, out = s.cli(
+        "notifications", "list", "--endpoint", "warehouse", "--state", "failed", "--include-resolved", "--json"
+    )
     items = json.loads(out)["items"]
     assert len(items) == 12 and all(i["deliveries"]["warehouse"]["resolved_by"] for i in items)
     status, page = await s.get_json("/api/notifications?endpoint=warehouse&state=failed")
@@ -194,8 +226,9 @@ async def test_one_endpoint_of_eight_down_then_recovered_by_resend(stack: Callab
     assert f"warehouse: failed → resolved by resend {items[0]['id']}~r1 at " in out, out
 
 
-async def test_two_of_ten_failing_is_twenty_percent_and_three_more_tip_it(stack: Callable[..., Any],
-                                                                          redis: Redis) -> None:
+async def test_two_of_ten_failing_is_twenty_percent_and_three_more_tip_it(
+    stack: Callable[..., Any], redis: Redis
+) -> None:
     """The share damped by min_deliveries is of deliveries still retrying (a given-up one is a problem
     on its own: tests/test_alert_truth.py)."""
     erp = Endpoint(failing={"230000001", "230000002"})
@@ -219,7 +252,8 @@ async def test_two_of_ten_failing_is_twenty_percent_and_three_more_tip_it(stack:
     report = json.loads(out)
     assert code == 1 and report["status"] == "degraded"
     assert [(p["kind"], p["failing"], p["attempted"], p["causes"]) for p in report["problems"]] == [
-        ("endpoint_failing", 6, 20, ["threshold"])]
+        ("endpoint_failing", 6, 20, ["threshold"])
+    ]
 
 
 async def _eq(redis: Redis, ep: str, want: list[int], failing: str = "failed") -> bool:
@@ -227,9 +261,12 @@ async def _eq(redis: Redis, ep: str, want: list[int], failing: str = "failed") -
 
 
 async def test_a_wrong_key_for_one_source_is_a_problem_until_five_are_accepted(
-        stack: Callable[..., Any], redis: Redis) -> None:
-    sources = [{"name": "default", "secret_key_env": "TCO_SECRET_KEY"},
-               {"name": "shop2", "secret_key_env": "SHOP2_KEY"}]
+    stack: Callable[..., Any], redis: Redis
+) -> None:
+    sources = [
+        {"name": "default", "secret_key_env": "TCO_SECRET_KEY"},
+        {"name": "shop2", "secret_key_env": "SHOP2_KEY"},
+    ]
     s: Stack = await stack({"erp": Endpoint()}, sources=sources)
     for i in range(9):  # 2Checkout still signs with the key the relay no longer has
         assert await s.post("/ipn/shop2", signed_body(ipn_fields(f"2302{i:05d}"), secret="shop2-old-key")) == 400
@@ -244,7 +281,12 @@ async def test_a_wrong_key_for_one_source_is_a_problem_until_five_are_accepted(
     (problem,) = report["problems"]  # only shop2: the default source is fine
     fingerprint = hashlib.sha256(SHOP2_KEY.encode()).hexdigest()[:8]
     assert (problem["kind"], problem["source"], problem["refused"], problem["requests"], problem["reason"]) == (
-        "source_rejecting", "shop2", 10, 10, "signature_mismatch")
+        "source_rejecting",
+        "shop2",
+        10,
+        10,
+        "signature_mismatch",
+    )
     assert f"tried current (fingerprint {fingerprint})" in problem["detail"]
     assert "2Checkout retries a refused notification for 48 h" in problem["message"]
     code, out = s.cli("health")
@@ -270,11 +312,14 @@ async def test_a_wrong_key_for_one_source_is_a_problem_until_five_are_accepted(
 
 
 async def test_resends_are_not_accepted_notifications_of_a_refusing_source(
-        stack: Callable[..., Any], redis: Redis) -> None:
+    stack: Callable[..., Any], redis: Redis
+) -> None:
     """An operator's resends are not 2Checkout's requests: they neither dilute a source's refused share
     nor count toward the 5 accepted in a row that end its incident (only 2Checkout can end it)."""
-    sources = [{"name": "default", "secret_key_env": "TCO_SECRET_KEY"},
-               {"name": "shop2", "secret_key_env": "SHOP2_KEY"}]
+    sources = [
+        {"name": "default", "secret_key_env": "TCO_SECRET_KEY"},
+        {"name": "shop2", "secret_key_env": "SHOP2_KEY"},
+    ]
     s: Stack = await stack({"erp": Endpoint()}, sources=sources)
     assert await s.post("/ipn/shop2", signed_body(ipn_fields("230500001"), secret=SHOP2_KEY)) == 200
     code, out = s.cli("notifications", "list", "--source", "shop2", "--json")
@@ -310,32 +355,38 @@ def _series(text: str) -> list[str]:
     return sorted(line for line in text.splitlines() if line.startswith("relay_notifications_"))
 
 
-async def test_both_listeners_serve_the_same_metrics(tmp_path: Path, redis_server: RedisServer, redis: Redis
-                                                     ) -> None:
+async def test_both_listeners_serve_the_same_metrics(tmp_path: Path, redis_server: RedisServer, redis: Redis) -> None:
     for public_metrics in (True, False):
         public, admin = free_port(), free_port()
-        config = write_config(tmp_path / "relay.toml", admin={"port": admin},
-                              extra=f"[server]\nport = {public}\npublic_metrics = {str(public_metrics).lower()}\n")
+        config = write_config(
+            tmp_path / "relay.toml",
+            admin={"port": admin},
+            extra=f"[server]\nport = {public}\npublic_metrics = {str(public_metrics).lower()}\n",
+        )
         proc = RelayProcess(config, redis_server.url, "serve")
         try:
+
             async def up(port: int = admin) -> bool:
                 try:
                     async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/healthz") as r:
                         return r.status == 200
                 except aiohttp.ClientError:
                     return False
+
             await wait_for(up, timeout=30, interval=0.1)
             await wait_for(lambda port=public: up(port), timeout=30, interval=0.1)
             async with aiohttp.ClientSession() as http:
-                async with http.post(f"http://127.0.0.1:{public}/ipn", data=signed_body(ipn_fields()),
-                                     headers=FORM) as resp:
+                async with http.post(
+                    f"http://127.0.0.1:{public}/ipn", data=signed_body(ipn_fields()), headers=FORM
+                ) as resp:
                     assert resp.status == 200
                 async with http.get(f"http://127.0.0.1:{admin}/metrics") as resp:
                     admin_text = await resp.text()
                 async with http.get(f"http://127.0.0.1:{public}/metrics") as resp:
                     public_status, public_text = resp.status, await resp.text()
-            assert 'relay_notifications_accepted_total{channel="ipn",duplicate="false",source="default"} 1.0' \
-                in admin_text
+            assert (
+                'relay_notifications_accepted_total{channel="ipn",duplicate="false",source="default"} 1.0' in admin_text
+            )
             if public_metrics:
                 assert public_status == 200 and _series(public_text) == _series(admin_text)
             else:
@@ -345,8 +396,9 @@ async def test_both_listeners_serve_the_same_metrics(tmp_path: Path, redis_serve
         await redis.flushall()
 
 
-async def test_receipt_to_delivered_buckets_reach_48_hours(redis: Redis, tmp_path: Path,
-                                                          redis_server: RedisServer) -> None:
+async def test_receipt_to_delivered_buckets_reach_48_hours(
+    redis: Redis, tmp_path: Path, redis_server: RedisServer
+) -> None:
     from relay.web.delivery_metrics import DeliveryCollector
 
     await redis.hset(k.STATS, mapping={f"erp|r2d|{k.R2D_FIELD}13": 2, "erp|r2d|3": 1, "erp|r2d|12": 1})
@@ -362,12 +414,20 @@ async def test_receipt_to_delivered_buckets_reach_48_hours(redis: Redis, tmp_pat
 def test_header_values_take_variables_anywhere(tmp_path: Path) -> None:
     from config.settings import ConfigError, load_settings
 
-    path = write_config(tmp_path / "relay.toml", endpoints=[
-        {"name": "erp", "url": "http://127.0.0.1:9/hook", "headers": {"Authorization": "Bearer ${ERP_TOKEN}",
-                                                                      "X-Plain": "as is"}}])
+    path = write_config(
+        tmp_path / "relay.toml",
+        endpoints=[
+            {
+                "name": "erp",
+                "url": "http://127.0.0.1:9/hook",
+                "headers": {"Authorization": "Bearer ${ERP_TOKEN}", "X-Plain": "as is"},
+            }
+        ],
+    )
     settings = load_settings(path, {**TEST_ENV, "ERP_TOKEN": "abc"})
     headers = settings.endpoints["erp"].headers
     assert headers["Authorization"].reveal() == "Bearer abc" and headers["X-Plain"].reveal() == "as is"
-    with pytest.raises(ConfigError, match="headers.Authorization = 'ERP_TOKEN': environment variable ERP_TOKEN "
-                                          "is not set"):
+    with pytest.raises(
+        ConfigError, match="headers.Authorization = 'ERP_TOKEN': environment variable ERP_TOKEN is not set"
+    ):
         load_settings(path, TEST_ENV)

@@ -2,7 +2,6 @@
 and a notification received while it waits is still fanned out at once."""
 
 # the fixtures are imported from test_api, so test arguments "redefine" them by design
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -34,9 +33,12 @@ def test_an_idle_worker_asks_redis_a_few_times_a_second_not_200(tmp_path: Path) 
     server = RedisServer().start()  # its own: the command counts are this worker's alone
     worker = None
     try:
-        config = write_config(tmp_path / "relay.toml", redis_port=server.port,
-                              endpoints=[{"name": "a", "url": "http://127.0.0.1:9/h"}],
-                              delivery={"poll_interval": 0.25})
+        config = write_config(
+            tmp_path / "relay.toml",
+            redis_port=server.port,
+            endpoints=[{"name": "a", "url": "http://127.0.0.1:9/h"}],
+            delivery={"poll_interval": 0.25},
+        )
         worker = RelayProcess(config, server.url, "worker")
         r = sync_redis.Redis(port=server.port)
         deadline = time.monotonic() + 30
@@ -57,8 +59,9 @@ def test_an_idle_worker_asks_redis_a_few_times_a_second_not_200(tmp_path: Path) 
         server.cleanup()
 
 
-async def test_a_notification_wakes_an_idle_worker_at_once(client: TestClient, api_settings: Settings,
-                                                           redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_notification_wakes_an_idle_worker_at_once(
+    client: TestClient, api_settings: Settings, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # so long that only the wake through Redis can explain a prompt fan-out
     monkeypatch.setattr(wake, "IDLE_POLL_S", 60.0)
     worker = create_worker(api_settings, handle_signals=False)
@@ -96,15 +99,20 @@ def test_an_idle_worker_waits_again_after_its_redis_restarts(tmp_path: Path) -> 
     server = RedisServer().start()
     worker = None
     try:
-        config = write_config(tmp_path / "relay.toml", redis_port=server.port,
-                              endpoints=[{"name": "a", "url": "http://127.0.0.1:9/h"}],
-                              delivery={"poll_interval": 0.25})
+        config = write_config(
+            tmp_path / "relay.toml",
+            redis_port=server.port,
+            endpoints=[{"name": "a", "url": "http://127.0.0.1:9/h"}],
+            delivery={"poll_interval": 0.25},
+        )
         worker = RelayProcess(config, server.url, "worker")
         r: Any = sync_redis.Redis(port=server.port)  # the sync client: its awaitable-or-value types say little
 
         def watching() -> bool:
-            return bool(r.zcard(k.WORKERS)) and dict(r.pubsub_numsub(wake.INVALIDATE)).get(
-                wake.INVALIDATE.encode(), 0) >= 1
+            return (
+                bool(r.zcard(k.WORKERS))
+                and dict(r.pubsub_numsub(wake.INVALIDATE)).get(wake.INVALIDATE.encode(), 0) >= 1
+            )
 
         deadline = time.monotonic() + 30
         while not watching() and time.monotonic() < deadline:
@@ -139,7 +147,8 @@ async def test_the_wake_survives_redis_closing_idle_clients() -> None:
             clients = await r.client_list()
             # every client of the watch idle past Redis's timeout (2 s > 1 s), or closed for it
             return all(int(c["idle"]) >= 2 for c in clients if c["cmd"] != "client|list") and bool(
-                [c for c in clients if "P" in c["flags"]])
+                [c for c in clients if "P" in c["flags"]]
+            )
 
         assert await wait_for(idle_past_the_timeout, timeout=20, interval=0.2)
         assert not [c for c in await r.client_list() if "t" in c["flags"] and "P" not in c["flags"]]

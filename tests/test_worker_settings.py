@@ -17,7 +17,8 @@ from workers.settings import WorkerSettings
 
 
 def test_every_worker_settings_attribute_is_a_worker_argument_and_reaches_it(
-        make_settings: Callable[..., Settings]) -> None:
+    make_settings: Callable[..., Settings],
+) -> None:
     declared = {name: value for name, value in vars(WorkerSettings).items() if not name.startswith("_")}
     # a misspelt or unknown attribute would be ignored by arq: every one must be a Worker argument
     assert set(declared) <= set(inspect.signature(Worker).parameters)
@@ -31,8 +32,7 @@ def test_every_worker_settings_attribute_is_a_worker_argument_and_reaches_it(
     assert worker.ctx["settings"] is not None
 
 
-def test_a_cancellation_surfacing_from_arqs_close_still_stops_the_lanes(
-        make_settings: Callable[..., Settings]) -> None:
+def test_a_cancellation_surfacing_from_arqs_close_still_stops_the_lanes(make_settings: Callable[..., Settings]) -> None:
     """arq's close() cancels the jobs it is running and gathers them without return_exceptions: a job
     cancelled inside arq's shielded finish raises out of close() before on_shutdown. relay worker's
     _close must then stop the engine itself: before, the lanes and heartbeat of a stopping worker

@@ -32,7 +32,7 @@ DROPPED = "dropped"
 NOT_SENT_LEASE, NOT_SENT_RETIRED = "lease_expired", "lane_retired"
 NOT_SENT_MESSAGES = {
     NOT_SENT_LEASE: "not sent: its lease could run out before the request ended (the worker was stalled); "
-                    "claimed again",
+    "claimed again",
     NOT_SENT_RETIRED: "not sent: a reload retired this endpoint's lane before the claim came back",
 }
 
@@ -63,8 +63,18 @@ class Result:
     def args(self) -> list[str | int]:
         # in wire.RESULT_FIELDS order (tests/test_lua_keys.py checks the two agree): a list per result
         # rather than a dict looked up by name, since this runs for every delivery
-        return [self.nid, self.ep.name, self.attempt, self.outcome, self.delay_ms, self.record, self.last,
-                self.lat_bucket, self.lat_us, self.recv]
+        return [
+            self.nid,
+            self.ep.name,
+            self.attempt,
+            self.outcome,
+            self.delay_ms,
+            self.record,
+            self.last,
+            self.lat_bucket,
+            self.lat_us,
+            self.recv,
+        ]
 
     def keys(self) -> list[str]:
         to_state = "retrying" if self.outcome in ("retry", DROPPED) else self.outcome
@@ -86,8 +96,15 @@ class Answer:
 class Sender:
     """Makes attempts with one shared ``aiohttp`` session."""
 
-    def __init__(self, session: aiohttp.ClientSession, policy: DeliveryConfig, endpoints: Mapping[str, Endpoint], *,
-                 clock: Callable[[], float] = time.time, rand: Callable[[], float] = random.random) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        policy: DeliveryConfig,
+        endpoints: Mapping[str, Endpoint],
+        *,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
         self.session = session
         self.clock = clock
         self.rand = rand
@@ -100,8 +117,9 @@ class Sender:
         self._urls = {name: URL(ep.url) for name, ep in endpoints.items()}
         self._headers = {name: forward.configured_headers(ep) for name, ep in endpoints.items()}
 
-    async def attempt(self, ep: Endpoint, item: forward.Claimed, *, current: bool,
-                      redis_ms: Callable[[], int]) -> Result:
+    async def attempt(
+        self, ep: Endpoint, item: forward.Claimed, *, current: bool, redis_ms: Callable[[], int]
+    ) -> Result:
         """Send one delivery attempt and classify it; the result still has to be recorded.
 
         ``current``: ``ep`` is the configured endpoint of that name (the parts built for it apply);
@@ -139,7 +157,11 @@ class Sender:
         guarded = Guarded(body, send_by)
         try:
             async with self.session.post(
-                url, data=guarded, headers=headers, allow_redirects=False, timeout=timeout,
+                url,
+                data=guarded,
+                headers=headers,
+                allow_redirects=False,
+                timeout=timeout,
             ) as resp:
                 answer = Answer(forward.classify(resp.status, ep), status=resp.status)
                 answer.snippet = await read_answer(resp, self.policy.response_snippet_bytes)
@@ -165,11 +187,31 @@ class Sender:
         serial endpoint's head stays its head, so it is claimed again in order.
         """
         logger.warning("delivery_not_sent", endpoint=ep.name, nid=item.nid, attempt=item.attempt, reason=why)
-        record = {"n": item.attempt, "at": at_ms, "ms": 0, "outcome": "retry", "status": None, "error": "not_sent",
-                  "message": NOT_SENT_MESSAGES[why], "response": "", "next": None, "resend": bool(item.resend_of)}
-        return Result(ep=ep, nid=item.nid, attempt=item.attempt, outcome=DROPPED, delay_ms=0,
-                      record=json.dumps(record, separators=(",", ":")), last="not sent", lat_bucket=0, lat_us=0,
-                      recv=item.received_ms, deadline=time.monotonic() + ep.timeout)
+        record = {
+            "n": item.attempt,
+            "at": at_ms,
+            "ms": 0,
+            "outcome": "retry",
+            "status": None,
+            "error": "not_sent",
+            "message": NOT_SENT_MESSAGES[why],
+            "response": "",
+            "next": None,
+            "resend": bool(item.resend_of),
+        }
+        return Result(
+            ep=ep,
+            nid=item.nid,
+            attempt=item.attempt,
+            outcome=DROPPED,
+            delay_ms=0,
+            record=json.dumps(record, separators=(",", ":")),
+            last="not sent",
+            lat_bucket=0,
+            lat_us=0,
+            recv=item.received_ms,
+            deadline=time.monotonic() + ep.timeout,
+        )
 
     def _schedule(self, ep: Endpoint, item: forward.Claimed, answer: Answer, now_ms: int) -> int:
         """A retry's delay in ms, or 0; out of retries turns the answer into a failure."""
@@ -177,35 +219,65 @@ class Sender:
             return 0
         # time spent paused by an operator does not count against the retry window, nor a claim given
         # back unsent against the schedule
-        delay = schedule.retry_delay(item.attempt - item.unsent, item.received_ms + item.paused_ms, now_ms, ep,
-                                     self.policy, retry_after=answer.retry_after, rand=self.rand)
+        delay = schedule.retry_delay(
+            item.attempt - item.unsent,
+            item.received_ms + item.paused_ms,
+            now_ms,
+            ep,
+            self.policy,
+            retry_after=answer.retry_after,
+            rand=self.rand,
+        )
         if delay is None:
             answer.outcome = "failed"
             answer.message = (answer.message + "; " if answer.message else "") + "out of retries"
             return 0
         return int(delay * 1000)
 
-    def _result(self, ep: Endpoint, item: forward.Claimed, answer: Answer, started_ms: int, duration: float,
-                delay_ms: int) -> Result:
+    def _result(
+        self, ep: Endpoint, item: forward.Claimed, answer: Answer, started_ms: int, duration: float, delay_ms: int
+    ) -> Result:
         duration_ms = round(duration * 1000, 1)
         # "next" is filled in by complete.lua, from Redis's clock
         record = {
-            "n": item.attempt, "at": started_ms, "ms": duration_ms, "outcome": answer.outcome,
-            "status": answer.status, "error": answer.error or None, "message": answer.message or None,
-            "response": answer.snippet.decode("utf-8", "replace"), "next": None, "resend": bool(item.resend_of),
+            "n": item.attempt,
+            "at": started_ms,
+            "ms": duration_ms,
+            "outcome": answer.outcome,
+            "status": answer.status,
+            "error": answer.error or None,
+            "message": answer.message or None,
+            "response": answer.snippet.decode("utf-8", "replace"),
+            "next": None,
+            "resend": bool(item.resend_of),
         }
         # a success is recorded in Redis and counted in /metrics; at thousands a second a line each
         # would be noise (and ~3 % of the worker's CPU), so only retries and failures log at info+
         outcome = answer.outcome
         log = logger.debug if outcome == "delivered" else (logger.info if outcome == "retry" else logger.warning)
-        log("delivery_attempt", endpoint=ep.name, nid=item.nid, attempt=item.attempt, outcome=outcome,
-            status=answer.status, error=answer.error or None, duration_ms=duration_ms, delay_ms=delay_ms or None)
+        log(
+            "delivery_attempt",
+            endpoint=ep.name,
+            nid=item.nid,
+            attempt=item.attempt,
+            outcome=outcome,
+            status=answer.status,
+            error=answer.error or None,
+            duration_ms=duration_ms,
+            delay_ms=delay_ms or None,
+        )
         return Result(
-            ep=ep, nid=item.nid, attempt=item.attempt, outcome=outcome, delay_ms=delay_ms,
+            ep=ep,
+            nid=item.nid,
+            attempt=item.attempt,
+            outcome=outcome,
+            delay_ms=delay_ms,
             record=json.dumps(record, separators=(",", ":")),
             last=f"HTTP {answer.status}" if answer.status is not None else answer.error,
             # relay:stats: latency buckets, and sums in integer microseconds (HINCRBY, see complete.lua)
-            lat_bucket=bucket(duration), lat_us=int(duration * 1_000_000), recv=item.received_ms,
+            lat_bucket=bucket(duration),
+            lat_us=int(duration * 1_000_000),
+            recv=item.received_ms,
             deadline=time.monotonic() + ep.timeout,
         )
 

@@ -33,6 +33,7 @@ from workers.step import Claim, Stepper
 
 logger = structlog.get_logger()
 
+
 class Engine:
     def __init__(
         self,
@@ -196,5 +197,6 @@ class Engine:
         # a lane a reload left running holds the Endpoint it started with (equal to the new one, not
         # the same object); one retired may finish a delivery to an endpoint no longer configured
         lane = self.lanes.get(ep.name)
-        return await self.sender.attempt(ep, item, current=lane is not None and lane.endpoint is ep,
-                                         redis_ms=self.redis_ms)
+        return await self.sender.attempt(
+            ep, item, current=lane is not None and lane.endpoint is ep, redis_ms=self.redis_ms
+        )

@@ -45,14 +45,29 @@ async def fan_out(engine: Engine, nid: str) -> int:
             fields = protocol.parse_form(body[0] if body else b"")
         except protocol.FormError:
             return None
-        return events.build(nid=nid, source=source.decode(), channel=channel.decode(), received_ms=received,
-                            fields=fields, resend_of=(resend_of or b"").decode())
+        return events.build(
+            nid=nid,
+            source=source.decode(),
+            channel=channel.decode(),
+            received_ms=received,
+            fields=fields,
+            resend_of=(resend_of or b"").decode(),
+        )
 
-    routes = removed.marked(routing.route(
-        [*endpoints, *gone], source=source.decode(), channel=channel.decode(),
-        mtype=(mtype or b"").decode(), status=(status or b"").decode(), test=test == b"1",
-        etype=etype.decode(), only=only, document=document,
-    ), gone)
+    routes = removed.marked(
+        routing.route(
+            [*endpoints, *gone],
+            source=source.decode(),
+            channel=channel.decode(),
+            mtype=(mtype or b"").decode(),
+            status=(status or b"").decode(),
+            test=test == b"1",
+            etype=etype.decode(),
+            only=only,
+            document=document,
+        ),
+        gone,
+    )
     keys = wire.ROUTE.pack_keys(notification=k.notification(nid), fanout=k.FANOUT)
     args = wire.ROUTE.pack_args(nid=nid, retention_ms=engine.retention_ms)
     for name, mode, reason in routes:

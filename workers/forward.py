@@ -60,8 +60,14 @@ def as_json(item: Claimed) -> bytes:
             fields[key] = [*prev, value] if isinstance(prev, list) else [prev, value]
         else:
             fields[key] = value
-    doc = {"id": item.nid, "channel": item.channel, "source": item.source,
-           "received_at": item.received_ms, "resend_of": item.resend_of or None, "fields": fields}
+    doc = {
+        "id": item.nid,
+        "channel": item.channel,
+        "source": item.source,
+        "received_at": item.received_ms,
+        "resend_of": item.resend_of or None,
+        "fields": fields,
+    }
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -69,8 +75,16 @@ def as_event(item: Claimed) -> bytes:
     """``format = "event"``: the typed event document (relay/events/, relay/schema/event.json)."""
     # the ingress stored only bodies this parser accepted, so it accepts them again here
     fields = protocol.parse_form(item.body)
-    return events.encode(events.build(nid=item.nid, source=item.source, channel=item.channel,
-                                      received_ms=item.received_ms, fields=fields, resend_of=item.resend_of))
+    return events.encode(
+        events.build(
+            nid=item.nid,
+            source=item.source,
+            channel=item.channel,
+            received_ms=item.received_ms,
+            fields=fields,
+            resend_of=item.resend_of,
+        )
+    )
 
 
 def configured_headers(endpoint: Endpoint) -> dict[str, str]:
@@ -78,8 +92,9 @@ def configured_headers(endpoint: Endpoint) -> dict[str, str]:
     return {name: value.reveal() for name, value in endpoint.headers.items()}
 
 
-def build(endpoint: Endpoint, item: Claimed, now_s: int, configured: dict[str, str] | None = None
-          ) -> tuple[bytes, dict[str, str]]:
+def build(
+    endpoint: Endpoint, item: Claimed, now_s: int, configured: dict[str, str] | None = None
+) -> tuple[bytes, dict[str, str]]:
     """The body and headers for one attempt: the original bytes, or JSON (``json``, ``event``), signed as sent.
 
     ``configured``: ``configured_headers(endpoint)``, when the caller keeps it per endpoint."""

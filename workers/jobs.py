@@ -37,8 +37,12 @@ async def startup(ctx: dict[str, Any]) -> None:
     # no cookie jar: a Set-Cookie from one answer must not ride along on every later delivery (and
     # filtering the jar is per-request work); no Accept-Encoding: answers are kept as snippets, never
     # decompressed, so asking for gzip would store compressed bytes as the endpoint's "response"
-    session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
-                                    cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=("Accept-Encoding",))
+    session = aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=("Accept-Encoding",),
+    )
     engine = Engine(redis, settings, session, **ctx.get("engine_options", {}))
     ctx["relay_redis"], ctx["session"], ctx["engine"] = redis, session, engine
     # tests running several workers in one process name them apart
@@ -48,8 +52,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     # so a re-added one sends only what is routed to it from now on
     gone = await endpoints.register(redis, settings, start=True)
     engine.removed = await endpoints.removed(redis)
-    await removed.cancel(redis, settings, engine.removed, audit.Origin("reload", ctx["worker_name"]),
-                         everything=True)
+    await removed.cancel(redis, settings, engine.removed, audit.Origin("reload", ctx["worker_name"]), everything=True)
     if gone:
         logger.warning("endpoints_removed_at_start", endpoints=gone)
     await engine.start()
@@ -59,9 +62,14 @@ async def startup(ctx: dict[str, Any]) -> None:
         await notify(await asyncio.to_thread(outage.up, settings, engine.redis_ms()), settings, session)
     # every process beats on its own (the sweeper cron runs on only one worker per tick)
     ctx["heartbeat"] = asyncio.create_task(_beat(ctx), name="heartbeat")
-    reloader = Reloader(redis, settings, role="worker", name=ctx["worker_name"],
-                        apply=lambda old, new: reconfigure(ctx, old, new),
-                        load=ctx.get("load_settings", load_settings))
+    reloader = Reloader(
+        redis,
+        settings,
+        role="worker",
+        name=ctx["worker_name"],
+        apply=lambda old, new: reconfigure(ctx, old, new),
+        load=ctx.get("load_settings", load_settings),
+    )
     ctx["reloader"], ctx["background"] = reloader, set()
     reloader.start()
     ctx["started"] = True  # workers/main.py: a later loss of Redis is a new outage (its backoff starts again)
@@ -125,17 +133,21 @@ async def reconfigure(ctx: dict[str, Any], old: Settings, new: Settings) -> dict
         changes["cancelled"] = await _record_removal(ctx, new, gone)
     except REDIS_ERRORS as exc:
         # the new config runs: say what is left undone, and finish it as soon as Redis lets us
-        changes["incomplete"] = (f"recording the removed endpoints and cancelling their work failed "
-                                 f"({type(exc).__name__}: {exc}); retried in the background")
+        changes["incomplete"] = (
+            f"recording the removed endpoints and cancelling their work failed "
+            f"({type(exc).__name__}: {exc}); retried in the background"
+        )
         logger.error("reload_incomplete", error=f"{type(exc).__name__}: {exc}", removed=sorted(gone))
         _background(ctx, _retry_removal(ctx, gone), "reload-removal")
     if gone:
+
         async def after_drain() -> None:
             await engine.drain_retired(max(ep.timeout for ep in gone.values()) + 1)
             try:
                 # only work routed before the removal: what a re-add meanwhile routed is never touched
-                await removed.cancel(redis, new, {n: r for n, r in engine.removed.items() if n in gone}, origin,
-                                     everything=True)
+                await removed.cancel(
+                    redis, new, {n: r for n, r in engine.removed.items() if n in gone}, origin, everything=True
+                )
             except REDIS_ERRORS:
                 pass  # the sweeper cancels what is left
 
@@ -150,8 +162,7 @@ async def _record_removal(ctx: dict[str, Any], settings: Settings, gone: dict[st
     await endpoints.register(redis, settings, start=False, removed=gone)
     engine.removed = await endpoints.removed(redis)
     records = {name: r for name, r in engine.removed.items() if name in gone}
-    return await removed.cancel(redis, settings, records, audit.Origin("reload", ctx["worker_name"]),
-                                everything=True)
+    return await removed.cancel(redis, settings, records, audit.Origin("reload", ctx["worker_name"]), everything=True)
 
 
 async def _retry_removal(ctx: dict[str, Any], gone: dict[str, Any]) -> None:
@@ -213,8 +224,13 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     # endpoint's indexes only shrink; a re-added one's in-flight index is small), and a delivery in
     # flight when its endpoint went is cancelled within a sweep of its lease running out
     engine.removed = removed.held(engine.removed, await endpoints.removed(redis), engine.settings)
-    await removed.cancel(redis, engine.settings, engine.removed,
-                         audit.Origin("reload", ctx.get("worker_name", "sweeper")), everything=False)
+    await removed.cancel(
+        redis,
+        engine.settings,
+        engine.removed,
+        audit.Origin("reload", ctx.get("worker_name", "sweeper")),
+        everything=False,
+    )
     # last: a recovered fan-out is what a waiting caller sees, so the sweep has nothing left after it
     requeued = 0
     for raw in await redis.zrange(k.FANOUT, 0, 499):

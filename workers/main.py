@@ -21,6 +21,7 @@ from workers.wake import RelayWorker
 
 logger = structlog.get_logger()
 
+
 def create_worker(settings: Settings, **overrides: Any) -> Worker:
     """ARQ's own construction from ``WorkerSettings`` (every attribute it declares is passed on),
     with the relay's settings in the job context; ``overrides`` are Worker arguments (tests)."""
@@ -28,8 +29,15 @@ def create_worker(settings: Settings, **overrides: Any) -> Worker:
     url = redis_url(settings)
     # ARQ's create_worker, with the Worker that waits for work when idle (workers/wake.py); the ignore:
     # arq's protocol reads on_startup as an instance attribute (a bound method) on a class
-    return RelayWorker(**{**get_kwargs(WorkerSettings), "redis_settings": arq_settings(url),  # type: ignore[arg-type]
-                          "ctx": ctx, **overrides}, redis_url=url)
+    return RelayWorker(
+        **{
+            **get_kwargs(WorkerSettings),  # type: ignore[arg-type]
+            "redis_settings": arq_settings(url),
+            "ctx": ctx,
+            **overrides,
+        },
+        redis_url=url,
+    )
 
 
 def run(settings: Settings) -> None:

@@ -46,18 +46,23 @@ async def run_pass(redis: Redis, session: aiohttp.ClientSession, source: Source)
         status = exc.http_status if isinstance(exc, ApiError) else None
         message = exc.message if isinstance(exc, ApiError) else f"the listing took over {PASS_BUDGET_S:g} s"
         logger.warning("reconcile_failed", source=source.name, http_status=status, error=message)
-        return await store.save(redis, source.name, await clock_ms(redis), cfg.lookback_ms,
-                                error={"http_status": status, "message": message})
+        return await store.save(
+            redis,
+            source.name,
+            await clock_ms(redis),
+            cfg.lookback_ms,
+            error={"http_status": status, "message": message},
+        )
     now = await clock_ms(redis)
     missing = await store.compare(redis, source.name, orders, now, cfg.grace_ms, cfg.lookback_ms)
     doc = await store.save(redis, source.name, now, cfg.lookback_ms, orders=len(orders), missing=missing)
-    logger.info("reconciled", source=source.name, orders=len(orders), missing=len(missing),
-                took_ms=now - started)
+    logger.info("reconciled", source=source.name, orders=len(orders), missing=len(missing), took_ms=now - started)
     return doc
 
 
-async def due_passes(redis: Redis, session: aiohttp.ClientSession, settings: Settings, who: str,
-                     *, now: bool = False) -> dict[str, dict[str, Any] | None]:
+async def due_passes(
+    redis: Redis, session: aiohttp.ClientSession, settings: Settings, who: str, *, now: bool = False
+) -> dict[str, dict[str, Any] | None]:
     """Run the pass of every reconciled source whose turn has come (``now``: whatever the interval says,
     unless a pass is running); None for a source whose turn it was not."""
     done: dict[str, dict[str, Any] | None] = {}

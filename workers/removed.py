@@ -38,17 +38,25 @@ PROVISIONAL_SEQ = 2**62
 def provisional(old: Settings, new: Settings, now_ms: int) -> dict[str, Removed]:
     """The endpoints ``new`` drops from ``old``, as removals this worker holds until Redis's records
     (relay/store/endpoints.py) replace them: a fan-out meanwhile records a cancelled delivery to them."""
-    return {name: Removed(name, now_ms, PROVISIONAL_SEQ, "reload", ep)
-            for name, ep in old.endpoints.items() if name not in new.endpoints}
+    return {
+        name: Removed(name, now_ms, PROVISIONAL_SEQ, "reload", ep)
+        for name, ep in old.endpoints.items()
+        if name not in new.endpoints
+    }
 
 
 def held(current: Mapping[str, Removed], records: Mapping[str, Removed], settings: Settings) -> dict[str, Removed]:
     """``records`` (Redis's), with the provisional removals of ``current`` that Redis has no record of
     yet (their recording failed and is retried), unless ``settings`` configures the name again."""
-    kept = {name: r for name, r in current.items()
-            if r.seq == PROVISIONAL_SEQ and name not in records and name not in settings.endpoints}
-    return {**kept, **{name: r for name, r in records.items()
-                       if r.seq != PROVISIONAL_SEQ or name not in settings.endpoints}}
+    kept = {
+        name: r
+        for name, r in current.items()
+        if r.seq == PROVISIONAL_SEQ and name not in records and name not in settings.endpoints
+    }
+    return {
+        **kept,
+        **{name: r for name, r in records.items() if r.seq != PROVISIONAL_SEQ or name not in settings.endpoints},
+    }
 
 
 def marked(routes: list[Route], gone: list[Endpoint]) -> list[Route]:
@@ -57,8 +65,9 @@ def marked(routes: list[Route], gone: list[Endpoint]) -> list[Route]:
     return [(name, "removed" if name in names and mode != "skip" else mode, reason) for name, mode, reason in routes]
 
 
-async def cancel(redis: Redis, settings: Settings, records: Mapping[str, Removed], origin: audit.Origin, *,
-                 everything: bool) -> dict[str, int]:
+async def cancel(
+    redis: Redis, settings: Settings, records: Mapping[str, Removed], origin: audit.Origin, *, everything: bool
+) -> dict[str, int]:
     """Cancel each removed endpoint's work routed before its removal. ``everything``: also the waiting
     work of an endpoint configured again (before its lane starts); otherwise only its leftovers in
     flight, since the waiting work of a re-added endpoint is mostly its new work. Returns how many
@@ -67,10 +76,16 @@ async def cancel(redis: Redis, settings: Settings, records: Mapping[str, Removed
     done: dict[str, int] = {}
     for record in records.values():
         configured = record.name in settings.endpoints
-        count, left = await control.cancel_removed(record.name, record.seq, origin,
-                                                   in_flight_only=configured and not everything)
+        count, left = await control.cancel_removed(
+            record.name, record.seq, origin, in_flight_only=configured and not everything
+        )
         if count:
             done[record.name] = count
-            logger.info("removed_endpoint_work_cancelled", endpoint=record.name, count=count, in_flight=left,
-                        removed_by=record.by)
+            logger.info(
+                "removed_endpoint_work_cancelled",
+                endpoint=record.name,
+                count=count,
+                in_flight=left,
+                removed_by=record.by,
+            )
     return done

@@ -48,18 +48,17 @@ def _trimmed_keys(settings: Settings) -> list[str]:
 async def trim(redis: Redis, settings: Settings) -> int:
     """Trim the indexes; returns Redis's clock (ms)."""
     args = wire.SWEEP.pack_args(retention_ms=settings.delivery.retention_ms, worker_ttl_ms=k.DAY_MS)
-    now: int = await script(wire.SWEEP)(keys=wire.SWEEP.pack_keys(*_trimmed_keys(settings)), args=args,
-                                        client=redis)
+    now: int = await script(wire.SWEEP)(keys=wire.SWEEP.pack_keys(*_trimmed_keys(settings)), args=args, client=redis)
     return int(now)
 
 
 def _owner(key: str) -> tuple[str, str] | None:
     """('ep', name) or ('src', name) for a key of one endpoint or source; None for a minute hash."""
     if key.startswith(k.EP_PREFIX):
-        name, _, rest = key[len(k.EP_PREFIX):].partition(":")
+        name, _, rest = key[len(k.EP_PREFIX) :].partition(":")
         return None if rest.startswith("m:") else ("ep", name)  # minute hashes expire on their own
     if key.startswith(k.IDX_SOURCE_PREFIX):
-        return "src", key[len(k.IDX_SOURCE_PREFIX):]
+        return "src", key[len(k.IDX_SOURCE_PREFIX) :]
     return None
 
 
@@ -100,7 +99,6 @@ async def expire_removed(redis: Redis, settings: Settings, walk: Walk) -> int:
 async def _forget_stats(redis: Redis, settings: Settings, seen: set[str]) -> None:
     """After a full round: drop the counters of endpoints neither configured nor with a key left."""
     fields = [f.decode() for f in await redis.hkeys(k.STATS)]  # type: ignore[misc]
-    gone = [f for f in fields if "|" in f and (ep := f.split("|", 1)[0]) not in settings.endpoints
-            and ep not in seen]
+    gone = [f for f in fields if "|" in f and (ep := f.split("|", 1)[0]) not in settings.endpoints and ep not in seen]
     if gone:
         await redis.hdel(k.STATS, *gone)  # type: ignore[misc]

@@ -32,5 +32,3 @@ class WorkerSettings:
     keep_result = 0
     health_check_interval = 10
     health_check_key = QUEUE_NAME + ":health-check"
-
-

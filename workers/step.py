@@ -109,8 +109,13 @@ class Stepper:
                 wait = min(wait * 2, 1.0)
 
     def not_recorded(self, result: Result, exc: BaseException) -> None:
-        logger.error("result_not_recorded", endpoint=result.ep.name, nid=result.nid, error=type(exc).__name__,
-                     outcome=result.outcome)
+        logger.error(
+            "result_not_recorded",
+            endpoint=result.ep.name,
+            nid=result.nid,
+            error=type(exc).__name__,
+            outcome=result.outcome,
+        )
 
     # -- the step.lua call: a small state machine ----------------------------------------------
     # _next: the batch being filled (None: nothing queued); _flusher: the task sending batches one
@@ -175,10 +180,14 @@ class Stepper:
             ep = lane.endpoint
             name = ep.name
             by_name: dict[str, str | int] = {
-                "ep": name, "mode": ep.mode, "limit": ep.in_flight_limit,
-                "lease_ms": self.engine.lease_ms(ep), "batch": CLAIM_BATCH,
+                "ep": name,
+                "mode": ep.mode,
+                "limit": ep.in_flight_limit,
+                "lease_ms": self.engine.lease_ms(ep),
+                "batch": CLAIM_BATCH,
                 # rate_limit as GCRA's emission interval (0: none); fractions of a ms are kept
-                "interval_ms": repr(1000 / ep.rate_limit) if ep.rate_limit else 0, "burst": ep.rate_burst,
+                "interval_ms": repr(1000 / ep.rate_limit) if ep.rate_limit else 0,
+                "burst": ep.rate_burst,
             }
             args.extend(by_name[f] for f in wire.CLAIM_FIELDS)
             keys.extend(wire.claim_keys(name))
@@ -216,7 +225,7 @@ class Stepper:
             code, wait, count = raw[pos].decode(), int(raw[pos + 1]), int(raw[pos + 2])
             pos += 3
             held_until = sent + self.engine.lease_ms(lane.endpoint) / 1000
-            items = [claimed(raw[i:i + width], held_until) for i in range(pos, pos + width * count, width)]
+            items = [claimed(raw[i : i + width], held_until) for i in range(pos, pos + width * count, width)]
             pos += width * count
             if items and lane.done:
                 # retired by a reload (or stopping) while the call was out: it sends nothing it did not
@@ -250,7 +259,16 @@ def claimed(values: list[Any], held_until: float = math.inf) -> forward.Claimed:
     # in wire.CLAIMED_FIELDS order (tests/test_lua_keys.py checks the two agree)
     nid, attempt, body, ct, source, channel, recv, resend_of, flag, paused_ms, unsent = values
     return forward.Claimed(
-        nid=nid.decode(), attempt=int(attempt), body=body, content_type=ct.decode(), source=source.decode(),
-        channel=channel.decode(), received_ms=int(recv or 0), resend_of=resend_of.decode(), flag=flag.decode(),
-        paused_ms=int(paused_ms or 0), unsent=int(unsent or 0), held_until=held_until,
+        nid=nid.decode(),
+        attempt=int(attempt),
+        body=body,
+        content_type=ct.decode(),
+        source=source.decode(),
+        channel=channel.decode(),
+        received_ms=int(recv or 0),
+        resend_of=resend_of.decode(),
+        flag=flag.decode(),
+        paused_ms=int(paused_ms or 0),
+        unsent=int(unsent or 0),
+        held_until=held_until,
     )

@@ -55,8 +55,9 @@ def auth_header(code: str, secret: Secret, at: datetime) -> str:
     return f'code="{code}" date="{date}" hash="{digest}" algo="sha256"'
 
 
-async def list_orders(session: aiohttp.ClientSession, cfg: ReconcileConfig, secret: Secret,
-                      now: datetime) -> list[Order]:
+async def list_orders(
+    session: aiohttp.ClientSession, cfg: ReconcileConfig, secret: Secret, now: datetime
+) -> list[Order]:
     """Every order placed from ``lookback_hours`` before ``now`` (by UTC day) to today, each page retried
     with backoff on a timeout, a connection error, a 429 or 5xx, or an unreadable answer."""
     start = (now - timedelta(hours=cfg.lookback_hours)).astimezone(UTC).strftime("%Y-%m-%d")
@@ -64,8 +65,13 @@ async def list_orders(session: aiohttp.ClientSession, cfg: ReconcileConfig, secr
     orders: list[Order] = []
     page = 1
     while True:
-        params = {"StartDate": start, "EndDate": end, "IncludeTestOrders": "YES" if cfg.include_test_orders else "NO",
-                  "Page": str(page), "Limit": str(PAGE_LIMIT)}
+        params = {
+            "StartDate": start,
+            "EndDate": end,
+            "IncludeTestOrders": "YES" if cfg.include_test_orders else "NO",
+            "Page": str(page),
+            "Limit": str(PAGE_LIMIT),
+        }
         doc = await _with_retries(session, cfg, secret, params)
         items, count = _page(doc)
         orders += items
@@ -73,19 +79,26 @@ async def list_orders(session: aiohttp.ClientSession, cfg: ReconcileConfig, secr
             return orders
         page += 1
         if page > MAX_PAGES:
-            raise ApiError(f"more than {MAX_PAGES * PAGE_LIMIT} orders in the lookback window ({count}); "
-                           "lower lookback_hours", retry=False)
+            raise ApiError(
+                f"more than {MAX_PAGES * PAGE_LIMIT} orders in the lookback window ({count}); lower lookback_hours",
+                retry=False,
+            )
 
 
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, ApiError) and exc.retry
 
 
-async def _with_retries(session: aiohttp.ClientSession, cfg: ReconcileConfig, secret: Secret,
-                        params: dict[str, str]) -> Any:
+async def _with_retries(
+    session: aiohttp.ClientSession, cfg: ReconcileConfig, secret: Secret, params: dict[str, str]
+) -> Any:
     # short waits: the whole pass must end well within its lease, and the next interval tries again
-    retrying = AsyncRetrying(stop=stop_after_attempt(ATTEMPTS), wait=wait_random_exponential(multiplier=0.5, max=4),
-                             retry=retry_if_exception(_retryable), reraise=True)
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(ATTEMPTS),
+        wait=wait_random_exponential(multiplier=0.5, max=4),
+        retry=retry_if_exception(_retryable),
+        reraise=True,
+    )
     async for attempt in retrying:
         with attempt:
             return await _get(session, cfg, secret, params)
@@ -93,13 +106,21 @@ async def _with_retries(session: aiohttp.ClientSession, cfg: ReconcileConfig, se
 
 
 async def _get(session: aiohttp.ClientSession, cfg: ReconcileConfig, secret: Secret, params: dict[str, str]) -> Any:
-    headers = {"X-Avangate-Authentication": auth_header(cfg.merchant_code, secret, datetime.now(UTC)),
-               "Accept": "application/json", "Content-Type": "application/json",
-               "User-Agent": f"2checkout-relay/{__version__}"}
+    headers = {
+        "X-Avangate-Authentication": auth_header(cfg.merchant_code, secret, datetime.now(UTC)),
+        "Accept": "application/json",
+        "Content-Type": "application/json",
+        "User-Agent": f"2checkout-relay/{__version__}",
+    }
     url = cfg.api_url.rstrip("/") + "/orders/"
     try:
-        async with session.get(url, params=params, headers=headers, allow_redirects=False,
-                               timeout=aiohttp.ClientTimeout(total=cfg.timeout_seconds)) as resp:
+        async with session.get(
+            url,
+            params=params,
+            headers=headers,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=cfg.timeout_seconds),
+        ) as resp:
             body = await resp.read()
             status = resp.status
     except TimeoutError:

@@ -72,8 +72,9 @@ class QueueWatch:
             await listener.send_command("CLIENT", "ID")
             client_id = await listener.read_response()
             # tracking first (a subscribed RESP2 connection takes no CLIENT command), redirected to itself
-            await listener.send_command("CLIENT", "TRACKING", "on", "REDIRECT", client_id, "BCAST",
-                                        "PREFIX", self._prefix)
+            await listener.send_command(
+                "CLIENT", "TRACKING", "on", "REDIRECT", client_id, "BCAST", "PREFIX", self._prefix
+            )
             await listener.read_response()
             await listener.send_command("SUBSCRIBE", INVALIDATE)
             await listener.read_response()
@@ -82,9 +83,12 @@ class QueueWatch:
             self.retryable = not isinstance(exc, ResponseError)
             log = logger.debug if self._warned else logger.warning
             self._warned = True
-            log("worker_idle_wake_unavailable", error=f"{type(exc).__name__}: {exc}",
+            log(
+                "worker_idle_wake_unavailable",
+                error=f"{type(exc).__name__}: {exc}",
                 consequence="an idle worker polls its queue every 5 ms",
-                retry_in_s=RESTART_S if self.retryable else None)
+                retry_in_s=RESTART_S if self.retryable else None,
+            )
             await self.stop()
             return False
         self._reader = asyncio.create_task(self._read(listener), name="queue-watch")
@@ -108,8 +112,7 @@ class QueueWatch:
         except (*REDIS_ERRORS, OSError) as exc:
             # the connection is gone: poll meanwhile; RelayWorker starts the watch again
             self._warned = True
-            logger.warning("worker_idle_wake_lost", error=f"{type(exc).__name__}: {exc}",
-                           retry_in_s=RESTART_S)
+            logger.warning("worker_idle_wake_lost", error=f"{type(exc).__name__}: {exc}", retry_in_s=RESTART_S)
         finally:
             self.active = False
             self.changed.set()

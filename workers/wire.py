@@ -24,8 +24,19 @@ CLAIM_KEYS = ("queue", "lease", "st_pending", "st_retrying", "st_in_flight", "pa
 # one claimed delivery, as claim.lua returns it
 # paused_ms: time it spent paused by an operator (relay/store/control.py), not counted by the retry window;
 # unsent: claims of it given back unsent (complete.lua 'dropped'), not counted by the retry schedule
-CLAIMED_FIELDS = ("nid", "attempt", "body", "ct", "source", "channel", "recv", "resend_of", "flag", "paused_ms",
-                  "unsent")
+CLAIMED_FIELDS = (
+    "nid",
+    "attempt",
+    "body",
+    "ct",
+    "source",
+    "channel",
+    "recv",
+    "resend_of",
+    "flag",
+    "paused_ms",
+    "unsent",
+)
 # a per_order claim looks at this many queued deliveries at most (workers/lua/per_order.lua)
 PER_ORDER_SCAN = 2000
 # rate_limit: requests are counted in windows of this many ms; health and the dashboard show the last whole one
@@ -37,32 +48,56 @@ ROUTE_KEYS = ("delivery", "st_pending", "st_skipped", "queue", "paused", "st_pau
 
 def preamble() -> str:
     return (
-        names("R", RESULT_FIELDS) + names("RK", RESULT_KEYS) + names("C", CLAIM_FIELDS) + names("CK", CLAIM_KEYS)
-        + names("CLAIMED", CLAIMED_FIELDS) + names("ROUTE", ROUTE_FIELDS) + names("ROUTE_KEYS", ROUTE_KEYS)
-        + constants({
-            "ATTEMPTS_CAP": k.ATTEMPTS_CAP,
-            "LATENCY_BUCKETS_US": [round(b * 1_000_000) for b in k.LATENCY_BUCKETS],
-            "R2D_BUCKETS_US": [round(b * 1_000_000) for b in k.R2D_BUCKETS],
-            "R2D_FIELD": k.R2D_FIELD,
-            "PER_ORDER_SCAN": PER_ORDER_SCAN,
-            "RATE_WINDOW_MS": RATE_WINDOW_MS,
-        })
+        names("R", RESULT_FIELDS)
+        + names("RK", RESULT_KEYS)
+        + names("C", CLAIM_FIELDS)
+        + names("CK", CLAIM_KEYS)
+        + names("CLAIMED", CLAIMED_FIELDS)
+        + names("ROUTE", ROUTE_FIELDS)
+        + names("ROUTE_KEYS", ROUTE_KEYS)
+        + constants(
+            {
+                "ATTEMPTS_CAP": k.ATTEMPTS_CAP,
+                "LATENCY_BUCKETS_US": [round(b * 1_000_000) for b in k.LATENCY_BUCKETS],
+                "R2D_BUCKETS_US": [round(b * 1_000_000) for b in k.R2D_BUCKETS],
+                "R2D_FIELD": k.R2D_FIELD,
+                "PER_ORDER_SCAN": PER_ORDER_SCAN,
+                "RATE_WINDOW_MS": RATE_WINDOW_MS,
+            }
+        )
     )
 
 
 # the workers' scripts (workers/lua/), assembled by relay/store/scripts.py
 # one worker round trip: results recorded (complete.lua), then claims (per_order.lua, rate.lua, claim.lua)
-STEP = Spec(("complete", "per_order", "rate", "claim", "step"), package="workers", tables=preamble,
-            keys=("fanout", "stats"), keys_rest="#RESULT_KEYS per result, then #CLAIM_KEYS per claim",
-            args=("results",), args_rest="the results (RESULT_FIELDS each), then the claims (CLAIM_FIELDS)")
+STEP = Spec(
+    ("complete", "per_order", "rate", "claim", "step"),
+    package="workers",
+    tables=preamble,
+    keys=("fanout", "stats"),
+    keys_rest="#RESULT_KEYS per result, then #CLAIM_KEYS per claim",
+    args=("results",),
+    args_rest="the results (RESULT_FIELDS each), then the claims (CLAIM_FIELDS)",
+)
 # one fan-out
-ROUTE = Spec(("route",), package="workers", tables=preamble, keys=("notification", "fanout"),
-             keys_rest="ROUTE_KEYS per route", args=("nid", "retention_ms"), args_rest="ROUTE_FIELDS per route")
+ROUTE = Spec(
+    ("route",),
+    package="workers",
+    tables=preamble,
+    keys=("notification", "fanout"),
+    keys_rest="ROUTE_KEYS per route",
+    args=("nid", "retention_ms"),
+    args_rest="ROUTE_FIELDS per route",
+)
 # an endpoint whose mode a reload changed, and one page of its queue
 REMODE = Spec(("remode",), package="workers", keys=("queue",), args=("ep", "mode"), args_rest="the nids")
 # the retention trim of the time-scored indexes (workers/retention.py)
-SWEEP = Spec(("sweep",), package="workers", keys_rest="the zsets scored by ms, then relay:workers",
-             args=("retention_ms", "worker_ttl_ms"))
+SWEEP = Spec(
+    ("sweep",),
+    package="workers",
+    keys_rest="the zsets scored by ms, then relay:workers",
+    args=("retention_ms", "worker_ttl_ms"),
+)
 
 
 def result_keys(nid: str, ep: str, to_state: str) -> list[str]:
@@ -85,23 +120,38 @@ assert RESULT_KEYS[:2] == ("delivery", "attempts") and ROUTE_KEYS[:1] == ("deliv
 
 @lru_cache(maxsize=1024)
 def _result_ep_keys(ep: str, to_state: str) -> tuple[str, ...]:
-    by_name = {"lease": k.ep_lease(ep), "queue": k.ep_queue(ep), "st_in_flight": k.ep_state(ep, "in_flight"),
-               "st_to": k.ep_state(ep, to_state), "paused": k.PAUSED, "st_paused": k.ep_state(ep, "paused")}
+    by_name = {
+        "lease": k.ep_lease(ep),
+        "queue": k.ep_queue(ep),
+        "st_in_flight": k.ep_state(ep, "in_flight"),
+        "st_to": k.ep_state(ep, to_state),
+        "paused": k.PAUSED,
+        "st_paused": k.ep_state(ep, "paused"),
+    }
     return tuple(by_name[name] for name in RESULT_KEYS[2:])
 
 
 @lru_cache(maxsize=1024)
 def _claim_keys(ep: str) -> tuple[str, ...]:
     by_name = {
-        "queue": k.ep_queue(ep), "lease": k.ep_lease(ep), "st_pending": k.ep_state(ep, "pending"),
-        "st_retrying": k.ep_state(ep, "retrying"), "st_in_flight": k.ep_state(ep, "in_flight"),
-        "paused": k.PAUSED, "rate": k.ep_rate(ep),
+        "queue": k.ep_queue(ep),
+        "lease": k.ep_lease(ep),
+        "st_pending": k.ep_state(ep, "pending"),
+        "st_retrying": k.ep_state(ep, "retrying"),
+        "st_in_flight": k.ep_state(ep, "in_flight"),
+        "paused": k.PAUSED,
+        "rate": k.ep_rate(ep),
     }
     return tuple(by_name[name] for name in CLAIM_KEYS)
 
 
 @lru_cache(maxsize=1024)
 def _route_ep_keys(ep: str) -> tuple[str, ...]:
-    by_name = {"st_pending": k.ep_state(ep, "pending"), "st_skipped": k.ep_state(ep, "skipped"),
-               "queue": k.ep_queue(ep), "paused": k.PAUSED, "st_paused": k.ep_state(ep, "paused")}
+    by_name = {
+        "st_pending": k.ep_state(ep, "pending"),
+        "st_skipped": k.ep_state(ep, "skipped"),
+        "queue": k.ep_queue(ep),
+        "paused": k.PAUSED,
+        "st_paused": k.ep_state(ep, "paused"),
+    }
     return tuple(by_name[name] for name in ROUTE_KEYS[1:])

@@ -55,23 +55,25 @@ def setup_api(app: web.Application) -> None:
         yield
 
     api.cleanup_ctx.append(share)
-    api.add_routes([
-        web.get("/notifications", list_notifications),
-        web.get("/notifications/{id}", show_notification),
-        web.post("/notifications/{id}/resend", resend_one),
-        web.post("/resend", resend_bulk),
-        web.get("/health", health),
-        web.get("/reconcile", reconciliation),
-        web.get("/openapi.json", openapi_json),
-        web.post("/endpoints/{name}/pause", pause_endpoint),
-        web.post("/endpoints/{name}/resume", resume_endpoint),
-        web.post("/endpoints/{name}/retry", retry_endpoint),
-        web.post("/notifications/{id}/retry", retry_notification),
-        web.post("/notifications/{id}/cancel", cancel_notification),
-        web.post("/reload", reload_config),
-        web.get("/audit", audit_log),
-        web.get("/schema/event.json", event_schema),
-    ])
+    api.add_routes(
+        [
+            web.get("/notifications", list_notifications),
+            web.get("/notifications/{id}", show_notification),
+            web.post("/notifications/{id}/resend", resend_one),
+            web.post("/resend", resend_bulk),
+            web.get("/health", health),
+            web.get("/reconcile", reconciliation),
+            web.get("/openapi.json", openapi_json),
+            web.post("/endpoints/{name}/pause", pause_endpoint),
+            web.post("/endpoints/{name}/resume", resume_endpoint),
+            web.post("/endpoints/{name}/retry", retry_endpoint),
+            web.post("/notifications/{id}/retry", retry_notification),
+            web.post("/notifications/{id}/cancel", cancel_notification),
+            web.post("/reload", reload_config),
+            web.get("/audit", audit_log),
+            web.get("/schema/event.json", event_schema),
+        ]
+    )
     app.add_subapp("/api", api)
 
 
@@ -84,19 +86,26 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     settings = request.config_dict[appkeys.LIVE].settings
     token = settings.admin_token
     if token is None:
-        return error(404, f"the admin API is off: set the environment variable {settings.server.admin_token_env} "
-                          "(named by server.admin_token_env) to a long random token and restart relay serve")
+        return error(
+            404,
+            f"the admin API is off: set the environment variable {settings.server.admin_token_env} "
+            "(named by server.admin_token_env) to a long random token and restart relay serve",
+        )
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
         return error(401, "missing bearer token: send Authorization: Bearer <token>", {"WWW-Authenticate": REALM})
     if not hmac.compare_digest(given.strip().encode(), token.reveal().encode()):
         logger.warning("admin_auth_failed", path=request.path, remote=request.remote)
-        return error(401, "invalid bearer token",
-                     {"WWW-Authenticate": f'{REALM}, error="invalid_token"'})
+        return error(401, "invalid bearer token", {"WWW-Authenticate": f'{REALM}, error="invalid_token"'})
     started = time.perf_counter()
     response = await _dispatch(request, handler)
-    logger.info("admin_request", method=request.method, path=request.path, status=response.status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2))
+    logger.info(
+        "admin_request",
+        method=request.method,
+        path=request.path,
+        status=response.status,
+        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
     return response
 
 
@@ -124,8 +133,9 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
         return error(404, f"no API route {request.path} (see GET /api/openapi.json)")
     if exc.status == 405:
         allow = exc.headers.get("Allow", "")
-        return error(405, f"method {request.method} is not allowed on {request.path} (allowed: {allow})",
-                     {"Allow": allow})
+        return error(
+            405, f"method {request.method} is not allowed on {request.path} (allowed: {allow})", {"Allow": allow}
+        )
     if exc.status == 413:
         return error(413, f"the request body is over the {request.client_max_size} byte limit")
     return error(exc.status, exc.reason)
@@ -140,12 +150,15 @@ async def list_notifications(request: web.Request) -> web.Response:
     redis = request.config_dict[appkeys.REDIS]
     # a removed endpoint's name still selects its deliveries
     filters = queries.check_known(query.filters(), queries.known_names(settings, await endpoints.removed_names(redis)))
-    page = await queries.scan(request.config_dict[appkeys.REDIS], filters, limit=query.limit,
-                              endpoints=list(settings.endpoints),
-                              cursor=query.cursor)
+    page = await queries.scan(
+        request.config_dict[appkeys.REDIS],
+        filters,
+        limit=query.limit,
+        endpoints=list(settings.endpoints),
+        cursor=query.cursor,
+    )
     items = redact_rows((row.summary() for row in page.items), settings)
-    return web.json_response({"items": items, "next_cursor": page.next_cursor,
-                              "index": page.index})
+    return web.json_response({"items": items, "next_cursor": page.next_cursor, "index": page.index})
 
 
 async def show_notification(request: web.Request) -> web.Response:
@@ -156,8 +169,11 @@ async def show_notification(request: web.Request) -> web.Response:
 async def resend_one(request: web.Request) -> web.Response:
     body = validate(ResendRequest, await _json_object(request), unknown="field")
     result = await request.config_dict[appkeys.RESENDER].one(
-        request.match_info["id"], endpoint=body.endpoint, idempotency_key=_idempotency_key(request, body),
-        origin=_origin(request))
+        request.match_info["id"],
+        endpoint=body.endpoint,
+        idempotency_key=_idempotency_key(request, body),
+        origin=_origin(request),
+    )
     return web.json_response(result, status=202)
 
 
@@ -165,11 +181,17 @@ async def resend_bulk(request: web.Request) -> web.Response:
     body = validate(BulkRequest, await _json_object(request), unknown="field")
     if body.filter is not None:
         removed = await endpoints.removed_names(request.config_dict[appkeys.REDIS])
-        queries.check_known(body.filter, queries.known_names(request.config_dict[appkeys.LIVE].settings, removed),
-                            prefix="filter.")
+        queries.check_known(
+            body.filter, queries.known_names(request.config_dict[appkeys.LIVE].settings, removed), prefix="filter."
+        )
     result = await request.config_dict[appkeys.RESENDER].bulk(
-        ids=body.ids, filters=body.filter, endpoint=body.endpoint, dry_run=body.dry_run,
-        idempotency_key=_idempotency_key(request, body), origin=_origin(request))
+        ids=body.ids,
+        filters=body.filter,
+        endpoint=body.endpoint,
+        dry_run=body.dry_run,
+        idempotency_key=_idempotency_key(request, body),
+        origin=_origin(request),
+    )
     return web.json_response(result, status=200 if body.dry_run else 202)
 
 

@@ -52,8 +52,9 @@ def _not_null(schema: Schema) -> Schema:
     return out
 
 
-def parameters(model: type[BaseModel], where: str, *, only: tuple[str, ...] | None = None,
-               names: dict[str, str] | None = None) -> list[Schema]:
+def parameters(
+    model: type[BaseModel], where: str, *, only: tuple[str, ...] | None = None, names: dict[str, str] | None = None
+) -> list[Schema]:
     """``model``'s fields as OpenAPI parameters ``in`` query, path or header (``names`` renames them)."""
     schema = model.model_json_schema(ref_template=REF_TEMPLATE)
     required = set(schema.get("required", ()))
@@ -62,16 +63,24 @@ def parameters(model: type[BaseModel], where: str, *, only: tuple[str, ...] | No
         if only is not None and name not in only:
             continue
         param = _not_null(prop)
-        out.append({"name": (names or {}).get(name, name), "in": where, "required": name in required,
-                    "description": param.pop("description", ""), "schema": param})
+        out.append(
+            {
+                "name": (names or {}).get(name, name),
+                "in": where,
+                "required": name in required,
+                "description": param.pop("description", ""),
+                "schema": param,
+            }
+        )
     return out
 
 
 def body_schemas() -> dict[str, Schema]:
     """The request bodies' schemas and every model they refer to, for ``components.schemas``."""
-    _, doc = models_json_schema([(ResendRequest, "validation"), (BulkRequest, "validation"),
-                                 (TargetRequest, "validation")],
-                                   ref_template=REF_TEMPLATE)
+    _, doc = models_json_schema(
+        [(ResendRequest, "validation"), (BulkRequest, "validation"), (TargetRequest, "validation")],
+        ref_template=REF_TEMPLATE,
+    )
     return dict(doc.get("$defs", {}))
 
 
@@ -139,38 +148,58 @@ SUMMARY_PROPS: Schema = {
 SUMMARY: Schema = {
     "type": "object",
     "required": [*SUMMARY_PROPS, "deliveries"],
-    "properties": {**SUMMARY_PROPS,
-                   "deliveries": {"type": "object", "additionalProperties": _ref("DeliverySummary")}},
+    "properties": {**SUMMARY_PROPS, "deliveries": {"type": "object", "additionalProperties": _ref("DeliverySummary")}},
     "additionalProperties": False,
 }
 _DELIVERY_TYPES: dict[str, Schema] = {
-    "state": {"type": "string"}, "attempts": {"type": "integer", "minimum": 0},
+    "state": {"type": "string"},
+    "attempts": {"type": "integer", "minimum": 0},
     "attempt_log": {"type": "array", "items": _ref("Attempt")},
 }
 DELIVERY: Schema = {
     "type": "object",
     "description": "one endpoint's delivery of the notification: these fields and no others, times as ISO 8601 UTC",
     "required": list(DELIVERY_FIELDS),
-    "properties": {name: {**_DELIVERY_TYPES.get(name, _nullable("string")), "description": text}
-                   for name, text in DELIVERY_FIELDS.items()},
+    "properties": {
+        name: {**_DELIVERY_TYPES.get(name, _nullable("string")), "description": text}
+        for name, text in DELIVERY_FIELDS.items()
+    },
     "additionalProperties": False,
 }
 _ATTEMPT_TYPES: dict[str, Schema] = {
-    "n": _nullable("integer"), "ms": _nullable("number"), "outcome": _nullable("string"),
-    "status": _nullable("integer"), "response": _nullable("string"), "resend": {"type": "boolean"},
+    "n": _nullable("integer"),
+    "ms": _nullable("number"),
+    "outcome": _nullable("string"),
+    "status": _nullable("integer"),
+    "response": _nullable("string"),
+    "resend": {"type": "boolean"},
 }
 ATTEMPT: Schema = {
     "type": "object",
     "description": "one attempt of a delivery, times as ISO 8601 UTC",
     "required": list(ATTEMPT_FIELDS),
-    "properties": {name: {**_ATTEMPT_TYPES.get(name, _nullable("string")), "description": text}
-                   for name, text in ATTEMPT_FIELDS.items()},
+    "properties": {
+        name: {**_ATTEMPT_TYPES.get(name, _nullable("string")), "description": text}
+        for name, text in ATTEMPT_FIELDS.items()
+    },
     "additionalProperties": False,
 }
 DETAIL: Schema = {
     "type": "object",
-    "required": [*SUMMARY_PROPS, "seq", "message_id", "license", "email", "algo", "content_type", "routed",
-                 "fields", "body", "deliveries", "resends"],
+    "required": [
+        *SUMMARY_PROPS,
+        "seq",
+        "message_id",
+        "license",
+        "email",
+        "algo",
+        "content_type",
+        "routed",
+        "fields",
+        "body",
+        "deliveries",
+        "resends",
+    ],
     "properties": {
         **SUMMARY_PROPS,
         "seq": _nullable("integer"),
@@ -180,8 +209,7 @@ DETAIL: Schema = {
         "algo": {"type": "string"},
         "content_type": {"type": "string"},
         "routed": {"type": "boolean"},
-        "fields": {"type": ["object", "null"], "additionalProperties": {"type": "array",
-                                                                          "items": {"type": "string"}}},
+        "fields": {"type": ["object", "null"], "additionalProperties": {"type": "array", "items": {"type": "string"}}},
         "body": {"type": "string"},
         "body_error": {"type": "string"},
         "deliveries": {"type": "object", "additionalProperties": _ref("Delivery")},
@@ -208,9 +236,14 @@ BULK_RESULT: Schema = {
         "ids": {"type": "array", "items": {"type": "string"}},
         "resends": {"type": "array", "items": _ref("Resent")},
         "skipped_count": {"type": "integer", "minimum": 0},
-        "skipped": {"type": "array", "items": {
-            "type": "object", "required": ["id", "reason"],
-            "properties": {"id": {"type": "string"}, "reason": {"type": "string"}}}},
+        "skipped": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "reason"],
+                "properties": {"id": {"type": "string"}, "reason": {"type": "string"}},
+            },
+        },
         "replayed": {"type": "boolean"},
     },
 }
@@ -218,10 +251,13 @@ BULK_RESULT: Schema = {
 
 ANY_OBJECT: Schema = {"application/json": {"schema": {"type": "object"}}}
 NOTIFICATION_PAGE: Schema = {
-    "type": "object", "required": ["items", "next_cursor"],
-    "properties": {"items": {"type": "array", "items": _ref("NotificationSummary")},
-                   "next_cursor": _nullable("string"),
-                   "index": {"type": "string"}},
+    "type": "object",
+    "required": ["items", "next_cursor"],
+    "properties": {
+        "items": {"type": "array", "items": _ref("NotificationSummary")},
+        "next_cursor": _nullable("string"),
+        "index": {"type": "string"},
+    },
 }
 ANSWERS: dict[str, Schema] = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
@@ -240,136 +276,189 @@ ANSWERS: dict[str, Schema] = {
 
 
 def list_notifications() -> Schema:
-    return {"get": {
-        "operationId": "listNotifications",
-        "summary": "List notifications, newest first",
-        "description": "Filters combine with AND. A page may be short, even empty, and still carry a "
-                       "next_cursor when many candidates did not match: keep following next_cursor "
-                       "until it is null. With endpoint and state the order is by the delivery's last "
-                       "change; otherwise by receipt.",
-        "parameters": parameters(ListQuery, "query"),
-        "responses": {**_ok("200", "a page of notifications", "NotificationPage"),
-                      "400": _error("a bad parameter, named in the error"), **COMMON},
-    }}
+    return {
+        "get": {
+            "operationId": "listNotifications",
+            "summary": "List notifications, newest first",
+            "description": "Filters combine with AND. A page may be short, even empty, and still carry a "
+            "next_cursor when many candidates did not match: keep following next_cursor "
+            "until it is null. With endpoint and state the order is by the delivery's last "
+            "change; otherwise by receipt.",
+            "parameters": parameters(ListQuery, "query"),
+            "responses": {
+                **_ok("200", "a page of notifications", "NotificationPage"),
+                "400": _error("a bad parameter, named in the error"),
+                **COMMON,
+            },
+        }
+    }
 
 
 def get_notification() -> Schema:
-    return {"get": {
-        "operationId": "getNotification",
-        "summary": "One notification: parsed fields, raw body, deliveries, attempts and resends",
-        "parameters": id_param(),
-        "responses": {**_ok("200", "the notification", "Notification"), **COMMON},
-    }}
+    return {
+        "get": {
+            "operationId": "getNotification",
+            "summary": "One notification: parsed fields, raw body, deliveries, attempts and resends",
+            "parameters": id_param(),
+            "responses": {**_ok("200", "the notification", "Notification"), **COMMON},
+        }
+    }
 
 
 def resend_notification() -> Schema:
-    return {"post": {
-        "operationId": "resendNotification",
-        "summary": "Queue a resend of the original body (a resend id resends its original)",
-        "parameters": [*id_param(), *idem_header()],
-        "requestBody": _body(ResendRequest, required=False),
-        "responses": {**_ok("202", "the resend is queued", "Resent"),
-                      "400": _error("a bad body field, named in the error"),
-                      "409": _error("no endpoint receives it, or the idempotency key was used "
-                                    "for another request"),
-                      "413": _error("the body is too large"), **COMMON},
-    }}
+    return {
+        "post": {
+            "operationId": "resendNotification",
+            "summary": "Queue a resend of the original body (a resend id resends its original)",
+            "parameters": [*id_param(), *idem_header()],
+            "requestBody": _body(ResendRequest, required=False),
+            "responses": {
+                **_ok("202", "the resend is queued", "Resent"),
+                "400": _error("a bad body field, named in the error"),
+                "409": _error("no endpoint receives it, or the idempotency key was used for another request"),
+                "413": _error("the body is too large"),
+                **COMMON,
+            },
+        }
+    }
 
 
 def bulk_resend() -> Schema:
-    return {"post": {
-        "operationId": "bulkResend",
-        "summary": "Resend many notifications, by ids or by filter; each original at most once",
-        "parameters": idem_header(),
-        "requestBody": _body(BulkRequest, required=True),
-        "responses": {**_ok("200", "dry run: how many would be resent", "BulkResult"),
-                      **_ok("202", "the resends are queued", "BulkResult"),
-                      "400": _error("a bad body field, named in the error"),
-                      "409": _error("the idempotency key was used for another request"),
-                      "413": _error("the body is too large"),
-                      "422": _error("the filter selects too many notifications"), **COMMON},
-    }}
+    return {
+        "post": {
+            "operationId": "bulkResend",
+            "summary": "Resend many notifications, by ids or by filter; each original at most once",
+            "parameters": idem_header(),
+            "requestBody": _body(BulkRequest, required=True),
+            "responses": {
+                **_ok("200", "dry run: how many would be resent", "BulkResult"),
+                **_ok("202", "the resends are queued", "BulkResult"),
+                "400": _error("a bad body field, named in the error"),
+                "409": _error("the idempotency key was used for another request"),
+                "413": _error("the body is too large"),
+                "422": _error("the filter selects too many notifications"),
+                **COMMON,
+            },
+        }
+    }
 
 
 def health() -> Schema:
-    return {"get": {
-        "operationId": "health",
-        "summary": "The evaluation of health: status, problems, the figures per endpoint and source",
-        # always 200 whatever the verdict (it is in ``status``); 503 only when Redis does not answer
-        "responses": {
-            "200": {"description": "the evaluation; healthy, degraded or unhealthy in status", "content": ANY_OBJECT},
-            **COMMON,
-        },
-    }}
+    return {
+        "get": {
+            "operationId": "health",
+            "summary": "The evaluation of health: status, problems, the figures per endpoint and source",
+            # always 200 whatever the verdict (it is in ``status``); 503 only when Redis does not answer
+            "responses": {
+                "200": {
+                    "description": "the evaluation; healthy, degraded or unhealthy in status",
+                    "content": ANY_OBJECT,
+                },
+                **COMMON,
+            },
+        }
+    }
 
 
 def reconcile() -> Schema:
-    return {"get": {
-        "operationId": "reconcile",
-        "summary": "Orders in 2Checkout's order list whose IPN never reached the relay, per reconciled source "
-                   "(the last pass's result: {sources: [{source, missing: [{reference, status, first_seen}], "
-                   "error}]})",
-        "responses": {"200": {"description": "per source with [sources.reconcile]: only its missing orders, and "
-                                             "error (null, or why the last pass could not read the API)",
-                              "content": ANY_OBJECT}, **COMMON},
-    }}
+    return {
+        "get": {
+            "operationId": "reconcile",
+            "summary": "Orders in 2Checkout's order list whose IPN never reached the relay, per reconciled source "
+            "(the last pass's result: {sources: [{source, missing: [{reference, status, first_seen}], "
+            "error}]})",
+            "responses": {
+                "200": {
+                    "description": "per source with [sources.reconcile]: only its missing orders, and "
+                    "error (null, or why the last pass could not read the API)",
+                    "content": ANY_OBJECT,
+                },
+                **COMMON,
+            },
+        }
+    }
 
 
 def event_schema() -> Schema:
-    return {"get": {
-        "operationId": "eventSchema",
-        "summary": "The JSON Schema of the typed event document (format = \"event\", docs/events.md)",
-        "responses": {"200": {"description": "JSON Schema draft 2020-12", "content": ANY_OBJECT}, **COMMON},
-    }}
+    return {
+        "get": {
+            "operationId": "eventSchema",
+            "summary": 'The JSON Schema of the typed event document (format = "event", docs/events.md)',
+            "responses": {"200": {"description": "JSON Schema draft 2020-12", "content": ANY_OBJECT}, **COMMON},
+        }
+    }
 
 
 def endpoint_action(operation: str, summary: str) -> Schema:
-    return {"post": {
-        "operationId": operation, "summary": summary, "parameters": parameters(EndpointPath, "path"),
-        "responses": {"200": {"description": "done; count says how many deliveries it touched",
-                              "content": ANY_OBJECT},
-                      "409": _error("refused: paused, or not paused"), **COMMON},
-    }}
+    return {
+        "post": {
+            "operationId": operation,
+            "summary": summary,
+            "parameters": parameters(EndpointPath, "path"),
+            "responses": {
+                "200": {"description": "done; count says how many deliveries it touched", "content": ANY_OBJECT},
+                "409": _error("refused: paused, or not paused"),
+                **COMMON,
+            },
+        }
+    }
 
 
 def notification_action(operation: str, summary: str) -> Schema:
-    return {"post": {
-        "operationId": operation, "summary": summary, "parameters": id_param(),
-        "requestBody": _body(TargetRequest, required=False),
-        "responses": {"200": {"description": "done; count says how many deliveries it touched",
-                              "content": ANY_OBJECT},
-                      "400": _error("a bad body field, named in the error"),
-                      "409": _error("refused: in flight, finished, not retrying, or the endpoint is paused"),
-                      "413": _error("the body is too large"), **COMMON},
-    }}
+    return {
+        "post": {
+            "operationId": operation,
+            "summary": summary,
+            "parameters": id_param(),
+            "requestBody": _body(TargetRequest, required=False),
+            "responses": {
+                "200": {"description": "done; count says how many deliveries it touched", "content": ANY_OBJECT},
+                "400": _error("a bad body field, named in the error"),
+                "409": _error("refused: in flight, finished, not retrying, or the endpoint is paused"),
+                "413": _error("the body is too large"),
+                **COMMON,
+            },
+        }
+    }
 
 
 def reload_action() -> Schema:
-    return {"post": {
-        "operationId": "reload",
-        "summary": "Ask every running relay process to re-read its config file; each answers with its config hash",
-        "responses": {"200": {"description": "every process that received it reloaded", "content": ANY_OBJECT},
-                      "409": {"description": "a process refused (invalid config) or did not answer",
-                              "content": ANY_OBJECT}, **COMMON},
-    }}
+    return {
+        "post": {
+            "operationId": "reload",
+            "summary": "Ask every running relay process to re-read its config file; each answers with its config hash",
+            "responses": {
+                "200": {"description": "every process that received it reloaded", "content": ANY_OBJECT},
+                "409": {"description": "a process refused (invalid config) or did not answer", "content": ANY_OBJECT},
+                **COMMON,
+            },
+        }
+    }
 
 
 def audit_log() -> Schema:
-    return {"get": {
-        "operationId": "audit",
-        "summary": "The audit log of operator actions, newest first",
-        "parameters": parameters(AuditQuery, "query"),
-        "responses": {"200": {"description": "the entries", "content": ANY_OBJECT},
-                      "400": _error("a bad parameter, named in the error"), **COMMON},
-    }}
+    return {
+        "get": {
+            "operationId": "audit",
+            "summary": "The audit log of operator actions, newest first",
+            "parameters": parameters(AuditQuery, "query"),
+            "responses": {
+                "200": {"description": "the entries", "content": ANY_OBJECT},
+                "400": _error("a bad parameter, named in the error"),
+                **COMMON,
+            },
+        }
+    }
 
 
 def openapi() -> Schema:
-    return {"get": {
-        "operationId": "openapi",
-        "summary": "This document",
-        "responses": {"200": {"description": "OpenAPI 3.1", "content": ANY_OBJECT}, **COMMON},
-    }}
+    return {
+        "get": {
+            "operationId": "openapi",
+            "summary": "This document",
+            "responses": {"200": {"description": "OpenAPI 3.1", "content": ANY_OBJECT}, **COMMON},
+        }
+    }
 
 
 def document() -> dict[str, Any]:
@@ -380,8 +469,8 @@ def document() -> dict[str, Any]:
             "title": "relay admin API",
             "version": __version__,
             "description": "Inspect 2Checkout notifications and their deliveries, and resend them. "
-                           "Every route needs Authorization: Bearer <token>, the value of the environment "
-                           "variable named by server.admin_token_env; without it the API is off (404).",
+            "Every route needs Authorization: Bearer <token>, the value of the environment "
+            "variable named by server.admin_token_env; without it the API is off (404).",
         },
         "security": [{"bearer": []}],
         "paths": {
@@ -393,16 +482,21 @@ def document() -> dict[str, Any]:
             "/api/reconcile": reconcile(),
             "/api/schema/event.json": event_schema(),
             "/api/openapi.json": openapi(),
-            "/api/endpoints/{name}/pause": endpoint_action("pauseEndpoint", "Pause an endpoint: its waiting "
-                                                           "deliveries wait as paused, no attempts are made"),
-            "/api/endpoints/{name}/resume": endpoint_action("resumeEndpoint", "Resume a paused endpoint (serial: "
-                                                            "in receipt order)"),
-            "/api/endpoints/{name}/retry": endpoint_action("retryEndpoint", "Retry now every retrying delivery "
-                                                           "of the endpoint (serial: its head)"),
-            "/api/notifications/{id}/retry": notification_action("retryNotification",
-                                                                 "Retry now a retrying delivery of the notification"),
-            "/api/notifications/{id}/cancel": notification_action("cancelNotification",
-                                                                  "Cancel a waiting delivery of the notification"),
+            "/api/endpoints/{name}/pause": endpoint_action(
+                "pauseEndpoint", "Pause an endpoint: its waiting deliveries wait as paused, no attempts are made"
+            ),
+            "/api/endpoints/{name}/resume": endpoint_action(
+                "resumeEndpoint", "Resume a paused endpoint (serial: in receipt order)"
+            ),
+            "/api/endpoints/{name}/retry": endpoint_action(
+                "retryEndpoint", "Retry now every retrying delivery of the endpoint (serial: its head)"
+            ),
+            "/api/notifications/{id}/retry": notification_action(
+                "retryNotification", "Retry now a retrying delivery of the notification"
+            ),
+            "/api/notifications/{id}/cancel": notification_action(
+                "cancelNotification", "Cancel a waiting delivery of the notification"
+            ),
             "/api/reload": reload_action(),
             "/api/audit": audit_log(),
         },

@@ -32,8 +32,15 @@ from relay.store.stats import health_report
 from relay.timefmt import iso_seconds
 
 # the kinds the workers' alert job sends; no_worker is the ingress's (relay/alerting/watch.py)
-WORKER_KINDS = ("endpoint_failing", "endpoint_paused", "source_rejecting", "source_silent", "backlog_too_old",
-                "notifications_missing", "reconcile_failing")
+WORKER_KINDS = (
+    "endpoint_failing",
+    "endpoint_paused",
+    "source_rejecting",
+    "source_silent",
+    "backlog_too_old",
+    "notifications_missing",
+    "reconcile_failing",
+)
 INGRESS_KINDS = ("no_worker",)
 NO_WORKER_SUBJECT = "worker"  # relay:alert:worker, relay:alert:worker:open
 
@@ -70,24 +77,39 @@ def _backlog(p: dict[str, Any]) -> Subject:
 def _endpoint_recovery(report: dict[str, Any], s: Subject) -> tuple[str, str, dict[str, Any]]:
     row = report["endpoints"][s.name]
     w = row["window"]
-    detail = (f"{w['failing']} of {w['attempted']} deliveries failing in the last {w['hours']:g} h "
-              f"(threshold {w['threshold_percent']:g}%); {row['failed']} failed deliveries unresolved.")
-    return (f"endpoint {s.name}", detail, {"failing": w["failing"], "attempted": w["attempted"], "share": w["share"],
-                                          "unresolved_failed": row["failed"]})
+    detail = (
+        f"{w['failing']} of {w['attempted']} deliveries failing in the last {w['hours']:g} h "
+        f"(threshold {w['threshold_percent']:g}%); {row['failed']} failed deliveries unresolved."
+    )
+    return (
+        f"endpoint {s.name}",
+        detail,
+        {"failing": w["failing"], "attempted": w["attempted"], "share": w["share"], "unresolved_failed": row["failed"]},
+    )
 
 
 def _source_recovery(report: dict[str, Any], s: Subject) -> tuple[str, str, dict[str, Any]]:
     row = report["sources"][s.name]
-    return (f"source {s.name}", f"{row['accepted_since_last'] or 0} notifications accepted since the last refusal.",
-            {"problem": "source_rejecting", "refused": row["refused"], "requests": row["requests"],
-             "accepted_since_last": row["accepted_since_last"] or 0})
+    return (
+        f"source {s.name}",
+        f"{row['accepted_since_last'] or 0} notifications accepted since the last refusal.",
+        {
+            "problem": "source_rejecting",
+            "refused": row["refused"],
+            "requests": row["requests"],
+            "accepted_since_last": row["accepted_since_last"] or 0,
+        },
+    )
 
 
 def _silent_recovery(report: dict[str, Any], s: Subject) -> tuple[str, str, dict[str, Any]]:
     row = report["sources"][s.name]
     at = iso_seconds(row["last_received_at"])
-    return (f"source {s.name}", f"A notification was accepted at {at}." if at else "It is no longer watched.",
-            {"problem": "source_silent", "last_at": at})
+    return (
+        f"source {s.name}",
+        f"A notification was accepted at {at}." if at else "It is no longer watched.",
+        {"problem": "source_silent", "last_at": at},
+    )
 
 
 def _worker_recovery(report: dict[str, Any], s: Subject) -> tuple[str, str, dict[str, Any]]:
@@ -96,8 +118,11 @@ def _worker_recovery(report: dict[str, Any], s: Subject) -> tuple[str, str, dict
 
 
 def _backlog_recovery(report: dict[str, Any], s: Subject) -> tuple[str, str, dict[str, Any]]:
-    return (f"the backlog of endpoint {s.name}" if s.field == "endpoint" else "the fan-out queue",
-            "Nothing waits longer than [health] max_pending_age.", {})
+    return (
+        f"the backlog of endpoint {s.name}" if s.field == "endpoint" else "the fan-out queue",
+        "Nothing waits longer than [health] max_pending_age.",
+        {},
+    )
 
 
 def _missing_recovery(report: dict[str, Any], s: Subject) -> tuple[str, str, dict[str, Any]]:
@@ -105,8 +130,11 @@ def _missing_recovery(report: dict[str, Any], s: Subject) -> tuple[str, str, dic
 
 
 def _reconcile_recovery(report: dict[str, Any], s: Subject) -> tuple[str, str, dict[str, Any]]:
-    return (f"reconciliation of source {s.name}", "2Checkout's order API answered the last pass.",
-            {"problem": "reconcile_failing"})
+    return (
+        f"reconciliation of source {s.name}",
+        "2Checkout's order API answered the last pass.",
+        {"problem": "reconcile_failing"},
+    )
 
 
 def _resumed(report: dict[str, Any], s: Subject) -> tuple[str, str, dict[str, Any]]:
@@ -122,52 +150,76 @@ def _all_failing(report: dict[str, Any], settings: Settings) -> int:
 
 KINDS: dict[str, Kind] = {
     "endpoint_failing": Kind(
-        "endpoint_recovered", lambda p: _ep(p["endpoint"]), lambda st: [_ep(n) for n in st.endpoints],
-        lambda p, st, report: texts.failing_text(p, st, _all_failing(report, st)), texts.failing_title,
-        lambda report, s: _endpoint_recovery(report, s)),
+        "endpoint_recovered",
+        lambda p: _ep(p["endpoint"]),
+        lambda st: [_ep(n) for n in st.endpoints],
+        lambda p, st, report: texts.failing_text(p, st, _all_failing(report, st)),
+        texts.failing_title,
+        lambda report, s: _endpoint_recovery(report, s),
+    ),
     "source_rejecting": Kind(
-        "source_recovered", lambda p: Subject(f"src:{p['source']}", "source", p["source"]),
+        "source_recovered",
+        lambda p: Subject(f"src:{p['source']}", "source", p["source"]),
         lambda st: [Subject(f"src:{n}", "source", n) for n in st.sources],
         lambda p, st, _: texts.rejecting_text(p, st),
-        lambda p: f"source {p['source']} is refusing notifications ({p['reason']})", _source_recovery),
+        lambda p: f"source {p['source']} is refusing notifications ({p['reason']})",
+        _source_recovery,
+    ),
     "source_silent": Kind(
-        "source_recovered", lambda p: Subject(f"silent:{p['source']}", "source", p["source"]),
+        "source_recovered",
+        lambda p: Subject(f"silent:{p['source']}", "source", p["source"]),
         lambda st: [Subject(f"silent:{n}", "source", n) for n in st.sources],
         lambda p, st, _: texts.silent_text(p, st),
         lambda p: f"source {p['source']} is silent ({p['expect_within_hours']:g} h without a notification)",
-        _silent_recovery),
+        _silent_recovery,
+    ),
     "backlog_too_old": Kind(
-        "backlog_recovered", _backlog,
+        "backlog_recovered",
+        _backlog,
         lambda st: [*(_backlog({"endpoint": n}) for n in st.endpoints), _backlog({})],
         lambda p, st, _: texts.backlog_text(p, st),
         lambda p: f"work waits too long ({p.get('endpoint') or 'fan-out queue'}, {p['oldest_age_s']:.0f} s)",
-        _backlog_recovery),
+        _backlog_recovery,
+    ),
     "no_worker": Kind(
-        "worker_recovered", lambda p: Subject(NO_WORKER_SUBJECT, None, ""),
+        "worker_recovered",
+        lambda p: Subject(NO_WORKER_SUBJECT, None, ""),
         lambda st: [Subject(NO_WORKER_SUBJECT, None, "")],
-        lambda p, st, _: texts.no_worker_text(p, st), lambda p: "no worker is alive", _worker_recovery),
+        lambda p, st, _: texts.no_worker_text(p, st),
+        lambda p: "no worker is alive",
+        _worker_recovery,
+    ),
     # reconciliation with 2Checkout's order list (relay/store/reconcile.py)
     "notifications_missing": Kind(
-        "notifications_recovered", lambda p: Subject(f"rec:{p['source']}", "source", p["source"]),
+        "notifications_recovered",
+        lambda p: Subject(f"rec:{p['source']}", "source", p["source"]),
         lambda st: [Subject(f"rec:{n}", "source", n) for n in reconciled_sources(st)],
         lambda p, st, _: texts.missing_text(p, st),
-        lambda p: f"source {p['source']}: {p['count']} order(s) without their IPN", _missing_recovery,
-        lambda s: f"source {s.name}: every listed order has its IPN again"),
+        lambda p: f"source {p['source']}: {p['count']} order(s) without their IPN",
+        _missing_recovery,
+        lambda s: f"source {s.name}: every listed order has its IPN again",
+    ),
 }
 KINDS["reconcile_failing"] = Kind(
-    "reconcile_recovered", lambda p: Subject(f"recfail:{p['source']}", "source", p["source"]),
+    "reconcile_recovered",
+    lambda p: Subject(f"recfail:{p['source']}", "source", p["source"]),
     lambda st: [Subject(f"recfail:{n}", "source", n) for n in reconciled_sources(st)],
     lambda p, st, _: texts.reconcile_failing_text(p, st),
     lambda p: f"source {p['source']}: 2Checkout's order API cannot be read ({p['http_status'] or p['error']})",
-    _reconcile_recovery, lambda s: f"source {s.name}: 2Checkout's order API is read again")
+    _reconcile_recovery,
+    lambda s: f"source {s.name}: 2Checkout's order API is read again",
+)
 # a pause is its own subject, never held back by the pause itself (endpoint=None): the operator is told
 # an endpoint has been paused past [health] max_pause_hours, and again when it is resumed
 KINDS["endpoint_paused"] = Kind(
-    "endpoint_resumed", lambda p: Subject(f"paused:{p['endpoint']}", "endpoint", p["endpoint"]),
+    "endpoint_resumed",
+    lambda p: Subject(f"paused:{p['endpoint']}", "endpoint", p["endpoint"]),
     lambda st: [Subject(f"paused:{n}", "endpoint", n) for n in st.endpoints],
     lambda p, st, _: texts.paused_text(p, st),
-    lambda p: f"endpoint {p['endpoint']} has been paused for {p['paused_age_s'] / 3600:.1f} h", _resumed,
-    lambda s: f"endpoint {s.name} is no longer paused too long")
+    lambda p: f"endpoint {p['endpoint']} has been paused for {p['paused_age_s'] / 3600:.1f} h",
+    _resumed,
+    lambda s: f"endpoint {s.name} is no longer paused too long",
+)
 # figures a problem carries that the payload names otherwise (or that only the health text needs)
 _NOT_FIGURES = ("kind", "message", "since", "endpoint", "source", "queue")
 
@@ -178,8 +230,7 @@ def since_ms(value: str | None) -> int | None:
     return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
 
 
-async def evaluate(redis: Redis, settings: Settings, now_ms: int, kinds: Iterable[str] = WORKER_KINDS
-                   ) -> list[Notice]:
+async def evaluate(redis: Redis, settings: Settings, now_ms: int, kinds: Iterable[str] = WORKER_KINDS) -> list[Notice]:
     """Decide which alerts and recovery messages of ``kinds`` are due now, and record that they were sent.
 
     Long on purpose: the alerts and the recoveries are two passes over one health report, and the
@@ -204,9 +255,18 @@ async def evaluate(redis: Redis, settings: Settings, now_ms: int, kinds: Iterabl
         if claimed is not None:
             since = claimed  # the incident's start as its first alert recorded it: the same in every repeat
             figures = {key: v for key, v in p.items() if key not in _NOT_FIGURES}
-            notices.append(Notice(p["kind"], subject.name, since, now_ms,
-                                  kind.text({**p, "since": iso_seconds(since)}, settings, report), figures,
-                                  subject.field, kind.title(p)))
+            notices.append(
+                Notice(
+                    p["kind"],
+                    subject.name,
+                    since,
+                    now_ms,
+                    kind.text({**p, "since": iso_seconds(since)}, settings, report),
+                    figures,
+                    subject.field,
+                    kind.title(p),
+                )
+            )
         else:
             await redis.pexpire(k.alert_open(subject.key), k.ALERT_OPEN_TTL_MS)
     # no problem now: a subject whose incident is open owes its recovery, unless its endpoint is paused
@@ -236,8 +296,18 @@ async def evaluate(redis: Redis, settings: Settings, now_ms: int, kinds: Iterabl
         what, detail, figures = kind.recovery(report, s)
         figures["duration_s"] = (now_ms - start) // 1000
         title = kind.recovered_title(s) if kind.recovered_title else f"{what} recovered"
-        notices.append(Notice(kind.recovered, s.name, start, now_ms, texts.recovered_text(what, start, now_ms, detail),
-                              figures, s.field, title))
+        notices.append(
+            Notice(
+                kind.recovered,
+                s.name,
+                start,
+                now_ms,
+                texts.recovered_text(what, start, now_ms, detail),
+                figures,
+                s.field,
+                title,
+            )
+        )
     return notices
 
 

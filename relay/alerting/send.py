@@ -45,16 +45,26 @@ class Notice:
     def payload(self) -> dict[str, Any]:
         """The webhook JSON: Slack-compatible ``text`` and the same facts as fields."""
         named = {self.subject_field: self.subject} if self.subject_field else {}
-        return {"text": self.text, "kind": self.kind, **named,
-                "since": iso_seconds(self.since_ms), "at": iso_seconds(self.now_ms), "host": socket.gethostname(),
-                **self.figures}
+        return {
+            "text": self.text,
+            "kind": self.kind,
+            **named,
+            "since": iso_seconds(self.since_ms),
+            "at": iso_seconds(self.now_ms),
+            "host": socket.gethostname(),
+            **self.figures,
+        }
 
 
 async def notify(notices: list[Notice], settings: Settings, session: aiohttp.ClientSession) -> None:
     """Log every notice, then send it to the webhook and by email when those are configured."""
     for notice in notices:
-        logger.warning(notice.kind, subject=notice.subject, since=iso_seconds(notice.since_ms), **{
-            key: v for key, v in notice.figures.items() if isinstance(v, (int, float, str)) or v is None})
+        logger.warning(
+            notice.kind,
+            subject=notice.subject,
+            since=iso_seconds(notice.since_ms),
+            **{key: v for key, v in notice.figures.items() if isinstance(v, (int, float, str)) or v is None},
+        )
         await _post_webhook(notice, settings, session)
         await _send_email(notice, settings)
 
@@ -64,8 +74,9 @@ async def _post_webhook(notice: Notice, settings: Settings, session: aiohttp.Cli
     if url is None:
         return
     try:
-        async with session.post(url.reveal(), json=notice.payload(),
-                                timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT_S)) as resp:
+        async with session.post(
+            url.reveal(), json=notice.payload(), timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT_S)
+        ) as resp:
             if resp.status >= 300:
                 logger.error("alert_webhook_failed", subject=notice.subject, status=resp.status)
     except (aiohttp.ClientError, TimeoutError) as exc:

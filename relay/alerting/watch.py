@@ -138,8 +138,18 @@ class RedisOutage:
             return []
         url = safe_url(redis_url(settings))
         since_ms, now_ms = int(since * 1000), int(now * 1000)
-        return [Notice("redis_unreachable", "", since_ms, now_ms, texts.redis_text(error, url, iso_seconds(since_ms)),
-                       {"error": error, "redis": url}, None, "Redis is unreachable")]
+        return [
+            Notice(
+                "redis_unreachable",
+                "",
+                since_ms,
+                now_ms,
+                texts.redis_text(error, url, iso_seconds(since_ms)),
+                {"error": error, "redis": url},
+                None,
+                "Redis is unreachable",
+            )
+        ]
 
     def up(self, settings: Settings, now_ms: int) -> list[Notice]:
         self.checks, self.since = 0, None
@@ -148,9 +158,18 @@ class RedisOutage:
             return []
         since_ms = int(since * 1000)
         url = safe_url(redis_url(settings))
-        return [Notice("redis_recovered", "", since_ms, now_ms,
-                       texts.recovered_text(f"Redis at {url}", since_ms, now_ms, "It answers again."),
-                       {"redis": url, "duration_s": (now_ms - since_ms) // 1000}, None, "Redis recovered")]
+        return [
+            Notice(
+                "redis_recovered",
+                "",
+                since_ms,
+                now_ms,
+                texts.recovered_text(f"Redis at {url}", since_ms, now_ms, "It answers again."),
+                {"redis": url, "duration_s": (now_ms - since_ms) // 1000},
+                None,
+                "Redis recovered",
+            )
+        ]
 
 
 class Watcher:
@@ -210,7 +229,8 @@ class Watcher:
             # (seen once: wait for the next check), or a worker back while an incident owes its
             # recovery; with workers alive it would run health (health.lua and all) every check for nothing
             if self.no_worker_checks >= CONFIRM_CHECKS or (
-                    alive and await self.redis.exists(k.alert_open(NO_WORKER_SUBJECT))):
+                alive and await self.redis.exists(k.alert_open(NO_WORKER_SUBJECT))
+            ):
                 notices += await evaluate(self.redis, settings, now_ms, INGRESS_KINDS)
         await notify(notices, settings, session)
         return notices

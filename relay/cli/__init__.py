@@ -37,8 +37,14 @@ EXIT_LISTEN = 3
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
-GROUPS = (run.commands, health.commands, sendtest.commands, notifications.commands, control.commands,
-          reconcile.commands)
+GROUPS = (
+    run.commands,
+    health.commands,
+    sendtest.commands,
+    notifications.commands,
+    control.commands,
+    reconcile.commands,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

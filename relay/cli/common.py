@@ -37,8 +37,11 @@ def require_redis_url(settings: Settings, command: str) -> str:
     if not settings.redis_url:
         raise UsageError(
             f"relay {command} needs REDIS_URL (the Redis that every ingress and worker shares), e.g. "
-            "REDIS_URL=redis://127.0.0.1:6379/0; to run everything locally with an embedded Redis, use `relay dev`")
+            "REDIS_URL=redis://127.0.0.1:6379/0; to run everything locally with an embedded Redis, use `relay dev`"
+        )
     return settings.redis_url
+
+
 AddArgs = Callable[[argparse.ArgumentParser], None]
 
 
@@ -64,6 +67,7 @@ class Commands:
         def register(fn: Command) -> Command:
             self.specs.append(Spec(name, help, fn, args))
             return fn
+
         return register
 
 
@@ -76,12 +80,21 @@ QUIET_LEVELS = ("warning", "error", "critical")
 def common_options(p: argparse.ArgumentParser, *, shown: bool = False) -> None:
     """``--config`` and ``--verbose``, accepted after any (sub)command as before it."""
     default = None if shown else argparse.SUPPRESS
-    p.add_argument("--config", default=default,
-                   help=f"configuration file (default: $RELAY_CONFIG or {DEFAULT_CONFIG_PATH})" if shown
-                   else argparse.SUPPRESS)
-    p.add_argument("--verbose", "-v", action="store_true", default=False if shown else argparse.SUPPRESS,
-                   help="log what the command does (info and above) to stderr; by default an operator command "
-                        "logs only warnings and errors" if shown else argparse.SUPPRESS)
+    p.add_argument(
+        "--config",
+        default=default,
+        help=f"configuration file (default: $RELAY_CONFIG or {DEFAULT_CONFIG_PATH})" if shown else argparse.SUPPRESS,
+    )
+    p.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        default=False if shown else argparse.SUPPRESS,
+        help="log what the command does (info and above) to stderr; by default an operator command "
+        "logs only warnings and errors"
+        if shown
+        else argparse.SUPPRESS,
+    )
 
 
 def log_level(ns: argparse.Namespace, configured: str) -> str:
@@ -127,8 +140,7 @@ def notification_id(nid: str) -> str:
     from relay.store.queries import NID
 
     if not NID.fullmatch(nid):
-        raise Usage(f"ID {nid!r}: is not a notification id (ipn_, lcn_ or ins_ and 24 hex digits; a resend "
-                    "adds ~r<n>)")
+        raise Usage(f"ID {nid!r}: is not a notification id (ipn_, lcn_ or ins_ and 24 hex digits; a resend adds ~r<n>)")
     return nid
 
 

@@ -47,8 +47,10 @@ def _hidden_config(p: argparse.ArgumentParser) -> None:
 
 def _endpoints_args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    for name, text in (("pause", "hold an endpoint's deliveries (no attempts, no retries spent) until resumed"),
-                       ("resume", "send a paused endpoint's deliveries again (serial ones in receipt order)")):
+    for name, text in (
+        ("pause", "hold an endpoint's deliveries (no attempts, no retries spent) until resumed"),
+        ("resume", "send a paused endpoint's deliveries again (serial ones in receipt order)"),
+    ):
         sp = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         sp.add_argument("name", metavar="NAME", help="the endpoint")
         sp.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
@@ -77,19 +79,24 @@ async def _endpoints(ns: argparse.Namespace, settings: Settings, redis: Redis) -
     counts = await control.counts(ep.name)
     n = counts[ns.action]
     verb = "Pause" if ns.action == "pause" else "Resume"
-    if n and not confirm(ns, f"{verb} {ep.name}? {n} waiting deliver{'y' if n == 1 else 'ies'} "
-                             f"{'would wait as paused' if ns.action == 'pause' else 'would be sent again'}.",
-                         f"this {ns.action}s endpoint {ep.name} with {_deliveries(n, 'waiting ')}"):
+    if n and not confirm(
+        ns,
+        f"{verb} {ep.name}? {n} waiting deliver{'y' if n == 1 else 'ies'} "
+        f"{'would wait as paused' if ns.action == 'pause' else 'would be sent again'}.",
+        f"this {ns.action}s endpoint {ep.name} with {_deliveries(n, 'waiting ')}",
+    ):
         return 1
     if ns.action == "pause":
         result = await control.pause(ep.name, cli_origin())
-        text = (f"endpoint {ep.name} was already paused" if result["already"]
-                else f"paused {ep.name}: {_deliveries(result['count'], 'waiting ')} now "
-                     f"{'waits' if result['count'] == 1 else 'wait'} as paused")
+        text = (
+            f"endpoint {ep.name} was already paused"
+            if result["already"]
+            else f"paused {ep.name}: {_deliveries(result['count'], 'waiting ')} now "
+            f"{'waits' if result['count'] == 1 else 'wait'} as paused"
+        )
     else:
         result = await control.resume(ep.name, cli_origin())
-        text = (f"resumed {ep.name}: {_deliveries(result['count'])} "
-                f"{'is' if result['count'] == 1 else 'are'} due again")
+        text = f"resumed {ep.name}: {_deliveries(result['count'])} {'is' if result['count'] == 1 else 'are'} due again"
     print_json(result) if ns.json else print(text)
     return 0
 
@@ -100,20 +107,40 @@ async def _list_endpoints(ns: argparse.Namespace, settings: Settings, control: C
     for name, ep in settings.endpoints.items():
         counts = await control.counts(name)
         info = paused.get(name)
-        rows.append({"endpoint": name, "mode": ep.mode,
-                     "paused": info is not None, "paused_since": iso_millis(info["since"]) if info else None,
-                     "paused_by": info["by"] if info else None,
-                     "waiting": counts["pause"], "paused_deliveries": counts["resume"]})
+        rows.append(
+            {
+                "endpoint": name,
+                "mode": ep.mode,
+                "paused": info is not None,
+                "paused_since": iso_millis(info["since"]) if info else None,
+                "paused_by": info["by"] if info else None,
+                "waiting": counts["pause"],
+                "paused_deliveries": counts["resume"],
+            }
+        )
     if ns.json:
         print_json(rows)
         return 0
     from relay.cli.health import table
 
-    print("\n".join(table(("endpoint", "mode", "state", "waiting", "paused since", "by"), [
-        (str(r["endpoint"]), str(r["mode"]), "paused" if r["paused"] else "active",
-         str(r["paused_deliveries"] if r["paused"] else r["waiting"]), str(r["paused_since"] or "-"),
-         str(r["paused_by"] or "-"))
-        for r in rows])))
+    print(
+        "\n".join(
+            table(
+                ("endpoint", "mode", "state", "waiting", "paused since", "by"),
+                [
+                    (
+                        str(r["endpoint"]),
+                        str(r["mode"]),
+                        "paused" if r["paused"] else "active",
+                        str(r["paused_deliveries"] if r["paused"] else r["waiting"]),
+                        str(r["paused_since"] or "-"),
+                        str(r["paused_by"] or "-"),
+                    )
+                    for r in rows
+                ],
+            )
+        )
+    )
     return 0
 
 
@@ -121,9 +148,11 @@ async def _list_endpoints(ns: argparse.Namespace, settings: Settings, control: C
 
 
 def _retry_args(p: argparse.ArgumentParser) -> None:
-    p.description = ("Retry now, skipping the backoff wait: one notification's retrying delivery (ID, optionally "
-                     "--endpoint), or every retrying delivery of --endpoint (asks for confirmation). On a serial "
-                     "endpoint the head is retried first, so the order of receipt holds.")
+    p.description = (
+        "Retry now, skipping the backoff wait: one notification's retrying delivery (ID, optionally "
+        "--endpoint), or every retrying delivery of --endpoint (asks for confirmation). On a serial "
+        "endpoint the head is retried first, so the order of receipt holds."
+    )
     p.add_argument("id", nargs="?", help="the notification")
     p.add_argument("--endpoint", help="the endpoint")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
@@ -144,13 +173,17 @@ async def _retry(ns: argparse.Namespace, settings: Settings, redis: Redis) -> in
         n = (await control.counts(ep.name))["retry"]
         if n == 0:
             result = await control.retry(cli_origin(), endpoint=ep.name)
-        elif not confirm(ns, f"Retry {n} deliver{'y' if n == 1 else 'ies'} to {ep.name} now?",
-                         f"this retries {_deliveries(n)} to {ep.name} now"):
+        elif not confirm(
+            ns,
+            f"Retry {n} deliver{'y' if n == 1 else 'ies'} to {ep.name} now?",
+            f"this retries {_deliveries(n)} to {ep.name} now",
+        ):
             return 1
         else:
             result = await control.retry(cli_origin(), endpoint=ep.name)
-        print_json(result) if ns.json else print(f"{_deliveries(result['count'])} to {ep.name} "
-                                                 f"{'is' if result['count'] == 1 else 'are'} due now")
+        print_json(result) if ns.json else print(
+            f"{_deliveries(result['count'])} to {ep.name} {'is' if result['count'] == 1 else 'are'} due now"
+        )
         return 0
     if ns.endpoint is not None:
         await known_to_redis(redis, settings, ns.endpoint)
@@ -163,8 +196,10 @@ async def _retry(ns: argparse.Namespace, settings: Settings, redis: Redis) -> in
 
 
 def _cancel_args(p: argparse.ArgumentParser) -> None:
-    p.description = ("Cancel a waiting (pending, retrying or paused) delivery: it leaves the queue as cancelled, "
-                     "with who cancelled it and when; it is not a failure, and can be resent later.")
+    p.description = (
+        "Cancel a waiting (pending, retrying or paused) delivery: it leaves the queue as cancelled, "
+        "with who cancelled it and when; it is not a failure, and can be resent later."
+    )
     p.add_argument("id", help="the notification")
     p.add_argument("--endpoint", help="the endpoint (default: every waiting delivery of the notification)")
     _json(p)
@@ -187,10 +222,16 @@ async def _cancel(ns: argparse.Namespace, settings: Settings, redis: Redis) -> i
 
 
 def _reload_args(p: argparse.ArgumentParser) -> None:
-    p.description = ("Ask every running relay process (serve and worker) to re-read its config file, through "
-                     "Redis. Prints each one's outcome and config hash; exits 1 if any refused or did not answer.")
-    p.add_argument("--wait", type=positive, default=reload.DEFAULT_WAIT_S,
-                   help=f"seconds to wait for the answers (default {reload.DEFAULT_WAIT_S:g})")
+    p.description = (
+        "Ask every running relay process (serve and worker) to re-read its config file, through "
+        "Redis. Prints each one's outcome and config hash; exits 1 if any refused or did not answer."
+    )
+    p.add_argument(
+        "--wait",
+        type=positive,
+        default=reload.DEFAULT_WAIT_S,
+        help=f"seconds to wait for the answers (default {reload.DEFAULT_WAIT_S:g})",
+    )
     _json(p)
 
 
@@ -250,8 +291,13 @@ async def _audit(ns: argparse.Namespace, settings: Settings, redis: Redis) -> in
     for e in entries:
         when = iso_millis(e.get("at")) or "?"
         where = e.get("via", "?") + (f" ({e['address']})" if e.get("address") else "")
-        extra = " ".join(f"{key}={','.join(map(str, e[key])) if isinstance(e[key], list) else e[key]}"
-                         for key in ("reason", "outcome", "refused", "hashes", "changed") if e.get(key))
-        print(f"{when}  {e.get('action', '?'):<7} {e.get('target', ''):<40} {e.get('count', 0):>6}  {where}  "
-              f"{extra}".rstrip())
+        extra = " ".join(
+            f"{key}={','.join(map(str, e[key])) if isinstance(e[key], list) else e[key]}"
+            for key in ("reason", "outcome", "refused", "hashes", "changed")
+            if e.get(key)
+        )
+        print(
+            f"{when}  {e.get('action', '?'):<7} {e.get('target', ''):<40} {e.get('count', 0):>6}  {where}  "
+            f"{extra}".rstrip()
+        )
     return 0

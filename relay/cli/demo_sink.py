@@ -10,10 +10,13 @@ from aiohttp import web
 async def _hook(request: web.Request) -> web.Response:
     body = await request.read()
     h = request.headers
-    print(f"demo-sink: {request.method} {request.path} notification={h.get('Relay-Notification-Id')} "
-          f"channel={h.get('Relay-Channel')} source={h.get('Relay-Source')} attempt={h.get('Relay-Attempt')} "
-          f"resend={h.get('Relay-Resend')} webhook-id={h.get('webhook-id')} bytes={len(body)}",
-          file=sys.stderr, flush=True)
+    print(
+        f"demo-sink: {request.method} {request.path} notification={h.get('Relay-Notification-Id')} "
+        f"channel={h.get('Relay-Channel')} source={h.get('Relay-Source')} attempt={h.get('Relay-Attempt')} "
+        f"resend={h.get('Relay-Resend')} webhook-id={h.get('webhook-id')} bytes={len(body)}",
+        file=sys.stderr,
+        flush=True,
+    )
     return web.Response(text="ok")
 
 

@@ -90,8 +90,9 @@ def run(ns: argparse.Namespace) -> int:
     shared_redis = None if settings.redis_url or embedded is not None else settings.redis.port
     try:
         if not ns.no_demo_sink:
-            children.append(Child("demo sink", subprocess.Popen(
-                [*exe, "demo-sink", "--port", str(DEMO_SINK_PORT)], env=env)))
+            children.append(
+                Child("demo sink", subprocess.Popen([*exe, "demo-sink", "--port", str(DEMO_SINK_PORT)], env=env))
+            )
         children.append(Child("relay serve", subprocess.Popen([*exe, "serve", *cfg], env=env)))
         workers = max(1, ns.workers)
         for i in range(workers):
@@ -101,8 +102,10 @@ def run(ns: argparse.Namespace) -> int:
         def alive() -> int | None:
             code = _died(children)
             if code is None and shared_redis is not None and not answers_ping(shared_redis):
-                say(f"the Redis on port {shared_redis} (started by another relay dev) stopped answering; "
-                    "stopping everything")
+                say(
+                    f"the Redis on port {shared_redis} (started by another relay dev) stopped answering; "
+                    "stopping everything"
+                )
                 return EXIT_CHILD_DIED
             return code
 
@@ -124,11 +127,9 @@ def _ports(settings: Settings, config: Path, *, demo_sink: bool) -> list[Port]:
     server, admin = settings.server, settings.admin
     ports = [Port(server.host, server.port, "the ingress", f"change [server] port in {config}")]
     if admin.port:
-        ports.append(Port(admin.host, admin.port, "the admin API and dashboard", 
-                           f"change [admin] port in {config}"))
+        ports.append(Port(admin.host, admin.port, "the admin API and dashboard", f"change [admin] port in {config}"))
     if demo_sink:
-        ports.append(Port("127.0.0.1", DEMO_SINK_PORT, "the demo endpoint",
-                          "run relay dev --no-demo-sink"))
+        ports.append(Port("127.0.0.1", DEMO_SINK_PORT, "the demo endpoint", "run relay dev --no-demo-sink"))
     return ports
 
 
@@ -137,8 +138,9 @@ def _check_free(p: Port) -> None:
     try:
         infos = socket.getaddrinfo(p.host, p.port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise ListenError(f"cannot listen on {p.host}:{p.port} ({p.what}): the address does not resolve "
-                          f"({exc.strerror}); {p.remedy}") from None
+        raise ListenError(
+            f"cannot listen on {p.host}:{p.port} ({p.what}): the address does not resolve ({exc.strerror}); {p.remedy}"
+        ) from None
     family, kind, proto, _, address = infos[0]
     with socket.socket(family, kind, proto) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -146,10 +148,10 @@ def _check_free(p: Port) -> None:
             s.bind(address)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise ListenError(f"port {p.port} ({p.what}) is already in use: stop what holds it, "
-                                  f"or {p.remedy}") from None
-            raise ListenError(f"cannot listen on {p.host}:{p.port} ({p.what}): {exc.strerror}; "
-                              f"{p.remedy}") from None
+                raise ListenError(
+                    f"port {p.port} ({p.what}) is already in use: stop what holds it, or {p.remedy}"
+                ) from None
+            raise ListenError(f"cannot listen on {p.host}:{p.port} ({p.what}): {exc.strerror}; {p.remedy}") from None
 
 
 def _check_redis_port(settings: Settings, config: Path) -> None:
@@ -204,8 +206,10 @@ def _wait_listening(ports: list[Port], alive: Callable[[], int | None]) -> int |
         if not waiting:
             return None
         if time.monotonic() > deadline:
-            say(f"{waiting[0].what} did not start listening on port {waiting[0].port} within "
-                f"{READY_TIMEOUT_S:g} s; stopping everything")
+            say(
+                f"{waiting[0].what} did not start listening on port {waiting[0].port} within "
+                f"{READY_TIMEOUT_S:g} s; stopping everything"
+            )
             return EXIT_CHILD_DIED
         time.sleep(0.1)
     return None
@@ -213,8 +217,10 @@ def _wait_listening(ports: list[Port], alive: Callable[[], int | None]) -> int |
 
 def _announce(settings: Settings, ports: list[Port]) -> None:
     server, admin = settings.server, settings.admin
-    say(f"listening on http://{server.host}:{server.port}/ipn (and /lcn, /ins); try `relay send-test` in "
-        "another terminal; Ctrl-C stops everything")
+    say(
+        f"listening on http://{server.host}:{server.port}/ipn (and /lcn, /ins); try `relay send-test` in "
+        "another terminal; Ctrl-C stops everything"
+    )
     base = f"http://{admin.host}:{admin.port}" if admin.port else f"http://{server.host}:{server.port}"
     token = settings.admin_token
     if token is None:

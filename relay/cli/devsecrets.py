@@ -48,8 +48,11 @@ def fill_missing(config: Path, env: MutableMapping[str, str]) -> list[str]:
         if env.get(var):
             continue
         if var not in stored:
-            stored[var] = ("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-                           if kind == "whsec" else secrets.token_urlsafe(32 if kind == "token" else 24))
+            stored[var] = (
+                "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+                if kind == "whsec"
+                else secrets.token_urlsafe(32 if kind == "token" else 24)
+            )
         env[var] = stored[var]
         generated.append(var)
     if generated:

@@ -36,6 +36,7 @@ def ago(ms: int | None, now_ms: int) -> str:
 
 # -- relay health ---------------------------------------------------------------------------------
 
+
 def _count(n: int, one: str, many: str | None = None) -> str:
     from relay.dashboard.view import plural
 
@@ -55,8 +56,7 @@ def _problem_line(p: dict[str, Any], now: int) -> str:
 def _mark(ep: dict[str, Any]) -> str:
     # a paused endpoint is never failing (stats.py): say why its row is quiet
     # THROTTLED: deliveries wait for its rate_limit (relay/store/throttle.py), which is no failure
-    return (" PAUSED" if ep["paused"] else " FAILING" if ep["failing"] else
-            " THROTTLED" if ep.get("throttled") else "")
+    return " PAUSED" if ep["paused"] else " FAILING" if ep["failing"] else " THROTTLED" if ep.get("throttled") else ""
 
 
 def render_health(report: dict[str, Any], url: str) -> str:
@@ -79,14 +79,35 @@ def render_health(report: dict[str, Any], url: str) -> str:
     lines += [f"warning  {w}" for w in report["warnings"]]
     lines += [f"info     {n['message']}" for n in report.get("notes", [])]
     if report["endpoints"]:
-        headers = ("endpoint", "pending", "in_flight", "retrying", "failed", "resolved", "delivered", "failing 1h",
-                   "failing 24h", "oldest", "last ok", "last fail")
+        headers = (
+            "endpoint",
+            "pending",
+            "in_flight",
+            "retrying",
+            "failed",
+            "resolved",
+            "delivered",
+            "failing 1h",
+            "failing 24h",
+            "oldest",
+            "last ok",
+            "last fail",
+        )
         rows = [
-            (name + _mark(ep), str(ep["pending"]), str(ep["in_flight"]),
-             str(ep["retrying"]), str(ep["failed"]), str(ep["resolved"]), str(ep["delivered"]),
-             _rate(ep["last_hour"]), _rate(ep["last_day"]),
-             "-" if ep["oldest_pending_age_s"] is None else f"{ep['oldest_pending_age_s']:.0f} s",
-             ago(ep["last_ok"], now), ago(ep["last_fail"], now))
+            (
+                name + _mark(ep),
+                str(ep["pending"]),
+                str(ep["in_flight"]),
+                str(ep["retrying"]),
+                str(ep["failed"]),
+                str(ep["resolved"]),
+                str(ep["delivered"]),
+                _rate(ep["last_hour"]),
+                _rate(ep["last_day"]),
+                "-" if ep["oldest_pending_age_s"] is None else f"{ep['oldest_pending_age_s']:.0f} s",
+                ago(ep["last_ok"], now),
+                ago(ep["last_fail"], now),
+            )
             for name, ep in sorted(report["endpoints"].items(), key=lambda item: not item[1]["failing"])
         ]
         lines += ["", *table(headers, rows)]
@@ -108,12 +129,20 @@ async def _health(settings: Settings, max_pending_age: float | None) -> dict[str
 
 def _health_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the full report as JSON (for scripts)")
-    p.add_argument("--max-pending-age", type=positive, metavar="SECONDS",
-                   help="unhealthy when a delivery has waited longer (default: [health] max_pending_age, 300)")
+    p.add_argument(
+        "--max-pending-age",
+        type=positive,
+        metavar="SECONDS",
+        help="unhealthy when a delivery has waited longer (default: [health] max_pending_age, 300)",
+    )
 
 
-@commands.add("health", "the relay's health and its problems; exit 0 healthy, 1 degraded, 2 unhealthy, "
-              "3 cannot evaluate (bad config or arguments)", _health_args)
+@commands.add(
+    "health",
+    "the relay's health and its problems; exit 0 healthy, 1 degraded, 2 unhealthy, "
+    "3 cannot evaluate (bad config or arguments)",
+    _health_args,
+)
 def health(ns: argparse.Namespace) -> int:
     from relay.store.connection import redis_url, safe_url
     from relay.store.stats import STATUS_EXIT
@@ -127,13 +156,13 @@ def health(ns: argparse.Namespace) -> int:
 
 # -- relay check-endpoints ------------------------------------------------------------------------
 
+
 async def _check(session: aiohttp.ClientSession, ep: Endpoint) -> dict[str, Any]:
     status: int | None = None
     error = ""
     started = time.perf_counter()
     try:
-        async with session.get(ep.url, allow_redirects=False,
-                               timeout=aiohttp.ClientTimeout(total=ep.timeout)) as resp:
+        async with session.get(ep.url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=ep.timeout)) as resp:
             status = resp.status
     except TimeoutError:
         error = f"no answer within {ep.timeout:g} s"
@@ -161,8 +190,9 @@ def _json_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
-@commands.add("check-endpoints", "GET every endpoint URL and expect 200 (405 counts as reachable); "
-              "exit 1 if any fails", _json_arg)
+@commands.add(
+    "check-endpoints", "GET every endpoint URL and expect 200 (405 counts as reachable); exit 1 if any fails", _json_arg
+)
 def check_endpoints_cmd(ns: argparse.Namespace) -> int:
     settings = settings_from(ns, require_secrets=False)
     results = asyncio.run(check_endpoints(settings.endpoints.values()))
@@ -171,7 +201,9 @@ def check_endpoints_cmd(ns: argparse.Namespace) -> int:
     elif not results:
         print("no endpoints configured")
     else:
-        rows = [(clean(r["endpoint"]), clean(r["url"]), str(r["status"] or "-"), f"{r['ms']:.0f}", clean(r["verdict"]))
-                for r in results]
+        rows = [
+            (clean(r["endpoint"]), clean(r["url"]), str(r["status"] or "-"), f"{r['ms']:.0f}", clean(r["verdict"]))
+            for r in results
+        ]
         print("\n".join(table(("endpoint", "url", "status", "ms", "verdict"), rows)))
     return 0 if all(r["ok"] for r in results) else 1

@@ -45,8 +45,11 @@ def _filter_options(p: argparse.ArgumentParser, *, endpoint_help: str) -> None:
     p.add_argument("--until", help="received at or before (ISO-8601 or epoch ms)")
     p.add_argument("--ref", help="REFNO, LICENSE_CODE or sale_id")
     p.add_argument("--type", help="event type, e.g. order.refunded (docs/events.md)")
-    p.add_argument("--include-resolved", action="store_true",
-                   help="with --state failed: also failures a delivered resend resolved (hidden by default)")
+    p.add_argument(
+        "--include-resolved",
+        action="store_true",
+        help="with --state failed: also failures a delivered resend resolved (hidden by default)",
+    )
 
 
 def _hidden_config(p: argparse.ArgumentParser) -> None:
@@ -55,14 +58,20 @@ def _hidden_config(p: argparse.ArgumentParser) -> None:
 
 def _notifications_args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    ls = sub.add_parser("list", help="list notifications, newest first", description="List notifications, "
-                        "newest first. Filters combine with AND.")
+    ls = sub.add_parser(
+        "list",
+        help="list notifications, newest first",
+        description="List notifications, newest first. Filters combine with AND.",
+    )
     _filter_options(ls, endpoint_help="routed to this endpoint (with --state: its delivery is in that state)")
     ls.add_argument("--limit", default=str(queries.DEFAULT_LIMIT), help=f"at most this many (1-{queries.MAX_LIMIT})")
     ls.add_argument("--cursor", help="continue a listing (printed after a full page)")
     ls.add_argument("--json", action="store_true", help="JSON for scripts")
-    show = sub.add_parser("show", help="one notification in full", description="One notification: parsed "
-                          "fields, raw body, deliveries, attempts and resends.")
+    show = sub.add_parser(
+        "show",
+        help="one notification in full",
+        description="One notification: parsed fields, raw body, deliveries, attempts and resends.",
+    )
     show.add_argument("id")
     show.add_argument("--json", action="store_true", help="JSON for scripts")
     for sp in (ls, show):
@@ -70,12 +79,17 @@ def _notifications_args(p: argparse.ArgumentParser) -> None:
 
 
 def _resend_args(p: argparse.ArgumentParser) -> None:
-    p.description = ("Resend the original body of notifications, queued like a new one. Give an ID, or --ids, "
-                     "or filters (bulk: asks for confirmation; --yes when not in a terminal).")
+    p.description = (
+        "Resend the original body of notifications, queued like a new one. Give an ID, or --ids, "
+        "or filters (bulk: asks for confirmation; --yes when not in a terminal)."
+    )
     p.add_argument("id", nargs="?", help="the notification to resend (a resend id resends its original)")
     p.add_argument("--ids", help="comma-separated notification ids")
-    _filter_options(p, endpoint_help="with ID or --ids: the one endpoint to resend to; with filters: select "
-                                     "deliveries to this endpoint and resend to it only")
+    _filter_options(
+        p,
+        endpoint_help="with ID or --ids: the one endpoint to resend to; with filters: select "
+        "deliveries to this endpoint and resend to it only",
+    )
     p.add_argument("--dry-run", action="store_true", help="only count what a bulk resend would queue")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p.add_argument("--idempotency-key", help="retrying with the same key resends nothing twice (24 h)")
@@ -96,8 +110,9 @@ async def _filters(ns: argparse.Namespace, settings: Settings, redis: Redis) -> 
     values: dict[str, object] = {name: getattr(ns, name) for name in FILTER_OPTIONS}
     values["include_resolved"] = bool(getattr(ns, "include_resolved", False))
     # a removed endpoint's name still selects its deliveries
-    return queries.check_known(queries.parse_filters(values),
-                               queries.known_names(settings, await endpoints.removed_names(redis)))
+    return queries.check_known(
+        queries.parse_filters(values), queries.known_names(settings, await endpoints.removed_names(redis))
+    )
 
 
 def _state(d: dict[str, Any]) -> str:
@@ -118,8 +133,21 @@ async def _list(ns: argparse.Namespace, settings: Settings, redis: Redis) -> int
     rows = [["ID", "RECEIVED", "CH", "SOURCE", "TYPE", "REF", "STATUS", "DELIVERIES"]]
     for item in items:
         deliveries = " ".join(f"{ep}:{_state(d)}" for ep, d in item["deliveries"].items()) or "(not routed yet)"
-        rows.append([clean(cell) for cell in (item["id"], item["received_at"] or "", item["channel"], item["source"],
-                                              item["type"] or "-", item["ref"], item["status"], deliveries)])
+        rows.append(
+            [
+                clean(cell)
+                for cell in (
+                    item["id"],
+                    item["received_at"] or "",
+                    item["channel"],
+                    item["source"],
+                    item["type"] or "-",
+                    item["ref"],
+                    item["status"],
+                    deliveries,
+                )
+            ]
+        )
     _print_table(rows)
     if not items:
         print("no notifications match" + ("" if page.next_cursor is None else " in this stretch"))
@@ -139,8 +167,24 @@ async def _show(ns: argparse.Namespace, settings: Settings, redis: Redis) -> int
     if ns.json:
         print_json(doc)
         return 0
-    for name in ("id", "channel", "source", "received_at", "seq", "type", "ref", "status", "mtype", "message_id",
-                 "email", "test", "algo", "content_type", "resend_of", "targets"):
+    for name in (
+        "id",
+        "channel",
+        "source",
+        "received_at",
+        "seq",
+        "type",
+        "ref",
+        "status",
+        "mtype",
+        "message_id",
+        "email",
+        "test",
+        "algo",
+        "content_type",
+        "resend_of",
+        "targets",
+    ):
         value = doc.get(name)
         if value not in (None, "", []):
             print(f"{name + ':':14} {clean(','.join(value) if isinstance(value, list) else value)}")
@@ -191,8 +235,9 @@ async def _resend(ns: argparse.Namespace, settings: Settings, redis: Redis) -> i
         if ns.id is not None:
             if ns.endpoint is not None:
                 known_endpoint(settings, ns.endpoint)
-            result = await resender.one(notification_id(ns.id), endpoint=ns.endpoint, idempotency_key=key,
-                                        origin=cli_origin())
+            result = await resender.one(
+                notification_id(ns.id), endpoint=ns.endpoint, idempotency_key=key, origin=cli_origin()
+            )
             _report_one(ns, result)
             return 0
         # each of the right form, as a single ID must be (exit 2); only a well-formed unknown id is skipped
@@ -211,13 +256,17 @@ async def _resend(ns: argparse.Namespace, settings: Settings, redis: Redis) -> i
         if ns.json:
             print_json(preview)
         else:
-            print(f"{preview['count']} notification(s) would be resent{target}"
-                  + (f"; {preview['skipped_count']} skipped" if preview["skipped_count"] else ""))
+            print(
+                f"{preview['count']} notification(s) would be resent{target}"
+                + (f"; {preview['skipped_count']} skipped" if preview["skipped_count"] else "")
+            )
         return 0
     if not ns.yes:
         if not sys.stdin.isatty():
-            raise Usage(f"this resends {preview['count']} notification(s){target}; add --yes to confirm "
-                        "(stdin is not a terminal, so there is no one to ask)")
+            raise Usage(
+                f"this resends {preview['count']} notification(s){target}; add --yes to confirm "
+                "(stdin is not a terminal, so there is no one to ask)"
+            )
         answer = input(f"Resend {preview['count']} notification(s){target}? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("aborted; nothing was resent", file=sys.stderr)

@@ -37,12 +37,19 @@ WAIT_FOR_RUNNING_S = 60.0
 
 def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", metavar="S", help="only this source (default: every source with [sources.reconcile])")
-    p.add_argument("--json", action="store_true",
-                   help='print {"sources": [{"source", "missing": [{"reference", "status", "first_seen"}], "error"}]}')
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"sources": [{"source", "missing": [{"reference", "status", "first_seen"}], "error"}]}',
+    )
 
 
-@commands.add("reconcile", "compare 2Checkout's order list with the IPNs received, now; exit 0 nothing missing, "
-              "1 orders missing, 2 the API could not be read", _args)
+@commands.add(
+    "reconcile",
+    "compare 2Checkout's order list with the IPNs received, now; exit 0 nothing missing, "
+    "1 orders missing, 2 the API could not be read",
+    _args,
+)
 def reconcile_cmd(ns: argparse.Namespace) -> int:
     # under `relay dev` the secret key is the generated one, as for send-test
     filled = fill_from_dev_secrets(os.environ)
@@ -61,12 +68,15 @@ def reconcile_cmd(ns: argparse.Namespace) -> int:
         # checked before any pass: a pass without the key would record reconcile_failing in Redis, a
         # problem (and an alert) for everyone caused by this shell's environment
         if settings.sources[name].secret_key is None:
-            raise UsageError(f"source {name}: {key_envs[name]} is not set (its secret_key_env): 2Checkout's API "
-                             "is signed with the account's secret key")
+            raise UsageError(
+                f"source {name}: {key_envs[name]} is not set (its secret_key_env): 2Checkout's API "
+                "is signed with the account's secret key"
+            )
     used = sorted({key_envs[name] for name in names} & set(filled))
     if used:
-        print(f"relay: using the development secrets in {devsecrets.SECRETS_FILE} for {', '.join(used)}",
-              file=sys.stderr)
+        print(
+            f"relay: using the development secrets in {devsecrets.SECRETS_FILE} for {', '.join(used)}", file=sys.stderr
+        )
     url = redis_url(settings)
     try:
         states = asyncio.run(_run(settings, names, url))
@@ -100,8 +110,12 @@ async def _one(redis: Redis, session: aiohttp.ClientSession, settings: Settings,
     while not await store.take_turn(redis, name, who, now=True):
         if time.monotonic() > deadline:
             doc = store.load(await redis.get(k.reconcile_state(name)))
-            doc["error"] = {"http_status": None, "message": f"a pass by another process has run for over "
-                            f"{WAIT_FOR_RUNNING_S:g} s; try again later", "since": None, "at": None}
+            doc["error"] = {
+                "http_status": None,
+                "message": f"a pass by another process has run for over {WAIT_FOR_RUNNING_S:g} s; try again later",
+                "since": None,
+                "at": None,
+            }
             return doc
         await asyncio.sleep(0.5)
     try:
@@ -134,10 +148,14 @@ def _text(settings: Settings, states: dict[str, dict[str, Any]]) -> list[str]:
             continue
         lines.append(f"source {name}: {doc['count']} order(s) without their IPN ({listed})")
         for row in store.missing_rows(doc):
-            lines.append(f"  {row['reference']:<12} {row['status']:<20} first seen {row['first_seen']}  "
-                         f"{store.order_link(row['reference'])}")
+            lines.append(
+                f"  {row['reference']:<12} {row['status']:<20} first seen {row['first_seen']}  "
+                f"{store.order_link(row['reference'])}"
+            )
         if doc["count"] > len(doc["missing"]):
             lines.append(f"  … and {doc['count'] - len(doc['missing'])} more")
-        lines.append("  reissue each from its order page in the 2Checkout control panel (the link above): "
-                     "it is then delivered as any IPN, and the next pass clears it")
+        lines.append(
+            "  reissue each from its order page in the 2Checkout control panel (the link above): "
+            "it is then delivered as any IPN, and the next pass clears it"
+        )
     return lines

@@ -41,15 +41,19 @@ def _processes(text: str) -> int | str:
         return parse_processes("auto" if text == "auto" else int(text))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"invalid --processes value {text!r}: expected 1 … 64, or 0 or auto for one per CPU") from None
+            f"invalid --processes value {text!r}: expected 1 … 64, or 0 or auto for one per CPU"
+        ) from None
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="listen address (default: [server] host)")
     p.add_argument("--port", type=_port, help="listen port (default: [server] port)")
-    p.add_argument("--processes", type=_processes, metavar="N",
-                   help="ingress processes sharing the port, 1 … 64; 0 or auto: one per CPU (default: "
-                        "[server] processes, 1)")
+    p.add_argument(
+        "--processes",
+        type=_processes,
+        metavar="N",
+        help="ingress processes sharing the port, 1 … 64; 0 or auto: one per CPU (default: [server] processes, 1)",
+    )
     # set by the supervisor of --processes N on the processes it starts (relay/cli/supervise.py)
     p.add_argument("--member", type=int, help=argparse.SUPPRESS)
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
@@ -123,9 +127,9 @@ def _dev_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-demo-sink", action="store_true", help="do not start the demo endpoint on :9001")
 
 
-
-@commands.add("dev", "run Redis (embedded), the ingress, workers and a demo endpoint together, watching them",
-              _dev_args)
+@commands.add(
+    "dev", "run Redis (embedded), the ingress, workers and a demo endpoint together, watching them", _dev_args
+)
 def dev(ns: argparse.Namespace) -> int:
     from relay.cli.dev import run as run_dev
 

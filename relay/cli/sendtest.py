@@ -64,31 +64,73 @@ def fill_from_dev_secrets(env: MutableMapping[str, str]) -> list[str]:
 
 def _ipn(mtype: str, now: datetime, ref: str) -> Pairs:
     return [
-        ("GIFT_ORDER", "0"), ("SALEDATE", now.strftime("%Y-%m-%d %H:%M:%S")),
-        ("PAYMENTDATE", now.strftime("%Y-%m-%d %H:%M:%S")), ("REFNO", ref), ("REFNOEXT", "relay-send-test"),
-        ("ORDERNO", ref[-4:]), ("ORDERSTATUS", mtype), ("PAYMETHOD", "Visa/MasterCard"),
-        ("PAYMETHOD_CODE", "CCVISAMC"), ("FIRSTNAME", "Test"), ("LASTNAME", "Müller"), ("COMPANY", ""),
-        ("ADDRESS1", "1 Test Street"), ("CITY", "Testville"), ("ZIPCODE", "00000"), ("COUNTRY", "United States"),
-        ("COUNTRY_CODE", "us"), ("CUSTOMEREMAIL", "test@example.com"), ("LANGUAGE", "en"),
-        ("IPN_PID[]", "1000001"), ("IPN_PNAME[]", "Relay Test Product"), ("IPN_PCODE[]", "RELAY-TEST"),
-        ("IPN_QTY[]", "1"), ("IPN_PRICE[]", "10.00"), ("IPN_VAT[]", "0.00"), ("IPN_VER[]", "1"),
-        ("IPN_DISCOUNT[]", "0.00"), ("IPN_PROMONAME[]", ""), ("IPN_DELIVEREDCODES[]", ""),
-        ("IPN_TOTAL[]", "10.00"), ("IPN_TOTALGENERAL", "10.00"), ("IPN_SHIPPING", "0.00"),
-        ("IPN_COMMISSION", "0.50"), ("CURRENCY", "USD"), ("IPN_DATE", now.strftime("%Y%m%d%H%M%S")),
-        ("MESSAGE_ID", ref), ("MESSAGE_TYPE", mtype), ("TEST_ORDER", "1"),
+        ("GIFT_ORDER", "0"),
+        ("SALEDATE", now.strftime("%Y-%m-%d %H:%M:%S")),
+        ("PAYMENTDATE", now.strftime("%Y-%m-%d %H:%M:%S")),
+        ("REFNO", ref),
+        ("REFNOEXT", "relay-send-test"),
+        ("ORDERNO", ref[-4:]),
+        ("ORDERSTATUS", mtype),
+        ("PAYMETHOD", "Visa/MasterCard"),
+        ("PAYMETHOD_CODE", "CCVISAMC"),
+        ("FIRSTNAME", "Test"),
+        ("LASTNAME", "Müller"),
+        ("COMPANY", ""),
+        ("ADDRESS1", "1 Test Street"),
+        ("CITY", "Testville"),
+        ("ZIPCODE", "00000"),
+        ("COUNTRY", "United States"),
+        ("COUNTRY_CODE", "us"),
+        ("CUSTOMEREMAIL", "test@example.com"),
+        ("LANGUAGE", "en"),
+        ("IPN_PID[]", "1000001"),
+        ("IPN_PNAME[]", "Relay Test Product"),
+        ("IPN_PCODE[]", "RELAY-TEST"),
+        ("IPN_QTY[]", "1"),
+        ("IPN_PRICE[]", "10.00"),
+        ("IPN_VAT[]", "0.00"),
+        ("IPN_VER[]", "1"),
+        ("IPN_DISCOUNT[]", "0.00"),
+        ("IPN_PROMONAME[]", ""),
+        ("IPN_DELIVEREDCODES[]", ""),
+        ("IPN_TOTAL[]", "10.00"),
+        ("IPN_TOTALGENERAL", "10.00"),
+        ("IPN_SHIPPING", "0.00"),
+        ("IPN_COMMISSION", "0.50"),
+        ("CURRENCY", "USD"),
+        ("IPN_DATE", now.strftime("%Y%m%d%H%M%S")),
+        ("MESSAGE_ID", ref),
+        ("MESSAGE_TYPE", mtype),
+        ("TEST_ORDER", "1"),
     ]
 
 
 def _lcn(mtype: str, now: datetime, ref: str) -> Pairs:
     return [
-        ("FIRST_NAME", "Test"), ("LAST_NAME", "Müller"), ("COMPANY", ""), ("EMAIL", "test@example.com"),
-        ("PHONE", ""), ("FAX", ""), ("COUNTRY", "United States"), ("STATE", ""), ("CITY", "Testville"),
-        ("ZIP", "00000"), ("ADDRESS", "1 Test Street"), ("LICENSE_CODE", f"RELAYTEST{ref}"),
+        ("FIRST_NAME", "Test"),
+        ("LAST_NAME", "Müller"),
+        ("COMPANY", ""),
+        ("EMAIL", "test@example.com"),
+        ("PHONE", ""),
+        ("FAX", ""),
+        ("COUNTRY", "United States"),
+        ("STATE", ""),
+        ("CITY", "Testville"),
+        ("ZIP", "00000"),
+        ("ADDRESS", "1 Test Street"),
+        ("LICENSE_CODE", f"RELAYTEST{ref}"),
         ("EXPIRATION_DATE", now.replace(year=now.year + 1).strftime("%Y-%m-%d %H:%M:%S")),
-        ("DATE_UPDATED", now.strftime("%Y-%m-%d %H:%M:%S")), ("AVANGATE_CUSTOMER_REFERENCE", ref),
-        ("EXTERNAL_CUSTOMER_REFERENCE", "relay-send-test"), ("TEST", "1"), ("CHANGED_BY", "SYSTEM"),
-        ("LICENSE_TYPE", "REGULAR"), ("DISABLED", "0"), ("RECURRING", "1"), ("STATUS", "ACTIVE"),
-        ("LICENSE_PRODUCT_CODE", "RELAY-TEST"), ("DISPATCH_REASON", mtype),
+        ("DATE_UPDATED", now.strftime("%Y-%m-%d %H:%M:%S")),
+        ("AVANGATE_CUSTOMER_REFERENCE", ref),
+        ("EXTERNAL_CUSTOMER_REFERENCE", "relay-send-test"),
+        ("TEST", "1"),
+        ("CHANGED_BY", "SYSTEM"),
+        ("LICENSE_TYPE", "REGULAR"),
+        ("DISABLED", "0"),
+        ("RECURRING", "1"),
+        ("STATUS", "ACTIVE"),
+        ("LICENSE_PRODUCT_CODE", "RELAY-TEST"),
+        ("DISPATCH_REASON", mtype),
     ]
 
 
@@ -96,34 +138,57 @@ def _ins(mtype: str, now: datetime, ref: str, source: Source, word: str) -> Pair
     assert source.seller_id is not None
     sale_id, invoice_id = f"9{ref}", f"8{ref}"
     return [
-        ("message_type", mtype), ("message_description", "Relay send-test notification"),
+        ("message_type", mtype),
+        ("message_description", "Relay send-test notification"),
         ("timestamp", now.strftime("%Y-%m-%d %H:%M:%S UTC")),
         ("md5_hash", protocol.ins_hash(sale_id, source.seller_id, invoice_id, word)),
-        ("message_id", ref), ("key_count", "30"), ("vendor_id", source.seller_id), ("sale_id", sale_id),
-        ("sale_date_placed", now.strftime("%Y-%m-%d %H:%M:%S")), ("vendor_order_id", "relay-send-test"),
-        ("invoice_id", invoice_id), ("recurring", "0"), ("payment_type", "credit card"), ("list_currency", "USD"),
-        ("cust_currency", "USD"), ("invoice_status", "deposited"), ("fraud_status", "pass"),
-        ("invoice_list_amount", "10.00"), ("invoice_usd_amount", "10.00"), ("invoice_cust_amount", "10.00"),
-        ("customer_first_name", "Test"), ("customer_last_name", "Müller"), ("customer_name", "Test Müller"),
-        ("customer_email", "test@example.com"), ("item_count", "1"), ("item_name_1", "Relay Test Product"),
-        ("item_id_1", "RELAY-TEST"), ("item_list_amount_1", "10.00"), ("item_type_1", "bill"), ("demo", "Y"),
+        ("message_id", ref),
+        ("key_count", "30"),
+        ("vendor_id", source.seller_id),
+        ("sale_id", sale_id),
+        ("sale_date_placed", now.strftime("%Y-%m-%d %H:%M:%S")),
+        ("vendor_order_id", "relay-send-test"),
+        ("invoice_id", invoice_id),
+        ("recurring", "0"),
+        ("payment_type", "credit card"),
+        ("list_currency", "USD"),
+        ("cust_currency", "USD"),
+        ("invoice_status", "deposited"),
+        ("fraud_status", "pass"),
+        ("invoice_list_amount", "10.00"),
+        ("invoice_usd_amount", "10.00"),
+        ("invoice_cust_amount", "10.00"),
+        ("customer_first_name", "Test"),
+        ("customer_last_name", "Müller"),
+        ("customer_name", "Test Müller"),
+        ("customer_email", "test@example.com"),
+        ("item_count", "1"),
+        ("item_name_1", "Relay Test Product"),
+        ("item_id_1", "RELAY-TEST"),
+        ("item_list_amount_1", "10.00"),
+        ("item_type_1", "bill"),
+        ("demo", "Y"),
     ]
 
 
-def build(channel: str, source: Source, message_type: str | None = None,
-          now: datetime | None = None, ref: str | None = None) -> bytes:
+def build(
+    channel: str, source: Source, message_type: str | None = None, now: datetime | None = None, ref: str | None = None
+) -> bytes:
     """A signed TEST notification body for ``channel``, as ``source`` would receive it from 2Checkout."""
     now = now or datetime.now(UTC)
     ref = ref or f"{secrets.randbelow(10**9):09d}"
     mtype = message_type or DEFAULT_TYPES[channel]
     if channel == "ins":
         if source.ins_secret_word is None or source.seller_id is None:
-            raise ConfigError(f"source {source.name!r} does not accept INS: it needs ins_secret_word_env "
-                              "(set that variable) and seller_id")
+            raise ConfigError(
+                f"source {source.name!r} does not accept INS: it needs ins_secret_word_env "
+                "(set that variable) and seller_id"
+            )
         return urlencode(_ins(mtype, now, ref, source, source.ins_secret_word.reveal())).encode()
     if source.secret_key is None:
-        raise ConfigError(f"source {source.name!r} has no IPN/LCN secret key: set the variable its "
-                          "secret_key_env names")
+        raise ConfigError(
+            f"source {source.name!r} has no IPN/LCN secret key: set the variable its secret_key_env names"
+        )
     pairs = _ipn(mtype, now, ref) if channel == "ipn" else _lcn(mtype, now, ref)
     key = source.secret_key.reveal().encode()
     src = protocol.signature_source(_group(pairs))
@@ -201,8 +266,11 @@ async def follow(redis: Redis, nid: str, timeout: float, out: TextIO) -> dict[st
             continue
         if eps is None and not shown:
             shown[""] = "routing"
-            print(f"  {time.monotonic() - start:6.2f}s  waiting for a worker to route it to its endpoints",
-                  file=out, flush=True)
+            print(
+                f"  {time.monotonic() - start:6.2f}s  waiting for a worker to route it to its endpoints",
+                file=out,
+                flush=True,
+            )
         now_ms = int(time.time() * 1000)
         for ep, row in zip(eps or [], rows, strict=True):
             state, attempts, last, reason, nxt = ((v or b"").decode() for v in row)
@@ -225,17 +293,27 @@ async def follow(redis: Redis, nid: str, timeout: float, out: TextIO) -> dict[st
 async def post(url: str, body: bytes) -> tuple[int, str]:
     headers = {"Content-Type": "application/x-www-form-urlencoded", "User-Agent": f"relay-send-test/{__version__}"}
     try:
-        async with aiohttp.ClientSession() as session, session.post(
-            url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=30)
-        ) as resp:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=30)) as resp,
+        ):
             return resp.status, await resp.text()
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise SendTestError(f"cannot reach the relay at {url} ({type(exc).__name__}: {exc}); "
-                            "is `relay serve` or `relay dev` running?") from exc
+        raise SendTestError(
+            f"cannot reach the relay at {url} ({type(exc).__name__}: {exc}); is `relay serve` or `relay dev` running?"
+        ) from exc
 
 
-async def run(settings: Settings, *, channel: str, source: str = "default", message_type: str | None = None,
-              base_url: str | None = None, timeout: float = 30.0, out: TextIO) -> int:
+async def run(
+    settings: Settings,
+    *,
+    channel: str,
+    source: str = "default",
+    message_type: str | None = None,
+    base_url: str | None = None,
+    timeout: float = 30.0,
+    out: TextIO,
+) -> int:
     """Send one TEST notification and follow it; 0 when every delivery was delivered (or skipped by a filter)."""
     src = settings.sources.get(source)
     if src is None:
@@ -256,8 +334,12 @@ async def run(settings: Settings, *, channel: str, source: str = "default", mess
     redis = connect(redis_url(settings), timeout=settings.server.redis_timeout)
     try:
         if not await redis.exists(k.notification(nid)):
-            print(f"send-test: notification {nid} is not in the Redis this command reads; does it use the "
-                  "relay's REDIS_URL?", file=out, flush=True)
+            print(
+                f"send-test: notification {nid} is not in the Redis this command reads; does it use the "
+                "relay's REDIS_URL?",
+                file=out,
+                flush=True,
+            )
             return 1
         print(f"notification {nid}; deliveries:", file=out, flush=True)
         states = await follow(redis, nid, timeout, out)
@@ -270,8 +352,11 @@ async def run(settings: Settings, *, channel: str, source: str = "default", mess
     ok = bool(states) and all(s in ("delivered", "skipped") for s in states.values())
     skipped = sum(1 for s in states.values() if s == "skipped")
     if ok:
-        print("all delivered" + (f" ({skipped} skipped by endpoint filters, as configured)" if skipped else ""),
-              file=out, flush=True)
+        print(
+            "all delivered" + (f" ({skipped} skipped by endpoint filters, as configured)" if skipped else ""),
+            file=out,
+            flush=True,
+        )
     else:
         print("not all delivered", file=out, flush=True)
     return 0 if ok else 1
@@ -279,18 +364,26 @@ async def run(settings: Settings, *, channel: str, source: str = "default", mess
 
 # -- relay send-test ------------------------------------------------------------------------------
 
+
 def _send_test_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channel", choices=CHANNELS, default="ipn", help="notification type (default ipn)")
     p.add_argument("--source", default="default", help="configured source to sign for (default: default)")
-    p.add_argument("--message-type", metavar="TYPE",
-                   help="MESSAGE_TYPE (IPN), DISPATCH_REASON (LCN) or message_type (INS)")
+    p.add_argument(
+        "--message-type", metavar="TYPE", help="MESSAGE_TYPE (IPN), DISPATCH_REASON (LCN) or message_type (INS)"
+    )
     p.add_argument("--url", metavar="BASE", help="the relay's base URL (default http://[server] host:port)")
-    p.add_argument("--timeout", type=positive, default=30.0, metavar="SECONDS",
-                   help="how long to follow the deliveries (default 30)")
+    p.add_argument(
+        "--timeout",
+        type=positive,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to follow the deliveries (default 30)",
+    )
 
 
-@commands.add("send-test", "post a signed TEST notification to the running relay and follow its deliveries",
-         _send_test_args)
+@commands.add(
+    "send-test", "post a signed TEST notification to the running relay and follow its deliveries", _send_test_args
+)
 def send_test(ns: argparse.Namespace) -> int:
 
     filled = fill_from_dev_secrets(os.environ)
@@ -300,8 +393,18 @@ def send_test(ns: argparse.Namespace) -> int:
     signer = (source.ins_secret_word_env if ns.channel == "ins" else source.secret_key_env) if source else None
     used = [var for var in filled if var == signer]
     if used:
-        print(f"send-test: using the development secrets in {devsecrets.SECRETS_FILE} for {', '.join(used)}",
-              file=sys.stderr)
-    return asyncio.run(run(settings, channel=ns.channel, source=ns.source,
-                                    message_type=ns.message_type, base_url=ns.url, timeout=ns.timeout,
-                                    out=sys.stdout))
+        print(
+            f"send-test: using the development secrets in {devsecrets.SECRETS_FILE} for {', '.join(used)}",
+            file=sys.stderr,
+        )
+    return asyncio.run(
+        run(
+            settings,
+            channel=ns.channel,
+            source=ns.source,
+            message_type=ns.message_type,
+            base_url=ns.url,
+            timeout=ns.timeout,
+            out=sys.stdout,
+        )
+    )

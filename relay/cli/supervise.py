@@ -86,8 +86,9 @@ def _probe(host: str, port: int) -> None:
                 sock.bind(address)
             except OSError as exc:
                 reason = (exc.strerror or str(exc)).lower()
-                raise OSError(exc.errno or errno.EADDRINUSE,
-                              f"error while attempting to bind on address {address!r}: {reason}") from None
+                raise OSError(
+                    exc.errno or errno.EADDRINUSE, f"error while attempting to bind on address {address!r}: {reason}"
+                ) from None
 
 
 @dataclass
@@ -139,13 +140,23 @@ class _Supervisor:
         self.hup = True
 
     def run(self, metrics_dir: str) -> int:
-        previous = {sig: signal.signal(sig, handler) for sig, handler in (
-            (signal.SIGTERM, self._on_stop), (signal.SIGINT, self._on_stop), (signal.SIGHUP, self._on_hup))}
+        previous = {
+            sig: signal.signal(sig, handler)
+            for sig, handler in (
+                (signal.SIGTERM, self._on_stop),
+                (signal.SIGINT, self._on_stop),
+                (signal.SIGHUP, self._on_hup),
+            )
+        }
         try:
             code = self._start_all()
             if code is None:
-                logger.info("serve_processes_started", processes=self.count,
-                            pids=[m.proc.pid for m in self.members if m.proc is not None], metrics_dir=metrics_dir)
+                logger.info(
+                    "serve_processes_started",
+                    processes=self.count,
+                    pids=[m.proc.pid for m in self.members if m.proc is not None],
+                    metrics_dir=metrics_dir,
+                )
                 self._watch()
                 code = 0
             return code
@@ -158,8 +169,11 @@ class _Supervisor:
         """Start the member; its pid."""
         read_fd, write_fd = os.pipe()
         try:
-            m.proc = subprocess.Popen([*self.command, "--member", str(m.index), "--ready-fd", str(write_fd)],
-                                      env=self.env, pass_fds=(write_fd,))
+            m.proc = subprocess.Popen(
+                [*self.command, "--member", str(m.index), "--ready-fd", str(write_fd)],
+                env=self.env,
+                pass_fds=(write_fd,),
+            )
         except BaseException:
             os.close(read_fd)
             raise
@@ -212,8 +226,10 @@ class _Supervisor:
                         return self._failed_to_start(m, code)
                 if time.monotonic() > deadline:
                     late = [m.index for m in batch if not m.ready]
-                    print(f"relay: serve process {late[0]} did not start listening within {START_TIMEOUT_S:g} s",
-                          file=sys.stderr)
+                    print(
+                        f"relay: serve process {late[0]} did not start listening within {START_TIMEOUT_S:g} s",
+                        file=sys.stderr,
+                    )
                     return 1
                 self._poll_ready()
         return None
@@ -221,8 +237,9 @@ class _Supervisor:
     def _failed_to_start(self, m: _Member, code: int) -> int:
         if code in (2, 3):  # a configuration or listen error: the member said it in one line already
             return code
-        print(f"relay: serve process {m.index} stopped with {_exit_text(code)} before it was listening",
-              file=sys.stderr)
+        print(
+            f"relay: serve process {m.index} stopped with {_exit_text(code)} before it was listening", file=sys.stderr
+        )
         return code if code > 0 else 1
 
     def _watch(self) -> None:
@@ -250,10 +267,16 @@ class _Supervisor:
                 ran = now - m.started
                 if m.ready and ran >= STABLE_S:
                     m.failures = 0
-                delay = min(BACKOFF_FIRST_S * 2 ** m.failures, BACKOFF_MAX_S)
+                delay = min(BACKOFF_FIRST_S * 2**m.failures, BACKOFF_MAX_S)
                 m.failures += 1
-                logger.error("serve_process_died", proc=m.index, dead_pid=m.proc.pid, exit=_exit_text(code),
-                             ran_s=round(ran, 1), restart_in_s=delay)
+                logger.error(
+                    "serve_process_died",
+                    proc=m.index,
+                    dead_pid=m.proc.pid,
+                    exit=_exit_text(code),
+                    ran_s=round(ran, 1),
+                    restart_in_s=delay,
+                )
                 self._close(m)
                 m.proc, m.ready, m.restart_at = None, False, now + delay
             self._poll_ready()
@@ -270,8 +293,12 @@ class _Supervisor:
                 for m in running:
                     if m.alive():
                         assert m.proc is not None
-                        logger.warning("serve_process_killed", proc=m.index, member_pid=m.proc.pid,
-                                       reason="second signal" if self.kill_now else "did not stop in time")
+                        logger.warning(
+                            "serve_process_killed",
+                            proc=m.index,
+                            member_pid=m.proc.pid,
+                            reason="second signal" if self.kill_now else "did not stop in time",
+                        )
                         m.proc.kill()
                 break
             time.sleep(TICK_S)
@@ -282,6 +309,5 @@ class _Supervisor:
                 except subprocess.TimeoutExpired:
                     code = None
                 if code not in (0, None, -signal.SIGTERM, -signal.SIGKILL):
-                    logger.warning("serve_process_stopped", proc=m.index, member_pid=m.proc.pid,
-                                   exit=_exit_text(code))
+                    logger.warning("serve_process_stopped", proc=m.index, member_pid=m.proc.pid, exit=_exit_text(code))
             self._close(m)

@@ -35,9 +35,17 @@ def setup_dashboard(app: web.Application) -> None:
     dash[ASSETS] = _asset_version()
     # autoescape on for every template: attacker-controlled text can only ever be shown as text;
     # StrictUndefined turns a misspelt name into an error (a 500 page and a log line), not an empty cell
-    env = aiohttp_jinja2.setup(dash, loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                               undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                               default_helpers=False, finalize=_blank_none, filters=view.FILTERS)
+    env = aiohttp_jinja2.setup(
+        dash,
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        default_helpers=False,
+        finalize=_blank_none,
+        filters=view.FILTERS,
+    )
     env.globals.update(view.GLOBALS)
 
     async def share(dash: web.Application) -> AsyncIterator[None]:

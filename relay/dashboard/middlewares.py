@@ -70,13 +70,16 @@ async def error_pages(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        message = {404: f"no dashboard page {request.path}",
-                   405: f"method {request.method} is not allowed on {request.path}"}.get(exc.status, exc.reason)
+        message = {
+            404: f"no dashboard page {request.path}",
+            405: f"method {request.method} is not allowed on {request.path}",
+        }.get(exc.status, exc.reason)
         return error_page(request, exc.status, message, request.get(SESSION))
     except REDIS_ERRORS as exc:
         logger.warning("dashboard_redis_unavailable", path=request.path, error=type(exc).__name__)
-        return error_page(request, 503, f"Redis is unavailable ({type(exc).__name__}); retry in a moment",
-                          request.get(SESSION))
+        return error_page(
+            request, 503, f"Redis is unavailable ({type(exc).__name__}); retry in a moment", request.get(SESSION)
+        )
     except Exception:
         logger.exception("dashboard_error", path=request.path, method=request.method)
         return error_page(request, 500, "internal error; see the relay's log", request.get(SESSION))
@@ -114,7 +117,8 @@ async def require_session(request: web.Request, handler: Handler) -> web.StreamR
     if session is None:
         if _data(request):
             return web.json_response(
-                {"error": f"not logged in (no session, or it expired): log in at {BASE}/login"}, status=401)
+                {"error": f"not logged in (no session, or it expired): log in at {BASE}/login"}, status=401
+            )
         if request.method in ("GET", "HEAD"):
             return redirect(f"{BASE}/login?{urlencode({'next': request.path_qs})}")
         return redirect(f"{BASE}/login")
@@ -128,12 +132,14 @@ async def check_csrf(request: web.Request, handler: Handler) -> web.StreamRespon
     session = request[SESSION]
     if not sessions.csrf_ok(request, await inputs.form(request), session):
         logger.warning("dashboard_csrf_refused", path=request.path, remote=request.remote)
-        return error_page(request, 403, "the form's CSRF token is missing or wrong: reload the page and try again",
-                          session)
+        return error_page(
+            request, 403, "the form's CSRF token is missing or wrong: reload the page and try again", session
+        )
     return await handler(request)
 
 
 MIDDLEWARES: list[Middleware] = [
-    error_pages, static_cache,
+    error_pages,
+    static_cache,
     *(_not_static(m) for m in (off_switch, cross_site, security_headers, require_session, check_csrf)),
 ]

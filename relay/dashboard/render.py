@@ -25,7 +25,7 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 ASSETS = web.AppKey("dashboard_assets", str)
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-                               "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
@@ -38,11 +38,23 @@ def secure(response: web.StreamResponse) -> web.StreamResponse:
     return response
 
 
-def render_page(request: web.Request, template: str, context: Mapping[str, Any], status: int = 200, *,
-                session: Session | None = None, current: str = "", refresh_ms: int = 0) -> web.Response:
+def render_page(
+    request: web.Request,
+    template: str,
+    context: Mapping[str, Any],
+    status: int = 200,
+    *,
+    session: Session | None = None,
+    current: str = "",
+    refresh_ms: int = 0,
+) -> web.Response:
     """A whole page from ``templates/``; with ``session``, the signed-in frame (navigation, logout)."""
-    frame = {"assets": request.config_dict[ASSETS], "csrf": session.csrf if session else None,
-             "current": current, "refresh_ms": refresh_ms}
+    frame = {
+        "assets": request.config_dict[ASSETS],
+        "csrf": session.csrf if session else None,
+        "current": current,
+        "refresh_ms": refresh_ms,
+    }
     return aiohttp_jinja2.render_template(template, request, {**frame, **context}, status=status)
 
 
@@ -63,19 +75,29 @@ def fragment(doc: dict[str, Any], html: str, summary: str) -> web.Response:
     return web.json_response({**doc, "html": html, "digest": view.digest(html), "summary": summary})
 
 
-def error_page(request: web.Request, status: int, message: str, session: Session | None,
-               back: str | None = None) -> web.StreamResponse:
+def error_page(
+    request: web.Request, status: int, message: str, session: Session | None, back: str | None = None
+) -> web.StreamResponse:
     if request.path.startswith(f"{BASE}/data/"):
         return secure(web.json_response({"error": message}, status=status))
-    return secure(render_page(request, "error.html", {"status": status, "message": message, "back": back}, status,
-                              session=session))
+    return secure(
+        render_page(
+            request, "error.html", {"status": status, "message": message, "back": back}, status, session=session
+        )
+    )
 
 
 def off_page(request: web.Request, data: bool) -> web.StreamResponse:
     env = request.config_dict[appkeys.LIVE].settings.server.admin_token_env
     if data:
-        return secure(web.json_response(
-            {"error": f"the dashboard is off: set the environment variable {env} (named by "
-                      "server.admin_token_env) to a long random token and restart the relay (relay dev "
-                      "generates one when it is unset)"}, status=404))
+        return secure(
+            web.json_response(
+                {
+                    "error": f"the dashboard is off: set the environment variable {env} (named by "
+                    "server.admin_token_env) to a long random token and restart the relay (relay dev "
+                    "generates one when it is unset)"
+                },
+                status=404,
+            )
+        )
     return secure(render_page(request, "off.html", {"token_env": env}, 404))

@@ -77,8 +77,9 @@ async def current_session(request: web.Request) -> Session | None:
 
 def session_of(request: web.Request) -> Session:
     """The session ``require_session`` (``middlewares.py``) already checked for this request."""
-    session = parse_cookie(request.cookies.get(COOKIE), signing_key(request.config_dict[appkeys.LIVE].settings),
-                           time.time())
+    session = parse_cookie(
+        request.cookies.get(COOKIE), signing_key(request.config_dict[appkeys.LIVE].settings), time.time()
+    )
     assert session is not None
     return session
 
@@ -86,8 +87,9 @@ def session_of(request: web.Request) -> Session:
 def token_matches(given: object, settings: Settings) -> bool:
     """The login form's token is the admin token (compared in constant time)."""
     assert settings.admin_token is not None
-    return isinstance(given, str) and hmac.compare_digest(given.strip().encode(),
-                                                          settings.admin_token.reveal().encode())
+    return isinstance(given, str) and hmac.compare_digest(
+        given.strip().encode(), settings.admin_token.reveal().encode()
+    )
 
 
 def csrf_ok(request: web.Request, form: Mapping[str, object], session: Session) -> bool:
@@ -98,8 +100,10 @@ def csrf_ok(request: web.Request, form: Mapping[str, object], session: Session) 
 
 def cross_site(request: web.Request) -> bool:
     """A browser says this state-changing request comes from another site: refused outright."""
-    return request.method not in ("GET", "HEAD") and request.headers.get("Sec-Fetch-Site") in ("cross-site",
-                                                                                               "same-site")
+    return request.method not in ("GET", "HEAD") and request.headers.get("Sec-Fetch-Site") in (
+        "cross-site",
+        "same-site",
+    )
 
 
 async def start(request: web.Request, response: web.StreamResponse) -> None:
@@ -109,8 +113,15 @@ async def start(request: web.Request, response: web.StreamResponse) -> None:
     sid = secrets.token_urlsafe(18)
     expires = int(time.time()) + SESSION_TTL_S
     await request.config_dict[appkeys.REDIS].set(k.dash_session(sid), expires, ex=SESSION_TTL_S)
-    response.set_cookie(COOKIE, f"{sid}.{expires}.{_sign(key, f'{sid}.{expires}')}", max_age=SESSION_TTL_S,
-                        path=BASE, httponly=True, samesite="Strict", secure=is_https(request))
+    response.set_cookie(
+        COOKIE,
+        f"{sid}.{expires}.{_sign(key, f'{sid}.{expires}')}",
+        max_age=SESSION_TTL_S,
+        path=BASE,
+        httponly=True,
+        samesite="Strict",
+        secure=is_https(request),
+    )
 
 
 async def end(request: web.Request, session: Session, response: web.StreamResponse) -> None:
@@ -136,8 +147,13 @@ def is_https(request: web.Request) -> bool:
 
 def safe_next(value: object) -> str:
     """A post-login destination inside the dashboard, never another site."""
-    if not isinstance(value, str) or not value.startswith(f"{BASE}/") or "\\" in value \
-            or any(ord(c) < 32 for c in value) or value.startswith(f"{BASE}/login"):
+    if (
+        not isinstance(value, str)
+        or not value.startswith(f"{BASE}/")
+        or "\\" in value
+        or any(ord(c) < 32 for c in value)
+        or value.startswith(f"{BASE}/login")
+    ):
         return f"{BASE}/"
     parts = urlsplit(value)
     return value if not parts.scheme and not parts.netloc else f"{BASE}/"

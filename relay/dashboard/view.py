@@ -20,11 +20,22 @@ from relay.store.reconcile import order_link
 
 BASE = "/dashboard"
 STATE_LABELS = {"healthy": "Healthy", "failing": "Failing", "paused": "Paused"}
-PERIODS = {"1h": ("Last hour", DAY_MS // 24), "24h": ("Last 24 hours", DAY_MS),
-           "7d": ("Last 7 days", 7 * DAY_MS), "30d": ("Last 30 days", 30 * DAY_MS)}
+PERIODS = {
+    "1h": ("Last hour", DAY_MS // 24),
+    "24h": ("Last 24 hours", DAY_MS),
+    "7d": ("Last 7 days", 7 * DAY_MS),
+    "30d": ("Last 30 days", 30 * DAY_MS),
+}
 SEND_TEST = "relay send-test --channel ipn"
-TITLES = {400: "Bad request", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-          409: "Conflict", 422: "Too broad", 503: "Unavailable"}
+TITLES = {
+    400: "Bad request",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    422: "Too broad",
+    503: "Unavailable",
+}
 
 
 def href(path: str, params: Mapping[str, object] | None = None) -> str:
@@ -56,6 +67,7 @@ def to_ms(value: object) -> int | None:
 @dataclass(frozen=True)
 class Moment:
     """What a ``<time>`` element needs: ISO text, epoch ms, and the UTC text shown before the script runs."""
+
     iso: str
     ms: int
     text: str
@@ -156,11 +168,18 @@ def chart(hours: Sequence[Mapping[str, int]], *, width: int = 240, height: int =
         full = max(1.0, (height - 2) * total / peak)
         fail_h = full * h["fail"] / total
         ok_h = full - fail_h
-        bars.append(Bar(x, h["start"], h["ok"], h["fail"],
-                        ok_y=f"{height - ok_h:.2f}" if ok_h > 0 else None,
-                        ok_h=f"{ok_h:.2f}" if ok_h > 0 else None,
-                        fail_y=f"{height - full:.2f}" if fail_h > 0 else None,
-                        fail_h=f"{max(fail_h, 1.0):.2f}" if fail_h > 0 else None))
+        bars.append(
+            Bar(
+                x,
+                h["start"],
+                h["ok"],
+                h["fail"],
+                ok_y=f"{height - ok_h:.2f}" if ok_h > 0 else None,
+                ok_h=f"{ok_h:.2f}" if ok_h > 0 else None,
+                fail_y=f"{height - full:.2f}" if fail_h > 0 else None,
+                fail_h=f"{max(fail_h, 1.0):.2f}" if fail_h > 0 else None,
+            )
+        )
     return Chart(width, height, bar, peak, sum(h["ok"] for h in hours), sum(h["fail"] for h in hours), bars)
 
 
@@ -168,14 +187,18 @@ def state_reason(state: str, row: Mapping[str, Any]) -> str:
     """Why an endpoint card shows its state: the evaluation of health's figures (relay/store/stats.py)."""
     w = row.get("window") or {}
     share = w.get("share")
-    figures = (f"{w.get('failing', 0)} of {w.get('attempted', 0)} deliveries failing in the last "
-               f"{w.get('hours', 0):g} h" if w.get("attempted") else "no delivery in the last "
-               f"{w.get('hours', 0):g} h")
+    figures = (
+        f"{w.get('failing', 0)} of {w.get('attempted', 0)} deliveries failing in the last {w.get('hours', 0):g} h"
+        if w.get("attempted")
+        else f"no delivery in the last {w.get('hours', 0):g} h"
+    )
     causes = row.get("causes") or []
     if state == "failing" and "head_retrying" in causes:
         held = row.get("held_back", 0)
-        return (f"Failing: its head delivery is retrying ({row.get('last_error') or 'no answer'}), holding back "
-                f"{held} {plural(held, 'notification')} behind it (serial endpoint); {figures}.")
+        return (
+            f"Failing: its head delivery is retrying ({row.get('last_error') or 'no answer'}), holding back "
+            f"{held} {plural(held, 'notification')} behind it (serial endpoint); {figures}."
+        )
     if state == "failing" and "given_up" in causes:
         failed = w.get("failed", 0)
         noun = plural(failed, "delivery", "deliveries")
@@ -210,8 +233,9 @@ def list_summary(items: Sequence[Mapping[str, Any]]) -> str:
 def detail_summary(doc: Mapping[str, Any]) -> str:
     parts = [f"{ep} {d.get('state', '')}" for ep, d in (doc.get("deliveries") or {}).items()]
     for r in doc.get("resends") or []:
-        parts += [f"resend {r['id'].rpartition('~')[2]} to {ep} {d['state']}"
-                  for ep, d in (r.get("deliveries") or {}).items()]
+        parts += [
+            f"resend {r['id'].rpartition('~')[2]} to {ep} {d['state']}" for ep, d in (r.get("deliveries") or {}).items()
+        ]
     return ("Deliveries: " + ", ".join(parts) + ".") if parts else "Not delivered anywhere yet."
 
 
@@ -226,8 +250,6 @@ def resend_outcome(ep: str, resends: Sequence[Mapping[str, Any]]) -> Mapping[str
 
 def body_bytes(body: str) -> int:
     return len(body.encode())
-
-
 
 
 def filter_selects(choices: Mapping[str, Sequence[str]], custom: bool) -> list[tuple[str, str, list[tuple[str, str]]]]:
@@ -248,10 +270,23 @@ def filter_selects(choices: Mapping[str, Sequence[str]], custom: bool) -> list[t
 
 # what the templates may call, besides their own macros
 GLOBALS: dict[str, Any] = {
-    "BASE": BASE, "STATE_LABELS": STATE_LABELS, "PERIODS": PERIODS, "SEND_TEST": SEND_TEST, "TITLES": TITLES,
-    "href": href, "detail_href": detail_href, "moment": moment, "when_text": when_text, "percent": percent,
-    "plural": plural, "chart": chart, "state_reason": state_reason, "resend_outcome": resend_outcome,
-    "outcome_state": outcome_state, "filter_selects": filter_selects, "body_bytes": body_bytes,
+    "BASE": BASE,
+    "STATE_LABELS": STATE_LABELS,
+    "PERIODS": PERIODS,
+    "SEND_TEST": SEND_TEST,
+    "TITLES": TITLES,
+    "href": href,
+    "detail_href": detail_href,
+    "moment": moment,
+    "when_text": when_text,
+    "percent": percent,
+    "plural": plural,
+    "chart": chart,
+    "state_reason": state_reason,
+    "resend_outcome": resend_outcome,
+    "outcome_state": outcome_state,
+    "filter_selects": filter_selects,
+    "body_bytes": body_bytes,
     "order_link": order_link,
 }
 FILTERS: dict[str, Any] = {"duration": duration, "digest": digest}

@@ -23,8 +23,16 @@ from relay.events.values import Fields, first
 
 SCHEMA_VERSION = 1
 
-__all__ = ["EVENT_TYPES", "SCHEMA_VERSION", "UNMAPPED", "build", "content_key", "event_type", "fields_from_raw",
-           "schema"]
+__all__ = [
+    "EVENT_TYPES",
+    "SCHEMA_VERSION",
+    "UNMAPPED",
+    "build",
+    "content_key",
+    "event_type",
+    "fields_from_raw",
+    "schema",
+]
 
 # what 2Checkout changes when it regenerates a notification it already sent ("reissue the IPN ...
 # 2Checkout re-generates and re-sends the IPN"): the send time and the signatures over it. Nothing
@@ -80,12 +88,21 @@ def _ipn_licence(order: Mapping[str, Any]) -> dict[str, Any] | None:
     item = next((item["license"] for item in order["items"] if item["license"]), None)
     if item is None:
         return None
-    return {"code": item["code"], "status": None, "type": item["type"], "expires_at": item["expires_at"],
-            "product_code": None, "dispatch_reason": None, "changed_by": None, "customer": None}
+    return {
+        "code": item["code"],
+        "status": None,
+        "type": item["type"],
+        "expires_at": item["expires_at"],
+        "product_code": None,
+        "dispatch_reason": None,
+        "changed_by": None,
+        "customer": None,
+    }
 
 
-def build(*, nid: str, source: str, channel: str, received_ms: int, fields: Fields,
-          resend_of: str = "") -> dict[str, Any]:
+def build(
+    *, nid: str, source: str, channel: str, received_ms: int, fields: Fields, resend_of: str = ""
+) -> dict[str, Any]:
     """The event document of one notification (``relay/schema/event.json``, version 1).
 
     ``id`` is the original notification's id, so a resend carries the same id as what it resends.

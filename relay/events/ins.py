@@ -49,6 +49,7 @@ def _side(fields: Fields, numbers: list[int]) -> str:
     mix GBP list amounts with JPY customer amounts): the customer's side when its currency and an
     amount in it are there, else the list side.
     """
+
     def has(side: str) -> bool:
         names = (f"invoice_{side}_amount", *(f"item_{side}_amount_{n}" for n in numbers))
         return any(first(fields, name) for name in names)
@@ -65,19 +66,35 @@ def order(fields: Fields) -> dict[str, Any]:
     side = _side(fields, numbers)
     items = []
     for n in numbers:
-        items.append({
-            "product_id": opt(f(f"item_id_{n}")), "name": opt(f(f"item_name_{n}")), "code": None,
-            "external_reference": opt(f(f"item_vendor_product_id_{n}")), "sku": None, "quantity": None,
-            "price": amount(f(f"item_{side}_amount_{n}")), "vat": None,
-            "discount": None, "total": None, "type": opt(f(f"item_type_{n}")), "license": None,
-        })
+        items.append(
+            {
+                "product_id": opt(f(f"item_id_{n}")),
+                "name": opt(f(f"item_name_{n}")),
+                "code": None,
+                "external_reference": opt(f(f"item_vendor_product_id_{n}")),
+                "sku": None,
+                "quantity": None,
+                "price": amount(f(f"item_{side}_amount_{n}")),
+                "vat": None,
+                "discount": None,
+                "total": None,
+                "type": opt(f(f"item_type_{n}")),
+                "license": None,
+            }
+        )
     return {
-        "reference": opt(f("sale_id")), "external_reference": opt(f("vendor_order_id")),
-        "invoice_id": opt(f("invoice_id")), "status": opt(f("invoice_status")),
-        "currency": opt(f(f"{side}_currency")), "total": amount(f(f"invoice_{side}_amount")), "refund_type": None,
-        "customer": {"name": opt(f("customer_name")) or full_name(f("customer_first_name"), f("customer_last_name")),
-                     "email": opt(f("customer_email")),
-                     "country": country(f("bill_country")) or country(f("customer_country"))},
+        "reference": opt(f("sale_id")),
+        "external_reference": opt(f("vendor_order_id")),
+        "invoice_id": opt(f("invoice_id")),
+        "status": opt(f("invoice_status")),
+        "currency": opt(f(f"{side}_currency")),
+        "total": amount(f(f"invoice_{side}_amount")),
+        "refund_type": None,
+        "customer": {
+            "name": opt(f("customer_name")) or full_name(f("customer_first_name"), f("customer_last_name")),
+            "email": opt(f("customer_email")),
+            "country": country(f("bill_country")) or country(f("customer_country")),
+        },
         "items": items,
         "fraud_status": FRAUD_STATUSES.get(f("fraud_status").strip().lower()),
         "chargeback": None,

@@ -98,8 +98,18 @@ def _at(values: list[str], i: int) -> str:
     return values[i] if i < len(values) else ""
 
 
-_ITEM_COLUMNS = ("IPN_PID", "IPN_PNAME", "IPN_PCODE", "IPN_EXTERNAL_REFERENCE", "IPN_SKU", "IPN_QTY", "IPN_PRICE",
-                 "IPN_VAT", "IPN_DISCOUNT", "IPN_TOTAL")
+_ITEM_COLUMNS = (
+    "IPN_PID",
+    "IPN_PNAME",
+    "IPN_PCODE",
+    "IPN_EXTERNAL_REFERENCE",
+    "IPN_SKU",
+    "IPN_QTY",
+    "IPN_PRICE",
+    "IPN_VAT",
+    "IPN_DISCOUNT",
+    "IPN_TOTAL",
+)
 _LICENCE_COLUMNS = ("IPN_LICENSE_PROD", "IPN_LICENSE_REF", "IPN_LICENSE_TYPE", "IPN_LICENSE_EXP")
 
 
@@ -112,8 +122,11 @@ def _licences(columns: dict[str, list[str]], pids: list[str], zone: str) -> list
     for i, ref in enumerate(refs):
         licence = None
         if ref:
-            licence = {"code": ref, "type": opt(_at(columns["IPN_LICENSE_TYPE"], i)),
-                       "expires_at": expiry(_at(columns["IPN_LICENSE_EXP"], i), zone)}
+            licence = {
+                "code": ref,
+                "type": opt(_at(columns["IPN_LICENSE_TYPE"], i)),
+                "expires_at": expiry(_at(columns["IPN_LICENSE_EXP"], i), zone),
+            }
         found.append(licence)
     products = columns["IPN_LICENSE_PROD"]
     if not products:
@@ -138,24 +151,41 @@ def order(fields: Fields) -> dict[str, Any]:
     items = []
     for i in range(count):
         c = {column: _at(columns[column], i) for column in _ITEM_COLUMNS}
-        items.append({
-            "product_id": opt(c["IPN_PID"]), "name": opt(c["IPN_PNAME"]), "code": opt(c["IPN_PCODE"]),
-            "external_reference": opt(c["IPN_EXTERNAL_REFERENCE"]), "sku": opt(c["IPN_SKU"]),
-            "quantity": amount(c["IPN_QTY"]), "price": amount(c["IPN_PRICE"]), "vat": amount(c["IPN_VAT"]),
-            "discount": amount(c["IPN_DISCOUNT"]), "total": amount(c["IPN_TOTAL"]), "type": None,
-            "license": licences[i],
-        })
+        items.append(
+            {
+                "product_id": opt(c["IPN_PID"]),
+                "name": opt(c["IPN_PNAME"]),
+                "code": opt(c["IPN_PCODE"]),
+                "external_reference": opt(c["IPN_EXTERNAL_REFERENCE"]),
+                "sku": opt(c["IPN_SKU"]),
+                "quantity": amount(c["IPN_QTY"]),
+                "price": amount(c["IPN_PRICE"]),
+                "vat": amount(c["IPN_VAT"]),
+                "discount": amount(c["IPN_DISCOUNT"]),
+                "total": amount(c["IPN_TOTAL"]),
+                "type": None,
+                "license": licences[i],
+            }
+        )
     resolution = _chargeback_resolution(fields)
     return {
-        "reference": opt(f("REFNO")), "external_reference": opt(f("REFNOEXT")), "invoice_id": None,
-        "status": opt(f("ORDERSTATUS")), "currency": opt(f("CURRENCY")), "total": amount(f("IPN_TOTALGENERAL")),
+        "reference": opt(f("REFNO")),
+        "external_reference": opt(f("REFNOEXT")),
+        "invoice_id": None,
+        "status": opt(f("ORDERSTATUS")),
+        "currency": opt(f("CURRENCY")),
+        "total": amount(f("IPN_TOTALGENERAL")),
         "refund_type": opt(f("REFUND_TYPE")),
-        "customer": {"name": full_name(f("FIRSTNAME"), f("LASTNAME")), "email": opt(f("CUSTOMEREMAIL")),
-                     "country": country(f("COUNTRY_CODE")) or country(f("COUNTRY"))},
+        "customer": {
+            "name": full_name(f("FIRSTNAME"), f("LASTNAME")),
+            "email": opt(f("CUSTOMEREMAIL")),
+            "country": country(f("COUNTRY_CODE")) or country(f("COUNTRY")),
+        },
         "items": items,
         "fraud_status": FRAUD_STATUSES.get(f("FRAUD_STATUS").strip()),
         "chargeback": {"resolution": resolution, "reason_code": opt(f("CHARGEBACK_REASON_CODE").strip())}
-        if resolution else None,
+        if resolution
+        else None,
     }
 
 

@@ -53,13 +53,20 @@ def license(fields: Fields) -> dict[str, Any]:
     # EXPIRATION_DATE may be a date only; EXPIRATION_DATE_TIME, when sent, has the time too
     expires = expiry(f("EXPIRATION_DATE_TIME"), zone) or expiry(f("EXPIRATION_DATE"), zone)
     return {
-        "code": f("LICENSE_CODE"), "status": opt(f("STATUS")), "type": opt(f("LICENSE_TYPE")),
-        "expires_at": expires, "product_code": opt(f("LICENSE_PRODUCT_CODE")),
-        "dispatch_reason": opt(f("DISPATCH_REASON")), "changed_by": opt(f("CHANGED_BY")),
-        "customer": {"name": full_name(f("FIRST_NAME"), f("LAST_NAME")), "email": opt(f("EMAIL")),
-                     "country": country(f("COUNTRY_CODE")) or country(f("COUNTRY")),
-                     "reference": opt(f("AVANGATE_CUSTOMER_REFERENCE")),
-                     "external_reference": opt(f("EXTERNAL_CUSTOMER_REFERENCE"))},
+        "code": f("LICENSE_CODE"),
+        "status": opt(f("STATUS")),
+        "type": opt(f("LICENSE_TYPE")),
+        "expires_at": expires,
+        "product_code": opt(f("LICENSE_PRODUCT_CODE")),
+        "dispatch_reason": opt(f("DISPATCH_REASON")),
+        "changed_by": opt(f("CHANGED_BY")),
+        "customer": {
+            "name": full_name(f("FIRST_NAME"), f("LAST_NAME")),
+            "email": opt(f("EMAIL")),
+            "country": country(f("COUNTRY_CODE")) or country(f("COUNTRY")),
+            "reference": opt(f("AVANGATE_CUSTOMER_REFERENCE")),
+            "external_reference": opt(f("EXTERNAL_CUSTOMER_REFERENCE")),
+        },
     }
 
 

@@ -22,8 +22,17 @@ _DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 _OFFSET = re.compile(r"(?:GMT|UTC)?\s*([+-])(\d{1,2})(?::?(\d{2}))?")
 # INS timestamps name their zone: U.S. Eastern in the legacy docs (EST/EDT), EEST in the current
 # read-receipt example, EET in a real stub; the European and universal names are read as well
-ZONES = {"EST": "-05:00", "EDT": "-04:00", "CET": "+01:00", "CEST": "+02:00", "EET": "+02:00",
-         "EEST": "+03:00", "UTC": "Z", "GMT": "Z", "Z": "Z"}
+ZONES = {
+    "EST": "-05:00",
+    "EDT": "-04:00",
+    "CET": "+01:00",
+    "CEST": "+02:00",
+    "EET": "+02:00",
+    "EEST": "+03:00",
+    "UTC": "Z",
+    "GMT": "Z",
+    "Z": "Z",
+}
 
 
 def first(fields: Fields, name: str) -> str:

@@ -36,12 +36,17 @@ class Origin:
         return f"{self.via} ({self.address})" if self.address else self.via
 
 
-def entry(action: str, origin: Origin, *, target: str, count: int = 0, at_ms: int | None = None,
-          **detail: Any) -> dict[str, Any]:
+def entry(
+    action: str, origin: Origin, *, target: str, count: int = 0, at_ms: int | None = None, **detail: Any
+) -> dict[str, Any]:
     """One audit entry. ``target``: the endpoint, ``nid`` or ``nid:endpoint``, or ``config``."""
     doc: dict[str, Any] = {
         "at": at_ms if at_ms is not None else int(time.time() * 1000),
-        "action": action, "via": origin.via, "address": origin.address, "target": target, "count": count,
+        "action": action,
+        "via": origin.via,
+        "address": origin.address,
+        "target": target,
+        "count": count,
     }
     doc.update({key: value for key, value in detail.items() if value is not None})
     return doc

@@ -46,8 +46,9 @@ def check_url(url: str) -> None:
         raise
     except (RedisUnavailable, ValueError) as exc:
         shown = str(exc).replace(url, safe_url(url))
-        raise BadRedisURL(shown if "REDIS_URL" in shown else f"REDIS_URL {safe_url(url)!r} is not usable: {shown}"
-                          ) from None
+        raise BadRedisURL(
+            shown if "REDIS_URL" in shown else f"REDIS_URL {safe_url(url)!r} is not usable: {shown}"
+        ) from None
 
 
 def safe_url(url: str) -> str:
@@ -57,8 +58,10 @@ def safe_url(url: str) -> str:
     userinfo, at, hosts = parts.netloc.rpartition("@")
     user, colon, _ = userinfo.partition(":")
     netloc = f"{user}{':***' if colon else ''}{at}{hosts}"
-    query = "&".join(f"{name}=***" if name.lower() == "password" else f"{name}{eq}{value}"
-                     for name, eq, value in (p.partition("=") for p in parts.query.split("&") if p))
+    query = "&".join(
+        f"{name}=***" if name.lower() == "password" else f"{name}{eq}{value}"
+        for name, eq, value in (p.partition("=") for p in parts.query.split("&") if p)
+    )
     # by hand, not urlunsplit: that drops the empty host of unix:///path
     return f"{parts.scheme}://{netloc}{parts.path}{'?' if query else ''}{query}"
 
@@ -116,7 +119,8 @@ def start_embedded(settings: Settings) -> subprocess.Popen[bytes] | None:
         if running is not None and Path(running).resolve() != data:
             raise RedisUnavailable(
                 f"port {cfg.port} already has a redis-server keeping its data in {running}, not in {data} "
-                "(another checkout's embedded Redis?): stop it, or set [redis] port / REDIS_URL")
+                "(another checkout's embedded Redis?): stop it, or set [redis] port / REDIS_URL"
+            )
         return None
     exe = shutil.which("redis-server")
     if exe is None:
@@ -126,12 +130,29 @@ def start_embedded(settings: Settings) -> subprocess.Popen[bytes] | None:
         )
     data.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        [exe, "--port", str(cfg.port), "--bind", "127.0.0.1", "--dir", str(data),
-         # ack_after = "fsync" on a Redis without WAITAOF is honoured by fsyncing every write
-         "--appendonly", "yes", "--appendfsync", "always" if settings.server.ack_after == "fsync" else "everysec",
-         "--save", "",
-         "--logfile", str(data / "redis.log"), "--protected-mode", "yes"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            exe,
+            "--port",
+            str(cfg.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data),
+            # ack_after = "fsync" on a Redis without WAITAOF is honoured by fsyncing every write
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always" if settings.server.ack_after == "fsync" else "everysec",
+            "--save",
+            "",
+            "--logfile",
+            str(data / "redis.log"),
+            "--protected-mode",
+            "yes",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -178,7 +199,9 @@ def parse_sentinel_url(url: str) -> SentinelTarget | None:
     username, _, password = userinfo.partition(":") if userinfo else ("", "", "")
     parts = [p for p in path.split("/") if p]
     if not hosts or not parts:
-        raise RedisUnavailable(f"REDIS_URL {url.split('@')[-1]!r}: expected redis+sentinel://host:port[,...]/service[/db]")
+        raise RedisUnavailable(
+            f"REDIS_URL {url.split('@')[-1]!r}: expected redis+sentinel://host:port[,...]/service[/db]"
+        )
     sentinels = []
     for hp in hosts.split(","):
         host, sep, port = hp.rpartition(":")
@@ -198,14 +221,20 @@ def parse_sentinel_url(url: str) -> SentinelTarget | None:
 def connect(url: str, *, timeout: float = 2.0) -> Redis:
     """A client for ``url``; with a sentinel URL, one that follows the current primary on failover."""
     check_url(url)
-    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout,
-                               "health_check_interval": 30, "max_connections": 512}
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "health_check_interval": 30,
+        "max_connections": 512,
+    }
     target = parse_sentinel_url(url)
     if target is not None:
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            target.sentinels, socket_timeout=timeout, socket_connect_timeout=timeout)
-        primary: Redis = sentinel.master_for(target.service, db=target.db, username=target.username,
-                                             password=target.password, **options)
+            target.sentinels, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        primary: Redis = sentinel.master_for(
+            target.service, db=target.db, username=target.username, password=target.password, **options
+        )
         return hiredis_packing(primary)
     redis: Redis = Redis.from_url(url, **options)
     return hiredis_packing(redis)
@@ -253,8 +282,14 @@ def arq_settings(url: str) -> RedisSettings:
     target = parse_sentinel_url(url)
     if target is None:
         return RedisSettings.from_dsn(url)
-    return RedisSettings(host=target.sentinels, sentinel=True, sentinel_master=target.service,
-                         database=target.db, username=target.username, password=target.password)
+    return RedisSettings(
+        host=target.sentinels,
+        sentinel=True,
+        sentinel_master=target.service,
+        database=target.db,
+        username=target.username,
+        password=target.password,
+    )
 
 
 async def clock_ms(redis: Redis) -> int:

@@ -85,12 +85,17 @@ class Control:
         self.endpoint(name)  # raises NotFound listing the configured ones
         return name
 
-    async def _call(self, action: str, ep: str, entry: dict[str, Any] | None,
-                    **named: str | int) -> tuple[str, int, str]:
+    async def _call(
+        self, action: str, ep: str, entry: dict[str, Any] | None, **named: str | int
+    ) -> tuple[str, int, str]:
         """One control.lua call; ``named``: the action's own ARGV (relay/store/wire.py CONTROL)."""
-        raw = await self._script(keys=CONTROL.pack_keys(paused=k.PAUSED, audit=k.AUDIT), args=CONTROL.pack_args(
-            action=action, ep=ep, audit=audit.encode(entry) if entry else "", audit_cap=k.AUDIT_CAP, **named),
-            client=self.redis)
+        raw = await self._script(
+            keys=CONTROL.pack_keys(paused=k.PAUSED, audit=k.AUDIT),
+            args=CONTROL.pack_args(
+                action=action, ep=ep, audit=audit.encode(entry) if entry else "", audit_cap=k.AUDIT_CAP, **named
+            ),
+            client=self.redis,
+        )
         return raw[0].decode(), int(raw[1]), raw[2].decode()
 
     def _refuse(self, code: str, ep: str, nid: str = "", detail: str = "") -> Conflict | NotFound:
@@ -135,8 +140,9 @@ class Control:
 
     # -- retry now ---------------------------------------------------------------------------
 
-    async def retry(self, origin: audit.Origin, *, endpoint: str | None = None,
-                    nid: str | None = None) -> dict[str, Any]:
+    async def retry(
+        self, origin: audit.Origin, *, endpoint: str | None = None, nid: str | None = None
+    ) -> dict[str, Any]:
         """Make retrying deliveries due now: one notification's (to ``endpoint``, or to each of its
         endpoints that has one retrying), or every one of ``endpoint``."""
         if nid is None:
@@ -154,8 +160,9 @@ class Control:
         count, done, refused = await self._each("retry", nid, names, entry)
         return {"id": nid, "endpoints": done, "count": count, **({"refused": refused} if refused else {})}
 
-    async def _each(self, action: str, nid: str, names: list[str], entry: dict[str, Any],
-                    **named: str) -> tuple[int, dict[str, int], dict[str, str]]:
+    async def _each(
+        self, action: str, nid: str, names: list[str], entry: dict[str, Any], **named: str
+    ) -> tuple[int, dict[str, int], dict[str, str]]:
         """One call for every endpoint: each that can be is acted on, atomically, and the answer says
         exactly which were and why the others were not. Nothing done at all is a refusal."""
         _, count, detail = await self._call(action, ",".join(names), entry, nid=nid, **named)
@@ -174,8 +181,10 @@ class Control:
         states = await self._states(nid, eps)
         found = [ep for ep, state in states.items() if state == "retrying"]
         if not found:
-            raise Conflict(f"notification {nid} has no retrying delivery"
-                           + (f" (deliveries: {', '.join(f'{e}:{s}' for e, s in states.items())})" if states else ""))
+            raise Conflict(
+                f"notification {nid} has no retrying delivery"
+                + (f" (deliveries: {', '.join(f'{e}:{s}' for e, s in states.items())})" if states else "")
+            )
         return found
 
     async def _routed(self, nid: str) -> list[str]:
@@ -205,16 +214,23 @@ class Control:
             states = await self._states(nid, await self._routed(nid))
             names = [ep for ep, state in states.items() if state in k.WAITING]
             if not names:
-                raise Conflict(f"notification {nid} has no waiting delivery to cancel"
-                               + (f" (deliveries: {', '.join(f'{e}:{s}' for e, s in states.items())})"
-                                  if states else ""))
+                raise Conflict(
+                    f"notification {nid} has no waiting delivery to cancel"
+                    + (f" (deliveries: {', '.join(f'{e}:{s}' for e, s in states.items())})" if states else "")
+                )
         entry = audit.entry("cancel", origin, target=nid, at_ms=self.now_ms())
         _, done, refused = await self._each("cancel", nid, names, entry, who=origin.label())
-        return {"id": nid, "cancelled": list(done), "count": len(done), "by": origin.label(),
-                **({"refused": refused} if refused else {})}
+        return {
+            "id": nid,
+            "cancelled": list(done),
+            "count": len(done),
+            "by": origin.label(),
+            **({"refused": refused} if refused else {}),
+        }
 
-    async def cancel_removed(self, name: str, upto_seq: int, origin: audit.Origin, *,
-                             in_flight_only: bool = False) -> tuple[int, int]:
+    async def cancel_removed(
+        self, name: str, upto_seq: int, origin: audit.Origin, *, in_flight_only: bool = False
+    ) -> tuple[int, int]:
         """Cancel the work of a removed endpoint routed up to ``upto_seq`` (the removal's): waiting
         deliveries, and in-flight ones whose lease ran out (their worker died); those still leased
         leave its queue and are left to finish. Returns (cancelled, still in flight). Audited once,
@@ -232,15 +248,25 @@ class Control:
             if not size:
                 continue  # the sweeper asks every minute while the removal is on record: mostly nothing
             for _ in range(size // REMOVED_PAGE + 2):  # bounded: what arrives meanwhile is a later page's
-                _, n, detail = await self._call("cancel_removed", name, None, who=who, upto=upto_seq,
-                                                from_state=state, offset=offset, page=REMOVED_PAGE)
+                _, n, detail = await self._call(
+                    "cancel_removed",
+                    name,
+                    None,
+                    who=who,
+                    upto=upto_seq,
+                    from_state=state,
+                    offset=offset,
+                    page=REMOVED_PAGE,
+                )
                 still, kept, examined = (int(x) for x in detail.split(","))
                 count, left, offset = count + n, left + still, offset + kept
                 if examined < REMOVED_PAGE:
                     break
         if count:
-            await audit.record(self.redis, audit.entry("cancel", origin, target=name, count=count,
-                                                       at_ms=self.now_ms(), reason="endpoint removed"))
+            await audit.record(
+                self.redis,
+                audit.entry("cancel", origin, target=name, count=count, at_ms=self.now_ms(), reason="endpoint removed"),
+            )
         return count, left
 
     # -- counts for confirmations ------------------------------------------------------------
@@ -263,5 +289,8 @@ class Control:
         # serial as the queued work records it, not as this process's config says (it may not be reloaded)
         mode = await self.redis.hget(k.delivery(head[0].decode(), ep.name), "mode") if head else None  # type: ignore[misc]
         serial = mode == b"serial"
-        return {"pause": int(pending) + int(retrying), "resume": int(paused),
-                "retry": min(1, int(retrying)) if serial else int(retrying)}
+        return {
+            "pause": int(pending) + int(retrying),
+            "resume": int(paused),
+            "retry": min(1, int(retrying)) if serial else int(retrying),
+        }

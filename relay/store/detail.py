@@ -50,8 +50,13 @@ ATTEMPT_FIELDS: dict[str, str] = {
     "next": "retry: when the next attempt is due",
     "resend": "whether this delivery is a resend's",
 }
-_TIMES = {"created_at": "created", "updated_at": "updated", "delivered_at": "delivered_at",
-          "cancelled_at": "cancelled_at", "resolved_at": "resolved_at"}
+_TIMES = {
+    "created_at": "created",
+    "updated_at": "updated",
+    "delivered_at": "delivered_at",
+    "cancelled_at": "cancelled_at",
+    "resolved_at": "resolved_at",
+}
 _TEXTS = ("last", "reason", "cancelled_by", "resolved_by")
 
 

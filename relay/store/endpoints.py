@@ -34,8 +34,17 @@ from relay.store import queries
 from relay.store.scripts import script
 from relay.store.wire import ENDPOINTS
 
-RULE_FIELDS = ("sources", "channels", "concurrent", "mode", "event_types", "message_types", "order_statuses",
-               "test_orders", "match")
+RULE_FIELDS = (
+    "sources",
+    "channels",
+    "concurrent",
+    "mode",
+    "event_types",
+    "message_types",
+    "order_statuses",
+    "test_orders",
+    "match",
+)
 
 
 @dataclass(frozen=True)
@@ -51,8 +60,9 @@ def rule(ep: Endpoint) -> str:
     """The part of an endpoint that decides what is routed to it, as JSON."""
     doc = {name: getattr(ep, name) for name in RULE_FIELDS}
     doc["match"] = match.raw(ep.match) if ep.match is not None else None
-    return json.dumps({name: sorted(v) if isinstance(v, frozenset) else v for name, v in doc.items()},
-                      separators=(",", ":"))
+    return json.dumps(
+        {name: sorted(v) if isinstance(v, frozenset) else v for name, v in doc.items()}, separators=(",", ":")
+    )
 
 
 def from_rule(name: str, raw: str) -> Endpoint:
@@ -65,13 +75,24 @@ def from_rule(name: str, raw: str) -> Endpoint:
         return None if value is None else frozenset(value)
 
     return Endpoint.model_construct(
-        name=name, url="", sources=frozenset(doc.get("sources", ())), channels=frozenset(doc.get("channels", ())),
+        name=name,
+        url="",
+        sources=frozenset(doc.get("sources", ())),
+        channels=frozenset(doc.get("channels", ())),
         concurrent=bool(doc.get("concurrent")),
         mode=doc.get("mode") or ("concurrent" if doc.get("concurrent") else "serial"),
-        max_in_flight=1, timeout=1.0, signing_secret=None,
-        retry_delays=None, headers={}, format="form", message_types=names("message_types"),
-        event_types=names("event_types"), order_statuses=names("order_statuses"),
-        test_orders=doc.get("test_orders"), retry_4xx=frozenset(), match=_match(doc.get("match")),
+        max_in_flight=1,
+        timeout=1.0,
+        signing_secret=None,
+        retry_delays=None,
+        headers={},
+        format="form",
+        message_types=names("message_types"),
+        event_types=names("event_types"),
+        order_statuses=names("order_statuses"),
+        test_orders=doc.get("test_orders"),
+        retry_4xx=frozenset(),
+        match=_match(doc.get("match")),
     )
 
 
@@ -84,18 +105,24 @@ def _match(raw: object) -> dict[str, match.Rule] | None:
         return None
 
 
-async def register(redis: Redis, settings: Settings, *, start: bool,
-                   removed: Mapping[str, Endpoint] | None = None) -> list[str]:
+async def register(
+    redis: Redis, settings: Settings, *, start: bool, removed: Mapping[str, Endpoint] | None = None
+) -> list[str]:
     """Register ``settings``' endpoints; record the removal of ``removed`` (a reload's) or, at ``start``,
     of every registered endpoint ``settings`` lacks. Returns the names whose removal was recorded."""
     configured = {name: rule(ep) for name, ep in settings.endpoints.items()}
     removing = {name: rule(ep) for name, ep in (removed or {}).items()}
     gone = await script(ENDPOINTS)(
         keys=ENDPOINTS.pack_keys(registry=k.EP_REGISTRY, removed=k.EP_REMOVED, seq=k.SEQ),
-        args=ENDPOINTS.pack_args(when="start" if start else "reload", configured=json.dumps(configured),
-                                 removing=json.dumps(removing), retention_ms=settings.delivery.retention_ms,
-                                 states=json.dumps([*k.STATES, k.RESOLVED])),
-        client=redis)
+        args=ENDPOINTS.pack_args(
+            when="start" if start else "reload",
+            configured=json.dumps(configured),
+            removing=json.dumps(removing),
+            retention_ms=settings.delivery.retention_ms,
+            states=json.dumps([*k.STATES, k.RESOLVED]),
+        ),
+        client=redis,
+    )
     return sorted(name.decode() for name in gone)
 
 
@@ -107,8 +134,9 @@ async def removed(redis: Redis) -> dict[str, Removed]:
         name = key.decode()
         try:
             doc = json.loads(value)
-            out[name] = Removed(name, int(doc["at"]), int(doc["seq"]), str(doc.get("by", "")),
-                                from_rule(name, str(doc["rule"])))
+            out[name] = Removed(
+                name, int(doc["at"]), int(doc["seq"]), str(doc.get("by", "")), from_rule(name, str(doc["rule"]))
+            )
         except (ValueError, KeyError, TypeError):
             continue  # unreadable: endpoints.lua forgets it
     return out

@@ -35,8 +35,9 @@ class NotDurable(RedisError):
     """The write happened but the chosen durability (fsync / replicas) was not confirmed in time."""
 
 
-def notification_id(source: str, channel: str, body: bytes, fields: protocol.Fields | None = None,
-                    signed: bytes | None = None) -> str:
+def notification_id(
+    source: str, channel: str, body: bytes, fields: protocol.Fields | None = None, signed: bytes | None = None
+) -> str:
     """Deterministic from source, channel and body: the same notification posted again to the same URL,
     however re-encoded, is the same notification (see ``protocol.canonical``)."""
     if fields is None:
@@ -81,8 +82,9 @@ class Batcher(Generic[T, R]):
     tasks are kept referenced, so none is garbage-collected mid-flight or leaves a caller waiting.
     """
 
-    def __init__(self, flush: Callable[[list[T]], Awaitable[list[R]]], max_batch: int = 128,
-                 max_in_flight: int = 2) -> None:
+    def __init__(
+        self, flush: Callable[[list[T]], Awaitable[list[R]]], max_batch: int = 128, max_in_flight: int = 2
+    ) -> None:
         self._flush = flush
         self._max = max_batch
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
@@ -111,7 +113,7 @@ class Batcher(Generic[T, R]):
 
     async def _drain(self) -> None:
         while self._queue:
-            batch, self._queue = self._queue[: self._max], self._queue[self._max:]
+            batch, self._queue = self._queue[: self._max], self._queue[self._max :]
             try:
                 results = await self._flush([item for item, _ in batch])
                 if len(results) != len(batch):
@@ -131,8 +133,15 @@ class Batcher(Generic[T, R]):
 
 
 class Store:
-    def __init__(self, redis: Redis, retention_ms: int, *, ack_after: str = "write", ack_replicas: int = 1,
-                 ack_timeout: float = 1.0) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        retention_ms: int,
+        *,
+        ack_after: str = "write",
+        ack_replicas: int = 1,
+        ack_timeout: float = 1.0,
+    ) -> None:
         self.redis = redis
         self.retention_ms = retention_ms
         self.ack_after = ack_after
@@ -195,19 +204,43 @@ class Store:
     ) -> Stored:
         ref = facts.get("ref", "")
         # recv is set by ingest.lua from Redis's clock; now_ms is only the ARQ job record's enqueue time
-        fields: list[str | bytes] = ["body", body, "ct", content_type, "source", source, "channel", channel,
-                                     "algo", algo]
+        fields: list[str | bytes] = [
+            "body",
+            body,
+            "ct",
+            content_type,
+            "source",
+            source,
+            "channel",
+            channel,
+            "algo",
+            algo,
+        ]
         for key, value in (facts | (extra or {})).items():
             fields += [key, value]
         job_id = k.fanout_job_id(nid)
         keys = INGEST.pack_keys(
-            notification=k.notification(nid), seq=k.SEQ, ix_all=k.IDX_ALL, ix_channel=k.idx_channel(channel),
-            ix_source=k.idx_source(source), ix_ref=k.idx_ref(ref) if ref else "", fanout=k.FANOUT,
-            job=k.ARQ_JOB_PREFIX + job_id, arq_queue=k.QUEUE_NAME, ins_triple=ins_triple,
-            ix_type=k.idx_type(facts["type"]) if facts.get("type") else "")
-        args = INGEST.pack_args(*fields, nid=nid, retention_ms=self.retention_ms, job=fanout_job(nid, now_ms),
-                                job_ttl_ms=FANOUT_JOB_EXPIRY_MS, job_id=job_id,
-                                message_id=facts.get("message_id", ""))
+            notification=k.notification(nid),
+            seq=k.SEQ,
+            ix_all=k.IDX_ALL,
+            ix_channel=k.idx_channel(channel),
+            ix_source=k.idx_source(source),
+            ix_ref=k.idx_ref(ref) if ref else "",
+            fanout=k.FANOUT,
+            job=k.ARQ_JOB_PREFIX + job_id,
+            arq_queue=k.QUEUE_NAME,
+            ins_triple=ins_triple,
+            ix_type=k.idx_type(facts["type"]) if facts.get("type") else "",
+        )
+        args = INGEST.pack_args(
+            *fields,
+            nid=nid,
+            retention_ms=self.retention_ms,
+            job=fanout_job(nid, now_ms),
+            job_ttl_ms=FANOUT_JOB_EXPIRY_MS,
+            job_id=job_id,
+            message_id=facts.get("message_id", ""),
+        )
         seq = await self._batch.submit((keys, args))
         return Stored(nid=nid, seq=int(seq))
 
@@ -257,9 +290,15 @@ class Store:
         Redis's clock."""
         await self._refusal(
             keys=REFUSAL.pack_keys(lastrej=k.source_lastrej(source), ix_source=k.idx_source(source)),
-            args=REFUSAL.pack_args(source=source, reason=reason, detail=detail[:500], channel=channel,
-                                   minute_ttl_ms=k.SOURCE_REJECTS_TTL_MS, lastrej_ttl_ms=k.SOURCE_LASTREJ_TTL_MS,
-                                   recovery_accepted=k.SOURCE_RECOVERY_ACCEPTED),
+            args=REFUSAL.pack_args(
+                source=source,
+                reason=reason,
+                detail=detail[:500],
+                channel=channel,
+                minute_ttl_ms=k.SOURCE_REJECTS_TTL_MS,
+                lastrej_ttl_ms=k.SOURCE_LASTREJ_TTL_MS,
+                recovery_accepted=k.SOURCE_RECOVERY_ACCEPTED,
+            ),
             client=self.redis,
         )
 

@@ -40,16 +40,24 @@ async def overview_model(redis: Redis, settings: Settings, now_ms: int) -> dict[
     for src, doc in report["reconcile"].items():
         cfg = settings.sources[src].reconcile
         assert cfg is not None
-        model["reconcile"].append({"source": src, "doc": doc, "lookback_hours": f"{cfg.lookback_hours:g}",
-                                   "interval_seconds": cfg.interval_seconds})
+        model["reconcile"].append(
+            {
+                "source": src,
+                "doc": doc,
+                "lookback_hours": f"{cfg.lookback_hours:g}",
+                "interval_seconds": cfg.interval_seconds,
+            }
+        )
     # failing endpoints first, as the evaluation found them
     endpoints = sorted(settings.endpoints, key=lambda ep: not report["endpoints"].get(ep, {}).get("failing"))
     model["total"] = int(await redis.zcard(k.IDX_ALL))
     charts = await hourly(redis, endpoints, now_ms)
     for ep in endpoints:
         row = report["endpoints"].get(ep, {})
-        model["endpoints"][ep] = {"state": endpoint_state(row), "hours": charts[ep],
-                                  "failing_since": row.get("failing_since"),
-                                  "target": _target(settings.endpoints[ep].url)}
+        model["endpoints"][ep] = {
+            "state": endpoint_state(row),
+            "hours": charts[ep],
+            "failing_since": row.get("failing_since"),
+            "target": _target(settings.endpoints[ep].url),
+        }
     return model
-

@@ -48,8 +48,10 @@ REF_PATTERN = r"^[^\x00-\x1f\x7f]{1,128}$"
 EPOCH_MS_PATTERN = r"^[0-9]{1,15}$"
 # the ISO-8601 forms relay reads: a date, or a date and a time (seconds, fraction and offset optional;
 # no offset means UTC). Whether the date exists (no February 30th) is checked when it is read.
-ISO_TIME_PATTERN = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
-                    r"([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?([Zz]|[+-][0-9]{2}:[0-9]{2})?)?$")
+ISO_TIME_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?([Zz]|[+-][0-9]{2}:[0-9]{2})?)?$"
+)
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:~-]{1,128}$"
 # compiled for callers outside pydantic; match with fullmatch, as pydantic and JSON Schema do
 # (Python's "$" also matches before a trailing newline)
@@ -108,6 +110,7 @@ def _member_of(values: tuple[str, ...]) -> Any:
         if value not in values:
             raise bad(f"expected one of {', '.join(values)}")
         return value
+
     return AfterValidator(check)
 
 
@@ -115,25 +118,49 @@ def _member_of(values: tuple[str, ...]) -> Any:
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN), Reason("expected a name of lowercase letters, digits, '_' and '-'")]
 ChannelName = Annotated[Channel, Reason(f"expected one of {', '.join(CHANNELS)}")]
-State = Annotated[str, _member_of(k.STATES), Field(json_schema_extra={"enum": list(k.STATES)}),
-                  Reason(f"expected one of {', '.join(k.STATES)}")]
+State = Annotated[
+    str,
+    _member_of(k.STATES),
+    Field(json_schema_extra={"enum": list(k.STATES)}),
+    Reason(f"expected one of {', '.join(k.STATES)}"),
+]
 Ref = Annotated[str, Field(pattern=REF_PATTERN), Reason("expected 1 to 128 printable characters")]
-Time = Annotated[int, BeforeValidator(to_ms), WithJsonSchema({
-    "description": "ISO-8601 time (a time without an offset is UTC) or epoch milliseconds",
-    "anyOf": [{"type": "string", "pattern": ISO_TIME_PATTERN}, {"type": "string", "pattern": EPOCH_MS_PATTERN},
-              {"type": "integer", "minimum": 0, "maximum": MAX_EPOCH_MS}],
-})]
+Time = Annotated[
+    int,
+    BeforeValidator(to_ms),
+    WithJsonSchema(
+        {
+            "description": "ISO-8601 time (a time without an offset is UTC) or epoch milliseconds",
+            "anyOf": [
+                {"type": "string", "pattern": ISO_TIME_PATTERN},
+                {"type": "string", "pattern": EPOCH_MS_PATTERN},
+                {"type": "integer", "minimum": 0, "maximum": MAX_EPOCH_MS},
+            ],
+        }
+    ),
+]
 # the bounds before the validator, so pydantic writes them as JSON Schema's minimum and maximum
-Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT), BeforeValidator(_digits),
-                  Reason(f"expected an integer from 1 to {MAX_LIMIT}")]
+Limit = Annotated[
+    int, Field(ge=1, le=MAX_LIMIT), BeforeValidator(_digits), Reason(f"expected an integer from 1 to {MAX_LIMIT}")
+]
 CursorText = Annotated[str, Field(min_length=1), Reason("is empty; omit it for the first page")]
-IdempotencyKey = Annotated[str, Field(pattern=IDEMPOTENCY_KEY_PATTERN),
-                           Reason("expected 1 to 128 of A-Z a-z 0-9 . _ : ~ -")]
-Ids = Annotated[list[StrictStr], Field(min_length=1, max_length=MAX_IDS),
-                Reason(f"expected a list of notification ids, at most {MAX_IDS} per request")]
-EventType = Annotated[str, _member_of(EVENT_TYPES), Field(json_schema_extra={"enum": list(EVENT_TYPES)}),
-                      Reason(f"expected one of {', '.join(EVENT_TYPES)}")]
+IdempotencyKey = Annotated[
+    str, Field(pattern=IDEMPOTENCY_KEY_PATTERN), Reason("expected 1 to 128 of A-Z a-z 0-9 . _ : ~ -")
+]
+Ids = Annotated[
+    list[StrictStr],
+    Field(min_length=1, max_length=MAX_IDS),
+    Reason(f"expected a list of notification ids, at most {MAX_IDS} per request"),
+]
+EventType = Annotated[
+    str,
+    _member_of(EVENT_TYPES),
+    Field(json_schema_extra={"enum": list(EVENT_TYPES)}),
+    Reason(f"expected one of {', '.join(EVENT_TYPES)}"),
+]
 DryRun = Annotated[StrictBool, Reason("expected true or false")]
+
+
 def _flag(value: object, info: ValidationInfo) -> object:
     # a query string says "true" or "false" (validate(..., unknown="parameter") marks text input);
     # pydantic's lax bool would also take "0", "yes", "off"..., which the document (type boolean)
@@ -156,16 +183,19 @@ class Filters(BaseModel):
 
     channel: ChannelName | None = Field(None, description="the 2Checkout channel")
     source: Name | None = Field(None, description="the configured source the notification arrived on")
-    state: State | None = Field(None, description="a delivery state; with endpoint, that endpoint's delivery, "
-                                                  "else any delivery")
-    endpoint: Name | None = Field(None, description="routed to this endpoint (with state: its delivery is in "
-                                                    "that state)")
+    state: State | None = Field(
+        None, description="a delivery state; with endpoint, that endpoint's delivery, else any delivery"
+    )
+    endpoint: Name | None = Field(
+        None, description="routed to this endpoint (with state: its delivery is in that state)"
+    )
     since: Time | None = Field(None, description="received at or after")
     until: Time | None = Field(None, description="received at or before")
     ref: Ref | None = Field(None, description="REFNO (IPN), LICENSE_CODE (LCN) or sale_id (INS)")
     type: EventType | None = Field(None, description="the event type (docs/events.md)")
-    include_resolved: Flag = Field(False, description="with state=failed: also the failures a delivered resend "
-                                                      "resolved (default false)")
+    include_resolved: Flag = Field(
+        False, description="with state=failed: also the failures a delivered resend resolved (default false)"
+    )
 
     @field_validator("until")
     @classmethod
@@ -212,26 +242,31 @@ class ResendRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    endpoint: Name | None = Field(None, description="only this endpoint (default: every endpoint that "
-                                                    "receives it now)")
-    idempotency_key: IdempotencyKey | None = Field(None, description="a retry with the same key is answered "
-                                                                     "from the first, for 24 hours")
+    endpoint: Name | None = Field(None, description="only this endpoint (default: every endpoint that receives it now)")
+    idempotency_key: IdempotencyKey | None = Field(
+        None, description="a retry with the same key is answered from the first, for 24 hours"
+    )
 
 
 class BulkRequest(BaseModel):
     """``POST /api/resend``: exactly one of ids or filter."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={
-        "oneOf": [{"required": ["ids"]}, {"required": ["filter"]}]})
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"oneOf": [{"required": ["ids"]}, {"required": ["filter"]}]}
+    )
 
     ids: Ids | None = Field(None, description="the notifications to resend; each original at most once")
     filter: Annotated[Filters, AfterValidator(_not_empty), Reason("expected an object of filters")] | None = Field(
-        None, description="select by the listing's filters (at least one)", json_schema_extra={"minProperties": 1})
-    endpoint: Name | None = Field(None, description="resend to this endpoint only (default: filter.endpoint, "
-                                                    "else every endpoint that receives it now)")
+        None, description="select by the listing's filters (at least one)", json_schema_extra={"minProperties": 1}
+    )
+    endpoint: Name | None = Field(
+        None,
+        description="resend to this endpoint only (default: filter.endpoint, else every endpoint that receives it now)",
+    )
     dry_run: DryRun = Field(False, description="count only, queue nothing")
-    idempotency_key: IdempotencyKey | None = Field(None, description="a retry with the same key is answered "
-                                                                     "from the first, for 24 hours")
+    idempotency_key: IdempotencyKey | None = Field(
+        None, description="a retry with the same key is answered from the first, for 24 hours"
+    )
 
     @model_validator(mode="after")
     def _ids_or_filter(self) -> BulkRequest:
@@ -260,16 +295,24 @@ class TargetRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    endpoint: Name | None = Field(None, description="only this endpoint's delivery (default: each of the "
-                                                    "notification's deliveries the action applies to)")
+    endpoint: Name | None = Field(
+        None,
+        description="only this endpoint's delivery (default: each of the "
+        "notification's deliveries the action applies to)",
+    )
 
 
 AUDIT_ACTIONS = ("pause", "resume", "retry", "cancel", "resend", "reload")
 AUDIT_MAX = 1000
-AuditLimit = Annotated[int, Field(ge=1, le=AUDIT_MAX), BeforeValidator(_digits),
-                       Reason(f"expected an integer from 1 to {AUDIT_MAX}")]
-AuditAction = Annotated[str, _member_of(AUDIT_ACTIONS), Field(json_schema_extra={"enum": list(AUDIT_ACTIONS)}),
-                        Reason(f"expected one of {', '.join(AUDIT_ACTIONS)}")]
+AuditLimit = Annotated[
+    int, Field(ge=1, le=AUDIT_MAX), BeforeValidator(_digits), Reason(f"expected an integer from 1 to {AUDIT_MAX}")
+]
+AuditAction = Annotated[
+    str,
+    _member_of(AUDIT_ACTIONS),
+    Field(json_schema_extra={"enum": list(AUDIT_ACTIONS)}),
+    Reason(f"expected one of {', '.join(AUDIT_ACTIONS)}"),
+]
 
 
 class AuditQuery(BaseModel):

@@ -45,8 +45,7 @@ M = TypeVar("M", bound=BaseModel)
 
 SCAN_BUDGET = 5_000
 BATCH = 200
-SUMMARY_FIELDS = ("channel", "source", "recv", "ref", "status", "mtype", "type", "test", "resend_of", "eps",
-                  "targets")
+SUMMARY_FIELDS = ("channel", "source", "recv", "ref", "status", "mtype", "type", "test", "resend_of", "eps", "targets")
 DELIVERY_SUMMARY = ("state", "attempts", "last", "updated", "next", "resolved_by", "resolved_at")
 
 
@@ -66,11 +65,10 @@ def check_known(f: Filters, known: Mapping[str, Collection[str]], prefix: str = 
     for name, names in known.items():
         value = getattr(f, name)
         if value is not None and value not in names:
-            raise BadParam(prefix + name, value,
-                           f"is not a configured {name} (known: {', '.join(sorted(names)) or 'none'})")
+            raise BadParam(
+                prefix + name, value, f"is not a configured {name} (known: {', '.join(sorted(names)) or 'none'})"
+            )
     return f
-
-
 
 
 def parse_limit(value: object) -> int:
@@ -81,8 +79,7 @@ def parse_limit(value: object) -> int:
 
 def check_id(nid: str) -> str:
     if not NID.fullmatch(nid):
-        raise NotFound(f"no notification {nid!r} (ids look like ipn_<24 hex digits>, "
-                       "and resends <id>~r<n>)")
+        raise NotFound(f"no notification {nid!r} (ids look like ipn_<24 hex digits>, and resends <id>~r<n>)")
     return nid
 
 
@@ -105,14 +102,20 @@ class Cursor:
         try:
             doc = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
             version, kind, score, nid, fp = doc
-            if version != 1 or kind not in INDEX_KINDS or not isinstance(score, int) \
-                    or not isinstance(nid, str) or not isinstance(fp, str):
+            if (
+                version != 1
+                or kind not in INDEX_KINDS
+                or not isinstance(score, int)
+                or not isinstance(nid, str)
+                or not isinstance(fp, str)
+            ):
                 raise ValueError(value)
         except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
             raise BadParam("cursor", value, "not a cursor this API returned") from None
         if fp != filters.fingerprint():
-            raise BadParam("cursor", value, "belongs to a listing with other filters; "
-                                            "repeat the same filters or drop the cursor")
+            raise BadParam(
+                "cursor", value, "belongs to a listing with other filters; repeat the same filters or drop the cursor"
+            )
         return cls(kind, score, nid, fp)
 
 
@@ -146,8 +149,17 @@ async def choose_index(redis: Redis, f: Filters) -> str:
     """The index with the fewest members in the time range: every other filter is checked per item."""
     # resolved failures have left the failed index: listing them too needs another index
     by_state = f.endpoint and f.state and not (f.state == "failed" and f.include_resolved)
-    kinds = [kind for kind, present in (("ref", f.ref), ("state", by_state), ("ch", f.channel),
-                                        ("src", f.source), ("type", f.type)) if present]
+    kinds = [
+        kind
+        for kind, present in (
+            ("ref", f.ref),
+            ("state", by_state),
+            ("ch", f.channel),
+            ("src", f.source),
+            ("type", f.type),
+        )
+        if present
+    ]
     if not kinds:
         return "all"
     if len(kinds) == 1:
@@ -214,8 +226,7 @@ async def load_rows(redis: Redis, scored: list[tuple[str, int]]) -> list[Row]:
         raw = await pipe.execute()
     rows: list[Row] = []
     for (nid, score), values in zip(scored, raw, strict=True):
-        fields = {name: text for name, v in zip(SUMMARY_FIELDS, values, strict=True)
-                  if (text := _text(v)) is not None}
+        fields = {name: text for name, v in zip(SUMMARY_FIELDS, values, strict=True) if (text := _text(v)) is not None}
         if "recv" in fields:
             rows.append(Row(nid, score, fields))
     async with redis.pipeline(transaction=False) as pipe:
@@ -261,8 +272,9 @@ def _in_state(d: Mapping[str, str], f: Filters) -> bool:
     return f.include_resolved or f.state != "failed" or not d.get("resolved_by")
 
 
-async def _candidates(redis: Redis, key: str, hi: str, lo: str, after: tuple[int, str] | None
-                      ) -> AsyncIterator[list[tuple[str, int]]]:
+async def _candidates(
+    redis: Redis, key: str, hi: str, lo: str, after: tuple[int, str] | None
+) -> AsyncIterator[list[tuple[str, int]]]:
     """Batches of (nid, score) from ``key``, newest first, strictly after the cursor position ``after``."""
     if after is not None:
         score, nid = after
@@ -291,8 +303,15 @@ class Page:
     scanned: int
 
 
-async def scan(redis: Redis, f: Filters, *, limit: int, cursor: str | None = None,
-               budget: int = SCAN_BUDGET, endpoints: Sequence[str] = ()) -> Page:
+async def scan(
+    redis: Redis,
+    f: Filters,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    budget: int = SCAN_BUDGET,
+    endpoints: Sequence[str] = (),
+) -> Page:
     """Up to ``limit`` matching notifications, newest first, looking at no more than ``budget`` candidates.
 
     ``next_cursor`` is set whenever the index may hold more: a page can come back short (even empty)

@@ -78,6 +78,7 @@ def reconciled_sources(settings: Settings) -> list[str]:
 
 # -- whose turn --------------------------------------------------------------------------------------
 
+
 async def take_turn(redis: Redis, src: str, who: str, *, now: bool = False, lease_ms: int = LEASE_MS) -> bool:
     """Start a pass if none runs and the next is due; ``now`` (``relay reconcile``) skips the wait for
     the next one, never a running pass."""
@@ -115,8 +116,10 @@ async def end_turn(redis: Redis, src: str, who: str, interval_ms: int) -> None:
 
 # -- one comparison ----------------------------------------------------------------------------------
 
-async def compare(redis: Redis, src: str, orders: Sequence[Order], now_ms: int, grace_ms: int,
-                  lookback_ms: int) -> list[dict[str, Any]]:
+
+async def compare(
+    redis: Redis, src: str, orders: Sequence[Order], now_ms: int, grace_ms: int, lookback_ms: int
+) -> list[dict[str, Any]]:
     """Record when each listed order was first seen in its status; return the missing ones, oldest first."""
     listed: dict[str, str] = {}
     for o in orders:
@@ -131,9 +134,11 @@ async def compare(redis: Redis, src: str, orders: Sequence[Order], now_ms: int, 
         status_then, _, first = previous.get(ref.encode(), b"").decode().partition(" ")
         seen[ref] = (status, int(first) if status_then == status and first.isdigit() else now_ms)
     statuses = await _ipn_statuses(redis, list(seen))
-    missing = [{"reference": ref, "status": status, "first_seen": first}
-               for ref, (status, first) in seen.items()
-               if now_ms - first >= grace_ms and not covered(status, statuses.get(ref, ()))]
+    missing = [
+        {"reference": ref, "status": status, "first_seen": first}
+        for ref, (status, first) in seen.items()
+        if now_ms - first >= grace_ms and not covered(status, statuses.get(ref, ()))
+    ]
     # replaced whole, in one MULTI: an order that left the listing (older than the lookback) is forgotten
     async with redis.pipeline(transaction=True) as pipe:
         pipe.delete(seen_key)
@@ -151,7 +156,7 @@ async def _ipn_statuses(redis: Redis, refs: list[str]) -> dict[str, set[str]]:
     arrived."""
     nids: dict[str, list[str]] = {}
     for i in range(0, len(refs), CHUNK):
-        chunk = refs[i:i + CHUNK]
+        chunk = refs[i : i + CHUNK]
         async with redis.pipeline(transaction=False) as pipe:
             for ref in chunk:
                 pipe.zrange(k.idx_ref(ref), 0, -1)
@@ -161,7 +166,7 @@ async def _ipn_statuses(redis: Redis, refs: list[str]) -> dict[str, set[str]]:
     pairs = [(ref, nid) for ref, ids in nids.items() for nid in ids]
     statuses: dict[str, set[str]] = {}
     for i in range(0, len(pairs), CHUNK):
-        batch = pairs[i:i + CHUNK]
+        batch = pairs[i : i + CHUNK]
         async with redis.pipeline(transaction=False) as pipe:
             for _, nid in batch:
                 pipe.hmget(k.notification(nid), ["channel", "status"])
@@ -173,18 +178,37 @@ async def _ipn_statuses(redis: Redis, refs: list[str]) -> dict[str, set[str]]:
 
 # -- the stored result -------------------------------------------------------------------------------
 
-async def save(redis: Redis, src: str, now_ms: int, lookback_ms: int, *, orders: int | None = None,
-               missing: list[dict[str, Any]] | None = None, error: Mapping[str, Any] | None = None) -> dict[str, Any]:
+
+async def save(
+    redis: Redis,
+    src: str,
+    now_ms: int,
+    lookback_ms: int,
+    *,
+    orders: int | None = None,
+    missing: list[dict[str, Any]] | None = None,
+    error: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Store a pass's result: its missing orders, or its error beside the last known list."""
     doc = load(await redis.get(k.reconcile_state(src)))
     if error is None and missing is not None:
-        doc.update(checked_at=now_ms, orders=orders, count=len(missing), missing=missing[:MISSING_CAP],
-                   since=(doc["since"] or now_ms) if missing else None, error=None)
+        doc.update(
+            checked_at=now_ms,
+            orders=orders,
+            count=len(missing),
+            missing=missing[:MISSING_CAP],
+            since=(doc["since"] or now_ms) if missing else None,
+            error=None,
+        )
     else:
         err = dict(error or {})
         since = doc["error"]["since"] if doc["error"] else now_ms
-        doc["error"] = {"http_status": err.get("http_status"), "message": str(err.get("message", "")),
-                        "since": since, "at": now_ms}
+        doc["error"] = {
+            "http_status": err.get("http_status"),
+            "message": str(err.get("message", "")),
+            "since": since,
+            "at": now_ms,
+        }
     doc["attempted_at"] = now_ms
     await redis.set(k.reconcile_state(src), json.dumps(doc), px=lookback_ms + k.DAY_MS)
     return doc
@@ -192,8 +216,15 @@ async def save(redis: Redis, src: str, now_ms: int, lookback_ms: int, *, orders:
 
 def load(raw: bytes | str | None) -> dict[str, Any]:
     """A stored result, or the empty one (never run, expired, unreadable)."""
-    doc: dict[str, Any] = {"checked_at": None, "attempted_at": None, "orders": None, "count": 0, "missing": [],
-                           "since": None, "error": None}
+    doc: dict[str, Any] = {
+        "checked_at": None,
+        "attempted_at": None,
+        "orders": None,
+        "count": 0,
+        "missing": [],
+        "since": None,
+        "error": None,
+    }
     if raw:
         try:
             stored = json.loads(raw)
@@ -214,9 +245,12 @@ async def read(redis: Redis, settings: Settings) -> dict[str, dict[str, Any]]:
 
 # -- what the rest of the relay shows --------------------------------------------------------------
 
+
 def missing_rows(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [{"reference": m["reference"], "status": m["status"], "first_seen": iso_seconds(m["first_seen"])}
-            for m in doc["missing"]]
+    return [
+        {"reference": m["reference"], "status": m["status"], "first_seen": iso_seconds(m["first_seen"])}
+        for m in doc["missing"]
+    ]
 
 
 def error_text(doc: Mapping[str, Any]) -> str | None:
@@ -233,11 +267,20 @@ def order_link(reference: str) -> str:
 
 def view(states: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """``GET /api/reconcile`` and ``relay reconcile --json``: per source, only the missing orders."""
-    return {"sources": [
-        {"source": src, "missing": missing_rows(doc), "count": doc["count"], "error": error_text(doc),
-         "http_status": doc["error"]["http_status"] if doc["error"] else None,
-         "checked_at": iso_seconds(doc["checked_at"]), "since": iso_seconds(doc["since"])}
-        for src, doc in states.items()]}
+    return {
+        "sources": [
+            {
+                "source": src,
+                "missing": missing_rows(doc),
+                "count": doc["count"],
+                "error": error_text(doc),
+                "http_status": doc["error"]["http_status"] if doc["error"] else None,
+                "checked_at": iso_seconds(doc["checked_at"]),
+                "since": iso_seconds(doc["since"]),
+            }
+            for src, doc in states.items()
+        ]
+    }
 
 
 def problems(states: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -248,18 +291,31 @@ def problems(states: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
             refs = missing_rows(doc)[:PROBLEM_REFERENCES]
             named = ", ".join(f"{r['reference']} ({r['status']})" for r in refs)
             more = f" and {doc['count'] - len(refs)} more" if doc["count"] > len(refs) else ""
-            found.append({
-                "kind": "notifications_missing", "source": src, "count": doc["count"],
-                "since": iso_seconds(doc["since"]),
-                "references": refs, "checked_at": iso_seconds(doc["checked_at"]),
-                "message": f"source {src}: {doc['count']} order(s) in 2Checkout's order list have no IPN in the "
-                           f"status they reached: {named}{more}; reissue each from its order page in the "
-                           "2Checkout control panel (relay reconcile lists the links)"})
+            found.append(
+                {
+                    "kind": "notifications_missing",
+                    "source": src,
+                    "count": doc["count"],
+                    "since": iso_seconds(doc["since"]),
+                    "references": refs,
+                    "checked_at": iso_seconds(doc["checked_at"]),
+                    "message": f"source {src}: {doc['count']} order(s) in 2Checkout's order list have no IPN in the "
+                    f"status they reached: {named}{more}; reissue each from its order page in the "
+                    "2Checkout control panel (relay reconcile lists the links)",
+                }
+            )
         if doc["error"]:
             err = doc["error"]
-            found.append({
-                "kind": "reconcile_failing", "source": src, "since": iso_seconds(err["since"]),
-                "http_status": err["http_status"], "error": err["message"], "last_at": iso_seconds(err["at"]),
-                "message": f"source {src}: 2Checkout's order API could not be read ({error_text(doc)}); "
-                           "the missing orders shown are from the last pass that could"})
+            found.append(
+                {
+                    "kind": "reconcile_failing",
+                    "source": src,
+                    "since": iso_seconds(err["since"]),
+                    "http_status": err["http_status"],
+                    "error": err["message"],
+                    "last_at": iso_seconds(err["at"]),
+                    "message": f"source {src}: 2Checkout's order API could not be read ({error_text(doc)}); "
+                    "the missing orders shown are from the last pass that could",
+                }
+            )
     return found

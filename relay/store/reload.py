@@ -56,8 +56,16 @@ def process_name() -> str:
 class Reloader:
     """One process's side: reload on request or SIGHUP, answer, and report the config hash."""
 
-    def __init__(self, redis: Redis, settings: Settings, *, role: str, apply: Apply,
-                 name: str | None = None, load: Load = load_settings) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        *,
+        role: str,
+        apply: Apply,
+        name: str | None = None,
+        load: Load = load_settings,
+    ) -> None:
         self.redis = redis
         self.settings = settings
         self.hash = config_hash(settings.file)
@@ -94,17 +102,32 @@ class Reloader:
             logger.info("config_reloaded", origin=origin.label(), hash=new_hash, **changes)
             await self._report()
             incomplete = {"error": changes["incomplete"]} if changes.get("incomplete") else {}
-            return {**answer, "outcome": "reloaded", "hash": new_hash, "changes": changes, "changed": changed,
-                    **incomplete}
+            return {
+                **answer,
+                "outcome": "reloaded",
+                "hash": new_hash,
+                "changes": changes,
+                "changed": changed,
+                **incomplete,
+            }
 
     async def on_signal(self) -> None:
         """SIGHUP: reload, and write the audit entry here (no requester will)."""
         answer = await self.reload(audit.Origin("signal"))
         try:
-            await audit.record(self.redis, audit.entry(
-                "reload", audit.Origin("signal", self.name), target="config",
-                count=1, outcome=answer["outcome"], hash=answer["hash"], error=answer.get("error"),
-                changed=answer.get("changed") or None))
+            await audit.record(
+                self.redis,
+                audit.entry(
+                    "reload",
+                    audit.Origin("signal", self.name),
+                    target="config",
+                    count=1,
+                    outcome=answer["outcome"],
+                    hash=answer["hash"],
+                    error=answer.get("error"),
+                    changed=answer.get("changed") or None,
+                ),
+            )
         except REDIS_ERRORS:
             logger.warning("audit_not_recorded", action="reload")
 
@@ -231,13 +254,24 @@ async def request_reload(redis: Redis, origin: audit.Origin, *, wait_s: float = 
     # applied with something left undone: its error says what, and the process retries it
     incomplete = [a for a in answers if a["outcome"] == "reloaded" and a.get("error")]
     result = {
-        "id": request_id, "asked": expected, "answered": len(answers),
-        "answers": sorted(answers, key=lambda a: a["process"]), "silent": silent,
+        "id": request_id,
+        "asked": expected,
+        "answered": len(answers),
+        "answers": sorted(answers, key=lambda a: a["process"]),
+        "silent": silent,
         "ok": not refused and not incomplete and len(answers) == expected,
     }
-    await audit.record(redis, audit.entry(
-        "reload", origin, target="config", count=len(answers), refused=len(refused),
-        hashes=sorted({a["hash"] for a in answers}),
-        # what the reload changed, as every process that applied it saw it (the audit says what, not only who)
-        changed=sorted({key for a in answers for key in a.get("changed", [])}) or None))
+    await audit.record(
+        redis,
+        audit.entry(
+            "reload",
+            origin,
+            target="config",
+            count=len(answers),
+            refused=len(refused),
+            hashes=sorted({a["hash"] for a in answers}),
+            # what the reload changed, as every process that applied it saw it (the audit says what, not only who)
+            changed=sorted({key for a in answers for key in a.get("changed", [])}) or None,
+        ),
+    )
     return result

@@ -116,8 +116,15 @@ class Resender:
 
     # -- entry points ------------------------------------------------------------------------
 
-    async def one(self, nid: str, *, endpoint: str | None = None, endpoints: Sequence[str] = (),
-                  idempotency_key: str | None = None, origin: audit.Origin | None = None) -> dict[str, Any]:
+    async def one(
+        self,
+        nid: str,
+        *,
+        endpoint: str | None = None,
+        endpoints: Sequence[str] = (),
+        idempotency_key: str | None = None,
+        origin: audit.Origin | None = None,
+    ) -> dict[str, Any]:
         """Resend one notification (or, given a resend, its original) to ``endpoint``, to ``endpoints``
         (e.g. those where it failed), or to every endpoint that receives it. Raises NotFound, Conflict,
         BadParam."""
@@ -151,9 +158,16 @@ class Resender:
         await self._audit(origin, result, target=nid, resends=[result])
         return result
 
-    async def bulk(self, *, ids: Sequence[str] | None = None, filters: Filters | None = None,
-                   endpoint: str | None = None, dry_run: bool = False,
-                   idempotency_key: str | None = None, origin: audit.Origin | None = None) -> dict[str, Any]:
+    async def bulk(
+        self,
+        *,
+        ids: Sequence[str] | None = None,
+        filters: Filters | None = None,
+        endpoint: str | None = None,
+        dry_run: bool = False,
+        idempotency_key: str | None = None,
+        origin: audit.Origin | None = None,
+    ) -> dict[str, Any]:
         """Resend each original named by ``ids`` or selected by ``filters`` once.
 
         With ``filters``, an original whose earlier resend already carries it to a target endpoint
@@ -188,44 +202,64 @@ class Resender:
             outcomes = await self._queue(plan, idem_map)
             resent = [o for o in outcomes if isinstance(o, Resent)]
             skipped += [o for o in outcomes if isinstance(o, Skip)]
-            logger.info("bulk_resend_queued", count=len(resent), skipped=len(skipped),
-                        by="ids" if ids is not None else "filter", endpoint=endpoint)
+            logger.info(
+                "bulk_resend_queued",
+                count=len(resent),
+                skipped=len(skipped),
+                by="ids" if ids is not None else "filter",
+                endpoint=endpoint,
+            )
             return _result(resent, skipped, count=len(resent), dry_run=False)
 
         if dry_run:
             return await work("")
-        request = {"route": "bulk", "ids": list(ids) if ids is not None else None,
-                   "filter": filters.fingerprint() if filters is not None else None, "endpoint": endpoint}
+        request = {
+            "route": "bulk",
+            "ids": list(ids) if ids is not None else None,
+            "filter": filters.fingerprint() if filters is not None else None,
+            "endpoint": endpoint,
+        }
         result = await self._idempotent(idempotency_key, request, work)
-        target = (f"{len(ids)} id(s)" if ids is not None else
-                  "filter " + " ".join(f"{key}={v}" for key, v in vars(filters).items() if v is not None))
+        target = (
+            f"{len(ids)} id(s)"
+            if ids is not None
+            else "filter " + " ".join(f"{key}={v}" for key, v in vars(filters).items() if v is not None)
+        )
         await self._audit(origin, result, target=target, resends=result["resends"])
         return result
 
-    async def _audit(self, origin: audit.Origin | None, result: dict[str, Any], *, target: str,
-                     resends: list[dict[str, Any]]) -> None:
+    async def _audit(
+        self, origin: audit.Origin | None, result: dict[str, Any], *, target: str, resends: list[dict[str, Any]]
+    ) -> None:
         """One audit entry per request; a replayed idempotent request did nothing new, so it has none."""
         if origin is None or result.get("replayed"):
             return
         count = sum(len(r["targets"]) for r in resends)
-        await audit.record(self.redis, audit.entry("resend", origin, target=target, count=count,
-                                                   resends=len(resends)))
+        await audit.record(self.redis, audit.entry("resend", origin, target=target, count=count, resends=len(resends)))
 
     # -- selection ---------------------------------------------------------------------------
 
-    async def _plan(self, ids: Sequence[str] | None, filters: Filters | None, endpoint: str | None, *,
-                    newcomers: bool = False) -> tuple[Plan, list[Skip]]:
+    async def _plan(
+        self, ids: Sequence[str] | None, filters: Filters | None, endpoint: str | None, *, newcomers: bool = False
+    ) -> tuple[Plan, list[Skip]]:
         skipped: list[Skip] = []
         if ids is not None:
             named = list(dict.fromkeys(ids))
             resolved = await self._originals(named)
         else:
             assert filters is not None
-            page = await scan(self.redis, filters, limit=BULK_MAX + 1, budget=BULK_SCAN_BUDGET,
-                              endpoints=list(self.settings.endpoints))
+            page = await scan(
+                self.redis,
+                filters,
+                limit=BULK_MAX + 1,
+                budget=BULK_SCAN_BUDGET,
+                endpoints=list(self.settings.endpoints),
+            )
             if page.next_cursor is not None:
-                raise TooBroad(f"the filter selects more than {BULK_MAX} notifications (or more than "
-                               f"{BULK_SCAN_BUDGET} to look at); narrow it with since and until")
+                raise TooBroad(
+                    f"the filter selects more than {BULK_MAX} notifications (or more than "
+                    f"{BULK_SCAN_BUDGET} to look at); narrow it with since and until"
+                )
             roots = list(dict.fromkeys(row.fields.get("resend_of") or row.nid for row in page.items))
             resolved = await self._originals(roots)
         plan: Plan = []
@@ -277,13 +311,31 @@ class Resender:
             if not source:
                 out.append(Skip(nid, f"the original {root!r} of {nid!r} is gone (past retention)"))
             else:
-                out.append(Original(root, source, channel, ref, mtype, status, test == "1", etype,
-                                    tuple(e for e in eps.split(",") if e)))
+                out.append(
+                    Original(
+                        root,
+                        source,
+                        channel,
+                        ref,
+                        mtype,
+                        status,
+                        test == "1",
+                        etype,
+                        tuple(e for e in eps.split(",") if e),
+                    )
+                )
         return out
 
     def _targets(self, n: Original, endpoint: str | None) -> tuple[tuple[str, ...], str]:
-        routes = routing.route(self.settings.endpoints.values(), source=n.source, channel=n.channel,
-                               mtype=n.mtype, status=n.status, test=n.test, etype=n.etype)
+        routes = routing.route(
+            self.settings.endpoints.values(),
+            source=n.source,
+            channel=n.channel,
+            mtype=n.mtype,
+            status=n.status,
+            test=n.test,
+            etype=n.etype,
+        )
         if endpoint is not None:
             if endpoint not in {name for name, _, _ in routes}:
                 return (), f"endpoint {endpoint!r} does not receive source {n.source!r} channel {n.channel!r}"
@@ -322,8 +374,12 @@ class Resender:
             if left:
                 kept.append((original, left))
             else:
-                skipped.append(Skip(original.nid, "already resent: an earlier resend is pending, "
-                                                  "in flight, retrying, paused or delivered"))
+                skipped.append(
+                    Skip(
+                        original.nid,
+                        "already resent: an earlier resend is pending, in flight, retrying, paused or delivered",
+                    )
+                )
         return kept, skipped
 
     def _configured(self, param: str, endpoint: str | None) -> None:
@@ -331,8 +387,11 @@ class Resender:
             known = ", ".join(sorted(self.settings.endpoints)) or "none"
             raise BadParam(param, endpoint, f"not a configured endpoint (configured: {known})")
         if endpoint is not None and not self._runs(endpoint):
-            raise BadParam(param, endpoint, "configured in this file but run by no worker yet: apply the file "
-                                            "with relay reload first")
+            raise BadParam(
+                param,
+                endpoint,
+                "configured in this file but run by no worker yet: apply the file with relay reload first",
+            )
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -341,13 +400,17 @@ class Resender:
         if idem_map and plan:
             # a retry: what the earlier try already queued is answered from the map (the script
             # checks again, atomically, for a retry racing its first try)
-            done = await cast(Awaitable[list[bytes | None]],
-                              self.redis.hmget(idem_map, [original.nid for original, _ in plan]))
-            out += [Resent(nid.decode(), original.nid, targets)
-                    for (original, targets), nid in zip(plan, done, strict=True) if nid is not None]
+            done = await cast(
+                Awaitable[list[bytes | None]], self.redis.hmget(idem_map, [original.nid for original, _ in plan])
+            )
+            out += [
+                Resent(nid.decode(), original.nid, targets)
+                for (original, targets), nid in zip(plan, done, strict=True)
+                if nid is not None
+            ]
             plan = [item for item, nid in zip(plan, done, strict=True) if nid is None]
         for start in range(0, len(plan), CHUNK):
-            chunk = plan[start:start + CHUNK]
+            chunk = plan[start : start + CHUNK]
             async with self.redis.pipeline(transaction=False) as pipe:
                 for original, _ in chunk:
                     pipe.incr(k.resend_seq(original.nid))
@@ -360,16 +423,30 @@ class Resender:
                     job_id = k.fanout_job_id(nid)
                     await self._script(
                         keys=RESEND.pack_keys(
-                            original=k.notification(original.nid), notification=k.notification(nid), seq=k.SEQ,
-                            ix_all=k.IDX_ALL, ix_channel=k.idx_channel(original.channel),
+                            original=k.notification(original.nid),
+                            notification=k.notification(nid),
+                            seq=k.SEQ,
+                            ix_all=k.IDX_ALL,
+                            ix_channel=k.idx_channel(original.channel),
                             ix_source=k.idx_source(original.source),
-                            ix_ref=k.idx_ref(original.ref) if original.ref else "", fanout=k.FANOUT,
-                            resends=k.resends(original.nid), job=k.ARQ_JOB_PREFIX + job_id, arq_queue=k.QUEUE_NAME,
-                            idempotency=idem_map, ix_type=k.idx_type(original.etype) if original.etype else ""),
+                            ix_ref=k.idx_ref(original.ref) if original.ref else "",
+                            fanout=k.FANOUT,
+                            resends=k.resends(original.nid),
+                            job=k.ARQ_JOB_PREFIX + job_id,
+                            arq_queue=k.QUEUE_NAME,
+                            idempotency=idem_map,
+                            ix_type=k.idx_type(original.etype) if original.etype else "",
+                        ),
                         args=RESEND.pack_args(
-                            original_nid=original.nid, nid=nid, retention_ms=self.retention_ms,
-                            job=fanout_job(nid, now), job_ttl_ms=FANOUT_JOB_EXPIRY_MS, job_id=job_id,
-                            targets=",".join(targets), idempotency_ttl_ms=IDEMPOTENCY_TTL_MS),
+                            original_nid=original.nid,
+                            nid=nid,
+                            retention_ms=self.retention_ms,
+                            job=fanout_job(nid, now),
+                            job_ttl_ms=FANOUT_JOB_EXPIRY_MS,
+                            job_id=job_id,
+                            targets=",".join(targets),
+                            idempotency_ttl_ms=IDEMPOTENCY_TTL_MS,
+                        ),
                         client=pipe,
                     )
                 results = await pipe.execute()
@@ -379,12 +456,14 @@ class Resender:
                     out.append(Skip(original.nid, f"no notification {original.nid!r} (past retention)"))
                     continue
                 out.append(Resent(nid, original.nid, targets))
-                logger.info("resend_queued", nid=nid, resend_of=original.nid, targets=list(targets),
-                            reused=status == b"reused")
+                logger.info(
+                    "resend_queued", nid=nid, resend_of=original.nid, targets=list(targets), reused=status == b"reused"
+                )
         return out
 
-    async def _idempotent(self, key: str | None, request: dict[str, Any],
-                          work: Callable[[str], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    async def _idempotent(
+        self, key: str | None, request: dict[str, Any], work: Callable[[str], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
         if key is None:
             return await work("")
         claim, idem_map, stored = k.idempotency(key)
@@ -392,8 +471,10 @@ class Resender:
         if not await self.redis.set(claim, fingerprint, nx=True, px=IDEMPOTENCY_TTL_MS):
             previous = await self.redis.get(claim)
             if previous is not None and previous.decode() != fingerprint:
-                raise Conflict(f"idempotency_key {key!r} was already used for a different request "
-                               "in the last 24 hours; use a new key")
+                raise Conflict(
+                    f"idempotency_key {key!r} was already used for a different request "
+                    "in the last 24 hours; use a new key"
+                )
             answer = await self.redis.get(stored)
             if answer is not None:
                 logger.info("resend_replayed", idempotency_key=key)

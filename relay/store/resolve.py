@@ -34,8 +34,9 @@ async def resolve(redis: Redis, endpoints: Iterable[str], retention_ms: int = MA
     total = 0
     for ep, n in zip(eps, waiting, strict=True):
         if n:
-            keys = RESOLVE.pack_keys(resent=k.ep_resent(ep), failed=k.ep_state(ep, "failed"),
-                                    resolved=k.ep_state(ep, k.RESOLVED))
+            keys = RESOLVE.pack_keys(
+                resent=k.ep_resent(ep), failed=k.ep_state(ep, "failed"), resolved=k.ep_state(ep, k.RESOLVED)
+            )
             args = RESOLVE.pack_args(ep=ep, per_call=PER_CALL, retention_ms=retention_ms)
             total += int(await run(keys=keys, args=args, client=redis))
     return total

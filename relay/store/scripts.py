@@ -72,8 +72,10 @@ def _packer(spec: Spec, what: str, order: tuple[str, ...], tail: str) -> Callabl
     and checks the names itself, as fast as building the list by hand (ingest's hot path)."""
     if not all(n.isidentifier() and not keyword.iskeyword(n) and n != "rest" for n in order):
         raise ValueError(f"{spec.name}.lua: {what} must be named by identifiers: {order}")
-    params = [*(["*rest"] if tail else (["*"] if order else [])),
-              *(f"{n}=''" if n in spec.optional else n for n in order)]
+    params = [
+        *(["*rest"] if tail else (["*"] if order else [])),
+        *(f"{n}=''" if n in spec.optional else n for n in order),
+    ]
     body = f"[{', '.join([*order, *(['*rest'] if tail else [])])}]"
     fn_name = f"{spec.name}_{what}"
     namespace: dict[str, Any] = {}
@@ -124,9 +126,14 @@ def fragments_of(spec: Spec) -> Iterable[str]:
 @cache
 def source(spec: Spec) -> str:
     """The whole script: names of KEYS and ARGV, record tables, key functions, fragments, parts."""
-    return (names("K", spec.keys) + names("A", spec.args) + (spec.tables() if spec.tables else "") + key_functions()
-            + "".join(load(f) for f in fragments_of(spec))
-            + "".join(load(part, spec.package) for part in spec.parts))
+    return (
+        names("K", spec.keys)
+        + names("A", spec.args)
+        + (spec.tables() if spec.tables else "")
+        + key_functions()
+        + "".join(load(f) for f in fragments_of(spec))
+        + "".join(load(part, spec.package) for part in spec.parts)
+    )
 
 
 class Script(AsyncScript):

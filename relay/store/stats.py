@@ -70,9 +70,11 @@ def _full(memory: dict[str, Any]) -> bool:
 def thresholds(settings: Settings, ep: Endpoint) -> tuple[float, int, float]:
     """An endpoint's (threshold_percent, min_deliveries, window_hours): its own, else [alerts]."""
     cfg = settings.alerts
-    return (cfg.threshold_percent if ep.alert_threshold_percent is None else ep.alert_threshold_percent,
-            cfg.min_deliveries if ep.alert_min_deliveries is None else ep.alert_min_deliveries,
-            cfg.window_hours if ep.alert_window_hours is None else ep.alert_window_hours)
+    return (
+        cfg.threshold_percent if ep.alert_threshold_percent is None else ep.alert_threshold_percent,
+        cfg.min_deliveries if ep.alert_min_deliveries is None else ep.alert_min_deliveries,
+        cfg.window_hours if ep.alert_window_hours is None else ep.alert_window_hours,
+    )
 
 
 def host(url: str) -> str:
@@ -83,8 +85,9 @@ def _share(failing: int, attempted: int) -> float | None:
     return round(failing / attempted, 4) if attempted else None
 
 
-async def health_report(redis: Redis, settings: Settings, now_ms: int,
-                        *, max_pending_age: float | None = None) -> dict[str, Any]:
+async def health_report(
+    redis: Redis, settings: Settings, now_ms: int, *, max_pending_age: float | None = None
+) -> dict[str, Any]:
     """The evaluation: ``status``, ``problems`` (most severe first) and the figures behind them."""
     limit = max_pending_age if max_pending_age is not None else settings.health.max_pending_age
     try:
@@ -97,13 +100,27 @@ async def health_report(redis: Redis, settings: Settings, now_ms: int,
                 row.pop("resent")
     except REDIS_ERRORS as exc:
         error = f"{type(exc).__name__}: {exc}"
-        problem = {"kind": "redis_unreachable", "since": iso_seconds(now_ms), "error": error,
-                   "message": f"Redis unreachable ({error}): nothing can be stored or delivered"}
+        problem = {
+            "kind": "redis_unreachable",
+            "since": iso_seconds(now_ms),
+            "error": error,
+            "message": f"Redis unreachable ({error}): nothing can be stored or delivered",
+        }
         return {
-            "status": "unhealthy", "problems": [problem], "reasons": [problem["message"]], "warnings": [],
-            "checked_at": now_ms, "checked_at_iso": iso_seconds(now_ms), "max_pending_age_s": limit,
-            "redis": {"reachable": False, "error": error}, "queue": None, "workers": None,
-            "endpoints": {}, "sources": {}, "reconcile": {}, "notes": [],
+            "status": "unhealthy",
+            "problems": [problem],
+            "reasons": [problem["message"]],
+            "warnings": [],
+            "checked_at": now_ms,
+            "checked_at_iso": iso_seconds(now_ms),
+            "max_pending_age_s": limit,
+            "redis": {"reachable": False, "error": error},
+            "queue": None,
+            "workers": None,
+            "endpoints": {},
+            "sources": {},
+            "reconcile": {},
+            "notes": [],
         }
     report["max_pending_age_s"] = limit
     verdict(report, settings, limit)
@@ -124,8 +141,9 @@ async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]
     sources = list(settings.sources.values())
     cfg = settings.alerts
     src_minutes = max(1, round(cfg.source_window_minutes))
-    args: list[str | int] = HEALTH.pack_args(now_ms=now_ms, endpoints=len(endpoints), sources=len(sources),
-                                             source_window_minutes=src_minutes)
+    args: list[str | int] = HEALTH.pack_args(
+        now_ms=now_ms, endpoints=len(endpoints), sources=len(sources), source_window_minutes=src_minutes
+    )
     for ep in endpoints:
         window_ms = int(thresholds(settings, ep)[2] * HOUR_MS)
         by_name: dict[str, str | int] = {"name": ep.name, "window_ms": window_ms, "serial": 0 if ep.concurrent else 1}
@@ -163,10 +181,13 @@ async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]
             raise row
     persistence, memory, save, _arq_jobs, fanout_depth, fanout_first, workers, figures, paused, procs = rows[:10]
     # relay:fanout is scored by seq, in order of receipt: its head's receipt time is the oldest wait
-    fanout_recv: bytes | None = (await redis.hget(k.notification(fanout_first[0].decode()), "recv")  # type: ignore[misc]
-                                 if fanout_first else None)
+    fanout_recv: bytes | None = (
+        await redis.hget(k.notification(fanout_first[0].decode()), "recv")  # type: ignore[misc]
+        if fanout_first
+        else None
+    )
     queue_head = [(fanout_first[0], float(fanout_recv))] if fanout_recv else []
-    held = rows[10:10 + 2 * len(endpoints)]
+    held = rows[10 : 10 + 2 * len(endpoints)]
     rated = len(rows) - len(endpoints)  # the rate rows come last
     report: dict[str, Any] = {
         "checked_at": now_ms,
@@ -180,27 +201,33 @@ async def _read(redis: Redis, settings: Settings, now_ms: int) -> dict[str, Any]
         },
         # what waits, in the operator's words: notifications not yet routed, and deliveries not yet
         # sent (filled in below); never ARQ's own queue, which also holds the sweeper's cron jobs
-        "queue": {"fanout": int(fanout_depth), "deliveries": 0, "depth": int(fanout_depth),
-                  "oldest_age_s": oldest_age_s(now_ms, queue_head)},
+        "queue": {
+            "fanout": int(fanout_depth),
+            "deliveries": 0,
+            "depth": int(fanout_depth),
+            "oldest_age_s": oldest_age_s(now_ms, queue_head),
+        },
         "workers": _workers(workers, now_ms),
         "endpoints": {},
         "sources": {},
         "config": _config(procs, now_ms),
-        "reconcile": {src: reconcile.load(raw) for src, raw in zip(reconciled, rows[10 + 2 * len(endpoints):rated],
-                                                                   strict=True)},
+        "reconcile": {
+            src: reconcile.load(raw) for src, raw in zip(reconciled, rows[10 + 2 * len(endpoints) : rated], strict=True)
+        },
     }
-    for i, (ep, row) in enumerate(zip(endpoints, figures[:len(endpoints)], strict=True)):
+    for i, (ep, row) in enumerate(zip(endpoints, figures[: len(endpoints)], strict=True)):
         named = dict(zip(EP_FIELDS, (_text(v) for v in row), strict=True))
         report["endpoints"][ep.name] = {
             **_endpoint_row(settings, ep, named, now_ms),
-            "paused_deliveries": int(held[2 * i]), "cancelled": int(held[2 * i + 1]),
+            "paused_deliveries": int(held[2 * i]),
+            "cancelled": int(held[2 * i + 1]),
             **_pause(paused.get(ep.name.encode()), now_ms),
             **throttle.row(ep, rows[rated + i], now_ms),
         }
     waiting = sum(e["pending"] + e["retrying"] + e["paused_deliveries"] for e in report["endpoints"].values())
     report["queue"]["deliveries"] = waiting
     report["queue"]["depth"] += waiting
-    for src, row in zip(sources, figures[len(endpoints):], strict=True):
+    for src, row in zip(sources, figures[len(endpoints) :], strict=True):
         named = dict(zip(SRC_FIELDS, (_text(v) for v in row), strict=True))
         report["sources"][src.name] = _source_row(cfg, src_minutes, named, src.expect_within_hours, now_ms)
     return report
@@ -215,8 +242,12 @@ def _pause(raw: bytes | None, now_ms: int) -> dict[str, Any]:
         since = int(doc["at"])
     except (ValueError, KeyError, TypeError):
         doc, since = {}, now_ms
-    return {"paused": True, "paused_since": since, "paused_by": doc.get("by"),
-            "paused_age_s": round(max(0, now_ms - since) / 1000, 1)}
+    return {
+        "paused": True,
+        "paused_since": since,
+        "paused_by": doc.get("by"),
+        "paused_age_s": round(max(0, now_ms - since) / 1000, 1),
+    }
 
 
 def _config(raw: dict[bytes, bytes], now_ms: int) -> dict[str, Any]:
@@ -247,19 +278,32 @@ def _endpoint_row(settings: Settings, ep: Endpoint, row: dict[str, str], now_ms:
     counts = {state: int(row[f"n_{state}"]) for state in COUNT_STATES}
     windows: list[dict[str, Any]] = []
     for w in (1, 2, 3):
-        retrying, failed, delivered, resolved = (int(row[f"w{w}_{s}"])
-                                                 for s in ("retrying", "failed", "delivered", "resolved"))
+        retrying, failed, delivered, resolved = (
+            int(row[f"w{w}_{s}"]) for s in ("retrying", "failed", "delivered", "resolved")
+        )
         failing = retrying + failed
         attempted = failing + delivered + resolved
-        windows.append({"failing": failing, "retrying": retrying, "failed": failed, "delivered": delivered,
-                        "resolved": resolved, "attempted": attempted, "share": _share(failing, attempted)})
+        windows.append(
+            {
+                "failing": failing,
+                "retrying": retrying,
+                "failed": failed,
+                "delivered": delivered,
+                "resolved": resolved,
+                "attempted": attempted,
+                "share": _share(failing, attempted),
+            }
+        )
     threshold, min_deliveries, window_hours = thresholds(settings, ep)
     window = windows[0]
     share = window["share"]
     blocked = bool(row["head_nid"])
     over = share is not None and 100 * share > threshold and window["attempted"] >= min_deliveries
-    causes = [cause for cause, on in (("head_retrying", blocked), ("given_up", window["failed"] > 0),
-                                      ("threshold", over)) if on]
+    causes = [
+        cause
+        for cause, on in (("head_retrying", blocked), ("given_up", window["failed"] > 0), ("threshold", over))
+        if on
+    ]
     since = (_ms(row["open_since"]) or _ms(row["first_failing"])) if causes else None
     oldest = _age(now_ms, row["oldest_recv"])
     return {
@@ -284,8 +328,7 @@ def _endpoint_row(settings: Settings, ep: Endpoint, row: dict[str, str], now_ms:
     }
 
 
-def _source_row(cfg: Any, minutes: int, row: dict[str, str], expect_hours: float | None,
-                now_ms: int) -> dict[str, Any]:
+def _source_row(cfg: Any, minutes: int, row: dict[str, str], expect_hours: float | None, now_ms: int) -> dict[str, Any]:
     """One source's figures from health.lua (SRC_FIELDS): refusals and stored notifications in the
     window, the latest refusal (at, incident start, reason, detail, channel), notifications stored
     after it (-1: none), the start of the incident the alerts opened ('' if none), and for a source
@@ -294,8 +337,7 @@ def _source_row(cfg: Any, minutes: int, row: dict[str, str], expect_hours: float
     after = int(row["after"])
     accepted_since_last = after if after >= 0 else None
     share = _share(refused, refused + accepted)
-    over = (share is not None and 100 * share > cfg.source_threshold_percent
-            and refused >= cfg.source_min_rejections)
+    over = share is not None and 100 * share > cfg.source_threshold_percent and refused >= cfg.source_min_rejections
     # once raised, only accepted notifications end it: refusals ageing out of the window (2Checkout's
     # retries thinning out, a quiet night) are not a recovery. Bounded by the latest refusal's record,
     # which expires after 2Checkout's 48 h of retries.
@@ -308,11 +350,21 @@ def _source_row(cfg: Any, minutes: int, row: dict[str, str], expect_hours: float
         counted_from = last_received or _ms(row["watched"]) or now_ms
         silent = now_ms - counted_from > expect_hours * HOUR_MS
     return {
-        "window_minutes": minutes, "refused": refused, "accepted": accepted, "requests": refused + accepted,
-        "share": share, "last_refused_at": _ms(row["last_at"]), "since": _ms(row["first"]),
-        "reason": row["reason"] or None, "detail": row["detail"] or None, "channel": row["channel"] or None,
-        "accepted_since_last": accepted_since_last, "rejecting": rejecting,
-        "expect_within_hours": expect_hours, "last_received_at": last_received, "silent": silent,
+        "window_minutes": minutes,
+        "refused": refused,
+        "accepted": accepted,
+        "requests": refused + accepted,
+        "share": share,
+        "last_refused_at": _ms(row["last_at"]),
+        "since": _ms(row["first"]),
+        "reason": row["reason"] or None,
+        "detail": row["detail"] or None,
+        "channel": row["channel"] or None,
+        "accepted_since_last": accepted_since_last,
+        "rejecting": rejecting,
+        "expect_within_hours": expect_hours,
+        "last_received_at": last_received,
+        "silent": silent,
         "watched_since": _ms(row["watched"]),
     }
 
@@ -321,19 +373,23 @@ async def hourly(redis: Redis, endpoints: Sequence[str], now_ms: int) -> dict[st
     """Per endpoint, the 24 clock hours up to now: deliveries that ended delivered or resolved (``ok``)
     or failing (``fail``: retrying or failed) in each, by last change (relay/store/lua/hourly.lua)."""
     first = (now_ms // HOUR_MS - 23) * HOUR_MS
-    rows = await script(HOURLY)(args=HOURLY.pack_args(*endpoints, first_ms=first, hour_ms=HOUR_MS, hours=24),
-                                client=redis)
-    return {ep: [{"start": first + h * HOUR_MS, "ok": int(row[2 * h]), "fail": int(row[2 * h + 1])}
-                 for h in range(24)]
-            for ep, row in zip(endpoints, rows, strict=True)}
+    rows = await script(HOURLY)(
+        args=HOURLY.pack_args(*endpoints, first_ms=first, hour_ms=HOUR_MS, hours=24), client=redis
+    )
+    return {
+        ep: [{"start": first + h * HOUR_MS, "ok": int(row[2 * h]), "fail": int(row[2 * h + 1])} for h in range(24)]
+        for ep, row in zip(endpoints, rows, strict=True)
+    }
 
 
 def _workers(rows: list[tuple[bytes, float]], now_ms: int) -> dict[str, Any]:
     listed = [
-        {"name": name.decode(), "last_seen": int(score), "age_s": round((now_ms - score) / 1000, 1),
-         "alive": now_ms - score <= WORKER_ALIVE_MS}
+        {
+            "name": name.decode(),
+            "last_seen": int(score),
+            "age_s": round((now_ms - score) / 1000, 1),
+            "alive": now_ms - score <= WORKER_ALIVE_MS,
+        }
         for name, score in sorted(rows, key=lambda r: -r[1])
     ]
     return {"alive": sum(1 for w in listed if w["alive"]), "list": listed}
-
-

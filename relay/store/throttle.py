@@ -17,8 +17,13 @@ WINDOW_MS = 2000  # workers/wire.py RATE_WINDOW_MS (the store layer does not imp
 
 def row(ep: Endpoint, raw: Sequence[bytes | None], now_ms: int) -> dict[str, Any]:
     """``mode``, ``rate_limit``, ``rate_burst``, ``throttled`` and ``rate`` of one endpoint."""
-    out: dict[str, Any] = {"mode": ep.mode, "rate_limit": ep.rate_limit, "rate_burst": ep.rate_burst,
-                           "throttled": False, "rate": None}
+    out: dict[str, Any] = {
+        "mode": ep.mode,
+        "rate_limit": ep.rate_limit,
+        "rate_burst": ep.rate_burst,
+        "throttled": False,
+        "rate": None,
+    }
     if ep.rate_limit is None:
         return out
     held, win, n, prev = (_int(v) for v in raw)

@@ -12,59 +12,126 @@ from relay.store.scripts import Spec, names
 
 # health.lua: one row per endpoint and one per source, their fields in these orders (relay/store/stats.py)
 EP_FIELDS = (
-    "n_pending", "n_in_flight", "n_retrying", "n_failed", "n_delivered", "n_skipped", "n_resolved",
+    "n_pending",
+    "n_in_flight",
+    "n_retrying",
+    "n_failed",
+    "n_delivered",
+    "n_skipped",
+    "n_resolved",
     "pending_at",  # the pending head's score: when the oldest never-attempted delivery became pending
     # the endpoint's window (w1), the last hour (w2), the last day (w3), by each delivery's last change
     *(f"w{w}_{s}" for w in (1, 2, 3) for s in ("retrying", "failed", "delivered", "resolved")),
-    "head_nid", "head_last", "head_at", "held_back",  # a serial endpoint's head, once it failed an attempt
+    "head_nid",
+    "head_last",
+    "head_at",
+    "held_back",  # a serial endpoint's head, once it failed an attempt
     "first_failing",  # when the first failing delivery in the window first failed
-    "last_error", "last_error_at",  # the latest failing delivery's last result and its time
+    "last_error",
+    "last_error_at",  # the latest failing delivery's last result and its time
     "oldest_recv",  # the earliest receipt among the waiting (pending or retrying) deliveries
-    "open_since", "last_ok", "last_fail", "resent",
+    "open_since",
+    "last_ok",
+    "last_fail",
+    "resent",
 )
-SRC_FIELDS = ("refused", "accepted", "last_at", "first", "reason", "detail", "channel", "after", "opened",
-              "last_received", "watched")
+SRC_FIELDS = (
+    "refused",
+    "accepted",
+    "last_at",
+    "first",
+    "reason",
+    "detail",
+    "channel",
+    "after",
+    "opened",
+    "last_received",
+    "watched",
+)
 
 # one verified notification stored and its fan-out job queued (relay/store/ingest.py); the hot path
 INGEST = Spec(
-    ("ingest",), fragments=("_index",),
-    keys=("notification", "seq", "ix_all", "ix_channel", "ix_source", "ix_ref", "fanout", "job", "arq_queue",
-          "ins_triple", "ix_type"),
+    ("ingest",),
+    fragments=("_index",),
+    keys=(
+        "notification",
+        "seq",
+        "ix_all",
+        "ix_channel",
+        "ix_source",
+        "ix_ref",
+        "fanout",
+        "job",
+        "arq_queue",
+        "ins_triple",
+        "ix_type",
+    ),
     args=("nid", "retention_ms", "job", "job_ttl_ms", "job_id", "message_id"),
     args_rest="field, value pairs of the notification hash",
     optional=frozenset({"ix_ref", "ins_triple", "ix_type"}),  # '' when there is none
 )
 # one resend of an original as a new notification (relay/store/resend.py)
 RESEND = Spec(
-    ("resend",), fragments=("_index",),
-    keys=("original", "notification", "seq", "ix_all", "ix_channel", "ix_source", "ix_ref", "fanout", "resends",
-          "job", "arq_queue", "idempotency", "ix_type"),
+    ("resend",),
+    fragments=("_index",),
+    keys=(
+        "original",
+        "notification",
+        "seq",
+        "ix_all",
+        "ix_channel",
+        "ix_source",
+        "ix_ref",
+        "fanout",
+        "resends",
+        "job",
+        "arq_queue",
+        "idempotency",
+        "ix_type",
+    ),
     args=("original_nid", "nid", "retention_ms", "job", "job_ttl_ms", "job_id", "targets", "idempotency_ttl_ms"),
     optional=frozenset({"ix_ref", "idempotency", "ix_type"}),  # '' when there is none
 )
 # one refused notification of a source counted (relay/store/ingest.py)
-REFUSAL = Spec(("refusal",), fragments=("_received",), keys=("lastrej", "ix_source"),
-               args=("source", "reason", "detail", "channel", "minute_ttl_ms", "lastrej_ttl_ms",
-                     "recovery_accepted"))
+REFUSAL = Spec(
+    ("refusal",),
+    fragments=("_received",),
+    keys=("lastrej", "ix_source"),
+    args=("source", "reason", "detail", "channel", "minute_ttl_ms", "lastrej_ttl_ms", "recovery_accepted"),
+)
 # failed deliveries of one endpoint resolved by a delivered resend (relay/store/resolve.py)
 RESOLVE = Spec(("resolve",), keys=("resent", "failed", "resolved"), args=("ep", "per_call", "retention_ms"))
 # the configured endpoints registered, the others' removal recorded (relay/store/endpoints.py)
-ENDPOINTS = Spec(("endpoints",), keys=("registry", "removed", "seq"),
-                 args=("when", "configured", "removing", "retention_ms", "states"))
+ENDPOINTS = Spec(
+    ("endpoints",),
+    keys=("registry", "removed", "seq"),
+    args=("when", "configured", "removing", "retention_ms", "states"),
+)
 # an operator action: pause, resume, retry, cancel, cancel_removed (relay/store/control.py); the action's
 # own ARGV are '' where it takes none (control.lua says which)
-CONTROL = Spec(("control",), keys=("paused", "audit"),
-               args=("action", "ep", "audit", "audit_cap", "nid", "who", "upto", "from_state", "offset", "page"),
-               optional=frozenset({"nid", "who", "upto", "from_state", "offset", "page"}))
+CONTROL = Spec(
+    ("control",),
+    keys=("paused", "audit"),
+    args=("action", "ep", "audit", "audit_cap", "nid", "who", "upto", "from_state", "offset", "page"),
+    optional=frozenset({"nid", "who", "upto", "from_state", "offset", "page"}),
+)
 # every figure of health in one read (relay/store/stats.py)
 # what it is asked, after the named ARGV: per endpoint (serial: 1 or 0), then per source (silence_ms: 0 for
 # no expect_within_hours)
 HEALTH_EP_ARGS = ("name", "window_ms", "serial")
 HEALTH_SRC_ARGS = ("name", "silence_ms")
-HEALTH = Spec(("health",), fragments=("_received",),
-              tables=lambda: (names("EP", EP_FIELDS) + names("SRC", SRC_FIELDS) + names("HEALTH_EP", HEALTH_EP_ARGS)
-                              + names("HEALTH_SRC", HEALTH_SRC_ARGS)),
-              keys=("ix_all", "stats"), args=("now_ms", "endpoints", "sources", "source_window_minutes"),
-              args_rest="A.endpoints records of HEALTH_EP_ARGS, then A.sources records of HEALTH_SRC_ARGS")
+HEALTH = Spec(
+    ("health",),
+    fragments=("_received",),
+    tables=lambda: (
+        names("EP", EP_FIELDS)
+        + names("SRC", SRC_FIELDS)
+        + names("HEALTH_EP", HEALTH_EP_ARGS)
+        + names("HEALTH_SRC", HEALTH_SRC_ARGS)
+    ),
+    keys=("ix_all", "stats"),
+    args=("now_ms", "endpoints", "sources", "source_window_minutes"),
+    args_rest="A.endpoints records of HEALTH_EP_ARGS, then A.sources records of HEALTH_SRC_ARGS",
+)
 # the dashboard's hourly charts (relay/store/stats.py)
 HOURLY = Spec(("hourly",), args=("first_ms", "hour_ms", "hours"), args_rest="the endpoint names")

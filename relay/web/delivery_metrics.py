@@ -66,9 +66,9 @@ async def read_snapshot(redis: Redis, endpoints: Sequence[str], now_ms: int) -> 
             continue
     snap = Snapshot(up=True, stats=stats, arq=int(arq), fanout=int(fanout), workers_alive=int(alive))
     for i, ep in enumerate(endpoints):
-        row = rows[4 + i * _PER_EP: 4 + (i + 1) * _PER_EP]
-        snap.states[ep] = dict(zip(GAUGE_STATES, (int(n) for n in row[:len(GAUGE_STATES)]), strict=True))
-        snap.oldest[ep] = oldest_age_s(now_ms, *row[len(GAUGE_STATES):])
+        row = rows[4 + i * _PER_EP : 4 + (i + 1) * _PER_EP]
+        snap.states[ep] = dict(zip(GAUGE_STATES, (int(n) for n in row[: len(GAUGE_STATES)]), strict=True))
+        snap.oldest[ep] = oldest_age_s(now_ms, *row[len(GAUGE_STATES) :])
     return snap
 
 
@@ -82,8 +82,7 @@ def _r2d_counts(stats: dict[str, float], ep: str) -> list[float]:
     for i, upper in enumerate((*LATENCY_BUCKETS, None)):
         old = stats.get(f"{ep}|r2d|{i}", 0.0)
         if old:
-            j = next((j for j, b in enumerate(k.R2D_BUCKETS) if upper is not None and b >= upper),
-                     len(k.R2D_BUCKETS))
+            j = next((j for j, b in enumerate(k.R2D_BUCKETS) if upper is not None and b >= upper), len(k.R2D_BUCKETS))
             counts[j] += old
     return counts
 
@@ -93,8 +92,11 @@ def _histogram(stats: dict[str, float], ep: str, kind: str) -> tuple[list[tuple[
     buckets: list[tuple[str, float]] = []
     running = 0.0
     bounds = k.R2D_BUCKETS if kind == "r2d" else LATENCY_BUCKETS
-    counts = _r2d_counts(stats, ep) if kind == "r2d" else [stats.get(f"{ep}|{kind}|{i}", 0.0)
-                                                          for i in range(len(bounds) + 1)]
+    counts = (
+        _r2d_counts(stats, ep)
+        if kind == "r2d"
+        else [stats.get(f"{ep}|{kind}|{i}", 0.0) for i in range(len(bounds) + 1)]
+    )
     for upper, n in zip((*bounds, None), counts, strict=True):
         running += n
         buckets.append(("+Inf" if upper is None else repr(float(upper)), running))
@@ -128,29 +130,50 @@ class DeliveryCollector(Collector):
         if fill and not snap.up:
             return
         ep_label = ["endpoint"]
-        attempts = CounterMetricFamily("relay_delivery_attempts", "Delivery attempts by endpoint and outcome",
-                                       labels=["endpoint", "outcome"])
+        attempts = CounterMetricFamily(
+            "relay_delivery_attempts", "Delivery attempts by endpoint and outcome", labels=["endpoint", "outcome"]
+        )
         not_sent = CounterMetricFamily(
-            "relay_delivery_not_sent", "Claimed deliveries given back unsent (lease at risk after a stall, or a "
-            "reload retired the lane), each claimed again", labels=ep_label)
-        latency = HistogramMetricFamily("relay_delivery_attempt_duration_seconds",
-                                        "Duration of one delivery attempt (request and response)", labels=ep_label)
-        r2d = HistogramMetricFamily("relay_delivery_receipt_to_delivered_seconds",
-                                    "Time from receipt of a notification to its successful delivery",
-                                    labels=ep_label)
-        states = GaugeMetricFamily("relay_deliveries", "Unfinished deliveries by endpoint and state",
-                                   labels=["endpoint", "state"])
-        oldest = GaugeMetricFamily("relay_oldest_pending_age_seconds",
-                                   "Age of the oldest pending or retrying delivery (0 when none)", labels=ep_label)
-        last_ok = GaugeMetricFamily("relay_delivery_last_success_timestamp_seconds",
-                                    "Unix time of the last successful delivery attempt", labels=ep_label)
-        last_fail = GaugeMetricFamily("relay_delivery_last_failure_timestamp_seconds",
-                                      "Unix time of the last failed delivery attempt", labels=ep_label)
-        queue = GaugeMetricFamily("relay_queue_depth",
-                                  "Waiting work: notifications not yet routed (queue=fanout), deliveries not yet "
-                                  "sent, pending or retrying (deliveries); arq: ARQ's own queue (fan-out jobs and "
-                                  "the sweeper's cron jobs)",
-                                  labels=["queue"])
+            "relay_delivery_not_sent",
+            "Claimed deliveries given back unsent (lease at risk after a stall, or a "
+            "reload retired the lane), each claimed again",
+            labels=ep_label,
+        )
+        latency = HistogramMetricFamily(
+            "relay_delivery_attempt_duration_seconds",
+            "Duration of one delivery attempt (request and response)",
+            labels=ep_label,
+        )
+        r2d = HistogramMetricFamily(
+            "relay_delivery_receipt_to_delivered_seconds",
+            "Time from receipt of a notification to its successful delivery",
+            labels=ep_label,
+        )
+        states = GaugeMetricFamily(
+            "relay_deliveries", "Unfinished deliveries by endpoint and state", labels=["endpoint", "state"]
+        )
+        oldest = GaugeMetricFamily(
+            "relay_oldest_pending_age_seconds",
+            "Age of the oldest pending or retrying delivery (0 when none)",
+            labels=ep_label,
+        )
+        last_ok = GaugeMetricFamily(
+            "relay_delivery_last_success_timestamp_seconds",
+            "Unix time of the last successful delivery attempt",
+            labels=ep_label,
+        )
+        last_fail = GaugeMetricFamily(
+            "relay_delivery_last_failure_timestamp_seconds",
+            "Unix time of the last failed delivery attempt",
+            labels=ep_label,
+        )
+        queue = GaugeMetricFamily(
+            "relay_queue_depth",
+            "Waiting work: notifications not yet routed (queue=fanout), deliveries not yet "
+            "sent, pending or retrying (deliveries); arq: ARQ's own queue (fan-out jobs and "
+            "the sweeper's cron jobs)",
+            labels=["queue"],
+        )
         workers = GaugeMetricFamily("relay_workers_alive", "Workers with a heartbeat in the last 30 s")
         if fill:
             stats = snap.stats
@@ -169,8 +192,9 @@ class DeliveryCollector(Collector):
                     if f"{ep}|{key}" in stats:
                         family.add_metric([ep], stats[f"{ep}|{key}"] / 1000)
             queue.add_metric(["fanout"], snap.fanout)
-            queue.add_metric(["deliveries"], sum(n.get("pending", 0) + n.get("retrying", 0)
-                                                 for n in snap.states.values()))
+            queue.add_metric(
+                ["deliveries"], sum(n.get("pending", 0) + n.get("retrying", 0) for n in snap.states.values())
+            )
             queue.add_metric(["arq"], snap.arq)
             workers.add_metric([], snap.workers_alive)
         yield from (attempts, not_sent, latency, r2d, states, oldest, last_ok, last_fail, queue, workers)

@@ -40,11 +40,13 @@ async def listener_check(request: web.Request) -> web.Response:
     source = _source(request, _live(request))
     channel = request.match_info["channel"]
     if channel == "ins" and not (source.ins_secret_words and source.seller_id is not None):
-        raise web.HTTPNotFound(text=f"source {source.name!r} has no INS secret word and seller_id: "
-                                    "it cannot verify INS\n")
+        raise web.HTTPNotFound(
+            text=f"source {source.name!r} has no INS secret word and seller_id: it cannot verify INS\n"
+        )
     if channel != "ins" and not source.secret_keys:
-        raise web.HTTPNotFound(text=f"source {source.name!r} has no IPN/LCN secret key: "
-                                    f"it cannot verify {channel.upper()}\n")
+        raise web.HTTPNotFound(
+            text=f"source {source.name!r} has no IPN/LCN secret key: it cannot verify {channel.upper()}\n"
+        )
     return _reply(200, "OK: 2Checkout listener ready")
 
 
@@ -96,24 +98,42 @@ async def receive(request: web.Request) -> web.Response:
     except _Refused as refused:
         metrics.rejected_for(name, channel, refused.reason).inc()
         # source and channel first in every line, where a bound logger put them (a bind costs ~2 µs)
-        logger.info("notification_rejected", source=name, channel=channel, status=refused.status,
-                    reason=refused.reason, detail=refused.detail, duration_ms=_ms_since(started))
+        logger.info(
+            "notification_rejected",
+            source=name,
+            channel=channel,
+            status=refused.status,
+            reason=refused.reason,
+            detail=refused.detail,
+            duration_ms=_ms_since(started),
+        )
         try:  # counted for health and alerts (source_rejecting); best effort, like the rejection log
             await request.app[appkeys.STORE].refused(name, channel, refused.reason, refused.detail)
         except REDIS_ERRORS:
             pass
         return _reply(refused.status, f"rejected: {refused.reason}: {refused.detail}")
     if verified.key_index:
-        logger.warning("previous_secret_used", source=name, channel=channel,
-                       hint="2Checkout still signs with the previous key; remove it from the config once this stops")
+        logger.warning(
+            "previous_secret_used",
+            source=name,
+            channel=channel,
+            hint="2Checkout still signs with the previous key; remove it from the config once this stops",
+        )
 
     nid = notification_id(name, channel, body, verified.fields, verified.signed)
     try:
         stored = await _store(request, live, source, channel, body, nid, verified)
     except REDIS_ERRORS as exc:
         metrics.rejected_for(name, channel, "redis_unavailable").inc()
-        logger.warning("notification_not_stored", source=name, channel=channel, nid=nid, status=503,
-                       error=type(exc).__name__, duration_ms=_ms_since(started))
+        logger.warning(
+            "notification_not_stored",
+            source=name,
+            channel=channel,
+            nid=nid,
+            status=503,
+            error=type(exc).__name__,
+            duration_ms=_ms_since(started),
+        )
         return _reply(503, "unavailable: the notification could not be stored; retry later")
 
     receipt = _receipt(source, channel, verified.fields, verified.algo, verified.key_index)
@@ -121,9 +141,16 @@ async def receive(request: web.Request) -> web.Response:
     duplicate = stored.seq == 0
     metrics.accepted_for(name, channel, "true" if duplicate else "false").inc()
     metrics.ack_latency_for(channel).observe(elapsed)
-    logger.info("notification_accepted", source=name, channel=channel, nid=nid,
-                outcome="duplicate" if duplicate else "stored", seq=stored.seq or None, algo=verified.algo,
-                duration_ms=round(elapsed * 1000, 2))
+    logger.info(
+        "notification_accepted",
+        source=name,
+        channel=channel,
+        nid=nid,
+        outcome="duplicate" if duplicate else "stored",
+        seq=stored.seq or None,
+        algo=verified.algo,
+        duration_ms=round(elapsed * 1000, 2),
+    )
     return _reply(200, receipt)
 
 
@@ -146,8 +173,9 @@ def _check_sender(request: web.Request, source: Source, live: appkeys.Live) -> N
         if not networks.allowed(client, source.allow_networks):
             raise _Refused(403, "network_not_allowed", f"{client} is not in this source's allow_networks")
     if request.content_type not in FORM_TYPES:
-        raise _Refused(415, "unsupported_media_type",
-                       f"expected application/x-www-form-urlencoded, got {request.content_type}")
+        raise _Refused(
+            415, "unsupported_media_type", f"expected application/x-www-form-urlencoded, got {request.content_type}"
+        )
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         # 2Checkout does not compress; a compressed body is also a decompression-bomb vector
@@ -183,8 +211,9 @@ async def _verify_body(request: web.Request, source: Source, channel: str, body:
     return _Verified(fields, signed, key_index, algo)
 
 
-async def _store(request: web.Request, live: appkeys.Live, source: Source, channel: str, body: bytes, nid: str,
-                 verified: _Verified) -> Stored:
+async def _store(
+    request: web.Request, live: appkeys.Live, source: Source, channel: str, body: bytes, nid: str, verified: _Verified
+) -> Stored:
     """The one Redis round trip (ingest.lua), retried for server.redis_timeout seconds."""
     store = request.app[appkeys.STORE]
     facts = protocol.facts(channel, verified.fields)
@@ -197,10 +226,16 @@ async def _store(request: web.Request, live: appkeys.Live, source: Source, chann
 
     async def store_it() -> Stored:
         return await store.ingest(
-            nid=nid, source=source.name, channel=channel, body=body,
+            nid=nid,
+            source=source.name,
+            channel=channel,
+            body=body,
             content_type=request.headers.get("Content-Type", "application/x-www-form-urlencoded"),
-            algo=verified.algo, facts=facts, now_ms=now_ms,
-            extra={"key": "previous"} if verified.key_index else None, ins_triple=triple,
+            algo=verified.algo,
+            facts=facts,
+            now_ms=now_ms,
+            extra={"key": "previous"} if verified.key_index else None,
+            ins_triple=triple,
         )
 
     try:
@@ -211,7 +246,8 @@ async def _store(request: web.Request, live: appkeys.Live, source: Source, chann
         retrying = AsyncRetrying(
             stop=stop_after_delay(live.settings.server.redis_timeout),
             wait=wait_random_exponential(multiplier=0.02, max=0.5),
-            retry=retry_if_exception_type(REDIS_ERRORS), reraise=True,
+            retry=retry_if_exception_type(REDIS_ERRORS),
+            reraise=True,
         )
         return await retrying(store_it)
 
@@ -226,14 +262,15 @@ def _verify(source: Source, channel: str, fields: protocol.Fields, signed: bytes
         if not source.secret_keys:
             raise protocol.SignatureError("channel_disabled", f"source {source.name!r} has no IPN/LCN secret key")
         keys = source.secret_keys
-        algo, index = protocol.verify_signed(fields, [s.reveal().encode() for s in keys], source.min_signature,
-                                             signed)
+        algo, index = protocol.verify_signed(fields, [s.reveal().encode() for s in keys], source.min_signature, signed)
         return index, algo
     except protocol.SignatureError as exc:
         if exc.reason == "signature_mismatch":
             tried = keys if channel != "ins" else words
-            names = ", ".join(f"{label} (fingerprint {fingerprint(s)})"
-                              for label, s in zip(("current", "previous"), tried, strict=False))
+            names = ", ".join(
+                f"{label} (fingerprint {fingerprint(s)})"
+                for label, s in zip(("current", "previous"), tried, strict=False)
+            )
             exc.detail = f"{exc.detail}; tried {names}"
         raise
 
@@ -249,12 +286,18 @@ def _receipt(source: Source, channel: str, fields: protocol.Fields, algo: str, k
     return protocol.lcn_receipt(fields, key, algo, date)
 
 
-async def _log_rejection(request: web.Request, source: str, channel: str,
-                         exc: protocol.ProtocolError, body: bytes) -> None:
+async def _log_rejection(
+    request: web.Request, source: str, channel: str, exc: protocol.ProtocolError, body: bytes
+) -> None:
     # the capped log lets an operator see, say, every IPN failing after a key rotation
     record: dict[str, object] = {
-        "at": int(time.time() * 1000), "source": source, "channel": channel, "reason": exc.reason,
-        "detail": exc.detail, "remote": request.remote or "", "bytes": len(body),
+        "at": int(time.time() * 1000),
+        "source": source,
+        "channel": channel,
+        "reason": exc.reason,
+        "detail": exc.detail,
+        "remote": request.remote or "",
+        "bytes": len(body),
     }
     try:
         await request.app[appkeys.STORE].reject(record)

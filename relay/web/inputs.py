@@ -50,8 +50,9 @@ def _clean(request: web.Request) -> bool:
     (ASCII is valid UTF-8), an ASCII path and no query string. Anything else takes the checks above,
     field by field, which also name what is wrong."""
     headers = b"".join([part for pair in request.raw_headers for part in pair])
-    return (headers.isascii() and b"\x00" not in headers and request.path.isascii()
-            and not request.rel_url.raw_query_string)
+    return (
+        headers.isascii() and b"\x00" not in headers and request.path.isascii() and not request.rel_url.raw_query_string
+    )
 
 
 def _utf8(raw: bytes) -> bool:
@@ -81,8 +82,9 @@ def refusal(request: web.Request, status: int, reason: str) -> web.Response:
 async def decoded(request: web.Request, handler: Handler) -> web.StreamResponse:
     reason = problem(request)
     if reason is not None:
-        logger.info("request_refused", reason=reason.partition(":")[0], path=request.raw_path[:200],
-                    remote=request.remote)
+        logger.info(
+            "request_refused", reason=reason.partition(":")[0], path=request.raw_path[:200], remote=request.remote
+        )
         return refusal(request, 400, reason)
     return await handler(request)
 

@@ -37,9 +37,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # descriptors kept free of the connection caps: Redis pools, log files, the listening sockets
 RESERVED_FDS = 128
 BACKLOG = 1024
-_BUSY_ANSWER = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                b"Retry-After: 1\r\nConnection: close\r\nContent-Length: 59\r\n\r\n"
-                b"busy: every connection is running a request; retry shortly\n")
+_BUSY_ANSWER = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\nContent-Length: 59\r\n\r\n"
+    b"busy: every connection is running a request; retry shortly\n"
+)
 
 
 def raise_nofile() -> tuple[int, int]:
@@ -178,8 +180,11 @@ class ConnectionGuard:
         """Close every connection whose wait for headers or for its next request ran out."""
         self._sweeper = None
         now = time.monotonic()
-        expired = [(t, c) for t, c in self._conns.items() if not c.busy and now - c.since >
-                   (self.header_timeout if c.in_headers else self.idle_timeout)]
+        expired = [
+            (t, c)
+            for t, c in self._conns.items()
+            if not c.busy and now - c.since > (self.header_timeout if c.in_headers else self.idle_timeout)
+        ]
         for transport, conn in expired:
             self.counts["header_timeout" if conn.in_headers else "idle_timeout"] += 1
             self._drop(transport, conn)
@@ -214,8 +219,9 @@ async def track(request: web.Request, handler: Handler) -> web.StreamResponse:
 class GuardedSite(web.BaseSite):
     """A TCP site whose connections go through a ``ConnectionGuard`` (aiohttp's TCPSite, plus the guard)."""
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard, *,
-                 reuse_port: bool = False) -> None:
+    def __init__(
+        self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard, *, reuse_port: bool = False
+    ) -> None:
         """``reuse_port``: SO_REUSEPORT, so the processes of ``relay serve --processes N`` each listen
         on the same port and the kernel spreads the connections over them."""
         super().__init__(runner, backlog=BACKLOG)
@@ -230,8 +236,13 @@ class GuardedSite(web.BaseSite):
         server = self._runner.server
         assert server is not None
         self._server = await asyncio.get_running_loop().create_server(
-            self.guard.factory(server), self._host, self._port, backlog=self._backlog, reuse_address=True,
-            reuse_port=self._reuse_port or None)
+            self.guard.factory(server),
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_address=True,
+            reuse_port=self._reuse_port or None,
+        )
 
     async def stop(self) -> None:
         self.guard.stop()

@@ -32,20 +32,29 @@ class IngressMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.received = Counter(
-            "relay_notifications_received", "Notification POSTs received", ["source", "channel"],
+            "relay_notifications_received",
+            "Notification POSTs received",
+            ["source", "channel"],
             registry=registry,
         )
         self.accepted = Counter(
-            "relay_notifications_accepted", "Notifications stored and acknowledged (duplicate=true: a repeat)",
-            ["source", "channel", "duplicate"], registry=registry,
+            "relay_notifications_accepted",
+            "Notifications stored and acknowledged (duplicate=true: a repeat)",
+            ["source", "channel", "duplicate"],
+            registry=registry,
         )
         self.rejected = Counter(
-            "relay_notifications_rejected", "Notification POSTs refused, by reason",
-            ["source", "channel", "reason"], registry=registry,
+            "relay_notifications_rejected",
+            "Notification POSTs refused, by reason",
+            ["source", "channel", "reason"],
+            registry=registry,
         )
         self.ack_latency = Histogram(
-            "relay_ack_latency_seconds", "Time from request start to read receipt", ["channel"],
-            buckets=LATENCY_BUCKETS, registry=registry,
+            "relay_ack_latency_seconds",
+            "Time from request start to read receipt",
+            ["channel"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
         self.received_for = Children(self.received)
         self.accepted_for = Children(self.accepted)

@@ -21,8 +21,9 @@ async def healthz(request: web.Request) -> web.Response:
     try:
         await app[appkeys.REDIS].ping()
     except REDIS_ERRORS as exc:
-        return web.json_response({"status": "unavailable", "redis": f"unreachable: {type(exc).__name__}",
-                                  **which}, status=503)
+        return web.json_response(
+            {"status": "unavailable", "redis": f"unreachable: {type(exc).__name__}", **which}, status=503
+        )
     return web.json_response({"status": "ok", "redis": "ok", **which})
 
 

@@ -113,13 +113,25 @@ class Cluster:
 
     # configuration and Redis
 
-    def configure(self, endpoints: Sequence[Endpoint], *, server: Mapping[str, Any] | None = None,
-                  delivery: Mapping[str, Any] | None = None, level: str = "warning") -> None:
-        lines = ["[server]"] + [f"{key} = {json.dumps(value)}" for key, value in
-                                {"redis_timeout": 0.5, **(server or {})}.items()]
+    def configure(
+        self,
+        endpoints: Sequence[Endpoint],
+        *,
+        server: Mapping[str, Any] | None = None,
+        delivery: Mapping[str, Any] | None = None,
+        level: str = "warning",
+    ) -> None:
+        lines = ["[server]"] + [
+            f"{key} = {json.dumps(value)}" for key, value in {"redis_timeout": 0.5, **(server or {})}.items()
+        ]
         lines += ["", "[logging]", f'level = "{level}"', 'format = "json"', ""]
-        write_config(self.config, redis_port=self.redis_server.port, endpoints=[e.spec() for e in endpoints],
-                     extra="\n".join(lines), delivery={"poll_interval": 0.05, **(delivery or {})})
+        write_config(
+            self.config,
+            redis_port=self.redis_server.port,
+            endpoints=[e.spec() for e in endpoints],
+            extra="\n".join(lines),
+            delivery={"poll_interval": 0.05, **(delivery or {})},
+        )
 
     async def start_redis(self) -> None:
         await asyncio.to_thread(self.redis_server.start)
@@ -136,8 +148,14 @@ class Cluster:
             await ep.start()
             self.endpoints.append(ep)
 
-    async def start(self, endpoints: Sequence[Endpoint], *, ingresses: int = 1, workers: int = 2,
-                    server: Mapping[str, Any] | None = None) -> list[str]:
+    async def start(
+        self,
+        endpoints: Sequence[Endpoint],
+        *,
+        ingresses: int = 1,
+        workers: int = 2,
+        server: Mapping[str, Any] | None = None,
+    ) -> list[str]:
         """The scene of the delivery scenarios: the endpoints listening, the config naming them, Redis,
         then the ingress processes (their URLs are returned) and the workers, each ready."""
         await self.start_endpoints(endpoints)
@@ -258,9 +276,19 @@ class Endpoint:
     port (connection refused) and ``start()`` opens the same port again.
     """
 
-    def __init__(self, name: str, *, concurrent: bool = False, max_in_flight: int = 10, timeout: float = 2.0,
-                 retry_delays: Sequence[float] | None = None, delay: float = 0.0,
-                 faults: Mapping[int, str] | None = None, fault_every: int = 1, slow_seconds: float = 3.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        concurrent: bool = False,
+        max_in_flight: int = 10,
+        timeout: float = 2.0,
+        retry_delays: Sequence[float] | None = None,
+        delay: float = 0.0,
+        faults: Mapping[int, str] | None = None,
+        fault_every: int = 1,
+        slow_seconds: float = 3.0,
+    ) -> None:
         for action in (faults or {}).values():
             if action not in ACTIONS:
                 raise ValueError(f"unknown action {action!r}")
@@ -288,8 +316,13 @@ class Endpoint:
         return not self.concurrent
 
     def spec(self) -> dict[str, Any]:
-        spec: dict[str, Any] = {"name": self.name, "url": self.url, "concurrent": self.concurrent,
-                                "timeout": self.timeout, "retry_delays": self.retry_delays}
+        spec: dict[str, Any] = {
+            "name": self.name,
+            "url": self.url,
+            "concurrent": self.concurrent,
+            "timeout": self.timeout,
+            "retry_delays": self.retry_delays,
+        }
         if self.concurrent:
             spec["max_in_flight"] = self.max_in_flight
         return spec
@@ -317,8 +350,14 @@ class Endpoint:
         action = "ok"
         if attempt in self.faults and refno % self.fault_every == 0:
             action = self.faults[attempt]
-        hit = Hit(request.headers.get("webhook-id", ""), request.headers.get("Relay-Notification-Id", ""),
-                  attempt, refno, time.monotonic(), action)
+        hit = Hit(
+            request.headers.get("webhook-id", ""),
+            request.headers.get("Relay-Notification-Id", ""),
+            attempt,
+            refno,
+            time.monotonic(),
+            action,
+        )
         self.hits.append(hit)
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
@@ -367,8 +406,10 @@ def _refno(body: bytes) -> int:
 
 # -- load ------------------------------------------------------------------------------------------------
 
-RECEIPT = re.compile(r'^<sig algo="(?P<algo>sha256|sha3-256)" date="(?P<date>\d{14})">[0-9a-f]+</sig>$'
-                     r"|^<EPAYMENT>(?P<md5date>\d{14})\|[0-9a-f]{32}</EPAYMENT>$")
+RECEIPT = re.compile(
+    r'^<sig algo="(?P<algo>sha256|sha3-256)" date="(?P<date>\d{14})">[0-9a-f]+</sig>$'
+    r"|^<EPAYMENT>(?P<md5date>\d{14})\|[0-9a-f]{32}</EPAYMENT>$"
+)
 
 
 def receipt_ok(body: bytes, text: str, secret: str = SECRET_KEY, channel: str = "ipn") -> bool:
@@ -401,8 +442,17 @@ class LoadGenerator:
     A notification still unacknowledged after ``give_up_after`` seconds is recorded as given up.
     """
 
-    def __init__(self, urls: Sequence[str], *, concurrency: int = 4, pace: float = 0.0, retry_delay: float = 0.2,
-                 give_up_after: float = 90.0, first_refno: int = 1_000_000, path: str = "/ipn") -> None:
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        concurrency: int = 4,
+        pace: float = 0.0,
+        retry_delay: float = 0.2,
+        give_up_after: float = 90.0,
+        first_refno: int = 1_000_000,
+        path: str = "/ipn",
+    ) -> None:
         self.urls = list(urls)
         self.concurrency = concurrency
         self.pace = pace
@@ -456,8 +506,7 @@ class LoadGenerator:
             url = self.urls[(i + tries) % len(self.urls)] + self.path
             tries += 1
             try:
-                async with session.post(url, data=body, headers=FORM,
-                                        timeout=aiohttp.ClientTimeout(total=15)) as resp:
+                async with session.post(url, data=body, headers=FORM, timeout=aiohttp.ClientTimeout(total=15)) as resp:
                     text = await resp.text()
                     self.outcomes[str(resp.status)] += 1
                     if resp.status == 200:
@@ -498,16 +547,18 @@ class Summary:
 
     def line(self) -> str:
         extra = " ".join(f"{key}={value}" for key, value in self.extra.items())
-        return (f"[faults] {self.scenario} ({self.mode}): acknowledged={self.acknowledged} "
-                f"delivered={self.delivered}/{self.expected} lost={self.lost} duplicated={self.duplicated} "
-                f"{extra} ({self.seconds:.1f} s)").rstrip()
+        return (
+            f"[faults] {self.scenario} ({self.mode}): acknowledged={self.acknowledged} "
+            f"delivered={self.delivered}/{self.expected} lost={self.lost} duplicated={self.duplicated} "
+            f"{extra} ({self.seconds:.1f} s)"
+        ).rstrip()
 
 
 async def states(redis: Redis, pairs: Sequence[tuple[str, str]]) -> list[str | None]:
     out: list[str | None] = []
     for i in range(0, len(pairs), 2000):
         async with redis.pipeline(transaction=False) as pipe:
-            for nid, ep in pairs[i:i + 2000]:
+            for nid, ep in pairs[i : i + 2000]:
                 pipe.hget(k.delivery(nid, ep), "state")
             out += [v.decode() if v is not None else None for v in await pipe.execute()]
     return out
@@ -517,8 +568,9 @@ def pairs_for(acks: Iterable[str], endpoints: Sequence[Endpoint]) -> list[tuple[
     return [(nid, ep.name) for nid in sorted(acks) for ep in endpoints]
 
 
-async def converge(redis: Redis, pairs: Sequence[tuple[str, str]], timeout: float,
-                   final: frozenset[str] = frozenset({"delivered"})) -> float | None:
+async def converge(
+    redis: Redis, pairs: Sequence[tuple[str, str]], timeout: float, final: frozenset[str] = frozenset({"delivered"})
+) -> float | None:
     """Wait (bounded) until every (notification, endpoint) delivery is in a final state.
 
     Returns the seconds it took, or None if it did not happen within ``timeout``.
@@ -542,7 +594,7 @@ async def attempt_records(redis: Redis, pairs: Sequence[tuple[str, str]]) -> dic
     """The attempt records (relay:a:{nid}:{ep}, JSON) of each delivery."""
     out: dict[tuple[str, str], list[Any]] = {}
     for i in range(0, len(pairs), 1000):
-        chunk = pairs[i:i + 1000]
+        chunk = pairs[i : i + 1000]
         async with redis.pipeline(transaction=False) as pipe:
             for nid, ep in chunk:
                 pipe.lrange(k.attempts(nid, ep), 0, -1)
@@ -569,8 +621,9 @@ async def seqs(redis: Redis, nids: Sequence[str]) -> dict[str, int]:
     return {nid: int(v) for nid, v in zip(nids, values, strict=True) if v is not None}
 
 
-async def reconcile(scenario: str, redis: Redis, acks: Mapping[str, Ack], endpoints: Sequence[Endpoint],
-                    started: float, **info: Any) -> Summary:
+async def reconcile(
+    scenario: str, redis: Redis, acks: Mapping[str, Ack], endpoints: Sequence[Endpoint], started: float, **info: Any
+) -> Summary:
     """Acknowledged vs. received (by webhook-id) vs. the delivery states in Redis."""
     pairs = pairs_for(acks, endpoints)
     found = await states(redis, pairs)
@@ -584,8 +637,16 @@ async def reconcile(scenario: str, redis: Redis, acks: Mapping[str, Ack], endpoi
         else:
             lost.append(f"{nid} -> {ep}: state {state}, endpoint accepted it {got} times")
     duplicated = sum(n - 1 for counts in received.values() for n in counts.values() if n > 1)
-    summary = Summary(scenario, len(acks), len(pairs), delivered, len(lost), duplicated,
-                      seconds=round(time.monotonic() - started, 1), **info)
+    summary = Summary(
+        scenario,
+        len(acks),
+        len(pairs),
+        delivered,
+        len(lost),
+        duplicated,
+        seconds=round(time.monotonic() - started, 1),
+        **info,
+    )
     if lost:
         summary.extra["lost_examples"] = lost[:5]
     return summary
@@ -625,8 +686,9 @@ def order_violations(ep: Endpoint, seq: Mapping[str, int]) -> list[str]:
     return out
 
 
-async def assert_delivered_cleanly(c: Cluster, endpoints: Sequence[Endpoint],
-                                   seq: Mapping[str, int] | None = None) -> None:
+async def assert_delivered_cleanly(
+    c: Cluster, endpoints: Sequence[Endpoint], seq: Mapping[str, int] | None = None
+) -> None:
     """What every delivery scenario ends with: each serial endpoint had one request in flight at a time,
     in order of receipt (when ``seq`` is given); no attempt number was sent twice; no lease or in-flight
     record is left."""

@@ -14,8 +14,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-COLUMNS = ("scenario", "load held", "faults injected", "inputs tried", "acknowledged", "delivered", "lost",
-           "duplicated", "notes", "reproduce")
+COLUMNS = (
+    "scenario",
+    "load held",
+    "faults injected",
+    "inputs tried",
+    "acknowledged",
+    "delivered",
+    "lost",
+    "duplicated",
+    "notes",
+    "reproduce",
+)
 
 
 def rows(lines: list[dict[str, Any]], mode: str) -> list[list[str]]:
@@ -29,15 +39,33 @@ def rows(lines: list[dict[str, Any]], mode: str) -> list[list[str]]:
         delivered = f"{d['delivered']}/{d['expected']}" if d["expected"] else "n/a"
         extra = d.get("extra") or {}
         notes = "; ".join(f"{_NOTES[key]}: {_plain(extra[key])}" for key in _NOTES if key in extra)
-        out.append([name, d["load"], d["faults"], d["inputs"], str(d["acknowledged"]), delivered, str(d["lost"]),
-                    str(d["duplicated"]), notes, f"`{d['command']}`"])
+        out.append(
+            [
+                name,
+                d["load"],
+                d["faults"],
+                d["inputs"],
+                str(d["acknowledged"]),
+                delivered,
+                str(d["lost"]),
+                str(d["duplicated"]),
+                notes,
+                f"`{d['command']}`",
+            ]
+        )
     return out
 
 
 _NOTES = {
-    "answered_503": "503s answered", "kills": "kills", "outage_s": "outage s", "settle_s": "settled in s",
-    "requests": "requests", "classes": "answers", "failed_attempts": "failed attempts",
-    "longest_failed_attempt_ms": "longest failed attempt ms", "stored_from_rejected": "stored from rejected",
+    "answered_503": "503s answered",
+    "kills": "kills",
+    "outage_s": "outage s",
+    "settle_s": "settled in s",
+    "requests": "requests",
+    "classes": "answers",
+    "failed_attempts": "failed attempts",
+    "longest_failed_attempt_ms": "longest failed attempt ms",
+    "stored_from_rejected": "stored from rejected",
     "worker_restart_delays_s": "worker restart delays s",
 }
 

@@ -74,8 +74,14 @@ def concrete(path: str, nid: str) -> str:
     return path.replace("{id}", nid)
 
 
-async def call(session: aiohttp.ClientSession, base: str, method: str, path: str,
-               headers: dict[str, str], login_token: str = "not-the-token") -> tuple[int, dict[str, str]]:
+async def call(
+    session: aiohttp.ClientSession,
+    base: str,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    login_token: str = "not-the-token",
+) -> tuple[int, dict[str, str]]:
     kwargs: dict[str, Any] = {"headers": headers, "allow_redirects": False, "timeout": aiohttp.ClientTimeout(total=10)}
     if method == "POST":
         if path.startswith("/api"):
@@ -123,8 +129,10 @@ async def test_admin_surface_refuses_every_request_without_the_token(
     statuses: Counter[int] = Counter()
     wrong: list[str] = []
     # the soak version also tries random tokens of the right length on every route
-    guesses = {f"random token {i}": {"Authorization": f"Bearer {secrets.token_urlsafe(len(TOKEN))[:len(TOKEN)]}"}
-               for i in range(pick(0, 40))}
+    guesses = {
+        f"random token {i}": {"Authorization": f"Bearer {secrets.token_urlsafe(len(TOKEN))[: len(TOKEN)]}"}
+        for i in range(pick(0, 40))
+    }
     for method, template in sorted(api | dashboard):
         path = concrete(template, nid)
         for label, headers in {**CREDENTIALS, **guesses}.items():
@@ -163,15 +171,27 @@ async def test_admin_surface_refuses_every_request_without_the_token(
     status, answer = await call(session, on, "POST", "/dashboard/login", {}, TOKEN)
     assert status == 303 and "relay_dashboard=" in answer.get("Set-Cookie", ""), (status, answer)
     requests = sum(statuses.values())
-    report(Summary(
-        "8 admin surface", acknowledged=0, expected=0, delivered=0, lost=0, duplicated=0,
-        seconds=round(time.monotonic() - started, 1),
-        load=f"{requests} requests to {len(api)} /api and {len(dashboard)} /dashboard routes, two ingresses",
-        faults="none (unauthenticated callers)",
-        inputs=f"{len(CREDENTIALS)} kinds of missing, wrong or forged credentials"
-               + (f" and {len(guesses)} random tokens" if guesses else "") + "; token configured and not",
-        command=command(NODE),
-        extra={"requests": requests, "routes": len(api) + len(dashboard), "statuses": dict(sorted(statuses.items())),
-               "wrong": len(wrong)},
-    ))
+    report(
+        Summary(
+            "8 admin surface",
+            acknowledged=0,
+            expected=0,
+            delivered=0,
+            lost=0,
+            duplicated=0,
+            seconds=round(time.monotonic() - started, 1),
+            load=f"{requests} requests to {len(api)} /api and {len(dashboard)} /dashboard routes, two ingresses",
+            faults="none (unauthenticated callers)",
+            inputs=f"{len(CREDENTIALS)} kinds of missing, wrong or forged credentials"
+            + (f" and {len(guesses)} random tokens" if guesses else "")
+            + "; token configured and not",
+            command=command(NODE),
+            extra={
+                "requests": requests,
+                "routes": len(api) + len(dashboard),
+                "statuses": dict(sorted(statuses.items())),
+                "wrong": len(wrong),
+            },
+        )
+    )
     assert not wrong, wrong[:15]

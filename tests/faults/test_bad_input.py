@@ -92,7 +92,7 @@ async def exchange(port: int, req: Request, timeout: float = 20.0) -> Outcome:
             if req.trickle and body:
                 writer.write(head + sep)
                 for i in range(len(body)):
-                    writer.write(body[i:i + 1])
+                    writer.write(body[i : i + 1])
                     await writer.drain()
                     await asyncio.sleep(req.trickle / len(body))
             else:
@@ -113,8 +113,14 @@ async def exchange(port: int, req: Request, timeout: float = 20.0) -> Outcome:
         if m and req.method != "HEAD":
             text = await asyncio.wait_for(reader.readexactly(int(m.group(1))), timeout)
         return Outcome(status, text.decode("utf-8", "replace"))
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError, TimeoutError, ValueError,
-            IndexError) as exc:
+    except (
+        asyncio.IncompleteReadError,
+        asyncio.LimitOverrunError,
+        OSError,
+        TimeoutError,
+        ValueError,
+        IndexError,
+    ) as exc:
         return Outcome(None, f"no answer: {type(exc).__name__}")
     finally:
         sender.cancel()
@@ -237,11 +243,19 @@ def corpus() -> list[Request]:
         # the replay of an old valid notification: a true duplicate gets a fresh receipt, nothing stored
         Request("replay", body=OLD, expect="replay"),
         Request("replay: named default source", target="/ipn/default", body=OLD, expect="replay"),
-        Request("replay: charset parameter", headers=(("Content-Type", FORM + "; charset=UTF-8"),), body=OLD,
-                expect="replay"),
+        Request(
+            "replay: charset parameter",
+            headers=(("Content-Type", FORM + "; charset=UTF-8"),),
+            body=OLD,
+            expect="replay",
+        ),
         Request("replay: query string", target="/ipn?utm=1", body=OLD, expect="replay"),
-        Request("replay: forwarded-for noise", headers=(*form, ("X-Forwarded-For", "6.6.6.6, garbage")),
-                body=OLD, expect="replay"),
+        Request(
+            "replay: forwarded-for noise",
+            headers=(*form, ("X-Forwarded-For", "6.6.6.6, garbage")),
+            body=OLD,
+            expect="replay",
+        ),
         # bodies
         Request("random bytes", body=bytes(range(256)) * 2),
         Request("invalid UTF-8 raw", body=b"REFNO=\xff\xfe&HASH=00"),
@@ -262,30 +276,44 @@ def corpus() -> list[Request]:
         Request("JSON body", headers=(("Content-Type", "application/json"),), body=b'{"REFNO": "1"}'),
         Request("INS with a bad md5_hash", target="/ins", body=ins_body(word="wrong")),
         # content types
-        *[Request(f"content type {ct!r}", headers=(("Content-Type", ct),), body=OLD)
-          for ct in ("application/json", "text/plain", "multipart/form-data; boundary=x", "application/xml",
-                     "application/x-www-form-urlencoded-evil", "*/*")],
+        *[
+            Request(f"content type {ct!r}", headers=(("Content-Type", ct),), body=OLD)
+            for ct in (
+                "application/json",
+                "text/plain",
+                "multipart/form-data; boundary=x",
+                "application/xml",
+                "application/x-www-form-urlencoded-evil",
+                "*/*",
+            )
+        ],
         Request("no content type header", headers=(), body=OLD),
         # limits
         Request("body over the limit", body=big),
         Request("body far over the limit", body=b"A=" + b"x" * (BODY_LIMIT * 16)),
-        Request("chunked body over the limit", headers=(*form, ("Transfer-Encoding", "chunked")),
-                body=b"".join(b"%x\r\n%s\r\n" % (4096, b"x" * 4096) for _ in range(6)) + b"0\r\n\r\n"),
+        Request(
+            "chunked body over the limit",
+            headers=(*form, ("Transfer-Encoding", "chunked")),
+            body=b"".join(b"%x\r\n%s\r\n" % (4096, b"x" * 4096) for _ in range(6)) + b"0\r\n\r\n",
+        ),
         Request("huge header", headers=(*form, ("X-Big", "a" * 20000)), body=OLD),
         Request("too many headers", headers=(*form, *[(f"X-H{i}", "v") for i in range(150)]), body=OLD),
         Request("huge request line", target="/ipn?" + "a" * 20000, body=OLD),
         Request("slow upload", body=OLD, trickle=3.0),
         Request("Expect: 100-continue", headers=(*form, ("Expect", "100-continue")), body=OLD, expect="replay"),
         Request("Expect: something else", headers=(*form, ("Expect", "coffee")), body=OLD),
-        Request("body shorter than Content-Length", headers=(*form, ("Content-Length", str(len(OLD) + 50))),
-                body=OLD),
+        Request("body shorter than Content-Length", headers=(*form, ("Content-Length", str(len(OLD) + 50))), body=OLD),
         # framing
-        Request("Content-Length and Transfer-Encoding", raw=raw(
-            "POST /ipn HTTP/1.1\nHost: x\nContent-Length: 5\nTransfer-Encoding: chunked\n\n0\n\n")),
+        Request(
+            "Content-Length and Transfer-Encoding",
+            raw=raw("POST /ipn HTTP/1.1\nHost: x\nContent-Length: 5\nTransfer-Encoding: chunked\n\n0\n\n"),
+        ),
         Request("Content-Length not a number", raw=raw("POST /ipn HTTP/1.1\nHost: x\nContent-Length: abc\n\n")),
         Request("negative Content-Length", raw=raw("POST /ipn HTTP/1.1\nHost: x\nContent-Length: -1\n\n")),
-        Request("two Content-Lengths", raw=raw("POST /ipn HTTP/1.1\nHost: x\nContent-Length: 1\nContent-Length: 2"
-                                              "\n\n", b"ab")),
+        Request(
+            "two Content-Lengths",
+            raw=raw("POST /ipn HTTP/1.1\nHost: x\nContent-Length: 1\nContent-Length: 2\n\n", b"ab"),
+        ),
         Request("bad chunk size", raw=raw("POST /ipn HTTP/1.1\nHost: x\nTransfer-Encoding: chunked\n\nZZ\nab\n0\n\n")),
         Request("obs-fold header", raw=raw("POST /ipn HTTP/1.1\nHost: x\nX-A: a\n b\nContent-Length: 0\n\n")),
         Request("space in a header name", raw=raw("POST /ipn HTTP/1.1\nHost: x\nX A: a\nContent-Length: 0\n\n")),
@@ -301,11 +329,29 @@ def corpus() -> list[Request]:
         *[Request(f"method {m}", method=m, body=OLD) for m in ("PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")],
         Request("CONNECT", raw=raw("CONNECT 127.0.0.1:1 HTTP/1.1\nHost: x\n\n")),
         # path tricks (with the old body: any that reached /ipn would be a duplicate, never a new store)
-        *[Request(f"path {p!r}", target=p, body=OLD, expect="reject") for p in (
-            "/ipn/../ins", "/%2e%2e/ipn", "//ipn", "/ipn/", "/IPN", "/ipn%2Fdefault", "/ipn/nosuch",
-            "/ipn/default/extra", "/ipn;x=1", "/ipn%00", "/./ipn/../ipn/x", "/ipn/%2e%2e/lcn", "/api/../ipn/x",
-            "/ipn/" + "a" * 300, "/ins/default/../../ipn/x", "/metrics", "/healthz", "/api/notifications",
-        )],
+        *[
+            Request(f"path {p!r}", target=p, body=OLD, expect="reject")
+            for p in (
+                "/ipn/../ins",
+                "/%2e%2e/ipn",
+                "//ipn",
+                "/ipn/",
+                "/IPN",
+                "/ipn%2Fdefault",
+                "/ipn/nosuch",
+                "/ipn/default/extra",
+                "/ipn;x=1",
+                "/ipn%00",
+                "/./ipn/../ipn/x",
+                "/ipn/%2e%2e/lcn",
+                "/api/../ipn/x",
+                "/ipn/" + "a" * 300,
+                "/ins/default/../../ipn/x",
+                "/metrics",
+                "/healthz",
+                "/api/notifications",
+            )
+        ],
         Request("NUL in the path", raw=raw("POST /ipn\0 HTTP/1.1\nHost: x\nContent-Length: 0\n\n")),
         Request("absolute-form target", target="http://relay.example/ipn", body=OLD, expect="replay"),
     ]
@@ -326,7 +372,7 @@ def _mutate(op: tuple[int, int, int, str, bytes]) -> bytes:
     n = len(pairs)
     if kind == 0:
         pos = i % len(OLD)
-        return OLD[:pos] + bytes([(OLD[pos] + 1 + j % 255) % 256]) + OLD[pos + 1:]
+        return OLD[:pos] + bytes([(OLD[pos] + 1 + j % 255) % 256]) + OLD[pos + 1 :]
     if kind == 1:
         return OLD[: i % (len(OLD) + 1)] + junk
     if kind == 2:
@@ -344,44 +390,87 @@ def _mutate(op: tuple[int, int, int, str, bytes]) -> bytes:
     return pairs_body(pairs)
 
 
-field_names = st.sampled_from(["REFNO", "HASH", "SIGNATURE_SHA2_256", "SIGNATURE_SHA3_256", "IPN_PID[]",
-                               "IPN_PNAME[]", "IPN_DATE", "md5_hash", "sale_id", "LICENSE_CODE"]) | st.text(max_size=8)
+field_names = st.sampled_from(
+    [
+        "REFNO",
+        "HASH",
+        "SIGNATURE_SHA2_256",
+        "SIGNATURE_SHA3_256",
+        "IPN_PID[]",
+        "IPN_PNAME[]",
+        "IPN_DATE",
+        "md5_hash",
+        "sale_id",
+        "LICENSE_CODE",
+    ]
+) | st.text(max_size=8)
 form_bodies = st.lists(st.tuples(field_names, st.text(max_size=16)), max_size=6).map(
-    lambda pairs: "&".join(f"{quote(a)}={quote(b)}" for a, b in pairs).encode())
-mutations = st.tuples(st.integers(0, 7), st.integers(0, 10_000), st.integers(0, 10_000), st.text(max_size=8),
-                      st.binary(max_size=6)).map(_mutate)
-bodies = st.one_of(mutations, mutations, form_bodies, st.binary(max_size=64), st.just(OLD),
-                   st.integers(BODY_LIMIT - 64, BODY_LIMIT + 64).map(lambda n: b"A=" + b"x" * n))
-content_types = st.sampled_from([FORM, FORM, FORM, FORM + "; charset=UTF-8", "application/json", "text/plain",
-                                 "multipart/form-data; boundary=x", "", ";;;", FORM + '; charset="'])
+    lambda pairs: "&".join(f"{quote(a)}={quote(b)}" for a, b in pairs).encode()
+)
+mutations = st.tuples(
+    st.integers(0, 7), st.integers(0, 10_000), st.integers(0, 10_000), st.text(max_size=8), st.binary(max_size=6)
+).map(_mutate)
+bodies = st.one_of(
+    mutations,
+    mutations,
+    form_bodies,
+    st.binary(max_size=64),
+    st.just(OLD),
+    st.integers(BODY_LIMIT - 64, BODY_LIMIT + 64).map(lambda n: b"A=" + b"x" * n),
+)
+content_types = st.sampled_from(
+    [
+        FORM,
+        FORM,
+        FORM,
+        FORM + "; charset=UTF-8",
+        "application/json",
+        "text/plain",
+        "multipart/form-data; boundary=x",
+        "",
+        ";;;",
+        FORM + '; charset="',
+    ]
+)
 listeners = st.sampled_from(["/ipn", "/ipn", "/ipn", "/ipn", "/lcn", "/ins", "/ipn/default", "/ipn?x=1"])
-odd_paths = st.sampled_from(["/ipn/nope", "/ipn/../ins", "//ipn", "/ipn/", "/IPN", "/ipn%2F..", "/metrics", "/healthz",
-                             "/api/notifications"])
+odd_paths = st.sampled_from(
+    ["/ipn/nope", "/ipn/../ins", "//ipn", "/ipn/", "/IPN", "/ipn%2F..", "/metrics", "/healthz", "/api/notifications"]
+)
 random_paths = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=0x2FF), max_size=20).map(
-    lambda t: "/" + quote(t, safe="/%?&=;"))
+    lambda t: "/" + quote(t, safe="/%?&=;")
+)
 # a drawn branch, so most requests reach a listener whatever hypothesis prefers to explore
 paths = st.sampled_from([listeners] * 6 + [odd_paths, random_paths]).flatmap(lambda strategy: strategy)
 methods = st.sampled_from(["POST"] * 10 + ["GET", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"])
-noise = st.lists(st.tuples(st.sampled_from(["X-Forwarded-For", "Accept", "Cookie", "X-Junk", "Range", "Origin"]),
-                           st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=24)),
-                 max_size=2)
+noise = st.lists(
+    st.tuples(
+        st.sampled_from(["X-Forwarded-For", "Accept", "Cookie", "X-Junk", "Range", "Origin"]),
+        st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=24),
+    ),
+    max_size=2,
+)
 
 
 @st.composite
 def requests(draw: st.DrawFn) -> Request:
     ctype = draw(content_types)
     headers = ((("Content-Type", ctype),) if ctype else ()) + tuple(draw(noise))
-    return Request("generated", method=draw(methods), target=draw(paths), headers=headers, body=draw(bodies),
-                   expect="fuzz")
+    return Request(
+        "generated", method=draw(methods), target=draw(paths), headers=headers, body=draw(bodies), expect="fuzz"
+    )
 
 
 def fuzz(port: int, tally: Tally, examples: int) -> None:
     """Hypothesis drives batches of generated requests, BATCH at a time, from this (worker) thread."""
     loop = asyncio.new_event_loop()
 
-    @settings(max_examples=examples, deadline=None, database=None, print_blob=True,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                     HealthCheck.large_base_example])
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+    )
     @given(batch=st.lists(requests(), min_size=BATCH, max_size=BATCH))
     def batch_is_answered_well(batch: list[Request]) -> None:
         outcomes = loop.run_until_complete(fire(port, batch))
@@ -400,13 +489,16 @@ def fuzz(port: int, tally: Tally, examples: int) -> None:
 def stored_keys(nid: str, channel: str, body: bytes) -> set[str]:
     """The keys ingest.lua creates for an accepted notification (the source index already exists)."""
     ref = protocol.facts(channel, protocol.parse_form(body))["ref"]
-    return {k.notification(nid), k.ARQ_JOB_PREFIX + k.fanout_job_id(nid), k.idx_channel(channel),
-            *([k.idx_ref(ref)] if ref else [])}
+    return {
+        k.notification(nid),
+        k.ARQ_JOB_PREFIX + k.fanout_job_id(nid),
+        k.idx_channel(channel),
+        *([k.idx_ref(ref)] if ref else []),
+    }
 
 
 async def keys(redis: Redis) -> set[str]:
-    return {key.decode() async for key in redis.scan_iter(count=1000)
-            if not key.startswith(IGNORED_PREFIXES)} - IGNORED
+    return {key.decode() async for key in redis.scan_iter(count=1000) if not key.startswith(IGNORED_PREFIXES)} - IGNORED
 
 
 async def snapshot(redis: Redis) -> tuple[set[str], int, dict[bytes, bytes], int]:
@@ -442,20 +534,33 @@ async def test_nasty_requests_at_volume(cluster: Callable[..., Awaitable[Cluster
         added, removed = after[0] - before[0], before[0] - after[0]
         # a re-encoded replay (same signed content, other bytes) or the same body on another channel's URL
         # is stored as a new notification today: counted as a duplicate here, and tested on its own below
-        expected_new = {key for nid, (channel, body) in tally.stored_again.items()
-                        for key in stored_keys(nid, channel, body)}
-        report(Summary(
-            "7 bad input at volume", acknowledged=tally.replays_acknowledged, expected=0, delivered=0,
-            lost=len(removed), duplicated=len(tally.stored_again), seconds=round(time.monotonic() - started, 1),
-            load=f"{tally.sent} requests over {CONNECTIONS} concurrent connections to one relay serve",
-            faults="none (hostile input)",
-            inputs=f"{len(nasty)} corpus requests + hypothesis batches of {BATCH}: mutated signed bodies, random "
-                   "bytes and forms, content types, methods, paths, headers",
-            command=command(NODE),
-            extra={"requests": tally.sent, "classes": dict(sorted(tally.classes.items())),
-                   "statuses": dict(sorted(tally.statuses.items())), "stored_from_rejected": len(added - expected_new),
-                   "re_encoded_replays_stored": tally.re_encoded, "cross_channel_stored": tally.cross_channel},
-        ))
+        expected_new = {
+            key for nid, (channel, body) in tally.stored_again.items() for key in stored_keys(nid, channel, body)
+        }
+        report(
+            Summary(
+                "7 bad input at volume",
+                acknowledged=tally.replays_acknowledged,
+                expected=0,
+                delivered=0,
+                lost=len(removed),
+                duplicated=len(tally.stored_again),
+                seconds=round(time.monotonic() - started, 1),
+                load=f"{tally.sent} requests over {CONNECTIONS} concurrent connections to one relay serve",
+                faults="none (hostile input)",
+                inputs=f"{len(nasty)} corpus requests + hypothesis batches of {BATCH}: mutated signed bodies, random "
+                "bytes and forms, content types, methods, paths, headers",
+                command=command(NODE),
+                extra={
+                    "requests": tally.sent,
+                    "classes": dict(sorted(tally.classes.items())),
+                    "statuses": dict(sorted(tally.statuses.items())),
+                    "stored_from_rejected": len(added - expected_new),
+                    "re_encoded_replays_stored": tally.re_encoded,
+                    "cross_channel_stored": tally.cross_channel,
+                },
+            )
+        )
     assert tally.sent >= target
     assert not tally.problems, tally.problems[:10]
     assert tally.classes["5xx"] == 0 and tally.classes["none"] == 0
@@ -477,15 +582,21 @@ async def test_content_encoding_is_refused_with_a_4xx_not_a_500(
         Request("gzip header, body not gzip", headers=(form, ("Content-Encoding", "gzip")), body=b"notgzip"),
         Request("deflate header, body not deflate", headers=(form, ("Content-Encoding", "deflate")), body=b"x=1"),
         Request("gzip, truncated", headers=(form, ("Content-Encoding", "gzip")), body=gzip.compress(OLD)[:-12]),
-        Request("deflate, corrupt", headers=(form, ("Content-Encoding", "deflate")),
-                body=zlib.compress(OLD)[:10] + b"\x00" * 10),
+        Request(
+            "deflate, corrupt",
+            headers=(form, ("Content-Encoding", "deflate")),
+            body=zlib.compress(OLD)[:10] + b"\x00" * 10,
+        ),
         Request("br header, body not br", headers=(form, ("Content-Encoding", "br")), body=b"notbr"),
         Request("unknown coding", headers=(form, ("Content-Encoding", "zstd")), body=b"x"),
         Request("gzip bomb", headers=(form, ("Content-Encoding", "gzip")), body=gzip.compress(b"A=" + b"0" * 2**21)),
     ]
     answers = await fire(port, reqs)
-    wrong = [f"{r.label}: HTTP {o.status} {o.text[:70]!r}" for r, o in zip(reqs, answers, strict=True)
-             if o.status is None or not 400 <= o.status < 500]
+    wrong = [
+        f"{r.label}: HTTP {o.status} {o.text[:70]!r}"
+        for r, o in zip(reqs, answers, strict=True)
+        if o.status is None or not 400 <= o.status < 500
+    ]
     assert not wrong, wrong
     assert await snapshot(c.redis) == before
 
@@ -522,7 +633,8 @@ async def test_a_re_encoded_replay_is_recognised_as_a_duplicate(cluster: Callabl
     stored = sorted(key.removeprefix("relay:n:") for key in after[0] - before[0] if key.startswith("relay:n:"))
     assert not stored, (
         f"{len(stored)} of {len(variants)} re-encoded replays of {OLD_NID} were stored as new notifications "
-        f"(relay:seq {before[1]} -> {after[1]}): the notification id hashes the raw bytes, not the signed content")
+        f"(relay:seq {before[1]} -> {after[1]}): the notification id hashes the raw bytes, not the signed content"
+    )
 
 
 async def test_a_signed_body_is_refused_on_another_channels_url(cluster: Callable[..., Awaitable[Cluster]]) -> None:
@@ -533,14 +645,26 @@ async def test_a_signed_body_is_refused_on_another_channels_url(cluster: Callabl
     """
     c, port = await start(cluster)
     before = await snapshot(c.redis)
-    lcn = signed_body([("LICENSE_CODE", "4B6E1A2C3D"), ("EXPIRATION_DATE", "2027-01-01 00:00:00"),
-                       ("DATE_UPDATED", "2026-01-01 00:00:00"), ("STATUS", "ACTIVE"), ("TEST", "1")])
-    reqs = [Request("IPN posted to /lcn", target="/lcn", body=OLD),
-            Request("IPN posted to /lcn/default", target="/lcn/default", body=OLD),
-            Request("LCN posted to /ipn", target="/ipn", body=lcn)]
+    lcn = signed_body(
+        [
+            ("LICENSE_CODE", "4B6E1A2C3D"),
+            ("EXPIRATION_DATE", "2027-01-01 00:00:00"),
+            ("DATE_UPDATED", "2026-01-01 00:00:00"),
+            ("STATUS", "ACTIVE"),
+            ("TEST", "1"),
+        ]
+    )
+    reqs = [
+        Request("IPN posted to /lcn", target="/lcn", body=OLD),
+        Request("IPN posted to /lcn/default", target="/lcn/default", body=OLD),
+        Request("LCN posted to /ipn", target="/ipn", body=lcn),
+    ]
     answers = await fire(port, reqs)
-    wrong = [f"{r.label}: HTTP {o.status} {o.text[:70]!r}" for r, o in zip(reqs, answers, strict=True)
-             if o.status is None or not 400 <= o.status < 500]
+    wrong = [
+        f"{r.label}: HTTP {o.status} {o.text[:70]!r}"
+        for r, o in zip(reqs, answers, strict=True)
+        if o.status is None or not 400 <= o.status < 500
+    ]
     after = await snapshot(c.redis)
     assert not wrong, f"{wrong}; relay:seq {before[1]} -> {after[1]}"
     assert after == before

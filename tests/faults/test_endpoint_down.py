@@ -62,8 +62,11 @@ async def test_endpoint_down_for_a_stretch_then_back(cluster: Callable[..., Awai
         await search.stop()
         outage = time.monotonic()
         at_start = len(audit.accepted())
-        await wait_for(lambda: _failed_enough(c, ledger, search, down_retries), pick(30, 120),
-                         what="the endpoints that went down were not retried")
+        await wait_for(
+            lambda: _failed_enough(c, ledger, search, down_retries),
+            pick(30, 120),
+            what="the endpoints that went down were not retried",
+        )
         outage = time.monotonic() - outage
         during = len(audit.accepted())
         await ledger.start()
@@ -78,7 +81,11 @@ async def test_endpoint_down_for_a_stretch_then_back(cluster: Callable[..., Awai
     seq = await seqs(c.redis, list(gen.acknowledged))
     errors = await error_classes(c.redis, pairs)
     summary = await reconcile(
-        "4 endpoint down, then back", c.redis, gen.acknowledged, eps, started,
+        "4 endpoint down, then back",
+        c.redis,
+        gen.acknowledged,
+        eps,
+        started,
         load=f"{gen.started} signed IPNs posted one at a time over ~{duration:g} s; 3 endpoints (2 serial)",
         faults=f"2 endpoints' ports closed for {outage:.1f} s (until the serial one had failed {down_retries} tries)",
         inputs="signed IPNs",

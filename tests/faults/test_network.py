@@ -102,13 +102,21 @@ async def test_misbehaving_endpoints_end_in_their_retry_class(cluster: Callable[
                 wrong.append(f"{ep.name}: last attempt {attempts[-1]['outcome']}")
     errors = await error_classes(c.redis, pairs)
     summary = await reconcile(
-        "5 network misbehaviour", c.redis, gen.acknowledged, eps, started,
+        "5 network misbehaviour",
+        c.redis,
+        gen.acknowledged,
+        eps,
+        started,
         load=f"{gen.started} signed IPNs at full speed; 8 endpoints (4 serial)",
         faults="hang, slow drip, TCP reset then close, non-HTTP answer, HTTP 500 (1 s timeout)",
         inputs="signed IPNs",
         command=command(NODE),
-        extra={"settle_s": settled, "failed_attempts": errors, "longest_failed_attempt_ms": longest,
-               "hang_unfinished_when_healthy_done": still_hanging},
+        extra={
+            "settle_s": settled,
+            "failed_attempts": errors,
+            "longest_failed_attempt_ms": longest,
+            "hang_unfinished_when_healthy_done": still_hanging,
+        },
     )
     report(summary)
     assert not gen.unexpected and not gen.gave_up

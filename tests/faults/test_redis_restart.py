@@ -66,12 +66,21 @@ def at_least(value: Callable[[], int], floor: int) -> Callable[[], bool]:
 
 
 def endpoints() -> list[Endpoint]:
-    return [Endpoint("billing"), Endpoint("licensing", concurrent=True, max_in_flight=8),
-            Endpoint("crm", delay=0.002)]
+    return [Endpoint("billing"), Endpoint("licensing", concurrent=True, max_in_flight=8), Endpoint("crm", delay=0.002)]
 
 
-async def run_redis_outages(cluster: MakeCluster, *, scenario: str, node: str, appendfsync: str, sig: str,
-                            server: dict[str, str], outages: int, count: int, duration: float) -> None:
+async def run_redis_outages(
+    cluster: MakeCluster,
+    *,
+    scenario: str,
+    node: str,
+    appendfsync: str,
+    sig: str,
+    server: dict[str, str],
+    outages: int,
+    count: int,
+    duration: float,
+) -> None:
     started = time.monotonic()
     c = await cluster(appendfsync=appendfsync)
     eps = endpoints()
@@ -89,14 +98,20 @@ async def run_redis_outages(cluster: MakeCluster, *, scenario: str, node: str, a
     try:
         for n in range(outages):
             target = (n + 1) * count // (outages + 2)
-            await wait_for(at_least(lambda: len(gen.acknowledged), target), duration + 30,
-                             what=f"the stream did not reach {target} acknowledgements before outage {n + 1}")
+            await wait_for(
+                at_least(lambda: len(gen.acknowledged), target),
+                duration + 30,
+                what=f"the stream did not reach {target} acknowledgements before outage {n + 1}",
+            )
             before_503 = gen.answered_503
             down = time.time()
             await c.stop_redis(sig)
             # the outage lasts until the ingress has refused a few posts with 503: a refusal, not an ack
-            await wait_for(at_least(lambda: gen.answered_503, before_503 + refusals), 30,
-                             what="the ingress did not answer 503 while Redis was down")
+            await wait_for(
+                at_least(lambda: gen.answered_503, before_503 + refusals),
+                30,
+                what="the ingress did not answer 503 while Redis was down",
+            )
             await c.start_redis()
             windows.append((down, time.time()))
             refused.append(gen.answered_503 - before_503)
@@ -111,15 +126,25 @@ async def run_redis_outages(cluster: MakeCluster, *, scenario: str, node: str, a
     settled = await converge(c.redis, pairs, pick(60, 180))
     backoffs = first_restart_delays(c, windows)
     summary = await reconcile(
-        scenario, c.redis, gen.acknowledged, eps, started,
+        scenario,
+        c.redis,
+        gen.acknowledged,
+        eps,
+        started,
         load=f"{gen.started} signed IPNs over ~{duration:g} s, 4 concurrent posters, 3 endpoints (2 serial)",
         faults=f"{outages} Redis {'SIGTERM' if sig == 'term' else 'SIGKILL'} restarts (appendfsync {appendfsync}"
-               + (', ack_after = "fsync"' if server.get("ack_after") == "fsync" else "") + ")",
+        + (', ack_after = "fsync"' if server.get("ack_after") == "fsync" else "")
+        + ")",
         inputs="signed IPNs, re-posted after a 503 or a refused connection",
         command=command(node),
-        extra={"settle_s": settled, "answered_503": gen.answered_503, "refused_per_outage": refused,
-               "connection_errors": sum(n for key, n in gen.outcomes.items() if not key.isdigit()),
-               "worker_exits": len(c.worker_exits), "worker_restart_delays_s": backoffs},
+        extra={
+            "settle_s": settled,
+            "answered_503": gen.answered_503,
+            "refused_per_outage": refused,
+            "connection_errors": sum(n for key, n in gen.outcomes.items() if not key.isdigit()),
+            "worker_exits": len(c.worker_exits),
+            "worker_restart_delays_s": backoffs,
+        },
     )
     report(summary)
     assert not gen.unexpected, gen.unexpected[:5]
@@ -133,24 +158,38 @@ async def run_redis_outages(cluster: MakeCluster, *, scenario: str, node: str, a
     growing = {pid: delays for pid, delays in backoffs.items() if any(d > delays[0] for d in delays[1:])}
     assert not growing, (
         f"relay worker waits longer after each Redis outage although it recovered in between: first restart "
-        f"delay per outage (s), by worker pid: {growing}")
+        f"delay per outage (s), by worker pid: {growing}"
+    )
     # a Redis restart must not take the delivery workers down with it (a Sentinel failover is one too)
     assert not c.worker_exits, (
         f"{len(c.worker_exits)} relay worker process(es) exited when Redis restarted (a process manager had "
-        f"to restart them); first exit code {c.worker_exits[0].returncode}:\n{c.worker_exits[0].tail}")
+        f"to restart them); first exit code {c.worker_exits[0].returncode}:\n{c.worker_exits[0].tail}"
+    )
 
 
 async def test_redis_sigterm_restart_with_aof_everysec(cluster: MakeCluster) -> None:
     await run_redis_outages(
-        cluster, scenario="1 Redis restart (AOF everysec, SIGTERM)",
+        cluster,
+        scenario="1 Redis restart (AOF everysec, SIGTERM)",
         node="tests/faults/test_redis_restart.py::test_redis_sigterm_restart_with_aof_everysec",
-        appendfsync="everysec", sig="term", server={}, outages=pick(1, 4), count=pick(300, 3000),
-        duration=pick(10.0, 90.0))
+        appendfsync="everysec",
+        sig="term",
+        server={},
+        outages=pick(1, 4),
+        count=pick(300, 3000),
+        duration=pick(10.0, 90.0),
+    )
 
 
 async def test_redis_sigkill_with_ack_after_fsync(cluster: MakeCluster) -> None:
     await run_redis_outages(
-        cluster, scenario="2 Redis SIGKILL (ack_after fsync, appendfsync always)",
+        cluster,
+        scenario="2 Redis SIGKILL (ack_after fsync, appendfsync always)",
         node="tests/faults/test_redis_restart.py::test_redis_sigkill_with_ack_after_fsync",
-        appendfsync="always", sig="kill", server={"ack_after": "fsync"}, outages=pick(2, 6),
-        count=pick(300, 3000), duration=pick(10.0, 90.0))
+        appendfsync="always",
+        sig="kill",
+        server={"ack_after": "fsync"},
+        outages=pick(2, 6),
+        count=pick(300, 3000),
+        duration=pick(10.0, 90.0),
+    )

@@ -63,8 +63,11 @@ async def test_a_thousand_reloads_of_a_busy_serial_endpoint_never_send_one_deliv
     started = time.monotonic()
     c = await cluster()
     ledger = Moving("ledger", delay=0.001)
-    eps = [ledger, Endpoint("search", concurrent=True, max_in_flight=16, delay=0.004),
-           Endpoint("crm", concurrent=True, max_in_flight=16, delay=0.002)]
+    eps = [
+        ledger,
+        Endpoint("search", concurrent=True, max_in_flight=16, delay=0.004),
+        Endpoint("crm", concurrent=True, max_in_flight=16, delay=0.002),
+    ]
     [url] = await c.start(eps, workers=1)
     [worker] = c.workers
 
@@ -78,8 +81,9 @@ async def test_a_thousand_reloads_of_a_busy_serial_endpoint_never_send_one_deliv
             c.configure(eps)
             before = await c.redis.llen(k.AUDIT)
             worker.proc.send_signal(signal.SIGHUP)
-            await wait_for(lambda before=before: _grew(c, before), 15, what=f"reload {i} was not applied",
-                             interval=0.002)
+            await wait_for(
+                lambda before=before: _grew(c, before), 15, what=f"reload {i} was not applied", interval=0.002
+            )
             reloads.append(json.loads(await c.redis.lindex(k.AUDIT, 0))["outcome"])
             if not worker.alive:
                 raise AssertionError(f"the worker exited:\n{worker.tail()}")
@@ -92,11 +96,14 @@ async def test_a_thousand_reloads_of_a_busy_serial_endpoint_never_send_one_deliv
     settled = await converge(c.redis, pairs, 60)
     seq = await seqs(c.redis, list(gen.acknowledged))
     summary = await reconcile(
-        "reload storm", c.redis, gen.acknowledged, eps, started,
+        "reload storm",
+        c.redis,
+        gen.acknowledged,
+        eps,
+        started,
         load=f"{gen.started} signed IPNs; 1 worker; 3 endpoints (1 serial)",
         faults=f"{RELOADS} reloads by SIGHUP, each moving the serial endpoint to another URL",
-        extra={"settle_s": settled, "reload_s": round(reload_s, 1),
-               "serial_during_reloads": len(ledger.hits)},
+        extra={"settle_s": settled, "reload_s": round(reload_s, 1), "serial_during_reloads": len(ledger.hits)},
     )
     report(summary)
     assert reloads.count("reloaded") == RELOADS, {o: reloads.count(o) for o in set(reloads)}

@@ -170,14 +170,22 @@ async def test_a_worker_stopped_past_its_lease_sends_nothing_it_held_twenty_runs
     records = await attempt_records(c.redis, pairs)
     not_sent = sum(1 for attempts in records.values() for a in attempts if a.get("error") == "not_sent")
     summary = await reconcile(
-        "worker stalls", c.redis, gen.acknowledged, eps, started,
+        "worker stalls",
+        c.redis,
+        gen.acknowledged,
+        eps,
+        started,
         load=f"{gen.started} signed IPNs; 2 workers; 4 endpoints (2 serial, 2 concurrent)",
         faults=f"{len(takeovers)} SIGSTOPs of {LEASE_S + 0.3:g} s (lease {LEASE_S:g} s), alternating workers, "
-               f"{RUNS} of them while the stopped one held claims",
-        extra={"settle_s": settled, "takeovers_per_stall": takeovers, "not_sent": not_sent,
-               "torn_by_a_stall": sum(len(ep.torn) for ep in eps),
-               "failed_attempts": await error_classes(c.redis, pairs),
-               "peak_in_flight": {ep.name: ep.peak_in_flight for ep in eps}},
+        f"{RUNS} of them while the stopped one held claims",
+        extra={
+            "settle_s": settled,
+            "takeovers_per_stall": takeovers,
+            "not_sent": not_sent,
+            "torn_by_a_stall": sum(len(ep.torn) for ep in eps),
+            "failed_attempts": await error_classes(c.redis, pairs),
+            "peak_in_flight": {ep.name: ep.peak_in_flight for ep in eps},
+        },
     )
     report(summary)
     logs = "".join(w.log.read_text(errors="replace") for w in workers)
@@ -196,7 +204,6 @@ async def test_a_worker_stopped_past_its_lease_sends_nothing_it_held_twenty_runs
     assert not await leftovers(c.redis, eps)
     # the stalls did land while the stopped worker held claims: others took deliveries over
     assert sum(1 for n in takeovers if n) == RUNS, takeovers
-
 
 
 def _retried(c: Cluster) -> int:

@@ -55,15 +55,22 @@ async def test_two_ingresses_two_workers_keep_order_and_lose_nothing(
     seq = await seqs(c.redis, list(gen.acknowledged))
     per_ingress = {url: sum(1 for a in gen.acknowledged.values() if a.url.startswith(url)) for url in urls}
     summary = await reconcile(
-        "6 two ingresses, two workers", c.redis, gen.acknowledged, eps, started,
+        "6 two ingresses, two workers",
+        c.redis,
+        gen.acknowledged,
+        eps,
+        started,
         load=f"{gen.started} signed IPNs over ~{duration:g} s from 6 posters alternating between 2 ingresses; "
-             "2 workers; 3 endpoints (2 serial)",
+        "2 workers; 3 endpoints (2 serial)",
         faults="HTTP 500 then TCP reset on 1 in 13 first tries at a serial endpoint",
         inputs="signed IPNs",
         command=command(NODE),
-        extra={"settle_s": settled, "acked_per_ingress": list(per_ingress.values()),
-               "failed_attempts": await error_classes(c.redis, pairs),
-               "peak_in_flight": {ep.name: ep.peak_in_flight for ep in eps}},
+        extra={
+            "settle_s": settled,
+            "acked_per_ingress": list(per_ingress.values()),
+            "failed_attempts": await error_classes(c.redis, pairs),
+            "peak_in_flight": {ep.name: ep.peak_in_flight for ep in eps},
+        },
     )
     report(summary)
     assert not gen.unexpected and not gen.gave_up

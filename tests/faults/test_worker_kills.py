@@ -75,7 +75,11 @@ async def test_workers_sigkilled_every_few_seconds(cluster: Callable[..., Awaita
     seq = await seqs(c.redis, list(gen.acknowledged))
     errors = await error_classes(c.redis, pairs_for(gen.acknowledged, eps))
     summary = await reconcile(
-        "3 worker SIGKILLs", c.redis, gen.acknowledged, eps, started,
+        "3 worker SIGKILLs",
+        c.redis,
+        gen.acknowledged,
+        eps,
+        started,
         load=f"{gen.started} signed IPNs over ~{duration:g} s; 3 workers; 5 endpoints (2 serial, 3 concurrent)",
         faults=f"{kills} worker SIGKILLs, one every {kill_every:g} s, each replaced; HTTP 500 on 1 in 9 first tries",
         inputs="signed IPNs",

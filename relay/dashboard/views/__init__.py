@@ -1,2 +1,1 @@
 """The dashboard's views, one module per page and its actions (the route table: ``routes.py``)."""
-

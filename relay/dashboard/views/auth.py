@@ -28,9 +28,17 @@ async def login(request: web.Request) -> web.StreamResponse:
     next_url = sessions.safe_next(form.get("next"))
     if not sessions.token_matches(form.get("token"), settings):
         logger.warning("dashboard_login_failed", remote=request.remote)
-        return render_page(request, "login.html", {"next_url": next_url, "notice": None, "token_env":
-                                                   settings.server.admin_token_env,
-                                                   "error": "That is not the admin token."}, 401)
+        return render_page(
+            request,
+            "login.html",
+            {
+                "next_url": next_url,
+                "notice": None,
+                "token_env": settings.server.admin_token_env,
+                "error": "That is not the admin token.",
+            },
+            401,
+        )
     response = redirect(next_url)
     await sessions.start(request, response)
     logger.info("dashboard_login", remote=request.remote)

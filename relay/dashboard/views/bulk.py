@@ -24,35 +24,56 @@ async def bulk_confirm(request: web.Request) -> web.StreamResponse:
     session = session_of(request)
     back = f"{BASE}/notifications?{urlencode(params)}"
     try:
-        f = list_filters(params, int(time.time() * 1000),
-                         await endpoints.known_names(request.config_dict[appkeys.REDIS],
-                                                     request.config_dict[appkeys.LIVE].settings))
+        f = list_filters(
+            params,
+            int(time.time() * 1000),
+            await endpoints.known_names(request.config_dict[appkeys.REDIS], request.config_dict[appkeys.LIVE].settings),
+        )
         dry = await request.app[appkeys.RESENDER].bulk(filters=f, dry_run=True)
     except QueryError as exc:
         return error_page(request, exc.status, exc.message, session, back=back)
     fixed = frozen(params, f, until=int(time.time() * 1000))
-    selection = [(name, getattr(f, name)) for name in ("channel", "source", "endpoint", "state", "ref", "type")
-                 if getattr(f, name) is not None]
-    context = {"filters": fixed, "selection": selection, "since": f.since, "until": f.until, "dry": dry,
-               "back": back, "idempotency_key": idempotency_key()}
+    selection = [
+        (name, getattr(f, name))
+        for name in ("channel", "source", "endpoint", "state", "ref", "type")
+        if getattr(f, name) is not None
+    ]
+    context = {
+        "filters": fixed,
+        "selection": selection,
+        "since": f.since,
+        "until": f.until,
+        "dry": dry,
+        "back": back,
+        "idempotency_key": idempotency_key(),
+    }
     return render_page(request, "bulk.html", context, session=session, current="notifications")
 
 
 async def bulk_resend(request: web.Request) -> web.StreamResponse:
     form = await inputs.form(request)
-    params = {name: value for name in (*LIST_FILTERS, "period", "since", "until")
-              if (value := form_text(form, name)) is not None}
+    params = {
+        name: value
+        for name in (*LIST_FILTERS, "period", "since", "until")
+        if (value := form_text(form, name)) is not None
+    }
     back = f"{BASE}/notifications?{urlencode(params)}"
     try:
-        f = list_filters(params, int(time.time() * 1000),
-                         await endpoints.known_names(request.config_dict[appkeys.REDIS],
-                                                     request.config_dict[appkeys.LIVE].settings))
-        result = await request.app[appkeys.RESENDER].bulk(filters=f,
-                                                          idempotency_key=form_text(form, "idempotency_key"))
+        f = list_filters(
+            params,
+            int(time.time() * 1000),
+            await endpoints.known_names(request.config_dict[appkeys.REDIS], request.config_dict[appkeys.LIVE].settings),
+        )
+        result = await request.app[appkeys.RESENDER].bulk(filters=f, idempotency_key=form_text(form, "idempotency_key"))
     except QueryError as exc:
         return error_page(request, exc.status, f"bulk resend refused: {exc.message}", session_of(request), back=back)
-    logger.info("dashboard_bulk_resend", count=result["count"], skipped=result["skipped_count"],
-                expected=form_text(form, "expected"), replayed=bool(result.get("replayed")))
+    logger.info(
+        "dashboard_bulk_resend",
+        count=result["count"],
+        skipped=result["skipped_count"],
+        expected=form_text(form, "expected"),
+        replayed=bool(result.get("replayed")),
+    )
     # the resends are new notifications, received now and not yet in the chosen state: list what is
     # newest under the same channel, source, endpoint and reference, so they show at the top
     done: dict[str, str] = {name: params[name] for name in ("channel", "source", "endpoint", "ref") if name in params}

@@ -15,12 +15,21 @@ from relay.store.queries import QueryError
 from relay.web import appkeys, inputs
 
 CONTROL_TEXT = {
-    "pause": ("Pause endpoint {target}", "Its waiting deliveries will wait as paused: no attempts, no retries spent.",
-              "Pause"),
-    "resume": ("Resume endpoint {target}", "Its paused deliveries will be sent again (serial: in receipt order).",
-               "Resume"),
-    "retry": ("Retry now: {target}", "Retrying deliveries will be sent now instead of at their next retry.",
-              "Retry now"),
+    "pause": (
+        "Pause endpoint {target}",
+        "Its waiting deliveries will wait as paused: no attempts, no retries spent.",
+        "Pause",
+    ),
+    "resume": (
+        "Resume endpoint {target}",
+        "Its paused deliveries will be sent again (serial: in receipt order).",
+        "Resume",
+    ),
+    "retry": (
+        "Retry now: {target}",
+        "Retrying deliveries will be sent now instead of at their next retry.",
+        "Retry now",
+    ),
     "cancel": ("Cancel: {target}", "Waiting deliveries will be cancelled (they can be resent later).", "Cancel"),
 }
 
@@ -47,8 +56,15 @@ async def control_confirm(request: web.Request) -> web.StreamResponse:
     except QueryError as exc:
         return error_page(request, exc.status, exc.message, session, back=f"{BASE}/")
     title, question, button = CONTROL_TEXT[action]
-    context = {"title": title.format(target=target), "question": question, "count": count, "button": button,
-               "action": act, "back": back, "endpoint": endpoint}
+    context = {
+        "title": title.format(target=target),
+        "question": question,
+        "count": count,
+        "button": button,
+        "action": act,
+        "back": back,
+        "endpoint": endpoint,
+    }
     return render_page(request, "control.html", context, session=session)
 
 

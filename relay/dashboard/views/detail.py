@@ -38,21 +38,32 @@ async def detail(request: web.Request) -> web.StreamResponse:
     routed = [ep for ep in doc.get("deliveries", {}) if ep in settings.endpoints]
     choices = routed or sorted(settings.endpoints)
     # the resend defaults to where the delivery failed (and no delivered resend resolved it)
-    failed = [ep for ep in routed if doc["deliveries"][ep].get("state") == "failed"
-              and not doc["deliveries"][ep].get("resolved_by")]
-    context = {"doc": doc, "endpoints": choices, "failed": failed, "idempotency_key": idempotency_key(),
-               # the flash names the resend only when it is a notification id
-               "resent": resent if queries.NID.fullmatch(resent) else None,
-               "replayed": bool(request.query.get("replayed")),
-               "data_url": f"{BASE}/data/notifications/{quote(nid, safe='')}", "summary": view.detail_summary(doc)}
-    return render_page(request, "detail.html", context, session=session_of(request), current="notifications",
-                       refresh_ms=REFRESH_MS)
+    failed = [
+        ep
+        for ep in routed
+        if doc["deliveries"][ep].get("state") == "failed" and not doc["deliveries"][ep].get("resolved_by")
+    ]
+    context = {
+        "doc": doc,
+        "endpoints": choices,
+        "failed": failed,
+        "idempotency_key": idempotency_key(),
+        # the flash names the resend only when it is a notification id
+        "resent": resent if queries.NID.fullmatch(resent) else None,
+        "replayed": bool(request.query.get("replayed")),
+        "data_url": f"{BASE}/data/notifications/{quote(nid, safe='')}",
+        "summary": view.detail_summary(doc),
+    }
+    return render_page(
+        request, "detail.html", context, session=session_of(request), current="notifications", refresh_ms=REFRESH_MS
+    )
 
 
 async def detail_data(request: web.Request) -> web.StreamResponse:
     doc = await load_detail(request, request.match_info["id"])
-    return fragment({"notification": doc}, render_section(request, "detail_fragment.html", {"doc": doc}),
-                    view.detail_summary(doc))
+    return fragment(
+        {"notification": doc}, render_section(request, "detail_fragment.html", {"doc": doc}), view.detail_summary(doc)
+    )
 
 
 async def resend_one(request: web.Request) -> web.StreamResponse:
@@ -64,12 +75,20 @@ async def resend_one(request: web.Request) -> web.StreamResponse:
         names = (form_text(form, "endpoint") or "").split(",")
         names = [n.strip() for n in names if n.strip()]
         result = await request.app[appkeys.RESENDER].one(
-            nid, endpoint=names[0] if len(names) == 1 else None, endpoints=names if len(names) > 1 else (),
-            idempotency_key=form_text(form, "idempotency_key"))
+            nid,
+            endpoint=names[0] if len(names) == 1 else None,
+            endpoints=names if len(names) > 1 else (),
+            idempotency_key=form_text(form, "idempotency_key"),
+        )
     except QueryError as exc:
         return error_page(request, exc.status, f"cannot resend {nid}: {exc.message}", session_of(request), back=back)
-    logger.info("dashboard_resend", nid=nid, resend=result["id"], targets=result["targets"],
-                replayed=bool(result.get("replayed")))
+    logger.info(
+        "dashboard_resend",
+        nid=nid,
+        resend=result["id"],
+        targets=result["targets"],
+        replayed=bool(result.get("replayed")),
+    )
     params = {"resent": result["id"], "replayed": "1" if result.get("replayed") else None}
     query = urlencode({n: v for n, v in params.items() if v})
     return redirect(f"{BASE}/notifications/{quote(result['resend_of'], safe='')}?{query}")

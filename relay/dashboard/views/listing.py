@@ -29,8 +29,9 @@ def list_params(request: web.Request) -> dict[str, str]:
     return {name: value.strip() for name, value in request.query.items() if value.strip()}
 
 
-def list_filters(params: Mapping[str, str], now_ms: int,
-                 known: Mapping[str, Collection[str]] | None = None) -> queries.Filters:
+def list_filters(
+    params: Mapping[str, str], now_ms: int, known: Mapping[str, Collection[str]] | None = None
+) -> queries.Filters:
     raw: dict[str, object] = {name: params[name] for name in LIST_FILTERS if name in params}
     period = params.get("period")
     if period in view.PERIODS:
@@ -63,11 +64,17 @@ class Listing:
 
 async def listing(request: web.Request, params: Mapping[str, str]) -> Listing:
     settings = request.config_dict[appkeys.LIVE].settings
-    f = list_filters(params, int(time.time() * 1000),
-                     await endpoints.known_names(request.config_dict[appkeys.REDIS], settings))
+    f = list_filters(
+        params, int(time.time() * 1000), await endpoints.known_names(request.config_dict[appkeys.REDIS], settings)
+    )
     cursor = params.get("cursor")
-    page = await queries.scan(request.config_dict[appkeys.REDIS], f, limit=queries.DEFAULT_LIMIT, cursor=cursor,
-                              endpoints=list(settings.endpoints))
+    page = await queries.scan(
+        request.config_dict[appkeys.REDIS],
+        f,
+        limit=queries.DEFAULT_LIMIT,
+        cursor=cursor,
+        endpoints=list(settings.endpoints),
+    )
     fixed = frozen(params, f)
     url = f"{BASE}/notifications"
     next_url = f"{url}?{urlencode({**fixed, 'cursor': page.next_cursor})}" if page.next_cursor else None
@@ -81,29 +88,53 @@ async def listing(request: web.Request, params: Mapping[str, str]) -> Listing:
 
 def _list_context(result: Listing) -> dict[str, Any]:
     """What list_fragment.html needs."""
-    return {"items": result.items, "next_url": result.next_url, "first_url": result.first_url,
-            "filtered": not result.filters.empty}
+    return {
+        "items": result.items,
+        "next_url": result.next_url,
+        "first_url": result.first_url,
+        "filtered": not result.filters.empty,
+    }
 
 
 async def notifications(request: web.Request) -> web.StreamResponse:
     settings = request.config_dict[appkeys.LIVE].settings
     params = list_params(request)
-    choices: dict[str, list[str]] = {"channel": list(CHANNELS), "source": sorted(settings.sources),
-                                     "endpoint": sorted(settings.endpoints), "state": list(k.STATES),
-                                     "type": list(EVENT_TYPES)}
-    page = {"params": params, "choices": choices, "error": None, "bulk_url": None,
-            "queued": int(params["queued"]) if params.get("queued", "").isdigit() else None,
-            "replayed": bool(params.get("replayed"))}
+    choices: dict[str, list[str]] = {
+        "channel": list(CHANNELS),
+        "source": sorted(settings.sources),
+        "endpoint": sorted(settings.endpoints),
+        "state": list(k.STATES),
+        "type": list(EVENT_TYPES),
+    }
+    page = {
+        "params": params,
+        "choices": choices,
+        "error": None,
+        "bulk_url": None,
+        "queued": int(params["queued"]) if params.get("queued", "").isdigit() else None,
+        "replayed": bool(params.get("replayed")),
+    }
     try:
         result = await listing(request, params)
     except QueryError as exc:
-        return render_page(request, "list.html", {**page, "error": exc.message}, exc.status,
-                           session=session_of(request), current="notifications")
+        return render_page(
+            request,
+            "list.html",
+            {**page, "error": exc.message},
+            exc.status,
+            session=session_of(request),
+            current="notifications",
+        )
     if not result.filters.empty:
         page["bulk_url"] = f"{BASE}/resend?{urlencode(frozen(params, result.filters, until=int(time.time() * 1000)))}"
-    return render_page(request, "list.html", {**page, **_list_context(result), "data_url": result.data_url,
-                                              "summary": view.list_summary(result.items)},
-                       session=session_of(request), current="notifications", refresh_ms=REFRESH_MS)
+    return render_page(
+        request,
+        "list.html",
+        {**page, **_list_context(result), "data_url": result.data_url, "summary": view.list_summary(result.items)},
+        session=session_of(request),
+        current="notifications",
+        refresh_ms=REFRESH_MS,
+    )
 
 
 async def notifications_data(request: web.Request) -> web.StreamResponse:

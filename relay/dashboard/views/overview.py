@@ -15,8 +15,14 @@ from relay.web import appkeys
 async def overview(request: web.Request) -> web.StreamResponse:
     redis = request.config_dict[appkeys.REDIS]
     model = await overview_model(redis, request.config_dict[appkeys.LIVE].settings, await clock_ms(redis))
-    return render_page(request, "overview.html", {**model, "summary": view.overview_summary(model)},
-                       session=session_of(request), current="overview", refresh_ms=REFRESH_MS)
+    return render_page(
+        request,
+        "overview.html",
+        {**model, "summary": view.overview_summary(model)},
+        session=session_of(request),
+        current="overview",
+        refresh_ms=REFRESH_MS,
+    )
 
 
 async def overview_data(request: web.Request) -> web.StreamResponse:
