@@ -27,7 +27,8 @@ from relay.store.connection import REDIS_ERRORS, clock_ms
 from relay.store.control import Control
 from relay.store.params import AuditQuery, BulkRequest, EndpointPath, ListQuery, ResendRequest, TargetRequest
 from relay.store.queries import BadParam, BadRequest, QueryError, validate
-from relay.store.resend import Resender, check_idempotency_key
+from relay.store.resend import Resender
+from relay.store.resend_records import check_idempotency_key
 from relay.store.stats import health_report
 from relay.web import appkeys
 from relay.web.inputs import NOT_UTF8

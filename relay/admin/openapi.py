@@ -14,7 +14,17 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from relay import __version__
-from relay.store.detail import ATTEMPT_FIELDS, DELIVERY_FIELDS
+from relay.admin.answers import (
+    ANSWERS,
+    ANY_OBJECT,
+    COMMON,
+    REF_TEMPLATE,
+    Schema,
+    error_answer,
+    not_null,
+    ok_answer,
+    ref,
+)
 from relay.store.params import (
     AuditQuery,
     BulkRequest,
@@ -24,32 +34,6 @@ from relay.store.params import (
     ResendRequest,
     TargetRequest,
 )
-
-Schema = dict[str, Any]
-REF_TEMPLATE = "#/components/schemas/{model}"
-NULL: Schema = {"type": "null"}
-
-
-def _ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _nullable(type_: str) -> Schema:
-    return {"type": [type_, "null"]}
-
-
-# -- parameters and request bodies, from the models ----------------------------------------------
-
-
-def _not_null(schema: Schema) -> Schema:
-    """A parameter's schema without the model's null branch: a query string or a header carries no null."""
-    out = {key: value for key, value in schema.items() if key not in ("title", "default")}
-    branches = [b for b in out.pop("anyOf", []) if b != NULL]
-    if len(branches) == 1:
-        out = {**branches[0], **out}  # the field's own description over its type's
-    elif branches:
-        out["anyOf"] = branches
-    return out
 
 
 def parameters(
@@ -62,7 +46,7 @@ def parameters(
     for name, prop in schema["properties"].items():
         if only is not None and name not in only:
             continue
-        param = _not_null(prop)
+        param = not_null(prop)
         out.append(
             {
                 "name": (names or {}).get(name, name),
@@ -85,7 +69,7 @@ def body_schemas() -> dict[str, Schema]:
 
 
 def _body(model: type[BaseModel], *, required: bool) -> Schema:
-    return {"required": required, "content": {"application/json": {"schema": _ref(model.__name__)}}}
+    return {"required": required, "content": {"application/json": {"schema": ref(model.__name__)}}}
 
 
 def id_param() -> list[Schema]:
@@ -99,182 +83,6 @@ def idem_header() -> list[Schema]:
 # -- answers, by hand ------------------------------------------------------------------------------
 
 
-def _error(description: str) -> Schema:
-    return {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
-
-
-UNAUTHORIZED: Schema = {
-    **_error("no or wrong bearer token"),
-    "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}},
-}
-COMMON: dict[str, Schema] = {
-    "401": UNAUTHORIZED,
-    "404": _error("the admin API is off (no token configured), or the resource does not exist"),
-    "503": _error("Redis is unavailable"),
-}
-
-
-def _ok(status: str, description: str, schema: str) -> dict[str, Schema]:
-    return {status: {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}}
-
-
-DELIVERY_SUMMARY: Schema = {
-    "type": "object",
-    "required": ["state", "attempts", "last", "updated_at", "next_at"],
-    "properties": {
-        "state": {"type": "string"},
-        "attempts": {"type": "integer", "minimum": 0},
-        "last": _nullable("string"),
-        "updated_at": _nullable("string"),
-        "next_at": _nullable("string"),
-        "resolved_by": _nullable("string"),
-        "resolved_at": _nullable("string"),
-    },
-    "additionalProperties": False,
-}
-SUMMARY_PROPS: Schema = {
-    "id": {"type": "string"},
-    "channel": {"type": "string"},
-    "source": {"type": "string"},
-    "received_at": _nullable("string"),
-    "ref": {"type": "string"},
-    "status": {"type": "string"},
-    "mtype": {"type": "string"},
-    "type": {"type": "string", "description": "the event type (docs/events.md); empty if stored before types"},
-    "test": {"type": "boolean"},
-    "resend_of": _nullable("string"),
-    "targets": {"type": ["array", "null"], "items": {"type": "string"}},
-}
-SUMMARY: Schema = {
-    "type": "object",
-    "required": [*SUMMARY_PROPS, "deliveries"],
-    "properties": {**SUMMARY_PROPS, "deliveries": {"type": "object", "additionalProperties": _ref("DeliverySummary")}},
-    "additionalProperties": False,
-}
-_DELIVERY_TYPES: dict[str, Schema] = {
-    "state": {"type": "string"},
-    "attempts": {"type": "integer", "minimum": 0},
-    "attempt_log": {"type": "array", "items": _ref("Attempt")},
-}
-DELIVERY: Schema = {
-    "type": "object",
-    "description": "one endpoint's delivery of the notification: these fields and no others, times as ISO 8601 UTC",
-    "required": list(DELIVERY_FIELDS),
-    "properties": {
-        name: {**_DELIVERY_TYPES.get(name, _nullable("string")), "description": text}
-        for name, text in DELIVERY_FIELDS.items()
-    },
-    "additionalProperties": False,
-}
-_ATTEMPT_TYPES: dict[str, Schema] = {
-    "n": _nullable("integer"),
-    "ms": _nullable("number"),
-    "outcome": _nullable("string"),
-    "status": _nullable("integer"),
-    "response": _nullable("string"),
-    "resend": {"type": "boolean"},
-}
-ATTEMPT: Schema = {
-    "type": "object",
-    "description": "one attempt of a delivery, times as ISO 8601 UTC",
-    "required": list(ATTEMPT_FIELDS),
-    "properties": {
-        name: {**_ATTEMPT_TYPES.get(name, _nullable("string")), "description": text}
-        for name, text in ATTEMPT_FIELDS.items()
-    },
-    "additionalProperties": False,
-}
-DETAIL: Schema = {
-    "type": "object",
-    "required": [
-        *SUMMARY_PROPS,
-        "seq",
-        "message_id",
-        "license",
-        "email",
-        "algo",
-        "content_type",
-        "routed",
-        "fields",
-        "body",
-        "deliveries",
-        "resends",
-    ],
-    "properties": {
-        **SUMMARY_PROPS,
-        "seq": _nullable("integer"),
-        "message_id": {"type": "string"},
-        "license": {"type": "string"},
-        "email": {"type": "string"},
-        "algo": {"type": "string"},
-        "content_type": {"type": "string"},
-        "routed": {"type": "boolean"},
-        "fields": {"type": ["object", "null"], "additionalProperties": {"type": "array", "items": {"type": "string"}}},
-        "body": {"type": "string"},
-        "body_error": {"type": "string"},
-        "deliveries": {"type": "object", "additionalProperties": _ref("Delivery")},
-        "resends": {"type": "array", "items": _ref("NotificationSummary")},
-    },
-    "additionalProperties": False,
-}
-RESENT: Schema = {
-    "type": "object",
-    "required": ["id", "resend_of", "targets"],
-    "properties": {
-        "id": {"type": "string"},
-        "resend_of": {"type": "string"},
-        "targets": {"type": "array", "items": {"type": "string"}},
-        "replayed": {"type": "boolean"},
-    },
-}
-BULK_RESULT: Schema = {
-    "type": "object",
-    "required": ["dry_run", "count", "ids", "resends", "skipped_count", "skipped"],
-    "properties": {
-        "dry_run": {"type": "boolean"},
-        "count": {"type": "integer", "minimum": 0},
-        "ids": {"type": "array", "items": {"type": "string"}},
-        "resends": {"type": "array", "items": _ref("Resent")},
-        "skipped_count": {"type": "integer", "minimum": 0},
-        "skipped": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["id", "reason"],
-                "properties": {"id": {"type": "string"}, "reason": {"type": "string"}},
-            },
-        },
-        "replayed": {"type": "boolean"},
-    },
-}
-
-
-ANY_OBJECT: Schema = {"application/json": {"schema": {"type": "object"}}}
-NOTIFICATION_PAGE: Schema = {
-    "type": "object",
-    "required": ["items", "next_cursor"],
-    "properties": {
-        "items": {"type": "array", "items": _ref("NotificationSummary")},
-        "next_cursor": _nullable("string"),
-        "index": {"type": "string"},
-    },
-}
-ANSWERS: dict[str, Schema] = {
-    "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
-    "DeliverySummary": DELIVERY_SUMMARY,
-    "NotificationSummary": SUMMARY,
-    "NotificationPage": NOTIFICATION_PAGE,
-    "Delivery": DELIVERY,
-    "Attempt": ATTEMPT,
-    "Notification": DETAIL,
-    "Resent": RESENT,
-    "BulkResult": BULK_RESULT,
-}
-
-
-# -- the operations --------------------------------------------------------------------------------
-
-
 def list_notifications() -> Schema:
     return {
         "get": {
@@ -286,8 +94,8 @@ def list_notifications() -> Schema:
             "change; otherwise by receipt.",
             "parameters": parameters(ListQuery, "query"),
             "responses": {
-                **_ok("200", "a page of notifications", "NotificationPage"),
-                "400": _error("a bad parameter, named in the error"),
+                **ok_answer("200", "a page of notifications", "NotificationPage"),
+                "400": error_answer("a bad parameter, named in the error"),
                 **COMMON,
             },
         }
@@ -300,7 +108,7 @@ def get_notification() -> Schema:
             "operationId": "getNotification",
             "summary": "One notification: parsed fields, raw body, deliveries, attempts and resends",
             "parameters": id_param(),
-            "responses": {**_ok("200", "the notification", "Notification"), **COMMON},
+            "responses": {**ok_answer("200", "the notification", "Notification"), **COMMON},
         }
     }
 
@@ -313,10 +121,10 @@ def resend_notification() -> Schema:
             "parameters": [*id_param(), *idem_header()],
             "requestBody": _body(ResendRequest, required=False),
             "responses": {
-                **_ok("202", "the resend is queued", "Resent"),
-                "400": _error("a bad body field, named in the error"),
-                "409": _error("no endpoint receives it, or the idempotency key was used for another request"),
-                "413": _error("the body is too large"),
+                **ok_answer("202", "the resend is queued", "Resent"),
+                "400": error_answer("a bad body field, named in the error"),
+                "409": error_answer("no endpoint receives it, or the idempotency key was used for another request"),
+                "413": error_answer("the body is too large"),
                 **COMMON,
             },
         }
@@ -331,12 +139,12 @@ def bulk_resend() -> Schema:
             "parameters": idem_header(),
             "requestBody": _body(BulkRequest, required=True),
             "responses": {
-                **_ok("200", "dry run: how many would be resent", "BulkResult"),
-                **_ok("202", "the resends are queued", "BulkResult"),
-                "400": _error("a bad body field, named in the error"),
-                "409": _error("the idempotency key was used for another request"),
-                "413": _error("the body is too large"),
-                "422": _error("the filter selects too many notifications"),
+                **ok_answer("200", "dry run: how many would be resent", "BulkResult"),
+                **ok_answer("202", "the resends are queued", "BulkResult"),
+                "400": error_answer("a bad body field, named in the error"),
+                "409": error_answer("the idempotency key was used for another request"),
+                "413": error_answer("the body is too large"),
+                "422": error_answer("the filter selects too many notifications"),
                 **COMMON,
             },
         }
@@ -397,7 +205,7 @@ def endpoint_action(operation: str, summary: str) -> Schema:
             "parameters": parameters(EndpointPath, "path"),
             "responses": {
                 "200": {"description": "done; count says how many deliveries it touched", "content": ANY_OBJECT},
-                "409": _error("refused: paused, or not paused"),
+                "409": error_answer("refused: paused, or not paused"),
                 **COMMON,
             },
         }
@@ -413,9 +221,9 @@ def notification_action(operation: str, summary: str) -> Schema:
             "requestBody": _body(TargetRequest, required=False),
             "responses": {
                 "200": {"description": "done; count says how many deliveries it touched", "content": ANY_OBJECT},
-                "400": _error("a bad body field, named in the error"),
-                "409": _error("refused: in flight, finished, not retrying, or the endpoint is paused"),
-                "413": _error("the body is too large"),
+                "400": error_answer("a bad body field, named in the error"),
+                "409": error_answer("refused: in flight, finished, not retrying, or the endpoint is paused"),
+                "413": error_answer("the body is too large"),
                 **COMMON,
             },
         }
@@ -444,7 +252,7 @@ def audit_log() -> Schema:
             "parameters": parameters(AuditQuery, "query"),
             "responses": {
                 "200": {"description": "the entries", "content": ANY_OBJECT},
-                "400": _error("a bad parameter, named in the error"),
+                "400": error_answer("a bad parameter, named in the error"),
                 **COMMON,
             },
         }

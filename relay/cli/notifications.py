@@ -29,7 +29,8 @@ from relay.cli.output import clean
 from relay.redact import redact_notification, redact_rows
 from relay.store import detail, endpoints, queries
 from relay.store.queries import BadParam
-from relay.store.resend import Resender, check_idempotency_key
+from relay.store.resend import Resender
+from relay.store.resend_records import check_idempotency_key
 
 commands = Commands()
 

@@ -15,7 +15,6 @@ import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, cast
 
 import structlog
@@ -26,7 +25,7 @@ from relay import constants as k
 from relay import routing
 from relay.store import audit, endpoints
 from relay.store.ingest import FANOUT_JOB_EXPIRY_MS, fanout_job
-from relay.store.params import MAX_IDS, SELECTING_FILTERS, ResendRequest
+from relay.store.params import MAX_IDS, SELECTING_FILTERS
 from relay.store.queries import (
     BadParam,
     BadRequest,
@@ -38,62 +37,24 @@ from relay.store.queries import (
     check_id,
     load_rows,
     scan,
-    validate,
+)
+from relay.store.resend_records import (
+    BULK_MAX,
+    BULK_SCAN_BUDGET,
+    CHUNK,
+    FACTS,
+    IDEMPOTENCY_TTL_MS,
+    Original,
+    Plan,
+    Resent,
+    Skip,
+    in_hand,
+    resend_answer,
 )
 from relay.store.scripts import script
 from relay.store.wire import RESEND
 
 logger = structlog.get_logger()
-
-IDEMPOTENCY_TTL_MS = k.DAY_MS
-BULK_MAX = 10_000
-BULK_SCAN_BUDGET = 200_000
-CHUNK = 500
-SKIPPED_SHOWN = 100
-# a resend in one of these states already carries (or carried) the notification to that endpoint;
-# "paused" too: it is sent on resume, so resending again while paused would send twice
-IN_HAND = frozenset({"pending", "in_flight", "retrying", "paused", "delivered"})
-FACTS = ("source", "channel", "ref", "mtype", "status", "test", "resend_of", "type", "eps")
-
-
-def check_idempotency_key(value: object) -> str | None:
-    """The key as the API's models check it (``--idempotency-key`` and the ``Idempotency-Key`` header)."""
-    return validate(ResendRequest, {"idempotency_key": value}).idempotency_key
-
-
-@dataclass(frozen=True)
-class Original:
-    nid: str
-    source: str
-    channel: str
-    ref: str
-    mtype: str
-    status: str
-    test: bool
-    etype: str = ""
-    routed: tuple[str, ...] = ()  # the endpoints its fan-out routed it to
-
-
-@dataclass(frozen=True)
-class Resent:
-    id: str
-    resend_of: str
-    targets: tuple[str, ...]
-
-    def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "resend_of": self.resend_of, "targets": list(self.targets)}
-
-
-@dataclass(frozen=True)
-class Skip:
-    id: str
-    reason: str
-
-    def as_json(self) -> dict[str, str]:
-        return {"id": self.id, "reason": self.reason}
-
-
-Plan = list[tuple[Original, tuple[str, ...]]]
 
 
 class Resender:
@@ -198,7 +159,7 @@ class Resender:
         async def work(idem_map: str) -> dict[str, Any]:
             plan, skipped = await self._plan(ids, filters, endpoint, newcomers=newcomers)
             if dry_run:
-                return _result([], skipped, count=len(plan), dry_run=True)
+                return resend_answer([], skipped, count=len(plan), dry_run=True)
             outcomes = await self._queue(plan, idem_map)
             resent = [o for o in outcomes if isinstance(o, Resent)]
             skipped += [o for o in outcomes if isinstance(o, Skip)]
@@ -209,7 +170,7 @@ class Resender:
                 by="ids" if ids is not None else "filter",
                 endpoint=endpoint,
             )
-            return _result(resent, skipped, count=len(resent), dry_run=False)
+            return resend_answer(resent, skipped, count=len(resent), dry_run=False)
 
         if dry_run:
             return await work("")
@@ -280,7 +241,7 @@ class Resender:
             else:
                 skipped.append(Skip(item.nid, reason))
         if filters is not None:
-            plan, superseded = await self._drop_in_hand(plan)
+            plan, superseded = await self._dropin_hand(plan)
             skipped += superseded
         return plan, skipped
 
@@ -358,7 +319,7 @@ class Resender:
         names = await cast(Awaitable[list[bytes]], self.redis.hkeys(k.EP_REGISTRY))
         self._running = frozenset(n.decode() for n in names) if names else None
 
-    async def _drop_in_hand(self, plan: Plan) -> tuple[Plan, list[Skip]]:
+    async def _dropin_hand(self, plan: Plan) -> tuple[Plan, list[Skip]]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for original, _ in plan:
                 pipe.zrange(k.resends(original.nid), 0, -1, withscores=True)
@@ -370,7 +331,7 @@ class Resender:
         kept: Plan = []
         skipped: list[Skip] = []
         for original, targets in plan:
-            left = tuple(ep for ep in targets if not _in_hand(by_original.get(original.nid, []), ep))
+            left = tuple(ep for ep in targets if not in_hand(by_original.get(original.nid, []), ep))
             if left:
                 kept.append((original, left))
             else:
@@ -483,25 +444,3 @@ class Resender:
         result = await work(idem_map)
         await self.redis.set(stored, json.dumps(result, separators=(",", ":")), px=IDEMPOTENCY_TTL_MS)
         return result
-
-
-def _in_hand(resends: list[Row], endpoint: str) -> bool:
-    for row in resends:
-        d = row.deliveries.get(endpoint)
-        if d is not None and d.get("state") in IN_HAND:
-            return True
-        routed = "eps" in row.fields
-        if not routed and endpoint in row.fields.get("targets", "").split(","):
-            return True  # queued, its fan-out has not run yet
-    return False
-
-
-def _result(resent: list[Resent], skipped: list[Skip], *, count: int, dry_run: bool) -> dict[str, Any]:
-    return {
-        "dry_run": dry_run,
-        "count": count,
-        "ids": [r.id for r in resent],
-        "resends": [r.as_json() for r in resent],
-        "skipped_count": len(skipped),
-        "skipped": [s.as_json() for s in skipped[:SKIPPED_SHOWN]],
-    }
