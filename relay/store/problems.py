@@ -16,17 +16,6 @@ from relay.timefmt import iso_seconds
 
 HOUR_MS = 3_600_000
 WORKER_ALIVE_MS = 30_000
-PROBLEM_KINDS = (
-    "endpoint_failing",
-    "endpoint_paused",
-    "source_rejecting",
-    "source_silent",
-    "no_worker",
-    "backlog_too_old",
-    "redis_unreachable",
-    "notifications_missing",
-    "reconcile_failing",
-)
 SEVERE = frozenset({"no_worker", "backlog_too_old", "redis_unreachable"})
 
 

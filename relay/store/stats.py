@@ -26,13 +26,13 @@ from config.settings import Endpoint, Settings
 from relay import constants as k
 from relay.store import reconcile, throttle
 from relay.store.connection import REDIS_ERRORS
-from relay.store.problems import HOUR_MS, PROBLEM_KINDS, WORKER_ALIVE_MS, percent, verdict
+from relay.store.problems import HOUR_MS, WORKER_ALIVE_MS, percent, verdict
 from relay.store.resolve import resolve
 from relay.store.scripts import script
 from relay.store.wire import EP_FIELDS, HEALTH, HEALTH_EP_ARGS, HEALTH_SRC_ARGS, HOURLY, SRC_FIELDS
 from relay.timefmt import iso_seconds
 
-__all__ = ["PROBLEM_KINDS", "STATUS_EXIT", "WORKER_ALIVE_MS", "health_report", "hourly", "percent"]
+__all__ = ["STATUS_EXIT", "WORKER_ALIVE_MS", "health_report", "hourly", "percent"]
 COUNT_STATES = ("pending", "in_flight", "retrying", "failed", "delivered", "skipped", k.RESOLVED)
 STATUS_EXIT = {"healthy": 0, "degraded": 1, "unhealthy": 2}
 
