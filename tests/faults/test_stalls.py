@@ -145,8 +145,8 @@ async def test_a_worker_stopped_past_its_lease_sends_nothing_it_held_twenty_runs
     try:
         await wait_for(lambda: all(len(ep.hits) >= 20 for ep in eps), 30, what="the endpoints did not get busy")
         # a run counts when the stopped worker held claims, shown by the other one taking some over; a
-        # stall that caught it empty-handed is not counted (bounded: at most twice as many stalls)
-        for run in range(2 * RUNS):
+        # stall that caught it empty-handed is not counted (bounded: at most three times as many stalls)
+        for run in range(3 * RUNS):  # a stall finds the stopped worker holding claims about half the time
             if sum(1 for n in takeovers if n) == RUNS:
                 break
             victim = workers[run % 2]
