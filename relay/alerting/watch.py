@@ -36,6 +36,7 @@ from redis.asyncio import Redis
 
 from config.settings import Settings
 from relay import constants as k
+from relay import tasks
 from relay.alerting import texts
 from relay.alerting.incidents import INGRESS_KINDS, NO_WORKER_SUBJECT, evaluate
 from relay.alerting.send import Notice, notify
@@ -181,20 +182,22 @@ class Watcher:
         self.no_worker_checks = 0
         self.reconnect_until = 0.0  # monotonic: no_worker is not counted before it (RECONNECT_GRACE_S)
         self._task: asyncio.Task[None] | None = None
+        self.stopping = False
 
     def start(self) -> None:
+        self.stopping = False
         self._task = asyncio.create_task(self._run(), name="alert-watcher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        # the check talks to Redis: a cancel landing as a socket timeout expires reaches the loop as a
+        # Redis error and is lost (relay/tasks.py); ``stopping`` ends the loop at its next turn anyway
+        self.stopping = True
+        await tasks.stop(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         async with aiohttp.ClientSession() as session:
-            while True:
+            while not self.stopping:
                 try:
                     await self.check(session)
                 except REDIS_ERRORS as exc:  # Redis went away half-way: the next check sees it

@@ -32,6 +32,7 @@ from config.diff import changed_keys
 from config.fingerprint import config_hash
 from config.settings import ConfigError, Settings, load_settings
 from relay import constants as k
+from relay import tasks
 from relay.store import audit
 from relay.store.connection import REDIS_ERRORS, clock_ms
 
@@ -43,7 +44,6 @@ PROC_FORGET_MS = 24 * 3600 * 1000
 ANSWER_TTL_S = 60
 DEFAULT_WAIT_S = 5.0
 POLL_S = 0.05
-STOP_TRIES, STOP_WAIT_S = 3, 1.0
 
 Apply = Callable[[Settings, Settings], Awaitable[dict[str, Any]]]
 Load = Callable[[Path], Settings]
@@ -135,18 +135,10 @@ class Reloader:
         self._task = asyncio.create_task(self._run(), name="reloader")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            # a cancel can be lost inside the Redis client when it lands as the reloader subscribes
-            # (SIGTERM just after a start): the task then waits on in get_message. Ask again, and
-            # never wait for ever: stopping must not hang on the reload channel
-            for _ in range(STOP_TRIES):
-                self._task.cancel()
-                done, _ = await asyncio.wait({self._task}, timeout=STOP_WAIT_S)
-                if done:
-                    break
-            else:
-                logger.warning("reloader_not_stopped", waited_s=STOP_TRIES * STOP_WAIT_S)
-            self._task = None
+        # a cancel can be lost inside the Redis client when it lands as the reloader subscribes
+        # (SIGTERM just after a start): relay/tasks.py asks again and never waits for ever
+        await tasks.stop(self._task)
+        self._task = None
         try:
             await self.redis.hdel(k.PROCS, self.name)  # type: ignore[misc]
         except REDIS_ERRORS:
