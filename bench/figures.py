@@ -54,7 +54,7 @@ def load(path: Path) -> dict[str, Any]:
         raise ResultsError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ResultsError(f"{path} is not JSON: {exc}") from None
-    if not isinstance(doc, dict) or not ({"runs", "ingress", "delivery", "cost"} & doc.keys()):
+    if not isinstance(doc, dict) or not ({"runs", "ingress", "delivery", "cost", "memory"} & doc.keys()):
         raise ResultsError(f"{path} is not a results file of python -m bench (no runs or scenarios in it)")
     schema = doc.get("schema", 1)
     if not isinstance(schema, int) or schema > SCHEMA:
@@ -130,6 +130,34 @@ def figures(run: dict[str, Any]) -> list[Figure]:
             ("Redis CPU µs per delivery", "redis_cpu_us_per_delivery", "µs"),
         ):
             add("cost", label, "value", unit, False, cost.get(key))
+    mem = run.get("memory") or {}
+    if mem:
+        # bytes per notification by key family (MEMORY USAGE), then Redis µs per delivery by command
+        add(
+            "memory",
+            "INFO used_memory delta",
+            "B/notification",
+            "B",
+            False,
+            mem.get("redis_bytes_per_notification_delivered"),
+        )
+        add(
+            "memory",
+            "MEMORY USAGE, every key",
+            "B/notification",
+            "B",
+            False,
+            mem.get("memory_usage_bytes_per_notification"),
+        )
+        for row in mem.get("key_families") or []:
+            add("memory", str(row.get("family")), "B/notification", "B", False, row.get("bytes_per_notification"))
+            add("memory", str(row.get("family")), "keys/notification", "x", False, row.get("keys_per_notification"))
+        add("redis_cpu", "used_cpu per delivery", "µs/delivery", "µs", False, mem.get("redis_cpu_us_per_delivery"))
+        for row in mem.get("redis_commands_per_delivery") or []:
+            name = str(row.get("command"))
+            add("redis_cpu", name, "calls/delivery", "x", False, row.get("calls_per_delivery"))
+            add("redis_cpu", name, "µs/call", "µs", False, row.get("usec_per_call"))
+            add("redis_cpu", name, "µs/delivery", "µs", False, row.get("usec_per_delivery"))
     return out
 
 
@@ -254,6 +282,8 @@ TABLE_TITLES = {
     "ingress": "ingress, {connections} connections, {unique}signed 1.5 KB IPNs",
     "delivery": "delivery to 8 endpoints",
     "cost": "cost",
+    "memory": "Redis memory per notification delivered to 8 endpoints, by key family (MEMORY USAGE)",
+    "redis_cpu": "Redis CPU per delivery (INFO commandstats; a script's µs include its commands')",
 }
 
 

@@ -53,13 +53,16 @@ class EndpointSpec:
     timeout: float = 5.0
     mode: str | None = None  # per_order (else serial or concurrent, from ``concurrent``)
     rate_limit: float | None = None
+    retry_delays: tuple[float, ...] | None = None
 
     def toml(self) -> str:
         mode = self.mode or ("concurrent" if self.concurrent else "serial")
         return (
             f'[[endpoints]]\nname = "{self.name}"\nurl = "http://{HOST}:{self.port}/hook"\n'
             f'mode = "{mode}"\nmax_in_flight = {self.max_in_flight}\n'
-            f"timeout = {self.timeout}\n" + (f"rate_limit = {self.rate_limit}\n" if self.rate_limit else "")
+            f"timeout = {self.timeout}\n"
+            + (f"rate_limit = {self.rate_limit}\n" if self.rate_limit else "")
+            + (f"retry_delays = {list(self.retry_delays)}\n" if self.retry_delays else "")
         )
 
 

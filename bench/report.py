@@ -18,6 +18,9 @@ Row = Sequence[object]
 TARGET_RATIO = 1.5  # ingress throughput over (b), the naive handler
 TARGET_DELIVERIES_PER_WORKER = 6000.0  # drain of 8 endpoints by one worker
 TARGET_R2D_P99_MS = 50.0  # receipt to delivered, at LOAD_SHARE of the single-worker drain capacity
+# issue 26: Redis memory per notification delivered to 8 endpoints, and Redis CPU per delivery
+TARGET_REDIS_BYTES_PER_NOTIFICATION = 4096.0
+TARGET_REDIS_US_PER_DELIVERY = 60.0
 
 
 def machine(h: Harness) -> dict[str, Any]:
@@ -321,6 +324,34 @@ def cost_text(c: dict[str, Any]) -> str:
     return text
 
 
+def memory_text(m: dict[str, Any]) -> str:
+    """The key-family table and the commands' cost per delivery (bench/memory.py)."""
+    rows = [
+        [r["family"], r["keys_per_notification"], r["bytes_per_key"], r["bytes_per_notification"]]
+        for r in m["key_families"]
+    ]
+    rows.append(["MEMORY USAGE, every key", "", "", m["memory_usage_bytes_per_notification"]])
+    rows.append(["INFO used_memory delta", "", "", m["redis_bytes_per_notification_delivered"]])
+    text = table(
+        [
+            f"memory ({m['notifications']} notifications to 8, {m['retried_deliveries']} deliveries retried once)",
+            "keys/notif",
+            "B/key",
+            "B/notif",
+        ],
+        rows,
+    )
+    text += "\n\n" + table(
+        ["Redis CPU per delivery (commandstats)", "calls/deliv", "µs/call", "µs/deliv"],
+        [
+            [r["command"], r["calls_per_delivery"], r["usec_per_call"], r["usec_per_delivery"]]
+            for r in m["redis_commands_per_delivery"]
+        ]
+        + [["used_cpu_sys + used_cpu_user", "", "", m["redis_cpu_us_per_delivery"]]],
+    )
+    return text + "\n(evalsha's µs include the commands the scripts call, listed beside it)"
+
+
 def targets(results: dict[str, Any], opts: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's targets, PASS or MISS, for one run (``results`` holds its scenarios)."""
     out: list[dict[str, Any]] = []
@@ -364,6 +395,22 @@ def targets(results: dict[str, Any], opts: dict[str, Any]) -> list[dict[str, Any
         elif x["kind"] == "fixed" and ("derived_from" in x or x.get("skipped")):
             p99 = None if x.get("skipped") else float(x["receipt_to_delivered_ms"]["p99"])
             add(f"r2d p99 ms, {x['label']}", p99, "<=", TARGET_R2D_P99_MS, bool(x.get("complete")))
+    mem = results.get("memory")
+    if mem:
+        add(
+            "Redis bytes per notification delivered to 8 (INFO used_memory)",
+            float(mem["redis_bytes_per_notification_delivered"]),
+            "<=",
+            TARGET_REDIS_BYTES_PER_NOTIFICATION,
+            True,
+        )
+        add(
+            "Redis CPU µs per delivery",
+            float(mem["redis_cpu_us_per_delivery"]),
+            "<=",
+            TARGET_REDIS_US_PER_DELIVERY,
+            True,
+        )
     return out
 
 

@@ -4,7 +4,9 @@
 0 unless set) and records, per ``Relay-Notification-Id``, the wall-clock ms at which it answered
 the first delivery. The control port serves:
 
-- ``POST /reset`` ``{"delays": [s, ...]}``: forget everything, set each sink's answer delay;
+- ``POST /reset`` ``{"delays": [s, ...], "fail_every": n}``: forget everything, set each sink's answer
+  delay; with ``fail_every``, the first request of one notification in n (by a hash of its id) is
+  answered 503, so its delivery is retried (bench/memory.py);
 - ``GET /stats``: ``{"requests": [...], "unique": [...], "repeats": [...]}`` per sink;
 - ``GET /arrivals``: ``{"arrivals": [{nid: ms, ...}, ...]}`` per sink.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+import zlib
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -24,9 +27,11 @@ from bench.procs import HOST, http_get_json, http_post_json
 @dataclass
 class Sink:
     delay: float = 0.0
+    fail_every: int = 0
     requests: int = 0
     repeats: int = 0
     arrivals: dict[str, float] = field(default_factory=dict)
+    failed: set[str] = field(default_factory=set)
 
     async def handle(self, request: web.Request) -> web.Response:
         await request.read()
@@ -35,6 +40,9 @@ class Sink:
         now = time.time() * 1000
         nid = request.headers.get("Relay-Notification-Id", "")
         self.requests += 1
+        if self.fail_every and nid not in self.failed and zlib.crc32(nid.encode()) % self.fail_every == 0:
+            self.failed.add(nid)
+            return web.Response(status=503, text="try again")
         if nid in self.arrivals:
             self.repeats += 1
         else:
@@ -44,11 +52,13 @@ class Sink:
 
 def control_app(sinks: list[Sink]) -> web.Application:
     async def reset(request: web.Request) -> web.Response:
-        delays = (await request.json()).get("delays") or []
+        doc = await request.json()
+        delays = doc.get("delays") or []
         for i, sink in enumerate(sinks):
             sink.delay = float(delays[i]) if i < len(delays) else 0.0
+            sink.fail_every = int(doc.get("fail_every") or 0)
             sink.requests = sink.repeats = 0
-            sink.arrivals = {}
+            sink.arrivals, sink.failed = {}, set()
         return web.json_response({"ok": True})
 
     async def stats(request: web.Request) -> web.Response:
@@ -93,8 +103,8 @@ class SinkControl:
     def __init__(self, control_port: int) -> None:
         self.base = f"http://{HOST}:{control_port}"
 
-    def reset(self, delays: list[float]) -> None:
-        http_post_json(f"{self.base}/reset", {"delays": delays})
+    def reset(self, delays: list[float], fail_every: int = 0) -> None:
+        http_post_json(f"{self.base}/reset", {"delays": delays, "fail_every": fail_every})
 
     def stats(self) -> dict[str, list[int]]:
         doc: dict[str, list[int]] = http_get_json(f"{self.base}/stats")
