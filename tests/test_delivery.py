@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from config.settings import Settings
 from relay import constants as k
 from relay.server import create_app
+from relay.store.detail import attempt_record
 from relay.store.ingest import notification_id
 from tests.procs import RelayProcess
 from tests.support import WHSEC, RedisServer, Sink, ins_body, ipn_fields, signed_body, wait_for
@@ -56,7 +57,7 @@ async def delivery(redis: Redis, nid: str, ep: str) -> dict[str, str]:
 
 
 async def attempts(redis: Redis, nid: str, ep: str) -> list[dict[str, Any]]:
-    return [json.loads(a) for a in await redis.lrange(k.attempts(nid, ep), 0, -1)]
+    return [attempt_record(a) for a in await redis.lrange(k.attempts(nid, ep), 0, -1)]
 
 
 async def final(redis: Redis, nid: str, ep: str, timeout: float = 15) -> dict[str, str]:

@@ -16,6 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from config.settings import Settings
 from relay import constants as k
+from relay.store.detail import attempt_record
 from relay.store.ingest import Batcher, Interrupted, Store, notification_id
 from tests.support import Sink, ipn_fields, signed_body, wait_for
 from workers.engine import Engine
@@ -142,7 +143,7 @@ async def test_an_error_at_any_flush_step_fails_its_batch_and_the_engine_goes_on
     assert [r.headers["Relay-Notification-Id"] for r in serial.received] == nids, "serial order held"
     for nid in nids:
         for ep in ("serial", "conc"):
-            log = [json.loads(a) for a in await redis.lrange(k.attempts(nid, ep), 0, -1)]
+            log = [attempt_record(a) for a in await redis.lrange(k.attempts(nid, ep), 0, -1)]
             assert len({a["n"] for a in log}) == len(log), f"an attempt was logged twice: {log}"
     # the invariant of the flush state machine: queued work always has a flusher
     assert engine.step._next is None or engine.step._flusher is not None

@@ -16,6 +16,7 @@ import pytest
 from redis.asyncio import Redis
 
 from relay import constants as k
+from relay.store.detail import attempt_record
 from relay.web.delivery_metrics import DeliveryCollector
 from tests.support import wait_for
 from tests.test_engine_faults import engine_for, store_notifications  # noqa: F401  (the fixture)
@@ -43,7 +44,7 @@ async def test_a_claim_past_its_safe_time_is_given_back_unsent_and_claimed_again
     # recorded (attempt 1 spent, due at once) and, in the same call, the same head claimed again
     recorded, (code, _, [again]) = await engine.request(lane, result, claim=True)
     assert recorded and code == "ok" and (again.nid, again.attempt) == (first, 2)
-    [record] = [json.loads(a) for a in await redis.lrange(k.attempts(first, "serial"), 0, -1)]
+    [record] = [attempt_record(a) for a in await redis.lrange(k.attempts(first, "serial"), 0, -1)]
     assert record["n"] == 1 and record["outcome"] == "retry" and record["error"] == "not_sent"
     assert "lease" in record["message"]
     assert await redis.hget(k.STATS, "serial|not_sent") == b"1"

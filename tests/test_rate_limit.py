@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from config.settings import ConfigError, load_settings
 from relay import constants as k
 from relay.server import create_app
+from relay.store.detail import attempt_record
 from relay.store.ingest import notification_id
 from tests.procs import RelayProcess
 from tests.support import TEST_ENV, RedisServer, ipn_fields, signed_body, wait_for, write_config
@@ -196,7 +197,7 @@ async def test_the_longer_of_retry_after_and_the_rate_limit_wins(
     assert (await client.post("/ipn", data=body, headers=FORM)).status == 200
     nid = notification_id("default", "ipn", body)
     await wait_for(lambda: len(s.received) == 2, 15)
-    first, second = (json.loads(a) for a in await redis.lrange(k.attempts(nid, "erp"), 0, -1))
+    first, second = (attempt_record(a) for a in await redis.lrange(k.attempts(nid, "erp"), 0, -1))
     # Retry-After 1 s against one request per 50 ms: Retry-After; against one per 2 s: the limit
     assert gap_ms <= second["at"] - first["at"] < gap_ms + 1000, (first, second)
     assert second["n"] == 2 and (await redis.hget(k.delivery(nid, "erp"), "attempts")) == b"2"

@@ -37,6 +37,14 @@ NOT_SENT_MESSAGES = {
 }
 
 
+def compact(record: Mapping[str, object]) -> str:
+    """An attempt record as stored: JSON without the fields that say nothing (null, false, ""), about 40
+    bytes less in each of millions of records; readers take a missing field as null
+    (relay/store/detail.py ``attempt_record``)."""
+    kept = {name: v for name, v in record.items() if v is not None and v is not False and v != ""}
+    return json.dumps(kept, separators=(",", ":"))
+
+
 def bucket(seconds: float, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> int:
     for i, upper in enumerate(bounds):
         if seconds <= upper:
@@ -205,7 +213,7 @@ class Sender:
             attempt=item.attempt,
             outcome=DROPPED,
             delay_ms=0,
-            record=json.dumps(record, separators=(",", ":")),
+            record=compact(record),
             last="not sent",
             lat_bucket=0,
             lat_us=0,
@@ -272,7 +280,7 @@ class Sender:
             attempt=item.attempt,
             outcome=outcome,
             delay_ms=delay_ms,
-            record=json.dumps(record, separators=(",", ":")),
+            record=compact(record),
             last=f"HTTP {answer.status}" if answer.status is not None else answer.error,
             # relay:stats: latency buckets, and sums in integer microseconds (HINCRBY, see complete.lua)
             lat_bucket=bucket(duration),

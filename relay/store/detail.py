@@ -50,6 +50,8 @@ ATTEMPT_FIELDS: dict[str, str] = {
     "next": "retry: when the next attempt is due",
     "resend": "whether this delivery is a resend's",
 }
+# what a field left out of a compact record was (the rest were null)
+_ATTEMPT_DEFAULTS: dict[str, Any] = {"response": "", "resend": False}
 _TIMES = {
     "created_at": "created",
     "updated_at": "updated",
@@ -76,14 +78,20 @@ def delivery_record(d: Mapping[str, str], attempts: list[bytes], pause: Mapping[
     return {name: out[name] for name in DELIVERY_FIELDS}
 
 
-def _attempt(raw: bytes) -> dict[str, Any]:
+def attempt_record(raw: bytes) -> dict[str, Any]:
+    """One stored attempt record with every field of ATTEMPT_FIELDS, as stored (times in ms): workers
+    leave out the null, false and empty ones (workers/attempt.py ``compact``), older ones wrote them all."""
     try:
         record = json.loads(raw)
     except ValueError:
         record = None
     if not isinstance(record, dict):
         record = {"message": "unreadable attempt record: " + raw.decode("utf-8", "replace")[:200]}
-    out = {name: record.get(name) for name in ATTEMPT_FIELDS}
+    return {name: record.get(name, _ATTEMPT_DEFAULTS.get(name)) for name in ATTEMPT_FIELDS}
+
+
+def _attempt(raw: bytes) -> dict[str, Any]:
+    out = attempt_record(raw)
     for name in ("at", "next"):
         out[name] = iso_millis(out[name]) if isinstance(out[name], int) else None
     out["resend"] = bool(out["resend"])

@@ -35,6 +35,7 @@ from redis.exceptions import RedisError
 
 from relay import constants as k
 from relay import protocol
+from relay.store.detail import attempt_record
 from relay.store.ingest import notification_id
 from tests.procs import RelayProcess
 from tests.support import SECRET_KEY, RedisServer, free_port, ipn_fields, signed_body, wait_for, write_config
@@ -599,7 +600,7 @@ async def attempt_records(redis: Redis, pairs: Sequence[tuple[str, str]]) -> dic
             for nid, ep in chunk:
                 pipe.lrange(k.attempts(nid, ep), 0, -1)
             for pair, raw in zip(chunk, await pipe.execute(), strict=True):
-                out[pair] = [json.loads(a) for a in raw]
+                out[pair] = [attempt_record(a) for a in raw]
     return out
 
 

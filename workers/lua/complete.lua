@@ -22,47 +22,49 @@ local function bucket_of(us, bounds)
 end
 
 -- append one attempt record to the log ``a`` of delivery ``d``: the log keeps the last ATTEMPTS_CAP
--- (counting the rest in ``attempts_dropped``) and lives exactly as long as its delivery.
+-- (counting the rest in ``attempts_dropped``) and lives exactly as long as its delivery: its expiry is
+-- set with its first record, from the delivery's, which route.lua sets once and nothing changes.
 -- Also used by claim.lua, which follows this file in the step script.
 local function log_attempt(a, d, record)
   local len = redis.call('RPUSH', a, record)
-  if len > ATTEMPTS_CAP then
+  if len == 1 then
+    local ttl = redis.call('PTTL', d)
+    if ttl > 0 then redis.call('PEXPIRE', a, ttl) end
+  elseif len > ATTEMPTS_CAP then
     redis.call('LTRIM', a, -ATTEMPTS_CAP, -1)
     redis.call('HINCRBY', d, 'attempts_dropped', len - ATTEMPTS_CAP)
   end
-  local ttl = redis.call('PTTL', d)
-  if ttl > 0 then redis.call('PEXPIRE', a, ttl) end
 end
 
 local function complete(r, kk, now, tally, latest)
   local nid, ep, attempt, outcome = r[R.nid], r[R.ep], tonumber(r[R.attempt]), r[R.outcome]
   local d, a = kk[RK.delivery], kk[RK.attempts]
   local dropped = outcome == 'dropped'
+  local rec = 'rec:' .. attempt
+  -- one read decides everything below (the script is atomic: nothing changes it meanwhile)
+  local st = redis.call('HMGET', d, 'state', 'attempts', 'mode', 'next', rec, 'unsent')
   -- expired by retention: writing would re-create its keys with no expiry
-  if redis.call('EXISTS', d) == 0 then return 0 end
-  if dropped then
-    local held = redis.call('HMGET', d, 'state', 'attempts')
-    if held[1] ~= 'in_flight' or tonumber(held[2]) ~= attempt then return 0 end
-  end
+  if not st[1] then return 0 end
+  local held = st[1] == 'in_flight' and tonumber(st[2]) == attempt
+  if dropped and not held then return 0 end
   -- once per attempt: a call retried after an error (a script that failed half-way, a lost reply)
-  -- must not log or count the same attempt twice
-  if redis.call('HSETNX', d, 'rec:' .. attempt, outcome) == 0 then return 2 end
+  -- must not log or count the same attempt twice. rec:<n> is written in the same HSET as the state,
+  -- right after the log, so no write can fail between the two.
+  if st[5] then return 2 end
   local record = r[R.record]
   local nxt = 0
   if outcome == 'retry' or dropped then
     nxt = now + tonumber(r[R.delay_ms])
-    local rec = cjson.decode(record)
-    rec.next = nxt
-    record = cjson.encode(rec)
+    local rec_doc = cjson.decode(record)
+    rec_doc.next = nxt
+    record = cjson.encode(rec_doc)
   end
   -- every attempt is logged, even a stale one
   log_attempt(a, d, record)
-  local st = redis.call('HMGET', d, 'state', 'attempts', 'mode', 'next')
-  if st[1] ~= 'in_flight' or tonumber(st[2]) ~= attempt then
+  if not held then
+    redis.call('HSET', d, rec, outcome)
     return 0
   end
-  redis.call('ZREM', kk[RK.lease], nid)
-  redis.call('ZREM', kk[RK.st_in_flight], nid)
   local state = outcome
   local st_to = kk[RK.st_to]
   if outcome == 'retry' or dropped then
@@ -72,22 +74,28 @@ local function complete(r, kk, now, tally, latest)
       state, st_to = 'paused', kk[RK.st_paused]
       redis.call('HSET', d, 'paused_from', 'retrying')
     end
-    redis.call('HSET', d, 'state', state, 'updated', now, 'last', r[R.last], 'next', nxt)
+    if dropped then
+      -- its number is spent (rec:n), but it was no attempt at the endpoint: the schedule skips it
+      redis.call('HSET', d, 'state', state, 'updated', now, 'last', r[R.last], 'next', nxt, rec, outcome,
+                 'unsent', (tonumber(st[6]) or 0) + 1)
+    else
+      redis.call('HSET', d, 'state', state, 'updated', now, 'last', r[R.last], 'next', nxt, rec, outcome)
+    end
     -- a serial or per_order queue keeps receipt order: the retry's due time is its 'next' alone
     if st[3] ~= 'serial' and st[3] ~= 'per_order' then redis.call('ZADD', kk[RK.queue], nxt, nid) end
   else
     if st[4] then redis.call('HDEL', d, 'next') end  -- only a delivery that was retrying has one
-    redis.call('ZREM', kk[RK.queue], nid)
     if outcome == 'delivered' then
-      redis.call('HSET', d, 'state', state, 'updated', now, 'last', r[R.last], 'delivered_at', now)
+      redis.call('HSET', d, 'state', state, 'updated', now, 'last', r[R.last], 'delivered_at', now, rec, outcome)
     else
-      redis.call('HSET', d, 'state', state, 'updated', now, 'last', r[R.last])
+      redis.call('HSET', d, 'state', state, 'updated', now, 'last', r[R.last], rec, outcome)
     end
+    redis.call('ZREM', kk[RK.queue], nid)
   end
+  redis.call('ZREM', kk[RK.lease], nid)
+  redis.call('ZREM', kk[RK.st_in_flight], nid)
   redis.call('ZADD', st_to, now, nid)
   if dropped then
-    -- its number is spent (rec:n), but it was no attempt at the endpoint: the schedule skips it
-    redis.call('HINCRBY', d, 'unsent', 1)
     tally[ep .. '|not_sent'] = (tally[ep .. '|not_sent'] or 0) + 1
     return 1
   end
