@@ -1,15 +1,13 @@
-"""One CLI convention (README, "Command line"), with real `relay` processes on a real Redis: an unknown
-name or a bad argument exits 2 in every command; operator commands print their result and log only
-warnings unless --verbose; queue figures are in an operator's words; send-test prints changes only."""
+"""One CLI convention (README, "Command line"), with `relay` commands (run in the test process by
+tests/cli.py) on a real Redis: an unknown name or a bad argument exits 2 in every command; operator
+commands print their result and log only warnings unless --verbose; queue figures are in an operator's
+words; send-test prints changes only."""
 
 # the fixtures are imported from test_api, so test arguments "redefine" them by design
 
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +18,8 @@ from redis.asyncio import Redis
 from config.settings import Settings
 from relay import constants as k
 from relay.cli.sendtest import follow
-from tests.support import TEST_ENV, RedisServer, wait_for, write_config
+from tests.cli import run_cli
+from tests.support import RedisServer, wait_for, write_config
 from tests.test_api import (  # noqa: F401  (fixtures used by name)
     api_settings,
     client,
@@ -33,16 +32,8 @@ NID = "ipn_" + "0" * 24
 
 
 def relay(config: Path, redis_url: str, *args: str) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | TEST_ENV | {"REDIS_URL": redis_url}
-    proc = subprocess.run(
-        [sys.executable, "-m", "relay", "--config", str(config), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-    return proc.returncode, proc.stdout, proc.stderr
+    done = run_cli("--config", str(config), *args, redis_url=redis_url)
+    return done.returncode, done.stdout, done.stderr
 
 
 @pytest.mark.parametrize(
@@ -146,32 +137,14 @@ def test_send_test_names_only_the_development_secret_it_signs_with(tmp_path: Pat
         "RELAY_DEMO_SIGNING_SECRET": "whsec_x",
     }
     (tmp_path / ".relay" / "dev-secrets.json").write_text(__import__("json").dumps(secrets))
-    env = {name: value for name, value in os.environ.items() if name not in secrets} | {
-        "REDIS_URL": "redis://127.0.0.1:9/0"
-    }
+    env = {"REDIS_URL": "redis://127.0.0.1:9/0"}
     closed = f"http://127.0.0.1:{free_port()}"
     for channel, used in (("ipn", "TCO_SECRET_KEY"), ("ins", "TCO_INS_SECRET_WORD")):
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "relay",
-                "--config",
-                str(config),
-                "send-test",
-                "--channel",
-                channel,
-                "--url",
-                closed,
-                "--timeout",
-                "1",
-            ],
+        proc = run_cli(
+            *("--config", str(config), "send-test", "--channel", channel, "--url", closed, "--timeout", "1"),
             env=env,
             cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            stdin=subprocess.DEVNULL,
+            drop=tuple(secrets),
         )
         assert proc.returncode == 1, (proc.stdout, proc.stderr)  # nothing listens there: cannot reach the relay
         note = proc.stderr.splitlines()[0]

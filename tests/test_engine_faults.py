@@ -25,9 +25,10 @@ from workers.step import StepInterrupted
 N = 6
 
 
-# a lost claim waits for its lease: 3 s, not the default 5.5 s, yet still far longer than a delivery
-# to a local sink takes even on a loaded machine (a lease that ran out mid-request would send twice)
-LEASE_MARGIN_S = 2.5
+# a lost claim waits for its lease: 1.5 s (timeout 0.5 s + this), not the default 5.5 s. A request is sent
+# only while the lease surely holds (attempt.py's send_by, half this margin to spare), so a loop running
+# late on a loaded machine gets a request held back and retried, never one sent twice
+LEASE_MARGIN_S = 1.0
 
 
 @pytest.fixture

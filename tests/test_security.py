@@ -149,7 +149,9 @@ async def test_slow_upload_gets_408(make_settings: Callable[..., Settings], redi
         )
         await writer.drain()
         head = await asyncio.wait_for(reader.read(200), 5)
+        # closed for good before the cleanup: aiohttp otherwise lingers up to 10 s reading the unsent body
         writer.close()
+        await writer.wait_closed()
         assert head.startswith(b"HTTP/1.1 408"), head
     finally:
         await runner.cleanup()
