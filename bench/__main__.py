@@ -18,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import cost, delivery, figures, ingress, memory, report
+from bench import cost, delivery, figures, ingress, memory, reads, report
 from bench.harness import Harness, Options
 from bench.procs import BenchError
 
@@ -27,6 +27,7 @@ SCENARIOS: dict[str, tuple[Callable[[Harness], dict[str, Any]], Callable[[dict[s
     "delivery": (delivery.run, report.delivery_text),
     "cost": (cost.run, report.cost_text),
     "memory": (memory.run, report.memory_text),
+    "reads": (reads.run, report.reads_text),
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

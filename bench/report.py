@@ -425,3 +425,38 @@ def targets_text(rows: list[dict[str, Any]]) -> str:
             for r in rows
         ],
     )
+
+
+def reads_text(r: dict[str, Any]) -> str:
+    """Each operator read at both backlog sizes, its growth and its ratio to the detail read, and SLOWLOG."""
+    small, large = (str(s) for s in (r["sizes"][0], r["sizes"][-1]))
+    at = r["at"]
+    growth, over = r["ratios"]["growth"], r["ratios"]["over_detail"]
+    rows = [
+        [name, at[small]["ms"][name], at[large]["ms"][name], growth.get(name), over.get(name)]
+        for name in at[large]["ms"]
+    ]
+    text = table(
+        [
+            f"reads (page of {r['page']}, median of {r['calls']})",
+            f"{int(small):,} ms",
+            f"{int(large):,} ms",
+            f"{int(large):,}/{int(small):,}",
+            "÷ detail",
+        ],
+        rows,
+    )
+    for size in (small, large):
+        slow, build = at[size]["slowlog"], at[size]["build"]
+        ctl = build["control_slowlog"]
+        text += (
+            f"\nat {int(size):,}: SLOWLOG (>= 10 ms) during the reads: {slow['count']}"
+            f" (max {slow['max_us'] / 1000:.1f} ms)"
+            f"; during pause + resume of the 8 endpoints: {ctl['count']} (max {ctl['max_us'] / 1000:.1f} ms);"
+            f" built in {build['store_s']} s stored + {build['route_s']} s routed + {build['resume_s']} s resumed,"
+            f" {build['pending_deliveries']:,} deliveries pending"
+        )
+    return (
+        text + "\n(÷ detail: an API read over the API's detail read; relay health and the overview over the"
+        " detail read in process)"
+    )
