@@ -128,6 +128,8 @@ def ingest_call(nid: str, body: bytes, now_ms: int) -> tuple[list[str], list[str
         job_ttl_ms=str(FANOUT_JOB_EXPIRY_MS),
         job_id=job_id,
         message_id="",
+        source="tco",
+        accepted_ttl_ms=str(k.SOURCE_ACCEPTED_TTL_MS),
     )
     return keys, args
 

@@ -40,6 +40,8 @@ relay:ep:{ep}:resent                   zset   original nid -> ms: failed deliver
                                               resend is delivered (relay/store/resolve.py)
 relay:ep:{ep}:st:resolved              zset   nid -> ms it failed: failed deliveries whose resend was delivered
 relay:src:{src}:rej:{minute}           str    refusals of a source in one minute, kept 2 h
+relay:src:{src}:acc:{minute}           str    notifications of a source stored in one minute (not resends), kept
+                                              2 h: health's accepted count is read from these, never from the index
 relay:src:{src}:lastrej                hash   the latest refusal (``at``, ``reason``, ``detail``, ``channel``)
                                               and when the incident began (``first``), kept 49 h
 relay:rec:{src}:seen                   hash   order RefNo -> "STATUS first_seen_ms": the orders of 2Checkout's listing
@@ -129,6 +131,8 @@ R2D_BUCKETS = (
 # earlier workers used LATENCY_BUCKETS and are read into the same histogram by their upper bounds
 R2D_FIELD = "h"
 SOURCE_REJECTS_TTL_MS = 2 * 3_600_000
+# the accepted counters live as long: both outlast the longest source_window_minutes (120)
+SOURCE_ACCEPTED_TTL_MS = SOURCE_REJECTS_TTL_MS
 SOURCE_LASTREJ_TTL_MS = 49 * 3_600_000
 ALERT_OPEN_TTL_MS = 7 * DAY_MS
 # a refusing source has recovered once this many notifications were accepted after its last refusal
@@ -151,6 +155,7 @@ KEY_TEMPLATES = {
     "ep_resent": "relay:ep:{ep}:resent",
     "resends": "relay:resends:{nid}",
     "source_rejects": "relay:src:{src}:rej:{minute}",
+    "source_accepted": "relay:src:{src}:acc:{minute}",
     "source_watched": "relay:src:{src}:watched",
     "source_lastrej": "relay:src:{src}:lastrej",
     "idx_source": "relay:ix:src:{src}",
@@ -216,6 +221,10 @@ def ep_resent(ep: str) -> str:
 
 def source_rejects(src: str, minute: int) -> str:
     return KEY_TEMPLATES["source_rejects"].format(src=src, minute=minute)
+
+
+def source_accepted(src: str, minute: int) -> str:
+    return KEY_TEMPLATES["source_accepted"].format(src=src, minute=minute)
 
 
 def source_lastrej(src: str) -> str:

@@ -1,7 +1,11 @@
 """Steering deliveries: pause and resume an endpoint, retry now, cancel. Shared by the API, CLI and dashboard.
 
-Each action is one call of ``relay/store/lua/control.lua``, which also pushes the action's audit entry
-(relay/store/audit.py). The state lives in Redis, so every process sees it at once:
+An action on one notification is one call of ``relay/store/lua/control.lua``, which also pushes the
+action's audit entry (relay/store/audit.py). An action on a whole endpoint (pause, resume, retry all) is
+a call per page of ``CONTROL_PAGE`` deliveries, so none holds Redis (the ingress with it) for longer as
+the backlog grows; each page is atomic and the action idempotent, so repeating an action a crash cut
+short finishes it; its audit entry comes with the last page. The state lives in Redis, so every process
+sees it at once:
 
 - a paused endpoint is a field of ``relay:paused``; its waiting deliveries are in state ``paused``,
   the claim script gives it nothing and the fan-out parks new work as ``paused``. Resume puts each
@@ -39,6 +43,8 @@ from relay.timefmt import iso_millis
 
 # deliveries one cancel_removed call looks at (~10 Redis commands each: a few ms of Redis at most)
 REMOVED_PAGE = 500
+# deliveries one call of a paged action (pause, resume, retry all) moves: about 1 ms of Redis each
+CONTROL_PAGE = 500
 
 REFUSALS = {
     "paused": "endpoint {ep} is paused: resume it first",
@@ -105,20 +111,49 @@ class Control:
     # -- pause and resume --------------------------------------------------------------------
 
     async def pause(self, name: str, origin: audit.Origin) -> dict[str, Any]:
+        """Pause an endpoint: its flag, then its waiting deliveries as ``paused``, a page a call. Pausing
+        a paused endpoint answers ``already`` and moves what a pause cut short left waiting."""
         ep = await self._name(name)
         entry = audit.entry("pause", origin, target=ep, at_ms=self.now_ms())
         who = json.dumps({"at": entry["at"], "by": origin.label()})
-        code, count, detail = await self._call("pause", ep, entry, who=who)
+        already: bool | None = None
+        count = 0
+        for _ in range(await self._pages(ep, "pending", "retrying")):
+            always = "0" if already else "1"
+            _, n, detail = await self._call("pause", ep, entry, who=who, page=CONTROL_PAGE, done=count, always=always)
+            doc = json.loads(detail)
+            already = doc["already"] if already is None else already
+            count += n
+            if not doc["more"]:
+                break
+        else:
+            raise Conflict(f"pausing {ep} did not finish (its deliveries keep arriving): pause it again")
         state = await self.pause_state(ep)
-        return {"endpoint": ep, "paused": True, "already": detail == "already", "count": count, **state}
+        return {"endpoint": ep, "paused": True, "already": bool(already), "count": count, **state}
 
     async def resume(self, name: str, origin: audit.Origin) -> dict[str, Any]:
+        """Resume an endpoint: its paused deliveries back a page a call, its flag with the last page."""
         ep = await self._name(name)
         entry = audit.entry("resume", origin, target=ep, at_ms=self.now_ms())
-        code, count, _ = await self._call("resume", ep, entry)
-        if code != "ok":
-            raise self._refuse(code, ep)
+        count = 0
+        for _ in range(await self._pages(ep, "paused")):
+            code, n, detail = await self._call("resume", ep, entry, page=CONTROL_PAGE, done=count)
+            if code != "ok":
+                raise self._refuse(code, ep)
+            count += n
+            if not json.loads(detail)["more"]:
+                break
+        else:
+            raise Conflict(f"resuming {ep} did not finish (its deliveries keep arriving): resume it again")
         return {"endpoint": ep, "paused": False, "count": count}
+
+    async def _pages(self, ep: str, *states: str) -> int:
+        """A bound on the calls a paged action takes: its deliveries now, and room for what arrives meanwhile."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for state in states:
+                pipe.zcard(k.ep_state(ep, state))
+            sizes = await pipe.execute()
+        return sum(int(n) for n in sizes) // CONTROL_PAGE + 100
 
     async def paused(self) -> dict[str, dict[str, Any]]:
         """Every paused endpoint: since when (ms) and by whom."""
@@ -148,17 +183,29 @@ class Control:
         if nid is None:
             if endpoint is None:
                 raise BadParam("endpoint", None, "name an endpoint, a notification, or both")
-            ep = await self._name(endpoint)
-            entry = audit.entry("retry", origin, target=ep, at_ms=self.now_ms())
-            code, count, head = await self._call("retry", ep, entry, nid="")
-            if code != "ok":
-                raise self._refuse(code, ep)
-            return {"endpoint": ep, "count": count, **({"head": head} if head else {})}
+            return await self._retry_all(await self._name(endpoint), origin)
         check_id(nid)
         names = [await self._name(endpoint)] if endpoint is not None else await self._retrying_eps(nid)
         entry = audit.entry("retry", origin, target=nid, at_ms=self.now_ms())
         count, done, refused = await self._each("retry", nid, names, entry)
         return {"id": nid, "endpoints": done, "count": count, **({"refused": refused} if refused else {})}
+
+    async def _retry_all(self, ep: str, origin: audit.Origin) -> dict[str, Any]:
+        """Every retrying delivery of ``ep`` due now, a page a call from a cursor; only the deliveries
+        retrying when it began (a rerun after a crash makes some due twice, which is harmless)."""
+        entry = audit.entry("retry", origin, target=ep, at_ms=self.now_ms())
+        count, head, cursor, upto = 0, "", "", ""
+        for _ in range(await self._pages(ep, "retrying")):
+            code, n, detail = await self._call(
+                "retry", ep, entry, nid="", page=CONTROL_PAGE, done=count, cursor=cursor, upto=upto
+            )
+            if code != "ok":
+                raise self._refuse(code, ep)
+            doc = json.loads(detail)
+            count, head, cursor, upto = count + n, head or doc["head"], doc["cursor"], doc["upto"]
+            if not doc["more"]:
+                break
+        return {"endpoint": ep, "count": count, **({"head": head} if head else {})}
 
     async def _each(
         self, action: str, nid: str, names: list[str], entry: dict[str, Any], **named: str

@@ -240,6 +240,8 @@ class Store:
             job_ttl_ms=FANOUT_JOB_EXPIRY_MS,
             job_id=job_id,
             message_id=facts.get("message_id", ""),
+            source=source,
+            accepted_ttl_ms=k.SOURCE_ACCEPTED_TTL_MS,
         )
         seq = await self._batch.submit((keys, args))
         return Stored(nid=nid, seq=int(seq))

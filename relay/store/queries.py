@@ -3,7 +3,9 @@
 Shared by the admin API (``relay/admin/api.py``) and the CLI (``relay/cli/notifications.py``). Every listing walks
 one sorted-set index newest first (never KEYS or SCAN): the most selective of ``relay:ix:ref``,
 ``relay:ep:{ep}:st:{state}``, ``relay:ix:ch``, ``relay:ix:src``, ``relay:ix:type`` and ``relay:ix:all``, and checks the
-other filters on each candidate, scanning at most ``SCAN_BUDGET`` candidates per page.
+other filters on each candidate, scanning at most ``SCAN_BUDGET`` candidates per page. A state without an endpoint
+walks every endpoint's index of that state at once, merged by ``relay/store/lua/merge.lua`` (each notification
+once, newest change first): a page reads about a page of each, never the whole backlog.
 
 Filters are validated by the pydantic models of ``relay/store/params.py``; the errors and their
 wording are in ``errors.py`` (re-exported here, where the API, the CLI and the dashboard have always
@@ -39,12 +41,16 @@ from relay.store.params import NAME as NAME
 from relay.store.params import NID as NID
 from relay.store.params import Filters as Filters
 from relay.store.resolve import resolve
+from relay.store.scripts import script
+from relay.store.wire import MERGE
 from relay.timefmt import iso_millis
 
 M = TypeVar("M", bound=BaseModel)
 
 SCAN_BUDGET = 5_000
 BATCH = 200
+# notifications one merge.lua call looks at, at most (each a ZSCORE per endpoint: a few ms of Redis)
+MERGE_BUDGET = 500
 SUMMARY_FIELDS = ("channel", "source", "recv", "ref", "status", "mtype", "type", "test", "resend_of", "eps", "targets")
 DELIVERY_SUMMARY = ("state", "attempts", "last", "updated", "next", "resolved_by", "resolved_at")
 
@@ -88,7 +94,7 @@ def check_id(nid: str) -> str:
 
 @dataclass(frozen=True)
 class Cursor:
-    kind: str  # which index: ref | state | ch | src | type | all
+    kind: str  # which index: ref | state | ch | src | type | all | xstate (a state across endpoints)
     score: int
     nid: str
     filters: str  # fingerprint of the filters it belongs to
@@ -119,7 +125,7 @@ class Cursor:
         return cls(kind, score, nid, fp)
 
 
-INDEX_KINDS = ("ref", "state", "ch", "src", "type", "all")
+INDEX_KINDS = ("ref", "state", "ch", "src", "type", "all", "xstate")
 
 
 def index_key(kind: str, f: Filters) -> str:
@@ -138,15 +144,25 @@ def index_key(kind: str, f: Filters) -> str:
     raise BadParam("cursor", kind, "belongs to a listing with other filters")
 
 
+def state_keys(f: Filters, endpoints: Sequence[str]) -> list[str]:
+    """The state indexes a state filter without an endpoint walks: that state's of every endpoint (and,
+    for failed with include_resolved, the failures a delivered resend resolved)."""
+    if f.state is None:
+        return []
+    states = (f.state, k.RESOLVED) if f.state == "failed" and f.include_resolved else (f.state,)
+    return [k.ep_state(ep, state) for ep in endpoints for state in states]
+
+
 def _bounds(kind: str, f: Filters) -> tuple[str, str]:
     lo = str(f.since) if f.since is not None else "-inf"
-    # the state index is scored by the delivery's last change, never before receipt: only since bounds it
-    hi = str(f.until) if f.until is not None and kind != "state" else "+inf"
+    # the state indexes are scored by the delivery's last change, never before receipt: only since bounds them
+    hi = str(f.until) if f.until is not None and kind not in ("state", "xstate") else "+inf"
     return hi, lo
 
 
-async def choose_index(redis: Redis, f: Filters) -> str:
-    """The index with the fewest members in the time range: every other filter is checked per item."""
+async def choose_index(redis: Redis, f: Filters, endpoints: Sequence[str] = ()) -> str:
+    """The index with the fewest members in the time range: every other filter is checked per item.
+    ``endpoints``: every endpoint with deliveries (a state across endpoints walks their indexes)."""
     # resolved failures have left the failed index: listing them too needs another index
     by_state = f.endpoint and f.state and not (f.state == "failed" and f.include_resolved)
     kinds = [
@@ -154,6 +170,7 @@ async def choose_index(redis: Redis, f: Filters) -> str:
         for kind, present in (
             ("ref", f.ref),
             ("state", by_state),
+            ("xstate", f.state and not f.endpoint and endpoints),
             ("ch", f.channel),
             ("src", f.source),
             ("type", f.type),
@@ -167,9 +184,11 @@ async def choose_index(redis: Redis, f: Filters) -> str:
     async with redis.pipeline(transaction=False) as pipe:
         for kind in kinds:
             hi, lo = _bounds(kind, f)
-            pipe.zcount(index_key(kind, f), lo, hi)
-        counts = await pipe.execute()
-    return min(zip(counts, range(len(kinds)), kinds, strict=True))[2]
+            for key in state_keys(f, endpoints) if kind == "xstate" else [index_key(kind, f)]:
+                pipe.zcount(key, lo, hi)
+        counts = iter(await pipe.execute())
+    sizes = [sum(next(counts) for _ in (state_keys(f, endpoints) if kind == "xstate" else [0])) for kind in kinds]
+    return min(zip(sizes, range(len(kinds)), kinds, strict=True))[2]
 
 
 # -- walking an index ------------------------------------------------------------------------
@@ -320,12 +339,17 @@ async def scan(
     if f.state == "failed":
         # resolve what a delivered resend resolved first, so "failed" lists only what still is
         await resolve(redis, [f.endpoint] if f.endpoint else endpoints)
+    # a state across endpoints: those configured and those removed whose deliveries are kept
+    removed = [name.decode() for name in await redis.hkeys(k.EP_REMOVED)] if f.state and not f.endpoint else []  # type: ignore[misc]
+    every = list(dict.fromkeys([*endpoints, *removed])) if endpoints else []
     after: tuple[int, str] | None = None
     if cursor:
         c = Cursor.decode(cursor, f)
         kind, after = c.kind, (c.score, c.nid)
     else:
-        kind = await choose_index(redis, f)
+        kind = await choose_index(redis, f, every)
+    if kind == "xstate":
+        return await _scan_merged(redis, f, state_keys(f, every), limit=limit, after=after, budget=budget)
     hi, lo = _bounds(kind, f)
     fp = f.fingerprint()
     items: list[Row] = []
@@ -344,3 +368,41 @@ async def scan(
             last_nid, last_score = batch[-1]
             return Page(items, Cursor(kind, last_score, last_nid, fp).encode(), kind, scanned)
     return Page(items, None, kind, scanned)
+
+
+async def _scan_merged(
+    redis: Redis, f: Filters, keys: list[str], *, limit: int, after: tuple[int, str] | None, budget: int
+) -> Page:
+    """A page of a state across endpoints: merge.lua hands out each notification once, newest change
+    first, from a cursor; the other filters are checked here, as for any index."""
+    fp, lo = f.fingerprint(), _bounds("xstate", f)[1]
+    items: list[Row] = []
+    scanned = 0
+    while True:
+        score, nid = after if after is not None else ("", "")
+        raw = await script(MERGE)(
+            keys=MERGE.pack_keys(*keys),
+            args=MERGE.pack_args(
+                limit=limit - len(items),
+                budget=min(MERGE_BUDGET, budget - scanned),
+                lo=lo,
+                after_score=score,
+                after_nid=nid,
+            ),
+            client=redis,
+        )
+        more, examined = int(raw[0]), int(raw[3])
+        scanned += examined
+        if examined:
+            after = (int(float(raw[1])), raw[2].decode())
+        pairs = [(raw[i].decode(), int(float(raw[i + 1]))) for i in range(4, len(raw), 2)]
+        for row in await load_rows(redis, pairs) if pairs else []:
+            if matches(row, f):
+                items.append(row)
+                if len(items) == limit:
+                    return Page(items, Cursor("xstate", row.score, row.nid, fp).encode(), "xstate", scanned)
+        if not more:
+            return Page(items, None, "xstate", scanned)
+        if scanned >= budget:
+            assert after is not None
+            return Page(items, Cursor("xstate", after[0], after[1], fp).encode(), "xstate", scanned)

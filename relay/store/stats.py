@@ -3,8 +3,9 @@
 ``health_report`` is what ``relay health``, ``GET /api/health``, the dashboard and the alert job
 (workers/alerts.py) all read, so they never disagree. It reads summaries only: per endpoint, the
 state indexes ``relay:ep:{ep}:st:{state}`` (scored by each delivery's last change) counted with
-ZCOUNT over the window; per source, a few per-minute refusal counters and the source index. Two
-round trips, whatever the amount of data. The problems it finds in those figures are
+ZCOUNT over the window; per source, the per-minute counters of refused and accepted notifications
+(kept as they come in: never a walk of the source index) and a bounded look at its newest entries.
+Two round trips, whatever the amount of data. The problems it finds in those figures are
 relay/store/problems.py's.
 
 Failure is counted per delivery: an endpoint's failing share over its window is the deliveries whose
@@ -268,14 +269,8 @@ def _age(now_ms: int, score: str) -> float | None:
     return round(max(0.0, (now_ms - float(score)) / 1000), 3) if score else None
 
 
-def _endpoint_row(settings: Settings, ep: Endpoint, row: dict[str, str], now_ms: int) -> dict[str, Any]:
-    """One endpoint's figures from health.lua's row (EP_FIELDS) and its verdict.
-
-    Failing when (docs/operations.md, "When an endpoint is failing"): a serial endpoint's head has
-    failed an attempt (everything behind it is held back); or a delivery in the window gave up and no
-    delivered resend resolved it; or more than threshold_percent of at least min_deliveries
-    deliveries in the window are failing. min_deliveries damps only that last share."""
-    counts = {state: int(row[f"n_{state}"]) for state in COUNT_STATES}
+def _windows(row: dict[str, str]) -> list[dict[str, Any]]:
+    """The endpoint's window (w1), the last hour (w2) and the last day (w3): failing over attempted."""
     windows: list[dict[str, Any]] = []
     for w in (1, 2, 3):
         retrying, failed, delivered, resolved = (
@@ -294,6 +289,17 @@ def _endpoint_row(settings: Settings, ep: Endpoint, row: dict[str, str], now_ms:
                 "share": _share(failing, attempted),
             }
         )
+    return windows
+
+
+def _endpoint_row(settings: Settings, ep: Endpoint, row: dict[str, str], now_ms: int) -> dict[str, Any]:
+    """One endpoint's figures from health.lua's row (EP_FIELDS) and its verdict.
+
+    Failing when (docs/operations.md, "When an endpoint is failing"): a serial endpoint's head has
+    failed an attempt (everything behind it is held back); or a delivery in the window gave up and no
+    delivered resend resolved it; or more than threshold_percent of at least min_deliveries
+    deliveries in the window are failing. min_deliveries damps only that last share."""
+    windows = _windows(row)
     threshold, min_deliveries, window_hours = thresholds(settings, ep)
     window = windows[0]
     share = window["share"]
@@ -305,9 +311,8 @@ def _endpoint_row(settings: Settings, ep: Endpoint, row: dict[str, str], now_ms:
         if on
     ]
     since = (_ms(row["open_since"]) or _ms(row["first_failing"])) if causes else None
-    oldest = _age(now_ms, row["oldest_recv"])
     return {
-        **counts,
+        **{state: int(row[f"n_{state}"]) for state in COUNT_STATES},
         "url_host": host(ep.url),
         "serial": not ep.concurrent,
         "window": {**window, "hours": window_hours, "threshold_percent": threshold, "min_deliveries": min_deliveries},
@@ -320,7 +325,7 @@ def _endpoint_row(settings: Settings, ep: Endpoint, row: dict[str, str], now_ms:
         "last_error": (row["head_last"] if blocked else row["last_error"]) or None,
         "last_error_at": _ms(row["head_at"] if blocked else row["last_error_at"]),
         "held_back": int(row["held_back"]) if blocked else 0,
-        "oldest_pending_age_s": oldest,  # since receipt
+        "oldest_pending_age_s": _age(now_ms, row["oldest_recv"]),  # since receipt
         "oldest_new_age_s": _age(now_ms, row["pending_at"]),
         "last_ok": _ms(row["last_ok"]),
         "last_fail": _ms(row["last_fail"]),

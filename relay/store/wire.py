@@ -66,7 +66,7 @@ INGEST = Spec(
         "ins_triple",
         "ix_type",
     ),
-    args=("nid", "retention_ms", "job", "job_ttl_ms", "job_id", "message_id"),
+    args=("nid", "retention_ms", "job", "job_ttl_ms", "job_id", "message_id", "source", "accepted_ttl_ms"),
     args_rest="field, value pairs of the notification hash",
     optional=frozenset({"ix_ref", "ins_triple", "ix_type"}),  # '' when there is none
 )
@@ -108,12 +108,28 @@ ENDPOINTS = Spec(
     args=("when", "configured", "removing", "retention_ms", "states"),
 )
 # an operator action: pause, resume, retry, cancel, cancel_removed (relay/store/control.py); the action's
-# own ARGV are '' where it takes none (control.lua says which)
+# own ARGV are '' where it takes none (control.lua says which). An action on a whole endpoint is paged:
+# ``page`` deliveries a call, ``done`` counted by the earlier pages, ``cursor`` where retry goes on
 CONTROL = Spec(
     ("control",),
+    fragments=("_rank",),
     keys=("paused", "audit"),
-    args=("action", "ep", "audit", "audit_cap", "nid", "who", "upto", "from_state", "offset", "page"),
-    optional=frozenset({"nid", "who", "upto", "from_state", "offset", "page"}),
+    args=(
+        "action",
+        "ep",
+        "audit",
+        "audit_cap",
+        "nid",
+        "who",
+        "upto",
+        "from_state",
+        "offset",
+        "page",
+        "done",
+        "always",
+        "cursor",
+    ),
+    optional=frozenset({"nid", "who", "upto", "from_state", "offset", "page", "done", "always", "cursor"}),
 )
 # every figure of health in one read (relay/store/stats.py)
 # what it is asked, after the named ARGV: per endpoint (serial: 1 or 0), then per source (silence_ms: 0 for
@@ -132,6 +148,15 @@ HEALTH = Spec(
     keys=("ix_all", "stats"),
     args=("now_ms", "endpoints", "sources", "source_window_minutes"),
     args_rest="A.endpoints records of HEALTH_EP_ARGS, then A.sources records of HEALTH_SRC_ARGS",
+)
+# one page of a delivery state across endpoints (relay/store/queries.py): KEYS are the endpoints' state
+# indexes; after_score/after_nid the cursor ('' for the first page), lo the lowest score ('-inf' for none)
+MERGE = Spec(
+    ("merge",),
+    fragments=("_rank",),
+    keys_rest="the state index of each endpoint",
+    args=("limit", "budget", "lo", "after_score", "after_nid"),
+    optional=frozenset({"after_score", "after_nid"}),
 )
 # the dashboard's hourly charts (relay/store/stats.py)
 HOURLY = Spec(("hourly",), args=("first_ms", "hour_ms", "hours"), args_rest="the endpoint names")

@@ -1,12 +1,19 @@
--- Operator actions on deliveries: pause, resume, retry now, cancel. One atomic call each, with its
--- audit entry pushed in the same call, so an action is never half done nor done without its entry.
+-- Operator actions on deliveries: pause, resume, retry now, cancel. An action on one notification is
+-- one atomic call with its audit entry. An action on a whole endpoint (pause, resume, retry every
+-- retrying delivery, cancel_removed) is done in pages of at most A.page deliveries, one call each
+-- (relay/store/control.py walks them), so no call holds Redis for longer as the backlog grows: each
+-- page is atomic, and the action is idempotent, so a rerun finishes what a crash between pages left
+-- (see each action). Its audit entry is pushed by the last page, counting A.done of the earlier ones.
 -- Keys are built by the key.* functions generated from relay/constants.py (relay/store/scripts.py).
 -- KEYS and ARGV are named in relay/store/wire.py (CONTROL): A.ep is the endpoint (for 'retry' and 'cancel'
 -- with an nid: endpoints, comma-separated), A.audit the audit entry JSON ('' for none; its at and count,
 -- and per endpoint its target, are set here); then, per action ('' where it takes none):
---   pause:          A.who (JSON; its at is set here)
---   resume:         (nothing)
---   retry:          A.nid ('' = every retrying delivery of the endpoint)
+--   pause:          A.who (JSON; its at is set here), A.page, A.done, A.always ('1': audit even if
+--                   nothing moved)
+--   resume:         A.page, A.done
+--   retry:          A.nid ('' = every retrying delivery of the endpoint, then A.page, A.done, A.cursor
+--                   ('' or "score nid" of the last one looked at) and A.upto (the ms the first page
+--                   answered: what became retrying since is not this action's))
 --   cancel:         A.nid, A.who (text)
 --   cancel_removed: A.who (text), A.upto: only deliveries of notifications up to this seq (work routed
 --                   after a re-add is never touched), A.from_state the state index to walk, A.offset its
@@ -91,37 +98,48 @@ local function retry_one(nid, mode)
   return 1, ''
 end
 
+local page, done = tonumber(ARGV[A.page] ~= '' and ARGV[A.page] or '500'), tonumber(ARGV[A.done] ~= '' and ARGV[A.done] or '0')
+
+-- pause: the flag first (from then on the claim script gives the endpoint nothing and new or finished
+-- work parks as 'paused'), then one page of what waits. A crash between pages leaves the flag set and
+-- some deliveries still 'pending' or 'retrying', none of them sent; pausing again moves them.
 if action == 'pause' then
-  if redis.call('HEXISTS', KEYS[K.paused], ep) == 1 then
-    return {'ok', 0, 'already'}
+  local already = redis.call('HEXISTS', KEYS[K.paused], ep) == 1
+  if not already then
+    local who = cjson.decode(ARGV[A.who])
+    who.at = now
+    redis.call('HSET', KEYS[K.paused], ep, cjson.encode(who))
   end
-  local who = cjson.decode(ARGV[A.who])
-  who.at = now
-  redis.call('HSET', KEYS[K.paused], ep, cjson.encode(who))
-  -- what waits now waits as 'paused'; in-flight deliveries finish (complete.lua parks a retry)
-  local count = 0
+  local count, left = 0, page
   for _, from in ipairs({'pending', 'retrying'}) do
-    for _, nid in ipairs(redis.call('ZRANGE', key.ep_state(ep, from), 0, -1)) do
-      if not stale(nid, from) then
-        redis.call('HSET', d_key(nid), 'state', 'paused', 'paused_from', from, 'updated', now)
-        move(nid, from, 'paused')
-        count = count + 1
+    if left > 0 then
+      for _, nid in ipairs(redis.call('ZRANGE', key.ep_state(ep, from), 0, left - 1)) do
+        left = left - 1
+        if not stale(nid, from) then
+          redis.call('HSET', d_key(nid), 'state', 'paused', 'paused_from', from, 'updated', now)
+          move(nid, from, 'paused')
+          count = count + 1
+        end
       end
     end
   end
-  audit(count, true)
-  return {'ok', count, ''}
+  local more = left == 0
+  if not more then audit(done + count, ARGV[A.always] == '1') end
+  return {'ok', count, cjson.encode({more = more, already = already})}
 end
 
+-- resume: one page of the paused deliveries back to the state they had; the flag goes with the last
+-- (until then the endpoint gets nothing, so the order of receipt holds). A crash between pages leaves
+-- the flag and the rest paused; resuming again finishes.
 if action == 'resume' then
   local raw = redis.call('HGET', KEYS[K.paused], ep)
   if not raw then return {'not_paused', 0, ''} end
   local ok, info = pcall(cjson.decode, raw)
   local since = now
   if ok and type(info) == 'table' and tonumber(info.at) then since = tonumber(info.at) end
-  redis.call('HDEL', KEYS[K.paused], ep)
   local count = 0
-  for _, nid in ipairs(redis.call('ZRANGE', key.ep_state(ep, 'paused'), 0, -1)) do
+  local paused = key.ep_state(ep, 'paused')
+  for _, nid in ipairs(redis.call('ZRANGE', paused, 0, page - 1)) do
     if not stale(nid, 'paused') then
       local d = d_key(nid)
       local st = redis.call('HMGET', d, 'paused_from', 'created')
@@ -135,8 +153,12 @@ if action == 'resume' then
       count = count + 1
     end
   end
-  audit(count, true)
-  return {'ok', count, ''}
+  local more = redis.call('ZCARD', paused) > 0
+  if not more then
+    redis.call('HDEL', KEYS[K.paused], ep)
+    audit(done + count, true)
+  end
+  return {'ok', count, cjson.encode({more = more})}
 end
 
 -- one notification, one or several endpoints: each is acted on if it can be, in this one call
@@ -176,11 +198,25 @@ if (action == 'retry' or action == 'cancel') and ARGV[A.nid] ~= '' then
   return {'ok', total, cjson.encode(report)}
 end
 
+-- retry every retrying delivery: one page of the index, in its order from a cursor, concurrent ones due
+-- now, serial ones by making the head due (once per action: A.cursor's page says whether it was). Making
+-- due twice is harmless, so a rerun after a crash only repeats it.
 if action == 'retry' then
   if redis.call('HEXISTS', KEYS[K.paused], ep) == 1 then return {'paused', 0, ''} end
-  -- every retrying delivery: concurrent ones due now, serial ones by making the head due (once)
-  local count, head, serial_done = 0, '', false
-  for _, nid in ipairs(redis.call('ZRANGE', key.ep_state(ep, 'retrying'), 0, -1)) do
+  local upto = ARGV[A.upto] ~= '' and tonumber(ARGV[A.upto]) or now
+  local set = key.ep_state(ep, 'retrying')
+  local first, serial_done = 0, false
+  if ARGV[A.cursor] ~= '' then
+    local score, member, serial = string.match(ARGV[A.cursor], '^(%S+) (%S+) (%d)$')
+    first, serial_done = rank_after(set, score, member), serial == '1'
+  end
+  local count, head, last, more = 0, '', '', false
+  local seen = redis.call('ZRANGE', set, first, first + page - 1, 'WITHSCORES')
+  for j = 1, #seen, 2 do
+    local nid = seen[j]
+    if tonumber(seen[j + 1]) > upto then break end
+    last = seen[j + 1] .. ' ' .. nid
+    more = j + 1 == #seen and #seen == 2 * page
     if not stale(nid, 'retrying') then
       local mode = redis.call('HGET', d_key(nid), 'mode')
       if mode ~= 'serial' then
@@ -193,13 +229,14 @@ if action == 'retry' then
       end
     end
   end
-  audit(count, true)
-  return {'ok', count, head}
+  if not more then audit(done + count, true) end
+  local cursor = last ~= '' and (last .. ' ' .. (serial_done and '1' or '0')) or ARGV[A.cursor]
+  return {'ok', count, cjson.encode({more = more, cursor = cursor, upto = upto, head = head})}
 end
 
 if action == 'cancel_removed' then
   -- one page of one state index (the caller walks them: one call never holds Redis for a backlog)
-  local upto, from, offset, page = tonumber(ARGV[A.upto]), ARGV[A.from_state], tonumber(ARGV[A.offset]), tonumber(ARGV[A.page])
+  local upto, from, offset = tonumber(ARGV[A.upto]), ARGV[A.from_state], tonumber(ARGV[A.offset])
   local count, left, kept = 0, 0, 0
   local nids = redis.call('ZRANGE', key.ep_state(ep, from), offset, offset + page - 1)
   for _, nid in ipairs(nids) do

@@ -132,13 +132,16 @@ for _ = 1, n do
   local src, silence = ARGV[i + HEALTH_SRC.name - 1], tonumber(ARGV[i + HEALTH_SRC.silence_ms - 1])
   i = i + #HEALTH_SRC_LIST
   local row = row_of(SRC_LIST)
-  local refused = 0
+  -- refused and accepted in the window's minutes, from the counters kept as requests come in
+  -- (refusal.lua, ingest.lua): a few GETs however many notifications the window holds
+  local refused, accepted = 0, 0
   for m = 0, minutes - 1 do
     refused = refused + tonumber(redis.call('GET', key.source_rejects(src, now_min - m)) or '0')
+    accepted = accepted + tonumber(redis.call('GET', key.source_accepted(src, now_min - m)) or '0')
   end
   local ix = key.idx_source(src)
   row[SRC.refused] = refused
-  row[SRC.accepted] = received(ix, now - minutes * 60000)
+  row[SRC.accepted] = accepted
   local last = redis.call('HMGET', key.source_lastrej(src), 'at', 'first', 'reason', 'detail', 'channel')
   row[SRC.last_at], row[SRC.first], row[SRC.reason] = last[1] or '', last[2] or '', last[3] or ''
   row[SRC.detail], row[SRC.channel] = last[4] or '', last[5] or ''

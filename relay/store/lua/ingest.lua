@@ -23,6 +23,10 @@ if KEYS[K.ins_triple] ~= '' then
 end
 redis.call('PEXPIRE', KEYS[K.notification], retention)
 index_receipt(now, nid, KEYS[K.ix_all], KEYS[K.ix_channel], KEYS[K.ix_source])
+-- counted per minute as it is stored, so health reads a source's accepted share from a few counters,
+-- never by walking its index (relay/store/lua/health.lua); resends (resend.lua) are not counted
+local accepted = key.source_accepted(ARGV[A.source], math.floor(now / 60000))
+if redis.call('INCR', accepted) == 1 then redis.call('PEXPIRE', accepted, ARGV[A.accepted_ttl_ms]) end
 index_within(KEYS[K.ix_ref], now, nid, retention)
 index_within(KEYS[K.ix_type], now, nid, retention)
 redis.call('ZADD', KEYS[K.fanout], seq, nid)
