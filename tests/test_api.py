@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -24,6 +21,7 @@ from relay.server import create_app
 from relay.store import queries
 from relay.store.ingest import notification_id
 from relay.timefmt import iso_millis
+from tests.cli import Done, run_cli
 from tests.support import (
     SECRET_KEY,
     TEST_ENV,
@@ -469,17 +467,13 @@ async def test_openapi_document_describes_every_route(client: TestClient) -> Non
 # -- the CLI -------------------------------------------------------------------------------------
 
 
-def relay_cli(
-    settings: Settings, *args: str, redis_url: str | None = None, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **TEST_ENV, "REDIS_URL": redis_url or settings.redis_url or "", "RELAY_ADMIN_TOKEN": TOKEN}
-    return subprocess.run(
-        [sys.executable, "-m", "relay", "--config", str(settings.config_path), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        input=stdin if stdin is not None else "",
-        timeout=60,
+def relay_cli(settings: Settings, *args: str, redis_url: str | None = None, stdin: str | None = None) -> Done:
+    """``relay`` run in the test process (tests/cli.py): what it prints and its exit code."""
+    return run_cli(
+        *("--config", str(settings.config_path), *args),
+        redis_url=redis_url or settings.redis_url or "",
+        env={"RELAY_ADMIN_TOKEN": TOKEN},
+        stdin=stdin or "",
     )
 
 

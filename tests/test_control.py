@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -23,8 +20,9 @@ from relay.server import create_app
 from relay.store import audit
 from relay.store.control import Control
 from relay.store.queries import Conflict
+from tests.cli import Done, run_cli
 from tests.procs import RelayProcess
-from tests.support import TEST_ENV, RedisServer, wait_for
+from tests.support import RedisServer, wait_for
 from tests.test_delivery import delivery, ep, post
 
 ORIGIN = audit.Origin("api", "127.0.0.9")
@@ -41,16 +39,9 @@ async def workers(start_worker: Callable[..., Worker]) -> AsyncIterator[Callable
     yield start
 
 
-def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **TEST_ENV, "REDIS_URL": settings.redis_url or ""}
-    return subprocess.run(
-        [sys.executable, "-m", "relay", "--config", str(settings.config_path), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+def cli(settings: Settings, *args: str) -> Done:
+    """``relay`` run in the test process (tests/cli.py): what it prints and its exit code."""
+    return run_cli("--config", str(settings.config_path), *args, redis_url=settings.redis_url or "")
 
 
 def refs(sink: Any) -> list[int]:

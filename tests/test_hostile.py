@@ -12,8 +12,6 @@ import re
 import resource
 import select
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +29,7 @@ from config.settings import Settings, load_settings
 from relay import protocol
 from relay.server import create_app
 from relay.store.ingest import notification_id
+from tests.cli import Done, run_cli
 from tests.procs import RelayProcess
 from tests.support import (
     INS_WORD,
@@ -465,24 +464,10 @@ def test_a_signed_ipn_gets_its_receipt_under_2000_idle_and_dribbling_connections
 # -- 4. terminal escapes through the CLI ------------------------------------------------------------
 
 
-def relay_cli(relay: Relay, *args: str) -> subprocess.CompletedProcess[str]:
-    import os
-
-    env = {
-        **os.environ,
-        **TEST_ENV,
-        "REDIS_URL": relay.redis_url,
-        "RELAY_ADMIN_TOKEN": TOKEN,
-        "HDR_SECRET": HEADER_SECRET,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "relay", "--config", str(relay.config), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def relay_cli(relay: Relay, *args: str) -> Done:
+    """``relay`` run in the test process (tests/cli.py): what it prints and its exit code."""
+    env = {"RELAY_ADMIN_TOKEN": TOKEN, "HDR_SECRET": HEADER_SECRET}
+    return run_cli("--config", str(relay.config), *args, redis_url=relay.redis_url, env=env)
 
 
 def test_cli_output_escapes_control_characters_from_a_genuine_ins(relay: Relay) -> None:

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -23,7 +20,8 @@ from redis.asyncio import Redis
 from config.settings import Settings
 from relay.server import create_app
 from relay.store.ingest import notification_id
-from tests.support import SECRET_KEY, TEST_ENV, WHSEC, ipn_fields, signed_body
+from tests.cli import run_cli
+from tests.support import SECRET_KEY, WHSEC, ipn_fields, signed_body
 
 TOKEN = "redaction-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -42,15 +40,7 @@ HIDDEN = [
 
 
 def relay_cli(settings: Settings, redis_url: str, *args: str) -> str:
-    env = {**os.environ, **TEST_ENV, "REDIS_URL": redis_url, "RELAY_ADMIN_TOKEN": TOKEN}
-    out = subprocess.run(
-        [sys.executable, "-m", "relay", "--config", str(settings.config_path), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    out = run_cli("--config", str(settings.config_path), *args, redis_url=redis_url, env={"RELAY_ADMIN_TOKEN": TOKEN})
     assert out.returncode == 0, out.stderr
     return out.stdout
 

@@ -68,8 +68,9 @@ async def _reported(redis: Redis, n: int) -> bool:
     ]
 
 
-def rewrite(settings: Settings, endpoints: list[dict[str, Any]], redis_url: str) -> Settings:
-    path = write_config(settings.config_path, endpoints=endpoints)
+def rewrite(settings: Settings, endpoints: list[dict[str, Any]], redis_url: str, **config: Any) -> Settings:
+    """The config file rewritten with ``endpoints`` (and write_config's other sections from ``config``)."""
+    path = write_config(settings.config_path, endpoints=endpoints, **config)
     return load_settings(path, {**TEST_ENV, "REDIS_URL": redis_url})
 
 

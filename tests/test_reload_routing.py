@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,8 +21,9 @@ from relay import constants as k
 from relay.server import create_app
 from relay.store import audit
 from relay.store.reload import request_reload
+from tests.cli import Done, run_cli
 from tests.procs import RelayProcess
-from tests.support import TEST_ENV, RedisServer, wait_for, write_config
+from tests.support import RedisServer, wait_for, write_config
 from tests.test_delivery import delivery, ep, post
 from tests.test_reload import rewrite, workers  # noqa: F401  (a fixture, used by name)
 from workers import retention
@@ -72,16 +70,9 @@ async def test_a_worker_that_restarts_after_a_redis_restart_keeps_the_endpoints_
 # -- a removed endpoint's work ---------------------------------------------------------------------
 
 
-def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **TEST_ENV, "REDIS_URL": settings.redis_url or ""}
-    return subprocess.run(
-        [sys.executable, "-m", "relay", "--config", str(settings.config_path), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+def _cli(settings: Settings, *args: str) -> Done:
+    """``relay`` run in the test process (tests/cli.py): what it prints and its exit code."""
+    return run_cli("--config", str(settings.config_path), *args, redis_url=settings.redis_url or "")
 
 
 async def _lose_fanout_job(redis: Redis, nid: str) -> None:
@@ -177,6 +168,7 @@ async def test_remove_then_re_add_never_cancels_what_was_routed_after_the_re_add
     assert (await request_reload(redis, ORIGIN))["ok"]
     rewrite(settings, config, redis_server.url)
     assert (await request_reload(redis, ORIGIN))["ok"]
+    slow.delay = 0  # the first request sleeps on; the later ones need not take 1.5 s each too
     # routed after the re-add, waiting behind one another while the removed lane's delivery drains
     later = [await post(client, str(i)) for i in range(1, 5)]
     for nid in later:
@@ -200,21 +192,23 @@ async def test_a_dead_workers_delivery_to_a_removed_endpoint_is_cancelled_not_se
 ) -> None:
     hung = await sink([("hang",), 200])
     config = [ep("x", hung, timeout=1)]
-    settings = make_settings(endpoints=config)
+    # the dead worker's claim waits out its lease: 2.5 s (timeout + margin), not the default 6 s
+    short = {"lease_margin": 1.5}
+    settings = make_settings(endpoints=config, delivery=short)
     client: TestClient = await aiohttp_client(create_app(settings))
     dead = RelayProcess(settings.config_path, redis_server.url, "worker")
     try:
         await wait_for(lambda: _listening(redis, 1), 30)
         nid = await post(client, "1")
         await wait_for(lambda: len(hung.received) == 1, 15)
-        dead.kill()  # mid-delivery: its lease (timeout + 5 s) has not run out yet
+        dead.kill()  # mid-delivery: its lease (timeout + lease_margin) has not run out yet
     finally:
         dead.stop()
     await redis.hdel(k.PROCS, *await redis.hkeys(k.PROCS))
     await workers(settings, 1)
-    rewrite(settings, [], redis_server.url)
+    rewrite(settings, [], redis_server.url, delivery=short)
     assert (await request_reload(redis, ORIGIN))["ok"]
-    rewrite(settings, config, redis_server.url)
+    rewrite(settings, config, redis_server.url, delivery=short)
     assert (await request_reload(redis, ORIGIN))["ok"]
     d = await wait_for(lambda: _in_state(redis, nid, "x", "cancelled"), 30)
     assert "endpoint removed" in d["cancelled_by"], d
@@ -301,15 +295,8 @@ def test_a_worker_refuses_to_start_with_retention_shorter_than_a_retry_schedule(
             delivery=delivery_conf,
             endpoints=[{"name": "x", "url": "http://127.0.0.1:9/hook", **endpoint}],
         )
-        env = {**os.environ, **TEST_ENV, "REDIS_URL": "redis://127.0.0.1:9/0"}
-        out = subprocess.run(
-            [sys.executable, "-m", "relay", "--config", str(config), "worker"],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-            stdin=subprocess.DEVNULL,
-        )
+        # refused before it starts anything: the command can run in the test process
+        out = run_cli("--config", str(config), "worker", redis_url="redis://127.0.0.1:9/0")
         assert out.returncode == 2 and all(n in out.stderr for n in named), out.stderr
         assert "Traceback" not in out.stderr
 
