@@ -117,6 +117,17 @@ def _logging_restored() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _loop_policy_restored() -> Iterator[None]:
+    """``relay serve`` and ``relay worker`` install uvloop's policy once past their checks: a test of a
+    check that no longer stops them must not leave it to the rest of the session."""
+    policy = asyncio.get_event_loop_policy()
+    try:
+        yield
+    finally:
+        asyncio.set_event_loop_policy(policy)
+
+
+@contextlib.contextmanager
 def _environment(env: Mapping[str, str], cwd: Path | None) -> Iterator[None]:
     saved, here = dict(os.environ), os.getcwd()
     os.environ.clear()
@@ -152,11 +163,12 @@ def run_cli(
     redis_url: str | None = None,
     cwd: Path | None = None,
     drop: tuple[str, ...] = (),
-    stdin: str = "",
+    stdin: str | TextIO = "",
 ) -> Done:
     """Run ``relay *argv`` here. Its environment is the test process's with TEST_ENV, ``redis_url`` as
-    REDIS_URL (none given: none at all), ``env`` over them and the names in ``drop`` removed; stdin reads
-    ``stdin`` and is not a terminal, as with ``subprocess.run(..., stdin=DEVNULL)``."""
+        REDIS_URL (none given: none at all), ``env`` over them and the names in ``drop`` removed; stdin reads
+        ``stdin`` and is not a terminal, as with ``subprocess.run(..., stdin=DEVNULL)``, unless ``stdin`` is an
+    open file (a pseudo-terminal's, say)."""
     from relay.cli import main
 
     full = {n: v for n, v in os.environ.items() if n != "REDIS_URL"} | TEST_ENV
@@ -167,7 +179,7 @@ def run_cli(
     codes: list[int] = []
 
     def command() -> None:  # in a thread of its own: the command runs its own event loop
-        with _streams(out, err, io.StringIO(stdin)):
+        with _streams(out, err, io.StringIO(stdin) if isinstance(stdin, str) else stdin):
             try:
                 codes.append(main(list(argv)))
             except SystemExit as exc:  # argparse's --help and usage errors
@@ -178,7 +190,7 @@ def run_cli(
                 traceback.print_exc(file=err)
                 codes.append(1)
 
-    with _lock, _environment(full, cwd), _logging_restored():
+    with _lock, _environment(full, cwd), _logging_restored(), _loop_policy_restored():
         thread = threading.Thread(target=command, name=f"relay {' '.join(argv)[:40]}")
         thread.start()
         thread.join(120)

@@ -1,5 +1,6 @@
 """The usual operator mistakes end in one line and a documented exit code (relay/cli/__init__.py,
-docs/operations.md), never a traceback: real `relay` processes."""
+docs/operations.md), never a traceback: real `relay` processes where the process itself is the point (a
+listen address, a closed pipe), else the command run in the test process (tests/cli.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli import run_cli
 from tests.support import TEST_ENV, RedisServer, free_port, write_config
 
 EXIT_RUNTIME, EXIT_CONFIG, EXIT_LISTEN, EXIT_BROKEN_PIPE = 1, 2, 3, 141
@@ -39,6 +41,12 @@ def relay(
     return proc.returncode, out.decode(), err.decode()
 
 
+def in_process(config: Path, *args: str, redis_url: str | None) -> tuple[int, str, str]:
+    """For a mistake found before a command starts anything (its arguments, its configuration)."""
+    done = run_cli("--config", str(config), *args, redis_url=redis_url, cwd=config.parent)
+    return done.returncode, done.stdout, done.stderr
+
+
 def one_line(err: str) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
@@ -49,7 +57,7 @@ def one_line(err: str) -> str:
 def test_serve_and_worker_without_redis_url_stop_naming_it_and_relay_dev(tmp_path: Path, command: str) -> None:
     redis_port = free_port()
     config = write_config(tmp_path / "relay.toml", redis_port=redis_port)
-    code, _, err = relay(config, command, redis_url=None)
+    code, _, err = in_process(config, command, redis_url=None)
     line = one_line(err)
     assert code == EXIT_CONFIG
     assert "REDIS_URL" in line and "relay dev" in line
@@ -62,7 +70,7 @@ def test_serve_and_worker_without_redis_url_stop_naming_it_and_relay_dev(tmp_pat
 @pytest.mark.parametrize("command", ["serve", "worker", "health"])
 def test_a_malformed_redis_url_is_a_configuration_error(tmp_path: Path, url: str, command: str) -> None:
     config = write_config(tmp_path / "relay.toml")
-    code, _, err = relay(config, command, redis_url=url)
+    code, _, err = in_process(config, command, redis_url=url)
     line = one_line(err)
     # `relay health` follows the monitoring-plugin convention: cannot evaluate is 3 (UNKNOWN), since
     # its 2 means CRITICAL (README, "Health and alerts")
@@ -73,7 +81,7 @@ def test_a_malformed_redis_url_is_a_configuration_error(tmp_path: Path, url: str
 @pytest.mark.parametrize("args", [("notifications", "list"), ("resend", "ipn_" + "0" * 24)])
 def test_a_refusing_redis_is_one_line_exit_1(tmp_path: Path, args: tuple[str, ...]) -> None:
     config = write_config(tmp_path / "relay.toml")
-    code, _, err = relay(config, *args, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    code, _, err = in_process(config, *args, redis_url=f"redis://127.0.0.1:{free_port()}/0")
     line = one_line(err)
     assert code == EXIT_RUNTIME and "cannot reach Redis" in line, line
 
@@ -116,6 +124,6 @@ def test_a_listen_port_out_of_range_is_a_usage_error(tmp_path: Path, redis_serve
     # 99999 used to be handed to the event loop, which bound it modulo 65536 (34463) and logged
     # "listening" on a port that does not exist
     config = write_config(tmp_path / "relay.toml")
-    code, _, err = relay(config, "serve", "--port", port, redis_url=redis_server.url)
+    code, _, err = in_process(config, "serve", "--port", port, redis_url=redis_server.url)
     assert code == EXIT_CONFIG, err
     assert "Traceback" not in err and "--port" in err and port in err, err

@@ -9,8 +9,6 @@ import json
 import os
 import pickle
 import pty
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -21,7 +19,8 @@ from redis.asyncio import Redis
 from config.settings import Settings
 from relay import constants as k
 from relay.store import resend as resend_module
-from tests.support import TEST_ENV, ipn_fields, signed_body, wait_for
+from tests.cli import Done, run_cli
+from tests.support import ipn_fields, signed_body, wait_for
 from tests.test_api import (  # noqa: F401  (fixtures used by name)
     AUTH,
     RefSink,
@@ -288,20 +287,14 @@ async def test_cli_resend_refusals(api_settings: Settings, redis: Redis, args: l
     assert out.returncode == (1 if message == "no notification" else 2)
 
 
-def run_in_terminal(settings: Settings, answer: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_in_terminal(settings: Settings, answer: str, *args: str) -> Done:
     """The CLI with a pseudo-terminal on stdin, answering its question with ``answer``."""
     leader, follower = pty.openpty()
     try:
         os.write(leader, answer.encode() + b"\n")
-        env = {**os.environ, **TEST_ENV, "REDIS_URL": settings.redis_url or ""}
-        return subprocess.run(
-            [sys.executable, "-m", "relay", "--config", str(settings.config_path), *args],
-            stdin=follower,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-        )
+        with open(follower, closefd=False) as terminal:
+            config = str(settings.config_path)
+            return run_cli("--config", config, *args, redis_url=settings.redis_url or "", stdin=terminal)
     finally:
         os.close(follower)
         os.close(leader)
