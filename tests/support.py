@@ -307,7 +307,9 @@ class Sink:
     async def start(self) -> Sink:
         app = web.Application()
         app.add_routes([web.post("/{tail:.*}", self.handle), web.get("/{tail:.*}", self._get)])
-        self.runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        # stopped, it cancels what still hangs at once: a test endpoint owes no one a graceful shutdown, and
+        # waiting (aiohttp's default is up to 60 s) only held the test until the relay's own timeout
+        self.runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.1)
         await self.runner.setup()
         self.port = self.port or free_port()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
