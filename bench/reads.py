@@ -2,7 +2,7 @@
 
 The backlog is notifications pending to 8 endpoints that nobody drains: the endpoints are paused while
 the notifications are stored (the store's own ``Store.ingest``, in bulk, from signed bodies parsed as the
-ingress parses them) and one real ``relay worker`` routes them; the worker stops and the endpoints are
+ingress parses them) and two real ``relay worker`` processes route them; the worker stops and the endpoints are
 resumed (through the admin API, as an operator would), so every delivery waits as ``pending``. The
 small backlog grows to the large one the same way (pause, store the rest, route, resume).
 
@@ -41,16 +41,18 @@ from relay.store.stats import health_report
 
 SIZES = (5_000, 40_000)
 QUICK_SIZES = (300, 2_400)
-CALLS = 9
+CALLS = 15
 QUICK_CALLS = 3
 PAGE = 50
 SLOW_US = 10_000  # SLOWLOG's threshold: commands of 10 ms or more
 INGEST_CONCURRENCY = 400
+ROUTING_WORKERS = 2
 TOKEN_ENV = "RELAY_ADMIN_TOKEN"
 # the listing's filters, each as an operator would ask for a page of 50
 LISTINGS = {
     "none": {},
     "state": {"state": "pending"},
+    "state, none in it": {"state": "delivered"},  # an empty page: every candidate looked at in vain
     "endpoint": {"endpoint": "ep3"},
     "state+endpoint": {"state": "pending", "endpoint": "ep3"},
     "channel": {"channel": "ipn"},
@@ -162,11 +164,12 @@ async def _grow(
 
     await asyncio.gather(*(one() for _ in range(count)))
     stored_at = time.monotonic()
-    worker = h.start_workers(1, config)[0]
+    workers = h.start_workers(ROUTING_WORKERS, config)
     try:
-        await _routed(redis, worker, 60 + count / 200)
+        await _routed(redis, workers, 60 + count / 200)
     finally:
-        h.cluster.stop(worker)
+        for worker in workers:
+            h.cluster.stop(worker)
     routed_at = time.monotonic()
     await _slowlog_reset(redis)
     for ep in settings.endpoints:
@@ -184,11 +187,13 @@ async def _grow(
     }
 
 
-async def _routed(redis: Redis, worker: Child, timeout: float) -> None:
+async def _routed(redis: Redis, workers: list[Child], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while int(await redis.zcard("relay:fanout")):
-        if time.monotonic() > deadline or not worker.alive():
-            raise BenchError(f"reads: the worker did not route the backlog within {timeout:.0f} s; see {worker.log}")
+        if time.monotonic() > deadline or not all(w.alive() for w in workers):
+            raise BenchError(
+                f"reads: the workers did not route the backlog within {timeout:.0f} s; see {workers[0].log}"
+            )
         await asyncio.sleep(0.2)
 
 
@@ -253,8 +258,9 @@ async def _reads(
         "dashboard overview": overview,
         LOCAL_REFERENCE: local_detail,
     }
-    for read in reads.values():  # warm: connections, script caches
-        await read()
+    for _ in range(2):  # warm: connections, script caches, the processes' caches after the build
+        for read in reads.values():
+            await read()
     h.wait_quiet()
     await _slowlog_reset(redis)
     samples: dict[str, list[float]] = {name: [] for name in reads}
@@ -264,7 +270,7 @@ async def _reads(
             await read()
             samples[name].append((time.perf_counter() - t0) * 1000)
     slow = await _slowlog(redis)
-    short = {name: n for name, n in items.items() if n < PAGE}
+    short = {name: n for name, n in items.items() if n < PAGE and name != "state, none in it"}
     if short:
         raise BenchError(f"reads: listings returned short pages (of {PAGE}): {short}")
     return {"ms": {name: round(statistics.median(s), 2) for name, s in samples.items()}, "slowlog": slow}

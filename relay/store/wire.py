@@ -158,5 +158,13 @@ MERGE = Spec(
     args=("limit", "budget", "lo", "after_score", "after_nid"),
     optional=frozenset({"after_score", "after_nid"}),
 )
+# the rows of a listing page (relay/store/queries.py): a notification's summary fields, and its deliveries'
+SUMMARY_FIELDS = ("channel", "source", "recv", "ref", "status", "mtype", "type", "test", "resend_of", "eps", "targets")
+DELIVERY_SUMMARY = ("state", "attempts", "last", "updated", "next", "resolved_by", "resolved_at")
+ROWS = Spec(
+    ("rows",),
+    tables=lambda: names("SUMMARY", SUMMARY_FIELDS) + names("DELIVERY", DELIVERY_SUMMARY),
+    args_rest="the notifications' ids",
+)
 # the dashboard's hourly charts (relay/store/stats.py)
 HOURLY = Spec(("hourly",), args=("first_ms", "hour_ms", "hours"), args_rest="the endpoint names")

@@ -3,11 +3,13 @@
 -- once. Reads about A.limit entries of each index per refill and A.budget notifications at most, never
 -- the indexes themselves, so a page costs the same whatever the backlog.
 -- KEYS and ARGV are named in relay/store/wire.py (MERGE).
--- A notification is listed at its oldest entry among the indexes (the last one a walk newest first
--- meets): once listed, every entry it has left is above the cursor, and an entry it gains (a delivery
--- entering the state) is scored now, above it too, so no page lists it twice; one that stays in the
--- state is listed when the walk reaches that entry.
--- Returns {more (1 or 0), cursor score, cursor member, examined, nid, score, nid, score, ...}.
+-- A notification is listed at its newest entry among the indexes (the first a walk newest first
+-- meets): an entry of one that has an entry above it was met there, on this page or an earlier one,
+-- so it is passed over. One whose deliveries stay in the state is listed exactly once; one that left
+-- it on some endpoint after the listing began (its newest entry gone) could be met again lower down:
+-- queries.py leaves those out of later pages (their deliveries' 'updated' says so), and one that
+-- re-entered it is scored now, above every page's cursor.
+-- Returns {more (1 or 0), cursor score, cursor member, examined, now ms, nid, score, nid, score, ...}.
 local limit, budget = tonumber(ARGV[A.limit]), tonumber(ARGV[A.budget])
 local lo = ARGV[A.lo] ~= '-inf' and tonumber(ARGV[A.lo]) or nil
 local n = #KEYS
@@ -47,20 +49,20 @@ while examined < budget and #out < 2 * limit do
   end
   examined = examined + 1
   last_m, last_s = best, string.format('%.17g', bs)
-  local oldest = true
+  local newest = true
   for i = 1, n do
     local s = redis.call('ZSCORE', KEYS[i], best)
-    if s and tonumber(s) < bs then
-      oldest = false
+    if s and tonumber(s) > bs then
+      newest = false
       break
     end
   end
-  if oldest then
+  if newest then
     out[#out + 1] = best
     out[#out + 1] = string.format('%.17g', bs)
   end
 end
 local more = top() ~= nil and 1 or 0
-local reply = {more, last_s, last_m, examined}
+local reply = {more, last_s, last_m, examined, now_ms()}
 for j = 1, #out do reply[#reply + 1] = out[j] end
 return reply
