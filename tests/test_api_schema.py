@@ -295,12 +295,10 @@ async def test_a_notification_and_its_deliveries_carry_documented_fields_only(
     aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis, sink: Callable[..., Any]
 ) -> None:
     import asyncio
-    import os
-    import subprocess
-    import sys
 
     from relay.store.ingest import notification_id
-    from tests.support import TEST_ENV, close_worker, ipn_fields, signed_body, wait_for
+    from tests.cli import run_cli
+    from tests.support import close_worker, ipn_fields, signed_body, wait_for
     from workers.main import create_worker
 
     ok, down = await sink([200]), await sink([500])
@@ -368,11 +366,10 @@ async def test_a_notification_and_its_deliveries_carry_documented_fields_only(
     assert paused["state"] == "paused" and paused["paused_by"].startswith("api (") and ISO.match(paused["paused_since"])
 
     # the same record in the CLI's --json, and its words in the text
-    env = {**os.environ, **TEST_ENV, "REDIS_URL": settings.redis_url or ""}
-    cmd = [sys.executable, "-m", "relay", "--config", str(settings.config_path), "notifications", "show", first]
-    shown = subprocess.run([*cmd, "--json"], capture_output=True, text=True, env=env, timeout=60)
+    cmd = ["--config", str(settings.config_path), "notifications", "show", first]
+    shown = run_cli(*cmd, "--json", redis_url=settings.redis_url or "")
     assert json.loads(shown.stdout)["deliveries"] == d, shown.stderr
-    text = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60).stdout
+    text = run_cli(*cmd, redis_url=settings.redis_url or "").stdout
     assert f"down: cancelled by {d['down']['cancelled_by']} at {d['down']['cancelled_at']}" in text, text
 
 

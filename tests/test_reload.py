@@ -24,6 +24,7 @@ from relay.server import create_app
 from relay.store import audit
 from relay.store.ingest import notification_id
 from relay.store.reload import request_reload
+from tests.cli import cli_async
 from tests.procs import RelayProcess
 from tests.support import (
     TEST_ENV,
@@ -146,43 +147,11 @@ async def test_an_invalid_config_is_refused_and_the_old_one_stays(
     await post(client, "1")
     await wait_for(lambda: len(s.received) == 1, 15)
     # the CLI prints each answer and the error, and exits 1
-    env = {**os.environ, **TEST_ENV, "REDIS_URL": settings.redis_url or ""}
-    out = await asyncio.to_thread(
-        subprocess.run,
-        [
-            sys.executable,
-            "-m",
-            "relay",
-            "--config",
-            str(settings.config_path.with_name("good.toml")),
-            "reload",
-            "--wait",
-            "5",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    good = ("--config", str(settings.config_path.with_name("good.toml")), "reload", "--wait", "5")
+    out = await cli_async(*good, redis_url=settings.redis_url or "")
     assert out.returncode == 2 and "configuration file not found" in out.stderr  # its own config is read too
     settings.config_path.with_name("good.toml").write_text(text)
-    out = await asyncio.to_thread(
-        subprocess.run,
-        [
-            sys.executable,
-            "-m",
-            "relay",
-            "--config",
-            str(settings.config_path.with_name("good.toml")),
-            "reload",
-            "--wait",
-            "5",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    out = await cli_async(*good, redis_url=settings.redis_url or "")
     assert out.returncode == 1, out.stdout + out.stderr
     assert out.stdout.count("refused") == 2 and "the 1st [[endpoints]]: name" in out.stdout
     assert "Traceback" not in out.stderr
