@@ -79,6 +79,11 @@ def create_app(
     # with two listeners each app opens its own connection, but the process is ready once: the public
     # app says so (the admin one alone would have said "ingress_ready" a second time)
     app.cleanup_ctx.append(functools.partial(_redis, announce=public))
+    _add_routes(app, settings, public=public, admin=admin)
+    return app
+
+
+def _add_routes(app: web.Application, settings: Settings, *, public: bool, admin: bool) -> None:
     channel = "{channel:ipn|lcn|ins}"
     if public:
         app.add_routes(
@@ -96,7 +101,6 @@ def create_app(
     if admin:
         setup_api(app)
         setup_dashboard(app)
-    return app
 
 
 async def _redis(app: web.Application, *, announce: bool = True) -> AsyncIterator[None]:

@@ -78,42 +78,46 @@ def render_health(report: dict[str, Any], url: str) -> str:
     ]
     lines += [f"warning  {w}" for w in report["warnings"]]
     lines += [f"info     {n['message']}" for n in report.get("notes", [])]
-    if report["endpoints"]:
-        headers = (
-            "endpoint",
-            "pending",
-            "in_flight",
-            "retrying",
-            "failed",
-            "resolved",
-            "delivered",
-            "failing 1h",
-            "failing 24h",
-            "oldest",
-            "last ok",
-            "last fail",
-        )
-        rows = [
-            (
-                name + _mark(ep),
-                str(ep["pending"]),
-                str(ep["in_flight"]),
-                str(ep["retrying"]),
-                str(ep["failed"]),
-                str(ep["resolved"]),
-                str(ep["delivered"]),
-                _rate(ep["last_hour"]),
-                _rate(ep["last_day"]),
-                "-" if ep["oldest_pending_age_s"] is None else f"{ep['oldest_pending_age_s']:.0f} s",
-                ago(ep["last_ok"], now),
-                ago(ep["last_fail"], now),
-            )
-            for name, ep in sorted(report["endpoints"].items(), key=lambda item: not item[1]["failing"])
-        ]
-        lines += ["", *table(headers, rows)]
-    else:
-        lines += ["", "no endpoints configured"]
+    lines += (
+        ["", *_endpoint_table(report["endpoints"], now)] if report["endpoints"] else ["", "no endpoints configured"]
+    )
     return "\n".join(lines)
+
+
+def _endpoint_table(endpoints: dict[str, Any], now: int) -> list[str]:
+    """One row an endpoint, the failing ones first."""
+    headers = (
+        "endpoint",
+        "pending",
+        "in_flight",
+        "retrying",
+        "failed",
+        "resolved",
+        "delivered",
+        "failing 1h",
+        "failing 24h",
+        "oldest",
+        "last ok",
+        "last fail",
+    )
+    rows = [
+        (
+            name + _mark(ep),
+            str(ep["pending"]),
+            str(ep["in_flight"]),
+            str(ep["retrying"]),
+            str(ep["failed"]),
+            str(ep["resolved"]),
+            str(ep["delivered"]),
+            _rate(ep["last_hour"]),
+            _rate(ep["last_day"]),
+            "-" if ep["oldest_pending_age_s"] is None else f"{ep['oldest_pending_age_s']:.0f} s",
+            ago(ep["last_ok"], now),
+            ago(ep["last_fail"], now),
+        )
+        for name, ep in sorted(endpoints.items(), key=lambda item: not item[1]["failing"])
+    ]
+    return table(headers, rows)
 
 
 async def _health(settings: Settings, max_pending_age: float | None) -> dict[str, Any]:

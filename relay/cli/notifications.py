@@ -163,29 +163,33 @@ def _print_table(rows: list[list[str]]) -> None:
         print("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip())
 
 
+# the facts `notifications show` prints first, in this order (the rest: fields, deliveries, resends)
+SHOWN = (
+    "id",
+    "channel",
+    "source",
+    "received_at",
+    "seq",
+    "type",
+    "ref",
+    "status",
+    "mtype",
+    "message_id",
+    "email",
+    "test",
+    "algo",
+    "content_type",
+    "resend_of",
+    "targets",
+)
+
+
 async def _show(ns: argparse.Namespace, settings: Settings, redis: Redis) -> int:
     doc = redact_notification(await detail.detail(redis, notification_id(ns.id)), settings)
     if ns.json:
         print_json(doc)
         return 0
-    for name in (
-        "id",
-        "channel",
-        "source",
-        "received_at",
-        "seq",
-        "type",
-        "ref",
-        "status",
-        "mtype",
-        "message_id",
-        "email",
-        "test",
-        "algo",
-        "content_type",
-        "resend_of",
-        "targets",
-    ):
+    for name in SHOWN:
         value = doc.get(name)
         if value not in (None, "", []):
             print(f"{name + ':':14} {clean(','.join(value) if isinstance(value, list) else value)}")
@@ -196,7 +200,17 @@ async def _show(ns: argparse.Namespace, settings: Settings, redis: Redis) -> int
     if doc.get("body_error"):
         print(f"  (body does not parse: {clean(doc['body_error'])})")
     print("deliveries:" if doc["deliveries"] else "deliveries:    none yet (not routed)")
-    for ep, d in doc["deliveries"].items():
+    _print_deliveries(doc["deliveries"])
+    if doc["resends"]:
+        print("resends:")
+        for r in doc["resends"]:
+            states = " ".join(f"{ep}:{d['state']}" for ep, d in r["deliveries"].items()) or "(not routed yet)"
+            print(f"  {clean(r['id'])} {clean(r['received_at'])} {clean(states)}")
+    return 0
+
+
+def _print_deliveries(deliveries: dict[str, Any]) -> None:
+    for ep, d in deliveries.items():
         # the same fields as --json and the API (relay/store/detail.py), in words
         extra = " ".join(f"{key}={clean(d[key])}" for key in ("last", "next_at", "reason") if d.get(key))
         state = d["state"]
@@ -211,12 +225,6 @@ async def _show(ns: argparse.Namespace, settings: Settings, redis: Redis) -> int
             status = a.get("status") or a.get("error") or ""
             line = f"#{a.get('n')} {a.get('at')} {a.get('outcome')} {status} {a.get('message') or ''}"
             print(f"    {clean(line)}".rstrip())
-    if doc["resends"]:
-        print("resends:")
-        for r in doc["resends"]:
-            states = " ".join(f"{ep}:{d['state']}" for ep, d in r["deliveries"].items()) or "(not routed yet)"
-            print(f"  {clean(r['id'])} {clean(r['received_at'])} {clean(states)}")
-    return 0
 
 
 # -- resend --------------------------------------------------------------------------------------
@@ -227,27 +235,7 @@ async def _resend(ns: argparse.Namespace, settings: Settings, redis: Redis) -> i
     key = check_idempotency_key(ns.idempotency_key)
     selectors = [name for name in FILTER_OPTIONS if name != "endpoint" and getattr(ns, name) is not None]
     if ns.id is not None or ns.ids is not None:
-        if ns.id is not None and ns.ids is not None:
-            raise Usage("give ID or --ids, not both")
-        if selectors:
-            raise Usage(f"--{selectors[0]} selects by filter; it cannot be combined with ID or --ids")
-        if ns.dry_run:
-            raise Usage("--dry-run counts a bulk resend by filter; with ID or --ids nothing needs counting")
-        if ns.id is not None:
-            if ns.endpoint is not None:
-                known_endpoint(settings, ns.endpoint)
-            result = await resender.one(
-                notification_id(ns.id), endpoint=ns.endpoint, idempotency_key=key, origin=cli_origin()
-            )
-            _report_one(ns, result)
-            return 0
-        # each of the right form, as a single ID must be (exit 2); only a well-formed unknown id is skipped
-        ids = [notification_id(i.strip()) for i in ns.ids.split(",") if i.strip()]
-        if not ids:
-            raise BadParam("ids", ns.ids, "is empty")
-        result = await resender.bulk(ids=ids, endpoint=ns.endpoint, idempotency_key=key, origin=cli_origin())
-        _report_bulk(ns, result)
-        return 0
+        return await _resend_named(ns, settings, resender, key, selectors)
     filters = await _filters(ns, settings, redis)
     if filters.empty:
         raise Usage("name a notification ID, --ids, or at least one filter (--state, --endpoint, --since, ...)")
@@ -262,19 +250,48 @@ async def _resend(ns: argparse.Namespace, settings: Settings, redis: Redis) -> i
                 + (f"; {preview['skipped_count']} skipped" if preview["skipped_count"] else "")
             )
         return 0
-    if not ns.yes:
-        if not sys.stdin.isatty():
-            raise Usage(
-                f"this resends {preview['count']} notification(s){target}; add --yes to confirm "
-                "(stdin is not a terminal, so there is no one to ask)"
-            )
-        answer = input(f"Resend {preview['count']} notification(s){target}? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            print("aborted; nothing was resent", file=sys.stderr)
-            return 1
+    if not ns.yes and not _confirmed(f"{preview['count']} notification(s){target}"):
+        return 1
     result = await resender.bulk(filters=filters, idempotency_key=key, origin=cli_origin())
     _report_bulk(ns, result)
     return 0
+
+
+async def _resend_named(
+    ns: argparse.Namespace, settings: Settings, resender: Resender, key: str | None, selectors: list[str]
+) -> int:
+    """``relay resend ID`` or ``relay resend --ids A,B``."""
+    if ns.id is not None and ns.ids is not None:
+        raise Usage("give ID or --ids, not both")
+    if selectors:
+        raise Usage(f"--{selectors[0]} selects by filter; it cannot be combined with ID or --ids")
+    if ns.dry_run:
+        raise Usage("--dry-run counts a bulk resend by filter; with ID or --ids nothing needs counting")
+    if ns.id is not None:
+        if ns.endpoint is not None:
+            known_endpoint(settings, ns.endpoint)
+        result = await resender.one(
+            notification_id(ns.id), endpoint=ns.endpoint, idempotency_key=key, origin=cli_origin()
+        )
+        _report_one(ns, result)
+        return 0
+    # each of the right form, as a single ID must be (exit 2); only a well-formed unknown id is skipped
+    ids = [notification_id(i.strip()) for i in ns.ids.split(",") if i.strip()]
+    if not ids:
+        raise BadParam("ids", ns.ids, "is empty")
+    result = await resender.bulk(ids=ids, endpoint=ns.endpoint, idempotency_key=key, origin=cli_origin())
+    _report_bulk(ns, result)
+    return 0
+
+
+def _confirmed(what: str) -> bool:
+    """Asked in a terminal whether to resend ``what``; without one, a usage error naming --yes."""
+    if not sys.stdin.isatty():
+        raise Usage(f"this resends {what}; add --yes to confirm (stdin is not a terminal, so there is no one to ask)")
+    if input(f"Resend {what}? [y/N] ").strip().lower() in ("y", "yes"):
+        return True
+    print("aborted; nothing was resent", file=sys.stderr)
+    return False
 
 
 def _report_one(ns: argparse.Namespace, result: dict[str, Any]) -> None:

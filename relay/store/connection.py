@@ -114,13 +114,7 @@ def start_embedded(settings: Settings) -> subprocess.Popen[bytes] | None:
     """
     cfg = settings.redis
     data = Path(cfg.data_dir).resolve()
-    if answers_ping(cfg.port):
-        running = _data_dir(cfg.port)
-        if running is not None and Path(running).resolve() != data:
-            raise RedisUnavailable(
-                f"port {cfg.port} already has a redis-server keeping its data in {running}, not in {data} "
-                "(another checkout's embedded Redis?): stop it, or set [redis] port / REDIS_URL"
-            )
+    if _ours_running(cfg.port, data):
         return None
     exe = shutil.which("redis-server")
     if exe is None:
@@ -130,43 +124,66 @@ def start_embedded(settings: Settings) -> subprocess.Popen[bytes] | None:
         )
     data.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        [
-            exe,
-            "--port",
-            str(cfg.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(data),
-            # ack_after = "fsync" on a Redis without WAITAOF is honoured by fsyncing every write
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always" if settings.server.ack_after == "fsync" else "everysec",
-            "--save",
-            "",
-            "--logfile",
-            str(data / "redis.log"),
-            "--protected-mode",
-            "yes",
-        ],
+        _embedded_command(exe, settings, data),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    return _started(proc, cfg.port, data)
+
+
+def _ours_running(port: int, data: Path) -> bool:
+    """Whether a redis-server keeping its data in ``data`` answers on ``port`` already; one keeping it
+    elsewhere (another checkout's embedded Redis) is not ours to use."""
+    if not answers_ping(port):
+        return False
+    running = _data_dir(port)
+    if running is not None and Path(running).resolve() != data:
+        raise RedisUnavailable(
+            f"port {port} already has a redis-server keeping its data in {running}, not in {data} "
+            "(another checkout's embedded Redis?): stop it, or set [redis] port / REDIS_URL"
+        )
+    return True
+
+
+def _embedded_command(exe: str, settings: Settings, data: Path) -> list[str]:
+    return [
+        exe,
+        "--port",
+        str(settings.redis.port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data),
+        # ack_after = "fsync" on a Redis without WAITAOF is honoured by fsyncing every write
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always" if settings.server.ack_after == "fsync" else "everysec",
+        "--save",
+        "",
+        "--logfile",
+        str(data / "redis.log"),
+        "--protected-mode",
+        "yes",
+    ]
+
+
+def _started(proc: subprocess.Popen[bytes], port: int, data: Path) -> subprocess.Popen[bytes] | None:
+    """``proc`` once it answers (None: another process of ours won the race to start one)."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if answers_ping(cfg.port):
-            logger.info("embedded_redis_started", port=cfg.port, data_dir=str(data), pid=proc.pid)
+        if answers_ping(port):
+            logger.info("embedded_redis_started", port=port, data_dir=str(data), pid=proc.pid)
             return proc
         if proc.poll() is not None:
             # lost a start race with another process of ours: use the winner's server
-            if answers_ping(cfg.port):
+            if answers_ping(port):
                 return None
             raise RedisUnavailable(f"embedded redis-server exited; see {data / 'redis.log'}")
         time.sleep(0.05)
     proc.terminate()
-    raise RedisUnavailable(f"embedded redis-server did not answer on port {cfg.port} within 10 s")
+    raise RedisUnavailable(f"embedded redis-server did not answer on port {port} within 10 s")
 
 
 def stop_embedded(proc: subprocess.Popen[bytes] | None) -> None:

@@ -237,51 +237,57 @@ def _endpoints(report: dict[str, Any], settings: Settings) -> list[dict[str, Any
 def _sources(report: dict[str, Any], settings: Settings, notes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Refusing and silent sources; refusals below the threshold are a note, not a problem."""
     problems: list[dict[str, Any]] = []
-    cfg = settings.alerts
     for name, row in report["sources"].items():
         if row["rejecting"]:
-            problems.append(
-                {
-                    "kind": "source_rejecting",
-                    "source": name,
-                    "since": iso_seconds(row["since"]),
-                    "refused": row["refused"],
-                    "requests": row["requests"],
-                    "share": row["share"],
-                    "window_minutes": row["window_minutes"],
-                    "threshold_percent": cfg.source_threshold_percent,
-                    "min_rejections": cfg.source_min_rejections,
-                    "reason": row["reason"],
-                    "detail": row["detail"],
-                    "channel": row["channel"],
-                    "last_refused_at": iso_seconds(row["last_refused_at"]),
-                    "accepted_since_last": row["accepted_since_last"] or 0,
-                    "message": source_message(name, row),
-                }
-            )
+            problems.append(_source_rejecting(name, row, settings))
         elif row["refused"]:
-            notes.append(
-                {
-                    "kind": "source_refusals",
-                    "source": name,
-                    "refused": row["refused"],
-                    "requests": row["requests"],
-                    "window_minutes": row["window_minutes"],
-                    "reason": row["reason"],
-                    "last_refused_at": iso_seconds(row["last_refused_at"]),
-                    "message": refusals_note(name, row),
-                }
-            )
+            notes.append(_source_refusals(name, row))
         if row["silent"]:
-            start = row["last_received_at"] or row["watched_since"]
-            problems.append(
-                {
-                    "kind": "source_silent",
-                    "source": name,
-                    "since": iso_seconds(start + row["expect_within_hours"] * HOUR_MS) if start else None,
-                    "last_at": iso_seconds(row["last_received_at"]),
-                    "expect_within_hours": row["expect_within_hours"],
-                    "message": silent_message(name, row),
-                }
-            )
+            problems.append(_source_silent(name, row))
     return problems
+
+
+def _source_rejecting(name: str, row: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    cfg = settings.alerts
+    return {
+        "kind": "source_rejecting",
+        "source": name,
+        "since": iso_seconds(row["since"]),
+        "refused": row["refused"],
+        "requests": row["requests"],
+        "share": row["share"],
+        "window_minutes": row["window_minutes"],
+        "threshold_percent": cfg.source_threshold_percent,
+        "min_rejections": cfg.source_min_rejections,
+        "reason": row["reason"],
+        "detail": row["detail"],
+        "channel": row["channel"],
+        "last_refused_at": iso_seconds(row["last_refused_at"]),
+        "accepted_since_last": row["accepted_since_last"] or 0,
+        "message": source_message(name, row),
+    }
+
+
+def _source_refusals(name: str, row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "kind": "source_refusals",
+        "source": name,
+        "refused": row["refused"],
+        "requests": row["requests"],
+        "window_minutes": row["window_minutes"],
+        "reason": row["reason"],
+        "last_refused_at": iso_seconds(row["last_refused_at"]),
+        "message": refusals_note(name, row),
+    }
+
+
+def _source_silent(name: str, row: dict[str, Any]) -> dict[str, Any]:
+    start = row["last_received_at"] or row["watched_since"]
+    return {
+        "kind": "source_silent",
+        "source": name,
+        "since": iso_seconds(start + row["expect_within_hours"] * HOUR_MS) if start else None,
+        "last_at": iso_seconds(row["last_received_at"]),
+        "expect_within_hours": row["expect_within_hours"],
+        "message": silent_message(name, row),
+    }

@@ -25,10 +25,8 @@ from relay import constants as k
 from relay import routing
 from relay.store import audit, endpoints
 from relay.store.ingest import FANOUT_JOB_EXPIRY_MS, fanout_job
-from relay.store.params import MAX_IDS, SELECTING_FILTERS
 from relay.store.queries import (
     BadParam,
-    BadRequest,
     Conflict,
     Filters,
     NotFound,
@@ -48,6 +46,8 @@ from relay.store.resend_records import (
     Plan,
     Resent,
     Skip,
+    bulk_target,
+    check_bulk_selection,
     in_hand,
     resend_answer,
 )
@@ -135,26 +135,10 @@ class Resender:
         (pending, in flight, retrying, paused or delivered) is skipped for that endpoint, so running the same
         bulk resend twice does not send twice.
         """
-        if (ids is None) == (filters is None):
-            raise BadRequest("give either ids or filter, not both or neither")
-        if ids is not None and not ids:
-            raise BadParam("ids", [], "is empty")
-        if ids is not None and len(ids) > MAX_IDS:
-            raise BadParam("ids", f"[{len(ids)} ids]", f"at most {MAX_IDS} per request")
-        if filters is not None and filters.empty:
-            raise BadParam("filter", {}, f"is empty: name at least one of {', '.join(SELECTING_FILTERS)}")
+        check_bulk_selection(ids, filters)
         await self._load_running()
         self._configured("endpoint", endpoint)
-        # selected by a removed endpoint's name (a rename's old name): resent to the endpoints that
-        # receive it now and were not routed it when it arrived, unless ``endpoint`` names one
-        newcomers = False
-        if endpoint is None and filters is not None and filters.endpoint is not None:
-            if filters.endpoint in self.settings.endpoints:
-                endpoint = filters.endpoint
-            elif filters.endpoint in await endpoints.removed_names(self.redis):
-                newcomers = True
-            else:
-                self._configured("filter.endpoint", filters.endpoint)
+        endpoint, newcomers = await self._bulk_endpoint(endpoint, filters)
 
         async def work(idem_map: str) -> dict[str, Any]:
             plan, skipped = await self._plan(ids, filters, endpoint, newcomers=newcomers)
@@ -181,13 +165,20 @@ class Resender:
             "endpoint": endpoint,
         }
         result = await self._idempotent(idempotency_key, request, work)
-        target = (
-            f"{len(ids)} id(s)"
-            if ids is not None
-            else "filter " + " ".join(f"{key}={v}" for key, v in vars(filters).items() if v is not None)
-        )
-        await self._audit(origin, result, target=target, resends=result["resends"])
+        await self._audit(origin, result, target=bulk_target(ids, filters), resends=result["resends"])
         return result
+
+    async def _bulk_endpoint(self, endpoint: str | None, filters: Filters | None) -> tuple[str | None, bool]:
+        """The endpoint a bulk resend is limited to, and whether it goes to newcomers only: selected by a
+        removed endpoint's name (a rename's old name), a notification is resent to the endpoints that
+        receive it now and were not routed it when it arrived, unless ``endpoint`` names one."""
+        if endpoint is None and filters is not None and filters.endpoint is not None:
+            if filters.endpoint in self.settings.endpoints:
+                return filters.endpoint, False
+            if filters.endpoint in await endpoints.removed_names(self.redis):
+                return None, True
+            self._configured("filter.endpoint", filters.endpoint)
+        return endpoint, False
 
     async def _audit(
         self, origin: audit.Origin | None, result: dict[str, Any], *, target: str, resends: list[dict[str, Any]]
@@ -359,68 +350,81 @@ class Resender:
     async def _queue(self, plan: Plan, idem_map: str) -> list[Resent | Skip]:
         out: list[Resent | Skip] = []
         if idem_map and plan:
-            # a retry: what the earlier try already queued is answered from the map (the script
-            # checks again, atomically, for a retry racing its first try)
-            done = await cast(
-                Awaitable[list[bytes | None]], self.redis.hmget(idem_map, [original.nid for original, _ in plan])
-            )
-            out += [
-                Resent(nid.decode(), original.nid, targets)
-                for (original, targets), nid in zip(plan, done, strict=True)
-                if nid is not None
-            ]
-            plan = [item for item, nid in zip(plan, done, strict=True) if nid is None]
+            out, plan = await self._queued_before(plan, idem_map)
         for start in range(0, len(plan), CHUNK):
-            chunk = plan[start : start + CHUNK]
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for original, _ in chunk:
-                    pipe.incr(k.resend_seq(original.nid))
-                    pipe.pexpire(k.resend_seq(original.nid), self.retention_ms)
-                numbers = (await pipe.execute())[0::2]
-            now = int(self.clock() * 1000)  # only the ARQ job record's enqueue time; the script takes Redis's
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for (original, targets), n in zip(chunk, numbers, strict=True):
-                    nid = f"{original.nid}~r{n}"
-                    job_id = k.fanout_job_id(nid)
-                    await self._script(
-                        keys=RESEND.pack_keys(
-                            original=k.notification(original.nid),
-                            notification=k.notification(nid),
-                            seq=k.SEQ,
-                            ix_all=k.IDX_ALL,
-                            ix_channel=k.idx_channel(original.channel),
-                            ix_source=k.idx_source(original.source),
-                            ix_ref=k.idx_ref(original.ref) if original.ref else "",
-                            fanout=k.FANOUT,
-                            resends=k.resends(original.nid),
-                            job=k.ARQ_JOB_PREFIX + job_id,
-                            arq_queue=k.QUEUE_NAME,
-                            idempotency=idem_map,
-                            ix_type=k.idx_type(original.etype) if original.etype else "",
-                        ),
-                        args=RESEND.pack_args(
-                            original_nid=original.nid,
-                            nid=nid,
-                            retention_ms=self.retention_ms,
-                            job=fanout_job(nid, now),
-                            job_ttl_ms=FANOUT_JOB_EXPIRY_MS,
-                            job_id=job_id,
-                            targets=",".join(targets),
-                            idempotency_ttl_ms=IDEMPOTENCY_TTL_MS,
-                        ),
-                        client=pipe,
-                    )
-                results = await pipe.execute()
-            for (original, targets), (status, nid_raw) in zip(chunk, results, strict=True):
-                nid = nid_raw.decode()
-                if status == b"gone":
-                    out.append(Skip(original.nid, f"no notification {original.nid!r} (past retention)"))
-                    continue
-                out.append(Resent(nid, original.nid, targets))
-                logger.info(
-                    "resend_queued", nid=nid, resend_of=original.nid, targets=list(targets), reused=status == b"reused"
-                )
+            out += await self._queue_chunk(plan[start : start + CHUNK], idem_map)
         return out
+
+    async def _queued_before(self, plan: Plan, idem_map: str) -> tuple[list[Resent | Skip], Plan]:
+        """A retry: what the earlier try already queued is answered from the map (the script checks
+        again, atomically, for a retry racing its first try); the rest of the plan is left to queue."""
+        done = await cast(
+            Awaitable[list[bytes | None]], self.redis.hmget(idem_map, [original.nid for original, _ in plan])
+        )
+        answered: list[Resent | Skip] = [
+            Resent(nid.decode(), original.nid, targets)
+            for (original, targets), nid in zip(plan, done, strict=True)
+            if nid is not None
+        ]
+        return answered, [item for item, nid in zip(plan, done, strict=True) if nid is None]
+
+    async def _queue_chunk(self, chunk: Plan, idem_map: str) -> list[Resent | Skip]:
+        """Number each resend, then write each with its fan-out job (resend.lua), a pipeline of each."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for original, _ in chunk:
+                pipe.incr(k.resend_seq(original.nid))
+                pipe.pexpire(k.resend_seq(original.nid), self.retention_ms)
+            numbers = (await pipe.execute())[0::2]
+        now = int(self.clock() * 1000)  # only the ARQ job record's enqueue time; the script takes Redis's
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for (original, targets), n in zip(chunk, numbers, strict=True):
+                await self._resend_call(pipe, original, targets, f"{original.nid}~r{n}", now, idem_map)
+            results = await pipe.execute()
+        out: list[Resent | Skip] = []
+        for (original, targets), (status, nid_raw) in zip(chunk, results, strict=True):
+            nid = nid_raw.decode()
+            if status == b"gone":
+                out.append(Skip(original.nid, f"no notification {original.nid!r} (past retention)"))
+                continue
+            out.append(Resent(nid, original.nid, targets))
+            logger.info(
+                "resend_queued", nid=nid, resend_of=original.nid, targets=list(targets), reused=status == b"reused"
+            )
+        return out
+
+    async def _resend_call(
+        self, pipe: Any, original: Original, targets: tuple[str, ...], nid: str, now: int, idem_map: str
+    ) -> None:
+        """Queue on ``pipe`` the resend.lua call that writes resend ``nid`` of ``original``."""
+        job_id = k.fanout_job_id(nid)
+        await self._script(
+            keys=RESEND.pack_keys(
+                original=k.notification(original.nid),
+                notification=k.notification(nid),
+                seq=k.SEQ,
+                ix_all=k.IDX_ALL,
+                ix_channel=k.idx_channel(original.channel),
+                ix_source=k.idx_source(original.source),
+                ix_ref=k.idx_ref(original.ref) if original.ref else "",
+                fanout=k.FANOUT,
+                resends=k.resends(original.nid),
+                job=k.ARQ_JOB_PREFIX + job_id,
+                arq_queue=k.QUEUE_NAME,
+                idempotency=idem_map,
+                ix_type=k.idx_type(original.etype) if original.etype else "",
+            ),
+            args=RESEND.pack_args(
+                original_nid=original.nid,
+                nid=nid,
+                retention_ms=self.retention_ms,
+                job=fanout_job(nid, now),
+                job_ttl_ms=FANOUT_JOB_EXPIRY_MS,
+                job_id=job_id,
+                targets=",".join(targets),
+                idempotency_ttl_ms=IDEMPOTENCY_TTL_MS,
+            ),
+            client=pipe,
+        )
 
     async def _idempotent(
         self, key: str | None, request: dict[str, Any], work: Callable[[str], Awaitable[dict[str, Any]]]

@@ -3,12 +3,13 @@ and when an earlier resend already has a notification in hand."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from relay import constants as k
-from relay.store.params import ResendRequest
-from relay.store.queries import Row, validate
+from relay.store.params import MAX_IDS, SELECTING_FILTERS, ResendRequest
+from relay.store.queries import BadParam, BadRequest, Filters, Row, validate
 
 IDEMPOTENCY_TTL_MS = k.DAY_MS
 BULK_MAX = 10_000
@@ -24,6 +25,25 @@ FACTS = ("source", "channel", "ref", "mtype", "status", "test", "resend_of", "ty
 def check_idempotency_key(value: object) -> str | None:
     """The key as the API's models check it (``--idempotency-key`` and the ``Idempotency-Key`` header)."""
     return validate(ResendRequest, {"idempotency_key": value}).idempotency_key
+
+
+def check_bulk_selection(ids: Sequence[str] | None, filters: Filters | None) -> None:
+    """A bulk resend selects by ``ids`` or by ``filters``: exactly one, not empty, ids within the limit."""
+    if (ids is None) == (filters is None):
+        raise BadRequest("give either ids or filter, not both or neither")
+    if ids is not None and not ids:
+        raise BadParam("ids", [], "is empty")
+    if ids is not None and len(ids) > MAX_IDS:
+        raise BadParam("ids", f"[{len(ids)} ids]", f"at most {MAX_IDS} per request")
+    if filters is not None and filters.empty:
+        raise BadParam("filter", {}, f"is empty: name at least one of {', '.join(SELECTING_FILTERS)}")
+
+
+def bulk_target(ids: Sequence[str] | None, filters: Filters | None) -> str:
+    """What a bulk resend selected, as its audit entry names it."""
+    if ids is not None:
+        return f"{len(ids)} id(s)"
+    return "filter " + " ".join(f"{key}={v}" for key, v in vars(filters).items() if v is not None)
 
 
 @dataclass(frozen=True)
