@@ -103,7 +103,7 @@ async def test_concurrent_to_serial_sends_the_waiting_work_in_order_of_receipt(
     ledger: Ledger,
 ) -> None:
     # four notifications wait to be retried, due in the reverse of their order of receipt
-    ledger.answers = {1: (503, "4"), 2: (503, "3"), 3: (503, "2.5"), 4: (503, "2")}
+    ledger.answers = {1: (503, "2"), 2: (503, "1.5"), 3: (503, "1.25"), 4: (503, "1")}
     settings = make_settings()
     configure(settings.config_path, ledger.url, concurrent=True, retry_delays=[1, 1, 1])
     client: TestClient = await aiohttp_client(create_app(settings))

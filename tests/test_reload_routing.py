@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp.test_utils import TestClient
+from arq.worker import Worker
 from redis.asyncio import Redis
 
 from config.fingerprint import config_hash
@@ -26,9 +27,10 @@ from tests.procs import RelayProcess
 from tests.support import RedisServer, wait_for, write_config
 from tests.test_delivery import delivery, ep, post
 from tests.test_reload import rewrite, workers  # noqa: F401  (a fixture, used by name)
-from workers import retention
+from workers import jobs, retention
 
 ORIGIN = audit.Origin("cli", "tester@test")
+T = TypeVar("T")
 
 
 async def _listening(redis: Redis, n: int) -> bool:
@@ -75,6 +77,13 @@ def _cli(settings: Settings, *args: str) -> Done:
     return run_cli("--config", str(settings.config_path), *args, redis_url=settings.redis_url or "")
 
 
+async def _after_a_sweep(worker: Worker, check: Awaitable[T]) -> T:
+    """``check`` after a sweep run now: the worker's cron runs one every 5 s (workers/settings.py), a
+    wait a test need not sit through to see what a sweep does."""
+    await jobs.sweep(worker.ctx)
+    return await check
+
+
 async def _lose_fanout_job(redis: Redis, nid: str) -> None:
     """As after a Redis failover that dropped it: the notification waits in relay:fanout for the sweeper."""
     await redis.delete(k.ARQ_JOB_PREFIX + k.fanout_job_id(nid))
@@ -96,12 +105,12 @@ async def test_a_rename_by_reload_leaves_a_cancelled_record_for_what_was_not_fan
     client: TestClient = await aiohttp_client(create_app(settings))
     nid = await post(client, "1")
     await _lose_fanout_job(redis, nid)
-    await workers(settings, 1)
+    (worker,) = await workers(settings, 1)
     new = rewrite(settings, [ep("billing-v2", target)], redis_server.url)
     result = await request_reload(redis, ORIGIN)
     assert result["ok"] and result["answers"][0]["changes"]["removed"] == ["billing"], result
-    await redis.hset(k.notification(nid), "recv", 0)  # long waiting: the sweeper re-runs its fan-out
-    d = await wait_for(lambda: _delivery(redis, nid, "billing"), 20)
+    await redis.hset(k.notification(nid), "recv", 0)  # long waiting: a sweep re-runs its fan-out
+    d = await wait_for(lambda: _after_a_sweep(worker, _delivery(redis, nid, "billing")), 20, interval=0.2)
     assert d["state"] == "cancelled" and "endpoint removed" in d["cancelled_by"], d
     assert await redis.zscore(k.ep_state("billing", "cancelled"), nid) is not None
     assert not await redis.exists(k.delivery(nid, "billing-v2")) and not target.received
@@ -132,13 +141,13 @@ async def test_what_an_endpoint_missed_while_removed_is_recorded_cancelled_after
     client: TestClient = await aiohttp_client(create_app(settings))
     nid = await post(client, "1")
     await _lose_fanout_job(redis, nid)
-    await workers(settings, 1)
+    (worker,) = await workers(settings, 1)
     rewrite(settings, [], redis_server.url)
     assert (await request_reload(redis, ORIGIN))["ok"]
     rewrite(settings, config, redis_server.url)
     assert (await request_reload(redis, ORIGIN))["ok"]
-    await redis.hset(k.notification(nid), "recv", 0)  # long waiting: the sweeper re-runs its fan-out
-    d = await wait_for(lambda: _delivery(redis, nid, "x"), 20)
+    await redis.hset(k.notification(nid), "recv", 0)  # long waiting: a sweep re-runs its fan-out
+    d = await wait_for(lambda: _after_a_sweep(worker, _delivery(redis, nid, "x")), 20, interval=0.2)
     assert d["state"] == "cancelled" and "endpoint removed" in d["cancelled_by"], d
     later = await post(client, "2")
     await wait_for(lambda: _in_state(redis, later, "x", "delivered"), 15)
@@ -205,12 +214,13 @@ async def test_a_dead_workers_delivery_to_a_removed_endpoint_is_cancelled_not_se
     finally:
         dead.stop()
     await redis.hdel(k.PROCS, *await redis.hkeys(k.PROCS))
-    await workers(settings, 1)
+    (worker,) = await workers(settings, 1)
     rewrite(settings, [], redis_server.url, delivery=short)
     assert (await request_reload(redis, ORIGIN))["ok"]
     rewrite(settings, config, redis_server.url, delivery=short)
     assert (await request_reload(redis, ORIGIN))["ok"]
-    d = await wait_for(lambda: _in_state(redis, nid, "x", "cancelled"), 30)
+    # cancelled by the first sweep after the dead worker's lease ran out
+    d = await wait_for(lambda: _after_a_sweep(worker, _in_state(redis, nid, "x", "cancelled")), 30, interval=0.2)
     assert "endpoint removed" in d["cancelled_by"], d
     later = await post(client, "2")
     await wait_for(lambda: _in_state(redis, later, "x", "delivered"), 15)
