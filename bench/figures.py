@@ -54,7 +54,7 @@ def load(path: Path) -> dict[str, Any]:
         raise ResultsError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ResultsError(f"{path} is not JSON: {exc}") from None
-    if not isinstance(doc, dict) or not ({"runs", "ingress", "delivery", "cost", "memory"} & doc.keys()):
+    if not isinstance(doc, dict) or not ({"runs", "ingress", "delivery", "cost", "memory", "reads"} & doc.keys()):
         raise ResultsError(f"{path} is not a results file of python -m bench (no runs or scenarios in it)")
     schema = doc.get("schema", 1)
     if not isinstance(schema, int) or schema > SCHEMA:
@@ -130,6 +130,24 @@ def figures(run: dict[str, Any]) -> list[Figure]:
             ("Redis CPU µs per delivery", "redis_cpu_us_per_delivery", "µs"),
         ):
             add("cost", label, "value", unit, False, cost.get(key))
+    reads = run.get("reads") or {}
+    if reads:
+        sizes = [str(n) for n in reads.get("sizes") or []]
+        ratios = reads.get("ratios") or {}
+        for name in (reads.get("at") or {}).get(sizes[-1] if sizes else "", {}).get("ms", {}):
+            for size in sizes:
+                add("reads", name, f"ms at {int(size):,}", "ms", False, reads["at"][size]["ms"].get(name))
+            add("reads", name, "growth", "x", False, (ratios.get("growth") or {}).get(name))
+            add("reads", name, "÷ detail", "x", False, (ratios.get("over_detail") or {}).get(name))
+        for size in sizes:
+            add(
+                "reads",
+                "SLOWLOG: commands >= 10 ms while reading (a count)",
+                f"ms at {int(size):,}",
+                "x",
+                False,
+                reads["at"][size]["slowlog"]["count"],
+            )
     mem = run.get("memory") or {}
     if mem:
         # bytes per notification by key family (MEMORY USAGE), then Redis µs per delivery by command
@@ -283,6 +301,7 @@ TABLE_TITLES = {
     "delivery": "delivery to 8 endpoints",
     "cost": "cost",
     "memory": "Redis memory per notification delivered to 8 endpoints, by key family (MEMORY USAGE)",
+    "reads": "operator reads, page of 50, notifications pending to 8 endpoints (÷ detail: API reads over the API's)",
     "redis_cpu": "Redis CPU per delivery (INFO commandstats; a script's µs include its commands')",
 }
 

@@ -21,6 +21,9 @@ TARGET_R2D_P99_MS = 50.0  # receipt to delivered, at LOAD_SHARE of the single-wo
 # issue 26: Redis memory per notification delivered to 8 endpoints, and Redis CPU per delivery
 TARGET_REDIS_BYTES_PER_NOTIFICATION = 4096.0
 TARGET_REDIS_US_PER_DELIVERY = 60.0
+# issue 26: operator reads at 40,000 notifications pending to 8 endpoints
+TARGET_READ_GROWTH = 3.0  # each read at 40,000 over the same read at 5,000
+TARGET_READ_OVER_DETAIL = 10.0  # each read over a notification's detail read
 
 
 def machine(h: Harness) -> dict[str, Any]:
@@ -411,7 +414,31 @@ def targets(results: dict[str, Any], opts: dict[str, Any]) -> list[dict[str, Any
             TARGET_REDIS_US_PER_DELIVERY,
             True,
         )
+    reads = results.get("reads")
+    if reads:
+        growth, over = (reads["ratios"][key] for key in ("growth", "over_detail"))
+        counted = [name for name in over if name not in UNTARGETED_READS]
+        add(
+            "reads: slowest growth, 40,000 ÷ 5,000 pending",
+            max(growth[n] for n in counted),
+            "<=",
+            TARGET_READ_GROWTH,
+            True,
+        )
+        add(
+            "reads: slowest read ÷ detail read, at 40,000",
+            max(over[n] for n in counted),
+            "<=",
+            TARGET_READ_OVER_DETAIL,
+            True,
+        )
+        slow = sum(at["slowlog"]["count"] for at in reads["at"].values())
+        add("reads: Redis commands of 10 ms or more while reading", float(slow), "<=", 0.0, True)
     return out
+
+
+# reported, not held to the targets: an empty page is a few ms whose ratios are noise
+UNTARGETED_READS = ("listing: state, none in it",)
 
 
 def targets_text(rows: list[dict[str, Any]]) -> str:

@@ -323,3 +323,37 @@ def test_the_per_order_drain_and_the_held_back_run_are_rows_of_their_own() -> No
     ) in text
     spread = figures.summarize([{"delivery": {"runs": [row]}}])
     assert spread[f"delivery|{held.label()}|worker CPU %"].median == 1.6
+
+
+def _reads(small_ms: float, large_ms: float, slow: int) -> dict[str, Any]:
+    names = ("/api/health", "listing: state", "listing: state, none in it", "detail (API)")
+    at = {
+        size: {"ms": {n: ms * (0.5 if n == "detail (API)" else 1) for n in names}, "slowlog": {"count": c}}
+        for size, ms, c in (("5000", small_ms, 0), ("40000", large_ms, slow))
+    }
+    return {
+        "sizes": [5000, 40000],
+        "at": at,
+        "ratios": {
+            "growth": {n: round(at["40000"]["ms"][n] / at["5000"]["ms"][n], 2) for n in names},
+            "over_detail": {n: 2.0 if n == "listing: state" else 12.0 if "none" in n else 1.5 for n in names[:3]},
+        },
+    }
+
+
+def test_the_reads_scenario_gives_a_table_and_three_targets() -> None:
+    from bench import report
+
+    targets = {t["target"]: t for t in report.targets({"reads": _reads(4.0, 6.0, 0)}, {})}
+    growth, over, slow = targets.values()
+    assert (growth["measured"], growth["result"]) == (1.5, "PASS")
+    # the empty page is reported, never held to the targets (its 12x is a few ms of noise)
+    assert (over["measured"], over["result"]) == (2.0, "PASS")
+    assert (slow["measured"], slow["result"]) == (0.0, "PASS")
+    missed = report.targets({"reads": _reads(4.0, 16.0, 2)}, {})
+    assert [t["result"] for t in missed] == ["MISS", "PASS", "MISS"]
+    spread = figures.summarize([{"reads": _reads(4.0, 6.0, 1)}])
+    assert spread["reads|listing: state|ms at 40,000"].median == 6.0
+    assert spread["reads|listing: state|growth"].median == 1.5
+    assert spread["reads|SLOWLOG: commands >= 10 ms while reading (a count)|ms at 40,000"].median == 1.0
+    assert "operator reads" in figures.markdown({"schema": 2, "runs": [{"reads": _reads(4.0, 6.0, 0)}]})
