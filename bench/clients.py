@@ -71,7 +71,6 @@ def script_source() -> str:
 def ingest_call(nid: str, body: bytes, now_ms: int) -> tuple[list[str], list[str | bytes]]:
     """Store.ingest's keys and arguments for one notification (all str/bytes, which every client takes)."""
     from relay import constants as k
-    from relay.store.ingest import FANOUT_JOB_EXPIRY_MS, fanout_job
     from relay.store.wire import INGEST
 
     facts = {
@@ -107,7 +106,6 @@ def ingest_call(nid: str, body: bytes, now_ms: int) -> tuple[list[str], list[str
     ]
     for name, value in facts.items():
         fields += [name, value]
-    job_id = k.fanout_job_id(nid)
     keys = INGEST.pack_keys(
         notification=k.notification(nid),
         seq=k.SEQ,
@@ -116,17 +114,12 @@ def ingest_call(nid: str, body: bytes, now_ms: int) -> tuple[list[str], list[str
         ix_source=k.idx_source("tco"),
         ix_ref=k.idx_ref(facts["ref"]),
         fanout=k.FANOUT,
-        job=k.ARQ_JOB_PREFIX + job_id,
-        arq_queue=k.QUEUE_NAME,
         ix_type=k.idx_type(facts["type"]),
     )
     args: list[str | bytes] = INGEST.pack_args(
         *fields,
         nid=nid,
         retention_ms=str(7 * 86_400_000),
-        job=fanout_job(nid, now_ms),
-        job_ttl_ms=str(FANOUT_JOB_EXPIRY_MS),
-        job_id=job_id,
         message_id="",
         source="tco",
         accepted_ttl_ms=str(k.SOURCE_ACCEPTED_TTL_MS),

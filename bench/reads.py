@@ -159,7 +159,6 @@ async def _grow(
                 content_type="application/x-www-form-urlencoded",
                 algo="sha256",
                 facts=facts,
-                now_ms=int(time.time() * 1000),
             )
 
     await asyncio.gather(*(one() for _ in range(count)))

@@ -14,6 +14,8 @@ relay:ix:ref:{ref}                     zset   nid -> received ms, by REFNO / sal
 relay:ix:type:{type}                   zset   nid -> received ms, by event type (relay/events/); trimmed
                                               to the retention period on every write
 relay:fanout                           zset   nid -> seq of notifications not yet routed to endpoints
+relay:fanlease                         zset   nid -> lease expiry ms: notifications of relay:fanout a worker is
+                                              routing now (workers/lua/fanclaim.lua); a lapsed lease is free
 relay:d:{nid}:{ep}                     hash   one delivery: ``state``, ``attempts``, ``next`` (ms), ...
 relay:a:{nid}:{ep}                     list   its attempts, one JSON object each; the last ATTEMPTS_CAP are
                                               kept (the delivery's ``attempts_dropped`` counts the rest)
@@ -62,12 +64,15 @@ relay:ep-removed                       hash   endpoint -> JSON {at, seq, rule, b
 relay:procs                            hash   process name -> JSON {role, config hash, seen ms} (relay/store/reload.py);
                                               entries not refreshed for a day are dropped
 relay:reload (pub/sub channel)         -      reload requests; answers go to relay:reload:{id} (list, 60 s)
-arq:job:fanout:{nid}, relay:queue      -      the ARQ fan-out job and the ARQ queue
+relay:queue                            zset   the ARQ queue: the worker's cron jobs (and the fan-out jobs
+arq:job:{id}                           str    an ingress older than the batched fan-out wrote, one per notification)
 =====================================  =====  ==============================================================
 """
 
 SEQ = "relay:seq"
 FANOUT = "relay:fanout"
+# not under relay:fanout: the worker's wake (workers/wake.py) tracks that prefix, and a lease is no news
+FANOUT_LEASE = "relay:fanlease"
 STATS = "relay:stats"
 REJECTS = "relay:rejects"
 WORKERS = "relay:workers"
@@ -84,8 +89,6 @@ EP_PREFIX = "relay:ep:"
 IDX_SOURCE_PREFIX = "relay:ix:src:"
 
 QUEUE_NAME = "relay:queue"
-ARQ_JOB_PREFIX = "arq:job:"
-FANOUT_FUNCTION = "fanout"
 
 REJECTS_CAP = 1000
 DAY_MS = 86_400_000
@@ -286,10 +289,6 @@ def reconcile_turn(src: str) -> str:
 def reload_answers(request_id: str) -> str:
     """List where each process answers one reload request (relay/store/reload.py)."""
     return f"relay:reload:{request_id}"
-
-
-def fanout_job_id(nid: str) -> str:
-    return f"fanout:{nid}"
 
 
 def webhook_id(nid: str, ep: str) -> str:

@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from relay import constants as k
 from relay import protocol
 from relay.store.connection import wait_for_ping
 
@@ -351,3 +352,29 @@ async def close_worker(worker: Any) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await worker.close()
     await shutdown(worker.ctx)
+
+
+async def hold_fanout(redis: Any, nid: str, for_ms: int = 10**12) -> None:
+    """Keep ``nid`` from the fan-out loops, as a worker that claimed it and stalls (or was killed) would:
+    a lease (workers/lua/fanclaim.lua) lapsing ``for_ms`` from now on Redis's clock."""
+    seconds, micros = await redis.time()
+    await redis.zadd(k.FANOUT_LEASE, {nid: seconds * 1000 + micros // 1000 + for_ms})
+
+
+async def release_fanout(redis: Any, nid: str) -> None:
+    """Undo ``hold_fanout``: the next claim of any fan-out loop takes it."""
+    await redis.zrem(k.FANOUT_LEASE, nid)
+
+
+async def queue_old_fanout_job(redis_url: str, nid: str) -> None:
+    """The ARQ job ``fanout(nid)`` an ingress older than the batched fan-out queued for each notification,
+    enqueued by arq itself."""
+    from arq import create_pool
+
+    from relay.store.connection import arq_settings
+
+    pool = await create_pool(arq_settings(redis_url), default_queue_name=k.QUEUE_NAME)
+    try:
+        assert await pool.enqueue_job("fanout", nid, _job_id=f"fanout:{nid}") is not None
+    finally:
+        await pool.aclose()

@@ -33,7 +33,6 @@ async def ingest(redis: Redis, retention_ms: int, refno: str, name: str = "Müll
         content_type="application/x-www-form-urlencoded",
         algo="md5",
         facts={"ref": refno},
-        now_ms=0,
     )
     return nid
 

@@ -22,7 +22,17 @@ from relay.server import create_app
 from relay.store.detail import attempt_record
 from relay.store.ingest import notification_id
 from tests.procs import RelayProcess
-from tests.support import WHSEC, RedisServer, Sink, ins_body, ipn_fields, signed_body, wait_for
+from tests.support import (
+    WHSEC,
+    RedisServer,
+    Sink,
+    hold_fanout,
+    ins_body,
+    ipn_fields,
+    queue_old_fanout_job,
+    signed_body,
+    wait_for,
+)
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 FAST = [0.05, 0.05, 0.05, 0.05, 0.05]
@@ -340,18 +350,37 @@ async def test_sigkill_mid_delivery_is_retried_and_nothing_stuck(
     assert len({r.headers["webhook-id"] for r in s.received}) == 1
 
 
-async def test_lost_fanout_is_recovered_by_the_sweeper(
+async def test_a_batch_claimed_by_a_killed_worker_is_routed_once_its_lease_lapses(
     relay: Callable[..., Any], sink: Callable[..., Any], redis: Redis
 ) -> None:
     s = await sink()
     client = await relay([ep("x", s)], n_workers=0)
+    first, second = await post(client, "1"), await post(client, "2")
+    # the first claimed by a worker that died mid-batch (workers/lua/fanclaim.lua left its lease)
+    await hold_fanout(redis, first, for_ms=1500)
+    lapses = await redis.zscore(k.FANOUT_LEASE, first)
+    await relay([ep("x", s)], n_workers=1)
+    # the other is routed at once, the held one only once its lease lapsed, then by the running loop
+    assert (await final(redis, second, "x"))["state"] == "delivered"
+    assert (await final(redis, first, "x"))["state"] == "delivered"
+    assert int((await delivery(redis, first, "x"))["created"]) >= lapses
+    assert not await redis.zcard(k.FANOUT) and not await redis.zcard(k.FANOUT_LEASE)
+    assert len(s.received) == 2
+
+
+async def test_an_old_ingress_fanout_job_still_routes_its_notification(
+    relay: Callable[..., Any], sink: Callable[..., Any], redis: Redis, redis_server: RedisServer
+) -> None:
+    """After an upgrade, the ARQ jobs an older ingress queued (one ``fanout(nid)`` per notification) run
+    on the new worker: the job routes its notification even while no fan-out loop could."""
+    s = await sink()
+    client = await relay([ep("x", s)], n_workers=0)
     nid = await post(client, "1")
-    # simulate the fan-out job being lost (ARQ expiry, a Redis failover that dropped it)
-    await redis.delete(k.ARQ_JOB_PREFIX + k.fanout_job_id(nid))
-    await redis.zrem(k.QUEUE_NAME, k.fanout_job_id(nid))
-    await redis.hset(k.notification(nid), "recv", 0)  # received long ago
+    await hold_fanout(redis, nid)  # no batch loop takes it: only the job can route it
+    await queue_old_fanout_job(redis_server.url, nid)
     await relay([ep("x", s)], n_workers=1)
     assert (await final(redis, nid, "x"))["state"] == "delivered"
+    assert await redis.zscore(k.FANOUT, nid) is None and await redis.zcard(k.QUEUE_NAME) <= 1  # cron only
 
 
 async def test_worker_process_survives_a_redis_restart(

@@ -76,7 +76,6 @@ async def ingest(store: Store, i: int) -> None:
         content_type="application/x-www-form-urlencoded",
         algo="md5",
         facts={},
-        now_ms=0,
     )
 
 

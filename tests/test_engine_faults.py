@@ -69,7 +69,6 @@ async def store_notifications(redis: Redis, engine: Engine, n: int) -> list[str]
             content_type="application/x-www-form-urlencoded",
             algo="md5",
             facts={},
-            now_ms=0,
         )
         await engine.fanout(nid)
         nids.append(nid)

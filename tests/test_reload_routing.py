@@ -24,7 +24,7 @@ from relay.store import audit
 from relay.store.reload import request_reload
 from tests.cli import Done, run_cli
 from tests.procs import RelayProcess
-from tests.support import RedisServer, wait_for, write_config
+from tests.support import RedisServer, hold_fanout, release_fanout, wait_for, write_config
 from tests.test_delivery import delivery, ep, post
 from tests.test_reload import rewrite, workers  # noqa: F401  (a fixture, used by name)
 from workers import jobs, retention
@@ -85,9 +85,8 @@ async def _after_a_sweep(worker: Worker, check: Awaitable[T]) -> T:
 
 
 async def _lose_fanout_job(redis: Redis, nid: str) -> None:
-    """As after a Redis failover that dropped it: the notification waits in relay:fanout for the sweeper."""
-    await redis.delete(k.ARQ_JOB_PREFIX + k.fanout_job_id(nid))
-    await redis.zrem(k.QUEUE_NAME, k.fanout_job_id(nid))
+    """As while a stalled worker holds its batch: the notification waits in relay:fanout, unrouted."""
+    await hold_fanout(redis, nid)
 
 
 async def test_a_rename_by_reload_leaves_a_cancelled_record_for_what_was_not_fanned_out_yet(
@@ -105,12 +104,12 @@ async def test_a_rename_by_reload_leaves_a_cancelled_record_for_what_was_not_fan
     client: TestClient = await aiohttp_client(create_app(settings))
     nid = await post(client, "1")
     await _lose_fanout_job(redis, nid)
-    (worker,) = await workers(settings, 1)
+    await workers(settings, 1)
     new = rewrite(settings, [ep("billing-v2", target)], redis_server.url)
     result = await request_reload(redis, ORIGIN)
     assert result["ok"] and result["answers"][0]["changes"]["removed"] == ["billing"], result
-    await redis.hset(k.notification(nid), "recv", 0)  # long waiting: a sweep re-runs its fan-out
-    d = await wait_for(lambda: _after_a_sweep(worker, _delivery(redis, nid, "billing")), 20, interval=0.2)
+    await release_fanout(redis, nid)  # its lease lapses: a fan-out loop routes it
+    d = await wait_for(lambda: _delivery(redis, nid, "billing"), 20)
     assert d["state"] == "cancelled" and "endpoint removed" in d["cancelled_by"], d
     assert await redis.zscore(k.ep_state("billing", "cancelled"), nid) is not None
     assert not await redis.exists(k.delivery(nid, "billing-v2")) and not target.received
@@ -141,13 +140,13 @@ async def test_what_an_endpoint_missed_while_removed_is_recorded_cancelled_after
     client: TestClient = await aiohttp_client(create_app(settings))
     nid = await post(client, "1")
     await _lose_fanout_job(redis, nid)
-    (worker,) = await workers(settings, 1)
+    await workers(settings, 1)
     rewrite(settings, [], redis_server.url)
     assert (await request_reload(redis, ORIGIN))["ok"]
     rewrite(settings, config, redis_server.url)
     assert (await request_reload(redis, ORIGIN))["ok"]
-    await redis.hset(k.notification(nid), "recv", 0)  # long waiting: a sweep re-runs its fan-out
-    d = await wait_for(lambda: _after_a_sweep(worker, _delivery(redis, nid, "x")), 20, interval=0.2)
+    await release_fanout(redis, nid)  # its lease lapses: a fan-out loop routes it
+    d = await wait_for(lambda: _delivery(redis, nid, "x"), 20)
     assert d["state"] == "cancelled" and "endpoint removed" in d["cancelled_by"], d
     later = await post(client, "2")
     await wait_for(lambda: _in_state(redis, later, "x", "delivered"), 15)
@@ -409,8 +408,6 @@ async def test_a_fan_out_while_a_reload_cannot_record_its_removal_still_leaves_a
     that failed, only once its background retry got through): a notification received before the
     reload and fanned out in between was routed to nobody, with no record. The worker holds the
     removal from the moment it stops running the endpoint."""
-    from relay.store.ingest import FANOUT_JOB_EXPIRY_MS, fanout_job
-
     target = await sink()
     settings = make_settings(endpoints=[ep("billing", target)])
     client: TestClient = await aiohttp_client(create_app(settings))
@@ -423,11 +420,8 @@ async def test_a_fan_out_while_a_reload_cannot_record_its_removal_still_leaves_a
         rewrite(settings, [ep("billing-v2", target)], redis_server.url)
         answer = (await request_reload(redis, ORIGIN))["answers"][0]
         assert answer["outcome"] == "reloaded" and "retried" in answer["error"], answer
-        # the fan-out job comes back (as the sweeper would bring it), while the removal is not recorded
-        job_id = k.fanout_job_id(nid)
-        now = int((await redis.time())[0]) * 1000
-        await redis.set(k.ARQ_JOB_PREFIX + job_id, fanout_job(nid, now), px=FANOUT_JOB_EXPIRY_MS)
-        await redis.zadd(k.QUEUE_NAME, {job_id: now})
+        # the fan-out comes (its lease lapses), while the removal is not recorded
+        await release_fanout(redis, nid)
         await wait_for(lambda: _routed(redis, nid), 15)
         d = await delivery(redis, nid, "billing")
         assert d.get("state") == "cancelled" and "endpoint removed" in d.get("cancelled_by", ""), d

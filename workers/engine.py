@@ -8,7 +8,8 @@ waiting to retry holds back the later ones. A lease that expires without a resul
 mid-delivery) makes the delivery due again: nothing is lost or left ``in_flight``.
 
 The engine coordinates: it holds the lanes (workers/lanes.py) and their shared step calls
-(workers/step.py), makes attempts (workers/attempt.py), applies reloads, and fans notifications out.
+(workers/step.py), makes attempts (workers/attempt.py), applies reloads, and runs the fan-out loop
+(workers/fanout.py), which routes new notifications to the lanes in batches.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import aiohttp
 import structlog
@@ -25,11 +27,13 @@ from redis.asyncio import Redis
 from config.settings import Endpoint, Settings
 from relay import constants as k
 from relay.store.endpoints import Removed
-from workers import forward, remode
+from workers import fanout, forward, remode
 from workers.attempt import Result, Sender
-from workers.fanout import fan_out
 from workers.lanes import Lane
 from workers.step import Claim, Stepper
+
+if TYPE_CHECKING:
+    from workers.wake import QueueWatch
 
 logger = structlog.get_logger()
 
@@ -63,6 +67,11 @@ class Engine:
         self.step = Stepper(redis, self)
         # Redis's clock minus this process's, learned from every step.lua reply (see redis_ms)
         self.skew_ms = 0
+        # set when a notification is stored (workers/wake.py's watch, once jobs.startup shares it): the
+        # fan-out loop's cue. Without an active watch the loop polls
+        self.fanout_signal = asyncio.Event()
+        self.fanout_watch: QueueWatch | None = None
+        self.fanout_task: asyncio.Task[None] | None = None
 
     def now_ms(self) -> int:
         """This process's clock: for what is only displayed or logged."""
@@ -79,6 +88,19 @@ class Engine:
             # a reload): its waiting work is re-scored as a reload would have
             lane.remode = await remode.switched(self.redis, lane.endpoint)
             self._start_lane(lane)
+        self.fanout_task = asyncio.create_task(self._supervised("fanout", lambda: fanout.run(self)), name="fanout")
+
+    async def _supervised(self, what: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Run ``run`` until the engine stops; a crash is logged and it is started again, never left stopped."""
+        backoff = 0.1
+        while not self.stopping:
+            try:
+                await run()
+                return
+            except Exception:
+                logger.exception(f"{what}_crashed", restart_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
 
     def _start_lane(self, lane: Lane) -> None:
         lane.task = asyncio.create_task(lane.supervise(), name=f"lane:{lane.endpoint.name}")
@@ -137,12 +159,13 @@ class Engine:
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming, let in-flight deliveries finish (up to ``grace`` s), then cancel the rest."""
         self.stopping = True
+        self.fanout_signal.set()  # the batch in hand is routed, then the loop ends
         every = [*self.lanes.values(), *self.retired]
         for lane in every:
             lane.wake.set()
         lanes = [lane.task for lane in every if lane.task]
         inflight = [t for lane in every for t in lane.tasks]
-        pending = {*lanes, *inflight}
+        pending = {*lanes, *inflight, *([self.fanout_task] if self.fanout_task else [])}
         if pending:
             _, still = await asyncio.wait(pending, timeout=grace)
             for t in still:
@@ -157,8 +180,9 @@ class Engine:
     # -- fan-out -----------------------------------------------------------------------------
 
     async def fanout(self, nid: str) -> int:
-        """Route one stored notification to its endpoints (workers/fanout.py). Safe to run any number of times."""
-        return await fan_out(self, nid)
+        """Route one stored notification to its endpoints now (workers/fanout.py), outside the batches:
+        an old ingress's ARQ job, tests. Safe to run any number of times."""
+        return await fanout.fan_out(self, nid)
 
     def unblock(self, oldest: int | None) -> None:
         """Wake the lanes (serial, per_order) whose claim no unrouted notification precedes any more.

@@ -1,4 +1,6 @@
-"""ARQ job functions: the per-notification fan-out, and the periodic sweeper."""
+"""ARQ job functions: the worker's start and stop, the periodic sweeper, and an older ingress's fan-out job.
+
+The fan-out itself runs in the engine (workers/fanout.py), in batches; ARQ runs the cron jobs."""
 
 from __future__ import annotations
 
@@ -23,8 +25,6 @@ from workers.engine import Engine
 
 logger = structlog.get_logger()
 
-# a fan-out still unrouted this long after receipt is presumed lost (its job failed or expired)
-FANOUT_STALE_MS = 30_000
 HEARTBEAT_S = 5
 REMOVED_NAMES_EVERY_S = 60
 
@@ -44,6 +44,9 @@ async def startup(ctx: dict[str, Any]) -> None:
         skip_auto_headers=("Accept-Encoding",),
     )
     engine = Engine(redis, settings, session, **ctx.get("engine_options", {}))
+    watch = ctx.get("queue_watch")  # RelayWorker's (workers/wake.py): it wakes the fan-out loop
+    if watch is not None:
+        engine.fanout_signal, engine.fanout_watch = watch.stored, watch
     ctx["relay_redis"], ctx["session"], ctx["engine"] = redis, session, engine
     # tests running several workers in one process name them apart
     ctx.setdefault("worker_name", f"{socket.gethostname()}:{os.getpid()}")
@@ -204,16 +207,18 @@ async def _beat(ctx: dict[str, Any]) -> None:
 
 
 async def fanout(ctx: dict[str, Any], nid: str) -> int:
-    """Route notification ``nid`` to its endpoints (enqueued by the ingress in the same Lua call)."""
+    """Route notification ``nid``: the job an ingress older than the batched fan-out wrote for each
+    notification. Still registered so such jobs, queued before an upgrade, run rather than fail; the
+    fan-out loop routes the same notifications anyway (route.lua creates each delivery once)."""
     engine: Engine = ctx["engine"]
     return await engine.fanout(nid)
 
 
 async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
-    """Every few seconds: re-create lost fan-outs, trim what retention bounds (workers/retention.py)."""
+    """Every few seconds: trim what retention bounds (workers/retention.py), cancel removed endpoints' work."""
     engine: Engine = ctx["engine"]
     redis = ctx["relay_redis"]
-    now = await retention.trim(redis, engine.settings)
+    await retention.trim(redis, engine.settings)
     walk: retention.Walk = ctx.setdefault("retention_walk", retention.Walk())
     expiring = 0
     # removed names change only with a config change: a SCAN page a minute is plenty
@@ -231,18 +236,7 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
         audit.Origin("reload", ctx.get("worker_name", "sweeper")),
         everything=False,
     )
-    # last: a recovered fan-out is what a waiting caller sees, so the sweep has nothing left after it
-    requeued = 0
-    for raw in await redis.zrange(k.FANOUT, 0, 499):
-        nid = raw.decode()
-        recv = await redis.hget(k.notification(nid), "recv")
-        if recv is None or now - int(recv) > FANOUT_STALE_MS:
-            # fanout is idempotent and a missing notification just leaves the set, so running it
-            # here directly is safe even if its ARQ job is also still alive
-            await engine.fanout(nid)
-            requeued += 1
-    if requeued:
-        logger.warning("fanout_recovered", count=requeued)
+    # no fan-out to recover: the fan-out loop claims a killed worker's batch again once its lease lapses
     if expiring:
         logger.info("removed_names_expiring", keys=expiring)
-    return {"fanout_recovered": requeued, "removed_keys_expiring": expiring}
+    return {"removed_keys_expiring": expiring}

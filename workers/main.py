@@ -43,7 +43,7 @@ def create_worker(settings: Settings, **overrides: Any) -> Worker:
 def run(settings: Settings) -> None:
     """``relay worker``: run the ARQ worker, and start it again if its Redis connection is lost.
 
-    One loop of start, run and close, long because each way out (a clean stop, a lost Redis, a
+    One loop of start, run and close. Long because each way out (a clean stop, a lost Redis, a
     worker that never started) is handled where it happens.
 
     ARQ's run loop ends with an exception when Redis goes away (a restart, a failover). Nothing is

@@ -11,7 +11,10 @@ from workers.reconcile import PASS_BUDGET_S, reconcile
 
 
 class WorkerSettings:
-    """Short by design: deliveries run in the engine's lanes, not as one ARQ job each."""
+    """Short by design: deliveries run in the engine's lanes and the fan-out in its loop, not as ARQ jobs.
+
+    ``fanout`` is the job an ingress older than the batched fan-out queued for each notification: kept,
+    so such jobs still queued after an upgrade run (workers/jobs.py)."""
 
     functions = [func(fanout, max_tries=10, keep_result=0, timeout=30)]
     cron_jobs = [
@@ -25,9 +28,10 @@ class WorkerSettings:
     on_shutdown = shutdown
     queue_name = QUEUE_NAME
     max_jobs = 100
-    # ARQ sleeps this long between queue polls while the worker has work: it bounds the pickup latency.
-    # An idle worker waits for a write to its queue instead (workers/wake.py, RelayWorker)
-    poll_delay = 0.005
+    # ARQ sleeps this long between queue polls while it runs a job (a cron job, an old ingress's fan-out
+    # job); an idle worker waits for a write to its queue instead (workers/wake.py, RelayWorker). The
+    # fan-out does not wait on it: the engine's loop is woken by each stored notification
+    poll_delay = 0.05
     job_timeout = 60
     keep_result = 0
     health_check_interval = 10

@@ -1,16 +1,20 @@
 """An idle worker that sleeps until there is work, instead of asking Redis 200 times a second.
 
-ARQ polls its queue every ``poll_delay`` (5 ms here, for a fan-out picked up within milliseconds of
-receipt): about 200 round trips a second, 5-8 % of a core for a worker with nothing to do. Here the
-worker polls at that pace only while it has work; once a poll finds nothing and no job runs, it
-waits for the queue to change, or for ``IDLE_POLL_S`` at most (cron jobs and deferred fan-out
-retries are due by the clock, not by a write).
+Two things wait for work in a worker: ARQ, polling its queue (``relay:queue``: the cron jobs, and the
+fan-out jobs of an ingress older than the batched fan-out) every ``poll_delay`` while it runs jobs,
+and the engine's fan-out loop (workers/fanout.py), which must pick a new notification up within a
+millisecond or two of its receipt. Polling for that costs about 200 round trips a second, 5-8 % of a
+core for a worker with nothing to do. Here an idle ARQ loop waits for its queue to change, or for
+``IDLE_POLL_S`` at most (cron jobs are due by the clock, not by a write), and the fan-out loop for a
+notification to be stored.
 
-"The queue changed" comes from Redis itself, through client-side caching's broadcast mode: one
-connection runs ``CLIENT TRACKING on REDIRECT <its own id> BCAST PREFIX relay:queue`` and then
-subscribes to ``__redis__:invalidate``. Every write to the ARQ queue (an ingest's or a resend's ZADD,
-whichever process makes it) then sends it one message per Redis event loop cycle, so the writers (the
-ingress's Lua script, resends) stay as they are. One connection, subscribed, because Redis's
+Both cues come from Redis itself, through client-side caching's broadcast mode: one connection runs
+``CLIENT TRACKING on REDIRECT <its own id> BCAST PREFIX relay:queue PREFIX relay:seq`` and then
+subscribes to ``__redis__:invalidate``. Every write to the ARQ queue sets ``changed``; every write of
+``relay:seq``, which ingest.lua and resend.lua increment for each notification they store (and nothing
+else writes), sets ``stored``. Redis sends one message per event loop cycle, naming the keys, so the
+writers stay as they are and the fan-out's own writes (route.lua's to ``relay:fanout``) wake nobody.
+One connection, subscribed, because Redis's
 ``timeout`` never closes a subscriber: a second, silent tracking connection was closed after
 ``timeout`` seconds and the wake went quiet. A Redis that cannot track (before 6.0, or refusing
 CLIENT) leaves the worker polling every 5 ms as before; a watch lost to a connection error (a Redis
@@ -29,7 +33,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
-from relay.constants import QUEUE_NAME
+from relay.constants import QUEUE_NAME, SEQ
 from relay.store.connection import REDIS_ERRORS, connect
 
 logger = structlog.get_logger()
@@ -45,14 +49,17 @@ RESTART_S = 5.0
 
 
 class QueueWatch:
-    """Sets ``changed`` whenever a key under ``prefix`` is written, by anyone."""
+    """Sets ``changed`` whenever a key under ``prefix`` is written, by anyone, and ``stored`` whenever
+    ``stored_key`` is (a notification stored: the fan-out loop's cue)."""
 
-    def __init__(self, url: str, prefix: str = QUEUE_NAME, timeout: float = 2.0) -> None:
+    def __init__(self, url: str, prefix: str = QUEUE_NAME, timeout: float = 2.0, stored_key: str = SEQ) -> None:
         self.changed = asyncio.Event()
+        self.stored = asyncio.Event()
         self._url = url
         self._timeout = timeout
         self._redis: Redis | None = None
         self._prefix = prefix
+        self._stored_key = stored_key.encode()
         self._conns: list[AbstractConnection] = []
         self._reader: asyncio.Task[None] | None = None
         self.active = False
@@ -73,7 +80,16 @@ class QueueWatch:
             client_id = await listener.read_response()
             # tracking first (a subscribed RESP2 connection takes no CLIENT command), redirected to itself
             await listener.send_command(
-                "CLIENT", "TRACKING", "on", "REDIRECT", client_id, "BCAST", "PREFIX", self._prefix
+                "CLIENT",
+                "TRACKING",
+                "on",
+                "REDIRECT",
+                client_id,
+                "BCAST",
+                "PREFIX",
+                self._prefix,
+                "PREFIX",
+                self._stored_key,
             )
             await listener.read_response()
             await listener.send_command("SUBSCRIBE", INVALIDATE)
@@ -86,7 +102,7 @@ class QueueWatch:
             log(
                 "worker_idle_wake_unavailable",
                 error=f"{type(exc).__name__}: {exc}",
-                consequence="an idle worker polls its queue every 5 ms",
+                consequence="an idle worker polls its queue and relay:fanout every 5 ms",
                 retry_in_s=RESTART_S if self.retryable else None,
             )
             await self.stop()
@@ -103,8 +119,9 @@ class QueueWatch:
             while True:
                 # an invalidation message, or anything else on this connection: either way, look. The
                 # timeout only bounds each read (None would mean the 2 s socket timeout, an error)
-                if await listener.read_response(timeout=LISTEN_S) is not None:
-                    self.changed.set()
+                message = await listener.read_response(timeout=LISTEN_S)
+                if message is not None:
+                    self._dispatch(message)
                 else:
                     # a quiet minute: a PING (allowed while subscribed) finds a connection that died
                     # without a word; its reply is a message, read (and looked at) by the next turn
@@ -116,6 +133,21 @@ class QueueWatch:
         finally:
             self.active = False
             self.changed.set()
+            self.stored.set()
+
+    def _dispatch(self, message: Any) -> None:
+        """Set the event of each key an invalidation names; anything else (a PING's reply, a flush's
+        invalidation naming no key) sets both: a look too many costs one round trip, one too few a wait."""
+        keys = message[2] if isinstance(message, list) and len(message) == 3 and message[0] == b"message" else None
+        if not isinstance(keys, list):
+            self.changed.set()
+            self.stored.set()
+            return
+        for key in keys:
+            if key == self._stored_key:
+                self.stored.set()
+            else:
+                self.changed.set()
 
     async def stop(self) -> None:
         self.active = False
@@ -147,6 +179,7 @@ class RelayWorker(Worker):
     def __init__(self, *args: Any, redis_url: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue_watch = QueueWatch(redis_url)
+        self.ctx["queue_watch"] = self.queue_watch  # jobs.startup hands it to the engine's fan-out loop
         self.waiting = False  # in the idle wait now (tests look)
         self._watch_tried = 0.0  # loop time of the last start of the watch
 

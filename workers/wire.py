@@ -41,6 +41,10 @@ CLAIMED_FIELDS = (
 PER_ORDER_SCAN = 2000
 # rate_limit: requests are counted in windows of this many ms; health and the dashboard show the last whole one
 RATE_WINDOW_MS = 2000
+# what the fan-out reads of each notification it claims (fanclaim.lua returns them in this order)
+FANOUT_FIELDS = ("source", "channel", "mtype", "status", "test", "targets", "type", "recv", "seq", "resend_of")
+# one notification of a fan-out batch (route.lua): its nid and how many routes follow
+ROUTE_HEAD = ("nid", "routes")
 # one route of a fan-out (route.lua), and the keys it writes
 ROUTE_FIELDS = ("ep", "mode", "reason")
 ROUTE_KEYS = ("delivery", "st_pending", "st_skipped", "queue", "paused", "st_paused")
@@ -53,6 +57,8 @@ def preamble() -> str:
         + names("C", CLAIM_FIELDS)
         + names("CK", CLAIM_KEYS)
         + names("CLAIMED", CLAIMED_FIELDS)
+        + names("FANOUT", FANOUT_FIELDS)
+        + names("ROUTE_HEAD", ROUTE_HEAD)
         + names("ROUTE", ROUTE_FIELDS)
         + names("ROUTE_KEYS", ROUTE_KEYS)
         + constants(
@@ -79,15 +85,23 @@ STEP = Spec(
     args=("results",),
     args_rest="the results (RESULT_FIELDS each), then the claims (CLAIM_FIELDS)",
 )
-# one fan-out
+# a batch of notifications claimed for their fan-out, under a lease (workers/fanout.py)
+FANCLAIM = Spec(
+    ("fanclaim",),
+    package="workers",
+    tables=preamble,
+    keys=("fanout", "lease"),
+    args=("batch", "lease_ms", "body"),
+)
+# one fan-out call: a batch of notifications routed
 ROUTE = Spec(
     ("route",),
     package="workers",
     tables=preamble,
-    keys=("notification", "fanout"),
-    keys_rest="ROUTE_KEYS per route",
-    args=("nid", "retention_ms"),
-    args_rest="ROUTE_FIELDS per route",
+    keys=("fanout", "lease"),
+    keys_rest="per notification: its key, then ROUTE_KEYS per route",
+    args=("retention_ms",),
+    args_rest="per notification: ROUTE_HEAD, then ROUTE_FIELDS per route",
 )
 # an endpoint whose mode a reload changed, and one page of its queue
 REMODE = Spec(("remode",), package="workers", keys=("queue",), args=("ep", "mode"), args_rest="the nids")

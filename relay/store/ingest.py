@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import structlog
-from arq.jobs import serialize_job
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
@@ -24,9 +23,6 @@ logger = structlog.get_logger()
 T = TypeVar("T")
 R = TypeVar("R")
 
-# a fan-out job that waits longer than this is dropped by ARQ; the worker's sweeper re-creates it
-# from relay:fanout, so it only bounds how long a dead job key lingers
-FANOUT_JOB_EXPIRY_MS = k.DAY_MS
 # how long an ack_after = "fsync" decision is trusted before it is checked again (a cheap probe)
 DURABILITY_RECHECK_S = 30.0
 
@@ -52,12 +48,6 @@ def notification_id(
     h.update(b"\x00")
     h.update(protocol.canonical(channel, fields, signed) if fields is not None else body)
     return f"{channel}_{h.hexdigest()}"
-
-
-def fanout_job(nid: str, now_ms: int) -> bytes:
-    """The ARQ job record for ``fanout(nid)``, as ``ArqRedis.enqueue_job`` would write it; the Lua
-    scripts store it with the notification in one round trip."""
-    return serialize_job(k.FANOUT_FUNCTION, (nid,), {}, None, now_ms)
 
 
 @dataclass(frozen=True)
@@ -198,12 +188,11 @@ class Store:
         content_type: str,
         algo: str,
         facts: dict[str, str],
-        now_ms: int,
         extra: dict[str, str] | None = None,
         ins_triple: str = "",
     ) -> Stored:
         ref = facts.get("ref", "")
-        # recv is set by ingest.lua from Redis's clock; now_ms is only the ARQ job record's enqueue time
+        # recv is set by ingest.lua from Redis's clock
         fields: list[str | bytes] = [
             "body",
             body,
@@ -218,7 +207,6 @@ class Store:
         ]
         for key, value in (facts | (extra or {})).items():
             fields += [key, value]
-        job_id = k.fanout_job_id(nid)
         keys = INGEST.pack_keys(
             notification=k.notification(nid),
             seq=k.SEQ,
@@ -227,8 +215,6 @@ class Store:
             ix_source=k.idx_source(source),
             ix_ref=k.idx_ref(ref) if ref else "",
             fanout=k.FANOUT,
-            job=k.ARQ_JOB_PREFIX + job_id,
-            arq_queue=k.QUEUE_NAME,
             ins_triple=ins_triple,
             ix_type=k.idx_type(facts["type"]) if facts.get("type") else "",
         )
@@ -236,9 +222,6 @@ class Store:
             *fields,
             nid=nid,
             retention_ms=self.retention_ms,
-            job=fanout_job(nid, now_ms),
-            job_ttl_ms=FANOUT_JOB_EXPIRY_MS,
-            job_id=job_id,
             message_id=facts.get("message_id", ""),
             source=source,
             accepted_ttl_ms=k.SOURCE_ACCEPTED_TTL_MS,

@@ -24,7 +24,6 @@ from config.settings import Settings
 from relay import constants as k
 from relay import routing
 from relay.store import audit, endpoints
-from relay.store.ingest import FANOUT_JOB_EXPIRY_MS, fanout_job
 from relay.store.queries import (
     BadParam,
     Conflict,
@@ -369,16 +368,15 @@ class Resender:
         return answered, [item for item, nid in zip(plan, done, strict=True) if nid is None]
 
     async def _queue_chunk(self, chunk: Plan, idem_map: str) -> list[Resent | Skip]:
-        """Number each resend, then write each with its fan-out job (resend.lua), a pipeline of each."""
+        """Number each resend, then write each and queue it for its fan-out (resend.lua), a pipeline of each."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for original, _ in chunk:
                 pipe.incr(k.resend_seq(original.nid))
                 pipe.pexpire(k.resend_seq(original.nid), self.retention_ms)
             numbers = (await pipe.execute())[0::2]
-        now = int(self.clock() * 1000)  # only the ARQ job record's enqueue time; the script takes Redis's
         async with self.redis.pipeline(transaction=False) as pipe:
             for (original, targets), n in zip(chunk, numbers, strict=True):
-                await self._resend_call(pipe, original, targets, f"{original.nid}~r{n}", now, idem_map)
+                await self._resend_call(pipe, original, targets, f"{original.nid}~r{n}", idem_map)
             results = await pipe.execute()
         out: list[Resent | Skip] = []
         for (original, targets), (status, nid_raw) in zip(chunk, results, strict=True):
@@ -393,10 +391,9 @@ class Resender:
         return out
 
     async def _resend_call(
-        self, pipe: Any, original: Original, targets: tuple[str, ...], nid: str, now: int, idem_map: str
+        self, pipe: Any, original: Original, targets: tuple[str, ...], nid: str, idem_map: str
     ) -> None:
         """Queue on ``pipe`` the resend.lua call that writes resend ``nid`` of ``original``."""
-        job_id = k.fanout_job_id(nid)
         await self._script(
             keys=RESEND.pack_keys(
                 original=k.notification(original.nid),
@@ -408,8 +405,6 @@ class Resender:
                 ix_ref=k.idx_ref(original.ref) if original.ref else "",
                 fanout=k.FANOUT,
                 resends=k.resends(original.nid),
-                job=k.ARQ_JOB_PREFIX + job_id,
-                arq_queue=k.QUEUE_NAME,
                 idempotency=idem_map,
                 ix_type=k.idx_type(original.etype) if original.etype else "",
             ),
@@ -417,9 +412,6 @@ class Resender:
                 original_nid=original.nid,
                 nid=nid,
                 retention_ms=self.retention_ms,
-                job=fanout_job(nid, now),
-                job_ttl_ms=FANOUT_JOB_EXPIRY_MS,
-                job_id=job_id,
                 targets=",".join(targets),
                 idempotency_ttl_ms=IDEMPOTENCY_TTL_MS,
             ),

@@ -49,7 +49,7 @@ SRC_FIELDS = (
     "watched",
 )
 
-# one verified notification stored and its fan-out job queued (relay/store/ingest.py); the hot path
+# one verified notification stored and queued for its fan-out (relay/store/ingest.py); the hot path
 INGEST = Spec(
     ("ingest",),
     fragments=("_index",),
@@ -61,12 +61,10 @@ INGEST = Spec(
         "ix_source",
         "ix_ref",
         "fanout",
-        "job",
-        "arq_queue",
         "ins_triple",
         "ix_type",
     ),
-    args=("nid", "retention_ms", "job", "job_ttl_ms", "job_id", "message_id", "source", "accepted_ttl_ms"),
+    args=("nid", "retention_ms", "message_id", "source", "accepted_ttl_ms"),
     args_rest="field, value pairs of the notification hash",
     optional=frozenset({"ix_ref", "ins_triple", "ix_type"}),  # '' when there is none
 )
@@ -84,12 +82,10 @@ RESEND = Spec(
         "ix_ref",
         "fanout",
         "resends",
-        "job",
-        "arq_queue",
         "idempotency",
         "ix_type",
     ),
-    args=("original_nid", "nid", "retention_ms", "job", "job_ttl_ms", "job_id", "targets", "idempotency_ttl_ms"),
+    args=("original_nid", "nid", "retention_ms", "targets", "idempotency_ttl_ms"),
     optional=frozenset({"ix_ref", "idempotency", "ix_type"}),  # '' when there is none
 )
 # one refused notification of a source counted (relay/store/ingest.py)

@@ -491,7 +491,6 @@ def stored_keys(nid: str, channel: str, body: bytes) -> set[str]:
     ref = protocol.facts(channel, protocol.parse_form(body))["ref"]
     return {
         k.notification(nid),
-        k.ARQ_JOB_PREFIX + k.fanout_job_id(nid),
         k.idx_channel(channel),
         *([k.idx_ref(ref)] if ref else []),
     }

@@ -1,8 +1,8 @@
--- Store one verified notification and enqueue its ARQ fan-out job, atomically.
+-- Store one verified notification and queue it for its fan-out (relay:fanout, which the workers claim in
+-- batches: workers/lua/fanclaim.lua), atomically.
 -- KEYS and ARGV are named in relay/store/wire.py (INGEST): K.ix_ref, K.ins_triple and K.ix_type are ''
 -- when there is none; after the named ARGV come the field, value pairs of the notification hash.
--- The receipt time (``recv``), the index scores and the fan-out job's score come from Redis's clock
--- (now_ms): an ingress whose clock runs ahead would otherwise schedule the fan-out in the future.
+-- The receipt time (``recv``) and the index scores come from Redis's clock (now_ms), never the ingress's.
 -- Returns 0 for a duplicate (same source, channel and body), else the new seq.
 if redis.call('EXISTS', KEYS[K.notification]) == 1 then
   return 0
@@ -30,6 +30,4 @@ if redis.call('INCR', accepted) == 1 then redis.call('PEXPIRE', accepted, ARGV[A
 index_within(KEYS[K.ix_ref], now, nid, retention)
 index_within(KEYS[K.ix_type], now, nid, retention)
 redis.call('ZADD', KEYS[K.fanout], seq, nid)
-redis.call('SET', KEYS[K.job], ARGV[A.job], 'PX', ARGV[A.job_ttl_ms])
-redis.call('ZADD', KEYS[K.arq_queue], now, ARGV[A.job_id])
 return seq

@@ -1,8 +1,8 @@
--- Record a resend of one original notification as a new notification and enqueue its ARQ fan-out
--- job, atomically (the same writes ingest.lua makes for a received notification).
+-- Record a resend of one original notification as a new notification and queue it for its fan-out,
+-- atomically (the same writes ingest.lua makes for a received notification).
 -- KEYS and ARGV are named in relay/store/wire.py (RESEND): K.ix_ref, K.idempotency and K.ix_type are ''
 -- when there is none; A.targets is the comma-separated endpoints.
--- Times (receipt, index and job scores) come from Redis's clock (now_ms), never from the caller's.
+-- Times (receipt, index scores) come from Redis's clock (now_ms), never from the caller's.
 -- Returns {'created', new nid}, {'reused', earlier resend nid} when the idempotency map already has
 -- one for this original, or {'gone', ''} when the original no longer exists.
 local now = now_ms()
@@ -31,8 +31,6 @@ index_within(KEYS[K.ix_type], now, nid, retention)
 redis.call('ZADD', KEYS[K.fanout], seq, nid)
 redis.call('ZADD', KEYS[K.resends], now, nid)
 redis.call('PEXPIRE', KEYS[K.resends], retention)
-redis.call('SET', KEYS[K.job], ARGV[A.job], 'PX', ARGV[A.job_ttl_ms])
-redis.call('ZADD', KEYS[K.arq_queue], now, ARGV[A.job_id])
 -- the original's failed deliveries to these endpoints are resolved once this resend is delivered
 -- there (relay/store/lua/resolve.lua looks for it)
 for ep in string.gmatch(ARGV[A.targets], '[^,]+') do

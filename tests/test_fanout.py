@@ -1,0 +1,144 @@
+"""The batched fan-out (issue 26): notifications claimed from relay:fanout in batches under a lease
+(workers/lua/fanclaim.lua) and routed in one route.lua call per batch (workers/fanout.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from config.settings import Settings
+from relay import constants as k
+from relay.store.ingest import Store, notification_id
+from tests.support import RedisServer, hold_fanout, ipn_fields, signed_body, wait_for
+from workers import fanout, wake
+from workers.engine import Engine
+
+
+@pytest.fixture
+async def engines(make_settings: Callable[..., Settings], redis: Redis) -> AsyncIterator[Callable[..., Engine]]:
+    """Engines that are not started: the test drives their fan-out calls itself."""
+    session = aiohttp.ClientSession()
+    settings = make_settings(
+        endpoints=[
+            {"name": "a", "url": "http://127.0.0.1:9/a"},
+            {"name": "b", "url": "http://127.0.0.1:9/b", "concurrent": True},
+        ]
+    )
+
+    def make() -> Engine:
+        return Engine(redis, settings, session)
+
+    yield make
+    await session.close()
+
+
+async def store(redis: Redis, n: int, first: int = 0) -> list[str]:
+    s = Store(redis, retention_ms=86_400_000)
+    nids = []
+    for i in range(first, first + n):
+        body = signed_body(ipn_fields(f"9{i:05d}"))
+        nid = notification_id("default", "ipn", body)
+        stored = await s.ingest(
+            nid=nid,
+            source="default",
+            channel="ipn",
+            body=body,
+            content_type="application/x-www-form-urlencoded",
+            algo="md5",
+            facts={"type": "ORDER_CREATED", "status": "COMPLETE"},
+        )
+        assert not stored.duplicate
+        nids.append(nid)
+    return nids
+
+
+async def test_two_workers_claim_disjoint_batches_in_order_of_receipt(
+    engines: Callable[..., Engine], redis: Redis
+) -> None:
+    nids = await store(redis, 10)
+    one, two = engines(), engines()
+    first, second = await asyncio.gather(fanout.claim(one, 4), fanout.claim(two, 4))
+    claimed = [w.nid for w in first] + [w.nid for w in second]
+    assert sorted(claimed) == sorted(nids[:8]) and len(set(claimed)) == 8  # none claimed twice
+    assert [w.nid for w in await fanout.claim(one, 64)] == nids[8:]  # what is left, oldest first
+    assert await fanout.claim(two, 64) == []  # all leased
+    assert await redis.zcard(k.FANOUT) == 10  # still waiting: routed only by route.lua
+    created = await fanout.route(one, first)
+    assert created == [2, 2, 2, 2]
+    assert await redis.zcard(k.FANOUT) == 6 and await redis.zcard(k.FANOUT_LEASE) == 6
+
+
+async def test_a_lapsed_lease_is_claimed_again_and_routing_twice_creates_nothing_twice(
+    engines: Callable[..., Engine], redis: Redis
+) -> None:
+    [nid] = await store(redis, 1)
+    engine = engines()
+    await hold_fanout(redis, nid, for_ms=200)  # a worker killed holding it
+    assert await fanout.claim(engine) == []
+    await asyncio.sleep(0.25)  # the lease's own length, on Redis's clock
+    [again] = await fanout.claim(engine)
+    assert again.nid == nid and again.field("type") == "ORDER_CREATED" and again.body is None
+    assert await fanout.route(engine, [again]) == [2]
+    # the killed worker's batch routed late (a stalled worker, an old ingress's job): nothing new
+    assert await fanout.route(engine, [again]) == [0]
+    assert await engine.fanout(nid) == 0
+    assert {await redis.hget(k.delivery(nid, ep), "state") for ep in ("a", "b")} == {b"pending"}
+    assert await redis.zcard(k.ep_queue("a")) == 1 and not await redis.zcard(k.FANOUT_LEASE)
+
+
+async def test_a_gone_notification_leaves_the_fanout(engines: Callable[..., Engine], redis: Redis) -> None:
+    nids = await store(redis, 2)
+    await redis.delete(k.notification(nids[0]))  # past retention
+    engine = engines()
+    batch = await fanout.claim(engine)
+    assert [w.nid for w in batch] == nids
+    assert await fanout.route(engine, batch) == [-1, 2]
+    assert not await redis.zcard(k.FANOUT) and not await redis.exists(k.delivery(nids[0], "a"))
+
+
+async def test_the_watch_wakes_the_fanout_on_a_stored_notification_not_on_routing(
+    engines: Callable[..., Engine], redis: Redis, redis_server: RedisServer
+) -> None:
+    watch = wake.QueueWatch(redis_server.url)
+    assert await watch.start()
+    try:
+        watch.stored.clear()
+        [nid] = await store(redis, 1)
+        await wait_for(watch.stored.is_set, 5, interval=0.005)
+        engine = engines()
+        batch = await fanout.claim(engine)
+        watch.stored.clear()
+        watch.changed.clear()
+        await fanout.route(engine, batch)
+        await redis.zadd(k.QUEUE_NAME, {"cron:x": 1})  # a write that is surely seen after the route's
+        await wait_for(watch.changed.is_set, 5, interval=0.005)
+        assert not watch.stored.is_set()  # route.lua's writes to relay:fanout wake nobody
+        assert await redis.zscore(k.FANOUT, nid) is None
+    finally:
+        await watch.stop()
+
+
+async def test_the_loop_routes_a_notification_within_a_few_ms_of_its_receipt(
+    engines: Callable[..., Engine], redis: Redis, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Woken by the watch, not by its poll: with the poll a minute long, it still routes at once."""
+    monkeypatch.setattr(fanout, "IDLE_S", 60.0)
+    watch = wake.QueueWatch(redis_server.url)
+    assert await watch.start()
+    engine = engines()
+    engine.fanout_signal, engine.fanout_watch = watch.stored, watch
+    loop = asyncio.create_task(fanout.run(engine))
+    try:
+        await asyncio.sleep(0.1)  # the loop is waiting
+        for i in range(5):
+            [nid] = await store(redis, 1, first=i)
+            await wait_for(lambda nid=nid: redis.exists(k.delivery(nid, "a")), 2, interval=0.002)
+    finally:
+        engine.stopping = True
+        engine.fanout_signal.set()
+        await asyncio.wait_for(loop, 5)
+        await watch.stop()
