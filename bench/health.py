@@ -56,7 +56,8 @@ async def seed(redis: Redis, per_day: int, now_ms: int) -> None:
                     pipe.zadd(k.ep_state(ep, "delivered"), delivered)
                 if failed:
                     pipe.zadd(k.ep_state(ep, "failed"), failed)
-            # the source's index, which source_rejecting scans over its window (one in a hundred a resend)
+            # the source's index (one in a hundred a resend): health reads its newest entries only, and
+            # since issue 26 counts the window's accepted notifications from per-minute counters
             pipe.zadd(
                 k.idx_source("default"),
                 {(f"n{n}~r1" if n % 100 == 0 else f"n{n}"): now_ms - k.DAY_MS + n * step for n in range(start, stop)},

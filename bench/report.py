@@ -418,15 +418,16 @@ def targets(results: dict[str, Any], opts: dict[str, Any]) -> list[dict[str, Any
     if reads:
         growth, over = (reads["ratios"][key] for key in ("growth", "over_detail"))
         counted = [name for name in over if name not in UNTARGETED_READS]
+        small, large = reads["sizes"][0], reads["sizes"][-1]
         add(
-            "reads: slowest growth, 40,000 ÷ 5,000 pending",
+            f"reads: slowest growth, {large:,} ÷ {small:,} pending",
             max(growth[n] for n in counted),
             "<=",
             TARGET_READ_GROWTH,
             True,
         )
         add(
-            "reads: slowest read ÷ detail read, at 40,000",
+            f"reads: slowest read ÷ detail read, at {large:,}",
             max(over[n] for n in counted),
             "<=",
             TARGET_READ_OVER_DETAIL,

@@ -260,3 +260,19 @@ async def test_retry_all_in_pages_makes_every_retrying_one_due_even_when_rerun(
     # a rerun (after a crash, or twice by hand) makes them due again: harmless, and complete
     assert (await control.retry(ORIGIN, endpoint="a"))["count"] == n - 2
     assert [e["count"] for e in await _audits(redis, "retry")] == [n - 2, n - 1]
+
+
+async def test_retry_all_of_a_serial_endpoint_makes_only_its_head_due_across_pages(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    control = Control(redis, make_settings(endpoints=_eps("a")))
+    nids = await _waiting(redis, "a", CONTROL_PAGE + 30, "retrying", 8_000)
+    async with redis.pipeline(transaction=False) as pipe:
+        for seq, nid in enumerate(nids):  # a serial queue is ordered by receipt (seq)
+            pipe.hset(k.delivery(nid, "a"), "mode", "serial")
+            pipe.zadd(k.ep_queue("a"), {nid: seq})
+        await pipe.execute()
+    done = await control.retry(ORIGIN, endpoint="a")
+    assert done == {"endpoint": "a", "count": 1, "head": nids[0]}
+    due = [nid for nid in nids if int(await redis.hget(k.delivery(nid, "a"), "next")) < 4_000_000_000_000]  # type: ignore[misc]
+    assert due == [nids[0]]
