@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,6 +42,20 @@ async def api() -> AsyncIterator[Fake2Checkout]:
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as s:
         yield s
+
+
+@pytest.fixture
+def ingress(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], api: Fake2Checkout
+) -> Callable[..., Awaitable[tuple[Settings, Any]]]:
+    """``await ingress(*other_sources)``: the settings of the fake API's reconciled source (and the
+    others) and a test client of the relay's ingress for them."""
+
+    async def start(*others: dict[str, Any]) -> tuple[Settings, Any]:
+        settings = make_settings(sources=[source(api.api_url), *others])
+        return settings, await aiohttp_client(create_app(settings))
+
+    return start
 
 
 def source(api_url: str, **reconcile: Any) -> dict[str, Any]:
@@ -189,14 +203,12 @@ def test_a_later_status_covers_an_earlier_one() -> None:
 
 
 async def test_pass_reports_orders_without_their_ipn_and_clears_when_it_arrives(
-    aiohttp_client: Any,
+    ingress: Callable[..., Awaitable[tuple[Settings, Any]]],
     redis: Redis,
-    make_settings: Callable[..., Settings],
     api: Fake2Checkout,
     session: aiohttp.ClientSession,
 ) -> None:
-    settings = make_settings(sources=[source(api.api_url)])
-    client = await aiohttp_client(create_app(settings))
+    settings, client = await ingress()
     api.add("1001", "COMPLETE")  # all its IPNs
     await post_ipn(client, "1001", "PAYMENT_AUTHORIZED")
     await post_ipn(client, "1001", "COMPLETE")
@@ -226,17 +238,15 @@ async def test_pass_reports_orders_without_their_ipn_and_clears_when_it_arrives(
 
 
 async def test_an_order_the_api_lists_authreceived_needs_its_authorization_ipn(
-    aiohttp_client: Any,
+    ingress: Callable[..., Awaitable[tuple[Settings, Any]]],
     redis: Redis,
-    make_settings: Callable[..., Settings],
     api: Fake2Checkout,
     session: aiohttp.ClientSession,
 ) -> None:
     # The API's order Status names the authorized stage AUTHRECEIVED ("Order flow in 2Checkout API"); its
     # IPN is PAYMENT_AUTHORIZED (or PAYMENT_RECEIVED, PENDING_ORDER_APPROVAL). An order waiting there for
     # shipment or delivery confirmation whose IPN was lost was never reported: the merchant never ships.
-    settings = make_settings(sources=[source(api.api_url)])
-    client = await aiohttp_client(create_app(settings))
+    settings, client = await ingress()
     api.add("1101", "AUTHRECEIVED")  # no IPN at all
     api.add("1102", "AUTHRECEIVED")  # only its PENDING IPN
     await post_ipn(client, "1102", "PENDING")
@@ -254,9 +264,8 @@ async def test_an_order_the_api_lists_authreceived_needs_its_authorization_ipn(
 
 
 async def test_an_ipn_through_another_source_counts_an_lcn_does_not(
-    aiohttp_client: Any,
+    ingress: Callable[..., Awaitable[tuple[Settings, Any]]],
     redis: Redis,
-    make_settings: Callable[..., Settings],
     api: Fake2Checkout,
     session: aiohttp.ClientSession,
 ) -> None:
@@ -264,8 +273,7 @@ async def test_an_ipn_through_another_source_counts_an_lcn_does_not(
     # sends an order with NOTIFICATION_URL to that URL only, while the API lists every order of the
     # account. Counting only the reconciled source's IPNs reported all of the other URL's orders missing.
     other = {"name": "other", "secret_key_env": "TCO_SECRET_KEY"}
-    settings = make_settings(sources=[source(api.api_url), other])
-    client = await aiohttp_client(create_app(settings))
+    settings, client = await ingress(other)
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     api.add("2001", "COMPLETE")
     body = signed_body(ipn_fields("2001", status="COMPLETE", test="0"))
@@ -280,15 +288,13 @@ async def test_an_ipn_through_another_source_counts_an_lcn_does_not(
 
 
 async def test_a_refund_listed_beside_its_order_needs_the_refund_ipn(
-    aiohttp_client: Any,
+    ingress: Callable[..., Awaitable[tuple[Settings, Any]]],
     redis: Redis,
-    make_settings: Callable[..., Settings],
     api: Fake2Checkout,
     session: aiohttp.ClientSession,
 ) -> None:
     # 2Checkout lists a refund as an order of its own that shares the original's RefNo
-    settings = make_settings(sources=[source(api.api_url)])
-    client = await aiohttp_client(create_app(settings))
+    settings, client = await ingress()
     now = datetime.now(UTC)
     earlier = now - timedelta(hours=1)
     api.orders = [
@@ -551,16 +557,14 @@ def test_retention_must_outlast_the_listing(make_settings: Callable[..., Setting
 
 
 async def test_missing_orders_alert_once_and_recover(
-    aiohttp_client: Any,
+    ingress: Callable[..., Awaitable[tuple[Settings, Any]]],
     redis: Redis,
-    make_settings: Callable[..., Settings],
     api: Fake2Checkout,
     session: aiohttp.ClientSession,
 ) -> None:
     from workers import alerts
 
-    settings = make_settings(sources=[source(api.api_url)])
-    client = await aiohttp_client(create_app(settings))
+    settings, client = await ingress()
     api.add("8001", "COMPLETE")
     api.add("8002", "REFUND")
     await post_ipn(client, "8002", "COMPLETE")
