@@ -23,7 +23,7 @@ from relay.store.queries import Conflict
 from tests.cli import Done, run_cli
 from tests.procs import RelayProcess
 from tests.support import RedisServer, wait_for
-from tests.test_delivery import delivery, ep, post
+from tests.test_delivery import delivery, ep, in_state, post
 
 ORIGIN = audit.Origin("api", "127.0.0.9")
 
@@ -80,7 +80,7 @@ async def test_pause_during_a_serial_backlog_then_resume_keeps_order_across_two_
         # new work waits as paused too, and --state paused lists it
         late = await post(client, "40")
         nids.append(late)
-        await wait_for(lambda: _state_is(redis, late, "serial", "paused"), 15)
+        await wait_for(lambda: in_state(redis, late, "serial", "paused"), 15)
         listed = await asyncio.to_thread(
             cli,
             settings,
@@ -101,7 +101,7 @@ async def test_pause_during_a_serial_backlog_then_resume_keeps_order_across_two_
         out = await asyncio.to_thread(cli, settings, "endpoints", "resume", "serial", "--yes")
         assert out.returncode == 0 and f"resumed serial: {41 - sent} deliveries" in out.stdout, out.stderr
         for nid in nids:
-            await wait_for(lambda nid=nid: _state_is(redis, nid, "serial", "delivered"), 30)
+            await wait_for(lambda nid=nid: in_state(redis, nid, "serial", "delivered"), 30)
     finally:
         for p in procs:
             p.stop()
@@ -114,10 +114,6 @@ async def test_pause_during_a_serial_backlog_then_resume_keeps_order_across_two_
 
 async def _no_in_flight(redis: Redis, name: str) -> bool:
     return not await redis.zcard(k.ep_state(name, "in_flight"))
-
-
-async def _state_is(redis: Redis, nid: str, name: str, state: str) -> bool:
-    return (await delivery(redis, nid, name)).get("state") == state
 
 
 async def test_paused_time_does_not_count_against_the_retry_window(
@@ -139,12 +135,12 @@ async def test_paused_time_does_not_count_against_the_retry_window(
     nid = await post(client, "1")
     await wait_for(lambda: len(s.received) == 1, 15)
     await control.pause("x", ORIGIN)
-    await wait_for(lambda: _state_is(redis, nid, "x", "paused"), 10)
+    await wait_for(lambda: in_state(redis, nid, "x", "paused"), 10)
     await asyncio.sleep(2.5)
     assert len(s.received) == 1
     result = await control.resume("x", ORIGIN)
     assert result["count"] == 1
-    await wait_for(lambda: _state_is(redis, nid, "x", "delivered"), 15)
+    await wait_for(lambda: in_state(redis, nid, "x", "delivered"), 15)
     assert len(s.received) == 3  # the second 500 was retried, not given up: the pause did not count
 
 
@@ -168,7 +164,7 @@ async def test_retry_now_skips_the_backoff_and_keeps_serial_order(
     await workers(settings)
     nids = [await post(client, str(i)) for i in range(3)]
     await wait_for(lambda: _count(redis, "conc", "retrying", 3), 15)
-    await wait_for(lambda: _state_is(redis, nids[0], "serial", "retrying"), 15)
+    await wait_for(lambda: in_state(redis, nids[0], "serial", "retrying"), 15)
     conc.script, serial.script = [200], [200]
     started = time.monotonic()
     # the whole endpoint: a bulk action, confirmed with --yes
@@ -180,8 +176,8 @@ async def test_retry_now_skips_the_backoff_and_keeps_serial_order(
     out = await asyncio.to_thread(cli, settings, "retry", nids[2], "--endpoint", "serial", "--json")
     assert out.returncode == 0 and json.loads(out.stdout)["endpoints"] == {"serial": 1}, out.stderr
     for nid in nids:
-        await wait_for(lambda nid=nid: _state_is(redis, nid, "conc", "delivered"), 15)
-        await wait_for(lambda nid=nid: _state_is(redis, nid, "serial", "delivered"), 15)
+        await wait_for(lambda nid=nid: in_state(redis, nid, "conc", "delivered"), 15)
+        await wait_for(lambda nid=nid: in_state(redis, nid, "serial", "delivered"), 15)
     assert time.monotonic() - started < 60  # well before the 60 s backoff would have ended
     assert refs(serial) == [0, 0, 1, 2]
     entries = await audit.read(redis, action="retry")
@@ -206,7 +202,7 @@ async def test_cancel_a_waiting_delivery_then_resend_it(
     client: TestClient = await aiohttp_client(create_app(settings))
     await workers(settings)
     head, second = await post(client, "1"), await post(client, "2")
-    await wait_for(lambda: _state_is(redis, head, "x", "retrying"), 15)
+    await wait_for(lambda: in_state(redis, head, "x", "retrying"), 15)
     assert (await delivery(redis, second, "x"))["state"] == "pending"
     out = await asyncio.to_thread(cli, settings, "cancel", second, "--endpoint", "x")
     assert out.returncode == 0 and f"{second}: cancelled to x" in out.stdout, out.stderr

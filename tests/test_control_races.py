@@ -30,7 +30,7 @@ from tests.test_api import (  # noqa: F401  (fixtures used by name)
     worker,
 )
 from tests.test_control import refs, workers  # noqa: F401  (a fixture, used by name)
-from tests.test_delivery import ep
+from tests.test_delivery import ep, in_state
 from tests.test_delivery import post as post_ipn
 from tests.test_resend import post
 
@@ -51,20 +51,16 @@ async def test_bulk_resend_by_filter_twice_while_the_endpoint_is_paused_queues_o
     status, doc = await post(client, "/api/resend", request)
     assert status == 202 and doc["count"] == 1, doc
     first = doc["ids"][0]
-    await wait_for(lambda: _state(redis, first, "billing", b"paused"), 10)
+    await wait_for(lambda: in_state(redis, first, "billing", "paused"), 10)
     # the resend waits, paused: it already carries the notification to billing
     status, doc = await post(client, "/api/resend", request)
     assert status == 202 and doc["count"] == 0 and doc["skipped_count"] == 1, doc
     assert "already resent" in doc["skipped"][0]["reason"]
     status, _ = await post(client, "/api/endpoints/billing/resume")
     assert status == 200
-    await wait_for(lambda: _state(redis, first, "billing", b"delivered"), 10)
+    await wait_for(lambda: in_state(redis, first, "billing", "delivered"), 10)
     assert len([h for h, _ in billing.received if h.get("Relay-Resend") == "true"]) == 1
     assert await redis.zcard(k.resends(nid)) == 1
-
-
-async def _state(redis: Redis, nid: str, ep: str, state: bytes) -> bool:
-    return await redis.hget(k.delivery(nid, ep), "state") == state
 
 
 # -- in-process workers on a config of the test's own ----------------------------------------------
@@ -85,7 +81,7 @@ async def test_retry_now_keeps_serial_order_when_the_callers_config_says_concurr
     client: TestClient = await aiohttp_client(create_app(settings))
     await workers(settings, 1)
     nids = [await post_ipn(client, str(i)) for i in range(3)]
-    await wait_for(lambda: _state(redis, nids[0], "x", b"retrying"), 15)
+    await wait_for(lambda: in_state(redis, nids[0], "x", "retrying"), 15)
     s.script = [200]
     edited = load_settings(
         write_config(tmp_path / "edited.toml", endpoints=[ep("x", s, concurrent=True)]),
@@ -94,7 +90,7 @@ async def test_retry_now_keeps_serial_order_when_the_callers_config_says_concurr
     result = await Control(redis, edited).retry(ORIGIN, endpoint="x")
     assert result["count"] == 1 and result["head"] == nids[0], result
     for nid in nids:
-        await wait_for(lambda nid=nid: _state(redis, nid, "x", b"delivered"), 15)
+        await wait_for(lambda nid=nid: in_state(redis, nid, "x", "delivered"), 15)
     assert refs(s) == [0, 0, 1, 2]
 
 
@@ -112,7 +108,7 @@ async def test_resume_after_retention_expired_a_paused_delivery_writes_no_ghost(
     control = Control(redis, settings)
     await control.pause("x", ORIGIN)
     nid = await post_ipn(client, "1")
-    await wait_for(lambda: _state(redis, nid, "x", b"paused"), 15)
+    await wait_for(lambda: in_state(redis, nid, "x", "paused"), 15)
     # paused longer than retention: the delivery expired, its index entries remain until trimmed
     await redis.delete(k.delivery(nid, "x"), k.attempts(nid, "x"), k.notification(nid))
     assert (await control.resume("x", ORIGIN))["count"] == 0
@@ -147,7 +143,7 @@ async def test_cancel_and_retry_across_endpoints_say_exactly_what_was_done(
     first, second = await post_ipn(client, "1"), await post_ipn(client, "2")
     for nid in (first, second):
         for name in ("a", "b"):
-            await wait_for(lambda nid=nid, name=name: _state(redis, nid, name, b"retrying"), 15)
+            await wait_for(lambda nid=nid, name=name: in_state(redis, nid, name, "retrying"), 15)
 
     class SecondOperatorMeanwhile(Control):
         async def _states(self, nid: str, eps: list[str]) -> dict[str, str]:

@@ -66,6 +66,12 @@ async def delivery(redis: Redis, nid: str, ep: str) -> dict[str, str]:
     return {a.decode(): b.decode() for a, b in (await redis.hgetall(k.delivery(nid, ep))).items()}
 
 
+async def in_state(redis: Redis, nid: str, ep: str, state: str) -> dict[str, str] | None:
+    """The delivery once it is in ``state``, else None: a condition for wait_for."""
+    d = await delivery(redis, nid, ep)
+    return d if d.get("state") == state else None
+
+
 async def attempts(redis: Redis, nid: str, ep: str) -> list[dict[str, Any]]:
     return [attempt_record(a) for a in await redis.lrange(k.attempts(nid, ep), 0, -1)]
 

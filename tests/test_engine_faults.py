@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import math
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -194,9 +195,11 @@ async def test_attempt_log_is_capped_and_the_count_kept(
     _, (_, _, [item]) = await engine.request(engine.lanes["conc"], None, claim=True)
     await engine.stop(grace=2)  # the lane's own attempt finishes; the rest are made here
     extra = k.ATTEMPTS_CAP + 5
-    # attempt numbers the lane's own retries never reach: each is a distinct attempt, logged once
+    # attempt numbers the lane's own retries never reach: each is a distinct attempt, logged once; made
+    # here without a lease to run out (held_until: never), since 205 requests outlast the test's short one
+    unleased = dataclasses.replace(item, held_until=math.inf)
     for n in range(1000, 1000 + extra):
-        result = await engine.attempt(ep, dataclasses.replace(item, attempt=n))
+        result = await engine.attempt(ep, dataclasses.replace(unleased, attempt=n))
         await engine.request(engine.lanes["conc"], result, claim=False)
     log = await redis.lrange(k.attempts(nid, "conc"), 0, -1)
     assert len(log) == k.ATTEMPTS_CAP

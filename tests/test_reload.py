@@ -35,7 +35,7 @@ from tests.support import (
     wait_for,
     write_config,
 )
-from tests.test_delivery import FORM, attempts, delivery, ep, post
+from tests.test_delivery import FORM, attempts, delivery, ep, in_state, post
 
 ORIGIN = audit.Origin("cli", "tester@test")
 
@@ -90,7 +90,7 @@ async def test_reload_adds_changes_and_removes_endpoints_in_two_workers(
     await workers(settings, 2)
     before = await post(client, "1")
     await wait_for(lambda: len(keep.received) == 1 and len(old_url.received) == 1 and len(gone.received) == 1, 15)
-    await wait_for(lambda: _state(redis, before, "gone", "retrying"), 10)
+    await wait_for(lambda: in_state(redis, before, "gone", "retrying"), 10)
 
     new = rewrite(settings, [ep("keep", keep), ep("moved", new_url), ep("added", added)], redis_server.url)
     result = await request_reload(redis, ORIGIN)
@@ -120,10 +120,6 @@ async def test_reload_adds_changes_and_removes_endpoints_in_two_workers(
     cancels = await audit.read(redis, action="cancel")
     assert cancels and cancels[0]["target"] == "gone" and cancels[0]["reason"] == "endpoint removed"
     assert sum(e["count"] for e in cancels) == 1  # the second worker found nothing left to cancel
-
-
-async def _state(redis: Redis, nid: str, ep_name: str, state: str) -> bool:
-    return (await delivery(redis, nid, ep_name)).get("state") == state
 
 
 async def test_an_invalid_config_is_refused_and_the_old_one_stays(

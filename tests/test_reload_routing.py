@@ -25,7 +25,7 @@ from relay.store.reload import request_reload
 from tests.cli import Done, run_cli
 from tests.procs import RelayProcess
 from tests.support import RedisServer, hold_fanout, release_fanout, wait_for, write_config
-from tests.test_delivery import delivery, ep, post
+from tests.test_delivery import delivery, ep, in_state, post
 from tests.test_reload import rewrite, workers  # noqa: F401  (a fixture, used by name)
 from workers import jobs, retention
 
@@ -149,7 +149,7 @@ async def test_what_an_endpoint_missed_while_removed_is_recorded_cancelled_after
     d = await wait_for(lambda: _delivery(redis, nid, "x"), 20)
     assert d["state"] == "cancelled" and "endpoint removed" in d["cancelled_by"], d
     later = await post(client, "2")
-    await wait_for(lambda: _in_state(redis, later, "x", "delivered"), 15)
+    await wait_for(lambda: in_state(redis, later, "x", "delivered"), 15)
     assert len(target.received) == 1
 
 
@@ -219,17 +219,12 @@ async def test_a_dead_workers_delivery_to_a_removed_endpoint_is_cancelled_not_se
     rewrite(settings, config, redis_server.url, delivery=short)
     assert (await request_reload(redis, ORIGIN))["ok"]
     # cancelled by the first sweep after the dead worker's lease ran out
-    d = await wait_for(lambda: _after_a_sweep(worker, _in_state(redis, nid, "x", "cancelled")), 30, interval=0.2)
+    d = await wait_for(lambda: _after_a_sweep(worker, in_state(redis, nid, "x", "cancelled")), 30, interval=0.2)
     assert "endpoint removed" in d["cancelled_by"], d
     later = await post(client, "2")
-    await wait_for(lambda: _in_state(redis, later, "x", "delivered"), 15)
+    await wait_for(lambda: in_state(redis, later, "x", "delivered"), 15)
     assert len(hung.received) == 2 and b"REFNO=2" in hung.received[1].body  # the first was never sent again
     assert not await redis.zcard(k.ep_lease("x")) and not await redis.zcard(k.ep_state("x", "in_flight"))
-
-
-async def _in_state(redis: Redis, nid: str, name: str, state: str) -> dict[str, str] | None:
-    d = await delivery(redis, nid, name)
-    return d if d.get("state") == state else None
 
 
 async def test_an_endpoint_removed_by_a_restart_ends_its_waiting_work_cancelled(
@@ -245,11 +240,11 @@ async def test_an_endpoint_removed_by_a_restart_ends_its_waiting_work_cancelled(
     worker = RelayProcess(settings.config_path, redis_server.url, "worker")
     try:
         nid = await post(client, "1")
-        await wait_for(lambda: _in_state(redis, nid, "gone", "retrying"), 30)
+        await wait_for(lambda: in_state(redis, nid, "gone", "retrying"), 30)
         worker.stop()
         write_config(settings.config_path, endpoints=[ep("keep", keep)])
         worker = RelayProcess(settings.config_path, redis_server.url, "worker")
-        d = await wait_for(lambda: _in_state(redis, nid, "gone", "cancelled"), 30)
+        d = await wait_for(lambda: in_state(redis, nid, "gone", "cancelled"), 30)
         assert "endpoint removed" in d["cancelled_by"], d
         assert not await redis.zcard(k.ep_queue("gone"))
         record = json.loads(await redis.hget(k.EP_REMOVED, "gone"))
@@ -272,7 +267,7 @@ async def test_a_reload_whose_cancel_fails_runs_the_new_config_says_so_and_finis
     client: TestClient = await aiohttp_client(create_app(settings))
     await workers(settings, 1)
     nid = await post(client, "1")
-    await wait_for(lambda: _in_state(redis, nid, "gone", "retrying"), 15)
+    await wait_for(lambda: in_state(redis, nid, "gone", "retrying"), 15)
     # the removed endpoint's queue cannot be written: the reload's cancel fails half-way
     new = rewrite(settings, [ep("keep", keep)], redis_server.url)
     await redis.delete(k.ep_queue("gone"))
@@ -283,7 +278,7 @@ async def test_a_reload_whose_cancel_fails_runs_the_new_config_says_so_and_finis
     assert "retried" in answer["error"] and not result["ok"], answer
     assert (await delivery(redis, nid, "gone"))["state"] == "retrying"
     await redis.delete(k.ep_queue("gone"))
-    await wait_for(lambda: _in_state(redis, nid, "gone", "cancelled"), 15)
+    await wait_for(lambda: in_state(redis, nid, "gone", "cancelled"), 15)
     # the process runs, and reports, the new config: the same file again changes nothing
     again = await request_reload(redis, ORIGIN)
     assert again["answers"][0]["outcome"] == "unchanged" and again["ok"], again
@@ -384,12 +379,12 @@ async def test_cancel_and_retry_by_the_cli_name_an_endpoint_the_workers_run_what
     client: TestClient = await aiohttp_client(create_app(settings))
     await workers(settings, 1)
     nid = await post(client, "1")
-    await wait_for(lambda: _in_state(redis, nid, "busy", "retrying"), 15)
+    await wait_for(lambda: in_state(redis, nid, "busy", "retrying"), 15)
     edited = rewrite(settings, [ep("keep", keep)], redis_server.url)  # not reloaded
     out = await asyncio.to_thread(_cli, edited, "retry", nid, "--endpoint", "busy", "--json")
     assert out.returncode == 0 and json.loads(out.stdout)["endpoints"] == {"busy": 1}, out.stderr
     await wait_for(lambda: len(busy.received) == 2, 15)
-    await wait_for(lambda: _in_state(redis, nid, "busy", "retrying"), 15)
+    await wait_for(lambda: in_state(redis, nid, "busy", "retrying"), 15)
     out = await asyncio.to_thread(_cli, edited, "cancel", nid, "--endpoint", "busy", "--json")
     assert out.returncode == 0 and json.loads(out.stdout)["cancelled"] == ["busy"], out.stderr
     out = await asyncio.to_thread(_cli, edited, "cancel", nid, "--endpoint", "nowhere")
