@@ -15,7 +15,7 @@ from config.settings import Settings
 from relay import constants as k
 from relay.server import create_app
 from relay.store.ingest import notification_id
-from tests.support import RedisServer, free_port, ins_body, ipn_fields, signed_body
+from tests.support import RedisServer, free_port, ins_body, ipn_fields, signed_body, wait_for
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 Client = Callable[..., Any]
@@ -196,8 +196,9 @@ async def test_ack_after_fsync_on_a_redis_without_waitaof_needs_appendfsync_alwa
 async def test_ack_after_replica_waits_for_replicas(
     aiohttp_client: Client, make_settings: Callable[..., Settings]
 ) -> None:
-    primary = RedisServer().start()
-    replica = RedisServer(extra=[]).start()
+    # a replica syncs at once: a diskless primary otherwise waits 5 s (repl-diskless-sync-delay) for more
+    primary = RedisServer(extra=["--repl-diskless-sync-delay", "0"]).start()
+    replica = RedisServer().start()
     try:
         body = signed_body(ipn_fields())
         settings = make_settings(
@@ -209,10 +210,11 @@ async def test_ack_after_replica_waits_for_replicas(
         assert resp.status == 503  # no replica attached: not acknowledged
         r = Redis.from_url(replica.url)
         await r.replicaof("127.0.0.1", primary.port)
-        for _ in range(100):
-            if (await r.info("replication")).get("master_link_status") == "up":
-                break
-            await asyncio.sleep(0.05)
+
+        async def linked() -> bool:
+            return bool((await r.info("replication")).get("master_link_status") == "up")
+
+        await wait_for(linked, 10, what="the replica never linked to the primary")
         await r.aclose()
         resp = await client.post("/ipn", data=body, headers=FORM)
         assert resp.status == 200, await resp.text()
