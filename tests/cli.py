@@ -24,7 +24,7 @@ import os
 import sys
 import threading
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -166,8 +166,8 @@ def run_cli(
     stdin: str | TextIO = "",
 ) -> Done:
     """Run ``relay *argv`` here. Its environment is the test process's with TEST_ENV, ``redis_url`` as
-        REDIS_URL (none given: none at all), ``env`` over them and the names in ``drop`` removed; stdin reads
-        ``stdin`` and is not a terminal, as with ``subprocess.run(..., stdin=DEVNULL)``, unless ``stdin`` is an
+    REDIS_URL (none given: none at all), ``env`` over them and the names in ``drop`` removed; stdin reads
+    ``stdin`` and is not a terminal, as with ``subprocess.run(..., stdin=DEVNULL)``, unless ``stdin`` is an
     open file (a pseudo-terminal's, say)."""
     from relay.cli import main
 
@@ -175,6 +175,19 @@ def run_cli(
     if redis_url is not None:
         full["REDIS_URL"] = redis_url
     full = {n: v for n, v in (full | dict(env or {})).items() if n not in drop}
+    return run_main(main, argv, env=full, cwd=cwd, stdin=stdin)
+
+
+def run_main(
+    main: Callable[[list[str]], int],
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    stdin: str | TextIO = "",
+) -> Done:
+    """Run a command line's ``main(argv)`` here, as a child interpreter would run it (``env``: its whole
+    environment, the test process's if None)."""
     out, err = io.StringIO(), io.StringIO()
     codes: list[int] = []
 
@@ -190,11 +203,16 @@ def run_cli(
                 traceback.print_exc(file=err)
                 codes.append(1)
 
-    with _lock, _environment(full, cwd), _logging_restored(), _loop_policy_restored():
-        thread = threading.Thread(target=command, name=f"relay {' '.join(argv)[:40]}")
+    with (
+        _lock,
+        _environment(dict(os.environ) if env is None else env, cwd),
+        _logging_restored(),
+        _loop_policy_restored(),
+    ):
+        thread = threading.Thread(target=command, name=f"{' '.join(argv)[:40]}")
         thread.start()
         thread.join(120)
-        assert not thread.is_alive(), f"relay {' '.join(argv)} did not finish within 120 s"
+        assert not thread.is_alive(), f"{' '.join(argv)} did not finish within 120 s"
     return Done(codes[0], out.getvalue(), err.getvalue())
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from bench import figures
 from bench.delivery import LOAD_SHARE, capacity_drain, derived_rate
+from tests.cli import Done, run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -157,8 +157,12 @@ def _new_file() -> dict[str, Any]:
     }
 
 
-def _bench(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+def _bench(*args: str) -> Done:
+    """``python -m bench`` run in the test process (tests/cli.py): the report and compare modes only read
+    files, so what they print and their exit code need no interpreter of their own."""
+    from bench.__main__ import main
+
+    return run_main(main, args, cwd=ROOT)
 
 
 def test_the_fixed_load_is_sixty_percent_of_the_single_worker_drain_in_notifications() -> None:

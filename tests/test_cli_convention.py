@@ -101,7 +101,7 @@ async def test_send_test_prints_a_waiting_retry_once_not_its_countdown(redis: Re
         mapping={"state": "retrying", "attempts": 1, "last": "HTTP 500", "next": now + 30_000},
     )
     out = io.StringIO()
-    await follow(redis, nid, 2.5, out)
+    await follow(redis, nid, 1.2, out)  # a second boundary passes: a countdown would show
     lines = [line for line in out.getvalue().splitlines() if "billing" in line]
     assert len(lines) == 1 and "retrying after attempt 1: HTTP 500, next try in" in lines[0], out.getvalue()
 
