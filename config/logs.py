@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json as jsonlib
+import json.encoder as json_encoder
 import logging
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -36,17 +38,61 @@ class _StderrLogger:
 
 def _json_dumps() -> Callable[..., str]:
     """``json.dumps(obj, default=...)`` as structlog's JSONRenderer calls it, with the encoder built
-    once: given ``default``, json.dumps builds a new JSONEncoder on every call (~1 µs a line). Same
-    encoder settings, so the same bytes."""
-    encoders: dict[Callable[[Any], Any], jsonlib.JSONEncoder] = {}
+    once. Given ``default``, json.dumps builds a JSONEncoder on every call, and JSONEncoder.encode
+    builds its C encoder (``c_make_encoder``) on every call too: ~3 µs a line together, on the
+    ingress's hot path. The C encoder is built once here with json.dumps's settings (ASCII escapes,
+    ``", "`` and ``": "``, NaN allowed), so the bytes are the same; without the circular-reference
+    check (a log event holds no cycles: one would end in RecursionError rather than ValueError)."""
+    make = getattr(json_encoder, "c_make_encoder", None)
+    encoders: dict[Callable[[Any], Any], Callable[[Any], str]] = {}
+
+    def build(default: Callable[[Any], Any]) -> Callable[[Any], str]:
+        if make is None:  # pragma: no cover - a Python without the C accelerator
+            return jsonlib.JSONEncoder(default=default).encode
+        encode = make(None, default, json_encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True)
+        return lambda obj: "".join(encode(obj, 0))
 
     def dumps(obj: Any, *, default: Callable[[Any], Any]) -> str:
         encoder = encoders.get(default)
         if encoder is None:
-            encoder = encoders[default] = jsonlib.JSONEncoder(default=default)
-        return encoder.encode(obj)
+            encoder = encoders[default] = build(default)
+        return encoder(obj)
 
     return dumps
+
+
+def _with_exc_info(renderer: structlog.types.Processor) -> structlog.types.Processor:
+    """``renderer`` only for the lines that carry ``exc_info`` (the only key ExceptionRenderer reads):
+    the others, every request's line among them, skip its call and checks (~0.5 µs a line)."""
+
+    def render(logger: Any, method: str, event_dict: structlog.types.EventDict) -> Any:
+        return renderer(logger, method, event_dict) if "exc_info" in event_dict else event_dict
+
+    return render
+
+
+class _IsoUtc:
+    """``datetime.now(UTC).isoformat()`` with ``Z`` for ``+00:00`` (structlog's ``TimeStamper(fmt="iso",
+    utc=True)``) for the time ``ns`` (``time.time_ns()``): the same text, with no fraction at a whole
+    second as isoformat writes it, at a third of the cost: the date and time of day are formatted
+    once a second (~1 µs a line saved; every request of the ingress logs one)."""
+
+    def __init__(self) -> None:
+        self._second, self._text = -1, ""
+
+    def __call__(self, ns: int) -> str:
+        second, micros = divmod(ns // 1000, 1_000_000)
+        if second != self._second:
+            self._second, self._text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._text}.{micros:06d}Z" if micros else f"{self._text}Z"
+
+
+iso_utc = _IsoUtc()
+
+
+def _timestamp(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    event_dict["timestamp"] = iso_utc(time.time_ns())
+    return event_dict
 
 
 def _stderr_logger(*_: Any) -> _StderrLogger:
@@ -72,7 +118,7 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _timestamp,
         _redact,
     ]
     renderer: Any = (
@@ -82,7 +128,11 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
     )
     # no frame locals: they would copy request bodies and secrets into the log
     exceptions: list[Any] = (
-        [structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False))]
+        [
+            _with_exc_info(
+                structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
+            )
+        ]
         if json
         else []
     )

@@ -24,7 +24,7 @@ from relay.dashboard.app import setup_dashboard
 from relay.store.connection import REDIS_ERRORS, connect, redis_url, safe_url
 from relay.store.ingest import NotDurable, Store
 from relay.store.reload import Reloader
-from relay.web import appkeys, ingress, inputs, limits, middleware, probes
+from relay.web import appkeys, ingress, limits, middleware, probes
 from relay.web.metrics import IngressMetrics
 
 logger = structlog.get_logger()
@@ -65,7 +65,7 @@ def create_app(
     """
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
-        middlewares=[limits.track, middleware.errors, inputs.decoded],
+        middlewares=[middleware.front],
     )
     # one Live per process (shared by its apps), so a reload reaches every listener at once
     app[appkeys.LIVE] = live or appkeys.Live(settings)

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from config.logs import iso_utc
 
 SCRIPT = """
 import structlog
@@ -30,3 +37,20 @@ def test_json_lines_are_what_json_dumps_writes() -> None:
     assert (line["event"], line["level"], line["seq"]) == ("notification_accepted", "info", None)
     assert line["timestamp"].endswith("Z")
     assert json.loads(second)["n"] == 2
+
+
+def test_timestamps_are_what_structlogs_iso_utc_stamper_writes() -> None:
+    # the relay's stamper formats the date and time of day once a second; the text is datetime's
+    seconds = [0, 1, 59, 60, 86_399, 86_400, 951_782_400, 1_765_000_000, 4_102_444_799]
+    cases = [s * 10**9 + frac for s in seconds for frac in (0, 1, 999, 1_000, 123_456_789, 999_999_999)]
+    cases += [random.randrange(0, 4 * 10**18) for _ in range(20_000)]
+    for ns in sorted(cases) + cases:
+        second, micros = divmod(ns // 1000, 1_000_000)
+        at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=second, microseconds=micros)
+        assert iso_utc(ns) == at.isoformat().replace("+00:00", "Z")
+    # and the clock is the one structlog's stamper reads (datetime.now is time.time_ns, floored to µs)
+    stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    before = stamp(None, "info", {})["timestamp"]
+    ours = iso_utc(time.time_ns())
+    after = stamp(None, "info", {})["timestamp"]
+    assert datetime.fromisoformat(before) <= datetime.fromisoformat(ours) <= datetime.fromisoformat(after)

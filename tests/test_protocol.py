@@ -124,6 +124,29 @@ def test_raw_hmac_vectors(v: dict[str, Any]) -> None:
     assert protocol.hmac_hex(v["algo"], v["secret"].encode(), v["source_string"].encode()) == v["expected_hash"]
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["md5", "sha256", "sha3-256"]), st.binary(max_size=200), st.binary(max_size=300)),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_keyed_hmacs_are_hmac_new_for_every_key_and_algorithm(calls: list[tuple[str, bytes, bytes]]) -> None:
+    # the keyed objects are cached per (key, algorithm) and copied per message: interleaved keys and
+    # algorithms (a rotation, the receipt after the check) never leak state into one another
+    names = {"md5": hashlib.md5, "sha256": hashlib.sha256, "sha3-256": hashlib.sha3_256}
+    for algo, key, data in calls * 2:
+        assert protocol.hmac_hex(algo, key, data) == hmac.new(key, data, names[algo]).hexdigest()
+
+
+def test_keyed_hmac_cache_stays_bounded() -> None:
+    for i in range(3 * protocol._KEYED_MAX):
+        key = f"key-{i}".encode()
+        assert protocol.hmac_hex("sha256", key, b"x") == hmac.new(key, b"x", hashlib.sha256).hexdigest()
+    assert len(protocol._KEYED) <= protocol._KEYED_MAX
+
+
 def test_unverifiable_real_ipns_parse_and_fail_cleanly() -> None:
     for v in (x for x in REAL_IPN["vectors"] if x["kind"] == "ipn" and not x["secret_known"]):
         fields = protocol.parse_form(_body(v))

@@ -3,9 +3,10 @@ header), the path and the query string.
 
 aiohttp decodes header bytes as UTF-8 with ``surrogateescape``, so a byte such as ``\\xff`` reaches
 the views as a lone surrogate (U+DCFF). Such a string cannot be encoded again, and comparing it with
-``hmac.compare_digest`` or signing it raised ``UnicodeEncodeError`` deep in a view: a 500. This
-middleware refuses it at the door with a 400 that names the header. A percent-escape in the query
-that is not UTF-8 (``%FF``), which yarl silently turns into U+FFFD, is refused the same way.
+``hmac.compare_digest`` or signing it raised ``UnicodeEncodeError`` deep in a view: a 500.
+``problem`` (checked for every request by relay/web/middleware.py) refuses it at the door with a 400
+that names the header. A percent-escape in the query that is not UTF-8 (``%FF``), which yarl
+silently turns into U+FFFD, is refused the same way.
 Form bodies are read by the views through ``form()``, which turns a body that does not parse (bytes
 that are not UTF-8, a multipart body without its boundary) into a 400 with the reason.
 """
@@ -13,7 +14,6 @@ that are not UTF-8, a multipart body without its boundary) into a 400 with the r
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
 from urllib.parse import unquote_to_bytes
 
 import structlog
@@ -22,7 +22,6 @@ from multidict import MultiDictProxy
 
 logger = structlog.get_logger()
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 NOT_UTF8 = "the request holds bytes that are not valid UTF-8"
 # a lone surrogate is what surrogateescape makes of a byte that is not UTF-8
 _UNDECODABLE = re.compile("[\ud800-\udfff]")
@@ -78,15 +77,10 @@ def refusal(request: web.Request, status: int, reason: str) -> web.Response:
     return web.Response(status=status, text=reason + "\n")
 
 
-@web.middleware
-async def decoded(request: web.Request, handler: Handler) -> web.StreamResponse:
-    reason = problem(request)
-    if reason is not None:
-        logger.info(
-            "request_refused", reason=reason.partition(":")[0], path=request.raw_path[:200], remote=request.remote
-        )
-        return refusal(request, 400, reason)
-    return await handler(request)
+def refused(request: web.Request, reason: str) -> web.Response:
+    """The 400 for a ``problem``, logged (the middleware, relay/web/middleware.py, checks every request)."""
+    logger.info("request_refused", reason=reason.partition(":")[0], path=request.raw_path[:200], remote=request.remote)
+    return refusal(request, 400, reason)
 
 
 async def form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:

@@ -13,8 +13,8 @@ waits in the kernel's backlog with the attackers. Hence, per listener:
   the connection that has been waiting longest without a request in progress is closed to make
   room. Only when every connection is running a request is the newcomer answered ``503``.
 
-A connection counts as busy from the moment its request reaches the app (``track``, the outermost
-middleware) until the answer is ready; a request body is bounded by ``server.body_timeout`` in
+A connection counts as busy from the moment its request reaches the app (``started``, called by
+the app's middleware) until the answer is ready; a request body is bounded by ``server.body_timeout`` in
 the ingress. ``raise_nofile`` lifts the descriptor soft limit to the hard one at start-up, since
 systemd's default soft limit (1,024) is far below what the cap needs.
 """
@@ -25,7 +25,7 @@ import asyncio
 import resource
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import cast
 
 import structlog
@@ -33,7 +33,6 @@ from aiohttp import web
 
 logger = structlog.get_logger()
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # descriptors kept free of the connection caps: Redis pools, log files, the listening sockets
 RESERVED_FDS = 128
 BACKLOG = 1024
@@ -200,20 +199,16 @@ class ConnectionGuard:
 GUARD = web.AppKey("connection_guard", ConnectionGuard)
 
 
-@web.middleware
-async def track(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Mark the connection busy while its request runs: a busy connection is never timed out or evicted."""
+def started(request: web.Request) -> _Conn | None:
+    """Mark the request's connection busy until ``conn.guard.finished(conn)`` (the middleware,
+    relay/web/middleware.py, calls it once the answer is ready): a busy connection is never timed out
+    or evicted. None: the request came through no guarded listener (tests, the test client)."""
     # the guard is on the listener's app: request.config_dict (a new ChainMapProxy each access) only
     # when the route belongs to a sub-app
     guard = request.app.get(GUARD)
     if guard is None:
         guard = request.config_dict.get(GUARD)
-    conn = guard.started(request.transport) if guard is not None else None
-    try:
-        return await handler(request)
-    finally:
-        if guard is not None and conn is not None:
-            guard.finished(conn)
+    return guard.started(request.transport) if guard is not None else None
 
 
 class GuardedSite(web.BaseSite):
