@@ -160,7 +160,7 @@ def test_the_engine_reads_claims_in_wire_order() -> None:
     from workers import wire
     from workers.step import claimed as _claimed
 
-    numeric = {"attempt": b"3", "recv": b"7", "paused_ms": b"9", "unsent": b"1"}
+    numeric = {"attempt": b"3", "recv": b"7", "paused_ms": b"9", "unsent": b"1", "packed": 0}
     values = [numeric.get(name, name.encode()) for name in wire.CLAIMED_FIELDS]
     c = _claimed(values)
     assert (c.nid, c.body, c.content_type, c.source, c.channel, c.resend_of, c.flag) == (

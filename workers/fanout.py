@@ -22,6 +22,7 @@ import structlog
 
 from relay import constants as k
 from relay import events, protocol, routing
+from relay.store import body as stored_body
 from relay.store.connection import REDIS_ERRORS
 from relay.store.scripts import script
 from workers import removed, wire
@@ -56,7 +57,12 @@ class Waiting:
 
 
 _AT = {name: i for i, name in enumerate(wire.FANOUT_FIELDS)}
-_WIDTH = len(wire.FANOUT_FIELDS) + 2  # nid, the fields, the body
+_WIDTH = len(wire.FANOUT_FIELDS) + 3  # nid, the fields, the body as stored (plain, compressed)
+
+
+def _body(plain: bytes | None, packed: bytes | None) -> bytes | None:
+    """The original bytes of a body fanclaim.lua read (relay/store/body.py), None when it read none."""
+    return None if plain is None and packed is None else stored_body.restore(plain, packed)
 
 
 def wants_body(engine: Engine) -> bool:
@@ -72,7 +78,7 @@ async def claim(engine: Engine, batch: int = BATCH) -> list[Waiting]:
         client=engine.redis,
     )
     return [
-        Waiting(raw[i].decode(), raw[i + 1 : i + _WIDTH - 1], raw[i + _WIDTH - 1])
+        Waiting(raw[i].decode(), raw[i + 1 : i + _WIDTH - 2], _body(raw[i + _WIDTH - 2], raw[i + _WIDTH - 1]))
         for i in range(1, 1 + int(raw[0]) * _WIDTH, _WIDTH)
     ]
 
@@ -82,7 +88,7 @@ async def fan_out(engine: Engine, nid: str) -> int:
     values = await engine.redis.hmget(k.notification(nid), list(wire.FANOUT_FIELDS))  # type: ignore[misc]
     body = None
     if values[_AT["seq"]] is not None and (wants_body(engine) or values[_AT["type"]] is None):
-        body = await engine.redis.hget(k.notification(nid), "body")  # type: ignore[misc]
+        body = await stored_body.read(engine.redis, k.notification(nid))
     [created] = await route(engine, [Waiting(nid, values, body)])
     return created
 

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from relay import constants as k
+from relay.store import body as stored_body
 from relay.store.scripts import script
 from workers import forward, wire
 from workers.attempt import NOT_SENT_RETIRED, Result
@@ -257,11 +258,11 @@ class ResultNotRecorded(RedisError):
 
 def claimed(values: list[Any], held_until: float = math.inf) -> forward.Claimed:
     # in wire.CLAIMED_FIELDS order (tests/test_lua_keys.py checks the two agree)
-    nid, attempt, body, ct, source, channel, recv, resend_of, flag, paused_ms, unsent = values
+    nid, attempt, body, ct, source, channel, recv, resend_of, flag, paused_ms, unsent, packed = values
     return forward.Claimed(
         nid=nid.decode(),
         attempt=int(attempt),
-        body=body,
+        body=stored_body.restore(None, body) if int(packed) else body,
         content_type=ct.decode(),
         source=source.decode(),
         channel=channel.decode(),

@@ -24,6 +24,7 @@ CLAIM_KEYS = ("queue", "lease", "st_pending", "st_retrying", "st_in_flight", "pa
 # one claimed delivery, as claim.lua returns it
 # paused_ms: time it spent paused by an operator (relay/store/control.py), not counted by the retry window;
 # unsent: claims of it given back unsent (complete.lua 'dropped'), not counted by the retry schedule
+# packed: 1 when body is the stored compressed form (relay/store/body.py), restored by the worker
 CLAIMED_FIELDS = (
     "nid",
     "attempt",
@@ -36,6 +37,7 @@ CLAIMED_FIELDS = (
     "flag",
     "paused_ms",
     "unsent",
+    "packed",
 )
 # a per_order claim looks at this many queued deliveries at most (workers/lua/per_order.lua)
 PER_ORDER_SCAN = 2000

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from relay import constants as k
 from relay import protocol
+from relay.store import body as stored_body
 from relay.store.queries import NotFound, check_id, load_rows
 from relay.timefmt import iso_millis
 
@@ -120,7 +121,7 @@ async def detail(redis: Redis, nid: str) -> dict[str, Any]:
     if not raw:
         raise NotFound(f"no notification {nid!r} (never received, or removed after the retention period)")
     n = {key.decode(): value for key, value in raw.items()}
-    body: bytes = n.pop("body", b"")
+    body = stored_body.restore(n.pop(stored_body.PLAIN, None), n.pop(stored_body.PACKED, None))
     f = {key: value.decode("utf-8", "replace") for key, value in n.items()}
     eps = [ep for ep in f.get("eps", "").split(",") if ep]
     async with redis.pipeline(transaction=False) as pipe:

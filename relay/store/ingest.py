@@ -16,6 +16,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from relay import constants as k
 from relay import protocol
+from relay.store import body as stored_body
 from relay.store.scripts import script
 from relay.store.wire import INGEST, REFUSAL
 
@@ -48,6 +49,17 @@ def notification_id(
     h.update(b"\x00")
     h.update(protocol.canonical(channel, fields, signed) if fields is not None else body)
     return f"{channel}_{h.hexdigest()}"
+
+
+def _fields(
+    raw: bytes, content_type: str, source: str, channel: str, algo: str, facts: dict[str, str]
+) -> list[str | bytes]:
+    """The notification hash's field, value pairs: the body compressed when smaller (relay/store/body.py)."""
+    fields: list[str | bytes] = [*stored_body.pack(raw), "ct", content_type, "source", source, "channel", channel]
+    fields += ["algo", algo]
+    for key, value in facts.items():
+        fields += [key, value]
+    return fields
 
 
 @dataclass(frozen=True)
@@ -193,20 +205,7 @@ class Store:
     ) -> Stored:
         ref = facts.get("ref", "")
         # recv is set by ingest.lua from Redis's clock
-        fields: list[str | bytes] = [
-            "body",
-            body,
-            "ct",
-            content_type,
-            "source",
-            source,
-            "channel",
-            channel,
-            "algo",
-            algo,
-        ]
-        for key, value in (facts | (extra or {})).items():
-            fields += [key, value]
+        fields = _fields(body, content_type, source, channel, algo, facts | (extra or {}))
         keys = INGEST.pack_keys(
             notification=k.notification(nid),
             seq=k.SEQ,

@@ -102,8 +102,10 @@ local function claim(c, kk, now, fanout, out)
     local d = key.delivery(nid, ep)
     local st = states[i] or redis.call('HMGET', d, 'state', 'attempts', 'next', 'paused_ms', 'unsent')
     local state = st[1]
-    local n = redis.call('HMGET', key.notification(nid), 'body', 'ct', 'source', 'channel', 'recv', 'resend_of', 'flag')
-    if not from[state] or not n[1] then
+    -- the body is 'bodyz' when stored compressed (relay/store/body.py), 'body' as received otherwise
+    local n = redis.call('HMGET', key.notification(nid), 'body', 'ct', 'source', 'channel', 'recv', 'resend_of', 'flag',
+                         'bodyz')
+    if not from[state] or not (n[1] or n[8]) then
       -- finished, or expired by retention: nothing to send
       redis.call('ZREM', q, nid)
     else
@@ -124,9 +126,9 @@ local function claim(c, kk, now, fanout, out)
       -- (serial and per_order queues keep receipt order: the lease alone says when it is due again)
       if mode == 'concurrent' then redis.call('ZADD', q, now + lease_ms, nid) end
       count = count + 1
-      local item = {nid = nid, attempt = attempts + 1, body = n[1], ct = n[2], source = n[3], channel = n[4],
-                    recv = n[5], resend_of = n[6], flag = n[7], paused_ms = st[4] or 0,
-                    unsent = st[5] or 0}
+      local item = {nid = nid, attempt = attempts + 1, body = n[8] or n[1], ct = n[2], source = n[3],
+                    channel = n[4], recv = n[5], resend_of = n[6], flag = n[7], paused_ms = st[4] or 0,
+                    unsent = st[5] or 0, packed = n[8] and 1 or 0}
       for _, name in ipairs(CLAIMED_LIST) do out[#out + 1] = item[name] or '' end
     end
   end

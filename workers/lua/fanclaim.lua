@@ -7,7 +7,8 @@
 -- without routing the same one at once; one whose lease ran out (its worker was SIGKILLed or stalled
 -- mid-batch) is claimed again. Routing it twice is harmless: route.lua creates each delivery once.
 -- Returns {n, then per notification claimed: nid, the FANOUT_FIELDS values (false: missing; seq false:
--- the notification is gone), and its body (false unless A.body is '1' or it has no type field)}.
+-- the notification is gone), and its body as stored: 'body' and 'bodyz' (relay/store/body.py; both
+-- false unless A.body is '1' or it has no type field)}.
 local now = now_ms()
 local want, lease_ms = tonumber(ARGV[A.batch]), tonumber(ARGV[A.lease_ms])
 -- run-out leases go: their notifications are claimable again (or were routed meanwhile)
@@ -26,11 +27,11 @@ for _, nid in ipairs(nids) do
     out[#out + 1] = nid
     for i = 1, #FANOUT_LIST do out[#out + 1] = values[i] end
     -- the body only for a ``match`` filter, or for a notification stored before types were
-    local body = false
+    local body = {false, false}
     if values[FANOUT.seq] and (ARGV[A.body] == '1' or not values[FANOUT.type]) then
-      body = redis.call('HGET', nkey, 'body')
+      body = redis.call('HMGET', nkey, 'body', 'bodyz')
     end
-    out[#out + 1] = body
+    out[#out + 1], out[#out + 2] = body[1], body[2]
   end
 end
 out[1] = n
