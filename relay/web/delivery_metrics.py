@@ -122,8 +122,9 @@ class DeliveryCollector(Collector):
         return list(self._families(self.snapshot, fill=True))
 
     def _families(self, snap: Snapshot, *, fill: bool) -> Iterator[Metric]:
-        """Every delivery metric family, in the order /metrics lists them (one per metric: a long list, not
-        long logic)."""
+        """Every delivery metric family, in the order /metrics lists them.
+
+        Long on purpose: one family per metric, a long list rather than long logic."""
         up = GaugeMetricFamily("relay_redis_up", "1 if Redis answered this scrape, else 0")
         up.add_metric([], 1.0 if snap.up else 0.0)
         yield up
