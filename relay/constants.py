@@ -6,7 +6,8 @@ Layout (``{nid}`` = notification id, ``{ep}`` = endpoint name):
 key                                    type   what
 =====================================  =====  ==============================================================
 relay:seq                              str    receipt counter; a notification's ``seq`` is its order of receipt
-relay:n:{nid}                          hash   the notification: raw ``body``, ``ct``, ``source``, ``channel``,
+relay:n:{nid}                          hash   the notification: ``bodyz`` (the body, zlib) or raw ``body``
+                                              (relay/store/body.py), ``ct``, ``source``, ``channel``,
                                               ``recv`` (ms), ``seq``, ``algo`` and the parsed facts
 relay:ix:all / ch:{c} / src:{s}        zset   nid -> received ms, for listing newest first
 relay:ix:ref:{ref}                     zset   nid -> received ms, by REFNO / sale_id / LICENSE_CODE; trimmed
@@ -17,7 +18,7 @@ relay:fanout                           zset   nid -> seq of notifications not ye
 relay:fanlease                         zset   nid -> lease expiry ms: notifications of relay:fanout a worker is
                                               routing now (workers/lua/fanclaim.lua); a lapsed lease is free
 relay:d:{nid}:{ep}                     hash   one delivery: ``state``, ``attempts``, ``next`` (ms), ...
-relay:a:{nid}:{ep}                     list   its attempts, one JSON object each; the last ATTEMPTS_CAP are
+relay:a:{nid}:{ep}                     list   its attempts, one compact JSON object each; the last ATTEMPTS_CAP are
                                               kept (the delivery's ``attempts_dropped`` counts the rest)
 relay:ep:{ep}:st:{state}               zset   nid -> last change ms, per endpoint and delivery state
 relay:ep:{ep}:q                        zset   work queue: nid -> seq (serial, per_order) or due ms (concurrent)
