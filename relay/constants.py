@@ -6,9 +6,10 @@ Layout (``{nid}`` = notification id, ``{ep}`` = endpoint name):
 key                                    type   what
 =====================================  =====  ==============================================================
 relay:seq                              str    receipt counter; a notification's ``seq`` is its order of receipt
-relay:n:{nid}                          hash   the notification: ``bodyz`` (the body, zlib) or raw ``body``
-                                              (relay/store/body.py), ``ct``, ``source``, ``channel``,
-                                              ``recv`` (ms), ``seq``, ``algo`` and the parsed facts
+relay:n:{nid}                          hash   the notification: ``ct``, ``source``, ``channel``, ``recv`` (ms),
+                                              ``seq``, ``algo``, the parsed facts, and the raw ``body`` when it
+                                              is not in relay:b (relay/store/body.py)
+relay:b:{nid}                          str    its body, zlib-compressed, when that is smaller; same TTL
 relay:ix:all / ch:{c} / src:{s}        zset   nid -> received ms, for listing newest first
 relay:ix:ref:{ref}                     zset   nid -> received ms, by REFNO / sale_id / LICENSE_CODE; trimmed
                                               to the retention period on every write
@@ -149,6 +150,7 @@ ALERT_INGRESS_LEASE = "relay:alert:lease:ingress"
 # turns each template into a Lua function of the same name, so both sides spell a key one way
 KEY_TEMPLATES = {
     "notification": "relay:n:{nid}",
+    "body": "relay:b:{nid}",
     "delivery": "relay:d:{nid}:{ep}",
     "attempts": "relay:a:{nid}:{ep}",
     "ep_state": "relay:ep:{ep}:st:{state}",
@@ -169,6 +171,11 @@ KEY_TEMPLATES = {
 
 def notification(nid: str) -> str:
     return KEY_TEMPLATES["notification"].format(nid=nid)
+
+
+def body(nid: str) -> str:
+    """A notification's body, zlib-compressed, beside its hash (relay/store/body.py)."""
+    return KEY_TEMPLATES["body"].format(nid=nid)
 
 
 def idx_channel(channel: str) -> str:

@@ -88,7 +88,7 @@ async def fan_out(engine: Engine, nid: str) -> int:
     values = await engine.redis.hmget(k.notification(nid), list(wire.FANOUT_FIELDS))  # type: ignore[misc]
     body = None
     if values[_AT["seq"]] is not None and (wants_body(engine) or values[_AT["type"]] is None):
-        body = await stored_body.read(engine.redis, k.notification(nid))
+        body = await stored_body.read(engine.redis, nid)
     [created] = await route(engine, [Waiting(nid, values, body)])
     return created
 

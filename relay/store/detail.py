@@ -10,8 +10,8 @@ that an answer never carries one it does not.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Mapping
-from typing import Any, cast
+from collections.abc import Mapping
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -117,11 +117,15 @@ async def detail(redis: Redis, nid: str) -> dict[str, Any]:
     best in one piece beside the two reads it is built from.
     """
     check_id(nid)
-    raw = await cast(Awaitable[dict[bytes, bytes]], redis.hgetall(k.notification(nid)))
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(k.notification(nid))
+        pipe.get(k.body(nid))
+        raw, packed = await pipe.execute()
     if not raw:
         raise NotFound(f"no notification {nid!r} (never received, or removed after the retention period)")
     n = {key.decode(): value for key, value in raw.items()}
-    body = stored_body.restore(n.pop(stored_body.PLAIN, None), n.pop(stored_body.PACKED, None))
+    body = stored_body.restore(n.pop(stored_body.PLAIN, None), packed or n.pop(stored_body.PACKED, None))
+    n.pop(stored_body.PACKED, None)
     f = {key: value.decode("utf-8", "replace") for key, value in n.items()}
     eps = [ep for ep in f.get("eps", "").split(",") if ep]
     async with redis.pipeline(transaction=False) as pipe:

@@ -53,13 +53,16 @@ def notification_id(
 
 def _fields(
     raw: bytes, content_type: str, source: str, channel: str, algo: str, facts: dict[str, str]
-) -> list[str | bytes]:
-    """The notification hash's field, value pairs: the body compressed when smaller (relay/store/body.py)."""
-    fields: list[str | bytes] = [*stored_body.pack(raw), "ct", content_type, "source", source, "channel", channel]
-    fields += ["algo", algo]
+) -> tuple[list[str | bytes], bytes]:
+    """The notification hash's field, value pairs, and the compressed body for relay:b:{nid} (b"" when
+    compression would not make it smaller: then it is the hash's ``body`` field; relay/store/body.py)."""
+    how, stored = stored_body.pack(raw)
+    fields: list[str | bytes] = ["ct", content_type, "source", source, "channel", channel, "algo", algo]
+    if how == stored_body.PLAIN:
+        fields += [stored_body.PLAIN, stored]
     for key, value in facts.items():
         fields += [key, value]
-    return fields
+    return fields, stored if how == stored_body.PACKED else b""
 
 
 @dataclass(frozen=True)
@@ -205,7 +208,7 @@ class Store:
     ) -> Stored:
         ref = facts.get("ref", "")
         # recv is set by ingest.lua from Redis's clock
-        fields = _fields(body, content_type, source, channel, algo, facts | (extra or {}))
+        fields, packed = _fields(body, content_type, source, channel, algo, facts | (extra or {}))
         keys = INGEST.pack_keys(
             notification=k.notification(nid),
             seq=k.SEQ,
@@ -216,6 +219,7 @@ class Store:
             fanout=k.FANOUT,
             ins_triple=ins_triple,
             ix_type=k.idx_type(facts["type"]) if facts.get("type") else "",
+            body=k.body(nid),
         )
         args = INGEST.pack_args(
             *fields,
@@ -224,6 +228,7 @@ class Store:
             message_id=facts.get("message_id", ""),
             source=source,
             accepted_ttl_ms=k.SOURCE_ACCEPTED_TTL_MS,
+            bodyz=packed,
         )
         seq = await self._batch.submit((keys, args))
         return Stored(nid=nid, seq=int(seq))

@@ -407,6 +407,8 @@ class Resender:
                 resends=k.resends(original.nid),
                 idempotency=idem_map,
                 ix_type=k.idx_type(original.etype) if original.etype else "",
+                original_body=k.body(original.nid),
+                body=k.body(nid),
             ),
             args=RESEND.pack_args(
                 original_nid=original.nid,

@@ -63,10 +63,12 @@ INGEST = Spec(
         "fanout",
         "ins_triple",
         "ix_type",
+        "body",
     ),
-    args=("nid", "retention_ms", "message_id", "source", "accepted_ttl_ms"),
+    args=("nid", "retention_ms", "message_id", "source", "accepted_ttl_ms", "bodyz"),
     args_rest="field, value pairs of the notification hash",
-    optional=frozenset({"ix_ref", "ins_triple", "ix_type"}),  # '' when there is none
+    # '' when there is none (bodyz: the body is a field of the hash, not compressed)
+    optional=frozenset({"ix_ref", "ins_triple", "ix_type", "bodyz"}),
 )
 # one resend of an original as a new notification (relay/store/resend.py)
 RESEND = Spec(
@@ -84,6 +86,8 @@ RESEND = Spec(
         "resends",
         "idempotency",
         "ix_type",
+        "original_body",
+        "body",
     ),
     args=("original_nid", "nid", "retention_ms", "targets", "idempotency_ttl_ms"),
     optional=frozenset({"ix_ref", "idempotency", "ix_type"}),  # '' when there is none

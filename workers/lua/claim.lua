@@ -102,9 +102,11 @@ local function claim(c, kk, now, fanout, out)
     local d = key.delivery(nid, ep)
     local st = states[i] or redis.call('HMGET', d, 'state', 'attempts', 'next', 'paused_ms', 'unsent')
     local state = st[1]
-    -- the body is 'bodyz' when stored compressed (relay/store/body.py), 'body' as received otherwise
+    -- the body: compressed in relay:b:{nid}, else as received in the hash (relay/store/body.py; a
+    -- 'bodyz' field is an earlier relay's compressed one)
     local n = redis.call('HMGET', key.notification(nid), 'body', 'ct', 'source', 'channel', 'recv', 'resend_of', 'flag',
                          'bodyz')
+    if n[3] and not n[1] and not n[8] then n[8] = redis.call('GET', key.body(nid)) end
     if not from[state] or not (n[1] or n[8]) then
       -- finished, or expired by retention: nothing to send
       redis.call('ZREM', q, nid)

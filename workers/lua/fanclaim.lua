@@ -7,7 +7,7 @@
 -- without routing the same one at once; one whose lease ran out (its worker was SIGKILLed or stalled
 -- mid-batch) is claimed again. Routing it twice is harmless: route.lua creates each delivery once.
 -- Returns {n, then per notification claimed: nid, the FANOUT_FIELDS values (false: missing; seq false:
--- the notification is gone), and its body as stored: 'body' and 'bodyz' (relay/store/body.py; both
+-- the notification is gone), and its body as stored: plain, and compressed (relay/store/body.py; both
 -- false unless A.body is '1' or it has no type field)}.
 local now = now_ms()
 local want, lease_ms = tonumber(ARGV[A.batch]), tonumber(ARGV[A.lease_ms])
@@ -30,6 +30,7 @@ for _, nid in ipairs(nids) do
     local body = {false, false}
     if values[FANOUT.seq] and (ARGV[A.body] == '1' or not values[FANOUT.type]) then
       body = redis.call('HMGET', nkey, 'body', 'bodyz')
+      if not body[1] and not body[2] then body[2] = redis.call('GET', key.body(nid)) end
     end
     out[#out + 1], out[#out + 2] = body[1], body[2]
   end

@@ -25,6 +25,9 @@ end
 local seq = redis.call('INCR', KEYS[K.seq])
 redis.call('HSET', KEYS[K.notification], 'seq', seq, 'recv', now, 'resend_of', orig_nid, 'targets', ARGV[A.targets], unpack(fields))
 redis.call('PEXPIRE', KEYS[K.notification], retention)
+-- the body is copied as stored: a field of the hash (copied above), or its own compressed key
+local bodyz = redis.call('GET', KEYS[K.original_body])
+if bodyz then redis.call('SET', KEYS[K.body], bodyz, 'PX', retention) end
 index_receipt(now, nid, KEYS[K.ix_all], KEYS[K.ix_channel], KEYS[K.ix_source])
 index_within(KEYS[K.ix_ref], now, nid, retention)
 index_within(KEYS[K.ix_type], now, nid, retention)
