@@ -278,6 +278,34 @@ def test_fast_form_parser_agrees_with_parse_qsl(examples: int) -> None:
     agrees()
 
 
+signed_pairs = st.lists(
+    st.tuples(
+        st.sampled_from(["A", "IPN_PID[]", "IPN_PNAME[]", "HASH", "SIGNATURE_SHA2_256", "SIGNATURE_SHA3_256", "b"]),
+        st.text(max_size=10),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(signed_pairs)
+def test_signature_source_is_the_grouped_values_length_prefixed(pairs: list[tuple[str, str]]) -> None:
+    # what PHP's $_POST gives the SDKs: repeated keys grouped at their first occurrence, in order;
+    # each value prefixed by its length in UTF-8 bytes; the three signature fields left out
+    body = urlencode(pairs).encode()
+    grouped: dict[str, list[str]] = {}
+    for key, value in pairs:
+        grouped.setdefault(key, []).append(value)
+    expected = b"".join(
+        str(len(v.encode())).encode() + v.encode()
+        for key, values in grouped.items()
+        if key not in ("HASH", "SIGNATURE_SHA2_256", "SIGNATURE_SHA3_256")
+        for v in values
+    )
+    assert protocol.signature_source(protocol.parse_form(body)) == expected
+
+
 @pytest.mark.parametrize(
     "body",
     [
