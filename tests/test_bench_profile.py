@@ -13,6 +13,8 @@ STACKS = [
     "<module> (relay/__main__.py);msg (config/logs.py) 15",
     "<module> (relay/__main__.py);run (asyncio/runners.py) 25",
     "not a stack line",
+    # a thread-pool thread waiting on its queue: idle, though py-spy samples it as running
+    "Thread._bootstrap (threading.py);Thread.run (threading.py);_worker (concurrent/futures/thread.py) 40",
 ]
 
 
