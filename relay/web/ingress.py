@@ -121,7 +121,7 @@ async def receive(request: web.Request) -> web.Response:
             duration_ms=_ms_since(started),
         )
         return _reply(503, "unavailable: the notification could not be stored; retry later")
-    return _accepted(request, metrics, source, channel, verified, stored, started)
+    return _accepted(metrics, source, channel, verified, stored, started)
 
 
 async def _refuse(request: web.Request, name: str, channel: str, refused: _Refused, started: float) -> web.Response:
@@ -144,7 +144,6 @@ async def _refuse(request: web.Request, name: str, channel: str, refused: _Refus
 
 
 def _accepted(
-    request: web.Request,
     metrics: IngressMetrics,
     source: Source,
     channel: str,
