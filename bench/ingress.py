@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from typing import Any
@@ -13,6 +14,9 @@ from bench.procs import HOST, Child, free_port, wait_http
 # "relay_p2" (relay serve --processes 2) runs only where `relay serve --help` lists --processes
 TARGETS = ("relay", "relay_p2", "const", "naive")
 SERVE_PROCESSES = {"relay": 1, "relay_p2": 2}
+# the order of the servers turns by one with every run (--runs N): on a machine shared with other jobs
+# a server measured at a busy moment reads low, and a fixed order put relay serve first every time
+_RUNS = itertools.count()
 
 
 def serve_has_processes(h: Harness) -> bool:
@@ -87,8 +91,14 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def turned(targets: list[str], run: int) -> list[str]:
+    """The order of run ``run`` (0, 1, ...): ``targets`` turned by one server a run."""
+    turn = run % len(targets)
+    return targets[turn:] + targets[:turn]
+
+
 def run(h: Harness) -> dict[str, Any]:
     targets = [t for t in TARGETS if t != "relay_p2" or serve_has_processes(h)]
-    results: dict[str, Any] = {target: measure(h, target) for target in targets}
+    results: dict[str, Any] = {target: measure(h, target) for target in turned(targets, next(_RUNS))}
     results["ratios"] = ratios(results)
     return results

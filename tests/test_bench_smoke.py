@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from bench import ingress
+
 pytestmark = pytest.mark.slow  # left out of make check's fast tier (make test runs it)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,3 +45,15 @@ def test_quick_ingress_bench_runs_and_writes_its_results(tmp_path: Path) -> None
     assert doc["summary"]["ingress|relay serve|notifications/s"]["values"] == [relay["rate_per_s"]]
     assert {t["result"] for t in doc["targets"]} <= {"PASS", "MISS", "n/a"}
     assert "relay serve" in proc.stdout and "relay/(b)" in proc.stdout
+
+
+def test_every_run_measures_the_servers_in_an_order_turned_by_one() -> None:
+    servers = ["relay", "relay_p2", "const", "naive"]
+    orders = [ingress.turned(servers, run) for run in range(5)]
+    assert orders[:4] == [
+        ["relay", "relay_p2", "const", "naive"],
+        ["relay_p2", "const", "naive", "relay"],
+        ["const", "naive", "relay", "relay_p2"],
+        ["naive", "relay", "relay_p2", "const"],
+    ]
+    assert orders[4] == orders[0]
