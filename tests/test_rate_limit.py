@@ -198,6 +198,8 @@ async def test_the_longer_of_retry_after_and_the_rate_limit_wins(
     nid = notification_id("default", "ipn", body)
     await wait_for(lambda: len(s.received) == 2, 15)
     first, second = (attempt_record(a) for a in await redis.lrange(k.attempts(nid, "erp"), 0, -1))
-    # Retry-After 1 s against one request per 50 ms: Retry-After; against one per 2 s: the limit
-    assert gap_ms <= second["at"] - first["at"] < gap_ms + 1000, (first, second)
+    # Retry-After 1 s against one request per 50 ms: Retry-After; against one per 2 s: the limit. An
+    # attempt's "at" is the worker's reading of Redis's clock (its offset estimated to the ms), the
+    # limit is judged on Redis's own: the two may differ by a millisecond (a run saw 1999 for 2000)
+    assert gap_ms - 2 <= second["at"] - first["at"] < gap_ms + 1000, (first, second)
     assert second["n"] == 2 and (await redis.hget(k.delivery(nid, "erp"), "attempts")) == b"2"
