@@ -171,13 +171,13 @@ async def test_completion_is_recorded_once_per_attempt(
     s = await sink()
     engine: Engine = await engine_for({"conc": (s, True)})
     [nid] = await store_notifications(redis, engine, 1)
-    _, (code, _, items) = await engine.request(engine.lanes["conc"], None, claim=True)
+    _, (code, _, items) = await engine.step.request(engine.lanes["conc"], None, claim=True)
     assert code == "ok"
     # the lane started the claimed item itself; wait for it, then record its result twice more
     await wait_for(lambda: all_delivered(redis, [nid], ["conc"]))
     result = await engine.attempt(engine.settings.endpoints["conc"], items[0])
     for _ in range(2):
-        recorded, _ = await engine.request(engine.lanes["conc"], result, claim=True)
+        recorded, _ = await engine.step.request(engine.lanes["conc"], result, claim=True)
         assert recorded is True  # "already recorded" is not a failure the caller should retry
     log = await redis.lrange(k.attempts(nid, "conc"), 0, -1)
     assert len(log) == 1
@@ -192,7 +192,7 @@ async def test_attempt_log_is_capped_and_the_count_kept(
     engine: Engine = await engine_for({"conc": (s, True)})
     [nid] = await store_notifications(redis, engine, 1)
     ep = engine.settings.endpoints["conc"]
-    _, (_, _, [item]) = await engine.request(engine.lanes["conc"], None, claim=True)
+    _, (_, _, [item]) = await engine.step.request(engine.lanes["conc"], None, claim=True)
     await engine.stop(grace=2)  # the lane's own attempt finishes; the rest are made here
     extra = k.ATTEMPTS_CAP + 5
     # attempt numbers the lane's own retries never reach: each is a distinct attempt, logged once; made
@@ -200,7 +200,7 @@ async def test_attempt_log_is_capped_and_the_count_kept(
     unleased = dataclasses.replace(item, held_until=math.inf)
     for n in range(1000, 1000 + extra):
         result = await engine.attempt(ep, dataclasses.replace(unleased, attempt=n))
-        await engine.request(engine.lanes["conc"], result, claim=False)
+        await engine.step.request(engine.lanes["conc"], result, claim=False)
     log = await redis.lrange(k.attempts(nid, "conc"), 0, -1)
     assert len(log) == k.ATTEMPTS_CAP
     assert json.loads(log[-1])["n"] == 1000 + extra - 1

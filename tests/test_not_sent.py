@@ -33,7 +33,7 @@ async def test_a_claim_past_its_safe_time_is_given_back_unsent_and_claimed_again
     engine: Engine = await engine_for({"serial": (s, False)})
     first, second = await store_notifications(redis, engine, 2)
     lane, ep = engine.lanes["serial"], engine.settings.endpoints["serial"]
-    _, (code, _, [item]) = await engine.request(lane, None, claim=True)
+    _, (code, _, [item]) = await engine.step.request(lane, None, claim=True)
     assert code == "ok" and item.nid == first and item.attempt == 1
     # its lease is held for timeout + lease_margin from the claim's call: a worker that got here late
     assert item.held_until - time.monotonic() > ep.timeout
@@ -42,7 +42,7 @@ async def test_a_claim_past_its_safe_time_is_given_back_unsent_and_claimed_again
     assert result.outcome == "dropped" and s.received == []  # nothing written
 
     # recorded (attempt 1 spent, due at once) and, in the same call, the same head claimed again
-    recorded, (code, _, [again]) = await engine.request(lane, result, claim=True)
+    recorded, (code, _, [again]) = await engine.step.request(lane, result, claim=True)
     assert recorded and code == "ok" and (again.nid, again.attempt) == (first, 2)
     [record] = [attempt_record(a) for a in await redis.lrange(k.attempts(first, "serial"), 0, -1)]
     assert record["n"] == 1 and record["outcome"] == "retry" and record["error"] == "not_sent"
@@ -51,13 +51,13 @@ async def test_a_claim_past_its_safe_time_is_given_back_unsent_and_claimed_again
     assert await redis.hget(k.STATS, "serial|retry") is None  # not an attempt that failed
     sent = await engine.attempt(ep, again)
     assert sent.outcome == "delivered" and [r.headers["Relay-Attempt"] for r in s.received] == ["2"]
-    _, (_, _, [following]) = await engine.request(lane, sent, claim=True)
+    _, (_, _, [following]) = await engine.step.request(lane, sent, claim=True)
     assert await redis.hget(k.delivery(first, "serial"), "state") == b"delivered"
     assert (following.nid, following.attempt) == (second, 1)  # in order of receipt
 
     # a late "not sent" for an attempt another worker now holds changes and logs nothing
     stale = engine.sender.not_sent(ep, item, "lease_expired", engine.redis_ms())
-    recorded, _ = await engine.request(lane, stale, claim=False)
+    recorded, _ = await engine.step.request(lane, stale, claim=False)
     assert recorded is False and await redis.llen(k.attempts(first, "serial")) == 2
 
     collector = DeliveryCollector(["serial"])
@@ -76,7 +76,7 @@ async def test_a_request_that_cannot_be_built_fails_the_delivery_instead_of_cras
     engine: Engine = await engine_for({"serial": (s, False)})
     [nid] = await store_notifications(redis, engine, 1)
     lane, ep = engine.lanes["serial"], engine.settings.endpoints["serial"]
-    _, (_, _, [item]) = await engine.request(lane, None, claim=True)
+    _, (_, _, [item]) = await engine.step.request(lane, None, claim=True)
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise KeyError("a field the mapping expected")
@@ -96,14 +96,14 @@ async def test_a_claim_given_back_unsent_does_not_count_against_the_retry_schedu
     engine: Engine = await engine_for({"serial": (s, False)})  # retry_delays = [0.05]: one retry
     [nid] = await store_notifications(redis, engine, 1)
     lane, ep = engine.lanes["serial"], engine.settings.endpoints["serial"]
-    _, (_, _, [item]) = await engine.request(lane, None, claim=True)
+    _, (_, _, [item]) = await engine.step.request(lane, None, claim=True)
     dropped = await engine.attempt(ep, dataclasses.replace(item, held_until=time.monotonic()))
-    _, (_, _, [again]) = await engine.request(lane, dropped, claim=True)
+    _, (_, _, [again]) = await engine.step.request(lane, dropped, claim=True)
     assert (again.attempt, again.unsent) == (2, 1)
     failed_once = await engine.attempt(ep, again)
     # the endpoint's first failure: its one retry is still to come (Relay-Attempt says 2 all the same)
     assert failed_once.outcome == "retry" and [r.headers["Relay-Attempt"] for r in s.received] == ["2"]
-    await engine.request(lane, failed_once, claim=False)
+    await engine.step.request(lane, failed_once, claim=False)
     assert await redis.hget(k.delivery(nid, "serial"), "state") == b"retrying"
 
 

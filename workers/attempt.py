@@ -139,7 +139,8 @@ class Sender:
         if answer.outcome == DROPPED:
             return self.not_sent(ep, item, answer.error, started_ms)
         duration = time.perf_counter() - t0
-        delay_ms = self._schedule(ep, item, answer, redis_ms())
+        # only a retry is scheduled (by Redis's clock): a delivered attempt asks no clock again
+        delay_ms = self._schedule(ep, item, answer, redis_ms()) if answer.outcome == "retry" else 0
         return self._result(ep, item, answer, started_ms, duration, delay_ms)
 
     async def _send(self, ep: Endpoint, item: forward.Claimed, current: bool) -> Answer:
@@ -260,20 +261,21 @@ class Sender:
             "resend": bool(item.resend_of),
         }
         # a success is recorded in Redis and counted in /metrics; at thousands a second a line each
-        # would be noise (and ~3 % of the worker's CPU), so only retries and failures log at info+
+        # would be noise (and ~3 % of the worker's CPU), so only retries and failures log, and a
+        # success makes no logging call at all (even a filtered one builds its arguments)
         outcome = answer.outcome
-        log = logger.debug if outcome == "delivered" else (logger.info if outcome == "retry" else logger.warning)
-        log(
-            "delivery_attempt",
-            endpoint=ep.name,
-            nid=item.nid,
-            attempt=item.attempt,
-            outcome=outcome,
-            status=answer.status,
-            error=answer.error or None,
-            duration_ms=duration_ms,
-            delay_ms=delay_ms or None,
-        )
+        if outcome != "delivered":
+            (logger.info if outcome == "retry" else logger.warning)(
+                "delivery_attempt",
+                endpoint=ep.name,
+                nid=item.nid,
+                attempt=item.attempt,
+                outcome=outcome,
+                status=answer.status,
+                error=answer.error or None,
+                duration_ms=duration_ms,
+                delay_ms=delay_ms or None,
+            )
         return Result(
             ep=ep,
             nid=item.nid,

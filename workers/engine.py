@@ -30,7 +30,7 @@ from relay.store.endpoints import Removed
 from workers import fanout, forward, remode
 from workers.attempt import Result, Sender
 from workers.lanes import Lane
-from workers.step import Claim, Stepper
+from workers.step import Stepper
 
 if TYPE_CHECKING:
     from workers.wake import QueueWatch
@@ -206,13 +206,8 @@ class Engine:
     def lease_ms(self, ep: Endpoint) -> int:
         return int((ep.timeout + self.policy.lease_margin) * 1000)
 
-    async def request(self, lane: Lane, result: Result | None, *, claim: bool) -> tuple[bool | None, Claim]:
-        """Record ``result`` (if any) and claim for ``lane``, in the next step call (workers/step.py)."""
-        return await self.step.request(lane, result, claim=claim)
-
-    async def record(self, result: Result, claim: Lane | None = None) -> None:
-        """Record one result; a concurrent lane claims again in the same call (workers/step.py)."""
-        await self.step.record(result, claim)
+    # the lanes record and claim through ``self.step`` (workers/step.py) directly: a wrapper here was one
+    # more coroutine per delivery
 
     # -- one attempt (workers/attempt.py) -----------------------------------------------------------
 

@@ -18,9 +18,9 @@ USER_AGENT = f"2checkout-relay/{__version__}"
 RETRY_STATUSES = frozenset({408, 425, 429})
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__
 class Claimed:
-    """One delivery handed to this worker by claim.lua."""
+    """One delivery handed to this worker by claim.lua (read-only by convention)."""
 
     nid: str
     attempt: int

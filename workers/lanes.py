@@ -101,13 +101,13 @@ class Lane:
         while True:
             if self.done:
                 if pending is not None:
-                    await engine.record(pending)
+                    await engine.step.record(pending)
                 return
             # a wake that came before this claim is answered by it: clear it now, not after
             self.wake.clear()
             self.blocked_seq = None
             try:
-                _, (code, wait, items) = await engine.request(self, pending, claim=True)
+                _, (code, wait, items) = await engine.step.request(self, pending, claim=True)
                 backoff = 0.1
             except REDIS_ERRORS as exc:
                 logger.warning("claim_failed", endpoint=ep.name, error=type(exc).__name__, retry_in=backoff)
@@ -135,7 +135,7 @@ class Lane:
         while not self.done:
             self.wake.clear()
             try:
-                _, (code, wait, items) = await engine.request(self, None, claim=True)
+                _, (code, wait, items) = await engine.step.request(self, None, claim=True)
                 backoff = 0.1
             except REDIS_ERRORS as exc:
                 logger.warning("claim_failed", endpoint=ep.name, error=type(exc).__name__, retry_in=backoff)
@@ -172,7 +172,7 @@ class Lane:
     async def _deliver(self, item: forward.Claimed) -> None:
         engine = self.engine
         result = await engine.attempt(self.endpoint, item)
-        await engine.record(result, claim=self)
+        await engine.step.record(result, claim=self)
 
     def adopt(self, items: list[forward.Claimed]) -> None:
         """Send items claimed for this endpoint's previous lane (retired by a reload meanwhile)."""
@@ -182,7 +182,7 @@ class Lane:
     async def _adopted(self, item: forward.Claimed) -> None:
         engine = self.engine
         result = await engine.attempt(self.endpoint, item)
-        await engine.record(result)
+        await engine.step.record(result)
         self.wake.set()  # a serial lane found its head leased meanwhile: it is free now
 
     def _track(self, task: asyncio.Task[None]) -> None:
@@ -194,7 +194,7 @@ class Lane:
         back after this lane was retired. Tracked with the lane's deliveries, so a stop waits for them."""
         for item in items:
             result = self.engine.sender.not_sent(self.endpoint, item, why, self.engine.redis_ms())
-            self._track(asyncio.create_task(self.engine.record(result)))
+            self._track(asyncio.create_task(self.engine.step.record(result)))
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -67,6 +68,10 @@ class Stepper:
         self.redis = redis
         self._next: Batch | None = None
         self._flusher: asyncio.Task[None] | None = None
+        # per lane (weakly: a retired lane goes with its task), its claim's ARGV and the policy it is for
+        self._claims: weakref.WeakKeyDictionary[Lane, tuple[object, tuple[str | int, ...]]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def request(self, lane: Lane, result: Result | None, *, claim: bool) -> tuple[bool | None, Claim]:
         """Record ``result`` (if any) and claim for ``lane``, in the next step.lua call."""
@@ -178,21 +183,30 @@ class Stepper:
                 if not wanted.done():
                     wanted.set_result(("idle", 0, []))
                 continue
-            ep = lane.endpoint
-            name = ep.name
-            by_name: dict[str, str | int] = {
-                "ep": name,
-                "mode": ep.mode,
-                "limit": ep.in_flight_limit,
-                "lease_ms": self.engine.lease_ms(ep),
-                "batch": CLAIM_BATCH,
-                # rate_limit as GCRA's emission interval (0: none); fractions of a ms are kept
-                "interval_ms": repr(1000 / ep.rate_limit) if ep.rate_limit else 0,
-                "burst": ep.rate_burst,
-            }
-            args.extend(by_name[f] for f in wire.CLAIM_FIELDS)
-            keys.extend(wire.claim_keys(name))
+            args.extend(self._claim_args(lane))
+            keys.extend(wire.claim_keys(lane.endpoint.name))
         return keys, args
+
+    def _claim_args(self, lane: Lane) -> tuple[str | int, ...]:
+        """A lane's claim, the same in every call until a reload changes the delivery policy (its lease)."""
+        policy = self.engine.policy
+        cached = self._claims.get(lane)
+        if cached is not None and cached[0] is policy:
+            return cached[1]
+        ep = lane.endpoint
+        by_name: dict[str, str | int] = {
+            "ep": ep.name,
+            "mode": ep.mode,
+            "limit": ep.in_flight_limit,
+            "lease_ms": self.engine.lease_ms(ep),
+            "batch": CLAIM_BATCH,
+            # rate_limit as GCRA's emission interval (0: none); fractions of a ms are kept
+            "interval_ms": repr(1000 / ep.rate_limit) if ep.rate_limit else 0,
+            "burst": ep.rate_burst,
+        }
+        args = tuple(by_name[f] for f in wire.CLAIM_FIELDS)
+        self._claims[lane] = (policy, args)
+        return args
 
     async def _call(self, batch: Batch, keys: list[str], args: list[str | int]) -> list[Any] | None:
         """The script call; an error fails every future of the batch (their owners retry)."""
