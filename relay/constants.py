@@ -55,6 +55,9 @@ relay:rec:{src}:turn                   str    whose pass runs now (``run:{who}``
                                               is due: one pass at a time across all workers, on Redis's clock
 relay:src:{src}:watched                str    ms the relay first ran with ``expect_within_hours`` for it, 7 days
 relay:alert:lease:ingress              str    the ``relay serve`` process that checks for no_worker (relay/alerting)
+relay:list:{token}                     zset   nid -> ms: a state listing's notifications that its later pages
+                                              could meet again (relay/store/lua/merge.lua); expires 1 h after
+                                              its last page
 relay:audit                            list   operator actions, newest first, JSON each, capped (relay/store/audit.py)
 relay:paused                           hash   endpoint -> JSON {at, by}: endpoints paused by an operator
 relay:ep-added                         hash   endpoint -> ms it was added by a config reload (fan-out routes it
@@ -139,6 +142,8 @@ SOURCE_REJECTS_TTL_MS = 2 * 3_600_000
 # the accepted counters live as long: both outlast the longest source_window_minutes (120)
 SOURCE_ACCEPTED_TTL_MS = SOURCE_REJECTS_TTL_MS
 SOURCE_LASTREJ_TTL_MS = 49 * 3_600_000
+# a state listing's pages can follow each other this long (relay/store/lua/merge.lua's listed set)
+LISTING_SEEN_TTL_MS = 3_600_000
 ALERT_OPEN_TTL_MS = 7 * DAY_MS
 # a refusing source has recovered once this many notifications were accepted after its last refusal
 SOURCE_RECOVERY_ACCEPTED = 5
@@ -246,6 +251,11 @@ def source_watched(src: str) -> str:
     """ms the relay first ran with the source's ``expect_within_hours`` (source_silent counts from it
     while nothing was ever received); refreshed by the alert checks, expires SOURCE_WATCHED_TTL_MS later."""
     return KEY_TEMPLATES["source_watched"].format(src=src)
+
+
+def listing_seen(token: str) -> str:
+    """zset of one state listing across endpoints (relay/store/queries.py): nid -> its lowest entry."""
+    return f"relay:list:{token}"
 
 
 def resends(nid: str) -> str:

@@ -3,7 +3,9 @@ listing across endpoints in pages, and endpoint-wide control actions in pages th
 
 from __future__ import annotations
 
+import base64
 import json
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -132,12 +134,80 @@ async def test_a_state_across_endpoints_lists_each_once_while_deliveries_change_
         await _set_state(redis, listed[0], "b", "pending", await clock_ms(redis))
     assert cursor is None
     assert len(listed) == len(set(listed)), "no notification twice"
-    untouched = {nid for i, nid in enumerate(nids) if i % 7} - touched
-    assert untouched <= set(listed), "none skipped"
+    # every one stays pending on a, unchanged: each is listed, even one whose c left pending before
+    # the walk reached it
+    assert {nid for i, nid in enumerate(nids) if i % 7} == set(listed), "none skipped"
+    assert len(touched) > 10
     assert not {nid for i, nid in enumerate(nids) if i % 7 == 0} & set(listed)
     # a page looks at the entries at the top of each index: a handful here, never the ~700 of the backlog
     first = await queries.scan(redis, f, limit=5, endpoints=list(ENDPOINTS))
     assert len(first.items) == 5 and first.scanned <= 5 + 2
+
+
+async def test_a_state_across_endpoints_never_skips_one_still_in_the_state_nor_lists_one_twice(redis: Redis) -> None:
+    # every c entry above every a and b entry (c was resumed later): the first pages list at c
+    base = await clock_ms(redis) - 3_600_000
+    nids = await _seed_deliveries(redis, 60, lambda i, ep: base + i * 10 + (10_000 if ep == "c" else 0))
+    f = queries.Filters(state="pending")
+    eps = list(ENDPOINTS)
+    page = await queries.scan(redis, f, limit=10, endpoints=eps)
+    listed = [row.nid for row in page.items]
+    assert listed == nids[::-1][:10]
+    # between pages a worker takes c's delivery of one listed (still pending lower on a and b: not listed
+    # again) and of one not listed yet (still pending on a and b the whole time: listed later)
+    unlisted = nids[20]
+    for nid in (listed[0], unlisted):
+        await _set_state(redis, nid, "c", "in_flight", await clock_ms(redis))
+    cursor = page.next_cursor
+    for _ in range(20):
+        if cursor is None:
+            break
+        page = await queries.scan(redis, f, limit=10, cursor=cursor, endpoints=eps)
+        listed += [row.nid for row in page.items]
+        cursor = page.next_cursor
+    assert cursor is None
+    assert len(listed) == len(set(listed)), "no notification twice"
+    assert set(listed) == set(nids), "every one pending throughout is listed"
+
+
+async def test_a_state_across_endpoints_under_random_changes_between_pages(redis: Redis) -> None:
+    """Whatever changes between pages: one with a delivery pending and untouched for the whole listing
+    is listed once, none is listed twice, and none that never was pending is listed."""
+    for seed in range(12):
+        await redis.flushdb()
+        rnd = random.Random(seed)
+        base = await clock_ms(redis) - 3_600_000
+
+        def at(i: int, ep: str, rnd: random.Random = rnd, base: int = base) -> int | None:
+            return None if rnd.random() < 0.3 else base + rnd.randrange(0, 400, 5)
+
+        nids = await _seed_deliveries(redis, 80, at)
+        pending = {(nid, ep) for nid in nids for ep in ENDPOINTS if await redis.zscore(k.ep_state(ep, "pending"), nid)}
+        ever = {nid for nid, _ in pending}
+        touched: set[tuple[str, str]] = set()
+        listed: list[str] = []
+        cursor: str | None = None
+        for _ in range(100):
+            page = await queries.scan(
+                redis,
+                queries.Filters(state="pending"),
+                limit=rnd.choice((1, 3, 7)),
+                cursor=cursor,
+                endpoints=list(ENDPOINTS),
+            )
+            listed += [row.nid for row in page.items]
+            if (cursor := page.next_cursor) is None:
+                break
+            for _ in range(rnd.randrange(4)):
+                nid, ep = rnd.choice(nids), rnd.choice(ENDPOINTS)
+                state = rnd.choice(("in_flight", "pending", "delivered"))
+                touched.add((nid, ep))
+                ever |= {nid} if state == "pending" else set()
+                await _set_state(redis, nid, ep, state, await clock_ms(redis))
+        assert cursor is None
+        assert len(listed) == len(set(listed)), seed
+        assert {nid for nid, ep in pending - touched} <= set(listed), seed
+        assert set(listed) <= ever, seed
 
 
 async def test_state_across_endpoints_keeps_the_other_filters_and_failed_with_resolved(redis: Redis) -> None:
@@ -276,3 +346,39 @@ async def test_retry_all_of_a_serial_endpoint_makes_only_its_head_due_across_pag
     assert done == {"endpoint": "a", "count": 1, "head": nids[0]}
     due = [nid for nid in nids if int(await redis.hget(k.delivery(nid, "a"), "next")) < 4_000_000_000_000]  # type: ignore[misc]
     assert due == [nids[0]]
+
+
+async def test_a_tampered_cursor_is_a_400_not_a_500(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    token = "test-admin-token-0123456789"
+    settings = make_settings(endpoints=_eps(*ENDPOINTS), env={"RELAY_ADMIN_TOKEN": token})
+    client: TestClient = await aiohttp_client(create_app(settings))
+    auth = {"Authorization": f"Bearer {token}"}
+    await _seed_deliveries(redis, 10, lambda i, ep: 1_000_000 + i)
+
+    async def page(**params: str) -> tuple[int, dict[str, Any]]:
+        resp = await client.get("/api/notifications", params=params, headers=auth)
+        return resp.status, await resp.json()
+
+    for state in ("pending", None):  # the state across endpoints, and an index of its own
+        params = {"limit": "2", **({"state": state} if state else {})}
+        status, doc = await page(**params)
+        assert status == 200 and doc["next_cursor"]
+        real = json.loads(base64.urlsafe_b64decode(doc["next_cursor"] + "=="))
+        tampered = [
+            [*real[:2], True, *real[3:]],  # JSON's true is an int to Python
+            [*real[:2], 1e3, *real[3:]],
+            [*real[:3], 7, *real[4:]],
+            [*real, "more"] if state else [*real, True, "x"],
+            [*real[:5], True, *real[6:]],
+            [*real[:6], "../x"] if state else [*real, 5, "not hex"],
+            {"a": 1, "b": 2, "c": 3, "d": 4, "e": 5},
+        ]
+        for doc_ in tampered:
+            cursor = base64.urlsafe_b64encode(json.dumps(doc_).encode()).decode().rstrip("=")
+            status, doc = await page(**params, cursor=cursor)
+            assert status == 400 and "cursor" in doc["error"], (doc_, doc)
+        for garbage in ("%%%", "eyJ", "a" * 5000, "W10", "bnVsbA"):
+            status, doc = await page(**params, cursor=garbage)
+            assert status == 400 and "cursor" in doc["error"], (garbage, doc)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+import secrets
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -103,9 +105,10 @@ class Cursor:
     nid: str
     filters: str  # fingerprint of the filters it belongs to
     began: int = 0  # xstate: when (Redis ms) its first page was read
+    token: str = ""  # xstate: names the listing's relay:list:{token} (merge.lua), random per listing
 
     def encode(self) -> str:
-        doc = [1, self.kind, self.score, self.nid, self.filters, *([self.began] if self.began else [])]
+        doc = [1, self.kind, self.score, self.nid, self.filters, *([self.began, self.token] if self.began else [])]
         raw = json.dumps(doc, separators=(",", ":"))
         return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
@@ -115,14 +118,18 @@ class Cursor:
             doc = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
             version, kind, score, nid, fp, *rest = doc
             began = rest[0] if rest else 0
+            # a cursor of a relay before the listed set (issue 26) has no token: it goes on with a new one
+            token = rest[1] if len(rest) > 1 else ""
             if (
                 version != 1
                 or kind not in INDEX_KINDS
-                or not isinstance(score, int)
+                or not _is_int(score)
                 or not isinstance(nid, str)
                 or not isinstance(fp, str)
-                or not isinstance(began, int)
-                or len(rest) > 1
+                or not _is_int(began)
+                or not isinstance(token, str)
+                or (token and not TOKEN.fullmatch(token))
+                or len(rest) > 2
             ):
                 raise ValueError(value)
         except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
@@ -131,7 +138,19 @@ class Cursor:
             raise BadParam(
                 "cursor", value, "belongs to a listing with other filters; repeat the same filters or drop the cursor"
             )
-        return cls(kind, score, nid, fp, began)
+        return cls(kind, score, nid, fp, began, token or (new_token() if began else ""))
+
+
+def _is_int(value: object) -> bool:
+    # JSON's true is a Python int: a tampered cursor must be refused here, not fail inside Redis
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+TOKEN = re.compile(r"[0-9a-f]{16}")
+
+
+def new_token() -> str:
+    return secrets.token_hex(8)
 
 
 INDEX_KINDS = ("ref", "state", "ch", "src", "type", "all", "xstate")
@@ -355,12 +374,13 @@ async def scan(
     after: tuple[int, str] | None = None
     if cursor:
         c = Cursor.decode(cursor, f)
-        kind, after, began = c.kind, (c.score, c.nid), c.began
+        kind, after, began, token = c.kind, (c.score, c.nid), c.began, c.token
     else:
-        kind, began = await choose_index(redis, f, every), 0
+        kind, began, token = await choose_index(redis, f, every), 0, new_token()
     if kind == "xstate":
         keys = state_keys(f, every)
-        return await _scan_merged(redis, f, keys, limit=limit, after=after, began=began, budget=budget)
+        listing = _Listing(began, token or new_token())
+        return await _scan_merged(redis, f, keys, limit=limit, after=after, listing=listing, budget=budget)
     hi, lo = _bounds(kind, f)
     fp = f.fingerprint()
     items: list[Row] = []
@@ -385,6 +405,12 @@ async def scan(
     return Page(items, None, kind, scanned)
 
 
+@dataclass
+class _Listing:
+    began: int  # when its first page was read (Redis ms); 0 before that
+    token: str  # its relay:list:{token}: those listed that merge.lua could meet again
+
+
 async def _scan_merged(
     redis: Redis,
     f: Filters,
@@ -392,46 +418,46 @@ async def _scan_merged(
     *,
     limit: int,
     after: tuple[int, str] | None,
-    began: int,
+    listing: _Listing,
     budget: int,
 ) -> Page:
     """A page of a state across endpoints: merge.lua hands out each notification once, at its newest
-    entry, from a cursor; the other filters are checked here, as for any index. A notification one of
-    whose deliveries left the state since the first page (``began``) may have been listed at that
-    delivery's entry: later pages leave it out, so none is listed twice."""
+    entry that did not change since the listing began, from a cursor (one that stayed in the state is
+    never skipped, none is listed twice: merge.lua says how); the other filters are checked here, as
+    for any index."""
     fp, lo = f.fingerprint(), _bounds("xstate", f)[1]
     items: list[Row] = []
     scanned = 0
     while True:
         score, nid = after if after is not None else ("", "")
         raw = await script(MERGE)(
-            keys=MERGE.pack_keys(*keys),
+            keys=MERGE.pack_keys(*keys, listed=k.listing_seen(listing.token)),
             args=MERGE.pack_args(
                 limit=limit - len(items),
                 budget=min(MERGE_BUDGET, budget - scanned),
                 lo=lo,
                 after_score=score,
                 after_nid=nid,
+                began=listing.began or "",
+                ttl=k.LISTING_SEEN_TTL_MS,
             ),
             client=redis,
         )
-        more, examined, began = int(raw[0]), int(raw[3]), began or int(raw[4])
+        more, examined = int(raw[0]), int(raw[3])
+        began = listing.began = listing.began or int(raw[4])
         scanned += examined
         if examined:
             after = (int(float(raw[1])), raw[2].decode())
         pairs = [(raw[i].decode(), int(float(raw[i + 1]))) for i in range(5, len(raw), 2)]
         for row in await load_rows(redis, pairs):
-            if matches(row, f) and not (score and _left(row, f, began)):
+            if matches(row, f):
                 items.append(row)
                 if len(items) == limit:
-                    return Page(items, Cursor("xstate", row.score, row.nid, fp, began).encode(), "xstate", scanned)
+                    cur = Cursor("xstate", row.score, row.nid, fp, began, listing.token)
+                    return Page(items, cur.encode(), "xstate", scanned)
         if not more:
             return Page(items, None, "xstate", scanned)
         if scanned >= budget:
             assert after is not None
-            return Page(items, Cursor("xstate", after[0], after[1], fp, began).encode(), "xstate", scanned)
-
-
-def _left(row: Row, f: Filters, began: int) -> bool:
-    """One of its deliveries left the state after ``began``: an earlier page may have listed it there."""
-    return any(not _in_state(d, f) and int(d.get("updated") or 0) >= began for d in row.deliveries.values())
+            cur = Cursor("xstate", after[0], after[1], fp, began, listing.token)
+            return Page(items, cur.encode(), "xstate", scanned)

@@ -154,9 +154,10 @@ HEALTH = Spec(
 MERGE = Spec(
     ("merge",),
     fragments=("_rank",),
+    keys=("listed",),
     keys_rest="the state index of each endpoint",
-    args=("limit", "budget", "lo", "after_score", "after_nid"),
-    optional=frozenset({"after_score", "after_nid"}),
+    args=("limit", "budget", "lo", "after_score", "after_nid", "began", "ttl"),
+    optional=frozenset({"after_score", "after_nid", "began"}),
 )
 # the rows of a listing page (relay/store/queries.py): a notification's summary fields, and its deliveries'
 SUMMARY_FIELDS = ("channel", "source", "recv", "ref", "status", "mtype", "type", "test", "resend_of", "eps", "targets")
