@@ -108,6 +108,7 @@ def ingest_call(nid: str, body: bytes, now_ms: int) -> tuple[list[str], list[str
         fields += [name, value]
     keys = INGEST.pack_keys(
         notification=k.notification(nid),
+        body=k.body(nid),
         seq=k.SEQ,
         ix_all=k.IDX_ALL,
         ix_channel=k.idx_channel("ipn"),
@@ -123,6 +124,7 @@ def ingest_call(nid: str, body: bytes, now_ms: int) -> tuple[list[str], list[str
         message_id="",
         source="tco",
         accepted_ttl_ms=str(k.SOURCE_ACCEPTED_TTL_MS),
+        bodyz="",  # the body stays a field of the hash, as ingest stores one compression would not shrink
     )
     return keys, args
 
