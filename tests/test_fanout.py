@@ -142,3 +142,27 @@ async def test_the_loop_routes_a_notification_within_a_few_ms_of_its_receipt(
         engine.fanout_signal.set()
         await asyncio.wait_for(loop, 5)
         await watch.stop()
+
+
+async def test_a_notification_that_cannot_be_routed_does_not_hold_back_its_batch(
+    engines: Callable[..., Engine], redis: Redis
+) -> None:
+    """A poison pill (a body that does not decompress, a field that does not parse: bit rot, a hand
+    edit) stays in relay:fanout for an operator, logged; the rest of its batch is routed."""
+    nids = await store(redis, 5)
+    assert await redis.exists(k.body(nids[1]))  # stored compressed, in its own key
+    await redis.hdel(k.notification(nids[1]), "type")  # stored before types were: its body is read
+    await redis.set(k.body(nids[1]), b"not zlib")
+    await redis.hset(k.notification(nids[3]), "recv", "soon")
+    engine = engines()
+    loop = asyncio.create_task(fanout.run(engine))
+    try:
+        for nid in (nids[0], nids[2], nids[4]):
+            await wait_for(lambda nid=nid: redis.exists(k.delivery(nid, "a")), 5, interval=0.01)
+        assert not loop.done()
+        assert await redis.zrange(k.FANOUT, 0, -1) == [nids[1].encode(), nids[3].encode()]
+        assert not await redis.exists(k.delivery(nids[1], "a"), k.delivery(nids[3], "a"))
+    finally:
+        engine.stopping = True
+        engine.fanout_signal.set()
+        await asyncio.wait_for(loop, 5)

@@ -179,7 +179,7 @@ class Engine:
 
     # -- fan-out -----------------------------------------------------------------------------
 
-    async def fanout(self, nid: str) -> int:
+    async def fanout(self, nid: str) -> int | None:
         """Route one stored notification to its endpoints now (workers/fanout.py), outside the batches:
         an old ingress's ARQ job, tests. Safe to run any number of times."""
         return await fanout.fan_out(self, nid)

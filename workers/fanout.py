@@ -45,11 +45,17 @@ IDLE_S, POLL_S = 1.0, 0.005
 
 @dataclass(slots=True)
 class Waiting:
-    """One notification claimed for its fan-out: its FANOUT_FIELDS values, and its body if read."""
+    """One notification claimed for its fan-out: its FANOUT_FIELDS values, and its body as stored if read
+    (plain, compressed), restored only when routing reads it: one that does not restore fails its own
+    routing, not its batch's claim."""
 
     nid: str
     values: list[bytes | None]
-    body: bytes | None
+    stored: tuple[bytes | None, bytes | None] = (None, None)
+
+    @property
+    def body(self) -> bytes | None:
+        return _body(*self.stored)
 
     def field(self, name: str) -> str:
         value = self.values[_AT[name]]
@@ -78,28 +84,42 @@ async def claim(engine: Engine, batch: int = BATCH) -> list[Waiting]:
         client=engine.redis,
     )
     return [
-        Waiting(raw[i].decode(), raw[i + 1 : i + _WIDTH - 2], _body(raw[i + _WIDTH - 2], raw[i + _WIDTH - 1]))
+        Waiting(raw[i].decode(), raw[i + 1 : i + _WIDTH - 2], (raw[i + _WIDTH - 2], raw[i + _WIDTH - 1]))
         for i in range(1, 1 + int(raw[0]) * _WIDTH, _WIDTH)
     ]
 
 
-async def fan_out(engine: Engine, nid: str) -> int:
-    """Route ``nid`` alone (an old ingress's ARQ job, tests); the delivery records created (-1: gone)."""
+async def fan_out(engine: Engine, nid: str) -> int | None:
+    """Route ``nid`` alone (an old ingress's ARQ job, tests); the delivery records created (-1: gone,
+    None: it cannot be routed, left in relay:fanout)."""
     values = await engine.redis.hmget(k.notification(nid), list(wire.FANOUT_FIELDS))  # type: ignore[misc]
     body = None
     if values[_AT["seq"]] is not None and (wants_body(engine) or values[_AT["type"]] is None):
         body = await stored_body.read(engine.redis, nid)
-    [created] = await route(engine, [Waiting(nid, values, body)])
+    [created] = await route(engine, [Waiting(nid, values, (body, None))])
     return created
 
 
-async def route(engine: Engine, batch: list[Waiting]) -> list[int]:
-    """Route ``batch`` in one route.lua call; per notification, the delivery records created (-1: gone)."""
+async def route(engine: Engine, batch: list[Waiting]) -> list[int | None]:
+    """Route ``batch`` in one route.lua call; per notification, the delivery records created (-1: gone).
+
+    One whose routes cannot be decided (a body that does not decompress, a field that does not parse:
+    bit rot, a hand edit) is left out (None), logged: it stays in relay:fanout, claimed again once its
+    lease lapses and shown by `relay health`'s fan-out backlog, and never holds back the rest of its
+    batch (a poison pill failing every claim that takes it would stop the whole fan-out).
+    """
     keys = wire.ROUTE.pack_keys(fanout=k.FANOUT, lease=k.FANOUT_LEASE)
     args: list[str | int] = wire.ROUTE.pack_args(retention_ms=engine.retention_ms)
     woken: set[str] = set()
+    routed: list[bool] = []
     for waiting in batch:
-        routes = routes_of(engine, waiting)
+        try:
+            routes = routes_of(engine, waiting)
+        except Exception as exc:
+            logger.error("fanout_unroutable", nid=waiting.nid, error=f"{type(exc).__name__}: {exc}")
+            routed.append(False)
+            continue
+        routed.append(True)
         keys.append(k.notification(waiting.nid))
         args += (waiting.nid, len(routes))
         for name, mode, reason in routes:
@@ -112,7 +132,8 @@ async def route(engine: Engine, batch: list[Waiting]) -> list[int]:
     for name in woken:
         engine.wake(name)
     engine.unblock(int(raw[0]))
-    return [int(n) for n in raw[1:]]
+    created = iter(raw[1:])
+    return [int(next(created)) if ok else None for ok in routed]
 
 
 def routes_of(engine: Engine, waiting: Waiting) -> list[routing.Route]:

@@ -206,7 +206,7 @@ async def _beat(ctx: dict[str, Any]) -> None:
         await asyncio.sleep(HEARTBEAT_S)
 
 
-async def fanout(ctx: dict[str, Any], nid: str) -> int:
+async def fanout(ctx: dict[str, Any], nid: str) -> int | None:
     """Route notification ``nid``: the job an ingress older than the batched fan-out wrote for each
     notification. Still registered so such jobs, queued before an upgrade, run rather than fail; the
     fan-out loop routes the same notifications anyway (route.lua creates each delivery once)."""
