@@ -69,6 +69,15 @@ async def seed(redis: Redis, per_day: int, now_ms: int) -> None:
             for m in range(1440):
                 pipe.hset(k.ep_minute(ep, now_min - m), mapping={"ok": 60, "fail": 7, "gaveup": 1})
         pipe.zadd(k.WORKERS, {"bench:1": now_ms})
+        # ingest.lua's per-minute accepted counters of the last 2 h, as they live (without them health
+        # would read the window from the index, as it does after an upgrade)
+        accepted: dict[int, int] = {}
+        for n in range(per_day):
+            at = int(now_ms - k.DAY_MS + n * step)
+            if n % 100 and at >= now_ms - k.SOURCE_ACCEPTED_TTL_MS:
+                accepted[at // 60_000] = accepted.get(at // 60_000, 0) + 1
+        for minute, count in accepted.items():
+            pipe.set(k.source_accepted("default", minute), count, px=k.SOURCE_ACCEPTED_TTL_MS)
         await pipe.execute()
 
 

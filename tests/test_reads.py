@@ -382,3 +382,32 @@ async def test_a_tampered_cursor_is_a_400_not_a_500(
         for garbage in ("%%%", "eyJ", "a" * 5000, "W10", "bnVsbA"):
             status, doc = await page(**params, cursor=garbage)
             assert status == 400 and "cursor" in doc["error"], (garbage, doc)
+
+
+async def test_health_after_an_upgrade_counts_what_was_stored_before_the_counters(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    # a relay before issue 26 stored these without the per-minute counters: right after the upgrade the
+    # window's accepted count must still hold them, or a source with a few refusals among thousands of
+    # accepted notifications reads as refusing everything (share 1.0) and the alert fires
+    settings = make_settings(endpoints=_eps("a"))
+    client: TestClient = await aiohttp_client(create_app(settings))
+    nids = [await post(client, str(231_000_000 + i)) for i in range(12)]
+    await Resender(redis, settings).one(nids[0], endpoint="a", origin=ORIGIN)  # a resend is never counted
+    for key in [key async for key in redis.scan_iter("relay:src:default:acc:*")]:
+        await redis.delete(key)
+    for i in range(2):
+        resp = await client.post("/ipn", data=signed_body(ipn_fields(str(i)), secret="wrong"), headers=FORM)
+        assert resp.status == 400
+    now = await clock_ms(redis)
+    src = (await health_report(redis, settings, now))["sources"]["default"]
+    assert (src["accepted"], src["refused"]) == (12, 2)
+    # a source that accepted nothing in the window (refusing everything) while an operator resent: the
+    # resends are not counted there either
+    await redis.delete(k.source_accepted("default", now // MIN))
+    for key in [key async for key in redis.scan_iter("relay:src:default:acc:*")]:
+        await redis.delete(key)
+    await redis.zremrangebyscore(k.idx_source("default"), "-inf", "+inf")
+    await redis.zadd(k.idx_source("default"), {f"{nids[1]}~r{i}": now - i for i in range(30)})
+    src = (await health_report(redis, settings, now))["sources"]["default"]
+    assert (src["accepted"], src["refused"]) == (0, 2)

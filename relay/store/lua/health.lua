@@ -114,6 +114,8 @@ end
 local n, minutes = tonumber(ARGV[A.sources]), tonumber(ARGV[A.source_window_minutes])
 local now_min = math.floor(now / 60000)
 local AFTER_CAP = 1000
+-- received() reads RECEIVED_PAGES pages at most: this only says it need not stop before
+local UNCOUNTED_CAP = 1000000
 -- the newest notification 2Checkout sent to a source (not a resend): at most `pages` pages of the
 -- index, newest first; when all of those are resends, the oldest of them bounds it
 local function last_received(ix, pages)
@@ -134,12 +136,24 @@ for _ = 1, n do
   local row = row_of(SRC_LIST)
   -- refused and accepted in the window's minutes, from the counters kept as requests come in
   -- (refusal.lua, ingest.lua): a few GETs however many notifications the window holds
-  local refused, accepted = 0, 0
-  for m = 0, minutes - 1 do
+  local refused, accepted, counted_from = 0, 0, nil
+  for m = minutes - 1, 0, -1 do
     refused = refused + tonumber(redis.call('GET', key.source_rejects(src, now_min - m)) or '0')
-    accepted = accepted + tonumber(redis.call('GET', key.source_accepted(src, now_min - m)) or '0')
+    local acc = redis.call('GET', key.source_accepted(src, now_min - m))
+    if acc then
+      accepted = accepted + tonumber(acc)
+      counted_from = counted_from or now_min - m
+    end
   end
   local ix = key.idx_source(src)
+  -- the window's minutes before its first counter: stored by a relay without the counters (the first
+  -- window after an upgrade to them), or nothing stored (a quiet source, or one refusing everything):
+  -- read from the index, resends left out, as received() bounds it (empty once the counters fill the window)
+  local first_ms = (now_min - minutes + 1) * 60000
+  if counted_from ~= first_ms / 60000 then
+    local to = counted_from and '(' .. (counted_from * 60000) or '+inf'
+    accepted = accepted + received(ix, first_ms, UNCOUNTED_CAP, to)
+  end
   row[SRC.refused] = refused
   row[SRC.accepted] = accepted
   local last = redis.call('HMGET', key.source_lastrej(src), 'at', 'first', 'reason', 'detail', 'channel')
