@@ -59,7 +59,7 @@ async def test_report_counts_per_delivery_ages_workers_and_queue(
     assert b["last_hour"]["share"] is None and b["oldest_pending_age_s"] is None
     assert b["last_ok"] is None
     # what waits: 1 notification not yet routed, and a's 2 pending + 1 retrying deliveries; never the
-    # ARQ queue's own entries (fan-out jobs and the sweeper's cron jobs)
+    # ARQ queue's own entries (the sweeper's cron jobs, an older ingress's fan-out jobs)
     assert report["queue"] == {"fanout": 1, "deliveries": 3, "depth": 4, "oldest_age_s": 1.0}
     assert report["workers"]["alive"] == 1
     assert [(w["name"], w["alive"]) for w in report["workers"]["list"]] == [("host:1", True), ("host:2", False)]
@@ -145,22 +145,25 @@ async def test_no_live_worker_is_unhealthy_and_names_the_last_one_seen(
     assert report["problems"][0]["kind"] == "no_worker" and report["problems"][0]["last_worker"] == "host:9"
 
 
-async def test_old_fanout_job_makes_it_unhealthy(redis: Redis, make_settings: Callable[..., Settings]) -> None:
+async def test_a_notification_long_unrouted_makes_it_unhealthy(
+    redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
     await redis.zadd(k.WORKERS, {"host:1": NOW})
     # relay:fanout is scored by seq: the age is its head's receipt time (y, seq 3; z came later)
     await redis.zadd(k.FANOUT, {"y": 3, "z": 4})
     await redis.hset(k.notification("y"), "recv", NOW - 400_000)
     await redis.hset(k.notification("z"), "recv", NOW - 1_000)
-    await redis.zadd(k.QUEUE_NAME, {"fanout:y": NOW - 400_000, "fanout:z": NOW - 1_000})
     report = await health_report(redis, make_settings(endpoints=EPS), NOW)
-    assert report["reasons"] == ["queue: a fan-out job has waited 400 s (limit 300 s)"]
+    # what waits is a notification in relay:fanout (issue 26: no fan-out job any more)
+    assert report["reasons"] == ["fan-out: a notification has waited 400 s to be routed to its endpoints (limit 300 s)"]
+    assert report["problems"][0]["queue"] == "fanout"
     assert report["status"] == "unhealthy"
     assert report["queue"]["oldest_age_s"] == 400.0
 
 
 async def test_the_schedulers_own_jobs_are_not_a_backlog(redis: Redis, make_settings: Callable[..., Settings]) -> None:
     """queue.oldest_age_s read the head of ARQ's queue, where the sweeper's cron jobs wait too: nothing to
-    route, depth 0, and yet an age, and after 300 s backlog_too_old "a fan-out job has waited" (a cron job
+    route, depth 0, and yet an age, and after 300 s backlog_too_old (a cron job
     left behind by a worker that stopped, say)."""
     await redis.zadd(k.WORKERS, {"host:1": NOW})
     await redis.zadd(k.QUEUE_NAME, {"cron:sweep:1": NOW - 400_000})

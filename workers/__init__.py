@@ -1,1 +1,1 @@
-"""ARQ workers: the fan-out job, per-endpoint delivery lanes, and the periodic sweeper."""
+"""ARQ workers: the batched fan-out, per-endpoint delivery lanes, and the periodic sweeper."""

@@ -71,7 +71,7 @@ def _ep(name: str) -> Subject:
 def _backlog(p: dict[str, Any]) -> Subject:
     if p.get("endpoint"):
         return Subject(f"backlog:ep:{p['endpoint']}", "endpoint", p["endpoint"], p["endpoint"])
-    return Subject("backlog:queue", "queue", "arq")
+    return Subject("backlog:queue", "queue", "fanout")  # the key unchanged: an open incident carries over
 
 
 def _endpoint_recovery(report: dict[str, Any], s: Subject) -> tuple[str, str, dict[str, Any]]:

@@ -25,7 +25,7 @@ SEND_TIMEOUT_S = 10.0
 @dataclass(frozen=True)
 class Notice:
     kind: str  # an alert kind: a problem kind, or its recovery (docs/operations.md, "Alerts")
-    subject: str  # the endpoint or source name, "arq" for the queue, "" for the relay as a whole
+    subject: str  # the endpoint or source name, "fanout" for the fan-out's backlog, "" for the relay as a whole
     since_ms: int | None
     now_ms: int
     text: str

@@ -176,11 +176,12 @@ def _backlogs(report: dict[str, Any], limit: float, notes: list[dict[str, Any]])
         problems.append(
             {
                 "kind": "backlog_too_old",
-                "queue": "arq",
+                "queue": "fanout",
                 "since": iso_seconds(now - age * 1000),
                 "oldest_age_s": age,
                 "limit_s": limit,
-                "message": f"queue: a fan-out job has waited {age:.0f} s (limit {limit:g} s)",
+                "message": f"fan-out: a notification has waited {age:.0f} s to be routed to its endpoints "
+                f"(limit {limit:g} s)",
             }
         )
     return problems

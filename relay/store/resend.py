@@ -1,7 +1,7 @@
 """Resending notifications, as 2Checkout does: the original bytes, queued, recorded as a new notification.
 
 A resend of original ``X`` is the notification ``X~r{n}`` (``n`` from ``relay:resend-seq:X``) with
-``resend_of = X`` and ``targets``, written with its fan-out job by ``relay/store/lua/resend.lua`` in one
+``resend_of = X`` and ``targets``, queued for its fan-out (relay:fanout) by ``relay/store/lua/resend.lua`` in one
 atomic call. A resend of a resend is a resend of its original. Each resend is delivered under a
 ``webhook-id`` of its own (``X~r{n}:{endpoint}``) with ``Relay-Resend-Of: X``, so a receiver that drops
 duplicates by ``webhook-id`` processes it. With an idempotency key, ``relay:idem:{key}`` (SET NX, one

@@ -171,8 +171,8 @@ class DeliveryCollector(Collector):
         queue = GaugeMetricFamily(
             "relay_queue_depth",
             "Waiting work: notifications not yet routed (queue=fanout), deliveries not yet "
-            "sent, pending or retrying (deliveries); arq: ARQ's own queue (fan-out jobs and "
-            "the sweeper's cron jobs)",
+            "sent, pending or retrying (deliveries); arq: ARQ's own queue (the workers' cron "
+            "jobs, and the fan-out jobs an ingress older than the batched fan-out queued)",
             labels=["queue"],
         )
         workers = GaugeMetricFamily("relay_workers_alive", "Workers with a heartbeat in the last 30 s")
