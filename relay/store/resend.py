@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
@@ -59,10 +58,10 @@ logger = structlog.get_logger()
 class Resender:
     """Queues resends; shared by the admin API and the CLI."""
 
-    def __init__(self, redis: Redis, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        # no clock: every time a resend records comes from Redis's (resend.lua's now_ms)
         self.redis = redis
         self.settings = settings
-        self.clock = clock
         self.retention_ms = settings.delivery.retention_ms
         self._script = script(RESEND)
         # the endpoints the workers run (relay:endpoints), read at each request; None: no worker has
