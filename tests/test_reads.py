@@ -159,6 +159,10 @@ async def test_a_state_across_endpoints_never_skips_one_still_in_the_state_nor_l
     for nid in (listed[0], unlisted):
         await _set_state(redis, nid, "c", "in_flight", await clock_ms(redis))
     cursor = page.next_cursor
+    assert cursor is not None
+    # and one whose c delivery changes in the very millisecond the first page was read, after it
+    began = json.loads(base64.urlsafe_b64decode(cursor + "==="))[5]
+    await _set_state(redis, nids[30], "c", "pending", began)
     for _ in range(20):
         if cursor is None:
             break
@@ -411,3 +415,19 @@ async def test_health_after_an_upgrade_counts_what_was_stored_before_the_counter
     await redis.zadd(k.idx_source("default"), {f"{nids[1]}~r{i}": now - i for i in range(30)})
     src = (await health_report(redis, settings, now))["sources"]["default"]
     assert (src["accepted"], src["refused"]) == (0, 2)
+
+
+async def test_a_state_listing_begun_among_entries_of_its_own_millisecond_lists_each_once(redis: Redis) -> None:
+    # a resume moves a page of deliveries in one millisecond; a listing whose first page is read in it
+    # and stops among them still lists the rest (they did not change since)
+    now = await clock_ms(redis)
+    nids = await _seed_deliveries(redis, 30, lambda i, ep: now + 60_000 if ep == "a" else None)
+    f = queries.Filters(state="pending")
+    listed: list[str] = []
+    cursor: str | None = None
+    for _ in range(10):
+        page = await queries.scan(redis, f, limit=7, cursor=cursor, endpoints=list(ENDPOINTS))
+        listed += [row.nid for row in page.items]
+        if (cursor := page.next_cursor) is None:
+            break
+    assert sorted(listed) == sorted(nids)

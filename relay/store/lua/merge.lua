@@ -16,7 +16,13 @@
 -- Returns {more (1 or 0), cursor score, cursor member, examined, began ms, nid, score, nid, score, ...}.
 local limit, budget = tonumber(ARGV[A.limit]), tonumber(ARGV[A.budget])
 local lo = ARGV[A.lo] ~= '-inf' and tonumber(ARGV[A.lo]) or nil
-local began = ARGV[A.began] ~= '' and tonumber(ARGV[A.began]) or now_ms()
+local fresh = ARGV[A.began] == ''
+local began = fresh and now_ms() or tonumber(ARGV[A.began])
+-- entries scored up to `cut` did not change since the listing began: on the first call, every entry (it
+-- sees them all as they are). A later call cannot tell an entry of began's millisecond the first call
+-- saw from one a change wrote after it, so it counts none of them (one the first call listed and that
+-- could be met again is in K.listed; one it did not reach is listed at its next entry); but see the end
+local cut = fresh and math.huge or began - 1
 local first, n = #K_LIST + 1, #KEYS
 local pos, buf, at, ended = {}, {}, {}, {}
 for i = first, n do
@@ -46,21 +52,22 @@ local function top()
 end
 -- whether `best`, met at score bs, is listed here, and its lowest unchanged entry below bs (or nil)
 local function listed_here(best, bs)
-  if bs > began then return false, nil end
+  if bs > cut then return false, nil end
   local low = nil
   for i = first, n do
     local s = redis.call('ZSCORE', KEYS[i], best)
     s = s and tonumber(s)
-    if s and s > bs and s <= began then return false, nil end
+    if s and s > bs and s <= cut then return false, nil end
     if s and s < bs and (low == nil or s < low) then low = s end
   end
   if redis.call('ZSCORE', KEYS[K.listed], best) then return false, nil end
   return true, low
 end
-local out, examined, last_m, last_s, kept = {}, 0, '', '', false
+local out, examined, last_m, last_s, kept, top_s = {}, 0, '', '', false, nil
 while examined < budget and #out < 2 * limit do
   local best, bs = top()
   if best == nil then break end
+  top_s = top_s or bs
   for i = first, n do
     local m, s = head(i)
     if m == best and s == bs then at[i] = at[i] + 2 end
@@ -84,6 +91,15 @@ elseif examined > 0 then
   -- those whose every unchanged entry the walk has passed can no longer be met again
   redis.call('ZREMRANGEBYSCORE', KEYS[K.listed], '(' .. last_s, '+inf')
   if kept or redis.call('EXISTS', KEYS[K.listed]) == 1 then redis.call('PEXPIRE', KEYS[K.listed], ARGV[A.ttl]) end
+end
+-- the listing began above every entry the first call saw (one scored ahead of Redis's clock, after the
+-- clock stepped back, included), and after the last it examined when it stopped among entries of its
+-- own millisecond: the later calls take the rest of them as unchanged (a change written in that
+-- millisecond after the first call is then taken for unchanged too: it can hide that notification's
+-- lower entries from this listing)
+if fresh then
+  if top_s and top_s > began then began = top_s end
+  if more == 1 and last_s ~= '' and tonumber(last_s) >= began then began = began + 1 end
 end
 local reply = {more, last_s, last_m, examined, began}
 for j = 1, #out do reply[#reply + 1] = out[j] end
