@@ -166,3 +166,28 @@ async def test_a_notification_that_cannot_be_routed_does_not_hold_back_its_batch
         engine.stopping = True
         engine.fanout_signal.set()
         await asyncio.wait_for(loop, 5)
+
+
+async def test_the_loop_looks_at_once_when_its_watch_is_lost(
+    engines: Callable[..., Engine], redis: Redis, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop waits up to IDLE_S on a live watch; the watch's connection lost (a Redis restart, a
+    CLIENT KILL), what is stored from then on is seen only by polling, which starts at once."""
+    monkeypatch.setattr(fanout, "IDLE_S", 60.0)
+    watch = wake.QueueWatch(redis_server.url)
+    assert await watch.start()
+    engine = engines()
+    engine.fanout_signal, engine.fanout_watch = watch.stored, watch
+    loop = asyncio.create_task(fanout.run(engine))
+    try:
+        await asyncio.sleep(0.1)  # the loop is waiting on the live watch
+        await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")  # the watch's connection
+        await wait_for(lambda: not watch.active, 5, interval=0.005)
+        # stored with no watch to say so (as while Redis was down): only a poll finds it
+        [nid] = await store(redis, 1)
+        await wait_for(lambda: redis.exists(k.delivery(nid, "a")), 2, interval=0.01)
+    finally:
+        engine.stopping = True
+        engine.fanout_signal.set()
+        await asyncio.wait_for(loop, 5)
+        await watch.stop()

@@ -84,13 +84,15 @@ async def test_rate_limit_20_burst_5_holds_across_two_workers_and_holds_back_no_
             nids.append(notification_id("default", "ipn", body))
         # 5 s into the backlog, the last whole 2 s window of the rate shown lies within it
         await wait_for(lambda: len(limited.received) >= BURST + 5 * RATE, 30)
-        # relay health --json, mid-backlog: throttled, at its limit
-        row = (await asyncio.to_thread(health, config, redis_server.url))["endpoints"]["limited"]
+        # relay health --json, mid-backlog: throttled, at its limit. One report for the row and the note:
+        # with two (one `relay` process each, a second or more on a loaded machine), the backlog's last
+        # 5 s could run out before the second, and its note with it (an unpacking error below, seen once)
+        report = await asyncio.to_thread(health, config, redis_server.url, "--max-pending-age", "0.5")
+        row = report["endpoints"]["limited"]
         assert row["throttled"] is True and row["rate_limit"] == RATE and row["rate_burst"] == BURST
         assert RATE - 1 <= row["rate"] <= RATE + 1, row
         assert row["failing"] is False and row["causes"] == [] and row["failed"] == 0 and row["retrying"] == 0
         # its backlog is what was configured: a note, not backlog_too_old, however low the limit of age
-        report = await asyncio.to_thread(health, config, redis_server.url, "--max-pending-age", "0.5")
         assert not [p for p in report["problems"] if p.get("endpoint") == "limited"], report["problems"]
         [note] = [n for n in report["notes"] if n["kind"] == "endpoint_throttled"]
         assert note["endpoint"] == "limited" and note["message"].startswith(
