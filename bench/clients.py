@@ -124,7 +124,7 @@ def ingest_call(nid: str, body: bytes, now_ms: int) -> tuple[list[str], list[str
         message_id="",
         source="tco",
         accepted_ttl_ms=str(k.SOURCE_ACCEPTED_TTL_MS),
-        bodyz="",  # the body stays a field of the hash, as ingest stores one compression would not shrink
+        body="",  # the body stays a field of the hash, as ingest stores an empty one
     )
     return keys, args
 

@@ -7,9 +7,11 @@ key                                    type   what
 =====================================  =====  ==============================================================
 relay:seq                              str    receipt counter; a notification's ``seq`` is its order of receipt
 relay:n:{nid}                          hash   the notification: ``ct``, ``source``, ``channel``, ``recv`` (ms),
-                                              ``seq``, ``algo``, the parsed facts, and the raw ``body`` when it
-                                              is not in relay:b (relay/store/body.py)
-relay:b:{nid}                          str    its body, zlib-compressed, when that is smaller; same TTL
+                                              ``seq``, ``algo``, the parsed facts, ``braw`` while relay:b is not
+                                              compressed yet, and the raw ``body`` when it is not in relay:b
+                                              (empty, or stored before issue 26; relay/store/body.py)
+relay:b:{nid}                          str    its body: as received from the ingress, zlib-compressed in place by
+                                              the fan-out (workers/lua/route.lua) when that is smaller; same TTL
 relay:ix:all / ch:{c} / src:{s}        zset   nid -> received ms, for listing newest first
 relay:ix:ref:{ref}                     zset   nid -> received ms, by REFNO / sale_id / LICENSE_CODE; trimmed
                                               to the retention period on every write
@@ -179,7 +181,7 @@ def notification(nid: str) -> str:
 
 
 def body(nid: str) -> str:
-    """A notification's body, zlib-compressed, beside its hash (relay/store/body.py)."""
+    """A notification's body beside its hash: as received, then compressed by the fan-out (relay/store/body.py)."""
     return KEY_TEMPLATES["body"].format(nid=nid)
 
 

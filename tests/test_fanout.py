@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
@@ -76,16 +77,26 @@ async def test_a_lapsed_lease_is_claimed_again_and_routing_twice_creates_nothing
     engines: Callable[..., Engine], redis: Redis
 ) -> None:
     [nid] = await store(redis, 1)
+    raw = await redis.get(k.body(nid))
     engine = engines()
-    await hold_fanout(redis, nid, for_ms=200)  # a worker killed holding it
+    await hold_fanout(redis, nid, for_ms=200)  # a worker killed between its claim and its route call
     assert await fanout.claim(engine) == []
     await asyncio.sleep(0.25)  # the lease's own length, on Redis's clock
+    # its body is still as the ingress stored it: whoever routes it compresses it (relay/store/body.py)
+    assert await redis.hget(k.notification(nid), "braw") == b"1" and await redis.get(k.body(nid)) == raw
     [again] = await fanout.claim(engine)
-    assert again.nid == nid and again.field("type") == "ORDER_CREATED" and again.body is None
+    assert again.nid == nid and again.field("type") == "ORDER_CREATED" and again.body == raw
+    ttl = await redis.pttl(k.body(nid))
     assert await fanout.route(engine, [again]) == [2]
-    # the killed worker's batch routed late (a stalled worker, an old ingress's job): nothing new
+    packed = await redis.get(k.body(nid))
+    assert zlib.decompress(packed) == raw and len(packed) < len(raw) * 0.8
+    assert not await redis.hexists(k.notification(nid), "braw")
+    assert ttl - 1000 < await redis.pttl(k.body(nid)) <= ttl  # the ingress's TTL kept
+    # the killed worker's batch routed late (a stalled worker, an old ingress's job): nothing new, and
+    # the body is not compressed twice
     assert await fanout.route(engine, [again]) == [0]
     assert await engine.fanout(nid) == 0
+    assert await redis.get(k.body(nid)) == packed
     assert {await redis.hget(k.delivery(nid, ep), "state") for ep in ("a", "b")} == {b"pending"}
     assert await redis.zcard(k.ep_queue("a")) == 1 and not await redis.zcard(k.FANOUT_LEASE)
 
@@ -150,8 +161,9 @@ async def test_a_notification_that_cannot_be_routed_does_not_hold_back_its_batch
     """A poison pill (a body that does not decompress, a field that does not parse: bit rot, a hand
     edit) stays in relay:fanout for an operator, logged; the rest of its batch is routed."""
     nids = await store(redis, 5)
-    assert await redis.exists(k.body(nids[1]))  # stored compressed, in its own key
+    assert await redis.exists(k.body(nids[1]))  # stored in its own key
     await redis.hdel(k.notification(nids[1]), "type")  # stored before types were: its body is read
+    await redis.hdel(k.notification(nids[1]), "braw")  # compressed, by a worker routing it once already
     await redis.set(k.body(nids[1]), b"not zlib")
     await redis.hset(k.notification(nids[3]), "recv", "soon")
     engine = engines()

@@ -4,6 +4,7 @@ old and the new shapes."""
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -70,49 +71,84 @@ def _recoded(body: bytes) -> bytes:
 
 @pytest.mark.parametrize("raw", [b"", b"x", bytes(range(256)), "Zoë 東京 \u00a0&=+%".encode() * 40])
 def test_pack_and_restore_give_back_every_byte(raw: bytes) -> None:
-    field, value = body.pack(raw)
-    assert body.restore(*((value, None) if field == body.PLAIN else (None, value))) == raw
-    assert field == body.PACKED or value == raw  # stored as it came when compression does not pay
+    packed = body.pack(raw)
+    assert packed is None or (len(packed) < len(raw) and body.restore(None, packed) == raw)
+    if packed is not None:
+        assert body.stored(None, None, packed, None) == raw
+    assert body.stored(None, None, raw, b"1") == raw  # in relay:b as received, before the fan-out
 
 
-async def test_a_compressed_body_is_delivered_shown_and_resent_byte_for_byte_as_is_an_old_plain_one(
+async def test_a_body_is_delivered_shown_and_resent_byte_for_byte_before_and_after_its_compression(
     aiohttp_client: Any,
     make_settings: Callable[..., Settings],
     redis: Redis,
     start_worker: Callable[..., Worker],
     sink: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Every shape a body is stored in (relay/store/body.py): in relay:b as received (this ingress, before
+    the fan-out), and as earlier relays stored it: relay:b compressed, the hash's ``body``, its ``bodyz``."""
     s = await sink()
     settings = make_settings(endpoints=[{"name": "x", "url": s.url, "format": "form", "timeout": 2}])
     client = await aiohttp_client(create_app(settings))
     new = _recoded(signed_body(ipn_fields("230000777", name="Ñoño 東京")))
+    # mixed-case escapes, an escaped percent sign, a raw "@"
+    odd = signed_body(ipn_fields("230000780", name="100%25 Ünïcödé"))
+    odd = odd.replace(b"%C3%9C", b"%c3%9C").replace(b"%40", b"@")
     old = signed_body(ipn_fields("230000778", name="Zoë"))
     between = signed_body(ipn_fields("230000779", name="Øre"))
+    compressed = signed_body(ipn_fields("230000781", name="Åsa"))
     nids = {}
-    for raw in (new, old, between):
+    for raw in (new, odd, old, between, compressed):
         resp = await client.post("/ipn", data=raw, headers={"Content-Type": "application/x-www-form-urlencoded"})
         assert resp.status == 200, await resp.text()
         nids[raw] = notification_id("default", "ipn", raw)
-    stored = await redis.hgetall(k.notification(nids[new]))
-    assert b"body" not in stored and b"bodyz" not in stored
-    assert len(await redis.get(k.body(nids[new]))) < len(new) * 0.8
-    # only short values left: Redis keeps the hash as a listpack, not a hash table
-    assert await redis.object("encoding", k.notification(nids[new])) == b"listpack"
-    ttl = await redis.pttl(k.body(nids[new]))
-    assert ttl > 0 and abs(await redis.pttl(k.notification(nids[new])) - ttl) < 1000  # they expire together
-    # the others as a relay before issue 26 stored them (the body as received, in the hash's ``body``),
-    # and as its first step did (compressed, in the hash's ``bodyz``)
-    for raw, field, value in ((old, "body", old), (between, "bodyz", await redis.get(k.body(nids[between])))):
-        await redis.delete(k.body(nids[raw]))
-        await redis.hset(k.notification(nids[raw]), field, value)
+    for raw in (new, odd):
+        # as received, in its own key: the ingress does not compress (the fan-out does)
+        stored = await redis.hgetall(k.notification(nids[raw]))
+        assert b"body" not in stored and b"bodyz" not in stored and stored[b"braw"] == b"1"
+        assert await redis.get(k.body(nids[raw])) == raw
+        # only short values left: Redis keeps the hash as a listpack, not a hash table
+        assert await redis.object("encoding", k.notification(nids[raw])) == b"listpack"
+        ttl = await redis.pttl(k.body(nids[raw]))
+        assert ttl > 0 and abs(await redis.pttl(k.notification(nids[raw])) - ttl) < 1000  # they expire together
+        assert (await detail(redis, nids[raw]))["body"] == raw.decode()
+        assert "braw" not in await detail(redis, nids[raw])
+    # resent before its fan-out: the resend's copy is as received too, and compressed by its own fan-out
+    early = (await Resender(redis, settings).one(nids[new]))["id"]
+    assert await redis.get(k.body(early)) == new and await redis.hget(k.notification(early), "braw") == b"1"
+    # the others as earlier relays stored them: the body as received in the hash's ``body`` (before issue
+    # 26), compressed in its ``bodyz`` (its first step), compressed in relay:b (its second)
+    for raw, field in ((old, "body"), (between, "bodyz"), (compressed, None)):
+        nkey = k.notification(nids[raw])
+        await redis.hdel(nkey, "braw")
+        if field:
+            await redis.delete(k.body(nids[raw]))
+            await redis.hset(nkey, field, raw if field == "body" else zlib.compress(raw))
+        else:
+            await redis.set(k.body(nids[raw]), zlib.compress(raw), keepttl=True)
+    # a body compression would not shrink stays as received: ``odd`` stands for one (the claims read it plain)
+    pack = body.pack
+    monkeypatch.setattr(body, "pack", lambda raw: None if raw == odd else pack(raw))
     start_worker(settings)
     for raw, nid in nids.items():
         await wait_for(lambda nid=nid: redis.hget(k.delivery(nid, "x"), "delivered_at"), 15)
         assert (await detail(redis, nid))["body"] == raw.decode()
-        resent = await Resender(redis, settings).one(nid)
-        await wait_for(lambda r=resent["id"]: redis.hget(k.delivery(r, "x"), "delivered_at"), 15)
+    await wait_for(lambda: redis.hget(k.delivery(early, "x"), "delivered_at"), 15)
+    assert await redis.get(k.body(nids[odd])) == odd and await redis.hget(k.notification(nids[odd]), "braw")
+    for nid in (nids[new], early):
+        # compressed by the fan-out, in place, the hash still a listpack, the TTL kept
+        assert not await redis.hexists(k.notification(nid), "braw")
+        packed = await redis.get(k.body(nid))
+        assert len(packed) < len(new) * 0.8 and await redis.pttl(k.body(nid)) > 0
+        assert await redis.object("encoding", k.notification(nid)) == b"listpack"
+    resent = {nid: (await Resender(redis, settings).one(nid))["id"] for nid in nids.values()}
+    for r in resent.values():
+        await wait_for(lambda r=r: redis.hget(k.delivery(r, "x"), "delivered_at"), 15)
     got: dict[str, list[bytes]] = {}
     for req in s.received:
         got.setdefault(req.headers["Relay-Notification-Id"], []).append(req.body)
     for raw, nid in nids.items():
-        assert got[nid] == [raw] and got[f"{nid}~r1"] == [raw]
+        assert got[nid] == [raw] and got[resent[nid]] == [raw], raw
+        assert (await detail(redis, resent[nid]))["body"] == raw.decode()
+    assert got[early] == [new] and (await detail(redis, early))["body"] == new.decode()

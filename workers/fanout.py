@@ -61,6 +61,14 @@ class Waiting:
         value = self.values[_AT[name]]
         return value.decode() if value is not None else ""
 
+    def compressed(self) -> bytes:
+        """Its body compressed, for route.lua to store in place of the one the ingress stored as received
+        (relay/store/body.py); b"" when it is compressed already, or compressing would not shrink it."""
+        plain = self.stored[0]
+        if self.values[_AT["braw"]] is None or plain is None:
+            return b""
+        return stored_body.pack(plain) or b""
+
 
 _AT = {name: i for i, name in enumerate(wire.FANOUT_FIELDS)}
 _WIDTH = len(wire.FANOUT_FIELDS) + 3  # nid, the fields, the body as stored (plain, compressed)
@@ -94,7 +102,8 @@ async def fan_out(engine: Engine, nid: str) -> int | None:
     None: it cannot be routed, left in relay:fanout)."""
     values = await engine.redis.hmget(k.notification(nid), list(wire.FANOUT_FIELDS))  # type: ignore[misc]
     body = None
-    if values[_AT["seq"]] is not None and (wants_body(engine) or values[_AT["type"]] is None):
+    wanted = wants_body(engine) or values[_AT["type"]] is None or values[_AT["braw"]] is not None
+    if values[_AT["seq"]] is not None and wanted:
         body = await stored_body.read(engine.redis, nid)
     [created] = await route(engine, [Waiting(nid, values, (body, None))])
     return created
@@ -109,7 +118,7 @@ async def route(engine: Engine, batch: list[Waiting]) -> list[int | None]:
     batch (a poison pill failing every claim that takes it would stop the whole fan-out).
     """
     keys = wire.ROUTE.pack_keys(fanout=k.FANOUT, lease=k.FANOUT_LEASE)
-    args: list[str | int] = wire.ROUTE.pack_args(retention_ms=engine.retention_ms)
+    args: list[str | int | bytes] = wire.ROUTE.pack_args(retention_ms=engine.retention_ms)
     woken: set[str] = set()
     routed: list[bool] = []
     for waiting in batch:
@@ -120,8 +129,9 @@ async def route(engine: Engine, batch: list[Waiting]) -> list[int | None]:
             routed.append(False)
             continue
         routed.append(True)
-        keys.append(k.notification(waiting.nid))
-        args += (waiting.nid, len(routes))
+        keys += (k.notification(waiting.nid), k.body(waiting.nid))
+        # compressed here, off the ingress's CPU: one compression per notification, not per delivery
+        args += (waiting.nid, len(routes), waiting.compressed())
         for name, mode, reason in routes:
             by_name = {"ep": name, "mode": mode, "reason": reason}
             args.extend(by_name[f] for f in wire.ROUTE_FIELDS)

@@ -44,9 +44,11 @@ PER_ORDER_SCAN = 2000
 # rate_limit: requests are counted in windows of this many ms; health and the dashboard show the last whole one
 RATE_WINDOW_MS = 2000
 # what the fan-out reads of each notification it claims (fanclaim.lua returns them in this order)
-FANOUT_FIELDS = ("source", "channel", "mtype", "status", "test", "targets", "type", "recv", "seq", "resend_of")
-# one notification of a fan-out batch (route.lua): its nid and how many routes follow
-ROUTE_HEAD = ("nid", "routes")
+# (braw: its body is not compressed yet, relay/store/body.py)
+FANOUT_FIELDS = ("source", "channel", "mtype", "status", "test", "targets", "type", "recv", "seq", "resend_of", "braw")
+# one notification of a fan-out batch (route.lua): its nid, how many routes follow, and its body compressed
+# to replace the one stored as received ('' when there is none to replace)
+ROUTE_HEAD = ("nid", "routes", "bodyz")
 # one route of a fan-out (route.lua), and the keys it writes
 ROUTE_FIELDS = ("ep", "mode", "reason")
 ROUTE_KEYS = ("delivery", "st_pending", "st_skipped", "queue", "paused", "st_paused")
@@ -101,7 +103,7 @@ ROUTE = Spec(
     package="workers",
     tables=preamble,
     keys=("fanout", "lease"),
-    keys_rest="per notification: its key, then ROUTE_KEYS per route",
+    keys_rest="per notification: its key, its body's key, then ROUTE_KEYS per route",
     args=("retention_ms",),
     args_rest="per notification: ROUTE_HEAD, then ROUTE_FIELDS per route",
 )

@@ -124,8 +124,9 @@ async def detail(redis: Redis, nid: str) -> dict[str, Any]:
     if not raw:
         raise NotFound(f"no notification {nid!r} (never received, or removed after the retention period)")
     n = {key.decode(): value for key, value in raw.items()}
-    body = stored_body.restore(n.pop(stored_body.PLAIN, None), packed or n.pop(stored_body.PACKED, None))
-    n.pop(stored_body.PACKED, None)
+    body = stored_body.stored(
+        n.pop(stored_body.PLAIN, None), n.pop(stored_body.PACKED, None), packed, n.pop(stored_body.RAW, None)
+    )
     f = {key: value.decode("utf-8", "replace") for key, value in n.items()}
     eps = [ep for ep in f.get("eps", "").split(",") if ep]
     async with redis.pipeline(transaction=False) as pipe:

@@ -65,10 +65,10 @@ INGEST = Spec(
         "ix_type",
         "body",
     ),
-    args=("nid", "retention_ms", "message_id", "source", "accepted_ttl_ms", "bodyz"),
+    args=("nid", "retention_ms", "message_id", "source", "accepted_ttl_ms", "body"),
     args_rest="field, value pairs of the notification hash",
-    # '' when there is none (bodyz: the body is a field of the hash, not compressed)
-    optional=frozenset({"ix_ref", "ins_triple", "ix_type", "bodyz"}),
+    # '' when there is none (body: empty, a field of the hash)
+    optional=frozenset({"ix_ref", "ins_triple", "ix_type", "body"}),
 )
 # one resend of an original as a new notification (relay/store/resend.py)
 RESEND = Spec(

@@ -102,11 +102,14 @@ local function claim(c, kk, now, fanout, out)
     local d = key.delivery(nid, ep)
     local st = states[i] or redis.call('HMGET', d, 'state', 'attempts', 'next', 'paused_ms', 'unsent')
     local state = st[1]
-    -- the body: compressed in relay:b:{nid}, else as received in the hash (relay/store/body.py; a
-    -- 'bodyz' field is an earlier relay's compressed one)
+    -- the body: in relay:b:{nid}, compressed unless 'braw' says the fan-out has not compressed it yet,
+    -- else as received in the hash (relay/store/body.py; a 'bodyz' field is an earlier relay's compressed one)
     local n = redis.call('HMGET', key.notification(nid), 'body', 'ct', 'source', 'channel', 'recv', 'resend_of', 'flag',
-                         'bodyz')
-    if n[3] and not n[1] and not n[8] then n[8] = redis.call('GET', key.body(nid)) end
+                         'bodyz', 'braw')
+    if n[3] and not n[1] and not n[8] then
+      n[8] = redis.call('GET', key.body(nid))
+      if n[9] then n[1], n[8] = n[8], nil end
+    end
     if not from[state] or not (n[1] or n[8]) then
       -- finished, or expired by retention: nothing to send
       redis.call('ZREM', q, nid)

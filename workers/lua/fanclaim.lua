@@ -8,7 +8,7 @@
 -- mid-batch) is claimed again. Routing it twice is harmless: route.lua creates each delivery once.
 -- Returns {n, then per notification claimed: nid, the FANOUT_FIELDS values (false: missing; seq false:
 -- the notification is gone), and its body as stored: plain, and compressed (relay/store/body.py; both
--- false unless A.body is '1' or it has no type field)}.
+-- false unless A.body is '1', it has no type field or its body is not compressed yet: braw)}.
 local now = now_ms()
 local want, lease_ms = tonumber(ARGV[A.batch]), tonumber(ARGV[A.lease_ms])
 -- run-out leases go: their notifications are claimable again (or were routed meanwhile)
@@ -26,11 +26,16 @@ for _, nid in ipairs(nids) do
     local values = redis.call('HMGET', nkey, unpack(FANOUT_LIST))
     out[#out + 1] = nid
     for i = 1, #FANOUT_LIST do out[#out + 1] = values[i] end
-    -- the body only for a ``match`` filter, or for a notification stored before types were
+    -- the body for a ``match`` filter, for a notification stored before types were, and to compress
+    -- one the ingress stored as received (braw: route.lua writes it back compressed)
     local body = {false, false}
-    if values[FANOUT.seq] and (ARGV[A.body] == '1' or not values[FANOUT.type]) then
+    local raw = values[FANOUT.braw]
+    if values[FANOUT.seq] and (raw or ARGV[A.body] == '1' or not values[FANOUT.type]) then
       body = redis.call('HMGET', nkey, 'body', 'bodyz')
-      if not body[1] and not body[2] then body[2] = redis.call('GET', key.body(nid)) end
+      if not body[1] and not body[2] then
+        local own = redis.call('GET', key.body(nid))
+        if raw then body[1] = own else body[2] = own end
+      end
     end
     out[#out + 1], out[#out + 2] = body[1], body[2]
   end

@@ -2,9 +2,10 @@
 -- Idempotent: a batch whose worker was killed is claimed and routed again (workers/lua/fanclaim.lua), and
 -- an old ingress's ARQ job may route a notification the batch loop routes too.
 -- KEYS and ARGV are named in workers/wire.py (ROUTE): after K.fanout and K.lease come, per notification,
--- its key and then per route the keys named by ROUTE_KEYS_LIST; after A.retention_ms come, per
--- notification, the fields named by ROUTE_HEAD_LIST (its nid and number of routes), then per route the
--- fields named by ROUTE_LIST (mode: serial, concurrent, per_order, skip, or removed: recorded cancelled)
+-- its key, its body's key and then per route the keys named by ROUTE_KEYS_LIST; after A.retention_ms
+-- come, per notification, the fields named by ROUTE_HEAD_LIST (its nid, number of routes and its body
+-- compressed, or ''), then per route the fields named by ROUTE_LIST (mode: serial, concurrent, per_order,
+-- skip, or removed: recorded cancelled)
 -- Times come from Redis's clock (now_ms), never from the worker's.
 -- Returns {oldest, then per notification created}: the seq of the oldest notification still waiting for
 -- its fan-out (-1: none), which tells the worker whether a serial lane blocked behind an unrouted
@@ -64,13 +65,24 @@ local function route(nkey, nid, count, ai, ki)
   redis.call('HSET', nkey, 'eps', table.concat(names, ','))
   return created
 end
+-- the body the ingress stored as received, replaced by the worker's compression of it (relay/store/body.py):
+-- only while braw says it is not compressed yet, so routing it twice writes it once; XX and KEEPTTL: never a
+-- body without its TTL, nor one past its retention
+local function compressed(nkey, bkey, bodyz)
+  if bodyz ~= '' and redis.call('HDEL', nkey, 'braw') == 1 then
+    redis.call('SET', bkey, bodyz, 'XX', 'KEEPTTL')
+  end
+end
 local out = {0}
 local ai, ki = #A_LIST + 1, #K_LIST + 1
 while ai <= #ARGV do
   local nid, count = ARGV[ai + ROUTE_HEAD.nid - 1], tonumber(ARGV[ai + ROUTE_HEAD.routes - 1])
+  local bodyz = ARGV[ai + ROUTE_HEAD.bodyz - 1]
   ai = ai + #ROUTE_HEAD_LIST
-  out[#out + 1] = route(KEYS[ki], nid, count, ai, ki + 1)
-  ai, ki = ai + count * #ROUTE_LIST, ki + 1 + count * #ROUTE_KEYS_LIST
+  local created = route(KEYS[ki], nid, count, ai, ki + 2)
+  if created >= 0 then compressed(KEYS[ki], KEYS[ki + 1], bodyz) end
+  out[#out + 1] = created
+  ai, ki = ai + count * #ROUTE_LIST, ki + 2 + count * #ROUTE_KEYS_LIST
   redis.call('ZREM', KEYS[K.fanout], nid)
   redis.call('ZREM', KEYS[K.lease], nid)
 end

@@ -1,7 +1,7 @@
 -- Store one verified notification and queue it for its fan-out (relay:fanout, which the workers claim in
 -- batches: workers/lua/fanclaim.lua), atomically.
 -- KEYS and ARGV are named in relay/store/wire.py (INGEST): K.ix_ref, K.ins_triple and K.ix_type are ''
--- when there is none, A.bodyz '' when the body is a field of the hash; after the named ARGV come the
+-- when there is none, A.body '' when the body is empty (a field of the hash); after the named ARGV come the
 -- field, value pairs of the notification hash.
 -- The receipt time (``recv``) and the index scores come from Redis's clock (now_ms), never the ingress's.
 -- Returns 0 for a duplicate (same source, channel and body), else the new seq.
@@ -23,9 +23,10 @@ if KEYS[K.ins_triple] ~= '' then
   end
 end
 redis.call('PEXPIRE', KEYS[K.notification], retention)
--- the compressed body in a key of its own: the hash keeps only short values, which Redis stores
--- compactly (a listpack); one long value would make it a hash table, ~700 bytes more
-if ARGV[A.bodyz] ~= '' then redis.call('SET', KEYS[K.body], ARGV[A.bodyz], 'PX', retention) end
+-- the body in a key of its own: the hash keeps only short values, which Redis stores compactly (a
+-- listpack); one long value would make it a hash table, ~700 bytes more. Stored as received (the
+-- hash's braw field says so): the fan-out compresses it (workers/lua/route.lua), off the ingress's CPU
+if ARGV[A.body] ~= '' then redis.call('SET', KEYS[K.body], ARGV[A.body], 'PX', retention) end
 index_receipt(now, nid, KEYS[K.ix_all], KEYS[K.ix_channel], KEYS[K.ix_source])
 -- counted per minute as it is stored, so health reads a source's accepted share from a few counters,
 -- never by walking its index (relay/store/lua/health.lua); resends (resend.lua) are not counted
