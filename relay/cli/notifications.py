@@ -198,7 +198,7 @@ async def _show(ns: argparse.Namespace, settings: Settings, redis: Redis) -> int
         for value in values:
             print(f"  {clean(key)} = {clean(value)}")
     if doc.get("body_error"):
-        print(f"  (body does not parse: {clean(doc['body_error'])})")
+        print(f"  (no fields: {clean(doc['body_error'])})")
     print("deliveries:" if doc["deliveries"] else "deliveries:    none yet (not routed)")
     _print_deliveries(doc["deliveries"])
     if doc["resends"]:

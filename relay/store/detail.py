@@ -10,6 +10,7 @@ that an answer never carries one it does not.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -110,6 +111,18 @@ def _pauses(raw: Mapping[bytes, bytes]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _body(plain: bytes | None, packed: bytes | None, own: bytes | None, raw: bytes | None) -> tuple[bytes, str | None]:
+    """The original body (relay/store/body.py's shapes), or b"" and why it cannot be shown: its own key
+    (relay:b) can be parted from the notification (an evicting maxmemory-policy, a hand edit, bit rot),
+    and an empty body would look like what was received."""
+    if plain is None and not packed and own is None:
+        return b"", "the stored body is gone (evicted or deleted apart from its notification)"
+    try:
+        return stored_body.stored(plain, packed, own, raw), None
+    except zlib.error as exc:
+        return b"", f"the stored body does not decompress ({exc})"
+
+
 async def detail(redis: Redis, nid: str) -> dict[str, Any]:
     """Everything stored about one notification; raises NotFound.
 
@@ -124,7 +137,7 @@ async def detail(redis: Redis, nid: str) -> dict[str, Any]:
     if not raw:
         raise NotFound(f"no notification {nid!r} (never received, or removed after the retention period)")
     n = {key.decode(): value for key, value in raw.items()}
-    body = stored_body.stored(
+    body, body_error = _body(
         n.pop(stored_body.PLAIN, None), n.pop(stored_body.PACKED, None), packed, n.pop(stored_body.RAW, None)
     )
     f = {key: value.decode("utf-8", "replace") for key, value in n.items()}
@@ -143,11 +156,13 @@ async def detail(redis: Redis, nid: str) -> dict[str, Any]:
         d = {key.decode(): value.decode("utf-8", "replace") for key, value in hash_.items()}
         deliveries[ep] = delivery_record(d, attempts, pauses.get(ep))
     resends = await load_rows(redis, [(m.decode(), int(s)) for m, s in results[-1]])
-    try:
-        fields: dict[str, list[str]] | None = protocol.parse_form(body)
-        parse_error = None
-    except protocol.ProtocolError as exc:
-        fields, parse_error = None, exc.detail
+    fields: dict[str, list[str]] | None = None
+    parse_error = body_error
+    if body_error is None:
+        try:
+            fields = protocol.parse_form(body)
+        except protocol.ProtocolError as exc:
+            parse_error = exc.detail
     doc: dict[str, Any] = {
         "id": nid,
         "channel": f.get("channel", ""),
