@@ -38,6 +38,9 @@ class Claimed:
     # local monotonic time until which its lease is surely held: the claim's call left this process
     # before Redis started the lease, so the lease lasts at least this long (workers/attempt.py)
     held_until: float = math.inf
+    # why ``body`` is not the notification's (its stored body did not decompress): build() raises it,
+    # so this one delivery fails, visibly, and no other of its claim or step call with it
+    unreadable: str = ""
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -101,6 +104,8 @@ def build(
     # a resend is a notification of its own (X~r1), so it has a webhook-id of its own: a receiver that
     # drops duplicates by webhook-id, as Standard Webhooks advises, must process a resend (it is sent
     # because something was lost), while every retry of the resend keeps the resend's id
+    if item.unreadable:
+        raise ValueError(item.unreadable)
     wid = k.webhook_id(item.nid, endpoint.name)
     if endpoint.format == "json":
         body, ctype = as_json(item), "application/json"
