@@ -30,12 +30,11 @@ for _, nid in ipairs(nids) do
     -- one the ingress stored as received (braw: route.lua writes it back compressed)
     local body = {false, false}
     local raw = values[FANOUT.braw]
-    if values[FANOUT.seq] and (raw or ARGV[A.body] == '1' or not values[FANOUT.type]) then
+    if values[FANOUT.seq] and raw then
+      body[1] = redis.call('GET', key.body(nid))
+    elseif values[FANOUT.seq] and (ARGV[A.body] == '1' or not values[FANOUT.type]) then
       body = redis.call('HMGET', nkey, 'body', 'bodyz')
-      if not body[1] and not body[2] then
-        local own = redis.call('GET', key.body(nid))
-        if raw then body[1] = own else body[2] = own end
-      end
+      if not body[1] and not body[2] then body[2] = redis.call('GET', key.body(nid)) end
     end
     out[#out + 1], out[#out + 2] = body[1], body[2]
   end
