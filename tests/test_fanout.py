@@ -203,3 +203,35 @@ async def test_the_loop_looks_at_once_when_its_watch_is_lost(
         engine.fanout_signal.set()
         await asyncio.wait_for(loop, 5)
         await watch.stop()
+
+
+async def test_a_stalled_workers_late_batch_leaves_what_another_routed_meanwhile_as_it_was(
+    engines: Callable[..., Engine], redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
+    """A worker stalled past its lease (SIGSTOP, a slow Redis) routes its batch after another worker has
+    claimed and routed it again, under a configuration reloaded meanwhile (an endpoint added): the late
+    call creates nothing, and must not rewrite the notification's list of endpoints either, which the
+    detail, the listings and resends read (it dropped the added endpoint's delivery from them)."""
+    [nid] = await store(redis, 1)
+    stalled = engines()
+    batch = await fanout.claim(stalled)
+    await redis.zadd(k.FANOUT_LEASE, {nid: 0})  # its lease lapsed while it was stopped
+    session = aiohttp.ClientSession()
+    try:
+        reloaded = Engine(
+            redis,
+            make_settings(
+                endpoints=[
+                    {"name": "a", "url": "http://127.0.0.1:9/a"},
+                    {"name": "b", "url": "http://127.0.0.1:9/b", "concurrent": True},
+                    {"name": "c", "url": "http://127.0.0.1:9/c"},
+                ]
+            ),
+            session,
+        )
+        assert await fanout.route(reloaded, await fanout.claim(reloaded)) == [3]
+    finally:
+        await session.close()
+    assert await fanout.route(stalled, batch) == [0]  # continued: late
+    assert await redis.hget(k.notification(nid), "eps") == b"a,b,c"
+    assert not await redis.zcard(k.FANOUT) and not await redis.zcard(k.FANOUT_LEASE)

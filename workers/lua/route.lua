@@ -79,7 +79,11 @@ while ai <= #ARGV do
   local nid, count = ARGV[ai + ROUTE_HEAD.nid - 1], tonumber(ARGV[ai + ROUTE_HEAD.routes - 1])
   local bodyz = ARGV[ai + ROUTE_HEAD.bodyz - 1]
   ai = ai + #ROUTE_HEAD_LIST
-  local created = route(KEYS[ki], nid, count, ai, ki + 2)
+  -- no longer waiting: another worker routed it (this one stalled past its lease, or an old ingress's
+  -- job): its records exist, and its list of endpoints, which a configuration reloaded since may have
+  -- made longer, stays as that worker wrote it
+  local created = 0
+  if redis.call('ZSCORE', KEYS[K.fanout], nid) then created = route(KEYS[ki], nid, count, ai, ki + 2) end
   if created >= 0 then compressed(KEYS[ki], KEYS[ki + 1], bodyz) end
   out[#out + 1] = created
   ai, ki = ai + count * #ROUTE_LIST, ki + 2 + count * #ROUTE_KEYS_LIST
