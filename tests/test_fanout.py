@@ -158,8 +158,10 @@ async def test_the_loop_routes_a_notification_within_a_few_ms_of_its_receipt(
 async def test_a_notification_that_cannot_be_routed_does_not_hold_back_its_batch(
     engines: Callable[..., Engine], redis: Redis
 ) -> None:
-    """A poison pill (a body that does not decompress, a field that does not parse: bit rot, a hand
-    edit) stays in relay:fanout for an operator, logged; the rest of its batch is routed."""
+    """A poison pill (a field that does not parse: a hand edit) stays in relay:fanout for an operator,
+    logged; the rest of its batch is routed. A body that does not decompress (bit rot) is routed as if
+    it had none, so its deliveries fail visibly (tests/test_stored_body.py) rather than hold every
+    serial lane behind it."""
     nids = await store(redis, 5)
     assert await redis.exists(k.body(nids[1]))  # stored in its own key
     await redis.hdel(k.notification(nids[1]), "type")  # stored before types were: its body is read
@@ -169,11 +171,11 @@ async def test_a_notification_that_cannot_be_routed_does_not_hold_back_its_batch
     engine = engines()
     loop = asyncio.create_task(fanout.run(engine))
     try:
-        for nid in (nids[0], nids[2], nids[4]):
+        for nid in (nids[0], nids[1], nids[2], nids[4]):
             await wait_for(lambda nid=nid: redis.exists(k.delivery(nid, "a")), 5, interval=0.01)
         assert not loop.done()
-        assert await redis.zrange(k.FANOUT, 0, -1) == [nids[1].encode(), nids[3].encode()]
-        assert not await redis.exists(k.delivery(nids[1], "a"), k.delivery(nids[3], "a"))
+        assert await redis.zrange(k.FANOUT, 0, -1) == [nids[3].encode()]
+        assert not await redis.exists(k.delivery(nids[3], "a"))
     finally:
         engine.stopping = True
         engine.fanout_signal.set()

@@ -14,6 +14,7 @@ the worker's tracking connection watches (workers/wake.py); without it, it polls
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -55,7 +56,14 @@ class Waiting:
 
     @property
     def body(self) -> bytes | None:
-        return _body(*self.stored)
+        try:
+            return _body(*self.stored)
+        except zlib.error as exc:
+            # routed as if it had none (no `match` passes, no type from it): its deliveries then fail,
+            # visibly, at their first attempt (workers/step.py). Left unrouted, it would hold every
+            # serial lane behind it (they wait for older notifications' fan-out) until someone acted
+            logger.warning("fanout_body_unreadable", nid=self.nid, error=str(exc))
+            return None
 
     def field(self, name: str) -> str:
         value = self.values[_AT[name]]
