@@ -13,7 +13,6 @@ from typing import Any, cast
 
 from bench import delivery
 from bench.harness import ENDPOINTS, Harness
-from bench.loadgen import Spec
 from bench.procs import BenchError
 
 SAMPLE_KEYS = 50
@@ -58,18 +57,7 @@ def run(h: Harness) -> dict[str, Any]:
         config = h.write_config(ctx.serve_port, ctx.endpoints(delivery.Run("drain", 1, False)))
         time.sleep(SETTLE_S)
         usage0, commands0 = h.redis_usage(), _commands(h)
-        pre = h.loadgen(
-            Spec(
-                port=ctx.serve_port,
-                connections=h.opts.connections,
-                count=n,
-                dup_every=0,
-                duration=max(60.0, n / 200),
-                seed=h.seed(),
-            )
-        )
-        if pre["ok"] != n:
-            raise BenchError(f"pre-load stored {pre['ok']} of {n} notifications: {pre['error_kinds']}")
+        h.preload(ctx.serve_port, n)
         time.sleep(SETTLE_S)
         usage1, commands1 = h.redis_usage(), _commands(h)
         serve_memory = ctx.serve.memory()

@@ -19,7 +19,7 @@ from typing import Any
 from bench import refdelivery, throttle
 from bench.harness import ENDPOINTS, CpuSnapshot, EndpointSpec, Harness, cpu_pct, snapshot
 from bench.loadgen import Spec
-from bench.procs import BenchError, Child
+from bench.procs import Child
 from bench.sinks import SinkControl
 from bench.stats import summary_ms
 
@@ -174,18 +174,7 @@ def drain(ctx: Context, run: Run) -> dict[str, Any]:
     h.flush()
     ctx.ctl.reset(ctx.delays(run))
     config = h.write_config(ctx.serve_port, ctx.endpoints(run))
-    pre = h.loadgen(
-        Spec(
-            port=ctx.serve_port,
-            connections=h.opts.connections,
-            count=n,
-            dup_every=0,
-            duration=max(60.0, n / 200),
-            seed=h.seed(),
-        )
-    )
-    if pre["ok"] != n:
-        raise BenchError(f"pre-load stored {pre['ok']} of {n} notifications: {pre['error_kinds']}")
+    h.preload(ctx.serve_port, n)
     healthy = ctx.healthy(run)
     names = [f"ep{i + 1}" for i in healthy]
     quiet = h.wait_quiet()

@@ -198,6 +198,22 @@ class Harness:
             env={**os.environ, KEY_ENV: self.secret_key},
         )
 
+    def preload(self, port: int, n: int) -> None:
+        """Store ``n`` unique signed notifications through the relay serve on ``port`` before a drain
+        (no duplicates, as fast as it takes them); all must be stored."""
+        pre = self.loadgen(
+            Spec(
+                port=port,
+                connections=self.opts.connections,
+                count=n,
+                dup_every=0,
+                duration=max(60.0, n / 200),
+                seed=self.seed(),
+            )
+        )
+        if pre["ok"] != n:
+            raise BenchError(f"pre-load stored {pre['ok']} of {n} notifications: {pre['error_kinds']}")
+
     def json_child(
         self, name: str, module: str, spec: dict[str, Any], timeout: float, env: dict[str, str] | None = None
     ) -> dict[str, Any]:

@@ -22,7 +22,6 @@ from typing import Any
 
 from bench import delivery
 from bench.harness import ENDPOINTS, EndpointSpec, Harness
-from bench.loadgen import Spec
 from bench.procs import BenchError
 from relay import constants as k
 
@@ -137,18 +136,7 @@ def run(h: Harness) -> dict[str, Any]:
         config = h.write_config(ctx.serve_port, endpoints)
         time.sleep(SETTLE_S)
         usage0 = h.redis_usage()
-        pre = h.loadgen(
-            Spec(
-                port=ctx.serve_port,
-                connections=h.opts.connections,
-                count=n,
-                dup_every=0,
-                duration=max(60.0, n / 200),
-                seed=h.seed(),
-            )
-        )
-        if pre["ok"] != n:
-            raise BenchError(f"pre-load stored {pre['ok']} of {n} notifications: {pre['error_kinds']}")
+        h.preload(ctx.serve_port, n)
         time.sleep(SETTLE_S)
         usage1, commands1 = h.redis_usage(), _commands(h)
         workers = h.start_workers(1, config, wait=False)

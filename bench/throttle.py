@@ -13,7 +13,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from bench.harness import ENDPOINTS, EndpointSpec, cpu_pct, snapshot
-from bench.loadgen import Spec
 from bench.procs import BenchError
 
 if TYPE_CHECKING:
@@ -36,18 +35,7 @@ def held_back(ctx: Context, run: Run) -> dict[str, Any]:
         for i, port in enumerate(ctx.sink_ports)
     ]
     config = h.write_config(ctx.serve_port, specs)
-    pre = h.loadgen(
-        Spec(
-            port=ctx.serve_port,
-            connections=h.opts.connections,
-            count=n,
-            dup_every=0,
-            duration=max(60.0, n / 200),
-            seed=h.seed(),
-        )
-    )
-    if pre["ok"] != n:
-        raise BenchError(f"pre-load stored {pre['ok']} of {n} notifications: {pre['error_kinds']}")
+    h.preload(ctx.serve_port, n)
     others = [f"ep{i + 1}" for i in range(ENDPOINTS - 1)]
     workers = h.start_workers(run.workers, config, wait=False)
     watched = ctx.watched(workers)
