@@ -8,16 +8,19 @@ import functools
 import gc
 import os
 import signal
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, multiprocess
+from redis.asyncio import Redis
 
 from config.settings import Settings
 from relay import constants as k
+from relay import tasks
 from relay.admin.api import setup_api
 from relay.alerting.watch import Watcher
 from relay.dashboard.app import setup_dashboard
@@ -151,17 +154,59 @@ async def serve(
     # the alerts no worker can send (no_worker, redis_unreachable); it follows reloads through ``live``
     watcher = Watcher(redis, lambda: live.settings)
     supervisor = os.getppid() if member is not None else None
+    reloads: set[asyncio.Task[None]] = set()  # SIGHUP reloads under way
     try:
         await _listen(settings, listeners, cap, runners, reuse_port=member is not None)
         _freeze_gc()
         watcher.start()
-        await _until_stopped(reloader, supervisor, member.ready_fd if member is not None else None)
+        await _until_stopped(reloader, supervisor, member.ready_fd if member is not None else None, reloads)
     finally:
-        await watcher.stop()
-        await reloader.stop()
-        await redis.aclose()
-        for runner in reversed(runners):
-            await runner.cleanup()
+        await _shut_down(watcher, reloader, redis, runners, reloads)
+
+
+# a shutdown step taking longer is logged while it waits (``shutdown_waiting``), so a process that
+# does not stop says what holds it; past its limit the step is given up (``shutdown_step_abandoned``)
+SLOW_STEP_S = 1.0
+STEP_LIMIT_S = 10.0
+# the listeners wait for in-flight requests up to aiohttp's shutdown_timeout (60 s, AppRunner's
+# default); the supervisor of ``--processes N`` allows 75 s (relay/cli/supervise.py)
+LISTENERS_LIMIT_S = 65.0
+
+
+async def _shut_down(
+    watcher: Watcher,
+    reloader: Reloader,
+    redis: Redis,
+    runners: list[web.AppRunner],
+    reloads: set[asyncio.Task[None]],
+) -> None:
+    """Stop in order, each step bounded: a CI run saw a member that never ended after SIGTERM
+    (killed by its supervisor) without a word on what it waited for."""
+    started = time.monotonic()
+    for task in list(reloads):  # a SIGHUP's reload still running: asyncio.run would wait on it unbounded
+        await _step("reload", tasks.stop(task))
+    await _step("alert_watcher", watcher.stop())
+    await _step("reloader", reloader.stop())
+    await _step("redis", redis.aclose())
+    for runner in reversed(runners):
+        await _step("listeners", runner.cleanup(), LISTENERS_LIMIT_S)
+    logger.info("serve_stopped", took_s=round(time.monotonic() - started, 2))
+
+
+async def _step(name: str, step: Awaitable[object], limit_s: float = STEP_LIMIT_S) -> None:
+    """Await ``step`` for at most ``limit_s``; say so after ``SLOW_STEP_S`` (before the end, so a
+    process killed meanwhile has said what it waited on). asyncio.wait, not wait_for: wait_for waits
+    for a cancelled step to end, which a lost cancel makes for ever (relay/tasks.py)."""
+    task = asyncio.ensure_future(step)
+    done, _ = await asyncio.wait({task}, timeout=min(SLOW_STEP_S, limit_s))
+    if not done:
+        logger.warning("shutdown_waiting", step=name, waited_s=SLOW_STEP_S)
+        done, _ = await asyncio.wait({task}, timeout=max(0.0, limit_s - SLOW_STEP_S))
+    if not done:
+        task.cancel()
+        logger.error("shutdown_step_abandoned", step=name, waited_s=limit_s)
+    elif not task.cancelled() and task.exception() is not None:
+        logger.warning("shutdown_step_failed", step=name, error=repr(task.exception()))
 
 
 Listener = tuple[web.Application, str, int, str]  # app, host, port, role
@@ -229,18 +274,30 @@ def _freeze_gc() -> None:
     gc.set_threshold(k.GC_THRESHOLD, 20, 20)
 
 
-async def _until_stopped(reloader: Reloader, supervisor: int | None = None, ready_fd: int | None = None) -> None:
+async def _until_stopped(
+    reloader: Reloader,
+    supervisor: int | None = None,
+    ready_fd: int | None = None,
+    reloads: set[asyncio.Task[None]] | None = None,
+) -> None:
     """Serve until SIGTERM or SIGINT; SIGHUP (or ``relay reload``) re-reads the config meanwhile.
     ``supervisor``: the pid of ``relay serve --processes N``'s parent; once it is gone (SIGKILLed, so
     it could not stop its members), stop too rather than serve on unsupervised. ``ready_fd``: the
     member's readiness pipe, written to once the signals are handled: the supervisor passes a SIGHUP
-    on only after that, since before it the signal's default action would end the process."""
+    on only after that, since before it the signal's default action would end the process. ``reloads``:
+    where the SIGHUP reloads under way are kept, for the shutdown to stop."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_stop(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            logger.info("serve_stopping", signal=sig.name)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_stop, sig)
     reloader.start()
-    reloads: set[asyncio.Task[None]] = set()
+    reloads = set() if reloads is None else reloads
 
     def on_sighup() -> None:
         task = loop.create_task(reloader.on_signal())

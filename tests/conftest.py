@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,32 @@ from redis.asyncio import Redis
 from config.settings import Settings, load_settings
 from tests.support import TEST_ENV, RedisServer, Sink, close_worker, write_config
 from workers.main import create_worker
+
+# the machine's temp directory, before the session's own replaces it (below)
+SYSTEM_TMP = tempfile.gettempdir()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_temp_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A temp directory of this session's own, for it and every process it starts (TMPDIR).
+
+    What relay keeps per host lives there, the Redis outage record first (relay/alerting/watch.py,
+    ``HostMark``: one file per host and Redis URL). In the machine's /tmp it outlived the run that
+    wrote it: a test that ended while its Redis was down left "alert sent", and a later run whose
+    Redis drew the same port got a ``redis_recovered`` alert at its start (test_alert_truth saw
+    one). pytest's own directories (tmp_path, with the processes' logs) stay where they were."""
+    tmp_path_factory.getbasetemp()  # fixed before TMPDIR moves
+    own = tempfile.mkdtemp(prefix="relay-tests-")
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = own
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    yield Path(own)
+    if before is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before
+    tempfile.tempdir = None
+    shutil.rmtree(own, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,9 @@ and the real ``relay`` command line."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,8 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from relay import constants as k
+from relay.alerting.watch import HostMark
+from tests.conftest import SYSTEM_TMP
 from tests.procs import RelayProcess
 from tests.support import RedisServer, Sink, free_port, ipn_fields, signed_body, wait_for, write_config
 from tests.test_truth import TOKEN, Stack
@@ -239,6 +243,44 @@ async def test_stopping_every_worker_makes_an_ingress_send_no_worker(stack: Call
     s.procs.append(RelayProcess(s.config, s.redis_url, "worker", env=s.env))
     await wait_for(lambda: s.alerts("worker_recovered"), timeout=30, interval=0.1)
     assert len(s.alerts("no_worker")) == 1
+
+
+async def test_an_outage_record_another_run_left_on_the_host_sends_no_recovery_here(
+    stack: Callable[..., Any], redis: Redis, redis_server: RedisServer
+) -> None:
+    """The host's Redis outage record (one file per host and Redis URL) outlives the processes that
+    wrote it, as it should in production; but a test run that left one behind (its Redis stopped
+    for good) made a later run, whose Redis drew the same port, get a redis_recovered alert at its
+    start. The session keeps those records in a temp directory of its own (tests/conftest.py)."""
+    own = HostMark(redis_server.url).path
+    stale = Path(SYSTEM_TMP) / own.relative_to(tempfile.gettempdir())
+    assert stale != own
+    stale.parent.mkdir(mode=0o700, exist_ok=True)
+    existed = stale.exists()
+    if not existed:
+        stale.write_text(json.dumps({"since": 1.0, "sent": 2.0}))
+    try:
+        s: AlertStack = await stack({"erp": Endpoint()})
+        await _checks(redis, 3)  # the first check would have sent the recovery
+        assert s.alerts() == []
+    finally:
+        if not existed:
+            stale.unlink(missing_ok=True)
+    assert os.environ["TMPDIR"] != SYSTEM_TMP
+
+
+async def _checks(redis: Redis, n: int) -> None:
+    """Until the serve holding the alert lease has renewed it ``n`` times (once a check)."""
+    renewals, last = 0, 0
+
+    async def renewed() -> bool:
+        nonlocal renewals, last
+        ttl = int(await redis.pttl(k.ALERT_INGRESS_LEASE))
+        renewals += ttl > last
+        last = ttl
+        return renewals >= n
+
+    await wait_for(renewed, timeout=30, interval=0.05)
 
 
 async def test_a_silent_source_raises_source_silent_and_the_next_notification_clears_it(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ import aiohttp
 from redis.asyncio import Redis
 
 from tests.procs import RelayProcess
-from tests.support import RedisServer, free_port, ipn_fields, signed_body, write_config
+from tests.support import RedisServer, free_port, ipn_fields, signed_body, wait_for, write_config
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -61,3 +63,31 @@ async def test_public_and_admin_listeners_are_apart(
     finally:
         proc.stop()
     assert proc.proc.returncode == 0, proc.output()[-2000:]
+
+
+async def test_a_shutdown_step_that_waits_says_which(tmp_path: Path) -> None:
+    """A member once never ended after SIGTERM (its supervisor killed it) and said nothing of what it
+    waited for. Each shutdown step that takes over a second says so while it waits. Here Redis is
+    frozen (SIGSTOP), so the reloader's deregistering waits for its socket timeout, then gives up:
+    the process still stops, and says how long it took."""
+    server = RedisServer().start()
+    port = free_port()
+    config = write_config(tmp_path / "relay.toml", extra=f"[server]\nport = {port}\nredis_timeout = 3\n")
+    proc = RelayProcess(config, server.url, "serve")
+    try:
+        await _up(f"http://127.0.0.1:{port}/healthz")
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGSTOP)
+        proc.proc.send_signal(signal.SIGTERM)
+        await wait_for(lambda: '"shutdown_waiting"' in proc.output(), 20, what=proc.output()[-3000:])
+        code = await asyncio.to_thread(proc.proc.wait, 30)
+        assert code == 0, proc.output()[-3000:]
+    finally:
+        if server.proc is not None:
+            server.proc.send_signal(signal.SIGCONT)
+        proc.stop()
+        server.cleanup()
+    lines = [json.loads(line) for line in proc.output().splitlines() if line.startswith("{")]
+    events = [line["event"] for line in lines]
+    assert events.index("serve_stopping") < events.index("shutdown_waiting") < events.index("serve_stopped")
+    assert {line["step"] for line in lines if line["event"] == "shutdown_waiting"} == {"reloader"}, lines[-10:]
