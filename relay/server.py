@@ -190,7 +190,12 @@ async def _shut_down(
     await _step("redis", redis.aclose())
     for runner in reversed(runners):
         await _step("listeners", runner.cleanup(), LISTENERS_LIMIT_S)
-    logger.info("serve_stopped", took_s=round(time.monotonic() - started, 2))
+    # what is left (a handler's task, a client's) asyncio.run would cancel and wait for, unbounded and
+    # unnamed: stopped here, each bounded, and named by relay/tasks.py if one does not end
+    left = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in left:
+        await _step(f"task {task.get_name()}", tasks.stop(task))
+    logger.info("serve_stopped", took_s=round(time.monotonic() - started, 2), tasks_left=len(left))
 
 
 async def _step(name: str, step: Awaitable[object], limit_s: float = STEP_LIMIT_S) -> None:
