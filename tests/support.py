@@ -258,6 +258,9 @@ class Sink:
     in_flight: int = 0
     max_in_flight: int = 0
     delay: float = 0.0
+    # set: every request waits for it before its answer (a test holds a delivery in flight until it has
+    # seen what it wants to see meanwhile, instead of guessing a delay long enough)
+    gate: asyncio.Event | None = None
     port: int = 0
     runner: web.AppRunner | None = None
     _calls: int = 0
@@ -277,6 +280,8 @@ class Sink:
         try:
             if self.delay:
                 await asyncio.sleep(self.delay)
+            if self.gate is not None:
+                await self.gate.wait()
             if isinstance(action, int):
                 self.received.append(rec)
                 return web.Response(status=action, text=f"status {action}")

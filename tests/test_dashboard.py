@@ -506,7 +506,8 @@ async def served(
     billing: Sink = await sink([500])
     # one delivery is enough evidence here (the default min_deliveries is 10): a per-endpoint override
     settings = make_settings(
-        endpoints=[endpoint("billing", billing.url, timeout=10, alert_min_deliveries=1)],
+        # timeout 60: the resend step 4 holds in flight must not time out while the page loads
+        endpoints=[endpoint("billing", billing.url, timeout=60, alert_min_deliveries=1)],
         env={"RELAY_ADMIN_TOKEN": TOKEN},
     )
     runner = web.AppRunner(create_app(settings), access_log=None)
@@ -574,9 +575,10 @@ async def test_browser_sees_a_failure_and_a_resend_delivered(served: tuple[str, 
             await expect(page.locator("ol.timeline").first).to_contain_text("HTTP 500")
             await page.screenshot(path=str(ARTIFACTS / "dashboard-detail-failed.png"), full_page=True)
 
-            # 4. the endpoint is fixed (and slow, so the page shows the resend before it is delivered)
+            # 4. the endpoint is fixed, and holds the resend until the page has shown it undelivered (a
+            # 2 s delay was not always long enough under load: the page came after the delivery)
             billing.script = [200]
-            billing.delay = 2.0
+            billing.gate = asyncio.Event()
             # the resend defaults to the endpoint where the delivery failed
             await expect(page.get_by_label("Send to")).to_have_value("billing")
             await page.get_by_role("button", name="Resend").click()
@@ -586,7 +588,9 @@ async def test_browser_sees_a_failure_and_a_resend_delivered(served: tuple[str, 
             # 5. the page refreshes itself until the resend is delivered
             await page.evaluate("window.__sameDocument = true")
             resend = page.locator(f'ul.resends li[data-id="{nid}~r1"]')
+            await expect(resend).to_be_visible()
             await expect(resend).not_to_contain_text("delivered")
+            billing.gate.set()
             await expect(resend).to_contain_text("billing: delivered", timeout=20_000)
             # the original's row names the delivered resend: "then resend r1 delivered", or, once a
             # health read or a listing has resolved the failure, "failed → resolved by resend …~r1"
