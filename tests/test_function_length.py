@@ -14,12 +14,6 @@ PACKAGES = ("relay", "workers", "config")
 LIMIT = 50
 MARKERS = ("Long because", "Long on purpose")
 
-# being reworked by other changes of issue 22 when this test was written: each leaves this list as it
-# comes down to 50 lines or gains its reason (the test below fails for a name here that no longer needs it)
-OWNED_ELSEWHERE = {
-    "relay/store/queries.py:scan",
-}
-
 
 def _unexplained(source: str, where: str) -> dict[str, int]:
     """The functions of ``source`` over LIMIT lines without a reason in their docstring, with their length."""
@@ -42,14 +36,10 @@ def _long_functions() -> dict[str, int]:
 
 
 def test_no_function_over_50_lines_without_a_reason_in_its_docstring() -> None:
-    unexplained = {name: n for name, n in _long_functions().items() if name not in OWNED_ELSEWHERE}
+    unexplained = _long_functions()
     assert not unexplained, (
         f"over {LIMIT} lines with no reason in the docstring (split it, or say 'Long because ...'): {unexplained}"
     )
-
-
-def test_the_list_of_functions_owned_elsewhere_holds_only_long_ones() -> None:
-    assert OWNED_ELSEWHERE <= set(_long_functions()), set(OWNED_ELSEWHERE) - set(_long_functions())
 
 
 def test_the_measure_finds_a_long_function_and_accepts_its_reason() -> None:
