@@ -96,9 +96,10 @@ async def stack(
         )
         path = write_config(tmp_path / "relay.toml", endpoints=eps, sources=sources, extra=extra)
         env = {"RELAY_ADMIN_TOKEN": TOKEN, "ALERT_HOOK": hook.url}
-        procs = [RelayProcess(path, redis_server.url, "serve", env=env)]
         if worker:
-            procs.append(RelayProcess(path, redis_server.url, "worker", env=env))
+            procs = await _worker_then_serve(path, redis_server.url, env, redis)
+        else:
+            procs = [RelayProcess(path, redis_server.url, "serve", env=env)]
         s = AlertStack(path, f"http://127.0.0.1:{port}", redis_server.url, procs)
         stacks.append(s)  # every process it holds is stopped at the end, added ones too
         s.hook = hook
@@ -121,6 +122,19 @@ async def stack(
     for ep in endpoints_started:
         if ep.runner:
             await ep.runner.cleanup()
+
+
+async def _worker_then_serve(path: Path, url: str, env: dict[str, str], redis: Redis) -> list[RelayProcess]:
+    """``[serve, worker]``, the worker started first and beating before relay serve starts: serve's
+    first checks (every SMALL s) saw no worker whenever the worker started a few checks later than it,
+    which under load it did, and sent a no_worker no test caused."""
+    worker = RelayProcess(path, url, "worker", env=env)
+    try:
+        await wait_for(lambda: redis.zcard(k.WORKERS), timeout=30, interval=0.1)
+    except AssertionError:
+        worker.stop()
+        raise
+    return [RelayProcess(path, url, "serve", env=env), worker]
 
 
 async def test_three_given_up_deliveries_fail_the_endpoint_until_resent(
@@ -462,10 +476,10 @@ async def test_no_worker_is_not_announced_while_workers_reconnect_after_redis_wa
         tmp_path / "relay.toml", endpoints=[{"name": "erp", "url": "http://127.0.0.1:9/x"}], extra=extra
     )
     env = {"ALERT_HOOK": hook.url, "TMPDIR": str(tmp_path)}
-    procs = [RelayProcess(path, server.url, "serve", env=env), RelayProcess(path, server.url, "worker", env=env)]
     client = Redis.from_url(server.url)
+    procs: list[RelayProcess] = []
     try:
-        await wait_for(lambda: client.zcard(k.WORKERS), timeout=30, interval=0.1)
+        procs = await _worker_then_serve(path, server.url, env, client)
         server.stop()
 
         def kinds() -> list[str]:
@@ -501,10 +515,10 @@ async def test_a_full_redis_is_one_outage_for_every_process_on_the_host(
         tmp_path / "relay.toml", endpoints=[{"name": "erp", "url": "http://127.0.0.1:9/x"}], extra=extra
     )
     env = {"ALERT_HOOK": hook.url, "TMPDIR": str(tmp_path)}
-    procs = [RelayProcess(path, server.url, "serve", env=env), RelayProcess(path, server.url, "worker", env=env)]
     client = Redis.from_url(server.url)
+    procs: list[RelayProcess] = []
     try:
-        await wait_for(lambda: client.zcard(k.WORKERS), timeout=30, interval=0.1)
+        procs = await _worker_then_serve(path, server.url, env, client)
         await client.config_set("maxmemory-policy", "noeviction")
         await client.config_set("maxmemory", 1)  # every write refused from now on
 
