@@ -18,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import cost, delivery, figures, ingress, memory, reads, report
+from bench import cost, delivery, figures, ingress, memory, reads, report, targets
 from bench.harness import Harness, Options
 from bench.procs import BenchError
 
@@ -155,7 +155,7 @@ def run_once(h: Harness, selected: list[str], opts: dict[str, Any], index: int, 
         print(f"\n[{name}] running{which} ...", file=sys.stderr, flush=True)
         one[name] = run(h)
         print("\n" + text(one[name]), flush=True)
-    one["targets"] = report.targets(one, opts)
+    one["targets"] = targets.check(one, opts)
     one["elapsed_s"] = round(time.monotonic() - started, 1)
     one["waited_for_quiet_s"] = round(h.quiet_wait_s - waited, 1)
     return one
@@ -190,9 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(ns.runs):
             results["runs"].append(run_once(h, selected, results["options"], i, ns.runs))
             if ns.runs > 1:
-                print(
-                    f"\nrun {i + 1} of {ns.runs}:\n" + report.targets_text(results["runs"][-1]["targets"]), flush=True
-                )
+                print(f"\nrun {i + 1} of {ns.runs}:\n" + targets.text(results["runs"][-1]["targets"]), flush=True)
     except (BenchError, Interrupted) as exc:
         stopped = exc
         print(f"\nbench: stopped: {exc}", file=sys.stderr)
@@ -212,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     results["targets"] = figures.summarize_targets([r["targets"] for r in results["runs"]])
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     results["waited_for_quiet_s"] = round(h.quiet_wait_s, 1)
-    print("\n" + ("targets, median over the runs:\n" if ns.runs > 1 else "") + report.targets_text(results["targets"]))
+    print("\n" + ("targets, median over the runs:\n" if ns.runs > 1 else "") + targets.text(results["targets"]))
     if ns.runs > 1:
         print("\n" + figures.markdown(results), end="")
     status = 0

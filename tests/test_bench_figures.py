@@ -346,18 +346,38 @@ def _reads(small_ms: float, large_ms: float, slow: int) -> dict[str, Any]:
 
 
 def test_the_reads_scenario_gives_a_table_and_three_targets() -> None:
-    from bench import report
+    from bench import targets
 
-    targets = {t["target"]: t for t in report.targets({"reads": _reads(4.0, 6.0, 0)}, {})}
-    growth, over, slow = targets.values()
+    rows = {t["target"]: t for t in targets.check({"reads": _reads(4.0, 6.0, 0)}, {})}
+    growth, over, slow = rows.values()
     assert (growth["measured"], growth["result"]) == (1.5, "PASS")
     # the empty page is reported, never held to the targets (its 12x is a few ms of noise)
     assert (over["measured"], over["result"]) == (2.0, "PASS")
     assert (slow["measured"], slow["result"]) == (0.0, "PASS")
-    missed = report.targets({"reads": _reads(4.0, 16.0, 2)}, {})
+    missed = targets.check({"reads": _reads(4.0, 16.0, 2)}, {})
     assert [t["result"] for t in missed] == ["MISS", "PASS", "MISS"]
     spread = figures.summarize([{"reads": _reads(4.0, 6.0, 1)}])
     assert spread["reads|listing: state|ms at 40,000"].median == 6.0
     assert spread["reads|listing: state|growth"].median == 1.5
     assert spread["reads|SLOWLOG: commands >= 10 ms while reading (a count)|ms at 40,000"].median == 1.0
     assert "operator reads" in figures.markdown({"schema": 2, "runs": [{"reads": _reads(4.0, 6.0, 0)}]})
+
+
+def test_the_worker_is_held_to_the_bare_client_of_its_own_mode() -> None:
+    from bench import targets
+
+    def run(kind: str, mode: str, **figures: object) -> dict[str, object]:
+        label = f"{kind}: {mode}, 1 worker"
+        row = {"label": label, "kind": kind, "mode": mode, "workers": 1, "slow_endpoint": False, "complete": True}
+        return row | figures
+
+    runs = [
+        run("drain", "serial", worker_cpu_us_per_delivery=320.0),
+        run("drain", "concurrent", worker_cpu_us_per_delivery=240.0),
+        run("drain", "per_order", worker_cpu_us_per_delivery=300.0),
+        run("reference", "serial", client_cpu_us_per_delivery=160.0, workers=0),
+        run("reference", "concurrent", client_cpu_us_per_delivery=200.0, workers=0),
+    ]
+    rows = targets.check({"delivery": {"runs": runs}}, {})
+    # serial against the serial client, concurrent and per_order against the concurrent one
+    assert [(r["measured"], r["result"]) for r in rows] == [(2.0, "MISS"), (1.2, "PASS"), (1.5, "PASS")]
