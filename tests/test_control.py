@@ -24,6 +24,7 @@ from tests.cli import Done, run_cli
 from tests.procs import RelayProcess
 from tests.support import RedisServer, wait_for
 from tests.test_delivery import delivery, ep, in_state, post
+from tests.test_reload import rewrite
 
 ORIGIN = audit.Origin("api", "127.0.0.9")
 
@@ -288,3 +289,38 @@ async def test_health_shows_a_pause_and_its_age_and_disagreeing_configs(
     report = await health_report(redis, settings, now + 10_000)  # past 0.001 h = 3.6 s
     paused = [p for p in report["problems"] if p["kind"] == "endpoint_paused"]
     assert paused and paused[0]["endpoint"] == "x" and paused[0]["paused_by"] == "api (127.0.0.9)"
+
+
+async def test_endpoint_actions_by_the_cli_name_what_the_workers_run_whatever_the_file_says(
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+    redis: Redis,
+    redis_server: RedisServer,
+    workers: Callable[..., Any],
+) -> None:
+    """``relay endpoints pause|resume NAME``, ``relay retry --endpoint NAME`` and ``relay endpoints list``
+    read the caller's config file only: with the file edited (the endpoint renamed) and not yet reloaded,
+    the endpoint the workers still run could not be paused, resumed or retried (exit 2, 'not a configured
+    endpoint') and was missing from the list, while ``retry ID --endpoint`` and ``cancel`` accepted it.
+    They ask the registry (relay:endpoints) as the actions do; a name neither has is still exit 2."""
+    s = await sink()
+    settings = make_settings(endpoints=[ep("billing", s)])
+    await workers(settings, 1)
+    await wait_for(lambda: redis.hexists(k.EP_REGISTRY, "billing"), 15)
+    edited = rewrite(settings, [ep("billing-v2", s)], redis_server.url)  # not reloaded
+    out = await asyncio.to_thread(cli, edited, "retry", "--endpoint", "billing", "--yes", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["count"] == 0, out.stderr
+    out = await asyncio.to_thread(cli, edited, "endpoints", "pause", "billing", "--yes", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["paused"], out.stderr
+    assert await redis.hexists(k.PAUSED, "billing")
+    out = await asyncio.to_thread(cli, edited, "endpoints", "list", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = {r["endpoint"]: r for r in json.loads(out.stdout)}
+    assert rows["billing"]["paused"] and not rows["billing-v2"]["paused"], out.stdout
+    out = await asyncio.to_thread(cli, edited, "endpoints", "resume", "billing", "--json")
+    assert out.returncode == 0 and not json.loads(out.stdout)["paused"], out.stderr
+    assert not await redis.hexists(k.PAUSED, "billing")
+    for args in (("endpoints", "pause", "nowhere", "--yes"), ("retry", "--endpoint", "nowhere", "--yes")):
+        out = await asyncio.to_thread(cli, edited, *args)
+        assert out.returncode == 2 and "'nowhere'" in out.stderr, (args, out.stderr)
+        assert "billing, billing-v2" in out.stderr and "Traceback" not in out.stderr, out.stderr

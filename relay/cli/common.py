@@ -132,7 +132,9 @@ async def known_to_redis(redis: Redis, settings: Settings, name: str, what: str 
         pipe.hexists(k.EP_REMOVED, name)
         if any(await pipe.execute()):
             return name
-    return known_endpoint(settings, name, what)
+    running = {n.decode() for n in await redis.hkeys(k.EP_REGISTRY)}  # type: ignore[misc]
+    known = ", ".join(sorted(running | set(settings.endpoints))) or "none"
+    raise Usage(f"{what} {name!r}: is not a configured endpoint (known: {known})")
 
 
 def notification_id(nid: str) -> str:

@@ -20,7 +20,6 @@ from relay.cli.common import (
     cli_origin,
     common_options,
     confirm,
-    known_endpoint,
     known_to_redis,
     notification_id,
     positive,
@@ -28,6 +27,7 @@ from relay.cli.common import (
     run_redis,
 )
 from relay.store import audit, reload
+from relay.store import endpoints as registry
 from relay.store.control import Control
 from relay.timefmt import iso_millis
 
@@ -75,42 +75,48 @@ async def _endpoints(ns: argparse.Namespace, settings: Settings, redis: Redis) -
     control = Control(redis, settings)
     if ns.action == "list":
         return await _list_endpoints(ns, settings, control)
-    ep = control.endpoint(known_endpoint(settings, ns.name, "NAME"))
-    counts = await control.counts(ep.name)
+    # the running relay's endpoints (relay:endpoints) count, not only this file's: it may be edited
+    # and not yet reloaded, and the action itself asks Redis (relay/store/control.py)
+    name = await known_to_redis(redis, settings, ns.name, "NAME")
+    counts = await control.counts(name)
     n = counts[ns.action]
     verb = "Pause" if ns.action == "pause" else "Resume"
     if n and not confirm(
         ns,
-        f"{verb} {ep.name}? {n} waiting deliver{'y' if n == 1 else 'ies'} "
+        f"{verb} {name}? {n} waiting deliver{'y' if n == 1 else 'ies'} "
         f"{'would wait as paused' if ns.action == 'pause' else 'would be sent again'}.",
-        f"this {ns.action}s endpoint {ep.name} with {_deliveries(n, 'waiting ')}",
+        f"this {ns.action}s endpoint {name} with {_deliveries(n, 'waiting ')}",
     ):
         return 1
     if ns.action == "pause":
-        result = await control.pause(ep.name, cli_origin())
+        result = await control.pause(name, cli_origin())
         text = (
-            f"endpoint {ep.name} was already paused"
+            f"endpoint {name} was already paused"
             if result["already"]
-            else f"paused {ep.name}: {_deliveries(result['count'], 'waiting ')} now "
+            else f"paused {name}: {_deliveries(result['count'], 'waiting ')} now "
             f"{'waits' if result['count'] == 1 else 'wait'} as paused"
         )
     else:
-        result = await control.resume(ep.name, cli_origin())
-        text = f"resumed {ep.name}: {_deliveries(result['count'])} {'is' if result['count'] == 1 else 'are'} due again"
+        result = await control.resume(name, cli_origin())
+        text = f"resumed {name}: {_deliveries(result['count'])} {'is' if result['count'] == 1 else 'are'} due again"
     print_json(result) if ns.json else print(text)
     return 0
 
 
 async def _list_endpoints(ns: argparse.Namespace, settings: Settings, control: Control) -> int:
     paused = await control.paused()
+    # this file's endpoints, then those the running workers have that it lacks (edited, not yet reloaded)
+    modes = {name: ep.mode for name, ep in settings.endpoints.items()}
+    for name, ep in (await registry.running(control.redis)).items():
+        modes.setdefault(name, ep.mode)
     rows = []
-    for name, ep in settings.endpoints.items():
+    for name, mode in modes.items():
         counts = await control.counts(name)
         info = paused.get(name)
         rows.append(
             {
                 "endpoint": name,
-                "mode": ep.mode,
+                "mode": mode,
                 "paused": info is not None,
                 "paused_since": iso_millis(info["since"]) if info else None,
                 "paused_by": info["by"] if info else None,
@@ -169,20 +175,20 @@ async def _retry(ns: argparse.Namespace, settings: Settings, redis: Redis) -> in
     if ns.id is None:
         if ns.endpoint is None:
             raise Usage("name a notification ID, --endpoint, or both")
-        ep = control.endpoint(known_endpoint(settings, ns.endpoint))
-        n = (await control.counts(ep.name))["retry"]
+        name = await known_to_redis(redis, settings, ns.endpoint)
+        n = (await control.counts(name))["retry"]
         if n == 0:
-            result = await control.retry(cli_origin(), endpoint=ep.name)
+            result = await control.retry(cli_origin(), endpoint=name)
         elif not confirm(
             ns,
-            f"Retry {n} deliver{'y' if n == 1 else 'ies'} to {ep.name} now?",
-            f"this retries {_deliveries(n)} to {ep.name} now",
+            f"Retry {n} deliver{'y' if n == 1 else 'ies'} to {name} now?",
+            f"this retries {_deliveries(n)} to {name} now",
         ):
             return 1
         else:
-            result = await control.retry(cli_origin(), endpoint=ep.name)
+            result = await control.retry(cli_origin(), endpoint=name)
         print_json(result) if ns.json else print(
-            f"{_deliveries(result['count'])} to {ep.name} {'is' if result['count'] == 1 else 'are'} due now"
+            f"{_deliveries(result['count'])} to {name} {'is' if result['count'] == 1 else 'are'} due now"
         )
         return 0
     if ns.endpoint is not None:

@@ -322,20 +322,21 @@ class Control:
     async def waiting(self, nid: str, endpoint: str | None, *, retrying_only: bool) -> int:
         """How many of a notification's deliveries a retry (retrying ones) or a cancel (waiting ones) touches."""
         check_id(nid)
-        eps = [self.endpoint(endpoint).name] if endpoint is not None else await self._routed(nid)
+        eps = [await self._name(endpoint, removed_ok=True)] if endpoint is not None else await self._routed(nid)
         wanted = ("retrying",) if retrying_only else k.WAITING
         return sum(1 for state in (await self._states(nid, eps)).values() if state in wanted)
 
     async def counts(self, name: str) -> dict[str, int]:
-        """How many deliveries each endpoint action would touch (the dashboard's confirmations)."""
-        ep = self.endpoint(name)
+        """How many deliveries each endpoint action would touch (the dashboard's and the CLI's
+        confirmations): of an endpoint configured here or run by a worker, as the actions accept."""
+        ep = await self._name(name)
         async with self.redis.pipeline(transaction=False) as pipe:
             for state in ("pending", "retrying", "paused"):
-                pipe.zcard(k.ep_state(ep.name, state))
-            pipe.zrange(k.ep_queue(ep.name), 0, 0)
+                pipe.zcard(k.ep_state(ep, state))
+            pipe.zrange(k.ep_queue(ep), 0, 0)
             pending, retrying, paused, head = await pipe.execute()
         # serial as the queued work records it, not as this process's config says (it may not be reloaded)
-        mode = await self.redis.hget(k.delivery(head[0].decode(), ep.name), "mode") if head else None  # type: ignore[misc]
+        mode = await self.redis.hget(k.delivery(head[0].decode(), ep), "mode") if head else None  # type: ignore[misc]
         serial = mode == b"serial"
         return {
             "pause": int(pending) + int(retrying),

@@ -142,6 +142,18 @@ async def removed(redis: Redis) -> dict[str, Removed]:
     return out
 
 
+async def running(redis: Redis) -> dict[str, Endpoint]:
+    """The endpoints the workers run (registered at their start and reload), each as its routing rule."""
+    raw: dict[bytes, bytes] = await redis.hgetall(k.EP_REGISTRY)  # type: ignore[misc]
+    out: dict[str, Endpoint] = {}
+    for key, value in sorted(raw.items()):
+        try:
+            out[key.decode()] = from_rule(key.decode(), value.decode())
+        except (ValueError, TypeError, AttributeError):
+            continue  # unreadable: the next registration rewrites it
+    return out
+
+
 async def removed_names(redis: Redis) -> list[str]:
     return sorted(name.decode() for name in await redis.hkeys(k.EP_REMOVED))  # type: ignore[misc]
 
