@@ -389,6 +389,34 @@ def cases() -> list[dict[str, Any]]:
             },
             license__code="L222222222",
         ),
+        case(
+            "ipn-customer-references",
+            "ipn",
+            f"{IPN_SDK}, with its AVANGATE_CUSTOMER_REFERENCE, EXTERNAL_CUSTOMER_REFERENCE and an "
+            "IPN_PCODE (the product code an LCN sends as LICENSE_PRODUCT_CODE)",
+            ipn(
+                "230100014",
+                {
+                    "IPN_PCODE[]": "DYN-PROD-01",
+                    "AVANGATE_CUSTOMER_REFERENCE": "756227060",
+                    "EXTERNAL_CUSTOMER_REFERENCE": "IOUER",
+                },
+            ),
+            "order.completed",
+            ("MESSAGE_TYPE", "COMPLETE"),
+            order__customer={
+                "name": "Customer 2Checkout",
+                "email": "customer@example.com",
+                "country": "US",
+                "reference": "756227060",
+                "external_reference": "IOUER",
+            },
+            license__code="XRILXB9ZI3",
+            license__product_code="DYN-PROD-01",
+            license__customer__reference="756227060",
+            license__customer__external_reference="IOUER",
+            license__customer__email="customer@example.com",
+        ),
         # --- LCN ---
         case(
             "lcn-real-canceled-without-dispatch-reason",

@@ -106,7 +106,13 @@ def test_ipn_document_normalises_order_customer_and_licence() -> None:
     order = doc["order"]
     assert order["reference"] == "230000002" and order["external_reference"] == "cart-991"
     assert order["status"] == "PAYMENT_AUTHORIZED" and order["currency"] == "USD" and order["total"] == "85.91"
-    assert order["customer"] == {"name": "Ana Pérez", "email": "ana@example.com", "country": None}
+    assert order["customer"] == {
+        "name": "Ana Pérez",
+        "email": "ana@example.com",
+        "country": None,
+        "reference": None,
+        "external_reference": None,
+    }
     assert [i["product_id"] for i in order["items"]] == ["40898000", "40898001", "40898002"]
     assert [i["name"] for i in order["items"]] == ["Pro License", "Support add-on", "Bundle – 3 seats"]
     assert [(i["quantity"], i["price"], i["vat"]) for i in order["items"]] == [

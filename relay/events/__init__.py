@@ -84,19 +84,22 @@ def is_test(channel: str, fields: Fields) -> bool:
 
 
 def _ipn_licence(order: Mapping[str, Any]) -> dict[str, Any] | None:
-    """An IPN's top-level ``license``: the first licensed item's."""
-    item = next((item["license"] for item in order["items"] if item["license"]), None)
+    """An IPN's top-level ``license``: the first licensed item's, with what the IPN says of it that an
+    LCN says too: its product code (``IPN_PCODE``, an LCN's ``LICENSE_PRODUCT_CODE``) and the order's
+    customer. Status, dispatch reason and who changed it are LCN-only."""
+    item = next((item for item in order["items"] if item["license"]), None)
     if item is None:
         return None
+    licence = item["license"]
     return {
-        "code": item["code"],
+        "code": licence["code"],
         "status": None,
-        "type": item["type"],
-        "expires_at": item["expires_at"],
-        "product_code": None,
+        "type": licence["type"],
+        "expires_at": licence["expires_at"],
+        "product_code": item["code"],
         "dispatch_reason": None,
         "changed_by": None,
-        "customer": None,
+        "customer": dict(order["customer"]),
     }
 
 
