@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -131,6 +132,39 @@ def test_dashboard_on_with_a_generated_token_and_a_killed_redis_is_reported(
         ), dev.output()
     finally:
         dev.stop()
+    assert "Traceback" not in dev.output()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_signals_repeated_while_it_stops_still_stop_the_embedded_redis(tmp_path: Path, ports: dict[str, int]) -> None:
+    """`timeout 60 make run` sends relay dev two SIGTERMs (timeout's to the group, and make's own it
+    forwards to its child), as does Ctrl-C pressed twice: the second one, arriving while relay dev
+    stopped its children, raised out of its cleanup before the embedded redis-server (a session of its
+    own, which no group signal reaches) was stopped, and that Redis ran on, orphaned, holding its port."""
+    dev = Dev(tmp_path, _config(tmp_path, ports), "--no-demo-sink")
+    try:
+        dev.wait_output(r"relay dev: listening on")
+        redis_pid = _redis_pid(ports["redis"])
+        deadline = time.monotonic() + 20
+        while dev.proc.poll() is None and time.monotonic() < deadline:
+            dev.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.02)
+        assert dev.proc.wait(10) == 0, dev.output()
+        deadline = time.monotonic() + 10
+        while _alive(redis_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(redis_pid), f"the embedded redis-server (pid {redis_pid}) outlived relay dev"
+    finally:
+        dev.stop()
+        with contextlib.suppress(ProcessLookupError, UnboundLocalError):
+            os.kill(redis_pid, signal.SIGKILL)  # an orphan left by the defect: not left for the next test
     assert "Traceback" not in dev.output()
 
 

@@ -94,7 +94,7 @@ def run(ns: argparse.Namespace) -> int:
                 Child("demo sink", subprocess.Popen([*exe, "demo-sink", "--port", str(DEMO_SINK_PORT)], env=env))
             )
         children.append(Child("relay serve", subprocess.Popen([*exe, "serve", *cfg], env=env)))
-        workers = max(1, ns.workers)
+        workers = ns.workers
         for i in range(workers):
             name = "relay worker" if workers == 1 else f"relay worker {i + 1}"
             children.append(Child(name, subprocess.Popen([*exe, "worker", *cfg], env=env)))
@@ -119,6 +119,11 @@ def run(ns: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        # a second SIGTERM or Ctrl-C while we stop (`timeout make run` sends two: timeout's to the
+        # group and make's own it forwards) must not cut this short: the embedded redis-server has a
+        # session of its own, no group signal reaches it, and it would outlive us holding its port
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         _stop([c for c in children if c.proc is not embedded])
         stop_embedded(embedded)
 
