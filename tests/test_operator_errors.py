@@ -127,3 +127,12 @@ def test_a_listen_port_out_of_range_is_a_usage_error(tmp_path: Path, redis_serve
     code, _, err = in_process(config, "serve", "--port", port, redis_url=redis_server.url)
     assert code == EXIT_CONFIG, err
     assert "Traceback" not in err and "--port" in err and port in err, err
+
+
+@pytest.mark.parametrize("workers", ["0", "-1", "65"])
+def test_relay_dev_workers_out_of_range_is_a_usage_error(tmp_path: Path, workers: str) -> None:
+    # 0 and -1 silently started one worker (max(1, n)); 65 would start 65 worker processes
+    config = write_config(tmp_path / "relay.toml")
+    code, _, err = in_process(config, "dev", "--workers", workers, redis_url="")
+    assert code == EXIT_CONFIG, err
+    assert "Traceback" not in err and "--workers" in err and workers in err, err

@@ -122,8 +122,21 @@ def worker(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _workers(text: str) -> int:
+    """1 … 64 worker processes: 0 or -1 used to start one anyway, silently."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 64:
+        raise argparse.ArgumentTypeError(f"invalid --workers value {text!r}: expected a number 1 … 64")
+    return n
+
+
 def _dev_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, default=1, help="worker processes to start (default 1)")
+    p.add_argument(
+        "--workers", type=_workers, default=1, metavar="N", help="worker processes to start, 1 … 64 (default 1)"
+    )
     p.add_argument("--no-demo-sink", action="store_true", help="do not start the demo endpoint on :9001")
 
 
