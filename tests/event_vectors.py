@@ -572,6 +572,32 @@ def cases() -> list[dict[str, Any]]:
             order__fraud_status="denied",
         ),
         case(
+            "ins-not-applicable-placeholders",
+            "ins",
+            "2Checkout's INS test message (message_description 'Test Message', vendor_id 1007) as a merchant's "
+            "module keeps it: vinothtimes/dchqtest payment/2checkout.php @472fa1d (Jamit Job Board): "
+            "item_type_1, auth_exp and the item_rec_* fields are 'N/A'",
+            ins(
+                {
+                    "message_type": "FRAUD_STATUS_CHANGED",
+                    "message_description": "Test Message",
+                    "auth_exp": "N/A",
+                    "item_type_1": "N/A",
+                    "item_duration_1": "1",
+                    "item_recurrence_1": "N/A",
+                    "item_rec_list_amount_1": "N/A",
+                    "item_rec_status_1": "N/A",
+                    "item_rec_date_next_1": "N/A",
+                    "item_rec_install_billed_1": "0",
+                }
+            ),
+            "fraud.status_changed",
+            ("message_type", "FRAUD_STATUS_CHANGED"),
+            order__items__0__type=None,
+            order__items__0__price="10.00",
+            order__fraud_status="approved",
+        ),
+        case(
             "ins-fraud-wait",
             "ins",
             "INS fraud_status_changed page (fraud_status pass / fail / wait)",

@@ -32,6 +32,13 @@ INVOICE_STATUSES: Mapping[str, str] = {
 FRAUD_STATUSES: Mapping[str, str] = {"pass": "approved", "fail": "denied", "wait": "under_review"}
 
 _ITEM = re.compile(r"item_[a-z_]+?_(\d+)")
+# what 2Checkout's INS test message sends for a value that does not apply (item_type_1, auth_exp,
+# item_rec_*): no value, as an empty field is
+NOT_APPLICABLE = "N/A"
+
+
+def _text(value: str) -> str | None:
+    return None if value.strip() == NOT_APPLICABLE else opt(value)
 
 
 def event_type(fields: Fields) -> tuple[str, str, str]:
@@ -68,17 +75,17 @@ def order(fields: Fields) -> dict[str, Any]:
     for n in numbers:
         items.append(
             {
-                "product_id": opt(f(f"item_id_{n}")),
-                "name": opt(f(f"item_name_{n}")),
+                "product_id": _text(f(f"item_id_{n}")),
+                "name": _text(f(f"item_name_{n}")),
                 "code": None,
-                "external_reference": opt(f(f"item_vendor_product_id_{n}")),
+                "external_reference": _text(f(f"item_vendor_product_id_{n}")),
                 "sku": None,
                 "quantity": None,
                 "price": amount(f(f"item_{side}_amount_{n}")),
                 "vat": None,
                 "discount": None,
                 "total": None,
-                "type": opt(f(f"item_type_{n}")),
+                "type": _text(f(f"item_type_{n}")),
                 "license": None,
             }
         )
