@@ -392,12 +392,13 @@ def cases() -> list[dict[str, Any]]:
         case(
             "ipn-customer-references",
             "ipn",
-            f"{IPN_SDK}, with its AVANGATE_CUSTOMER_REFERENCE, EXTERNAL_CUSTOMER_REFERENCE and an "
-            "IPN_PCODE (the product code an LCN sends as LICENSE_PRODUCT_CODE)",
+            f"{IPN_SDK}, with its AVANGATE_CUSTOMER_REFERENCE, EXTERNAL_CUSTOMER_REFERENCE, a COMPANY (empty "
+            "in the fixture) and an IPN_PCODE (the product code an LCN sends as LICENSE_PRODUCT_CODE)",
             ipn(
                 "230100014",
                 {
                     "IPN_PCODE[]": "DYN-PROD-01",
+                    "COMPANY": "Ödön & Søn Kft.",
                     "AVANGATE_CUSTOMER_REFERENCE": "756227060",
                     "EXTERNAL_CUSTOMER_REFERENCE": "IOUER",
                 },
@@ -408,6 +409,7 @@ def cases() -> list[dict[str, Any]]:
                 "name": "Customer 2Checkout",
                 "email": "customer@example.com",
                 "country": "US",
+                "company": "Ödön & Søn Kft.",
                 "reference": "756227060",
                 "external_reference": "IOUER",
             },
@@ -429,6 +431,10 @@ def cases() -> list[dict[str, Any]]:
             license__status="CANCELED",
             occurred_at="2020-09-22T16:17:49",
             license__customer__country=None,
+            # the licence holder is a company, named in COMPANY only: the customer is that company
+            license__customer__company="Paladin Analytics (PVT) Ltd.",
+            license__customer__name=None,
+            license__customer__external_reference="rooster-company:1",
         ),
         case(
             "lcn-date-only-expiry",

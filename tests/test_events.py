@@ -110,6 +110,7 @@ def test_ipn_document_normalises_order_customer_and_licence() -> None:
         "name": "Ana Pérez",
         "email": "ana@example.com",
         "country": None,
+        "company": None,
         "reference": None,
         "external_reference": None,
     }

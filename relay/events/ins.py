@@ -101,7 +101,8 @@ def order(fields: Fields) -> dict[str, Any]:
             "name": opt(f("customer_name")) or full_name(f("customer_first_name"), f("customer_last_name")),
             "email": opt(f("customer_email")),
             "country": country(f("bill_country")) or country(f("customer_country")),
-            # INS names no 2Checkout customer: the keys are there so every order has one shape
+            # INS names no company and no 2Checkout customer: the keys are there so every order has one shape
+            "company": None,
             "reference": None,
             "external_reference": None,
         },

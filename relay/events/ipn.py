@@ -180,6 +180,7 @@ def order(fields: Fields) -> dict[str, Any]:
             "name": full_name(f("FIRSTNAME"), f("LASTNAME")),
             "email": opt(f("CUSTOMEREMAIL")),
             "country": country(f("COUNTRY_CODE")) or country(f("COUNTRY")),
+            "company": opt(f("COMPANY")),
             # the same two references an LCN sends, so an order and its licences name one customer
             "reference": opt(f("AVANGATE_CUSTOMER_REFERENCE")),
             "external_reference": opt(f("EXTERNAL_CUSTOMER_REFERENCE")),

@@ -64,6 +64,8 @@ def license(fields: Fields) -> dict[str, Any]:
             "name": full_name(f("FIRST_NAME"), f("LAST_NAME")),
             "email": opt(f("EMAIL")),
             "country": country(f("COUNTRY_CODE")) or country(f("COUNTRY")),
+            # a business licence holder may be named here only (the real public LCN has no FIRST_NAME)
+            "company": opt(f("COMPANY")),
             "reference": opt(f("AVANGATE_CUSTOMER_REFERENCE")),
             "external_reference": opt(f("EXTERNAL_CUSTOMER_REFERENCE")),
         },
