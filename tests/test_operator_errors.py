@@ -78,6 +78,17 @@ def test_a_malformed_redis_url_is_a_configuration_error(tmp_path: Path, url: str
     assert code == expected and "REDIS_URL" in line, line
 
 
+@pytest.mark.parametrize("command", ["serve", "worker", "health"])
+def test_a_redis_url_without_its_scheme_is_named_as_typed_and_its_password_hidden(
+    tmp_path: Path, command: str
+) -> None:
+    # the message read "REDIS_URL 'relay://s3cret@redis.internal:6379' is not usable": the password shown
+    config = write_config(tmp_path / "relay.toml")
+    code, _, err = in_process(config, command, redis_url="relay:s3cret@redis.internal:6379")
+    line = one_line(err)
+    assert "'relay:***@redis.internal:6379'" in line and "s3cret" not in err, line
+
+
 @pytest.mark.parametrize("args", [("notifications", "list"), ("resend", "ipn_" + "0" * 24)])
 def test_a_refusing_redis_is_one_line_exit_1(tmp_path: Path, args: tuple[str, ...]) -> None:
     config = write_config(tmp_path / "relay.toml")

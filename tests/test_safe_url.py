@@ -31,6 +31,12 @@ from relay.store.connection import safe_url
         ("unix:///run/redis/redis.sock?db=1&password=s3cret", "unix:///run/redis/redis.sock?db=1&password=***"),
         ("unix://:s3cret@/run/redis/redis.sock", "unix://:***@/run/redis/redis.sock"),
         ("redis://127.0.0.1/0?Password=s3cret&socket_timeout=5", "redis://127.0.0.1/0?Password=***&socket_timeout=5"),
+        # the scheme forgotten (REDIS_URL=host:port, user:password@host): shown as typed, its password
+        # hidden; urlsplit read "user" as the scheme and printed 'user://s3cret@host:6379'
+        ("relay:s3cret@redis.internal:6379", "relay:***@redis.internal:6379"),
+        (":s3cret@127.0.0.1:6379/0", ":***@127.0.0.1:6379/0"),
+        ("127.0.0.1:6379", "127.0.0.1:6379"),
+        ("notaurl", "notaurl"),
     ],
 )
 def test_safe_url_hides_every_password_and_keeps_the_rest(url: str, shown: str) -> None:

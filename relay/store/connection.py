@@ -54,7 +54,10 @@ def check_url(url: str) -> None:
 def safe_url(url: str) -> str:
     """A Redis URL fit for logs and output: any password, in the user part or a ``password=`` query
     parameter (unix sockets), shows as ``***``; the username and every host (sentinels) stay."""
-    parts = urlsplit(url)
+    # a URL without its scheme (REDIS_URL=host:port, user:password@host) is shown as typed, its password
+    # hidden: split as it is, "user" would be read as the scheme and the password as the path
+    schemeless = "://" not in url
+    parts = urlsplit("//" + url if schemeless else url)
     userinfo, at, hosts = parts.netloc.rpartition("@")
     user, colon, _ = userinfo.partition(":")
     netloc = f"{user}{':***' if colon else ''}{at}{hosts}"
@@ -63,7 +66,8 @@ def safe_url(url: str) -> str:
         for name, eq, value in (p.partition("=") for p in parts.query.split("&") if p)
     )
     # by hand, not urlunsplit: that drops the empty host of unix:///path
-    return f"{parts.scheme}://{netloc}{parts.path}{'?' if query else ''}{query}"
+    scheme = "" if schemeless else f"{parts.scheme}://"
+    return f"{scheme}{netloc}{parts.path}{'?' if query else ''}{query}"
 
 
 def embedded_url(settings: Settings) -> str:
