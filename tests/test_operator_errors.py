@@ -79,9 +79,7 @@ def test_a_malformed_redis_url_is_a_configuration_error(tmp_path: Path, url: str
 
 
 @pytest.mark.parametrize("command", ["serve", "worker", "health"])
-def test_a_redis_url_without_its_scheme_is_named_as_typed_and_its_password_hidden(
-    tmp_path: Path, command: str
-) -> None:
+def test_a_redis_url_without_its_scheme_is_named_as_typed_and_its_password_hidden(tmp_path: Path, command: str) -> None:
     # the message read "REDIS_URL 'relay://s3cret@redis.internal:6379' is not usable": the password shown
     config = write_config(tmp_path / "relay.toml")
     code, _, err = in_process(config, command, redis_url="relay:s3cret@redis.internal:6379")
