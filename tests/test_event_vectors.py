@@ -99,6 +99,21 @@ def test_the_vectors_are_signed_notifications_and_match_their_generator() -> Non
     assert len({c["id"] for c in CASES}) == len(CASES)
 
 
+def test_the_real_pending_ipn_is_the_one_2checkout_signed() -> None:
+    """ipn-real-pending-before-payment carries the VirtueMart plugin's IPN field for field: its own HASH
+    verifies over them with the plugin's key, and a one-character change does not."""
+    case = next(c for c in CASES if c["id"] == "ipn-real-pending-before-payment")
+    real = [*event_vectors.VIRTUEMART_IPN, ("HASH", event_vectors.VIRTUEMART_HASH)]
+    assert [tuple(p) for p in case["fields"] if p[0] not in ("HASH", "SIGNATURE_SHA2_256", "SIGNATURE_SHA3_256")] == [
+        tuple(p) for p in event_vectors.VIRTUEMART_IPN
+    ]
+    key = event_vectors.VIRTUEMART_KEY.encode()
+    assert protocol.verify_signed(protocol.parse_form(urlencode(real).encode()), [key], "md5") == ("md5", 0)
+    changed = [(k, "Virtuemart 2CO connector" if k == "IPN_PNAME[]" else v) for k, v in real]
+    with pytest.raises(protocol.SignatureError):
+        protocol.verify_signed(protocol.parse_form(urlencode(changed).encode()), [key], "md5")
+
+
 async def test_each_case_reaches_an_event_endpoint_with_its_type_and_fields(
     relay: Callable[..., Any], sink: Callable[..., Any]
 ) -> None:
