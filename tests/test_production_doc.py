@@ -170,3 +170,17 @@ def test_the_runbook_quotes_the_refusal_the_relay_gives() -> None:
     assert refused.value.reason == "signature_mismatch"
     for text in quoted:
         assert text == refused.value.detail, (text, refused.value.detail)
+
+
+def test_the_environment_file_holds_no_inline_comment() -> None:
+    """systemd's EnvironmentFile= takes a comment only on a line of its own: after a value, ``# ...`` is
+    part of the value. The example gave ``TCO_SECRET_KEY=...   # the IPN/LCN secret key (...)``, so an
+    operator who filled in the key kept the comment in it, and every IPN was refused (bad signature)."""
+    [block] = [body for _, body in FENCED.findall(TEXT) if body.startswith("# /etc/relay/relay.env")]
+    values = {}
+    for line in block.splitlines():
+        if line.strip() and not line.lstrip().startswith(("#", ";")):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()  # as systemd reads an unquoted value
+    assert {"REDIS_URL", "TCO_SECRET_KEY", "RELAY_ADMIN_TOKEN"} <= set(values), values
+    assert not [key for key, value in values.items() if "#" in value], values
