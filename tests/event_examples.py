@@ -131,7 +131,16 @@ EXAMPLES: dict[str, tuple[str, list[tuple[str, str]]]] = {
         _ipn("COMPLETE", "COMPLETE", CHARGEBACK_RESOLUTION="OPEN", CHARGEBACK_REASON_CODE="MERCHANDISE_NOT_RECEIVED"),
     ),
     "order.canceled": ("ipn", _ipn("CANCELED", "CANCELED")),
-    "order.shipping_updated": ("ins", _ins("SHIP_STATUS_CHANGED", invoice_status="deposited", **_INVOICE)),
+    "order.shipping_updated": (
+        "ins",
+        _ins(
+            "SHIP_STATUS_CHANGED",
+            invoice_status="deposited",
+            ship_status="shipped",
+            ship_tracking_number="ZG7893748973",
+            **_INVOICE,
+        ),
+    ),
     "subscription.renewed": ("ins", _ins("RECURRING_INSTALLMENT_SUCCESS")),
     "subscription.renewal_failed": ("ins", _ins("RECURRING_INSTALLMENT_FAILED")),
     "subscription.stopped": ("ins", _ins("RECURRING_STOPPED")),

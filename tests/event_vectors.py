@@ -413,6 +413,7 @@ def cases() -> list[dict[str, Any]]:
             ("MESSAGE_TYPE", "COMPLETE"),
             order__chargeback=None,
             order__fraud_status="approved",
+            order__shipping=None,  # IPN sends no shipping status
         ),
         case(
             "ipn-fraud-denied",
@@ -674,6 +675,36 @@ def cases() -> list[dict[str, Any]]:
             license__customer__country="RO",
         ),
         # --- INS ---
+        case(
+            "ins-ship-status-shipped",
+            "ins",
+            "legacy INS 1.1 Shipping Status Changed page (2checkout.com/static/va/documentation/INS/"
+            "message_shipping_status_changed.html): 'the ship_status of an order has changed, from not_shipped "
+            "to shipped', ship_status and ship_tracking_number marked most useful",
+            ins(
+                {
+                    "message_type": "SHIP_STATUS_CHANGED",
+                    "message_description": "Order ship status changed",
+                    "ship_status": "shipped",
+                    "ship_tracking_number": "ZG7893748973",
+                    "ship_name": "June Cleaver",
+                    "ship_country": "USA",
+                }
+            ),
+            "order.shipping_updated",
+            ("message_type", "SHIP_STATUS_CHANGED"),
+            order__shipping={"status": "shipped", "tracking_number": "ZG7893748973"},
+        ),
+        case(
+            "ins-no-shipping-for-an-intangible-sale",
+            "ins",
+            "w3guy/omnipay-2checkout tests/Mock/FraudChangeNotificationPass.txt @c59b2ac (a real FRAUD_STATUS_CHANGED "
+            "whose ship_status and ship_tracking_number are empty)",
+            ins({"message_type": "FRAUD_STATUS_CHANGED", "ship_status": "", "ship_tracking_number": ""}),
+            "fraud.status_changed",
+            ("message_type", "FRAUD_STATUS_CHANGED"),
+            order__shipping=None,
+        ),
         case(
             "ins-invoice-pending-after-approval",
             "ins",

@@ -109,7 +109,17 @@ def order(fields: Fields) -> dict[str, Any]:
         "items": items,
         "fraud_status": FRAUD_STATUSES.get(f("fraud_status").strip().lower()),
         "chargeback": None,
+        "shipping": _shipping(fields),
     }
+
+
+def _shipping(fields: Fields) -> dict[str, str | None] | None:
+    """ship_status (not_shipped, shipped) and ship_tracking_number: what a SHIP_STATUS_CHANGED is about,
+    sent on every invoice-level message; null when neither has a value (an intangible sale)."""
+    status, tracking = _text(first(fields, "ship_status")), _text(first(fields, "ship_tracking_number"))
+    if status is None and tracking is None:
+        return None
+    return {"status": status, "tracking_number": tracking}
 
 
 def occurred_at(fields: Fields) -> str | None:

@@ -190,6 +190,8 @@ def order(fields: Fields) -> dict[str, Any]:
         "chargeback": {"resolution": resolution, "reason_code": opt(f("CHARGEBACK_REASON_CODE").strip())}
         if resolution
         else None,
+        # IPN sends no shipping status (a shipped order is a PAYMENT_AUTHORIZED IPN)
+        "shipping": None,
     }
 
 
