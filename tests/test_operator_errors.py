@@ -145,3 +145,16 @@ def test_relay_dev_workers_out_of_range_is_a_usage_error(tmp_path: Path, workers
     code, _, err = in_process(config, "dev", "--workers", workers, redis_url="")
     assert code == EXIT_CONFIG, err
     assert "Traceback" not in err and "--workers" in err and workers in err, err
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "10.254.254.254", "no-such-host.invalid"])
+def test_relay_demo_sink_on_an_address_it_cannot_listen_on_is_one_line_exit_3(tmp_path: Path, host: str) -> None:
+    # a port in use, an address not on this machine, a name that does not resolve: each was a traceback, exit 1
+    config = write_config(tmp_path / "relay.toml")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = relay(config, "demo-sink", "--host", host, "--port", str(port), redis_url=None)
+    assert code == EXIT_LISTEN, err
+    assert "Traceback" not in err and one_line(err).startswith("relay: cannot listen") and host in err, err

@@ -71,7 +71,7 @@ def serve(ns: argparse.Namespace) -> int:
     if ns.member is None and count > 1:
         from relay.cli.supervise import supervise
 
-        with _listen_errors(settings, ns):
+        with _listen_errors(_serve_hosts(settings, ns)):
             return supervise(settings, count, host=ns.host, port=ns.port)
     from relay.server import Member
     from relay.server import serve as run_listeners
@@ -87,19 +87,23 @@ def serve(ns: argparse.Namespace) -> int:
         # every log line of a member says which one it is (and its pid, as `relay reload` names it)
         structlog.contextvars.bind_contextvars(proc=ns.member, pid=os.getpid())
     _use_uvloop()
-    with _listen_errors(settings, ns):
+    with _listen_errors(_serve_hosts(settings, ns)):
         asyncio.run(run_listeners(settings, host=ns.host, port=ns.port, member=member))
     return 0
 
 
+def _serve_hosts(settings: Settings, ns: argparse.Namespace) -> str:
+    admin = settings.admin
+    return f"host {ns.host or settings.server.host!r}" + (f", [admin] host {admin.host!r}" if admin.port else "")
+
+
 @contextlib.contextmanager
-def _listen_errors(settings: Settings, ns: argparse.Namespace) -> Iterator[None]:
-    """A listen address that does not resolve, is in use or is not available: one line, exit 3."""
+def _listen_errors(hosts: str) -> Iterator[None]:
+    """A listen address that does not resolve, is in use or is not available: one line, exit 3.
+    ``hosts`` names the host settings in play, for the one case the OS error does not name them."""
     try:
         yield
     except socket.gaierror as exc:  # an OSError whose errno is the resolver's (EAI_*), not errno's
-        admin = settings.admin
-        hosts = f"host {ns.host or settings.server.host!r}" + (f", [admin] host {admin.host!r}" if admin.port else "")
         reason = exc.strerror or exc
         raise ListenError(f"cannot listen: a listen address does not resolve ({reason}): {hosts}") from None
     except OSError as exc:
@@ -158,5 +162,6 @@ def _sink_args(p: argparse.ArgumentParser) -> None:
 def demo_sink(ns: argparse.Namespace) -> int:
     from relay.cli.demo_sink import run
 
-    run(ns.host, ns.port)
+    with _listen_errors(f"--host {ns.host!r}"):
+        run(ns.host, ns.port)
     return 0
