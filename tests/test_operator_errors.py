@@ -158,3 +158,14 @@ def test_relay_demo_sink_on_an_address_it_cannot_listen_on_is_one_line_exit_3(tm
         code, _, err = relay(config, "demo-sink", "--host", host, "--port", str(port), redis_url=None)
     assert code == EXIT_LISTEN, err
     assert "Traceback" not in err and one_line(err).startswith("relay: cannot listen") and host in err, err
+
+
+@pytest.mark.parametrize(
+    "url", ["notaurl", "127.0.0.1:8080", "ftp://127.0.0.1:8080", "http://", "http://127.0.0.1:99999"]
+)
+def test_send_test_with_a_url_that_is_not_one_is_a_usage_error(tmp_path: Path, url: str) -> None:
+    # it was "cannot reach the relay at notaurl/ipn (InvalidUrlClientError ...); is relay serve running?", exit 1
+    config = write_config(tmp_path / "relay.toml")
+    code, _, err = in_process(config, "send-test", "--url", url, redis_url="")
+    assert code == EXIT_CONFIG, err
+    assert "Traceback" not in err and "--url" in err and repr(url) in err, err

@@ -18,7 +18,7 @@ import time
 from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import TextIO
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 from redis.asyncio import Redis
@@ -377,13 +377,27 @@ def _verdict(states: dict[str, str], out: TextIO) -> int:
 # -- relay send-test ------------------------------------------------------------------------------
 
 
+def _base_url(text: str) -> str:
+    """An http:// or https:// URL with a host: anything else reached aiohttp as "cannot reach the relay"."""
+    parts = urlsplit(text)
+    try:
+        parts.port  # noqa: B018  (raises ValueError for a port outside 0 … 65535 or not a number)
+    except ValueError:
+        parts = parts._replace(scheme="")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"invalid --url {text!r}: expected http://host:port or https://host")
+    return text
+
+
 def _send_test_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channel", choices=CHANNELS, default="ipn", help="notification type (default ipn)")
     p.add_argument("--source", default="default", help="configured source to sign for (default: default)")
     p.add_argument(
         "--message-type", metavar="TYPE", help="MESSAGE_TYPE (IPN), DISPATCH_REASON (LCN) or message_type (INS)"
     )
-    p.add_argument("--url", metavar="BASE", help="the relay's base URL (default http://[server] host:port)")
+    p.add_argument(
+        "--url", type=_base_url, metavar="BASE", help="the relay's base URL (default http://[server] host:port)"
+    )
     p.add_argument(
         "--timeout",
         type=positive,
