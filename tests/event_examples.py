@@ -108,6 +108,20 @@ def _ins(mtype: str, *, timestamp: str = "2025-11-29 17:44:59 EST", **extra: str
 
 _INVOICE = {"invoice_list_amount": "10.00", "invoice_cust_amount": "10.00"}
 
+
+def _recurring(status: str, next_date: str, billed: str) -> dict[str, str]:
+    """A recurring item's INS 1.1 billing fields (item-level RECURRING_* messages)."""
+    return {
+        "recurring": "1",
+        "item_duration_1": "Forever",
+        "item_recurrence_1": "1 Month",
+        "item_rec_list_amount_1": "10.00",
+        "item_rec_status_1": status,
+        "item_rec_date_next_1": next_date,
+        "item_rec_install_billed_1": billed,
+    }
+
+
 # file name (docs/events/NAME.json) -> (channel, the posted fields); one file per type, and the cases
 # issue 20 asked to see: a chargeback, a fraud denial, a past-due and a canceled licence, an INS in EEST
 EXAMPLES: dict[str, tuple[str, list[tuple[str, str]]]] = {
@@ -141,11 +155,14 @@ EXAMPLES: dict[str, tuple[str, list[tuple[str, str]]]] = {
             **_INVOICE,
         ),
     ),
-    "subscription.renewed": ("ins", _ins("RECURRING_INSTALLMENT_SUCCESS")),
-    "subscription.renewal_failed": ("ins", _ins("RECURRING_INSTALLMENT_FAILED")),
-    "subscription.stopped": ("ins", _ins("RECURRING_STOPPED")),
-    "subscription.completed": ("ins", _ins("RECURRING_COMPLETE")),
-    "subscription.restarted": ("ins", _ins("RECURRING_RESTARTED")),
+    "subscription.renewed": ("ins", _ins("RECURRING_INSTALLMENT_SUCCESS", **_recurring("live", "2025-12-29", "2"))),
+    "subscription.renewal_failed": (
+        "ins",
+        _ins("RECURRING_INSTALLMENT_FAILED", **_recurring("live", "2025-12-02", "1")),
+    ),
+    "subscription.stopped": ("ins", _ins("RECURRING_STOPPED", **_recurring("canceled", "", "2"))),
+    "subscription.completed": ("ins", _ins("RECURRING_COMPLETE", **_recurring("completed", "", "12"))),
+    "subscription.restarted": ("ins", _ins("RECURRING_RESTARTED", **_recurring("live", "2025-12-29", "2"))),
     "license.updated": ("lcn", _lcn("ACTIVE", "LICENCE_CHANGE")),
     "license.expired": ("lcn", _lcn("EXPIRED", "LICENCE_EXPIRATION")),
     "license.past_due": ("lcn", _lcn("PASTDUE", "LICENCE_PASTDUE")),

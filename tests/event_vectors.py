@@ -743,6 +743,35 @@ def cases() -> list[dict[str, Any]]:
             occurred_at="2021-01-01T12:00:00",
         ),
         case(
+            "ins-recurring-installment-details",
+            "ins",
+            "legacy INS 1.1 Recurring Installment Success page (item-level; item_duration_#, item_recurrence_#, "
+            "item_rec_status_#, item_rec_date_next_#, item_rec_install_billed_#); values as in the real "
+            "FRAUD_STATUS_CHANGED of w3guy/omnipay-2checkout tests/Mock/FraudChangeNotificationPass.txt @c59b2ac",
+            ins(
+                {
+                    "message_type": "RECURRING_INSTALLMENT_SUCCESS",
+                    "message_description": "Recurring installment successfully billed",
+                    "recurring": "1",
+                    "item_duration_1": "Forever",
+                    "item_recurrence_1": "1 Week",
+                    "item_rec_list_amount_1": "10.00",
+                    "item_rec_status_1": "live",
+                    "item_rec_date_next_1": "2012-07-26",
+                    "item_rec_install_billed_1": "4",
+                }
+            ),
+            "subscription.renewed",
+            ("message_type", "RECURRING_INSTALLMENT_SUCCESS"),
+            order__items__0__recurring={
+                "status": "live",
+                "recurrence": "1 Week",
+                "duration": "Forever",
+                "next_billing_date": "2012-07-26",
+                "installments_billed": 4,
+            },
+        ),
+        case(
             "ins-fraud-fail",
             "ins",
             "INS fraud_status_changed page (fraud_status pass / fail / wait)",
@@ -775,6 +804,7 @@ def cases() -> list[dict[str, Any]]:
             ("message_type", "FRAUD_STATUS_CHANGED"),
             order__items__0__type=None,
             order__items__0__price="10.00",
+            order__items__0__recurring=None,
             order__fraud_status="approved",
         ),
         case(

@@ -8,7 +8,7 @@ from functools import partial
 from typing import Any
 
 from config.event_types import UNMAPPED
-from relay.events.values import Fields, amount, country, first, full_name, opt, timestamp
+from relay.events.values import Fields, amount, country, expiry, first, full_name, opt, timestamp
 
 # INS 1.1 message_type; INVOICE_STATUS_CHANGED is refined by invoice_status below
 MESSAGE_TYPES: Mapping[str, str] = {
@@ -87,6 +87,7 @@ def order(fields: Fields) -> dict[str, Any]:
                 "total": None,
                 "type": _text(f(f"item_type_{n}")),
                 "license": None,
+                "recurring": _recurring(fields, n),
             }
         )
     return {
@@ -110,6 +111,23 @@ def order(fields: Fields) -> dict[str, Any]:
         "fraud_status": FRAUD_STATUSES.get(f("fraud_status").strip().lower()),
         "chargeback": None,
         "shipping": _shipping(fields),
+    }
+
+
+def _recurring(fields: Fields, n: int) -> dict[str, Any] | None:
+    """A recurring item's billing (INS 1.1 item_* fields): what a subscription.* event is about. An item
+    is recurring when it has a recurrence (item_recurrence_#, "1 Week"); a one-off item sends it empty."""
+    f = partial(first, fields)
+    recurrence = _text(f(f"item_recurrence_{n}"))
+    if recurrence is None:
+        return None
+    billed = f(f"item_rec_install_billed_{n}").strip()
+    return {
+        "status": _text(f(f"item_rec_status_{n}")),
+        "recurrence": recurrence,
+        "duration": _text(f(f"item_duration_{n}")),
+        "next_billing_date": expiry(f(f"item_rec_date_next_{n}")),
+        "installments_billed": int(billed) if billed.isascii() and billed.isdigit() else None,
     }
 
 

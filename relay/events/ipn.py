@@ -165,6 +165,8 @@ def order(fields: Fields) -> dict[str, Any]:
                 "total": amount(c["IPN_TOTAL"]),
                 "type": None,
                 "license": licences[i],
+                # IPN sends no per-item recurrence: a renewal is an order (its licence has the new expiry)
+                "recurring": None,
             }
         )
     resolution = _chargeback_resolution(fields)
