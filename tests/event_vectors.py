@@ -579,6 +579,8 @@ def cases() -> list[dict[str, Any]]:
             license__customer__company="Paladin Analytics (PVT) Ltd.",
             license__customer__name=None,
             license__customer__external_reference="rooster-company:1",
+            license__auto_renewal=True,  # RECURRING 1, as sent, on the canceled licence
+            license__next_renewal_date=None,  # NEXT_RENEWAL_DATE empty
         ),
         case(
             "lcn-date-only-expiry",
@@ -673,6 +675,29 @@ def cases() -> list[dict[str, Any]]:
             "license.updated",
             ("DISPATCH_REASON", "LICENCE_CHANGE"),
             license__customer__country="RO",
+        ),
+        case(
+            "lcn-auto-renewal-disabled",
+            "lcn",
+            f"{LCN_TRIGGERS} (ACTIVE & auto-renewal: 'updating Subscription info to change expiration date and "
+            "recurring enabled/disabled'); RECURRING 0 as in the LCN sample of a Workato 2Checkout connector "
+            "(code index, sample_lcn_output)",
+            lcn({"RECURRING": "0", "NEXT_RENEWAL_DATE": ""}),
+            "license.updated",
+            ("DISPATCH_REASON", "LICENCE_CHANGE"),
+            license__status="ACTIVE",
+            license__auto_renewal=False,
+            license__next_renewal_date=None,
+        ),
+        case(
+            "lcn-auto-renewal-next-date",
+            "lcn",
+            f"{REAL_LCN} (RECURRING, NEXT_RENEWAL_DATE) with the documented fields; {LCN_TRIGGERS}",
+            lcn({"NEXT_RENEWAL_DATE": "2021-09-22", "NEXT_RENEWAL_PRICE": "99.00", "NEXT_RENEWAL_CURRENCY": "usd"}),
+            "license.updated",
+            ("DISPATCH_REASON", "LICENCE_CHANGE"),
+            license__auto_renewal=True,
+            license__next_renewal_date="2021-09-22",
         ),
         # --- INS ---
         case(

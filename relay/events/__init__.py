@@ -86,7 +86,7 @@ def is_test(channel: str, fields: Fields) -> bool:
 def _ipn_licence(order: Mapping[str, Any]) -> dict[str, Any] | None:
     """An IPN's top-level ``license``: the first licensed item's, with what the IPN says of it that an
     LCN says too: its product code (``IPN_PCODE``, an LCN's ``LICENSE_PRODUCT_CODE``) and the order's
-    customer. Status, dispatch reason and who changed it are LCN-only."""
+    customer. Status, dispatch reason, who changed it and the renewal settings are LCN-only."""
     item = next((item for item in order["items"] if item["license"]), None)
     if item is None:
         return None
@@ -99,6 +99,8 @@ def _ipn_licence(order: Mapping[str, Any]) -> dict[str, Any] | None:
         "product_code": item["code"],
         "dispatch_reason": None,
         "changed_by": None,
+        "auto_renewal": None,
+        "next_renewal_date": None,
         "customer": dict(order["customer"]),
     }
 

@@ -60,6 +60,9 @@ def license(fields: Fields) -> dict[str, Any]:
         "product_code": opt(f("LICENSE_PRODUCT_CODE")),
         "dispatch_reason": opt(f("DISPATCH_REASON")),
         "changed_by": opt(f("CHANGED_BY")),
+        # "recurring enabled/disabled" is a licence change of its own (LCN triggers page)
+        "auto_renewal": {"1": True, "0": False}.get(f("RECURRING").strip()),
+        "next_renewal_date": expiry(f("NEXT_RENEWAL_DATE"), zone),
         "customer": {
             "name": full_name(f("FIRST_NAME"), f("LAST_NAME")),
             "email": opt(f("EMAIL")),
