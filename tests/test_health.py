@@ -383,3 +383,28 @@ async def test_a_full_redis_is_redis_unreachable(redis: Redis, make_settings: Ca
     (p,) = report["problems"]
     assert p["kind"] == "redis_unreachable" and "at maxmemory with maxmemory-policy noeviction" in p["error"]
     assert "every write is refused" in p["message"]
+
+
+async def test_a_full_redis_does_not_say_start_relay_worker(
+    redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
+    """A full Redis refuses the workers' heartbeats as every other write, so running workers look gone
+    after a few seconds. Health said no_worker beside redis_unreachable ("nothing is delivered; start
+    relay worker") while two workers ran (a fault run: maxmemory reached under load). A stale heartbeat
+    then says nothing of the workers: the one problem is the full Redis, and a note says why no
+    worker is seen."""
+    await redis.zadd(k.WORKERS, {"host:1": NOW - 60_000})  # beat last a minute ago: Redis refused the rest
+    settings = make_settings(endpoints=EPS)
+    await redis.config_set("maxmemory-policy", "noeviction")
+    await redis.config_set("maxmemory", 1)
+    try:
+        report = await health_report(redis, settings, NOW)
+    finally:
+        await redis.config_set("maxmemory", 0)
+    assert [p["kind"] for p in report["problems"]] == ["redis_unreachable"], report["reasons"]
+    assert not any("start relay worker" in reason for reason in report["reasons"])
+    (note,) = [n for n in report["notes"] if n["kind"] == "workers_unknown"]
+    assert "refuses the workers' heartbeats" in note["message"]
+    # once Redis takes writes again, a stale heartbeat is no_worker as before
+    report = await health_report(redis, settings, NOW)
+    assert [p["kind"] for p in report["problems"]] == ["no_worker"]

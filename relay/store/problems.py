@@ -77,7 +77,7 @@ def verdict(report: dict[str, Any], settings: Settings, limit: float) -> None:
     """Set the report's ``status``, ``problems`` (most severe first), ``reasons``, ``warnings`` and ``notes``."""
     notes: list[dict[str, Any]] = []
     problems = [
-        *_redis_and_workers(report),
+        *_redis_and_workers(report, notes),
         *_backlogs(report, limit, notes),
         *_endpoints(report, settings),
         *_sources(report, settings, notes),
@@ -105,7 +105,7 @@ def verdict(report: dict[str, Any], settings: Settings, limit: float) -> None:
     report["notes"] = notes
 
 
-def _redis_and_workers(report: dict[str, Any]) -> list[dict[str, Any]]:
+def _redis_and_workers(report: dict[str, Any], notes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     problems: list[dict[str, Any]] = []
     redis = report["redis"]
     if redis.get("full"):  # it answers, but stores nothing: as unreachable for the ingress and the workers
@@ -120,7 +120,18 @@ def _redis_and_workers(report: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     workers = report["workers"]
-    if not workers["alive"]:
+    if not workers["alive"] and redis.get("full"):
+        # a heartbeat is a write, which a full Redis refuses: running workers fall silent with it, so a
+        # missing heartbeat says nothing of them, and "start relay worker" would be wrong advice (seen
+        # under a fault run: every full Redis showed no_worker beside it while two workers ran)
+        notes.append(
+            {
+                "kind": "workers_unknown",
+                "message": "no worker heartbeat: Redis refuses the workers' heartbeats (full) as every "
+                "other write, so whether any worker runs is unknown until it takes writes again",
+            }
+        )
+    elif not workers["alive"]:
         seen = workers["list"][0] if workers["list"] else None
         last = f"; last seen: {seen['name']} {seen['age_s']:g} s ago" if seen else ""
         problems.append(
