@@ -419,10 +419,10 @@ async def test_health_is_served_behind_the_token(client: TestClient) -> None:
     assert (await resp.json())["status"] in ("healthy", "unhealthy")
     assert (await client.get("/api/health")).status == 401
     # the document promises what the route does: 200 whatever the verdict, no 501 (there is no build
-    # without health), 503 only for Redis (COMMON)
+    # without health), 400 only for a query parameter (it takes none), 503 only for Redis (COMMON)
     _, doc = await get(client, "/api/openapi.json")
     responses = doc["paths"]["/api/health"]["get"]["responses"]
-    assert set(responses) == {"200", "401", "404", "503"}
+    assert set(responses) == {"200", "400", "401", "404", "503"}
     assert responses["503"]["description"] == "Redis is unavailable"
 
 

@@ -60,3 +60,35 @@ async def test_api_routes_pause_cancel_retry_reload_and_audit(client: TestClient
         "/api/audit",
     ):
         assert path in spec
+
+
+async def test_a_parameter_or_body_a_route_does_not_take_is_400_naming_it(client: TestClient, redis: Redis) -> None:
+    """``GET /api/reconcile?source=eu`` (as ``relay reconcile --source``) or ``POST /api/reload`` with
+    ``{"wait": 30}`` (as ``relay reload --wait``) answered 200 as if asked for nothing else, while the
+    list and the audit log refuse a parameter they do not know: a filter silently not applied."""
+    nid = await ingest(client, "101")
+    for method, path, body, named in (
+        ("GET", "/api/reconcile?source=eu", None, "source"),
+        ("GET", "/api/health?verbose=1", None, "verbose"),
+        ("GET", f"/api/notifications/{nid}?fields=body", None, "fields"),
+        ("GET", "/api/openapi.json?v=2", None, "v"),
+        ("GET", "/api/schema/event.json?v=2", None, "v"),
+        ("POST", "/api/reload?wait=30", None, "wait"),
+        ("POST", "/api/reload", {"wait": 30}, "wait"),
+        ("POST", "/api/endpoints/billing/pause?until=tomorrow", None, "until"),
+        ("POST", "/api/endpoints/billing/pause", {"reason": "maintenance"}, "reason"),
+        ("POST", "/api/endpoints/billing/retry", {"nid": nid}, "nid"),
+        ("POST", f"/api/notifications/{nid}/cancel?endpoint=billing", {}, "endpoint"),
+    ):
+        resp = await client.request(method, path, json=body, headers=AUTH)
+        doc = await resp.json()
+        assert resp.status == 400 and f"invalid {named}=" in doc["error"], (path, body, resp.status, doc)
+    assert not await redis.hexists(k.PAUSED, "billing")  # the refused pause did nothing
+    assert not await redis.exists(k.AUDIT)  # nor did the refused reload
+    for path in ("/api/endpoints/billing/pause", "/api/endpoints/billing/resume", "/api/reload"):
+        resp = await client.post(path, json={}, headers=AUTH)  # an empty object is no body
+        assert resp.status == 200, (path, await resp.text())
+    spec = (await (await client.get("/api/openapi.json", headers=AUTH)).json())["paths"]
+    for path, ops in spec.items():
+        for method, op in ops.items():
+            assert "400" in op["responses"], (method, path)

@@ -163,11 +163,13 @@ async def list_notifications(request: web.Request) -> web.Response:
 
 
 async def show_notification(request: web.Request) -> web.Response:
+    _no_query(request)
     doc = await detail.detail(request.config_dict[appkeys.REDIS], request.match_info["id"])
     return web.json_response(redact_notification(doc, request.config_dict[appkeys.LIVE].settings))
 
 
 async def resend_one(request: web.Request) -> web.Response:
+    _no_query(request)
     body = validate(ResendRequest, await _json_object(request), unknown="field")
     result = await request.config_dict[appkeys.RESENDER].one(
         request.match_info["id"],
@@ -179,6 +181,7 @@ async def resend_one(request: web.Request) -> web.Response:
 
 
 async def resend_bulk(request: web.Request) -> web.Response:
+    _no_query(request)
     body = validate(BulkRequest, await _json_object(request), unknown="field")
     if body.filter is not None:
         removed = await endpoints.removed_names(request.config_dict[appkeys.REDIS])
@@ -215,25 +218,30 @@ def _endpoint_name(request: web.Request) -> str:
 
 
 async def pause_endpoint(request: web.Request) -> web.Response:
+    await _no_input(request)
     return web.json_response(await _control(request).pause(_endpoint_name(request), _origin(request)))
 
 
 async def resume_endpoint(request: web.Request) -> web.Response:
+    await _no_input(request)
     return web.json_response(await _control(request).resume(_endpoint_name(request), _origin(request)))
 
 
 async def retry_endpoint(request: web.Request) -> web.Response:
     """Every retrying delivery of the endpoint is due now (a serial endpoint: its head)."""
+    await _no_input(request)
     return web.json_response(await _control(request).retry(_origin(request), endpoint=_endpoint_name(request)))
 
 
 async def retry_notification(request: web.Request) -> web.Response:
+    _no_query(request)
     body = validate(TargetRequest, await _json_object(request), unknown="field")
     nid = request.match_info["id"]
     return web.json_response(await _control(request).retry(_origin(request), nid=nid, endpoint=body.endpoint))
 
 
 async def cancel_notification(request: web.Request) -> web.Response:
+    _no_query(request)
     body = validate(TargetRequest, await _json_object(request), unknown="field")
     nid = request.match_info["id"]
     return web.json_response(await _control(request).cancel(nid, _origin(request), endpoint=body.endpoint))
@@ -241,6 +249,7 @@ async def cancel_notification(request: web.Request) -> web.Response:
 
 async def reload_config(request: web.Request) -> web.Response:
     """Every live process re-reads its config; 200 if all reloaded, 409 if any refused or stayed silent."""
+    await _no_input(request)
     result = await reload.request_reload(request.config_dict[appkeys.REDIS], _origin(request))
     return web.json_response(result, status=200 if result["ok"] else 409)
 
@@ -253,6 +262,7 @@ async def audit_log(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.StreamResponse:
     """``GET /api/health``: the report as JSON; the verdict is in ``status`` (the answer is always 200)."""
+    _no_query(request)
     app = request.app
     redis = app[appkeys.REDIS]
     report = await health_report(redis, app[appkeys.LIVE].settings, await clock_ms(redis))
@@ -263,21 +273,39 @@ async def reconciliation(request: web.Request) -> web.StreamResponse:
     """``GET /api/reconcile``: per reconciled source, the orders the last pass found missing and its error.
 
     What the workers found (relay/store/reconcile.py); it never calls 2Checkout itself (``relay reconcile`` does)."""
+    _no_query(request)
     app = request.app
     states = await reconcile.read(app[appkeys.REDIS], app[appkeys.LIVE].settings)
     return web.json_response(reconcile.view(states))
 
 
 async def openapi_json(request: web.Request) -> web.Response:
+    _no_query(request)
     return web.json_response(openapi.document())
 
 
 async def event_schema(request: web.Request) -> web.Response:
     """``GET /api/schema/event.json``: the JSON Schema of ``format = "event"`` documents, as in the repo."""
+    _no_query(request)
     return web.Response(text=events.schema_text(), content_type="application/json")
 
 
 # -- request parsing -----------------------------------------------------------------------------
+
+
+def _no_query(request: web.Request) -> None:
+    """A route that takes no query parameter refuses one, as the list refuses one it does not know:
+    ignored, ``GET /api/reconcile?source=eu`` read as a filter applied that was not."""
+    for name, value in request.query.items():
+        raise BadParam(name, value, "unknown parameter (this route takes none)")
+
+
+async def _no_input(request: web.Request) -> None:
+    """No query parameter, and no body but an empty one or ``{}`` (``{"wait": 30}`` to /api/reload was
+    ignored: the CLI's --wait is not the API's)."""
+    _no_query(request)
+    for name, value in (await _json_object(request)).items():
+        raise BadParam(name, value, "unknown field (this route takes no body)")
 
 
 def _single_values(request: web.Request) -> dict[str, str]:

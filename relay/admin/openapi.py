@@ -271,6 +271,15 @@ def openapi() -> Schema:
 
 def document() -> dict[str, Any]:
     """The OpenAPI document (a fresh dict each call)."""
+    doc = _document()
+    # every route refuses a query parameter (and a POST a body field) it does not take, naming it
+    for ops in doc["paths"].values():
+        for op in ops.values():
+            op["responses"].setdefault("400", error_answer("a parameter or body field it does not take, named"))
+    return doc
+
+
+def _document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
