@@ -169,3 +169,12 @@ def test_send_test_with_a_url_that_is_not_one_is_a_usage_error(tmp_path: Path, u
     code, _, err = in_process(config, "send-test", "--url", url, redis_url="")
     assert code == EXIT_CONFIG, err
     assert "Traceback" not in err and "--url" in err and repr(url) in err, err
+
+
+@pytest.mark.parametrize(("channel", "variable"), [("ipn", "TCO_SECRET_KEY"), ("ins", "TCO_INS_SECRET_WORD")])
+def test_send_test_without_its_secret_names_the_variable(tmp_path: Path, channel: str, variable: str) -> None:
+    # it said "set the variable its secret_key_env names", and left the operator to look the name up
+    config = write_config(tmp_path / "relay.toml")
+    done = run_cli("--config", str(config), "send-test", "--channel", channel, cwd=tmp_path, drop=(variable,))
+    assert done.returncode == EXIT_CONFIG, done.stderr
+    assert variable in one_line(done.stderr), done.stderr

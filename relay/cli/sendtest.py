@@ -417,6 +417,10 @@ def send_test(ns: argparse.Namespace) -> int:
     # name only what signs this test (the source's key, or its INS word), not every variable of the file
     source = next((s for s in settings.file.sources if s.name == ns.source), None)
     signer = (source.ins_secret_word_env if ns.channel == "ins" else source.secret_key_env) if source else None
+    if source is not None and signer is not None and not os.environ.get(signer):
+        key = "ins_secret_word_env" if ns.channel == "ins" else "secret_key_env"
+        what = ns.channel.upper()
+        raise ConfigError(f"{signer} is not set (source {source.name!r}, {key}): it signs the test {what}")
     used = [var for var in filled if var == signer]
     if used:
         print(
