@@ -141,13 +141,12 @@ def _at_licence(found: list[dict[str, Any] | None], i: int) -> dict[str, Any] | 
     return found[i] if i < len(found) else None
 
 
-def order(fields: Fields) -> dict[str, Any]:
-    f = partial(first, fields)
-    zone = offset(f("TIMEZONE_OFFSET"))
+def _items(fields: Fields) -> list[dict[str, Any]]:
+    """One item per product, rebuilt from the parallel IPN_*[] arrays, each with its licence."""
     columns = _arrays(fields, _ITEM_COLUMNS + _LICENCE_COLUMNS)
     count = max(len(columns["IPN_PID"]), len(columns["IPN_PNAME"]))
     pids = [_at(columns["IPN_PID"], i) for i in range(count)]
-    licences = _licences(columns, pids, zone)
+    licences = _licences(columns, pids, offset(first(fields, "TIMEZONE_OFFSET")))
     items = []
     for i in range(count):
         c = {column: _at(columns[column], i) for column in _ITEM_COLUMNS}
@@ -169,6 +168,24 @@ def order(fields: Fields) -> dict[str, Any]:
                 "recurring": None,
             }
         )
+    return items
+
+
+def _customer(fields: Fields) -> dict[str, Any]:
+    f = partial(first, fields)
+    return {
+        "name": full_name(f("FIRSTNAME"), f("LASTNAME")),
+        "email": opt(f("CUSTOMEREMAIL")),
+        "country": country(f("COUNTRY_CODE")) or country(f("COUNTRY")),
+        "company": opt(f("COMPANY")),
+        # the same two references an LCN sends, so an order and its licences name one customer
+        "reference": opt(f("AVANGATE_CUSTOMER_REFERENCE")),
+        "external_reference": opt(f("EXTERNAL_CUSTOMER_REFERENCE")),
+    }
+
+
+def order(fields: Fields) -> dict[str, Any]:
+    f = partial(first, fields)
     resolution = _chargeback_resolution(fields)
     return {
         "reference": opt(f("REFNO")),
@@ -178,16 +195,8 @@ def order(fields: Fields) -> dict[str, Any]:
         "currency": opt(f("CURRENCY")),
         "total": amount(f("IPN_TOTALGENERAL")),
         "refund_type": opt(f("REFUND_TYPE")),
-        "customer": {
-            "name": full_name(f("FIRSTNAME"), f("LASTNAME")),
-            "email": opt(f("CUSTOMEREMAIL")),
-            "country": country(f("COUNTRY_CODE")) or country(f("COUNTRY")),
-            "company": opt(f("COMPANY")),
-            # the same two references an LCN sends, so an order and its licences name one customer
-            "reference": opt(f("AVANGATE_CUSTOMER_REFERENCE")),
-            "external_reference": opt(f("EXTERNAL_CUSTOMER_REFERENCE")),
-        },
-        "items": items,
+        "customer": _customer(fields),
+        "items": _items(fields),
         "fraud_status": FRAUD_STATUSES.get(f("FRAUD_STATUS").strip()),
         "chargeback": {"resolution": resolution, "reason_code": opt(f("CHARGEBACK_REASON_CODE").strip())}
         if resolution
