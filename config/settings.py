@@ -106,7 +106,7 @@ class FileConfig(Model):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> FileConfig:
-        problems = _name_problems(self) + _route_problems(self)
+        problems = _name_problems(self) + _route_problems(self) + _listen_problems(self)
         problems += _retention_problems(self.delivery, self.endpoints)
         problems += reconcile_retention_problems(
             self.delivery.retention_days, [(s.name, s.reconcile) for s in self.sources]
@@ -117,6 +117,27 @@ class FileConfig(Model):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+WILDCARDS = ("", "0.0.0.0", "::")
+
+
+ADMIN_APART = "[admin] port = 0 serves the admin routes on the public listener, or give them a port of their own"
+
+
+def admin_clash(host: str, port: int, admin: AdminConfig) -> bool:
+    """The admin listener on the public one's port and address: ``relay serve`` would stop with "address
+    already in use" although nothing else holds it. Other hosts may share a port (one is a wildcard: not)."""
+    if admin.port == 0 or admin.port != port:
+        return False
+    return admin.host == host or admin.host in WILDCARDS or host in WILDCARDS
+
+
+def _listen_problems(cfg: FileConfig) -> list[str]:
+    server = cfg.server
+    if not admin_clash(server.host, server.port, cfg.admin):
+        return []
+    return [f"admin.port = {server.port}: is [server] port too (on {server.host}); {ADMIN_APART}"]
 
 
 def _name_problems(cfg: FileConfig) -> list[str]:

@@ -60,6 +60,16 @@ BASE = '[[sources]]\nname = "default"\nsecret_key_env = "TCO_SECRET_KEY"\n'
             BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\n[[endpoints]]\nname = "b"\nurl = "http://y"\n',
             "name 'b' is used 2 times",
         ),
+        # the admin listener on the public one's address: relay serve stopped with "address already in
+        # use" (exit 3) although nothing else held the port
+        (
+            "[server]\nport = 9000\n[admin]\nport = 9000\n" + BASE,
+            "admin.port = 9000: is [server] port too (on 127.0.0.1); [admin] port = 0 serves the admin routes",
+        ),
+        (
+            '[server]\nport = 9000\nhost = "0.0.0.0"\n[admin]\nport = 9000\n' + BASE,
+            "admin.port = 9000: is [server] port too",
+        ),
     ],
 )
 def test_bad_values_are_named(tmp_path: Path, text: str, needle: str) -> None:

@@ -178,3 +178,12 @@ def test_send_test_without_its_secret_names_the_variable(tmp_path: Path, channel
     done = run_cli("--config", str(config), "send-test", "--channel", channel, cwd=tmp_path, drop=(variable,))
     assert done.returncode == EXIT_CONFIG, done.stderr
     assert variable in one_line(done.stderr), done.stderr
+
+
+def test_serve_port_on_the_admin_listeners_port_is_a_usage_error(tmp_path: Path, redis_server: RedisServer) -> None:
+    # it stopped with "address already in use" (exit 3), which sends the operator looking for another process
+    port = free_port()
+    config = write_config(tmp_path / "relay.toml", admin={"port": port})
+    code, _, err = in_process(config, "serve", "--port", str(port), redis_url=redis_server.url)
+    assert code == EXIT_CONFIG, err
+    assert one_line(err).startswith(f"relay: --port {port}: is [admin] port too"), err

@@ -9,7 +9,7 @@ import os
 import socket
 from collections.abc import Iterator
 
-from config.settings import Settings, parse_processes, process_count
+from config.settings import ADMIN_APART, Settings, admin_clash, parse_processes, process_count
 from relay.cli.common import Commands, ListenError, UsageError, require_redis_url, settings_from
 
 commands = Commands()
@@ -67,6 +67,9 @@ def serve(ns: argparse.Namespace) -> int:
 
     settings = settings_from(ns)
     check_url(require_redis_url(settings, "serve"))
+    host, port = ns.host or settings.server.host, ns.port or settings.server.port
+    if (ns.port or ns.host) and admin_clash(host, port, settings.file.admin):  # the file's own pair: as it loaded
+        raise UsageError(f"--port {port}: is [admin] port too (on {host}); {ADMIN_APART}")
     count = process_count(ns.processes if ns.processes is not None else settings.server.processes)
     if ns.member is None and count > 1:
         from relay.cli.supervise import supervise
