@@ -320,7 +320,13 @@ async def test_endpoint_actions_by_the_cli_name_what_the_workers_run_whatever_th
     out = await asyncio.to_thread(cli, edited, "endpoints", "resume", "billing", "--json")
     assert out.returncode == 0 and not json.loads(out.stdout)["paused"], out.stderr
     assert not await redis.hexists(k.PAUSED, "billing")
-    for args in (("endpoints", "pause", "nowhere", "--yes"), ("retry", "--endpoint", "nowhere", "--yes")):
-        out = await asyncio.to_thread(cli, edited, *args)
-        assert out.returncode == 2 and "'nowhere'" in out.stderr, (args, out.stderr)
-        assert "billing, billing-v2" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    # a name no endpoint can have, from bytes that are not UTF-8 too (asking Redis about it raised)
+    for bad in ("nowhere", "Bad Name", "\udcff"):
+        for args in (
+            ("endpoints", "pause", bad, "--yes"),
+            ("retry", "--endpoint", bad, "--yes"),
+            ("cancel", "ipn_" + "0" * 24, "--endpoint", bad),
+        ):
+            out = await asyncio.to_thread(cli, edited, *args)
+            assert out.returncode == 2 and repr(bad) in out.stderr, (args, out.stderr)
+            assert "billing, billing-v2" in out.stderr and "Traceback" not in out.stderr, out.stderr

@@ -124,14 +124,17 @@ async def known_to_redis(redis: Redis, settings: Settings, name: str, what: str 
     (``relay:endpoints``: the file may be edited and not yet reloaded) or removed with its deliveries
     still kept, as the actions themselves decide (relay/store/control.py); else a usage error (exit 2)."""
     from relay import constants as k
+    from relay.store.params import NAME
 
     if name in settings.endpoints:
         return name
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.hexists(k.EP_REGISTRY, name)
-        pipe.hexists(k.EP_REMOVED, name)
-        if any(await pipe.execute()):
-            return name
+    # a name no endpoint can have is not asked about: one from undecodable bytes cannot even be sent
+    if NAME.fullmatch(name):
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.hexists(k.EP_REGISTRY, name)
+            pipe.hexists(k.EP_REMOVED, name)
+            if any(await pipe.execute()):
+                return name
     running = {n.decode() for n in await redis.hkeys(k.EP_REGISTRY)}  # type: ignore[misc]
     known = ", ".join(sorted(running | set(settings.endpoints))) or "none"
     raise Usage(f"{what} {name!r}: is not a configured endpoint (known: {known})")
