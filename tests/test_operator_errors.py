@@ -161,7 +161,7 @@ def test_relay_demo_sink_on_an_address_it_cannot_listen_on_is_one_line_exit_3(tm
 
 
 @pytest.mark.parametrize(
-    "url", ["notaurl", "127.0.0.1:8080", "ftp://127.0.0.1:8080", "http://", "http://127.0.0.1:99999"]
+    "url", ["notaurl", "127.0.0.1:8080", "ftp://127.0.0.1:8080", "http://", "http://127.0.0.1:99999", "http://\udcff"]
 )
 def test_send_test_with_a_url_that_is_not_one_is_a_usage_error(tmp_path: Path, url: str) -> None:
     # it was "cannot reach the relay at notaurl/ipn (InvalidUrlClientError ...); is relay serve running?", exit 1
@@ -187,3 +187,12 @@ def test_serve_port_on_the_admin_listeners_port_is_a_usage_error(tmp_path: Path,
     code, _, err = in_process(config, "serve", "--port", str(port), redis_url=redis_server.url)
     assert code == EXIT_CONFIG, err
     assert one_line(err).startswith(f"relay: --port {port}: is [admin] port too"), err
+
+
+@pytest.mark.parametrize("mtype", ["\udcff", "ORDER\nCREATED", "", "X" * 65])
+def test_send_test_message_type_that_cannot_be_sent_is_a_usage_error(tmp_path: Path, mtype: str) -> None:
+    # undecodable bytes raised UnicodeEncodeError as the body was encoded (a traceback)
+    config = write_config(tmp_path / "relay.toml")
+    code, _, err = in_process(config, "send-test", "--message-type", mtype, "--url", "http://127.0.0.1:9", redis_url="")
+    assert code == EXIT_CONFIG, err
+    assert "Traceback" not in err and "--message-type" in err, err

@@ -379,6 +379,10 @@ def _verdict(states: dict[str, str], out: TextIO) -> int:
 
 def _base_url(text: str) -> str:
     """An http:// or https:// URL with a host: anything else reached aiohttp as "cannot reach the relay"."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # bytes that are not UTF-8 in the argument
+        raise argparse.ArgumentTypeError(f"invalid --url {text!r}: not UTF-8") from None
     parts = urlsplit(text)
     try:
         parts.port  # noqa: B018  (raises ValueError for a port outside 0 … 65535 or not a number)
@@ -389,11 +393,22 @@ def _base_url(text: str) -> str:
     return text
 
 
+def _message_type(text: str) -> str:
+    """1 to 64 printable characters, as a 2Checkout message type is (COMPLETE, REFUND, ORDER_CREATED)."""
+    # a surrogate (bytes that are not UTF-8 in the argument) is not printable: it could not be sent
+    if not (0 < len(text) <= 64 and text.isprintable()):
+        raise argparse.ArgumentTypeError(f"invalid --message-type {text!r}: expected 1 to 64 printable characters")
+    return text
+
+
 def _send_test_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channel", choices=CHANNELS, default="ipn", help="notification type (default ipn)")
     p.add_argument("--source", default="default", help="configured source to sign for (default: default)")
     p.add_argument(
-        "--message-type", metavar="TYPE", help="MESSAGE_TYPE (IPN), DISPATCH_REASON (LCN) or message_type (INS)"
+        "--message-type",
+        type=_message_type,
+        metavar="TYPE",
+        help="MESSAGE_TYPE (IPN), DISPATCH_REASON (LCN) or message_type (INS)",
     )
     p.add_argument(
         "--url", type=_base_url, metavar="BASE", help="the relay's base URL (default http://[server] host:port)"
