@@ -386,7 +386,11 @@ async def test_an_old_ingress_fanout_job_still_routes_its_notification(
     await queue_old_fanout_job(redis_server.url, nid)
     await relay([ep("x", s)], n_workers=1)
     assert (await final(redis, nid, "x"))["state"] == "delivered"
-    assert await redis.zscore(k.FANOUT, nid) is None and await redis.zcard(k.QUEUE_NAME) <= 1  # cron only
+    # the job ran and is gone: nothing but cron jobs is queued. Their count is not this test's business (it
+    # was "at most 1"): the start-up sweep runs at once, ARQ queues each cron job 0.1 s before its second
+    # and keeps it until it ends, and sweep and reconcile share their seconds; under load 2 were queued
+    queued = [job.decode() for job in await redis.zrange(k.QUEUE_NAME, 0, -1)]
+    assert await redis.zscore(k.FANOUT, nid) is None and [j for j in queued if not j.startswith("cron:")] == [], queued
 
 
 async def test_worker_process_survives_a_redis_restart(
