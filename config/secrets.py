@@ -60,6 +60,13 @@ class SecretReader:
             if self.required:
                 self.problems.append(f"  {key} = {var!r}: environment variable {var} is not set")
             return None
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            # bytes that are not UTF-8 reach Python as surrogates: every signature check (the key's
+            # .encode()) would raise, each notification a 500; said now, whether or not it is required
+            self.problems.append(f"  {key} = {var!r}: environment variable {var} is not UTF-8")
+            return None
         return Secret(value)
 
     def substitute(self, key: str, value: str) -> Secret | None:

@@ -286,14 +286,17 @@ def load_settings(
     sources = {s.name: resolve_source(i, s, secrets) for i, s in enumerate(cfg.sources)}
     endpoints = {e.name: resolve_endpoint(i, e, secrets) for i, e in enumerate(cfg.endpoints)}
     alert_secrets = _alert_secrets(cfg.alerts, secrets)
+    # optional (unset: the admin API is off), but never one that cannot be compared
+    optional = SecretReader(env, required=False)
+    token = optional.get("server.admin_token_env", cfg.server.admin_token_env)
+    secrets.problems += optional.problems
     if secrets.problems:
         raise ConfigError("\n".join([f"{path}: invalid configuration", *secrets.problems]))
-    token = env.get(cfg.server.admin_token_env)
     return Settings(
         config_path=path,
         file=cfg,
         redis_url=env.get("REDIS_URL") or None,
-        admin_token=Secret(token) if token else None,
+        admin_token=token,
         sources=sources,
         endpoints=endpoints,
         alert_secrets=alert_secrets,

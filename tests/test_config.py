@@ -258,3 +258,15 @@ def test_the_config_files_path_is_decided_in_one_place(
     monkeypatch.setenv("RELAY_CONFIG", str(tmp_path / "nowhere.toml"))
     assert main(["serve"]) == 2
     assert f"{tmp_path / 'nowhere.toml'}: configuration file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("required", [True, False])
+@pytest.mark.parametrize("variable", ["TCO_SECRET_KEY", "RELAY_ADMIN_TOKEN"])
+def test_a_secret_that_is_not_utf8_is_named(tmp_path: Path, required: bool, variable: str) -> None:
+    """Bytes that are not UTF-8 in a secret's variable reach Python as surrogates: the relay started, then
+    every notification (the HMAC key's .encode()) or every admin API call answered 500, and relay
+    send-test raised a traceback."""
+    env = {**TEST_ENV, variable: "abc\udcff"}
+    with pytest.raises(ConfigError) as exc:
+        load_settings(_write(tmp_path, BASE), env, require_secrets=required)
+    assert variable in str(exc.value) and "not UTF-8" in str(exc.value)

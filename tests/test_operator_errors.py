@@ -66,12 +66,22 @@ def test_serve_and_worker_without_redis_url_stop_naming_it_and_relay_dev(tmp_pat
         assert s.connect_ex(("127.0.0.1", redis_port)) != 0
 
 
-@pytest.mark.parametrize("url", ["htp://127.0.0.1:6379/0", "redis://127.0.0.1:notaport/0", "redis+sentinel:///"])
-@pytest.mark.parametrize("command", ["serve", "worker", "health"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "htp://127.0.0.1:6379/0",
+        "redis://127.0.0.1:notaport/0",
+        "redis+sentinel:///",
+        # bytes that are not UTF-8 (a surrogate here): a traceback from the client's .encode()
+        "redis://:s3cr\udcff@127.0.0.1:6379/0",
+    ],
+)
+@pytest.mark.parametrize("command", ["serve", "worker", "health", "notifications"])
 def test_a_malformed_redis_url_is_a_configuration_error(tmp_path: Path, url: str, command: str) -> None:
     config = write_config(tmp_path / "relay.toml")
-    code, _, err = in_process(config, command, redis_url=url)
+    code, _, err = in_process(config, *([command, "list"] if command == "notifications" else [command]), redis_url=url)
     line = one_line(err)
+    assert "s3cr" not in err, err
     # `relay health` follows the monitoring-plugin convention: cannot evaluate is 3 (UNKNOWN), since
     # its 2 means CRITICAL (README, "Health and alerts")
     expected = EXIT_HEALTH_UNKNOWN if command == "health" else EXIT_CONFIG

@@ -39,6 +39,10 @@ class BadRedisURL(RedisUnavailable):
 def check_url(url: str) -> None:
     """Raise BadRedisURL, in one line naming REDIS_URL, for a URL no client could use. Connects to nothing."""
     try:
+        url.encode()
+    except UnicodeEncodeError:  # bytes that are not UTF-8 reach Python as surrogates: the client would raise
+        raise BadRedisURL(f"REDIS_URL {safe_url(url)!r} is not usable: it is not UTF-8") from None
+    try:
         if parse_sentinel_url(url) is None:
             Redis.from_url(url)  # parses only: a client connects on its first command
             RedisSettings.from_dsn(url)
