@@ -21,6 +21,7 @@ from relay.store import audit
 from relay.store.control import Control
 from relay.store.ingest import notification_id
 from relay.store.resend import Resender
+from relay.store.stats import health_report
 from tests.procs import RelayProcess
 from tests.support import TEST_ENV, RedisServer, free_port, ipn_fields, signed_body, wait_for, write_config
 from tests.test_delivery import delivery
@@ -156,6 +157,57 @@ async def test_per_order_holds_back_only_the_failing_order_across_two_workers(
             w.stop()
     for w in workers:
         assert "Traceback" not in w.output()
+
+
+async def test_an_order_held_behind_its_failing_head_is_a_backlog_even_while_the_endpoint_is_throttled(
+    tmp_path: Path, redis: Redis, redis_server: RedisServer, aiohttp_client: Any, orders: Callable[..., Any]
+) -> None:
+    """A per_order endpoint with a rate_limit: order A's head fails, its later notification waits behind
+    it while the other orders go at the limit. Health said healthy, with a note that deliveries "wait
+    for its rate_limit" (a fault run: an order blocked for as long as its head retried, the endpoint
+    throttled by the others); the same wait without a rate_limit was backlog_too_old. It waits for its
+    head, not the rate: backlog_too_old, saying behind what."""
+    endpoint = await orders(broken={"A1"}, delay=0.01)
+    config = write_config(
+        tmp_path / "relay.toml",
+        redis_port=redis_server.port,
+        delivery={"jitter": 0},
+        endpoints=[
+            {
+                "name": "billing",
+                "url": f"http://127.0.0.1:{endpoint.port}/hook",
+                "mode": "per_order",
+                "max_in_flight": 10,
+                "rate_limit": 2,
+                "retry_delays": [0.2] * 100,
+                "timeout": 5,
+            }
+        ],
+    )
+    settings = load_settings(config, {**TEST_ENV, "REDIS_URL": redis_server.url})
+    client = await aiohttp_client(create_app(settings))
+    worker = RelayProcess(config, redis_server.url, "worker")
+    try:
+        # A1 then A2, then 12 orders of one notification each: 6 s of work at 2/s, throttled throughout
+        for msg in ["A1", "A2", *(f"{chr(ord('B') + i)}1" for i in range(12))]:
+            body = signed_body(ipn_fields(f"2300{msg[0]}", message_id=msg))
+            assert (await client.post("/ipn", data=body, headers=FORM)).status == 200
+
+        async def held() -> dict[str, Any] | None:
+            sec, usec = await redis.time()
+            report = await health_report(redis, settings, int(sec) * 1000 + int(usec) // 1000, max_pending_age=1)
+            row = report["endpoints"]["billing"]
+            backlog = [p for p in report["problems"] if p["kind"] == "backlog_too_old"]
+            return {"row": row, "problem": backlog[0]} if backlog and row["throttled"] else None
+
+        found = await wait_for(held, 5, what="no backlog_too_old while A2 waited behind A1 and billing was throttled")
+        assert found["problem"]["message"].endswith(", behind an older delivery of its order retrying (HTTP 500)"), (
+            found["problem"]
+        )
+        assert "A2" not in [m for _, m, _, _, _ in endpoint.log]  # it was held indeed
+    finally:
+        worker.stop()
+    assert "Traceback" not in worker.output()
 
 
 def test_mode_and_its_alias_concurrent_must_agree(tmp_path: Path) -> None:

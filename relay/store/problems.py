@@ -146,42 +146,58 @@ def _redis_and_workers(report: dict[str, Any], notes: list[dict[str, Any]]) -> l
     return problems
 
 
+def _endpoint_backlog(
+    name: str, row: dict[str, Any], limit: float, now: int, notes: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """One endpoint's ``backlog_too_old``, or None; a throttled endpoint's wait goes to ``notes``."""
+    age = row["oldest_new_age_s"]
+    behind = ""
+    if "head_retrying" in row["causes"]:
+        behind = f", behind its head delivery retrying ({row['last_error']})"
+    held = row.get("order_held")
+    if row.get("throttled"):
+        # held back by its rate_limit, as configured: no alert (issue 24), but said
+        notes.append(
+            {
+                "kind": "endpoint_throttled",
+                "endpoint": name,
+                "rate_limit": row["rate_limit"],
+                "rate": row["rate"],
+                "oldest_age_s": age,
+                "message": f"endpoint {name}: deliveries wait for its rate_limit ({row['rate_limit']:g}/s; "
+                f"sent at {row['rate']:g}/s now)" + (f"; the oldest has waited {age:.0f} s" if age is not None else ""),
+            }
+        )
+        # but a per_order delivery behind a failing delivery of its own order waits for that one,
+        # not for the rate: its wait is a backlog (before, the note alone said "wait for its
+        # rate_limit" and health stayed healthy while one order was blocked for as long as its
+        # head retried; without a rate_limit the same wait was backlog_too_old)
+        age = held["age_s"] if held else None
+    if held and age is not None and held["age_s"] >= age:  # the oldest waiting is the one held
+        behind = f", behind an older delivery of its order retrying ({held['last_error']})"
+    if age is not None and age > limit:
+        return {
+            "kind": "backlog_too_old",
+            "endpoint": name,
+            "since": iso_seconds(now - age * 1000),
+            "oldest_age_s": age,
+            "limit_s": limit,
+            "message": f"endpoint {name}: a delivery has waited {age:.0f} s to be attempted "
+            f"(limit {limit:g} s){behind}",
+        }
+    return None
+
+
 def _backlogs(report: dict[str, Any], limit: float, notes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Work waiting longer than ``limit`` s, per endpoint and in the fan-out queue; a throttled endpoint's
-    wait is a note (its rate_limit holds it back as configured), never a problem."""
+    wait is a note (its rate_limit holds it back as configured), not a problem, unless it is a per_order
+    delivery held behind a failing delivery of its own order."""
     problems: list[dict[str, Any]] = []
     now = report["checked_at"]
     for name, row in report["endpoints"].items():
-        age = row["oldest_new_age_s"]
-        if row.get("throttled"):
-            # held back by its rate_limit, as configured: no alert (issue 24), but said
-            notes.append(
-                {
-                    "kind": "endpoint_throttled",
-                    "endpoint": name,
-                    "rate_limit": row["rate_limit"],
-                    "rate": row["rate"],
-                    "oldest_age_s": age,
-                    "message": f"endpoint {name}: deliveries wait for its rate_limit ({row['rate_limit']:g}/s; "
-                    f"sent at {row['rate']:g}/s now)"
-                    + (f"; the oldest has waited {age:.0f} s" if age is not None else ""),
-                }
-            )
-        elif age is not None and age > limit:
-            behind = (
-                f", behind its head delivery retrying ({row['last_error']})" if "head_retrying" in row["causes"] else ""
-            )
-            problems.append(
-                {
-                    "kind": "backlog_too_old",
-                    "endpoint": name,
-                    "since": iso_seconds(now - age * 1000),
-                    "oldest_age_s": age,
-                    "limit_s": limit,
-                    "message": f"endpoint {name}: a delivery has waited {age:.0f} s to be attempted "
-                    f"(limit {limit:g} s){behind}",
-                }
-            )
+        problem = _endpoint_backlog(name, row, limit, now, notes)
+        if problem is not None:
+            problems.append(problem)
     age = report["queue"]["oldest_age_s"]
     if age is not None and age > limit:
         problems.append(

@@ -327,6 +327,10 @@ def _endpoint_row(settings: Settings, ep: Endpoint, row: dict[str, str], now_ms:
         "held_back": int(row["held_back"]) if blocked else 0,
         "oldest_pending_age_s": _age(now_ms, row["oldest_recv"]),  # since receipt
         "oldest_new_age_s": _age(now_ms, row["pending_at"]),
+        # per_order: the oldest new delivery held behind an older one of its order that failed an attempt
+        "order_held": {"age_s": _age(now_ms, row["order_held_at"]), "last_error": row["order_head_last"] or None}
+        if row["order_held_at"]
+        else None,
         "last_ok": _ms(row["last_ok"]),
         "last_fail": _ms(row["last_fail"]),
         "resent": int(row["resent"]),  # failed deliveries resent here and not yet resolved (popped)

@@ -20,6 +20,11 @@ EP_FIELDS = (
     "n_skipped",
     "n_resolved",
     "pending_at",  # the pending head's score: when the oldest never-attempted delivery became pending
+    # per_order: the oldest pending delivery held behind an older delivery of its own order that failed
+    # an attempt (when it became pending, and that head's last result): it waits for that head, not for
+    # the endpoint's rate_limit
+    "order_held_at",
+    "order_head_last",
     # the endpoint's window (w1), the last hour (w2), the last day (w3), by each delivery's last change
     *(f"w{w}_{s}" for w in (1, 2, 3) for s in ("retrying", "failed", "delivered", "resolved")),
     "head_nid",

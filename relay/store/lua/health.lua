@@ -13,6 +13,8 @@ local i = #A_LIST + 1
 -- how many waiting deliveries the receipt time of the oldest one is read from exactly (ZINTER with
 -- the receipt index); above it, only the CANDIDATES that changed longest ago are looked at
 local EXACT_UP_TO, CANDIDATES = 250, 20
+-- how many older queue entries of a per_order endpoint are looked at for its oldest pending's order
+local ORDER_SCAN = 500
 local function head(key, rev)
   local r
   if rev then r = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES') else r = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES') end
@@ -62,6 +64,29 @@ for _ = 1, tonumber(ARGV[A.endpoints]) do
   for s, field in pairs(states) do row[EP[field]] = redis.call('ZCARD', p(s)) end
   local ph = head(p('pending'))
   row[EP.pending_at] = ph[2] or ''
+  -- per_order: a pending delivery waits behind an older delivery of its own order that failed an
+  -- attempt (retrying, or in flight again), not for the endpoint's rate_limit, which a throttled
+  -- endpoint's note would say (relay/store/problems.py). The queue is in receipt order, its first entry
+  -- of an order that order's head: the first pending entry behind a failing head is the oldest held.
+  -- Looked for only while something failed (retrying or in flight), in ORDER_SCAN entries at most.
+  if ph[1] and (tonumber(row[EP.n_retrying]) > 0 or tonumber(row[EP.n_in_flight]) > 0)
+      and redis.call('HGET', key.delivery(ph[1], ep), 'mode') == 'per_order' then
+    local heads = {}
+    for _, nid in ipairs(redis.call('ZRANGE', key.ep_queue(ep), 0, ORDER_SCAN - 1)) do
+      local order = redis.call('HGET', key.notification(nid), 'ref')
+      if not order or order == '' then order = '#' .. nid end
+      local d = redis.call('HMGET', key.delivery(nid, ep), 'state', 'attempts', 'last')
+      local failing = heads[order]
+      if failing == nil then
+        heads[order] = (d[1] == 'retrying' or (d[1] == 'in_flight' and tonumber(d[2] or '0') > 1)) and (d[3] or '')
+          or false
+      elseif failing and d[1] == 'pending' then
+        row[EP.order_held_at] = redis.call('ZSCORE', p('pending'), nid) or ''
+        row[EP.order_head_last] = failing
+        break
+      end
+    end
+  end
   for w, span in ipairs({window, 3600000, 86400000}) do
     for _, s in ipairs({'retrying', 'failed', 'delivered', 'resolved'}) do
       row[EP['w' .. w .. '_' .. s]] = redis.call('ZCOUNT', p(s), now - span, '+inf')
