@@ -330,3 +330,28 @@ async def test_endpoint_actions_by_the_cli_name_what_the_workers_run_whatever_th
             out = await asyncio.to_thread(cli, edited, *args)
             assert out.returncode == 2 and repr(bad) in out.stderr, (args, out.stderr)
             assert "billing, billing-v2" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+async def test_resend_one_to_an_endpoint_the_workers_run_whatever_the_file_says(
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+    redis: Redis,
+    redis_server: RedisServer,
+    workers: Callable[..., Any],
+) -> None:
+    """``relay resend ID --endpoint E`` checked E against the caller's file alone (exit 2, 'not a
+    configured endpoint') while the resend itself targets what the workers run: with the file edited
+    and not yet reloaded, the endpoint they still send to could not be named."""
+    s = await sink()
+    settings = make_settings(endpoints=[ep("billing", s)])
+    client: TestClient = await aiohttp_client(create_app(settings))
+    await workers(settings, 1)
+    nid = await post(client, "1")
+    await wait_for(lambda: len(s.received) == 1, 15)
+    edited = rewrite(settings, [ep("billing-v2", s)], redis_server.url)  # not reloaded
+    out = await asyncio.to_thread(cli, edited, "resend", nid, "--endpoint", "billing", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["targets"] == ["billing"], out.stderr
+    await wait_for(lambda: len(s.received) == 2, 15)
+    out = await asyncio.to_thread(cli, edited, "resend", nid, "--endpoint", "\udcff")
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr

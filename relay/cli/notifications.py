@@ -20,7 +20,7 @@ from relay.cli.common import (
     Usage,
     cli_origin,
     common_options,
-    known_endpoint,
+    known_to_redis,
     notification_id,
     print_json,
     run_redis,
@@ -268,8 +268,8 @@ async def _resend_named(
     if ns.dry_run:
         raise Usage("--dry-run counts a bulk resend by filter; with ID or --ids nothing needs counting")
     if ns.id is not None:
-        if ns.endpoint is not None:
-            known_endpoint(settings, ns.endpoint)
+        if ns.endpoint is not None:  # as the resend decides: what the workers run too, not this file alone
+            await known_to_redis(resender.redis, settings, ns.endpoint)
         result = await resender.one(
             notification_id(ns.id), endpoint=ns.endpoint, idempotency_key=key, origin=cli_origin()
         )

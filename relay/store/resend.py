@@ -19,7 +19,7 @@ from typing import Any, cast
 import structlog
 from redis.asyncio import Redis
 
-from config.settings import Settings
+from config.settings import Endpoint, Settings
 from relay import constants as k
 from relay import routing
 from relay.store import audit, endpoints
@@ -67,6 +67,8 @@ class Resender:
         # the endpoints the workers run (relay:endpoints), read at each request; None: no worker has
         # registered any yet, so this process's configuration is all there is to go by
         self._running: frozenset[str] | None = None
+        # ...and, by their routing rule, those this caller's file lacks (edited, not yet reloaded)
+        self._extra: dict[str, Endpoint] = {}
 
     def follow(self, settings: Settings) -> None:
         """A config reload: resend to the endpoints configured now."""
@@ -171,7 +173,7 @@ class Resender:
         removed endpoint's name (a rename's old name), a notification is resent to the endpoints that
         receive it now and were not routed it when it arrived, unless ``endpoint`` names one."""
         if endpoint is None and filters is not None and filters.endpoint is not None:
-            if filters.endpoint in self.settings.endpoints:
+            if filters.endpoint in self.settings.endpoints or filters.endpoint in self._extra:
                 return filters.endpoint, False
             if filters.endpoint in await endpoints.removed_names(self.redis):
                 return None, True
@@ -278,7 +280,7 @@ class Resender:
 
     def _targets(self, n: Original, endpoint: str | None) -> tuple[tuple[str, ...], str]:
         routes = routing.route(
-            self.settings.endpoints.values(),
+            [*self.settings.endpoints.values(), *self._extra.values()],
             source=n.source,
             channel=n.channel,
             mtype=n.mtype,
@@ -305,8 +307,9 @@ class Resender:
     async def _load_running(self) -> None:
         """What the workers run: a resend to an endpoint only this caller's file has (edited, not yet
         reloaded) was queued, reported, and routed to nobody, since the fan-out routes what it runs."""
-        names = await cast(Awaitable[list[bytes]], self.redis.hkeys(k.EP_REGISTRY))
-        self._running = frozenset(n.decode() for n in names) if names else None
+        running = await endpoints.running(self.redis)
+        self._running = frozenset(running) if running else None
+        self._extra = {name: ep for name, ep in running.items() if name not in self.settings.endpoints}
 
     async def _dropin_hand(self, plan: Plan) -> tuple[Plan, list[Skip]]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -333,8 +336,8 @@ class Resender:
         return kept, skipped
 
     def _configured(self, param: str, endpoint: str | None) -> None:
-        if endpoint is not None and endpoint not in self.settings.endpoints:
-            known = ", ".join(sorted(self.settings.endpoints)) or "none"
+        if endpoint is not None and endpoint not in self.settings.endpoints and endpoint not in self._extra:
+            known = ", ".join(sorted({*self.settings.endpoints, *self._extra})) or "none"
             raise BadParam(param, endpoint, f"not a configured endpoint (configured: {known})")
         if endpoint is not None and not self._runs(endpoint):
             raise BadParam(
