@@ -91,6 +91,9 @@ EP_REGISTRY = "relay:endpoints"
 EP_REMOVED = "relay:ep-removed"
 PROCS = "relay:procs"
 RELOAD_CHANNEL = "relay:reload"
+# the id of the latest reload request: a process that (re)subscribes to RELOAD_CHANNEL compares it with
+# the last it saw, so a request published while it was not subscribed (a Redis restart) is not lost
+RELOAD_LAST = "relay:reload:last"
 # every key of one endpoint, and every source index, starts so (workers/retention.py sweeps them)
 EP_PREFIX = "relay:ep:"
 IDX_SOURCE_PREFIX = "relay:ix:src:"

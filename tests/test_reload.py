@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from config.settings import Settings, load_settings
 from relay import constants as k
 from relay.server import create_app
 from relay.store import audit
+from relay.store.connection import clock_ms
 from relay.store.ingest import notification_id
 from relay.store.reload import request_reload
 from tests.cli import cli_async
@@ -152,6 +154,46 @@ async def test_an_invalid_config_is_refused_and_the_old_one_stays(
     assert out.stdout.count("refused") == 2 and "the 1st [[endpoints]]: name" in out.stdout
     assert "Traceback" not in out.stderr
     assert f"config {config_hash(settings.file)}" in out.stdout
+
+
+async def test_a_process_not_subscribed_when_the_reload_is_published_reloads_once_it_subscribes(
+    make_settings: Callable[..., Settings],
+    sink: Callable[..., Any],
+    redis: Redis,
+    redis_server: RedisServer,
+    workers: Callable[..., Any],
+) -> None:
+    """A reload published while a process is not subscribed (its pub/sub connection lost: a Redis
+    restart, a failover) does not reach it: PUBLISH did not count it, so `relay reload` waited for the
+    others only and exited 0 although it listed that process as not answering, and the process ran its
+    old config until the next reload (a fault run: right after a Redis restart, 1 of 3 processes got it).
+    Now it reloads once it subscribes again and answers, and a process that stays silent fails the
+    reload (exit 1, 409), as documented."""
+    s = await sink()
+    settings = make_settings(endpoints=[ep("x", s)])
+    await workers(settings, 2)
+    new = rewrite(settings, [ep("x", s, timeout=7)], redis_server.url)
+    # every pub/sub connection dropped: each reloader subscribes again after its backoff (0.5 s)
+    for client in await redis.client_list(_type="pubsub"):
+        await redis.client_kill_filter(_id=client["id"])
+    result = await request_reload(redis, ORIGIN)
+    assert result["asked"] == 0  # nobody subscribed at that moment: no answer was waited for
+    # yet each process catches up as it subscribes again, and answers the request
+    await wait_for(lambda: _hashes(redis, {config_hash(new.file)}, 2), 10, what="a process kept its old config")
+    answers = await redis.lrange(k.reload_answers(result["id"]), 0, -1)
+    assert sorted(json.loads(a)["outcome"] for a in answers) == ["reloaded", "reloaded"]
+    # the next reload of the same file: both subscribed, unchanged, and the one answer each
+    again = await request_reload(redis, ORIGIN)
+    assert again["ok"] and again["asked"] == 2 and [a["outcome"] for a in again["answers"]] == ["unchanged"] * 2
+    # a live process that does not answer (stopped here, its entry still fresh) fails the reload
+    await redis.hset(k.PROCS, "gone:1", json.dumps({"role": "worker", "hash": "x", "seen": await clock_ms(redis)}))
+    silent = await request_reload(redis, ORIGIN, wait_s=0.5)
+    assert silent["silent"] == ["gone:1"] and not silent["ok"], silent
+
+
+async def _hashes(redis: Redis, want: set[str], n: int) -> bool:
+    docs = [json.loads(v) for v in (await redis.hgetall(k.PROCS)).values()]
+    return len(docs) == n and {d["hash"] for d in docs} == want
 
 
 async def test_relay_reload_with_nobody_listening(make_settings: Callable[..., Settings], redis: Redis) -> None:

@@ -42,6 +42,8 @@ REPORT_S = 5.0
 # an entry not refreshed for a day belongs to a process that died without deregistering
 PROC_FORGET_MS = 24 * 3600 * 1000
 ANSWER_TTL_S = 60
+# how long the latest request is kept for a process that missed it (k.RELOAD_LAST); one key
+RELOAD_LAST_TTL_MS = 24 * 3600 * 1000
 DEFAULT_WAIT_S = 5.0
 POLL_S = 0.05
 
@@ -76,6 +78,9 @@ class Reloader:
         self._load = load
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        # the last reload request this process saw (k.RELOAD_LAST), and whether it ever subscribed
+        self._seen: str | None = None
+        self._subscribed = False
 
     async def reload(self, origin: audit.Origin) -> dict[str, Any]:
         """Re-read the config file; apply it if it is valid. One reload at a time."""
@@ -166,6 +171,7 @@ class Reloader:
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(k.RELOAD_CHANNEL)
+            await self._catch_up()
             next_report = 0.0
             while True:
                 if time.monotonic() >= next_report:
@@ -178,6 +184,25 @@ class Reloader:
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
+    async def _catch_up(self) -> None:
+        """Once subscribed: a request published while this process was not (its start, or a new
+        subscription after a Redis outage) did not reach it, so PUBLISH did not count it and the
+        requester never heard of it; it ran its old config until the next reload (seen: a reload right
+        after a Redis restart reached 1 of 3 processes, and `relay reload` exited 0). Reload if a request
+        was made since the last one seen: on a new subscription also answer it (its requester may still
+        be waiting); at start only re-read the file, which is ``unchanged`` unless it was edited and
+        reloaded between this process reading it and subscribing."""
+        raw = await self.redis.get(k.RELOAD_LAST)
+        first, self._subscribed = not self._subscribed, True
+        if raw is None or raw.decode(errors="replace") == self._seen:
+            return
+        if first:
+            self._seen = raw.decode(errors="replace")
+            await self.reload(audit.Origin("reload", self.name))
+            return
+        logger.info("reload_caught_up", process=self.name)
+        await self._answer(raw)
+
     async def _answer(self, data: bytes) -> None:
         try:
             request = json.loads(data)
@@ -186,6 +211,9 @@ class Reloader:
         except (ValueError, KeyError, TypeError):
             logger.warning("reload_request_unreadable", data=data[:200])
             return
+        if data.decode(errors="replace") == self._seen:
+            return  # answered already: caught up as it subscribed, then the publish itself came
+        self._seen = data.decode(errors="replace")
         answer = await self.reload(origin)
         key = k.reload_answers(request_id)
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -230,6 +258,9 @@ async def request_reload(redis: Redis, origin: audit.Origin, *, wait_s: float = 
     """Ask every live process to reload; wait up to ``wait_s`` for each answer. Audited."""
     request_id = uuid.uuid4().hex
     message = json.dumps({"id": request_id, "via": origin.via, "address": origin.address})
+    # kept for a process not subscribed at this moment (reconnecting after a Redis outage, starting):
+    # it compares this with the last request it saw once it subscribes, and reloads (Reloader._catch_up)
+    await redis.set(k.RELOAD_LAST, message, px=RELOAD_LAST_TTL_MS)
     expected = int(await redis.publish(k.RELOAD_CHANNEL, message))
     key = k.reload_answers(request_id)
     answers: list[dict[str, Any]] = []
@@ -251,7 +282,8 @@ async def request_reload(redis: Redis, origin: audit.Origin, *, wait_s: float = 
         "answered": len(answers),
         "answers": sorted(answers, key=lambda a: a["process"]),
         "silent": silent,
-        "ok": not refused and not incomplete and len(answers) == expected,
+        # a live process that did not answer may run the old config: not ok (exit 1, 409), as documented
+        "ok": not refused and not incomplete and len(answers) >= expected and not silent,
     }
     await audit.record(
         redis,
