@@ -355,3 +355,6 @@ async def test_resend_one_to_an_endpoint_the_workers_run_whatever_the_file_says(
     await wait_for(lambda: len(s.received) == 2, 15)
     out = await asyncio.to_thread(cli, edited, "resend", nid, "--endpoint", "\udcff")
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    # and its deliveries can be listed by its name (it was 'not a configured endpoint' there too)
+    out = await asyncio.to_thread(cli, edited, "notifications", "list", "--endpoint", "billing", "--json")
+    assert out.returncode == 0 and nid in [i["id"] for i in json.loads(out.stdout)["items"]], out.stderr

@@ -150,7 +150,7 @@ async def list_notifications(request: web.Request) -> web.Response:
     settings = request.config_dict[appkeys.LIVE].settings
     redis = request.config_dict[appkeys.REDIS]
     # a removed endpoint's name still selects its deliveries
-    filters = queries.check_known(query.filters(), queries.known_names(settings, await endpoints.removed_names(redis)))
+    filters = queries.check_known(query.filters(), await endpoints.known_names(redis, settings))
     page = await queries.scan(
         request.config_dict[appkeys.REDIS],
         filters,
@@ -184,10 +184,10 @@ async def resend_bulk(request: web.Request) -> web.Response:
     _no_query(request)
     body = validate(BulkRequest, await _json_object(request), unknown="field")
     if body.filter is not None:
-        removed = await endpoints.removed_names(request.config_dict[appkeys.REDIS])
-        queries.check_known(
-            body.filter, queries.known_names(request.config_dict[appkeys.LIVE].settings, removed), prefix="filter."
+        known = await endpoints.known_names(
+            request.config_dict[appkeys.REDIS], request.config_dict[appkeys.LIVE].settings
         )
+        queries.check_known(body.filter, known, prefix="filter.")
     result = await request.config_dict[appkeys.RESENDER].bulk(
         ids=body.ids,
         filters=body.filter,

@@ -110,10 +110,8 @@ def resend(ns: argparse.Namespace) -> int:
 async def _filters(ns: argparse.Namespace, settings: Settings, redis: Redis) -> queries.Filters:
     values: dict[str, object] = {name: getattr(ns, name) for name in FILTER_OPTIONS}
     values["include_resolved"] = bool(getattr(ns, "include_resolved", False))
-    # a removed endpoint's name still selects its deliveries
-    return queries.check_known(
-        queries.parse_filters(values), queries.known_names(settings, await endpoints.removed_names(redis))
-    )
+    # a removed endpoint's name still selects its deliveries, and one only the workers run (see known_names)
+    return queries.check_known(queries.parse_filters(values), await endpoints.known_names(redis, settings))
 
 
 def _state(d: dict[str, Any]) -> str:

@@ -159,6 +159,12 @@ async def removed_names(redis: Redis) -> list[str]:
 
 
 async def known_names(redis: Redis, settings: Settings) -> dict[str, Collection[str]]:
-    """What a ``source`` or ``endpoint`` filter may name: configured, or a removed endpoint whose
-    deliveries are still kept (relay/store/queries.py:check_known)."""
-    return queries.known_names(settings, await removed_names(redis))
+    """What a ``source`` or ``endpoint`` filter may name: configured, run by a worker (the caller's file
+    may be edited and not yet reloaded), or a removed endpoint whose deliveries are still kept
+    (relay/store/queries.py:check_known)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hkeys(k.EP_REMOVED)
+        pipe.hkeys(k.EP_REGISTRY)
+        removed, running = await pipe.execute()
+    others = {name.decode() for name in [*removed, *running]} - set(settings.endpoints)
+    return queries.known_names(settings, sorted(others))
