@@ -279,6 +279,10 @@ async def _resend_named(
         raise BadParam("ids", ns.ids, "is empty")
     result = await resender.bulk(ids=ids, endpoint=ns.endpoint, idempotency_key=key, origin=cli_origin())
     _report_bulk(ns, result)
+    if result["count"] == 0 and result["skipped_count"]:
+        # as `relay resend ID` for an unknown one: a script must not read "nothing resent" as done
+        print(f"relay: nothing resent: {result['skipped_count']} skipped", file=sys.stderr)
+        return 1
     return 0
 
 
