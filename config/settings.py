@@ -255,7 +255,7 @@ def config_path(cli_value: str | os.PathLike[str] | None, environ: Mapping[str, 
 
 def parse_file(path: Path) -> tuple[FileConfig, dict[str, Any]]:
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: configuration file not found (set --config or RELAY_CONFIG)") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -270,3 +270,11 @@ def test_a_secret_that_is_not_utf8_is_named(tmp_path: Path, required: bool, vari
     with pytest.raises(ConfigError) as exc:
         load_settings(_write(tmp_path, BASE), env, require_secrets=required)
     assert variable in str(exc.value) and "not UTF-8" in str(exc.value)
+
+
+def test_a_file_saved_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
+    """An editor that writes UTF-8 with a BOM (Windows Notepad) made a valid file 'not valid TOML: Invalid
+    statement (at line 1, column 1)', pointing at nothing visible."""
+    path = tmp_path / "relay.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + BASE.encode())
+    assert list(load_settings(path, TEST_ENV).sources) == ["default"]
