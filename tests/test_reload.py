@@ -182,18 +182,35 @@ async def test_a_process_not_subscribed_when_the_reload_is_published_reloads_onc
     await wait_for(lambda: _hashes(redis, {config_hash(new.file)}, 2), 10, what="a process kept its old config")
     answers = await redis.lrange(k.reload_answers(result["id"]), 0, -1)
     assert sorted(json.loads(a)["outcome"] for a in answers) == ["reloaded", "reloaded"]
-    # the next reload of the same file: both subscribed, unchanged, and the one answer each
+    # a worker whose loop starts again after a Redis outage has a new reloader: it answers too
+    await workers(new, 1)
+    await wait_for(lambda: _answers(redis, result["id"], 3), 5, what="a restarted reloader did not answer")
+    # the next reload of the same file: all subscribed, unchanged, and the one answer each
     again = await request_reload(redis, ORIGIN)
-    assert again["ok"] and again["asked"] == 2 and [a["outcome"] for a in again["answers"]] == ["unchanged"] * 2
+    assert again["ok"] and again["asked"] == 3 and [a["outcome"] for a in again["answers"]] == ["unchanged"] * 3
+    # each loss of the connection is a new outage: the reloaders subscribe again within their first
+    # backoff every time (it doubled for a process's life: 0.5, 1, 2, 4, 8 s, deaf for longer each time)
+    for _ in range(5):
+        for client in await redis.client_list(_type="pubsub"):
+            await redis.client_kill_filter(_id=client["id"])
+        await wait_for(lambda: _subscribed(redis, 3), 2.5, what="a reloader waited longer after each lost connection")
     # a live process that does not answer (stopped here, its entry still fresh) fails the reload
     await redis.hset(k.PROCS, "gone:1", json.dumps({"role": "worker", "hash": "x", "seen": await clock_ms(redis)}))
     silent = await request_reload(redis, ORIGIN, wait_s=0.5)
     assert silent["silent"] == ["gone:1"] and not silent["ok"], silent
 
 
+async def _subscribed(redis: Redis, n: int) -> bool:
+    return await redis.pubsub_numsub(k.RELOAD_CHANNEL) == [(k.RELOAD_CHANNEL.encode(), n)]
+
+
 async def _hashes(redis: Redis, want: set[str], n: int) -> bool:
     docs = [json.loads(v) for v in (await redis.hgetall(k.PROCS)).values()]
     return len(docs) == n and {d["hash"] for d in docs} == want
+
+
+async def _answers(redis: Redis, request_id: str, n: int) -> bool:
+    return int(await redis.llen(k.reload_answers(request_id))) == n
 
 
 async def test_relay_reload_with_nobody_listening(make_settings: Callable[..., Settings], redis: Redis) -> None:

@@ -81,6 +81,7 @@ class Reloader:
         # the last reload request this process saw (k.RELOAD_LAST), and whether it ever subscribed
         self._seen: str | None = None
         self._subscribed = False
+        self._listening = False  # subscribed now (the reconnection backoff starts afresh once it was)
 
     async def reload(self, origin: audit.Origin) -> dict[str, Any]:
         """Re-read the config file; apply it if it is valid. One reload at a time."""
@@ -163,6 +164,11 @@ class Reloader:
             try:
                 await self._listen()
             except REDIS_ERRORS as exc:
+                # a subscription that held starts the backoff afresh: each outage is a new one (it
+                # doubled for the process's life, so after a few Redis restarts a process stayed deaf to
+                # reload requests for 10 s after each)
+                if self._listening:
+                    self._listening, backoff = False, 0.5
                 logger.warning("reload_channel_lost", error=type(exc).__name__, retry_in=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
@@ -172,6 +178,7 @@ class Reloader:
         try:
             await pubsub.subscribe(k.RELOAD_CHANNEL)
             await self._catch_up()
+            self._listening = True
             next_report = 0.0
             while True:
                 if time.monotonic() >= next_report:
@@ -190,18 +197,29 @@ class Reloader:
         requester never heard of it; it ran its old config until the next reload (seen: a reload right
         after a Redis restart reached 1 of 3 processes, and `relay reload` exited 0). Reload if a request
         was made since the last one seen: on a new subscription also answer it (its requester may still
-        be waiting); at start only re-read the file, which is ``unchanged`` unless it was edited and
-        reloaded between this process reading it and subscribing."""
+        be waiting), and at its first subscription too while a requester may wait (a worker's loop
+        started again after a Redis outage has a new Reloader); else at start only re-read the file,
+        which is ``unchanged`` unless it was edited and reloaded between this process reading it and
+        subscribing."""
         raw = await self.redis.get(k.RELOAD_LAST)
         first, self._subscribed = not self._subscribed, True
         if raw is None or raw.decode(errors="replace") == self._seen:
             return
-        if first:
+        if first and not await self._recent(raw):
             self._seen = raw.decode(errors="replace")
             await self.reload(audit.Origin("reload", self.name))
             return
         logger.info("reload_caught_up", process=self.name)
         await self._answer(raw)
+
+    async def _recent(self, raw: bytes) -> bool:
+        """Whether a request's requester may still wait for answers: a worker that restarts its loop after
+        a Redis outage starts a new Reloader, which must answer the request it missed too."""
+        try:
+            at = int(json.loads(raw)["at"])
+        except (ValueError, KeyError, TypeError):
+            return False
+        return await clock_ms(self.redis) - at < ANSWER_TTL_S * 1000
 
     async def _answer(self, data: bytes) -> None:
         try:
@@ -257,7 +275,7 @@ async def live_processes(redis: Redis, now_ms: int) -> list[dict[str, Any]]:
 async def request_reload(redis: Redis, origin: audit.Origin, *, wait_s: float = DEFAULT_WAIT_S) -> dict[str, Any]:
     """Ask every live process to reload; wait up to ``wait_s`` for each answer. Audited."""
     request_id = uuid.uuid4().hex
-    message = json.dumps({"id": request_id, "via": origin.via, "address": origin.address})
+    message = json.dumps({"id": request_id, "via": origin.via, "address": origin.address, "at": await clock_ms(redis)})
     # kept for a process not subscribed at this moment (reconnecting after a Redis outage, starting):
     # it compares this with the last request it saw once it subscribes, and reloads (Reloader._catch_up)
     await redis.set(k.RELOAD_LAST, message, px=RELOAD_LAST_TTL_MS)
@@ -265,8 +283,12 @@ async def request_reload(redis: Redis, origin: audit.Origin, *, wait_s: float = 
     key = k.reload_answers(request_id)
     answers: list[dict[str, Any]] = []
     deadline = time.monotonic() + wait_s
+    # every live process is waited for, not only those PUBLISH reached: one that was not subscribed
+    # (reconnecting after a Redis outage) catches up as it subscribes again and answers then
+    live = await live_processes(redis, await clock_ms(redis))
+    waiting = {p["name"] for p in live}
     # bounded by wait_s; a poll rather than BLPOP so the connection's socket timeout never fires first
-    while len(answers) < expected and time.monotonic() < deadline:
+    while (len(answers) < expected or waiting - {a["process"] for a in answers}) and time.monotonic() < deadline:
         await asyncio.sleep(POLL_S)
         raw = await redis.lrange(key, len(answers), -1)  # type: ignore[misc]
         answers.extend(json.loads(item) for item in raw)
