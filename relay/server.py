@@ -122,6 +122,9 @@ async def _redis(app: web.Application, *, announce: bool = True) -> AsyncIterato
     # a reload changes how long what is stored from now on is kept; the durability mode needs a restart
     app[appkeys.LIVE].on_reload.append(lambda new: setattr(store, "retention_ms", new.delivery.retention_ms))
     try:
+        # asked of Redis whatever ack_after is: with "write" the durability check asks it nothing, and
+        # ingress_ready was logged with Redis down
+        await redis.ping()
         via = await store.check_durability()
         if announce:
             logger.info("ingress_ready", ack_after=server.ack_after, durability=via)

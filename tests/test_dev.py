@@ -222,6 +222,22 @@ def test_a_busy_demo_sink_port_names_the_way_round_it(
     assert "Traceback" not in out and "listening" not in out
 
 
+def test_relay_serve_with_redis_unreachable_says_so_not_ingress_ready(tmp_path: Path) -> None:
+    """With the default ack_after = "write" the start-up check asked Redis nothing, so relay serve logged
+    ingress_ready (durability "write") with Redis down, and redis_unreachable_at_start never."""
+    web_port = free_port()
+    config = write_config(tmp_path / "relay.toml", extra=f"[server]\nport = {web_port}\n")
+    serve = RelayProcess(config, f"redis://127.0.0.1:{free_port()}/0", "serve")
+    try:
+        deadline = time.monotonic() + 20
+        while '"listening"' not in serve.output() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert serve.events("redis_unreachable_at_start"), serve.output()
+        assert not serve.events("ingress_ready"), serve.output()
+    finally:
+        serve.stop()
+
+
 def test_relay_serve_says_ingress_ready_once_with_two_listeners(tmp_path: Path, redis_server: RedisServer) -> None:
     web_port, admin_port = free_port(), free_port()
     config = write_config(tmp_path / "relay.toml", admin={"port": admin_port}, extra=f"[server]\nport = {web_port}\n")
