@@ -115,7 +115,7 @@ class FileConfig(Model):
             self.delivery.retention_days, [(s.name, s.expect_within_hours) for s in self.sources]
         )
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))  # one line each (config/wording.py)
         return self
 
 

@@ -89,6 +89,8 @@ def format_validation_error(path: Path, raw: Mapping[str, Any], exc: ValidationE
             lines.append(f"  {where}: unknown key")
         elif where and value is not None and not isinstance(value, (dict, list)):
             lines.append(f"  {where} = {value!r}: {plain(err)}")
-        else:
-            lines.append(f"  {where or '(top level)'}: {plain(err)}")
+        elif where:
+            lines.append(f"  {where}: {plain(err)}")
+        else:  # the file's cross-checks (config/settings.py): each problem names its own subject
+            lines += [f"  {problem}" for problem in plain(err).splitlines()]
     return "\n".join(lines)

@@ -278,3 +278,21 @@ def test_a_file_saved_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
     path = tmp_path / "relay.toml"
     path.write_bytes(b"\xef\xbb\xbf" + BASE.encode())
     assert list(load_settings(path, TEST_ENV).sources) == ["default"]
+
+
+def test_problems_across_sections_are_one_line_each(tmp_path: Path) -> None:
+    """They were joined on one line behind '(top level):', which names nothing an operator can find."""
+    text = (
+        "[server]\nport = 9000\n[admin]\nport = 9000\n"
+        + BASE
+        + '[[endpoints]]\nname = "b"\nurl = "http://x"\n[[endpoints]]\nname = "b"\nurl = "http://y"\n'
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_settings(_write(tmp_path, text), TEST_ENV)
+    lines = str(exc.value).splitlines()
+    assert "(top level)" not in str(exc.value), lines
+    assert lines[1:] == [
+        "  endpoints: name 'b' is used 2 times",
+        "  admin.port = 9000: is [server] port too (on 127.0.0.1); [admin] port = 0 serves the admin routes on "
+        "the public listener, or give them a port of their own",
+    ], lines
