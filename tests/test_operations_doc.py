@@ -1,12 +1,13 @@
-"""Every log event the relay writes is named in docs/operations.md, "Log events": an operator who meets
-``claim_failed`` or ``admin_auth_failed`` in the journal finds what it means. 46 of 86 were named
-nowhere in that section (some nowhere in the docs at all)."""
+"""docs/operations.md names what the relay writes: every log event in "Log events" (an operator who meets
+``claim_failed`` or ``admin_auth_failed`` in the journal finds what it means; 46 of 86 were named nowhere
+in that section), and every key of the health report in "relay health"."""
 
 from __future__ import annotations
 
 import ast
 import re
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVELS = {"debug", "info", "warning", "error", "exception", "critical"}
@@ -43,3 +44,23 @@ def test_every_logged_event_is_in_the_log_events_section() -> None:
     assert len(events) > 50, events  # the scan finds the relay's events
     missing = {event: where for event, where in events.items() if f"`{event}`" not in section}
     assert not missing, f"log events not in docs/operations.md, 'Log events': {missing}"
+
+
+async def test_every_key_of_the_health_report_is_in_the_relay_health_section(
+    make_settings: Any, redis: Any
+) -> None:
+    """operations.md, "relay health", lists the report's keys (``relay health --json``, ``GET /api/health``):
+    ``config`` (whether the live processes run one configuration) and ``reconcile`` at the top, and
+    ``cancelled``, ``paused_deliveries``, ``paused_age_s`` and ``url_host`` per endpoint, were in the report
+    and nowhere in it."""
+    from relay.store.connection import clock_ms
+    from relay.store.stats import health_report
+
+    settings = make_settings(endpoints=[{"name": "a", "url": "http://127.0.0.1:9/h"}])
+    report = await health_report(redis, settings, await clock_ms(redis))
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    start = text.index("### `relay health`")
+    section = text[start : text.index("\n## ", start)]
+    keys = {*report, *report["endpoints"]["a"], *report["sources"]["default"]}
+    missing = sorted(key for key in keys if f"`{key}`" not in section)
+    assert not missing, f"health report keys not in docs/operations.md, 'relay health': {missing}"
