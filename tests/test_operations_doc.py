@@ -46,9 +46,7 @@ def test_every_logged_event_is_in_the_log_events_section() -> None:
     assert not missing, f"log events not in docs/operations.md, 'Log events': {missing}"
 
 
-async def test_every_key_of_the_health_report_is_in_the_relay_health_section(
-    make_settings: Any, redis: Any
-) -> None:
+async def test_every_key_of_the_health_report_is_in_the_relay_health_section(make_settings: Any, redis: Any) -> None:
     """operations.md, "relay health", lists the report's keys (``relay health --json``, ``GET /api/health``):
     ``config`` (whether the live processes run one configuration) and ``reconcile`` at the top, and
     ``cancelled``, ``paused_deliveries``, ``paused_age_s`` and ``url_host`` per endpoint, were in the report
