@@ -62,3 +62,12 @@ async def test_every_key_of_the_health_report_is_in_the_relay_health_section(mak
     keys = {*report, *report["endpoints"]["a"], *report["sources"]["default"]}
     missing = sorted(key for key in keys if f"`{key}`" not in section)
     assert not missing, f"health report keys not in docs/operations.md, 'relay health': {missing}"
+
+
+def test_the_api_docs_state_parameter_lists_every_state() -> None:
+    """docs/api.md's `state` row listed six states; the API takes eight (paused and cancelled too)."""
+    from relay import constants as k
+
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    [row] = [line for line in text.splitlines() if line.startswith("| `state` | a delivery state")]
+    assert not [state for state in k.STATES if f"`{state}`" not in row], row
