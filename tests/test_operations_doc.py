@@ -71,3 +71,11 @@ def test_the_api_docs_state_parameter_lists_every_state() -> None:
     text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
     [row] = [line for line in text.splitlines() if line.startswith("| `state` | a delivery state")]
     assert not [state for state in k.STATES if f"`{state}`" not in row], row
+
+
+def test_the_send_test_example_names_the_one_secret_an_ipn_is_signed_with() -> None:
+    """The example listed every variable of .relay/dev-secrets.json, as send-test once did (it names only
+    the one that signs the test now: tests/test_cli_convention.py)."""
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    notes = [line for line in text.splitlines() if line.startswith("send-test: using the development secrets")]
+    assert notes == ["send-test: using the development secrets in .relay/dev-secrets.json for TCO_SECRET_KEY"], notes
