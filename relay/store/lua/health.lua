@@ -13,8 +13,9 @@ local i = #A_LIST + 1
 -- how many waiting deliveries the receipt time of the oldest one is read from exactly (ZINTER with
 -- the receipt index); above it, only the CANDIDATES that changed longest ago are looked at
 local EXACT_UP_TO, CANDIDATES = 250, 20
--- how many older queue entries of a per_order endpoint are looked at for its oldest pending's order
-local ORDER_SCAN = 500
+-- how many queue entries of a per_order endpoint are looked at for a pending delivery held behind its
+-- order's failing head (about 1 ms of Redis for 500; health runs every few seconds)
+local ORDER_SCAN = 200
 local function head(key, rev)
   local r
   if rev then r = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES') else r = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES') end
