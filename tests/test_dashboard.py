@@ -407,6 +407,9 @@ async def test_list_filters_search_and_pages(client: TestClient, redis: Redis) -
     assert "No notification matches these filters" in page
     resp = await client.get("/dashboard/notifications", params={"channel": "email"})
     assert resp.status == 400 and "invalid channel=&#39;email&#39;" in await resp.text()
+    # a period not offered was ignored: every notification listed as if "any time" had been asked for
+    resp = await client.get("/dashboard/notifications", params={"period": "2h"})
+    assert resp.status == 400 and "invalid period=&#39;2h&#39;" in await resp.text()
     resp = await client.get("/dashboard/notifications", params={"period": "24h"})
     page = await resp.text()
     assert sum(nid in page for nid in nids) == 50

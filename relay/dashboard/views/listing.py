@@ -38,6 +38,8 @@ def list_filters(
         raw["since"] = now_ms - view.PERIODS[period][1]
     elif period == "custom":
         raw.update({name: params[name] for name in ("since", "until") if name in params})
+    elif period is not None:  # ignored, it listed everything as if "any time" had been chosen
+        raise queries.BadParam("period", period, f"expected one of {', '.join(view.PERIODS)} or custom")
     f = queries.parse_filters(raw)
     return f if known is None else queries.check_known(f, known)
 
