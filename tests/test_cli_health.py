@@ -353,7 +353,9 @@ def test_send_test_without_the_secret_is_a_config_error(
 ) -> None:
     monkeypatch.delenv("TCO_SECRET_KEY")
     assert main(["--config", config(tmp_path, []), "send-test"]) == 2
-    assert "source 'default' has no IPN/LCN secret key" in capsys.readouterr().err
+    assert (
+        "TCO_SECRET_KEY is not set (source 'default', secret_key_env): it signs the test IPN" in capsys.readouterr().err
+    )
 
 
 def test_built_notifications_verify_as_the_ingress_checks_them(tmp_path: Path) -> None:
