@@ -81,6 +81,11 @@ class ServerConfig(Model):
 MAX_PROCESSES = 64
 
 
+def http_base(host: str, port: int) -> str:
+    """``http://host:port`` for a listen address, an IPv6 one in brackets (``http://::1:8080`` is no URL)."""
+    return f"http://[{host}]:{port}" if ":" in host and not host.startswith("[") else f"http://{host}:{port}"
+
+
 def parse_processes(value: Any) -> int | str:
     """``[server] processes`` and ``relay serve --processes``: 1 … 64, or 0 / "auto" (one per CPU)."""
     if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_PROCESSES):

@@ -44,6 +44,7 @@ from config.sections import (
     Name,
     RedisConfig,
     ServerConfig,
+    http_base,
     parse_processes,
     process_count,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "RedisConfig",
     "Secret",
     "ServerConfig",
+    "http_base",
     "Settings",
     "Source",
     "SourceConfig",

@@ -18,7 +18,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, multiprocess
 from redis.asyncio import Redis
 
-from config.settings import Settings
+from config.settings import Settings, http_base
 from relay import constants as k
 from relay import tasks
 from relay.admin.api import setup_api
@@ -271,7 +271,7 @@ async def _listen(
         await runner.setup()
         runners.append(runner)
         await limits.GuardedSite(runner, host, port, guard, reuse_port=reuse_port and role != "admin").start()
-        logger.info("listening", role=role, url=f"http://{host}:{port}")
+        logger.info("listening", role=role, url=http_base(host, port))
 
 
 def _freeze_gc() -> None:

@@ -149,3 +149,24 @@ def test_send_test_names_only_the_development_secret_it_signs_with(tmp_path: Pat
         assert proc.returncode == 1, (proc.stdout, proc.stderr)  # nothing listens there: cannot reach the relay
         note = proc.stderr.splitlines()[0]
         assert note == f"send-test: using the development secrets in .relay/dev-secrets.json for {used}", note
+
+
+@pytest.mark.parametrize(
+    ("host", "shown"),
+    [("::1", "[::1]"), ("fd00::5", "[fd00::5]"), ("::", "[::1]"), ("0.0.0.0", "127.0.0.1"), ("127.0.0.1", "127.0.0.1")],
+)
+def test_urls_built_from_a_listen_host_bracket_an_ipv6_one(tmp_path: Path, host: str, shown: str) -> None:
+    """[server] host = "::1" made send-test post to http://::1:8080/ipn ('cannot reach the relay':
+    not a URL), and the log's listening line and the alerts' dashboard link the same."""
+    from config.settings import load_settings
+    from relay.alerting.texts import dashboard
+    from relay.cli.sendtest import listener_url
+    from tests.support import TEST_ENV
+
+    config = write_config(
+        tmp_path / "relay.toml", admin={"port": 8081, "host": host}, extra=f'[server]\nhost = "{host}"\n'
+    )
+    settings = load_settings(config, TEST_ENV)
+    assert listener_url(settings, "ipn", "default", None) == f"http://{shown}:{settings.server.port}/ipn"
+    listen = host if ":" not in host else f"[{host}]"
+    assert dashboard(settings) == f"http://{listen}:8081/dashboard"

@@ -6,14 +6,14 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from config.settings import Settings
+from config.settings import Settings, http_base
 from relay.store.reconcile import order_link
 from relay.timefmt import iso_seconds, span
 
 
 def dashboard(settings: Settings) -> str:
     admin = settings.admin
-    return f"http://{admin.host}:{admin.port or settings.server.port}/dashboard"
+    return http_base(admin.host, admin.port or settings.server.port) + "/dashboard"
 
 
 def _head() -> str:

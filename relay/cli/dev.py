@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from config.settings import Settings, config_path
+from config.settings import Settings, config_path, http_base
 from relay.cli import devsecrets
 from relay.cli.common import ListenError, settings_from
 
@@ -223,10 +223,10 @@ def _wait_listening(ports: list[Port], alive: Callable[[], int | None]) -> int |
 def _announce(settings: Settings, ports: list[Port]) -> None:
     server, admin = settings.server, settings.admin
     say(
-        f"listening on http://{server.host}:{server.port}/ipn (and /lcn, /ins); try `relay send-test` in "
+        f"listening on {http_base(server.host, server.port)}/ipn (and /lcn, /ins); try `relay send-test` in "
         "another terminal; Ctrl-C stops everything"
     )
-    base = f"http://{admin.host}:{admin.port}" if admin.port else f"http://{server.host}:{server.port}"
+    base = http_base(admin.host, admin.port) if admin.port else http_base(server.host, server.port)
     token = settings.admin_token
     if token is None:
         say(f"admin API and dashboard are off: {settings.server.admin_token_env} is empty")

@@ -23,7 +23,7 @@ from urllib.parse import urlencode, urlsplit
 import aiohttp
 from redis.asyncio import Redis
 
-from config.settings import CHANNELS, ConfigError, Settings, Source
+from config.settings import CHANNELS, ConfigError, Settings, Source, http_base
 from relay import __version__, protocol
 from relay import constants as k
 from relay.cli import devsecrets
@@ -227,8 +227,8 @@ def verify_receipt(channel: str, source: Source, body: bytes, text: str) -> str:
 def listener_url(settings: Settings, channel: str, source: str, base: str | None) -> str:
     if base is None:
         host = settings.server.host
-        host = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
-        base = f"http://{host}:{settings.server.port}"
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+        base = http_base(host, settings.server.port)
     path = f"/{channel}" if source == "default" else f"/{channel}/{source}"
     return base.rstrip("/") + path
 

@@ -31,6 +31,8 @@ from typing import cast
 import structlog
 from aiohttp import web
 
+from config.settings import http_base
+
 logger = structlog.get_logger()
 
 # descriptors kept free of the connection caps: Redis pools, log files, the listening sockets
@@ -224,7 +226,7 @@ class GuardedSite(web.BaseSite):
 
     @property
     def name(self) -> str:
-        return f"http://{self._host}:{self._port}"
+        return http_base(self._host, self._port)
 
     async def start(self) -> None:
         await super().start()
