@@ -90,4 +90,8 @@ async def test_a_shutdown_step_that_waits_says_which(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in proc.output().splitlines() if line.startswith("{")]
     events = [line["event"] for line in lines]
     assert events.index("serve_stopping") < events.index("shutdown_waiting") < events.index("serve_stopped")
-    assert {line["step"] for line in lines if line["event"] == "shutdown_waiting"} == {"reloader"}, lines[-10:]
+    # the reloader's deregistering always waits on the frozen Redis; the alert watcher does too when one
+    # of its checks was under way as Redis froze (it checks at start-up, then every check_seconds): a
+    # race with the freeze, not a step that should not wait
+    steps = {line["step"] for line in lines if line["event"] == "shutdown_waiting"}
+    assert "reloader" in steps and steps <= {"reloader", "alert_watcher"}, lines[-10:]
