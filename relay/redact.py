@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
-from urllib.parse import quote, quote_plus, unquote_plus
+from urllib.parse import quote, quote_plus, unquote_plus, urlsplit, urlunsplit
 
 from config.settings import Endpoint, Secret, Settings, Source
 
@@ -36,6 +36,19 @@ MIN_PARTIAL = 8
 SENSITIVE = ("PASSWORD", "SECRET", "TOKEN")
 # a configured value shorter than this is not a secret worth hiding (a header value like "1")
 MIN_SECRET = 6
+
+
+def shown_url(url: str) -> str:
+    """An endpoint's URL fit for output: a password in it, and the value of a query parameter named
+    like a credential (``api_token``, ``key``), shown as ``***``; the rest as configured."""
+    parts = urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    query = "&".join(
+        f"{name}=***" if any(word in name.upper() for word in (*SENSITIVE, "KEY")) else f"{name}{eq}{value}"
+        for name, eq, value in (pair.partition("=") for pair in parts.query.split("&") if pair)
+    )
+    return urlunsplit(parts._replace(netloc=f"{user}{':***' if colon else ''}{at}{hostport}", query=query))
 
 
 def encodings(secret: str) -> set[str]:

@@ -386,3 +386,19 @@ def test_receipt_verification_rejects_a_wrong_receipt(tmp_path: Path) -> None:
         verify_receipt("ipn", source, body, right.replace("20240102030405", "20240102030406"))
     with pytest.raises(SendTestError, match="no read receipt"):
         verify_receipt("ipn", source, body, "OK")
+
+
+async def test_check_endpoints_shows_no_credential_of_a_url(
+    tmp_path: Path, get_server: Callable[..., Any], capsys: Capsys
+) -> None:
+    """It printed each URL whole, a password in it or a token in its query too, into a terminal or a
+    cron job's mail (relay health, the alerts and the dashboard name the host alone)."""
+    base = await get_server(200)
+    url = base.replace("http://", "http://billing:s3cretpw@") + "?api_token=abc123xyz&tenant=eu"
+    cfg = config(tmp_path, [{"name": "good", "url": url}])
+    assert await cli("--config", cfg, "check-endpoints") == 0
+    out = capsys.readouterr().out
+    assert await cli("--config", cfg, "check-endpoints", "--json") == 0
+    out += capsys.readouterr().out
+    assert "s3cretpw" not in out and "abc123xyz" not in out, out
+    assert "billing:***@127.0.0.1" in out and "api_token=***&tenant=eu" in out, out

@@ -14,6 +14,7 @@ from config.settings import Endpoint, Settings
 from relay import __version__
 from relay.cli.common import Commands, positive, settings_from
 from relay.cli.output import clean, json_text
+from relay.redact import shown_url
 
 commands = Commands()
 
@@ -181,7 +182,7 @@ async def _check(session: aiohttp.ClientSession, ep: Endpoint) -> dict[str, Any]
         verdict = "ok (reachable; answers GET with 405 Method Not Allowed, as a POST-only endpoint may)"
     else:
         verdict = error or f"expected HTTP 200, got {status}"
-    return {"endpoint": ep.name, "url": ep.url, "status": status, "ms": ms, "ok": ok, "verdict": verdict}
+    return {"endpoint": ep.name, "url": shown_url(ep.url), "status": status, "ms": ms, "ok": ok, "verdict": verdict}
 
 
 async def check_endpoints(endpoints: Iterable[Endpoint]) -> list[dict[str, Any]]:
