@@ -206,3 +206,18 @@ def test_send_test_message_type_that_cannot_be_sent_is_a_usage_error(tmp_path: P
     code, _, err = in_process(config, "send-test", "--message-type", mtype, "--url", "http://127.0.0.1:9", redis_url="")
     assert code == EXIT_CONFIG, err
     assert "Traceback" not in err and "--message-type" in err, err
+
+
+@pytest.mark.parametrize("content", ["not json{", '["a list"]', '{"RELAY_ADMIN_TOKEN": 5}'])
+def test_relay_dev_with_a_damaged_dev_secrets_file_is_one_line_exit_2(tmp_path: Path, content: str) -> None:
+    # a file cut short or edited by hand raised JSONDecodeError (a traceback) before anything started
+    # free ports throughout: were the file read as before, relay dev would start (a real process: it
+    # sets signal handlers, which a command run in the test's thread cannot)
+    config = write_config(
+        tmp_path / "relay.toml", redis_port=free_port(), admin={"port": 0}, extra=f"[server]\nport = {free_port()}\n"
+    )
+    (tmp_path / ".relay").mkdir()
+    (tmp_path / ".relay" / "dev-secrets.json").write_text(content)
+    code, _, err = relay(config, "dev", "--no-demo-sink", redis_url=None)
+    assert code == EXIT_CONFIG, err
+    assert "dev-secrets.json" in one_line(err), err

@@ -9,6 +9,8 @@ import tomllib
 from collections.abc import MutableMapping
 from pathlib import Path
 
+from config.settings import ConfigError
+
 SECRETS_FILE = Path(".relay/dev-secrets.json")
 ADMIN_TOKEN_ENV = "RELAY_ADMIN_TOKEN"  # [server] admin_token_env's default
 
@@ -21,6 +23,21 @@ def stored(var: str) -> str | None:
         return None
     value = values.get(var) if isinstance(values, dict) else None
     return value if isinstance(value, str) else None
+
+
+def _kept() -> dict[str, str]:
+    """The file's values; one cut short or edited into another shape is said in one line, not used."""
+    if not SECRETS_FILE.exists():
+        return {}
+    try:
+        values = json.loads(SECRETS_FILE.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        values, reason = None, str(exc)
+    else:
+        reason = "expected a JSON object of variable names and their string values"
+    if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+        raise ConfigError(f"{SECRETS_FILE}: cannot use it ({reason}); remove it and relay dev generates new values")
+    return values
 
 
 def fill_missing(config: Path, env: MutableMapping[str, str]) -> list[str]:
@@ -40,9 +57,7 @@ def fill_missing(config: Path, env: MutableMapping[str, str]) -> list[str]:
     for ep in raw.get("endpoints", []):
         if isinstance(ep.get("signing_secret_env"), str):
             wanted.append((ep["signing_secret_env"], "whsec"))
-    stored: dict[str, str] = {}
-    if SECRETS_FILE.exists():
-        stored = json.loads(SECRETS_FILE.read_text())
+    stored = _kept()
     generated = []
     for var, kind in wanted:
         if env.get(var):
