@@ -221,3 +221,16 @@ def test_relay_dev_with_a_damaged_dev_secrets_file_is_one_line_exit_2(tmp_path: 
     code, _, err = relay(config, "dev", "--no-demo-sink", redis_url=None)
     assert code == EXIT_CONFIG, err
     assert "dev-secrets.json" in one_line(err), err
+
+
+def test_relay_dev_with_a_redis_data_dir_it_cannot_create_is_one_line_exit_2(tmp_path: Path) -> None:
+    # [redis] data_dir under a file (or anywhere not writable): mkdir raised, a traceback
+    (tmp_path / "afile").write_text("")
+    config = write_config(
+        tmp_path / "relay.toml", redis_port=free_port(), admin={"port": 0}, extra=f"[server]\nport = {free_port()}\n"
+    )
+    config.write_text(config.read_text().replace(str(tmp_path / "redis-data"), str(tmp_path / "afile" / "redis")))
+    code, _, err = relay(config, "dev", "--no-demo-sink", redis_url=None)
+    lines = [line for line in err.splitlines() if line.startswith("relay:")]  # after relay dev's notes
+    assert code == EXIT_CONFIG, err
+    assert "Traceback" not in err and len(lines) == 1 and "data_dir" in lines[0] and "afile" in lines[0], err

@@ -19,7 +19,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import DataError, RedisError
 
-from config.settings import Settings
+from config.settings import ConfigError, Settings
 
 logger = structlog.get_logger()
 
@@ -130,7 +130,13 @@ def start_embedded(settings: Settings) -> subprocess.Popen[bytes] | None:
             "REDIS_URL is not set and no redis-server is on PATH: install one "
             "(apt-get install redis-server, brew install redis) or set REDIS_URL"
         )
-    data.mkdir(parents=True, exist_ok=True)
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"[redis] data_dir {cfg.data_dir!r}: cannot create {data} ({exc.strerror}): set it to a directory "
+            "this user can write, or set REDIS_URL"
+        ) from None
     proc = subprocess.Popen(
         _embedded_command(exe, settings, data),
         stdout=subprocess.DEVNULL,
