@@ -234,3 +234,15 @@ def test_relay_dev_with_a_redis_data_dir_it_cannot_create_is_one_line_exit_2(tmp
     lines = [line for line in err.splitlines() if line.startswith("relay:")]  # after relay dev's notes
     assert code == EXIT_CONFIG, err
     assert "Traceback" not in err and len(lines) == 1 and "data_dir" in lines[0] and "afile" in lines[0], err
+
+
+def test_relay_dev_where_it_cannot_keep_its_dev_secrets_is_one_line_exit_2(tmp_path: Path) -> None:
+    # .relay a file (or a directory it cannot write): writing the generated secrets raised, a traceback
+    config = write_config(
+        tmp_path / "relay.toml", redis_port=free_port(), admin={"port": 0}, extra=f"[server]\nport = {free_port()}\n"
+    )
+    (tmp_path / ".relay").write_text("")
+    code, _, err = relay(config, "dev", "--no-demo-sink", redis_url=None)
+    lines = [line for line in err.splitlines() if line.startswith("relay:")]
+    assert code == EXIT_CONFIG, err
+    assert "Traceback" not in err and len(lines) == 1 and "dev-secrets.json" in lines[0], err

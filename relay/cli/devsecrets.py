@@ -71,7 +71,13 @@ def fill_missing(config: Path, env: MutableMapping[str, str]) -> list[str]:
         env[var] = stored[var]
         generated.append(var)
     if generated:
-        SECRETS_FILE.parent.mkdir(parents=True, exist_ok=True)
-        SECRETS_FILE.write_text(json.dumps(stored, indent=1))
-        SECRETS_FILE.chmod(0o600)
+        try:
+            SECRETS_FILE.parent.mkdir(parents=True, exist_ok=True)
+            SECRETS_FILE.write_text(json.dumps(stored, indent=1))
+            SECRETS_FILE.chmod(0o600)
+        except OSError as exc:
+            raise ConfigError(
+                f"{SECRETS_FILE}: cannot keep the generated development values there ({exc.strerror}): run "
+                f"relay dev in a directory it can write, or set {', '.join(generated)}"
+            ) from None
     return generated
