@@ -385,6 +385,24 @@ async def test_a_full_redis_is_redis_unreachable(redis: Redis, make_settings: Ca
     assert "every write is refused" in p["message"]
 
 
+async def test_a_pause_cut_short_is_said_so(redis: Redis, make_settings: Callable[..., Settings]) -> None:
+    """A pause whose pages stopped half-way (the CLI killed after its first page, as a fault run did with
+    250 waiting: 100 paused, 149 pending, the head retrying) leaves the endpoint paused with work pending
+    that nothing will send. Health said only "a delivery has waited … behind its head delivery retrying
+    (connect_error)", pointing at the endpoint; it says the pause did not finish, and what to run."""
+    await redis.zadd(k.WORKERS, {"host:1": NOW})
+    await redis.hset(k.PAUSED, "a", json.dumps({"at": NOW - 60_000, "by": "cli"}))
+    await redis.zadd(k.ep_state("a", "paused"), {"p1": NOW - 60_000})
+    await redis.zadd(k.ep_state("a", "pending"), {"n1": NOW - 60_000, "n2": NOW - 59_000})
+    report = await health_report(redis, make_settings(endpoints=EPS), NOW, max_pending_age=30)
+    (p,) = report["problems"]
+    assert p["kind"] == "backlog_too_old" and p["endpoint"] == "a"
+    assert p["message"].endswith(
+        ": a is paused, and its pause or resume did not finish (2 deliveries left pending or retrying, which "
+        "a paused endpoint never sends): run relay endpoints pause a again, or resume it"
+    ), p["message"]
+
+
 async def test_a_full_redis_does_not_say_start_relay_worker(
     redis: Redis, make_settings: Callable[..., Settings]
 ) -> None:

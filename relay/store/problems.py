@@ -154,6 +154,15 @@ def _endpoint_backlog(
     behind = ""
     if "head_retrying" in row["causes"]:
         behind = f", behind its head delivery retrying ({row['last_error']})"
+    left = row["pending"] + row["retrying"]
+    if row.get("paused") and left:
+        # a finished pause leaves nothing pending or retrying (new and finished work parks as paused): a
+        # pause or resume cut short (the CLI killed, Redis lost between its pages) did, and a paused
+        # endpoint sends none of it; said as a retrying head before, which pointed at the endpoint
+        behind = (
+            f": {name} is paused, and its pause or resume did not finish ({left} deliveries left pending or "
+            f"retrying, which a paused endpoint never sends): run relay endpoints pause {name} again, or resume it"
+        )
     held = row.get("order_held")
     if row.get("throttled"):
         # held back by its rate_limit, as configured: no alert (issue 24), but said
