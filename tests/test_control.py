@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -320,6 +321,14 @@ async def test_endpoint_actions_by_the_cli_name_what_the_workers_run_whatever_th
     out = await asyncio.to_thread(cli, edited, "endpoints", "resume", "billing", "--json")
     assert out.returncode == 0 and not json.loads(out.stdout)["paused"], out.stderr
     assert not await redis.hexists(k.PAUSED, "billing")
+    # a pause cut short (its first page only) leaves work pending under the flag: the list counts it as
+    # waiting too (it said 100 of 250 in a fault run: only what waited as paused)
+    await redis.hset(k.PAUSED, "billing", json.dumps({"at": 1, "by": "cli"}))
+    await redis.zadd(k.ep_state("billing", "paused"), {"p1": 1})
+    await redis.zadd(k.ep_state("billing", "pending"), {"n1": 1, "n2": 2})
+    out = await asyncio.to_thread(cli, edited, "endpoints", "list")
+    assert re.search(r"^billing\s+serial\s+paused\s+3\s", out.stdout, re.M), out.stdout
+    await redis.delete(k.PAUSED, k.ep_state("billing", "paused"), k.ep_state("billing", "pending"))
     # a name no endpoint can have, from bytes that are not UTF-8 too (asking Redis about it raised)
     for bad in ("nowhere", "Bad Name", "\udcff"):
         for args in (
