@@ -454,6 +454,26 @@ async def test_overview_empty_states(aiohttp_client: Any, make_settings: Callabl
     assert "No notifications yet" in page and "relay send-test --channel ipn" in page
 
 
+async def test_overview_with_a_full_redis_does_not_say_start_a_worker(client: TestClient, redis: Redis) -> None:
+    """A full Redis refuses the workers' heartbeats as every other write: the overview said "No worker is
+    running … start one with relay worker" while they ran (a fault run). It says Redis is full, and why
+    no worker is seen."""
+    await login(client)
+    await redis.zadd(k.WORKERS, {"host:1": int(time.time() * 1000) - 60_000})
+    await redis.config_set("maxmemory-policy", "noeviction")
+    await redis.config_set("maxmemory", 1)
+    try:
+        page = await (await client.get("/dashboard/")).text()
+    finally:
+        await redis.config_set("maxmemory", 0)
+    assert "No worker is running" not in page and "Redis is full" in page
+    assert "refuses the workers&#39; heartbeats" in page or "refuses the workers' heartbeats" in page
+    assert re.search(r'<span class="label">Redis</span><span class="value">Full</span>', page)
+    # with room again, a stale heartbeat is no worker as before
+    page = await (await client.get("/dashboard/")).text()
+    assert "No worker is running" in page
+
+
 async def test_overview_states_and_hourly_chart(client: TestClient, settings: Settings, redis: Redis) -> None:
     now = int(time.time() * 1000)
     hour = now // 3_600_000 * 3_600_000
