@@ -9,8 +9,11 @@ PY := $(BIN)/python
 .DEFAULT_GOAL := help
 
 .PHONY: help install install-dev install-test run test check lint imports mypy pytest bench soak format shell
+# the name column is as wide as the longest target name, so every description starts in one column
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' \
+	  '{ name[NR] = $$1; text[NR] = $$2; if (length($$1) > w) w = length($$1) } \
+	   END { fmt = "  make %-" w "s  %s\n"; for (i = 1; i <= NR; i++) printf fmt, name[i], text[i] }'
 
 $(PY):
 	./scripts/ensure-venv $(PYTHON) $(VENV)
