@@ -13,6 +13,7 @@ the relay imports from here.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -127,12 +128,27 @@ WILDCARDS = ("", "0.0.0.0", "::")
 ADMIN_APART = "[admin] port = 0 serves the admin routes on the public listener, or give them a port of their own"
 
 
+def _family(host: str) -> int | None:
+    """4 or 6 for an address, None for "" (every address) or a name (it may resolve to either)."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).version
+    except ValueError:
+        return None
+
+
 def admin_clash(host: str, port: int, admin: AdminConfig) -> bool:
     """The admin listener on the public one's port and address: ``relay serve`` would stop with "address
-    already in use" although nothing else holds it. Other hosts may share a port (one is a wildcard: not)."""
+    already in use" although nothing else holds it. Other hosts may share a port; a wildcard clashes with
+    the addresses of its own family only: the event loop binds an IPv6 socket IPV6_V6ONLY, so 0.0.0.0
+    and ::1 (or :: and 127.0.0.1) on one port both bind."""
     if admin.port == 0 or admin.port != port:
         return False
-    return admin.host == host or admin.host in WILDCARDS or host in WILDCARDS
+    if admin.host == host:
+        return True
+    if admin.host not in WILDCARDS and host not in WILDCARDS:
+        return False
+    ours, theirs = _family(host), _family(admin.host)
+    return ours is None or theirs is None or ours == theirs
 
 
 def _listen_problems(cfg: FileConfig) -> list[str]:

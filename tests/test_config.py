@@ -78,6 +78,19 @@ def test_bad_values_are_named(tmp_path: Path, text: str, needle: str) -> None:
     assert needle in str(exc.value)
 
 
+@pytest.mark.parametrize(
+    ("server", "admin"), [("0.0.0.0", "::1"), ("::", "127.0.0.1"), ("0.0.0.0", "::"), ("127.0.0.1", "127.0.0.2")]
+)
+def test_an_admin_listener_on_the_public_port_of_another_address_family_loads(
+    tmp_path: Path, server: str, admin: str
+) -> None:
+    """A wildcard holds the port for its own address family only (an IPv6 socket binds IPV6_V6ONLY), so
+    these pairs both bind: the check that refuses a real clash refused them as "is [server] port too"."""
+    text = f'[server]\nport = 9000\nhost = "{server}"\n[admin]\nport = 9000\nhost = "{admin}"\n' + BASE
+    settings = load_settings(_write(tmp_path, text), TEST_ENV)
+    assert (settings.server.port, settings.admin.port, settings.admin.host) == (9000, 9000, admin)
+
+
 def test_more_than_eight_endpoints_per_route(tmp_path: Path) -> None:
     eps = [{"name": f"e{i}", "url": f"http://127.0.0.1:1/{i}", "channels": ["ipn"]} for i in range(9)]
     with pytest.raises(ConfigError, match="9 endpoints receive source 'default' channel 'ipn'; at most 8"):
