@@ -403,6 +403,29 @@ async def test_a_pause_cut_short_is_said_so(redis: Redis, make_settings: Callabl
     ), p["message"]
 
 
+async def test_a_pause_cut_short_with_only_retrying_work_left_is_said_so(
+    redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
+    """An endpoint is paused because it fails, so what it has waiting is mostly retrying: a pause cut
+    short can leave nothing pending, only retrying deliveries that a paused endpoint never sends. Health
+    measured the wait by the pending ones alone, so it said nothing (and a paused endpoint is never
+    endpoint_failing): healthy, with the deliveries stuck until someone looked."""
+    await redis.zadd(k.WORKERS, {"host:1": NOW})
+    await redis.hset(k.PAUSED, "a", json.dumps({"at": NOW - 60_000, "by": "cli"}))
+    await redis.zadd(k.ep_state("a", "paused"), {"p1": NOW - 60_000})
+    await redis.zadd(k.ep_state("a", "retrying"), {"r1": NOW - 50_000, "r2": NOW + 10_000})
+    report = await health_report(redis, make_settings(endpoints=EPS), NOW, max_pending_age=30)
+    (p,) = report["problems"]
+    assert p["kind"] == "backlog_too_old" and p["endpoint"] == "a" and p["oldest_age_s"] == 60
+    assert p["message"].endswith(
+        ": a is paused, and its pause or resume did not finish (2 deliveries left pending or retrying, which "
+        "a paused endpoint never sends): run relay endpoints pause a again, or resume it"
+    ), p["message"]
+    # within the limit of the pause, it is a pause still under way: nothing said
+    report = await health_report(redis, make_settings(endpoints=EPS), NOW, max_pending_age=90)
+    assert report["problems"] == []
+
+
 async def test_a_full_redis_does_not_say_start_relay_worker(
     redis: Redis, make_settings: Callable[..., Settings]
 ) -> None:

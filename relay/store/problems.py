@@ -163,6 +163,10 @@ def _endpoint_backlog(
             f": {name} is paused, and its pause or resume did not finish ({left} deliveries left pending or "
             f"retrying, which a paused endpoint never sends): run relay endpoints pause {name} again, or resume it"
         )
+        if age is None:
+            # only retrying work left (an endpoint is paused because it fails): no pending age to go
+            # by, and it has been stuck since the pause at the latest, its receipt at the earliest
+            age = min(a for a in (row["paused_age_s"], row["oldest_pending_age_s"]) if a is not None)
     held = row.get("order_held")
     if row.get("throttled"):
         # held back by its rate_limit, as configured: no alert (issue 24), but said
