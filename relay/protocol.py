@@ -167,24 +167,36 @@ def hmac_hex(algo: str, key: bytes, data: bytes) -> str:
 def verify_signed(
     fields: Fields, keys: Sequence[bytes], min_algo: str, source: bytes | None = None
 ) -> tuple[Algo, int]:
-    """Check the strongest signature an IPN/LCN carries; return it and the index of the key that matched.
+    """Check the strongest non-empty signature an IPN/LCN carries; return it and the index of the key
+    that matched.
 
-    ``keys`` holds one secret, or two during a key rotation.
+    ``keys`` holds one secret, or two during a key rotation. A signature field sent empty
+    (``SIGNATURE_SHA3_256=``) counts as absent, as 2Checkout's own plugins and node SDK read it
+    (``if (!$receivedHash)`` falls back to the next one; docs/protocol.md): the next one decides.
     """
     present: list[tuple[str, Algo, str]] = []
+    empty: list[str] = []
     for name, algo in SIGNATURE_FIELDS:
         values = fields.get(name)
         if values is None:
             continue
         if len(values) != 1:
             raise SignatureError("duplicate_signature_field", f"{name} is sent {len(values)} times")
+        if values[0] == "":
+            if not present:  # named in a too-weak refusal: why a stronger one did not count
+                empty.append(name)
+            continue
         present.append((name, algo, values[0].strip().lower()))
     if not present:
+        if empty:
+            raise SignatureError("missing_signature", f"every signature field sent is empty ({', '.join(empty)})")
         raise SignatureError("missing_signature", "no HASH, SIGNATURE_SHA2_256 or SIGNATURE_SHA3_256 field in the body")
     name, algo, given = present[0]
     if STRENGTH[algo] < STRENGTH[min_algo]:
         raise SignatureError(
-            "signature_too_weak", f"strongest signature is {algo} ({name}); this source requires {min_algo}"
+            "signature_too_weak",
+            f"strongest signature is {algo} ({name}{''.join(f'; {e} is empty' for e in empty)});"
+            f" this source requires {min_algo}",
         )
     if len(given) != _HEX_LEN[algo] or not _HEX_DIGITS.fullmatch(given):
         raise SignatureError("malformed_signature", f"{name} is not a {_HEX_LEN[algo]}-digit hex value")

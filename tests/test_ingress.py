@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -108,6 +109,88 @@ async def test_receipt_matches_strongest_signature(client: TestClient, algos: tu
     resp = await client.post("/ipn", data=signed_body(ipn_fields(), algos=algos), headers=FORM)
     assert resp.status == 200
     assert re.fullmatch(expected, (await resp.text()).strip())
+
+
+def _emptied(body: bytes, *names: str) -> bytes:
+    """The signed body with each named signature field sent empty (``SIGNATURE_SHA3_256=``)."""
+    for name in names:
+        body, n = re.subn(rb"(^|&)" + name.encode() + rb"=[0-9a-f]*", rb"\1" + name.encode() + b"=", body)
+        assert n == 1, (name, body)
+    return body
+
+
+@pytest.mark.parametrize(
+    ("channel", "empty", "algo", "expected"),
+    [
+        ("ipn", ("SIGNATURE_SHA3_256",), "sha256", r'<sig algo="sha256" date="(\d{14})">([0-9a-f]{64})</sig>'),
+        (
+            "ipn",
+            ("SIGNATURE_SHA3_256", "SIGNATURE_SHA2_256"),
+            "md5",
+            r"<EPAYMENT>(\d{14})\|([0-9a-f]{32})</EPAYMENT>",
+        ),
+        ("lcn", ("SIGNATURE_SHA3_256",), "sha256", r'<sig algo="sha256" date="(\d{14})">([0-9a-f]{64})</sig>'),
+    ],
+    ids=["ipn-sha3-empty", "ipn-sha3-sha2-empty", "lcn-sha3-empty"],
+)
+async def test_an_empty_signature_counts_as_absent_and_the_next_one_decides(
+    client: TestClient, redis: Redis, channel: str, empty: tuple[str, ...], algo: str, expected: str
+) -> None:
+    """2Checkout's plugins and node SDK fall back past an empty signature field (docs/protocol.md):
+    the strongest non-empty one is verified, and the receipt is signed with it."""
+    if channel == "ipn":
+        fields = ipn_fields("230000501")
+    else:
+        lcn = next(v for v in vectors("synthetic.json")["vectors"] if v["kind"] == "lcn")
+        fields = [(key, value) for key, value in urllib.parse.parse_qsl(lcn["body"], keep_blank_values=True)]
+        fields = [
+            (key, value) for key, value in fields if key not in {"HASH", "SIGNATURE_SHA2_256", "SIGNATURE_SHA3_256"}
+        ]
+    body = _emptied(signed_body(fields), *empty)
+    resp = await client.post(f"/{channel}", data=body, headers=FORM)
+    text = await resp.text()
+    assert resp.status == 200, text
+    m = re.fullmatch(expected, text.strip())
+    assert m, text
+    parsed = protocol.parse_form(body)
+    receipt = protocol.ipn_receipt if channel == "ipn" else protocol.lcn_receipt
+    assert text.strip() == receipt(parsed, SECRET_KEY.encode(), algo, m[1])
+    nid = notification_id("default", channel, body)
+    assert await redis.hget(k.notification(nid), "algo") == algo.encode()
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "reason"),
+    [
+        # a non-empty strongest signature still decides, wrong though a weaker one is right
+        (
+            "/ipn",
+            signed_body(ipn_fields(), algos=("md5", "sha256"))
+            + b"&SIGNATURE_SHA3_256="
+            + protocol.hmac_hex("sha3-256", b"another key", b"x").encode(),
+            "signature_mismatch",
+        ),
+        # the source's min_signature holds for what is left once the empty one is set aside
+        (
+            "/ipn/eu-shop",
+            _emptied(signed_body(ipn_fields(), algos=("md5", "sha256")), "SIGNATURE_SHA2_256"),
+            "signature_too_weak",
+        ),
+        (
+            "/ipn",
+            _emptied(signed_body(ipn_fields()), "HASH", "SIGNATURE_SHA2_256", "SIGNATURE_SHA3_256"),
+            "missing_signature",
+        ),
+    ],
+    ids=["wrong-sha3-beside-good-sha2", "min-signature", "all-empty"],
+)
+async def test_an_empty_signature_weakens_no_check(
+    client: TestClient, redis: Redis, path: str, body: bytes, reason: str
+) -> None:
+    resp = await client.post(path, data=body, headers=FORM)
+    text = await resp.text()
+    assert resp.status == 400 and f"rejected: {reason}" in text, text
+    assert await _keys(redis) <= {k.REJECTS.encode()}
 
 
 async def test_lcn_and_ins(client: TestClient, redis: Redis) -> None:
