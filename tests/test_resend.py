@@ -262,6 +262,15 @@ async def test_cli_resend_one_ids_and_by_filter(
     out = await cli("resend", "--endpoint", "billing", "--state", "failed", "--yes")
     assert out.returncode == 0 and "queued 1 resend(s)" in out.stdout and f"(resend of {a}) to billing" in out.stdout
     await wait_for(lambda: any(h.get("Relay-Resend-Of") == a for h, _ in billing.received), 15)
+    # crm failed none: nothing is resent (exit 1, as for --ids), where it said "0 notification(s) would
+    # be resent" and exited 0 as a dry run does; a dry run still counts 0 and exits 0
+    resends = await redis.zcard(k.resends(a)) + await redis.zcard(k.resends(b))
+    out = await cli("resend", "--endpoint", "crm", "--state", "failed", "--yes")
+    assert out.returncode == 1 and "relay: nothing to resend to crm: no notification matches" in out.stderr, out
+    assert "would be resent" not in out.stdout
+    out = await cli("resend", "--endpoint", "crm", "--state", "failed", "--dry-run")
+    assert out.returncode == 0 and "0 notification(s) would be resent to crm" in out.stdout, out.stdout
+    assert await redis.zcard(k.resends(a)) + await redis.zcard(k.resends(b)) == resends
 
 
 @pytest.mark.parametrize(
@@ -278,13 +287,18 @@ async def test_cli_resend_one_ids_and_by_filter(
         (["ipn_" + "0" * 24], "no notification"),
         # every id unknown: it printed "queued 0 resend(s)" and exited 0, as if done
         (["--ids", f"ipn_{'0' * 24},lcn_{'1' * 24}"], "nothing resent: 2 skipped"),
+        # a filter that matches nothing: it printed "0 notification(s) would be resent" and exited 0, as
+        # a dry run does, though none was asked for
+        (["--state", "failed", "--yes"], "nothing to resend: no notification matches"),
+        (["--endpoint", "billing", "--state", "failed"], "nothing to resend to billing: no notification matches"),
     ],
 )
 async def test_cli_resend_refusals(api_settings: Settings, redis: Redis, args: list[str], message: str) -> None:
     out = await asyncio.to_thread(relay_cli, api_settings, "resend", *args)
     assert out.returncode in (1, 2) and message in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
-    assert out.returncode == (1 if message.startswith(("no notification", "nothing resent")) else 2)
+    assert out.returncode == (1 if message.startswith(("no notification", "nothing resent", "nothing to")) else 2)
+    assert "would be resent" not in out.stdout
 
 
 def run_in_terminal(settings: Settings, answer: str, *args: str) -> Done:

@@ -239,7 +239,7 @@ async def _resend(ns: argparse.Namespace, settings: Settings, redis: Redis) -> i
         raise Usage("name a notification ID, --ids, or at least one filter (--state, --endpoint, --since, ...)")
     preview = await resender.bulk(filters=filters, dry_run=True)
     target = f" to {ns.endpoint}" if ns.endpoint else ""
-    if ns.dry_run or preview["count"] == 0:
+    if ns.dry_run:
         if ns.json:
             print_json(preview)
         else:
@@ -248,6 +248,18 @@ async def _resend(ns: argparse.Namespace, settings: Settings, redis: Redis) -> i
                 + (f"; {preview['skipped_count']} skipped" if preview["skipped_count"] else "")
             )
         return 0
+    if preview["count"] == 0:
+        # not "0 would be resent", exit 0, as if it were a dry run that found nothing wrong: nothing was
+        # resent, and a script must not read that as done (exit 1, as `relay resend --ids` does)
+        if ns.json:
+            print_json({**preview, "dry_run": False})
+        elif preview["skipped_count"]:
+            _report_bulk(ns, {**preview, "resends": []})
+        why = (
+            f"{preview['skipped_count']} match, each skipped" if preview["skipped_count"] else "no notification matches"
+        )
+        print(f"relay: nothing to resend{target}: {why}", file=sys.stderr)
+        return 1
     if not ns.yes and not _confirmed(f"{preview['count']} notification(s){target}"):
         return 1
     result = await resender.bulk(filters=filters, idempotency_key=key, origin=cli_origin())
