@@ -1,4 +1,7 @@
-"""A demo endpoint for the local run: prints what the relay forwards, verifies webhook-signature."""
+"""A demo endpoint for the local run: prints one line per request the relay forwards (its Relay-* headers,
+webhook-id and size) and answers 200. It does not check ``webhook-signature``: the docs promise only that
+it prints what it receives (README, "Quick start"; ``relay demo-sink``); an endpoint of your own verifies it
+(README, the delivery headers)."""
 
 from __future__ import annotations
 
