@@ -279,7 +279,11 @@ async def test_hanging_endpoint_does_not_slow_a_healthy_one(
     for nid in nids:
         assert (await final(redis, nid, "ok", timeout=4))["state"] == "delivered"
     assert time.monotonic() - started < 4
-    assert (await delivery(redis, nids[0], "hang"))["state"] == "in_flight"
+    # meanwhile the hanging endpoint holds its 4 slots. Which 4 is not this test's business: it asked for
+    # the first, but a concurrent endpoint claims the earliest due, and notifications routed in one batch
+    # are due at the same ms (under load all 20 were, and the 4 lowest IDs were claimed, not nids[0])
+    states = [(await delivery(redis, nid, "hang")).get("state") for nid in nids]
+    assert states.count("in_flight") == 4 and set(states) == {"in_flight", "pending"}, states
 
 
 async def test_serial_waits_for_a_retrying_head(
