@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry, multiprocess
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from config.settings import Settings, http_base
@@ -28,7 +28,7 @@ from relay.store.connection import REDIS_ERRORS, connect, redis_url, safe_url
 from relay.store.ingest import NotDurable, Store
 from relay.store.reload import Reloader
 from relay.web import appkeys, ingress, limits, middleware, probes
-from relay.web.metrics import IngressMetrics
+from relay.web.metrics import IngressMetrics, MembersCollector
 
 logger = structlog.get_logger()
 
@@ -233,7 +233,7 @@ def _listeners(
         # what /metrics serves: the counters every member wrote to the multiprocess directory (its own
         # included), summed; metrics.registry would give this one process's
         scrape = CollectorRegistry()
-        multiprocess.MultiProcessCollector(scrape, path=member.metrics_dir)  # type: ignore[no-untyped-call]
+        scrape.register(MembersCollector(member.metrics_dir, metrics.registry))
 
     def app(*, public: bool = True, admin: bool = True) -> web.Application:
         return create_app(

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from redis.asyncio import Redis
 
 from relay.store import audit
 from relay.store.reload import live_processes
+from relay.web.metrics import IngressMetrics
 from tests.procs import RelayProcess
 from tests.support import TEST_ENV, RedisServer, free_port, ipn_fields, signed_body, write_config
 
@@ -93,6 +95,12 @@ async def test_two_members_share_the_port_and_metrics_are_their_sum(
     try:
         pids = await _members_up(public, proc, 2)
         assert len(set(pids.values())) == 2 and proc.proc.pid not in pids.values()
+        # before any notification, the same families as one process shows (HELP and TYPE, no sample
+        # yet): the summed files held none of them, so rejected, accepted and ack latency were missing
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{admin}/metrics") as resp:
+            scraped = set((await resp.text()).splitlines())
+        one_process = generate_latest(IngressMetrics(CollectorRegistry()).registry).decode().splitlines()
+        assert [line for line in one_process if line not in scraped] == [], sorted(scraped)
         # each member a live process of its own: `relay reload` will count both
         # (a member reports once its reloader subscribed, a moment after it listens)
         deadline = time.monotonic() + 20
