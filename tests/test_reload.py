@@ -25,7 +25,7 @@ from relay.server import create_app
 from relay.store import audit
 from relay.store.connection import clock_ms
 from relay.store.ingest import notification_id
-from relay.store.reload import request_reload
+from relay.store.reload import Reloader, request_reload
 from tests.cli import cli_async
 from tests.procs import RelayProcess
 from tests.support import (
@@ -198,6 +198,89 @@ async def test_a_process_not_subscribed_when_the_reload_is_published_reloads_onc
     await redis.hset(k.PROCS, "gone:1", json.dumps({"role": "worker", "hash": "x", "seen": await clock_ms(redis)}))
     silent = await request_reload(redis, ORIGIN, wait_s=0.5)
     assert silent["silent"] == ["gone:1"] and not silent["ok"], silent
+
+
+def _reloader(redis: Redis, settings: Settings, name: str, redis_url: str) -> Reloader:
+    async def apply(old: Settings, new: Settings) -> dict[str, Any]:
+        return {}
+
+    env = {**TEST_ENV, "REDIS_URL": redis_url}
+    return Reloader(redis, settings, role="worker", apply=apply, name=name, load=lambda path: load_settings(path, env))
+
+
+async def test_a_reload_counts_each_process_once_and_keeps_answers_through_a_long_wait(
+    make_settings: Callable[..., Settings], redis: Redis, redis_server: RedisServer
+) -> None:
+    """The answers list expires ANSWER_TTL_S after its last answer, so within a longer `relay reload
+    --wait N` a later answer started a new list, which the requester read from its old index: a process
+    that did answer was reported silent. And a worker whose loop started again within the wait (a new
+    reloader, same name) catches up on the request its old reloader answered and answers again: the
+    result listed it twice (answered 3 of 2 processes)."""
+    settings = make_settings()
+    started: list[Reloader] = []
+
+    def start(name: str) -> None:
+        started.append(_reloader(redis, settings, name, redis_server.url))
+        started[-1].start()
+
+    async def live(*names: str) -> None:
+        now = await clock_ms(redis)
+        for name in names:
+            await redis.hset(k.PROCS, name, json.dumps({"role": "worker", "hash": "x", "seen": now}))
+
+    try:
+        start("w1")
+        await wait_for(lambda: _subscribed(redis, 1), 5, what="the reloader did not subscribe")
+        await live("w1", "w2")  # w2: live, subscribing only later
+        pending = asyncio.create_task(request_reload(redis, ORIGIN, wait_s=10))
+        request_id = json.loads(await _last_request(redis))["id"]
+        await wait_for(lambda: _answers(redis, request_id, 1), 5, what="w1 did not answer")
+        await asyncio.sleep(0.2)  # the requester has read it
+        await redis.delete(k.reload_answers(request_id))  # its TTL passed within the wait
+        start("w2")
+        expired = await asyncio.wait_for(pending, 15)
+        assert expired["silent"] == [] and expired["ok"], expired
+        await live("w3")  # w3: live, subscribing only later
+        pending = asyncio.create_task(request_reload(redis, ORIGIN, wait_s=10))
+        request_id = json.loads(await _last_request(redis, other_than=request_id))["id"]
+        await wait_for(lambda: _answers(redis, request_id, 2), 5, what="w1 and w2 did not answer")
+        start("w1")  # w1's loop starts again: it catches up on the request, answered already
+        await wait_for(lambda: _answers(redis, request_id, 3), 5, what="the new w1 did not catch up")
+        start("w3")
+        twice = await asyncio.wait_for(pending, 15)
+    finally:
+        for r in started:
+            await r.stop()
+    assert twice["ok"] and twice["answered"] == 3, twice
+    assert [a["process"] for a in twice["answers"]] == ["w1", "w2", "w3"], twice
+
+
+async def test_a_process_catches_up_on_a_request_whose_requester_waits_longer_than_a_minute(
+    make_settings: Callable[..., Settings], redis: Redis, redis_server: RedisServer
+) -> None:
+    """A reloader started 70 s into a `relay reload --wait 120` (a worker's loop after a long Redis
+    outage) answers it: it judged a request recent by ANSWER_TTL_S (60 s) alone, so it reloaded without
+    answering and the requester, still waiting, reported it silent."""
+    settings = make_settings()
+    at = await clock_ms(redis) - 70_000
+    request = {"id": "r70", "via": "cli", "address": None, "at": at, "wait_ms": 120_000}
+    await redis.set(k.RELOAD_LAST, json.dumps(request))
+    late = _reloader(redis, settings, "w1", redis_server.url)
+    late.start()
+    try:
+        await wait_for(lambda: _answers(redis, "r70", 1), 5, what="the late reloader did not answer")
+    finally:
+        await late.stop()
+
+
+async def _last_request(redis: Redis, other_than: str | None = None) -> bytes:
+    """The request a reload just made (relay:reload:last), once it is there."""
+    for _ in range(100):
+        raw = await redis.get(k.RELOAD_LAST)
+        if raw is not None and json.loads(raw)["id"] != other_than:
+            return bytes(raw)
+        await asyncio.sleep(0.02)
+    raise AssertionError("no reload request was made")
 
 
 async def _subscribed(redis: Redis, n: int) -> bool:

@@ -10,7 +10,8 @@ Every ``relay serve`` and ``relay worker`` process runs a ``Reloader``:
 
 ``request_reload`` (``relay reload``, ``POST /api/reload``) publishes a request: PUBLISH returns how
 many processes received it, and each one answers on the list ``relay:reload:{id}`` with its outcome
-and config hash. The requester waits a few seconds for that many answers.
+and config hash. The requester waits a few seconds for that many answers, and for one from every live
+process: a process that was not subscribed catches up from ``relay:reload:last`` (``Reloader._catch_up``).
 """
 
 from __future__ import annotations
@@ -214,12 +215,14 @@ class Reloader:
 
     async def _recent(self, raw: bytes) -> bool:
         """Whether a request's requester may still wait for answers: a worker that restarts its loop after
-        a Redis outage starts a new Reloader, which must answer the request it missed too."""
+        a Redis outage starts a new Reloader, which must answer the request it missed too. The request
+        says how long its requester waits (``relay reload --wait 120``: past ANSWER_TTL_S)."""
         try:
-            at = int(json.loads(raw)["at"])
-        except (ValueError, KeyError, TypeError):
+            request = json.loads(raw)
+            at, wait_ms = int(request["at"]), int(request.get("wait_ms", 0))
+        except (ValueError, KeyError, TypeError, AttributeError):
             return False
-        return await clock_ms(self.redis) - at < ANSWER_TTL_S * 1000
+        return await clock_ms(self.redis) - at < max(ANSWER_TTL_S * 1000, wait_ms)
 
     async def _answer(self, data: bytes) -> None:
         try:
@@ -275,24 +278,32 @@ async def live_processes(redis: Redis, now_ms: int) -> list[dict[str, Any]]:
 async def request_reload(redis: Redis, origin: audit.Origin, *, wait_s: float = DEFAULT_WAIT_S) -> dict[str, Any]:
     """Ask every live process to reload; wait up to ``wait_s`` for each answer. Audited."""
     request_id = uuid.uuid4().hex
-    message = json.dumps({"id": request_id, "via": origin.via, "address": origin.address, "at": await clock_ms(redis)})
+    at = await clock_ms(redis)
+    message = json.dumps(
+        {"id": request_id, "via": origin.via, "address": origin.address, "at": at, "wait_ms": int(wait_s * 1000)}
+    )
     # kept for a process not subscribed at this moment (reconnecting after a Redis outage, starting):
     # it compares this with the last request it saw once it subscribes, and reloads (Reloader._catch_up)
     await redis.set(k.RELOAD_LAST, message, px=RELOAD_LAST_TTL_MS)
     expected = int(await redis.publish(k.RELOAD_CHANNEL, message))
     key = k.reload_answers(request_id)
-    answers: list[dict[str, Any]] = []
+    # by process: one may answer twice (a worker's loop started again within the wait catches up on a
+    # request its old reloader answered), and the list may expire and start again within a long wait
+    # (ANSWER_TTL_S after its last answer), so it is read whole each time, not from the last index
+    by_process: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + wait_s
     # every live process is waited for, not only those PUBLISH reached: one that was not subscribed
     # (reconnecting after a Redis outage) catches up as it subscribes again and answers then
     live = await live_processes(redis, await clock_ms(redis))
     waiting = {p["name"] for p in live}
     # bounded by wait_s; a poll rather than BLPOP so the connection's socket timeout never fires first
-    while (len(answers) < expected or waiting - {a["process"] for a in answers}) and time.monotonic() < deadline:
+    while (len(by_process) < expected or waiting - by_process.keys()) and time.monotonic() < deadline:
         await asyncio.sleep(POLL_S)
-        raw = await redis.lrange(key, len(answers), -1)  # type: ignore[misc]
-        answers.extend(json.loads(item) for item in raw)
-    answered = {a["process"] for a in answers}
+        for item in await redis.lrange(key, 0, -1):  # type: ignore[misc]
+            answer = json.loads(item)
+            by_process.setdefault(answer["process"], answer)  # the first: the one that applied the request
+    answers = list(by_process.values())
+    answered = set(by_process)
     live = await live_processes(redis, await clock_ms(redis))
     silent = [p["name"] for p in live if p["name"] not in answered]
     refused = [a for a in answers if a["outcome"] == "refused"]
