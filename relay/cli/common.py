@@ -11,6 +11,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 
@@ -159,6 +160,32 @@ def positive(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError("must be more than 0")
     return value
+
+
+def base_url(text: str) -> str:
+    """relay send-test --url: an http:// or https:// URL with a host: anything else reached aiohttp as
+    "cannot reach the relay"."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # bytes that are not UTF-8 in the argument
+        raise argparse.ArgumentTypeError(f"invalid --url {text!r}: not UTF-8") from None
+    parts = urlsplit(text)
+    try:
+        parts.port  # noqa: B018  (raises ValueError for a port outside 0 … 65535 or not a number)
+    except ValueError:
+        parts = parts._replace(scheme="")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"invalid --url {text!r}: expected http://host:port or https://host")
+    return text
+
+
+def message_type(text: str) -> str:
+    """relay send-test --message-type: 1 to 64 printable characters, as a 2Checkout message type is
+    (COMPLETE, REFUND, ORDER_CREATED)."""
+    # a surrogate (bytes that are not UTF-8 in the argument) is not printable: it could not be sent
+    if not (0 < len(text) <= 64 and text.isprintable()):
+        raise argparse.ArgumentTypeError(f"invalid --message-type {text!r}: expected 1 to 64 printable characters")
+    return text
 
 
 # -- commands that talk to Redis -----------------------------------------------------------------

@@ -18,7 +18,7 @@ import time
 from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import TextIO
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import aiohttp
 from redis.asyncio import Redis
@@ -27,7 +27,7 @@ from config.settings import CHANNELS, ConfigError, Settings, Source, http_base
 from relay import __version__, protocol
 from relay import constants as k
 from relay.cli import devsecrets
-from relay.cli.common import Commands, positive, settings_from
+from relay.cli.common import Commands, base_url, message_type, positive, settings_from
 from relay.cli.output import clean
 from relay.store.connection import REDIS_ERRORS, connect, redis_url
 from relay.store.ingest import notification_id
@@ -377,41 +377,17 @@ def _verdict(states: dict[str, str], out: TextIO) -> int:
 # -- relay send-test ------------------------------------------------------------------------------
 
 
-def _base_url(text: str) -> str:
-    """An http:// or https:// URL with a host: anything else reached aiohttp as "cannot reach the relay"."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:  # bytes that are not UTF-8 in the argument
-        raise argparse.ArgumentTypeError(f"invalid --url {text!r}: not UTF-8") from None
-    parts = urlsplit(text)
-    try:
-        parts.port  # noqa: B018  (raises ValueError for a port outside 0 … 65535 or not a number)
-    except ValueError:
-        parts = parts._replace(scheme="")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise argparse.ArgumentTypeError(f"invalid --url {text!r}: expected http://host:port or https://host")
-    return text
-
-
-def _message_type(text: str) -> str:
-    """1 to 64 printable characters, as a 2Checkout message type is (COMPLETE, REFUND, ORDER_CREATED)."""
-    # a surrogate (bytes that are not UTF-8 in the argument) is not printable: it could not be sent
-    if not (0 < len(text) <= 64 and text.isprintable()):
-        raise argparse.ArgumentTypeError(f"invalid --message-type {text!r}: expected 1 to 64 printable characters")
-    return text
-
-
 def _send_test_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channel", choices=CHANNELS, default="ipn", help="notification type (default ipn)")
     p.add_argument("--source", default="default", help="configured source to sign for (default: default)")
     p.add_argument(
         "--message-type",
-        type=_message_type,
+        type=message_type,
         metavar="TYPE",
         help="MESSAGE_TYPE (IPN), DISPATCH_REASON (LCN) or message_type (INS)",
     )
     p.add_argument(
-        "--url", type=_base_url, metavar="BASE", help="the relay's base URL (default http://[server] host:port)"
+        "--url", type=base_url, metavar="BASE", help="the relay's base URL (default http://[server] host:port)"
     )
     p.add_argument(
         "--timeout",
