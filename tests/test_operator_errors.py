@@ -181,6 +181,16 @@ def test_send_test_with_a_url_that_is_not_one_is_a_usage_error(tmp_path: Path, u
     assert "Traceback" not in err and "--url" in err and repr(url) in err, err
 
 
+@pytest.mark.parametrize("url", ["http://[::1", "http://[::1:8080/", "http://[zz]/"])
+def test_send_test_with_a_url_whose_brackets_hold_no_address_says_what_it_expects(tmp_path: Path, url: str) -> None:
+    # urlsplit raises ValueError on these, which argparse reported as "invalid base_url value: ...",
+    # naming a function of the relay's and not what --url takes
+    config = write_config(tmp_path / "relay.toml")
+    code, _, err = in_process(config, "send-test", "--url", url, redis_url="")
+    assert code == EXIT_CONFIG, err
+    assert f"invalid --url {url!r}: expected http://host:port or https://host" in err, err
+
+
 @pytest.mark.parametrize(("channel", "variable"), [("ipn", "TCO_SECRET_KEY"), ("ins", "TCO_INS_SECRET_WORD")])
 def test_send_test_without_its_secret_names_the_variable(tmp_path: Path, channel: str, variable: str) -> None:
     # it said "set the variable its secret_key_env names", and left the operator to look the name up

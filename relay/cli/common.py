@@ -169,11 +169,11 @@ def base_url(text: str) -> str:
         text.encode()
     except UnicodeEncodeError:  # bytes that are not UTF-8 in the argument
         raise argparse.ArgumentTypeError(f"invalid --url {text!r}: not UTF-8") from None
-    parts = urlsplit(text)
     try:
+        parts = urlsplit(text)  # raises ValueError for brackets holding no IPv6 address, or left open
         parts.port  # noqa: B018  (raises ValueError for a port outside 0 … 65535 or not a number)
     except ValueError:
-        parts = parts._replace(scheme="")
+        parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise argparse.ArgumentTypeError(f"invalid --url {text!r}: expected http://host:port or https://host")
     return text
