@@ -768,6 +768,27 @@ def cases() -> list[dict[str, Any]]:
             occurred_at="2021-01-01T12:00:00",
         ),
         case(
+            "ins-timestamp-no-zone-eastern-summer",
+            "ins",
+            'INS 1.1 user guide, Document Conventions: "All times will be sent in U.S. Eastern Time" '
+            "(2checkout.com/static/va/documentation/INS/index.html); the timestamp, with no zone, of the real "
+            "FRAUD_STATUS_CHANGED in w3guy/omnipay-2checkout tests/Mock/FraudChangeNotification.txt @b37e0fc: "
+            "America/New_York on that date is EDT",
+            ins({"timestamp": "2012-07-19 17:01:19"}),
+            "order.created",
+            ("message_type", "ORDER_CREATED"),
+            occurred_at="2012-07-19T17:01:19-04:00",
+        ),
+        case(
+            "ins-timestamp-no-zone-eastern-winter",
+            "ins",
+            'INS 1.1 user guide: "All times will be sent in U.S. Eastern Time"; in January, EST',
+            ins({"timestamp": "2021-01-01 12:00:00"}),
+            "order.created",
+            ("message_type", "ORDER_CREATED"),
+            occurred_at="2021-01-01T12:00:00-05:00",
+        ),
+        case(
             "ins-recurring-installment-details",
             "ins",
             "legacy INS 1.1 Recurring Installment Success page (item-level; item_duration_#, item_recurrence_#, "

@@ -413,7 +413,14 @@ def test_docs_examples_are_what_the_relay_sends() -> None:
         ("2021-01-01 12:00:00 UTC", "2021-01-01T12:00:00Z"),
         ("2021-01-01 12:00:00 GMT", "2021-01-01T12:00:00Z"),
         ("2021-01-01 12:00:00 XYZT", "2021-01-01T12:00:00"),  # a valid time in an unknown zone: kept, no offset
-        ("2021-01-01 12:00:00", "2021-01-01T12:00:00"),
+        # no zone named: U.S. Eastern, as the INS 1.1 guide says every time is, DST as on that date
+        ("2021-01-01 12:00:00", "2021-01-01T12:00:00-05:00"),
+        ("2012-07-19 17:01:19", "2012-07-19T17:01:19-04:00"),  # a real INS's timestamp (omnipay-2checkout)
+        ("2024-03-10 01:59:59", "2024-03-10T01:59:59-05:00"),  # the last second before clocks go forward
+        ("2024-03-10 03:00:00", "2024-03-10T03:00:00-04:00"),
+        ("2024-11-03 01:30:00", "2024-11-03T01:30:00-04:00"),  # the repeated hour: its first pass, EDT
+        ("2024-11-03 02:00:00", "2024-11-03T02:00:00-05:00"),
+        ("2021-02-30 12:00:00", None),
         ("2021-02-30 12:00:00 EST", None),
         ("yesterday", None),
     ],

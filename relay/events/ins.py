@@ -8,7 +8,7 @@ from functools import partial
 from typing import Any
 
 from config.event_types import UNMAPPED
-from relay.events.values import Fields, amount, country, expiry, first, full_name, opt, timestamp
+from relay.events.values import INS_ZONE, Fields, amount, country, expiry, first, full_name, opt, timestamp
 
 # INS 1.1 message_type; INVOICE_STATUS_CHANGED is refined by invoice_status below
 MESSAGE_TYPES: Mapping[str, str] = {
@@ -141,5 +141,6 @@ def _shipping(fields: Fields) -> dict[str, str | None] | None:
 
 
 def occurred_at(fields: Fields) -> str | None:
-    # the zone is named in the value itself ("2021-01-01 12:00:00 EEST")
-    return timestamp(first(fields, "timestamp"))
+    # the zone is named in the value itself ("2021-01-01 12:00:00 EEST"); one that names none is U.S.
+    # Eastern, as the INS 1.1 guide says every time is (values.INS_ZONE)
+    return timestamp(first(fields, "timestamp"), local=INS_ZONE)

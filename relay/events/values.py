@@ -6,8 +6,9 @@ Pure functions; each returns null (None) for a value it cannot read, never raise
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pycountry
 
@@ -69,26 +70,54 @@ def offset(value: str) -> str:
     return f"{m.group(1)}{hours:02d}:{minutes:02d}"
 
 
-def timestamp(value: str, zone: str = "") -> str | None:
+# INS 1.1 user guide, Document Conventions: "All times will be sent in U.S. Eastern Time"
+# (2checkout.com/static/va/documentation/INS/index.html); real INS timestamps name no zone
+# ("2012-07-19 17:01:19", w3guy/omnipay-2checkout tests/Mock/FraudChangeNotification.txt)
+INS_ZONE = "America/New_York"
+
+
+def timestamp(value: str, zone: str = "", *, local: str = "") -> str | None:
     """ISO 8601 of a 2Checkout time (``YmdHis`` or ``Y-m-d H:i:s``, optionally followed by a zone name).
 
     The offset comes from the zone named in the value (INS), else from ``zone`` (the notification's
-    TIMEZONE_OFFSET, already converted by ``offset``). A valid time whose zone is not known is given
-    without an offset rather than dropped; only a value that is not a valid time gives null.
+    TIMEZONE_OFFSET, already converted by ``offset``), else, for a value that names no zone, from the
+    IANA zone ``local`` on that date (INS: U.S. Eastern, ``INS_ZONE``). A valid time whose zone is not
+    known (named but unknown, or no tz database here) is given without an offset rather than dropped;
+    only a value that is not a valid time gives null.
     """
     value = value.strip()
     m = _YMDHIS.fullmatch(value) or _DATETIME.fullmatch(value)
     if m is None:
         return None
     groups = m.groups()
-    if len(groups) == 7 and groups[6]:
+    named = len(groups) == 7 and bool(groups[6])
+    if named:
         zone = ZONES.get(groups[6].upper(), "")
     y, mo, d, h, mi, s = (int(g) for g in groups[:6])
     try:
-        datetime(y, mo, d, h, mi, s)  # only checks that the date exists
+        when = datetime(y, mo, d, h, mi, s)
     except ValueError:
         return None
+    if not named and not zone and local:
+        zone = _offset_in(local, when)
     return f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}{zone}"
+
+
+def _offset_in(name: str, when: datetime) -> str:
+    """The UTC offset of the IANA zone ``name`` at the wall-clock time ``when`` (daylight saving as on
+    that date: 2012-07-19 in New York is -04:00, 2021-01-01 -05:00); "" without a tz database. The hour
+    repeated when clocks go back is read as its first pass (fold=0: EDT), as zoneinfo does."""
+    try:
+        delta = when.replace(tzinfo=ZoneInfo(name)).utcoffset()  # ZoneInfo keeps each zone it loaded
+    except ZoneInfoNotFoundError:
+        return ""
+    if delta is None:
+        return ""
+    if not delta:
+        return "Z"
+    sign = "-" if delta < timedelta(0) else "+"
+    minutes = abs(int(delta.total_seconds())) // 60
+    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
 def expiry(value: str, zone: str = "") -> str | None:
