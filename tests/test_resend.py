@@ -273,6 +273,30 @@ async def test_cli_resend_one_ids_and_by_filter(
     assert await redis.zcard(k.resends(a)) + await redis.zcard(k.resends(b)) == resends
 
 
+async def test_cli_bulk_resend_whose_every_match_is_skipped_says_so(
+    client: TestClient, api_settings: Settings, redis: Redis, worker: Worker, sinks: tuple[RefSink, RefSink]
+) -> None:
+    """A filter that selects only originals already resent (paused at billing) resends nothing: exit 1
+    with the skipped ones and why, not "0 notification(s) would be resent", exit 0."""
+    billing, _ = sinks
+    billing.failing = {"100"}
+    a = await ingest(client, "100")
+    await settled(redis, a)
+
+    async def cli(*args: str) -> Any:
+        return await asyncio.to_thread(relay_cli, api_settings, *args)
+
+    out = await cli("endpoints", "pause", "billing", "--yes")
+    assert out.returncode == 0, out.stderr
+    args = ("resend", "--endpoint", "billing", "--state", "failed", "--yes")
+    out = await cli(*args)
+    assert out.returncode == 0 and "queued 1 resend(s)" in out.stdout, out.stderr
+    out = await cli(*args)  # its resend is queued or paused at billing: in hand, so skipped
+    assert out.returncode == 1 and "relay: nothing to resend to billing: 1 match, each skipped" in out.stderr, out
+    assert f"{a}: already resent" in out.stdout and "would be resent" not in out.stdout, out.stdout
+    assert await redis.zcard(k.resends(a)) == 1
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
