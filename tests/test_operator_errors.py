@@ -74,6 +74,10 @@ def test_serve_and_worker_without_redis_url_stop_naming_it_and_relay_dev(tmp_pat
         "redis+sentinel:///",
         # bytes that are not UTF-8 (a surrogate here): a traceback from the client's .encode()
         "redis://:s3cr\udcff@127.0.0.1:6379/0",
+        # brackets left open or holding no IPv6 address: urlsplit's ValueError, raised again by the
+        # message's own safe_url, was a traceback
+        "redis://u:s3cret@[::1:6379/0",
+        "redis://u:s3cret@[zz]:6379/0",
     ],
 )
 @pytest.mark.parametrize("command", ["serve", "worker", "health", "notifications"])

@@ -37,6 +37,10 @@ from relay.store.connection import safe_url
         (":s3cret@127.0.0.1:6379/0", ":***@127.0.0.1:6379/0"),
         ("127.0.0.1:6379", "127.0.0.1:6379"),
         ("notaurl", "notaurl"),
+        # brackets urlsplit refuses (left open, no IPv6 address in them): the password hidden all the same
+        ("redis://u:s3cret@[::1:6379/0", "redis://u:***@[::1:6379/0"),
+        ("redis://:s3cret@[zz]:6379/0?password=s3cret", "redis://:***@[zz]:6379/0?password=***"),
+        ("u:s3cret@[::1", "u:***@[::1"),
     ],
 )
 def test_safe_url_hides_every_password_and_keeps_the_rest(url: str, shown: str) -> None:

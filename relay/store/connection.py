@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import hiredis
 import structlog
@@ -61,7 +61,10 @@ def safe_url(url: str) -> str:
     # a URL without its scheme (REDIS_URL=host:port, user:password@host) is shown as typed, its password
     # hidden: split as it is, "user" would be read as the scheme and the password as the path
     schemeless = "://" not in url
-    parts = urlsplit("//" + url if schemeless else url)
+    try:
+        parts = urlsplit("//" + url if schemeless else url)
+    except ValueError:  # brackets left open or holding no IPv6 address: check_url names the URL it refuses
+        parts = _split_by_hand(url, schemeless)
     userinfo, at, hosts = parts.netloc.rpartition("@")
     user, colon, _ = userinfo.partition(":")
     netloc = f"{user}{':***' if colon else ''}{at}{hosts}"
@@ -72,6 +75,14 @@ def safe_url(url: str) -> str:
     # by hand, not urlunsplit: that drops the empty host of unix:///path
     scheme = "" if schemeless else f"{parts.scheme}://"
     return f"{scheme}{netloc}{parts.path}{'?' if query else ''}{query}"
+
+
+def _split_by_hand(url: str, schemeless: bool) -> SplitResult:
+    """What urlsplit would make of a URL it refuses: the host part ends at the first '/' or '?'."""
+    scheme, _, rest = ("", "", url) if schemeless else url.partition("://")
+    end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    path, _, query = rest[end:].partition("?")
+    return SplitResult(scheme, rest[:end], path, query, "")
 
 
 def embedded_url(settings: Settings) -> str:
