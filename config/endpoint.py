@@ -15,6 +15,7 @@ import binascii
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -63,6 +64,17 @@ class EndpointConfig(EndpointFields):
     # a content filter on the event document's fields (config/match.py), checked at start-up
     match: dict[str, Any] | None = None
     retry_4xx: list[Annotated[int, Field(ge=400, le=499)]] = []
+
+    @field_validator("url")
+    @classmethod
+    def _splits(cls, v: str) -> str:
+        # the pattern lets brackets through that hold no IPv6 address, or are left open: every reader
+        # of the URL (health's host, check-endpoints, the client) raised ValueError on it, a traceback
+        try:
+            urlsplit(v)
+        except ValueError as exc:
+            raise ValueError(f"not a URL ({exc})") from None
+        return v
 
     @field_validator("sources", "channels")
     @classmethod

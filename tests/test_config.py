@@ -53,6 +53,9 @@ BASE = '[[sources]]\nname = "default"\nsecret_key_env = "TCO_SECRET_KEY"\n'
             "endpoint 'b': timeout = -1: must be greater than 0",
         ),
         (BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\nformat = "xml"\n', "endpoint 'b': format = 'xml'"),
+        # brackets that hold no IPv6 address, or left open: health and check-endpoints raised on them
+        (BASE + '[[endpoints]]\nname = "b"\nurl = "http://[zz]/h"\n', "endpoint 'b': url = 'http://[zz]/h': not a URL"),
+        (BASE + '[[endpoints]]\nname = "b"\nurl = "http://[::1/h"\n', "endpoint 'b': url = 'http://[::1/h': not a URL"),
         (BASE + '[[endpoints]]\nname = "b"\nurl = "http://x"\nretry_4xx = [500]\n', "endpoint 'b': retry_4xx[0] = 500"),
         ("[[sources]]\n", "the 1st [[sources]]: name: is required"),
         ("x = = 1", "not valid TOML"),
