@@ -255,6 +255,31 @@ async def test_a_reload_counts_each_process_once_and_keeps_answers_through_a_lon
     assert [a["process"] for a in twice["answers"]] == ["w1", "w2", "w3"], twice
 
 
+async def test_a_process_that_missed_two_reloads_in_a_row_counts_for_both(
+    make_settings: Callable[..., Settings], redis: Redis, redis_server: RedisServer
+) -> None:
+    """Two reloads in a row while a process is not subscribed (a Redis restart): relay:reload:last keeps
+    the latest only, so the process catches up on the second and answers it alone. The first reload
+    waited for it, reported it silent and failed (exit 1, 409), though the process had reloaded after
+    that request was made, from the file as it is now."""
+    settings = make_settings()
+    now = await clock_ms(redis)
+    await redis.hset(k.PROCS, "w1", json.dumps({"role": "worker", "hash": "x", "seen": now}))
+    first = asyncio.create_task(request_reload(redis, ORIGIN, wait_s=10))
+    first_id = json.loads(await _last_request(redis))["id"]
+    second = asyncio.create_task(request_reload(redis, ORIGIN, wait_s=10))
+    second_id = json.loads(await _last_request(redis, other_than=first_id))["id"]
+    late = _reloader(redis, settings, "w1", redis_server.url)
+    late.start()
+    try:
+        results = await asyncio.wait_for(asyncio.gather(first, second), 15)
+    finally:
+        await late.stop()
+    for result in results:
+        assert result["ok"] and result["silent"] == [] and [a["process"] for a in result["answers"]] == ["w1"], result
+    assert results[0]["answers"][0]["for"] == second_id and "for" not in results[1]["answers"][0]
+
+
 async def test_a_process_catches_up_on_a_request_whose_requester_waits_longer_than_a_minute(
     make_settings: Callable[..., Settings], redis: Redis, redis_server: RedisServer
 ) -> None:

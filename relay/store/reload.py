@@ -275,6 +275,49 @@ async def live_processes(redis: Redis, now_ms: int) -> list[dict[str, Any]]:
     return sorted(procs, key=lambda p: p["name"])
 
 
+async def _collect(
+    redis: Redis, request_id: str, expected: int, waiting: set[str], wait_s: float
+) -> dict[str, dict[str, Any]]:
+    """The answers to a request, by process, once ``expected`` came and every one of ``waiting``
+    answered, or after ``wait_s``.
+
+    By process: one may answer twice (a worker's loop started again within the wait catches up on a
+    request its old reloader answered), and the list may expire and start again within a long wait
+    (ANSWER_TTL_S after its last answer), so it is read whole each time, not from the last index. And a
+    process that missed this request and a later one too (not subscribed for either: relay:reload:last
+    keeps the latest only) catches up on the later one: that answer says it reloaded after this
+    request was made, from the file as it is now, so it counts here (``for``: the later request's id)."""
+    own: dict[str, dict[str, Any]] = {}
+    later: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + wait_s
+    # bounded by wait_s; a poll rather than BLPOP so the connection's socket timeout never fires first
+    while (len(own) < expected or waiting - own.keys() - later.keys()) and time.monotonic() < deadline:
+        await asyncio.sleep(POLL_S)
+        if waiting - own.keys() - later.keys():
+            # read before this request's own list: a process answers requests in order, so one that
+            # answered both is seen in its own list too, and its own answer wins
+            later.update(await _later_answers(redis, request_id))
+        for item in await redis.lrange(k.reload_answers(request_id), 0, -1):  # type: ignore[misc]
+            answer = json.loads(item)
+            own.setdefault(answer["process"], answer)  # the first: the one that applied the request
+    return {**later, **own}
+
+
+async def _later_answers(redis: Redis, request_id: str) -> dict[str, dict[str, Any]]:
+    raw = await redis.get(k.RELOAD_LAST)
+    try:
+        later_id = str(json.loads(raw)["id"]) if raw is not None else request_id
+    except (ValueError, KeyError, TypeError):
+        return {}
+    if later_id == request_id:
+        return {}
+    found: dict[str, dict[str, Any]] = {}
+    for item in await redis.lrange(k.reload_answers(later_id), 0, -1):  # type: ignore[misc]
+        answer = json.loads(item)
+        found.setdefault(answer["process"], {**answer, "for": later_id})
+    return found
+
+
 async def request_reload(redis: Redis, origin: audit.Origin, *, wait_s: float = DEFAULT_WAIT_S) -> dict[str, Any]:
     """Ask every live process to reload; wait up to ``wait_s`` for each answer. Audited."""
     request_id = uuid.uuid4().hex
@@ -286,22 +329,10 @@ async def request_reload(redis: Redis, origin: audit.Origin, *, wait_s: float = 
     # it compares this with the last request it saw once it subscribes, and reloads (Reloader._catch_up)
     await redis.set(k.RELOAD_LAST, message, px=RELOAD_LAST_TTL_MS)
     expected = int(await redis.publish(k.RELOAD_CHANNEL, message))
-    key = k.reload_answers(request_id)
-    # by process: one may answer twice (a worker's loop started again within the wait catches up on a
-    # request its old reloader answered), and the list may expire and start again within a long wait
-    # (ANSWER_TTL_S after its last answer), so it is read whole each time, not from the last index
-    by_process: dict[str, dict[str, Any]] = {}
-    deadline = time.monotonic() + wait_s
     # every live process is waited for, not only those PUBLISH reached: one that was not subscribed
     # (reconnecting after a Redis outage) catches up as it subscribes again and answers then
     live = await live_processes(redis, await clock_ms(redis))
-    waiting = {p["name"] for p in live}
-    # bounded by wait_s; a poll rather than BLPOP so the connection's socket timeout never fires first
-    while (len(by_process) < expected or waiting - by_process.keys()) and time.monotonic() < deadline:
-        await asyncio.sleep(POLL_S)
-        for item in await redis.lrange(key, 0, -1):  # type: ignore[misc]
-            answer = json.loads(item)
-            by_process.setdefault(answer["process"], answer)  # the first: the one that applied the request
+    by_process = await _collect(redis, request_id, expected, {p["name"] for p in live}, wait_s)
     answers = list(by_process.values())
     answered = set(by_process)
     live = await live_processes(redis, await clock_ms(redis))
