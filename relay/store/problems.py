@@ -154,19 +154,8 @@ def _endpoint_backlog(
     behind = ""
     if "head_retrying" in row["causes"]:
         behind = f", behind its head delivery retrying ({row['last_error']})"
-    left = row["pending"] + row["retrying"]
-    if row.get("paused") and left:
-        # a finished pause leaves nothing pending or retrying (new and finished work parks as paused): a
-        # pause or resume cut short (the CLI killed, Redis lost between its pages) did, and a paused
-        # endpoint sends none of it; said as a retrying head before, which pointed at the endpoint
-        behind = (
-            f": {name} is paused, and its pause or resume did not finish ({left} deliveries left pending or "
-            f"retrying, which a paused endpoint never sends): run relay endpoints pause {name} again, or resume it"
-        )
-        if age is None:
-            # only retrying work left (an endpoint is paused because it fails): no pending age to go
-            # by, and it has been stuck since the pause at the latest, its receipt at the earliest
-            age = min(a for a in (row["paused_age_s"], row["oldest_pending_age_s"]) if a is not None)
+    if row.get("paused") and row["pending"] + row["retrying"]:
+        behind, age = _unfinished_pause(name, row, age)
     held = row.get("order_held")
     if row.get("throttled"):
         # held back by its rate_limit, as configured: no alert (issue 24), but said
@@ -199,6 +188,24 @@ def _endpoint_backlog(
             f"(limit {limit:g} s){behind}",
         }
     return None
+
+
+def _unfinished_pause(name: str, row: dict[str, Any], age: float | None) -> tuple[str, float]:
+    """A paused endpoint's backlog message, and its age, while work is left pending or retrying.
+
+    A finished pause leaves nothing pending or retrying (new and finished work parks as paused): a
+    pause or resume cut short (the CLI killed, Redis lost between its pages) did, and a paused endpoint
+    sends none of it; said as a retrying head before, which pointed at the endpoint."""
+    left = row["pending"] + row["retrying"]
+    behind = (
+        f": {name} is paused, and its pause or resume did not finish ({left} deliveries left pending or "
+        f"retrying, which a paused endpoint never sends): run relay endpoints pause {name} again, or resume it"
+    )
+    if age is None:
+        # only retrying work left (an endpoint is paused because it fails): no pending age to go by,
+        # and it has been stuck since the pause at the latest, its receipt at the earliest
+        age = min(a for a in (row["paused_age_s"], row["oldest_pending_age_s"]) if a is not None)
+    return behind, age
 
 
 def _backlogs(report: dict[str, Any], limit: float, notes: list[dict[str, Any]]) -> list[dict[str, Any]]:
