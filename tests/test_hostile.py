@@ -364,8 +364,10 @@ def test_an_idle_keep_alive_connection_is_closed_after_idle_timeout(strict_relay
         assert answer.startswith(b"HTTP/1.1 200"), answer
         took = _closed_within(conn, 20)
     assert took is not None, "an idle keep-alive connection stayed open"
-    # it is the idle timeout (0.8 s) that ended it, not the header timeout (0.5 s) or anything sooner
-    assert took >= 0.75, took
+    # it is the idle timeout (0.8 s) that ended it, not the header timeout (0.5 s) or anything sooner;
+    # the clock starts when this side has read the answer, after the server's idle timer did, so a
+    # loaded machine measures less than 0.8 (0.788 seen): the line is midway between the two timeouts
+    assert took >= 0.65, took
 
 
 # -- 3. a flood of idle and dribbling connections under systemd's descriptor limit -------------------
