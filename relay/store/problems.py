@@ -178,16 +178,21 @@ def _endpoint_backlog(
     if held and age is not None and held["age_s"] >= age:  # the oldest waiting is the one held
         behind = f", behind an older delivery of its order retrying ({held['last_error']})"
     if age is not None and age > limit:
-        return {
-            "kind": "backlog_too_old",
-            "endpoint": name,
-            "since": iso_seconds(now - age * 1000),
-            "oldest_age_s": age,
-            "limit_s": limit,
-            "message": f"endpoint {name}: a delivery has waited {age:.0f} s to be attempted "
-            f"(limit {limit:g} s){behind}",
-        }
+        message = f"endpoint {name}: a delivery has waited {age:.0f} s to be attempted (limit {limit:g} s){behind}"
+        return _too_old({"endpoint": name}, age, limit, now, message)
     return None
+
+
+def _too_old(subject: dict[str, str], age: float, limit: float, now: int, message: str) -> dict[str, Any]:
+    """A ``backlog_too_old`` problem of ``subject`` (an endpoint, or the fan-out queue)."""
+    return {
+        "kind": "backlog_too_old",
+        **subject,
+        "since": iso_seconds(now - age * 1000),
+        "oldest_age_s": age,
+        "limit_s": limit,
+        "message": message,
+    }
 
 
 def _unfinished_pause(name: str, row: dict[str, Any], age: float | None) -> tuple[str, float]:
@@ -220,17 +225,8 @@ def _backlogs(report: dict[str, Any], limit: float, notes: list[dict[str, Any]])
             problems.append(problem)
     age = report["queue"]["oldest_age_s"]
     if age is not None and age > limit:
-        problems.append(
-            {
-                "kind": "backlog_too_old",
-                "queue": "fanout",
-                "since": iso_seconds(now - age * 1000),
-                "oldest_age_s": age,
-                "limit_s": limit,
-                "message": f"fan-out: a notification has waited {age:.0f} s to be routed to its endpoints "
-                f"(limit {limit:g} s)",
-            }
-        )
+        message = f"fan-out: a notification has waited {age:.0f} s to be routed to its endpoints (limit {limit:g} s)"
+        problems.append(_too_old({"queue": "fanout"}, age, limit, now, message))
     return problems
 
 
